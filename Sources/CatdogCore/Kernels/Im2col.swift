@@ -1,0 +1,117 @@
+/// Geometry of a 2-D convolution or pooling window over NHWC images.
+public struct ConvGeometry: Hashable, Sendable {
+    public var inHeight, inWidth, channels: Int
+    public var kernelHeight, kernelWidth: Int
+    public var strideHeight, strideWidth: Int
+    public var outHeight, outWidth: Int
+    /// Zero rows above and columns left of the image; the bottom and right padding is
+    /// whatever the output size needs (TensorFlow's "SAME" puts the odd one there).
+    public var padTop, padLeft: Int
+
+    public enum Padding: String, Sendable, Codable { case same, valid }
+
+    public init(
+        inHeight: Int, inWidth: Int, channels: Int, kernelHeight: Int, kernelWidth: Int,
+        strideHeight: Int, strideWidth: Int, padding: Padding
+    ) {
+        self.inHeight = inHeight
+        self.inWidth = inWidth
+        self.channels = channels
+        self.kernelHeight = kernelHeight
+        self.kernelWidth = kernelWidth
+        self.strideHeight = strideHeight
+        self.strideWidth = strideWidth
+        switch padding {
+        case .valid:
+            outHeight = (inHeight - kernelHeight) / strideHeight + 1
+            outWidth = (inWidth - kernelWidth) / strideWidth + 1
+            padTop = 0
+            padLeft = 0
+        case .same:
+            // TensorFlow: out = ceil(in / stride), total pad = max((out-1)*stride + k - in, 0),
+            // top = total / 2, bottom = total - top.
+            outHeight = (inHeight + strideHeight - 1) / strideHeight
+            outWidth = (inWidth + strideWidth - 1) / strideWidth
+            padTop = max((outHeight - 1) * strideHeight + kernelHeight - inHeight, 0) / 2
+            padLeft = max((outWidth - 1) * strideWidth + kernelWidth - inWidth, 0) / 2
+        }
+    }
+
+    /// Length of one im2col row: kernelHeight * kernelWidth * channels.
+    public var patchSize: Int { kernelHeight * kernelWidth * channels }
+    public var isPointwise: Bool {
+        kernelHeight == 1 && kernelWidth == 1 && strideHeight == 1 && strideWidth == 1 && padTop == 0
+            && padLeft == 0
+    }
+}
+
+/// Unfolds `images` NHWC images into rows of patches.
+/// input is (images, inHeight, inWidth, channels); col is (images * outHeight * outWidth, patchSize),
+/// each row ordered (kh, kw, c) so that a Keras kernel (kh, kw, c, filters) is its matching matrix.
+public func im2col(
+    _ g: ConvGeometry, images: Int, input: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>
+) {
+    let c = g.channels
+    let rowLength = g.patchSize
+    let imageSize = g.inHeight * g.inWidth * c
+    var row = col
+    for n in 0..<images {
+        let image = input + n * imageSize
+        for oh in 0..<g.outHeight {
+            let ihBase = oh * g.strideHeight - g.padTop
+            for ow in 0..<g.outWidth {
+                let iwBase = ow * g.strideWidth - g.padLeft
+                // The kw run for one kh is contiguous in both col and input.
+                let kwStart = max(0, -iwBase)
+                let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
+                for kh in 0..<g.kernelHeight {
+                    let ih = ihBase + kh
+                    let dst = row + kh * g.kernelWidth * c
+                    if ih < 0 || ih >= g.inHeight || kwEnd <= kwStart {
+                        dst.update(repeating: 0, count: g.kernelWidth * c)
+                        continue
+                    }
+                    if kwStart > 0 { dst.update(repeating: 0, count: kwStart * c) }
+                    let src = image + (ih * g.inWidth + iwBase + kwStart) * c
+                    (dst + kwStart * c).update(from: src, count: (kwEnd - kwStart) * c)
+                    if kwEnd < g.kernelWidth {
+                        (dst + kwEnd * c).update(repeating: 0, count: (g.kernelWidth - kwEnd) * c)
+                    }
+                }
+                row += rowLength
+            }
+        }
+    }
+}
+
+/// Folds patch-row gradients back onto the images, adding into `dInput` (the adjoint of im2col).
+public func col2im(
+    _ g: ConvGeometry, images: Int, dCol: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>
+) {
+    let c = g.channels
+    let rowLength = g.patchSize
+    let imageSize = g.inHeight * g.inWidth * c
+    var row = dCol
+    for n in 0..<images {
+        let image = dInput + n * imageSize
+        for oh in 0..<g.outHeight {
+            let ihBase = oh * g.strideHeight - g.padTop
+            for ow in 0..<g.outWidth {
+                let iwBase = ow * g.strideWidth - g.padLeft
+                let kwStart = max(0, -iwBase)
+                let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
+                if kwEnd > kwStart {
+                    for kh in 0..<g.kernelHeight {
+                        let ih = ihBase + kh
+                        if ih < 0 || ih >= g.inHeight { continue }
+                        let src = row + (kh * g.kernelWidth + kwStart) * c
+                        let dst = image + (ih * g.inWidth + iwBase + kwStart) * c
+                        let span = (kwEnd - kwStart) * c
+                        for i in 0..<span { dst[i] += src[i] }
+                    }
+                }
+                row += rowLength
+            }
+        }
+    }
+}

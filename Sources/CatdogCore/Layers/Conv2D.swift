@@ -1,0 +1,185 @@
+/// 2-D convolution over NHWC batches as im2col followed by one sgemm per chunk of images,
+/// with bias and activation fused (darknet's layout; Keras's kernel shape (KH, KW, C, F)).
+///
+/// Forward: y (rows, F) = col (rows, KH*KW*C) · W (KH*KW*C, F) + b, rows = images*OH*OW.
+/// Backward: dW += colᵀ · dY, db += Σ dY, dCol = dY · Wᵀ then col2im into dX.
+public final class Conv2D: Layer {
+    public let filters: Int
+    public let kernelSize: (Int, Int)
+    public let strides: (Int, Int)
+    public let padding: ConvGeometry.Padding
+    public let activation: Activation
+    public let useBias: Bool
+
+    public private(set) var geometry: ConvGeometry!
+    private var kernel: UnsafeMutablePointer<Float>!
+    private var bias: UnsafeMutablePointer<Float>!
+    private var dKernel: UnsafeMutablePointer<Float>!
+    private var dBias: UnsafeMutablePointer<Float>!
+    private var col = FloatBuffer(count: 0)
+    private var chunkImages = 1
+    private var colHoldsWholeBatch = false
+    private var scratch: Scratch!
+
+    /// Upper bound for one layer's im2col buffer (floats); larger batches are processed in chunks.
+    /// Set before `reserve` (tests make it small to exercise chunking).
+    public var maxColumnFloats = 16 << 20
+
+    public init(
+        filters: Int, kernelSize: (Int, Int), strides: (Int, Int) = (1, 1),
+        padding: ConvGeometry.Padding = .same, activation: Activation = .linear, useBias: Bool = true
+    ) {
+        self.filters = filters
+        self.kernelSize = kernelSize
+        self.strides = strides
+        self.padding = padding
+        self.activation = activation
+        self.useBias = useBias
+    }
+
+    public convenience init(
+        _ filters: Int, _ size: Int, stride: Int = 1, padding: ConvGeometry.Padding = .same,
+        activation: Activation = .linear, useBias: Bool = true
+    ) {
+        self.init(
+            filters: filters, kernelSize: (size, size), strides: (stride, stride), padding: padding,
+            activation: activation, useBias: useBias)
+    }
+
+    public var kind: String { "conv2d" }
+    public var summary: String {
+        "conv2d \(kernelSize.0)x\(kernelSize.1)x\(filters) /\(strides.0) \(padding.rawValue)"
+            + (activation == .linear ? "" : " \(activation.rawValue)")
+    }
+
+    public func configure(inputs: [FeatureShape]) throws -> FeatureShape {
+        guard inputs.count == 1 else { throw ShapeError("conv2d takes one input") }
+        let x = inputs[0]
+        let g = ConvGeometry(
+            inHeight: x.height, inWidth: x.width, channels: x.channels,
+            kernelHeight: kernelSize.0, kernelWidth: kernelSize.1,
+            strideHeight: strides.0, strideWidth: strides.1, padding: padding)
+        guard g.outHeight > 0, g.outWidth > 0 else {
+            throw ShapeError("conv2d \(kernelSize.0)x\(kernelSize.1) does not fit a \(x) input; use a larger --image-size")
+        }
+        geometry = g
+        return FeatureShape(height: g.outHeight, width: g.outWidth, channels: filters)
+    }
+
+    public var parameterSpecs: [ParameterSpec] {
+        let g = geometry!
+        var specs = [ParameterSpec(
+            "kernel", [g.kernelHeight, g.kernelWidth, g.channels, filters],
+            .glorotUniform(fanIn: g.patchSize, fanOut: g.kernelHeight * g.kernelWidth * filters), decays: true)]
+        if useBias { specs.append(ParameterSpec("bias", [filters], .zeros)) }
+        return specs
+    }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>) {
+        kernel = parameters
+        dKernel = gradients
+        if useBias {
+            bias = parameters + geometry.patchSize * filters
+            dBias = gradients + geometry.patchSize * filters
+        }
+    }
+
+    public func reserve(maxBatch: Int, scratch: Scratch) {
+        let g = geometry!
+        self.scratch = scratch
+        let rowsPerImage = g.outHeight * g.outWidth
+        if g.isPointwise {
+            chunkImages = maxBatch
+            return
+        }
+        chunkImages = max(1, min(maxBatch, maxColumnFloats / (rowsPerImage * g.patchSize)))
+        col = FloatBuffer(count: chunkImages * rowsPerImage * g.patchSize)
+        scratch.reserve(chunkImages * rowsPerImage * g.patchSize)
+    }
+
+    public var forwardFLOPs: Int {
+        let g = geometry!
+        return 2 * g.outHeight * g.outWidth * g.patchSize * filters
+    }
+
+    public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
+        let g = geometry!
+        let x = inputs[0]
+        let inImage = g.inHeight * g.inWidth * g.channels
+        let rowsPerImage = g.outHeight * g.outWidth
+        var start = 0
+        while start < batch {
+            let images = min(chunkImages, batch - start)
+            let rows = images * rowsPerImage
+            let a: UnsafePointer<Float>
+            if g.isPointwise {
+                a = UnsafePointer(x + start * inImage)
+            } else {
+                im2col(g, images: images, input: x + start * inImage, col: col.pointer)
+                a = UnsafePointer(col.pointer)
+            }
+            gemm(m: rows, n: filters, k: g.patchSize, a: a, lda: g.patchSize, b: kernel, ldb: filters,
+                 beta: 0, c: output + start * rowsPerImage * filters, ldc: filters)
+            start += images
+        }
+        colHoldsWholeBatch = batch <= chunkImages
+        let total = batch * rowsPerImage
+        if useBias {
+            var row = output
+            for _ in 0..<total {
+                for f in 0..<filters { row[f] += bias[f] }
+                row += filters
+            }
+        }
+        activation.apply(output, count: total * filters)
+    }
+
+    public func backward(
+        inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>,
+        dOutput: UnsafeMutablePointer<Float>, dInputs: [UnsafeMutablePointer<Float>?],
+        batch: Int, context: PassContext
+    ) {
+        let g = geometry!
+        let x = inputs[0]
+        let inImage = g.inHeight * g.inWidth * g.channels
+        let rowsPerImage = g.outHeight * g.outWidth
+        let total = batch * rowsPerImage
+        activation.maskGradient(output: output, dOutput: dOutput, count: total * filters)
+        if useBias {
+            var row = UnsafePointer(dOutput)
+            for _ in 0..<total {
+                for f in 0..<filters { dBias[f] += row[f] }
+                row += filters
+            }
+        }
+        let dx = dInputs[0]
+        var start = 0
+        while start < batch {
+            let images = min(chunkImages, batch - start)
+            let rows = images * rowsPerImage
+            let dy = dOutput + start * rowsPerImage * filters
+            let a: UnsafePointer<Float>
+            if g.isPointwise {
+                a = UnsafePointer(x + start * inImage)
+            } else {
+                if !colHoldsWholeBatch { im2col(g, images: images, input: x + start * inImage, col: col.pointer) }
+                a = UnsafePointer(col.pointer)
+            }
+            // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
+            gemm(transA: true, m: g.patchSize, n: filters, k: rows, a: a, lda: g.patchSize,
+                 b: dy, ldb: filters, beta: 1, c: dKernel, ldc: filters)
+            if let dx {
+                if g.isPointwise {
+                    gemm(transB: true, m: rows, n: g.channels, k: filters, a: dy, lda: filters,
+                         b: kernel, ldb: filters, beta: 1, c: dx + start * inImage, ldc: g.channels)
+                } else {
+                    let dCol = scratch.pointer
+                    gemm(transB: true, m: rows, n: g.patchSize, k: filters, a: dy, lda: filters,
+                         b: kernel, ldb: filters, beta: 0, c: dCol, ldc: g.patchSize)
+                    col2im(g, images: images, dCol: dCol, dInput: dx + start * inImage)
+                }
+            }
+            start += images
+        }
+    }
+}

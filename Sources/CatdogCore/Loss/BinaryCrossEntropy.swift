@@ -1,0 +1,35 @@
+import Foundation
+
+/// Binary cross-entropy on logits with the sigmoid folded in (numerically stable form):
+/// ℓ(z, y) = max(z, 0) − z·y + log(1 + e^(−|z|)), dℓ/dz = σ(z) − y.
+public enum BinaryCrossEntropy {
+    /// Loss of one logit.
+    @inline(__always)
+    public static func loss(logit z: Float, label y: Float) -> Float {
+        max(z, 0) - z * y + log1p(exp(-abs(z)))
+    }
+
+    @inline(__always)
+    public static func sigmoid(_ z: Float) -> Float {
+        z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))
+    }
+
+    /// Sums the loss and the correct predictions over `count` logits and writes
+    /// dLoss/dz divided by `normalizer` (the global batch size, so that summing the ranks'
+    /// gradients gives the gradient of the global mean loss).
+    public static func forwardBackward(
+        logits: UnsafePointer<Float>, labels: UnsafePointer<Float>, count: Int, normalizer: Int,
+        dLogits: UnsafeMutablePointer<Float>
+    ) -> (lossSum: Double, correct: Int) {
+        var lossSum = 0.0
+        var correct = 0
+        let scale = 1 / Float(normalizer)
+        for i in 0..<count {
+            let z = logits[i], y = labels[i]
+            lossSum += Double(loss(logit: z, label: y))
+            if (z > 0) == (y > 0.5) { correct += 1 }
+            dLogits[i] = (sigmoid(z) - y) * scale
+        }
+        return (lossSum, correct)
+    }
+}

@@ -1,0 +1,48 @@
+import CatdogCore
+import XCTest
+
+/// The im2col + sgemm convolution against the naive double-precision reference on random
+/// shapes: kernels 1–5 (even ones too), strides 1–3, same/valid padding, odd image sizes.
+/// Tolerance: 1e-4 absolute + 1e-4 relative (float32 sums of at most a few hundred terms).
+final class ConvolutionReferenceTests: XCTestCase {
+    func testRandomShapesMatchReference() throws {
+        var random = Random(seed: 2024)
+        for trial in 0..<40 {
+            let kh = 1 + random.below(5), kw = 1 + random.below(5)
+            let sh = 1 + random.below(3), sw = 1 + random.below(3)
+            let padding: ConvGeometry.Padding = random.below(2) == 0 ? .same : .valid
+            let height = kh + random.below(8), width = kw + random.below(8)
+            let channels = 1 + random.below(4), filters = 1 + random.below(5), batch = 1 + random.below(3)
+            let conv = Conv2D(filters: filters, kernelSize: (kh, kw), strides: (sh, sw), padding: padding)
+            if trial % 3 == 0 { conv.maxColumnFloats = 1 }  // exercise chunking too
+            let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch, seed: UInt64(trial))
+            let g = conv.geometry!
+            let label = "trial \(trial): \(kh)x\(kw) /\(sh),\(sw) \(padding) on \(height)x\(width)x\(channels) -> \(filters)"
+
+            h.forward()
+            let kernelCount = kh * kw * channels * filters
+            let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
+            let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
+            assertClose(h.output.array, expected, absolute: 1e-4, relative: 1e-4, "forward, \(label)")
+
+            let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+            h.backward(dy)
+            let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
+            assertClose(h.dInputs[0].array, ref.dInput, absolute: 1e-4, relative: 1e-4, "dInput, \(label)")
+            assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel, absolute: 1e-4, relative: 1e-4, "dKernel, \(label)")
+            assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias, absolute: 1e-4, relative: 1e-4, "dBias, \(label)")
+        }
+    }
+
+    func testSamePaddingMatchesTensorFlow() {
+        // TensorFlow "SAME": out = ceil(in/stride); the odd pad goes to the bottom/right.
+        let g = ConvGeometry(inHeight: 224, inWidth: 224, channels: 3, kernelHeight: 3, kernelWidth: 3,
+                             strideHeight: 2, strideWidth: 2, padding: .same)
+        XCTAssertEqual(g.outHeight, 112)
+        XCTAssertEqual(g.padTop, 0)  // total pad 1: top 0, bottom 1
+        let k8 = ConvGeometry(inHeight: 64, inWidth: 64, channels: 3, kernelHeight: 8, kernelWidth: 8,
+                              strideHeight: 1, strideWidth: 1, padding: .same)
+        XCTAssertEqual(k8.outHeight, 64)
+        XCTAssertEqual(k8.padTop, 3)  // total pad 7: top 3, bottom 4
+    }
+}

@@ -1,0 +1,56 @@
+import CatdogCore
+import XCTest
+
+final class ModelTests: XCTestCase {
+    func testVGGHasKerasParameterCount() throws {
+        XCTAssertEqual(try ModelZoo.build("vgg", imageSize: 64).parameterCount, 2_287_137)
+    }
+
+    func testEveryModelBuildsAtOddSizesAndGivesFiniteLogits() throws {
+        for name in ModelZoo.names {
+            for size in [32, 47, 64] {
+                let network = try ModelZoo.build(name, imageSize: size)
+                XCTAssertEqual(network.outputShape, .vector(1), "\(name) at \(size)")
+                network.initialize(seed: 1)
+                network.reserve(maxBatch: 2)
+                var random = Random(seed: 3)
+                for i in 0..<(2 * network.inputShape.count) { network.input[i] = random.uniform() }
+                let logits = network.forward(batch: 2, context: PassContext(training: true))
+                XCTAssertTrue(logits[0].isFinite && logits[1].isFinite, "\(name) at \(size)")
+            }
+        }
+    }
+
+    func testDefaultModelIsCheaperThanVGG() throws {
+        let resnet = try ModelZoo.build(ModelZoo.defaultModel, imageSize: 64)
+        let vgg = try ModelZoo.build("vgg", imageSize: 64)
+        XCTAssertLessThan(resnet.forwardFLOPs, vgg.forwardFLOPs / 2 + vgg.forwardFLOPs / 10)
+        XCTAssertEqual(Double(vgg.forwardFLOPs) / 1e9, 0.42, accuracy: 0.01)
+    }
+
+    func testUnknownModelIsAClearError() {
+        XCTAssertThrowsError(try ModelZoo.build("alexnet", imageSize: 64)) { error in
+            XCTAssertTrue("\(error)".contains("vgg"), "\(error)")
+        }
+    }
+
+    func testTooSmallImageIsAClearError() {
+        XCTAssertThrowsError(try ModelZoo.build("vgg", imageSize: 8)) { error in
+            XCTAssertTrue("\(error)".contains("--image-size"), "\(error)")
+        }
+    }
+
+    func testInitializationIsGlorotUniformAndSeeded() throws {
+        let a = try ModelZoo.build("vgg", imageSize: 32), b = try ModelZoo.build("vgg", imageSize: 32)
+        a.initialize(seed: 11); b.initialize(seed: 11)
+        XCTAssertEqual(a.parameters.array, b.parameters.array)
+        let slot = a.parameterSlots[2]  // second conv kernel: 3x3x32x32
+        let limit = (6.0 / Double(9 * 32 + 9 * 32)).squareRoot()
+        let values = a.parameters.array[slot.offset..<(slot.offset + slot.count)]
+        XCTAssertLessThanOrEqual(values.map { abs(Double($0)) }.max()!, limit)
+        let variance = values.map { Double($0 * $0) }.reduce(0, +) / Double(values.count)
+        XCTAssertEqual(variance, limit * limit / 3, accuracy: 0.05 * limit * limit / 3)  // U(-l, l) has variance l²/3
+        XCTAssertTrue(a.parameterSlots[1].name.hasSuffix("bias"))
+        XCTAssertEqual(a.parameters[a.parameterSlots[1].offset], 0)
+    }
+}

@@ -1,0 +1,120 @@
+import CatdogCore
+import Foundation
+import XCTest
+
+/// Each optimizer's first steps against Keras's formulas evaluated in double precision
+/// (written out here independently of the implementation), and a few values worked by hand.
+/// Tolerance: 1e-6 absolute on parameters of size ~1.
+final class OptimizerTests: XCTestCase {
+    let initial: [Float] = [0.5, -1.0, 2.0, 0.0]
+    let gradientSteps: [[Float]] = [[0.1, -0.2, 0.3, 0.0], [0.2, 0.1, -0.5, 1e-3], [-0.3, 0.4, 0.2, -2.0]]
+
+    func run(_ optimizer: Optimizer, lr: Float) -> [Float] {
+        let w = FloatBuffer(initial)
+        for g in gradientSteps { step(optimizer, w, g, lr: lr) }
+        return w.array
+    }
+
+    /// One update with gradient `g`, keeping the gradient buffer alive through the call.
+    func step(_ optimizer: Optimizer, _ w: FloatBuffer, _ g: [Float], lr: Float) {
+        let gradient = FloatBuffer(g)
+        withExtendedLifetime(gradient) {
+            optimizer.step(parameters: w.pointer, gradients: gradient.pointer, learningRate: lr)
+        }
+    }
+
+    func reference(_ update: (_ w: inout Double, _ g: Double, _ t: Int, _ slot: inout [Double]) -> Void, slots: Int) -> [Float] {
+        initial.indices.map { i in
+            var w = Double(initial[i])
+            var slot = [Double](repeating: 0, count: slots)
+            for (t, g) in gradientSteps.enumerated() { update(&w, Double(g[i]), t + 1, &slot) }
+            return Float(w)
+        }
+    }
+
+    func testSGDPlainMomentumAndNesterov() {
+        let lr = 0.1, mu = 0.9
+        assertClose(run(SGD(count: 4), lr: 0.1), reference({ w, g, _, _ in w -= lr * g }, slots: 0), absolute: 1e-6)
+        assertClose(run(SGD(count: 4, momentum: 0.9), lr: 0.1), reference({ w, g, _, s in
+            s[0] = mu * s[0] - lr * g; w += s[0] }, slots: 1), absolute: 1e-6)
+        assertClose(run(SGD(count: 4, momentum: 0.9, nesterov: true), lr: 0.1), reference({ w, g, _, s in
+            s[0] = mu * s[0] - lr * g; w += mu * s[0] - lr * g }, slots: 1), absolute: 1e-6)
+        // By hand: g = 1 twice, lr 0.1, μ 0.9: m = −0.1, w = 0.9; m = −0.19, w = 0.71.
+        let w = FloatBuffer([1]), sgd = SGD(count: 1, momentum: 0.9)
+        step(sgd, w, [1], lr: 0.1)
+        step(sgd, w, [1], lr: 0.1)
+        XCTAssertEqual(w[0], 0.71, accuracy: 1e-6)
+    }
+
+    func testAdaGrad() {
+        let lr = 0.1, eps = 1e-7
+        assertClose(run(AdaGrad(count: 4), lr: 0.1), reference({ w, g, _, s in
+            if s[0] == 0 { s[0] = 0.1 }
+            s[0] += g * g; w -= lr * g / (s[0] + eps).squareRoot() }, slots: 1), absolute: 1e-6)
+    }
+
+    func testRMSProp() {
+        let lr = 0.01, rho = 0.9, eps = 1e-7
+        assertClose(run(RMSProp(count: 4), lr: 0.01), reference({ w, g, _, s in
+            s[0] = rho * s[0] + (1 - rho) * g * g; w -= lr * g / (s[0] + eps).squareRoot() }, slots: 1), absolute: 1e-6)
+        // By hand: first step moves by lr·g/√(0.1·g²) = lr·√10 ≈ 0.0316 against the gradient's sign.
+        let w = FloatBuffer([0]), rms = RMSProp(count: 1)
+        step(rms, w, [0.5], lr: 0.01)
+        XCTAssertEqual(w[0], -0.0316228, accuracy: 1e-6)
+    }
+
+    func testAdam() {
+        let lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-7
+        assertClose(run(Adam(count: 4), lr: 0.01), reference({ w, g, t, s in
+            let alpha = lr * (1 - pow(b2, Double(t))).squareRoot() / (1 - pow(b1, Double(t)))
+            s[0] += (g - s[0]) * (1 - b1); s[1] += (g * g - s[1]) * (1 - b2)
+            w -= alpha * s[0] / (s[1].squareRoot() + eps) }, slots: 2), absolute: 1e-6)
+        // By hand: Adam's first step is lr·sign(g) (up to ε).
+        let w = FloatBuffer([1]), adam = Adam(count: 1)
+        step(adam, w, [-3], lr: 0.01)
+        XCTAssertEqual(w[0], 1.01, accuracy: 1e-6)
+    }
+
+    func testNadam() {
+        let lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-7
+        var product = [Double](repeating: 1, count: initial.count)
+        var index = 0
+        let expected = reference({ w, g, t, s in
+            let u = b1 * (1 - 0.5 * pow(0.96, Double(t))), uNext = b1 * (1 - 0.5 * pow(0.96, Double(t + 1)))
+            if t == 1 { product[index] = 1 }
+            product[index] *= u
+            s[0] += (g - s[0]) * (1 - b1); s[1] += (g * g - s[1]) * (1 - b2)
+            let mHat = uNext * s[0] / (1 - product[index] * uNext) + (1 - u) * g / (1 - product[index])
+            let vHat = s[1] / (1 - pow(b2, Double(t)))
+            w -= lr * mHat / (vHat.squareRoot() + eps)
+            if t == 3 { index += 1 }
+        }, slots: 2)
+        assertClose(run(Nadam(count: 4), lr: 0.01), expected, absolute: 1e-6)
+    }
+
+    func testWeightDecayTouchesOnlyKernels() throws {
+        let network = try ModelZoo.build("resnet", imageSize: 32)
+        network.gradients.zero()
+        addWeightDecay(0.1, slots: network.parameterSlots, parameters: network.parameters.pointer, gradients: network.gradients.pointer)
+        for slot in network.parameterSlots {
+            let i = slot.offset
+            let expected = slot.decays ? 0.1 * network.parameters[i] : 0
+            XCTAssertEqual(network.gradients[i], expected, accuracy: 1e-9, slot.name)
+        }
+    }
+
+    func testScheduleWarmupCosineAndStep() {
+        var s = LearningRateSchedule(baseRate: 1, warmupSteps: 4, totalSteps: 104, decay: .cosine)
+        s.minimumFactor = 0
+        XCTAssertEqual(s.rate(at: 0), 0.25, accuracy: 1e-6)
+        XCTAssertEqual(s.rate(at: 3), 1, accuracy: 1e-6)
+        XCTAssertEqual(s.rate(at: 4), 1, accuracy: 1e-6)
+        XCTAssertEqual(s.rate(at: 54), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(s.rate(at: 104), 0, accuracy: 1e-6)
+        var step = LearningRateSchedule(baseRate: 1, totalSteps: 100, decay: .step)
+        step.stepEvery = 10
+        step.stepFactor = 0.5
+        XCTAssertEqual(step.rate(at: 9), 1)
+        XCTAssertEqual(step.rate(at: 25), 0.25)
+    }
+}
