@@ -1,7 +1,158 @@
 import ArgumentParser
+import CatdogCore
+import Foundation
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a model, one process or data-parallel under mpirun.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model, one process or data-parallel under mpirun.",
+        discussion: """
+            Run alone (`catdog-dist train --data train/ --checkpoint-dir ck`) or as N ranks \
+            (`mpirun -np N catdog-dist train ...`, also across machines with --hostfile). \
+            --batch-size is the global batch: each rank takes batch/N of it, so results do not \
+            depend on N. Every rank decodes 1/N of the images; the ranks then share them.
 
-    func run() throws { try notYetAvailable("train", issue: 4) }
+            Examples:
+              catdog-dist train --data ../shared/data/dogs-vs-cats/train --checkpoint-dir ck
+              mpirun -np 2 catdog-dist train --data train/ --model vgg --epochs 30 --checkpoint-dir ck
+            """)
+
+    @Option(help: "Training folder: Kaggle names (cat.1.jpg, dog.2.jpg) or subfolders cats/ and dogs/.")
+    var data: String
+
+    @Option(help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`).")
+    var model = ModelZoo.defaultModel
+
+    @Option(help: "Square input size in pixels.")
+    var imageSize = 64
+
+    @Option(help: "Total epochs of the run (as Keras's fit(epochs=N)).")
+    var epochs = 15
+
+    @Option(help: "Global batch size, divided among the ranks.")
+    var batchSize = 64
+
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var optimizer = OptimizerKind.adam
+
+    @Option(help: "Peak learning rate (default: 0.001 for adagrad/rmsprop/adam/nadam, 0.01 for sgd).")
+    var lr: Float?
+
+    @Option(help: "Momentum for sgd.")
+    var momentum: Float = 0.9
+
+    @Option(help: "L2 weight decay λ on kernels (adds λ·w to their gradients).")
+    var weightDecay: Float = 0
+
+    @Option(help: "Warmup in epochs: the learning rate rises linearly over it.")
+    var warmupEpochs: Double = 1
+
+    @Option(help: "Learning-rate decay after warmup: cosine, step or constant.")
+    var decay = LearningRateSchedule.Decay.cosine
+
+    @Option(help: "Augmentation: a list of flip, color, crop; or all, or none.")
+    var augment = "all"
+
+    @Option(help: "How a non-square image becomes square: squash or crop (centre).")
+    var fit = Resize.Fit.squash
+
+    @Option(help: "Pixel scaling: unit ([0,1]), symmetric ([-1,1], Keras 'tf' mode).")
+    var pixels = Preprocessing.Scale.unit
+
+    @Option(help: "Fraction of each class held out for validation.")
+    var valFraction = 0.1
+
+    @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept.")
+    var patience = 5
+
+    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it.")
+    var timeBudget: Double?
+
+    @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Folder for metrics.jsonl and checkpoints (created if missing).")
+    var checkpointDir: String
+
+    @Option(help: "Also checkpoint every this many steps (0 = only at epoch ends).")
+    var checkpointEvery = 0
+
+    @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
+    var threads = 1
+
+    @Flag(inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward.")
+    var overlap = true
+
+    @Option(help: "Gradient bucket size for the overlapped all-reduce, in MiB.")
+    var bucketMib = 4.0
+
+    func validate() throws {
+        guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description) }
+        guard (16...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 16 and 1024") }
+        guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard valFraction > 0, valFraction < 1 else { throw ValidationError("--val-fraction must be in (0, 1)") }
+        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+        if let timeBudget, !(timeBudget > 0) { throw ValidationError("--time-budget must be positive") }
+        _ = try augmentation()
+    }
+
+    func augmentation() throws -> Augmentation {
+        do { return try Augmentation(parsing: augment) } catch { throw ValidationError("\(error)") }
+    }
+
+    func makeConfig() throws -> TrainingConfig {
+        var c = TrainingConfig()
+        c.model = model
+        c.imageSize = imageSize
+        c.epochs = epochs
+        c.globalBatch = batchSize
+        c.optimizer = optimizer
+        c.learningRate = lr
+        c.momentum = momentum
+        c.weightDecay = weightDecay
+        c.warmupEpochs = warmupEpochs
+        c.decay = decay
+        c.augmentation = try augmentation()
+        c.fit = fit
+        c.scale = pixels
+        c.validationFraction = valFraction
+        c.patience = patience
+        c.timeBudget = timeBudget
+        c.seed = seed
+        c.overlap = overlap
+        c.bucketMiB = bucketMib
+        return c
+    }
+
+    func run() throws {
+        try runDistributed { comm in
+            setBLASThreads(threads)
+            let config = try makeConfig()
+            let log = RankLog(comm)
+            try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
+            let data = try TrainingData(folder: self.data, config: config, communicator: comm) { log.info($0) }
+            log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), decoded in \(String(format: "%.1f", data.decodeSeconds)) s")
+            if let summary = data.skippedSummary {
+                let details = (checkpointDir as NSString).appendingPathComponent("skipped-files.log")
+                if comm.rank == 0 { try (data.skippedDetails.joined(separator: "\n") + "\n").write(toFile: details, atomically: true, encoding: .utf8) }
+                log.info("\(summary) (details in \(details))")
+            }
+            let trainer = try Trainer(config: config, communicator: comm, data: data)
+            log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description)")
+            let progress = ProgressLine()
+            let summary = try trainer.fit(
+                metricsFile: (checkpointDir as NSString).appendingPathComponent("metrics.jsonl"),
+                checkpointEvery: checkpointEvery,
+                log: { progress.clear(); log.info($0) },
+                progress: { progress.update($0) })
+            progress.clear()
+            let how = switch summary.stop {
+            case .epochs: "finished \(config.epochs) epochs"
+            case .earlyStopping: "stopped early"
+            case .timeBudget: "time budget spent"
+            }
+            log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s")
+        }
+    }
 }

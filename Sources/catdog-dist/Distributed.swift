@@ -1,0 +1,64 @@
+import ArgumentParser
+import CatdogCore
+import Foundation
+
+/// Runs `body` on this rank. Any error ends the whole job: the rank prints what went wrong
+/// and calls MPI_Abort, so the other ranks never wait forever in a collective.
+func runDistributed(_ body: (Communicator) throws -> Void) throws {
+    let comm: MPICommunicator
+    do { comm = try MPICommunicator() } catch {
+        printError("cannot start MPI: \(error)")
+        throw ExitCode(1)
+    }
+    print("rank \(comm.rank) of \(comm.size) on \(comm.hostName) (pid \(getpid()))")
+    fflush(nil)
+    do {
+        try body(comm)
+    } catch let error as ExitCode {
+        if comm.size > 1, error != .success { comm.abort(code: error.rawValue) }
+        comm.finalize()
+        throw error
+    } catch {
+        printError(comm.size > 1 ? "rank \(comm.rank) of \(comm.size) on \(comm.hostName): \(error)" : "\(error)")
+        if comm.size > 1 { comm.abort(code: 1) }
+        throw ExitCode(1)
+    }
+    comm.finalize()
+}
+
+/// Rank 0's messages to the user; the other ranks stay quiet.
+struct RankLog {
+    let comm: Communicator
+    init(_ comm: Communicator) { self.comm = comm }
+    func info(_ message: String) {
+        guard comm.rank == 0 else { return }
+        print(message)
+        fflush(nil)
+    }
+}
+
+/// A live status line on a terminal (rewritten in place); on a pipe, a line every 15 s.
+final class ProgressLine {
+    private let isTerminal = isatty(STDERR_FILENO) == 1
+    private var lastPrinted = Date.distantPast
+    private var shown = false
+
+    func update(_ text: String) {
+        if isTerminal {
+            FileHandle.standardError.write(Data("\r\u{1B}[2K\(text)".utf8))
+            shown = true
+        } else if Date().timeIntervalSince(lastPrinted) >= 15 {
+            FileHandle.standardError.write(Data("\(text)\n".utf8))
+            lastPrinted = Date()
+        }
+    }
+
+    func clear() {
+        if shown { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)); shown = false }
+    }
+}
+
+extension OptimizerKind: ExpressibleByArgument {}
+extension LearningRateSchedule.Decay: ExpressibleByArgument {}
+extension Resize.Fit: ExpressibleByArgument {}
+extension Preprocessing.Scale: ExpressibleByArgument {}
