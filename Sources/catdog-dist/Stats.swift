@@ -1,7 +1,32 @@
 import ArgumentParser
+import CatdogCore
+import Foundation
 
 struct Stats: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Count images per class and their sizes; draw the figures.")
+    static let configuration = CommandConfiguration(
+        abstract: "Count images per class and their sizes; draw the figures.",
+        discussion: "Reads only the JPEG headers, so it is quick even on the full Kaggle set.")
 
-    func run() throws { try notYetAvailable("stats", issue: 3) }
+    @Option(help: "Labelled folder (Kaggle names or cats/ and dogs/ subfolders).")
+    var data: String
+
+    @Option(help: "Write the class bar chart and width/height histograms to this SVG file.")
+    var plot: String?
+
+    func run() throws {
+        let stats: DatasetStatistics
+        do { stats = try DatasetStatistics(folder: data) } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+        print(stats.report)
+        for (path, reason) in stats.unreadable.prefix(20) { print("  unreadable: \(path): \(reason)") }
+        if let plot {
+            do { try stats.figure.write(toFile: plot, atomically: true, encoding: .utf8) } catch {
+                printError("cannot write \(plot): \(error.localizedDescription)")
+                throw ExitCode(1)
+            }
+            print("figures written to \(plot)")
+        }
+    }
 }

@@ -4,6 +4,10 @@ import Foundation
 public struct LabeledFile: Sendable, Hashable {
     public var path: String
     public var label: Int
+    public init(path: String, label: Int) {
+        self.path = path
+        self.label = label
+    }
 }
 
 /// A folder that yielded no usable images, or could not be read.

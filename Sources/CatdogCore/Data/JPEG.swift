@@ -31,7 +31,7 @@ public struct RGBImage: Sendable {
 /// TurboJPEG decoding with DCT-domain downscaling, and encoding (for tests and tools).
 /// One instance per thread: a TurboJPEG handle is not thread-safe.
 public final class JPEGCodec {
-    private let decompressor: tjhandle
+    private var decompressor: tjhandle
     private var compressor: tjhandle?
     private let scalingFactors: [tjscalingfactor]
 
@@ -56,8 +56,18 @@ public final class JPEGCodec {
 
     /// Width and height from the header, without decoding.
     public func dimensions(of data: Data) throws -> (width: Int, height: Int) {
-        let header = try readHeader(data)
+        let header = try recovering { try readHeader(data) }
         return (header.width, header.height)
+    }
+
+    /// Runs `body`; after a failure, replaces the decompressor, because libjpeg-turbo 2.1 can
+    /// leave a handle that failed mid-file unable to decode the next, good one.
+    private func recovering<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch {
+            tjDestroy(decompressor)
+            decompressor = tjInitDecompress()
+            throw error
+        }
     }
 
     private struct Header { var width, height: Int; var colorspace: Int32 }
@@ -86,10 +96,14 @@ public final class JPEGCodec {
     /// Decodes to RGB at the smallest DCT scale (1/8 … 1) whose result is still at least
     /// `minWidth`×`minHeight` (or full size when the image is smaller). Grayscale becomes RGB
     /// through libjpeg; CMYK and YCCK (Adobe's inverted CMYK) are converted here.
-    public func decode(_ data: Data, minWidth: Int = 0, minHeight: Int = 0) throws -> RGBImage {
+    public func decode(_ data: Data, minWidth: Int? = nil, minHeight: Int? = nil) throws -> RGBImage {
+        try recovering { try decodeOnce(data, minWidth: minWidth ?? .max, minHeight: minHeight ?? .max) }
+    }
+
+    private func decodeOnce(_ data: Data, minWidth: Int, minHeight: Int) throws -> RGBImage {
         let header = try readHeader(data)
         var factor = tjscalingfactor(num: 1, denom: 1)
-        for candidate in scalingFactors {
+        for candidate in scalingFactors where minWidth < header.width || minHeight < header.height {
             if catdog_tj_scaled(Int32(header.width), candidate) >= minWidth,
                catdog_tj_scaled(Int32(header.height), candidate) >= minHeight {
                 factor = candidate

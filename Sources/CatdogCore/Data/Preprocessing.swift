@@ -60,6 +60,11 @@ public struct Augmentation: Sendable, Codable, Equatable {
         self.crop = crop
     }
 
+    /// The random stream of one sample's augmentation in one epoch.
+    public static func stream(seed: UInt64, epoch: Int, sample: Int) -> Random {
+        Random(seed: seed, 0xA06, UInt64(epoch), UInt64(sample))
+    }
+
     public static let none = Augmentation()
     public static let all = Augmentation(flip: true, color: true, crop: true)
 

@@ -121,7 +121,7 @@ public final class Trainer {
             let sampleSize = network.inputShape.count
             for (i, position) in positions.enumerated() {
                 let sample = data.trainSamples[position]
-                var random = Random(seed: config.seed, 0xA06, UInt64(plan.epoch), UInt64(sample))
+                var random = Augmentation.stream(seed: config.seed, epoch: plan.epoch, sample: sample)
                 data.train.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
                                        augmentation: config.augmentation, random: &random)
                 labels[i] = Float(data.train.labels[sample])
