@@ -25,8 +25,8 @@ struct Train: ParsableCommand {
     @Option(help: "Square input size in pixels.")
     var imageSize = 64
 
-    @Option(help: "Total epochs of the run (as Keras's fit(epochs=N)).")
-    var epochs = 15
+    @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default 15.")
+    var epochs: Int?
 
     @Option(help: "Global batch size, divided among the ranks.")
     var batchSize = 64
@@ -76,6 +76,12 @@ struct Train: ParsableCommand {
     @Option(help: "Also checkpoint every this many steps (0 = only at epoch ends).")
     var checkpointEvery = 0
 
+    @Option(help: "Number of numbered checkpoints to keep (best and last are kept besides).")
+    var keep = 3
+
+    @Option(help: "Continue from a checkpoint: `auto` (the newest in --checkpoint-dir that verifies, or start fresh) or a file path.")
+    var resume: String?
+
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
@@ -88,7 +94,8 @@ struct Train: ParsableCommand {
     func validate() throws {
         guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description) }
         guard (16...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 16 and 1024") }
-        guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
+        if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
+        guard keep > 0 else { throw ValidationError("--keep must be positive") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         guard valFraction > 0, valFraction < 1 else { throw ValidationError("--val-fraction must be in (0, 1)") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
@@ -105,7 +112,7 @@ struct Train: ParsableCommand {
         var c = TrainingConfig()
         c.model = model
         c.imageSize = imageSize
-        c.epochs = epochs
+        c.epochs = epochs ?? 15
         c.globalBatch = batchSize
         c.optimizer = optimizer
         c.learningRate = lr
@@ -128,9 +135,21 @@ struct Train: ParsableCommand {
     func run() throws {
         try runDistributed { comm in
             setBLASThreads(threads)
-            let config = try makeConfig()
             let log = RankLog(comm)
             try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
+            let store = CheckpointStore(directory: checkpointDir, keep: keep)
+            var config = try makeConfig()
+            let checkpoint = try loadResumeCheckpoint(comm, store: store, log: log)
+            if let checkpoint {
+                let m = checkpoint.metadata
+                config = m.config
+                if let epochs { config.epochs = epochs }
+                if let timeBudget { config.timeBudget = timeBudget }
+                if m.finished, config.epochs <= m.epoch {
+                    log.info("\(checkpoint.path) is a finished run (\(m.epoch) epochs, best val_loss \(m.bestValidationLoss.map { String(format: "%.4f", $0) } ?? "-")); nothing to do. Pass a larger --epochs to train on.")
+                    return
+                }
+            }
             let data = try TrainingData(folder: self.data, config: config, communicator: comm) { log.info($0) }
             log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), decoded in \(String(format: "%.1f", data.decodeSeconds)) s")
             if let summary = data.skippedSummary {
@@ -139,20 +158,71 @@ struct Train: ParsableCommand {
                 log.info("\(summary) (details in \(details))")
             }
             let trainer = try Trainer(config: config, communicator: comm, data: data)
+            if let checkpoint {
+                try trainer.restore(from: checkpoint)
+                let m = checkpoint.metadata
+                let elastic = m.ranks == comm.size ? "" : "; written by \(m.ranks) ranks, continuing on \(comm.size) with the same global batch \(config.globalBatch)"
+                log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
+            }
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description)")
             let progress = ProgressLine()
+            var checkpointMilliseconds: [Double] = []
             let summary = try trainer.fit(
                 metricsFile: (checkpointDir as NSString).appendingPathComponent("metrics.jsonl"),
                 checkpointEvery: checkpointEvery,
                 log: { progress.clear(); log.info($0) },
-                progress: { progress.update($0) })
+                progress: { progress.update($0) }
+            ) { trainer, reason in
+                guard comm.rank == 0 else { return }
+                let started = Date()
+                var best = false, finished = false
+                switch reason {
+                case .epochEnd(let improved): best = improved
+                case .everySteps: break
+                case .finished(let complete): finished = complete
+                }
+                let bytes = try trainer.checkpointBytes(finished: finished)
+                try store.write(bytes, epoch: trainer.epoch, step: trainer.globalStep, best: best)
+                checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
+            }
             progress.clear()
             let how = switch summary.stop {
             case .epochs: "finished \(config.epochs) epochs"
             case .earlyStopping: "stopped early"
-            case .timeBudget: "time budget spent"
+            case .timeBudget: "time budget spent (resume with --resume auto to continue)"
             }
-            log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s")
+            let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
+            log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; best weights in \(store.bestPath)")
         }
+    }
+
+    /// Rank 0 finds and verifies the checkpoint to resume from, then sends its bytes to every
+    /// rank (lab machines need not share a file system). nil = start fresh.
+    func loadResumeCheckpoint(_ comm: Communicator, store: CheckpointStore, log: RankLog) throws -> LoadedCheckpoint? {
+        guard let resume else { return nil }
+        var bytes: [UInt8] = []
+        var path = ""
+        var compressed = 0
+        if comm.rank == 0 {
+            let found: LoadedCheckpoint?
+            if resume == "auto" {
+                found = store.newestValid { log.info("skipping \($0)") }
+                if found == nil { log.info("no checkpoint in \(checkpointDir) yet: starting fresh") }
+            } else {
+                found = try LoadedCheckpoint(path: resume)
+            }
+            if let found {
+                bytes = found.file.bytes
+                path = found.path
+                compressed = found.compressedBytes
+            }
+        }
+        var count = UInt64(bytes.count)
+        try withUnsafeMutableBytes(of: &count) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
+        guard count > 0 else { return nil }
+        if comm.rank != 0 { bytes = .init(repeating: 0, count: Int(count)) }
+        try bytes.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: Int(count), root: 0) }
+        path = try comm.broadcast(path)
+        return try LoadedCheckpoint(decompressed: bytes, path: path, compressedBytes: compressed)
     }
 }

@@ -22,6 +22,8 @@ public final class Trainer {
     public var elapsedBefore = 0.0
     /// The current epoch's training sums so far (a mid-epoch checkpoint keeps them).
     public var epochTotals = EpochTotals()
+    /// When this process's trainer was made (elapsed time = elapsedBefore + since then).
+    public let processStart = Date()
 
     /// Weights and BatchNorm state of the best epoch (early stopping restores them).
     public let bestParameters: FloatBuffer
@@ -93,8 +95,22 @@ public final class Trainer {
         public var count: Double
     }
 
+    /// A failure injected for tests through `CATDOG_FAIL_AT=RANK:UPDATE`.
+    public struct InjectedFailure: Error, CustomStringConvertible {
+        public var step: Int
+        public var description: String { "injected failure at update \(step) (CATDOG_FAIL_AT)" }
+    }
+
+    private lazy var injectedFailure: (rank: Int, step: Int)? = {
+        let parts = (ProcessInfo.processInfo.environment["CATDOG_FAIL_AT"] ?? "").split(separator: ":").compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : nil
+    }()
+
     /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`.
     public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
+        if let failure = injectedFailure, failure.rank == comm.rank, failure.step == globalStep {
+            throw InjectedFailure(step: globalStep)
+        }
         let start = Date()
         let positions = plan.samples(step: step, rank: comm.rank)
         let batch = positions.count
@@ -225,6 +241,8 @@ public final class Trainer {
     }
 
     /// Stretches or shrinks the schedule to `totalSteps` (time budgets), identically on all ranks.
+    public func setSchedule(_ schedule: LearningRateSchedule) { self.schedule = schedule }
+
     public func setScheduleTotalSteps(_ totalSteps: Int) {
         schedule.totalSteps = max(totalSteps, schedule.warmupSteps + 1)
     }

@@ -2,7 +2,11 @@ import Foundation
 
 extension Trainer {
     /// Why `fit` called the checkpoint hook.
-    public enum CheckpointReason: Sendable { case epochEnd(improved: Bool), everySteps, finished }
+    public enum CheckpointReason: Sendable {
+        case epochEnd(improved: Bool), everySteps
+        /// The run ended; `complete` is false when only the time budget stopped it.
+        case finished(complete: Bool)
+    }
 
     /// Sums of the current epoch's training loss, correct predictions and samples so far.
     public struct EpochTotals: Sendable, Codable {
@@ -107,8 +111,11 @@ extension Trainer {
                 break
             }
         }
+        // The end-of-run checkpoint holds the exact state (so a larger --epochs continues it);
+        // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
+        // EarlyStopping(restore_best_weights=True)).
+        try checkpoint(self, .finished(complete: stoppedBy != .timeBudget))
         if !history.isEmpty, bestValidationLoss.isFinite { restoreBest() }
-        try checkpoint(self, .finished)
         return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                           history: history)
     }

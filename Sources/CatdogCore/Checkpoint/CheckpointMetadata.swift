@@ -1,0 +1,112 @@
+import Foundation
+
+/// Everything in a checkpoint besides tensors: what the model is, how its inputs were made,
+/// and exactly where training stood. Stored as JSON in the safetensors `__metadata__`.
+public struct CheckpointMetadata: Codable, Sendable {
+    public static let format = "catdog-dist"
+    public static let currentVersion = 1
+
+    public var formatVersion = CheckpointMetadata.currentVersion
+    public var model: String
+    public var imageSize: Int
+    public var preprocessing: Preprocessing
+    public var config: TrainingConfig
+    /// Completed epochs; steps done inside the current one; updates in total.
+    public var epoch: Int
+    public var stepInEpoch: Int
+    public var step: Int
+    public var globalBatch: Int
+    /// Rank count that wrote it.
+    public var ranks: Int
+    public var optimizer: String
+    public var optimizerHyperparameters: [String: Double]
+    public var optimizerIterations: Int
+    public var optimizerScalars: [String: Double]
+    public var schedule: LearningRateSchedule
+    public var seed: UInt64
+    public var history: [EpochMetrics]
+    /// nil until a validation loss exists.
+    public var bestValidationLoss: Double?
+    public var epochsWithoutImprovement: Int
+    public var epochTotals: Trainer.EpochTotals
+    public var elapsedSeconds: Double
+    /// True for the checkpoint written when a run ended (early stopping, epochs, time budget).
+    public var finished: Bool
+    public var parameterCount: Int
+    public var created: String
+}
+
+public struct CheckpointError: Error, CustomStringConvertible {
+    public var path: String
+    public var problem: String
+    public var description: String { "checkpoint \(path): \(problem)" }
+}
+
+/// A verified checkpoint in memory.
+public struct LoadedCheckpoint {
+    public let path: String
+    public let metadata: CheckpointMetadata
+    public let file: SafeTensors.File
+    public let compressedBytes: Int
+
+    /// Reads, decompresses (checking zstd's checksum) and validates `path`.
+    public init(path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError(path: path, problem: "cannot read the file (missing or no permission)")
+        }
+        try self.init(compressed: [UInt8](data), path: path)
+    }
+
+    public init(compressed: [UInt8], path: String) throws {
+        let bytes: [UInt8]
+        do { bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) } } catch {
+            throw CheckpointError(path: path, problem: "not a readable .safetensors.zst file (\(error)); it may be truncated or corrupt")
+        }
+        try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
+    }
+
+    public init(decompressed bytes: [UInt8], path: String, compressedBytes: Int) throws {
+        let file: SafeTensors.File
+        do { file = try SafeTensors.decode(bytes) } catch {
+            throw CheckpointError(path: path, problem: "not a safetensors file: \(error)")
+        }
+        guard file.metadata["format"] == CheckpointMetadata.format, let json = file.metadata["catdog"] else {
+            throw CheckpointError(path: path, problem: "a safetensors file, but not a catdog-dist checkpoint")
+        }
+        if let version = Int(file.metadata["format_version"] ?? ""), version > CheckpointMetadata.currentVersion {
+            throw CheckpointError(path: path, problem: """
+                written in format version \(version) by a newer catdog-dist; this build reads up to \
+                version \(CheckpointMetadata.currentVersion): update catdog-dist
+                """)
+        }
+        do { metadata = try JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8)) } catch {
+            throw CheckpointError(path: path, problem: "its metadata does not parse: \(error)")
+        }
+        self.path = path
+        self.file = file
+        self.compressedBytes = compressedBytes
+    }
+
+    /// Builds the checkpoint's model with its weights and BatchNorm statistics.
+    public func makeNetwork() throws -> Network {
+        let network: Network
+        do { network = try ModelZoo.build(metadata.model, imageSize: metadata.imageSize) } catch {
+            throw CheckpointError(path: path, problem: "\(error)")
+        }
+        try loadWeights(into: network, prefix: "model/", statePrefix: "state/")
+        return network
+    }
+
+    func loadWeights(into network: Network, prefix: String, statePrefix: String) throws {
+        do {
+            for slot in network.parameterSlots {
+                try file.read(prefix + slot.name, into: network.parameters.pointer + slot.offset, count: slot.count)
+            }
+            for slot in network.stateSlots {
+                try file.read(statePrefix + slot.name, into: network.state.pointer + slot.offset, count: slot.count)
+            }
+        } catch {
+            throw CheckpointError(path: path, problem: "does not match model \(metadata.model): \(error)")
+        }
+    }
+}

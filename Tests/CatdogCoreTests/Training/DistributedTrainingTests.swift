@@ -1,0 +1,79 @@
+import CatdogCore
+import Foundation
+import XCTest
+
+/// Training runs through the command line, alone and under mpirun, on real images from
+/// ../shared. Small models and images keep each run to seconds.
+final class DistributedTrainingTests: XCTestCase {
+    /// A quick configuration: the study's simple net at 32x32 on a few hundred images.
+    func trainArguments(_ data: String, _ checkpoints: String, epochs: Int = 1, batch: Int = 24, extra: [String] = []) -> [String] {
+        ["train", "--data", data, "--checkpoint-dir", checkpoints, "--model", "simple", "--image-size", "32",
+         "--epochs", String(epochs), "--batch-size", String(batch), "--patience", "0"] + extra
+    }
+
+    func testTwoAndThreeRanksTrainAndSayWhereTheyRun() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        for ranks in [2, 3] {
+            let checkpoints = try temporaryFolder(self)
+            let result = try CLI.run(trainArguments(data, checkpoints), ranks: ranks)
+            XCTAssertEqual(result.status, 0, result.output)
+            for rank in 0..<ranks { XCTAssertTrue(result.stdout.contains("rank \(rank) of \(ranks) on "), result.stdout) }
+            XCTAssertTrue(result.stdout.contains("global batch 24 = \(ranks) x \(24 / ranks)"), result.stdout)
+            let lines = try String(contentsOfFile: checkpoints + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            XCTAssertEqual(lines.count, 1)
+            let metrics = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+            for key in ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "elapsed_s", "lr"] {
+                XCTAssertNotNil(metrics[key], "metrics.jsonl lacks \(key)")
+            }
+            XCTAssertEqual(metrics["step"] as? Int, 5)  // 108 training images / 24 = 4.5 → 5 steps
+            XCTAssertEqual(metrics["ranks"] as? Int, ranks)
+        }
+    }
+
+    func testSameSeedAndRankCountGiveBitIdenticalWeights() throws {
+        let data = try sharedSubset(self, perClass: 40)
+        let a = try temporaryFolder(self), b = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, a), ranks: 2).status, 0)
+        XCTAssertEqual(try CLI.run(trainArguments(data, b), ranks: 2).status, 0)
+        XCTAssertEqual(try modelTensors(a + "/last.safetensors.zst"), try modelTensors(b + "/last.safetensors.zst"))
+    }
+
+    /// Same global batch on 1 and 2 ranks: the same samples, augmentations and dropout masks
+    /// each step, so only float summation order differs. Tolerance: 1e-4 absolute after 5 updates.
+    func testOneAndTwoRanksAgreeToFloatTolerance() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let one = try temporaryFolder(self), two = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, one), ranks: 1).status, 0)
+        XCTAssertEqual(try CLI.run(trainArguments(data, two), ranks: 2).status, 0)
+        let a = try modelTensors(one + "/last.safetensors.zst"), b = try modelTensors(two + "/last.safetensors.zst")
+        XCTAssertEqual(Set(a.keys), Set(b.keys))
+        var largest: Float = 0
+        for (name, values) in a { for (x, y) in zip(values, b[name]!) { largest = max(largest, abs(x - y)) } }
+        XCTAssertLessThan(largest, 1e-4)
+    }
+
+    func testARankThatFailsEndsTheJobNamingIt() throws {
+        let data = try sharedSubset(self, perClass: 40)
+        let checkpoints = try temporaryFolder(self)
+        let started = Date()
+        let result = try CLI.run(trainArguments(data, checkpoints, epochs: 5), ranks: 2, environment: ["CATDOG_FAIL_AT": "1:3"], timeout: 120)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("rank 1 of 2"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("injected failure at update 3"), result.stderr)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 60, "the job must end, not hang")
+    }
+
+    func testBatchThatDoesNotDivideIsAClearError() throws {
+        let data = try sharedSubset(self, perClass: 10)
+        let result = try CLI.run(trainArguments(data, try temporaryFolder(self), batch: 16), ranks: 3)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("does not divide among 3 ranks"), result.stderr)
+    }
+
+    func testMissingDataFolderIsAClearError() throws {
+        let result = try CLI.run(trainArguments("/nonexistent/catdog", try temporaryFolder(self)))
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("/nonexistent/catdog"), result.stderr)
+        XCTAssertFalse(result.stderr.contains("Fatal error"), result.stderr)
+    }
+}

@@ -1,0 +1,131 @@
+import CatdogCore
+import Foundation
+import XCTest
+
+final class ResumeTests: XCTestCase {
+    func trainArguments(_ data: String, _ checkpoints: String, epochs: Int = 2, extra: [String] = []) -> [String] {
+        ["train", "--data", data, "--checkpoint-dir", checkpoints, "--model", "simple", "--image-size", "32",
+         "--epochs", String(epochs), "--batch-size", "24", "--patience", "0", "--checkpoint-every", "3", "--keep", "20"] + extra
+    }
+
+    /// 2 epochs straight, and the same run resumed from its mid-epoch checkpoint at update 3:
+    /// bit-identical final weights, optimizer moments and metrics.
+    func testResumeMidEpochIsBitExact() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let straight = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, straight)).status, 0)
+        let resumed = try temporaryFolder(self)
+        let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
+        let result = try CLI.run(trainArguments(data, resumed, extra: ["--resume", middle]))
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("step 3 of the epoch"), result.stdout)
+        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+        let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
+        for name in a.file.tensors.keys.sorted() { XCTAssertEqual(try a.file.array(name), try b.file.array(name), name) }
+        XCTAssertEqual(a.metadata.history.map(\.val_loss), b.metadata.history.map(\.val_loss))
+        XCTAssertEqual(a.metadata.step, 10)
+    }
+
+    /// A checkpoint from 2 ranks continues on 1, and one from 1 rank on 3, at the same data
+    /// position; without BatchNorm the result matches the uninterrupted run to float tolerance.
+    func testElasticResumeAcrossRankCounts() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        for (writers, readers) in [(2, 1), (1, 3)] {
+            let straight = try temporaryFolder(self)
+            XCTAssertEqual(try CLI.run(trainArguments(data, straight), ranks: writers).status, 0)
+            let resumed = try temporaryFolder(self)
+            let result = try CLI.run(trainArguments(data, resumed, extra: ["--resume", straight + "/ckpt-e0000-s00000003.safetensors.zst"]),
+                                     ranks: readers)
+            XCTAssertEqual(result.status, 0, result.output)
+            XCTAssertTrue(result.stdout.contains("written by \(writers) ranks, continuing on \(readers) with the same global batch 24"), result.stdout)
+            let a = try modelTensors(straight + "/last.safetensors.zst"), b = try modelTensors(resumed + "/last.safetensors.zst")
+            var largest: Float = 0
+            for (name, values) in a { for (x, y) in zip(values, b[name]!) { largest = max(largest, abs(x - y)) } }
+            XCTAssertLessThan(largest, 1e-4, "\(writers) → \(readers) ranks")
+        }
+    }
+
+    func testResumeAutoSkipsCorruptAndTruncatedCheckpoints() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder, epochs: 2)).status, 0)
+        let store = CheckpointStore(directory: folder)
+        let numbered = store.numbered()  // updates 10, 9, 6, 5, 3
+        XCTAssertEqual(numbered.count, 5)
+        // Truncate `last` (and so the newest numbered, its hard link) and flip bytes in the next.
+        let last = try Data(contentsOf: URL(fileURLWithPath: store.lastPath))
+        try last.prefix(last.count / 2).write(to: URL(fileURLWithPath: store.lastPath))  // replaces the link
+        try FileManager.default.removeItem(atPath: numbered[0])
+        try last.prefix(last.count / 3).write(to: URL(fileURLWithPath: numbered[0]))
+        var damaged = try Data(contentsOf: URL(fileURLWithPath: numbered[1]))
+        for i in stride(from: damaged.count / 2, to: damaged.count / 2 + 64, by: 1) { damaged[i] ^= 0x5A }
+        try damaged.write(to: URL(fileURLWithPath: numbered[1]))
+        var skipped: [String] = []
+        let chosen = store.newestValid { skipped.append($0.path) }
+        XCTAssertEqual(skipped, [store.lastPath, numbered[0], numbered[1]])
+        XCTAssertEqual(chosen?.path, numbered[2])
+        let result = try CLI.run(trainArguments(data, folder, epochs: 2, extra: ["--resume", "auto"]))
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("skipping checkpoint \(store.lastPath)"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("resumed from \(numbered[2])"), result.stdout)
+    }
+
+    func testResumeRefusesFilesThatAreNotCheckpoints() throws {
+        let data = try sharedSubset(self, perClass: 10)
+        let folder = try temporaryFolder(self)
+        let text = folder + "/notes.safetensors.zst"
+        try Data("hello".utf8).write(to: URL(fileURLWithPath: text))
+        var result = try CLI.run(trainArguments(data, folder, extra: ["--resume", text]))
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("checkpoint \(text): not a readable .safetensors.zst file"), result.stderr)
+        // A valid safetensors file from elsewhere, and one from a newer format version.
+        let foreign = folder + "/foreign.safetensors.zst", newer = folder + "/newer.safetensors.zst"
+        let values: [Float] = [1, 2]
+        try values.withUnsafeBufferPointer { v in
+            for (path, meta) in [(foreign, ["framework": "pt"]), (newer, ["format": "catdog-dist", "format_version": "99", "catdog": "{}"])] {
+                let bytes = try SafeTensors.encode([.init(name: "w", shape: [2], values: v)], metadata: meta)
+                try Data(try bytes.withUnsafeBytes { try Zstd.compress($0) }).write(to: URL(fileURLWithPath: path))
+            }
+        }
+        result = try CLI.run(trainArguments(data, folder, extra: ["--resume", foreign]))
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("not a catdog-dist checkpoint"), result.stderr)
+        result = try CLI.run(trainArguments(data, folder, extra: ["--resume", newer]))
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("format version 99"), result.stderr)
+    }
+
+    func testResumingAFinishedRunSaysSoAndExitsZero() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder, epochs: 1)).status, 0)
+        let result = try CLI.run(trainArguments(data, folder, epochs: 1, extra: ["--resume", "auto"]))
+        XCTAssertEqual(result.status, 0)
+        XCTAssertTrue(result.stdout.contains("is a finished run"), result.stdout)
+    }
+
+    func testPythonStandardLibraryReadsTheCheckpoint() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder, epochs: 1)).status, 0)
+        let plain = folder + "/last.safetensors"
+        let unzip = Process()
+        unzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        unzip.arguments = ["zstd", "-q", "-d", folder + "/last.safetensors.zst", "-o", plain]
+        try unzip.run(); unzip.waitUntilExit()
+        XCTAssertEqual(unzip.terminationStatus, 0)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("cluster/read-checkpoint.py").path
+        let python = Process(), pipe = Pipe()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", script, plain, "model/dense_4.kernel"]
+        python.standardOutput = pipe
+        try python.run(); python.waitUntilExit()
+        let lines = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        XCTAssertTrue(lines.first?.contains("model simple at 32px") ?? false, "\(lines)")
+        let json = try JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as! [String: Any]
+        XCTAssertEqual(json["shape"] as? [Int], [64, 1])
+        let expected = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").file.array("model/dense_4.kernel")
+        XCTAssertEqual((json["values"] as! [Double]).map(Float.init), Array(expected.prefix(8)))
+    }
+}
