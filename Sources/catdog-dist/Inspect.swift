@@ -1,7 +1,44 @@
 import ArgumentParser
+import CatdogCore
+import Foundation
 
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a checkpoint's metadata and tensors.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show a checkpoint's metadata and tensors.",
+        discussion: "Example: catdog-dist inspect ck/best.safetensors.zst")
 
-    func run() throws { try notYetAvailable("inspect", issue: 5) }
+    @Argument(help: "A .safetensors.zst checkpoint.")
+    var file: String
+
+    @Flag(help: "Print the metadata as JSON.")
+    var json = false
+
+    func run() throws {
+        let checkpoint: LoadedCheckpoint
+        do { checkpoint = try LoadedCheckpoint(path: file) } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+        let m = checkpoint.metadata
+        if json {
+            print(checkpoint.file.metadata["catdog"] ?? "{}")
+            return
+        }
+        let raw = checkpoint.file.bytes.count
+        print("\(file)")
+        print("  format        catdog-dist checkpoint v\(m.formatVersion), written \(m.created) by \(m.ranks) rank(s)\(m.finished ? ", finished run" : "")")
+        print("  model         \(m.model) at \(m.imageSize)x\(m.imageSize), \(m.parameterCount) parameters")
+        print("  preprocessing fit \(m.preprocessing.fit.rawValue), pixels \(m.preprocessing.scale.rawValue), crop margin \(m.preprocessing.cropMargin)")
+        print("  position      \(m.epoch) epochs done of \(m.config.epochs), step \(m.stepInEpoch) into the next, update \(m.step)")
+        print("  training      global batch \(m.globalBatch), \(m.optimizer) \(m.optimizerHyperparameters.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%g", $0.value))" }.joined(separator: " ")), lr \(m.schedule.baseRate) \(m.schedule.decay.rawValue), seed \(m.seed), augment \(m.config.augmentation.description)")
+        if let best = m.bestValidationLoss { print(String(format: "  best          val_loss %.4f", best)) }
+        for e in m.history {
+            print(String(format: "  epoch %3d     loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s", e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.images_per_s))
+        }
+        print(String(format: "  size          %.2f MB compressed, %.2f MB raw, ratio %.2f", Double(checkpoint.compressedBytes) / 1e6, Double(raw) / 1e6, Double(raw) / Double(max(checkpoint.compressedBytes, 1))))
+        print("  tensors")
+        for (name, t) in checkpoint.file.tensors.sorted(by: { $0.key < $1.key }) {
+            print("    \(name.padding(toLength: 44, withPad: " ", startingAt: 0)) \(t.dtype) \(t.shape)")
+        }
+    }
 }

@@ -104,6 +104,20 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("is a finished run"), result.stdout)
     }
 
+    func testInspectShowsMetadataTensorsAndCompression() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder, epochs: 1)).status, 0)
+        let result = try CLI.run(["inspect", folder + "/best.safetensors.zst"])
+        XCTAssertEqual(result.status, 0, result.output)
+        for expected in ["model         simple at 32x32", "global batch 24", "model/conv2d_1.kernel", "F32 [8, 8, 3, 32]", "ratio", "optimizer/m"] {
+            XCTAssertTrue(result.stdout.contains(expected), "missing \(expected) in \(result.stdout)")
+        }
+        let bad = try CLI.run(["inspect", "/etc/hostname"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("checkpoint /etc/hostname:"), bad.stderr)
+    }
+
     func testPythonStandardLibraryReadsTheCheckpoint() throws {
         let data = try sharedSubset(self, perClass: 20)
         let folder = try temporaryFolder(self)
