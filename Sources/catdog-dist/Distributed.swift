@@ -4,14 +4,16 @@ import Foundation
 
 /// Runs `body` on this rank. Any error ends the whole job: the rank prints what went wrong
 /// and calls MPI_Abort, so the other ranks never wait forever in a collective.
-func runDistributed(_ body: (Communicator) throws -> Void) throws {
+func runDistributed(announce: Bool = true, _ body: (Communicator) throws -> Void) throws {
     let comm: MPICommunicator
     do { comm = try MPICommunicator() } catch {
         printError("cannot start MPI: \(error)")
         throw ExitCode(1)
     }
-    print("rank \(comm.rank) of \(comm.size) on \(comm.hostName) (pid \(getpid()))")
-    fflush(nil)
+    if announce {
+        print("rank \(comm.rank) of \(comm.size) on \(comm.hostName) (pid \(getpid()))")
+        fflush(nil)
+    }
     do {
         try body(comm)
     } catch let error as ExitCode {

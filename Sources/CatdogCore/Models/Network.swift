@@ -1,3 +1,5 @@
+import Dispatch
+
 /// A directed acyclic graph of layers with all parameters in one flat buffer and all
 /// gradients in a mirror of it (llm.c), so the all-reduce is one call and the optimizer
 /// one loop. Node 0 is the input; nodes are stored in topological order.
@@ -33,6 +35,18 @@ public final class Network {
     private var inputPointers: [[UnsafeMutablePointer<Float>]] = []
     private var dInputPointers: [[UnsafeMutablePointer<Float>?]] = []
     private let scratch = Scratch()
+
+    /// Per-node seconds spent in forward and backward, summed while `profiling` is on.
+    public var profiling = false
+    public private(set) var forwardSeconds: [Double] = []
+    public private(set) var backwardSeconds: [Double] = []
+
+    public func resetProfile() {
+        forwardSeconds = .init(repeating: 0, count: nodes.count)
+        backwardSeconds = .init(repeating: 0, count: nodes.count)
+    }
+
+    @inline(__always) private func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     public var inputShape: FeatureShape { nodes[0].shape }
     public var outputShape: FeatureShape { nodes[nodes.count - 1].shape }
@@ -128,9 +142,12 @@ public final class Network {
     @discardableResult
     public func forward(batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         precondition(batch <= maxBatch, "reserve(maxBatch:) first")
+        if profiling, forwardSeconds.count != nodes.count { resetProfile() }
         for index in 1..<nodes.count {
+            let start = profiling ? now() : 0
             nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index].pointer,
                                         batch: batch, context: context)
+            if profiling { forwardSeconds[index] += Double(now() - start) * 1e-9 }
         }
         return activations[nodes.count - 1].pointer
     }
@@ -144,7 +161,10 @@ public final class Network {
         }
         let last = nodes.count - 1
         dActivations[last].pointer.update(from: dLogits, count: batch * nodes[last].shape.count)
+        if profiling, backwardSeconds.count != nodes.count { resetProfile() }
         for index in stride(from: last, through: 1, by: -1) {
+            let start = profiling ? now() : 0
+            defer { if profiling { backwardSeconds[index] += Double(now() - start) * 1e-9 } }
             nodes[index].layer!.backward(
                 inputs: inputPointers[index], output: activations[index].pointer,
                 dOutput: dActivations[index].pointer, dInputs: dInputPointers[index],

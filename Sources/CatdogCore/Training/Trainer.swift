@@ -31,12 +31,12 @@ public final class Trainer {
 
     public var stepsPerEpoch: Int { (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch }
 
-    private let labels: FloatBuffer
+    /// The update itself; owns the labels buffer and the gradient buckets.
+    public let stepper: DataParallelStep
+    private let evaluationLabels: FloatBuffer
     private let dLogits: FloatBuffer
-    private let buckets: [(range: Range<Int>, lastNode: Int)]
-    /// Seconds spent in forward+backward+update, and waiting for all-reduces after backward.
-    public private(set) var computeSeconds = 0.0
-    public private(set) var exposedCommSeconds = 0.0
+    public var computeSeconds: Double { stepper.computeSeconds }
+    public var exposedCommSeconds: Double { stepper.exposedCommSeconds }
 
     public init(config: TrainingConfig, communicator: Communicator, data: TrainingData) throws {
         self.config = config
@@ -52,7 +52,7 @@ public final class Trainer {
         let localBatch = config.globalBatch / comm.size
         network.reserve(maxBatch: localBatch)
         optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
-        labels = FloatBuffer(count: localBatch)
+        evaluationLabels = FloatBuffer(count: localBatch)
         dLogits = FloatBuffer(count: localBatch)
         bestParameters = FloatBuffer(count: network.parameterCount)
         bestState = FloatBuffer(count: network.state.count)
@@ -60,31 +60,13 @@ public final class Trainer {
         schedule = LearningRateSchedule(
             baseRate: config.resolvedLearningRate, warmupSteps: Int(config.warmupEpochs * Double(steps)),
             totalSteps: config.epochs * steps, decay: config.decay)
-        buckets = Trainer.makeBuckets(network, bytes: Int(config.bucketMiB * 1_048_576))
+        stepper = DataParallelStep(network: network, optimizer: optimizer, communicator: communicator,
+                                   overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576))
 
         // Rank 0 initialises; everyone starts from its weights.
         network.initialize(seed: config.seed)
         try comm.broadcast(network.parameters)
         try comm.broadcast(network.state)
-    }
-
-    /// Gradient buckets in backward order: contiguous parameter ranges that are final once
-    /// backward has passed their lowest node (`lastNode`), each about `bytes` long.
-    static func makeBuckets(_ network: Network, bytes: Int) -> [(range: Range<Int>, lastNode: Int)] {
-        var buckets: [(range: Range<Int>, lastNode: Int)] = []
-        var upper = network.parameterCount
-        var lower = upper
-        for index in stride(from: network.nodes.count - 1, through: 1, by: -1) {
-            let range = network.parameterRange(ofNode: index)
-            guard !range.isEmpty else { continue }
-            lower = range.lowerBound
-            if (upper - lower) * 4 >= bytes {
-                buckets.append((lower..<upper, index))
-                upper = lower
-            }
-        }
-        if upper > 0 { buckets.append((0..<upper, 1)) }
-        return buckets
     }
 
     // MARK: - One step
@@ -111,68 +93,21 @@ public final class Trainer {
         if let failure = injectedFailure, failure.rank == comm.rank, failure.step == globalStep {
             throw InjectedFailure(step: globalStep)
         }
-        let start = Date()
         let positions = plan.samples(step: step, rank: comm.rank)
-        let batch = positions.count
+        let sampleSize = network.inputShape.count
+        for (i, position) in positions.enumerated() {
+            let sample = data.trainSamples[position]
+            var random = Augmentation.stream(seed: config.seed, epoch: plan.epoch, sample: sample)
+            data.train.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
+                                   augmentation: config.augmentation, random: &random)
+            stepper.labels[i] = Float(data.train.labels[sample])
+        }
         let context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
-        network.gradients.zero()
-        var result = StepResult(lossSum: 0, correct: 0, count: Double(batch))
-        // Overlap: a bucket's all-reduce starts as soon as backward has passed its layers.
-        // Every rank must start the same buckets in the same order, also a rank whose slice
-        // of a short last step is empty, or the collectives would pair up wrongly and hang.
-        let overlapping = config.overlap && comm.size > 1
-        var pending: [PendingReduction] = []
-        pending.reserveCapacity(buckets.count)
-        var next = 0
-        func startBuckets(through node: Int) throws {
-            while next < buckets.count, buckets[next].lastNode >= node {
-                let bucket = buckets[next].range
-                pending.append(try comm.startAllReduceSum(network.gradients.pointer + bucket.lowerBound, count: bucket.count))
-                next += 1
-            }
-        }
-        var overlapError: Error?
-        if batch > 0 {
-            let sampleSize = network.inputShape.count
-            for (i, position) in positions.enumerated() {
-                let sample = data.trainSamples[position]
-                var random = Augmentation.stream(seed: config.seed, epoch: plan.epoch, sample: sample)
-                data.train.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
-                                       augmentation: config.augmentation, random: &random)
-                labels[i] = Float(data.train.labels[sample])
-            }
-            let logits = network.forward(batch: batch, context: context)
-            let loss = BinaryCrossEntropy.forwardBackward(
-                logits: logits, labels: labels.pointer, count: batch, normalizer: plan.globalCount(step: step),
-                dLogits: dLogits.pointer)
-            result.lossSum = loss.lossSum
-            result.correct = Double(loss.correct)
-            network.backward(dLogits: dLogits.pointer, batch: batch, context: context) { node in
-                guard overlapping, overlapError == nil else { return }
-                do {
-                    try startBuckets(through: node)
-                    for reduction in pending { _ = try reduction.test() }  // lets MPI progress them
-                } catch { overlapError = error }
-            }
-        }
-        if let overlapError { throw overlapError }
-        let backwardDone = Date()
-        if overlapping {
-            try startBuckets(through: 0)
-            for reduction in pending { try reduction.wait() }
-        } else {
-            try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount)
-        }
-        let reduced = Date()
-        addWeightDecay(config.weightDecay, slots: network.parameterSlots, parameters: network.parameters.pointer,
-                       gradients: network.gradients.pointer)
-        optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer,
-                       learningRate: schedule.rate(at: globalStep))
+        let result = try stepper.run(batch: positions.count, normalizer: plan.globalCount(step: step), context: context,
+                                     learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
         globalStep += 1
-        exposedCommSeconds += reduced.timeIntervalSince(backwardDone)
-        computeSeconds += Date().timeIntervalSince(start) - reduced.timeIntervalSince(backwardDone)
-        return result
+        return StepResult(lossSum: result.lossSum, correct: Double(result.correct), count: Double(positions.count))
     }
 
     // MARK: - Evaluation and consistency
@@ -199,10 +134,10 @@ public final class Trainer {
             for (i, sample) in chunk.enumerated() {
                 data.validation.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
                                             augmentation: .none, random: &random)
-                labels[i] = Float(data.validation.labels[sample])
+                evaluationLabels[i] = Float(data.validation.labels[sample])
             }
             let logits = network.forward(batch: chunk.count, context: context)
-            let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer, count: chunk.count,
+            let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: chunk.count,
                                                             normalizer: 1, dLogits: dLogits.pointer)
             lossSum += result.lossSum
             correct += Double(result.correct)
