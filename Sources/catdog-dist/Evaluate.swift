@@ -1,7 +1,60 @@
 import ArgumentParser
+import CatdogCore
+import Foundation
 
 struct Evaluate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Score a checkpoint on a labelled folder.")
+    static let configuration = CommandConfiguration(
+        abstract: "Score a checkpoint on a labelled folder: logloss, accuracy, confusion matrix.",
+        discussion: """
+            Runs alone or under mpirun (each rank scores 1/N of the images; the sums are reduced, \
+            so the numbers match one process). Example:
+              catdog-dist evaluate --checkpoint ck/best.safetensors.zst --data holdout/
+            """)
 
-    func run() throws { try notYetAvailable("evaluate", issue: 6) }
+    @OptionGroup var model: CheckpointOptions
+
+    @Option(help: "Labelled folder (Kaggle names or cats/ and dogs/ subfolders).")
+    var data: String
+
+    @Flag(help: "Test-time augmentation: average each image with its mirror image.")
+    var ttaFlip = false
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        try runDistributed(announce: false) { comm in
+            setBLASThreads(1)
+            let predictor = try model.predictor()
+            let files = try DataFolder.labeledFiles(in: data)
+            let block = comm.block(of: files.count)
+            let mine = Array(files[block])
+            let results = predictor.dogProbabilities(mine.map(\.path), flipTTA: ttaFlip)
+            var pairs: [(Double, Int)] = []
+            var unreadable = 0
+            for (file, result) in zip(mine, results) {
+                switch result {
+                case .success(let p): pairs.append((p, file.label))
+                case .failure(let error):
+                    unreadable += 1
+                    printError("skipped \(file.path): \(error)")
+                }
+            }
+            var sums = Evaluation.sums(pairs, unreadable: unreadable)
+            try comm.allReduceSum(&sums)
+            guard comm.rank == 0 else { return }
+            let e = Evaluation(sums: sums)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(e), as: UTF8.self))
+                return
+            }
+            print("\(data): \(e.count) images scored\(e.unreadable > 0 ? ", \(e.unreadable) unreadable skipped" : "")")
+            print(String(format: "  logloss  %.4f\n  accuracy %.4f (%.2f%%)", e.logloss, e.accuracy, e.accuracy * 100))
+            print("  confusion   predicted cat  predicted dog")
+            print("  true cat    \(String(e.confusion[0][0]).leftPadded(13))  \(String(e.confusion[0][1]).leftPadded(13))")
+            print("  true dog    \(String(e.confusion[1][0]).leftPadded(13))  \(String(e.confusion[1][1]).leftPadded(13))")
+        }
+    }
 }

@@ -1,0 +1,131 @@
+import CatdogCore
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import XCTest
+
+/// evaluate, predict, submit and plot on a model trained for the purpose (the simple net at
+/// 32x32, one epoch: it need not be good, only real).
+final class InferenceCommandTests: XCTestCase {
+    nonisolated(unsafe) static var model = ""
+    nonisolated(unsafe) static var runFolder = ""
+    nonisolated(unsafe) static var images = ""
+
+    override class func setUp() {
+        super.setUp()
+        let base = NSTemporaryDirectory() + "catdog-inference-" + UUID().uuidString
+        images = base + "/images"
+        runFolder = base + "/run"
+        try? FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        for i in 0..<30 {
+            for animal in ["cat", "dog"] {
+                try? FileManager.default.createSymbolicLink(atPath: "\(images)/\(animal).\(i).jpg",
+                                                            withDestinationPath: "\(sharedData)/train/\(animal).\(i).jpg")
+            }
+        }
+        let result = try? CLI.run(["train", "--data", images, "--checkpoint-dir", runFolder, "--model", "simple",
+                                   "--image-size", "32", "--epochs", "2", "--batch-size", "16"])
+        if result?.status == 0 { model = runFolder + "/best.safetensors.zst" }
+    }
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: (images as NSString).deletingLastPathComponent)
+        super.tearDown()
+    }
+
+    override func setUpWithError() throws {
+        guard !Self.model.isEmpty else { throw CLI.NotBuilt() }
+    }
+
+    func testEvaluateMatchesLoglossAndAccuracyComputedFromPredict() throws {
+        let files = try DataFolder.labeledFiles(in: Self.images)
+        let predicted = try CLI.run(["predict", "--checkpoint", Self.model, "--json"] + files.map(\.path))
+        XCTAssertEqual(predicted.status, 0, predicted.output)
+        var loss = 0.0, correct = 0
+        for (line, file) in zip(predicted.stdout.split(separator: "\n"), files) {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            XCTAssertEqual(object["image"] as? String, file.path)
+            let p = object["dog_probability"] as! Double
+            let clipped = min(max(p, 1e-15), 1 - 1e-15)
+            loss += file.label == 1 ? -log(clipped) : -log(1 - clipped)
+            if (p >= 0.5) == (file.label == 1) { correct += 1 }
+        }
+        for ranks in [nil, 2] {
+            let evaluated = try CLI.run(["evaluate", "--checkpoint", Self.model, "--data", Self.images, "--json"], ranks: ranks)
+            XCTAssertEqual(evaluated.status, 0, evaluated.output)
+            let json = try JSONSerialization.jsonObject(with: Data(evaluated.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+            XCTAssertEqual(json["count"] as? Int, 60)
+            XCTAssertEqual(json["logloss"] as! Double, loss / 60, accuracy: 1e-9, "ranks \(ranks ?? 1)")
+            XCTAssertEqual(json["accuracy"] as! Double, Double(correct) / 60, accuracy: 1e-12)
+            let confusion = json["confusion"] as! [[Int]]
+            XCTAssertEqual(confusion.flatMap { $0 }.reduce(0, +), 60)
+            XCTAssertEqual(confusion[0][0] + confusion[1][1], correct)
+        }
+    }
+
+    func testPredictAnswersInTheStudysSentenceForAnyJPEG() throws {
+        let original = sharedData + "/originals/dog.7.jpg"  // full size, not 200x200
+        let result = try CLI.run(["predict", "--checkpoint", Self.model, original])
+        XCTAssertEqual(result.status, 0, result.output)
+        let line = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let match = try XCTUnwrap(line.wholeMatch(of: /I am (\d{2,3}\.\d{2})% sure this is a (Dog|Cat)/), line)
+        XCTAssertGreaterThanOrEqual(Double(match.1)!, 50)
+        XCTAssertLessThanOrEqual(Double(match.1)!, 100)
+    }
+
+    func testPredictReportsABrokenImageAndStillAnswersTheRest() throws {
+        let folder = try temporaryFolder(self)
+        let broken = folder + "/broken.jpg"
+        try Data("not a picture".utf8).write(to: URL(fileURLWithPath: broken))
+        let result = try CLI.run(["predict", "--checkpoint", Self.model, sharedData + "/train/cat.1.jpg", broken, sharedData + "/train/dog.1.jpg"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("\(broken): cannot read it: not a JPEG"), result.stderr)
+        XCTAssertEqual(result.stdout.split(separator: "\n").filter { $0.contains("sure this is a") }.count, 2, result.stdout)
+        XCTAssertFalse(result.stderr.contains("Fatal"), result.stderr)
+    }
+
+    func testSubmitWritesKaggleFormatSortedByIdScoringBrokenImagesHalf() throws {
+        let folder = try temporaryFolder(self)
+        for id in 1...11 {
+            try FileManager.default.createSymbolicLink(atPath: "\(folder)/\(id).jpg", withDestinationPath: "\(sharedData)/train/dog.\(100 + id).jpg")
+        }
+        try Data("broken".utf8).write(to: URL(fileURLWithPath: folder + "/12.jpg"))
+        let csvPath = folder + "/submission.csv"
+        let result = try CLI.run(["submit", "--checkpoint", Self.model, "--test-dir", folder, "--out", csvPath, "--clip", "0.05"])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stderr.contains("12.jpg: cannot read it"), result.stderr)
+        let lines = try String(contentsOfFile: csvPath, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.first, "id,label")
+        let rows = lines.dropFirst().map { $0.split(separator: ",") }
+        XCTAssertEqual(rows.map { Int($0[0])! }, Array(1...12))
+        for row in rows {
+            let p = Double(row[1])!
+            XCTAssertGreaterThanOrEqual(p, 0.05)
+            XCTAssertLessThanOrEqual(p, 0.95)
+        }
+        XCTAssertEqual(Double(rows[11][1])!, 0.5)
+        let empty = try temporaryFolder(self)
+        let none = try CLI.run(["submit", "--checkpoint", Self.model, "--test-dir", empty, "--out", csvPath])
+        XCTAssertEqual(none.status, 1)
+        XCTAssertTrue(none.stderr.contains("no numbered images"), none.stderr)
+    }
+
+    func testCommandsRefuseAFileThatIsNotACheckpoint() throws {
+        let result = try CLI.run(["evaluate", "--checkpoint", Self.images + "/cat.1.jpg", "--data", Self.images])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("checkpoint \(Self.images)/cat.1.jpg"), result.stderr)
+    }
+
+    func testPlotDrawsLossAndAccuracyCurves() throws {
+        let out = try temporaryFolder(self) + "/curves.svg"
+        let result = try CLI.run(["plot", Self.runFolder + "/metrics.jsonl", "--out", out])
+        XCTAssertEqual(result.status, 0, result.output)
+        let svg = try SVGCounter.parse(try String(contentsOfFile: out, encoding: .utf8))
+        XCTAssertEqual(svg.elements["g.panel"], 2)
+        XCTAssertEqual(svg.elements["polyline.series"], 4)
+        for label in ["Loss", "Accuracy", "training loss", "validation loss", "training accuracy", "validation accuracy", "epoch"] {
+            XCTAssertTrue(svg.texts.contains(label), "missing \(label)")
+        }
+    }
+}
