@@ -13,7 +13,7 @@ struct CatdogDist: ParsableCommand {
             """,
         subcommands: [
             Train.self, Evaluate.self, Predict.self, Submit.self, Stats.self, Plot.self,
-            Inspect.self, Bench.self, Models.self,
+            Inspect.self, Bench.self, Models.self, Import.self,
         ])
 }
 

@@ -20,12 +20,12 @@ struct Models: ParsableCommand {
 
     func run() throws {
         print("models at \(imageSize)x\(imageSize)x3:")
-        print("  name      parameters   GFLOPs/image (forward)   description")
+        print("  name                parameters   GFLOPs/image (forward)   description")
         for entry in ModelZoo.entries {
             let network = try ModelZoo.build(entry.name, imageSize: imageSize)
             let gflops = Double(network.forwardFLOPs) / 1e9
             let params = network.parameterCount.formatted(.number.grouping(.automatic))
-            print("  \(entry.name.padding(toLength: 8, withPad: " ", startingAt: 0))  \(params.leftPadded(11))   \(String(format: "%8.3f", gflops))                 \(entry.description)")
+            print("  \(entry.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(params.leftPadded(11))   \(String(format: "%8.3f", gflops))                 \(entry.description)")
             if verbose {
                 for line in network.layerSummary { print("      \(line)") }
             }

