@@ -82,6 +82,12 @@ struct Train: ParsableCommand {
     @Option(help: "Continue from a checkpoint: `auto` (the newest in --checkpoint-dir that verifies, or start fresh) or a file path.")
     var resume: String?
 
+    @Option(help: "Start from these weights (efficientnet-lite0: the file `catdog-dist import` wrote).")
+    var initFrom: String?
+
+    @Option(help: "Transfer learning: `backbone` trains only a new head on features of the frozen ImageNet backbone; `none` fine-tunes everything (not yet available).")
+    var freeze = "backbone"
+
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
@@ -133,6 +139,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        if model == "efficientnet-lite0" { return try runTransfer() }
         try runDistributed { comm in
             setBLASThreads(threads)
             let log = RankLog(comm)
@@ -224,5 +231,52 @@ struct Train: ParsableCommand {
         try bytes.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: Int(count), root: 0) }
         path = try comm.broadcast(path)
         return try LoadedCheckpoint(decompressed: bytes, path: path, compressedBytes: compressed)
+    }
+
+    /// efficientnet-lite0 from ImageNet weights: features of the frozen backbone, then a head.
+    func runTransfer() throws {
+        guard let initFrom else {
+            printError("efficientnet-lite0 starts from ImageNet weights: run `catdog-dist import PTH --out lite0.safetensors.zst` (see README) and pass --init-from lite0.safetensors.zst")
+            throw ExitCode(1)
+        }
+        guard freeze == "backbone" else {
+            printError("--freeze \(freeze): fine-tuning efficientnet-lite0 is not yet available in this build; use --freeze backbone")
+            throw ExitCode(2)
+        }
+        try runDistributed { comm in
+            setBLASThreads(threads)
+            let log = RankLog(comm)
+            let initial = try LoadedCheckpoint(path: initFrom)
+            guard initial.metadata.model == "efficientnet-lite0" else {
+                throw CheckpointError(path: initFrom, problem: "holds model \(initial.metadata.model), not efficientnet-lite0")
+            }
+            try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
+            var config = initial.metadata.config
+            config.seed = seed
+            config.validationFraction = valFraction
+            var head = FeatureExtraction.HeadConfig()
+            if let epochs { head.epochs = epochs }
+            if let lr { head.learningRate = lr }
+            if patience > 0 { head.patience = patience }
+            if weightDecay > 0 { head.weightDecay = weightDecay }
+            config.epochs = head.epochs
+            log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom), frozen backbone, logistic head")
+            let progress = ProgressLine()
+            let metricsFile = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
+            let result = try FeatureExtraction.run(
+                folder: data, initial: initial, config: config, head: head, communicator: comm,
+                log: { progress.clear(); log.info($0) }, progress: { progress.update($0) }, metricsFile: metricsFile)
+            progress.clear()
+            if let summary = result.skippedSummary { log.info(summary) }
+            if comm.rank == 0 {
+                let bytes = try FeatureExtraction.checkpointBytes(result, config: config, preprocessing: initial.metadata.preprocessing,
+                                                                  ranks: comm.size)
+                try CheckpointStore(directory: checkpointDir, keep: keep).write(bytes, epoch: result.history.count, step: 0, best: true)
+            }
+            let best = result.history.min { $0.val_loss < $1.val_loss }
+            log.info(String(format: "best val_loss %.4f val_acc %.4f; features %.1f s (%.1f images/s); model in %@", result.bestValidationLoss,
+                            best?.val_acc ?? .nan, result.extractionSeconds, result.imagesPerSecond,
+                            (checkpointDir as NSString).appendingPathComponent("best.safetensors.zst")))
+        }
     }
 }

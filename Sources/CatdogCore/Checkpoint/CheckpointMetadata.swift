@@ -39,6 +39,10 @@ public struct CheckpointMetadata: Codable, Sendable {
 public struct CheckpointError: Error, CustomStringConvertible {
     public var path: String
     public var problem: String
+    public init(path: String, problem: String) {
+        self.path = path
+        self.problem = problem
+    }
     public var description: String { "checkpoint \(path): \(problem)" }
 }
 
