@@ -36,6 +36,43 @@ public struct CheckpointMetadata: Codable, Sendable {
     public var created: String
 }
 
+extension CheckpointMetadata {
+    /// A checkpoint of a model that has not been trained by `Trainer` (imported, or with a
+    /// head from feature extraction): no optimizer state, position at its end.
+    public init(model network: Network, config: TrainingConfig, preprocessing: Preprocessing, history: [EpochMetrics],
+                bestValidationLoss: Double?, finished: Bool, ranks: Int) {
+        self.init(
+            model: config.model, imageSize: config.imageSize, preprocessing: preprocessing, config: config,
+            epoch: history.count, stepInEpoch: 0, step: history.last?.step ?? 0, globalBatch: config.globalBatch,
+            ranks: ranks, optimizer: config.optimizer.rawValue, optimizerHyperparameters: [:], optimizerIterations: 0,
+            optimizerScalars: [:], schedule: LearningRateSchedule(baseRate: config.resolvedLearningRate, totalSteps: 1, decay: .constant),
+            seed: config.seed, history: history, bestValidationLoss: bestValidationLoss, epochsWithoutImprovement: 0,
+            epochTotals: .init(), elapsedSeconds: history.last?.elapsed_s ?? 0, finished: finished,
+            parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
+    }
+
+    /// The uncompressed safetensors file: `model/*` weights and `state/*` BatchNorm statistics
+    /// of `network`, then `extra` tensors, with this metadata.
+    public func encode(network: Network, extra: [SafeTensors.Tensor] = [], extraMetadata: [String: String] = [:]) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(self), as: UTF8.self)
+        var tensors: [SafeTensors.Tensor] = []
+        for slot in network.parameterSlots {
+            tensors.append(.init(name: "model/" + slot.name, shape: slot.shape,
+                                 values: UnsafeBufferPointer(start: network.parameters.pointer + slot.offset, count: slot.count)))
+        }
+        for slot in network.stateSlots {
+            tensors.append(.init(name: "state/" + slot.name, shape: slot.shape,
+                                 values: UnsafeBufferPointer(start: network.state.pointer + slot.offset, count: slot.count)))
+        }
+        var metadata = ["format": CheckpointMetadata.format, "format_version": String(formatVersion),
+                        "model": model, "image_size": String(imageSize), "catdog": json]
+        metadata.merge(extraMetadata) { ours, _ in ours }
+        return try withExtendedLifetime(network) { try SafeTensors.encode(tensors + extra, metadata: metadata) }
+    }
+}
+
 public struct CheckpointError: Error, CustomStringConvertible {
     public var path: String
     public var problem: String

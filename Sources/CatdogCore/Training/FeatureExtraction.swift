@@ -164,41 +164,10 @@ public enum FeatureExtraction {
                       imagesPerSecond: rate[0], skippedSummary: report.summary)
     }
 
-    static func appendLine(_ line: String, to path: String) throws {
-        let data = Data((line + "\n").utf8)
-        if let handle = FileHandle(forWritingAtPath: path) {
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: data)
-        } else {
-            try data.write(to: URL(fileURLWithPath: path))
-        }
-    }
-
-    /// The network as a finished checkpoint (uncompressed safetensors).
+    /// The network with its trained head as a finished checkpoint (uncompressed safetensors).
     public static func checkpointBytes(_ result: Result, config: TrainingConfig, preprocessing: Preprocessing, ranks: Int) throws -> [UInt8] {
-        let network = result.network
-        let metadata = CheckpointMetadata(
-            model: config.model, imageSize: config.imageSize, preprocessing: preprocessing, config: config,
-            epoch: result.history.count, stepInEpoch: 0, step: result.history.last?.step ?? 0, globalBatch: config.globalBatch,
-            ranks: ranks, optimizer: "adam", optimizerHyperparameters: [:], optimizerIterations: 0, optimizerScalars: [:],
-            schedule: LearningRateSchedule(baseRate: 1e-3, totalSteps: 1, decay: .constant), seed: config.seed,
-            history: result.history, bestValidationLoss: result.bestValidationLoss, epochsWithoutImprovement: 0,
-            epochTotals: .init(), elapsedSeconds: result.history.last?.elapsed_s ?? 0, finished: true,
-            parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json = String(decoding: try encoder.encode(metadata), as: UTF8.self)
-        var tensors: [SafeTensors.Tensor] = []
-        for slot in network.parameterSlots {
-            tensors.append(.init(name: "model/" + slot.name, shape: slot.shape,
-                                 values: UnsafeBufferPointer(start: network.parameters.pointer + slot.offset, count: slot.count)))
-        }
-        for slot in network.stateSlots {
-            tensors.append(.init(name: "state/" + slot.name, shape: slot.shape,
-                                 values: UnsafeBufferPointer(start: network.state.pointer + slot.offset, count: slot.count)))
-        }
-        return try SafeTensors.encode(tensors, metadata: ["format": CheckpointMetadata.format, "format_version": "1",
-                                                          "model": config.model, "image_size": String(config.imageSize), "catdog": json])
+        try CheckpointMetadata(model: result.network, config: config, preprocessing: preprocessing, history: result.history,
+                               bestValidationLoss: result.bestValidationLoss, finished: true, ranks: ranks)
+            .encode(network: result.network)
     }
 }

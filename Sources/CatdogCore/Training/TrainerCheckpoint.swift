@@ -13,29 +13,15 @@ extension Trainer {
             epochsWithoutImprovement: epochsWithoutImprovement, epochTotals: epochTotals,
             elapsedSeconds: elapsedBefore + Date().timeIntervalSince(processStart), finished: finished,
             parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json = String(decoding: try encoder.encode(metadata), as: UTF8.self)
-        var tensors: [SafeTensors.Tensor] = []
-        func add(_ prefix: String, _ slots: [Network.TensorSlot], _ buffer: FloatBuffer) {
-            for slot in slots {
-                tensors.append(.init(name: prefix + slot.name, shape: slot.shape,
-                                     values: UnsafeBufferPointer(start: buffer.pointer + slot.offset, count: slot.count)))
-            }
-        }
-        add("model/", network.parameterSlots, network.parameters)
-        add("state/", network.stateSlots, network.state)
+        var extra: [SafeTensors.Tensor] = []
         for (name, buffer) in optimizer.slots {
-            tensors.append(.init(name: "optimizer/\(name)", shape: [buffer.count], values: UnsafeBufferPointer(buffer.buffer)))
+            extra.append(.init(name: "optimizer/\(name)", shape: [buffer.count], values: UnsafeBufferPointer(buffer.buffer)))
         }
         if bestValidationLoss.isFinite {
-            tensors.append(.init(name: "best/parameters", shape: [bestParameters.count], values: UnsafeBufferPointer(bestParameters.buffer)))
-            tensors.append(.init(name: "best/state", shape: [bestState.count], values: UnsafeBufferPointer(bestState.buffer)))
+            extra.append(.init(name: "best/parameters", shape: [bestParameters.count], values: UnsafeBufferPointer(bestParameters.buffer)))
+            extra.append(.init(name: "best/state", shape: [bestState.count], values: UnsafeBufferPointer(bestState.buffer)))
         }
-        return try SafeTensors.encode(tensors, metadata: [
-            "format": CheckpointMetadata.format, "format_version": String(CheckpointMetadata.currentVersion),
-            "model": config.model, "image_size": String(config.imageSize), "catdog": json,
-        ])
+        return try metadata.encode(network: network, extra: extra)
     }
 
     /// Continues from `checkpoint`: weights, BatchNorm state, optimizer moments, schedule,

@@ -119,17 +119,6 @@ extension Trainer {
         return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                           history: history)
     }
-
-    private func appendLine(_ line: String, to path: String) throws {
-        let data = Data((line + "\n").utf8)
-        if let handle = FileHandle(forWritingAtPath: path) {
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: data)
-        } else {
-            try data.write(to: URL(fileURLWithPath: path))
-        }
-    }
 }
 
 public struct FitSummary: Sendable {
