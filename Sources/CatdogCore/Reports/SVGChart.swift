@@ -13,11 +13,12 @@ public struct SVGFigure {
     }
 
     /// Round tick values covering [low, high].
-    public static func ticks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
+    public static func ticks(_ low: Double, _ high: Double, count: Int = 5, integers: Bool = false) -> [Double] {
         guard high > low else { return [low] }
-        let raw = (high - low) / Double(count)
+        let raw = integers ? max((high - low) / Double(count), 1) : (high - low) / Double(count)
         let magnitude = pow(10, floor(log10(raw)))
-        let step = [1.0, 2, 2.5, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? raw
+        let steps: [Double] = integers ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]
+        let step = steps.map { $0 * magnitude }.first { $0 >= raw } ?? raw
         var values: [Double] = []
         var v = (low / step).rounded(.up) * step
         while v <= high + step * 1e-9 { values.append(v); v += step }
@@ -41,7 +42,8 @@ public struct SVGFigure {
         func y(_ v: Double) -> Double { bottom - (v - yRange.0) / max(yRange.1 - yRange.0, 1e-12) * (bottom - top) }
     }
 
-    private func axes(_ f: Frame, title: String, xLabel: String, yLabel: String, xTicks: [(Double, String)]?) -> [String] {
+    private func axes(_ f: Frame, title: String, xLabel: String, yLabel: String, xTicks: [(Double, String)]?,
+                      integerX: Bool = false) -> [String] {
         var e: [String] = []
         e.append(#"<text x="\#(panelWidth / 2)" y="20" text-anchor="middle" font-size="15" font-weight="bold">\#(SVGFigure.escape(title))</text>"#)
         e.append(#"<line x1="\#(f.left)" y1="\#(f.bottom)" x2="\#(f.right)" y2="\#(f.bottom)" stroke="black"/>"#)
@@ -52,7 +54,7 @@ public struct SVGFigure {
             e.append(#"<line x1="\#(f.left)" y1="\#(y)" x2="\#(f.right)" y2="\#(y)" stroke="lightgray"/>"#)
             e.append(#"<text x="\#(f.left - 7)" y="\#(y + 4)" text-anchor="end" font-size="11">\#(SVGFigure.label(t))</text>"#)
         }
-        let xt = xTicks ?? SVGFigure.ticks(f.xRange.0, f.xRange.1).map { ($0, SVGFigure.label($0)) }
+        let xt = xTicks ?? SVGFigure.ticks(f.xRange.0, f.xRange.1, integers: integerX).map { ($0, SVGFigure.label($0)) }
         for (t, text) in xt {
             let x = f.x(t)
             e.append(#"<line x1="\#(x)" y1="\#(f.bottom)" x2="\#(x)" y2="\#(f.bottom + 4)" stroke="black"/>"#)
@@ -107,7 +109,14 @@ public struct SVGFigure {
         let pad = max((yHigh - yLow) * 0.08, 1e-3)
         yLow -= pad; yHigh += pad
         let f = frame(x: (xs.min()!, max(xs.max()!, xs.min()! + 1)), y: (yLow, yHigh))
-        var e = axes(f, title: title, xLabel: xLabel, yLabel: yLabel, xTicks: nil)
+        var e = axes(f, title: title, xLabel: xLabel, yLabel: yLabel, xTicks: nil,
+                     integerX: xs.allSatisfy { $0 == $0.rounded() })
+        // Legend in a box at the right, in the corner the curves' last points leave free.
+        let tail = series.flatMap { $0.points.suffix(max(1, $0.points.count / 3)) }.map(\.1).filter(\.isFinite)
+        let endsHigh = tail.reduce(0, +) / Double(max(tail.count, 1)) > (yLow + yHigh) / 2
+        let legendWidth = 150.0
+        let legendTop = endsHigh ? f.bottom - 10 - Double(series.count) * 16 : f.top + 6
+        e.append(#"<rect x="\#(f.right - legendWidth - 6)" y="\#(legendTop - 4)" width="\#(legendWidth)" height="\#(Double(series.count) * 16 + 6)" fill="white" fill-opacity="0.9" stroke="lightgray"/>"#)
         for (i, s) in series.enumerated() {
             let color = SVGFigure.colors[i % 4]
             let points = s.points.filter { $0.1.isFinite }.map { "\(f.x($0.0)),\(f.y($0.1))" }.joined(separator: " ")
@@ -115,9 +124,9 @@ public struct SVGFigure {
             for p in s.points where p.1.isFinite {
                 e.append(#"<circle cx="\#(f.x(p.0))" cy="\#(f.y(p.1))" r="3" fill="\#(color)"/>"#)
             }
-            let ly = f.top + 6 + Double(i) * 16
-            e.append(#"<line x1="\#(f.right - 130)" y1="\#(ly)" x2="\#(f.right - 110)" y2="\#(ly)" stroke="\#(color)" stroke-width="2"/>"#)
-            e.append(#"<text class="legend" x="\#(f.right - 104)" y="\#(ly + 4)" font-size="11">\#(SVGFigure.escape(s.name))</text>"#)
+            let ly = legendTop + 6 + Double(i) * 16
+            e.append(#"<line x1="\#(f.right - legendWidth)" y1="\#(ly)" x2="\#(f.right - legendWidth + 20)" y2="\#(ly)" stroke="\#(color)" stroke-width="2"/>"#)
+            e.append(#"<text class="legend" x="\#(f.right - legendWidth + 26)" y="\#(ly + 4)" font-size="11">\#(SVGFigure.escape(s.name))</text>"#)
         }
         panels.append(e.joined(separator: "\n"))
     }
