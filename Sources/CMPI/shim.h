@@ -21,4 +21,21 @@ static inline int catdog_mpi_success(void) { return MPI_SUCCESS; }
 static inline int catdog_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int catdog_mpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
 
+static inline MPI_Datatype catdog_mpi_uint16(void) { return MPI_UINT16_T; }
+
+// Sum of IEEE half-precision values (MPI has no fp16 type): the reduction behind the
+// fp16-compressed all-reduce, accumulating each pair in float.
+static void catdog_fp16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const _Float16 *a = (const _Float16 *)in;
+    _Float16 *b = (_Float16 *)inout;
+    for (int i = 0; i < *len; i++) b[i] = (_Float16)((float)a[i] + (float)b[i]);
+}
+
+static inline MPI_Op catdog_mpi_fp16_sum(void) {
+    static MPI_Op op = MPI_OP_NULL;
+    if (op == MPI_OP_NULL) MPI_Op_create(catdog_fp16_sum, 1, &op);
+    return op;
+}
+
 #endif

@@ -31,6 +31,9 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward.")
     var overlap = true
 
+    @Flag(help: "All-reduce gradients in fp16 (half the bytes).")
+    var fp16Allreduce = false
+
     @Option(help: "Gradient bucket size in MiB.")
     var bucketMib = 4.0
 
@@ -56,7 +59,7 @@ struct Bench: ParsableCommand {
                 return
             }
             let r = try Benchmark.run(model: model, imageSize: imageSize, globalBatch: batchSize, steps: steps,
-                                      warmupSteps: warmupSteps, overlap: overlap, bucketMiB: bucketMib, communicator: comm)
+                                      warmupSteps: warmupSteps, overlap: overlap, bucketMiB: bucketMib, fp16: fp16Allreduce, communicator: comm)
             guard comm.rank == 0 else { return }
             if json {
                 let encoder = JSONEncoder()
@@ -64,7 +67,7 @@ struct Bench: ParsableCommand {
                 print(String(decoding: try encoder.encode(r), as: UTF8.self))
                 return
             }
-            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off"), \(r.steps) steps")
+            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.fp16_allreduce ? ", fp16 all-reduce" : ""), \(r.steps) steps")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")

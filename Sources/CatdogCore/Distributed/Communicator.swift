@@ -9,6 +9,8 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Starts a non-blocking in-place sum; `wait` completes it.
     func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// Starts a non-blocking in-place sum of half-precision values (fp16 compression).
+    func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
     /// Sums doubles across ranks (metrics).
     func allReduceSum(_ values: inout [Double]) throws
     /// Minimum and maximum of one value across ranks.
@@ -59,6 +61,7 @@ public final class LocalCommunicator: Communicator {
     public var hostName: String { ProcessInfo.processInfo.hostName }
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction { Done() }
+    public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
     public func allReduceSum(_ values: inout [Double]) throws {}
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { (value, value) }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {}

@@ -64,6 +64,14 @@ public final class MPICommunicator: Communicator {
         return pending
     }
 
+    public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
+        let pending = Request()
+        guard size > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(),
+                                          catdog_mpi_fp16_sum(), world, &pending.request), "MPI_Iallreduce (fp16)")
+        return pending
+    }
+
     public func allReduceSum(_ values: inout [Double]) throws {
         guard size > 1, !values.isEmpty else { return }
         let count = Int32(values.count)

@@ -9,6 +9,7 @@ public struct BenchmarkResult: Codable, Sendable {
     public var ranks: Int
     public var steps: Int
     public var overlap: Bool
+    public var fp16_allreduce: Bool
     public var images_per_s: Double
     /// Achieved training GFLOP/s over all ranks (3 × forward FLOPs per image).
     public var gflops: Double
@@ -30,7 +31,8 @@ public struct BenchmarkResult: Codable, Sendable {
 
 public enum Benchmark {
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
-                           overlap: Bool, bucketMiB: Double, communicator comm: Communicator) throws -> BenchmarkResult {
+                           overlap: Bool, bucketMiB: Double, fp16: Bool = false,
+                           communicator comm: Communicator) throws -> BenchmarkResult {
         guard globalBatch % comm.size == 0 else {
             throw EpochPlan.BatchSizeError(description: "--batch-size \(globalBatch) does not divide among \(comm.size) ranks")
         }
@@ -39,7 +41,7 @@ public enum Benchmark {
         network.reserve(maxBatch: batch)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
-                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576))
+                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), fp16: fp16)
         var random = Random(seed: 7, UInt64(comm.rank))
         for i in 0..<(batch * network.inputShape.count) { network.input[i] = random.uniform() }
         for i in 0..<batch { step.labels[i] = Float(random.below(2)) }
@@ -74,7 +76,7 @@ public enum Benchmark {
                                   backward_ms: network.backwardSeconds[i] * 1000 / Double(steps))
         }
         return BenchmarkResult(
-            model: model, image_size: imageSize, batch_size: globalBatch, ranks: comm.size, steps: steps, overlap: overlap,
+            model: model, image_size: imageSize, batch_size: globalBatch, ranks: comm.size, steps: steps, overlap: overlap, fp16_allreduce: fp16,
             images_per_s: imagesPerSecond, gflops: imagesPerSecond * 3 * Double(network.forwardFLOPs) / 1e9,
             step_ms: meanSeconds * 1000 / Double(steps),
             comm_fraction: totals[1] / totals[0], allreduce_ms: totals[2] / Double(comm.size) * 1000,

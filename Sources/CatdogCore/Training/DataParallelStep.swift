@@ -9,6 +9,10 @@ public final class DataParallelStep {
     public let comm: Communicator
     /// Overlap the all-reduce with backward; else one all-reduce of the whole flat buffer after it.
     public var overlap: Bool
+    /// All-reduce gradients in half precision (Horovod's fp16 compression): half the bytes on
+    /// the wire, at the cost of fp16 rounding (and underflow below 6e-8) of each gradient.
+    public let fp16: Bool
+    private let half: UnsafeMutablePointer<Float16>
     /// Gradient buckets in backward order: contiguous parameter ranges that are final once
     /// backward has passed their lowest node (`lastNode`).
     public let buckets: [(range: Range<Int>, lastNode: Int)]
@@ -21,7 +25,10 @@ public final class DataParallelStep {
     public private(set) var computeSeconds = 0.0
     public private(set) var exposedCommSeconds = 0.0
 
-    public init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool, bucketBytes: Int) {
+    public init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool, bucketBytes: Int,
+                fp16: Bool = false) {
+        self.fp16 = fp16
+        half = .allocate(capacity: fp16 ? max(network.parameterCount, 1) : 1)
         self.network = network
         self.optimizer = optimizer
         comm = communicator
@@ -30,6 +37,18 @@ public final class DataParallelStep {
         dLogits = FloatBuffer(count: network.maxBatch)
         buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes)
         pending.reserveCapacity(buckets.count)
+    }
+
+    deinit { half.deallocate() }
+
+    /// Starts the all-reduce of gradient range `range`, in fp16 if asked.
+    private func startReduction(_ range: Range<Int>) throws -> PendingReduction {
+        guard fp16 else {
+            return try comm.startAllReduceSum(network.gradients.pointer + range.lowerBound, count: range.count)
+        }
+        let g = network.gradients.pointer
+        for i in range { half[i] = Float16(g[i]) }
+        return try comm.startAllReduceSumHalf(half + range.lowerBound, count: range.count)
     }
 
     static func makeBuckets(_ network: Network, bytes: Int) -> [(range: Range<Int>, lastNode: Int)] {
@@ -61,8 +80,7 @@ public final class DataParallelStep {
         // would pair up wrongly and hang.
         func startBuckets(through node: Int) throws {
             while next < buckets.count, buckets[next].lastNode >= node {
-                let bucket = buckets[next].range
-                pending.append(try comm.startAllReduceSum(network.gradients.pointer + bucket.lowerBound, count: bucket.count))
+                pending.append(try startReduction(buckets[next].range))
                 next += 1
             }
         }
@@ -85,8 +103,14 @@ public final class DataParallelStep {
         if overlapping {
             try startBuckets(through: 0)
             for reduction in pending { try reduction.wait() }
+        } else if fp16, comm.size > 1 {
+            try startReduction(0..<network.parameterCount).wait()
         } else {
             try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount)
+        }
+        if fp16, comm.size > 1 {
+            let g = network.gradients.pointer
+            for i in 0..<network.parameterCount { g[i] = Float(half[i]) }
         }
         let reduced = Date()
         addWeightDecay(weightDecay, slots: network.parameterSlots, parameters: network.parameters.pointer,

@@ -61,7 +61,8 @@ public final class Trainer {
             baseRate: config.resolvedLearningRate, warmupSteps: Int(config.warmupEpochs * Double(steps)),
             totalSteps: config.epochs * steps, decay: config.decay)
         stepper = DataParallelStep(network: network, optimizer: optimizer, communicator: communicator,
-                                   overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576))
+                                   overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
+                                   fp16: config.fp16AllReduce ?? false)
 
         // Rank 0 initialises; everyone starts from its weights.
         network.initialize(seed: config.seed)

@@ -24,6 +24,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var overlap = true
     /// Gradient bucket size for the overlapped all-reduce, in MiB.
     public var bucketMiB = 4.0
+    /// All-reduce gradients in fp16 (nil in checkpoints written before the option = off).
+    public var fp16AllReduce: Bool?
     /// Compare a checksum of the weights across ranks every this many steps.
     public var checksumEvery = 50
 

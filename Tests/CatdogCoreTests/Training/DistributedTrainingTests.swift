@@ -52,6 +52,21 @@ final class DistributedTrainingTests: XCTestCase {
         XCTAssertLessThan(largest, 1e-4)
     }
 
+    /// The fp16-compressed all-reduce: the weights move off the fp32 run's (so the compression
+    /// is really used) but stay within 1e-2 of them after 5 updates.
+    func testFP16AllReduceStaysCloseToFP32() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let full = try temporaryFolder(self), half = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, full), ranks: 2).status, 0)
+        let result = try CLI.run(trainArguments(data, half, extra: ["--fp16-allreduce"]), ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        let a = try modelTensors(full + "/last.safetensors.zst"), b = try modelTensors(half + "/last.safetensors.zst")
+        var largest: Float = 0
+        for (name, values) in a { for (x, y) in zip(values, b[name]!) { largest = max(largest, abs(x - y)) } }
+        XCTAssertGreaterThan(largest, 0)
+        XCTAssertLessThan(largest, 1e-2)
+    }
+
     func testARankThatFailsEndsTheJobNamingIt() throws {
         let data = try sharedSubset(self, perClass: 40)
         let checkpoints = try temporaryFolder(self)
