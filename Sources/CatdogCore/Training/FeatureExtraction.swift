@@ -12,9 +12,6 @@ public enum FeatureExtraction {
         /// L2 penalty λ/2·‖w‖² on the head's weights.
         public var weightDecay: Float = 1e-4
         public var patience = 8
-        /// Also extract the features of each image's mirror image and train the head on both
-        /// (flip augmentation at the feature level; validation scores the originals only).
-        public var flipAugment = true
         public init() {}
     }
 
@@ -43,7 +40,6 @@ public enum FeatureExtraction {
         // 1. Features of this rank's block.
         let block = comm.block(of: all.count)
         let features = FloatBuffer(count: all.count * width)
-        let mirrored = FloatBuffer(count: head.flipAugment ? all.count * width : 0)
         var problems = [Double](repeating: 0, count: all.count)
         let started = Date()
         var done = 0
@@ -64,11 +60,6 @@ public enum FeatureExtraction {
             }
             network.forward(batch: chunk.count, context: PassContext(training: false))
             (features.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
-            if head.flipAugment, chunk.lowerBound < split.train.count {
-                for i in 0..<chunk.count { mirror(network.input + i * network.inputShape.count, size: preprocessing.imageSize) }
-                network.forward(batch: chunk.count, context: PassContext(training: false))
-                (mirrored.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
-            }
             done += chunk.count
             start = chunk.upperBound
             if comm.rank == 0, let progress {
@@ -81,9 +72,6 @@ public enum FeatureExtraction {
         let counts = (0..<comm.size).map { comm.block(of: all.count, rank: $0).count }
         let offsets = (0..<comm.size).map { comm.block(of: all.count, rank: $0).lowerBound }
         try comm.allGather(UnsafeMutableRawPointer(features.pointer), itemBytes: width * 4, counts: counts, offsets: offsets)
-        if head.flipAugment {
-            try comm.allGather(UnsafeMutableRawPointer(mirrored.pointer), itemBytes: width * 4, counts: counts, offsets: offsets)
-        }
         try comm.allReduceSum(&problems)
         let extractionSeconds = Date().timeIntervalSince(started)
         var rate = [Double(block.count) / max(localSeconds, 1e-9)]
@@ -98,8 +86,6 @@ public enum FeatureExtraction {
 
         // 2. The logistic head, on every rank alike.
         let train = (0..<split.train.count).filter { problems[$0] == 0 }
-        // Training samples: (image, mirrored?) pairs.
-        let samples = train.map { ($0, false) } + (head.flipAugment ? train.map { ($0, true) } : [])
         let validation = (split.train.count..<all.count).filter { problems[$0] == 0 }
         var w = [Float](repeating: 0, count: width), b: Float = 0
         var best = (loss: Double.infinity, w: w, b: b)
@@ -107,8 +93,8 @@ public enum FeatureExtraction {
         let params = FloatBuffer(count: width + 1), grads = FloatBuffer(count: width + 1)
         var history: [EpochMetrics] = []
         var stale = 0
-        func logit(_ i: Int, mirror: Bool = false) -> Float {
-            let x = (mirror ? mirrored.pointer : features.pointer) + i * width
+        func logit(_ i: Int) -> Float {
+            let x = features.pointer + i * width
             var z = b
             for k in 0..<width { z += w[k] * x[k] }
             return z
@@ -125,18 +111,18 @@ public enum FeatureExtraction {
         let headStarted = Date()
         for epoch in 0..<head.epochs {
             var random = Random(seed: config.seed, 0xFEA7, UInt64(epoch))
-            let order = random.permutation(samples.count)
+            let order = random.permutation(train.count)
             var lossSum = 0.0, correct = 0
             var s = 0
             while s < order.count {
-                let batchIndices = order[s..<min(s + head.batch, order.count)].map { samples[$0] }
+                let batchIndices = order[s..<min(s + head.batch, order.count)].map { train[$0] }
                 grads.zero()
-                for (i, flipped) in batchIndices {
-                    let z = logit(i, mirror: flipped), y = Float(all[i].label)
+                for i in batchIndices {
+                    let z = logit(i), y = Float(all[i].label)
                     lossSum += Double(BinaryCrossEntropy.loss(logit: z, label: y))
                     if (z > 0) == (y > 0.5) { correct += 1 }
                     let d = (BinaryCrossEntropy.sigmoid(z) - y) / Float(batchIndices.count)
-                    let x = (flipped ? mirrored.pointer : features.pointer) + i * width
+                    let x = features.pointer + i * width
                     for k in 0..<width { grads[k] += d * x[k] }
                     grads[width] += d
                 }
@@ -151,9 +137,9 @@ public enum FeatureExtraction {
                 s += head.batch
             }
             let val = score(validation)
-            let metrics = EpochMetrics(epoch: epoch + 1, step: adam.iterations, train_loss: lossSum / Double(samples.count),
-                                       train_acc: Double(correct) / Double(samples.count), val_loss: val.loss, val_acc: val.accuracy,
-                                       images_per_s: Double(samples.count) / max(Date().timeIntervalSince(headStarted), 1e-9),
+            let metrics = EpochMetrics(epoch: epoch + 1, step: adam.iterations, train_loss: lossSum / Double(train.count),
+                                       train_acc: Double(correct) / Double(train.count), val_loss: val.loss, val_acc: val.accuracy,
+                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(headStarted), 1e-9),
                                        elapsed_s: extractionSeconds + Date().timeIntervalSince(headStarted),
                                        lr: Double(head.learningRate), ranks: comm.size)
             history.append(metrics)
@@ -176,16 +162,6 @@ public enum FeatureExtraction {
         network.parameters[kernel.offset + width] = best.b  // the bias follows the kernel
         return Result(network: network, history: history, bestValidationLoss: best.loss, extractionSeconds: extractionSeconds,
                       imagesPerSecond: rate[0], skippedSummary: report.summary)
-    }
-
-    /// Mirrors an (H, W, 3) image left to right in place.
-    static func mirror(_ image: UnsafeMutablePointer<Float>, size: Int) {
-        for y in 0..<size {
-            let row = image + y * size * 3
-            for x in 0..<(size / 2) {
-                for c in 0..<3 { swap(&row[x * 3 + c], &row[(size - 1 - x) * 3 + c]) }
-            }
-        }
     }
 
     /// The network with its trained head as a finished checkpoint (uncompressed safetensors).
