@@ -54,7 +54,7 @@ public enum DataFolder {
         for entry in entries {
             let full = (path as NSString).appendingPathComponent(entry)
             var entryIsDirectory: ObjCBool = false
-            fm.fileExists(atPath: full, isDirectory: &entryIsDirectory)
+            _ = fm.fileExists(atPath: full, isDirectory: &entryIsDirectory)
             if entryIsDirectory.boolValue {
                 guard let label = folderLabel(entry) else { continue }
                 let inner = (try? fm.contentsOfDirectory(atPath: full)) ?? []

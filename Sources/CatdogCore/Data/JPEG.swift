@@ -7,6 +7,14 @@ public enum ImageProblem: String, Sendable, Codable, CaseIterable {
     case notJPEG = "not a JPEG"
     case unreadable = "unreadable"
     case tooLarge = "too large"
+
+    /// A small number for summing outcomes across ranks: 1…4 (0 means the file decoded).
+    public var code: Int { ImageProblem.allCases.firstIndex(of: self)! + 1 }
+
+    public init?(code: Int) {
+        guard code >= 1, code <= ImageProblem.allCases.count else { return nil }
+        self = ImageProblem.allCases[code - 1]
+    }
 }
 
 public struct ImageError: Error, CustomStringConvertible {

@@ -50,7 +50,7 @@ public enum FeatureExtraction {
             let report = store.decode(chunk.map { all[$0].path }, indices: 0..<chunk.count, fit: preprocessing.fit)
             for skip in report.skipped {
                 if let i = chunk.first(where: { all[$0].path == skip.path }) {
-                    problems[i] = Double(ImageProblem.allCases.firstIndex(of: skip.problem)! + 1)
+                    problems[i] = Double(skip.problem.code)
                 }
             }
             var random = Random(seed: 0)
@@ -78,8 +78,9 @@ public enum FeatureExtraction {
         try comm.allReduceSum(&rate)
         var report = DecodeReport()
         report.attempted = all.count
-        for (i, code) in problems.enumerated() where code > 0 {
-            report.skipped.append((all[i].path, ImageProblem.allCases[Int(code) - 1], ""))
+        for (i, code) in problems.enumerated() {
+            guard let problem = ImageProblem(code: Int(code)) else { continue }
+            report.skipped.append((all[i].path, problem, ""))
         }
         log(String(format: "features of %d images in %.1f s: %.1f images/s over %d ranks", all.count, extractionSeconds,
                    rate[0], comm.size))

@@ -57,7 +57,7 @@ public final class TrainingData {
         problems = .init(repeating: 0, count: allFiles.count)
         let index = Dictionary(uniqueKeysWithValues: allFiles.enumerated().map { ($1.path, $0) })
         for skip in trainReport.skipped + validationReport.skipped {
-            problems[index[skip.path]!] = UInt8(ImageProblem.allCases.firstIndex(of: skip.problem)! + 1)
+            problems[index[skip.path]!] = UInt8(skip.problem.code)
         }
         // Each file belongs to exactly one rank's block, so a sum gathers the outcomes.
         var asDoubles = problems.map(Double.init)
@@ -72,8 +72,8 @@ public final class TrainingData {
         var report = DecodeReport()
         report.attempted = allFiles.count
         var details: [String] = []
-        for (i, code) in problems.enumerated() where code > 0 {
-            let problem = ImageProblem.allCases[Int(code) - 1]
+        for (i, code) in problems.enumerated() {
+            guard let problem = ImageProblem(code: Int(code)) else { continue }
             let detail = (trainReport.skipped + validationReport.skipped).first { $0.path == allFiles[i].path }?.detail
             report.skipped.append((allFiles[i].path, problem, detail ?? ""))
             details.append("\(allFiles[i].path): \(problem.rawValue)" + (detail.map { " (\($0))" } ?? ""))
