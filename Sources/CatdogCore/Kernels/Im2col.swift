@@ -51,36 +51,51 @@ public struct ConvGeometry: Hashable, Sendable {
 public func im2col(
     _ g: ConvGeometry, images: Int, input: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>
 ) {
+    im2col(g, rows: 0..<(images * g.outHeight * g.outWidth), input: input, col: col)
+}
+
+/// Unfolds output pixels `rows` (flattened over image, output row, output column) of a batch
+/// starting at `input` into `col`, one patch per row: a chunk small enough to stay in cache.
+public func im2col(
+    _ g: ConvGeometry, rows: Range<Int>, input: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>
+) {
     let c = g.channels
     let rowLength = g.patchSize
     let imageSize = g.inHeight * g.inWidth * c
+    let perImage = g.outHeight * g.outWidth
     var row = col
-    for n in 0..<images {
+    var r = rows.lowerBound
+    while r < rows.upperBound {
+        let n = r / perImage
         let image = input + n * imageSize
-        for oh in 0..<g.outHeight {
+        let within = r - n * perImage
+        let end = min(rows.upperBound, (n + 1) * perImage)
+        var oh = within / g.outWidth, ow = within - oh * g.outWidth
+        for _ in r..<end {
             let ihBase = oh * g.strideHeight - g.padTop
-            for ow in 0..<g.outWidth {
-                let iwBase = ow * g.strideWidth - g.padLeft
-                // The kw run for one kh is contiguous in both col and input.
-                let kwStart = max(0, -iwBase)
-                let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
-                for kh in 0..<g.kernelHeight {
-                    let ih = ihBase + kh
-                    let dst = row + kh * g.kernelWidth * c
-                    if ih < 0 || ih >= g.inHeight || kwEnd <= kwStart {
-                        dst.update(repeating: 0, count: g.kernelWidth * c)
-                        continue
-                    }
-                    if kwStart > 0 { dst.update(repeating: 0, count: kwStart * c) }
-                    let src = image + (ih * g.inWidth + iwBase + kwStart) * c
-                    (dst + kwStart * c).update(from: src, count: (kwEnd - kwStart) * c)
-                    if kwEnd < g.kernelWidth {
-                        (dst + kwEnd * c).update(repeating: 0, count: (g.kernelWidth - kwEnd) * c)
-                    }
+            let iwBase = ow * g.strideWidth - g.padLeft
+            // The kw run for one kh is contiguous in both col and input.
+            let kwStart = max(0, -iwBase)
+            let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
+            for kh in 0..<g.kernelHeight {
+                let ih = ihBase + kh
+                let dst = row + kh * g.kernelWidth * c
+                if ih < 0 || ih >= g.inHeight || kwEnd <= kwStart {
+                    dst.update(repeating: 0, count: g.kernelWidth * c)
+                    continue
                 }
-                row += rowLength
+                if kwStart > 0 { dst.update(repeating: 0, count: kwStart * c) }
+                let src = image + (ih * g.inWidth + iwBase + kwStart) * c
+                (dst + kwStart * c).update(from: src, count: (kwEnd - kwStart) * c)
+                if kwEnd < g.kernelWidth {
+                    (dst + kwEnd * c).update(repeating: 0, count: (g.kernelWidth - kwEnd) * c)
+                }
             }
+            row += rowLength
+            ow += 1
+            if ow == g.outWidth { ow = 0; oh += 1 }
         }
+        r = end
     }
 }
 
@@ -88,30 +103,44 @@ public func im2col(
 public func col2im(
     _ g: ConvGeometry, images: Int, dCol: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>
 ) {
+    col2im(g, rows: 0..<(images * g.outHeight * g.outWidth), dCol: dCol, dInput: dInput)
+}
+
+/// The adjoint of `im2col(_:rows:input:col:)`: adds patch rows `rows` of `dCol` into the batch at `dInput`.
+public func col2im(
+    _ g: ConvGeometry, rows: Range<Int>, dCol: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>
+) {
     let c = g.channels
     let rowLength = g.patchSize
     let imageSize = g.inHeight * g.inWidth * c
+    let perImage = g.outHeight * g.outWidth
     var row = dCol
-    for n in 0..<images {
+    var r = rows.lowerBound
+    while r < rows.upperBound {
+        let n = r / perImage
         let image = dInput + n * imageSize
-        for oh in 0..<g.outHeight {
+        let within = r - n * perImage
+        let end = min(rows.upperBound, (n + 1) * perImage)
+        var oh = within / g.outWidth, ow = within - oh * g.outWidth
+        for _ in r..<end {
             let ihBase = oh * g.strideHeight - g.padTop
-            for ow in 0..<g.outWidth {
-                let iwBase = ow * g.strideWidth - g.padLeft
-                let kwStart = max(0, -iwBase)
-                let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
-                if kwEnd > kwStart {
-                    for kh in 0..<g.kernelHeight {
-                        let ih = ihBase + kh
-                        if ih < 0 || ih >= g.inHeight { continue }
-                        let src = row + (kh * g.kernelWidth + kwStart) * c
-                        let dst = image + (ih * g.inWidth + iwBase + kwStart) * c
-                        let span = (kwEnd - kwStart) * c
-                        for i in 0..<span { dst[i] += src[i] }
-                    }
+            let iwBase = ow * g.strideWidth - g.padLeft
+            let kwStart = max(0, -iwBase)
+            let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
+            if kwEnd > kwStart {
+                for kh in 0..<g.kernelHeight {
+                    let ih = ihBase + kh
+                    if ih < 0 || ih >= g.inHeight { continue }
+                    let src = row + (kh * g.kernelWidth + kwStart) * c
+                    let dst = image + (ih * g.inWidth + iwBase + kwStart) * c
+                    let span = (kwEnd - kwStart) * c
+                    for i in 0..<span { dst[i] += src[i] }
                 }
-                row += rowLength
             }
+            row += rowLength
+            ow += 1
+            if ow == g.outWidth { ow = 0; oh += 1 }
         }
+        r = end
     }
 }

@@ -24,7 +24,7 @@ final class GradientCheckTests: XCTestCase {
 
     func testConv2DChunkedBatchMatchesGradients() throws {
         let conv = Conv2D(4, 3)
-        conv.maxColumnFloats = 1  // one image per chunk: forward and backward recompute im2col per chunk
+        conv.maxColumnFloats = 1  // one output pixel per chunk: forward and backward recompute im2col per chunk
         try LayerHarness(conv, inputs: [.init(height: 5, width: 5, channels: 2)], batch: 3).checkGradients()
     }
 
