@@ -11,9 +11,17 @@ struct Train: ParsableCommand {
             --batch-size is the global batch: each rank takes batch/N of it, so results do not \
             depend on N. Every rank decodes 1/N of the images; the ranks then share them.
 
+            Transfer learning (--model efficientnet-lite0 --init-from FILE from `catdog-dist import`): \
+            the frozen backbone runs once over the images (1/N per rank), a logistic head trains on \
+            the pooled features, then (--freeze until:N, default until:12) blocks N-15 and the head \
+            fine-tune together for --epochs (default 6) at --lr (default 3e-4; the blocks at \
+            --backbone-lr-scale times it), BatchNorm in inference mode. --freeze backbone stops \
+            after the head.
+
             Examples:
               catdog-dist train --data ../shared/data/dogs-vs-cats/train --checkpoint-dir ck
               mpirun -np 2 catdog-dist train --data train/ --model vgg --epochs 30 --checkpoint-dir ck
+              mpirun -np 2 catdog-dist train --data train/ --model efficientnet-lite0 --init-from lite0.safetensors.zst --checkpoint-dir ck-lite0
             """)
 
     @Option(help: "Training folder: Kaggle names (cat.1.jpg, dog.2.jpg) or subfolders cats/ and dogs/.")
@@ -85,8 +93,15 @@ struct Train: ParsableCommand {
     @Option(help: "Start from these weights (efficientnet-lite0: the file `catdog-dist import` wrote).")
     var initFrom: String?
 
-    @Option(help: "Transfer learning: `backbone` trains only a new head on features of the frozen ImageNet backbone; `none` fine-tunes everything (not yet available).")
-    var freeze = "backbone"
+    @Option(help: """
+        Transfer learning (efficientnet-lite0): `backbone` trains only a new head on the frozen \
+        ImageNet backbone's features; `until:N` then also fine-tunes blocks N-15 (of 0-15) with the \
+        head, from activations kept in memory; `none` (the whole network) is not available.
+        """)
+    var freeze = "until:12"
+
+    @Option(help: "Fine-tuning: the unfrozen blocks' learning rate as a fraction of the head's (--lr).")
+    var backboneLrScale: Float = 0.1
 
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
@@ -243,9 +258,18 @@ struct Train: ParsableCommand {
             printError("efficientnet-lite0 starts from ImageNet weights: run `catdog-dist import PTH --out lite0.safetensors.zst` (see README) and pass --init-from lite0.safetensors.zst")
             throw ExitCode(1)
         }
-        guard freeze == "backbone" else {
-            printError("--freeze \(freeze): fine-tuning efficientnet-lite0 is not yet available in this build; use --freeze backbone")
+        var freezeUntil: Int?
+        switch freeze {
+        case "backbone": freezeUntil = nil
+        case "none":
+            printError("--freeze none: fine-tuning all of efficientnet-lite0 is not available: it keeps each image's activations at the cut in memory, and before block 0 that is 112x112x32 values per image; use --freeze until:N (N >= 4)")
             throw ExitCode(2)
+        default:
+            guard freeze.hasPrefix("until:"), let n = Int(freeze.dropFirst(6)), (0...16).contains(n) else {
+                printError("--freeze \(freeze): expected backbone, or until:N with N from 0 to 16 (blocks N-15 and the head train)")
+                throw ExitCode(2)
+            }
+            freezeUntil = n
         }
         try runDistributed { comm in
             setBLASThreads(threads)
@@ -264,12 +288,31 @@ struct Train: ParsableCommand {
             if patience > 0 { head.patience = patience }
             if weightDecay > 0 { head.weightDecay = weightDecay }
             config.epochs = head.epochs
-            log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom), frozen backbone, logistic head")
             let progress = ProgressLine()
             let metricsFile = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
-            let result = try FeatureExtraction.run(
-                folder: data, initial: initial, config: config, head: head, communicator: comm,
-                log: { progress.clear(); log.info($0) }, progress: { progress.update($0) }, metricsFile: metricsFile)
+            let result: FeatureExtraction.Result
+            if let freezeUntil {
+                var tune = FineTuning.Config()
+                tune.freezeUntil = freezeUntil
+                tune.globalBatch = batchSize
+                tune.backboneScale = backboneLrScale
+                if let epochs { tune.epochs = epochs }
+                if let lr { tune.learningRate = lr }
+                if patience > 0 { tune.patience = patience }
+                if weightDecay > 0 { tune.weightDecay = weightDecay }
+                head = FeatureExtraction.HeadConfig()
+                config.epochs = tune.epochs
+                config.globalBatch = batchSize
+                log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom): head, then fine-tuning blocks \(freezeUntil)-15 with it")
+                result = try FineTuning.run(
+                    folder: data, initial: initial, config: config, head: head, tune: tune, communicator: comm,
+                    log: { progress.clear(); log.info($0) }, progress: { progress.update($0) }, metricsFile: metricsFile)
+            } else {
+                log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom), frozen backbone, logistic head")
+                result = try FeatureExtraction.run(
+                    folder: data, initial: initial, config: config, head: head, communicator: comm,
+                    log: { progress.clear(); log.info($0) }, progress: { progress.update($0) }, metricsFile: metricsFile)
+            }
             progress.clear()
             if let summary = result.skippedSummary { log.info(summary) }
             if comm.rank == 0 {

@@ -134,6 +134,25 @@ public enum ModelZoo {
         b.add(Dense(classes))
     }
 
+    /// The node whose output enters each of efficientnet-lite0's 16 MBConv blocks, then the
+    /// node that enters the head (conv 1×1 to 1280): `--freeze until:N` cuts at entry N.
+    public static func efficientNetBlockInputs() -> [Int] {
+        var node = 3  // stem: conv, BatchNorm, ReLU6
+        var entries: [Int] = []
+        var channels = 32
+        for (repeats, _, stride, expansion, out) in efficientNetStages {
+            for r in 0..<repeats {
+                entries.append(node)
+                if expansion != 1 { node += 3 }
+                node += 5  // depthwise, BatchNorm, ReLU6; project conv, BatchNorm
+                if (r == 0 ? stride : 1) == 1, channels == out { node += 1 }
+                channels = out
+            }
+        }
+        entries.append(node)
+        return entries
+    }
+
     /// The PyTorch port's name of each parameter-holding layer, in build order.
     public static func efficientNetTorchNames() -> [String] {
         var names = ["_conv_stem", "_bn0"]

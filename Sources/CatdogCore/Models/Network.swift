@@ -139,11 +139,13 @@ public final class Network {
     public func activation(_ index: Int) -> UnsafeMutablePointer<Float> { activations[index].pointer }
 
     /// Runs every layer on the first `batch` samples of `input`; returns the logits (batch,).
+    /// With `from: k` (a cut, see `isCut`) it starts from node k's activation, which the
+    /// caller has filled, and runs only the layers after it.
     @discardableResult
-    public func forward(batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
+    public func forward(batch: Int, context: PassContext, from first: Int = 0) -> UnsafeMutablePointer<Float> {
         precondition(batch <= maxBatch, "reserve(maxBatch:) first")
         if profiling, forwardSeconds.count != nodes.count { resetProfile() }
-        for index in 1..<nodes.count {
+        for index in (first + 1)..<nodes.count {
             let start = profiling ? now() : 0
             nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index].pointer,
                                         batch: batch, context: context)
@@ -154,23 +156,41 @@ public final class Network {
 
     /// Back-propagates dLoss/dLogits (batch,), adding into `gradients`. `layerDone(i)` is
     /// called after node i's backward, so a caller can start reducing gradients that are final.
-    public func backward(dLogits: UnsafePointer<Float>, batch: Int, context: PassContext,
+    /// With `stopAt: k` it back-propagates only through the layers after node k (whose
+    /// parameters then get no gradient).
+    public func backward(dLogits: UnsafePointer<Float>, batch: Int, context: PassContext, stopAt first: Int = 0,
                          layerDone: ((Int) -> Void)? = nil) {
-        for index in 1..<nodes.count {
+        for index in (first + 1)..<nodes.count {
             dActivations[index].pointer.update(repeating: 0, count: batch * nodes[index].shape.count)
         }
         let last = nodes.count - 1
         dActivations[last].pointer.update(from: dLogits, count: batch * nodes[last].shape.count)
         if profiling, backwardSeconds.count != nodes.count { resetProfile() }
-        for index in stride(from: last, through: 1, by: -1) {
+        for index in stride(from: last, through: first + 1, by: -1) {
             let start = profiling ? now() : 0
             defer { if profiling { backwardSeconds[index] += Double(now() - start) * 1e-9 } }
+            // Nothing below the cut needs dInput: skip computing it.
+            let dInputs = first > 0 && index == first + 1
+                ? [UnsafeMutablePointer<Float>?](repeating: nil, count: nodes[index].inputs.count) : dInputPointers[index]
             nodes[index].layer!.backward(
                 inputs: inputPointers[index], output: activations[index].pointer,
-                dOutput: dActivations[index].pointer, dInputs: dInputPointers[index],
+                dOutput: dActivations[index].pointer, dInputs: dInputs,
                 batch: batch, context: context)
             layerDone?(index)
         }
+    }
+
+    /// Whether node `k` separates the graph: every later node reads only node k or later ones,
+    /// so the layers after it can run (and train) from node k's activation alone.
+    public func isCut(_ k: Int) -> Bool {
+        nodes.indices.contains(k) && nodes[(k + 1)...].allSatisfy { $0.inputs.allSatisfy { $0 >= k } }
+    }
+
+    /// The parameters of the layers after node `k`: a suffix of the flat buffer, because
+    /// parameters are laid out in node order.
+    public func parameterRange(after k: Int) -> Range<Int> {
+        let start = nodes.indices.dropFirst(k + 1).lazy.map { self.parameterRange(ofNode: $0) }.first { !$0.isEmpty }
+        return (start?.lowerBound ?? parameterCount)..<parameterCount
     }
 
     /// Parameter range [start, end) owned by node `index`.

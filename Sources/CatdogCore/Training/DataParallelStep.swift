@@ -5,7 +5,25 @@ import Foundation
 /// wait for the all-reduces, weight decay, optimizer update. `train` and `bench` share it.
 public final class DataParallelStep {
     public let network: Network
-    public let optimizer: Optimizer
+    /// Parameter groups (PyTorch's `param_groups`): each range of the flat buffer has its own
+    /// optimizer and learning-rate multiplier. Parameters in no group stay frozen.
+    public struct ParameterGroup {
+        public let range: Range<Int>
+        public let optimizer: Optimizer
+        public let learningRateScale: Float
+        public init(range: Range<Int>, optimizer: Optimizer, learningRateScale: Float = 1) {
+            self.range = range
+            self.optimizer = optimizer
+            self.learningRateScale = learningRateScale
+        }
+    }
+    public let groups: [ParameterGroup]
+    /// The first group's optimizer (the only one when the whole network trains).
+    public var optimizer: Optimizer { groups[0].optimizer }
+    /// Forward starts from this node's activation and backward stops there (0: the input).
+    public let firstNode: Int
+    /// The parameters that train: from the lowest group to the end of the flat buffer.
+    public let trainable: Range<Int>
     public let comm: Communicator
     /// Overlap the all-reduce with backward; else one all-reduce of the whole flat buffer after it.
     public var overlap: Bool
@@ -25,17 +43,29 @@ public final class DataParallelStep {
     public private(set) var computeSeconds = 0.0
     public private(set) var exposedCommSeconds = 0.0
 
-    public init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool, bucketBytes: Int,
-                fp16: Bool = false) {
+    public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
+                            bucketBytes: Int, fp16: Bool = false) {
+        self.init(network: network, groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)],
+                  firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes, fp16: fp16)
+    }
+
+    /// Trains only the layers after `firstNode` (a cut of the network), whose parameters the
+    /// groups cover; the caller fills `network.activation(firstNode)` instead of the input.
+    public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
+                bucketBytes: Int, fp16: Bool = false) {
+        precondition(!groups.isEmpty && network.isCut(firstNode))
         self.fp16 = fp16
         half = .allocate(capacity: fp16 ? max(network.parameterCount, 1) : 1)
         self.network = network
-        self.optimizer = optimizer
+        self.groups = groups
+        self.firstNode = firstNode
+        trainable = groups.map(\.range.lowerBound).min()!..<network.parameterCount
+        precondition(network.parameterRange(after: firstNode).lowerBound <= trainable.lowerBound)
         comm = communicator
         self.overlap = overlap
         labels = FloatBuffer(count: network.maxBatch)
         dLogits = FloatBuffer(count: network.maxBatch)
-        buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes)
+        buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes, trainable: trainable, firstNode: firstNode)
         pending.reserveCapacity(buckets.count)
     }
 
@@ -51,18 +81,20 @@ public final class DataParallelStep {
         return try comm.startAllReduceSumHalf(half + range.lowerBound, count: range.count)
     }
 
-    static func makeBuckets(_ network: Network, bytes: Int) -> [(range: Range<Int>, lastNode: Int)] {
+    static func makeBuckets(_ network: Network, bytes: Int, trainable: Range<Int>? = nil,
+                            firstNode: Int = 0) -> [(range: Range<Int>, lastNode: Int)] {
+        let trainable = trainable ?? 0..<network.parameterCount
         var buckets: [(range: Range<Int>, lastNode: Int)] = []
-        var upper = network.parameterCount
-        for index in stride(from: network.nodes.count - 1, through: 1, by: -1) {
+        var upper = trainable.upperBound
+        for index in stride(from: network.nodes.count - 1, through: firstNode + 1, by: -1) {
             let range = network.parameterRange(ofNode: index)
-            guard !range.isEmpty else { continue }
+            guard !range.isEmpty, range.lowerBound >= trainable.lowerBound else { continue }
             if (upper - range.lowerBound) * 4 >= bytes {
                 buckets.append((range.lowerBound..<upper, index))
                 upper = range.lowerBound
             }
         }
-        if upper > 0 { buckets.append((0..<upper, 1)) }
+        if upper > trainable.lowerBound { buckets.append((trainable.lowerBound..<upper, firstNode + 1)) }
         return buckets
     }
 
@@ -87,10 +119,10 @@ public final class DataParallelStep {
         var result: (lossSum: Double, correct: Int) = (0, 0)
         var overlapError: Error?
         if batch > 0 {
-            let logits = network.forward(batch: batch, context: context)
+            let logits = network.forward(batch: batch, context: context, from: firstNode)
             result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer, count: batch,
                                                         normalizer: normalizer, dLogits: dLogits.pointer)
-            network.backward(dLogits: dLogits.pointer, batch: batch, context: context) { node in
+            network.backward(dLogits: dLogits.pointer, batch: batch, context: context, stopAt: firstNode) { node in
                 guard overlapping, overlapError == nil else { return }
                 do {
                     try startBuckets(through: node)
@@ -104,18 +136,22 @@ public final class DataParallelStep {
             try startBuckets(through: 0)
             for reduction in pending { try reduction.wait() }
         } else if fp16, comm.size > 1 {
-            try startReduction(0..<network.parameterCount).wait()
+            try startReduction(trainable).wait()
         } else {
-            try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount)
+            try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
         if fp16, comm.size > 1 {
             let g = network.gradients.pointer
-            for i in 0..<network.parameterCount { g[i] = Float(half[i]) }
+            for i in trainable { g[i] = Float(half[i]) }
         }
         let reduced = Date()
-        addWeightDecay(weightDecay, slots: network.parameterSlots, parameters: network.parameters.pointer,
-                       gradients: network.gradients.pointer)
-        optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: learningRate)
+        let p = network.parameters.pointer, g = network.gradients.pointer
+        addWeightDecay(weightDecay, slots: network.parameterSlots.filter { $0.offset >= trainable.lowerBound },
+                       parameters: p, gradients: g)
+        for group in groups {
+            group.optimizer.step(parameters: p + group.range.lowerBound, gradients: g + group.range.lowerBound,
+                                 learningRate: learningRate * group.learningRateScale)
+        }
         let waited = reduced.timeIntervalSince(backwardDone)
         exposedCommSeconds += waited
         computeSeconds += Date().timeIntervalSince(start) - waited

@@ -24,20 +24,61 @@ public enum FeatureExtraction {
         public let skippedSummary: String?
     }
 
-    public static func run(folder: String, initial: LoadedCheckpoint, config: TrainingConfig, head: HeadConfig,
-                           communicator comm: Communicator, log: (String) -> Void,
-                           progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> Result {
+    /// What the frozen backbone computed for every image of the folder, on every rank alike.
+    public final class Extracted {
+        /// Training images first, then validation images.
+        public let files: [LabeledFile]
+        public let trainCount: Int
+        /// Pooled features, (files.count, width).
+        public let pooled: FloatBuffer
+        public let width: Int
+        /// Activations at the cut, (files.count, boundaryWidth), in half precision to halve the
+        /// memory: fine-tuning trains the layers after the cut from them.
+        public let boundary: UnsafeMutablePointer<Float16>?
+        public let boundaryWidth: Int
+        /// Per image: 0 = decoded, else `ImageProblem.code`.
+        public let problems: [Double]
+        public let seconds: Double
+        /// Images per second summed over ranks.
+        public let imagesPerSecond: Double
+        public let report: DecodeReport
+
+        init(files: [LabeledFile], trainCount: Int, pooled: FloatBuffer, width: Int, boundary: UnsafeMutablePointer<Float16>?,
+             boundaryWidth: Int, problems: [Double], seconds: Double, imagesPerSecond: Double, report: DecodeReport) {
+            self.files = files
+            self.trainCount = trainCount
+            self.pooled = pooled
+            self.width = width
+            self.boundary = boundary
+            self.boundaryWidth = boundaryWidth
+            self.problems = problems
+            self.seconds = seconds
+            self.imagesPerSecond = imagesPerSecond
+            self.report = report
+        }
+
+        deinit { boundary?.deallocate() }
+
+        /// Indices of the decoded training and validation images.
+        public var train: [Int] { (0..<trainCount).filter { problems[$0] == 0 } }
+        public var validation: [Int] { (trainCount..<files.count).filter { problems[$0] == 0 } }
+    }
+
+    /// Runs the frozen network over the folder's images, each rank over its block, and
+    /// all-gathers the pooled features (and, given `boundaryNode`, that node's activations).
+    public static func extract(folder: String, network: Network, preprocessing: Preprocessing, config: TrainingConfig,
+                               boundaryNode: Int? = nil, communicator comm: Communicator, log: (String) -> Void,
+                               progress: ((String) -> Void)? = nil) throws -> Extracted {
         let files = try DataFolder.labeledFiles(in: folder)
         let split = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed)
         let all = split.train + split.validation
-        let network = try initial.makeNetwork()
         let batch = 32
         network.reserve(maxBatch: batch)
-        let preprocessing = initial.metadata.preprocessing
         let pool = network.nodes.firstIndex { $0.layer is GlobalAveragePool }!
         let width = network.nodes[pool].shape.count
+        let boundaryWidth = boundaryNode.map { network.nodes[$0].shape.count } ?? 0
+        let boundary = boundaryNode.map { _ in UnsafeMutablePointer<Float16>.allocate(capacity: all.count * boundaryWidth) }
 
-        // 1. Features of this rank's block.
         let block = comm.block(of: all.count)
         let features = FloatBuffer(count: all.count * width)
         var problems = [Double](repeating: 0, count: all.count)
@@ -60,6 +101,10 @@ public enum FeatureExtraction {
             }
             network.forward(batch: chunk.count, context: PassContext(training: false))
             (features.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
+            if let boundary, let boundaryNode {
+                let source = network.activation(boundaryNode), target = boundary + chunk.lowerBound * boundaryWidth
+                for i in 0..<(chunk.count * boundaryWidth) { target[i] = Float16(source[i]) }
+            }
             done += chunk.count
             start = chunk.upperBound
             if comm.rank == 0, let progress {
@@ -72,8 +117,11 @@ public enum FeatureExtraction {
         let counts = (0..<comm.size).map { comm.block(of: all.count, rank: $0).count }
         let offsets = (0..<comm.size).map { comm.block(of: all.count, rank: $0).lowerBound }
         try comm.allGather(UnsafeMutableRawPointer(features.pointer), itemBytes: width * 4, counts: counts, offsets: offsets)
+        if let boundary {
+            try comm.allGather(UnsafeMutableRawPointer(boundary), itemBytes: boundaryWidth * 2, counts: counts, offsets: offsets)
+        }
         try comm.allReduceSum(&problems)
-        let extractionSeconds = Date().timeIntervalSince(started)
+        let seconds = Date().timeIntervalSince(started)
         var rate = [Double(block.count) / max(localSeconds, 1e-9)]
         try comm.allReduceSum(&rate)
         var report = DecodeReport()
@@ -82,12 +130,26 @@ public enum FeatureExtraction {
             guard let problem = ImageProblem(code: Int(code)) else { continue }
             report.skipped.append((all[i].path, problem, ""))
         }
-        log(String(format: "features of %d images in %.1f s: %.1f images/s over %d ranks", all.count, extractionSeconds,
-                   rate[0], comm.size))
+        log(String(format: "features of %d images in %.1f s: %.1f images/s over %d ranks", all.count, seconds, rate[0], comm.size))
+        return Extracted(files: all, trainCount: split.train.count, pooled: features, width: width, boundary: boundary,
+                         boundaryWidth: boundaryWidth, problems: problems, seconds: seconds, imagesPerSecond: rate[0],
+                         report: report)
+    }
 
-        // 2. The logistic head, on every rank alike.
-        let train = (0..<split.train.count).filter { problems[$0] == 0 }
-        let validation = (split.train.count..<all.count).filter { problems[$0] == 0 }
+    /// The trained logistic head: weights, bias, per-epoch metrics and the best validation loss.
+    public struct Head {
+        public var weights: [Float]
+        public var bias: Float
+        public var history: [EpochMetrics]
+        public var bestValidationLoss: Double
+    }
+
+    /// Trains a logistic head on the pooled features, identically on every rank (no
+    /// communication), keeping the weights of the best validation loss.
+    public static func trainHead(_ x: Extracted, head: HeadConfig, seed: UInt64, ranks: Int, log: (String) -> Void,
+                                 metricsFile: String?, writeMetrics: Bool) -> Head {
+        let width = x.width, features = x.pooled.pointer
+        let train = x.train, validation = x.validation
         var w = [Float](repeating: 0, count: width), b: Float = 0
         var best = (loss: Double.infinity, w: w, b: b)
         let adam = Adam(count: width + 1)
@@ -95,23 +157,23 @@ public enum FeatureExtraction {
         var history: [EpochMetrics] = []
         var stale = 0
         func logit(_ i: Int) -> Float {
-            let x = features.pointer + i * width
+            let row = features + i * width
             var z = b
-            for k in 0..<width { z += w[k] * x[k] }
+            for k in 0..<width { z += w[k] * row[k] }
             return z
         }
         func score(_ indices: [Int]) -> (loss: Double, accuracy: Double) {
             var loss = 0.0, correct = 0
             for i in indices {
-                let z = logit(i), y = Float(all[i].label)
+                let z = logit(i), y = Float(x.files[i].label)
                 loss += Double(BinaryCrossEntropy.loss(logit: z, label: y))
                 if (z > 0) == (y > 0.5) { correct += 1 }
             }
             return (loss / Double(max(indices.count, 1)), Double(correct) / Double(max(indices.count, 1)))
         }
-        let headStarted = Date()
+        let started = Date()
         for epoch in 0..<head.epochs {
-            var random = Random(seed: config.seed, 0xFEA7, UInt64(epoch))
+            var random = Random(seed: seed, 0xFEA7, UInt64(epoch))
             let order = random.permutation(train.count)
             var lossSum = 0.0, correct = 0
             var s = 0
@@ -119,12 +181,12 @@ public enum FeatureExtraction {
                 let batchIndices = order[s..<min(s + head.batch, order.count)].map { train[$0] }
                 grads.zero()
                 for i in batchIndices {
-                    let z = logit(i), y = Float(all[i].label)
+                    let z = logit(i), y = Float(x.files[i].label)
                     lossSum += Double(BinaryCrossEntropy.loss(logit: z, label: y))
                     if (z > 0) == (y > 0.5) { correct += 1 }
                     let d = (BinaryCrossEntropy.sigmoid(z) - y) / Float(batchIndices.count)
-                    let x = features.pointer + i * width
-                    for k in 0..<width { grads[k] += d * x[k] }
+                    let row = features + i * width
+                    for k in 0..<width { grads[k] += d * row[k] }
                     grads[width] += d
                 }
                 for k in 0..<width {
@@ -140,11 +202,11 @@ public enum FeatureExtraction {
             let val = score(validation)
             let metrics = EpochMetrics(epoch: epoch + 1, step: adam.iterations, train_loss: lossSum / Double(train.count),
                                        train_acc: Double(correct) / Double(train.count), val_loss: val.loss, val_acc: val.accuracy,
-                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(headStarted), 1e-9),
-                                       elapsed_s: extractionSeconds + Date().timeIntervalSince(headStarted),
-                                       lr: Double(head.learningRate), ranks: comm.size)
+                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(started), 1e-9),
+                                       elapsed_s: x.seconds + Date().timeIntervalSince(started),
+                                       lr: Double(head.learningRate), ranks: ranks)
             history.append(metrics)
-            if comm.rank == 0, let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
+            if writeMetrics, let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
             if val.loss < best.loss {
                 best = (val.loss, w, b)
                 stale = 0
@@ -157,12 +219,28 @@ public enum FeatureExtraction {
             }
             if head.patience > 0, stale >= head.patience { break }
         }
-        // 3. The best head into the network's 1-unit dense layer.
-        let kernel = network.parameterSlots.first { $0.name.hasPrefix(network.nodes.last!.name) && $0.name.hasSuffix(".kernel") }!
-        for k in 0..<width { network.parameters[kernel.offset + k] = best.w[k] }
-        network.parameters[kernel.offset + width] = best.b  // the bias follows the kernel
-        return Result(network: network, history: history, bestValidationLoss: best.loss, extractionSeconds: extractionSeconds,
-                      imagesPerSecond: rate[0], skippedSummary: report.summary)
+        return Head(weights: best.w, bias: best.b, history: history, bestValidationLoss: best.loss)
+    }
+
+    /// Writes the head into the network's last (1-unit dense) layer.
+    public static func install(_ head: Head, into network: Network) {
+        let range = network.parameterRange(ofNode: network.nodes.count - 1)
+        precondition(range.count == head.weights.count + 1)
+        for k in 0..<head.weights.count { network.parameters[range.lowerBound + k] = head.weights[k] }
+        network.parameters[range.upperBound - 1] = head.bias  // the bias follows the kernel
+    }
+
+    public static func run(folder: String, initial: LoadedCheckpoint, config: TrainingConfig, head: HeadConfig,
+                           communicator comm: Communicator, log: (String) -> Void,
+                           progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> Result {
+        let network = try initial.makeNetwork()
+        let x = try extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing, config: config,
+                            communicator: comm, log: log, progress: progress)
+        let trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log, metricsFile: metricsFile,
+                                writeMetrics: comm.rank == 0)
+        install(trained, into: network)
+        return Result(network: network, history: trained.history, bestValidationLoss: trained.bestValidationLoss,
+                      extractionSeconds: x.seconds, imagesPerSecond: x.imagesPerSecond, skippedSummary: x.report.summary)
     }
 
     /// The network with its trained head as a finished checkpoint (uncompressed safetensors).

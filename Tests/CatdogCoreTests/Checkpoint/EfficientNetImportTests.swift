@@ -109,7 +109,7 @@ final class TransferLearningTests: XCTestCase {
         let data = try sharedSubset(self, perClass: 30)
         let run = folder + "/run"
         let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
-                                  "--checkpoint-dir", run, "--epochs", "40"], ranks: 2)
+                                  "--checkpoint-dir", run, "--freeze", "backbone", "--epochs", "40"], ranks: 2)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("features of 60 images"), result.stdout)
         let checkpoint = try LoadedCheckpoint(path: run + "/best.safetensors.zst")
@@ -121,5 +121,50 @@ final class TransferLearningTests: XCTestCase {
         let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--data", data, "--checkpoint-dir", run])
         XCTAssertEqual(refused.status, 1)
         XCTAssertTrue(refused.stderr.contains("--init-from"), refused.stderr)
+    }
+
+    /// `--freeze until:14` end to end on 2 ranks and 60 images: the head trains on the
+    /// features, then blocks 14-15 and the head fine-tune for 3 epochs from the activations
+    /// kept at the cut. Everything before the cut is bit for bit the imported weights, the
+    /// history has the head's epochs and 3 more, and the fine-tuned epochs fit the training set
+    /// (accuracy ≥ 0.9). A cut that does not exist and `none` are refused with exit 2.
+    func testFineTuningTheLastBlocksOnTwoRanks() throws {
+        guard FileManager.default.fileExists(atPath: EfficientNetImportTests.pth) else { throw EfficientNetImportTests.MissingWeights() }
+        let folder = try temporaryFolder(self)
+        let imported = folder + "/lite0.safetensors.zst"
+        XCTAssertEqual(try CLI.run(["import", EfficientNetImportTests.pth, "--out", imported]).status, 0)
+        let data = try sharedSubset(self, perClass: 30)
+        let run = folder + "/run"
+        let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+                                  "--checkpoint-dir", run, "--freeze", "until:14", "--epochs", "3", "--batch-size", "16",
+                                  "--patience", "0"], ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("fine-tune epoch 3/3"), result.stdout)
+        let checkpoint = try LoadedCheckpoint(path: run + "/best.safetensors.zst")
+        let history = checkpoint.metadata.history
+        let headEpochs = history.count - 3
+        XCTAssertGreaterThan(headEpochs, 0)
+        XCTAssertEqual(history.map(\.epoch), Array(1...history.count))
+        for epoch in history.suffix(3) { XCTAssertGreaterThanOrEqual(epoch.train_acc, 0.9) }
+
+        let original = try LoadedCheckpoint(path: imported).makeNetwork()
+        let tuned = try checkpoint.makeNetwork()
+        let cut = ModelZoo.efficientNetBlockInputs()[14]
+        let frozen = tuned.parameterRange(after: cut).lowerBound
+        XCTAssertGreaterThan(frozen, 0)
+        for i in 0..<frozen where tuned.parameters[i] != original.parameters[i] {
+            XCTFail("frozen parameter \(i) changed: \(original.parameters[i]) -> \(tuned.parameters[i])")
+            break
+        }
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: tuned.state.pointer, count: tuned.state.count)),
+                       Array(UnsafeBufferPointer(start: original.state.pointer, count: original.state.count)),
+                       "BatchNorm statistics stay as imported (inference mode)")
+
+        for (freeze, message) in [("until:17", "until:N"), ("none", "not available"), ("blocks", "until:N")] {
+            let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+                                       "--checkpoint-dir", run, "--freeze", freeze])
+            XCTAssertEqual(refused.status, 2, freeze)
+            XCTAssertTrue(refused.stderr.contains(message), refused.stderr)
+        }
     }
 }

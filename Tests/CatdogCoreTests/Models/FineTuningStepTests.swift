@@ -1,0 +1,85 @@
+import CatdogCore
+import XCTest
+
+/// Training only the layers after a cut (`--freeze until:N`): forward from the cut's activation,
+/// backward that stops there, parameter groups with their own learning rates.
+final class FineTuningStepTests: XCTestCase {
+    /// Each of efficientnet-lite0's 16 block entries and the head's entry is a cut, with the
+    /// shapes the architecture gives at 224×224 (block 12 enters at 7×7×192).
+    func testEfficientNetBlockEntriesAreCuts() throws {
+        let network = try ModelZoo.build("efficientnet-lite0", imageSize: 224)
+        let entries = ModelZoo.efficientNetBlockInputs()
+        XCTAssertEqual(entries.count, 17)
+        for entry in entries { XCTAssertTrue(network.isCut(entry), "node \(entry)") }
+        XCTAssertEqual(network.nodes[entries[0]].shape, FeatureShape(height: 112, width: 112, channels: 32))
+        XCTAssertEqual(network.nodes[entries[12]].shape, FeatureShape(height: 7, width: 7, channels: 192))
+        XCTAssertEqual(network.nodes[entries[16]].shape, FeatureShape(height: 7, width: 7, channels: 320))
+        // Inside a block with an identity skip the graph is not cut: the Add reads the block's input.
+        XCTAssertFalse(network.isCut(entries[2] + 1))
+    }
+
+    /// Gradients of the layers after the cut, computed from the cut's activation alone, equal
+    /// those of a full backward pass (1e-6 relative); the layers before it get none.
+    func testBackwardFromACutMatchesTheFullPass() throws {
+        let network = try ModelZoo.build("efficientnet-lite0", imageSize: 32)
+        network.initialize(seed: 3)
+        network.reserve(maxBatch: 2)
+        var random = Random(seed: 5)
+        for i in 0..<(2 * network.inputShape.count) { network.input[i] = random.uniform(-1, 1) }
+        let cut = ModelZoo.efficientNetBlockInputs()[13]
+        let trainable = network.parameterRange(after: cut)
+        XCTAssertGreaterThan(trainable.lowerBound, 0)
+        let context = PassContext(training: false)
+        var dLogits: [Float] = [0.7, -0.4]
+        network.forward(batch: 2, context: context)
+        network.gradients.zero()
+        network.backward(dLogits: &dLogits, batch: 2, context: context)
+        let full = Array(UnsafeBufferPointer(start: network.gradients.pointer, count: network.parameterCount))
+        network.gradients.zero()
+        network.forward(batch: 2, context: context, from: cut)
+        network.backward(dLogits: &dLogits, batch: 2, context: context, stopAt: cut)
+        for i in 0..<trainable.lowerBound { XCTAssertEqual(network.gradients[i], 0, "frozen parameter \(i)") }
+        var largest: Float = 0
+        for i in trainable { largest = max(largest, abs(full[i])) }
+        XCTAssertGreaterThan(largest, 0)
+        for i in trainable {
+            XCTAssertEqual(network.gradients[i], full[i], accuracy: 1e-6 * largest, "parameter \(i)")
+        }
+    }
+
+    /// A data-parallel step with two groups (SGD, no momentum): the frozen part stays bit for
+    /// bit, each group moves by −lr·scale·gradient, and repeated steps drive the loss down.
+    func testParameterGroupsTrainOnlyAfterTheCutAtTheirOwnRates() throws {
+        var b = NetworkBuilder(input: .init(height: 8, width: 8, channels: 3))
+        b.add(Conv2D(4, 3, activation: .relu))
+        let cut = b.add(MaxPool2D(2))
+        b.add(Conv2D(6, 3, activation: .relu))
+        b.add(Flatten())
+        b.add(Dense(1))
+        let network = try b.build()
+        network.initialize(seed: 8)
+        network.reserve(maxBatch: 4)
+        let head = network.parameterRange(ofNode: network.nodes.count - 1)
+        let body = network.parameterRange(after: cut).lowerBound..<head.lowerBound
+        let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: SGD(count: body.count, momentum: 0), learningRateScale: 0.1),
+                      DataParallelStep.ParameterGroup(range: head, optimizer: SGD(count: head.count, momentum: 0))]
+        let step = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: LocalCommunicator(),
+                                    overlap: true, bucketBytes: 64)
+        var random = Random(seed: 2)
+        let width = network.nodes[cut].shape.count
+        for i in 0..<(4 * width) { network.activation(cut)[i] = random.uniform(0, 1) }
+        for (i, label) in [1, 0, 0, 1].enumerated() { step.labels[i] = Float(label) }
+        let before = Array(UnsafeBufferPointer(start: network.parameters.pointer, count: network.parameterCount))
+        let lr: Float = 0.05
+        let first = try step.run(batch: 4, normalizer: 4, context: PassContext(training: true), learningRate: lr, weightDecay: 0)
+        for i in 0..<body.lowerBound { XCTAssertEqual(network.parameters[i], before[i], "frozen parameter \(i)") }
+        for i in body { XCTAssertEqual(network.parameters[i], before[i] - 0.1 * lr * network.gradients[i], accuracy: 1e-6) }
+        for i in head { XCTAssertEqual(network.parameters[i], before[i] - lr * network.gradients[i], accuracy: 1e-6) }
+        var last = first
+        for _ in 0..<200 {
+            last = try step.run(batch: 4, normalizer: 4, context: PassContext(training: true), learningRate: lr, weightDecay: 0)
+        }
+        XCTAssertLessThan(last.lossSum, first.lossSum * 0.5)
+        for i in 0..<body.lowerBound { XCTAssertEqual(network.parameters[i], before[i]) }
+    }
+}
