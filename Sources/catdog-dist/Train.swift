@@ -12,11 +12,11 @@ struct Train: ParsableCommand {
             depend on N. Every rank decodes 1/N of the images; the ranks then share them.
 
             Transfer learning (--model efficientnet-lite0 --init-from FILE from `catdog-dist import`): \
-            the frozen backbone runs once over the images (1/N per rank), a logistic head trains on \
-            the pooled features, then (--freeze until:N, default until:12) blocks N-15 and the head \
-            fine-tune together for --epochs (default 6) at --lr (default 3e-4; the blocks at \
-            --backbone-lr-scale times it), BatchNorm in inference mode. --freeze backbone stops \
-            after the head.
+            the frozen backbone runs once over the images (1/N per rank) and a logistic head trains on \
+            the pooled features; with --freeze until:N, blocks N-15 and the head then fine-tune \
+            together for --epochs (default 4) at --lr (default 1e-4; the blocks at \
+            --backbone-lr-scale times it), BatchNorm in inference mode; with flip in --augment \
+            (the default) the kept activation maps are mirrored at random.
 
             Examples:
               catdog-dist train --data ../shared/data/dogs-vs-cats/train --checkpoint-dir ck
@@ -94,11 +94,11 @@ struct Train: ParsableCommand {
     var initFrom: String?
 
     @Option(help: """
-        Transfer learning (efficientnet-lite0): `backbone` trains only a new head on the frozen \
-        ImageNet backbone's features; `until:N` then also fine-tunes blocks N-15 (of 0-15) with the \
-        head, from activations kept in memory; `none` (the whole network) is not available.
+        Transfer learning (efficientnet-lite0): `backbone` (the default) trains a new head on the \
+        frozen ImageNet backbone's features; `until:N` then fine-tunes blocks N-15 (of 0-15) with \
+        the head, from activations kept in memory; `none` (the whole network) is not available.
         """)
-    var freeze = "until:12"
+    var freeze = "backbone"
 
     @Option(help: "Fine-tuning: the unfrozen blocks' learning rate as a fraction of the head's (--lr).")
     var backboneLrScale: Float = 0.1
@@ -300,6 +300,7 @@ struct Train: ParsableCommand {
                 if let lr { tune.learningRate = lr }
                 if patience > 0 { tune.patience = patience }
                 if weightDecay > 0 { tune.weightDecay = weightDecay }
+                tune.mirror = try augmentation().flip
                 head = FeatureExtraction.HeadConfig()
                 config.epochs = tune.epochs
                 config.globalBatch = batchSize

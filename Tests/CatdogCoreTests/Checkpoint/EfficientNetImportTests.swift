@@ -58,6 +58,14 @@ final class EfficientNetImportTests: XCTestCase {
         let predicted = try CLI.run(["predict", "--checkpoint", out, sharedData + "/originals/cat.0.jpg"])
         XCTAssertEqual(predicted.status, 0, predicted.output)  // the cat/dog head is untrained: only the sentence's form counts
         XCTAssertTrue(predicted.stdout.contains("sure this is a"), predicted.stdout)
+        // Another input size: the same weights, a network and preprocessing for 256×256.
+        let out256 = folder + "/lite0-256.safetensors.zst"
+        XCTAssertEqual(try CLI.run(["import", Self.pth, "--out", out256, "--image-size", "256"]).status, 0)
+        let at256 = try LoadedCheckpoint(path: out256)
+        XCTAssertEqual(at256.metadata.imageSize, 256)
+        XCTAssertEqual(at256.metadata.preprocessing.imageSize, 256)
+        XCTAssertEqual(try at256.makeNetwork().inputShape, FeatureShape(height: 256, width: 256, channels: 3))
+        XCTAssertEqual(at256.file.tensors["model/conv2d_1.kernel"]?.shape, checkpoint.file.tensors["model/conv2d_1.kernel"]?.shape)
         let bad = try CLI.run(["import", "/etc/hostname", "--out", folder + "/x.zst"])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("not a PyTorch checkpoint"), bad.stderr)
