@@ -9,6 +9,7 @@ struct Evaluate: ParsableCommand {
             Runs alone or under mpirun (each rank scores 1/N of the images; the sums are reduced, \
             so the numbers match one process). Example:
               catdog-dist evaluate --checkpoint ck/best.safetensors.zst --data holdout/
+              catdog-dist evaluate --checkpoint ck/best.safetensors.zst --data train/ --validation-split --tta-flip
             """)
 
     @OptionGroup var model: CheckpointOptions
@@ -19,6 +20,9 @@ struct Evaluate: ParsableCommand {
     @Flag(help: "Test-time augmentation: average each image with its mirror image.")
     var ttaFlip = false
 
+    @Flag(help: "Score only the validation images that the checkpoint's training run held out of --data (its seed and --val-fraction).")
+    var validationSplit = false
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -26,7 +30,11 @@ struct Evaluate: ParsableCommand {
         try runDistributed(announce: false) { comm in
             setBLASThreads(1)
             let predictor = try model.predictor()
-            let files = try DataFolder.labeledFiles(in: data)
+            var files = try DataFolder.labeledFiles(in: data)
+            if validationSplit {
+                let config = predictor.checkpoint.metadata.config
+                files = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation
+            }
             let block = comm.block(of: files.count)
             let mine = Array(files[block])
             let results = predictor.dogProbabilities(mine.map(\.path), flipTTA: ttaFlip)
@@ -50,7 +58,7 @@ struct Evaluate: ParsableCommand {
                 print(String(decoding: try encoder.encode(e), as: UTF8.self))
                 return
             }
-            print("\(data): \(e.count) images scored\(e.unreadable > 0 ? ", \(e.unreadable) unreadable skipped" : "")")
+            print("\(data)\(validationSplit ? " (validation split)" : ""): \(e.count) images scored\(e.unreadable > 0 ? ", \(e.unreadable) unreadable skipped" : "")")
             print(String(format: "  logloss  %.4f\n  accuracy %.4f (%.2f%%)", e.logloss, e.accuracy, e.accuracy * 100))
             print("  confusion   predicted cat  predicted dog")
             print("  true cat    \(String(e.confusion[0][0]).leftPadded(13))  \(String(e.confusion[0][1]).leftPadded(13))")

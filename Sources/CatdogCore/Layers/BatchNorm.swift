@@ -20,6 +20,8 @@ public final class BatchNorm: Layer {
     private var inverseStd = [Float]()
     private var sum = [Double]()
     private var sumSquares = [Double]()
+    private var scale = [Float]()
+    private var shift = [Float]()
     private var usedBatchStatistics = false
 
     public init(momentum: Float = 0.99, epsilon: Float = 1e-3) {
@@ -35,6 +37,8 @@ public final class BatchNorm: Layer {
         inverseStd = .init(repeating: 0, count: shape.channels)
         sum = .init(repeating: 0, count: shape.channels)
         sumSquares = .init(repeating: 0, count: shape.channels)
+        scale = .init(repeating: 0, count: shape.channels)
+        shift = .init(repeating: 0, count: shape.channels)
         return shape
     }
 
@@ -93,6 +97,23 @@ public final class BatchNorm: Layer {
             for ch in 0..<c {
                 sumSquares[ch] = Double(movingMean[ch])
                 inverseStd[ch] = 1 / (movingVariance[ch] + epsilon).squareRoot()
+            }
+            if !context.training {
+                // Inference needs no x̂ for a backward pass: y = x·s + t, one read and one write.
+                for ch in 0..<c {
+                    scale[ch] = gamma[ch] * inverseStd[ch]
+                    shift[ch] = beta[ch] - movingMean[ch] * scale[ch]
+                }
+                scale.withUnsafeBufferPointer { s in
+                    shift.withUnsafeBufferPointer { t in
+                        var row = 0
+                        for _ in 0..<rows {
+                            for ch in 0..<c { output[row + ch] = x[row + ch] * s[ch] + t[ch] }
+                            row += c
+                        }
+                    }
+                }
+                return
             }
         }
         var i = 0

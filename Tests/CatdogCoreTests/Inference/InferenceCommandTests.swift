@@ -64,6 +64,19 @@ final class InferenceCommandTests: XCTestCase {
         }
     }
 
+    /// `--validation-split` scores exactly the images training held out (10% of 60, by class:
+    /// 3 + 3), and its logloss is the best epoch's val_loss that training recorded (1e-4).
+    func testEvaluateOnTheValidationSplitReproducesTrainingsValidationLoss() throws {
+        let evaluated = try CLI.run(["evaluate", "--checkpoint", Self.model, "--data", Self.images, "--validation-split", "--json"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.output)
+        let json = try JSONSerialization.jsonObject(with: Data(evaluated.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+        XCTAssertEqual(json["count"] as? Int, 6)
+        XCTAssertEqual((json["confusion"] as! [[Int]]).map { $0.reduce(0, +) }, [3, 3])
+        let best = try XCTUnwrap(LoadedCheckpoint(path: Self.model).metadata.history.min { $0.val_loss < $1.val_loss })
+        XCTAssertEqual(json["logloss"] as! Double, best.val_loss, accuracy: 1e-4)
+        XCTAssertEqual(json["accuracy"] as! Double, best.val_acc, accuracy: 1e-9)
+    }
+
     func testPredictAnswersInTheStudysSentenceForAnyJPEG() throws {
         let original = sharedData + "/originals/dog.7.jpg"  // full size, not 200x200
         let result = try CLI.run(["predict", "--checkpoint", Self.model, original])
