@@ -26,11 +26,15 @@ let package = Package(
             name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]),
 
+        // MARK: - Our own C: float <-> half with F16C
+
+        .target(name: "CHalf", path: "Sources/CHalf"),
+
         // MARK: - Core library
 
         .target(
             name: "CatdogCore",
-            dependencies: ["CMPI", "COpenBLAS", "CTurboJPEG", "CZstd"],
+            dependencies: ["CMPI", "COpenBLAS", "CTurboJPEG", "CZstd", "CHalf"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
 
         // MARK: - Command-line executable

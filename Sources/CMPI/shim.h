@@ -25,11 +25,34 @@ static inline MPI_Datatype catdog_mpi_uint16(void) { return MPI_UINT16_T; }
 
 // Sum of IEEE half-precision values (MPI has no fp16 type): the reduction behind the
 // fp16-compressed all-reduce, accumulating each pair in float.
+// With F16C (x86), 8 values per instruction; else one at a time.
+static void catdog_fp16_sum_scalar(const _Float16 *a, _Float16 *b, int n) {
+    for (int i = 0; i < n; i++) b[i] = (_Float16)((float)a[i] + (float)b[i]);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx,f16c")))
+static void catdog_fp16_sum_f16c(const _Float16 *a, _Float16 *b, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i)));
+        __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)));
+        _mm_storeu_si128((__m128i *)(b + i), _mm256_cvtps_ph(_mm256_add_ps(x, y), _MM_FROUND_TO_NEAREST_INT));
+    }
+    catdog_fp16_sum_scalar(a + i, b + i, n - i);
+}
+#endif
+
 static void catdog_fp16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
     (void)type;
-    const _Float16 *a = (const _Float16 *)in;
-    _Float16 *b = (_Float16 *)inout;
-    for (int i = 0; i < *len; i++) b[i] = (_Float16)((float)a[i] + (float)b[i]);
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
+        catdog_fp16_sum_f16c((const _Float16 *)in, (_Float16 *)inout, *len);
+        return;
+    }
+#endif
+    catdog_fp16_sum_scalar((const _Float16 *)in, (_Float16 *)inout, *len);
 }
 
 static inline MPI_Op catdog_mpi_fp16_sum(void) {

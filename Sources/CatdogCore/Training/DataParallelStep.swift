@@ -76,8 +76,7 @@ public final class DataParallelStep {
         guard fp16 else {
             return try comm.startAllReduceSum(network.gradients.pointer + range.lowerBound, count: range.count)
         }
-        let g = network.gradients.pointer
-        for i in range { half[i] = Float16(g[i]) }
+        convertToHalf(network.gradients.pointer + range.lowerBound, half + range.lowerBound, count: range.count)
         return try comm.startAllReduceSumHalf(half + range.lowerBound, count: range.count)
     }
 
@@ -141,8 +140,7 @@ public final class DataParallelStep {
             try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
         if fp16, comm.size > 1 {
-            let g = network.gradients.pointer
-            for i in trainable { g[i] = Float(half[i]) }
+            convertFromHalf(half + trainable.lowerBound, network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
         let reduced = Date()
         let p = network.parameters.pointer, g = network.gradients.pointer

@@ -102,8 +102,8 @@ public enum FeatureExtraction {
             network.forward(batch: chunk.count, context: PassContext(training: false))
             (features.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
             if let boundary, let boundaryNode {
-                let source = network.activation(boundaryNode), target = boundary + chunk.lowerBound * boundaryWidth
-                for i in 0..<(chunk.count * boundaryWidth) { target[i] = Float16(source[i]) }
+                convertToHalf(network.activation(boundaryNode), boundary + chunk.lowerBound * boundaryWidth,
+                              count: chunk.count * boundaryWidth)
             }
             done += chunk.count
             start = chunk.upperBound

@@ -81,14 +81,13 @@ public enum FineTuning {
         func load(_ sample: Int, slot: Int, mirrored: Bool = false) {
             let source = boundary + sample * width, target = input + slot * width
             guard mirrored else {
-                for k in 0..<width { target[k] = Float(source[k]) }
+                convertFromHalf(source, target, count: width)
                 return
             }
             let c = map.channels
             for h in 0..<map.height {
                 for w in 0..<map.width {
-                    let from = source + (h * map.width + w) * c, to = target + (h * map.width + map.width - 1 - w) * c
-                    for k in 0..<c { to[k] = Float(from[k]) }
+                    convertFromHalf(source + (h * map.width + w) * c, target + (h * map.width + map.width - 1 - w) * c, count: c)
                 }
             }
         }

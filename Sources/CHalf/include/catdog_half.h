@@ -1,0 +1,16 @@
+#ifndef CATDOG_HALF_H
+#define CATDOG_HALF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// float <-> IEEE half conversion of whole buffers, with the x86 F16C instructions (8 values per
+// instruction) when the CPU has them, else one value at a time. Swift's Float16(Float) compiles
+// to a software routine for baseline x86-64, which made the fp16 all-reduce slower than fp32 on
+// shared memory.
+void catdog_float_to_half(const float *src, uint16_t *dst, size_t count);
+void catdog_half_to_float(const uint16_t *src, float *dst, size_t count);
+// 1 when the F16C path is in use.
+int catdog_half_uses_f16c(void);
+
+#endif
