@@ -21,6 +21,8 @@ public final class BatchNorm: Layer {
     private var sum = [Double]()
     private var sumSquares = [Double]()
     private var scale = [Float]()
+    /// False after an inference forward, which skips x̂; a backward pass then recomputes it.
+    private var normalizedIsCurrent = false
     private var shift = [Float]()
     private var usedBatchStatistics = false
 
@@ -113,9 +115,11 @@ public final class BatchNorm: Layer {
                         }
                     }
                 }
+                normalizedIsCurrent = false
                 return
             }
         }
+        normalizedIsCurrent = true
         var i = 0
         for _ in 0..<rows {
             for ch in 0..<c {
@@ -135,6 +139,18 @@ public final class BatchNorm: Layer {
         let c = shape.channels
         let rows = batch * shape.height * shape.width
         let xhat = normalized.pointer
+        if !normalizedIsCurrent {
+            // After an inference forward (moving statistics: mean in sumSquares, 1/σ in inverseStd).
+            let x = inputs[0]
+            var i = 0
+            for _ in 0..<rows {
+                for ch in 0..<c {
+                    xhat[i] = (x[i] - Float(sumSquares[ch])) * inverseStd[ch]
+                    i += 1
+                }
+            }
+            normalizedIsCurrent = true
+        }
         // sum = Σ dy, sumSquares = Σ dy·x̂, per channel.
         for ch in 0..<c { sum[ch] = 0; sumSquares[ch] = 0 }
         var i = 0
