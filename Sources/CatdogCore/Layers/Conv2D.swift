@@ -23,6 +23,13 @@ public final class Conv2D: Layer {
     private var col = FloatBuffer(count: 0)
     /// Output pixels (rows of the im2col matrix) per chunk.
     private var chunkRows = 1
+    /// Winograd F(2×2, 3×3) for forward and for dX (a stride-1 "same" convolution of dY with
+    /// the kernel flipped in space and transposed in channels), when the layer qualifies.
+    private var winograd: Winograd3x3?
+    private var winogradBackward: Winograd3x3?
+    private var flipped = FloatBuffer(count: 0)
+    /// `CATDOG_WINOGRAD=0` turns it off (for benchmarks and comparisons).
+    nonisolated(unsafe) public static var useWinograd = ProcessInfo.processInfo.environment["CATDOG_WINOGRAD"] != "0"
     private var colHoldsWholeBatch = false
     private var scratch: Scratch!
 
@@ -103,6 +110,12 @@ public final class Conv2D: Layer {
         chunkRows = max(1, min(maxBatch * rowsPerImage, maxColumnFloats / g.patchSize))
         col = FloatBuffer(count: chunkRows * g.patchSize)
         scratch.reserve(chunkRows * g.patchSize)
+        if Conv2D.useWinograd, g.kernelHeight == 3, g.kernelWidth == 3, g.strideHeight == 1, g.strideWidth == 1,
+           padding == .same, g.channels >= 16, filters >= 16, winograd == nil {
+            winograd = Winograd3x3(channels: g.channels, filters: filters)
+            winogradBackward = Winograd3x3(channels: filters, filters: g.channels)
+            flipped = FloatBuffer(count: 9 * filters * g.channels)
+        }
     }
 
     public var forwardFLOPs: Int {
@@ -115,21 +128,27 @@ public final class Conv2D: Layer {
         let x = inputs[0]
         let rowsPerImage = g.outHeight * g.outWidth
         let total = batch * rowsPerImage
-        var start = 0
-        while start < total {
-            let rows = min(chunkRows, total - start)
-            let a: UnsafePointer<Float>
-            if g.isPointwise {
-                a = UnsafePointer(x + start * g.channels)
-            } else {
-                im2col(g, rows: start..<(start + rows), input: x, col: col.pointer)
-                a = UnsafePointer(col.pointer)
+        if let winograd {
+            winograd.setKernel(kernel)
+            winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
+            colHoldsWholeBatch = false
+        } else {
+            var start = 0
+            while start < total {
+                let rows = min(chunkRows, total - start)
+                let a: UnsafePointer<Float>
+                if g.isPointwise {
+                    a = UnsafePointer(x + start * g.channels)
+                } else {
+                    im2col(g, rows: start..<(start + rows), input: x, col: col.pointer)
+                    a = UnsafePointer(col.pointer)
+                }
+                gemm(m: rows, n: filters, k: g.patchSize, a: a, lda: g.patchSize, b: kernel, ldb: filters,
+                     beta: 0, c: output + start * filters, ldc: filters)
+                start += rows
             }
-            gemm(m: rows, n: filters, k: g.patchSize, a: a, lda: g.patchSize, b: kernel, ldb: filters,
-                 beta: 0, c: output + start * filters, ldc: filters)
-            start += rows
+            colHoldsWholeBatch = total <= chunkRows
         }
-        colHoldsWholeBatch = total <= chunkRows
         if useBias {
             var row = output
             for _ in 0..<total {
@@ -157,7 +176,24 @@ public final class Conv2D: Layer {
                 row += filters
             }
         }
-        let dx = dInputs[0]
+        var dx = dInputs[0]
+        if let dxAll = dx, let back = winogradBackward {
+            // W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]
+            let c = g.channels
+            for i in 0..<3 {
+                for j in 0..<3 {
+                    let tap: Int = (2 - i) * 3 + (2 - j)
+                    let source: UnsafeMutablePointer<Float> = kernel + tap * c * filters
+                    let target: UnsafeMutablePointer<Float> = flipped.pointer + (i * 3 + j) * filters * c
+                    for ch in 0..<c {
+                        for f in 0..<filters { target[f * c + ch] = source[ch * filters + f] }
+                    }
+                }
+            }
+            back.setKernel(flipped.pointer)
+            back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: true)
+            dx = nil
+        }
         var start = 0
         while start < total {
             let rows = min(chunkRows, total - start)

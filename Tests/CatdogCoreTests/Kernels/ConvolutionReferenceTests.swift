@@ -34,6 +34,34 @@ final class ConvolutionReferenceTests: XCTestCase {
         }
     }
 
+    /// The Winograd F(2×2, 3×3) path (3×3, stride 1, same, ≥ 16 channels in and out) against
+    /// the same reference: forward, and dX (Winograd on dY with the flipped kernel), on odd
+    /// and even image sizes, including 1×1 and 2×3 images (partial tiles everywhere). Its
+    /// transforms add a few float32 roundings: 1e-3 absolute + 1e-3 relative.
+    func testWinogradShapesMatchReference() throws {
+        XCTAssertTrue(Conv2D.useWinograd)
+        var random = Random(seed: 77)
+        let sizes = [(1, 1), (2, 3), (5, 5), (8, 8), (7, 12), (16, 9)]
+        for (trial, (height, width)) in sizes.enumerated() {
+            let channels = 16 + random.below(24), filters = 16 + random.below(24), batch = 1 + random.below(3)
+            let conv = Conv2D(filters: filters, kernelSize: (3, 3), activation: .linear)
+            let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch,
+                                     seed: UInt64(100 + trial))
+            let g = conv.geometry!
+            let label = "winograd \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
+            h.forward()
+            let kernelCount = 9 * channels * filters
+            let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
+            let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
+            assertClose(h.output.array, expected, absolute: 1e-3, relative: 1e-3, "forward, \(label)")
+            let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+            h.backward(dy)
+            let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
+            assertClose(h.dInputs[0].array, ref.dInput, absolute: 1e-3, relative: 1e-3, "dInput, \(label)")
+            assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel, absolute: 1e-3, relative: 1e-3, "dKernel, \(label)")
+        }
+    }
+
     func testSamePaddingMatchesTensorFlow() {
         // TensorFlow "SAME": out = ceil(in/stride); the odd pad goes to the bottom/right.
         let g = ConvGeometry(inHeight: 224, inWidth: 224, channels: 3, kernelHeight: 3, kernelWidth: 3,
