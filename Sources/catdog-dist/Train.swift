@@ -126,6 +126,9 @@ struct Train: ParsableCommand {
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
         if let timeBudget, !(timeBudget > 0) { throw ValidationError("--time-budget must be positive") }
         _ = try augmentation()
+        if model != "efficientnet-lite0", freeze != "backbone" || initFrom != nil {
+            throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0 (see `catdog-dist import`); \(model) trains from scratch")
+        }
     }
 
     func augmentation() throws -> Augmentation {

@@ -168,6 +168,9 @@ final class TransferLearningTests: XCTestCase {
                        Array(UnsafeBufferPointer(start: original.state.pointer, count: original.state.count)),
                        "BatchNorm statistics stay as imported (inference mode)")
 
+        let scratchModel = try CLI.run(["train", "--data", data, "--checkpoint-dir", run, "--freeze", "until:12"])
+        XCTAssertEqual(scratchModel.status, 64)  // a usage error: --freeze with a model trained from scratch
+        XCTAssertTrue(scratchModel.stderr.contains("efficientnet-lite0"), scratchModel.stderr)
         for (freeze, message) in [("until:17", "until:N"), ("none", "not available"), ("blocks", "until:N")] {
             let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
                                        "--checkpoint-dir", run, "--freeze", freeze])
