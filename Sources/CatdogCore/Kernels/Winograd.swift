@@ -44,7 +44,7 @@ public final class Winograd3x3 {
             for k in 0..<f {
                 // g[r][s] = w[(r*3+s)*C*F + ch*F + k]; (G g) is 4×3, then (G g) Gᵀ is 4×4.
                 let src = w + ch * f + k
-                let gg = scratchTemp(12)
+                let gg = temp.pointer
                 for s in 0..<3 {
                     let g0 = src[s * stride], g1 = src[(3 + s) * stride], g2 = src[(6 + s) * stride]
                     gg[s] = g0
@@ -184,5 +184,4 @@ public final class Winograd3x3 {
 
     deinit { tilePointers.deallocate() }
 
-    private func scratchTemp(_ count: Int) -> UnsafeMutablePointer<Float> { temp.pointer }
 }

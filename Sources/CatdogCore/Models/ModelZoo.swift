@@ -31,8 +31,8 @@ public enum ModelZoo {
         case "simple": simple(&b)
         case "vgg": vgg(&b)
         case "resnet": resnet(&b)
-        case "efficientnet-lite0": efficientNetLite0(&b, classes: 1)
-        case "efficientnet-lite0-imagenet": efficientNetLite0(&b, classes: 1000)
+        case "efficientnet-lite0": _ = efficientNetLite0(&b, classes: 1)
+        case "efficientnet-lite0-imagenet": _ = efficientNetLite0(&b, classes: 1000)
         default: throw UnknownModel(name: name)
         }
         return try b.build()
@@ -103,7 +103,9 @@ public enum ModelZoo {
     static let efficientNetStages = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
                                      (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
 
-    static func efficientNetLite0(_ b: inout NetworkBuilder, classes: Int) {
+    /// Returns the node that enters each MBConv block, then the node that enters the head.
+    static func efficientNetLite0(_ b: inout NetworkBuilder, classes: Int) -> [Int] {
+        var entries: [Int] = []
         func bn(_ b: inout NetworkBuilder, relu6: Bool) {
             b.add(BatchNorm(momentum: 0.99, epsilon: 1e-3))
             if relu6 { b.add(ActivationLayer(.relu6)) }
@@ -114,6 +116,7 @@ public enum ModelZoo {
         for (repeats, kernel, stride, expansion, out) in efficientNetStages {
             for r in 0..<repeats {
                 let input = b.last
+                entries.append(input)
                 let s = r == 0 ? stride : 1
                 if expansion != 1 {
                     b.add(Conv2D(channels * expansion, 1, useBias: false))
@@ -127,30 +130,20 @@ public enum ModelZoo {
                 channels = out
             }
         }
+        entries.append(b.last)
         b.add(Conv2D(1280, 1, useBias: false))
         bn(&b, relu6: true)
         b.add(GlobalAveragePool())
         if classes == 1 { b.add(Dropout(0.2)) }
         b.add(Dense(classes))
+        return entries
     }
 
     /// The node whose output enters each of efficientnet-lite0's 16 MBConv blocks, then the
     /// node that enters the head (conv 1×1 to 1280): `--freeze until:N` cuts at entry N.
     public static func efficientNetBlockInputs() -> [Int] {
-        var node = 3  // stem: conv, BatchNorm, ReLU6
-        var entries: [Int] = []
-        var channels = 32
-        for (repeats, _, stride, expansion, out) in efficientNetStages {
-            for r in 0..<repeats {
-                entries.append(node)
-                if expansion != 1 { node += 3 }
-                node += 5  // depthwise, BatchNorm, ReLU6; project conv, BatchNorm
-                if (r == 0 ? stride : 1) == 1, channels == out { node += 1 }
-                channels = out
-            }
-        }
-        entries.append(node)
-        return entries
+        var b = NetworkBuilder(input: FeatureShape(height: 224, width: 224, channels: 3))
+        return efficientNetLite0(&b, classes: 1)  // layers are only listed, not configured
     }
 
     /// The PyTorch port's name of each parameter-holding layer, in build order.

@@ -78,6 +78,10 @@ public enum FeatureExtraction {
         let width = network.nodes[pool].shape.count
         let boundaryWidth = boundaryNode.map { network.nodes[$0].shape.count } ?? 0
         let boundary = boundaryNode.map { _ in UnsafeMutablePointer<Float16>.allocate(capacity: all.count * boundaryWidth) }
+        if let boundaryNode {
+            log(String(format: "keeping %@ activations per image at the cut (%.0f MB in fp16 on each rank)",
+                       "\(network.nodes[boundaryNode].shape)", Double(all.count * boundaryWidth * 2) * 1e-6))
+        }
 
         let block = comm.block(of: all.count)
         let features = FloatBuffer(count: all.count * width)
@@ -146,8 +150,9 @@ public enum FeatureExtraction {
 
     /// Trains a logistic head on the pooled features, identically on every rank (no
     /// communication), keeping the weights of the best validation loss.
+    /// Appends each epoch to `metricsFile` when given (rank 0 passes it, the others nil).
     public static func trainHead(_ x: Extracted, head: HeadConfig, seed: UInt64, ranks: Int, log: (String) -> Void,
-                                 metricsFile: String?, writeMetrics: Bool) -> Head {
+                                 metricsFile: String?) -> Head {
         let width = x.width, features = x.pooled.pointer
         let train = x.train, validation = x.validation
         var w = [Float](repeating: 0, count: width), b: Float = 0
@@ -206,7 +211,7 @@ public enum FeatureExtraction {
                                        elapsed_s: x.seconds + Date().timeIntervalSince(started),
                                        lr: Double(head.learningRate), ranks: ranks)
             history.append(metrics)
-            if writeMetrics, let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
+            if let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
             if val.loss < best.loss {
                 best = (val.loss, w, b)
                 stale = 0
@@ -236,8 +241,8 @@ public enum FeatureExtraction {
         let network = try initial.makeNetwork()
         let x = try extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing, config: config,
                             communicator: comm, log: log, progress: progress)
-        let trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log, metricsFile: metricsFile,
-                                writeMetrics: comm.rank == 0)
+        let trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
+                                metricsFile: comm.rank == 0 ? metricsFile : nil)
         install(trained, into: network)
         return Result(network: network, history: trained.history, bestValidationLoss: trained.bestValidationLoss,
                       extractionSeconds: x.seconds, imagesPerSecond: x.imagesPerSecond, skippedSummary: x.report.summary)

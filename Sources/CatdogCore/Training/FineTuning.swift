@@ -43,13 +43,10 @@ public enum FineTuning {
         let network = try initial.makeNetwork()
         let cut = entries[tune.freezeUntil]
         precondition(network.isCut(cut), "efficientnet-lite0 block entry \(cut) is not a cut")
-        log(String(format: "keeping %@ activations per image at the cut before block %d (%.0f MB in fp16 on each rank)",
-                   "\(network.nodes[cut].shape)", tune.freezeUntil,
-                   Double(network.nodes[cut].shape.count * 2) * 1e-6 * Double(try DataFolder.labeledFiles(in: folder).count)))
         let x = try FeatureExtraction.extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing,
                                               config: config, boundaryNode: cut, communicator: comm, log: log, progress: progress)
         let trainedHead = FeatureExtraction.trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
-                                                      metricsFile: metricsFile, writeMetrics: comm.rank == 0)
+                                                      metricsFile: comm.rank == 0 ? metricsFile : nil)
         FeatureExtraction.install(trainedHead, into: network)
         var history = trainedHead.history
         let headEpochs = history.count

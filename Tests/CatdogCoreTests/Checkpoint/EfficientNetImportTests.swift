@@ -106,16 +106,20 @@ final class TransferLearningTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Double(correct) / 1000, 0.91, "zero-shot accuracy \(correct)/1000")
     }
 
-    /// `train --model efficientnet-lite0 --init-from` end to end on 60 images: features, head,
-    /// a checkpoint that `evaluate` reads. With ImageNet features even 54 training images
-    /// separate cats from dogs: validation accuracy ≥ 0.8 (6 images) and training accuracy ≥ 0.9.
-    func testFeatureExtractionTrainsAHeadOnTwoRanks() throws {
+    /// The imported weights, 30 + 30 shared images and a run folder, for the CLI tests below.
+    private func importedWeightsAndSmallSet() throws -> (imported: String, data: String, run: String) {
         guard FileManager.default.fileExists(atPath: EfficientNetImportTests.pth) else { throw EfficientNetImportTests.MissingWeights() }
         let folder = try temporaryFolder(self)
         let imported = folder + "/lite0.safetensors.zst"
         XCTAssertEqual(try CLI.run(["import", EfficientNetImportTests.pth, "--out", imported]).status, 0)
-        let data = try sharedSubset(self, perClass: 30)
-        let run = folder + "/run"
+        return (imported, try sharedSubset(self, perClass: 30), folder + "/run")
+    }
+
+    /// `train --model efficientnet-lite0 --init-from` end to end on 60 images: features, head,
+    /// a checkpoint that `evaluate` reads. With ImageNet features even 54 training images
+    /// separate cats from dogs: validation accuracy ≥ 0.8 (6 images) and training accuracy ≥ 0.9.
+    func testFeatureExtractionTrainsAHeadOnTwoRanks() throws {
+        let (imported, data, run) = try importedWeightsAndSmallSet()
         let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
                                   "--checkpoint-dir", run, "--freeze", "backbone", "--epochs", "40"], ranks: 2)
         XCTAssertEqual(result.status, 0, result.output)
@@ -137,12 +141,7 @@ final class TransferLearningTests: XCTestCase {
     /// history has the head's epochs and 3 more, and the fine-tuned epochs fit the training set
     /// (accuracy ≥ 0.9). A cut that does not exist and `none` are refused with exit 2.
     func testFineTuningTheLastBlocksOnTwoRanks() throws {
-        guard FileManager.default.fileExists(atPath: EfficientNetImportTests.pth) else { throw EfficientNetImportTests.MissingWeights() }
-        let folder = try temporaryFolder(self)
-        let imported = folder + "/lite0.safetensors.zst"
-        XCTAssertEqual(try CLI.run(["import", EfficientNetImportTests.pth, "--out", imported]).status, 0)
-        let data = try sharedSubset(self, perClass: 30)
-        let run = folder + "/run"
+        let (imported, data, run) = try importedWeightsAndSmallSet()
         let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
                                   "--checkpoint-dir", run, "--freeze", "until:14", "--epochs", "3", "--batch-size", "16",
                                   "--patience", "0"], ranks: 2)
