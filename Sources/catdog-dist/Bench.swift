@@ -1,5 +1,8 @@
 import ArgumentParser
-import CatdogCore
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogTraining
 import Foundation
 
 struct Bench: ParsableCommand {
@@ -13,14 +16,7 @@ struct Bench: ParsableCommand {
             With --decode DIR, each rank instead decodes its 1/N of DIR's images and reports images/s.
             """)
 
-    @Option(help: "Model to benchmark.")
-    var model = ModelZoo.defaultModel
-
-    @Option(help: "Square input size in pixels.")
-    var imageSize = 64
-
-    @Option(help: "Global batch size, divided among the ranks.")
-    var batchSize = 64
+    @OptionGroup var shape: ModelOptions
 
     @Option(help: "Timed steps.")
     var steps = 20
@@ -28,17 +24,14 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed steps first.")
     var warmupSteps = 3
 
-    @Flag(inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward.")
-    var overlap = true
+    @OptionGroup var allReduce: AllReduceOptions
+    @OptionGroup var compute: ComputeOptions
 
-    @Flag(help: "All-reduce gradients in fp16 (half the bytes).")
-    var fp16Allreduce = false
+    @Option(help: "Convolution algorithm: auto (Winograd F(2x2,3x3) for stride-1 3x3 layers with >= 16 channels, im2col + sgemm for the rest) or im2col (everywhere, for comparison).")
+    var convolution = ConvolutionOptions.Algorithm.auto
 
-    @Option(help: "Gradient bucket size in MiB.")
-    var bucketMib = 4.0
-
-    @Option(help: "BLAS threads per rank.")
-    var threads = 1
+    @Option(help: "Floats per im2col chunk (default 262144 = 1 MB).")
+    var columnFloats = ConvolutionOptions().columnFloats
 
     @Option(help: "Benchmark decoding this folder's images instead of training.")
     var decode: String?
@@ -47,19 +40,23 @@ struct Bench: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description) }
-        guard steps > 0, batchSize > 0, warmupSteps >= 0 else { throw ValidationError("--steps and --batch-size must be positive") }
+        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be 0 or positive") }
+        guard columnFloats > 0 else { throw ValidationError("--column-floats must be positive") }
     }
 
     func run() throws {
         try runDistributed(announce: !json) { comm in
-            setBLASThreads(threads)
+            setBLASThreads(compute.threads)
             if let decode {
                 try benchDecode(decode, comm)
                 return
             }
-            let r = try Benchmark.run(model: model, imageSize: imageSize, globalBatch: batchSize, steps: steps,
-                                      warmupSteps: warmupSteps, overlap: overlap, bucketMiB: bucketMib, fp16: fp16Allreduce, communicator: comm)
+            let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
+                                      warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
+                                      fp16: allReduce.fp16Allreduce,
+                                      convolution: ConvolutionOptions(algorithm: convolution, columnFloats: columnFloats),
+                                      communicator: comm)
             guard comm.rank == 0 else { return }
             if json {
                 let encoder = JSONEncoder()
@@ -67,7 +64,7 @@ struct Bench: ParsableCommand {
                 print(String(decoding: try encoder.encode(r), as: UTF8.self))
                 return
             }
-            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.fp16_allreduce ? ", fp16 all-reduce" : ""), \(r.steps) steps")
+            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.fp16_allreduce ? ", fp16 all-reduce" : ""), convolution \(r.convolution), \(r.steps) steps")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
@@ -79,7 +76,7 @@ struct Bench: ParsableCommand {
 
     func benchDecode(_ folder: String, _ comm: Communicator) throws {
         let files = try DataFolder.labeledFiles(in: folder)
-        let preprocessing = Preprocessing(imageSize: imageSize)
+        let preprocessing = Preprocessing(imageSize: shape.imageSize)
         let store = ImageStore(count: files.count, storedSize: preprocessing.storedSize, labels: files.map(\.label))
         try comm.barrier()
         let start = Date()

@@ -1,6 +1,5 @@
 import Foundation
 import ArgumentParser
-import CatdogCore
 
 @main
 struct CatdogDist: ParsableCommand {
@@ -20,10 +19,4 @@ struct CatdogDist: ParsableCommand {
 /// Prints `message` to standard error, prefixed with the program's name.
 func printError(_ message: String) {
     FileHandle.standardError.write(Data("catdog-dist: \(message)\n".utf8))
-}
-
-/// Ends a subcommand that a later release fills in, with exit code 2.
-func notYetAvailable(_ name: String, issue: Int) throws -> Never {
-    printError("`\(name)` is not yet available in this build (tracked in issue \(issue)).")
-    throw ExitCode(2)
 }

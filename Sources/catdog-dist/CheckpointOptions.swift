@@ -1,5 +1,6 @@
 import ArgumentParser
-import CatdogCore
+import CatdogInference
+import CatdogRun
 
 /// `--checkpoint FILE`, shared by evaluate, predict and submit.
 struct CheckpointOptions: ParsableArguments {

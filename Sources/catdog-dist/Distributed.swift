@@ -1,10 +1,12 @@
 import ArgumentParser
-import CatdogCore
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
 import Foundation
 
 /// Runs `body` on this rank. Any error ends the whole job: the rank prints what went wrong
 /// and calls MPI_Abort, so the other ranks never wait forever in a collective.
-func runDistributed(announce: Bool = true, _ body: (Communicator) throws -> Void) throws {
+func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, _ body: (Communicator) throws -> Void) throws {
     let comm: MPICommunicator
     do { comm = try MPICommunicator() } catch {
         printError("cannot start MPI: \(error)")
@@ -15,7 +17,7 @@ func runDistributed(announce: Bool = true, _ body: (Communicator) throws -> Void
         fflush(nil)
     }
     do {
-        try body(comm)
+        try body(faults?.wrap(comm) ?? comm)
     } catch let error as ExitCode {
         if comm.size > 1, error != .success { comm.abort(code: error.rawValue) }
         comm.finalize()
@@ -59,8 +61,3 @@ final class ProgressLine {
         if shown { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)); shown = false }
     }
 }
-
-extension OptimizerKind: ExpressibleByArgument {}
-extension LearningRateSchedule.Decay: ExpressibleByArgument {}
-extension Resize.Fit: ExpressibleByArgument {}
-extension Preprocessing.Scale: ExpressibleByArgument {}

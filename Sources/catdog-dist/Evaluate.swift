@@ -1,5 +1,7 @@
 import ArgumentParser
-import CatdogCore
+import CatdogData
+import CatdogEngine
+import CatdogInference
 import Foundation
 
 struct Evaluate: ParsableCommand {
@@ -13,6 +15,7 @@ struct Evaluate: ParsableCommand {
             """)
 
     @OptionGroup var model: CheckpointOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Labelled folder (Kaggle names or cats/ and dogs/ subfolders).")
     var data: String
@@ -28,7 +31,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         try runDistributed(announce: false) { comm in
-            setBLASThreads(1)
+            setBLASThreads(compute.threads)
             let predictor = try model.predictor()
             var files = try DataFolder.labeledFiles(in: data)
             if validationSplit {

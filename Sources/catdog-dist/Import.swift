@@ -1,5 +1,6 @@
 import ArgumentParser
-import CatdogCore
+import CatdogCheckpoint
+import CatdogEngine
 import Foundation
 
 struct Import: ParsableCommand {
@@ -30,8 +31,8 @@ struct Import: ParsableCommand {
     func run() throws {
         guard (32...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 32 and 1024") }
         do {
-            let torch = try EfficientNetImport.readTorch(pth)
-            let bytes = try EfficientNetImport.checkpointBytes(from: torch, imageSize: imageSize)
+            let torch = try TorchLegacyReader.read(pth)
+            let bytes = try EfficientNetImport.checkpointBytes(from: torch.tensorSource, imageSize: imageSize)
             let compressed = try bytes.withUnsafeBytes { try Zstd.compress($0) }
             try Data(compressed).write(to: URL(fileURLWithPath: out), options: .atomic)
             print("wrote \(out): efficientnet-lite0 with ImageNet weights, \(imageSize)x\(imageSize) (\(compressed.count / 1_000_000) MB)")

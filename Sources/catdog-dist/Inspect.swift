@@ -1,5 +1,5 @@
 import ArgumentParser
-import CatdogCore
+import CatdogRun
 import Foundation
 
 struct Inspect: ParsableCommand {

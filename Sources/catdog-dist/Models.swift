@@ -1,5 +1,5 @@
 import ArgumentParser
-import CatdogCore
+import CatdogEngine
 import Foundation
 
 struct Models: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
-import CatdogCore
+import CatdogReports
+import CatdogRun
 import Foundation
 
 struct Plot: ParsableCommand {
@@ -33,21 +34,11 @@ struct Plot: ParsableCommand {
             printError("\(metrics) has no epochs yet")
             throw ExitCode(1)
         }
-        // A resumed run may repeat an epoch; the last record of each epoch wins.
-        let byEpoch = Dictionary(epochs.map { ($0.epoch, $0) }, uniquingKeysWith: { _, last in last })
-        let ordered = byEpoch.keys.sorted().map { byEpoch[$0]! }
-        func series(_ name: String, _ value: (EpochMetrics) -> Double) -> (name: String, points: [(Double, Double)]) {
-            (name, ordered.map { (Double($0.epoch), value($0)) })
-        }
-        var figure = SVGFigure(panelWidth: 480, panelHeight: 340)
-        figure.lines(title: "Loss", series: [series("training loss", \.train_loss), series("validation loss", \.val_loss)],
-                     xLabel: "epoch", yLabel: "binary cross-entropy")
-        figure.lines(title: "Accuracy", series: [series("training accuracy", \.train_acc), series("validation accuracy", \.val_acc)],
-                     xLabel: "epoch", yLabel: "accuracy")
-        do { try figure.svg.write(toFile: out, atomically: true, encoding: .utf8) } catch {
+        let (svg, count) = trainingCurves(epochs)
+        do { try svg.write(toFile: out, atomically: true, encoding: .utf8) } catch {
             printError("cannot write \(out): \(error.localizedDescription)")
             throw ExitCode(1)
         }
-        print("wrote \(out): \(ordered.count) epochs")
+        print("wrote \(out): \(count) epochs")
     }
 }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CatdogCore
+import CatdogEngine
 import Foundation
 
 struct Predict: ParsableCommand {
@@ -12,6 +12,7 @@ struct Predict: ParsableCommand {
             """)
 
     @OptionGroup var model: CheckpointOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Argument(help: "JPEG images.")
     var images: [String]
@@ -34,7 +35,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         let predictor = try model.predictor()
-        setBLASThreads(1)
+        setBLASThreads(compute.threads)
         let results = predictor.dogProbabilities(images, flipTTA: ttaFlip)
         var failed = 0
         for (path, result) in zip(images, results) {

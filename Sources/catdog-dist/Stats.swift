@@ -1,5 +1,5 @@
 import ArgumentParser
-import CatdogCore
+import CatdogData
 import Foundation
 
 struct Stats: ParsableCommand {

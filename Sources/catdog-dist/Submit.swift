@@ -1,5 +1,6 @@
 import ArgumentParser
-import CatdogCore
+import CatdogData
+import CatdogEngine
 import Foundation
 
 struct Submit: ParsableCommand {
@@ -17,6 +18,7 @@ struct Submit: ParsableCommand {
             """)
 
     @OptionGroup var model: CheckpointOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Folder of numbered test images (Kaggle's test1/).")
     var testDir: String
@@ -36,7 +38,7 @@ struct Submit: ParsableCommand {
 
     func run() throws {
         let predictor = try model.predictor()
-        setBLASThreads(1)
+        setBLASThreads(compute.threads)
         let numbered: [(id: Int, path: String)]
         do { numbered = try DataFolder.numberedFiles(in: testDir) } catch {
             printError("\(error)")

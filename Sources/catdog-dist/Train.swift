@@ -1,5 +1,11 @@
 import ArgumentParser
-import CatdogCore
+import CatdogCheckpoint
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+import CatdogTraining
 import Foundation
 
 struct Train: ParsableCommand {
@@ -27,56 +33,49 @@ struct Train: ParsableCommand {
     @Option(help: "Training folder: Kaggle names (cat.1.jpg, dog.2.jpg) or subfolders cats/ and dogs/.")
     var data: String
 
-    @Option(help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`).")
-    var model = ModelZoo.defaultModel
+    @OptionGroup var shape: ModelOptions
 
-    @Option(help: "Square input size in pixels.")
-    var imageSize = 64
-
-    @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default 15.")
+    @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default \(TrainingConfig().epochs); transfer learning: the head \(FeatureExtraction.HeadConfig().epochs), fine-tuning \(FineTuning.Config().epochs).")
     var epochs: Int?
 
-    @Option(help: "Global batch size, divided among the ranks.")
-    var batchSize = 64
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")). (default: adam)")
+    var optimizer: OptimizerKind?
 
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var optimizer = OptimizerKind.adam
-
-    @Option(help: "Peak learning rate (default: 0.001 for adagrad/rmsprop/adam/nadam, 0.01 for sgd).")
+    @Option(help: "Peak learning rate (default: 0.001 for adagrad/rmsprop/adam/nadam, 0.01 for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
     var lr: Float?
 
-    @Option(help: "Momentum for sgd.")
-    var momentum: Float = 0.9
+    @Option(help: "Momentum for sgd. (default: \(TrainingConfig().momentum))")
+    var momentum: Float?
 
-    @Option(help: "L2 weight decay λ on kernels (adds λ·w to their gradients).")
-    var weightDecay: Float = 0
+    @Option(help: "L2 weight decay λ on kernels (adds λ·w to their gradients). (default: \(TrainingConfig().weightDecay); transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
+    var weightDecay: Float?
 
-    @Option(help: "Warmup in epochs: the learning rate rises linearly over it.")
-    var warmupEpochs: Double = 1
+    @Option(help: "Warmup in epochs: the learning rate rises linearly over it. (default: \(TrainingConfig().warmupEpochs))")
+    var warmupEpochs: Double?
 
-    @Option(help: "Learning-rate decay after warmup: cosine, step or constant.")
-    var decay = LearningRateSchedule.Decay.cosine
+    @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
+    var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop; or all, or none.")
-    var augment = "all"
+    @Option(help: "Augmentation: a list of flip, color, crop; or all, or none. (default: all)")
+    var augment: String?
 
-    @Option(help: "How a non-square image becomes square: squash or crop (centre).")
-    var fit = Resize.Fit.squash
+    @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
+    var fit: Resize.Fit?
 
-    @Option(help: "Pixel scaling: unit ([0,1]), symmetric ([-1,1], Keras 'tf' mode).")
-    var pixels = Preprocessing.Scale.unit
+    @Option(help: "Pixel scaling: unit ([0,1]), symmetric ([-1,1], Keras 'tf' mode). (default: \(TrainingConfig().scale.rawValue))")
+    var pixels: Preprocessing.Scale?
 
     @Option(help: "Fraction of each class held out for validation.")
-    var valFraction = 0.1
+    var valFraction = TrainingConfig().validationFraction
 
-    @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept.")
-    var patience = 5
+    @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience); transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
+    var patience: Int?
 
     @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it.")
     var timeBudget: Double?
 
     @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout.")
-    var seed: UInt64 = 1
+    var seed: UInt64 = TrainingConfig().seed
 
     @Option(help: "Folder for metrics.jsonl and checkpoints (created if missing).")
     var checkpointDir: String
@@ -94,76 +93,77 @@ struct Train: ParsableCommand {
     var initFrom: String?
 
     @Option(help: """
-        Transfer learning (efficientnet-lite0): `backbone` (the default) trains a new head on the \
-        frozen ImageNet backbone's features; `until:N` then fine-tunes blocks N-15 (of 0-15) with \
-        the head, from activations kept in memory; `none` (the whole network) is not available.
+        Transfer learning (efficientnet-lite0): `backbone` trains a new head on the frozen \
+        ImageNet backbone's features; `until:N` then fine-tunes blocks N-15 (of 0-15) with the \
+        head, from activations kept in memory; `none` (the whole network) is not available yet.
         """)
-    var freeze = "backbone"
+    var freeze = FreezeSpec.backbone
 
     @Option(help: "Fine-tuning: the unfrozen blocks' learning rate as a fraction of the head's (--lr).")
-    var backboneLrScale: Float = 0.1
+    var backboneLrScale = FineTuning.Config().backboneScale
 
-    @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
-    var threads = 1
+    @OptionGroup var compute: ComputeOptions
+    @OptionGroup var allReduce: AllReduceOptions
+    @OptionGroup var faults: FaultOptions
 
-    @Flag(inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward.")
-    var overlap = true
-
-    @Option(help: "Gradient bucket size for the overlapped all-reduce, in MiB.")
-    var bucketMib = 4.0
-
-    @Flag(help: "All-reduce gradients in fp16 (Horovod-style compression): half the bytes on slow networks.")
-    var fp16Allreduce = false
+    var model: String { shape.model }
 
     func validate() throws {
-        guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description) }
-        guard (16...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 16 and 1024") }
         if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
         guard keep > 0 else { throw ValidationError("--keep must be positive") }
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 or positive") }
         guard valFraction > 0, valFraction < 1 else { throw ValidationError("--val-fraction must be in (0, 1)") }
-        guard threads > 0 else { throw ValidationError("--threads must be positive") }
-        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
-        if let timeBudget, !(timeBudget > 0) { throw ValidationError("--time-budget must be positive") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
+        if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1)") }
+        if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be 0 or a positive number") }
+        if let warmupEpochs, !(warmupEpochs >= 0 && warmupEpochs.isFinite) { throw ValidationError("--warmup-epochs must be 0 or a positive number") }
+        if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
+        if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
+        guard backboneLrScale >= 0, backboneLrScale.isFinite else { throw ValidationError("--backbone-lr-scale must be 0 or a positive number") }
         _ = try augmentation()
-        if model != "efficientnet-lite0", freeze != "backbone" || initFrom != nil {
+        if model != "efficientnet-lite0", freeze != .backbone || initFrom != nil {
             throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0 (see `catdog-dist import`); \(model) trains from scratch")
+        }
+        if freeze == .none {
+            throw ValidationError("--freeze none: fine-tuning all of efficientnet-lite0 is not available: it keeps each image's activations at the cut in memory, and before block 0 that is 112x112x32 values per image; use --freeze until:N (N >= 4)")
         }
     }
 
-    func augmentation() throws -> Augmentation {
+    func augmentation() throws -> Augmentation? {
+        guard let augment else { return nil }
         do { return try Augmentation(parsing: augment) } catch { throw ValidationError("\(error)") }
     }
 
+    /// The library's defaults, with what the user set on the command line.
     func makeConfig() throws -> TrainingConfig {
         var c = TrainingConfig()
         c.model = model
-        c.imageSize = imageSize
-        c.epochs = epochs ?? 15
-        c.globalBatch = batchSize
-        c.optimizer = optimizer
+        c.imageSize = shape.imageSize
+        if let epochs { c.epochs = epochs }
+        c.globalBatch = shape.batchSize
+        if let optimizer { c.optimizer = optimizer }
         c.learningRate = lr
-        c.momentum = momentum
-        c.weightDecay = weightDecay
-        c.warmupEpochs = warmupEpochs
-        c.decay = decay
-        c.augmentation = try augmentation()
-        c.fit = fit
-        c.scale = pixels
+        if let momentum { c.momentum = momentum }
+        if let weightDecay { c.weightDecay = weightDecay }
+        if let warmupEpochs { c.warmupEpochs = warmupEpochs }
+        if let decay { c.decay = decay }
+        if let augmentation = try augmentation() { c.augmentation = augmentation }
+        if let fit { c.fit = fit }
+        if let pixels { c.scale = pixels }
         c.validationFraction = valFraction
-        c.patience = patience
+        if let patience { c.patience = patience }
         c.timeBudget = timeBudget
         c.seed = seed
-        c.overlap = overlap
-        c.bucketMiB = bucketMib
-        c.fp16AllReduce = fp16Allreduce ? true : nil
+        c.overlap = allReduce.overlap
+        c.bucketMiB = allReduce.bucketMib
+        c.fp16AllReduce = allReduce.fp16Allreduce ? true : nil
         return c
     }
 
     func run() throws {
         if model == "efficientnet-lite0" { return try runTransfer() }
-        try runDistributed { comm in
-            setBLASThreads(threads)
+        try runDistributed(faults: faults) { comm in
+            setBLASThreads(compute.threads)
             let log = RankLog(comm)
             try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
             let store = CheckpointStore(directory: checkpointDir, keep: keep)
@@ -261,21 +261,12 @@ struct Train: ParsableCommand {
             printError("efficientnet-lite0 starts from ImageNet weights: run `catdog-dist import PTH --out lite0.safetensors.zst` (see README) and pass --init-from lite0.safetensors.zst")
             throw ExitCode(1)
         }
-        var freezeUntil: Int?
-        switch freeze {
-        case "backbone": freezeUntil = nil
-        case "none":
-            printError("--freeze none: fine-tuning all of efficientnet-lite0 is not available: it keeps each image's activations at the cut in memory, and before block 0 that is 112x112x32 values per image; use --freeze until:N (N >= 4)")
-            throw ExitCode(2)
-        default:
-            guard freeze.hasPrefix("until:"), let n = Int(freeze.dropFirst(6)), (0...16).contains(n) else {
-                printError("--freeze \(freeze): expected backbone, or until:N with N from 0 to 16 (blocks N-15 and the head train)")
-                throw ExitCode(2)
-            }
-            freezeUntil = n
+        let freezeUntil: Int? = switch freeze {
+        case .until(let n): n
+        case .backbone, .none: nil
         }
-        try runDistributed { comm in
-            setBLASThreads(threads)
+        try runDistributed(faults: faults) { comm in
+            setBLASThreads(compute.threads)
             let log = RankLog(comm)
             let initial = try LoadedCheckpoint(path: initFrom)
             guard initial.metadata.model == "efficientnet-lite0" else {
@@ -288,8 +279,8 @@ struct Train: ParsableCommand {
             var head = FeatureExtraction.HeadConfig()
             if let epochs { head.epochs = epochs }
             if let lr { head.learningRate = lr }
-            if patience > 0 { head.patience = patience }
-            if weightDecay > 0 { head.weightDecay = weightDecay }
+            if let patience { head.patience = patience }
+            if let weightDecay { head.weightDecay = weightDecay }
             config.epochs = head.epochs
             let progress = ProgressLine()
             let metricsFile = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
@@ -297,16 +288,16 @@ struct Train: ParsableCommand {
             if let freezeUntil {
                 var tune = FineTuning.Config()
                 tune.freezeUntil = freezeUntil
-                tune.globalBatch = batchSize
+                tune.globalBatch = shape.batchSize
                 tune.backboneScale = backboneLrScale
                 if let epochs { tune.epochs = epochs }
                 if let lr { tune.learningRate = lr }
-                if patience > 0 { tune.patience = patience }
-                if weightDecay > 0 { tune.weightDecay = weightDecay }
-                tune.mirror = try augmentation().flip
+                if let patience { tune.patience = patience }
+                if let weightDecay { tune.weightDecay = weightDecay }
+                if let augmentation = try augmentation() { tune.mirror = augmentation.flip }
                 head = FeatureExtraction.HeadConfig()
                 config.epochs = tune.epochs
-                config.globalBatch = batchSize
+                config.globalBatch = shape.batchSize
                 log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom): head, then fine-tuning blocks \(freezeUntil)-15 with it")
                 result = try FineTuning.run(
                     folder: data, initial: initial, config: config, head: head, tune: tune, communicator: comm,

@@ -1,4 +1,7 @@
-import CatdogCore
+import CatdogData
+import CatdogDistributed
+import CatdogRun
+import CatdogTraining
 import Foundation
 import XCTest
 

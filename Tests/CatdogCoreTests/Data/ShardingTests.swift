@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogData
+import CatdogSupport
 import XCTest
 
 final class ShardingTests: XCTestCase {
@@ -40,7 +41,8 @@ final class ShardingTests: XCTestCase {
 
     func testBatchThatDoesNotDivideAmongRanksIsAClearError() {
         XCTAssertThrowsError(try EpochPlan(sampleCount: 100, globalBatch: 64, ranks: 3, seed: 1, epoch: 0)) { error in
-            XCTAssertTrue("\(error)".contains("--batch-size"), "\(error)")
+            XCTAssertTrue("\(error)".contains("does not divide among 3 ranks"), "\(error)")
+            XCTAssertTrue("\(error)".contains("multiple of 3"), "\(error)")
         }
     }
 

@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogData
+import CatdogRun
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -56,7 +57,10 @@ final class InferenceCommandTests: XCTestCase {
             XCTAssertEqual(evaluated.status, 0, evaluated.output)
             let json = try JSONSerialization.jsonObject(with: Data(evaluated.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
             XCTAssertEqual(json["count"] as? Int, 60)
-            XCTAssertEqual(json["logloss"] as! Double, loss / 60, accuracy: 1e-9, "ranks \(ranks ?? 1)")
+            // One process scores in predict's batches; two ranks in batches of 30, and sgemm's
+            // edge kernels round a row differently with the batch size (seen: 6e-8 in one
+            // probability), so the means agree to 1e-6, not to the last bit.
+            XCTAssertEqual(json["logloss"] as! Double, loss / 60, accuracy: 1e-6, "ranks \(ranks ?? 1)")
             XCTAssertEqual(json["accuracy"] as! Double, Double(correct) / 60, accuracy: 1e-12)
             let confusion = json["confusion"] as! [[Int]]
             XCTAssertEqual(confusion.flatMap { $0 }.reduce(0, +), 60)

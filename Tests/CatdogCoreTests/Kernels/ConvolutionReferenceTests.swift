@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogEngine
+import CatdogSupport
 import XCTest
 
 /// The im2col + sgemm convolution against the naive double-precision reference on random
@@ -39,7 +40,6 @@ final class ConvolutionReferenceTests: XCTestCase {
     /// and even image sizes, including 1×1 and 2×3 images (partial tiles everywhere). Its
     /// transforms add a few float32 roundings: 1e-3 absolute + 1e-3 relative.
     func testWinogradShapesMatchReference() throws {
-        XCTAssertTrue(Conv2D.useWinograd)
         var random = Random(seed: 77)
         let sizes = [(1, 1), (2, 3), (5, 5), (8, 8), (7, 12), (16, 9)]
         for (trial, (height, width)) in sizes.enumerated() {
@@ -47,6 +47,7 @@ final class ConvolutionReferenceTests: XCTestCase {
             let conv = Conv2D(filters: filters, kernelSize: (3, 3), activation: .linear)
             let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch,
                                      seed: UInt64(100 + trial))
+            XCTAssertTrue(conv.usesWinograd)
             let g = conv.geometry!
             let label = "winograd \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
             h.forward()
@@ -72,5 +73,25 @@ final class ConvolutionReferenceTests: XCTestCase {
                               strideHeight: 1, strideWidth: 1, padding: .same)
         XCTAssertEqual(k8.outHeight, 64)
         XCTAssertEqual(k8.padTop, 3)  // total pad 7: top 3, bottom 4
+    }
+
+    /// The network-level switch: vgg built with `ConvolutionOptions(algorithm: .im2col)` uses no
+    /// Winograd layer and gives the same logits as the default build (Winograd in its 3×3 layers)
+    /// within 1e-3 + 1e-3 relative, from the same weights and images.
+    func testConvolutionAlgorithmOptionGivesSameLogits() throws {
+        let auto = try ModelZoo.build("vgg", imageSize: 32)
+        let plain = try ModelZoo.build("vgg", imageSize: 32, convolution: ConvolutionOptions(algorithm: .im2col))
+        func winogradLayers(_ n: Network) -> Int { n.nodes.filter { ($0.layer as? Conv2D)?.usesWinograd == true }.count }
+        for n in [auto, plain] {
+            n.initialize(seed: 3)
+            n.reserve(maxBatch: 2)
+        }
+        XCTAssertGreaterThan(winogradLayers(auto), 0)
+        XCTAssertEqual(winogradLayers(plain), 0)
+        var random = Random(seed: 4)
+        for i in 0..<(2 * auto.inputShape.count) { auto.input[i] = random.uniform(0, 1); plain.input[i] = auto.input[i] }
+        let a = auto.forward(batch: 2, context: PassContext(training: false))
+        let b = plain.forward(batch: 2, context: PassContext(training: false))
+        assertClose([a[0], a[1]], [b[0], b[1]], absolute: 1e-3, relative: 1e-3, "vgg logits, auto vs im2col")
     }
 }

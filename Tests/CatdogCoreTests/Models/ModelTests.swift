@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogEngine
+import CatdogSupport
 import XCTest
 
 final class ModelTests: XCTestCase {
@@ -36,7 +37,7 @@ final class ModelTests: XCTestCase {
 
     func testTooSmallImageIsAClearError() {
         XCTAssertThrowsError(try ModelZoo.build("vgg", imageSize: 8)) { error in
-            XCTAssertTrue("\(error)".contains("--image-size"), "\(error)")
+            XCTAssertTrue("\(error)".contains("too small"), "\(error)")
         }
     }
 

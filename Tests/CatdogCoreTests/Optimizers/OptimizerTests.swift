@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogEngine
+import CatdogSupport
 import Foundation
 import XCTest
 
@@ -95,7 +96,7 @@ final class OptimizerTests: XCTestCase {
     func testWeightDecayTouchesOnlyKernels() throws {
         let network = try ModelZoo.build("resnet", imageSize: 32)
         network.gradients.zero()
-        addWeightDecay(0.1, slots: network.parameterSlots, parameters: network.parameters.pointer, gradients: network.gradients.pointer)
+        addWeightDecay(0.1, ranges: network.decayingRanges(), parameters: network.parameters.pointer, gradients: network.gradients.pointer)
         for slot in network.parameterSlots {
             let i = slot.offset
             let expected = slot.decays ? 0.1 * network.parameters[i] : 0

@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogData
+import CatdogReports
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML

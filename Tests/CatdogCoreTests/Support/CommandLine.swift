@@ -1,4 +1,4 @@
-import CatdogCore
+import CatdogRun
 import Foundation
 import XCTest
 

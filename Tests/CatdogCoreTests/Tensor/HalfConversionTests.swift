@@ -1,4 +1,4 @@
-import CatdogCore
+import CatdogSupport
 import XCTest
 
 /// The buffer conversions (F16C on x86 when the CPU has it) against Swift's own Float16

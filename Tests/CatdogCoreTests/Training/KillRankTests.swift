@@ -1,4 +1,5 @@
-import CatdogCore
+import CatdogCheckpoint
+import CatdogRun
 import Foundation
 import XCTest
 

@@ -1,0 +1,115 @@
+import CatdogSupport
+import Foundation
+
+/// One labelled image file: label 1 = dog, 0 = cat.
+public struct LabeledFile: Sendable, Hashable {
+    public var path: String
+    public var label: Int
+    public init(path: String, label: Int) {
+        self.path = path
+        self.label = label
+    }
+}
+
+/// A folder that yielded no usable images, or could not be read.
+public struct DataFolderError: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
+}
+
+/// Reading a training folder: the Kaggle layout (`cat.123.jpg`, `dog.456.jpg`, the label is
+/// the case-insensitive prefix) or class subfolders (`cats/`, `dogs/`, as Keras's
+/// `image_dataset_from_directory` reads them). Files without a label are ignored.
+public enum DataFolder {
+    static let imageExtensions: Set<String> = ["jpg", "jpeg", "jpe", "jfif"]
+
+    /// Label of a Kaggle file name, or nil.
+    public static func kaggleLabel(_ name: String) -> Int? {
+        let lower = name.lowercased()
+        if lower.hasPrefix("cat.") || lower.hasPrefix("cat_") { return 0 }
+        if lower.hasPrefix("dog.") || lower.hasPrefix("dog_") { return 1 }
+        return nil
+    }
+
+    /// Label of a class subfolder name, or nil.
+    public static func folderLabel(_ name: String) -> Int? {
+        switch name.lowercased() {
+        case "cat", "cats": 0
+        case "dog", "dogs": 1
+        default: nil
+        }
+    }
+
+    /// Every labelled file in `path`, sorted by path so every rank sees the same order.
+    /// Files are not opened here; a broken one is found when it is decoded.
+    public static func labeledFiles(in path: String) throws -> [LabeledFile] {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DataFolderError(description: "data folder '\(path)' does not exist or is not a folder")
+        }
+        let entries: [String]
+        do { entries = try fm.contentsOfDirectory(atPath: path) } catch {
+            throw DataFolderError(description: "cannot list data folder '\(path)': \(error.localizedDescription)")
+        }
+        var files: [LabeledFile] = []
+        for entry in entries {
+            let full = (path as NSString).appendingPathComponent(entry)
+            var entryIsDirectory: ObjCBool = false
+            _ = fm.fileExists(atPath: full, isDirectory: &entryIsDirectory)
+            if entryIsDirectory.boolValue {
+                guard let label = folderLabel(entry) else { continue }
+                let inner = (try? fm.contentsOfDirectory(atPath: full)) ?? []
+                for name in inner where !name.hasPrefix(".") {
+                    files.append(LabeledFile(path: (full as NSString).appendingPathComponent(name), label: label))
+                }
+            } else if let label = kaggleLabel(entry) {
+                files.append(LabeledFile(path: full, label: label))
+            }
+        }
+        guard !files.isEmpty else {
+            throw DataFolderError(description: """
+                no labelled images in '\(path)': expected Kaggle names (cat.1.jpg, dog.2.jpg) or \
+                subfolders cats/ and dogs/
+                """)
+        }
+        return files.sorted { $0.path < $1.path }
+    }
+
+    /// The numbered images of a Kaggle test folder (`1.jpg`, `2.jpg`, …), sorted by number.
+    public static func numberedFiles(in path: String) throws -> [(id: Int, path: String)] {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DataFolderError(description: "test folder '\(path)' does not exist or is not a folder")
+        }
+        let entries = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+        let numbered = entries.compactMap { name -> (Int, String)? in
+            let stem = (name as NSString).deletingPathExtension
+            guard imageExtensions.contains((name as NSString).pathExtension.lowercased()), let id = Int(stem) else { return nil }
+            return (id, (path as NSString).appendingPathComponent(name))
+        }
+        guard !numbered.isEmpty else {
+            throw DataFolderError(description: "no numbered images (1.jpg, 2.jpg, ...) in test folder '\(path)'")
+        }
+        return numbered.sorted { $0.0 < $1.0 }
+    }
+
+    /// Stratified split: within each class, a seeded shuffle puts round(fraction·count) files
+    /// into validation. Depends only on (files, fraction, seed), never on the rank count.
+    public static func split(_ files: [LabeledFile], validationFraction: Double, seed: UInt64)
+        -> (train: [LabeledFile], validation: [LabeledFile])
+    {
+        var train: [LabeledFile] = [], validation: [LabeledFile] = []
+        for label in 0...1 {
+            let members = files.filter { $0.label == label }
+            var random = Random(seed: seed, 0x5B17, UInt64(label))
+            let order = random.permutation(members.count)
+            let validationCount = Int((validationFraction * Double(members.count)).rounded())
+            for (position, index) in order.enumerated() {
+                if position < validationCount { validation.append(members[index]) } else { train.append(members[index]) }
+            }
+        }
+        return (train.sorted { $0.path < $1.path }, validation.sorted { $0.path < $1.path })
+    }
+}

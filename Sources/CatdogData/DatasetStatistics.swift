@@ -1,0 +1,48 @@
+import Foundation
+
+/// What `stats` reports about a folder: images per class, sizes, unreadable files
+/// (the 2017 study's chapter 2 figures). Reads only the JPEG headers.
+public struct DatasetStatistics: Sendable {
+    public var folder: String
+    public var cats = 0
+    public var dogs = 0
+    public var widths: [Int] = []
+    public var heights: [Int] = []
+    public var unreadable: [(path: String, reason: String)] = []
+
+    public init(folder: String) throws {
+        self.folder = folder
+        let files = try DataFolder.labeledFiles(in: folder)
+        let codec = JPEGCodec()
+        for file in files {
+            do {
+                guard let data = FileManager.default.contents(atPath: file.path) else {
+                    throw ImageError(problem: .unreadable, detail: "cannot read the file")
+                }
+                let (w, h) = try codec.dimensions(of: data)
+                widths.append(w)
+                heights.append(h)
+                if file.label == 1 { dogs += 1 } else { cats += 1 }
+            } catch {
+                unreadable.append((file.path, "\(error)"))
+            }
+        }
+    }
+
+    public var count: Int { cats + dogs }
+
+    public static func describe(_ values: [Int]) -> String {
+        guard !values.isEmpty else { return "-" }
+        let sorted = values.sorted()
+        let mean = Double(values.reduce(0, +)) / Double(values.count)
+        return String(format: "min %d  median %d  mean %.1f  max %d", sorted[0], sorted[sorted.count / 2], mean, sorted.last!)
+    }
+
+    public var report: String {
+        """
+        \(folder): \(count) images (\(cats) cats, \(dogs) dogs), \(unreadable.count) unreadable
+        width:  \(DatasetStatistics.describe(widths))
+        height: \(DatasetStatistics.describe(heights))
+        """
+    }
+}

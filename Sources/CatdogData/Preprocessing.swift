@@ -1,0 +1,95 @@
+import CatdogSupport
+
+/// How pixels become network input: the choices of the 2017 study, stored in checkpoints so
+/// evaluation always matches training.
+public struct Preprocessing: Sendable, Codable, Equatable {
+    public enum Scale: String, Sendable, Codable, CaseIterable {
+        /// x / 255 in [0, 1].
+        case unit
+        /// x / 127.5 − 1 in [−1, 1] (Keras's `preprocess_input`, "tf" mode).
+        case symmetric
+        /// (x − 127) / 128, as the EfficientNet-Lite port expects.
+        case efficientnet
+    }
+
+    public var imageSize: Int
+    public var fit: Resize.Fit
+    public var scale: Scale
+    /// Per-channel mean (in scaled units) subtracted after scaling, or nil.
+    public var channelMean: [Float]?
+    /// Extra pixels kept around the working size so random crops have room.
+    public var cropMargin: Int
+
+    public init(imageSize: Int, fit: Resize.Fit = .squash, scale: Scale = .unit, channelMean: [Float]? = nil,
+                cropMargin: Int? = nil) {
+        self.imageSize = imageSize
+        self.fit = fit
+        self.scale = scale
+        self.channelMean = channelMean
+        self.cropMargin = cropMargin ?? max(2, imageSize / 8)
+    }
+
+    /// Side of the stored (decoded) square: working size plus the crop margin.
+    public var storedSize: Int { imageSize + cropMargin }
+
+    /// (multiplier, offset) so that input = byte·multiplier + offset[channel].
+    public func affine() -> (Float, [Float]) {
+        let (m, o): (Float, Float) = switch scale {
+        case .unit: (1 / 255, 0)
+        case .symmetric: (1 / 127.5, -1)
+        case .efficientnet: (1 / 128, -127 / 128)
+        }
+        let mean = channelMean ?? [0, 0, 0]
+        return (m, mean.map { o - $0 })
+    }
+}
+
+/// Per-sample augmentation, drawn from (seed, epoch, sample) so a sample is augmented the same
+/// way on any number of ranks and after a resume.
+public struct Augmentation: Sendable, Codable, Equatable {
+    /// Random horizontal flip (p = 0.5).
+    public var flip = false
+    /// Per-channel colour offsets, each uniform in ±`colorShift` levels of 255 (the study
+    /// shifted e.g. R+20 G−19 B+20).
+    public var color = false
+    public var colorShift: Float = 20
+    /// Random crop of the working size out of the stored square (else the centre).
+    public var crop = false
+
+    public init(flip: Bool = false, color: Bool = false, crop: Bool = false) {
+        self.flip = flip
+        self.color = color
+        self.crop = crop
+    }
+
+    /// The random stream of one sample's augmentation in one epoch.
+    public static func stream(seed: UInt64, epoch: Int, sample: Int) -> Random {
+        Random(seed: seed, 0xA06, UInt64(epoch), UInt64(sample))
+    }
+
+    public static let none = Augmentation()
+    public static let all = Augmentation(flip: true, color: true, crop: true)
+
+    /// Parses `flip,color,crop`, `all` or `none`.
+    public init(parsing list: String) throws {
+        self.init()
+        let trimmed = list.trimmingCharacters(in: .whitespaces).lowercased()
+        if trimmed == "none" || trimmed.isEmpty { return }
+        if trimmed == "all" { self = .all; return }
+        for item in trimmed.split(separator: ",") {
+            switch item.trimmingCharacters(in: .whitespaces) {
+            case "flip": flip = true
+            case "color", "colour": color = true
+            case "crop": crop = true
+            default: throw DataFolderError(description: "unknown augmentation '\(item)'; use flip, color, crop, all or none")
+            }
+        }
+    }
+
+    public var description: String {
+        let parts = [flip ? "flip" : nil, color ? "color" : nil, crop ? "crop" : nil].compactMap { $0 }
+        return parts.isEmpty ? "none" : parts.joined(separator: ",")
+    }
+}
+
+import Foundation

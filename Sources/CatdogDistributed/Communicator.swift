@@ -1,0 +1,80 @@
+import CatdogSupport
+
+/// The collectives data-parallel training needs. `MPICommunicator` is the real one;
+/// `LocalCommunicator` is a single process, for tests and one-rank runs without MPI.
+public protocol Communicator: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// Host name this rank runs on.
+    var hostName: String { get }
+    /// Sums `count` floats across ranks, in place.
+    func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Starts a non-blocking in-place sum; `wait` completes it.
+    func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// Starts a non-blocking in-place sum of half-precision values (fp16 compression).
+    func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
+    /// Sums doubles across ranks (metrics).
+    func allReduceSum(_ values: inout [Double]) throws
+    /// Minimum and maximum of one value across ranks.
+    func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64)
+    func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws
+    /// Every rank contributes `counts[rank]` items of `itemBytes` at item offset
+    /// `offsets[rank]` of `buffer`; afterwards every rank holds all of them.
+    func allGather(_ buffer: UnsafeMutableRawPointer, itemBytes: Int, counts: [Int], offsets: [Int]) throws
+    func barrier() throws
+    /// Ends every rank of the job at once with `code` (MPI_Abort).
+    func abort(code: Int32) -> Never
+}
+
+/// An all-reduce in flight.
+public protocol PendingReduction: AnyObject {
+    /// Gives the library a chance to progress it; true once complete.
+    func test() throws -> Bool
+    func wait() throws
+}
+
+extension Communicator {
+    public func broadcast(_ buffer: FloatBuffer, root: Int = 0) throws {
+        try broadcast(UnsafeMutableRawPointer(buffer.pointer), bytes: buffer.count * 4, root: root)
+    }
+
+    /// Broadcasts a string (e.g. JSON) from `root`.
+    public func broadcast(_ string: String, root: Int = 0) throws -> String {
+        var length = UInt64(string.utf8.count)
+        try withUnsafeMutableBytes(of: &length) { try broadcast($0.baseAddress!, bytes: 8, root: root) }
+        var bytes = [UInt8](string.utf8)
+        if rank != root { bytes = .init(repeating: 0, count: Int(length)) }
+        try bytes.withUnsafeMutableBytes { try broadcast($0.baseAddress!, bytes: Int(length), root: root) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Contiguous block of `count` items rank `r` owns: [r·count/N, (r+1)·count/N).
+    public func block(of count: Int, rank r: Int? = nil) -> Range<Int> {
+        let r = r ?? rank
+        return (r * count / size)..<((r + 1) * count / size)
+    }
+}
+
+/// One process, no MPI: every collective is the identity.
+public final class LocalCommunicator: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public var hostName: String { ProcessInfo.processInfo.hostName }
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction { Done() }
+    public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
+    public func allReduceSum(_ values: inout [Double]) throws {}
+    public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { (value, value) }
+    public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {}
+    public func allGather(_ buffer: UnsafeMutableRawPointer, itemBytes: Int, counts: [Int], offsets: [Int]) throws {}
+    public func barrier() throws {}
+    public func abort(code: Int32) -> Never { exit(code) }
+
+    final class Done: PendingReduction {
+        func test() throws -> Bool { true }
+        func wait() throws {}
+    }
+}
+
+import Foundation

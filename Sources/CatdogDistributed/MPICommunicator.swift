@@ -1,0 +1,135 @@
+import CMPI
+import Foundation
+
+/// An MPI call that failed: which call, its code and Open MPI's message.
+public struct MPIError: Error, CustomStringConvertible {
+    public var call: String
+    public var code: Int32
+    public var message: String
+    public var description: String { "MPI \(call) failed (\(code)): \(message)" }
+
+    static func check(_ code: Int32, _ call: String) throws {
+        guard code != catdog_mpi_success() else { return }
+        var buffer = [CChar](repeating: 0, count: Int(catdog_mpi_max_error_string()) + 1)
+        var length: Int32 = 0
+        MPI_Error_string(code, &buffer, &length)
+        throw MPIError(call: call, code: code, message: String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+}
+
+/// MPI_COMM_WORLD. Works under `mpirun` and as a singleton (one process started directly).
+/// Errors are returned (MPI_ERRORS_RETURN) and thrown as `MPIError`, never silently ignored.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    public let hostName: String
+    private let world: MPI_Comm
+
+    /// Initialises MPI once per process.
+    public init() throws {
+        var initialized: Int32 = 0
+        MPI_Initialized(&initialized)
+        if initialized == 0 { try MPIError.check(MPI_Init(nil, nil), "MPI_Init") }
+        world = catdog_mpi_comm_world()
+        MPI_Comm_set_errhandler(world, catdog_mpi_errors_return())
+        var r: Int32 = 0, n: Int32 = 0
+        try MPIError.check(MPI_Comm_rank(world, &r), "MPI_Comm_rank")
+        try MPIError.check(MPI_Comm_size(world, &n), "MPI_Comm_size")
+        rank = Int(r)
+        size = Int(n)
+        var name = [CChar](repeating: 0, count: Int(catdog_mpi_max_processor_name()) + 1)
+        var length: Int32 = 0
+        MPI_Get_processor_name(&name, &length)
+        hostName = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Shuts MPI down; call once at the end of a successful run.
+    public func finalize() {
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        if finalized == 0 { MPI_Finalize() }
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(),
+                                         catdog_mpi_sum(), world), "MPI_Allreduce")
+    }
+
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        let pending = Request()
+        guard size > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(),
+                                          catdog_mpi_sum(), world, &pending.request), "MPI_Iallreduce")
+        return pending
+    }
+
+    public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
+        let pending = Request()
+        guard size > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(),
+                                          catdog_mpi_fp16_sum(), world, &pending.request), "MPI_Iallreduce (fp16)")
+        return pending
+    }
+
+    public func allReduceSum(_ values: inout [Double]) throws {
+        guard size > 1, !values.isEmpty else { return }
+        let count = Int32(values.count)
+        try values.withUnsafeMutableBufferPointer { v in
+            try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(),
+                                             catdog_mpi_sum(), world), "MPI_Allreduce")
+        }
+    }
+
+    public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) {
+        guard size > 1 else { return (value, value) }
+        var input = value, low: UInt64 = 0, high: UInt64 = 0
+        try MPIError.check(MPI_Allreduce(&input, &low, 1, catdog_mpi_uint64(), catdog_mpi_min(), world), "MPI_Allreduce")
+        try MPIError.check(MPI_Allreduce(&input, &high, 1, catdog_mpi_uint64(), catdog_mpi_max(), world), "MPI_Allreduce")
+        return (low, high)
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {
+        guard size > 1, bytes > 0 else { return }
+        // Counts are 32-bit: send large buffers in pieces.
+        var offset = 0
+        while offset < bytes {
+            let piece = min(bytes - offset, 1 << 30)
+            try MPIError.check(MPI_Bcast(buffer + offset, Int32(piece), catdog_mpi_byte(), Int32(root), world), "MPI_Bcast")
+            offset += piece
+        }
+    }
+
+    public func allGather(_ buffer: UnsafeMutableRawPointer, itemBytes: Int, counts: [Int], offsets: [Int]) throws {
+        guard size > 1 else { return }
+        // One item is one contiguous datatype, so the 32-bit counts are in items, not bytes.
+        var item = MPI_Datatype(bitPattern: 0)
+        try MPIError.check(MPI_Type_contiguous(Int32(itemBytes), catdog_mpi_byte(), &item), "MPI_Type_contiguous")
+        try MPIError.check(MPI_Type_commit(&item), "MPI_Type_commit")
+        defer { MPI_Type_free(&item) }
+        var counts32 = counts.map { Int32($0) }, offsets32 = offsets.map { Int32($0) }
+        try MPIError.check(MPI_Allgatherv(catdog_mpi_in_place(), 0, item, buffer, &counts32, &offsets32, item, world),
+                           "MPI_Allgatherv")
+    }
+
+    public func barrier() throws {
+        try MPIError.check(MPI_Barrier(world), "MPI_Barrier")
+    }
+
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(world, code)
+        exit(code)
+    }
+
+    final class Request: PendingReduction {
+        var request = catdog_mpi_request_null()
+        func test() throws -> Bool {
+            var flag: Int32 = 0
+            try MPIError.check(MPI_Test(&request, &flag, catdog_mpi_status_ignore()), "MPI_Test")
+            return flag != 0
+        }
+        func wait() throws {
+            try MPIError.check(MPI_Wait(&request, catdog_mpi_status_ignore()), "MPI_Wait")
+        }
+    }
+}

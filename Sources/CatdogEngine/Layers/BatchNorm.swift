@@ -1,0 +1,191 @@
+import CatdogSupport
+
+/// Batch normalization over the channel axis of NHWC batches (Ioffe & Szegedy, 2015), with
+/// Keras's defaults: momentum 0.99, epsilon 1e-3, moving variance from the biased batch variance.
+///
+/// Training: y = γ·x̂ + β with x̂ = (x − μ_B)/√(σ²_B + ε), statistics over the (n·H·W) rows of
+/// this rank's batch, moving statistics updated. Inference: the moving statistics instead.
+public final class BatchNorm: Layer {
+    public let momentum: Float
+    public let epsilon: Float
+    /// A frozen layer always normalizes with its moving statistics and leaves them alone
+    /// (as Keras does for a non-trainable BatchNormalization when fine-tuning).
+    public var frozen = false
+    private var shape = FeatureShape(height: 1, width: 1, channels: 1)
+    private var gamma: UnsafeMutablePointer<Float>!
+    private var beta: UnsafeMutablePointer<Float>!
+    private var dGamma: UnsafeMutablePointer<Float>!
+    private var dBeta: UnsafeMutablePointer<Float>!
+    private var movingMean: UnsafeMutablePointer<Float>!
+    private var movingVariance: UnsafeMutablePointer<Float>!
+    private var normalized = FloatBuffer(count: 0)
+    private var inverseStd = [Float]()
+    private var sum = [Double]()
+    private var sumSquares = [Double]()
+    private var scale = [Float]()
+    /// False after an inference forward, which skips x̂; a backward pass then recomputes it.
+    private var normalizedIsCurrent = false
+    private var shift = [Float]()
+    private var usedBatchStatistics = false
+
+    public init(momentum: Float = 0.99, epsilon: Float = 1e-3) {
+        self.momentum = momentum
+        self.epsilon = epsilon
+    }
+
+    public var kind: String { "batchnorm" }
+
+    public func configure(inputs: [FeatureShape]) throws -> FeatureShape {
+        guard inputs.count == 1 else { throw ShapeError("batchnorm takes one input") }
+        shape = inputs[0]
+        inverseStd = .init(repeating: 0, count: shape.channels)
+        sum = .init(repeating: 0, count: shape.channels)
+        sumSquares = .init(repeating: 0, count: shape.channels)
+        scale = .init(repeating: 0, count: shape.channels)
+        shift = .init(repeating: 0, count: shape.channels)
+        return shape
+    }
+
+    public var parameterSpecs: [ParameterSpec] {
+        [ParameterSpec("gamma", [shape.channels], .ones), ParameterSpec("beta", [shape.channels], .zeros)]
+    }
+
+    public var stateSpecs: [ParameterSpec] {
+        [ParameterSpec("moving_mean", [shape.channels], .zeros),
+         ParameterSpec("moving_variance", [shape.channels], .ones)]
+    }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>) {
+        gamma = parameters
+        beta = parameters + shape.channels
+        dGamma = gradients
+        dBeta = gradients + shape.channels
+        movingMean = state
+        movingVariance = state + shape.channels
+    }
+
+    public func reserve(maxBatch: Int, scratch: Scratch) { normalized = FloatBuffer(count: maxBatch * shape.count) }
+
+    public var forwardFLOPs: Int { 4 * shape.count }
+
+    public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
+        let c = shape.channels
+        let rows = batch * shape.height * shape.width
+        let x = inputs[0]
+        let xhat = normalized.pointer
+        usedBatchStatistics = context.training && !frozen
+        if usedBatchStatistics {
+            for ch in 0..<c { sum[ch] = 0; sumSquares[ch] = 0 }
+            var row = UnsafePointer(x)
+            for _ in 0..<rows {
+                for ch in 0..<c { sum[ch] += Double(row[ch]) }
+                row += c
+            }
+            for ch in 0..<c { sum[ch] /= Double(rows) }  // now the mean
+            row = UnsafePointer(x)
+            for _ in 0..<rows {
+                for ch in 0..<c {
+                    let d = Double(row[ch]) - sum[ch]
+                    sumSquares[ch] += d * d
+                }
+                row += c
+            }
+            for ch in 0..<c {
+                let variance = sumSquares[ch] / Double(rows)
+                inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
+                movingMean[ch] = movingMean[ch] * momentum + Float(sum[ch]) * (1 - momentum)
+                movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)
+                sumSquares[ch] = sum[ch]  // keep the mean for the normalization below
+            }
+        } else {
+            for ch in 0..<c {
+                sumSquares[ch] = Double(movingMean[ch])
+                inverseStd[ch] = 1 / (movingVariance[ch] + epsilon).squareRoot()
+            }
+            if !context.training {
+                // Inference needs no x̂ for a backward pass: y = x·s + t, one read and one write.
+                for ch in 0..<c {
+                    scale[ch] = gamma[ch] * inverseStd[ch]
+                    shift[ch] = beta[ch] - movingMean[ch] * scale[ch]
+                }
+                scale.withUnsafeBufferPointer { s in
+                    shift.withUnsafeBufferPointer { t in
+                        var row = 0
+                        for _ in 0..<rows {
+                            for ch in 0..<c { output[row + ch] = x[row + ch] * s[ch] + t[ch] }
+                            row += c
+                        }
+                    }
+                }
+                normalizedIsCurrent = false
+                return
+            }
+        }
+        normalizedIsCurrent = true
+        var i = 0
+        for _ in 0..<rows {
+            for ch in 0..<c {
+                let n = (x[i] - Float(sumSquares[ch])) * inverseStd[ch]
+                xhat[i] = n
+                output[i] = gamma[ch] * n + beta[ch]
+                i += 1
+            }
+        }
+    }
+
+    public func backward(
+        inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>,
+        dOutput: UnsafeMutablePointer<Float>, dInputs: [UnsafeMutablePointer<Float>?],
+        batch: Int, context: PassContext
+    ) {
+        let c = shape.channels
+        let rows = batch * shape.height * shape.width
+        let xhat = normalized.pointer
+        if !normalizedIsCurrent {
+            // After an inference forward (moving statistics: mean in sumSquares, 1/σ in inverseStd).
+            let x = inputs[0]
+            var i = 0
+            for _ in 0..<rows {
+                for ch in 0..<c {
+                    xhat[i] = (x[i] - Float(sumSquares[ch])) * inverseStd[ch]
+                    i += 1
+                }
+            }
+            normalizedIsCurrent = true
+        }
+        // sum = Σ dy, sumSquares = Σ dy·x̂, per channel.
+        for ch in 0..<c { sum[ch] = 0; sumSquares[ch] = 0 }
+        var i = 0
+        for _ in 0..<rows {
+            for ch in 0..<c {
+                sum[ch] += Double(dOutput[i])
+                sumSquares[ch] += Double(dOutput[i] * xhat[i])
+                i += 1
+            }
+        }
+        for ch in 0..<c {
+            dBeta[ch] += Float(sum[ch])
+            dGamma[ch] += Float(sumSquares[ch])
+        }
+        guard let dx = dInputs[0] else { return }
+        i = 0
+        if usedBatchStatistics {
+            // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂))
+            let m = Double(rows)
+            for _ in 0..<rows {
+                for ch in 0..<c {
+                    let meanDy = Float(sum[ch] / m), meanDyXhat = Float(sumSquares[ch] / m)
+                    dx[i] += gamma[ch] * inverseStd[ch] * (dOutput[i] - meanDy - xhat[i] * meanDyXhat)
+                    i += 1
+                }
+            }
+        } else {
+            for _ in 0..<rows {
+                for ch in 0..<c {
+                    dx[i] += gamma[ch] * inverseStd[ch] * dOutput[i]
+                    i += 1
+                }
+            }
+        }
+    }
+}

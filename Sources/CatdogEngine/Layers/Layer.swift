@@ -1,0 +1,148 @@
+import CatdogSupport
+
+/// How a parameter tensor starts, as Keras initialises it.
+public enum Initializer: Sendable, Equatable {
+    /// Keras's default for kernels: U(-l, l), l = sqrt(6 / (fanIn + fanOut)).
+    case glorotUniform(fanIn: Int, fanOut: Int)
+    case zeros
+    case ones
+}
+
+/// One tensor a layer owns inside the network's flat parameter (or state) buffer.
+public struct ParameterSpec: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var initializer: Initializer
+    /// Whether L2 weight decay applies (kernels yes; biases and BatchNorm no, as is usual).
+    public var decays: Bool
+
+    public init(_ name: String, _ shape: [Int], _ initializer: Initializer, decays: Bool = false) {
+        self.name = name
+        self.shape = shape
+        self.initializer = initializer
+        self.decays = decays
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// What a forward or backward pass needs besides tensors.
+public struct PassContext: Sendable {
+    public var training: Bool
+    /// Keys dropout masks: (seed, step, layer, global sample index).
+    public var seed: UInt64
+    public var step: Int
+    /// Global index of the local batch's first sample, so a sample's dropout mask does
+    /// not depend on which rank holds it.
+    public var firstSample: Int
+
+    public init(training: Bool, seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0) {
+        self.training = training
+        self.seed = seed
+        self.step = step
+        self.firstSample = firstSample
+    }
+}
+
+/// How convolutions are computed. Part of a network's workspace, so a benchmark or a test
+/// can compare algorithms on two networks side by side.
+public struct ConvolutionOptions: Sendable, Equatable {
+    public enum Algorithm: String, Sendable, CaseIterable, Codable {
+        /// Winograd F(2×2, 3×3) for stride-1 "same" 3×3 layers with ≥ 16 channels in and
+        /// out, im2col + sgemm for the rest.
+        case auto
+        /// im2col + sgemm everywhere (for comparisons).
+        case im2col
+    }
+    public var algorithm = Algorithm.auto
+    /// Upper bound of one im2col chunk, in floats (256 K floats = 1 MB stays in cache).
+    public var columnFloats = 256 << 10
+
+    public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10) {
+        self.algorithm = algorithm
+        self.columnFloats = max(1, columnFloats)
+    }
+}
+
+/// Scratch memory shared by all layers of one network (the im2col gradient buffer, Winograd's
+/// transform buffers), sized once to the largest request, and the network's convolution
+/// options. Layers of one network run one at a time, so they can share it; two networks
+/// (or two threads) each have their own.
+public final class Scratch {
+    public let convolution: ConvolutionOptions
+    public private(set) var buffer = FloatBuffer(count: 0)
+    /// Winograd's transformed filters, tiles and products, shared by the network's layers.
+    public let winograd = WinogradBuffers()
+    public init(convolution: ConvolutionOptions = .init()) { self.convolution = convolution }
+    public func reserve(_ count: Int) {
+        if count > buffer.count { buffer = FloatBuffer(count: count) }
+    }
+    public var pointer: UnsafeMutablePointer<Float> { buffer.pointer }
+}
+
+/// A layer: a forward function and its backward, over NHWC batches.
+///
+/// Backward *adds* into `dInputs` and into the parameter gradients (llm.c's convention), so
+/// a tensor read by two layers sums both contributions and gradients can accumulate.
+public protocol Layer: AnyObject {
+    /// Short kind name, e.g. "conv2d".
+    var kind: String { get }
+    /// Fixes input shapes, returns the output shape; throws if the inputs do not fit.
+    func configure(inputs: [FeatureShape]) throws -> FeatureShape
+    /// Trainable tensors, in the order they are laid out in the flat buffer.
+    var parameterSpecs: [ParameterSpec] { get }
+    /// Non-trainable tensors (BatchNorm's moving statistics).
+    var stateSpecs: [ParameterSpec] { get }
+    /// Points the layer at its slices of the flat parameter, gradient and state buffers.
+    func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>)
+    /// Allocates per-layer workspaces for batches up to `maxBatch`.
+    func reserve(maxBatch: Int, scratch: Scratch)
+    func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext)
+    /// `dOutput` may be overwritten. A nil entry in `dInputs` means that gradient is not needed.
+    func backward(
+        inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>,
+        dOutput: UnsafeMutablePointer<Float>, dInputs: [UnsafeMutablePointer<Float>?],
+        batch: Int, context: PassContext)
+    /// Floating-point operations per sample in forward (a multiply-add counts 2).
+    var forwardFLOPs: Int { get }
+    /// One line for `models` and logs, e.g. "conv2d 3x3x32 same relu".
+    var summary: String { get }
+}
+
+extension Layer {
+    public var parameterSpecs: [ParameterSpec] { [] }
+    public var stateSpecs: [ParameterSpec] { [] }
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>) {}
+    public func reserve(maxBatch: Int, scratch: Scratch) {}
+    public var summary: String { kind }
+}
+
+/// A layer configuration error: which layer, what is wrong.
+public struct ShapeError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Element-wise nonlinearity that a layer can apply to its own output.
+public enum Activation: String, Sendable, Codable {
+    case linear, relu, relu6
+
+    /// Multiplies dY by the activation's derivative, read off the activated output y.
+    @inline(__always)
+    func maskGradient(output y: UnsafePointer<Float>, dOutput dy: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .linear: return
+        case .relu: for i in 0..<count where !(y[i] > 0) { dy[i] = 0 }
+        case .relu6: for i in 0..<count where !(y[i] > 0 && y[i] < 6) { dy[i] = 0 }
+        }
+    }
+
+    @inline(__always)
+    func apply(_ y: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .linear: return
+        case .relu: for i in 0..<count { y[i] = max(y[i], 0) }
+        case .relu6: for i in 0..<count { y[i] = min(max(y[i], 0), 6) }
+        }
+    }
+}

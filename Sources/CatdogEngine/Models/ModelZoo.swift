@@ -1,0 +1,163 @@
+/// The networks `train --model NAME` knows, each buildable at any input size.
+public enum ModelZoo {
+    public struct Entry: Sendable {
+        public let name: String
+        public let description: String
+    }
+
+    public static let entries: [Entry] = [
+        .init(name: "resnet", description: "default: 4-stage residual net with BatchNorm and global average pooling"),
+        .init(name: "vgg", description: "the 2017 study's VGG13-like net: 8 conv 3x3, 2 dense 256 with dropout 0.5"),
+        .init(name: "simple", description: "the 2017 study's first net: conv 8x8x32, conv 4x4x16, dense 512-256-64"),
+        .init(name: "efficientnet-lite0", description: "ImageNet backbone for transfer learning (weights imported from PyTorch); 224x224"),
+    ]
+
+    public static var names: [String] { entries.map(\.name) }
+    public static let defaultModel = "resnet"
+
+    public struct UnknownModel: Error, CustomStringConvertible {
+        public let name: String
+        public init(name: String) { self.name = name }
+        public var description: String {
+            "unknown model '\(name)'; choose one of: \(ModelZoo.names.joined(separator: ", "))"
+        }
+    }
+
+    /// Builds `name` for RGB images of `imageSize`×`imageSize`.
+    public static func build(_ name: String, imageSize: Int, convolution: ConvolutionOptions = .init()) throws -> Network {
+        let input = FeatureShape(height: imageSize, width: imageSize, channels: 3)
+        var b = NetworkBuilder(input: input)
+        switch name {
+        case "simple": simple(&b)
+        case "vgg": vgg(&b)
+        case "resnet": resnet(&b)
+        case "efficientnet-lite0": _ = efficientNetLite0(&b, classes: 1)
+        case "efficientnet-lite0-imagenet": _ = efficientNetLite0(&b, classes: 1000)
+        default: throw UnknownModel(name: name)
+        }
+        return try b.build(convolution: convolution)
+    }
+
+    /// The study's first network (§3.1).
+    static func simple(_ b: inout NetworkBuilder) {
+        b.add(Conv2D(32, 8, activation: .relu))
+        b.add(MaxPool2D(2))
+        b.add(Dropout(0.25))
+        b.add(Conv2D(16, 4, activation: .relu))
+        b.add(MaxPool2D(2))
+        b.add(Dropout(0.25))
+        b.add(Flatten())
+        for units in [512, 256, 64] {
+            b.add(Dense(units, activation: .relu))
+            b.add(Dropout(0.5))
+        }
+        b.add(Dense(1))
+    }
+
+    /// The study's VGG13-like network (§3.2): 2,287,137 parameters at 64×64, as Keras counts.
+    static func vgg(_ b: inout NetworkBuilder) {
+        for filters in [32, 64, 128, 256] {
+            b.add(Conv2D(filters, 3, activation: .relu))
+            b.add(Conv2D(filters, 3, activation: .relu))
+            b.add(MaxPool2D(2))
+        }
+        b.add(Flatten())
+        b.add(Dense(256, activation: .relu))
+        b.add(Dropout(0.5))
+        b.add(Dense(256, activation: .relu))
+        b.add(Dropout(0.5))
+        b.add(Dense(1))
+    }
+
+    /// The default: a ResNet-style net (He et al., 2016) sized for CPUs. A stride-2 stem halves
+    /// the image at once, so most FLOPs run at ≤ 1/4 of the input's pixels; four stages of one
+    /// basic block (two conv 3×3 + BatchNorm, identity skip; a stride-2 conv 3×3 enters each new
+    /// stage); global average pooling makes the head independent of the image size.
+    /// About half vgg's FLOPs at 64×64.
+    static func resnet(_ b: inout NetworkBuilder) {
+        func convBN(_ b: inout NetworkBuilder, _ filters: Int, stride: Int = 1, relu: Bool = true) {
+            b.add(Conv2D(filters, 3, stride: stride, useBias: false))
+            // Momentum 0.9 (PyTorch's default) rather than Keras's 0.99: with 0.99 the moving
+            // variance still carries a third of its initial 1.0 after 100 steps, and on small
+            // data sets validation then sees badly scaled activations.
+            b.add(BatchNorm(momentum: 0.9))
+            if relu { b.add(ActivationLayer(.relu)) }
+        }
+        convBN(&b, 32, stride: 2)
+        for (stage, filters) in [32, 64, 128, 256].enumerated() {
+            if stage > 0 { convBN(&b, filters, stride: 2) }
+            let skip = b.last
+            convBN(&b, filters)
+            convBN(&b, filters, relu: false)
+            b.add(Add(), inputs: [b.last, skip])
+            b.add(ActivationLayer(.relu))
+        }
+        b.add(GlobalAveragePool())
+        b.add(Dropout(0.2))
+        b.add(Dense(1))
+    }
+
+    /// EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant: ReLU6, no squeeze-excite, fixed
+    /// stem and head) as ported to PyTorch with TensorFlow's SAME padding. Stages:
+    /// (repeats, kernel, stride, expansion, output channels).
+    static let efficientNetStages = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                                     (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+
+    /// Returns the node that enters each MBConv block, then the node that enters the head.
+    static func efficientNetLite0(_ b: inout NetworkBuilder, classes: Int) -> [Int] {
+        var entries: [Int] = []
+        func bn(_ b: inout NetworkBuilder, relu6: Bool) {
+            b.add(BatchNorm(momentum: 0.99, epsilon: 1e-3))
+            if relu6 { b.add(ActivationLayer(.relu6)) }
+        }
+        b.add(Conv2D(32, 3, stride: 2, useBias: false))
+        bn(&b, relu6: true)
+        var channels = 32
+        for (repeats, kernel, stride, expansion, out) in efficientNetStages {
+            for r in 0..<repeats {
+                let input = b.last
+                entries.append(input)
+                let s = r == 0 ? stride : 1
+                if expansion != 1 {
+                    b.add(Conv2D(channels * expansion, 1, useBias: false))
+                    bn(&b, relu6: true)
+                }
+                b.add(DepthwiseConv2D(kernel, stride: s))
+                bn(&b, relu6: true)
+                b.add(Conv2D(out, 1, useBias: false))
+                bn(&b, relu6: false)
+                if s == 1, channels == out { b.add(Add(), inputs: [b.last, input]) }
+                channels = out
+            }
+        }
+        entries.append(b.last)
+        b.add(Conv2D(1280, 1, useBias: false))
+        bn(&b, relu6: true)
+        b.add(GlobalAveragePool())
+        if classes == 1 { b.add(Dropout(0.2)) }
+        b.add(Dense(classes))
+        return entries
+    }
+
+    /// The node whose output enters each of efficientnet-lite0's 16 MBConv blocks, then the
+    /// node that enters the head (conv 1×1 to 1280): `--freeze until:N` cuts at entry N.
+    public static func efficientNetBlockInputs() -> [Int] {
+        var b = NetworkBuilder(input: FeatureShape(height: 224, width: 224, channels: 3))
+        return efficientNetLite0(&b, classes: 1)  // layers are only listed, not configured
+    }
+
+    /// The PyTorch port's name of each parameter-holding layer, in build order.
+    public static func efficientNetTorchNames() -> [String] {
+        var names = ["_conv_stem", "_bn0"]
+        var block = 0
+        for (repeats, _, _, expansion, _) in efficientNetStages {
+            for _ in 0..<repeats {
+                if expansion != 1 { names += ["_blocks.\(block)._expand_conv", "_blocks.\(block)._bn0"] }
+                names += ["_blocks.\(block)._depthwise_conv", "_blocks.\(block)._bn1",
+                          "_blocks.\(block)._project_conv", "_blocks.\(block)._bn2"]
+                block += 1
+            }
+        }
+        return names + ["_conv_head", "_bn1", "_fc"]
+    }
+}

@@ -1,0 +1,240 @@
+import CatdogSupport
+import Dispatch
+
+/// A directed acyclic graph of layers with all parameters in one flat buffer and all
+/// gradients in a mirror of it (llm.c), so the all-reduce is one call and the optimizer
+/// one loop. Node 0 is the input; nodes are stored in topological order.
+public final class Network {
+    public struct Node {
+        public let layer: Layer?
+        public let inputs: [Int]
+        public let shape: FeatureShape
+        public let name: String
+    }
+
+    /// Where one named tensor lives in the flat parameter or state buffer.
+    public struct TensorSlot: Sendable {
+        public let name: String
+        public let shape: [Int]
+        public let offset: Int
+        public let count: Int
+        public let decays: Bool
+        public let initializer: Initializer
+    }
+
+    public let nodes: [Node]
+    public let parameterSlots: [TensorSlot]
+    public let stateSlots: [TensorSlot]
+    public let parameters: FloatBuffer
+    public let gradients: FloatBuffer
+    /// Non-trainable state (BatchNorm moving statistics).
+    public let state: FloatBuffer
+    public private(set) var maxBatch = 0
+
+    private var activations: [FloatBuffer] = []
+    private var dActivations: [FloatBuffer] = []
+    private var inputPointers: [[UnsafeMutablePointer<Float>]] = []
+    private var dInputPointers: [[UnsafeMutablePointer<Float>?]] = []
+    private let scratch: Scratch
+    public var convolution: ConvolutionOptions { scratch.convolution }
+
+    /// Per-node seconds spent in forward and backward, summed while `profiling` is on.
+    public var profiling = false
+    public private(set) var forwardSeconds: [Double] = []
+    public private(set) var backwardSeconds: [Double] = []
+
+    public func resetProfile() {
+        forwardSeconds = .init(repeating: 0, count: nodes.count)
+        backwardSeconds = .init(repeating: 0, count: nodes.count)
+    }
+
+    @inline(__always) private func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    public var inputShape: FeatureShape { nodes[0].shape }
+    public var outputShape: FeatureShape { nodes[nodes.count - 1].shape }
+    public var parameterCount: Int { parameters.count }
+    public var forwardFLOPs: Int { nodes.reduce(0) { $0 + ($1.layer?.forwardFLOPs ?? 0) } }
+
+    init(input: FeatureShape, layers: [(Layer, [Int])], convolution: ConvolutionOptions) throws {
+        scratch = Scratch(convolution: convolution)
+        var nodes = [Node(layer: nil, inputs: [], shape: input, name: "input")]
+        var counters: [String: Int] = [:]
+        for (layer, inputs) in layers {
+            guard !inputs.isEmpty, inputs.allSatisfy({ $0 >= 0 && $0 < nodes.count }) else {
+                throw ShapeError("layer \(layer.kind) refers to a node that does not exist yet")
+            }
+            let shape = try layer.configure(inputs: inputs.map { nodes[$0].shape })
+            counters[layer.kind, default: 0] += 1
+            let name = "\(layer.kind)_\(counters[layer.kind]!)"
+            if let dropout = layer as? Dropout { dropout.streamID = UInt64(nodes.count) }
+            nodes.append(Node(layer: layer, inputs: inputs, shape: shape, name: name))
+        }
+        self.nodes = nodes
+
+        var parameterSlots: [TensorSlot] = []
+        var stateSlots: [TensorSlot] = []
+        var parameterOffsets: [Int] = []
+        var stateOffsets: [Int] = []
+        var p = 0, s = 0
+        for node in nodes {
+            parameterOffsets.append(p)
+            stateOffsets.append(s)
+            guard let layer = node.layer else { continue }
+            for spec in layer.parameterSpecs {
+                parameterSlots.append(.init(name: "\(node.name).\(spec.name)", shape: spec.shape, offset: p,
+                                            count: spec.count, decays: spec.decays, initializer: spec.initializer))
+                p += spec.count
+            }
+            for spec in layer.stateSpecs {
+                stateSlots.append(.init(name: "\(node.name).\(spec.name)", shape: spec.shape, offset: s,
+                                        count: spec.count, decays: false, initializer: spec.initializer))
+                s += spec.count
+            }
+        }
+        self.parameterSlots = parameterSlots
+        self.stateSlots = stateSlots
+        parameters = FloatBuffer(count: p)
+        gradients = FloatBuffer(count: p)
+        state = FloatBuffer(count: s)
+        for (index, node) in nodes.enumerated() {
+            node.layer?.bind(parameters: parameters.pointer + parameterOffsets[index],
+                             gradients: gradients.pointer + parameterOffsets[index],
+                             state: state.pointer + stateOffsets[index])
+        }
+        initialize(seed: 0)
+    }
+
+    /// Keras's initialisation: Glorot-uniform kernels, zero biases, BatchNorm γ = 1, β = 0,
+    /// moving mean 0 and variance 1. Each tensor draws from its own keyed stream.
+    public func initialize(seed: UInt64) {
+        for (index, slot) in parameterSlots.enumerated() {
+            fill(parameters.pointer + slot.offset, slot, Random(seed: seed, 0x1417, UInt64(index)))
+        }
+        for slot in stateSlots { fill(state.pointer + slot.offset, slot, Random(seed: seed)) }
+    }
+
+    private func fill(_ p: UnsafeMutablePointer<Float>, _ slot: TensorSlot, _ random: Random) {
+        var random = random
+        switch slot.initializer {
+        case .zeros: p.update(repeating: 0, count: slot.count)
+        case .ones: p.update(repeating: 1, count: slot.count)
+        case .glorotUniform(let fanIn, let fanOut):
+            let limit = (6 / Float(fanIn + fanOut)).squareRoot()
+            for i in 0..<slot.count { p[i] = random.uniform(-limit, limit) }
+        }
+    }
+
+    /// Allocates activations and workspaces for batches of up to `maxBatch` samples. Call once.
+    public func reserve(maxBatch: Int) {
+        guard maxBatch > self.maxBatch else { return }
+        self.maxBatch = maxBatch
+        activations = nodes.map { FloatBuffer(count: maxBatch * $0.shape.count) }
+        dActivations = nodes.map { FloatBuffer(count: maxBatch * $0.shape.count) }
+        inputPointers = nodes.map { node in node.inputs.map { activations[$0].pointer } }
+        dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0].pointer } }
+        for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch) }
+    }
+
+    /// The input buffer, (maxBatch, H, W, C): fill it, then call `forward`.
+    public var input: UnsafeMutablePointer<Float> { activations[0].pointer }
+
+    /// Output of node `index` after `forward`, (batch, shape).
+    public func activation(_ index: Int) -> UnsafeMutablePointer<Float> { activations[index].pointer }
+
+    /// Runs every layer on the first `batch` samples of `input`; returns the logits (batch,).
+    /// With `from: k` (a cut, see `isCut`) it starts from node k's activation, which the
+    /// caller has filled, and runs only the layers after it.
+    @discardableResult
+    public func forward(batch: Int, context: PassContext, from first: Int = 0) -> UnsafeMutablePointer<Float> {
+        precondition(batch <= maxBatch, "reserve(maxBatch:) first")
+        if profiling, forwardSeconds.count != nodes.count { resetProfile() }
+        for index in (first + 1)..<nodes.count {
+            let start = profiling ? now() : 0
+            nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index].pointer,
+                                        batch: batch, context: context)
+            if profiling { forwardSeconds[index] += Double(now() - start) * 1e-9 }
+        }
+        return activations[nodes.count - 1].pointer
+    }
+
+    /// Back-propagates dLoss/dLogits (batch,), adding into `gradients`. `layerDone(i)` is
+    /// called after node i's backward, so a caller can start reducing gradients that are final.
+    /// With `stopAt: k` it back-propagates only through the layers after node k (whose
+    /// parameters then get no gradient).
+    public func backward(dLogits: UnsafePointer<Float>, batch: Int, context: PassContext, stopAt first: Int = 0,
+                         layerDone: ((Int) -> Void)? = nil) {
+        for index in (first + 1)..<nodes.count {
+            dActivations[index].pointer.update(repeating: 0, count: batch * nodes[index].shape.count)
+        }
+        let last = nodes.count - 1
+        dActivations[last].pointer.update(from: dLogits, count: batch * nodes[last].shape.count)
+        if profiling, backwardSeconds.count != nodes.count { resetProfile() }
+        for index in stride(from: last, through: first + 1, by: -1) {
+            let start = profiling ? now() : 0
+            defer { if profiling { backwardSeconds[index] += Double(now() - start) * 1e-9 } }
+            // Nothing below the cut needs dInput: skip computing it.
+            let dInputs = first > 0 && index == first + 1
+                ? [UnsafeMutablePointer<Float>?](repeating: nil, count: nodes[index].inputs.count) : dInputPointers[index]
+            nodes[index].layer!.backward(
+                inputs: inputPointers[index], output: activations[index].pointer,
+                dOutput: dActivations[index].pointer, dInputs: dInputs,
+                batch: batch, context: context)
+            layerDone?(index)
+        }
+    }
+
+    /// Whether node `k` separates the graph: every later node reads only node k or later ones,
+    /// so the layers after it can run (and train) from node k's activation alone.
+    public func isCut(_ k: Int) -> Bool {
+        nodes.indices.contains(k) && nodes[(k + 1)...].allSatisfy { $0.inputs.allSatisfy { $0 >= k } }
+    }
+
+    /// The parameters of the layers after node `k`: a suffix of the flat buffer, because
+    /// parameters are laid out in node order.
+    public func parameterRange(after k: Int) -> Range<Int> {
+        let start = nodes.indices.dropFirst(k + 1).lazy.map { self.parameterRange(ofNode: $0) }.first { !$0.isEmpty }
+        return (start?.lowerBound ?? parameterCount)..<parameterCount
+    }
+
+    /// Where the tensors that take L2 weight decay (kernels) lie in the flat buffers, from
+    /// offset `start` on.
+    public func decayingRanges(from start: Int = 0) -> [Range<Int>] {
+        parameterSlots.filter { $0.decays && $0.offset >= start }.map { $0.offset..<($0.offset + $0.count) }
+    }
+
+    /// Parameter range [start, end) owned by node `index`.
+    public func parameterRange(ofNode index: Int) -> Range<Int> {
+        let prefix = nodes[index].name + "."
+        let slots = parameterSlots.filter { $0.name.hasPrefix(prefix) }
+        guard let first = slots.first, let last = slots.last else { return 0..<0 }
+        return first.offset..<(last.offset + last.count)
+    }
+
+    /// Layer-by-layer description for `models --verbose` and logs.
+    public var layerSummary: [String] {
+        nodes.dropFirst().map { node in
+            "\(node.name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(node.layer!.summary.padding(toLength: 34, withPad: " ", startingAt: 0)) -> \(node.shape)"
+        }
+    }
+}
+
+/// Builds a network layer by layer; `add` chains onto the previous node unless told otherwise.
+public struct NetworkBuilder {
+    public let input: FeatureShape
+    private var layers: [(Layer, [Int])] = []
+
+    public init(input: FeatureShape) { self.input = input }
+
+    /// Index of the most recently added node (0 = the input).
+    public var last: Int { layers.count }
+
+    @discardableResult
+    public mutating func add(_ layer: Layer, inputs: [Int]? = nil) -> Int {
+        layers.append((layer, inputs ?? [last]))
+        return last
+    }
+
+    public func build(convolution: ConvolutionOptions = .init()) throws -> Network {
+        try Network(input: input, layers: layers, convolution: convolution)
+    }
+}

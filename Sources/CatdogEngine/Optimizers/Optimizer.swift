@@ -1,0 +1,232 @@
+import CatdogSupport
+import Foundation
+
+/// An optimizer updates the flat parameter buffer from the flat gradient buffer, keeping
+/// its per-parameter state (moments) in buffers of the same length.
+///
+/// Formulas follow Keras 3 (`keras/src/optimizers/*.py`) so the 2017 study's
+/// hyperparameters mean the same here. Ordered from simplest to most complex, as tinygrad does.
+public protocol Optimizer: AnyObject {
+    var kind: OptimizerKind { get }
+    /// Completed updates; Adam's bias correction uses iterations + 1.
+    var iterations: Int { get set }
+    /// Named state buffers (e.g. "m", "v"), each as long as the parameters.
+    var slots: [(name: String, buffer: FloatBuffer)] { get }
+    /// Scalar state beyond `iterations` (Nadam's running μ product), for checkpoints.
+    var scalarState: [String: Double] { get set }
+    var hyperparameters: [String: Double] { get }
+    func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, learningRate: Float)
+}
+
+extension Optimizer {
+    public var scalarState: [String: Double] { get { [:] } set {} }
+}
+
+public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
+    case sgd, adagrad, rmsprop, adam, nadam
+
+    /// Keras's default learning rate for each.
+    public var defaultLearningRate: Float {
+        switch self {
+        case .sgd: 0.01
+        case .adagrad, .rmsprop, .adam, .nadam: 0.001
+        }
+    }
+
+    public func make(count: Int, momentum: Float = 0.9, nesterov: Bool = false) -> Optimizer {
+        switch self {
+        case .sgd: SGD(count: count, momentum: momentum, nesterov: nesterov)
+        case .adagrad: AdaGrad(count: count)
+        case .rmsprop: RMSProp(count: count)
+        case .adam: Adam(count: count)
+        case .nadam: Nadam(count: count)
+        }
+    }
+}
+
+/// SGD with momentum: m = μ·m − lr·g; w += m, or with Nesterov w += μ·m − lr·g.
+public final class SGD: Optimizer {
+    public let kind = OptimizerKind.sgd
+    public let momentum: Float
+    public let nesterov: Bool
+    public var iterations = 0
+    private let velocity: FloatBuffer
+
+    public init(count: Int, momentum: Float = 0, nesterov: Bool = false) {
+        self.momentum = momentum
+        self.nesterov = nesterov
+        velocity = FloatBuffer(count: count)
+    }
+
+    public var slots: [(name: String, buffer: FloatBuffer)] { momentum > 0 ? [("momentum", velocity)] : [] }
+    public var hyperparameters: [String: Double] { ["momentum": Double(momentum), "nesterov": nesterov ? 1 : 0] }
+
+    public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        let m = velocity.pointer
+        let mu = momentum
+        if mu == 0 {
+            for i in 0..<velocity.count { w[i] -= lr * g[i] }
+        } else if nesterov {
+            for i in 0..<velocity.count {
+                m[i] = mu * m[i] - lr * g[i]
+                w[i] += mu * m[i] - lr * g[i]
+            }
+        } else {
+            for i in 0..<velocity.count {
+                m[i] = mu * m[i] - lr * g[i]
+                w[i] += m[i]
+            }
+        }
+        iterations += 1
+    }
+}
+
+/// AdaGrad: a += g²; w −= lr·g/√(a + ε), a starts at 0.1, ε = 1e-7.
+public final class AdaGrad: Optimizer {
+    public let kind = OptimizerKind.adagrad
+    public let epsilon: Float
+    public var iterations = 0
+    private let accumulator: FloatBuffer
+
+    public init(count: Int, initialAccumulator: Float = 0.1, epsilon: Float = 1e-7) {
+        self.epsilon = epsilon
+        accumulator = FloatBuffer(count: count)
+        accumulator.pointer.update(repeating: initialAccumulator, count: count)
+    }
+
+    public var slots: [(name: String, buffer: FloatBuffer)] { [("accumulator", accumulator)] }
+    public var hyperparameters: [String: Double] { ["epsilon": Double(epsilon)] }
+
+    public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        let a = accumulator.pointer
+        for i in 0..<accumulator.count {
+            a[i] += g[i] * g[i]
+            w[i] -= lr * g[i] / (a[i] + epsilon).squareRoot()
+        }
+        iterations += 1
+    }
+}
+
+/// RMSProp (Keras, not centred, no momentum): v = ρ·v + (1−ρ)·g²; w −= lr·g/√(v + ε),
+/// ρ = 0.9, ε = 1e-7.
+public final class RMSProp: Optimizer {
+    public let kind = OptimizerKind.rmsprop
+    public let rho: Float
+    public let epsilon: Float
+    public var iterations = 0
+    private let velocity: FloatBuffer
+
+    public init(count: Int, rho: Float = 0.9, epsilon: Float = 1e-7) {
+        self.rho = rho
+        self.epsilon = epsilon
+        velocity = FloatBuffer(count: count)
+    }
+
+    public var slots: [(name: String, buffer: FloatBuffer)] { [("velocity", velocity)] }
+    public var hyperparameters: [String: Double] { ["rho": Double(rho), "epsilon": Double(epsilon)] }
+
+    public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        let v = velocity.pointer
+        for i in 0..<velocity.count {
+            v[i] = rho * v[i] + (1 - rho) * g[i] * g[i]
+            w[i] -= lr * g[i] / (v[i] + epsilon).squareRoot()
+        }
+        iterations += 1
+    }
+}
+
+/// Adam (Kingma & Ba, Keras form): t = iterations + 1, α = lr·√(1−β₂ᵗ)/(1−β₁ᵗ),
+/// m += (g − m)(1−β₁), v += (g² − v)(1−β₂), w −= α·m/(√v + ε); β₁ = 0.9, β₂ = 0.999, ε = 1e-7.
+public final class Adam: Optimizer {
+    public let kind = OptimizerKind.adam
+    public let beta1, beta2, epsilon: Float
+    public var iterations = 0
+    private let m: FloatBuffer
+    private let v: FloatBuffer
+
+    public init(count: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-7) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: count)
+    }
+
+    public var slots: [(name: String, buffer: FloatBuffer)] { [("m", m), ("v", v)] }
+    public var hyperparameters: [String: Double] {
+        ["beta_1": Double(beta1), "beta_2": Double(beta2), "epsilon": Double(epsilon)]
+    }
+
+    public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        let t = Double(iterations + 1)
+        let alpha = Float(Double(lr) * (1 - pow(Double(beta2), t)).squareRoot() / (1 - pow(Double(beta1), t)))
+        let mp = m.pointer, vp = v.pointer
+        let b1 = 1 - beta1, b2 = 1 - beta2
+        for i in 0..<m.count {
+            mp[i] += (g[i] - mp[i]) * b1
+            vp[i] += (g[i] * g[i] - vp[i]) * b2
+            w[i] -= alpha * mp[i] / (vp[i].squareRoot() + epsilon)
+        }
+        iterations += 1
+    }
+}
+
+/// Nadam (Dozat 2016, Keras form): μ_t = β₁(1 − ½·0.96ᵗ), Π_t = Π μ_i,
+/// m̂ = μ_{t+1}·m/(1 − Π_t·μ_{t+1}) + (1 − μ_t)·g/(1 − Π_t), v̂ = v/(1 − β₂ᵗ), w −= lr·m̂/(√v̂ + ε).
+public final class Nadam: Optimizer {
+    public let kind = OptimizerKind.nadam
+    public let beta1, beta2, epsilon: Float
+    public var iterations = 0
+    /// Π of μ_i over the steps taken so far.
+    public private(set) var uProduct = 1.0
+    private let m: FloatBuffer
+    private let v: FloatBuffer
+
+    public init(count: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-7) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: count)
+    }
+
+    public var slots: [(name: String, buffer: FloatBuffer)] { [("m", m), ("v", v)] }
+    public var scalarState: [String: Double] {
+        get { ["u_product": uProduct] }
+        set { uProduct = newValue["u_product"] ?? 1 }
+    }
+    public var hyperparameters: [String: Double] {
+        ["beta_1": Double(beta1), "beta_2": Double(beta2), "epsilon": Double(epsilon)]
+    }
+
+    public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        let t = Double(iterations + 1)
+        let b1 = Double(beta1)
+        let uT = b1 * (1 - 0.5 * pow(0.96, t))
+        let uNext = b1 * (1 - 0.5 * pow(0.96, t + 1))
+        uProduct *= uT
+        let uProductNext = uProduct * uNext
+        let cm = Float(uNext / (1 - uProductNext))
+        let cg = Float((1 - uT) / (1 - uProduct))
+        let cv = Float(1 / (1 - pow(Double(beta2), t)))
+        let mp = m.pointer, vp = v.pointer
+        let ob1 = 1 - beta1, ob2 = 1 - beta2
+        for i in 0..<m.count {
+            mp[i] += (g[i] - mp[i]) * ob1
+            vp[i] += (g[i] * g[i] - vp[i]) * ob2
+            let mHat = cm * mp[i] + cg * g[i]
+            w[i] -= lr * mHat / ((vp[i] * cv).squareRoot() + epsilon)
+        }
+        iterations += 1
+    }
+}
+
+/// L2 weight decay as a loss term (λ/2)·‖w‖² over `ranges` of the flat buffers (the kernels,
+/// `Network.decayingRanges`): g += λ·w.
+public func addWeightDecay(_ lambda: Float, ranges: [Range<Int>], parameters: UnsafePointer<Float>,
+                           gradients: UnsafeMutablePointer<Float>) {
+    guard lambda > 0 else { return }
+    for range in ranges {
+        for i in range { gradients[i] += lambda * parameters[i] }
+    }
+}

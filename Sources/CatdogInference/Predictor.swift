@@ -1,0 +1,104 @@
+import CatdogData
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+import Foundation
+
+/// A trained model ready to score images: the network and the preprocessing, both read from
+/// the checkpoint's metadata, so images are always prepared as in training.
+public final class Predictor {
+    public let checkpoint: LoadedCheckpoint
+    public let network: Network
+    public let preprocessing: Preprocessing
+    public let batchSize: Int
+
+    public init(checkpoint: LoadedCheckpoint, batchSize: Int = 32) throws {
+        self.checkpoint = checkpoint
+        network = try checkpoint.makeNetwork()
+        preprocessing = checkpoint.metadata.preprocessing
+        self.batchSize = batchSize
+        network.reserve(maxBatch: batchSize)
+    }
+
+    /// The probability that each image is a dog, or why it could not be read. With `flipTTA`,
+    /// the mean of the image's and its mirror image's probabilities.
+    public func dogProbabilities(_ paths: [String], flipTTA: Bool = false) -> [Result<Double, ImageError>] {
+        var results = [Result<Double, ImageError>?](repeating: nil, count: paths.count)
+        let sampleSize = network.inputShape.count
+        var start = 0
+        while start < paths.count {
+            let chunk = Array(start..<min(start + batchSize, paths.count))
+            let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { _ in 0 })
+            let report = store.decode(chunk.map { paths[$0] }, indices: 0..<chunk.count, fit: preprocessing.fit)
+            for skip in report.skipped {
+                let i = chunk[chunk.firstIndex { paths[$0] == skip.path }!]
+                results[i] = .failure(ImageError(problem: skip.problem, detail: skip.detail))
+            }
+            let good = (0..<chunk.count).filter { store.valid[$0] == 1 }
+            var sums = [Double](repeating: 0, count: good.count)
+            for flipped in flipTTA ? [false, true] : [false] {
+                for (slot, index) in good.enumerated() {
+                    var random = Random(seed: 0)
+                    store.writeSample(index, to: network.input + slot * sampleSize, preprocessing: preprocessing,
+                                      augmentation: .none, random: &random)
+                    if flipped { Predictor.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
+                }
+                let logits = network.forward(batch: good.count, context: PassContext(training: false))
+                for slot in 0..<good.count { sums[slot] += Double(BinaryCrossEntropy.sigmoid(logits[slot])) }
+            }
+            for (slot, index) in good.enumerated() {
+                results[chunk[index]] = .success(sums[slot] / (flipTTA ? 2 : 1))
+            }
+            start += chunk.count
+        }
+        return results.map { $0! }
+    }
+
+    /// Mirrors an (H, W, 3) image left to right in place.
+    static func mirror(_ image: UnsafeMutablePointer<Float>, size: Int) {
+        for y in 0..<size {
+            let row = image + y * size * 3
+            for x in 0..<(size / 2) {
+                for c in 0..<3 { swap(&row[x * 3 + c], &row[(size - 1 - x) * 3 + c]) }
+            }
+        }
+    }
+}
+
+/// Kaggle's logloss of one prediction: −[y·log p + (1−y)·log(1−p)], p clipped to [1e-15, 1−1e-15].
+public func logLoss(probability p: Double, label: Int) -> Double {
+    let clipped = min(max(p, 1e-15), 1 - 1e-15)
+    return label == 1 ? -log(clipped) : -log(1 - clipped)
+}
+
+/// Scores of a labelled set: logloss, accuracy and the confusion matrix (dog = positive).
+public struct Evaluation: Codable, Sendable, Equatable {
+    public var count = 0
+    public var logloss = 0.0
+    public var accuracy = 0.0
+    /// Rows: true class; columns: predicted class. [[cat→cat, cat→dog], [dog→cat, dog→dog]].
+    public var confusion = [[0, 0], [0, 0]]
+    public var unreadable = 0
+
+    public init() {}
+
+    /// Accumulates (probability, label) pairs; call `finish` after summing across ranks.
+    public static func sums(_ pairs: [(Double, Int)], unreadable: Int) -> [Double] {
+        var s = [Double](repeating: 0, count: 7)
+        for (p, label) in pairs {
+            s[0] += 1
+            s[1] += logLoss(probability: p, label: label)
+            s[2 + label * 2 + (p >= 0.5 ? 1 : 0)] += 1
+        }
+        s[6] = Double(unreadable)
+        return s
+    }
+
+    public init(sums s: [Double]) {
+        count = Int(s[0])
+        logloss = count > 0 ? s[1] / s[0] : .nan
+        confusion = [[Int(s[2]), Int(s[3])], [Int(s[4]), Int(s[5])]]
+        accuracy = count > 0 ? Double(confusion[0][0] + confusion[1][1]) / s[0] : .nan
+        unreadable = Int(s[6])
+    }
+}

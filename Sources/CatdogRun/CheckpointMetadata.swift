@@ -1,0 +1,189 @@
+import CatdogCheckpoint
+import CatdogData
+import CatdogEngine
+import Foundation
+
+/// Everything in a checkpoint besides tensors: what the model is, how its inputs were made,
+/// and exactly where training stood. Stored as JSON in the safetensors `__metadata__`.
+public struct CheckpointMetadata: Codable, Sendable {
+    public static let format = "catdog-dist"
+    public static let currentVersion = 1
+
+    public var formatVersion = CheckpointMetadata.currentVersion
+    public var model: String
+    public var imageSize: Int
+    public var preprocessing: Preprocessing
+    public var config: TrainingConfig
+    /// Completed epochs; steps done inside the current one; updates in total.
+    public var epoch: Int
+    public var stepInEpoch: Int
+    public var step: Int
+    public var globalBatch: Int
+    /// Rank count that wrote it.
+    public var ranks: Int
+    public var optimizer: String
+    public var optimizerHyperparameters: [String: Double]
+    public var optimizerIterations: Int
+    public var optimizerScalars: [String: Double]
+    public var schedule: LearningRateSchedule
+    public var seed: UInt64
+    public var history: [EpochMetrics]
+    /// nil until a validation loss exists.
+    public var bestValidationLoss: Double?
+    public var epochsWithoutImprovement: Int
+    public var epochTotals: EpochTotals
+    public var elapsedSeconds: Double
+    /// True for the checkpoint written when a run ended (early stopping, epochs, time budget).
+    public var finished: Bool
+    public var parameterCount: Int
+    public var created: String
+
+    public init(model: String, imageSize: Int, preprocessing: Preprocessing, config: TrainingConfig, epoch: Int, stepInEpoch: Int, step: Int, globalBatch: Int, ranks: Int, optimizer: String, optimizerHyperparameters: [String: Double], optimizerIterations: Int, optimizerScalars: [String: Double], schedule: LearningRateSchedule, seed: UInt64, history: [EpochMetrics], bestValidationLoss: Double? = nil, epochsWithoutImprovement: Int, epochTotals: EpochTotals, elapsedSeconds: Double, finished: Bool, parameterCount: Int, created: String) {
+        self.model = model
+        self.imageSize = imageSize
+        self.preprocessing = preprocessing
+        self.config = config
+        self.epoch = epoch
+        self.stepInEpoch = stepInEpoch
+        self.step = step
+        self.globalBatch = globalBatch
+        self.ranks = ranks
+        self.optimizer = optimizer
+        self.optimizerHyperparameters = optimizerHyperparameters
+        self.optimizerIterations = optimizerIterations
+        self.optimizerScalars = optimizerScalars
+        self.schedule = schedule
+        self.seed = seed
+        self.history = history
+        self.bestValidationLoss = bestValidationLoss
+        self.epochsWithoutImprovement = epochsWithoutImprovement
+        self.epochTotals = epochTotals
+        self.elapsedSeconds = elapsedSeconds
+        self.finished = finished
+        self.parameterCount = parameterCount
+        self.created = created
+    }
+}
+
+extension CheckpointMetadata {
+    /// A checkpoint of a model that has not been trained by `Trainer` (imported, or with a
+    /// head from feature extraction): no optimizer state, position at its end.
+    public init(model network: Network, config: TrainingConfig, preprocessing: Preprocessing, history: [EpochMetrics],
+                bestValidationLoss: Double?, finished: Bool, ranks: Int) {
+        self.init(
+            model: config.model, imageSize: config.imageSize, preprocessing: preprocessing, config: config,
+            epoch: history.count, stepInEpoch: 0, step: history.last?.step ?? 0, globalBatch: config.globalBatch,
+            ranks: ranks, optimizer: config.optimizer.rawValue, optimizerHyperparameters: [:], optimizerIterations: 0,
+            optimizerScalars: [:], schedule: LearningRateSchedule(baseRate: config.resolvedLearningRate, totalSteps: 1, decay: .constant),
+            seed: config.seed, history: history, bestValidationLoss: bestValidationLoss, epochsWithoutImprovement: 0,
+            epochTotals: .init(), elapsedSeconds: history.last?.elapsed_s ?? 0, finished: finished,
+            parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
+    }
+
+    /// The uncompressed safetensors file: `model/*` weights and `state/*` BatchNorm statistics
+    /// of `network`, then `extra` tensors, with this metadata.
+    public func encode(network: Network, extra: [SafeTensors.Tensor] = [], extraMetadata: [String: String] = [:]) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(self), as: UTF8.self)
+        var tensors: [SafeTensors.Tensor] = []
+        for slot in network.parameterSlots {
+            tensors.append(.init(name: "model/" + slot.name, shape: slot.shape,
+                                 values: UnsafeBufferPointer(start: network.parameters.pointer + slot.offset, count: slot.count)))
+        }
+        for slot in network.stateSlots {
+            tensors.append(.init(name: "state/" + slot.name, shape: slot.shape,
+                                 values: UnsafeBufferPointer(start: network.state.pointer + slot.offset, count: slot.count)))
+        }
+        var metadata = ["format": CheckpointMetadata.format, "format_version": String(formatVersion),
+                        "model": model, "image_size": String(imageSize), "catdog": json]
+        metadata.merge(extraMetadata) { ours, _ in ours }
+        return try withExtendedLifetime(network) { try SafeTensors.encode(tensors + extra, metadata: metadata) }
+    }
+}
+
+/// A verified checkpoint in memory.
+public struct LoadedCheckpoint {
+    public let path: String
+    public let metadata: CheckpointMetadata
+    public let file: SafeTensors.File
+    public let compressedBytes: Int
+
+    /// Reads, decompresses (checking zstd's checksum) and validates `path`.
+    public init(path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError(path: path, problem: "cannot read the file (missing or no permission)")
+        }
+        try self.init(compressed: [UInt8](data), path: path)
+    }
+
+    public init(compressed: [UInt8], path: String) throws {
+        let bytes: [UInt8]
+        do { bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) } } catch {
+            throw CheckpointError(path: path, problem: "not a readable .safetensors.zst file (\(error)); it may be truncated or corrupt")
+        }
+        try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
+    }
+
+    public init(decompressed bytes: [UInt8], path: String, compressedBytes: Int) throws {
+        let file: SafeTensors.File
+        do { file = try SafeTensors.decode(bytes) } catch {
+            throw CheckpointError(path: path, problem: "not a safetensors file: \(error)")
+        }
+        guard file.metadata["format"] == CheckpointMetadata.format, let json = file.metadata["catdog"] else {
+            throw CheckpointError(path: path, problem: "a safetensors file, but not a catdog-dist checkpoint")
+        }
+        if let version = Int(file.metadata["format_version"] ?? ""), version > CheckpointMetadata.currentVersion {
+            throw CheckpointError(path: path, problem: """
+                written in format version \(version) by a newer catdog-dist; this build reads up to \
+                version \(CheckpointMetadata.currentVersion): update catdog-dist
+                """)
+        }
+        do { metadata = try JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8)) } catch {
+            throw CheckpointError(path: path, problem: "its metadata does not parse: \(error)")
+        }
+        self.path = path
+        self.file = file
+        self.compressedBytes = compressedBytes
+    }
+
+    /// Builds the checkpoint's model with its weights and BatchNorm statistics.
+    public func makeNetwork() throws -> Network {
+        let network: Network
+        do { network = try ModelZoo.build(metadata.model, imageSize: metadata.imageSize) } catch {
+            throw CheckpointError(path: path, problem: "\(error)")
+        }
+        try loadWeights(into: network, prefix: "model/", statePrefix: "state/")
+        return network
+    }
+
+    public func loadWeights(into network: Network, prefix: String, statePrefix: String) throws {
+        do {
+            for slot in network.parameterSlots {
+                try file.read(prefix + slot.name, into: network.parameters.pointer + slot.offset, count: slot.count)
+            }
+            for slot in network.stateSlots {
+                try file.read(statePrefix + slot.name, into: network.state.pointer + slot.offset, count: slot.count)
+            }
+        } catch {
+            throw CheckpointError(path: path, problem: "does not match model \(metadata.model): \(error)")
+        }
+    }
+}
+
+extension CheckpointStore {
+
+    /// The newest checkpoint that verifies; each one that does not is reported through `skipped`.
+    public func newestValid(skipped: (CheckpointError) -> Void) -> LoadedCheckpoint? {
+        var candidates = numbered()
+        if FileManager.default.fileExists(atPath: lastPath) { candidates.insert(lastPath, at: 0) }
+        for candidate in candidates {
+            do { return try LoadedCheckpoint(path: candidate) } catch let error as CheckpointError {
+                skipped(error)
+            } catch {
+                skipped(CheckpointError(path: candidate, problem: "\(error)"))
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,40 @@
+import CatdogData
+import CatdogEngine
+
+/// Everything that defines a training run; stored in checkpoints.
+public struct TrainingConfig: Sendable, Codable, Equatable {
+    public var model = ModelZoo.defaultModel
+    public var imageSize = 64
+    public var epochs = 15
+    /// Global batch size: per-rank batch = globalBatch / ranks.
+    public var globalBatch = 64
+    public var optimizer = OptimizerKind.adam
+    /// nil = a per-optimizer default (Keras's, scaled for the global batch).
+    public var learningRate: Float?
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 0
+    public var warmupEpochs: Double = 1
+    public var decay = LearningRateSchedule.Decay.cosine
+    public var augmentation = Augmentation.all
+    public var fit = Resize.Fit.squash
+    public var scale = Preprocessing.Scale.unit
+    public var validationFraction = 0.1
+    /// Stop after this many epochs without a better validation loss (0 = never).
+    public var patience = 5
+    public var timeBudget: Double?
+    public var seed: UInt64 = 1
+    /// Overlap gradient all-reduce with backward (Horovod/DDP-style buckets).
+    public var overlap = true
+    /// Gradient bucket size for the overlapped all-reduce, in MiB.
+    public var bucketMiB = 4.0
+    /// All-reduce gradients in fp16 (nil in checkpoints written before the option = off).
+    public var fp16AllReduce: Bool?
+    /// Compare a checksum of the weights across ranks every this many steps.
+    public var checksumEvery = 50
+
+    public init() {}
+
+    public var resolvedLearningRate: Float {
+        learningRate ?? optimizer.defaultLearningRate
+    }
+}

@@ -1,0 +1,93 @@
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogSupport
+import Foundation
+
+/// Training throughput on synthetic data (random pixels and labels), with per-layer times and
+/// the all-reduce's cost: what `catdog-dist bench` reports.
+public struct BenchmarkResult: Codable, Sendable {
+    public var model: String
+    public var image_size: Int
+    public var batch_size: Int
+    public var ranks: Int
+    public var steps: Int
+    public var overlap: Bool
+    public var fp16_allreduce: Bool
+    /// `ConvolutionOptions.Algorithm`: auto (Winograd where it applies) or im2col.
+    public var convolution: String
+    public var images_per_s: Double
+    /// Achieved training GFLOP/s over all ranks (3 × forward FLOPs per image).
+    public var gflops: Double
+    public var step_ms: Double
+    /// Share of the step spent waiting for gradients after backward (not hidden by overlap).
+    public var comm_fraction: Double
+    /// One blocking all-reduce of all gradients, measured alone.
+    public var allreduce_ms: Double
+    public var gradient_mb: Double
+    public var layers: [Layer]
+
+    public struct Layer: Codable, Sendable {
+        public var name: String
+        public var summary: String
+        public var forward_ms: Double
+        public var backward_ms: Double
+    }
+}
+
+public enum Benchmark {
+    public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
+                           overlap: Bool, bucketMiB: Double, fp16: Bool = false,
+                           convolution: ConvolutionOptions = .init(),
+                           communicator comm: Communicator) throws -> BenchmarkResult {
+        guard globalBatch % comm.size == 0 else {
+            throw EpochPlan.BatchSizeError(description: "the global batch size \(globalBatch) does not divide among \(comm.size) ranks")
+        }
+        let batch = globalBatch / comm.size
+        let network = try ModelZoo.build(model, imageSize: imageSize, convolution: convolution)
+        network.reserve(maxBatch: batch)
+        network.initialize(seed: 1)
+        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
+                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), fp16: fp16)
+        var random = Random(seed: 7, UInt64(comm.rank))
+        for i in 0..<(batch * network.inputShape.count) { network.input[i] = random.uniform() }
+        for i in 0..<batch { step.labels[i] = Float(random.below(2)) }
+        let context = PassContext(training: true, seed: 1)
+        for _ in 0..<warmupSteps {
+            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: 0)
+        }
+        try comm.barrier()
+        step.resetTimers()
+        network.profiling = true
+        network.resetProfile()
+        let start = Date()
+        for _ in 0..<steps {
+            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: 0)
+        }
+        try comm.barrier()
+        let seconds = Date().timeIntervalSince(start)
+        network.profiling = false
+        // A lone blocking all-reduce of every gradient, for the scaling model.
+        let repeats = 5
+        try comm.barrier()
+        let reduceStart = Date()
+        for _ in 0..<repeats { try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount) }
+        let allReduceSeconds = Date().timeIntervalSince(reduceStart) / Double(repeats)
+        var totals = [seconds, step.exposedCommSeconds, allReduceSeconds]
+        try comm.allReduceSum(&totals)
+        let meanSeconds = totals[0] / Double(comm.size)
+        let imagesPerSecond = Double(globalBatch * steps) / meanSeconds
+        let layers = network.nodes.indices.dropFirst().map { i in
+            BenchmarkResult.Layer(name: network.nodes[i].name, summary: network.nodes[i].layer!.summary,
+                                  forward_ms: network.forwardSeconds[i] * 1000 / Double(steps),
+                                  backward_ms: network.backwardSeconds[i] * 1000 / Double(steps))
+        }
+        return BenchmarkResult(
+            model: model, image_size: imageSize, batch_size: globalBatch, ranks: comm.size, steps: steps, overlap: overlap, fp16_allreduce: fp16,
+            convolution: convolution.algorithm.rawValue,
+            images_per_s: imagesPerSecond, gflops: imagesPerSecond * 3 * Double(network.forwardFLOPs) / 1e9,
+            step_ms: meanSeconds * 1000 / Double(steps),
+            comm_fraction: totals[1] / totals[0], allreduce_ms: totals[2] / Double(comm.size) * 1000,
+            gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers)
+    }
+}

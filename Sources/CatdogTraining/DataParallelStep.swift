@@ -1,0 +1,166 @@
+import CatdogDistributed
+import CatdogEngine
+import CatdogSupport
+import Foundation
+
+/// One synchronous data-parallel update, the algorithm in order: forward, loss, backward
+/// (starting each gradient bucket's all-reduce as soon as backward has passed its layers),
+/// wait for the all-reduces, weight decay, optimizer update. `train` and `bench` share it.
+public final class DataParallelStep {
+    public let network: Network
+    /// Parameter groups (PyTorch's `param_groups`): each range of the flat buffer has its own
+    /// optimizer and learning-rate multiplier. Parameters in no group stay frozen.
+    public struct ParameterGroup {
+        public let range: Range<Int>
+        public let optimizer: Optimizer
+        public let learningRateScale: Float
+        public init(range: Range<Int>, optimizer: Optimizer, learningRateScale: Float = 1) {
+            self.range = range
+            self.optimizer = optimizer
+            self.learningRateScale = learningRateScale
+        }
+    }
+    public let groups: [ParameterGroup]
+    /// The first group's optimizer (the only one when the whole network trains).
+    public var optimizer: Optimizer { groups[0].optimizer }
+    /// Forward starts from this node's activation and backward stops there (0: the input).
+    public let firstNode: Int
+    /// The parameters that train: from the lowest group to the end of the flat buffer.
+    public let trainable: Range<Int>
+    public let comm: Communicator
+    /// Overlap the all-reduce with backward; else one all-reduce of the whole flat buffer after it.
+    public var overlap: Bool
+    /// All-reduce gradients in half precision (Horovod's fp16 compression): half the bytes on
+    /// the wire, at the cost of fp16 rounding (and underflow below 6e-8) of each gradient.
+    public let fp16: Bool
+    private let half: UnsafeMutablePointer<Float16>
+    /// Gradient buckets in backward order: contiguous parameter ranges that are final once
+    /// backward has passed their lowest node (`lastNode`).
+    public let buckets: [(range: Range<Int>, lastNode: Int)]
+    /// Labels (0 cat, 1 dog) of the local batch: the caller fills them with the input.
+    public let labels: FloatBuffer
+    private let dLogits: FloatBuffer
+    private var pending: [PendingReduction] = []
+
+    /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
+    public private(set) var computeSeconds = 0.0
+    public private(set) var exposedCommSeconds = 0.0
+
+    public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
+                            bucketBytes: Int, fp16: Bool = false) {
+        self.init(network: network, groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)],
+                  firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes, fp16: fp16)
+    }
+
+    /// Trains only the layers after `firstNode` (a cut of the network), whose parameters the
+    /// groups cover; the caller fills `network.activation(firstNode)` instead of the input.
+    public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
+                bucketBytes: Int, fp16: Bool = false) {
+        precondition(!groups.isEmpty && network.isCut(firstNode))
+        self.fp16 = fp16
+        half = .allocate(capacity: fp16 ? max(network.parameterCount, 1) : 1)
+        self.network = network
+        self.groups = groups
+        self.firstNode = firstNode
+        trainable = groups.map(\.range.lowerBound).min()!..<network.parameterCount
+        precondition(network.parameterRange(after: firstNode).lowerBound <= trainable.lowerBound)
+        comm = communicator
+        self.overlap = overlap
+        labels = FloatBuffer(count: network.maxBatch)
+        dLogits = FloatBuffer(count: network.maxBatch)
+        buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes, trainable: trainable, firstNode: firstNode)
+        pending.reserveCapacity(buckets.count)
+    }
+
+    deinit { half.deallocate() }
+
+    /// Starts the all-reduce of gradient range `range`, in fp16 if asked.
+    private func startReduction(_ range: Range<Int>) throws -> PendingReduction {
+        guard fp16 else {
+            return try comm.startAllReduceSum(network.gradients.pointer + range.lowerBound, count: range.count)
+        }
+        convertToHalf(network.gradients.pointer + range.lowerBound, half + range.lowerBound, count: range.count)
+        return try comm.startAllReduceSumHalf(half + range.lowerBound, count: range.count)
+    }
+
+    static func makeBuckets(_ network: Network, bytes: Int, trainable: Range<Int>? = nil,
+                            firstNode: Int = 0) -> [(range: Range<Int>, lastNode: Int)] {
+        let trainable = trainable ?? 0..<network.parameterCount
+        var buckets: [(range: Range<Int>, lastNode: Int)] = []
+        var upper = trainable.upperBound
+        for index in stride(from: network.nodes.count - 1, through: firstNode + 1, by: -1) {
+            let range = network.parameterRange(ofNode: index)
+            guard !range.isEmpty, range.lowerBound >= trainable.lowerBound else { continue }
+            if (upper - range.lowerBound) * 4 >= bytes {
+                buckets.append((range.lowerBound..<upper, index))
+                upper = range.lowerBound
+            }
+        }
+        if upper > trainable.lowerBound { buckets.append((trainable.lowerBound..<upper, firstNode + 1)) }
+        return buckets
+    }
+
+    /// Runs one update on the first `batch` samples of `network.input` and `labels`.
+    /// `normalizer` is the global batch size (the loss is the mean over it); a rank whose
+    /// slice is empty passes batch 0 and still joins every collective.
+    public func run(batch: Int, normalizer: Int, context: PassContext, learningRate: Float,
+                    weightDecay: Float) throws -> (lossSum: Double, correct: Int) {
+        let start = Date()
+        network.gradients.zero()
+        pending.removeAll(keepingCapacity: true)
+        let overlapping = overlap && comm.size > 1
+        var next = 0
+        // Every rank must start the same buckets in the same order, or the collectives
+        // would pair up wrongly and hang.
+        func startBuckets(through node: Int) throws {
+            while next < buckets.count, buckets[next].lastNode >= node {
+                pending.append(try startReduction(buckets[next].range))
+                next += 1
+            }
+        }
+        var result: (lossSum: Double, correct: Int) = (0, 0)
+        var overlapError: Error?
+        if batch > 0 {
+            let logits = network.forward(batch: batch, context: context, from: firstNode)
+            result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer, count: batch,
+                                                        normalizer: normalizer, dLogits: dLogits.pointer)
+            network.backward(dLogits: dLogits.pointer, batch: batch, context: context, stopAt: firstNode) { node in
+                guard overlapping, overlapError == nil else { return }
+                do {
+                    try startBuckets(through: node)
+                    for reduction in self.pending { _ = try reduction.test() }  // lets MPI progress them
+                } catch { overlapError = error }
+            }
+        }
+        if let overlapError { throw overlapError }
+        let backwardDone = Date()
+        if overlapping {
+            try startBuckets(through: 0)
+            for reduction in pending { try reduction.wait() }
+        } else if fp16, comm.size > 1 {
+            try startReduction(trainable).wait()
+        } else {
+            try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
+        }
+        if fp16, comm.size > 1 {
+            convertFromHalf(half + trainable.lowerBound, network.gradients.pointer + trainable.lowerBound, count: trainable.count)
+        }
+        let reduced = Date()
+        let p = network.parameters.pointer, g = network.gradients.pointer
+        addWeightDecay(weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound),
+                       parameters: p, gradients: g)
+        for group in groups {
+            group.optimizer.step(parameters: p + group.range.lowerBound, gradients: g + group.range.lowerBound,
+                                 learningRate: learningRate * group.learningRateScale)
+        }
+        let waited = reduced.timeIntervalSince(backwardDone)
+        exposedCommSeconds += waited
+        computeSeconds += Date().timeIntervalSince(start) - waited
+        return result
+    }
+
+    public func resetTimers() {
+        computeSeconds = 0
+        exposedCommSeconds = 0
+    }
+}

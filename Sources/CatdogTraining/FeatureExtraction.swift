@@ -1,0 +1,262 @@
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+import Foundation
+
+/// Transfer learning by feature extraction (the 2017 study's §4 first step): a frozen ImageNet
+/// backbone computes each image's pooled features once, each rank for its 1/N of the images,
+/// the ranks all-gather them, and a logistic head trains on them in seconds, identically on
+/// every rank. The result is a complete checkpoint of the network with the trained head.
+public enum FeatureExtraction {
+    public struct HeadConfig: Sendable {
+        public var epochs = 60
+        public var batch = 256
+        public var learningRate: Float = 1e-3
+        /// L2 penalty λ/2·‖w‖² on the head's weights.
+        public var weightDecay: Float = 1e-4
+        public var patience = 8
+        public init() {}
+    }
+
+    public struct Result {
+        public let network: Network
+        public let history: [EpochMetrics]
+        public let bestValidationLoss: Double
+        public let extractionSeconds: Double
+        public let imagesPerSecond: Double
+        public let skippedSummary: String?
+    }
+
+    /// What the frozen backbone computed for every image of the folder, on every rank alike.
+    public final class Extracted {
+        /// Training images first, then validation images.
+        public let files: [LabeledFile]
+        public let trainCount: Int
+        /// Pooled features, (files.count, width).
+        public let pooled: FloatBuffer
+        public let width: Int
+        /// Activations at the cut, (files.count, boundaryWidth), in half precision to halve the
+        /// memory: fine-tuning trains the layers after the cut from them.
+        public let boundary: UnsafeMutablePointer<Float16>?
+        public let boundaryWidth: Int
+        /// Per image: 0 = decoded, else `ImageProblem.code`.
+        public let problems: [Double]
+        public let seconds: Double
+        /// Images per second summed over ranks.
+        public let imagesPerSecond: Double
+        public let report: DecodeReport
+
+        init(files: [LabeledFile], trainCount: Int, pooled: FloatBuffer, width: Int, boundary: UnsafeMutablePointer<Float16>?,
+             boundaryWidth: Int, problems: [Double], seconds: Double, imagesPerSecond: Double, report: DecodeReport) {
+            self.files = files
+            self.trainCount = trainCount
+            self.pooled = pooled
+            self.width = width
+            self.boundary = boundary
+            self.boundaryWidth = boundaryWidth
+            self.problems = problems
+            self.seconds = seconds
+            self.imagesPerSecond = imagesPerSecond
+            self.report = report
+        }
+
+        deinit { boundary?.deallocate() }
+
+        /// Indices of the decoded training and validation images.
+        public var train: [Int] { (0..<trainCount).filter { problems[$0] == 0 } }
+        public var validation: [Int] { (trainCount..<files.count).filter { problems[$0] == 0 } }
+    }
+
+    /// Runs the frozen network over the folder's images, each rank over its block, and
+    /// all-gathers the pooled features (and, given `boundaryNode`, that node's activations).
+    public static func extract(folder: String, network: Network, preprocessing: Preprocessing, config: TrainingConfig,
+                               boundaryNode: Int? = nil, communicator comm: Communicator, log: (String) -> Void,
+                               progress: ((String) -> Void)? = nil) throws -> Extracted {
+        let files = try DataFolder.labeledFiles(in: folder)
+        let split = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed)
+        let all = split.train + split.validation
+        let batch = 32
+        network.reserve(maxBatch: batch)
+        let pool = network.nodes.firstIndex { $0.layer is GlobalAveragePool }!
+        let width = network.nodes[pool].shape.count
+        let boundaryWidth = boundaryNode.map { network.nodes[$0].shape.count } ?? 0
+        let boundary = boundaryNode.map { _ in UnsafeMutablePointer<Float16>.allocate(capacity: all.count * boundaryWidth) }
+        if let boundaryNode {
+            log(String(format: "keeping %@ activations per image at the cut (%.0f MB in fp16 on each rank)",
+                       "\(network.nodes[boundaryNode].shape)", Double(all.count * boundaryWidth * 2) * 1e-6))
+        }
+
+        let block = comm.block(of: all.count)
+        let features = FloatBuffer(count: all.count * width)
+        var problems = [Double](repeating: 0, count: all.count)
+        let started = Date()
+        var done = 0
+        var start = block.lowerBound
+        while start < block.upperBound {
+            let chunk = start..<min(start + batch, block.upperBound)
+            let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { all[$0].label })
+            let report = store.decode(chunk.map { all[$0].path }, indices: 0..<chunk.count, fit: preprocessing.fit)
+            for skip in report.skipped {
+                if let i = chunk.first(where: { all[$0].path == skip.path }) {
+                    problems[i] = Double(skip.problem.code)
+                }
+            }
+            var random = Random(seed: 0)
+            for i in 0..<chunk.count {
+                store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,
+                                  augmentation: .none, random: &random)
+            }
+            network.forward(batch: chunk.count, context: PassContext(training: false))
+            (features.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
+            if let boundary, let boundaryNode {
+                convertToHalf(network.activation(boundaryNode), boundary + chunk.lowerBound * boundaryWidth,
+                              count: chunk.count * boundaryWidth)
+            }
+            done += chunk.count
+            start = chunk.upperBound
+            if comm.rank == 0, let progress {
+                let seconds = Date().timeIntervalSince(started)
+                progress(String(format: "features %d/%d on rank 0  %.1f img/s per rank  ETA %@", done, block.count,
+                                Double(done) / seconds, formatDuration(Double(block.count - done) * seconds / Double(done))))
+            }
+        }
+        let localSeconds = Date().timeIntervalSince(started)
+        let counts = (0..<comm.size).map { comm.block(of: all.count, rank: $0).count }
+        let offsets = (0..<comm.size).map { comm.block(of: all.count, rank: $0).lowerBound }
+        try comm.allGather(UnsafeMutableRawPointer(features.pointer), itemBytes: width * 4, counts: counts, offsets: offsets)
+        if let boundary {
+            try comm.allGather(UnsafeMutableRawPointer(boundary), itemBytes: boundaryWidth * 2, counts: counts, offsets: offsets)
+        }
+        try comm.allReduceSum(&problems)
+        let seconds = Date().timeIntervalSince(started)
+        var rate = [Double(block.count) / max(localSeconds, 1e-9)]
+        try comm.allReduceSum(&rate)
+        var report = DecodeReport()
+        report.attempted = all.count
+        for (i, code) in problems.enumerated() {
+            guard let problem = ImageProblem(code: Int(code)) else { continue }
+            report.skipped.append((all[i].path, problem, ""))
+        }
+        log(String(format: "features of %d images in %.1f s: %.1f images/s over %d ranks", all.count, seconds, rate[0], comm.size))
+        return Extracted(files: all, trainCount: split.train.count, pooled: features, width: width, boundary: boundary,
+                         boundaryWidth: boundaryWidth, problems: problems, seconds: seconds, imagesPerSecond: rate[0],
+                         report: report)
+    }
+
+    /// The trained logistic head: weights, bias, per-epoch metrics and the best validation loss.
+    public struct Head {
+        public var weights: [Float]
+        public var bias: Float
+        public var history: [EpochMetrics]
+        public var bestValidationLoss: Double
+    }
+
+    /// Trains a logistic head on the pooled features, identically on every rank (no
+    /// communication), keeping the weights of the best validation loss.
+    /// Appends each epoch to `metricsFile` when given (rank 0 passes it, the others nil).
+    public static func trainHead(_ x: Extracted, head: HeadConfig, seed: UInt64, ranks: Int, log: (String) -> Void,
+                                 metricsFile: String?) -> Head {
+        let width = x.width, features = x.pooled.pointer
+        let train = x.train, validation = x.validation
+        var w = [Float](repeating: 0, count: width), b: Float = 0
+        var best = (loss: Double.infinity, w: w, b: b)
+        let adam = Adam(count: width + 1)
+        let params = FloatBuffer(count: width + 1), grads = FloatBuffer(count: width + 1)
+        var history: [EpochMetrics] = []
+        var stale = 0
+        func logit(_ i: Int) -> Float {
+            let row = features + i * width
+            var z = b
+            for k in 0..<width { z += w[k] * row[k] }
+            return z
+        }
+        func score(_ indices: [Int]) -> (loss: Double, accuracy: Double) {
+            var loss = 0.0, correct = 0
+            for i in indices {
+                let z = logit(i), y = Float(x.files[i].label)
+                loss += Double(BinaryCrossEntropy.loss(logit: z, label: y))
+                if (z > 0) == (y > 0.5) { correct += 1 }
+            }
+            return (loss / Double(max(indices.count, 1)), Double(correct) / Double(max(indices.count, 1)))
+        }
+        let started = Date()
+        for epoch in 0..<head.epochs {
+            var random = Random(seed: seed, 0xFEA7, UInt64(epoch))
+            let order = random.permutation(train.count)
+            var lossSum = 0.0, correct = 0
+            var s = 0
+            while s < order.count {
+                let batchIndices = order[s..<min(s + head.batch, order.count)].map { train[$0] }
+                grads.zero()
+                for i in batchIndices {
+                    let z = logit(i), y = Float(x.files[i].label)
+                    lossSum += Double(BinaryCrossEntropy.loss(logit: z, label: y))
+                    if (z > 0) == (y > 0.5) { correct += 1 }
+                    let d = (BinaryCrossEntropy.sigmoid(z) - y) / Float(batchIndices.count)
+                    let row = features + i * width
+                    for k in 0..<width { grads[k] += d * row[k] }
+                    grads[width] += d
+                }
+                for k in 0..<width {
+                    grads[k] += head.weightDecay * w[k]
+                    params[k] = w[k]
+                }
+                params[width] = b
+                adam.step(parameters: params.pointer, gradients: grads.pointer, learningRate: head.learningRate)
+                for k in 0..<width { w[k] = params[k] }
+                b = params[width]
+                s += head.batch
+            }
+            let val = score(validation)
+            let metrics = EpochMetrics(epoch: epoch + 1, step: adam.iterations, train_loss: lossSum / Double(train.count),
+                                       train_acc: Double(correct) / Double(train.count), val_loss: val.loss, val_acc: val.accuracy,
+                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(started), 1e-9),
+                                       elapsed_s: x.seconds + Date().timeIntervalSince(started),
+                                       lr: Double(head.learningRate), ranks: ranks)
+            history.append(metrics)
+            if let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
+            if val.loss < best.loss {
+                best = (val.loss, w, b)
+                stale = 0
+            } else {
+                stale += 1
+            }
+            if epoch % 5 == 4 {
+                log(String(format: "head epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f%@", epoch + 1, metrics.train_loss,
+                           metrics.train_acc, val.loss, val.accuracy, stale == 0 ? " | best" : ""))
+            }
+            if head.patience > 0, stale >= head.patience { break }
+        }
+        return Head(weights: best.w, bias: best.b, history: history, bestValidationLoss: best.loss)
+    }
+
+    /// Writes the head into the network's last (1-unit dense) layer.
+    public static func install(_ head: Head, into network: Network) {
+        let range = network.parameterRange(ofNode: network.nodes.count - 1)
+        precondition(range.count == head.weights.count + 1)
+        for k in 0..<head.weights.count { network.parameters[range.lowerBound + k] = head.weights[k] }
+        network.parameters[range.upperBound - 1] = head.bias  // the bias follows the kernel
+    }
+
+    public static func run(folder: String, initial: LoadedCheckpoint, config: TrainingConfig, head: HeadConfig,
+                           communicator comm: Communicator, log: (String) -> Void,
+                           progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> Result {
+        let network = try initial.makeNetwork()
+        let x = try extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing, config: config,
+                            communicator: comm, log: log, progress: progress)
+        let trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
+                                metricsFile: comm.rank == 0 ? metricsFile : nil)
+        install(trained, into: network)
+        return Result(network: network, history: trained.history, bestValidationLoss: trained.bestValidationLoss,
+                      extractionSeconds: x.seconds, imagesPerSecond: x.imagesPerSecond, skippedSummary: x.report.summary)
+    }
+
+    /// The network with its trained head as a finished checkpoint (uncompressed safetensors).
+    public static func checkpointBytes(_ result: Result, config: TrainingConfig, preprocessing: Preprocessing, ranks: Int) throws -> [UInt8] {
+        try CheckpointMetadata(model: result.network, config: config, preprocessing: preprocessing, history: result.history,
+                               bestValidationLoss: result.bestValidationLoss, finished: true, ranks: ranks)
+            .encode(network: result.network)
+    }
+}

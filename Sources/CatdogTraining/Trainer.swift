@@ -1,0 +1,186 @@
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+import Foundation
+
+/// Synchronous data-parallel training: every rank holds the same weights, computes gradients
+/// on its slice of the global batch, the gradients are summed across ranks, and every rank
+/// applies the same update.
+public final class Trainer {
+    public let config: TrainingConfig
+    public let comm: Communicator
+    public let network: Network
+    public let optimizer: Optimizer
+    public let data: TrainingData
+    public private(set) var schedule: LearningRateSchedule
+
+    /// Position: completed epochs, steps done in the current epoch, updates in total.
+    public var epoch = 0
+    public var stepInEpoch = 0
+    public var globalStep = 0
+    public var history: [EpochMetrics] = []
+    public var bestValidationLoss = Double.infinity
+    public var epochsWithoutImprovement = 0
+    /// Seconds trained before this process started (from a checkpoint).
+    public var elapsedBefore = 0.0
+    /// The current epoch's training sums so far (a mid-epoch checkpoint keeps them).
+    public var epochTotals = EpochTotals()
+    /// When this process's trainer was made (elapsed time = elapsedBefore + since then).
+    public let processStart = Date()
+
+    /// Weights and BatchNorm state of the best epoch (early stopping restores them).
+    public let bestParameters: FloatBuffer
+    public let bestState: FloatBuffer
+
+    public var stepsPerEpoch: Int { (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch }
+
+    /// The update itself; owns the labels buffer and the gradient buckets.
+    public let stepper: DataParallelStep
+    private let evaluationLabels: FloatBuffer
+    private let dLogits: FloatBuffer
+    public var computeSeconds: Double { stepper.computeSeconds }
+    public var exposedCommSeconds: Double { stepper.exposedCommSeconds }
+
+    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData) throws {
+        self.config = config
+        comm = communicator
+        self.data = data
+        guard config.globalBatch % comm.size == 0 else {
+            throw EpochPlan.BatchSizeError(description: """
+                the global batch size \(config.globalBatch) does not divide among \(comm.size) ranks; \
+                use a global batch size that is a multiple of \(comm.size)
+                """)
+        }
+        network = try ModelZoo.build(config.model, imageSize: config.imageSize)
+        let localBatch = config.globalBatch / comm.size
+        network.reserve(maxBatch: localBatch)
+        optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
+        evaluationLabels = FloatBuffer(count: localBatch)
+        dLogits = FloatBuffer(count: localBatch)
+        bestParameters = FloatBuffer(count: network.parameterCount)
+        bestState = FloatBuffer(count: network.state.count)
+        let steps = (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch
+        schedule = LearningRateSchedule(
+            baseRate: config.resolvedLearningRate, warmupSteps: Int(config.warmupEpochs * Double(steps)),
+            totalSteps: config.epochs * steps, decay: config.decay)
+        stepper = DataParallelStep(network: network, optimizer: optimizer, communicator: communicator,
+                                   overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
+                                   fp16: config.fp16AllReduce ?? false)
+
+        // Rank 0 initialises; everyone starts from its weights.
+        network.initialize(seed: config.seed)
+        try comm.broadcast(network.parameters)
+        try comm.broadcast(network.state)
+    }
+
+    // MARK: - One step
+
+    public struct StepResult {
+        public var lossSum: Double
+        public var correct: Double
+        public var count: Double
+    }
+
+    /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`.
+    public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
+        let positions = plan.samples(step: step, rank: comm.rank)
+        let sampleSize = network.inputShape.count
+        for (i, position) in positions.enumerated() {
+            let sample = data.trainSamples[position]
+            var random = Augmentation.stream(seed: config.seed, epoch: plan.epoch, sample: sample)
+            data.train.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
+                                   augmentation: config.augmentation, random: &random)
+            stepper.labels[i] = Float(data.train.labels[sample])
+        }
+        let context = PassContext(training: true, seed: config.seed, step: globalStep,
+                                  firstSample: plan.firstPosition(step: step, rank: comm.rank))
+        let result = try stepper.run(batch: positions.count, normalizer: plan.globalCount(step: step), context: context,
+                                     learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
+        globalStep += 1
+        return StepResult(lossSum: result.lossSum, correct: Double(result.correct), count: Double(positions.count))
+    }
+
+    // MARK: - Evaluation and consistency
+
+    /// Averages BatchNorm moving statistics across ranks (each rank saw its own batches).
+    public func averageBatchNormState() throws {
+        guard comm.size > 1, network.state.count > 0 else { return }
+        try comm.allReduceSum(network.state.pointer, count: network.state.count)
+        let scale = 1 / Float(comm.size)
+        for i in 0..<network.state.count { network.state.pointer[i] *= scale }
+    }
+
+    /// Validation loss and accuracy over every rank's block, reduced.
+    public func evaluate() throws -> (loss: Double, accuracy: Double) {
+        let batch = network.maxBatch
+        let sampleSize = network.inputShape.count
+        let samples = data.localValidationSamples
+        var lossSum = 0.0, correct = 0.0
+        var start = 0
+        let context = PassContext(training: false)
+        while start < samples.count {
+            let chunk = samples[start..<min(start + batch, samples.count)]
+            var random = Random(seed: 0)
+            for (i, sample) in chunk.enumerated() {
+                data.validation.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
+                                            augmentation: .none, random: &random)
+                evaluationLabels[i] = Float(data.validation.labels[sample])
+            }
+            let logits = network.forward(batch: chunk.count, context: context)
+            let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: chunk.count,
+                                                            normalizer: 1, dLogits: dLogits.pointer)
+            lossSum += result.lossSum
+            correct += Double(result.correct)
+            start += chunk.count
+        }
+        var totals = [lossSum, correct, Double(samples.count)]
+        try comm.allReduceSum(&totals)
+        guard totals[2] > 0 else { return (.nan, .nan) }
+        return (totals[0] / totals[2], totals[1] / totals[2])
+    }
+
+    /// FNV-1a over the bytes of the trainable weights. (BatchNorm moving statistics are
+    /// per-rank between averagings, so they are not part of it.)
+    public func weightsChecksum() -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for buffer in [network.parameters] {
+            let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
+            for byte in bytes {
+                hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
+            }
+        }
+        return hash
+    }
+
+    public struct DivergedWeights: Error, CustomStringConvertible {
+        public var step: Int
+        public var description: String {
+            "the ranks' weights differ at step \(step) (checksums disagree): a rank computed a different update; stopping"
+        }
+    }
+
+    public func checkWeightsAgree() throws {
+        let sum = weightsChecksum()
+        let (low, high) = try comm.allReduceMinMax(sum)
+        if low != high { throw DivergedWeights(step: globalStep) }
+    }
+
+    /// Stretches or shrinks the schedule to `totalSteps` (time budgets), identically on all ranks.
+    public func setSchedule(_ schedule: LearningRateSchedule) { self.schedule = schedule }
+
+    public func setScheduleTotalSteps(_ totalSteps: Int) {
+        schedule.totalSteps = max(totalSteps, schedule.warmupSteps + 1)
+    }
+
+    public func rememberBest() {
+        bestParameters.copy(from: network.parameters)
+        bestState.copy(from: network.state)
+    }
+
+    public func restoreBest() {
+        network.parameters.copy(from: bestParameters)
+        network.state.copy(from: bestState)
+    }
+}

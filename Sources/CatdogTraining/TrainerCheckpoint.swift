@@ -1,0 +1,64 @@
+import CatdogCheckpoint
+import CatdogRun
+import Foundation
+
+extension Trainer {
+    /// The trainer's complete state as an uncompressed safetensors file.
+    public func checkpointBytes(finished: Bool) throws -> [UInt8] {
+        let metadata = CheckpointMetadata(
+            model: config.model, imageSize: config.imageSize, preprocessing: data.preprocessing, config: config,
+            epoch: epoch, stepInEpoch: stepInEpoch, step: globalStep, globalBatch: config.globalBatch, ranks: comm.size,
+            optimizer: optimizer.kind.rawValue, optimizerHyperparameters: optimizer.hyperparameters,
+            optimizerIterations: optimizer.iterations, optimizerScalars: optimizer.scalarState, schedule: schedule,
+            seed: config.seed, history: history,
+            bestValidationLoss: bestValidationLoss.isFinite ? bestValidationLoss : nil,
+            epochsWithoutImprovement: epochsWithoutImprovement, epochTotals: epochTotals,
+            elapsedSeconds: elapsedBefore + Date().timeIntervalSince(processStart), finished: finished,
+            parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
+        var extra: [SafeTensors.Tensor] = []
+        for (name, buffer) in optimizer.slots {
+            extra.append(.init(name: "optimizer/\(name)", shape: [buffer.count], values: UnsafeBufferPointer(buffer.buffer)))
+        }
+        if bestValidationLoss.isFinite {
+            extra.append(.init(name: "best/parameters", shape: [bestParameters.count], values: UnsafeBufferPointer(bestParameters.buffer)))
+            extra.append(.init(name: "best/state", shape: [bestState.count], values: UnsafeBufferPointer(bestState.buffer)))
+        }
+        return try metadata.encode(network: network, extra: extra)
+    }
+
+    /// Continues from `checkpoint`: weights, BatchNorm state, optimizer moments, schedule,
+    /// position in the data and metrics. The rank count may differ from the writer's.
+    public func restore(from checkpoint: LoadedCheckpoint) throws {
+        let m = checkpoint.metadata
+        guard m.model == config.model, m.imageSize == config.imageSize, m.parameterCount == network.parameterCount else {
+            throw CheckpointError(path: checkpoint.path, problem: "holds model \(m.model) at \(m.imageSize)px, not \(config.model) at \(config.imageSize)px")
+        }
+        try checkpoint.loadWeights(into: network, prefix: "model/", statePrefix: "state/")
+        do {
+            for (name, buffer) in optimizer.slots {
+                try checkpoint.file.read("optimizer/\(name)", into: buffer.pointer, count: buffer.count)
+            }
+            if m.bestValidationLoss != nil {
+                try checkpoint.file.read("best/parameters", into: bestParameters.pointer, count: bestParameters.count)
+                try checkpoint.file.read("best/state", into: bestState.pointer, count: bestState.count)
+            }
+        } catch {
+            throw CheckpointError(path: checkpoint.path, problem: "\(error)")
+        }
+        optimizer.iterations = m.optimizerIterations
+        optimizer.scalarState = m.optimizerScalars
+        epoch = m.epoch
+        stepInEpoch = m.stepInEpoch
+        globalStep = m.step
+        history = m.history
+        bestValidationLoss = m.bestValidationLoss ?? .infinity
+        epochsWithoutImprovement = m.epochsWithoutImprovement
+        epochTotals = m.epochTotals
+        elapsedBefore = m.elapsedSeconds
+        // The same schedule as the run that wrote it, unless --epochs changed the run's length
+        // (then the decay stretches to the new total); a time budget keeps its own estimate.
+        var restored = m.schedule
+        if config.timeBudget == nil { restored.totalSteps = config.epochs * stepsPerEpoch }
+        setSchedule(restored)
+    }
+}

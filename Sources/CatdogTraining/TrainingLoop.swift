@@ -1,0 +1,128 @@
+import CatdogData
+import CatdogRun
+import CatdogSupport
+import Foundation
+
+extension Trainer {
+    /// Why `fit` called the checkpoint hook.
+    public enum CheckpointReason: Sendable {
+        case epochEnd(improved: Bool), everySteps
+        /// The run ended; `complete` is false when only the time budget stopped it.
+        case finished(complete: Bool)
+    }
+
+
+    /// Trains until `config.epochs` epochs are done, early stopping fires, or the time budget
+    /// is spent. Rank 0 prints progress to `log` and appends to `metricsFile`.
+    public func fit(metricsFile: String?, checkpointEvery: Int = 0, log: @escaping (String) -> Void,
+                    progress: ((String) -> Void)? = nil,
+                    checkpoint: (Trainer, CheckpointReason) throws -> Void = { _, _ in }) throws -> FitSummary {
+        let started = Date()
+        var stoppedBy: FitSummary.Stop = .epochs
+        var stepSeconds = 0.0
+        var timedSteps = 0
+        outer: while epoch < config.epochs {
+            let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
+                                     ranks: comm.size, seed: config.seed, epoch: epoch)
+            let epochStarted = Date()
+            var imagesThisRun = 0.0
+            let firstStep = stepInEpoch
+            while stepInEpoch < plan.steps {
+                let stepStarted = Date()
+                let result = try trainStep(plan: plan, step: stepInEpoch)
+                // One small all-reduce carries the metrics and rank 0's decisions.
+                let elapsed = elapsedBefore + Date().timeIntervalSince(started)
+                var stop = 0.0, totalEstimate = 0.0
+                if comm.rank == 0, let budget = config.timeBudget, timedSteps > 0 {
+                    let perStep = stepSeconds / Double(timedSteps)
+                    let remainingEpochs = Double(config.epochs - epoch - 1)
+                    // Reserve time for evaluating each remaining epoch (~1/8 of an epoch's steps).
+                    let evaluation = perStep * Double(plan.steps) / 8
+                    let affordable = max(0, (budget - elapsed) / (perStep + evaluation / Double(plan.steps)))
+                    let planned = Double(plan.steps - stepInEpoch - 1) + remainingEpochs * Double(plan.steps)
+                    totalEstimate = Double(globalStep) + min(planned, affordable)
+                    if elapsed + perStep + evaluation > budget { stop = 1 }
+                }
+                var control = [result.lossSum, result.correct, result.count, stop, totalEstimate]
+                try comm.allReduceSum(&control)
+                epochTotals.lossSum += control[0]
+                epochTotals.correct += control[1]
+                epochTotals.count += control[2]
+                imagesThisRun += control[2]
+                stepInEpoch += 1
+                if config.timeBudget != nil, control[4] > 0 { setScheduleTotalSteps(Int(control[4])) }
+                stepSeconds += Date().timeIntervalSince(stepStarted)
+                timedSteps += 1
+                if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
+                if comm.rank == 0, let progress {
+                    let seconds = Date().timeIntervalSince(epochStarted)
+                    let rate = imagesThisRun / max(seconds, 1e-9)
+                    let eta = Double(plan.steps - stepInEpoch) * seconds / Double(stepInEpoch - firstStep)
+                    progress(String(format: "epoch %d/%d  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
+                                    epoch + 1, config.epochs, stepInEpoch, plan.steps, rate,
+                                    epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
+                                    Double(schedule.rate(at: globalStep)), formatDuration(eta)))
+                }
+                if control[3] > 0 { stoppedBy = .timeBudget; break }
+                if checkpointEvery > 0, globalStep % checkpointEvery == 0, stepInEpoch < plan.steps {
+                    try averageBatchNormState()
+                    try checkpoint(self, .everySteps)
+                }
+            }
+            let trainSeconds = Date().timeIntervalSince(epochStarted)
+            try averageBatchNormState()
+            let validation = try evaluate()
+            let elapsed = elapsedBefore + Date().timeIntervalSince(started)
+            let metrics = EpochMetrics(
+                epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
+                train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
+                val_acc: validation.accuracy, images_per_s: imagesThisRun / max(trainSeconds, 1e-9),
+                elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size)
+            history.append(metrics)
+            let improved = validation.loss < bestValidationLoss
+            if improved {
+                bestValidationLoss = validation.loss
+                epochsWithoutImprovement = 0
+                rememberBest()
+            } else {
+                epochsWithoutImprovement += 1
+            }
+            if comm.rank == 0 {
+                log(String(format: "epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s | %@%@",
+                           epoch + 1, config.epochs, metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
+                           metrics.images_per_s, formatDuration(elapsed), improved ? " | best" : ""))
+                if let metricsFile { try appendLine(metrics.jsonLine, to: metricsFile) }
+            }
+            let finishedEpoch = stoppedBy != .timeBudget
+            if finishedEpoch {
+                epoch += 1
+                stepInEpoch = 0
+                epochTotals = EpochTotals()
+            }
+            try checkpoint(self, .epochEnd(improved: improved))
+            if stoppedBy == .timeBudget { break outer }
+            if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
+                stoppedBy = .earlyStopping
+                if comm.rank == 0 {
+                    log("early stopping: val_loss has not improved for \(config.patience) epochs; best \(String(format: "%.4f", bestValidationLoss))")
+                }
+                break
+            }
+        }
+        // The end-of-run checkpoint holds the exact state (so a larger --epochs continues it);
+        // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
+        // EarlyStopping(restore_best_weights=True)).
+        try checkpoint(self, .finished(complete: stoppedBy != .timeBudget))
+        if !history.isEmpty, bestValidationLoss.isFinite { restoreBest() }
+        return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
+                          history: history)
+    }
+}
+
+public struct FitSummary: Sendable {
+    public enum Stop: Sendable { case epochs, earlyStopping, timeBudget }
+    public var stop: Stop
+    public var seconds: Double
+    public var bestValidationLoss: Double
+    public var history: [EpochMetrics]
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogRun
+
+/// What network `train` and `bench` build, and how big a step is.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`).")
+    var model = ModelZoo.defaultModel
+
+    @Option(help: "Square input size in pixels.")
+    var imageSize = TrainingConfig().imageSize
+
+    @Option(help: "Global batch size, divided among the ranks (each rank takes batch/N).")
+    var batchSize = TrainingConfig().globalBatch
+
+    func validate() throws {
+        guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description + " (see `catdog-dist models`)") }
+        guard (16...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 16 and 1024") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        do { _ = try ModelZoo.build(model, imageSize: imageSize) } catch {
+            throw ValidationError("--image-size \(imageSize) does not suit \(model) (\(error)); use a larger --image-size")
+        }
+    }
+}
+
+/// How gradients cross the ranks, for `train` and `bench`.
+struct AllReduceOptions: ParsableArguments {
+    @Flag(inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward (Horovod/DDP-style buckets).")
+    var overlap = TrainingConfig().overlap
+
+    @Option(help: "Gradient bucket size for the overlapped all-reduce, in MiB.")
+    var bucketMib = TrainingConfig().bucketMiB
+
+    @Flag(help: "All-reduce gradients in fp16 (Horovod-style compression): half the bytes on slow networks.")
+    var fp16Allreduce = false
+
+    func validate() throws {
+        guard bucketMib > 0, bucketMib.isFinite else { throw ValidationError("--bucket-mib must be a positive number") }
+    }
+}
+
+/// Per-process compute settings, for every command that runs a network.
+struct ComputeOptions: ParsableArguments {
+    @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
+    var threads = 1
+
+    func validate() throws {
+        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+    }
+}
+
+/// Failure rehearsal for tests and users: `--inject-fault RANK:N` makes rank RANK fail at
+/// its N-th gradient reduction (0-based), as a broken rank would.
+struct FaultOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Rehearse a failing rank: RANK:N fails rank RANK at its N-th gradient all-reduce.", visibility: .hidden))
+    var injectFault: String?
+
+    func validate() throws {
+        if let injectFault, FaultInjectingCommunicator.Plan(parsing: injectFault) == nil {
+            throw ValidationError("--inject-fault takes RANK:N with whole numbers, e.g. 1:3")
+        }
+    }
+
+    /// `comm`, wrapped so that it fails as asked.
+    func wrap(_ comm: Communicator) -> Communicator {
+        guard let text = injectFault, let plan = FaultInjectingCommunicator.Plan(parsing: text) else { return comm }
+        return FaultInjectingCommunicator(wrapping: comm, plan: plan)
+    }
+}
+
+/// What `--freeze` says: which part of EfficientNet-Lite0 stays fixed.
+enum FreezeSpec: ExpressibleByArgument, Equatable, CustomStringConvertible {
+    /// Feature extraction: the whole backbone.
+    case backbone
+    /// Fine-tune blocks N-15 and the head; the stem and blocks 0...N-1 stay frozen.
+    case until(Int)
+    /// The whole network trains.
+    case none
+
+    init?(argument: String) {
+        switch argument {
+        case "backbone": self = .backbone
+        case "none": self = .none
+        default:
+            guard argument.hasPrefix("until:"), let n = Int(argument.dropFirst(6)), (0...16).contains(n) else { return nil }
+            self = .until(n)
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .backbone: "backbone"
+        case .until(let n): "until:\(n)"
+        case .none: "none"
+        }
+    }
+
+    static var defaultValueDescription: String { "backbone" }
+}
+
+extension OptimizerKind: ExpressibleByArgument {}
+extension LearningRateSchedule.Decay: ExpressibleByArgument {}
+extension Resize.Fit: ExpressibleByArgument {}
+extension Preprocessing.Scale: ExpressibleByArgument {}
+extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}

@@ -1,0 +1,21 @@
+import XCTest
+
+/// Fails unless `a` and `b` have the same length and every pair is within
+/// absolute + relative·max(|a|, |b|). A NaN or an infinity on either side fails too (a plain
+/// `excess > worst` comparison is false for NaN and would let it pass).
+func assertClose(_ a: [Float], _ b: [Float], absolute: Float, relative: Float = 0, _ message: String = "",
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, "length differs \(message)", file: file, line: line)
+    var worst = (index: -1, excess: Float(0))
+    for i in 0..<min(a.count, b.count) {
+        guard a[i].isFinite, b[i].isFinite else {
+            XCTFail("\(message): element \(i) is not finite: \(a[i]) vs \(b[i])", file: file, line: line)
+            return
+        }
+        let excess = abs(a[i] - b[i]) - (absolute + relative * max(abs(a[i]), abs(b[i])))
+        if excess > worst.excess { worst = (i, excess) }
+    }
+    if worst.index >= 0 {
+        XCTFail("\(message): element \(worst.index) differs: \(a[worst.index]) vs \(b[worst.index])", file: file, line: line)
+    }
+}

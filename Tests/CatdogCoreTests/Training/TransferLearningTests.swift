@@ -1,0 +1,114 @@
+import CatdogCheckpoint
+import CatdogData
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+import Foundation
+import XCTest
+
+final class TransferLearningTests: XCTestCase {
+    /// Zero-shot: the ImageNet classifier's softmax summed over the dog classes (151–268)
+    /// against the domestic-cat classes (281–285) tells the 1000 originals apart at ≥ 91%
+    /// (the reference: 92.3% at 224x224, centre crop).
+    func testZeroShotImageNetClassesTellCatsFromDogs() throws {
+        let network = try EfficientNetImportTests.importedImageNetNetwork()
+        let files = try DataFolder.labeledFiles(in: sharedData + "/originals")
+        XCTAssertEqual(files.count, 1000)
+        let preprocessing = Preprocessing(imageSize: 224, fit: .crop, scale: .efficientnet, cropMargin: 0)
+        network.reserve(maxBatch: 50)
+        var correct = 0
+        for start in stride(from: 0, to: files.count, by: 50) {
+            let chunk = Array(files[start..<min(start + 50, files.count)])
+            let store = ImageStore(count: chunk.count, storedSize: 224, labels: chunk.map(\.label))
+            let report = store.decode(chunk.map(\.path), indices: 0..<chunk.count, fit: .crop)
+            XCTAssertNil(report.summary)
+            var random = Random(seed: 0)
+            for i in 0..<chunk.count {
+                store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,
+                                  augmentation: .none, random: &random)
+            }
+            let logits = network.forward(batch: chunk.count, context: PassContext(training: false))
+            for (i, file) in chunk.enumerated() {
+                let row = (0..<1000).map { Double(logits[i * 1000 + $0]) }
+                let top = row.max()!
+                let e = row.map { exp($0 - top) }
+                let dog = e[151...268].reduce(0, +), cat = e[281...285].reduce(0, +)
+                if (dog > cat) == (file.label == 1) { correct += 1 }
+            }
+        }
+        print("zero-shot accuracy on the 1000 originals: \(Double(correct) / 10)%")
+        XCTAssertGreaterThanOrEqual(Double(correct) / 1000, 0.91, "zero-shot accuracy \(correct)/1000")
+    }
+
+    /// The imported weights, 30 + 30 shared images and a run folder, for the CLI tests below.
+    private func importedWeightsAndSmallSet() throws -> (imported: String, data: String, run: String) {
+        guard FileManager.default.fileExists(atPath: EfficientNetImportTests.pth) else { throw EfficientNetImportTests.MissingWeights() }
+        let folder = try temporaryFolder(self)
+        let imported = folder + "/lite0.safetensors.zst"
+        XCTAssertEqual(try CLI.run(["import", EfficientNetImportTests.pth, "--out", imported]).status, 0)
+        return (imported, try sharedSubset(self, perClass: 30), folder + "/run")
+    }
+
+    /// `train --model efficientnet-lite0 --init-from` end to end on 60 images: features, head,
+    /// a checkpoint that `evaluate` reads. With ImageNet features even 54 training images
+    /// separate cats from dogs: validation accuracy ≥ 0.8 (6 images) and training accuracy ≥ 0.9.
+    func testFeatureExtractionTrainsAHeadOnTwoRanks() throws {
+        let (imported, data, run) = try importedWeightsAndSmallSet()
+        let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+                                  "--checkpoint-dir", run, "--freeze", "backbone", "--epochs", "40"], ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("features of 60 images"), result.stdout)
+        let checkpoint = try LoadedCheckpoint(path: run + "/best.safetensors.zst")
+        let best = try XCTUnwrap(checkpoint.metadata.history.min { $0.val_loss < $1.val_loss })
+        XCTAssertGreaterThanOrEqual(best.val_acc, 0.8)
+        XCTAssertGreaterThanOrEqual(checkpoint.metadata.history.last!.train_acc, 0.9)
+        let evaluated = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", data, "--json"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.output)
+        let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--data", data, "--checkpoint-dir", run])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("--init-from"), refused.stderr)
+    }
+
+    /// `--freeze until:14` end to end on 2 ranks and 60 images: the head trains on the
+    /// features, then blocks 14-15 and the head fine-tune for 3 epochs from the activations
+    /// kept at the cut. Everything before the cut is bit for bit the imported weights, the
+    /// history has the head's epochs and 3 more, and the fine-tuned epochs fit the training set
+    /// (accuracy ≥ 0.9). A cut that does not exist and `none` are refused with exit 2.
+    func testFineTuningTheLastBlocksOnTwoRanks() throws {
+        let (imported, data, run) = try importedWeightsAndSmallSet()
+        let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+                                  "--checkpoint-dir", run, "--freeze", "until:14", "--epochs", "3", "--batch-size", "16",
+                                  "--patience", "0"], ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("fine-tune epoch 3/3"), result.stdout)
+        let checkpoint = try LoadedCheckpoint(path: run + "/best.safetensors.zst")
+        let history = checkpoint.metadata.history
+        let headEpochs = history.count - 3
+        XCTAssertGreaterThan(headEpochs, 0)
+        XCTAssertEqual(history.map(\.epoch), Array(1...history.count))
+        for epoch in history.suffix(3) { XCTAssertGreaterThanOrEqual(epoch.train_acc, 0.9) }
+
+        let original = try LoadedCheckpoint(path: imported).makeNetwork()
+        let tuned = try checkpoint.makeNetwork()
+        let cut = ModelZoo.efficientNetBlockInputs()[14]
+        let frozen = tuned.parameterRange(after: cut).lowerBound
+        XCTAssertGreaterThan(frozen, 0)
+        for i in 0..<frozen where tuned.parameters[i] != original.parameters[i] {
+            XCTFail("frozen parameter \(i) changed: \(original.parameters[i]) -> \(tuned.parameters[i])")
+            break
+        }
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: tuned.state.pointer, count: tuned.state.count)),
+                       Array(UnsafeBufferPointer(start: original.state.pointer, count: original.state.count)),
+                       "BatchNorm statistics stay as imported (inference mode)")
+
+        let scratchModel = try CLI.run(["train", "--data", data, "--checkpoint-dir", run, "--freeze", "until:12"])
+        XCTAssertEqual(scratchModel.status, 64)  // a usage error: --freeze with a model trained from scratch
+        XCTAssertTrue(scratchModel.stderr.contains("efficientnet-lite0"), scratchModel.stderr)
+        for (freeze, message) in [("until:17", "until:N"), ("none", "not available"), ("blocks", "until:N")] {
+            let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+                                       "--checkpoint-dir", run, "--freeze", freeze])
+            XCTAssertEqual(refused.status, 64, freeze)  // usage errors, from parsing and validate()
+            XCTAssertTrue(refused.stderr.contains(message), refused.stderr)
+        }
+    }
+}
