@@ -71,6 +71,7 @@ let package = Package(
             dependencies: [
                 "CatdogSupport", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint",
                 "CatdogRun", "CatdogTraining", "CatdogInference", "CatdogReports",
-            ]),
+            ],
+            exclude: ["Support/legacy_to_zip.py"]),
     ]
 )

