@@ -1,8 +1,11 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Release builds of the library targets drop Swift's runtime checks (as before the split).
+/// Only the engine's arithmetic kernels drop Swift's runtime checks in release builds; every
+/// target that reads a file (checkpoints, images, .pth, options) keeps them, so a crafted file
+/// ends in a clear error or a trap, never in a wild read or write.
 let hot: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+let checked: [SwiftSetting] = []
 
 let package = Package(
     name: "catdog-dist",
@@ -41,18 +44,18 @@ let package = Package(
         // MARK: - Library targets, lowest first; each imports only those above it in this list.
         // ARCHITECTURE.md explains who owns what.
 
-        .target(name: "CatdogSupport", dependencies: ["CHalf"], swiftSettings: hot),
+        .target(name: "CatdogSupport", dependencies: ["CHalf"], swiftSettings: checked),
         .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS"], swiftSettings: hot),
-        .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG"], swiftSettings: hot),
-        .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"], swiftSettings: hot),
-        .target(name: "CatdogCheckpoint", dependencies: ["CatdogSupport", "CZstd"], swiftSettings: hot),
-        .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"], swiftSettings: hot),
+        .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG"], swiftSettings: checked),
+        .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"], swiftSettings: checked),
+        .target(name: "CatdogCheckpoint", dependencies: ["CatdogSupport", "CZstd"], swiftSettings: checked),
+        .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"], swiftSettings: checked),
         .target(
             name: "CatdogTraining",
             dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint"],
-            swiftSettings: hot),
-        .target(name: "CatdogInference", dependencies: ["CatdogRun", "CatdogEngine", "CatdogData"], swiftSettings: hot),
-        .target(name: "CatdogReports", dependencies: ["CatdogRun", "CatdogData"], swiftSettings: hot),
+            swiftSettings: checked),
+        .target(name: "CatdogInference", dependencies: ["CatdogRun", "CatdogEngine", "CatdogData"], swiftSettings: checked),
+        .target(name: "CatdogReports", dependencies: ["CatdogRun", "CatdogData"], swiftSettings: checked),
 
         // MARK: - Command-line executable
 

@@ -70,10 +70,62 @@ public struct CheckpointStore {
         fsync(fd)
     }
 
-    /// Numbered checkpoints, newest (highest step) first.
+    /// Numbered checkpoints (exactly `ckpt-eEEEE-sSSSSSSSS.safetensors.zst`; other files that
+    /// merely start with `ckpt-` are not ours and are never pruned), newest (highest step) first.
     public func numbered() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasPrefix("ckpt-") && $0.hasSuffix(CheckpointStore.suffix) }.sorted(by: >).map(path)
+        return names.filter { $0.wholeMatch(of: /ckpt-e\d{4}-s\d{8}\.safetensors\.zst/) != nil }.sorted(by: >).map(path)
+    }
+
+    /// Whether the folder already holds a run: checkpoints or metrics.
+    public var holdsARun: Bool {
+        !numbered().isEmpty || FileManager.default.fileExists(atPath: lastPath)
+            || FileManager.default.fileExists(atPath: path("metrics.jsonl"))
+    }
+
+    /// Removes `.tmp-*` files that a killed writer left behind. Call while holding the lock.
+    public func removeStaleTemporaries() -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var removed = 0
+        for name in names where name.hasPrefix(".tmp-") {
+            if (try? FileManager.default.removeItem(atPath: path(name))) != nil { removed += 1 }
+        }
+        return removed
+    }
+
+    /// One run per folder at a time: `.lock` holds the owner's host and pid. A lock whose
+    /// owner is gone (same host, no such process) is stale and taken over.
+    public final class Lock {
+        public let path: String
+        private init(path: String) { self.path = path }
+        deinit { unlink(path) }
+
+        public static func acquire(in directory: String, host: String) throws -> Lock {
+            let path = (directory as NSString).appendingPathComponent(".lock")
+            let me = "\(host) \(getpid())\n"
+            for _ in 0..<2 {
+                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+                if fd >= 0 {
+                    _ = me.withCString { Glibc.write(fd, $0, strlen($0)) }
+                    close(fd)
+                    return Lock(path: path)
+                }
+                guard errno == EEXIST else {
+                    throw CheckpointError(path: directory, problem: "cannot create a lock file in it (errno \(errno)); is the folder writable?")
+                }
+                let owner = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: " ")
+                let ownerHost = owner.first.map(String.init) ?? "", ownerPid = owner.count > 1 ? Int32(owner[1].trimmingCharacters(in: .whitespacesAndNewlines)) : nil
+                if ownerHost == host, let pid = ownerPid, kill(pid, 0) != 0, errno == ESRCH {
+                    unlink(path)  // stale: its process is gone
+                    continue
+                }
+                throw CheckpointError(path: directory, problem: """
+                    another run is using this folder (\(path): host \(ownerHost.isEmpty ? "?" : ownerHost), pid \(ownerPid.map(String.init) ?? "?")); \
+                    wait for it, use another --checkpoint-dir, or remove the lock if that run is gone
+                    """)
+            }
+            throw CheckpointError(path: directory, problem: "cannot take its lock")
+        }
     }
 
     private func prune() throws {

@@ -68,7 +68,7 @@ public enum SafeTensors {
     public static func decode(_ bytes: [UInt8]) throws -> File {
         guard bytes.count >= 8 else { throw FormatError(description: "too short for a safetensors file") }
         let headerLength = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        guard headerLength <= UInt64(bytes.count - 8), headerLength < 100 << 20 else {
+        guard headerLength <= UInt64(bytes.count - 8), headerLength < 16 << 20 else {
             throw FormatError(description: "header length \(headerLength) does not fit the file")
         }
         let headerEnd = 8 + Int(headerLength)
@@ -82,11 +82,31 @@ public enum SafeTensors {
                 metadata = value as? [String: String] ?? [:]
                 continue
             }
+            // Subtractions, not additions: offsets near Int.max must not wrap past the checks.
             guard let entry = value as? [String: Any], let dtype = entry["dtype"] as? String,
-                  let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2,
-                  offsets[0] >= 0, offsets[0] <= offsets[1], headerEnd + offsets[1] <= bytes.count
-            else { throw FormatError(description: "tensor \(name) has a bad header entry") }
+                  let shape = entry["shape"] as? [Int], shape.count <= 8, shape.allSatisfy({ $0 >= 0 }),
+                  let offsets = entry["data_offsets"] as? [Int], offsets.count == 2,
+                  offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= bytes.count - headerEnd
+            else { throw FormatError(description: "tensor \(name) has a bad header entry (shape or offsets outside the file)") }
+            let elementSize = ["F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+                               "I8": 1, "U8": 1, "BOOL": 1][dtype]
+            guard let elementSize else { throw FormatError(description: "tensor \(name) has an unknown dtype \(dtype)") }
+            var elements = 1
+            for s in shape {
+                let (product, overflow) = elements.multipliedReportingOverflow(by: s)
+                guard !overflow else { throw FormatError(description: "tensor \(name) has an absurd shape \(shape)") }
+                elements = product
+            }
+            guard elements.multipliedReportingOverflow(by: elementSize) == (offsets[1] - offsets[0], false) else {
+                throw FormatError(description: "tensor \(name): shape \(shape) of \(dtype) does not match its \(offsets[1] - offsets[0]) bytes")
+            }
+            guard offsets[0] % elementSize == 0 else { throw FormatError(description: "tensor \(name) is not aligned") }
             tensors[name] = (dtype, shape, (headerEnd + offsets[0])..<(headerEnd + offsets[1]))
+        }
+        // No two tensors may share bytes.
+        let ranges = tensors.values.map(\.2).filter { !$0.isEmpty }.sorted { $0.lowerBound < $1.lowerBound }
+        for (a, b) in zip(ranges, ranges.dropFirst()) where b.lowerBound < a.upperBound {
+            throw FormatError(description: "two tensors overlap in the file")
         }
         return File(bytes: bytes, metadata: metadata, tensors: tensors)
     }

@@ -16,14 +16,20 @@ public final class Predictor {
         self.checkpoint = checkpoint
         network = try checkpoint.makeNetwork()
         preprocessing = checkpoint.metadata.preprocessing
+        guard batchSize > 0 else { throw CheckpointUseError(description: "the batch size must be positive, not \(batchSize)") }
         self.batchSize = batchSize
-        network.reserve(maxBatch: batchSize)
+    }
+
+    public struct CheckpointUseError: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// The probability that each image is a dog, or why it could not be read. With `flipTTA`,
     /// the mean of the image's and its mirror image's probabilities.
     public func dogProbabilities(_ paths: [String], flipTTA: Bool = false) -> [Result<Double, ImageError>] {
         var results = [Result<Double, ImageError>?](repeating: nil, count: paths.count)
+        // Buffers for the batches at hand, not for the largest batch that could be asked for.
+        network.reserve(maxBatch: min(batchSize, max(paths.count, 1)))
         let sampleSize = network.inputShape.count
         var start = 0
         while start < paths.count {

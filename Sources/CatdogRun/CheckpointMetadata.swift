@@ -142,6 +142,9 @@ public struct LoadedCheckpoint {
         do { metadata = try JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8)) } catch {
             throw CheckpointError(path: path, problem: "its metadata does not parse: \(error)")
         }
+        if let problem = metadata.problem {
+            throw CheckpointError(path: path, problem: "its metadata is invalid: \(problem); the file was damaged or edited")
+        }
         self.path = path
         self.file = file
         self.compressedBytes = compressedBytes
@@ -152,6 +155,9 @@ public struct LoadedCheckpoint {
         let network: Network
         do { network = try ModelZoo.build(metadata.model, imageSize: metadata.imageSize) } catch {
             throw CheckpointError(path: path, problem: "\(error)")
+        }
+        guard network.parameterCount == metadata.parameterCount else {
+            throw CheckpointError(path: path, problem: "says \(metadata.parameterCount) parameters, but \(metadata.model) at \(metadata.imageSize)px has \(network.parameterCount)")
         }
         try loadWeights(into: network, prefix: "model/", statePrefix: "state/")
         return network
@@ -184,6 +190,39 @@ extension CheckpointStore {
                 skipped(CheckpointError(path: candidate, problem: "\(error)"))
             }
         }
+        return nil
+    }
+}
+
+extension CheckpointMetadata {
+    /// Largest input side a checkpoint may name (the command line accepts the same).
+    public static let maxImageSize = 1024
+
+    /// What is wrong with numbers read from a file, or nil: every count, position, size and
+    /// fraction is checked before anything is allocated or indexed with it.
+    public var problem: String? {
+        guard ModelZoo.names.contains(model) || model == "efficientnet-lite0-imagenet" else { return "unknown model '\(model)'" }
+        guard (16...Self.maxImageSize).contains(imageSize) else { return "image size \(imageSize) is outside 16...\(Self.maxImageSize)" }
+        guard preprocessing.imageSize == imageSize else {
+            return "preprocessing image size \(preprocessing.imageSize) differs from the model's \(imageSize)"
+        }
+        guard (0...imageSize).contains(preprocessing.cropMargin) else { return "crop margin \(preprocessing.cropMargin) is out of range" }
+        if let mean = preprocessing.channelMean, mean.count != 3 || !mean.allSatisfy({ $0.isFinite }) { return "bad channel mean" }
+        guard config.model == model, config.imageSize == imageSize else { return "its configuration names another model or size" }
+        guard epoch >= 0, stepInEpoch >= 0, step >= 0, optimizerIterations >= 0, epochsWithoutImprovement >= 0 else {
+            return "a negative epoch, step or iteration count"
+        }
+        guard globalBatch > 0, config.globalBatch == globalBatch, ranks > 0, parameterCount > 0 else {
+            return "batch \(globalBatch), ranks \(ranks) or parameter count \(parameterCount) is not positive"
+        }
+        guard config.epochs > 0, config.validationFraction > 0, config.validationFraction < 1, config.patience >= 0,
+              config.checksumEvery > 0, config.bucketMiB > 0, config.bucketMiB.isFinite, config.warmupEpochs >= 0,
+              config.warmupEpochs.isFinite, config.weightDecay >= 0, config.weightDecay.isFinite, config.momentum.isFinite,
+              config.learningRate.map({ $0 > 0 && $0.isFinite }) ?? true, config.timeBudget.map({ $0 > 0 && $0.isFinite }) ?? true
+        else { return "a training option is out of range" }
+        guard schedule.totalSteps >= 0, schedule.warmupSteps >= 0, schedule.baseRate.isFinite else { return "a bad schedule" }
+        guard elapsedSeconds.isFinite, elapsedSeconds >= 0 else { return "a bad elapsed time" }
+        guard history.count <= epoch + 1 else { return "more epochs of history than epochs" }
         return nil
     }
 }

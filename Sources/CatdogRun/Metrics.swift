@@ -13,10 +13,15 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
     public var lr: Double
     public var ranks: Int
 
+    /// One JSON object; a non-finite number (no JSON value exists for it) is written as null.
     public var jsonLine: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return String(decoding: try! encoder.encode(self), as: UTF8.self)
+        func number(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }
+        let fields: [(String, String)] = [
+            ("elapsed_s", number(elapsed_s)), ("epoch", "\(epoch)"), ("images_per_s", number(images_per_s)), ("lr", number(lr)),
+            ("ranks", "\(ranks)"), ("step", "\(step)"), ("train_acc", number(train_acc)), ("train_loss", number(train_loss)),
+            ("val_acc", number(val_acc)), ("val_loss", number(val_loss)),
+        ]
+        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
     public init(epoch: Int, step: Int, train_loss: Double, train_acc: Double, val_loss: Double, val_acc: Double, images_per_s: Double, elapsed_s: Double, lr: Double, ranks: Int) {
@@ -37,4 +42,35 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
 public struct EpochTotals: Sendable, Codable {
     public var lossSum = 0.0, correct = 0.0, count = 0.0
     public init() {}
+}
+
+extension EpochMetrics {
+    private enum Keys: String, CodingKey {
+        case epoch, step, train_loss, train_acc, val_loss, val_acc, images_per_s, elapsed_s, lr, ranks
+    }
+
+    /// JSON has no NaN: a non-finite value is stored as null and read back as NaN.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        func put(_ x: Double, _ key: Keys) throws { if x.isFinite { try c.encode(x, forKey: key) } else { try c.encodeNil(forKey: key) } }
+        try c.encode(epoch, forKey: .epoch)
+        try c.encode(step, forKey: .step)
+        try put(train_loss, .train_loss)
+        try put(train_acc, .train_acc)
+        try put(val_loss, .val_loss)
+        try put(val_acc, .val_acc)
+        try put(images_per_s, .images_per_s)
+        try put(elapsed_s, .elapsed_s)
+        try put(lr, .lr)
+        try c.encode(ranks, forKey: .ranks)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        func get(_ key: Keys) throws -> Double { try c.decodeIfPresent(Double.self, forKey: key) ?? .nan }
+        self.init(epoch: try c.decode(Int.self, forKey: .epoch), step: try c.decode(Int.self, forKey: .step),
+                  train_loss: try get(.train_loss), train_acc: try get(.train_acc), val_loss: try get(.val_loss),
+                  val_acc: try get(.val_acc), images_per_s: try get(.images_per_s), elapsed_s: try get(.elapsed_s),
+                  lr: try get(.lr), ranks: try c.decode(Int.self, forKey: .ranks))
+    }
 }

@@ -33,6 +33,12 @@ extension Trainer {
         guard m.model == config.model, m.imageSize == config.imageSize, m.parameterCount == network.parameterCount else {
             throw CheckpointError(path: checkpoint.path, problem: "holds model \(m.model) at \(m.imageSize)px, not \(config.model) at \(config.imageSize)px")
         }
+        guard m.stepInEpoch < stepsPerEpoch, m.globalBatch == config.globalBatch else {
+            throw CheckpointError(path: checkpoint.path, problem: """
+                stands at step \(m.stepInEpoch) of an epoch with global batch \(m.globalBatch); this run has \
+                \(stepsPerEpoch) steps per epoch at batch \(config.globalBatch): resume with the same data and --batch-size
+                """)
+        }
         try checkpoint.loadWeights(into: network, prefix: "model/", statePrefix: "state/")
         do {
             for (name, buffer) in optimizer.slots {

@@ -45,6 +45,11 @@ extension Trainer {
                 }
                 var control = [result.lossSum, result.correct, result.count, stop, totalEstimate]
                 try comm.allReduceSum(&control)
+                // The reduced loss is the same on every rank, so all of them stop here together,
+                // before anything of the diverged weights reaches a checkpoint or metrics.jsonl.
+                guard control[0].isFinite else {
+                    throw Diverged(epoch: epoch + 1, step: stepInEpoch + 1, learningRate: Double(schedule.rate(at: globalStep - 1)))
+                }
                 epochTotals.lossSum += control[0]
                 epochTotals.correct += control[1]
                 epochTotals.count += control[2]
@@ -116,6 +121,17 @@ extension Trainer {
         if !history.isEmpty, bestValidationLoss.isFinite { restoreBest() }
         return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                           history: history)
+    }
+}
+
+/// Training produced a non-finite loss: the weights have diverged.
+public struct Diverged: Error, CustomStringConvertible {
+    public var epoch: Int
+    public var step: Int
+    public var learningRate: Double
+    public var description: String {
+        String(format: "training diverged at epoch %d, step %d: the loss is not a number (learning rate %.3g); "
+            + "the last checkpoint is kept. Try a lower --lr, or more --warmup-epochs", epoch, step, learningRate)
     }
 }
 

@@ -10,6 +10,10 @@ struct CheckpointOptions: ParsableArguments {
     @Option(help: "Images per forward pass.")
     var batchSize = 32
 
+    func validate() throws {
+        guard (1...4096).contains(batchSize) else { throw ValidationError("--batch-size must be between 1 and 4096") }
+    }
+
     func predictor() throws -> Predictor {
         do { return try Predictor(checkpoint: LoadedCheckpoint(path: checkpoint), batchSize: batchSize) } catch {
             printError("\(error)")

@@ -89,6 +89,9 @@ struct Train: ParsableCommand {
     @Option(help: "Continue from a checkpoint: `auto` (the newest in --checkpoint-dir that verifies, or start fresh) or a file path.")
     var resume: String?
 
+    @Flag(help: "Start a fresh run in a --checkpoint-dir that holds another run, deleting its checkpoints and metrics.")
+    var overwrite = false
+
     @Option(help: "Start from these weights (efficientnet-lite0: the file `catdog-dist import` wrote).")
     var initFrom: String?
 
@@ -165,8 +168,9 @@ struct Train: ParsableCommand {
         try runDistributed(faults: faults) { comm in
             setBLASThreads(compute.threads)
             let log = RankLog(comm)
-            try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
             let store = CheckpointStore(directory: checkpointDir, keep: keep)
+            let lock = try claimCheckpointFolder(store, comm: comm, log: log)
+            defer { withExtendedLifetime(lock) {} }
             var config = try makeConfig()
             let checkpoint = try loadResumeCheckpoint(comm, store: store, log: log)
             if let checkpoint {
@@ -223,6 +227,36 @@ struct Train: ParsableCommand {
             let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
             log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; best weights in \(store.bestPath)")
         }
+    }
+
+    /// Rank 0 makes sure the checkpoint folder is usable before any work: it exists and is
+    /// writable, no other run holds it (a lock with host and pid), and it does not hold a
+    /// finished or other run unless this one resumes it or --overwrite says to start afresh.
+    func claimCheckpointFolder(_ store: CheckpointStore, comm: Communicator, log: RankLog) throws -> CheckpointStore.Lock? {
+        guard comm.rank == 0 else { return nil }
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isFolder), !isFolder.boolValue {
+            throw CheckpointError(path: checkpointDir, problem: "is a file, not a folder: pass a folder to --checkpoint-dir")
+        }
+        do { try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true) } catch {
+            throw CheckpointError(path: checkpointDir, problem: "cannot create the folder (\(error.localizedDescription))")
+        }
+        let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName)
+        let stale = store.removeStaleTemporaries()
+        if stale > 0 { log.info("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }
+        if resume == nil, store.holdsARun {
+            guard overwrite else {
+                throw CheckpointError(path: checkpointDir, problem: """
+                    already holds a run (checkpoints or metrics.jsonl). Continue it with --resume auto, \
+                    start afresh in it with --overwrite, or pass a new --checkpoint-dir
+                    """)
+            }
+            for file in store.numbered() + [store.lastPath, store.bestPath, checkpointDir + "/metrics.jsonl", checkpointDir + "/skipped-files.log"] {
+                try? FileManager.default.removeItem(atPath: file)
+            }
+            log.info("--overwrite: removed the previous run's checkpoints and metrics from \(checkpointDir)")
+        }
+        return lock
     }
 
     /// Rank 0 finds and verifies the checkpoint to resume from, then sends its bytes to every

@@ -1,0 +1,118 @@
+import CatdogCheckpoint
+import CatdogRun
+import Foundation
+import XCTest
+
+/// Hostile files and careless hands (issue 13): each case ends in a clear error with a
+/// non-zero exit, no signal, and nothing of a finished run lost.
+final class CarelessHandsTests: XCTestCase {
+    func trainArguments(_ data: String, _ folder: String, extra: [String] = []) -> [String] {
+        ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+         "--epochs", "1", "--batch-size", "16", "--patience", "0"] + extra
+    }
+
+    func assertClean(_ result: CLIResult, _ text: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(result.status, 1, result.output, file: file, line: line)
+        XCTAssertTrue(result.stderr.contains(text), result.stderr, file: file, line: line)
+        XCTAssertFalse(result.stderr.contains("Fatal error") || result.stderr.contains("Stack dump"), result.stderr, file: file, line: line)
+    }
+
+    /// Rewrites the `catdog` metadata JSON of a checkpoint, keeping its tensors.
+    func rewriteMetadata(_ source: String, to target: String, _ edit: (inout [String: Any]) -> Void) throws {
+        let compressed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: source)))
+        let bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) }
+        let length = Int(bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+        var header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + length)])) as! [String: Any]
+        var metadata = header["__metadata__"] as! [String: String]
+        var catdog = try JSONSerialization.jsonObject(with: Data(metadata["catdog"]!.utf8)) as! [String: Any]
+        edit(&catdog)
+        metadata["catdog"] = String(decoding: try JSONSerialization.data(withJSONObject: catdog), as: UTF8.self)
+        header["__metadata__"] = metadata
+        var json = try JSONSerialization.data(withJSONObject: header)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = withUnsafeBytes(of: UInt64(json.count).littleEndian, Array.init) + [UInt8](json) + bytes[(8 + length)...]
+        out = try out.withUnsafeBytes { try Zstd.compress($0) }
+        try Data(out).write(to: URL(fileURLWithPath: target))
+    }
+
+    func testDivergedLossStopsWithAClearMessageAndWritesNoNaN() throws {
+        let data = try sharedSubset(self, perClass: 24)
+        let folder = try temporaryFolder(self)
+        let result = try CLI.run(trainArguments(data, folder, extra: ["--optimizer", "sgd", "--lr", "1e30"]))
+        assertClean(result, "training diverged at epoch 1")
+        XCTAssertTrue(result.stderr.contains("lower --lr"), result.stderr)
+        let metrics = (try? String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8)) ?? ""
+        XCTAssertFalse(metrics.lowercased().contains("nan"), metrics)
+        XCTAssertTrue(CheckpointStore(directory: folder).numbered().isEmpty, "no checkpoint of diverged weights")
+        let nan = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--lr", "nan"]))
+        XCTAssertEqual(nan.status, 64, nan.output)  // a usage error before any work
+    }
+
+    func testAFolderHoldingARunIsRefusedAndLocked() throws {
+        let data = try sharedSubset(self, perClass: 24)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder)).status, 0)
+        let store = CheckpointStore(directory: folder)
+        let best = try Data(contentsOf: URL(fileURLWithPath: store.bestPath))
+        let metrics = try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8)
+        // A fresh run into it is refused, touching nothing.
+        assertClean(try CLI.run(trainArguments(data, folder, extra: ["--seed", "9"])), "already holds a run")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: store.bestPath)), best)
+        XCTAssertEqual(try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8), metrics)
+        // A live owner's lock is respected; a dead owner's lock and stale temporaries are cleaned.
+        let host = ProcessInfo.processInfo.hostName
+        try "\(host) \(getpid())\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
+        assertClean(try CLI.run(trainArguments(data, folder, extra: ["--resume", "auto", "--epochs", "2"])), "another run is using this folder")
+        try "\(host) 4194000\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: folder + "/.tmp-123-abc"))
+        try Data([1]).write(to: URL(fileURLWithPath: folder + "/ckpt-zzz-mine.safetensors.zst"))
+        let overwritten = try CLI.run(trainArguments(data, folder, extra: ["--overwrite", "--keep", "1", "--checkpoint-every", "1"]))
+        XCTAssertEqual(overwritten.status, 0, overwritten.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/.tmp-123-abc"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/.lock"), "the lock is released at the end")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/ckpt-zzz-mine.safetensors.zst"), "files that are not ours are never pruned")
+        XCTAssertEqual(store.numbered().count, 1)
+        XCTAssertEqual(try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").count, 1)
+        // A file where the folder should be.
+        assertClean(try CLI.run(trainArguments(data, folder + "/metrics.jsonl")), "is a file, not a folder")
+    }
+
+    func testCraftedCheckpointMetadataIsRefused() throws {
+        let data = try sharedSubset(self, perClass: 24)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder)).status, 0)
+        let good = folder + "/last.safetensors.zst"
+        let cases: [(String, (inout [String: Any]) -> Void)] = [
+            ("preprocessing image size", { m in var p = m["preprocessing"] as! [String: Any]; p["imageSize"] = 64; m["preprocessing"] = p }),
+            ("negative", { m in m["stepInEpoch"] = -5 }),
+            ("unknown model", { m in m["model"] = "../../etc" }),
+        ]
+        for (message, edit) in cases {
+            let bad = folder + "/crafted.safetensors.zst"
+            try rewriteMetadata(good, to: bad, edit)
+            assertClean(try CLI.run(["evaluate", "--checkpoint", bad, "--data", data]), message)
+            assertClean(try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", bad])), message)
+        }
+        let zero = try CLI.run(["predict", "--checkpoint", good, "--batch-size", "0", sharedData + "/originals/cat.0.jpg"])
+        XCTAssertEqual(zero.status, 64, zero.output)
+    }
+
+    /// Offsets near 2^63 must not wrap past the bounds check; shapes must match their bytes;
+    /// tensors may not overlap.
+    func testSafeTensorsHeaderNumbersAreChecked() {
+        func file(_ header: String, data: Int = 16) -> [UInt8] {
+            var json = Array(header.utf8)
+            while json.count % 8 != 0 { json.append(0x20) }
+            return withUnsafeBytes(of: UInt64(json.count).littleEndian, Array.init) + json + [UInt8](repeating: 0, count: data)
+        }
+        let bad = [
+            #"{"t":{"dtype":"F32","shape":[1],"data_offsets":[9223372036854775800,9223372036854775804]}}"#,
+            #"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            #"{"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            #"{"t":{"dtype":"X9","shape":[1],"data_offsets":[0,4]}}"#,
+        ]
+        for header in bad { XCTAssertThrowsError(try SafeTensors.decode(file(header)), header) }
+        XCTAssertNoThrow(try SafeTensors.decode(file(#"{"t":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#)))
+    }
+}
