@@ -1,11 +1,6 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Only the engine's arithmetic kernels drop Swift's runtime checks in release builds; every
-/// target that reads a file (checkpoints, images, .pth, options) keeps them, so a crafted file
-/// ends in a clear error or a trap, never in a wild read or write.
-let hot: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
-let checked: [SwiftSetting] = []
 
 let package = Package(
     name: "catdog-dist",
@@ -42,20 +37,20 @@ let package = Package(
         .target(name: "CHalf", path: "Sources/CHalf"),
 
         // MARK: - Library targets, lowest first; each imports only those above it in this list.
-        // ARCHITECTURE.md explains who owns what.
+        // ARCHITECTURE.md explains who owns what. Every target keeps Swift's bounds and overflow
+        // checks in release builds too: the files it reads are untrusted (README, "Security").
 
-        .target(name: "CatdogSupport", dependencies: ["CHalf"], swiftSettings: checked),
-        .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS"], swiftSettings: hot),
-        .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG"], swiftSettings: checked),
-        .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"], swiftSettings: checked),
-        .target(name: "CatdogCheckpoint", dependencies: ["CatdogSupport", "CZstd"], swiftSettings: checked),
-        .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"], swiftSettings: checked),
+        .target(name: "CatdogSupport", dependencies: ["CHalf"]),
+        .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS"]),
+        .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG"]),
+        .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"]),
+        .target(name: "CatdogCheckpoint", dependencies: ["CatdogSupport", "CZstd"]),
+        .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"]),
         .target(
             name: "CatdogTraining",
-            dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint"],
-            swiftSettings: checked),
-        .target(name: "CatdogInference", dependencies: ["CatdogRun", "CatdogEngine", "CatdogData"], swiftSettings: checked),
-        .target(name: "CatdogReports", dependencies: ["CatdogRun", "CatdogData"], swiftSettings: checked),
+            dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint"]),
+        .target(name: "CatdogInference", dependencies: ["CatdogRun", "CatdogEngine", "CatdogData"]),
+        .target(name: "CatdogReports", dependencies: ["CatdogRun", "CatdogData"]),
 
         // MARK: - Command-line executable
 

@@ -26,6 +26,9 @@ public struct BenchmarkResult: Codable, Sendable {
     public var allreduce_ms: Double
     public var gradient_mb: Double
     public var layers: [Layer]
+    /// Where it ran: CPU model, vector extensions, and the OpenBLAS kernel family.
+    public var machine: MachineDescription
+    public var blas_core: String
 
     public struct Layer: Codable, Sendable {
         public var name: String
@@ -88,6 +91,7 @@ public enum Benchmark {
             images_per_s: imagesPerSecond, gflops: imagesPerSecond * 3 * Double(network.forwardFLOPs) / 1e9,
             step_ms: meanSeconds * 1000 / Double(steps),
             comm_fraction: totals[1] / totals[0], allreduce_ms: totals[2] / Double(comm.size) * 1000,
-            gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers)
+            gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers,
+            machine: .current(), blas_core: blasCoreName)
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CatdogData
 import CatdogDistributed
 import CatdogEngine
+import CatdogSupport
 import CatdogTraining
 import Foundation
 
@@ -65,6 +66,7 @@ struct Bench: ParsableCommand {
                 return
             }
             print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.fp16_allreduce ? ", fp16 all-reduce" : ""), convolution \(r.convolution), \(r.steps) steps")
+            print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
@@ -94,6 +96,7 @@ struct Bench: ParsableCommand {
             print(String(format: "decoded %d images to %dx%d on %d rank(s) in %.2f s: %.0f images/s (%.0f per rank), %d skipped",
                          files.count, preprocessing.storedSize, preprocessing.storedSize, comm.size, wall,
                          Double(files.count) / wall, totals[0] / Double(comm.size), Int(totals[1])))
+            print("  on \(MachineDescription.current().summary)")
         }
     }
 }

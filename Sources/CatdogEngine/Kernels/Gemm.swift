@@ -19,3 +19,12 @@ public func gemm(
 public func setBLASThreads(_ count: Int) {
     openblas_set_num_threads(Int32(max(1, count)))
 }
+
+/// The kernel family OpenBLAS chose for this CPU (e.g. "Haswell", "Cooperlake"): numbers from
+/// different families are not comparable, so every performance figure names it.
+public var blasCoreName: String {
+    guard let name = openblas_get_corename() else { return "unknown" }
+    var bytes: [UInt8] = []
+    while bytes.count < 64, name[bytes.count] != 0 { bytes.append(UInt8(bitPattern: name[bytes.count])) }
+    return String(decoding: bytes, as: UTF8.self)
+}

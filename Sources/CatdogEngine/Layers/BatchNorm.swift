@@ -19,13 +19,15 @@ public final class BatchNorm: Layer {
     private var movingMean: UnsafeMutablePointer<Float>!
     private var movingVariance: UnsafeMutablePointer<Float>!
     private var normalized = FloatBuffer(count: 0)
-    private var inverseStd = [Float]()
-    private var sum = [Double]()
-    private var sumSquares = [Double]()
-    private var scale = [Float]()
+    /// Per-channel work memory (see `PerChannel`); the loops below read it through these.
+    private var work = PerChannel(count: 1)
+    private var inverseStd: UnsafeMutablePointer<Float> { work.inverseStd }
+    private var sum: UnsafeMutablePointer<Double> { work.sum }
+    private var sumSquares: UnsafeMutablePointer<Double> { work.sumSquares }
+    private var scale: UnsafeMutablePointer<Float> { work.scale }
     /// False after an inference forward, which skips x̂; a backward pass then recomputes it.
     private var normalizedIsCurrent = false
-    private var shift = [Float]()
+    private var shift: UnsafeMutablePointer<Float> { work.shift }
     private var usedBatchStatistics = false
 
     public init(momentum: Float = 0.99, epsilon: Float = 1e-3) {
@@ -38,11 +40,7 @@ public final class BatchNorm: Layer {
     public func configure(inputs: [FeatureShape]) throws -> FeatureShape {
         guard inputs.count == 1 else { throw ShapeError("batchnorm takes one input") }
         shape = inputs[0]
-        inverseStd = .init(repeating: 0, count: shape.channels)
-        sum = .init(repeating: 0, count: shape.channels)
-        sumSquares = .init(repeating: 0, count: shape.channels)
-        scale = .init(repeating: 0, count: shape.channels)
-        shift = .init(repeating: 0, count: shape.channels)
+        work = PerChannel(count: shape.channels)
         return shape
     }
 
@@ -108,14 +106,11 @@ public final class BatchNorm: Layer {
                     scale[ch] = gamma[ch] * inverseStd[ch]
                     shift[ch] = beta[ch] - movingMean[ch] * scale[ch]
                 }
-                scale.withUnsafeBufferPointer { s in
-                    shift.withUnsafeBufferPointer { t in
-                        var row = 0
-                        for _ in 0..<rows {
-                            for ch in 0..<c { output[row + ch] = x[row + ch] * s[ch] + t[ch] }
-                            row += c
-                        }
-                    }
+                let s = scale, t = shift
+                var row = 0
+                for _ in 0..<rows {
+                    for ch in 0..<c { output[row + ch] = x[row + ch] * s[ch] + t[ch] }
+                    row += c
                 }
                 normalizedIsCurrent = false
                 return
@@ -187,5 +182,32 @@ public final class BatchNorm: Layer {
                 }
             }
         }
+    }
+}
+
+/// BatchNorm's per-channel sums and factors in one allocation of raw memory. Swift arrays held
+/// by a class pay a uniqueness and bounds check on every access in the per-element loops,
+/// which made BatchNorm 5x slower once the release build kept Swift's checks on.
+private final class PerChannel {
+    let inverseStd, scale, shift: UnsafeMutablePointer<Float>
+    let sum, sumSquares: UnsafeMutablePointer<Double>
+    private let floats: UnsafeMutablePointer<Float>
+    private let doubles: UnsafeMutablePointer<Double>
+
+    init(count: Int) {
+        floats = .allocate(capacity: 3 * count)
+        floats.initialize(repeating: 0, count: 3 * count)
+        doubles = .allocate(capacity: 2 * count)
+        doubles.initialize(repeating: 0, count: 2 * count)
+        inverseStd = floats
+        scale = floats + count
+        shift = floats + 2 * count
+        sum = doubles
+        sumSquares = doubles + count
+    }
+
+    deinit {
+        floats.deallocate()
+        doubles.deallocate()
     }
 }

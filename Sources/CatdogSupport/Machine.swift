@@ -1,0 +1,30 @@
+import Foundation
+
+/// What a performance figure was measured on: the CPU model and the vector extensions that
+/// decide which kernels run (read from /proc/cpuinfo; "unknown" elsewhere).
+public struct MachineDescription: Codable, Sendable {
+    public var cpu: String
+    public var vectorFlags: [String]
+    public var cores: Int
+
+    /// The flags that change which kernels OpenBLAS, oneDNN or our own code can use.
+    static let interesting = ["sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                              "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"]
+
+    public static func current() -> MachineDescription {
+        // /proc/cpuinfo is small (a few KB per core); read at most 1 MB of it.
+        let text = FileHandle(forReadingAtPath: "/proc/cpuinfo").map { handle in
+            defer { try? handle.close() }
+            return String(decoding: (try? handle.read(upToCount: 1 << 20)) ?? Data(), as: UTF8.self)
+        } ?? ""
+        func field(_ name: String) -> String? {
+            text.split(separator: "\n").first { $0.hasPrefix(name) }?.split(separator: ":", maxSplits: 1).last
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
+        return MachineDescription(cpu: field("model name") ?? "unknown", vectorFlags: interesting.filter(flags.contains),
+                                  cores: ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    public var summary: String { "\(cpu), \(cores) cores, \(vectorFlags.isEmpty ? "no vector flags read" : vectorFlags.joined(separator: " "))" }
+}
