@@ -113,7 +113,12 @@ public struct CheckpointStore {
                 guard errno == EEXIST else {
                     throw CheckpointError(path: directory, problem: "cannot create a lock file in it (errno \(errno)); is the folder writable?")
                 }
-                let owner = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: " ")
+                // Read at most 256 bytes: the folder may be shared, the file anything.
+                let text = FileHandle(forReadingAtPath: path).map { handle in
+                    defer { try? handle.close() }
+                    return String(decoding: (try? handle.read(upToCount: 256)) ?? Data(), as: UTF8.self)
+                } ?? ""
+                let owner = text.split(separator: " ")
                 let ownerHost = owner.first.map(String.init) ?? "", ownerPid = owner.count > 1 ? Int32(owner[1].trimmingCharacters(in: .whitespacesAndNewlines)) : nil
                 if ownerHost == host, let pid = ownerPid, kill(pid, 0) != 0, errno == ESRCH {
                     unlink(path)  // stale: its process is gone

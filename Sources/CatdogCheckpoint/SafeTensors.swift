@@ -18,6 +18,7 @@ public enum SafeTensors {
 
     public struct FormatError: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     public static func encode(_ tensors: [Tensor], metadata: [String: String]) throws -> [UInt8] {

@@ -38,3 +38,82 @@ public enum Zstd {
         return output
     }
 }
+
+extension Zstd {
+    /// Reads one frame a piece at a time, so a caller can look at the start of the content
+    /// (a header) and decide how much the rest may legitimately be before allocating it: a
+    /// small file that declares gigabytes is refused without ever holding them.
+    public final class Reader {
+        private let context: OpaquePointer
+        private let input: [UInt8]
+        private var consumed = 0
+        /// The frame's declared content size.
+        public let contentSize: Int
+        public private(set) var produced = 0
+        /// zstd said the frame is complete, its checksum verified.
+        private var frameDone = false
+
+        public init(_ input: [UInt8]) throws {
+            let size = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
+            if size == catdog_zstd_contentsize_error() { throw Failure(description: "not a zstd frame") }
+            if size == catdog_zstd_contentsize_unknown() { throw Failure(description: "zstd frame without a content size") }
+            guard size <= UInt64(Int.max / 2) else { throw Failure(description: "zstd frame claims \(size) bytes") }
+            guard let context = ZSTD_createDCtx() else { throw Failure(description: "zstd: out of memory") }
+            self.context = context
+            self.input = input
+            contentSize = Int(size)
+        }
+
+        deinit { ZSTD_freeDCtx(context) }
+
+        /// The next `count` bytes of content; fails if the frame ends first or is damaged.
+        public func read(_ count: Int) throws -> [UInt8] {
+            guard count >= 0, count <= contentSize - produced else {
+                throw Failure(description: "zstd frame is shorter than its contents claim")
+            }
+            var output = [UInt8](repeating: 0, count: count)
+            var filled = 0
+            while filled < count {
+                let (result, took, wrote) = output.withUnsafeMutableBytes { out in
+                    input.withUnsafeBytes { src in
+                        var o = ZSTD_outBuffer(dst: out.baseAddress! + filled, size: count - filled, pos: 0)
+                        var i = ZSTD_inBuffer(src: src.baseAddress! + consumed, size: src.count - consumed, pos: 0)
+                        let r = ZSTD_decompressStream(context, &o, &i)
+                        return (r, i.pos, o.pos)
+                    }
+                }
+                if ZSTD_isError(result) != 0 {
+                    throw Failure(description: "damaged zstd data (\(String(decoding: Array(String(cString: ZSTD_getErrorName(result)).utf8), as: UTF8.self)))")
+                }
+                consumed += took
+                filled += wrote
+                frameDone = result == 0
+                if took == 0, wrote == 0 { throw Failure(description: "zstd frame is truncated") }
+            }
+            produced += count
+            return output
+        }
+
+        /// Checks that the frame ends exactly here and its checksum matches.
+        public func finish() throws {
+            guard produced == contentSize else { throw Failure(description: "zstd frame has more content than was read") }
+            if frameDone { return }
+            var spare: UInt8 = 0
+            while true {
+                let (result, took, wrote) = input.withUnsafeBytes { src in
+                    withUnsafeMutableBytes(of: &spare) { out in
+                        var o = ZSTD_outBuffer(dst: out.baseAddress!, size: 1, pos: 0)
+                        var i = ZSTD_inBuffer(src: src.baseAddress! + consumed, size: src.count - consumed, pos: 0)
+                        let r = ZSTD_decompressStream(context, &o, &i)
+                        return (r, i.pos, o.pos)
+                    }
+                }
+                if ZSTD_isError(result) != 0 { throw Failure(description: "damaged zstd data (checksum)") }
+                if wrote > 0 { throw Failure(description: "zstd frame has more content than it declares") }
+                consumed += took
+                if result == 0 { return }
+                if took == 0 { throw Failure(description: "zstd frame is truncated") }
+            }
+        }
+    }
+}

@@ -111,18 +111,85 @@ public struct LoadedCheckpoint {
 
     /// Reads, decompresses (checking zstd's checksum) and validates `path`.
     public init(path: String) throws {
+        // A regular file of sane size: the largest model's checkpoint compresses to well under this.
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              attributes[.type] as? FileAttributeType == .typeRegular, let size = attributes[.size] as? Int else {
+            throw CheckpointError(path: path, problem: "cannot read the file (missing, not a regular file, or no permission)")
+        }
+        guard size <= LoadedCheckpoint.maxCompressedBytes else {
+            throw CheckpointError(path: path, problem: "is \(size) bytes; no catdog-dist checkpoint is that large")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CheckpointError(path: path, problem: "cannot read the file (missing or no permission)")
         }
         try self.init(compressed: [UInt8](data), path: path)
     }
 
+    public static let maxCompressedBytes = 4 << 30
+    /// The safetensors header of a checkpoint is JSON of a few hundred KB at most.
+    static let maxHeaderBytes = 16 << 20
+
+    /// Decompresses in two steps: the safetensors header first, whose metadata names the
+    /// model; then the tensor bytes, only if the frame declares no more of them than that model's
+    /// checkpoint can hold (weights, BatchNorm state, optimizer moments, the best epoch's copy,
+    /// an ImageNet classifier). A small file declaring gigabytes is refused before allocating them.
     public init(compressed: [UInt8], path: String) throws {
-        let bytes: [UInt8]
-        do { bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) } } catch {
+        var bytes: [UInt8]
+        do {
+            let reader = try Zstd.Reader(compressed)
+            bytes = try reader.read(min(8, reader.contentSize))
+            guard bytes.count == 8 else { throw SafeTensors.FormatError(description: "too short for a safetensors file") }
+            let headerLength = Int(bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } & (1 << 40 - 1))
+            guard headerLength <= LoadedCheckpoint.maxHeaderBytes, headerLength <= reader.contentSize - 8 else {
+                throw SafeTensors.FormatError(description: "header length \(headerLength) does not fit the file")
+            }
+            bytes += try reader.read(headerLength)
+            let dataBytes = reader.contentSize - 8 - headerLength
+            let allowed = try LoadedCheckpoint.legitimateDataBytes(header: bytes[8...], path: path)
+            guard dataBytes <= allowed else {
+                throw CheckpointError(path: path, problem: """
+                    declares \(dataBytes) bytes of tensors, more than its model's checkpoint can hold (\(allowed)); \
+                    the file is damaged or crafted
+                    """)
+            }
+            bytes += try reader.read(dataBytes)
+            try reader.finish()
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
             throw CheckpointError(path: path, problem: "not a readable .safetensors.zst file (\(error)); it may be truncated or corrupt")
         }
         try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
+    }
+
+    /// A checkpoint from a newer catdog-dist is refused with what to do.
+    static func checkVersion(_ metadata: [String: String], path: String) throws {
+        if let version = Int(metadata["format_version"] ?? ""), version > CheckpointMetadata.currentVersion {
+            throw CheckpointError(path: path, problem: """
+                written in format version \(version) by a newer catdog-dist; this build reads up to \
+                version \(CheckpointMetadata.currentVersion): update catdog-dist
+                """)
+        }
+    }
+
+    /// The most tensor bytes a checkpoint of the model its header names can need; unknown
+    /// models and unreadable headers are errors here already.
+    static func legitimateDataBytes(header: ArraySlice<UInt8>, path: String) throws -> Int {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any],
+              let metadata = object["__metadata__"] as? [String: String] else {
+            throw CheckpointError(path: path, problem: "not a safetensors file: the header is not JSON")
+        }
+        if metadata["format"] == CheckpointMetadata.format { try checkVersion(metadata, path: path) }
+        guard metadata["format"] == CheckpointMetadata.format, let model = metadata["model"],
+              let imageSize = Int(metadata["image_size"] ?? ""), (16...CheckpointMetadata.maxImageSize).contains(imageSize) else {
+            throw CheckpointError(path: path, problem: "a safetensors file, but not a catdog-dist checkpoint")
+        }
+        let counts: (parameters: Int, state: Int)
+        do { counts = try ModelZoo.builder(model, imageSize: imageSize).counts() } catch {
+            throw CheckpointError(path: path, problem: "its metadata is invalid: \(error)")
+        }
+        let imagenetClassifier = 1280 * 1000 + 1000
+        return 4 * (4 * counts.parameters + 2 * counts.state + imagenetClassifier) + (1 << 16)
     }
 
     public init(decompressed bytes: [UInt8], path: String, compressedBytes: Int) throws {
@@ -133,12 +200,7 @@ public struct LoadedCheckpoint {
         guard file.metadata["format"] == CheckpointMetadata.format, let json = file.metadata["catdog"] else {
             throw CheckpointError(path: path, problem: "a safetensors file, but not a catdog-dist checkpoint")
         }
-        if let version = Int(file.metadata["format_version"] ?? ""), version > CheckpointMetadata.currentVersion {
-            throw CheckpointError(path: path, problem: """
-                written in format version \(version) by a newer catdog-dist; this build reads up to \
-                version \(CheckpointMetadata.currentVersion): update catdog-dist
-                """)
-        }
+        try LoadedCheckpoint.checkVersion(file.metadata, path: path)
         do { metadata = try JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8)) } catch {
             throw CheckpointError(path: path, problem: "its metadata does not parse: \(error)")
         }

@@ -19,7 +19,7 @@ struct ModelOptions: ParsableArguments {
         guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description + " (see `catdog-dist models`)") }
         guard (16...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 16 and 1024") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
-        do { _ = try ModelZoo.build(model, imageSize: imageSize) } catch {
+        do { _ = try ModelZoo.builder(model, imageSize: imageSize).counts() } catch {
             throw ValidationError("--image-size \(imageSize) does not suit \(model) (\(error)); use a larger --image-size")
         }
     }

@@ -306,7 +306,8 @@ struct Train: ParsableCommand {
             guard initial.metadata.model == "efficientnet-lite0" else {
                 throw CheckpointError(path: initFrom, problem: "holds model \(initial.metadata.model), not efficientnet-lite0")
             }
-            try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true)
+            let lock = try claimCheckpointFolder(CheckpointStore(directory: checkpointDir, keep: keep), comm: comm, log: log)
+            defer { withExtendedLifetime(lock) {} }
             var config = initial.metadata.config
             config.seed = seed
             config.validationFraction = valFraction

@@ -25,6 +25,11 @@ public enum ModelZoo {
 
     /// Builds `name` for RGB images of `imageSize`×`imageSize`.
     public static func build(_ name: String, imageSize: Int, convolution: ConvolutionOptions = .init()) throws -> Network {
+        try builder(name, imageSize: imageSize).build(convolution: convolution)
+    }
+
+    /// The layers of `name` at `imageSize`, not yet built: `counts()` checks the size cheaply.
+    public static func builder(_ name: String, imageSize: Int) throws -> NetworkBuilder {
         let input = FeatureShape(height: imageSize, width: imageSize, channels: 3)
         var b = NetworkBuilder(input: input)
         switch name {
@@ -35,7 +40,7 @@ public enum ModelZoo {
         case "efficientnet-lite0-imagenet": _ = efficientNetLite0(&b, classes: 1000)
         default: throw UnknownModel(name: name)
         }
-        return try b.build(convolution: convolution)
+        return b
     }
 
     /// The study's first network (§3.1).

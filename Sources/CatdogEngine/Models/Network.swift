@@ -57,18 +57,7 @@ public final class Network {
 
     init(input: FeatureShape, layers: [(Layer, [Int])], convolution: ConvolutionOptions) throws {
         scratch = Scratch(convolution: convolution)
-        var nodes = [Node(layer: nil, inputs: [], shape: input, name: "input")]
-        var counters: [String: Int] = [:]
-        for (layer, inputs) in layers {
-            guard !inputs.isEmpty, inputs.allSatisfy({ $0 >= 0 && $0 < nodes.count }) else {
-                throw ShapeError("layer \(layer.kind) refers to a node that does not exist yet")
-            }
-            let shape = try layer.configure(inputs: inputs.map { nodes[$0].shape })
-            counters[layer.kind, default: 0] += 1
-            let name = "\(layer.kind)_\(counters[layer.kind]!)"
-            if let dropout = layer as? Dropout { dropout.streamID = UInt64(nodes.count) }
-            nodes.append(Node(layer: layer, inputs: inputs, shape: shape, name: name))
-        }
+        let nodes = try Network.configure(input: input, layers: layers)
         self.nodes = nodes
 
         var parameterSlots: [TensorSlot] = []
@@ -102,6 +91,23 @@ public final class Network {
                              state: state.pointer + stateOffsets[index])
         }
         initialize(seed: 0)
+    }
+
+    /// Fixes every layer's shapes and names, in topological order; allocates no buffers.
+    static func configure(input: FeatureShape, layers: [(Layer, [Int])]) throws -> [Node] {
+        var nodes = [Node(layer: nil, inputs: [], shape: input, name: "input")]
+        var counters: [String: Int] = [:]
+        for (layer, inputs) in layers {
+            guard !inputs.isEmpty, inputs.allSatisfy({ $0 >= 0 && $0 < nodes.count }) else {
+                throw ShapeError("layer \(layer.kind) refers to a node that does not exist yet")
+            }
+            let shape = try layer.configure(inputs: inputs.map { nodes[$0].shape })
+            counters[layer.kind, default: 0] += 1
+            let name = "\(layer.kind)_\(counters[layer.kind]!)"
+            if let dropout = layer as? Dropout { dropout.streamID = UInt64(nodes.count) }
+            nodes.append(Node(layer: layer, inputs: inputs, shape: shape, name: name))
+        }
+        return nodes
     }
 
     /// Keras's initialisation: Glorot-uniform kernels, zero biases, BatchNorm γ = 1, β = 0,
@@ -236,5 +242,15 @@ public struct NetworkBuilder {
 
     public func build(convolution: ConvolutionOptions = .init()) throws -> Network {
         try Network(input: input, layers: layers, convolution: convolution)
+    }
+
+    /// The parameter and state counts `build` would allocate, found by configuring the layers'
+    /// shapes only: a cheap check of an image size, or of what a file may hold for this model.
+    public func counts() throws -> (parameters: Int, state: Int) {
+        let nodes = try Network.configure(input: input, layers: layers)
+        return nodes.reduce((0, 0)) { total, node in
+            (total.0 + (node.layer?.parameterSpecs.reduce(0) { $0 + $1.count } ?? 0),
+             total.1 + (node.layer?.stateSpecs.reduce(0) { $0 + $1.count } ?? 0))
+        }
     }
 }

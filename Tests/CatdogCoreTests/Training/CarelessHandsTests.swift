@@ -115,4 +115,36 @@ final class CarelessHandsTests: XCTestCase {
         for header in bad { XCTAssertThrowsError(try SafeTensors.decode(file(header)), header) }
         XCTAssertNoThrow(try SafeTensors.decode(file(#"{"t":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#)))
     }
+
+    /// A 74 KB zstd file that declares 2 GiB of tensors after a real checkpoint's header: refused
+    /// from the header alone, within a 1 GB address-space limit (the whole-frame decompression
+    /// before allocated the 2 GiB and aborted there).
+    func testDecompressionBombIsRefusedBeforeAllocating() throws {
+        let data = try sharedSubset(self, perClass: 16)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder)).status, 0)
+        let compressed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: folder + "/last.safetensors.zst")))
+        let bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) }
+        let length = Int(bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+        try Data(bytes[0..<(8 + length)]).write(to: URL(fileURLWithPath: folder + "/header.bin"))
+        let bomb = folder + "/bomb.safetensors.zst"
+        let declared = 8 + length + (2 << 30)
+        let script = """
+            (cat '\(folder)/header.bin'; head -c 2G /dev/zero) | zstd -q -1 --stream-size=\(declared) -c > '\(bomb)' && \
+            ulimit -v 1000000 && exec '\(CLI.binary)' inspect '\(bomb)'
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: bomb)[.size] as! Int, 1 << 20)
+        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertTrue(message.contains("more than its model's checkpoint can hold"), message)
+        XCTAssertFalse(message.contains("Fatal error"), message)
+    }
 }

@@ -73,7 +73,7 @@ final class TransferLearningTests: XCTestCase {
     /// features, then blocks 14-15 and the head fine-tune for 3 epochs from the activations
     /// kept at the cut. Everything before the cut is bit for bit the imported weights, the
     /// history has the head's epochs and 3 more, and the fine-tuned epochs fit the training set
-    /// (accuracy ≥ 0.9). A cut that does not exist and `none` are refused with exit 2.
+    /// (accuracy ≥ 0.9). A cut that does not exist and `none` are usage errors (exit 64).
     func testFineTuningTheLastBlocksOnTwoRanks() throws {
         let (imported, data, run) = try importedWeightsAndSmallSet()
         let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
