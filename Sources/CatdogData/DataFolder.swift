@@ -84,15 +84,43 @@ public enum DataFolder {
             throw DataFolderError(description: "test folder '\(path)' does not exist or is not a folder")
         }
         let entries = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+        // Only plain numbers: "-1.jpg" or "+2.jpg" are not Kaggle ids.
         let numbered = entries.compactMap { name -> (Int, String)? in
             let stem = (name as NSString).deletingPathExtension
-            guard imageExtensions.contains((name as NSString).pathExtension.lowercased()), let id = Int(stem) else { return nil }
+            guard imageExtensions.contains((name as NSString).pathExtension.lowercased()), !stem.isEmpty, stem.count <= 18,
+                  stem.allSatisfy({ $0.isASCII && $0.isNumber }), let id = Int(stem) else { return nil }
             return (id, (path as NSString).appendingPathComponent(name))
         }
         guard !numbered.isEmpty else {
             throw DataFolderError(description: "no numbered images (1.jpg, 2.jpg, ...) in test folder '\(path)'")
         }
-        return numbered.sorted { $0.0 < $1.0 }
+        let sorted = numbered.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.0 == b.0 {
+            throw DataFolderError(description: "test folder '\(path)' has two images with id \(a.0): \(a.1) and \(b.1); a submission needs one row per id")
+        }
+        return sorted
+    }
+
+    /// The stratified split a training run uses: refuses a split that leaves no training or no
+    /// validation image (say which option to change), and warns through `warn` when a class
+    /// is missing from the folder.
+    public static func trainingSplit(_ files: [LabeledFile], validationFraction: Double, seed: UInt64, folder: String,
+                                     warn: (String) -> Void) throws -> (train: [LabeledFile], validation: [LabeledFile]) {
+        let cats = files.filter { $0.label == 0 }.count, dogs = files.count - cats
+        if cats == 0 || dogs == 0 {
+            warn("warning: '\(folder)' holds \(cats) cats and \(dogs) dogs: a model cannot learn a class it never sees")
+        }
+        let split = split(files, validationFraction: validationFraction, seed: seed)
+        guard !split.train.isEmpty else {
+            throw DataFolderError(description: "no training images left in '\(folder)' after the validation split: lower --val-fraction")
+        }
+        guard !split.validation.isEmpty else {
+            throw DataFolderError(description: """
+                --val-fraction \(validationFraction) of \(files.count) images in '\(folder)' leaves no validation image: \
+                raise it to at least \(String(format: "%.3g", 0.5 / Double(max(cats, dogs, 1))))
+                """)
+        }
+        return split
     }
 
     /// Stratified split: within each class, a seeded shuffle puts round(fraction·count) files

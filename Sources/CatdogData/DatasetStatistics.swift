@@ -16,9 +16,7 @@ public struct DatasetStatistics: Sendable {
         let codec = JPEGCodec()
         for file in files {
             do {
-                guard let data = FileManager.default.contents(atPath: file.path) else {
-                    throw ImageError(problem: .unreadable, detail: "cannot read the file")
-                }
+                let data = try JPEGCodec.readFile(file.path)
                 let (w, h) = try codec.dimensions(of: data)
                 widths.append(w)
                 heights.append(h)

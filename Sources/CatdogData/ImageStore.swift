@@ -56,7 +56,7 @@ public final class ImageStore {
         for i in indices {
             report.attempted += 1
             do {
-                let data = try readFile(files[i])
+                let data = try JPEGCodec.readFile(files[i])
                 let minSide = storedSize
                 let decoded: RGBImage
                 if fit == .crop {
@@ -80,17 +80,6 @@ public final class ImageStore {
             progress?(done)
         }
         return report
-    }
-
-    private func readFile(_ path: String) throws -> Data {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        if let size = attributes?[.size] as? Int, size > JPEGCodec.maxFileBytes {
-            throw ImageError(problem: .tooLarge, detail: "\(size) bytes (limit \(JPEGCodec.maxFileBytes))")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ImageError(problem: .unreadable, detail: "cannot read the file")
-        }
-        return data
     }
 
     /// Writes sample `index` as network input (H, W, 3) floats at `output`: a crop of the

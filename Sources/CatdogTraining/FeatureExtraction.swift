@@ -75,7 +75,8 @@ public enum FeatureExtraction {
                                boundaryNode: Int? = nil, communicator comm: Communicator, log: (String) -> Void,
                                progress: ((String) -> Void)? = nil) throws -> Extracted {
         let files = try DataFolder.labeledFiles(in: folder)
-        let split = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed)
+        let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
+                                                 folder: folder, warn: comm.rank == 0 ? log : { _ in })
         let all = split.train + split.validation
         let batch = 32
         network.reserve(maxBatch: batch)

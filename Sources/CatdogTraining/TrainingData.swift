@@ -29,13 +29,11 @@ public final class TrainingData {
     public init(folder: String, config: TrainingConfig, communicator comm: Communicator,
                 log: (String) -> Void = { _ in }) throws {
         let files = try DataFolder.labeledFiles(in: folder)
-        let split = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed)
+        let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
+                                                 folder: folder, warn: comm.rank == 0 ? log : { _ in })
         let trainFiles = split.train, validationFiles = split.validation
         self.trainFiles = trainFiles
         self.validationFiles = validationFiles
-        guard !trainFiles.isEmpty else {
-            throw DataFolderError(description: "no training images left in '\(folder)' after the validation split")
-        }
         let preprocessing = Preprocessing(imageSize: config.imageSize, fit: config.fit, scale: config.scale,
                                       cropMargin: config.augmentation.crop ? nil : 0)
         self.preprocessing = preprocessing

@@ -42,7 +42,10 @@ struct Predict: ParsableCommand {
             switch result {
             case .success(let p):
                 if json {
-                    print(#"{"image": "\#(path.replacingOccurrences(of: "\"", with: "\\\""))", "dog_probability": \#(p), "label": "\#(p >= 0.5 ? "dog" : "cat")"}"#)
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = .withoutEscapingSlashes
+                    let name = String(decoding: try encoder.encode(path), as: UTF8.self)  // escaped as JSON requires
+                    print(#"{"image": \#(name), "dog_probability": \#(p), "label": "\#(p >= 0.5 ? "dog" : "cat")"}"#)
                 } else {
                     print(images.count > 1 ? "\(path): \(Predict.sentence(dogProbability: p))" : Predict.sentence(dogProbability: p))
                 }

@@ -34,6 +34,10 @@ struct Submit: ParsableCommand {
 
     func validate() throws {
         guard clip >= 0, clip < 0.5 else { throw ValidationError("--clip must be in [0, 0.5)") }
+        let target = URL(fileURLWithPath: out).resolvingSymlinksInPath().path
+        if target == URL(fileURLWithPath: model.checkpoint).resolvingSymlinksInPath().path || out.hasSuffix(".safetensors.zst") {
+            throw ValidationError("--out \(out) would overwrite a checkpoint; write the submission to a .csv file")
+        }
     }
 
     func run() throws {

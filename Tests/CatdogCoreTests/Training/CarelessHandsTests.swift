@@ -147,4 +147,28 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertTrue(message.contains("more than its model's checkpoint can hold"), message)
         XCTAssertFalse(message.contains("Fatal error"), message)
     }
+
+    func testCommandsAfterTrainingRefuseCarelessArguments() throws {
+        let data = try sharedSubset(self, perClass: 16)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder)).status, 0)
+        let checkpoint = folder + "/last.safetensors.zst"
+        let before = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
+        // A name with quotes and a backslash still gives one valid JSON object per image.
+        let odd = folder + "/a \"quoted\" \\ name.jpg"
+        try FileManager.default.copyItem(atPath: sharedData + "/originals/dog.0.jpg", toPath: odd)
+        let predicted = try CLI.run(["predict", "--checkpoint", checkpoint, "--json", odd])
+        XCTAssertEqual(predicted.status, 0, predicted.output)
+        let object = try JSONSerialization.jsonObject(with: Data(predicted.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(object?["image"] as? String, odd)
+        // submit --out onto the checkpoint is a usage error, and the checkpoint is untouched.
+        let test = try temporaryFolder(self)
+        try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: test + "/1.jpg")
+        let submitted = try CLI.run(["submit", "--checkpoint", checkpoint, "--test-dir", test, "--out", checkpoint])
+        XCTAssertEqual(submitted.status, 64, submitted.output)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: checkpoint)), before)
+        // A validation fraction that leaves no validation image says what to use instead.
+        let tiny = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--val-fraction", "0.001"]))
+        assertClean(tiny, "leaves no validation image")
+    }
 }
