@@ -1,3 +1,4 @@
+import CatdogSupport
 import Foundation
 
 /// Reads PyTorch state dicts (`torch.save(model.state_dict())`) without Python and without
@@ -28,11 +29,13 @@ public enum PyTorchReader {
 
     /// Reads the file at `path` (either format).
     public static func read(_ path: String) throws -> [String: Tensor] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw Failure("cannot read \(path) (missing or no permission)")
-        }
+        let data: Data
+        do { data = try readBoundedFile(path, limit: maxFileBytes) } catch { throw Failure("\(path): \(error)") }
         return try read(bytes: [UInt8](data))
     }
+
+    /// Far above any model this program imports (EfficientNet-Lite0's .pth is 19 MB).
+    public static let maxFileBytes = 2 << 30
 
     /// Reads a state dict from the bytes of a `.pth` file (either format).
     public static func read(bytes: [UInt8]) throws -> [String: Tensor] {

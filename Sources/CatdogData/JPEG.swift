@@ -1,3 +1,4 @@
+import CatdogSupport
 import CTurboJPEG
 import Foundation
 
@@ -51,27 +52,12 @@ public final class JPEGCodec {
     public static let maxFileBytes = 64 << 20
     public static let maxPixels = 100_000_000
 
-    /// Reads an image file of at most `maxFileBytes`. The size is that of what the path leads
-    /// to (a symbolic link is followed, not measured), only regular files are read (a FIFO or a
-    /// device would block or never end), and no more than the limit is ever read.
+    /// Reads an image file of at most `maxFileBytes` (see `readBoundedFile`).
     public static func readFile(_ path: String) throws -> Data {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            // Foundation lists a name that is not UTF-8 with U+FFFD in it, which then names no file.
-            let detail = path.contains("\u{FFFD}") ? "its name is not valid UTF-8: rename the file" : "cannot read the file"
-            throw ImageError(problem: .unreadable, detail: detail)
+        do { return try readBoundedFile(path, limit: maxFileBytes) } catch let error as BoundedReadError {
+            if case .tooLarge = error { throw ImageError(problem: .tooLarge, detail: error.description) }
+            throw ImageError(problem: .unreadable, detail: error.description)
         }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw ImageError(problem: .unreadable, detail: "not a regular file") }
-        guard Int(info.st_size) <= maxFileBytes else {
-            throw ImageError(problem: .tooLarge, detail: "\(info.st_size) bytes (limit \(maxFileBytes))")
-        }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw ImageError(problem: .unreadable, detail: "cannot read the file")
-        }
-        defer { try? handle.close() }
-        let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
-        guard data.count <= maxFileBytes else { throw ImageError(problem: .tooLarge, detail: "more than \(maxFileBytes) bytes") }
-        return data
     }
 
     public init() {

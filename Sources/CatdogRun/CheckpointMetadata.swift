@@ -1,6 +1,7 @@
 import CatdogCheckpoint
 import CatdogData
 import CatdogEngine
+import CatdogSupport
 import Foundation
 
 /// Everything in a checkpoint besides tensors: what the model is, how its inputs were made,
@@ -112,15 +113,9 @@ public struct LoadedCheckpoint {
     /// Reads, decompresses (checking zstd's checksum) and validates `path`.
     public init(path: String) throws {
         // A regular file of sane size: the largest model's checkpoint compresses to well under this.
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              attributes[.type] as? FileAttributeType == .typeRegular, let size = attributes[.size] as? Int else {
-            throw CheckpointError(path: path, problem: "cannot read the file (missing, not a regular file, or no permission)")
-        }
-        guard size <= LoadedCheckpoint.maxCompressedBytes else {
-            throw CheckpointError(path: path, problem: "is \(size) bytes; no catdog-dist checkpoint is that large")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError(path: path, problem: "cannot read the file (missing or no permission)")
+        let data: Data
+        do { data = try readBoundedFile(path, limit: LoadedCheckpoint.maxCompressedBytes) } catch {
+            throw CheckpointError(path: path, problem: "\(error)")
         }
         try self.init(compressed: [UInt8](data), path: path)
     }

@@ -18,3 +18,35 @@ public func appendLine(_ line: String, to path: String) throws {
         try data.write(to: URL(fileURLWithPath: path))
     }
 }
+
+/// Why `readBoundedFile` refused a path.
+public enum BoundedReadError: Error, CustomStringConvertible {
+    case missing, notValidUTF8Name, notRegular, tooLarge(size: Int, limit: Int)
+
+    public var description: String {
+        switch self {
+        case .missing: "cannot read the file (missing or no permission)"
+        case .notValidUTF8Name: "its name is not valid UTF-8: rename the file"
+        case .notRegular: "not a regular file"
+        case .tooLarge(let size, let limit): "\(size) bytes (limit \(limit))"
+        }
+    }
+}
+
+/// Reads a file someone else may have put there, of at most `limit` bytes: the size is that of
+/// what the path leads to (links are followed, not measured), only regular files are read (a
+/// FIFO or a device would block or never end), and no more than `limit` bytes are ever read.
+public func readBoundedFile(_ path: String, limit: Int) throws -> Data {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        // Foundation lists a name that is not UTF-8 with U+FFFD in it, which then names no file.
+        throw path.contains("\u{FFFD}") ? BoundedReadError.notValidUTF8Name : BoundedReadError.missing
+    }
+    guard info.st_mode & S_IFMT == S_IFREG else { throw BoundedReadError.notRegular }
+    guard Int(info.st_size) <= limit else { throw BoundedReadError.tooLarge(size: Int(info.st_size), limit: limit) }
+    guard let handle = FileHandle(forReadingAtPath: path) else { throw BoundedReadError.missing }
+    defer { try? handle.close() }
+    let data = (try? handle.read(upToCount: limit + 1)) ?? Data()
+    guard data.count <= limit else { throw BoundedReadError.tooLarge(size: data.count, limit: limit) }
+    return data
+}

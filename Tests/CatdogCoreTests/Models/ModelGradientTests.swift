@@ -18,17 +18,8 @@ final class ModelGradientTests: XCTestCase {
             network.reserve(maxBatch: 4)
             var random = Random(seed: 12)
             for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(0, 1) }
-            let labels: [Float] = [1, 0, 0, 1]
-            let context = PassContext(training: true, seed: 3, step: 1)
-            var d = [Float](repeating: 0, count: 4)
-            func loss() -> Double {
-                let z = network.forward(batch: 4, context: context)
-                return (0..<4).reduce(0.0) { $0 + Double(BinaryCrossEntropy.loss(logit: z[$1], label: labels[$1])) } / 4
-            }
-            let z = network.forward(batch: 4, context: context)
-            _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: labels, count: 4, normalizer: 4, dLogits: &d)
-            network.gradients.zero()
-            network.backward(dLogits: d, batch: 4, context: context)
+            let bce = MeanBCE(network: network, labels: [1, 0, 0, 1], context: PassContext(training: true, seed: 3, step: 1))
+            bce.backpropagate()
             var misses = 0, checked = 0
             for slot in network.parameterSlots {
                 // The three largest-gradient entries of each tensor: tiny ones are all rounding.
@@ -37,7 +28,7 @@ final class ModelGradientTests: XCTestCase {
                 for k in top where grads[k] > 1e-5 {
                     let i = slot.offset + k
                     let eps: Float = 1e-3 * max(1, abs(network.parameters[i]))
-                    let numeric = centralDifference(network.parameters, i, epsilon: eps, loss: loss)
+                    let numeric = centralDifference(network.parameters, i, epsilon: eps, loss: bce.loss)
                     let analytic = Double(network.gradients[i])
                     checked += 1
                     if !gradientAgrees(analytic, numeric, absolute: 1e-3 * abs(numeric), relative: 5e-2) {

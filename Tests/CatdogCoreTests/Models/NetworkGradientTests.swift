@@ -20,20 +20,11 @@ final class NetworkGradientTests: XCTestCase {
         network.reserve(maxBatch: 3)
         var random = Random(seed: 1)
         for i in 0..<(3 * network.inputShape.count) { network.input[i] = random.uniform(-1, 1) }
-        let labels: [Float] = [1, 0, 1]
-        let context = PassContext(training: true)
-        var d = [Float](repeating: 0, count: 3)
-        func loss() -> Double {
-            let z = network.forward(batch: 3, context: context)
-            return (0..<3).reduce(0.0) { $0 + Double(BinaryCrossEntropy.loss(logit: z[$1], label: labels[$1])) } / 3
-        }
-        let z = network.forward(batch: 3, context: context)
-        _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: labels, count: 3, normalizer: 3, dLogits: &d)
-        network.gradients.zero()
-        network.backward(dLogits: d, batch: 3, context: context)
+        let bce = MeanBCE(network: network, labels: [1, 0, 1], context: PassContext(training: true))
+        bce.backpropagate()
         for _ in 0..<60 {
             let i = random.below(network.parameterCount)
-            let numeric = centralDifference(network.parameters, i, epsilon: 1e-2, loss: loss)
+            let numeric = centralDifference(network.parameters, i, epsilon: 1e-2, loss: bce.loss)
             let analytic = Double(network.gradients[i])
             XCTAssertTrue(gradientAgrees(analytic, numeric, absolute: 2e-3, relative: 3e-2), "parameter \(i): \(analytic) vs \(numeric)")
         }
