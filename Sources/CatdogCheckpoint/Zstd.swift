@@ -21,20 +21,13 @@ public enum Zstd {
     }
 
     /// Decompresses one frame; refuses a frame whose size is unknown or above `limit` bytes,
-    /// and (through zstd) one whose checksum does not match.
+    /// and one whose checksum does not match. (Readers of untrusted files should look at the
+    /// start of the content first, with `Reader`, before deciding how much to accept.)
     public static func decompress(_ input: UnsafeRawBufferPointer, limit: Int = 4 << 30) throws -> [UInt8] {
-        let size = ZSTD_getFrameContentSize(input.baseAddress, input.count)
-        if size == catdog_zstd_contentsize_error() { throw Failure(description: "not a zstd frame") }
-        if size == catdog_zstd_contentsize_unknown() { throw Failure(description: "zstd frame without a content size") }
-        guard size <= UInt64(limit) else { throw Failure(description: "zstd frame claims \(size) bytes") }
-        var output = [UInt8](repeating: 0, count: Int(size))
-        let written = output.withUnsafeMutableBytes { out in
-            ZSTD_decompress(out.baseAddress, out.count, input.baseAddress, input.count)
-        }
-        if ZSTD_isError(written) != 0 {
-            throw Failure(description: "damaged zstd data (\(String(cString: ZSTD_getErrorName(written))))")
-        }
-        guard written == Int(size) else { throw Failure(description: "zstd frame is shorter than it claims") }
+        let reader = try Reader([UInt8](input))
+        guard reader.contentSize <= limit else { throw Failure(description: "zstd frame claims \(reader.contentSize) bytes") }
+        let output = try reader.read(reader.contentSize)
+        try reader.finish()
         return output
     }
 }
@@ -83,7 +76,7 @@ extension Zstd {
                     }
                 }
                 if ZSTD_isError(result) != 0 {
-                    throw Failure(description: "damaged zstd data (\(String(decoding: Array(String(cString: ZSTD_getErrorName(result)).utf8), as: UTF8.self)))")
+                    throw Failure(description: "damaged zstd data (\(String(cString: ZSTD_getErrorName(result))))")
                 }
                 consumed += took
                 filled += wrote
