@@ -38,6 +38,8 @@ public final class DataParallelStep {
     /// backward has passed their lowest node (`lastNode`).
     public let buckets: [(range: Range<Int>, lastNode: Int)]
     /// Labels (0 cat, 1 dog) of the local batch: the caller fills them with the input.
+    /// Holds `batchCapacity` labels (the local batch, which micro-batching may make larger
+    /// than the network's reserved batch).
     public let labels: FloatBuffer
     private let dLogits: FloatBuffer
     private var pending: [PendingReduction] = []
@@ -47,15 +49,16 @@ public final class DataParallelStep {
     public private(set) var exposedCommSeconds = 0.0
 
     public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
-                            bucketBytes: Int, fp16: Bool = false) {
+                            bucketBytes: Int, fp16: Bool = false, batchCapacity: Int = 0) {
         self.init(network: network, groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)],
-                  firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes, fp16: fp16)
+                  firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes, fp16: fp16,
+                  batchCapacity: batchCapacity)
     }
 
     /// Trains only the layers after `firstNode` (a cut of the network), whose parameters the
     /// groups cover; the caller fills `network.activation(firstNode)` instead of the input.
     public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
-                bucketBytes: Int, fp16: Bool = false) {
+                bucketBytes: Int, fp16: Bool = false, batchCapacity: Int = 0) {
         precondition(!groups.isEmpty && network.isCut(firstNode))
         self.fp16 = fp16
         half = .allocate(capacity: fp16 ? max(network.parameterCount, 1) : 1)
@@ -66,7 +69,7 @@ public final class DataParallelStep {
         precondition(network.parameterRange(after: firstNode).lowerBound <= trainable.lowerBound)
         comm = communicator
         self.overlap = overlap
-        labels = FloatBuffer(count: network.maxBatch)
+        labels = FloatBuffer(count: max(network.maxBatch, batchCapacity))
         dLogits = FloatBuffer(count: network.maxBatch)
         buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes, trainable: trainable, firstNode: firstNode)
         pending.reserveCapacity(buckets.count)
@@ -103,8 +106,15 @@ public final class DataParallelStep {
     /// Runs one update on the first `batch` samples of `network.input` and `labels`.
     /// `normalizer` is the global batch size (the loss is the mean over it); a rank whose
     /// slice is empty passes batch 0 and still joins every collective.
-    public func run(batch: Int, normalizer: Int, context: PassContext, learningRate: Float,
-                    weightDecay: Float) throws -> (lossSum: Double, correct: Int) {
+    ///
+    /// With `input` (batch × the input shape, e.g. a loader's prefetched batch), the samples
+    /// go through the network in micro-batches of `network.maxBatch`, their gradients summed
+    /// before the one all-reduce (gradient accumulation): memory for activations is set by
+    /// the micro-batch, not the batch. The update equals the whole batch's up to float
+    /// rounding, except that BatchNorm normalizes each micro-batch by its own statistics.
+    public func run(batch: Int, input: UnsafePointer<Float>? = nil, normalizer: Int, context: PassContext,
+                    learningRate: Float, weightDecay: Float) throws -> (lossSum: Double, correct: Int) {
+        precondition(input == nil ? batch <= network.maxBatch : (firstNode == 0 && batch <= labels.count))
         let start = Date()
         network.gradients.zero()
         pending.removeAll(keepingCapacity: true)
@@ -120,17 +130,29 @@ public final class DataParallelStep {
         }
         var result: (lossSum: Double, correct: Int) = (0, 0)
         var overlapError: Error?
-        if batch > 0 {
-            let logits = network.forward(batch: batch, context: context, from: firstNode)
-            result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer, count: batch,
-                                                        normalizer: normalizer, dLogits: dLogits.pointer)
-            network.backward(dLogits: dLogits.pointer, batch: batch, context: context, stopAt: firstNode) { node in
-                guard overlapping, overlapError == nil else { return }
+        let micro = input == nil ? max(batch, 1) : network.maxBatch
+        let sampleFloats = network.inputShape.count
+        var first = 0
+        while first < batch {
+            let count = min(micro, batch - first)
+            let isLast = first + count == batch
+            if let input { network.input.update(from: input + first * sampleFloats, count: count * sampleFloats) }
+            var microContext = context
+            microContext.firstSample += first
+            let logits = network.forward(batch: count, context: microContext, from: firstNode)
+            let part = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer + first, count: count,
+                                                          normalizer: normalizer, dLogits: dLogits.pointer)
+            result.lossSum += part.lossSum
+            result.correct += part.correct
+            // Buckets start during the last micro-batch's backward, once its gradients are final.
+            network.backward(dLogits: dLogits.pointer, batch: count, context: microContext, stopAt: firstNode) { node in
+                guard isLast, overlapping, overlapError == nil else { return }
                 do {
                     try startBuckets(through: node)
                     for reduction in self.pending { _ = try reduction.test() }  // lets MPI progress them
                 } catch { overlapError = error }
             }
+            first += count
         }
         if let overlapError { throw overlapError }
         let backwardDone = Date()

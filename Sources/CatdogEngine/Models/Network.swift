@@ -32,7 +32,12 @@ public final class Network {
     public private(set) var maxBatch = 0
 
     private var activations: [FloatBuffer] = []
-    private var dActivations: [FloatBuffer] = []
+    /// Gradient of each node's activation: a pointer into one of `gradientPool`'s buffers,
+    /// which nodes whose gradients are never alive at the same time share.
+    private var dActivations: [UnsafeMutablePointer<Float>] = []
+    private var gradientPool: [FloatBuffer] = []
+    /// Nodes whose gradient buffer must be zeroed just before node i's backward (their first writer).
+    private var zeroBefore: [[Int]] = []
     private var inputPointers: [[UnsafeMutablePointer<Float>]] = []
     private var dInputPointers: [[UnsafeMutablePointer<Float>?]] = []
     private let scratch: Scratch
@@ -54,6 +59,44 @@ public final class Network {
     public var outputShape: FeatureShape { nodes[nodes.count - 1].shape }
     public var parameterCount: Int { parameters.count }
     public var forwardFLOPs: Int { nodes.reduce(0) { $0 + ($1.layer?.forwardFLOPs ?? 0) } }
+    /// Bytes `reserve` sets aside per sample of the batch: every node's activation and its
+    /// gradient. (The micro-batch size that fits a memory budget follows from it.)
+    public var activationBytesPerSample: Int {
+        (nodes.reduce(0) { $0 + $1.shape.count } + Network.gradientPlan(nodes).sizes.reduce(0, +)) * 4
+    }
+
+    /// Which gradient buffer each node uses, and each buffer's size per sample. Backward runs
+    /// from the last node down; node i's gradient is alive from the backward of its last
+    /// consumer (which first adds into it) to its own, so nodes whose intervals do not meet
+    /// can share one buffer (greedy interval colouring). The input (node 0) needs none.
+    static func gradientPlan(_ nodes: [Node]) -> (buffer: [Int], sizes: [Int]) {
+        var lastConsumer = nodes.indices.map { $0 }
+        for (j, node) in nodes.enumerated() { for i in node.inputs { lastConsumer[i] = max(lastConsumer[i], j) } }
+        var buffer = [Int](repeating: -1, count: nodes.count)
+        var sizes: [Int] = []
+        var freeAfter: [Int] = []  // per buffer: the lowest node index its current occupant is alive to
+        // Interval of node i (in backward time, high to low): [lastConsumer[i], i].
+        for i in nodes.indices.dropFirst().sorted(by: { (lastConsumer[$0], $0) > (lastConsumer[$1], $1) }) {
+            let candidates = sizes.indices.filter { freeAfter[$0] > lastConsumer[i] }
+            let count = nodes[i].shape.count
+            // The free buffer closest in size (a larger one first), else a new one.
+            let pick = candidates.min { a, b in
+                let fa = sizes[a] >= count, fb = sizes[b] >= count
+                if fa != fb { return fa }
+                return fa ? sizes[a] < sizes[b] : sizes[a] > sizes[b]
+            }
+            if let pick {
+                buffer[i] = pick
+                sizes[pick] = max(sizes[pick], count)
+                freeAfter[pick] = i
+            } else {
+                buffer[i] = sizes.count
+                sizes.append(count)
+                freeAfter.append(i)
+            }
+        }
+        return (buffer, sizes)
+    }
 
     init(input: FeatureShape, layers: [(Layer, [Int])], convolution: ConvolutionOptions) throws {
         scratch = Scratch(convolution: convolution)
@@ -135,9 +178,16 @@ public final class Network {
         guard maxBatch > self.maxBatch else { return }
         self.maxBatch = maxBatch
         activations = nodes.map { FloatBuffer(count: maxBatch * $0.shape.count) }
-        dActivations = nodes.map { FloatBuffer(count: maxBatch * $0.shape.count) }
+        let plan = Network.gradientPlan(nodes)
+        gradientPool = plan.sizes.map { FloatBuffer(count: maxBatch * $0) }
+        let none = activations[0].pointer  // node 0's gradient is never used
+        dActivations = nodes.indices.map { plan.buffer[$0] < 0 ? none : gradientPool[plan.buffer[$0]].pointer }
+        var lastConsumer = nodes.indices.map { $0 }
+        for (j, node) in nodes.enumerated() { for i in node.inputs { lastConsumer[i] = max(lastConsumer[i], j) } }
+        zeroBefore = nodes.map { _ in [] }
+        for i in nodes.indices.dropFirst() { zeroBefore[lastConsumer[i]].append(i) }
         inputPointers = nodes.map { node in node.inputs.map { activations[$0].pointer } }
-        dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0].pointer } }
+        dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0] } }
         for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch) }
     }
 
@@ -169,21 +219,23 @@ public final class Network {
     /// parameters then get no gradient).
     public func backward(dLogits: UnsafePointer<Float>, batch: Int, context: PassContext, stopAt first: Int = 0,
                          layerDone: ((Int) -> Void)? = nil) {
-        for index in (first + 1)..<nodes.count {
-            dActivations[index].pointer.update(repeating: 0, count: batch * nodes[index].shape.count)
-        }
         let last = nodes.count - 1
-        dActivations[last].pointer.update(from: dLogits, count: batch * nodes[last].shape.count)
+        dActivations[last].update(from: dLogits, count: batch * nodes[last].shape.count)
         if profiling, backwardSeconds.count != nodes.count { resetProfile() }
         for index in stride(from: last, through: first + 1, by: -1) {
             let start = profiling ? now() : 0
             defer { if profiling { backwardSeconds[index] += Double(now() - start) * 1e-9 } }
-            // Nothing below the cut needs dInput: skip computing it.
-            let dInputs = first > 0 && index == first + 1
-                ? [UnsafeMutablePointer<Float>?](repeating: nil, count: nodes[index].inputs.count) : dInputPointers[index]
+            // A gradient buffer is shared with nodes that are not alive now: zero it when its
+            // first writer comes.
+            for i in zeroBefore[index] where i > first && i != last {
+                dActivations[i].update(repeating: 0, count: batch * nodes[i].shape.count)
+            }
+            // Nothing at or below the cut needs dInput: skip computing it.
+            let dInputs = first > 0
+                ? zip(nodes[index].inputs, dInputPointers[index]).map { $0 <= first ? nil : $1 } : dInputPointers[index]
             nodes[index].layer!.backward(
                 inputs: inputPointers[index], output: activations[index].pointer,
-                dOutput: dActivations[index].pointer, dInputs: dInputs,
+                dOutput: dActivations[index], dInputs: dInputs,
                 batch: batch, context: context)
             layerDone?(index)
         }
