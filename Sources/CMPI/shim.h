@@ -22,6 +22,10 @@ static inline int catdog_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRIN
 static inline int catdog_mpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
 
 static inline MPI_Datatype catdog_mpi_uint16(void) { return MPI_UINT16_T; }
+static inline MPI_Info catdog_mpi_info_null(void) { return MPI_INFO_NULL; }
+static inline int catdog_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
+static inline MPI_Win catdog_mpi_win_null(void) { return MPI_WIN_NULL; }
+static inline MPI_Comm catdog_mpi_comm_null(void) { return MPI_COMM_NULL; }
 
 // Sum of IEEE half-precision values (MPI has no fp16 type): the reduction behind the
 // fp16-compressed all-reduce, accumulating each pair in float.

@@ -15,6 +15,11 @@ public protocol Communicator: AnyObject {
     func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
     /// Sums doubles across ranks (metrics).
     func allReduceSum(_ values: inout [Double]) throws
+    /// Element-wise maximum of doubles across ranks.
+    func allReduceMax(_ values: inout [Double]) throws
+    /// Memory shared by the ranks on this rank's machine (an MPI-3 shared window): `bytes`
+    /// in one block, one copy per machine, whichever rank writes it. Collective over all ranks.
+    func nodeSharedMemory(bytes: Int) throws -> NodeSharedMemory
     /// Minimum and maximum of one value across ranks.
     func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64)
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws
@@ -24,6 +29,17 @@ public protocol Communicator: AnyObject {
     func barrier() throws
     /// Ends every rank of the job at once with `code` (MPI_Abort).
     func abort(code: Int32) -> Never
+}
+
+/// A block of memory every rank on one machine sees (`Communicator.nodeSharedMemory`).
+public protocol NodeSharedMemory: AnyObject {
+    var pointer: UnsafeMutableRawPointer { get }
+    var bytes: Int { get }
+    /// This rank's index among the ranks on its machine, and their number.
+    var localRank: Int { get }
+    var localSize: Int { get }
+    /// Waits for every rank on this machine (e.g. until all have written their part).
+    func barrier() throws
 }
 
 /// An all-reduce in flight.
@@ -66,10 +82,25 @@ public final class LocalCommunicator: Communicator {
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
     public func allReduceSum(_ values: inout [Double]) throws {}
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { (value, value) }
+    public func allReduceMax(_ values: inout [Double]) throws {}
+    public func nodeSharedMemory(bytes: Int) throws -> NodeSharedMemory { PrivateMemory(bytes: bytes) }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {}
     public func allGather(_ buffer: UnsafeMutableRawPointer, itemBytes: Int, counts: [Int], offsets: [Int]) throws {}
     public func barrier() throws {}
     public func abort(code: Int32) -> Never { exit(code) }
+
+    final class PrivateMemory: NodeSharedMemory {
+        let pointer: UnsafeMutableRawPointer
+        let bytes: Int
+        var localRank: Int { 0 }
+        var localSize: Int { 1 }
+        init(bytes: Int) {
+            self.bytes = bytes
+            pointer = .allocate(byteCount: max(bytes, 1), alignment: 64)
+        }
+        deinit { pointer.deallocate() }
+        func barrier() throws {}
+    }
 
     final class Done: PendingReduction {
         func test() throws -> Bool { true }

@@ -53,6 +53,8 @@ public final class FaultInjectingCommunicator: Communicator {
     }
     public func allReduceSum(_ values: inout [Double]) throws { try base.allReduceSum(&values) }
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { try base.allReduceMinMax(value) }
+    public func allReduceMax(_ values: inout [Double]) throws { try base.allReduceMax(&values) }
+    public func nodeSharedMemory(bytes: Int) throws -> NodeSharedMemory { try base.nodeSharedMemory(bytes: bytes) }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {
         try base.broadcast(buffer, bytes: bytes, root: root)
     }

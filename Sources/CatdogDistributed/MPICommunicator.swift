@@ -81,6 +81,67 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    public func allReduceMax(_ values: inout [Double]) throws {
+        guard size > 1, !values.isEmpty else { return }
+        let count = Int32(values.count)
+        try values.withUnsafeMutableBufferPointer { v in
+            try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(),
+                                             catdog_mpi_max(), world), "MPI_Allreduce")
+        }
+    }
+
+    public func nodeSharedMemory(bytes: Int) throws -> NodeSharedMemory {
+        try SharedWindow(world: world, bytes: bytes)
+    }
+
+    /// `MPI_Win_allocate_shared` over the ranks of one machine (`MPI_Comm_split_type`): the
+    /// machine's first rank allocates all of it, the others map the same pages.
+    final class SharedWindow: NodeSharedMemory {
+        let pointer: UnsafeMutableRawPointer
+        let bytes: Int
+        let localRank: Int
+        let localSize: Int
+        private var node = catdog_mpi_comm_null()
+        private(set) var window = catdog_mpi_win_null()
+
+        init(world: MPI_Comm, bytes: Int) throws {
+            self.bytes = bytes
+            var comm = catdog_mpi_comm_null()
+            try MPIError.check(MPI_Comm_split_type(world, catdog_mpi_comm_type_shared(), 0, catdog_mpi_info_null(), &comm),
+                               "MPI_Comm_split_type")
+            node = comm
+            MPI_Comm_set_errhandler(comm, catdog_mpi_errors_return())
+            var r: Int32 = 0, n: Int32 = 0
+            try MPIError.check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
+            try MPIError.check(MPI_Comm_size(comm, &n), "MPI_Comm_size")
+            localRank = Int(r)
+            localSize = Int(n)
+            var base: UnsafeMutableRawPointer?
+            let mine = localRank == 0 ? max(bytes, 1) : 0
+            var win = catdog_mpi_win_null()
+            try withUnsafeMutablePointer(to: &base) { out in
+                try MPIError.check(MPI_Win_allocate_shared(MPI_Aint(mine), 1, catdog_mpi_info_null(), comm, out, &win),
+                                   "MPI_Win_allocate_shared")
+            }
+            window = win
+            var size: MPI_Aint = 0, unit: Int32 = 0
+            var shared: UnsafeMutableRawPointer?
+            try withUnsafeMutablePointer(to: &shared) { out in
+                try MPIError.check(MPI_Win_shared_query(win, 0, &size, &unit, out), "MPI_Win_shared_query")
+            }
+            guard let shared, Int(size) >= bytes else {
+                throw MPIError(call: "MPI_Win_shared_query", code: -1, message: "the machine's shared window is missing or too small")
+            }
+            pointer = shared
+        }
+
+        func barrier() throws { try MPIError.check(MPI_Barrier(node), "MPI_Barrier (node)") }
+
+        // No MPI_Win_free in deinit: it is collective, and a rank unwinding after an error
+        // would wait in it for ranks that are still training, instead of aborting the job.
+        // MPI_Finalize (or the end of the process) releases the window.
+    }
+
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) {
         guard size > 1 else { return (value, value) }
         var input = value, low: UInt64 = 0, high: UInt64 = 0

@@ -28,3 +28,23 @@ public struct MachineDescription: Codable, Sendable {
 
     public var summary: String { "\(cpu), \(cores) cores, \(vectorFlags.isEmpty ? "no vector flags read" : vectorFlags.joined(separator: " "))" }
 }
+
+/// Memory figures from /proc (Linux; nil elsewhere or when unreadable).
+public enum MemoryStatus {
+    /// This process's peak resident set (VmHWM), in bytes.
+    public static func peakResidentBytes() -> Int? { field("VmHWM:", in: "/proc/self/status") }
+    /// This process's resident set now (VmRSS), in bytes.
+    public static func residentBytes() -> Int? { field("VmRSS:", in: "/proc/self/status") }
+    /// Memory the kernel says it can give without swapping (MemAvailable), in bytes.
+    public static func availableBytes() -> Int? { field("MemAvailable:", in: "/proc/meminfo") }
+
+    /// A "Name:   1234 kB" line of a small /proc file.
+    private static func field(_ name: String, in path: String) -> Int? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        let text = String(decoding: (try? handle.read(upToCount: 1 << 16)) ?? Data(), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
+              let kB = Int(line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") else { return nil }
+        return kB * 1024
+    }
+}

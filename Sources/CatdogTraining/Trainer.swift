@@ -38,12 +38,27 @@ public final class Trainer {
 
     /// The update itself; owns the labels buffer and the gradient buckets.
     public let stepper: DataParallelStep
+    /// Decodes and augments this rank's slice of the next batch while the current one trains.
+    public let loader: BatchLoader
+    /// Samples that go through the network at once; the local batch is split into micro-batches
+    /// of this size whose gradients add up before the all-reduce.
+    public let microBatch: Int
+    /// Bytes of activations (and their gradients) the network reserves.
+    public var activationBytes: Int { microBatch * network.activationBytesPerSample }
     private let evaluationLabels: FloatBuffer
     private let dLogits: FloatBuffer
     public var computeSeconds: Double { stepper.computeSeconds }
     public var exposedCommSeconds: Double { stepper.exposedCommSeconds }
 
-    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData) throws {
+    /// Activation memory `microBatch: nil` aims for: the largest micro-batch whose activations
+    /// and their gradients fit in it (at least one sample, at most the local batch).
+    public static let defaultActivationBudget = 256 << 20
+
+    public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
+        max(1, min(localBatch, budget / max(bytesPerSample, 1)))
+    }
+
+    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, microBatch: Int? = nil) throws {
         self.config = config
         comm = communicator
         self.data = data
@@ -55,10 +70,13 @@ public final class Trainer {
         }
         network = try ModelZoo.build(config.model, imageSize: config.imageSize)
         let localBatch = config.globalBatch / comm.size
-        network.reserve(maxBatch: localBatch)
+        let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample), 1),
+                        max(localBatch, 1))
+        self.microBatch = micro
+        network.reserve(maxBatch: micro)
         optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
-        evaluationLabels = FloatBuffer(count: localBatch)
-        dLogits = FloatBuffer(count: localBatch)
+        evaluationLabels = FloatBuffer(count: micro)
+        dLogits = FloatBuffer(count: micro)
         bestParameters = FloatBuffer(count: network.parameterCount)
         bestState = FloatBuffer(count: network.state.count)
         let steps = (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch
@@ -67,7 +85,9 @@ public final class Trainer {
             totalSteps: config.epochs * steps, decay: config.decay)
         stepper = DataParallelStep(network: network, optimizer: optimizer, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
-                                   fp16: config.fp16AllReduce ?? false)
+                                   fp16: config.fp16AllReduce ?? false, batchCapacity: localBatch)
+        loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: localBatch,
+                             sampleFloats: network.inputShape.count)
 
         // Rank 0 initialises; everyone starts from its weights.
         network.initialize(seed: config.seed)
@@ -83,23 +103,17 @@ public final class Trainer {
         public var count: Double
     }
 
-    /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`.
+    /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`
+    /// (prepared by the loader while the previous step ran).
     public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
-        let positions = plan.samples(step: step, rank: comm.rank)
-        let sampleSize = network.inputShape.count
-        for (i, position) in positions.enumerated() {
-            let sample = data.trainSamples[position]
-            var random = Augmentation.stream(seed: config.seed, epoch: plan.epoch, sample: sample)
-            data.train.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
-                                   augmentation: config.augmentation, random: &random)
-            stepper.labels[i] = Float(data.train.labels[sample])
-        }
+        let batch = loader.batch(plan: plan, step: step)
+        stepper.labels.pointer.update(from: batch.labels, count: batch.count)
         let context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
-        let result = try stepper.run(batch: positions.count, normalizer: plan.globalCount(step: step), context: context,
-                                     learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
+        let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
+                                     context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
         globalStep += 1
-        return StepResult(lossSum: result.lossSum, correct: Double(result.correct), count: Double(positions.count))
+        return StepResult(lossSum: result.lossSum, correct: Double(result.correct), count: Double(batch.count))
     }
 
     // MARK: - Evaluation and consistency
@@ -120,22 +134,20 @@ public final class Trainer {
         var lossSum = 0.0, correct = 0.0
         var start = 0
         let context = PassContext(training: false)
+        var evaluated = 0
         while start < samples.count {
             let chunk = samples[start..<min(start + batch, samples.count)]
-            var random = Random(seed: 0)
-            for (i, sample) in chunk.enumerated() {
-                data.validation.writeSample(sample, to: network.input + i * sampleSize, preprocessing: data.preprocessing,
-                                            augmentation: .none, random: &random)
-                evaluationLabels[i] = Float(data.validation.labels[sample])
-            }
-            let logits = network.forward(batch: chunk.count, context: context)
-            let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: chunk.count,
+            start += chunk.count
+            let n = loader.validationBatch(chunk, input: network.input, labels: evaluationLabels.pointer, sampleFloats: sampleSize)
+            guard n > 0 else { continue }
+            let logits = network.forward(batch: n, context: context)
+            let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: n,
                                                             normalizer: 1, dLogits: dLogits.pointer)
             lossSum += result.lossSum
             correct += Double(result.correct)
-            start += chunk.count
+            evaluated += n
         }
-        var totals = [lossSum, correct, Double(samples.count)]
+        var totals = [lossSum, correct, Double(evaluated)]
         try comm.allReduceSum(&totals)
         guard totals[2] > 0 else { return (.nan, .nan) }
         return (totals[0] / totals[2], totals[1] / totals[2])

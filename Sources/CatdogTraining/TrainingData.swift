@@ -1,33 +1,55 @@
 import CatdogData
 import CatdogDistributed
 import CatdogRun
+import CatdogSupport
 import Foundation
 
-/// The decoded training and validation images of one rank.
+/// The training and validation images of a run, as every rank sees them: which files there
+/// are, which of them are usable (the same set on every rank, known before the first step),
+/// and where a sample's pixels come from.
 ///
-/// Training images: each rank decodes its contiguous 1/N block of the files, then the ranks
-/// all-gather the uint8 squares, so every rank can take any sample of an epoch's global
-/// permutation (the global batch of a step then does not depend on N). Validation images:
-/// each rank decodes and keeps only its own block and evaluates it.
+/// Two ways to get pixels, chosen by `Cache`:
+/// - **streaming** (`none`): a rank decodes only the samples of its slice of each batch, from
+///   the files (the OS page cache keeps hot JPEGs once per machine). Memory per rank does not
+///   depend on the data set. Before epoch 1 the ranks check every file once between them
+///   (the whole file entropy-decoded at 1/8 scale), so a broken file is skipped everywhere.
+/// - **node cache** (`node`): the decoded squares are held once per machine in an MPI-3 shared
+///   window, filled by that machine's ranks together; samples are then copied, not decoded.
+///
+/// `auto` takes the node cache when it needs at most a tenth of the machine's available
+/// memory, else streams; `choice` says which and why. Either way a sample's pixels are the
+/// same bytes, so the choice changes neither results nor checkpoints.
 public final class TrainingData {
+    public enum Cache: String, CaseIterable, Sendable {
+        case auto, node, none
+    }
+
     public let preprocessing: Preprocessing
     public let trainFiles: [LabeledFile]
     public let validationFiles: [LabeledFile]
-    public let train: ImageStore
-    public let validation: ImageStore
-    /// Slots of `train` that decoded, in file order: the epoch permutation runs over these.
+    /// Indices into `trainFiles` of the usable files, in file order: the epoch permutation runs over these.
     public let trainSamples: [Int]
-    /// Slots of this rank's validation block that decoded.
+    /// Indices into `validationFiles` of this rank's block's usable files.
     public let localValidationSamples: [Int]
     public let validationCount: Int
     /// Summary over all ranks, e.g. "skipped 4 of 2004 files: 2 unreadable, 1 not a JPEG, 1 empty".
     public let skippedSummary: String?
     /// Every skipped file with its reason (complete on every rank).
     public let skippedDetails: [String]
+    /// Seconds to check (streaming) or decode (node cache) the files before training.
     public let decodeSeconds: Double
+    /// The node cache, or nil when streaming.
+    public let cache: (train: ImageStore, validation: ImageStore, memory: NodeSharedMemory)?
+    /// What `Cache` resolved to and why, for the log.
+    public let choice: String
 
-    public init(folder: String, config: TrainingConfig, communicator comm: Communicator,
-                log: (String) -> Void = { _ in }) throws {
+    /// Bytes the node cache takes for `count` images of `preprocessing`.
+    public static func cacheBytes(count: Int, preprocessing: Preprocessing) -> Int {
+        count * preprocessing.storedSize * preprocessing.storedSize * 3
+    }
+
+    public init(folder: String, config: TrainingConfig, communicator comm: Communicator, cache: Cache = .auto,
+                availableMemory: Int? = MemoryStatus.availableBytes(), log: (String) -> Void = { _ in }) throws {
         let files = try DataFolder.labeledFiles(in: folder)
         let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
                                                  folder: folder, warn: comm.rank == 0 ? log : { _ in })
@@ -35,55 +57,142 @@ public final class TrainingData {
         self.trainFiles = trainFiles
         self.validationFiles = validationFiles
         let preprocessing = Preprocessing(imageSize: config.imageSize, fit: config.fit, scale: config.scale,
-                                      cropMargin: config.augmentation.crop ? nil : 0)
+                                          cropMargin: config.augmentation.crop ? nil : 0)
         self.preprocessing = preprocessing
         let start = Date()
-        let train = ImageStore(count: trainFiles.count, storedSize: preprocessing.storedSize, labels: trainFiles.map(\.label))
-        let validation = ImageStore(count: validationFiles.count, storedSize: preprocessing.storedSize,
-                                    labels: validationFiles.map(\.label))
-        self.train = train
-        self.validation = validation
-        let trainBlock = comm.block(of: trainFiles.count)
-        let validationBlock = comm.block(of: validationFiles.count)
-        log("decoding \(trainBlock.count + validationBlock.count) images to \(preprocessing.storedSize)x\(preprocessing.storedSize) on each rank")
-        var problems: [UInt8] = []
-        let trainReport = train.decode(trainFiles.map(\.path), indices: trainBlock, fit: config.fit)
-        let validationReport = validation.decode(validationFiles.map(\.path), indices: validationBlock, fit: config.fit)
-
-        // Share the decoded training squares and every file's outcome (0 = ok, else a problem code).
-        let counts = (0..<comm.size).map { comm.block(of: trainFiles.count, rank: $0).count }
-        let offsets = (0..<comm.size).map { comm.block(of: trainFiles.count, rank: $0).lowerBound }
-        try comm.allGather(UnsafeMutableRawPointer(train.pixels), itemBytes: train.bytesPerImage, counts: counts, offsets: offsets)
         let allFiles = trainFiles + validationFiles
-        problems = .init(repeating: 0, count: allFiles.count)
-        let index = Dictionary(uniqueKeysWithValues: allFiles.enumerated().map { ($1.path, $0) })
-        for skip in trainReport.skipped + validationReport.skipped {
-            problems[index[skip.path]!] = UInt8(skip.problem.code)
+        let paths = allFiles.map(\.path)
+
+        // Decide where pixels come from; every rank decides the same, by the machine with
+        // the least memory available.
+        let bytes = TrainingData.cacheBytes(count: allFiles.count, preprocessing: preprocessing)
+        var negated = [-Double(availableMemory ?? 0)]
+        try comm.allReduceMax(&negated)
+        let available = -negated[0]
+        let useNode: Bool
+        let mib = { (b: Double) in String(format: "%.0f MiB", b / 1_048_576) }
+        switch cache {
+        case .node:
+            useNode = true
+            choice = "node cache (--cache node): \(mib(Double(bytes))) once per machine"
+        case .none:
+            useNode = false
+            choice = "streaming (--cache none): each rank decodes its slice of every batch"
+        case .auto:
+            useNode = available > 0 && Double(bytes) <= available / 10
+            choice = useNode
+                ? "node cache: the decoded images take \(mib(Double(bytes))), at most a tenth of the \(mib(available)) available, held once per machine"
+                : "streaming: the decoded images would take \(mib(Double(bytes))), more than a tenth of the \(mib(available)) available; each rank decodes its slice of every batch"
         }
-        // Each file belongs to exactly one rank's block, so a sum gathers the outcomes.
-        var asDoubles = problems.map(Double.init)
-        try comm.allReduceSum(&asDoubles)
-        problems = asDoubles.map { UInt8($0) }
-        for i in 0..<trainFiles.count { train.valid[i] = problems[i] == 0 ? 1 : 0 }
-        let trainSamples = (0..<trainFiles.count).filter { train.valid[$0] == 1 }
-        self.trainSamples = trainSamples
-        localValidationSamples = validationBlock.filter { validation.valid[$0] == 1 }
+
+        var problems = [Double](repeating: 0, count: allFiles.count)
+        var details: [String: String] = [:]
+        if useNode {
+            let memory = try comm.nodeSharedMemory(bytes: max(bytes, 1))
+            let pixels = memory.pointer.bindMemory(to: UInt8.self, capacity: max(bytes, 1))
+            let bytesPerImage = preprocessing.storedSize * preprocessing.storedSize * 3
+            let train = ImageStore(count: trainFiles.count, storedSize: preprocessing.storedSize,
+                                   labels: trainFiles.map(\.label), pixels: pixels)
+            let validation = ImageStore(count: validationFiles.count, storedSize: preprocessing.storedSize,
+                                        labels: validationFiles.map(\.label), pixels: pixels + trainFiles.count * bytesPerImage)
+            // The machine's ranks split every file between them.
+            let block = (memory.localRank * allFiles.count / memory.localSize)..<((memory.localRank + 1) * allFiles.count / memory.localSize)
+            log("decoding \(allFiles.count) images to \(preprocessing.storedSize)x\(preprocessing.storedSize) into the node cache (\(block.count) on each rank)")
+            let decoder = SquareDecoder(storedSize: preprocessing.storedSize, fit: config.fit)
+            for i in block {
+                let target = i < trainFiles.count ? train.image(i) : validation.image(i - trainFiles.count)
+                do { try decoder.decode(paths[i], into: target) } catch let error as ImageError {
+                    problems[i] = Double(error.problem.code)
+                    details[paths[i]] = error.detail
+                } catch {
+                    problems[i] = Double(ImageProblem.unreadable.code)
+                }
+            }
+            try memory.barrier()
+            self.cache = (train, validation, memory)
+        } else {
+            let block = comm.block(of: allFiles.count)
+            log("checking \(block.count) images on each rank (streaming: decoded again at every step)")
+            let decoder = SquareDecoder(storedSize: preprocessing.storedSize, fit: config.fit)
+            for i in block {
+                if let error = decoder.check(paths[i]) {
+                    problems[i] = Double(error.problem.code)
+                    details[paths[i]] = error.detail
+                }
+            }
+            self.cache = nil
+        }
+        // A file broken for any rank (on any machine) is skipped by all of them.
+        try comm.allReduceMax(&problems)
+
+        trainSamples = (0..<trainFiles.count).filter { problems[$0] == 0 }
+        let validationBlock = comm.block(of: validationFiles.count)
+        localValidationSamples = validationBlock.filter { problems[trainFiles.count + $0] == 0 }
         validationCount = (0..<validationFiles.count).filter { problems[trainFiles.count + $0] == 0 }.count
 
         var report = DecodeReport()
         report.attempted = allFiles.count
-        var details: [String] = []
+        var lines: [String] = []
         for (i, code) in problems.enumerated() {
             guard let problem = ImageProblem(code: Int(code)) else { continue }
-            let detail = (trainReport.skipped + validationReport.skipped).first { $0.path == allFiles[i].path }?.detail
-            report.skipped.append((allFiles[i].path, problem, detail ?? ""))
-            details.append("\(allFiles[i].path): \(problem.rawValue)" + (detail.map { " (\($0))" } ?? ""))
+            let detail = details[paths[i]]
+            report.skipped.append((paths[i], problem, detail ?? ""))
+            lines.append("\(paths[i]): \(problem.rawValue)" + (detail.map { " (\($0))" } ?? ""))
         }
         skippedSummary = report.summary
-        skippedDetails = details
+        skippedDetails = lines
         decodeSeconds = Date().timeIntervalSince(start)
         guard !trainSamples.isEmpty else {
             throw DataFolderError(description: "no usable images in '\(folder)': \(report.summary ?? "none decoded")")
         }
+    }
+
+    /// Labels as floats (0 cat, 1 dog).
+    func label(train index: Int) -> Float { Float(trainFiles[index].label) }
+    func label(validation index: Int) -> Float { Float(validationFiles[index].label) }
+}
+
+/// Writes samples of a `TrainingData` as network input: from the node cache, or decoded from
+/// the file. Owns its decoder and a square of scratch, so each thread needs its own.
+final class SampleWriter {
+    let data: TrainingData
+    let decoder: SquareDecoder
+    let square: UnsafeMutablePointer<UInt8>
+
+    init(data: TrainingData) {
+        self.data = data
+        decoder = SquareDecoder(storedSize: data.preprocessing.storedSize, fit: data.preprocessing.fit)
+        square = .allocate(capacity: decoder.bytesPerImage)
+    }
+
+    deinit { square.deallocate() }
+
+    /// Training sample `index` (into `trainFiles`), augmented as keyed by (seed, epoch, index).
+    /// Throws `ImageError` if streaming and the file no longer decodes.
+    func writeTrain(_ index: Int, epoch: Int, config: TrainingConfig, to output: UnsafeMutablePointer<Float>) throws {
+        var random = Augmentation.stream(seed: config.seed, epoch: epoch, sample: index)
+        let source: UnsafePointer<UInt8>
+        if let cache = data.cache {
+            source = UnsafePointer(cache.train.image(index))
+        } else {
+            try decoder.decode(data.trainFiles[index].path, into: square)
+            source = UnsafePointer(square)
+        }
+        ImageStore.writeSample(from: source, storedSize: decoder.storedSize, to: output, preprocessing: data.preprocessing,
+                               augmentation: config.augmentation, random: &random)
+    }
+
+    /// Validation sample `index` (into `validationFiles`), centred, not augmented.
+    func writeValidation(_ index: Int, to output: UnsafeMutablePointer<Float>) throws {
+        var random = Random(seed: 0)
+        let source: UnsafePointer<UInt8>
+        if let cache = data.cache {
+            source = UnsafePointer(cache.validation.image(index))
+        } else {
+            try decoder.decode(data.validationFiles[index].path, into: square)
+            source = UnsafePointer(square)
+        }
+        ImageStore.writeSample(from: source, storedSize: decoder.storedSize, to: output, preprocessing: data.preprocessing,
+                               augmentation: .none, random: &random)
     }
 }

@@ -25,6 +25,7 @@ extension Trainer {
             let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
                                      ranks: comm.size, seed: config.seed, epoch: epoch)
             let epochStarted = Date()
+            let waitedBefore = loader.waitSeconds
             var imagesThisRun = 0.0
             let firstStep = stepInEpoch
             while stepInEpoch < plan.steps {
@@ -75,8 +76,12 @@ extension Trainer {
                 }
             }
             let trainSeconds = Date().timeIntervalSince(epochStarted)
+            let waited = (loader.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
             try averageBatchNormState()
             let validation = try evaluate()
+            // Files that passed the check but failed since (left out of their batch), over all ranks.
+            var late = [Double(loader.lateFailures.count)]
+            try comm.allReduceSum(&late)
             let elapsed = elapsedBefore + Date().timeIntervalSince(started)
             let metrics = EpochMetrics(
                 epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
@@ -93,9 +98,12 @@ extension Trainer {
                 epochsWithoutImprovement += 1
             }
             if comm.rank == 0 {
-                log(String(format: "epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s | %@%@",
+                log(String(format: "epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
                            epoch + 1, config.epochs, metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
-                           metrics.images_per_s, formatDuration(elapsed), improved ? " | best" : ""))
+                           metrics.images_per_s, waited * 100, formatDuration(elapsed), improved ? " | best" : ""))
+                if late[0] > 0 {
+                    log("warning: \(Int(late[0])) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(loader.lateFailures.prefix(3).joined(separator: "; "))")
+                }
                 if let metricsFile { try appendLine(metrics.jsonLine, to: metricsFile) }
             }
             let finishedEpoch = stoppedBy != .timeBudget

@@ -3,6 +3,7 @@ import CatdogData
 import CatdogDistributed
 import CatdogEngine
 import CatdogRun
+import CatdogTraining
 
 /// What network `train` and `bench` build, and how big a step is.
 struct ModelOptions: ParsableArguments {
@@ -105,3 +106,4 @@ extension LearningRateSchedule.Decay: ExpressibleByArgument {}
 extension Resize.Fit: ExpressibleByArgument {}
 extension Preprocessing.Scale: ExpressibleByArgument {}
 extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
+extension TrainingData.Cache: ExpressibleByArgument {}

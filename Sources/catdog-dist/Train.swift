@@ -15,7 +15,11 @@ struct Train: ParsableCommand {
             Run alone (`catdog-dist train --data train/ --checkpoint-dir ck`) or as N ranks \
             (`mpirun -np N catdog-dist train ...`, also across machines with --hostfile). \
             --batch-size is the global batch: each rank takes batch/N of it, so results do not \
-            depend on N. Every rank decodes 1/N of the images; the ranks then share them.
+            depend on N. Each rank decodes and augments only its slice of every batch, one step \
+            ahead on a helper thread (--cache none), or copies it from decoded images held once \
+            per machine in shared memory (--cache node); --cache auto picks by size and says why. \
+            Large inputs (e.g. --model vgg --image-size 299) go through the network in \
+            micro-batches whose gradients add up (--micro-batch), so memory per rank stays bounded.
 
             Transfer learning (--model efficientnet-lite0 --init-from FILE from `catdog-dist import`): \
             the frozen backbone runs once over the images (1/N per rank) and a logistic head trains on \
@@ -105,6 +109,22 @@ struct Train: ParsableCommand {
     @Option(help: "Fine-tuning: the unfrozen blocks' learning rate as a fraction of the head's (--lr).")
     var backboneLrScale = FineTuning.Config().backboneScale
 
+    @Option(help: """
+        Where pixels come from: `none` streams (each rank decodes its slice of every batch from \
+        the files: memory does not grow with the data set); `node` decodes every image once into \
+        memory shared by the ranks of each machine; `auto` takes `node` when that needs at most a \
+        tenth of the memory available, else streams.
+        """)
+    var cache: TrainingData.Cache = .auto
+
+    @Option(help: """
+        Samples per forward/backward pass; the rank's slice of the batch is split into micro-batches \
+        whose gradients add up before the all-reduce (gradient accumulation). Default: the largest \
+        that keeps activations under \(Trainer.defaultActivationBudget >> 20) MiB per rank. BatchNorm \
+        normalizes each micro-batch by its own statistics.
+        """)
+    var microBatch: Int?
+
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var allReduce: AllReduceOptions
     @OptionGroup var faults: FaultOptions
@@ -122,6 +142,7 @@ struct Train: ParsableCommand {
         if let warmupEpochs, !(warmupEpochs >= 0 && warmupEpochs.isFinite) { throw ValidationError("--warmup-epochs must be 0 or a positive number") }
         if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
         if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
+        if let microBatch, microBatch <= 0 { throw ValidationError("--micro-batch must be positive") }
         guard backboneLrScale >= 0, backboneLrScale.isFinite else { throw ValidationError("--backbone-lr-scale must be 0 or a positive number") }
         _ = try augmentation()
         if model != "efficientnet-lite0", freeze != .backbone || initFrom != nil {
@@ -183,14 +204,14 @@ struct Train: ParsableCommand {
                     return
                 }
             }
-            let data = try TrainingData(folder: self.data, config: config, communicator: comm) { log.info($0) }
-            log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), decoded in \(String(format: "%.1f", data.decodeSeconds)) s")
+            let data = try TrainingData(folder: self.data, config: config, communicator: comm, cache: cache) { log.info($0) }
+            log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), \(data.cache == nil ? "checked" : "decoded") in \(String(format: "%.1f", data.decodeSeconds)) s; \(data.choice)")
             if let summary = data.skippedSummary {
                 let details = (checkpointDir as NSString).appendingPathComponent("skipped-files.log")
                 if comm.rank == 0 { try (data.skippedDetails.joined(separator: "\n") + "\n").write(toFile: details, atomically: true, encoding: .utf8) }
                 log.info("\(summary) (details in \(details))")
             }
-            let trainer = try Trainer(config: config, communicator: comm, data: data)
+            let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch)
             if let checkpoint {
                 try trainer.restore(from: checkpoint)
                 let m = checkpoint.metadata
@@ -198,6 +219,10 @@ struct Train: ParsableCommand {
                 log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
             }
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description)")
+            let localBatch = config.globalBatch / comm.size
+            let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
+            let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count)) >> 20
+            log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
             let progress = ProgressLine()
             var checkpointMilliseconds: [Double] = []
             let summary = try trainer.fit(
@@ -225,6 +250,10 @@ struct Train: ParsableCommand {
             case .timeBudget: "time budget spent (resume with --resume auto to continue)"
             }
             let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
+            var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]
+            try comm.allReduceMax(&peak)
+            log.info(String(format: "input: the helper thread prepared batches for %.1f s; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
+                            trainer.loader.prepareSeconds, trainer.loader.waitSeconds, peak[0] / 1_048_576))
             log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; best weights in \(store.bestPath)")
         }
     }

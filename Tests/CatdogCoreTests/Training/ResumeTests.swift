@@ -9,15 +9,16 @@ final class ResumeTests: XCTestCase {
          "--epochs", String(epochs), "--batch-size", "24", "--patience", "0", "--checkpoint-every", "3", "--keep", "20"] + extra
     }
 
-    /// 2 epochs straight, and the same run resumed from its mid-epoch checkpoint at update 3:
-    /// bit-identical final weights, optimizer moments and metrics.
+    /// 2 epochs straight (images in the node cache), and the same run resumed from its
+    /// mid-epoch checkpoint at update 3 while streaming the images: bit-identical final
+    /// weights, optimizer moments and metrics.
     func testResumeMidEpochIsBitExact() throws {
         let data = try sharedSubset(self, perClass: 60)
         let straight = try temporaryFolder(self)
-        XCTAssertEqual(try CLI.run(trainArguments(data, straight)).status, 0)
+        XCTAssertEqual(try CLI.run(trainArguments(data, straight, extra: ["--cache", "node"])).status, 0)
         let resumed = try temporaryFolder(self)
         let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
-        let result = try CLI.run(trainArguments(data, resumed, extra: ["--resume", middle]))
+        let result = try CLI.run(trainArguments(data, resumed, extra: ["--resume", middle, "--cache", "none"]))
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("step 3 of the epoch"), result.stdout)
         let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")

@@ -1,0 +1,98 @@
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogRun
+import CatdogTraining
+import Foundation
+import XCTest
+
+/// Where a step's pixels come from (streamed from the files or copied from the node cache),
+/// micro-batching, and files that break after the check.
+final class StreamingInputTests: XCTestCase {
+    func trainArguments(_ data: String, _ checkpoints: String, extra: [String]) -> [String] {
+        ["train", "--data", data, "--checkpoint-dir", checkpoints, "--model", "simple", "--image-size", "32",
+         "--epochs", "2", "--batch-size", "24", "--patience", "0"] + extra
+    }
+
+    /// The same run streamed on 2 ranks, from the node cache on 2 ranks: the same pixels and
+    /// augmentations reach the same steps, so the weights are bit-identical. The log says
+    /// which input path ran and why.
+    func testStreamingAndNodeCacheGiveBitIdenticalWeights() throws {
+        let data = try sharedSubset(self, perClass: 40)
+        let streamed = try temporaryFolder(self), cached = try temporaryFolder(self)
+        let a = try CLI.run(trainArguments(data, streamed, extra: ["--cache", "none"]), ranks: 2)
+        XCTAssertEqual(a.status, 0, a.output)
+        XCTAssertTrue(a.stdout.contains("streaming (--cache none)"), a.stdout)
+        XCTAssertTrue(a.stdout.contains("input wait"), a.stdout)
+        let b = try CLI.run(trainArguments(data, cached, extra: ["--cache", "node"]), ranks: 2)
+        XCTAssertEqual(b.status, 0, b.output)
+        XCTAssertTrue(b.stdout.contains("node cache (--cache node)"), b.stdout)
+        XCTAssertEqual(try modelTensors(streamed + "/last.safetensors.zst"), try modelTensors(cached + "/last.safetensors.zst"))
+    }
+
+    /// Micro-batches of 5 (12 per rank = 5 + 5 + 2) against whole local batches: the gradients
+    /// add up to the same update up to float summation order (the simple net has no
+    /// BatchNorm; dropout masks are keyed by global sample). Tolerance 1e-4 after 10 updates.
+    func testMicroBatchesAddUpToTheWholeBatch() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let whole = try temporaryFolder(self), micro = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, whole, extra: []), ranks: 2).status, 0)
+        let result = try CLI.run(trainArguments(data, micro, extra: ["--micro-batch", "5"]), ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("micro-batches of 5 (3 per step, gradients summed)"), result.stdout)
+        let a = try modelTensors(whole + "/last.safetensors.zst"), b = try modelTensors(micro + "/last.safetensors.zst")
+        var largest: Float = 0
+        for (name, values) in a { for (x, y) in zip(values, b[name]!) { largest = max(largest, abs(x - y)) } }
+        XCTAssertGreaterThan(largest, 0, "the micro-batched run must really differ in summation order")
+        XCTAssertLessThan(largest, 1e-4)
+    }
+
+    /// Streaming: a training image that passed the check and is then replaced by garbage is
+    /// left out of its batch and counted, once per epoch it comes up in; training goes on.
+    func testAFileThatBreaksAfterTheCheckIsLeftOutAndCounted() throws {
+        let folder = try temporaryFolder(self)
+        let codec = JPEGCodec()
+        for i in 0..<24 {
+            try codec.encode(pattern(width: 40, height: 40), width: 40, height: 40)
+                .write(to: URL(fileURLWithPath: "\(folder)/\(i % 2 == 0 ? "cat" : "dog").\(i).jpg"))
+        }
+        var config = TrainingConfig()
+        config.model = "simple"
+        config.imageSize = 16
+        config.globalBatch = 8
+        config.epochs = 2
+        config.patience = 0
+        config.validationFraction = 0.25
+        let data = try TrainingData(folder: folder, config: config, communicator: LocalCommunicator(), cache: .none)
+        XCTAssertNil(data.cache)
+        XCTAssertEqual(data.trainSamples.count, 18)
+        let victim = data.trainFiles[data.trainSamples[0]].path
+        try Data("no longer a JPEG".utf8).write(to: URL(fileURLWithPath: victim))
+        let trainer = try Trainer(config: config, communicator: LocalCommunicator(), data: data)
+        var logged: [String] = []
+        let summary = try trainer.fit(metricsFile: nil, log: { logged.append($0) })
+        XCTAssertEqual(summary.history.count, 2)
+        XCTAssertEqual(trainer.loader.lateFailures.count, 2, "\(trainer.loader.lateFailures)")
+        XCTAssertTrue(trainer.loader.lateFailures.allSatisfy { $0.contains(victim) && $0.contains("not a JPEG") })
+        XCTAssertTrue(logged.contains { $0.contains("failed to decode since") }, "\(logged)")
+        // Each epoch trained on the 17 images that still decode.
+        XCTAssertEqual(summary.history.map { $0.step }, [3, 6])
+    }
+
+    /// Nodes whose activation gradients are never alive together share a buffer: the nets
+    /// reserve less than one gradient buffer per node, and `auto` micro-batching keeps the
+    /// reservation under its budget even for vgg at 299x299.
+    func testGradientBuffersAreSharedAndMicroBatchesFitTheBudget() throws {
+        for model in ["resnet", "vgg"] {
+            let network = try ModelZoo.build(model, imageSize: 64)
+            let activations = network.nodes.reduce(0) { $0 + $1.shape.count } * 4
+            XCTAssertLessThan(network.activationBytesPerSample - activations, activations / 2, model)
+        }
+        let vgg = try ModelZoo.build("vgg", imageSize: 299)
+        let micro = Trainer.microBatch(localBatch: 8, bytesPerSample: vgg.activationBytesPerSample)
+        XCTAssertGreaterThanOrEqual(micro, 1)
+        XCTAssertLessThan(micro, 8)
+        XCTAssertLessThanOrEqual(micro * vgg.activationBytesPerSample, Trainer.defaultActivationBudget)
+        XCTAssertEqual(Trainer.microBatch(localBatch: 32, bytesPerSample: 1000), 32)
+    }
+}
