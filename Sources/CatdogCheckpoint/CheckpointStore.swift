@@ -22,10 +22,16 @@ public struct CheckpointStore {
     /// `last` (and `best` if asked) at it, and prunes old ones. Returns the path.
     @discardableResult
     public func write(_ bytes: [UInt8], epoch: Int, step: Int, best: Bool) throws -> String {
-        let compressed = try bytes.withUnsafeBytes { try Zstd.compress($0) }
+        try bytes.withUnsafeBytes { try write(parts: [$0], epoch: epoch, step: step, best: best) }
+    }
+
+    /// The same for a file given as consecutive parts (`SafeTensors.encodeParts`), compressed
+    /// on the way to the disk: no copy of the whole file is made in memory.
+    @discardableResult
+    public func write(parts: [UnsafeRawBufferPointer], epoch: Int, step: Int, best: Bool) throws -> String {
         let name = String(format: "ckpt-e%04d-s%08d", epoch, step) + CheckpointStore.suffix
         let final = path(name)
-        try writeAtomically(compressed, to: final)
+        try writeAtomically(parts, to: final)
         try link(final, as: lastPath)
         if best { try link(final, as: bestPath) }
         try syncDirectory()
@@ -33,7 +39,7 @@ public struct CheckpointStore {
         return final
     }
 
-    private func writeAtomically(_ bytes: [UInt8], to final: String) throws {
+    private func writeAtomically(_ parts: [UnsafeRawBufferPointer], to final: String) throws {
         let temporary = path(".tmp-\(getpid())-\(UUID().uuidString.prefix(8))")
         guard FileManager.default.createFile(atPath: temporary, contents: nil) else {
             throw CheckpointError(path: temporary, problem: "cannot create it (is \(directory) writable?)")
@@ -41,7 +47,7 @@ public struct CheckpointStore {
         do {
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
             defer { try? handle.close() }
-            try handle.write(contentsOf: bytes)
+            try Zstd.compress(parts, to: handle.fileDescriptor)
             try handle.synchronize()
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)

@@ -22,6 +22,17 @@ public enum SafeTensors {
     }
 
     public static func encode(_ tensors: [Tensor], metadata: [String: String]) throws -> [UInt8] {
+        let (header, parts) = try encodeParts(tensors, metadata: metadata)
+        var out = header
+        out.reserveCapacity(header.count + parts.reduce(0) { $0 + $1.count })
+        for part in parts { out += part }
+        return out
+    }
+
+    /// The file as its header (length and JSON) and then each tensor's bytes where they lie,
+    /// so a writer can stream it without a copy; the tensors' memory must outlive the parts.
+    public static func encodeParts(_ tensors: [Tensor], metadata: [String: String]) throws
+        -> (header: [UInt8], parts: [UnsafeRawBufferPointer]) {
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
         let tensors = tensors.filter { $0.values.count > 0 }  // nothing to store; readers treat absent as empty
@@ -33,11 +44,10 @@ public enum SafeTensors {
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }  // pad with spaces so tensors are 8-byte aligned
         var out = [UInt8]()
-        out.reserveCapacity(8 + json.count + offset)
+        out.reserveCapacity(8 + json.count)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out += $0 }
         out += json
-        for t in tensors { out += UnsafeRawBufferPointer(t.values) }  // x86-64 and arm64 are little-endian
-        return out
+        return (out, tensors.map { UnsafeRawBufferPointer($0.values) })  // x86-64 and arm64 are little-endian
     }
 
     /// A parsed file: metadata and, per tensor, its shape and byte range in `bytes`.

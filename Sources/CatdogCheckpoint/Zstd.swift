@@ -1,9 +1,53 @@
 import CZstd
+import Foundation
 
 /// One zstd frame with a content checksum, so corruption is detected on reading.
 public enum Zstd {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+    }
+
+    /// Compresses `parts` (one frame of their concatenation) straight to the open file `fd`,
+    /// a megabyte at a time: memory does not grow with the input.
+    public static func compress(_ parts: [UnsafeRawBufferPointer], to fd: Int32, level: Int32 = 3) throws {
+        guard let context = ZSTD_createCCtx() else { throw Failure(description: "zstd: out of memory") }
+        defer { ZSTD_freeCCtx(context) }
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
+        ZSTD_CCtx_setPledgedSrcSize(context, UInt64(parts.reduce(0) { $0 + $1.count }))
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        func flush(_ count: Int) throws {
+            var done = 0
+            while done < count {
+                let n = Foundation.write(fd, buffer + done, count - done)
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { throw Failure(description: "write failed: \(String(cString: strerror(errno)))") }
+                done += n
+            }
+        }
+        for (index, part) in parts.enumerated() {
+            let last = index == parts.count - 1
+            var input = ZSTD_inBuffer(src: part.baseAddress, size: part.count, pos: 0)
+            while true {
+                var output = ZSTD_outBuffer(dst: buffer, size: chunk, pos: 0)
+                let remaining = ZSTD_compressStream2(context, &output, &input, last ? ZSTD_e_end : ZSTD_e_continue)
+                if ZSTD_isError(remaining) != 0 { throw Failure(description: "zstd: \(String(cString: ZSTD_getErrorName(remaining)))") }
+                try flush(output.pos)
+                if last ? remaining == 0 : input.pos == input.size { break }
+            }
+        }
+        if parts.isEmpty {
+            var input = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+            var remaining = 1
+            while remaining != 0 {
+                var output = ZSTD_outBuffer(dst: buffer, size: chunk, pos: 0)
+                remaining = ZSTD_compressStream2(context, &output, &input, ZSTD_e_end)
+                if ZSTD_isError(remaining) != 0 { throw Failure(description: "zstd: \(String(cString: ZSTD_getErrorName(remaining)))") }
+                try flush(output.pos)
+            }
+        }
     }
 
     public static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 3) throws -> [UInt8] {

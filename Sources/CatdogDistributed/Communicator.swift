@@ -7,6 +7,8 @@ public protocol Communicator: AnyObject {
     var size: Int { get }
     /// Host name this rank runs on.
     var hostName: String { get }
+    /// Ranks of the job on this rank's machine (they share its memory and cores).
+    var ranksOnMachine: Int { get }
     /// Sums `count` floats across ranks, in place.
     func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Starts a non-blocking in-place sum; `wait` completes it.
@@ -77,6 +79,7 @@ public final class LocalCommunicator: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public var hostName: String { ProcessInfo.processInfo.hostName }
+    public var ranksOnMachine: Int { 1 }
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction { Done() }
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }

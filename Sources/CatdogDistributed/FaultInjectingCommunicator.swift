@@ -39,6 +39,7 @@ public final class FaultInjectingCommunicator: Communicator {
     public var rank: Int { base.rank }
     public var size: Int { base.size }
     public var hostName: String { base.hostName }
+    public var ranksOnMachine: Int { base.ranksOnMachine }
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         try self.count()
         try base.allReduceSum(buffer, count: count)

@@ -23,6 +23,7 @@ public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
     public let hostName: String
+    public let ranksOnMachine: Int
     private let world: MPI_Comm
 
     /// Initialises MPI once per process.
@@ -41,6 +42,13 @@ public final class MPICommunicator: Communicator {
         var length: Int32 = 0
         MPI_Get_processor_name(&name, &length)
         hostName = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var node = catdog_mpi_comm_null()
+        var local: Int32 = 1
+        if MPI_Comm_split_type(world, catdog_mpi_comm_type_shared(), 0, catdog_mpi_info_null(), &node) == catdog_mpi_success() {
+            MPI_Comm_size(node, &local)
+            MPI_Comm_free(&node)
+        }
+        ranksOnMachine = Int(local)
     }
 
     /// Shuts MPI down; call once at the end of a successful run.

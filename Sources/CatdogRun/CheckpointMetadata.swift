@@ -84,6 +84,18 @@ extension CheckpointMetadata {
     /// The uncompressed safetensors file: `model/*` weights and `state/*` BatchNorm statistics
     /// of `network`, then `extra` tensors, with this metadata.
     public func encode(network: Network, extra: [SafeTensors.Tensor] = [], extraMetadata: [String: String] = [:]) throws -> [UInt8] {
+        try withExtendedLifetime(network) {
+            let (header, parts) = try encodeParts(network: network, extra: extra, extraMetadata: extraMetadata)
+            var out = header
+            for part in parts { out += part }
+            return out
+        }
+    }
+
+    /// The same file as a header and the tensors' bytes where they lie (for streaming it to a
+    /// checkpoint without a copy); `network` and `extra`'s memory must outlive the parts.
+    public func encodeParts(network: Network, extra: [SafeTensors.Tensor] = [], extraMetadata: [String: String] = [:]) throws
+        -> (header: [UInt8], parts: [UnsafeRawBufferPointer]) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(self), as: UTF8.self)
@@ -99,7 +111,7 @@ extension CheckpointMetadata {
         var metadata = ["format": CheckpointMetadata.format, "format_version": String(formatVersion),
                         "model": model, "image_size": String(imageSize), "catdog": json]
         metadata.merge(extraMetadata) { ours, _ in ours }
-        return try withExtendedLifetime(network) { try SafeTensors.encode(tensors + extra, metadata: metadata) }
+        return try SafeTensors.encodeParts(tensors + extra, metadata: metadata)
     }
 }
 

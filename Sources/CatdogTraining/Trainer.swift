@@ -50,15 +50,26 @@ public final class Trainer {
     public var computeSeconds: Double { stepper.computeSeconds }
     public var exposedCommSeconds: Double { stepper.exposedCommSeconds }
 
-    /// Activation memory `microBatch: nil` aims for: the largest micro-batch whose activations
-    /// and their gradients fit in it (at least one sample, at most the local batch).
+    /// Activation memory `microBatch: nil` aims for when nothing is known of the machine.
     public static let defaultActivationBudget = 256 << 20
 
-    public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
-        max(1, min(localBatch, budget / max(bytesPerSample, 1)))
+    /// A twelfth of the memory available to each rank of the machine, within 128 MiB…1 GiB:
+    /// the ranks' weights, optimizer state, input buffers and libraries need the rest.
+    public static func activationBudget(availableBytes: Int?, ranksOnMachine: Int) -> Int {
+        guard let available = availableBytes, available > 0 else { return defaultActivationBudget }
+        return min(1 << 30, max(128 << 20, available / max(ranksOnMachine, 1) / 12))
     }
 
-    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, microBatch: Int? = nil) throws {
+    /// Micro-batch size for a local batch: as few micro-batches as keep activations and their
+    /// gradients within `budget`, of equal size (the last may be smaller by the remainder).
+    public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
+        let largest = max(1, min(localBatch, budget / max(bytesPerSample, 1)))
+        let passes = (localBatch + largest - 1) / largest
+        return max(1, (localBatch + passes - 1) / max(passes, 1))
+    }
+
+    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, microBatch: Int? = nil,
+                activationBudget: Int = Trainer.defaultActivationBudget) throws {
         self.config = config
         comm = communicator
         self.data = data
@@ -70,15 +81,18 @@ public final class Trainer {
         }
         network = try ModelZoo.build(config.model, imageSize: config.imageSize)
         let localBatch = config.globalBatch / comm.size
-        let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample), 1),
+        let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
+                                                             budget: activationBudget), 1),
                         max(localBatch, 1))
         self.microBatch = micro
         network.reserve(maxBatch: micro)
         optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
         evaluationLabels = FloatBuffer(count: micro)
         dLogits = FloatBuffer(count: micro)
-        bestParameters = FloatBuffer(count: network.parameterCount)
-        bestState = FloatBuffer(count: network.state.count)
+        // Only rank 0 keeps the best weights (it writes them into checkpoints); at the end it
+        // sends them to the others. Every other rank saves a copy of the weights' memory.
+        bestParameters = FloatBuffer(count: comm.rank == 0 ? network.parameterCount : 0)
+        bestState = FloatBuffer(count: comm.rank == 0 ? network.state.count : 0)
         let steps = (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch
         schedule = LearningRateSchedule(
             baseRate: config.resolvedLearningRate, warmupSteps: Int(config.warmupEpochs * Double(steps)),
@@ -187,12 +201,18 @@ public final class Trainer {
     }
 
     public func rememberBest() {
+        guard comm.rank == 0 else { return }
         bestParameters.copy(from: network.parameters)
         bestState.copy(from: network.state)
     }
 
-    public func restoreBest() {
-        network.parameters.copy(from: bestParameters)
-        network.state.copy(from: bestState)
+    /// Every rank takes rank 0's best weights (collective).
+    public func restoreBest() throws {
+        if comm.rank == 0 {
+            network.parameters.copy(from: bestParameters)
+            network.state.copy(from: bestState)
+        }
+        try comm.broadcast(network.parameters)
+        try comm.broadcast(network.state)
     }
 }

@@ -5,6 +5,17 @@ import Foundation
 extension Trainer {
     /// The trainer's complete state as an uncompressed safetensors file.
     public func checkpointBytes(finished: Bool) throws -> [UInt8] {
+        try withCheckpointParts(finished: finished) { header, parts in
+            var out = header
+            for part in parts { out += part }
+            return out
+        }
+    }
+
+    /// The same file as a header and the trainer's own buffers, for `CheckpointStore.write(parts:)`:
+    /// writing a checkpoint then needs no copy of the weights and optimizer state.
+    @discardableResult
+    public func withCheckpointParts<T>(finished: Bool, _ body: ([UInt8], [UnsafeRawBufferPointer]) throws -> T) throws -> T {
         let metadata = CheckpointMetadata(
             model: config.model, imageSize: config.imageSize, preprocessing: data.preprocessing, config: config,
             epoch: epoch, stepInEpoch: stepInEpoch, step: globalStep, globalBatch: config.globalBatch, ranks: comm.size,
@@ -23,7 +34,10 @@ extension Trainer {
             extra.append(.init(name: "best/parameters", shape: [bestParameters.count], values: UnsafeBufferPointer(bestParameters.buffer)))
             extra.append(.init(name: "best/state", shape: [bestState.count], values: UnsafeBufferPointer(bestState.buffer)))
         }
-        return try metadata.encode(network: network, extra: extra)
+        let (header, parts) = try metadata.encodeParts(network: network, extra: extra)
+        return try withExtendedLifetime((network, optimizer, bestParameters, bestState)) {
+            try header.withUnsafeBytes { try body(header, [$0] + parts) }
+        }
     }
 
     /// Continues from `checkpoint`: weights, BatchNorm state, optimizer moments, schedule,

@@ -37,8 +37,9 @@ extension Trainer {
                 if comm.rank == 0, let budget = config.timeBudget, timedSteps > 0 {
                     let perStep = stepSeconds / Double(timedSteps)
                     let remainingEpochs = Double(config.epochs - epoch - 1)
-                    // Reserve time for evaluating each remaining epoch (~1/8 of an epoch's steps).
-                    let evaluation = perStep * Double(plan.steps) / 8
+                    // Reserve time for evaluating each remaining epoch: forward passes only over the
+                    // validation images, about 2/5 of a training step per global batch of them.
+                    let evaluation = perStep * (Double(data.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
                     let affordable = max(0, (budget - elapsed) / (perStep + evaluation / Double(plan.steps)))
                     let planned = Double(plan.steps - stepInEpoch - 1) + remainingEpochs * Double(plan.steps)
                     totalEstimate = Double(globalStep) + min(planned, affordable)
@@ -126,7 +127,7 @@ extension Trainer {
         // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
         // EarlyStopping(restore_best_weights=True)).
         try checkpoint(self, .finished(complete: stoppedBy != .timeBudget))
-        if !history.isEmpty, bestValidationLoss.isFinite { restoreBest() }
+        if !history.isEmpty, bestValidationLoss.isFinite { try restoreBest() }
         return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                           history: history)
     }

@@ -119,9 +119,9 @@ struct Train: ParsableCommand {
 
     @Option(help: """
         Samples per forward/backward pass; the rank's slice of the batch is split into micro-batches \
-        whose gradients add up before the all-reduce (gradient accumulation). Default: the largest \
-        that keeps activations under \(Trainer.defaultActivationBudget >> 20) MiB per rank. BatchNorm \
-        normalizes each micro-batch by its own statistics.
+        whose gradients add up before the all-reduce (gradient accumulation). Default: as few as keep \
+        activations within a twelfth of the memory available per rank on the machine (128 MiB to \
+        1 GiB). BatchNorm normalizes each micro-batch by its own statistics.
         """)
     var microBatch: Int?
 
@@ -211,7 +211,11 @@ struct Train: ParsableCommand {
                 if comm.rank == 0 { try (data.skippedDetails.joined(separator: "\n") + "\n").write(toFile: details, atomically: true, encoding: .utf8) }
                 log.info("\(summary) (details in \(details))")
             }
-            let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch)
+            // The machine with the least memory per rank sets the budget, so every rank agrees.
+            var perRank = [-Double((MemoryStatus.availableBytes() ?? 0) / comm.ranksOnMachine)]
+            try comm.allReduceMax(&perRank)
+            let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
+            let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget)
             if let checkpoint {
                 try trainer.restore(from: checkpoint)
                 let m = checkpoint.metadata
@@ -222,7 +226,7 @@ struct Train: ParsableCommand {
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
             let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count)) >> 20
-            log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
+            log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(budget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
             let progress = ProgressLine()
             var checkpointMilliseconds: [Double] = []
             let summary = try trainer.fit(
@@ -239,8 +243,9 @@ struct Train: ParsableCommand {
                 case .everySteps: break
                 case .finished(let complete): finished = complete
                 }
-                let bytes = try trainer.checkpointBytes(finished: finished)
-                try store.write(bytes, epoch: trainer.epoch, step: trainer.globalStep, best: best)
+                try trainer.withCheckpointParts(finished: finished) { _, parts in
+                    try store.write(parts: parts, epoch: trainer.epoch, step: trainer.globalStep, best: best)
+                }
                 checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
             }
             progress.clear()
