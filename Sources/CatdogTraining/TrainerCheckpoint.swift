@@ -42,29 +42,36 @@ extension Trainer {
 
     /// Continues from `checkpoint`: weights, BatchNorm state, optimizer moments, schedule,
     /// position in the data and metrics. The rank count may differ from the writer's.
-    public func restore(from checkpoint: LoadedCheckpoint) throws {
-        let m = checkpoint.metadata
+    /// Collective: rank 0 passes the loaded `checkpoint` (its tensors), every rank its
+    /// `metadata`; the weights, BatchNorm state and optimizer moments then go from rank 0 to
+    /// the others, so only rank 0 ever holds the file.
+    public func restore(metadata m: CheckpointMetadata, path: String, from checkpoint: LoadedCheckpoint?) throws {
         guard m.model == config.model, m.imageSize == config.imageSize, m.parameterCount == network.parameterCount else {
-            throw CheckpointError(path: checkpoint.path, problem: "holds model \(m.model) at \(m.imageSize)px, not \(config.model) at \(config.imageSize)px")
+            throw CheckpointError(path: path, problem: "holds model \(m.model) at \(m.imageSize)px, not \(config.model) at \(config.imageSize)px")
         }
         guard m.stepInEpoch < stepsPerEpoch, m.globalBatch == config.globalBatch else {
-            throw CheckpointError(path: checkpoint.path, problem: """
+            throw CheckpointError(path: path, problem: """
                 stands at step \(m.stepInEpoch) of an epoch with global batch \(m.globalBatch); this run has \
                 \(stepsPerEpoch) steps per epoch at batch \(config.globalBatch): resume with the same data and --batch-size
                 """)
         }
-        try checkpoint.loadWeights(into: network, prefix: "model/", statePrefix: "state/")
-        do {
-            for (name, buffer) in optimizer.slots {
-                try checkpoint.file.read("optimizer/\(name)", into: buffer.pointer, count: buffer.count)
+        if let checkpoint {
+            try checkpoint.loadWeights(into: network, prefix: "model/", statePrefix: "state/")
+            do {
+                for (name, buffer) in optimizer.slots {
+                    try checkpoint.file.read("optimizer/\(name)", into: buffer.pointer, count: buffer.count)
+                }
+                if m.bestValidationLoss != nil {
+                    try checkpoint.file.read("best/parameters", into: bestParameters.pointer, count: bestParameters.count)
+                    try checkpoint.file.read("best/state", into: bestState.pointer, count: bestState.count)
+                }
+            } catch {
+                throw CheckpointError(path: path, problem: "\(error)")
             }
-            if m.bestValidationLoss != nil {
-                try checkpoint.file.read("best/parameters", into: bestParameters.pointer, count: bestParameters.count)
-                try checkpoint.file.read("best/state", into: bestState.pointer, count: bestState.count)
-            }
-        } catch {
-            throw CheckpointError(path: checkpoint.path, problem: "\(error)")
         }
+        try comm.broadcast(network.parameters)
+        try comm.broadcast(network.state)
+        for (_, buffer) in optimizer.slots { try comm.broadcast(buffer) }
         optimizer.iterations = m.optimizerIterations
         optimizer.scalarState = m.optimizerScalars
         epoch = m.epoch

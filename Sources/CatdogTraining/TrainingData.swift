@@ -48,7 +48,10 @@ public final class TrainingData {
         count * preprocessing.storedSize * preprocessing.storedSize * 3
     }
 
+    /// `preprocessing` overrides the one `config` describes (an imported network's scaling, or
+    /// a resumed run's).
     public init(folder: String, config: TrainingConfig, communicator comm: Communicator, cache: Cache = .auto,
+                preprocessing override: Preprocessing? = nil,
                 availableMemory: Int? = MemoryStatus.availableBytes(), log: (String) -> Void = { _ in }) throws {
         let files = try DataFolder.labeledFiles(in: folder)
         let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
@@ -56,8 +59,8 @@ public final class TrainingData {
         let trainFiles = split.train, validationFiles = split.validation
         self.trainFiles = trainFiles
         self.validationFiles = validationFiles
-        let preprocessing = Preprocessing(imageSize: config.imageSize, fit: config.fit, scale: config.scale,
-                                          cropMargin: config.augmentation.crop ? nil : 0)
+        let preprocessing = override ?? Preprocessing(imageSize: config.imageSize, fit: config.fit, scale: config.scale,
+                                                      cropMargin: config.augmentation.crop ? nil : 0)
         self.preprocessing = preprocessing
         let start = Date()
         let allFiles = trainFiles + validationFiles

@@ -102,7 +102,8 @@ struct Train: ParsableCommand {
     @Option(help: """
         Transfer learning (efficientnet-lite0): `backbone` trains a new head on the frozen \
         ImageNet backbone's features; `until:N` then fine-tunes blocks N-15 (of 0-15) with the \
-        head, from activations kept in memory; `none` (the whole network) is not available yet.
+        head, from activations kept in memory; `none` fine-tunes the whole network on streamed \
+        images (BatchNorm in inference mode), resumable like any run.
         """)
     var freeze = FreezeSpec.backbone
 
@@ -148,9 +149,7 @@ struct Train: ParsableCommand {
         if model != "efficientnet-lite0", freeze != .backbone || initFrom != nil {
             throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0 (see `catdog-dist import`); \(model) trains from scratch")
         }
-        if freeze == .none {
-            throw ValidationError("--freeze none: fine-tuning all of efficientnet-lite0 is not available: it keeps each image's activations at the cut in memory, and before block 0 that is 112x112x32 values per image; use --freeze until:N (N >= 4)")
-        }
+
     }
 
     func augmentation() throws -> Augmentation? {
@@ -185,7 +184,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        if model == "efficientnet-lite0" { return try runTransfer() }
+        if model == "efficientnet-lite0", freeze != .none || resume != nil && initFrom == nil { return try runTransfer() }
         try runDistributed(faults: faults) { comm in
             setBLASThreads(compute.threads)
             let log = RankLog(comm)
@@ -193,10 +192,32 @@ struct Train: ParsableCommand {
             let lock = try claimCheckpointFolder(store, comm: comm, log: log)
             defer { withExtendedLifetime(lock) {} }
             var config = try makeConfig()
-            let checkpoint = try loadResumeCheckpoint(comm, store: store, log: log)
+            var preprocessing: Preprocessing?
+            // --freeze none: all of efficientnet-lite0 fine-tunes from its ImageNet weights, on
+            // streamed images at its own input size and scaling, BatchNorm in inference mode.
+            var initial: LoadedCheckpoint?
+            if model == "efficientnet-lite0", let initFrom {
+                let loaded = try LoadedCheckpoint(path: initFrom)
+                guard loaded.metadata.model == "efficientnet-lite0" else {
+                    throw CheckpointError(path: initFrom, problem: "holds model \(loaded.metadata.model), not efficientnet-lite0")
+                }
+                config.imageSize = loaded.metadata.imageSize
+                config.fit = loaded.metadata.preprocessing.fit
+                config.scale = loaded.metadata.preprocessing.scale
+                let tune = FineTuning.Config()
+                if lr == nil { config.learningRate = tune.learningRate }
+                if epochs == nil { config.epochs = tune.epochs }
+                if patience == nil { config.patience = tune.patience }
+                if weightDecay == nil { config.weightDecay = tune.weightDecay }
+                if augment == nil { config.augmentation = Augmentation(flip: true, color: true) }
+                preprocessing = loaded.metadata.preprocessing
+                initial = loaded
+            }
+            var checkpoint = try loadResumeCheckpoint(comm, store: store, log: log)
             if let checkpoint {
                 let m = checkpoint.metadata
                 config = m.config
+                preprocessing = m.preprocessing
                 if let epochs { config.epochs = epochs }
                 if let timeBudget { config.timeBudget = timeBudget }
                 if m.finished, config.epochs <= m.epoch {
@@ -204,7 +225,8 @@ struct Train: ParsableCommand {
                     return
                 }
             }
-            let data = try TrainingData(folder: self.data, config: config, communicator: comm, cache: cache) { log.info($0) }
+            let data = try TrainingData(folder: self.data, config: config, communicator: comm, cache: cache,
+                                        preprocessing: preprocessing) { log.info($0) }
             log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), \(data.cache == nil ? "checked" : "decoded") in \(String(format: "%.1f", data.decodeSeconds)) s; \(data.choice)")
             if let summary = data.skippedSummary {
                 let details = (checkpointDir as NSString).appendingPathComponent("skipped-files.log")
@@ -216,12 +238,20 @@ struct Train: ParsableCommand {
             try comm.allReduceMax(&perRank)
             let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget)
+            if config.model == "efficientnet-lite0" {
+                for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }
+                if let initial, checkpoint == nil {
+                    try initial.loadWeights(into: trainer.network, prefix: "model/", statePrefix: "state/")
+                    log.info("fine-tuning all of efficientnet-lite0 from \(initial.path) (BatchNorm in inference mode; its scale and shift train)")
+                }
+            }
             if let checkpoint {
-                try trainer.restore(from: checkpoint)
+                try trainer.restore(metadata: checkpoint.metadata, path: checkpoint.path, from: checkpoint.checkpoint)
                 let m = checkpoint.metadata
                 let elastic = m.ranks == comm.size ? "" : "; written by \(m.ranks) ranks, continuing on \(comm.size) with the same global batch \(config.globalBatch)"
                 log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
             }
+            checkpoint = nil  // the file's bytes are in the trainer now
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description)")
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
@@ -293,34 +323,35 @@ struct Train: ParsableCommand {
         return lock
     }
 
-    /// Rank 0 finds and verifies the checkpoint to resume from, then sends its bytes to every
-    /// rank (lab machines need not share a file system). nil = start fresh.
-    func loadResumeCheckpoint(_ comm: Communicator, store: CheckpointStore, log: RankLog) throws -> LoadedCheckpoint? {
+    /// Where a resumed run continues: the checkpoint's metadata on every rank, its tensors on
+    /// rank 0 only (`Trainer.restore` sends them on from there).
+    struct ResumePoint {
+        var metadata: CheckpointMetadata
+        var path: String
+        var checkpoint: LoadedCheckpoint?
+    }
+
+    /// Rank 0 finds and verifies the checkpoint to resume from, then sends its metadata to every
+    /// rank (lab machines need not share a file system; the weights follow once the trainer
+    /// exists, so no other rank ever holds a copy of the file). nil = start fresh.
+    func loadResumeCheckpoint(_ comm: Communicator, store: CheckpointStore, log: RankLog) throws -> ResumePoint? {
         guard let resume else { return nil }
-        var bytes: [UInt8] = []
-        var path = ""
-        var compressed = 0
+        var found: LoadedCheckpoint?
+        var json = ""
         if comm.rank == 0 {
-            let found: LoadedCheckpoint?
             if resume == "auto" {
                 found = store.newestValid { log.info("skipping \($0)") }
                 if found == nil { log.info("no checkpoint in \(checkpointDir) yet: starting fresh") }
             } else {
                 found = try LoadedCheckpoint(path: resume)
             }
-            if let found {
-                bytes = found.file.bytes
-                path = found.path
-                compressed = found.compressedBytes
-            }
+            if let found { json = String(decoding: try JSONEncoder().encode(found.metadata), as: UTF8.self) }
         }
-        var count = UInt64(bytes.count)
-        try withUnsafeMutableBytes(of: &count) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
-        guard count > 0 else { return nil }
-        if comm.rank != 0 { bytes = .init(repeating: 0, count: Int(count)) }
-        try bytes.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: Int(count), root: 0) }
-        path = try comm.broadcast(path)
-        return try LoadedCheckpoint(decompressed: bytes, path: path, compressedBytes: compressed)
+        json = try comm.broadcast(json)
+        let path = try comm.broadcast(found?.path ?? "")
+        guard !json.isEmpty else { return nil }
+        let metadata = try found?.metadata ?? JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8))
+        return ResumePoint(metadata: metadata, path: path, checkpoint: found)
     }
 
     /// efficientnet-lite0 from ImageNet weights: features of the frozen backbone, then a head.

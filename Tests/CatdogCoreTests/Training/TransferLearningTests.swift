@@ -73,7 +73,7 @@ final class TransferLearningTests: XCTestCase {
     /// features, then blocks 14-15 and the head fine-tune for 3 epochs from the activations
     /// kept at the cut. Everything before the cut is bit for bit the imported weights, the
     /// history has the head's epochs and 3 more, and the fine-tuned epochs fit the training set
-    /// (accuracy ≥ 0.9). A cut that does not exist and `none` are usage errors (exit 64).
+    /// (accuracy ≥ 0.9). A cut that does not exist is a usage error (exit 64).
     func testFineTuningTheLastBlocksOnTwoRanks() throws {
         let (imported, data, run) = try importedWeightsAndSmallSet()
         let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
@@ -104,11 +104,35 @@ final class TransferLearningTests: XCTestCase {
         let scratchModel = try CLI.run(["train", "--data", data, "--checkpoint-dir", run, "--freeze", "until:12"])
         XCTAssertEqual(scratchModel.status, 64)  // a usage error: --freeze with a model trained from scratch
         XCTAssertTrue(scratchModel.stderr.contains("efficientnet-lite0"), scratchModel.stderr)
-        for (freeze, message) in [("until:17", "until:N"), ("none", "not available"), ("blocks", "until:N")] {
+        for (freeze, message) in [("until:17", "until:N"), ("blocks", "until:N")] {
             let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
                                        "--checkpoint-dir", run, "--freeze", freeze])
             XCTAssertEqual(refused.status, 64, freeze)  // usage errors, from parsing and validate()
             XCTAssertTrue(refused.stderr.contains(message), refused.stderr)
         }
+    }
+
+    /// `--freeze none` on 2 ranks: all of efficientnet-lite0 trains from the imported weights on
+    /// streamed images. The stem's kernel (the first layer) moves, the BatchNorm statistics stay
+    /// as imported (inference mode), and the run resumes like any other.
+    func testFineTuningTheWholeNetworkStreamsAndResumes() throws {
+        let (imported, data, run) = try importedWeightsAndSmallSet()
+        let arguments = ["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+                         "--checkpoint-dir", run, "--freeze", "none", "--batch-size", "16", "--patience", "0", "--cache", "none"]
+        let result = try CLI.run(arguments + ["--epochs", "1"], ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("fine-tuning all of efficientnet-lite0"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("streaming (--cache none)"), result.stdout)
+        let original = try LoadedCheckpoint(path: imported).makeNetwork()
+        let tuned = try LoadedCheckpoint(path: run + "/last.safetensors.zst").makeNetwork()
+        let stem = original.parameterSlots[0]
+        let moved = (stem.offset..<(stem.offset + stem.count)).filter { tuned.parameters[$0] != original.parameters[$0] }.count
+        XCTAssertGreaterThan(moved, stem.count / 2, "the first layer must train")
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: tuned.state.pointer, count: tuned.state.count)),
+                       Array(UnsafeBufferPointer(start: original.state.pointer, count: original.state.count)))
+        let resumed = try CLI.run(arguments + ["--epochs", "2", "--resume", "auto"], ranks: 2)
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.stdout.contains("resumed from"), resumed.stdout)
+        XCTAssertEqual(try LoadedCheckpoint(path: run + "/last.safetensors.zst").metadata.history.count, 2)
     }
 }
