@@ -43,6 +43,8 @@ public final class Trainer {
     /// Samples that go through the network at once; the local batch is split into micro-batches
     /// of this size whose gradients add up before the all-reduce.
     public let microBatch: Int
+    /// Ends this rank when a step, evaluation or checkpoint waits far longer than expected.
+    public var watchdog: StallWatchdog?
     /// Bytes of activations (and their gradients) the network reserves.
     public var activationBytes: Int { microBatch * network.activationBytesPerSample }
     private let evaluationLabels: FloatBuffer

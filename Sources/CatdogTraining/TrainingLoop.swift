@@ -21,6 +21,18 @@ extension Trainer {
         var stoppedBy: FitSummary.Stop = .epochs
         var stepSeconds = 0.0
         var timedSteps = 0
+        // What the watchdog expects: the slowest step so far (the first one gets time to warm
+        // up), and for checkpoints the slowest so far; the ranks wait for rank 0's write in a
+        // barrier, so that time is not charged to the next step.
+        var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
+        func checkpointing(_ reason: CheckpointReason) throws {
+            let started = Date()
+            try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30) {
+                try checkpoint(self, reason)
+                if watchdog != nil { try comm.barrier() }
+            }
+            slowestCheckpoint = max(slowestCheckpoint, Date().timeIntervalSince(started))
+        }
         outer: while epoch < config.epochs {
             let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
                                      ranks: comm.size, seed: config.seed, epoch: epoch)
@@ -30,6 +42,9 @@ extension Trainer {
             let firstStep = stepInEpoch
             while stepInEpoch < plan.steps {
                 let stepStarted = Date()
+                let expected = timedSteps == 0 ? 4 * (watchdog?.timeout ?? 0) : slowestStep
+                watchdog?.begin("epoch \(epoch + 1), step \(stepInEpoch + 1) (forward, backward and the gradient all-reduce)",
+                                expected: expected)
                 let result = try trainStep(plan: plan, step: stepInEpoch)
                 // One small all-reduce carries the metrics and rank 0's decisions.
                 let elapsed = elapsedBefore + Date().timeIntervalSince(started)
@@ -52,6 +67,8 @@ extension Trainer {
                 guard control[0].isFinite else {
                     throw Diverged(epoch: epoch + 1, step: stepInEpoch + 1, learningRate: Double(schedule.rate(at: globalStep - 1)))
                 }
+                watchdog?.end()
+                slowestStep = max(slowestStep, Date().timeIntervalSince(stepStarted))
                 epochTotals.lossSum += control[0]
                 epochTotals.correct += control[1]
                 epochTotals.count += control[2]
@@ -73,16 +90,24 @@ extension Trainer {
                 if control[3] > 0 { stoppedBy = .timeBudget; break }
                 if checkpointEvery > 0, globalStep % checkpointEvery == 0, stepInEpoch < plan.steps {
                     try averageBatchNormState()
-                    try checkpoint(self, .everySteps)
+                    try checkpointing(.everySteps)
                 }
             }
             let trainSeconds = Date().timeIntervalSince(epochStarted)
             let waited = (loader.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
-            try averageBatchNormState()
-            let validation = try evaluate()
-            // Files that passed the check but failed since (left out of their batch), over all ranks.
-            var late = [Double(loader.lateFailures.count)]
-            try comm.allReduceSum(&late)
+            // An evaluation costs about 2/5 of a training step per global batch of validation images.
+            let evaluationEstimate = slowestStep * (Double(data.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
+            let evaluationStarted = Date()
+            let (validation, late) = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
+                                                             expected: 2 * max(slowestEvaluation, evaluationEstimate)) {
+                try averageBatchNormState()
+                let validation = try evaluate()
+                // Files that passed the check but failed since (left out of their batch), over all ranks.
+                var late = [Double(loader.lateFailures.count)]
+                try comm.allReduceSum(&late)
+                return (validation, late)
+            }
+            slowestEvaluation = max(slowestEvaluation, Date().timeIntervalSince(evaluationStarted))
             let elapsed = elapsedBefore + Date().timeIntervalSince(started)
             let metrics = EpochMetrics(
                 epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
@@ -113,7 +138,7 @@ extension Trainer {
                 stepInEpoch = 0
                 epochTotals = EpochTotals()
             }
-            try checkpoint(self, .epochEnd(improved: improved))
+            try checkpointing(.epochEnd(improved: improved))
             if stoppedBy == .timeBudget { break outer }
             if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
                 stoppedBy = .earlyStopping
@@ -126,8 +151,10 @@ extension Trainer {
         // The end-of-run checkpoint holds the exact state (so a larger --epochs continues it);
         // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
         // EarlyStopping(restore_best_weights=True)).
-        try checkpoint(self, .finished(complete: stoppedBy != .timeBudget))
-        if !history.isEmpty, bestValidationLoss.isFinite { try restoreBest() }
+        try checkpointing(.finished(complete: stoppedBy != .timeBudget))
+        if !history.isEmpty, bestValidationLoss.isFinite {
+            try watchdog.watchIfAny("sending the best weights", expected: 30) { try restoreBest() }
+        }
         return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                           history: history)
     }
@@ -150,4 +177,12 @@ public struct FitSummary: Sendable {
     public var seconds: Double
     public var bestValidationLoss: Double
     public var history: [EpochMetrics]
+}
+
+extension Optional where Wrapped == StallWatchdog {
+    /// Runs `body`, watched when there is a watchdog.
+    func watchIfAny<T>(_ operation: String, expected: Double, _ body: () throws -> T) rethrows -> T {
+        guard let watchdog = self else { return try body() }
+        return try watchdog.watch(operation, expected: expected, body)
+    }
 }

@@ -126,6 +126,14 @@ struct Train: ParsableCommand {
         """)
     var microBatch: Int?
 
+    @Option(help: """
+        Seconds a rank may wait beyond the expected time of a step (the slowest so far), an \
+        evaluation or a checkpoint before it decides a peer, host or link is gone, says where it \
+        was, and ends (exit 75) so that the job stops instead of hanging; it warns at half. 0 turns \
+        it off. Runs under mpirun only.
+        """)
+    var stallTimeout: Double = 30
+
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var allReduce: AllReduceOptions
     @OptionGroup var faults: FaultOptions
@@ -144,6 +152,7 @@ struct Train: ParsableCommand {
         if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
         if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
         if let microBatch, microBatch <= 0 { throw ValidationError("--micro-batch must be positive") }
+        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds") }
         guard backboneLrScale >= 0, backboneLrScale.isFinite else { throw ValidationError("--backbone-lr-scale must be 0 or a positive number") }
         _ = try augmentation()
         if model != "efficientnet-lite0", freeze != .backbone || initFrom != nil {
@@ -238,6 +247,9 @@ struct Train: ParsableCommand {
             try comm.allReduceMax(&perRank)
             let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget)
+            if comm.size > 1, stallTimeout > 0 {
+                trainer.watchdog = StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)")
+            }
             if config.model == "efficientnet-lite0" {
                 for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }
                 if let initial, checkpoint == nil {

@@ -1,0 +1,91 @@
+import Foundation
+
+/// Notices when this rank has waited too long in one operation (a training step, with its
+/// all-reduces; an evaluation; a checkpoint) and ends the process, so a silent link or a frozen
+/// peer stops the job instead of hanging it (PyTorch's NCCL timeout, Horovod's stall check).
+///
+/// The training thread brackets each operation with `begin`/`end`. A helper thread checks once a
+/// second: past `expected + timeout / 2` it warns once; past `expected + timeout` it prints what
+/// it was doing and where, then exits the process with status 75 (EX_TEMPFAIL). An MPI call
+/// cannot be interrupted from another thread, and `mpirun` reacts to a rank that exits by
+/// ending the job, so exiting is how every rank gets out of a collective that will never end.
+/// `expected` is what the caller knows: the slowest step so far, an estimate of an evaluation.
+public final class StallWatchdog: @unchecked Sendable {
+    public let timeout: Double
+    private let lock = NSLock()
+    private var operation: String?
+    private var started = Date()
+    private var expected = 0.0
+    private var warned = false
+    private let describe: String
+    private let report: @Sendable (String) -> Void
+    private let expire: @Sendable () -> Void
+
+    /// `describe` names this rank ("rank 1 of 2 on h2"); `report` prints a line (stderr);
+    /// `expire` ends the process (tests replace it).
+    public init(timeout: Double, describe: String,
+                report: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
+                expire: @escaping @Sendable () -> Void = { _exit(75) }) {
+        self.timeout = timeout
+        self.describe = describe
+        self.report = report
+        self.expire = expire
+        let thread = Thread { [weak self] in
+            while let watchdog = self {
+                if watchdog.check(now: Date()) { return }
+                Thread.sleep(forTimeInterval: min(1, max(timeout / 10, 0.05)))
+            }
+        }
+        thread.name = "catdog-watchdog"
+        thread.start()
+    }
+
+    /// Starts timing `operation` (e.g. "the all-reduce of epoch 3, step 120"), which should
+    /// take about `expected` seconds.
+    public func begin(_ operation: String, expected: Double) {
+        lock.lock()
+        self.operation = operation
+        self.expected = max(expected, 0)
+        started = Date()
+        warned = false
+        lock.unlock()
+    }
+
+    public func end() {
+        lock.lock()
+        operation = nil
+        lock.unlock()
+    }
+
+    /// Runs `body` as one watched operation.
+    public func watch<T>(_ operation: String, expected: Double, _ body: () throws -> T) rethrows -> T {
+        begin(operation, expected: expected)
+        defer { end() }
+        return try body()
+    }
+
+    /// One look; true once it has fired (the thread then stops).
+    public func check(now: Date) -> Bool {
+        lock.lock()
+        guard let operation else { lock.unlock(); return false }
+        let waited = now.timeIntervalSince(started)
+        let limit = expected + timeout
+        let warn = !warned && waited > expected + timeout / 2
+        if warn { warned = true }
+        lock.unlock()
+        if waited > limit {
+            report(String(format: "%@: stalled for %.0f s in %@ (allowed %.0f s: %.0f s expected + --stall-timeout %.0f s). "
+                + "A peer rank, its host or the network stopped answering (a cut link or a frozen machine); "
+                + "ending this rank so the job stops instead of hanging. Resume with --resume auto "
+                + "(cluster/train-until-done --hostfile drops hosts that do not answer).",
+                describe, waited, operation, limit, expected, timeout))
+            expire()
+            return true
+        }
+        if warn {
+            report(String(format: "%@: warning: %@ has waited %.0f s (expected %.0f s); stopping at %.0f s unless it completes",
+                          describe, operation, waited, expected, limit))
+        }
+        return false
+    }
+}

@@ -1,0 +1,80 @@
+import CatdogTraining
+import Foundation
+import XCTest
+
+/// The stall watchdog: a slow but expected operation passes, a stalled one warns at half the
+/// timeout and then ends the rank; a frozen rank (SIGSTOP) stops the whole job.
+final class StallWatchdogTests: XCTestCase {
+    final class Record: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        private var expiries = 0
+        func report(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
+        func expire() { lock.lock(); expiries += 1; lock.unlock() }
+        var value: (lines: [String], expiries: Int) { lock.lock(); defer { lock.unlock() }; return (lines, expiries) }
+    }
+
+    /// Timeout 10 s, an operation expected to take 20 s: nothing at 25 s (inside 20 + 10/2),
+    /// a warning at 26 s, the end at 31 s; after `end()` nothing fires however late.
+    func testSlowButExpectedPassesAndAStallWarnsThenEnds() {
+        let record = Record()
+        let watchdog = StallWatchdog(timeout: 10, describe: "rank 1 of 2 on h2",
+                                     report: { record.report($0) }, expire: { record.expire() })
+        let start = Date()
+        watchdog.begin("epoch 3, step 7", expected: 20)
+        XCTAssertFalse(watchdog.check(now: start.addingTimeInterval(25)))
+        XCTAssertEqual(record.value.lines.count, 0)
+        XCTAssertFalse(watchdog.check(now: start.addingTimeInterval(26)))
+        XCTAssertEqual(record.value.lines.count, 1)
+        XCTAssertTrue(record.value.lines[0].contains("warning: epoch 3, step 7"), record.value.lines[0])
+        XCTAssertTrue(watchdog.check(now: start.addingTimeInterval(31)))
+        XCTAssertEqual(record.value.expiries, 1)
+        XCTAssertTrue(record.value.lines[1].contains("rank 1 of 2 on h2: stalled for 31 s in epoch 3, step 7"), record.value.lines[1])
+        watchdog.end()
+        XCTAssertFalse(watchdog.check(now: start.addingTimeInterval(1000)))
+        XCTAssertEqual(record.value.expiries, 1)
+    }
+
+    /// 2 ranks train; rank 1 is frozen (SIGSTOP, as a machine that hangs without its processes
+    /// dying): rank 0's watchdog names the step it was in and ends, and the job stops within
+    /// --stall-timeout + 10 s, exit non-zero.
+    func testAFrozenRankStopsTheJobWithinTheTimeout() throws {
+        let data = try sharedSubset(self, perClass: 150)
+        let folder = try temporaryFolder(self)
+        let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                         "--epochs", "200", "--batch-size", "24", "--patience", "0", "--stall-timeout", "3"]
+        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = CLI.command(arguments, ranks: 2)
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let stdout = KillRankTests.Lines(), stderr = KillRankTests.Lines()
+        out.fileHandleForReading.readabilityHandler = { stdout.append($0.availableData) }
+        err.fileHandleForReading.readabilityHandler = { stderr.append($0.availableData) }
+        try process.run()
+        // Wait for rank 1's pid and the first finished epoch, so steps have been timed.
+        let deadline = Date().addingTimeInterval(120)
+        var victim: Int32?
+        while Date() < deadline, process.isRunning {
+            if victim == nil, let match = stdout.value.firstMatch(of: /rank 1 of 2 on \S+ \(pid (\d+)\)/) { victim = Int32(match.1) }
+            if victim != nil, stdout.value.contains("epoch 1/200:") { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let pid = try XCTUnwrap(victim, "rank 1 never said where it runs: \(stdout.value)")
+        XCTAssertTrue(process.isRunning, "training ended before it could be frozen")
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGKILL) }
+        let frozen = Date()
+        while process.isRunning, Date().timeIntervalSince(frozen) < 60 { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertFalse(process.isRunning, "the job still runs 60 s after a rank froze")
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        err.fileHandleForReading.readabilityHandler = nil
+        XCTAssertLessThan(Date().timeIntervalSince(frozen), 3 + 10, "the job took longer than --stall-timeout + 10 s to end")
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertNotNil(stderr.value.firstMatch(of: /rank 0 of 2 on \S+: stalled for \d+ s in epoch \d+, step \d+/), stderr.value)
+    }
+}
