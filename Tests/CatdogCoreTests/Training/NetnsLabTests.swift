@@ -38,4 +38,56 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("rank 1 of 2 on h2"), result.stdout)
         XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoints + "/best.safetensors.zst"))
     }
+
+    /// 2 hosts train; h2's switch port goes down mid-epoch (a silent link). The job must end
+    /// within --stall-timeout + 10 s, non-zero: mpirun notices the lost daemon (the lab runs it
+    /// with a short TCP keepalive), rank 0's watchdog warns naming the step, and h2's rank ends
+    /// itself within the timeout instead of spinning on.
+    func testACutLinkEndsTheJobWithinTheStallTimeout() throws {
+        guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
+        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        let data = try sharedSubset(self, perClass: 300)
+        let checkpoints = try temporaryFolder(self)
+        let up = try lab(["up", "2", "--rate", "1gbit"])
+        XCTAssertEqual(up.status, 0, up.output)
+        addTeardownBlock { _ = try? self.lab(["down"]) }
+        let process = Process(), out = Pipe(), err = Pipe()
+        process.executableURL = URL(fileURLWithPath: script("netns-lab"))
+        process.arguments = ["mpirun", "-np", "2", CLI.binary, "train", "--data", data, "--checkpoint-dir", checkpoints,
+                             "--model", "simple", "--image-size", "32", "--epochs", "200", "--batch-size", "24",
+                             "--patience", "0", "--stall-timeout", "10"]
+        process.standardOutput = out
+        process.standardError = err
+        let stdout = KillRankTests.Lines(), stderr = KillRankTests.Lines()
+        out.fileHandleForReading.readabilityHandler = { stdout.append($0.availableData) }
+        err.fileHandleForReading.readabilityHandler = { stderr.append($0.availableData) }
+        try process.run()
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, process.isRunning, !stdout.value.contains("epoch 2/200:") { Thread.sleep(forTimeInterval: 0.1) }
+        XCTAssertTrue(process.isRunning, "training ended before the link could be cut: \(stdout.value)")
+        XCTAssertEqual(try lab(["cut", "2"]).status, 0)
+        let cut = Date()
+        while process.isRunning, Date().timeIntervalSince(cut) < 60 { Thread.sleep(forTimeInterval: 0.1) }
+        let ended = Date().timeIntervalSince(cut)
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        err.fileHandleForReading.readabilityHandler = nil
+        XCTAssertLessThan(ended, 10 + 10, "the job took longer than --stall-timeout + 10 s to end")
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        let said = stdout.value + stderr.value
+        XCTAssertTrue(said.contains("lost communication with a remote daemon") || said.contains("stalled for"), said)
+        // h2's rank ends itself (its watchdog) within the timeout, although its link stays cut.
+        Thread.sleep(forTimeInterval: 12)
+        let pgrep = Process(), found = Pipe()
+        pgrep.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        pgrep.arguments = ["-x", "catdog-dist"]
+        pgrep.standardOutput = found
+        try pgrep.run()
+        let pids = String(decoding: found.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        pgrep.waitUntilExit()
+        XCTAssertEqual(pids.trimmingCharacters(in: .whitespacesAndNewlines), "", "h2's rank still runs")
+        // h2's orted waits for its link; bring it back so it sees mpirun gone and exits.
+        _ = try lab(["restore", "2"])
+    }
 }
