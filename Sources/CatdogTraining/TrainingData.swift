@@ -174,13 +174,7 @@ final class SampleWriter {
     /// Throws `ImageError` if streaming and the file no longer decodes.
     func writeTrain(_ index: Int, epoch: Int, config: TrainingConfig, to output: UnsafeMutablePointer<Float>) throws {
         var random = Augmentation.stream(seed: config.seed, epoch: epoch, sample: index)
-        let source: UnsafePointer<UInt8>
-        if let cache = data.cache {
-            source = UnsafePointer(cache.train.image(index))
-        } else {
-            try decoder.decode(data.trainFiles[index].path, into: square)
-            source = UnsafePointer(square)
-        }
+        let source = try pixels(data.cache?.train, index, path: data.trainFiles[index].path)
         ImageStore.writeSample(from: source, storedSize: decoder.storedSize, to: output, preprocessing: data.preprocessing,
                                augmentation: config.augmentation, random: &random)
     }
@@ -188,14 +182,15 @@ final class SampleWriter {
     /// Validation sample `index` (into `validationFiles`), centred, not augmented.
     func writeValidation(_ index: Int, to output: UnsafeMutablePointer<Float>) throws {
         var random = Random(seed: 0)
-        let source: UnsafePointer<UInt8>
-        if let cache = data.cache {
-            source = UnsafePointer(cache.validation.image(index))
-        } else {
-            try decoder.decode(data.validationFiles[index].path, into: square)
-            source = UnsafePointer(square)
-        }
+        let source = try pixels(data.cache?.validation, index, path: data.validationFiles[index].path)
         ImageStore.writeSample(from: source, storedSize: decoder.storedSize, to: output, preprocessing: data.preprocessing,
                                augmentation: .none, random: &random)
+    }
+
+    /// The stored square of a sample: in the node cache, or decoded from `path` into scratch.
+    private func pixels(_ cached: ImageStore?, _ index: Int, path: String) throws -> UnsafePointer<UInt8> {
+        if let cached { return UnsafePointer(cached.image(index)) }
+        try decoder.decode(path, into: square)
+        return UnsafePointer(square)
     }
 }
