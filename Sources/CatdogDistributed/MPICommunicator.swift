@@ -80,21 +80,17 @@ public final class MPICommunicator: Communicator {
         return pending
     }
 
-    public func allReduceSum(_ values: inout [Double]) throws {
-        guard size > 1, !values.isEmpty else { return }
-        let count = Int32(values.count)
-        try values.withUnsafeMutableBufferPointer { v in
-            try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(),
-                                             catdog_mpi_sum(), world), "MPI_Allreduce")
-        }
-    }
+    public func allReduceSum(_ values: inout [Double]) throws { try allReduce(&values, catdog_mpi_sum()) }
 
-    public func allReduceMax(_ values: inout [Double]) throws {
+    public func allReduceMax(_ values: inout [Double]) throws { try allReduce(&values, catdog_mpi_max()) }
+
+    /// In-place all-reduce of doubles with `op`.
+    private func allReduce(_ values: inout [Double], _ op: MPI_Op) throws {
         guard size > 1, !values.isEmpty else { return }
         let count = Int32(values.count)
         try values.withUnsafeMutableBufferPointer { v in
-            try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(),
-                                             catdog_mpi_max(), world), "MPI_Allreduce")
+            try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(), op, world),
+                               "MPI_Allreduce")
         }
     }
 

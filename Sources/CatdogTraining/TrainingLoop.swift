@@ -12,6 +12,12 @@ extension Trainer {
     }
 
 
+    /// What an evaluation should take: forward passes only over the validation images, about
+    /// 2/5 of a training step per global batch of them.
+    func evaluationSeconds(perStep: Double) -> Double {
+        perStep * (Double(data.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
+    }
+
     /// Trains until `config.epochs` epochs are done, early stopping fires, or the time budget
     /// is spent. Rank 0 prints progress to `log` and appends to `metricsFile`.
     public func fit(metricsFile: String?, checkpointEvery: Int = 0, log: @escaping (String) -> Void,
@@ -52,9 +58,8 @@ extension Trainer {
                 if comm.rank == 0, let budget = config.timeBudget, timedSteps > 0 {
                     let perStep = stepSeconds / Double(timedSteps)
                     let remainingEpochs = Double(config.epochs - epoch - 1)
-                    // Reserve time for evaluating each remaining epoch: forward passes only over the
-                    // validation images, about 2/5 of a training step per global batch of them.
-                    let evaluation = perStep * (Double(data.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
+                    // Reserve time for evaluating each remaining epoch.
+                    let evaluation = evaluationSeconds(perStep: perStep)
                     let affordable = max(0, (budget - elapsed) / (perStep + evaluation / Double(plan.steps)))
                     let planned = Double(plan.steps - stepInEpoch - 1) + remainingEpochs * Double(plan.steps)
                     totalEstimate = Double(globalStep) + min(planned, affordable)
@@ -95,8 +100,7 @@ extension Trainer {
             }
             let trainSeconds = Date().timeIntervalSince(epochStarted)
             let waited = (loader.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
-            // An evaluation costs about 2/5 of a training step per global batch of validation images.
-            let evaluationEstimate = slowestStep * (Double(data.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
+            let evaluationEstimate = evaluationSeconds(perStep: slowestStep)
             let evaluationStarted = Date()
             let (validation, late) = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
                                                              expected: 2 * max(slowestEvaluation, evaluationEstimate)) {

@@ -96,3 +96,62 @@ func modelTensors(_ path: String) throws -> [String: [Float]] {
     for name in checkpoint.file.tensors.keys where name.hasPrefix("model/") { tensors[name] = try checkpoint.file.array(name) }
     return tensors
 }
+
+/// Text that arrives on another thread (a pipe's readability handler), read safely.
+final class Lines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text = ""
+    func append(_ data: Data) { lock.lock(); text += String(decoding: data, as: UTF8.self); lock.unlock() }
+    var value: String { lock.lock(); defer { lock.unlock() }; return text }
+}
+
+/// A command started in the background whose output is gathered as it comes, for tests that
+/// act on a run while it trains (kill a rank, freeze it, cut its link).
+final class BackgroundRun {
+    let process = Process()
+    let stdout = Lines(), stderr = Lines()
+    private let out = Pipe(), err = Pipe()
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = out
+        process.standardError = err
+        let stdout = stdout, stderr = stderr
+        out.fileHandleForReading.readabilityHandler = { stdout.append($0.availableData) }
+        err.fileHandleForReading.readabilityHandler = { stderr.append($0.availableData) }
+        try process.run()
+    }
+
+    /// `catdog-dist ARGUMENTS` under mpirun with `ranks` ranks.
+    convenience init(ranks: Int, _ arguments: [String]) throws {
+        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        try self.init("/usr/bin/env", CLI.command(arguments, ranks: ranks))
+    }
+
+    /// Polls until `done` holds (or the run ends, or `seconds` pass).
+    func wait(upTo seconds: Double, until done: () -> Bool) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline, process.isRunning, !done() { Thread.sleep(forTimeInterval: 0.05) }
+    }
+
+    /// The pid rank `rank` printed ("rank 1 of 2 on host (pid N)"), once it has.
+    func pid(ofRank rank: Int) -> Int32? {
+        stdout.value.firstMatch(of: try! Regex("rank \(rank) of \\d+ on \\S+ \\(pid (\\d+)\\)"))
+            .flatMap { Int32($0.output[1].substring ?? "") }
+    }
+
+    /// Waits up to `seconds` for the run to end (terminating it if it does not); returns the
+    /// seconds waited.
+    @discardableResult
+    func waitForExit(upTo seconds: Double) -> Double {
+        let start = Date()
+        wait(upTo: seconds) { false }
+        let waited = Date().timeIntervalSince(start)
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        err.fileHandleForReading.readabilityHandler = nil
+        return waited
+    }
+}

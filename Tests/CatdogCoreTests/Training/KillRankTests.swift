@@ -6,46 +6,21 @@ import XCTest
 /// A rank killed with SIGKILL mid-training ends the whole job within seconds, and
 /// `cluster/train-until-done` then finishes the run from the newest checkpoint.
 final class KillRankTests: XCTestCase {
-    final class Lines: @unchecked Sendable {
-        private let lock = NSLock()
-        private var text = ""
-        func append(_ data: Data) { lock.lock(); text += String(decoding: data, as: UTF8.self); lock.unlock() }
-        var value: String { lock.lock(); defer { lock.unlock() }; return text }
-    }
-
     func testKilledRankEndsJobAndTrainUntilDoneFinishesIt() throws {
         let data = try sharedSubset(self, perClass: 120)
         let folder = try temporaryFolder(self)
         let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "vgg", "--image-size", "48",
                          "--epochs", "3", "--batch-size", "24", "--patience", "0", "--checkpoint-every", "4"]
-        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = CLI.command(arguments, ranks: 2)
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        let output = Lines()
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
+        let run = try BackgroundRun(ranks: 2, arguments)
         // Wait for rank 1's pid and a first checkpoint.
-        let deadline = Date().addingTimeInterval(120)
-        var victim: Int32?
-        while Date() < deadline, process.isRunning {
-            if victim == nil, let match = output.value.firstMatch(of: /rank 1 of 2 on \S+ \(pid (\d+)\)/) { victim = Int32(match.1) }
-            if victim != nil, !CheckpointStore(directory: folder).numbered().isEmpty { break }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        let pid = try XCTUnwrap(victim, "rank 1 never said where it runs: \(output.value)")
-        XCTAssertTrue(process.isRunning, "training ended before it could be interrupted")
+        run.wait(upTo: 120) { run.pid(ofRank: 1) != nil && !CheckpointStore(directory: folder).numbered().isEmpty }
+        let pid = try XCTUnwrap(run.pid(ofRank: 1), "rank 1 never said where it runs: \(run.stdout.value)")
+        XCTAssertTrue(run.process.isRunning, "training ended before it could be interrupted")
         kill(pid, SIGKILL)
-        let killed = Date()
-        while process.isRunning, Date().timeIntervalSince(killed) < 30 { Thread.sleep(forTimeInterval: 0.05) }
-        XCTAssertFalse(process.isRunning, "the job still runs 30 s after a rank died")
-        process.waitUntilExit()
-        pipe.fileHandleForReading.readabilityHandler = nil
-        XCTAssertLessThan(Date().timeIntervalSince(killed), 10, "the job took too long to end")
-        XCTAssertNotEqual(process.terminationStatus, 0)
+        let waited = run.waitForExit(upTo: 30)
+        XCTAssertLessThan(waited, 30, "the job still runs 30 s after a rank died")
+        XCTAssertLessThan(waited, 10, "the job took too long to end")
+        XCTAssertNotEqual(run.process.terminationStatus, 0)
 
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("cluster/train-until-done").path

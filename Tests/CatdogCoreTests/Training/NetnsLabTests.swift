@@ -51,31 +51,17 @@ final class NetnsLabTests: XCTestCase {
         let up = try lab(["up", "2", "--rate", "1gbit"])
         XCTAssertEqual(up.status, 0, up.output)
         addTeardownBlock { _ = try? self.lab(["down"]) }
-        let process = Process(), out = Pipe(), err = Pipe()
-        process.executableURL = URL(fileURLWithPath: script("netns-lab"))
-        process.arguments = ["mpirun", "-np", "2", CLI.binary, "train", "--data", data, "--checkpoint-dir", checkpoints,
-                             "--model", "simple", "--image-size", "32", "--epochs", "200", "--batch-size", "24",
-                             "--patience", "0", "--stall-timeout", "10"]
-        process.standardOutput = out
-        process.standardError = err
-        let stdout = KillRankTests.Lines(), stderr = KillRankTests.Lines()
-        out.fileHandleForReading.readabilityHandler = { stdout.append($0.availableData) }
-        err.fileHandleForReading.readabilityHandler = { stderr.append($0.availableData) }
-        try process.run()
-        let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline, process.isRunning, !stdout.value.contains("epoch 2/200:") { Thread.sleep(forTimeInterval: 0.1) }
-        XCTAssertTrue(process.isRunning, "training ended before the link could be cut: \(stdout.value)")
+        let run = try BackgroundRun(script("netns-lab"), [
+            "mpirun", "-np", "2", CLI.binary, "train", "--data", data, "--checkpoint-dir", checkpoints,
+            "--model", "simple", "--image-size", "32", "--epochs", "200", "--batch-size", "24",
+            "--patience", "0", "--stall-timeout", "10"])
+        run.wait(upTo: 120) { run.stdout.value.contains("epoch 2/200:") }
+        XCTAssertTrue(run.process.isRunning, "training ended before the link could be cut: \(run.stdout.value)")
         XCTAssertEqual(try lab(["cut", "2"]).status, 0)
-        let cut = Date()
-        while process.isRunning, Date().timeIntervalSince(cut) < 60 { Thread.sleep(forTimeInterval: 0.1) }
-        let ended = Date().timeIntervalSince(cut)
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
+        let ended = run.waitForExit(upTo: 60)
         XCTAssertLessThan(ended, 10 + 10, "the job took longer than --stall-timeout + 10 s to end")
-        XCTAssertNotEqual(process.terminationStatus, 0)
-        let said = stdout.value + stderr.value
+        XCTAssertNotEqual(run.process.terminationStatus, 0)
+        let said = run.stdout.value + run.stderr.value
         XCTAssertTrue(said.contains("lost communication with a remote daemon") || said.contains("stalled for"), said)
         // h2's rank ends itself (its watchdog) within the timeout, although its link stays cut.
         Thread.sleep(forTimeInterval: 12)

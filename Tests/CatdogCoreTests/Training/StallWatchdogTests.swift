@@ -43,38 +43,18 @@ final class StallWatchdogTests: XCTestCase {
         let folder = try temporaryFolder(self)
         let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
                          "--epochs", "200", "--batch-size", "24", "--patience", "0", "--stall-timeout", "3"]
-        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = CLI.command(arguments, ranks: 2)
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let stdout = KillRankTests.Lines(), stderr = KillRankTests.Lines()
-        out.fileHandleForReading.readabilityHandler = { stdout.append($0.availableData) }
-        err.fileHandleForReading.readabilityHandler = { stderr.append($0.availableData) }
-        try process.run()
+        let run = try BackgroundRun(ranks: 2, arguments)
         // Wait for rank 1's pid and the first finished epoch, so steps have been timed.
-        let deadline = Date().addingTimeInterval(120)
-        var victim: Int32?
-        while Date() < deadline, process.isRunning {
-            if victim == nil, let match = stdout.value.firstMatch(of: /rank 1 of 2 on \S+ \(pid (\d+)\)/) { victim = Int32(match.1) }
-            if victim != nil, stdout.value.contains("epoch 1/200:") { break }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        let pid = try XCTUnwrap(victim, "rank 1 never said where it runs: \(stdout.value)")
-        XCTAssertTrue(process.isRunning, "training ended before it could be frozen")
+        run.wait(upTo: 120) { run.pid(ofRank: 1) != nil && run.stdout.value.contains("epoch 1/200:") }
+        let pid = try XCTUnwrap(run.pid(ofRank: 1), "rank 1 never said where it runs: \(run.stdout.value)")
+        XCTAssertTrue(run.process.isRunning, "training ended before it could be frozen")
         kill(pid, SIGSTOP)
         defer { kill(pid, SIGKILL) }
-        let frozen = Date()
-        while process.isRunning, Date().timeIntervalSince(frozen) < 60 { Thread.sleep(forTimeInterval: 0.05) }
-        XCTAssertFalse(process.isRunning, "the job still runs 60 s after a rank froze")
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        XCTAssertLessThan(Date().timeIntervalSince(frozen), 3 + 10, "the job took longer than --stall-timeout + 10 s to end")
-        XCTAssertNotEqual(process.terminationStatus, 0)
+        let waited = run.waitForExit(upTo: 60)
+        XCTAssertLessThan(waited, 60, "the job still runs 60 s after a rank froze")
+        XCTAssertLessThan(waited, 3 + 10, "the job took longer than --stall-timeout + 10 s to end")
+        XCTAssertNotEqual(run.process.terminationStatus, 0)
+        let stderr = run.stderr
         XCTAssertNotNil(stderr.value.firstMatch(of: /rank 0 of 2 on \S+: stalled for \d+ s in epoch \d+, step \d+/), stderr.value)
     }
 }
