@@ -9,6 +9,7 @@ static inline MPI_Comm catdog_mpi_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Datatype catdog_mpi_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype catdog_mpi_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype catdog_mpi_uint64(void) { return MPI_UINT64_T; }
+static inline MPI_Datatype catdog_mpi_int64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype catdog_mpi_byte(void) { return MPI_BYTE; }
 static inline MPI_Op catdog_mpi_sum(void) { return MPI_SUM; }
 static inline MPI_Op catdog_mpi_max(void) { return MPI_MAX; }

@@ -31,6 +31,13 @@ public protocol Communicator: AnyObject {
     func barrier() throws
     /// Ends every rank of the job at once with `code` (MPI_Abort).
     func abort(code: Int32) -> Never
+    /// Every rank's host name (index = rank).
+    var hostNames: [String] { get }
+    /// Tells every peer, without waiting, that this rank has reached `progress` (its global
+    /// update number); what peers announced is kept in `heartbeats`.
+    func announceProgress(_ progress: Int)
+    /// What this rank last heard from each peer (nil with one rank).
+    var heartbeats: HeartbeatTable? { get }
 }
 
 /// A block of memory every rank on one machine sees (`Communicator.nodeSharedMemory`).
@@ -91,6 +98,9 @@ public final class LocalCommunicator: Communicator {
     public func allGather(_ buffer: UnsafeMutableRawPointer, itemBytes: Int, counts: [Int], offsets: [Int]) throws {}
     public func barrier() throws {}
     public func abort(code: Int32) -> Never { exit(code) }
+    public var hostNames: [String] { [hostName] }
+    public func announceProgress(_ progress: Int) {}
+    public var heartbeats: HeartbeatTable? { nil }
 
     final class PrivateMemory: NodeSharedMemory {
         let pointer: UnsafeMutableRawPointer

@@ -64,4 +64,7 @@ public final class FaultInjectingCommunicator: Communicator {
     }
     public func barrier() throws { try base.barrier() }
     public func abort(code: Int32) -> Never { base.abort(code: code) }
+    public var hostNames: [String] { base.hostNames }
+    public func announceProgress(_ progress: Int) { base.announceProgress(progress) }
+    public var heartbeats: HeartbeatTable? { base.heartbeats }
 }

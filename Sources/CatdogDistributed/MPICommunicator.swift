@@ -24,7 +24,11 @@ public final class MPICommunicator: Communicator {
     public let size: Int
     public let hostName: String
     public let ranksOnMachine: Int
+    /// Every rank's host name (index = rank).
+    public let hostNames: [String]
+    public let heartbeats: HeartbeatTable?
     private let world: MPI_Comm
+    private var beats: BeatChannel?
 
     /// Initialises MPI once per process.
     public init() throws {
@@ -49,12 +53,34 @@ public final class MPICommunicator: Communicator {
             MPI_Comm_free(&node)
         }
         ranksOnMachine = Int(local)
+        hostNames = try Self.gatherHostNames(hostName, world: world, size: size)
+        heartbeats = size > 1 ? HeartbeatTable(rank: rank, hosts: hostNames) : nil
+    }
+
+    /// Every rank's host name, up to 255 bytes each.
+    private static func gatherHostNames(_ name: String, world: MPI_Comm, size: Int) throws -> [String] {
+        guard size > 1 else { return [name] }
+        let width = 256
+        var mine = [UInt8](repeating: 0, count: width)
+        for (i, byte) in name.utf8.prefix(width - 1).enumerated() { mine[i] = byte }
+        var all = [UInt8](repeating: 0, count: width * size)
+        try MPIError.check(MPI_Allgather(&mine, Int32(width), catdog_mpi_byte(), &all, Int32(width), catdog_mpi_byte(), world),
+                           "MPI_Allgather (host names)")
+        return (0..<size).map { r in String(decoding: all[(r * width)..<((r + 1) * width)].prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    public func announceProgress(_ progress: Int) {
+        guard let heartbeats else { return }
+        if beats == nil { beats = BeatChannel(world: world, rank: rank, size: size, table: heartbeats) }
+        beats?.announce(progress)
     }
 
     /// Shuts MPI down; call once at the end of a successful run.
     public func finalize() {
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
+        beats?.close()
+        beats = nil
         if finalized == 0 { MPI_Finalize() }
     }
 
@@ -65,7 +91,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        let pending = Request()
+        let pending = Request(beats: beats)
         guard size > 1, count > 0 else { return pending }
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(),
                                           catdog_mpi_sum(), world, &pending.request), "MPI_Iallreduce")
@@ -73,7 +99,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
-        let pending = Request()
+        let pending = Request(beats: beats)
         guard size > 1, count > 0 else { return pending }
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(),
                                           catdog_mpi_fp16_sum(), world, &pending.request), "MPI_Iallreduce (fp16)")
@@ -186,15 +212,134 @@ public final class MPICommunicator: Communicator {
         exit(code)
     }
 
+    /// A non-blocking all-reduce. While it is tested or waited for, the heartbeats that have
+    /// arrived are taken in too, so a rank stuck here knows which peers have not arrived.
     final class Request: PendingReduction {
         var request = catdog_mpi_request_null()
+        private let beats: BeatChannel?
+        init(beats: BeatChannel? = nil) { self.beats = beats }
+
         func test() throws -> Bool {
             var flag: Int32 = 0
             try MPIError.check(MPI_Test(&request, &flag, catdog_mpi_status_ignore()), "MPI_Test")
+            beats?.poll()
             return flag != 0
         }
+
         func wait() throws {
-            try MPIError.check(MPI_Wait(&request, catdog_mpi_status_ignore()), "MPI_Wait")
+            guard let beats else {
+                try MPIError.check(MPI_Wait(&request, catdog_mpi_status_ignore()), "MPI_Wait")
+                return
+            }
+            var flag: Int32 = 0
+            while true {
+                try MPIError.check(MPI_Test(&request, &flag, catdog_mpi_status_ignore()), "MPI_Test")
+                if flag != 0 { return }
+                beats.poll()
+            }
+        }
+    }
+
+    /// The heartbeat: at each step every rank sends its progress (8 bytes) to every peer on a
+    /// communicator of its own, and keeps one receive posted per peer. Nothing waits on it:
+    /// a send still in flight (a peer that stopped reading) is not repeated, and what arrived is
+    /// taken in whenever the rank tests or waits for an all-reduce. Best effort: a failed call
+    /// only means less is known when a stall is reported.
+    final class BeatChannel {
+        private var comm = catdog_mpi_comm_null()
+        private let rank: Int, size: Int
+        private let table: HeartbeatTable
+        private let received: UnsafeMutablePointer<Int64>, sent: UnsafeMutablePointer<Int64>
+        private let receiving: UnsafeMutablePointer<MPI_Request?>, sending: UnsafeMutablePointer<MPI_Request?>
+        private var lastPoll = Date.distantPast, lastSend = Date.distantPast
+        private var current: Int?
+        private var open = false
+        private static let tag: Int32 = 7
+
+        init(world: MPI_Comm, rank: Int, size: Int, table: HeartbeatTable) {
+            self.rank = rank
+            self.size = size
+            self.table = table
+            received = .allocate(capacity: size)
+            sent = .allocate(capacity: size)
+            received.initialize(repeating: 0, count: size)
+            sent.initialize(repeating: 0, count: size)
+            receiving = .allocate(capacity: size)
+            sending = .allocate(capacity: size)
+            receiving.initialize(repeating: catdog_mpi_request_null(), count: size)
+            sending.initialize(repeating: catdog_mpi_request_null(), count: size)
+            guard MPI_Comm_dup(world, &comm) == catdog_mpi_success() else { return }
+            MPI_Comm_set_errhandler(comm, catdog_mpi_errors_return())
+            open = true
+            for peer in 0..<size where peer != rank { post(peer) }
+        }
+
+        deinit {
+            received.deallocate(); sent.deallocate(); receiving.deallocate(); sending.deallocate()
+        }
+
+        private func post(_ peer: Int) {
+            if MPI_Irecv(received + peer, 1, catdog_mpi_int64(), Int32(peer), Self.tag, comm, receiving + peer) != catdog_mpi_success() {
+                receiving[peer] = catdog_mpi_request_null()
+            }
+        }
+
+        func announce(_ progress: Int) {
+            table.announced(progress)
+            current = progress
+            send()
+            poll(force: true)
+        }
+
+        /// Sends `current` to every peer whose previous heartbeat has gone out.
+        private func send() {
+            guard open, let current else { return }
+            lastSend = Date()
+            for peer in 0..<size where peer != rank {
+                if sending[peer] != catdog_mpi_request_null() {
+                    var flag: Int32 = 0
+                    if MPI_Test(sending + peer, &flag, catdog_mpi_status_ignore()) != catdog_mpi_success() || flag == 0 { continue }
+                }
+                sent[peer] = Int64(current)
+                if MPI_Isend(sent + peer, 1, catdog_mpi_int64(), Int32(peer), Self.tag, comm, sending + peer) != catdog_mpi_success() {
+                    sending[peer] = catdog_mpi_request_null()
+                }
+            }
+        }
+
+        /// Takes in what has arrived (at most every 10 ms unless forced); while the rank keeps
+        /// waiting, repeats its heartbeat every `HeartbeatTable.interval` so that its peers
+        /// can tell a rank waiting with them from one gone silent.
+        func poll(force: Bool = false) {
+            guard open else { return }
+            let now = Date()
+            guard force || now.timeIntervalSince(lastPoll) >= 0.01 else { return }
+            lastPoll = now
+            table.polled(at: now)
+            if now.timeIntervalSince(lastSend) >= HeartbeatTable.interval { send() }
+            for peer in 0..<size where peer != rank {
+                while receiving[peer] != catdog_mpi_request_null() {
+                    var flag: Int32 = 0
+                    guard MPI_Test(receiving + peer, &flag, catdog_mpi_status_ignore()) == catdog_mpi_success(), flag != 0 else { break }
+                    table.heard(rank: peer, progress: Int(received[peer]), at: now)
+                    post(peer)
+                }
+            }
+        }
+
+        /// Before MPI_Finalize: withdraw the posted receives, finish the sends (small
+        /// messages, already buffered by the peers), free the communicator.
+        func close() {
+            guard open else { return }
+            open = false
+            for peer in 0..<size where peer != rank {
+                if receiving[peer] != catdog_mpi_request_null() {
+                    MPI_Cancel(receiving + peer)
+                    MPI_Wait(receiving + peer, catdog_mpi_status_ignore())
+                }
+                if sending[peer] != catdog_mpi_request_null() { MPI_Wait(sending + peer, catdog_mpi_status_ignore()) }
+            }
+            MPI_Comm_free(&comm)
         }
     }
 }

@@ -43,6 +43,10 @@ public final class DataParallelStep {
     public let labels: FloatBuffer
     private let dLogits: FloatBuffer
     private var pending: [PendingReduction] = []
+    /// When set, the update number this step computes: once its backward is done the rank
+    /// tells its peers (the heartbeat), so a rank left waiting can name the ones that never
+    /// finished computing it.
+    public var heartbeat: Int?
 
     /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
     public private(set) var computeSeconds = 0.0
@@ -156,6 +160,7 @@ public final class DataParallelStep {
         }
         if let overlapError { throw overlapError }
         let backwardDone = Date()
+        if let heartbeat { comm.announceProgress(heartbeat) }
         if overlapping {
             try startBuckets(through: 0)
             for reduction in pending { try reduction.wait() }

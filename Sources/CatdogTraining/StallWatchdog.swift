@@ -17,23 +17,34 @@ public final class StallWatchdog: @unchecked Sendable {
     private var started = Date()
     private var expected = 0.0
     private var warned = false
+    private var paused = 0.0
     private let describe: String
+    private let peers: (@Sendable () -> String)?
     private let report: @Sendable (String) -> Void
     private let expire: @Sendable () -> Void
 
-    /// `describe` names this rank ("rank 1 of 2 on h2"); `report` prints a line (stderr);
-    /// `expire` ends the process (tests replace it).
-    public init(timeout: Double, describe: String,
+    /// `describe` names this rank ("rank 1 of 2 on h2"); `peers` says whom it is waiting for
+    /// (the heartbeat's report); `report` prints a line (stderr); `expire` ends the process
+    /// (tests replace it).
+    public init(timeout: Double, describe: String, peers: (@Sendable () -> String)? = nil,
                 report: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
                 expire: @escaping @Sendable () -> Void = { _exit(75) }) {
         self.timeout = timeout
         self.describe = describe
+        self.peers = peers
         self.report = report
         self.expire = expire
+        let interval = min(1, max(timeout / 10, 0.05))
         let thread = Thread { [weak self] in
+            var last = Date()
             while let watchdog = self {
-                if watchdog.check(now: Date()) { return }
-                Thread.sleep(forTimeInterval: min(1, max(timeout / 10, 0.05)))
+                let now = Date()
+                // A look far later than the sleep allows: this process itself did not run.
+                let gap = now.timeIntervalSince(last) - interval
+                if gap > max(3, 3 * interval) { watchdog.notePause(gap) }
+                last = now
+                if watchdog.check(now: now) { return }
+                Thread.sleep(forTimeInterval: interval)
             }
         }
         thread.name = "catdog-watchdog"
@@ -48,6 +59,15 @@ public final class StallWatchdog: @unchecked Sendable {
         self.expected = max(expected, 0)
         started = Date()
         warned = false
+        paused = 0
+        lock.unlock()
+    }
+
+    /// This process did not run for `seconds` (SIGSTOP, a suspended machine) during the
+    /// current operation: said when it stalls, since then the fault is this rank's own.
+    public func notePause(_ seconds: Double) {
+        lock.lock()
+        if operation != nil { paused += seconds }
         lock.unlock()
     }
 
@@ -72,19 +92,24 @@ public final class StallWatchdog: @unchecked Sendable {
         let limit = expected + timeout
         let warn = !warned && waited > expected + timeout / 2
         if warn { warned = true }
+        let paused = paused
         lock.unlock()
         if waited > limit {
-            report(String(format: "%@: stalled for %.0f s in %@ (allowed %.0f s: %.0f s expected + --stall-timeout %.0f s). "
+            let whom = paused > 0
+                ? String(format: " This rank itself did not run for %.0f s of that (its process was stopped or its machine suspended), so the fault is likely its own.", paused)
+                : peers.map { " " + $0() } ?? ""
+            report(String(format: "%@: stalled for %.0f s in %@ (allowed %.0f s: %.0f s expected + --stall-timeout %.0f s).%@ "
                 + "A peer rank, its host or the network stopped answering (a cut link or a frozen machine); "
                 + "ending this rank so the job stops instead of hanging. Resume with --resume auto "
                 + "(cluster/train-until-done --hostfile drops hosts that do not answer).",
-                describe, waited, operation, limit, expected, timeout))
+                describe, waited, operation, limit, expected, timeout, whom))
             expire()
             return true
         }
         if warn {
-            report(String(format: "%@: warning: %@ has waited %.0f s (expected %.0f s); stopping at %.0f s unless it completes",
-                          describe, operation, waited, expected, limit))
+            let whom = peers.map { " " + $0() } ?? ""
+            report(String(format: "%@: warning: %@ has waited %.0f s (expected %.0f s); stopping at %.0f s unless it completes.%@",
+                          describe, operation, waited, expected, limit, whom))
         }
         return false
     }

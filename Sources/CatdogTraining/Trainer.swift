@@ -126,6 +126,7 @@ public final class Trainer {
         stepper.labels.pointer.update(from: batch.labels, count: batch.count)
         let context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
+        stepper.heartbeat = watchdog == nil ? nil : globalStep + 1
         let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
                                      context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
         globalStep += 1

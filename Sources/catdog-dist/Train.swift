@@ -248,7 +248,10 @@ struct Train: ParsableCommand {
             let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget)
             if comm.size > 1, stallTimeout > 0 {
-                trainer.watchdog = StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)")
+                var peers: (@Sendable () -> String)?
+                if let heartbeats = comm.heartbeats { peers = { heartbeats.report() } }
+                trainer.watchdog = StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)",
+                                                 peers: peers)
             }
             if config.model == "efficientnet-lite0" {
                 for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }

@@ -1,3 +1,4 @@
+import CatdogDistributed
 import CatdogTraining
 import Foundation
 import XCTest
@@ -12,6 +13,39 @@ final class StallWatchdogTests: XCTestCase {
         func report(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
         func expire() { lock.lock(); expiries += 1; lock.unlock() }
         var value: (lines: [String], expiries: Int) { lock.lock(); defer { lock.unlock() }; return (lines, expiries) }
+    }
+
+    /// The heartbeat's report names the peers a waiting rank needs: one that has not finished
+    /// computing this update, and, while the rank listens in an all-reduce, one gone silent
+    /// (not one that repeats its heartbeat); a rank that has not listened lately names only
+    /// the ones behind. The stall message carries it.
+    func testHeartbeatNamesThePeersBehindOrSilent() {
+        let table = HeartbeatTable(rank: 0, hosts: ["h1", "h1", "h2", "h3"])
+        let t0 = Date()
+        XCTAssertTrue(table.report(now: t0).contains("No update computed yet"))
+        table.announced(120)
+        table.heard(rank: 1, progress: 120, at: t0)
+        table.heard(rank: 2, progress: 119, at: t0)
+        table.heard(rank: 3, progress: 120, at: t0)
+        table.heard(rank: 3, progress: 118, at: t0)  // an older heartbeat does not overwrite a newer one
+        table.polled(at: t0.addingTimeInterval(9))
+        table.heard(rank: 1, progress: 120, at: t0.addingTimeInterval(9))  // waiting too, still heard
+        let now = t0.addingTimeInterval(10)
+        let report = table.report(now: now)
+        XCTAssertTrue(report.hasPrefix("Waiting for rank 2 on h2 (not done computing update 120, last heard 10 s ago, done with update 119), rank 3 on h3 (silent, last heard 10 s ago, done with update 120)"), report)
+        XCTAssertFalse(report.contains("rank 1 "), report)
+        // Not listening (e.g. in a blocking collective): the heard times are stale; only rank 2 is behind.
+        let later = table.report(now: now.addingTimeInterval(30))
+        XCTAssertTrue(later.hasPrefix("Waiting for rank 2 on h2"), later)
+        XCTAssertFalse(later.contains("rank 3"), later)
+
+        let record = Record()
+        let watchdog = StallWatchdog(timeout: 10, describe: "rank 0 of 4 on h1", peers: { table.report(now: now) },
+                                     report: { record.report($0) }, expire: { record.expire() })
+        watchdog.begin("epoch 2, step 3", expected: 0)
+        XCTAssertTrue(watchdog.check(now: Date().addingTimeInterval(11)))
+        XCTAssertTrue(record.value.lines.last?.contains("epoch 2, step 3") == true && record.value.lines.last?.contains("Waiting for rank 2 on h2") == true,
+                      record.value.lines.joined(separator: "\n"))
     }
 
     /// Timeout 10 s, an operation expected to take 20 s: nothing at 25 s (inside 20 + 10/2),
