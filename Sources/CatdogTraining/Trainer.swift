@@ -45,6 +45,10 @@ public final class Trainer {
     public let microBatch: Int
     /// Ends this rank when a step, evaluation or checkpoint waits far longer than expected.
     public var watchdog: StallWatchdog?
+    /// TensorBoard event file (rank 0): scalars per epoch, and the training loss every
+    /// `batchEventsEvery` updates.
+    public var events: TensorBoardWriter?
+    public var batchEventsEvery = 10
     /// Bytes of activations (and their gradients) the network reserves.
     public var activationBytes: Int { microBatch * network.activationBytesPerSample }
     private let evaluationLabels: FloatBuffer

@@ -39,6 +39,15 @@ extension Trainer {
             }
             slowestCheckpoint = max(slowestCheckpoint, Date().timeIntervalSince(started))
         }
+        // TensorBoard: a failed write (a full disk) costs the events, not the run.
+        func record(_ body: (TensorBoardWriter) throws -> Void) {
+            guard comm.rank == 0, let events else { return }
+            do { try body(events) } catch {
+                log("warning: cannot write TensorBoard events to \(events.path) (\(error.localizedDescription)); training goes on without them")
+                self.events = nil
+            }
+        }
+        var batchLoss = 0.0, batchCount = 0.0
         outer: while epoch < config.epochs {
             let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
                                      ranks: comm.size, seed: config.seed, epoch: epoch)
@@ -77,6 +86,13 @@ extension Trainer {
                 epochTotals.lossSum += control[0]
                 epochTotals.correct += control[1]
                 epochTotals.count += control[2]
+                batchLoss += control[0]
+                batchCount += control[2]
+                if batchEventsEvery > 0, globalStep % batchEventsEvery == 0, batchCount > 0 {
+                    record { try $0.scalar("loss/batch", batchLoss / batchCount, step: globalStep) }
+                    batchLoss = 0
+                    batchCount = 0
+                }
                 imagesThisRun += control[2]
                 stepInEpoch += 1
                 if config.timeBudget != nil, control[4] > 0 { setScheduleTotalSteps(Int(control[4])) }
@@ -135,6 +151,14 @@ extension Trainer {
                     log("warning: \(Int(late[0])) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(loader.lateFailures.prefix(3).joined(separator: "; "))")
                 }
                 if let metricsFile { try appendLine(metrics.jsonLine, to: metricsFile) }
+                record { events in
+                    for (tag, value) in [("loss/train", metrics.train_loss), ("loss/validation", metrics.val_loss),
+                                         ("accuracy/train", metrics.train_acc), ("accuracy/validation", metrics.val_acc),
+                                         ("learning_rate", metrics.lr), ("images_per_s", metrics.images_per_s),
+                                         ("ranks", Double(metrics.ranks))] {
+                        try events.scalar(tag, value, step: metrics.epoch)
+                    }
+                }
             }
             let finishedEpoch = stoppedBy != .timeBudget
             if finishedEpoch {

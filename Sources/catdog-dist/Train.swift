@@ -267,6 +267,7 @@ struct Train: ParsableCommand {
                 log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
             }
             checkpoint = nil  // the file's bytes are in the trainer now
+            if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description)")
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
@@ -308,6 +309,36 @@ struct Train: ParsableCommand {
         }
     }
 
+    /// Rank 0's TensorBoard event file in the checkpoint folder, opened with the run's
+    /// configuration as text (a resumed run adds a file; TensorBoard shows them as one run).
+    func openEvents(config: TrainingConfig, comm: Communicator, resumedAt epoch: Int, log: RankLog) -> TensorBoardWriter? {
+        do {
+            let events = try TensorBoardWriter(directory: checkpointDir, hostName: comm.hostName)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let json = (try? encoder.encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            var hosts: [String: Int] = [:]
+            for host in comm.hostNames { hosts[host, default: 0] += 1 }
+            let placement = hosts.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+            let text = """
+                \(epoch == 0 ? "Started" : "Resumed after epoch \(epoch)") on \(comm.size) rank(s): \(placement); \
+                global batch \(config.globalBatch) = \(comm.size) × \(config.globalBatch / comm.size).
+
+                    \(CommandLine.arguments.joined(separator: " "))
+
+                ```
+                \(json)
+                ```
+                """
+            try events.text("run", text, step: epoch)
+            log.info("TensorBoard: tensorboard --logdir \(checkpointDir) (events in \((events.path as NSString).lastPathComponent))")
+            return events
+        } catch {
+            log.info("warning: cannot write TensorBoard events in \(checkpointDir) (\(error.localizedDescription)); training goes on without them")
+            return nil
+        }
+    }
+
     /// Rank 0 makes sure the checkpoint folder is usable before any work: it exists and is
     /// writable, no other run holds it (a lock with host and pid), and it does not hold a
     /// finished or other run unless this one resumes it or --overwrite says to start afresh.
@@ -330,7 +361,9 @@ struct Train: ParsableCommand {
                     start afresh in it with --overwrite, or pass a new --checkpoint-dir
                     """)
             }
-            for file in store.numbered() + [store.lastPath, store.bestPath, checkpointDir + "/metrics.jsonl", checkpointDir + "/skipped-files.log"] {
+            let events = ((try? FileManager.default.contentsOfDirectory(atPath: checkpointDir)) ?? [])
+                .filter { $0.hasPrefix("events.out.tfevents.") }.map { checkpointDir + "/" + $0 }
+            for file in store.numbered() + [store.lastPath, store.bestPath, checkpointDir + "/metrics.jsonl", checkpointDir + "/skipped-files.log"] + events {
                 try? FileManager.default.removeItem(atPath: file)
             }
             log.info("--overwrite: removed the previous run's checkpoints and metrics from \(checkpointDir)")

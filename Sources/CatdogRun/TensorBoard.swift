@@ -1,0 +1,132 @@
+import Foundation
+
+/// Writes a TensorBoard event file (`events.out.tfevents.<time>.<host>.<pid>`), so that
+/// `tensorboard --logdir runs/` shows a run live: scalars and text, as TensorFlow's summary
+/// writer does. Each record is written (and so visible) at once.
+///
+/// The format: records of `length` (UInt64 LE), masked CRC-32C of those 8 bytes, the data,
+/// masked CRC-32C of the data; each record's data is a protobuf `tensorflow.Event`. The few
+/// messages needed are encoded by hand (`Protobuf`).
+public final class TensorBoardWriter {
+    public let path: String
+    private let handle: FileHandle
+
+    /// Creates a new event file in `directory` (which must exist); never overwrites one.
+    public init(directory: String, hostName: String, now: Date = Date()) throws {
+        let safeHost = String(hostName.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" }.prefix(64))
+        path = (directory as NSString).appendingPathComponent(
+            "events.out.tfevents.\(Int(now.timeIntervalSince1970)).\(safeHost).\(getpid())")
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path,
+                                                             NSLocalizedDescriptionKey: String(cString: strerror(errno))])
+        }
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var event = Protobuf()
+        event.double(1, now.timeIntervalSince1970)
+        event.string(3, "brain.Event:2")
+        try write(event.bytes)
+    }
+
+    /// A scalar `value` under `tag` at `step` (e.g. "loss/train" at epoch 3).
+    public func scalar(_ tag: String, _ value: Double, step: Int, wallTime: Date = Date()) throws {
+        var summaryValue = Protobuf()
+        summaryValue.string(1, tag)
+        summaryValue.float(2, Float(value))
+        try writeSummary(summaryValue, step: step, wallTime: wallTime)
+    }
+
+    /// Markdown text under `tag` (TensorBoard's Text tab), e.g. the run's configuration.
+    public func text(_ tag: String, _ markdown: String, step: Int, wallTime: Date = Date()) throws {
+        var plugin = Protobuf()
+        plugin.string(1, "text")
+        var metadata = Protobuf()
+        metadata.message(1, plugin)
+        var tensor = Protobuf()
+        tensor.varint(1, 7)  // DT_STRING
+        tensor.message(2, Protobuf())  // a scalar: no dimensions
+        tensor.bytes(8, Array(markdown.utf8))
+        var summaryValue = Protobuf()
+        summaryValue.string(1, tag)
+        summaryValue.message(9, metadata)
+        summaryValue.message(8, tensor)
+        try writeSummary(summaryValue, step: step, wallTime: wallTime)
+    }
+
+    private func writeSummary(_ value: Protobuf, step: Int, wallTime: Date) throws {
+        var summary = Protobuf()
+        summary.message(1, value)
+        var event = Protobuf()
+        event.double(1, wallTime.timeIntervalSince1970)
+        event.varint(2, UInt64(bitPattern: Int64(step)))
+        event.message(5, summary)
+        try write(event.bytes)
+    }
+
+    private func write(_ data: [UInt8]) throws {
+        var record = [UInt8]()
+        record.reserveCapacity(data.count + 16)
+        let length = withUnsafeBytes(of: UInt64(data.count).littleEndian) { Array($0) }
+        record += length
+        record += withUnsafeBytes(of: CRC32C.masked(length).littleEndian) { Array($0) }
+        record += data
+        record += withUnsafeBytes(of: CRC32C.masked(data).littleEndian) { Array($0) }
+        try handle.write(contentsOf: Data(record))
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum of TFRecord and TensorBoard files.
+public enum CRC32C {
+    private static let table: [UInt32] = (0..<256).map { n -> UInt32 in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0x82F6_3B78 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        return c ^ 0xFFFF_FFFF
+    }
+
+    /// TFRecord's masked CRC: rotated right by 15 bits plus a constant.
+    public static func masked(_ bytes: [UInt8]) -> UInt32 {
+        let c = checksum(bytes)
+        return ((c >> 15) | (c << 17)) &+ 0xA282_EAD8
+    }
+}
+
+/// The protobuf wire format, enough to write TensorBoard's messages.
+struct Protobuf {
+    private(set) var bytes: [UInt8] = []
+
+    private mutating func raw(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 { bytes.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        bytes.append(UInt8(v))
+    }
+
+    private mutating func key(_ field: Int, _ wireType: UInt64) { raw(UInt64(field) << 3 | wireType) }
+
+    mutating func varint(_ field: Int, _ value: UInt64) { key(field, 0); raw(value) }
+
+    mutating func double(_ field: Int, _ value: Double) {
+        key(field, 1)
+        bytes += withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) }
+    }
+
+    mutating func float(_ field: Int, _ value: Float) {
+        key(field, 5)
+        bytes += withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) }
+    }
+
+    mutating func bytes(_ field: Int, _ value: [UInt8]) {
+        key(field, 2)
+        raw(UInt64(value.count))
+        bytes += value
+    }
+
+    mutating func string(_ field: Int, _ value: String) { bytes(field, Array(value.utf8)) }
+
+    mutating func message(_ field: Int, _ value: Protobuf) { bytes(field, value.bytes) }
+}
