@@ -60,6 +60,29 @@ public final class Predictor {
         return results.map { $0! }
     }
 
+    /// What the ONNX model takes for each image (see `ONNXExport`): its RGB pixel values 0–255
+    /// after decoding, resizing and the centre crop, (size, size, 3) per image in a row; images
+    /// that cannot be read are left out and reported.
+    public func pixels(_ paths: [String]) -> (pixels: [Float], read: [String], failed: [(String, ImageError)]) {
+        let size = preprocessing.imageSize, sampleSize = size * size * 3
+        let store = ImageStore(count: paths.count, storedSize: preprocessing.storedSize, labels: paths.map { _ in 0 })
+        let report = store.decode(paths, indices: 0..<paths.count, fit: preprocessing.fit)
+        let failed = report.skipped.map { ($0.path, ImageError(problem: $0.problem, detail: $0.detail)) }
+        let good = (0..<paths.count).filter { store.valid[$0] == 1 }
+        var pixels = [Float](repeating: 0, count: good.count * sampleSize)
+        let (multiplier, offsets) = preprocessing.affine()
+        pixels.withUnsafeMutableBufferPointer { out in
+            for (slot, index) in good.enumerated() {
+                var random = Random(seed: 0)
+                let sample = out.baseAddress! + slot * sampleSize
+                store.writeSample(index, to: sample, preprocessing: preprocessing, augmentation: .none, random: &random)
+                // Back from the scaled input to the byte it came from.
+                for i in 0..<sampleSize { sample[i] = ((sample[i] - offsets[i % 3]) / multiplier).rounded() }
+            }
+        }
+        return (pixels, good.map { paths[$0] }, failed)
+    }
+
     /// Mirrors an (H, W, 3) image left to right in place.
     static func mirror(_ image: UnsafeMutablePointer<Float>, size: Int) {
         for y in 0..<size {

@@ -1,3 +1,4 @@
+import CatdogSupport
 import Foundation
 
 /// Writes a TensorBoard event file (`events.out.tfevents.<time>.<host>.<pid>`), so that
@@ -6,7 +7,7 @@ import Foundation
 ///
 /// The format: records of `length` (UInt64 LE), masked CRC-32C of those 8 bytes, the data,
 /// masked CRC-32C of the data; each record's data is a protobuf `tensorflow.Event`. The few
-/// messages needed are encoded by hand (`Protobuf`).
+/// messages needed are encoded by hand (`ProtobufWriter`).
 public final class TensorBoardWriter {
     public let path: String
     private let handle: FileHandle
@@ -22,7 +23,7 @@ public final class TensorBoardWriter {
                                                              NSLocalizedDescriptionKey: String(cString: strerror(errno))])
         }
         handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        var event = Protobuf()
+        var event = ProtobufWriter()
         event.double(1, now.timeIntervalSince1970)
         event.string(3, "brain.Event:2")
         try write(event.bytes)
@@ -30,7 +31,7 @@ public final class TensorBoardWriter {
 
     /// A scalar `value` under `tag` at `step` (e.g. "loss/train" at epoch 3).
     public func scalar(_ tag: String, _ value: Double, step: Int, wallTime: Date = Date()) throws {
-        var summaryValue = Protobuf()
+        var summaryValue = ProtobufWriter()
         summaryValue.string(1, tag)
         summaryValue.float(2, Float(value))
         try writeSummary(summaryValue, step: step, wallTime: wallTime)
@@ -38,25 +39,25 @@ public final class TensorBoardWriter {
 
     /// Markdown text under `tag` (TensorBoard's Text tab), e.g. the run's configuration.
     public func text(_ tag: String, _ markdown: String, step: Int, wallTime: Date = Date()) throws {
-        var plugin = Protobuf()
+        var plugin = ProtobufWriter()
         plugin.string(1, "text")
-        var metadata = Protobuf()
+        var metadata = ProtobufWriter()
         metadata.message(1, plugin)
-        var tensor = Protobuf()
+        var tensor = ProtobufWriter()
         tensor.varint(1, 7)  // DT_STRING
-        tensor.message(2, Protobuf())  // a scalar: no dimensions
+        tensor.message(2, ProtobufWriter())  // a scalar: no dimensions
         tensor.bytes(8, Array(markdown.utf8))
-        var summaryValue = Protobuf()
+        var summaryValue = ProtobufWriter()
         summaryValue.string(1, tag)
         summaryValue.message(9, metadata)
         summaryValue.message(8, tensor)
         try writeSummary(summaryValue, step: step, wallTime: wallTime)
     }
 
-    private func writeSummary(_ value: Protobuf, step: Int, wallTime: Date) throws {
-        var summary = Protobuf()
+    private func writeSummary(_ value: ProtobufWriter, step: Int, wallTime: Date) throws {
+        var summary = ProtobufWriter()
         summary.message(1, value)
-        var event = Protobuf()
+        var event = ProtobufWriter()
         event.double(1, wallTime.timeIntervalSince1970)
         event.varint(2, UInt64(bitPattern: Int64(step)))
         event.message(5, summary)
@@ -94,39 +95,4 @@ public enum CRC32C {
         let c = checksum(bytes)
         return ((c >> 15) | (c << 17)) &+ 0xA282_EAD8
     }
-}
-
-/// The protobuf wire format, enough to write TensorBoard's messages.
-struct Protobuf {
-    private(set) var bytes: [UInt8] = []
-
-    private mutating func raw(_ value: UInt64) {
-        var v = value
-        while v >= 0x80 { bytes.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
-        bytes.append(UInt8(v))
-    }
-
-    private mutating func key(_ field: Int, _ wireType: UInt64) { raw(UInt64(field) << 3 | wireType) }
-
-    mutating func varint(_ field: Int, _ value: UInt64) { key(field, 0); raw(value) }
-
-    mutating func double(_ field: Int, _ value: Double) {
-        key(field, 1)
-        bytes += withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) }
-    }
-
-    mutating func float(_ field: Int, _ value: Float) {
-        key(field, 5)
-        bytes += withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) }
-    }
-
-    mutating func bytes(_ field: Int, _ value: [UInt8]) {
-        key(field, 2)
-        raw(UInt64(value.count))
-        bytes += value
-    }
-
-    mutating func string(_ field: Int, _ value: String) { bytes(field, Array(value.utf8)) }
-
-    mutating func message(_ field: Int, _ value: Protobuf) { bytes(field, value.bytes) }
 }

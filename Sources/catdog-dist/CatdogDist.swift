@@ -12,7 +12,7 @@ struct CatdogDist: ParsableCommand {
             """,
         subcommands: [
             Train.self, Evaluate.self, Predict.self, Submit.self, Stats.self, Plot.self,
-            Inspect.self, Bench.self, Models.self, Import.self,
+            Inspect.self, Bench.self, Models.self, Import.self, Export.self,
         ])
 }
 
