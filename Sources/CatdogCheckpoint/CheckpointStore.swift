@@ -99,22 +99,32 @@ public struct CheckpointStore {
         return removed
     }
 
-    /// One run per folder at a time: `.lock` holds the owner's host and pid. A lock whose
-    /// owner is gone (same host, no such process) is stale and taken over.
+    /// One run per folder at a time: `.lock` holds the owner's host and pid, and its batch
+    /// job when a scheduler started it. A lock whose owner is gone (same host, no such process)
+    /// is stale and taken over; so is one of the same batch job: an earlier start of this job
+    /// (requeued by Slurm after preemption or a failed node, maybe on another node), which the
+    /// scheduler ended before starting it again.
     public final class Lock {
         public let path: String
+        /// Whether the lock was taken over from an earlier start of the same batch job.
+        public private(set) var tookOverFromJob = false
         private init(path: String) { self.path = path }
         deinit { unlink(path) }
 
-        public static func acquire(in directory: String, host: String) throws -> Lock {
+        /// `job`: the scheduler's job id (e.g. Slurm's SLURM_JOB_ID), if any.
+        public static func acquire(in directory: String, host: String, job: String? = nil) throws -> Lock {
             let path = (directory as NSString).appendingPathComponent(".lock")
-            let me = "\(host) \(getpid())\n"
+            let job = job.flatMap { id in id.count <= 32 && id.allSatisfy { $0.isASCII && ($0.isNumber || $0 == "_") } ? id : nil }
+            let me = "\(host) \(getpid())" + (job.map { " job=\($0)" } ?? "") + "\n"
+            var tookOver = false
             for _ in 0..<2 {
                 let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
                 if fd >= 0 {
                     _ = me.withCString { Glibc.write(fd, $0, strlen($0)) }
                     close(fd)
-                    return Lock(path: path)
+                    let lock = Lock(path: path)
+                    lock.tookOverFromJob = tookOver
+                    return lock
                 }
                 guard errno == EEXIST else {
                     throw CheckpointError(path: directory, problem: "cannot create a lock file in it (errno \(errno)); is the folder writable?")
@@ -128,6 +138,11 @@ public struct CheckpointStore {
                 let ownerHost = owner.first.map(String.init) ?? "", ownerPid = owner.count > 1 ? Int32(owner[1].trimmingCharacters(in: .whitespacesAndNewlines)) : nil
                 if ownerHost == host, let pid = ownerPid, kill(pid, 0) != 0, errno == ESRCH {
                     unlink(path)  // stale: its process is gone
+                    continue
+                }
+                if let job, owner.count > 2, owner[2].trimmingCharacters(in: .whitespacesAndNewlines) == "job=\(job)" {
+                    unlink(path)  // an earlier start of this same batch job
+                    tookOver = true
                     continue
                 }
                 throw CheckpointError(path: directory, problem: """

@@ -351,7 +351,10 @@ struct Train: ParsableCommand {
         do { try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true) } catch {
             throw CheckpointError(path: checkpointDir, problem: "cannot create the folder (\(error.localizedDescription))")
         }
-        let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName)
+        // A Slurm job that was requeued finds its own earlier start's lock, and takes it over.
+        let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"]
+        let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName, job: job)
+        if lock.tookOverFromJob { log.info("took over \(lock.path) from an earlier start of Slurm job \(job ?? "?") (requeued)") }
         let stale = store.removeStaleTemporaries()
         if stale > 0 { log.info("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }
         if resume == nil, store.holdsARun {

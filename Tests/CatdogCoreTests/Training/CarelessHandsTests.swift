@@ -48,6 +48,18 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertEqual(nan.status, 64, nan.output)  // a usage error before any work
     }
 
+    /// A Slurm job requeued onto another node finds its earlier start's lock (another host, so
+    /// its liveness cannot be checked) and takes it over; another job's lock is respected.
+    func testTheLockOfAnEarlierStartOfTheSameBatchJobIsTakenOver() throws {
+        let folder = try temporaryFolder(self)
+        try "node07 4242 job=5150\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "node03", job: "5151"))
+        XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "node03"))
+        let lock = try CheckpointStore.Lock.acquire(in: folder, host: "node03", job: "5150")
+        XCTAssertTrue(lock.tookOverFromJob)
+        XCTAssertEqual(try String(contentsOfFile: folder + "/.lock", encoding: .utf8), "node03 \(getpid()) job=5150\n")
+    }
+
     func testAFolderHoldingARunIsRefusedAndLocked() throws {
         let data = try sharedSubset(self, perClass: 24)
         let folder = try temporaryFolder(self)
