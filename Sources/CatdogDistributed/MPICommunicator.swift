@@ -110,13 +110,21 @@ public final class MPICommunicator: Communicator {
 
     public func allReduceMax(_ values: inout [Double]) throws { try allReduce(&values, catdog_mpi_max()) }
 
-    /// In-place all-reduce of doubles with `op`.
+    /// In-place all-reduce of doubles with `op`. With the heartbeat on, non-blocking and
+    /// listening while it waits, so a stall here still names the silent peer.
     private func allReduce(_ values: inout [Double], _ op: MPI_Op) throws {
         guard size > 1, !values.isEmpty else { return }
         let count = Int32(values.count)
         try values.withUnsafeMutableBufferPointer { v in
-            try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(), op, world),
-                               "MPI_Allreduce")
+            guard let beats else {
+                try MPIError.check(MPI_Allreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(), op, world),
+                                   "MPI_Allreduce")
+                return
+            }
+            let pending = Request(beats: beats)
+            try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), v.baseAddress, count, catdog_mpi_double(), op, world,
+                                              &pending.request), "MPI_Iallreduce")
+            try pending.wait()
         }
     }
 
@@ -204,7 +212,10 @@ public final class MPICommunicator: Communicator {
     }
 
     public func barrier() throws {
-        try MPIError.check(MPI_Barrier(world), "MPI_Barrier")
+        guard let beats else { return try MPIError.check(MPI_Barrier(world), "MPI_Barrier") }
+        let pending = Request(beats: beats)
+        try MPIError.check(MPI_Ibarrier(world, &pending.request), "MPI_Ibarrier")
+        try pending.wait()
     }
 
     public func abort(code: Int32) -> Never {
