@@ -46,7 +46,8 @@ final class NetnsLabTests: XCTestCase {
     /// The job must stop within --stall-timeout + 10 s, naming the step and the peer; then
     /// train-until-done finds h2 not answering, drops it and finishes the run on h1 alone from
     /// the last checkpoint, and metrics.jsonl shows 2 ranks, then 1. No watchdog warning comes
-    /// before the fault (a first step and checkpoint writes do not trip it).
+    /// before the fault (a first step and checkpoint writes do not trip it). A frozen h2 that
+    /// thaws is taken back at the next start.
     func rehearse(_ fault: Fault) throws {
         guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
         guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
@@ -85,6 +86,19 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertEqual(ranks.first, 2)
         XCTAssertEqual(ranks.last, 1)
         XCTAssertEqual(metrics.last?["epoch"] as? Int, epochs)
+        if fault == .freeze {
+            // h2 comes back: the next start takes it back, and the run goes on with 2 ranks.
+            XCTAssertEqual(try lab(["thaw", "2"]).status, 0)
+            let more = try BackgroundRun(script("train-until-done"), [
+                "--hostfile", script("../hostfiles/netns-lab"), "--", script("netns-lab"), "mpirun",
+                CLI.binary, "train", "--data", data, "--checkpoint-dir", checkpoints, "--epochs", "\(epochs + 1)",
+                "--stall-timeout", "\(Int(stallTimeout))"])
+            more.waitForExit(upTo: 120)
+            XCTAssertEqual(more.process.terminationStatus, 0, more.stdout.value + more.stderr.value)
+            XCTAssertTrue(more.stderr.value.contains("hosts that answer: 10.99.0.1 (1) 10.99.0.2 (1)\n"), more.stderr.value)
+            XCTAssertTrue(more.stdout.value.contains("written by 1 ranks, continuing on 2"), more.stdout.value)
+            XCTAssertTrue(more.stdout.value.contains("epoch \(epochs + 1)/\(epochs + 1):"), more.stdout.value)
+        }
         if fault == .cut {
             // h2's own rank ends itself (its watchdog) although its link stays cut.
             let left = try processes(onHost: 2).filter { $0 == "catdog-dist" }
