@@ -120,27 +120,17 @@ public enum ONNXExport {
             for o in outputs { n.string(2, o) }
             n.string(3, outputs[0])
             n.string(4, op)
-            for (name, list) in ints.sorted(by: { $0.key < $1.key }) {
+            // AttributeProto: name (1), then the value's field and its type (20): INTS 7, INT 2, FLOAT 1.
+            func attribute(_ name: String, type: Int, _ value: (inout ProtobufWriter) -> Void) {
                 var a = ProtobufWriter()
                 a.string(1, name)
-                for v in list { a.int(8, v) }
-                a.int(20, 7)  // INTS
+                value(&a)
+                a.int(20, type)
                 n.message(5, a)
             }
-            for (name, v) in int.sorted(by: { $0.key < $1.key }) {
-                var a = ProtobufWriter()
-                a.string(1, name)
-                a.int(3, v)
-                a.int(20, 2)  // INT
-                n.message(5, a)
-            }
-            for (name, v) in float.sorted(by: { $0.key < $1.key }) {
-                var a = ProtobufWriter()
-                a.string(1, name)
-                a.float(2, v)
-                a.int(20, 1)  // FLOAT
-                n.message(5, a)
-            }
+            for (name, list) in ints.sorted(by: { $0.key < $1.key }) { attribute(name, type: 7) { a in for v in list { a.int(8, v) } } }
+            for (name, v) in int.sorted(by: { $0.key < $1.key }) { attribute(name, type: 2) { $0.int(3, v) } }
+            for (name, v) in float.sorted(by: { $0.key < $1.key }) { attribute(name, type: 1) { $0.float(2, v) } }
             nodes.append(n)
         }
 

@@ -27,15 +27,9 @@ final class ONNXExportTests: XCTestCase {
             print(json.dumps({"p": [float(v) for v in out.ravel()], "size": meta["catdog.image_size"], "model": meta["catdog.model"],
                               "input": session.get_inputs()[0].name, "output": session.get_outputs()[0].name}))
             """
-        let run = Process(), out = Pipe(), err = Pipe()
-        run.executableURL = URL(fileURLWithPath: Self.python)
-        run.arguments = ["-c", script, onnx, folder + "/\(model).example.npy"]
-        run.standardOutput = out
-        run.standardError = err
-        try run.run()
-        let text = out.fileHandleForReading.readDataToEndOfFile(), problem = err.fileHandleForReading.readDataToEndOfFile()
-        run.waitUntilExit()
-        XCTAssertEqual(run.terminationStatus, 0, String(decoding: problem, as: UTF8.self), file: file, line: line)
+        let run = try runCommand([Self.python, "-c", script, onnx, folder + "/\(model).example.npy"])
+        XCTAssertEqual(run.status, 0, run.stderr, file: file, line: line)
+        let text = Data(run.stdout.utf8)
         let result = try XCTUnwrap(JSONSerialization.jsonObject(with: text) as? [String: Any])
         let got = try XCTUnwrap(result["p"] as? [Double])
         XCTAssertEqual(got.count, photos.count, file: file, line: line)

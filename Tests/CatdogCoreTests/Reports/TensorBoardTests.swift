@@ -39,15 +39,9 @@ final class TensorBoardTests: XCTestCase {
             out["run"] = [[e.step, e.tensor_proto.string_val[0].decode()] for e in acc.Tensors("run")]
             print(json.dumps(out))
             """
-        let read = Process(), out = Pipe(), err = Pipe()
-        read.executableURL = URL(fileURLWithPath: python)
-        read.arguments = ["-c", script, checkpoints]
-        read.standardOutput = out
-        read.standardError = err
-        try read.run()
-        let text = out.fileHandleForReading.readDataToEndOfFile(), problem = err.fileHandleForReading.readDataToEndOfFile()
-        read.waitUntilExit()
-        XCTAssertEqual(read.terminationStatus, 0, String(decoding: problem, as: UTF8.self))
+        let read = try runCommand([python, "-c", script, checkpoints])
+        XCTAssertEqual(read.status, 0, read.stderr)
+        let text = Data(read.stdout.utf8)
         let events = try XCTUnwrap(JSONSerialization.jsonObject(with: text) as? [String: [[Any]]])
         let metrics = try String(contentsOfFile: checkpoints + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }

@@ -42,36 +42,42 @@ enum CLI {
     @discardableResult
     static func run(_ arguments: [String], ranks: Int? = nil, environment: [String: String] = [:],
                     timeout: TimeInterval = 300) throws -> CLIResult {
-        let process = Process()
-        let command = command(arguments, ranks: ranks)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = command
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw NotBuilt() }
-        try process.run()
-        // Read both pipes concurrently so neither fills up and blocks the child.
-        let stdoutData = Collected(), stderrData = Collected()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { stdoutData.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        group.enter()
-        DispatchQueue.global().async { stderrData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        if process.isRunning {
-            process.terminate()
-            XCTFail("timed out after \(timeout) s: \(command.joined(separator: " "))")
-        }
-        process.waitUntilExit()
-        group.wait()
-        return CLIResult(status: process.terminationStatus, stdout: String(decoding: stdoutData.data, as: UTF8.self),
-                         stderr: String(decoding: stderrData.data, as: UTF8.self))
+        return try runCommand(command(arguments, ranks: ranks), environment: environment, timeout: timeout)
     }
+}
+
+/// Runs `command` (looked up on the PATH unless it is a path) with `environment` added to this
+/// process's, and captures its output; terminated (and a test failure) after `timeout` seconds.
+@discardableResult
+func runCommand(_ command: [String], environment: [String: String] = [:], timeout: TimeInterval = 300) throws -> CLIResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = command
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    process.environment = env
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read both pipes concurrently so neither fills up and blocks the child.
+    let stdoutData = Collected(), stderrData = Collected()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { stdoutData.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter()
+    DispatchQueue.global().async { stderrData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+    if process.isRunning {
+        process.terminate()
+        XCTFail("timed out after \(timeout) s: \(command.joined(separator: " "))")
+    }
+    process.waitUntilExit()
+    group.wait()
+    return CLIResult(status: process.terminationStatus, stdout: String(decoding: stdoutData.data, as: UTF8.self),
+                     stderr: String(decoding: stderrData.data, as: UTF8.self))
 }
 
 /// A folder of symbolic links to the first `perClass` cats and dogs of the shared training set.

@@ -10,18 +10,7 @@ final class NetnsLabTests: XCTestCase {
     }
 
     @discardableResult
-    func lab(_ arguments: [String]) throws -> CLIResult {
-        let process = Process(), out = Pipe(), err = Pipe()
-        process.executableURL = URL(fileURLWithPath: script("netns-lab"))
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLIResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                         stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    func lab(_ arguments: [String]) throws -> CLIResult { try runCommand([script("netns-lab")] + arguments) }
 
     func testTrainingAcrossTwoLabHostsShowsTwoHosts() throws {
         guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }

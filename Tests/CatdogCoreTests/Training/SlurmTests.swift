@@ -10,35 +10,20 @@ final class SlurmTests: XCTestCase {
         TensorBoardTests.repository.appendingPathComponent("cluster/" + path).path
     }
 
-    @discardableResult
-    func command(_ arguments: [String], environment: [String: String]) throws -> CLIResult {
-        let process = Process(), out = Pipe(), err = Pipe()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLIResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                         stderr: String(decoding: stderr, as: UTF8.self))
-    }
-
     func testTrainSbatchTrainsOnTwoRanksInTheAllocation() throws {
         guard getuid() == 0 else { throw XCTSkip("starting Slurm's daemons needs root") }
         guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
         let folder = try temporaryFolder(self)
         let slurm = folder + "/slurm"
-        let up = try command([script("slurm/one-node"), "up", slurm], environment: [:])
+        let up = try runCommand([script("slurm/one-node"), "up", slurm], environment: [:])
         XCTAssertEqual(up.status, 0, up.output)
-        addTeardownBlock { _ = try? self.command([self.script("slurm/one-node"), "down", slurm], environment: [:]) }
+        addTeardownBlock { _ = try? runCommand([self.script("slurm/one-node"), "down", slurm], environment: [:]) }
         guard up.status == 0 else { return }
         let env = ["SLURM_CONF": slurm + "/slurm.conf", "CATDOG_DIST": CLI.binary,
                    "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]
         let data = try sharedSubset(self, perClass: 100)
         let checkpoints = folder + "/ck", output = folder + "/job.out"
-        let submit = try command(["sbatch", "--wait", "--parsable", "--nodes", "1", "--ntasks-per-node", "2", "--output", output,
+        let submit = try runCommand(["sbatch", "--wait", "--parsable", "--nodes", "1", "--ntasks-per-node", "2", "--output", output,
                                   script("slurm/train.sbatch"), data, checkpoints, "--model", "simple", "--image-size", "32",
                                   "--epochs", "2"], environment: env)
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
