@@ -83,13 +83,8 @@ final class PyTorchReaderTests: XCTestCase {
         let zip = folder + "/lite0-zip.pth"
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Support/legacy_to_zip.py").path
-        let convert = Process()
-        convert.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        convert.arguments = ["python3", script, pth, zip]
-        convert.standardOutput = FileHandle.nullDevice
-        try convert.run()
-        convert.waitUntilExit()
-        XCTAssertEqual(convert.terminationStatus, 0)
+        let convert = try runCommand(["python3", script, pth, zip])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: zip)).prefix(2), Data("PK".utf8))
         let noPython = ["PATH": "/nonexistent"]
         for (source, out) in [(pth, folder + "/legacy.safetensors.zst"), (zip, folder + "/zip.safetensors.zst")] {

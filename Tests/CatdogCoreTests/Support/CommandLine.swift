@@ -12,9 +12,6 @@ struct CLIResult {
     var output: String { stdout + stderr }
 }
 
-/// Output read on another thread; the DispatchGroup orders the write before the read.
-final class Collected: @unchecked Sendable { var data = Data() }
-
 enum CLI {
     /// The executable beside the test bundle (on Linux the bundle URL is the build folder itself).
     static var binary: String {
@@ -47,37 +44,105 @@ enum CLI {
     }
 }
 
+/// A command spawned with stdin from /dev/null and its output going to files, in a process
+/// group of its own, reaped with waitpid.
+///
+/// Not Foundation's `Process` and no pipes: a daemon the command leaves behind (Slurm's,
+/// munged, an orted cut off from its mpirun) may keep every descriptor it inherited open, and
+/// waiting for such a descriptor to close (as `Process` does to learn that its child ended)
+/// hung a CI run for good.
+final class SpawnedProcess: @unchecked Sendable {
+    let pid: pid_t
+    let folder: String
+    private let lock = NSLock()
+    private var status: Int32?
+
+    init(_ command: [String], environment: [String: String] = [:]) throws {
+        folder = NSTemporaryDirectory() + "catdog-run-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, folder + "/stdout", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, folder + "/stderr", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        // /usr/bin/env looks the command up on the PATH unless it is a path.
+        let argv = (["/usr/bin/env"] + command).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var child: pid_t = 0
+        let spawned = posix_spawn(&child, "/usr/bin/env", &actions, &attributes, argv, envp)
+        guard spawned == 0 else {
+            try? FileManager.default.removeItem(atPath: folder)
+            throw NSError(domain: "SpawnedProcess", code: Int(spawned), userInfo: [
+                NSLocalizedDescriptionKey: "could not start \(command.joined(separator: " ")): \(String(cString: strerror(spawned)))"])
+        }
+        pid = child
+    }
+
+    deinit {
+        if isRunning { kill(-pid, SIGKILL); waitForExit() }
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    private func reap(blocking: Bool) {
+        lock.lock(); defer { lock.unlock() }
+        guard status == nil else { return }
+        var raw: Int32 = 0
+        while true {
+            let r = waitpid(pid, &raw, blocking ? 0 : WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno == EINTR { continue }
+            if r < 0 { status = -1 }  // not our child any more: nothing to wait for
+            return
+        }
+        // The shell's encoding: the exit code, or 128 + the signal that ended it.
+        status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+    }
+
+    var isRunning: Bool { reap(blocking: false); lock.lock(); defer { lock.unlock() }; return status == nil }
+
+    /// The exit code (128 + signal when a signal ended it); waits for the end.
+    var terminationStatus: Int32 { waitForExit(); lock.lock(); defer { lock.unlock() }; return status ?? -1 }
+
+    func waitForExit() { reap(blocking: true) }
+
+    /// Polls until the command ends or `seconds` pass; true if it ended.
+    @discardableResult
+    func waitForExit(upTo seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while isRunning, Date() < deadline { usleep(20_000) }
+        return !isRunning
+    }
+
+    /// SIGTERM to the command alone, as `Process.terminate` did.
+    func terminate() { if isRunning { kill(pid, SIGTERM) } }
+
+    /// SIGKILL to the command and everything in its process group.
+    func killGroup() { kill(-pid, SIGKILL) }
+
+    var stdout: String { (try? String(contentsOfFile: folder + "/stdout", encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: folder + "/stderr", encoding: .utf8)) ?? "" }
+}
+
 /// Runs `command` (looked up on the PATH unless it is a path) with `environment` added to this
-/// process's, and captures its output; terminated (and a test failure) after `timeout` seconds.
+/// process's, and captures its output; after `timeout` seconds its whole process group is
+/// killed and the test fails.
 @discardableResult
 func runCommand(_ command: [String], environment: [String: String] = [:], timeout: TimeInterval = 300) throws -> CLIResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = command
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    process.environment = env
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // Read both pipes concurrently so neither fills up and blocks the child.
-    let stdoutData = Collected(), stderrData = Collected()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async { stdoutData.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    group.enter()
-    DispatchQueue.global().async { stderrData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-    if process.isRunning {
-        process.terminate()
+    let child = try SpawnedProcess(command, environment: environment)
+    if !child.waitForExit(upTo: timeout) {
+        child.killGroup()
         XCTFail("timed out after \(timeout) s: \(command.joined(separator: " "))")
     }
-    process.waitUntilExit()
-    group.wait()
-    return CLIResult(status: process.terminationStatus, stdout: String(decoding: stdoutData.data, as: UTF8.self),
-                     stderr: String(decoding: stderrData.data, as: UTF8.self))
+    return CLIResult(status: child.terminationStatus, stdout: child.stdout, stderr: child.stderr)
 }
 
 /// A folder of symbolic links to the first `perClass` cats and dogs of the shared training set.
@@ -103,30 +168,23 @@ func modelTensors(_ path: String) throws -> [String: [Float]] {
     return tensors
 }
 
-/// Text that arrives on another thread (a pipe's readability handler), read safely.
-final class Lines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var text = ""
-    func append(_ data: Data) { lock.lock(); text += String(decoding: data, as: UTF8.self); lock.unlock() }
-    var value: String { lock.lock(); defer { lock.unlock() }; return text }
+/// Output a running command has written so far.
+struct Output {
+    let read: () -> String
+    var value: String { read() }
 }
 
 /// A command started in the background whose output is gathered as it comes, for tests that
 /// act on a run while it trains (kill a rank, freeze it, cut its link).
 final class BackgroundRun {
-    let process = Process()
-    let stdout = Lines(), stderr = Lines()
-    private let out = Pipe(), err = Pipe()
+    let process: SpawnedProcess
+    let stdout: Output, stderr: Output
 
     init(_ executable: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        let stdout = stdout, stderr = stderr
-        out.fileHandleForReading.readabilityHandler = { stdout.append($0.availableData) }
-        err.fileHandleForReading.readabilityHandler = { stderr.append($0.availableData) }
-        try process.run()
+        let process = try SpawnedProcess([executable] + arguments)
+        self.process = process
+        stdout = Output { process.stdout }
+        stderr = Output { process.stderr }
     }
 
     /// `catdog-dist ARGUMENTS` under mpirun with `ranks` ranks.
@@ -147,17 +205,18 @@ final class BackgroundRun {
             .flatMap { Int32($0.output[1].substring ?? "") }
     }
 
-    /// Waits up to `seconds` for the run to end (terminating it if it does not); returns the
-    /// seconds waited.
+    /// Waits up to `seconds` for the run to end (then ends its whole process group); returns
+    /// the seconds waited.
     @discardableResult
     func waitForExit(upTo seconds: Double) -> Double {
         let start = Date()
-        wait(upTo: seconds) { false }
+        let ended = process.waitForExit(upTo: seconds)
         let waited = Date().timeIntervalSince(start)
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
+        if !ended {
+            process.terminate()
+            if !process.waitForExit(upTo: 5) { process.killGroup() }
+        }
+        process.waitForExit()
         return waited
     }
 }

@@ -145,17 +145,10 @@ final class CarelessHandsTests: XCTestCase {
             (cat '\(folder)/header.bin'; head -c 2G /dev/zero) | zstd -q -1 --stream-size=\(declared) -c > '\(bomb)' && \
             ulimit -v 1000000 && exec '\(CLI.binary)' inspect '\(bomb)'
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let result = try runCommand(["/bin/sh", "-c", script])
+        let message = result.stderr
         XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: bomb)[.size] as! Int, 1 << 20)
-        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertEqual(result.status, 1, message)
         XCTAssertTrue(message.contains("more than its model's checkpoint can hold"), message)
         XCTAssertFalse(message.contains("Fatal error"), message)
     }

@@ -24,16 +24,9 @@ final class KillRankTests: XCTestCase {
 
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("cluster/train-until-done").path
-        let restart = Process()
-        restart.executableURL = URL(fileURLWithPath: script)
-        restart.arguments = ["--max-restarts", "1", "--"] + CLI.command(arguments, ranks: 2)
-        let restartOutput = Pipe()
-        restart.standardOutput = restartOutput
-        restart.standardError = FileHandle.nullDevice
-        try restart.run()
-        let text = String(decoding: restartOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        restart.waitUntilExit()
-        XCTAssertEqual(restart.terminationStatus, 0, text)
+        let restart = try runCommand([script, "--max-restarts", "1", "--"] + CLI.command(arguments, ranks: 2))
+        let text = restart.stdout
+        XCTAssertEqual(restart.status, 0, text + restart.stderr)
         XCTAssertTrue(text.contains("resumed from"), text)
         let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst")
         XCTAssertEqual(last.metadata.epoch, 3)

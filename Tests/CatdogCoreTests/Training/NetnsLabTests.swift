@@ -97,13 +97,7 @@ final class NetnsLabTests: XCTestCase {
 
     /// Names of the processes inside lab host K.
     func processes(onHost k: Int) throws -> [String] {
-        let pids = Process(), out = Pipe()
-        pids.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        pids.arguments = ["ip", "netns", "pids", "catdog-h\(k)"]
-        pids.standardOutput = out
-        try pids.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        pids.waitUntilExit()
+        let text = try runCommand(["ip", "netns", "pids", "catdog-h\(k)"], timeout: 30).stdout
         return text.split(separator: "\n").compactMap {
             try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         }

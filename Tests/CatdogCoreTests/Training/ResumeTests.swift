@@ -125,19 +125,13 @@ final class ResumeTests: XCTestCase {
         let folder = try temporaryFolder(self)
         XCTAssertEqual(try CLI.run(trainArguments(data, folder, epochs: 1)).status, 0)
         let plain = folder + "/last.safetensors"
-        let unzip = Process()
-        unzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        unzip.arguments = ["zstd", "-q", "-d", folder + "/last.safetensors.zst", "-o", plain]
-        try unzip.run(); unzip.waitUntilExit()
-        XCTAssertEqual(unzip.terminationStatus, 0)
+        let unzip = try runCommand(["zstd", "-q", "-d", folder + "/last.safetensors.zst", "-o", plain])
+        XCTAssertEqual(unzip.status, 0, unzip.stderr)
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("cluster/read-checkpoint.py").path
-        let python = Process(), pipe = Pipe()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", script, plain, "model/dense_4.kernel"]
-        python.standardOutput = pipe
-        try python.run(); python.waitUntilExit()
-        let lines = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        let python = try runCommand(["python3", script, plain, "model/dense_4.kernel"])
+        XCTAssertEqual(python.status, 0, python.stderr)
+        let lines = python.stdout.split(separator: "\n")
         XCTAssertTrue(lines.first?.contains("model simple at 32px") ?? false, "\(lines)")
         let json = try JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as! [String: Any]
         XCTAssertEqual(json["shape"] as? [Int], [64, 1])
