@@ -35,13 +35,16 @@ let package = Package(
         // MARK: - Our own C: float <-> half with F16C
 
         .target(name: "CHalf", path: "Sources/CHalf"),
+        // Winograd F(4x4, 3x3) transforms, compiled for AVX-512, AVX2 and baseline x86-64; the
+        // loader picks one per CPU.
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: - Library targets, lowest first; each imports only those above it in this list.
         // ARCHITECTURE.md explains who owns what. Every target keeps Swift's bounds and overflow
         // checks in release builds too: the files it reads are untrusted (README, "Security").
 
         .target(name: "CatdogSupport", dependencies: ["CHalf"]),
-        .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS"]),
+        .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS", "CKernels"]),
         .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG"]),
         .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"]),
         .target(name: "CatdogCheckpoint", dependencies: ["CatdogSupport", "CZstd"]),

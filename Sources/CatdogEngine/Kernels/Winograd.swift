@@ -182,11 +182,27 @@ public final class Winograd3x3 {
 
 /// Winograd's three work buffers, grown to the largest layer that uses them.
 public final class WinogradBuffers {
-    fileprivate var u = FloatBuffer(count: 0), v = FloatBuffer(count: 0), m = FloatBuffer(count: 0)
+    var u = FloatBuffer(count: 0), v = FloatBuffer(count: 0), m = FloatBuffer(count: 0)
+    /// F(4×4, 3×3)'s kernel gradient in the transformed domain, when a layer computes dW that way.
+    var du = FloatBuffer(count: 0)
     public init() {}
-    fileprivate func reserve(u: Int, v: Int, m: Int) {
+    func reserveKernelGradient(_ count: Int) {
+        if du.count < count { du = FloatBuffer(count: count) }
+    }
+    func reserve(u: Int, v: Int, m: Int) {
         if self.u.count < u { self.u = FloatBuffer(count: u) }
         if self.v.count < v { self.v = FloatBuffer(count: v) }
         if self.m.count < m { self.m = FloatBuffer(count: m) }
     }
 }
+
+/// What Conv2D needs of a Winograd convolution: transform a kernel, then convolve with it.
+public protocol WinogradConvolution: AnyObject {
+    /// Transforms a Keras kernel (3, 3, C, F); call whenever the weights change.
+    func setKernel(_ w: UnsafePointer<Float>)
+    /// y (n, H, W, F) = x (n, H, W, C) ⊛ kernel, or y += it when `accumulate`.
+    func run(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
+             output y: UnsafeMutablePointer<Float>, accumulate: Bool)
+}
+
+extension Winograd3x3: WinogradConvolution {}

@@ -24,12 +24,15 @@ public final class Conv2D: Layer {
     private var col = FloatBuffer(count: 0)
     /// Output pixels (rows of the im2col matrix) per chunk.
     private var chunkRows = 1
-    /// Winograd F(2×2, 3×3) for forward and for dX (a stride-1 "same" convolution of dY with
-    /// the kernel flipped in space and transposed in channels), when the layer qualifies.
-    private var winograd: Winograd3x3?
+    /// Winograd for forward and for dX (a stride-1 "same" convolution of dY with the kernel
+    /// flipped in space and transposed in channels), when the layer qualifies: F(4×4, 3×3),
+    /// or F(2×2, 3×3) when the options ask for it (see `ConvolutionOptions`).
+    private var winograd: WinogradConvolution?
     /// Whether `reserve` chose Winograd for this layer (see `ConvolutionOptions`).
     public var usesWinograd: Bool { winograd != nil }
-    private var winogradBackward: Winograd3x3?
+    private var winogradBackward: WinogradConvolution?
+    /// F(4×4, 3×3) computes dW too; F(2×2) layers compute it with im2col.
+    private var winogradKernelGradient: Winograd4x4?
     private var flipped = FloatBuffer(count: 0)
     private var colHoldsWholeBatch = false
     private var scratch: Scratch!
@@ -109,10 +112,18 @@ public final class Conv2D: Layer {
         chunkRows = max(1, min(maxBatch * rowsPerImage, (maxColumnFloats ?? scratch.convolution.columnFloats) / g.patchSize))
         col = FloatBuffer(count: chunkRows * g.patchSize)
         scratch.reserve(chunkRows * g.patchSize)
-        if scratch.convolution.algorithm == .auto, g.kernelHeight == 3, g.kernelWidth == 3, g.strideHeight == 1, g.strideWidth == 1,
+        let algorithm = scratch.convolution.algorithm
+        if algorithm != .im2col, g.kernelHeight == 3, g.kernelWidth == 3, g.strideHeight == 1, g.strideWidth == 1,
            padding == .same, g.channels >= 16, filters >= 16, winograd == nil {
-            winograd = Winograd3x3(channels: g.channels, filters: filters, buffers: scratch.winograd)
-            winogradBackward = Winograd3x3(channels: filters, filters: g.channels, buffers: scratch.winograd)
+            if algorithm == .winograd2 {
+                winograd = Winograd3x3(channels: g.channels, filters: filters, buffers: scratch.winograd)
+                winogradBackward = Winograd3x3(channels: filters, filters: g.channels, buffers: scratch.winograd)
+            } else {
+                let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd)
+                winograd = forward
+                winogradKernelGradient = forward
+                winogradBackward = Winograd4x4(channels: filters, filters: g.channels, buffers: scratch.winograd)
+            }
             flipped = FloatBuffer(count: 9 * filters * g.channels)
         }
     }
@@ -192,6 +203,11 @@ public final class Conv2D: Layer {
             back.setKernel(flipped.pointer)
             back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: true)
             dx = nil
+        }
+        if let winogradKernelGradient {
+            winogradKernelGradient.accumulateKernelGradient(input: x, dOutput: dOutput, images: batch, height: g.inHeight,
+                                                            width: g.inWidth, into: dKernel)
+            return
         }
         var start = 0
         while start < total {

@@ -48,9 +48,12 @@ public struct PassContext: Sendable {
 /// can compare algorithms on two networks side by side.
 public struct ConvolutionOptions: Sendable, Equatable {
     public enum Algorithm: String, Sendable, CaseIterable, Codable {
-        /// Winograd F(2×2, 3×3) for stride-1 "same" 3×3 layers with ≥ 16 channels in and
-        /// out, im2col + sgemm for the rest.
+        /// Winograd F(4×4, 3×3) for stride-1 "same" 3×3 layers with ≥ 16 channels in and
+        /// out (forward, dX and dW), im2col + sgemm for the rest.
         case auto
+        /// Winograd F(2×2, 3×3) for forward and dX of those layers, im2col + sgemm for their
+        /// dW and for the rest (the algorithm before F(4×4), for comparisons).
+        case winograd2
         /// im2col + sgemm everywhere (for comparisons).
         case im2col
     }

@@ -35,31 +35,41 @@ final class ConvolutionReferenceTests: XCTestCase {
         }
     }
 
-    /// The Winograd F(2×2, 3×3) path (3×3, stride 1, same, ≥ 16 channels in and out) against
-    /// the same reference: forward, and dX (Winograd on dY with the flipped kernel), on odd
-    /// and even image sizes, including 1×1 and 2×3 images (partial tiles everywhere). Its
-    /// transforms add a few float32 roundings: 1e-3 absolute + 1e-3 relative.
+    /// The Winograd paths (3×3, stride 1, same, ≥ 16 channels in and out) against the same
+    /// reference: forward, dX (Winograd on dY with the flipped kernel) and dW (F(4×4)'s
+    /// transformed-domain gradient; F(2×2) layers take im2col's), on odd and even image sizes,
+    /// including 1×1, 2×3 and 5×5 images (partial tiles everywhere). F(2×2, 3×3)'s transforms
+    /// add a few float32 roundings, F(4×4, 3×3)'s more (coefficients up to 8 and 1/24):
+    /// 1e-3 absolute + 1e-3 relative for both, on values of order 1–10.
     func testWinogradShapesMatchReference() throws {
-        var random = Random(seed: 77)
-        let sizes = [(1, 1), (2, 3), (5, 5), (8, 8), (7, 12), (16, 9)]
-        for (trial, (height, width)) in sizes.enumerated() {
-            let channels = 16 + random.below(24), filters = 16 + random.below(24), batch = 1 + random.below(3)
-            let conv = Conv2D(filters: filters, kernelSize: (3, 3), activation: .linear)
-            let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch,
-                                     seed: UInt64(100 + trial))
-            XCTAssertTrue(conv.usesWinograd)
-            let g = conv.geometry!
-            let label = "winograd \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
-            h.forward()
-            let kernelCount = 9 * channels * filters
-            let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
-            let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
-            assertClose(h.output.array, expected, absolute: 1e-3, relative: 1e-3, "forward, \(label)")
-            let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
-            h.backward(dy)
-            let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
-            assertClose(h.dInputs[0].array, ref.dInput, absolute: 1e-3, relative: 1e-3, "dInput, \(label)")
-            assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel, absolute: 1e-3, relative: 1e-3, "dKernel, \(label)")
+        for algorithm in [ConvolutionOptions.Algorithm.auto, .winograd2] {
+            var random = Random(seed: 77)
+            let sizes = [(1, 1), (2, 3), (5, 5), (8, 8), (7, 12), (16, 9), (13, 6)]
+            for (trial, (height, width)) in sizes.enumerated() {
+                let channels = 16 + random.below(24), filters = 16 + random.below(24), batch = 1 + random.below(3)
+                let conv = Conv2D(filters: filters, kernelSize: (3, 3), activation: .linear)
+                let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch,
+                                         seed: UInt64(100 + trial), convolution: ConvolutionOptions(algorithm: algorithm))
+                XCTAssertTrue(conv.usesWinograd)
+                let g = conv.geometry!
+                let label = "winograd (\(algorithm)) \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
+                h.forward()
+                let kernelCount = 9 * channels * filters
+                let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
+                let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
+                assertClose(h.output.array, expected, absolute: 1e-3, relative: 1e-3, "forward, \(label)")
+                let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+                // Twice, to check that backward adds into the kernel gradient instead of overwriting it.
+                h.backward(dy)
+                h.layer.backward(inputs: h.inputs.map(\.pointer), output: h.output.pointer, dOutput: h.dOutput.pointer,
+                                 dInputs: h.dInputs.map { Optional($0.pointer) }, batch: batch, context: h.context)
+                let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
+                assertClose(h.dInputs[0].array, ref.dInput.map { 2 * $0 }, absolute: 2e-3, relative: 1e-3, "dInput, \(label)")
+                assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel.map { 2 * $0 }, absolute: 2e-3, relative: 1e-3,
+                            "dKernel, \(label)")
+                assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias.map { 2 * $0 }, absolute: 2e-3, relative: 1e-3,
+                            "dBias, \(label)")
+            }
         }
     }
 
@@ -76,22 +86,31 @@ final class ConvolutionReferenceTests: XCTestCase {
     }
 
     /// The network-level switch: vgg built with `ConvolutionOptions(algorithm: .im2col)` uses no
-    /// Winograd layer and gives the same logits as the default build (Winograd in its 3×3 layers)
-    /// within 1e-3 + 1e-3 relative, from the same weights and images.
+    /// Winograd layer and gives the same logits as the default build (Winograd F(4×4) in its
+    /// 3×3 layers) and the F(2×2) build within 1e-3 + 1e-3 relative, from the same weights
+    /// and images.
     func testConvolutionAlgorithmOptionGivesSameLogits() throws {
         let auto = try ModelZoo.build("vgg", imageSize: 32)
         let plain = try ModelZoo.build("vgg", imageSize: 32, convolution: ConvolutionOptions(algorithm: .im2col))
+        let small = try ModelZoo.build("vgg", imageSize: 32, convolution: ConvolutionOptions(algorithm: .winograd2))
         func winogradLayers(_ n: Network) -> Int { n.nodes.filter { ($0.layer as? Conv2D)?.usesWinograd == true }.count }
-        for n in [auto, plain] {
+        for n in [auto, plain, small] {
             n.initialize(seed: 3)
             n.reserve(maxBatch: 2)
         }
         XCTAssertGreaterThan(winogradLayers(auto), 0)
         XCTAssertEqual(winogradLayers(plain), 0)
         var random = Random(seed: 4)
-        for i in 0..<(2 * auto.inputShape.count) { auto.input[i] = random.uniform(0, 1); plain.input[i] = auto.input[i] }
+        XCTAssertEqual(winogradLayers(small), winogradLayers(auto))
+        for i in 0..<(2 * auto.inputShape.count) {
+            auto.input[i] = random.uniform(0, 1)
+            plain.input[i] = auto.input[i]
+            small.input[i] = auto.input[i]
+        }
         let a = auto.forward(batch: 2, context: PassContext(training: false))
         let b = plain.forward(batch: 2, context: PassContext(training: false))
+        let c = small.forward(batch: 2, context: PassContext(training: false))
         assertClose([a[0], a[1]], [b[0], b[1]], absolute: 1e-3, relative: 1e-3, "vgg logits, auto vs im2col")
+        assertClose([c[0], c[1]], [b[0], b[1]], absolute: 1e-3, relative: 1e-3, "vgg logits, winograd2 vs im2col")
     }
 }

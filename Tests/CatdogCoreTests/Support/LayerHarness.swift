@@ -16,11 +16,13 @@ final class LayerHarness {
     let dInputs: [FloatBuffer]
     let output: FloatBuffer
     let dOutput: FloatBuffer
-    let scratch = Scratch()
+    let scratch: Scratch
     var context = PassContext(training: true, seed: 7, step: 3, firstSample: 0)
 
-    init(_ layer: Layer, inputs shapes: [FeatureShape], batch: Int, seed: UInt64 = 1) throws {
+    init(_ layer: Layer, inputs shapes: [FeatureShape], batch: Int, seed: UInt64 = 1,
+         convolution: ConvolutionOptions = .init()) throws {
         self.layer = layer
+        scratch = Scratch(convolution: convolution)
         self.batch = batch
         inputShapes = shapes
         outputShape = try layer.configure(inputs: shapes)

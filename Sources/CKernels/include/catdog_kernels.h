@@ -1,0 +1,36 @@
+#ifndef CATDOG_KERNELS_H
+#define CATDOG_KERNELS_H
+
+#include <stddef.h>
+
+// Winograd F(4x4, 3x3) transforms (Lavin & Gray, 2016; interpolation points 0, ±1, ±2, ∞) over
+// NHWC channel vectors: every "pixel" below is a pointer to `n` contiguous floats (channels or
+// filters), so each transform is a handful of vector adds along the contiguous axis. Each
+// function is compiled for AVX-512, AVX2 and baseline x86-64 and the loader picks the one the
+// CPU runs (target_clones), so one binary serves every machine of a lab.
+//
+//   U = G g Gᵀ (6x6 from 3x3), V = Bᵀ d B (6x6 from a 6x6 input tile), Y = Aᵀ M A (4x4 from 6x6)
+//   and for the kernel gradient: dM = A dY Aᵀ (6x6 from 4x4), dg = Gᵀ dU G (3x3 from 6x6).
+
+// V[xi * vstride + k] for xi = r*6+s over the 6x6 tile d[36] (row-major; a zero vector where the
+// tile leaves the image). `work` holds 36 * n floats.
+void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work);
+
+// The 4x4 outputs Y = Aᵀ M A from M[xi * mstride + k]; y[16] row-major, NULL where the output
+// lies outside the image. Adds into y when `accumulate`, else stores. `work` holds 24 * n floats.
+void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work);
+
+// dM = A dY Aᵀ into dm[xi * stride + k] from the 4x4 output gradients dy[16] (a zero vector
+// outside the image). `work` holds 24 * n floats.
+void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work);
+
+// U (36, C, F) = G g Gᵀ for every (c, f) of a kernel w (3, 3, C, F), Keras's layout.
+void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f);
+
+// dw (3, 3, C, F) += Gᵀ dU G for dU (36, C, F).
+void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f);
+
+// The vector extension the loader chose for these kernels: "avx512f", "avx2" or "baseline".
+const char *catdog_kernels_isa(void);
+
+#endif

@@ -1,0 +1,204 @@
+#include "catdog_kernels.h"
+
+#if defined(__x86_64__) && defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+// 1-D transforms along six (or four, or three) vectors of n floats.
+
+// Bᵀ x for a 6-vector x: the rows of Bᵀ are
+//   [4 0 -5 0 1 0] [0 -4 -4 1 1 0] [0 4 -4 -1 1 0] [0 -2 -1 2 1 0] [0 2 -1 -2 1 0] [0 4 0 -5 0 1]
+static inline void bt6(const float *restrict x0, const float *restrict x1, const float *restrict x2,
+                       const float *restrict x3, const float *restrict x4, const float *restrict x5,
+                       float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3,
+                       float *restrict o4, float *restrict o5, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        float a0 = x0[k], a1 = x1[k], a2 = x2[k], a3 = x3[k], a4 = x4[k], a5 = x5[k];
+        float p = a4 - 4.0f * a2, q = a3 - 4.0f * a1;   // rows 1, 2
+        float r = a4 - a2, s = 2.0f * (a3 - a1);        // rows 3, 4
+        o0[k] = 4.0f * a0 - 5.0f * a2 + a4;
+        o1[k] = p + q;
+        o2[k] = p - q;
+        o3[k] = r + s;
+        o4[k] = r - s;
+        o5[k] = 4.0f * a1 - 5.0f * a3 + a5;
+    }
+}
+
+// Aᵀ x for a 6-vector x: rows [1 1 1 1 1 0] [0 1 -1 2 -2 0] [0 1 1 4 4 0] [0 1 -1 8 -8 1]
+static inline void at6(const float *restrict x0, const float *restrict x1, const float *restrict x2,
+                       const float *restrict x3, const float *restrict x4, const float *restrict x5,
+                       float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        float a0 = x0[k], a1 = x1[k], a2 = x2[k], a3 = x3[k], a4 = x4[k], a5 = x5[k];
+        float sp = a1 + a2, sm = a1 - a2, tp = a3 + a4, tm = a3 - a4;
+        o0[k] = a0 + sp + tp;
+        o1[k] = sm + 2.0f * tm;
+        o2[k] = sp + 4.0f * tp;
+        o3[k] = sm + 8.0f * tm + a5;
+    }
+}
+
+// A x for a 4-vector x (the transpose of at6): six outputs.
+static inline void a4(const float *restrict x0, const float *restrict x1, const float *restrict x2,
+                      const float *restrict x3, float *restrict o0, float *restrict o1, float *restrict o2,
+                      float *restrict o3, float *restrict o4, float *restrict o5, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        float a0 = x0[k], a1 = x1[k], a2 = x2[k], a3 = x3[k];
+        float e = a0 + a2, o = a1 + a3;
+        o0[k] = a0;
+        o1[k] = e + o;
+        o2[k] = e - o;
+        o3[k] = a0 + 2.0f * a1 + 4.0f * a2 + 8.0f * a3;
+        o4[k] = a0 - 2.0f * a1 + 4.0f * a2 - 8.0f * a3;
+        o5[k] = a3;
+    }
+}
+
+CLONES
+void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
+    // t = Bᵀ d: along each column s of the tile; then V = t B: along each row of t.
+    for (int s = 0; s < 6; s++) {
+        float *t = work + (size_t)s * n;
+        bt6(d[s], d[6 + s], d[12 + s], d[18 + s], d[24 + s], d[30 + s],
+            t, t + 6 * n, t + 12 * n, t + 18 * n, t + 24 * n, t + 30 * n, n);
+    }
+    for (int r = 0; r < 6; r++) {
+        const float *t = work + (size_t)(6 * r) * n;
+        float *o = v + (size_t)(6 * r) * vstride;
+        bt6(t, t + n, t + 2 * n, t + 3 * n, t + 4 * n, t + 5 * n,
+            o, o + vstride, o + 2 * vstride, o + 3 * vstride, o + 4 * vstride, o + 5 * vstride, n);
+    }
+}
+
+CLONES
+void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) {
+    // t (4x6) = Aᵀ M along columns; then Y = t A along rows, into work + 0..3 (per output row).
+    float *t = work;                 // 24 * n
+    for (int s = 0; s < 6; s++) {
+        at6(m + (size_t)s * mstride, m + (size_t)(6 + s) * mstride, m + (size_t)(12 + s) * mstride,
+            m + (size_t)(18 + s) * mstride, m + (size_t)(24 + s) * mstride, m + (size_t)(30 + s) * mstride,
+            t + (size_t)s * n, t + (size_t)(6 + s) * n, t + (size_t)(12 + s) * n, t + (size_t)(18 + s) * n, n);
+    }
+    for (int r = 0; r < 4; r++) {
+        const float *row = t + (size_t)(6 * r) * n;
+        float *const *out = y + 4 * r;
+        if (!out[0] && !out[1] && !out[2] && !out[3]) continue;
+        const float *x0 = row, *x1 = row + n, *x2 = row + 2 * n, *x3 = row + 3 * n, *x4 = row + 4 * n, *x5 = row + 5 * n;
+        if (out[0] && out[1] && out[2] && out[3]) {
+            float *restrict o0 = out[0], *restrict o1 = out[1], *restrict o2 = out[2], *restrict o3 = out[3];
+            if (accumulate) {
+                for (size_t k = 0; k < n; k++) {
+                    float sp = x1[k] + x2[k], sm = x1[k] - x2[k], tp = x3[k] + x4[k], tm = x3[k] - x4[k];
+                    o0[k] += x0[k] + sp + tp;
+                    o1[k] += sm + 2.0f * tm;
+                    o2[k] += sp + 4.0f * tp;
+                    o3[k] += sm + 8.0f * tm + x5[k];
+                }
+            } else {
+                for (size_t k = 0; k < n; k++) {
+                    float sp = x1[k] + x2[k], sm = x1[k] - x2[k], tp = x3[k] + x4[k], tm = x3[k] - x4[k];
+                    o0[k] = x0[k] + sp + tp;
+                    o1[k] = sm + 2.0f * tm;
+                    o2[k] = sp + 4.0f * tp;
+                    o3[k] = sm + 8.0f * tm + x5[k];
+                }
+            }
+        } else {
+            // A tile clipped by the image's right edge: the columns that exist, one by one.
+            static const float coef[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+            for (int c = 0; c < 4; c++) {
+                float *restrict o = out[c];
+                if (!o) continue;
+                const float *cf = coef[c];
+                for (size_t k = 0; k < n; k++) {
+                    float value = cf[0] * x0[k] + cf[1] * x1[k] + cf[2] * x2[k] + cf[3] * x3[k] + cf[4] * x4[k] + cf[5] * x5[k];
+                    o[k] = accumulate ? o[k] + value : value;
+                }
+            }
+        }
+    }
+}
+
+CLONES
+void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
+    // t (6x4) = A dY along columns; then dM = t Aᵀ along rows.
+    float *t = work;                 // 24 * n: t[r][s] at (r*4+s)*n
+    for (int s = 0; s < 4; s++) {
+        a4(dy[s], dy[4 + s], dy[8 + s], dy[12 + s],
+           t + (size_t)s * n, t + (size_t)(4 + s) * n, t + (size_t)(8 + s) * n, t + (size_t)(12 + s) * n,
+           t + (size_t)(16 + s) * n, t + (size_t)(20 + s) * n, n);
+    }
+    for (int r = 0; r < 6; r++) {
+        const float *row = t + (size_t)(4 * r) * n;
+        float *o = dm + (size_t)(6 * r) * stride;
+        a4(row, row + n, row + 2 * n, row + 3 * n,
+           o, o + stride, o + 2 * stride, o + 3 * stride, o + 4 * stride, o + 5 * stride, n);
+    }
+}
+
+// G's rows: [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]
+static const float G[6][3] = {
+    {0.25f, 0.0f, 0.0f},
+    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+    {1.0f / 24, 1.0f / 12, 1.0f / 6},
+    {1.0f / 24, -1.0f / 12, 1.0f / 6},
+    {0.0f, 0.0f, 1.0f},
+};
+
+CLONES
+void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) {
+    // For each input channel: the nine rows of F filters, combined along f (contiguous).
+    const size_t cf = c * f;
+    for (size_t ch = 0; ch < c; ch++) {
+        const float *g[9];
+        for (int i = 0; i < 9; i++) g[i] = w + (size_t)i * cf + ch * f;
+        for (int r = 0; r < 6; r++) {
+            for (int s = 0; s < 6; s++) {
+                float coef[9];
+                for (int i = 0; i < 3; i++)
+                    for (int j = 0; j < 3; j++) coef[i * 3 + j] = G[r][i] * G[s][j];
+                float *restrict o = u + (size_t)(r * 6 + s) * cf + ch * f;
+                for (size_t k = 0; k < f; k++) {
+                    float sum = 0;
+                    for (int i = 0; i < 9; i++) sum += coef[i] * g[i][k];
+                    o[k] = sum;
+                }
+            }
+        }
+    }
+}
+
+CLONES
+void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) {
+    // dg[i][j] = Σ_rs G[r][i] dU[r][s] G[s][j]
+    const size_t cf = c * f;
+    for (size_t ch = 0; ch < c; ch++) {
+        for (int i = 0; i < 3; i++) {
+            for (int j = 0; j < 3; j++) {
+                float coef[36];
+                for (int r = 0; r < 6; r++)
+                    for (int s = 0; s < 6; s++) coef[r * 6 + s] = G[r][i] * G[s][j];
+                float *restrict o = dw + (size_t)(i * 3 + j) * cf + ch * f;
+                for (int xi = 0; xi < 36; xi++) {
+                    if (coef[xi] == 0.0f) continue;
+                    const float *restrict x = du + (size_t)xi * cf + ch * f;
+                    const float a = coef[xi];
+                    for (size_t k = 0; k < f; k++) o[k] += a * x[k];
+                }
+            }
+        }
+    }
+}
+
+const char *catdog_kernels_isa(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "avx512f";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
+#endif
+    return "baseline";
+}
