@@ -29,6 +29,8 @@ public struct BenchmarkResult: Codable, Sendable {
     /// Where it ran: CPU model, vector extensions, and the OpenBLAS kernel family.
     public var machine: MachineDescription
     public var blas_core: String
+    /// The vector extension catdog-dist's own C kernels (Winograd F(4×4) transforms) run with.
+    public var kernels: String
 
     public struct Layer: Codable, Sendable {
         public var name: String
@@ -92,6 +94,6 @@ public enum Benchmark {
             step_ms: meanSeconds * 1000 / Double(steps),
             comm_fraction: totals[1] / totals[0], allreduce_ms: totals[2] / Double(comm.size) * 1000,
             gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers,
-            machine: .current(), blas_core: blasCoreName)
+            machine: .current(), blas_core: blasCoreName, kernels: kernelInstructionSet)
     }
 }

@@ -75,7 +75,7 @@ public final class Trainer {
     }
 
     public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, microBatch: Int? = nil,
-                activationBudget: Int = Trainer.defaultActivationBudget) throws {
+                activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
         self.config = config
         comm = communicator
         self.data = data
@@ -85,7 +85,7 @@ public final class Trainer {
                 use a global batch size that is a multiple of \(comm.size)
                 """)
         }
-        network = try ModelZoo.build(config.model, imageSize: config.imageSize)
+        network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
         let localBatch = config.globalBatch / comm.size
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
                                                              budget: activationBudget), 1),

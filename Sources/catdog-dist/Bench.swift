@@ -28,8 +28,6 @@ struct Bench: ParsableCommand {
     @OptionGroup var allReduce: AllReduceOptions
     @OptionGroup var compute: ComputeOptions
 
-    @Option(help: "Convolution algorithm: auto (Winograd F(2x2,3x3) for stride-1 3x3 layers with >= 16 channels, im2col + sgemm for the rest) or im2col (everywhere, for comparison).")
-    var convolution = ConvolutionOptions.Algorithm.auto
 
     @Option(help: "Floats per im2col chunk (default 262144 = 1 MB).")
     var columnFloats = ConvolutionOptions().columnFloats
@@ -56,7 +54,7 @@ struct Bench: ParsableCommand {
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
                                       fp16: allReduce.fp16Allreduce,
-                                      convolution: ConvolutionOptions(algorithm: convolution, columnFloats: columnFloats),
+                                      convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
             if json {
@@ -66,7 +64,7 @@ struct Bench: ParsableCommand {
                 return
             }
             print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.fp16_allreduce ? ", fp16 all-reduce" : ""), convolution \(r.convolution), \(r.steps) steps")
-            print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core)")
+            print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")

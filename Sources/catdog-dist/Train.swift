@@ -246,7 +246,8 @@ struct Train: ParsableCommand {
             var perRank = [-Double((MemoryStatus.availableBytes() ?? 0) / comm.ranksOnMachine)]
             try comm.allReduceMax(&perRank)
             let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
-            let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget)
+            let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
+                                      convolution: ConvolutionOptions(algorithm: compute.convolution))
             if comm.size > 1, stallTimeout > 0 {
                 var peers: (@Sendable () -> String)?
                 if let heartbeats = comm.heartbeats { peers = { heartbeats.report() } }

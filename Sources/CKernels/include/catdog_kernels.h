@@ -30,6 +30,13 @@ void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f);
 // dw (3, 3, C, F) += Gᵀ dU G for dU (36, C, F).
 void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f);
 
+// Max pooling ("valid" windows) over `images` NHWC images of h x w x c: y (oh, ow, c) per image
+// and, for backward, argmax[i] = the index into x of output i's winner (the first of equal
+// values in window order). Indices fit int32 (the caller checks the batch's size).
+#include <stdint.h>
+void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
+                    size_t pool, size_t stride, size_t oh, size_t ow);
+
 // The vector extension the loader chose for these kernels: "avx512f", "avx2" or "baseline".
 const char *catdog_kernels_isa(void);
 

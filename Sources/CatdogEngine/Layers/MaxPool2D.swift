@@ -1,3 +1,5 @@
+import CKernels
+
 /// Max pooling over NHWC windows ("valid" padding, Keras's default); remembers each
 /// output's winning input so backward routes dY there.
 public final class MaxPool2D: Layer {
@@ -38,32 +40,10 @@ public final class MaxPool2D: Layer {
     public var forwardFLOPs: Int { g.outHeight * g.outWidth * g.channels * poolSize * poolSize }
 
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
-        let x = inputs[0]
-        let c = g.channels
-        let argmax = argmax!
-        var o = 0
-        for n in 0..<batch {
-            let image = n * g.inHeight * g.inWidth * c
-            for oh in 0..<g.outHeight {
-                for ow in 0..<g.outWidth {
-                    let first = image + (oh * stride * g.inWidth + ow * stride) * c
-                    for ch in 0..<c {
-                        output[o + ch] = x[first + ch]
-                        argmax[o + ch] = Int32(first + ch)
-                    }
-                    for kh in 0..<poolSize {
-                        for kw in 0..<poolSize where kh != 0 || kw != 0 {
-                            let base = image + ((oh * stride + kh) * g.inWidth + ow * stride + kw) * c
-                            for ch in 0..<c where x[base + ch] > output[o + ch] {
-                                output[o + ch] = x[base + ch]
-                                argmax[o + ch] = Int32(base + ch)
-                            }
-                        }
-                    }
-                    o += c
-                }
-            }
-        }
+        // argmax holds int32 indices into the batch's input.
+        precondition(batch * g.inHeight * g.inWidth * g.channels <= Int(Int32.max), "maxpool2d: batch too large for int32 indices")
+        catdog_maxpool(inputs[0], output, argmax!, batch, g.inHeight, g.inWidth, g.channels, poolSize, stride,
+                       g.outHeight, g.outWidth)
     }
 
     public func backward(

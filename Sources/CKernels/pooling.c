@@ -1,0 +1,43 @@
+#include "catdog_kernels.h"
+
+#if defined(__x86_64__) && defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+// Branch-free along the channels (compare and select), so it vectorises: the Swift loop with a
+// data-dependent branch per channel ran at ~1 GB/s.
+CLONES
+void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
+                    size_t pool, size_t stride, size_t oh, size_t ow) {
+    size_t o = 0;
+    for (size_t n = 0; n < images; n++) {
+        const size_t image = n * h * w * c;
+        for (size_t r = 0; r < oh; r++) {
+            for (size_t s = 0; s < ow; s++, o += c) {
+                float *restrict out = y + o;
+                int32_t *restrict arg = argmax + o;
+                const size_t first = image + (r * stride * w + s * stride) * c;
+                const float *restrict p = x + first;
+                for (size_t k = 0; k < c; k++) {
+                    out[k] = p[k];
+                    arg[k] = (int32_t)(first + k);
+                }
+                for (size_t i = 0; i < pool; i++) {
+                    for (size_t j = 0; j < pool; j++) {
+                        if (i == 0 && j == 0) continue;
+                        const size_t base = image + ((r * stride + i) * w + s * stride + j) * c;
+                        const float *restrict q = x + base;
+                        for (size_t k = 0; k < c; k++) {
+                            const float v = q[k];
+                            const int better = v > out[k];
+                            out[k] = better ? v : out[k];
+                            arg[k] = better ? (int32_t)(base + k) : arg[k];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
