@@ -41,3 +41,8 @@ void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, si
         }
     }
 }
+
+CLONES
+void catdog_masked_add(const float *restrict y, const float *restrict dy, float *restrict dx, size_t count, float lo, float hi) {
+    for (size_t i = 0; i < count; i++) dx[i] += (y[i] > lo && y[i] < hi) ? dy[i] : 0.0f;
+}

@@ -37,6 +37,33 @@ void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f
 void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
                     size_t pool, size_t stride, size_t oh, size_t ow);
 
+// dx[i] += dy[i] where lo < y[i] < hi (ReLU: 0, +inf; ReLU6: 0, 6), else nothing.
+void catdog_masked_add(const float *y, const float *dy, float *dx, size_t count, float lo, float hi);
+
+// Per-channel work over `rows` NHWC pixels of c channels (BatchNorm, biases), vectorised
+// along the channels; sums accumulate in double, as the Swift loops they replace did.
+// activation: 0 linear, 1 ReLU, 2 ReLU6.
+
+// sum[ch] = Σ x; then, with mean given, squares[ch] = Σ (x - mean)².
+void catdog_channel_sums(const float *x, size_t rows, size_t c, double *sum);
+void catdog_channel_centered_squares(const float *x, const double *mean, size_t rows, size_t c, double *squares);
+// xhat = (x - mean) * inv_std; y = gamma * xhat + beta (xhat may be NULL: y = x * scale + shift
+// with scale = inv_std and shift = -mean * inv_std folded by the caller into gamma/beta).
+void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma,
+                              const float *beta, float *xhat, float *y, size_t rows, size_t c);
+// y = x * scale + shift.
+void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c);
+// sum[ch] = Σ dy, dot[ch] = Σ dy·xhat.
+void catdog_batchnorm_gradient_sums(const float *dy, const float *xhat, size_t rows, size_t c, double *sum, double *dot);
+// dx += k * (dy - mean_dy - xhat * mean_dot), per channel.
+void catdog_batchnorm_dx(const float *dy, const float *xhat, const float *k, const float *mean_dy,
+                         const float *mean_dot, float *dx, size_t rows, size_t c);
+// y = act(y + bias) (bias may be NULL).
+void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, int activation);
+// dy = 0 where the activation did not pass its input (from its output y); dbias += Σ dy (dbias
+// may be NULL).
+void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation);
+
 // The vector extension the loader chose for these kernels: "avx512f", "avx2" or "baseline".
 const char *catdog_kernels_isa(void);
 

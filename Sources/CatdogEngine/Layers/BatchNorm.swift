@@ -1,3 +1,4 @@
+import CKernels
 import CatdogSupport
 
 /// Batch normalization over the channel axis of NHWC batches (Ioffe & Szegedy, 2015), with
@@ -28,6 +29,7 @@ public final class BatchNorm: Layer {
     /// False after an inference forward, which skips x̂; a backward pass then recomputes it.
     private var normalizedIsCurrent = false
     private var shift: UnsafeMutablePointer<Float> { work.shift }
+    private var factor: UnsafeMutablePointer<Float> { work.factor }
     private var usedBatchStatistics = false
 
     public init(momentum: Float = 0.99, epsilon: Float = 1e-3) {
@@ -73,21 +75,9 @@ public final class BatchNorm: Layer {
         let xhat = normalized.pointer
         usedBatchStatistics = context.training && !frozen
         if usedBatchStatistics {
-            for ch in 0..<c { sum[ch] = 0; sumSquares[ch] = 0 }
-            var row = UnsafePointer(x)
-            for _ in 0..<rows {
-                for ch in 0..<c { sum[ch] += Double(row[ch]) }
-                row += c
-            }
+            catdog_channel_sums(x, rows, c, sum)
             for ch in 0..<c { sum[ch] /= Double(rows) }  // now the mean
-            row = UnsafePointer(x)
-            for _ in 0..<rows {
-                for ch in 0..<c {
-                    let d = Double(row[ch]) - sum[ch]
-                    sumSquares[ch] += d * d
-                }
-                row += c
-            }
+            catdog_channel_centered_squares(x, sum, rows, c, sumSquares)
             for ch in 0..<c {
                 let variance = sumSquares[ch] / Double(rows)
                 inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
@@ -106,26 +96,14 @@ public final class BatchNorm: Layer {
                     scale[ch] = gamma[ch] * inverseStd[ch]
                     shift[ch] = beta[ch] - movingMean[ch] * scale[ch]
                 }
-                let s = scale, t = shift
-                var row = 0
-                for _ in 0..<rows {
-                    for ch in 0..<c { output[row + ch] = x[row + ch] * s[ch] + t[ch] }
-                    row += c
-                }
+                catdog_scale_shift(x, scale, shift, output, rows, c)
                 normalizedIsCurrent = false
                 return
             }
         }
         normalizedIsCurrent = true
-        var i = 0
-        for _ in 0..<rows {
-            for ch in 0..<c {
-                let n = (x[i] - Float(sumSquares[ch])) * inverseStd[ch]
-                xhat[i] = n
-                output[i] = gamma[ch] * n + beta[ch]
-                i += 1
-            }
-        }
+        for ch in 0..<c { scale[ch] = Float(sumSquares[ch]) }  // the mean, as a float
+        catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c)
     }
 
     public func backward(
@@ -149,39 +127,21 @@ public final class BatchNorm: Layer {
             normalizedIsCurrent = true
         }
         // sum = Σ dy, sumSquares = Σ dy·x̂, per channel.
-        for ch in 0..<c { sum[ch] = 0; sumSquares[ch] = 0 }
-        var i = 0
-        for _ in 0..<rows {
-            for ch in 0..<c {
-                sum[ch] += Double(dOutput[i])
-                sumSquares[ch] += Double(dOutput[i] * xhat[i])
-                i += 1
-            }
-        }
+        catdog_batchnorm_gradient_sums(dOutput, xhat, rows, c, sum, sumSquares)
         for ch in 0..<c {
             dBeta[ch] += Float(sum[ch])
             dGamma[ch] += Float(sumSquares[ch])
         }
         guard let dx = dInputs[0] else { return }
-        i = 0
-        if usedBatchStatistics {
-            // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂))
-            let m = Double(rows)
-            for _ in 0..<rows {
-                for ch in 0..<c {
-                    let meanDy = Float(sum[ch] / m), meanDyXhat = Float(sumSquares[ch] / m)
-                    dx[i] += gamma[ch] * inverseStd[ch] * (dOutput[i] - meanDy - xhat[i] * meanDyXhat)
-                    i += 1
-                }
-            }
-        } else {
-            for _ in 0..<rows {
-                for ch in 0..<c {
-                    dx[i] += gamma[ch] * inverseStd[ch] * dOutput[i]
-                    i += 1
-                }
-            }
+        // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂)) with batch statistics; γ/σ · dy with
+        // moving ones (they do not depend on the batch).
+        let m = Double(rows)
+        for ch in 0..<c {
+            factor[ch] = gamma[ch] * inverseStd[ch]
+            scale[ch] = usedBatchStatistics ? Float(sum[ch] / m) : 0
+            shift[ch] = usedBatchStatistics ? Float(sumSquares[ch] / m) : 0
         }
+        catdog_batchnorm_dx(dOutput, xhat, factor, scale, shift, dx, rows, c)
     }
 }
 
@@ -189,19 +149,20 @@ public final class BatchNorm: Layer {
 /// by a class pay a uniqueness and bounds check on every access in the per-element loops,
 /// which made BatchNorm 5x slower once the release build kept Swift's checks on.
 private final class PerChannel {
-    let inverseStd, scale, shift: UnsafeMutablePointer<Float>
+    let inverseStd, scale, shift, factor: UnsafeMutablePointer<Float>
     let sum, sumSquares: UnsafeMutablePointer<Double>
     private let floats: UnsafeMutablePointer<Float>
     private let doubles: UnsafeMutablePointer<Double>
 
     init(count: Int) {
-        floats = .allocate(capacity: 3 * count)
-        floats.initialize(repeating: 0, count: 3 * count)
+        floats = .allocate(capacity: 4 * count)
+        floats.initialize(repeating: 0, count: 4 * count)
         doubles = .allocate(capacity: 2 * count)
         doubles.initialize(repeating: 0, count: 2 * count)
         inverseStd = floats
         scale = floats + count
         shift = floats + 2 * count
+        factor = floats + 3 * count
         sum = doubles
         sumSquares = doubles + count
     }

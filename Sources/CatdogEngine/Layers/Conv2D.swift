@@ -1,3 +1,4 @@
+import CKernels
 import CatdogSupport
 import Foundation
 
@@ -159,14 +160,7 @@ public final class Conv2D: Layer {
             }
             colHoldsWholeBatch = total <= chunkRows
         }
-        if useBias {
-            var row = output
-            for _ in 0..<total {
-                for f in 0..<filters { row[f] += bias[f] }
-                row += filters
-            }
-        }
-        activation.apply(output, count: total * filters)
+        catdog_bias_activation(output, useBias ? bias : nil, total, filters, activation.kernelCode)
     }
 
     public func backward(
@@ -178,14 +172,7 @@ public final class Conv2D: Layer {
         let x = inputs[0]
         let rowsPerImage = g.outHeight * g.outWidth
         let total = batch * rowsPerImage
-        activation.maskGradient(output: output, dOutput: dOutput, count: total * filters)
-        if useBias {
-            var row = UnsafePointer(dOutput)
-            for _ in 0..<total {
-                for f in 0..<filters { dBias[f] += row[f] }
-                row += filters
-            }
-        }
+        catdog_mask_bias_gradient(output, dOutput, useBias ? dBias : nil, total, filters, activation.kernelCode)
         var dx = dInputs[0]
         if let dxAll = dx, let back = winogradBackward {
             // W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]

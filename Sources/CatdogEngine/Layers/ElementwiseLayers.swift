@@ -28,8 +28,7 @@ public final class ActivationLayer: Layer {
         batch: Int, context: PassContext
     ) {
         guard let dx = dInputs[0] else { return }
-        activation.maskGradient(output: output, dOutput: dOutput, count: batch * count)
-        for i in 0..<(batch * count) { dx[i] += dOutput[i] }
+        activation.addMaskedGradient(output: output, dOutput: dOutput, into: dx, count: batch * count)
     }
 }
 

@@ -1,3 +1,4 @@
+import CKernels
 import CatdogSupport
 
 /// How a parameter tensor starts, as Keras initialises it.
@@ -135,8 +136,31 @@ public enum Activation: String, Sendable, Codable {
     func maskGradient(output y: UnsafePointer<Float>, dOutput dy: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
         case .linear: return
-        case .relu: for i in 0..<count where !(y[i] > 0) { dy[i] = 0 }
-        case .relu6: for i in 0..<count where !(y[i] > 0 && y[i] < 6) { dy[i] = 0 }
+        // Selects, not branches: the signs are random, and a branch per value mispredicted so
+        // often that resnet's ReLU backward took 17% of a step.
+        case .relu: for i in 0..<count { dy[i] = y[i] > 0 ? dy[i] : 0 }
+        case .relu6: for i in 0..<count { dy[i] = y[i] > 0 && y[i] < 6 ? dy[i] : 0 }
+        }
+    }
+
+    /// dx += dy where the activation passed its input (its output y is inside the linear
+    /// range), in one pass; dy is left as it is.
+    @inline(__always)
+    /// The code the C kernels take: 0 linear, 1 ReLU, 2 ReLU6.
+    var kernelCode: Int32 {
+        switch self {
+        case .linear: 0
+        case .relu: 1
+        case .relu6: 2
+        }
+    }
+
+    func addMaskedGradient(output y: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>,
+                           into dx: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .linear: for i in 0..<count { dx[i] += dy[i] }
+        case .relu: catdog_masked_add(y, dy, dx, count, 0, .infinity)
+        case .relu6: catdog_masked_add(y, dy, dx, count, 0, 6)
         }
     }
 

@@ -77,7 +77,9 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertEqual(metrics.last?["epoch"] as? Int, epochs)
         if fault == .freeze {
             // h2 comes back: the next start takes it back, and the run goes on with 2 ranks.
-            XCTAssertEqual(try lab(["thaw", "2"]).status, 0)
+            let thaw = try lab(["thaw", "2"])
+            XCTAssertEqual(thaw.status, 0, thaw.output + "; lab downs so far: "
+                           + ((try? String(contentsOfFile: "/tmp/catdog-netns-lab.log", encoding: .utf8)) ?? "none logged"))
             let more = try BackgroundRun(script("train-until-done"), [
                 "--hostfile", script("../hostfiles/netns-lab"), "--", script("netns-lab"), "mpirun",
                 CLI.binary, "train", "--data", data, "--checkpoint-dir", checkpoints, "--epochs", "\(epochs + 1)",

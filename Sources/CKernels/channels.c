@@ -1,0 +1,88 @@
+#include "catdog_kernels.h"
+
+#if defined(__x86_64__) && defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+CLONES
+void catdog_channel_sums(const float *restrict x, size_t rows, size_t c, double *restrict sum) {
+    for (size_t k = 0; k < c; k++) sum[k] = 0;
+    for (size_t r = 0; r < rows; r++, x += c)
+        for (size_t k = 0; k < c; k++) sum[k] += (double)x[k];
+}
+
+CLONES
+void catdog_channel_centered_squares(const float *restrict x, const double *restrict mean, size_t rows, size_t c,
+                                     double *restrict squares) {
+    for (size_t k = 0; k < c; k++) squares[k] = 0;
+    for (size_t r = 0; r < rows; r++, x += c)
+        for (size_t k = 0; k < c; k++) {
+            double d = (double)x[k] - mean[k];
+            squares[k] += d * d;
+        }
+}
+
+CLONES
+void catdog_batchnorm_forward(const float *restrict x, const float *restrict mean, const float *restrict inv_std,
+                              const float *restrict gamma, const float *restrict beta, float *restrict xhat,
+                              float *restrict y, size_t rows, size_t c) {
+    for (size_t r = 0; r < rows; r++, x += c, xhat += c, y += c)
+        for (size_t k = 0; k < c; k++) {
+            float n = (x[k] - mean[k]) * inv_std[k];
+            xhat[k] = n;
+            y[k] = gamma[k] * n + beta[k];
+        }
+}
+
+CLONES
+void catdog_scale_shift(const float *restrict x, const float *restrict scale, const float *restrict shift,
+                        float *restrict y, size_t rows, size_t c) {
+    for (size_t r = 0; r < rows; r++, x += c, y += c)
+        for (size_t k = 0; k < c; k++) y[k] = x[k] * scale[k] + shift[k];
+}
+
+CLONES
+void catdog_batchnorm_gradient_sums(const float *restrict dy, const float *restrict xhat, size_t rows, size_t c,
+                                    double *restrict sum, double *restrict dot) {
+    for (size_t k = 0; k < c; k++) { sum[k] = 0; dot[k] = 0; }
+    for (size_t r = 0; r < rows; r++, dy += c, xhat += c)
+        for (size_t k = 0; k < c; k++) {
+            sum[k] += (double)dy[k];
+            dot[k] += (double)(dy[k] * xhat[k]);
+        }
+}
+
+CLONES
+void catdog_batchnorm_dx(const float *restrict dy, const float *restrict xhat, const float *restrict kk,
+                         const float *restrict mean_dy, const float *restrict mean_dot, float *restrict dx,
+                         size_t rows, size_t c) {
+    for (size_t r = 0; r < rows; r++, dy += c, xhat += c, dx += c)
+        for (size_t k = 0; k < c; k++) dx[k] += kk[k] * (dy[k] - mean_dy[k] - xhat[k] * mean_dot[k]);
+}
+
+CLONES
+void catdog_bias_activation(float *restrict y, const float *restrict bias, size_t rows, size_t c, int activation) {
+    for (size_t r = 0; r < rows; r++, y += c) {
+        if (bias)
+            for (size_t k = 0; k < c; k++) y[k] += bias[k];
+        if (activation == 1)
+            for (size_t k = 0; k < c; k++) y[k] = y[k] < 0.0f ? 0.0f : y[k];  // NaN stays NaN, as Swift's max
+        else if (activation == 2)
+            for (size_t k = 0; k < c; k++) y[k] = y[k] < 0.0f ? 0.0f : (y[k] > 6.0f ? 6.0f : y[k]);
+    }
+}
+
+CLONES
+void catdog_mask_bias_gradient(const float *restrict y, float *restrict dy, float *restrict dbias, size_t rows, size_t c,
+                               int activation) {
+    for (size_t r = 0; r < rows; r++, y += c, dy += c) {
+        if (activation == 1)
+            for (size_t k = 0; k < c; k++) dy[k] = y[k] > 0.0f ? dy[k] : 0.0f;
+        else if (activation == 2)
+            for (size_t k = 0; k < c; k++) dy[k] = (y[k] > 0.0f && y[k] < 6.0f) ? dy[k] : 0.0f;
+        if (dbias)
+            for (size_t k = 0; k < c; k++) dbias[k] += dy[k];
+    }
+}
