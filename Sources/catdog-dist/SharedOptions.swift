@@ -47,7 +47,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
-    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, im2col + sgemm for the rest), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
+    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, its products on our AVX-512 gemm where the CPU has it; im2col + sgemm for the rest), winograd4blas (the same with OpenBLAS for the products), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last three for comparison. Not recorded in checkpoints: a run may resume with another.")
     var convolution = ConvolutionOptions.Algorithm.auto
 
     func validate() throws {

@@ -64,6 +64,12 @@ void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, 
 // may be NULL).
 void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation);
 
+// C (m x n) = A B, or C += A B when `accumulate`, with A(i, p) at a[i * rsa + p * csa] and B, C
+// row-major (row strides ldb, ldc). Returns 0 without touching C when this CPU or shape has no
+// kernel here (no AVX-512, or n not a multiple of 16): the caller then uses BLAS.
+int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                 float *c, size_t ldc, int accumulate);
+
 // The vector extension the loader chose for these kernels: "avx512f", "avx2" or "baseline".
 const char *catdog_kernels_isa(void);
 

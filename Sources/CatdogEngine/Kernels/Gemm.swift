@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// Row-major single-precision matrix multiply: C = alpha * op(A) * op(B) + beta * C,
@@ -27,4 +28,14 @@ public var blasCoreName: String {
     var bytes: [UInt8] = []
     while bytes.count < 64, name[bytes.count] != 0 { bytes.append(UInt8(bitPattern: name[bytes.count])) }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// C (m, n) = A · B, or C += A · B when `accumulate`, on our AVX-512 kernel (`catdog_sgemm`):
+/// A(i, p) at a[i * rowStrideA + p * columnStrideA] (so Aᵀ is a stride swap), B and C
+/// row-major. Returns false, leaving C untouched, where the CPU has no AVX-512 or n is not a
+/// multiple of 16; the caller then uses `gemm`.
+@inline(__always)
+public func ownGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
+                    b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) -> Bool {
+    catdog_sgemm(m, n, k, a, rowStrideA, columnStrideA, b, ldb, c, ldc, accumulate ? 1 : 0) != 0
 }

@@ -23,7 +23,12 @@ public final class Winograd4x4: WinogradConvolution {
     private let inPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 36)
     private let outPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 16)
 
-    public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20) {
+    /// Whether the 36 products use our AVX-512 gemm (`catdog_sgemm`) where the CPU and the
+    /// shape allow, instead of BLAS.
+    public let ownGemm: Bool
+
+    public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, ownGemm: Bool = true) {
+        self.ownGemm = ownGemm
         self.channels = channels
         self.filters = filters
         self.buffers = buffers
@@ -81,8 +86,9 @@ public final class Winograd4x4: WinogradConvolution {
                 catdog_wino4_input(inPointers, vp + t * c, count * c, c, work.pointer)
             }
             for xi in 0..<36 {
-                gemm(m: count, n: f, k: c, a: vp + xi * count * c, lda: c, b: up + xi * c * f, ldb: f,
-                     beta: 0, c: mp + xi * count * f, ldc: f)
+                let a = vp + xi * count * c, b = up + xi * c * f, out = mp + xi * count * f
+                if ownGemm, CatdogEngine.ownGemm(m: count, n: f, k: c, a: a, rowStrideA: c, columnStrideA: 1, b: b, ldb: f, c: out, ldc: f, accumulate: false) { continue }
+                gemm(m: count, n: f, k: c, a: a, lda: c, b: b, ldb: f, beta: 0, c: out, ldc: f)
             }
             for t in 0..<count {
                 let (image, row, col) = tiling.locate(start + t)
@@ -126,8 +132,10 @@ public final class Winograd4x4: WinogradConvolution {
                 catdog_wino4_output_gradient(inPointers, mp + t * f, count * f, f, work.pointer)
             }
             for xi in 0..<36 {
-                gemm(transA: true, m: c, n: f, k: count, a: vp + xi * count * c, lda: c, b: mp + xi * count * f, ldb: f,
-                     beta: start == 0 ? 0 : 1, c: dup + xi * c * f, ldc: f)
+                let a = vp + xi * count * c, b = mp + xi * count * f, out = dup + xi * c * f
+                if ownGemm, CatdogEngine.ownGemm(m: c, n: f, k: count, a: a, rowStrideA: 1, columnStrideA: c, b: b, ldb: f, c: out, ldc: f,
+                                                 accumulate: start > 0) { continue }
+                gemm(transA: true, m: c, n: f, k: count, a: a, lda: c, b: b, ldb: f, beta: start == 0 ? 0 : 1, c: out, ldc: f)
             }
             start += count
         }

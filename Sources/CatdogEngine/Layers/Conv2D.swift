@@ -120,10 +120,11 @@ public final class Conv2D: Layer {
                 winograd = Winograd3x3(channels: g.channels, filters: filters, buffers: scratch.winograd)
                 winogradBackward = Winograd3x3(channels: filters, filters: g.channels, buffers: scratch.winograd)
             } else {
-                let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd)
+                let own = algorithm == .auto
+                let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd, ownGemm: own)
                 winograd = forward
                 winogradKernelGradient = forward
-                winogradBackward = Winograd4x4(channels: filters, filters: g.channels, buffers: scratch.winograd)
+                winogradBackward = Winograd4x4(channels: filters, filters: g.channels, buffers: scratch.winograd, ownGemm: own)
             }
             flipped = FloatBuffer(count: 9 * filters * g.channels)
         }

@@ -52,6 +52,8 @@ public struct ConvolutionOptions: Sendable, Equatable {
         /// Winograd F(4×4, 3×3) for stride-1 "same" 3×3 layers with ≥ 16 channels in and
         /// out (forward, dX and dW), im2col + sgemm for the rest.
         case auto
+        /// `auto` with BLAS for Winograd's products instead of our AVX-512 gemm (for comparisons).
+        case winograd4blas
         /// Winograd F(2×2, 3×3) for forward and dX of those layers, im2col + sgemm for their
         /// dW and for the rest (the algorithm before F(4×4), for comparisons).
         case winograd2

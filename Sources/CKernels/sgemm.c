@@ -1,0 +1,114 @@
+#include "catdog_kernels.h"
+
+// A small single-precision gemm for the shapes Winograd produces (36 products of a few hundred
+// tiles by C x F, C and F 16..256), with AVX-512 micro-kernels: 8 rows x 32 columns of C in 16
+// registers, A broadcast, B read in place (rows of B are contiguous). OpenBLAS's kernels for
+// these thin, short products lose much of their time packing; and where OpenBLAS runs its AVX2
+// kernels on an AVX-512 CPU (OPENBLAS_CORETYPE=Haswell, set on machines whose CPU its build
+// does not know), these run twice as wide.
+//
+// C (m x n, row stride ldc) = or += A (m x k) * B (k x n, row stride ldb), A(i, p) at
+// a[i * rsa + p * csa] (rsa = lda, csa = 1 for A; rsa = 1, csa = lda for Aᵀ).
+
+#if defined(__x86_64__) && defined(__clang__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline void block8(size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                                 float *c, size_t ldc, int accumulate, int wide) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa;
+    const float *a4 = a + 4 * rsa, *a5 = a + 5 * rsa, *a6 = a + 6 * rsa, *a7 = a + 7 * rsa;
+    if (wide) {
+        for (size_t p = 0; p < k; p++) {
+            const __m512 b0 = _mm512_loadu_ps(b + p * ldb), b1 = _mm512_loadu_ps(b + p * ldb + 16);
+            const size_t o = p * csa;
+            __m512 x;
+            x = _mm512_set1_ps(a0[o]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+            x = _mm512_set1_ps(a1[o]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+            x = _mm512_set1_ps(a2[o]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+            x = _mm512_set1_ps(a3[o]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+            x = _mm512_set1_ps(a4[o]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+            x = _mm512_set1_ps(a5[o]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+            x = _mm512_set1_ps(a6[o]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61);
+            x = _mm512_set1_ps(a7[o]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71);
+        }
+    } else {
+        for (size_t p = 0; p < k; p++) {
+            const __m512 b0 = _mm512_loadu_ps(b + p * ldb);
+            const size_t o = p * csa;
+            c00 = _mm512_fmadd_ps(_mm512_set1_ps(a0[o]), b0, c00);
+            c10 = _mm512_fmadd_ps(_mm512_set1_ps(a1[o]), b0, c10);
+            c20 = _mm512_fmadd_ps(_mm512_set1_ps(a2[o]), b0, c20);
+            c30 = _mm512_fmadd_ps(_mm512_set1_ps(a3[o]), b0, c30);
+            c40 = _mm512_fmadd_ps(_mm512_set1_ps(a4[o]), b0, c40);
+            c50 = _mm512_fmadd_ps(_mm512_set1_ps(a5[o]), b0, c50);
+            c60 = _mm512_fmadd_ps(_mm512_set1_ps(a6[o]), b0, c60);
+            c70 = _mm512_fmadd_ps(_mm512_set1_ps(a7[o]), b0, c70);
+        }
+    }
+    __m512 rows[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    for (int r = 0; r < 8; r++) {
+        float *out = c + r * ldc;
+        for (int h = 0; h < (wide ? 2 : 1); h++) {
+            __m512 v = rows[r][h];
+            if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(out + 16 * h));
+            _mm512_storeu_ps(out + 16 * h, v);
+        }
+    }
+}
+
+AVX512 static inline void block1(size_t k, const float *a, size_t csa, const float *b, size_t ldb, float *c,
+                                 int accumulate, int wide) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0;
+    for (size_t p = 0; p < k; p++) {
+        const __m512 x = _mm512_set1_ps(a[p * csa]);
+        c0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b + p * ldb), c0);
+        if (wide) c1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b + p * ldb + 16), c1);
+    }
+    if (accumulate) c0 = _mm512_add_ps(c0, _mm512_loadu_ps(c));
+    _mm512_storeu_ps(c, c0);
+    if (wide) {
+        if (accumulate) c1 = _mm512_add_ps(c1, _mm512_loadu_ps(c + 16));
+        _mm512_storeu_ps(c + 16, c1);
+    }
+}
+
+AVX512 static void sgemm_avx512(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b,
+                                size_t ldb, float *c, size_t ldc, int accumulate) {
+    for (size_t j = 0; j < n; j += 32) {
+        const int wide = n - j >= 32;
+        size_t i = 0;
+        for (; i + 8 <= m; i += 8)
+            block8(k, a + i * rsa, rsa, csa, b + j, ldb, c + i * ldc + j, ldc, accumulate, wide);
+        for (; i < m; i++) block1(k, a + i * rsa, csa, b + j, ldb, c + i * ldc + j, accumulate, wide);
+        if (!wide) j -= 16;  // the last panel was 16 wide
+    }
+}
+
+int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                 float *c, size_t ldc, int accumulate) {
+    static int has_avx512 = -1;
+    if (has_avx512 < 0) {
+        __builtin_cpu_init();
+        has_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    if (!has_avx512 || n % 16 != 0 || m == 0 || n == 0) return 0;
+    if (k == 0) {
+        if (!accumulate)
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < n; j++) c[i * ldc + j] = 0;
+        return 1;
+    }
+    sgemm_avx512(m, n, k, a, rsa, csa, b, ldb, c, ldc, accumulate);
+    return 1;
+}
+#else
+int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                 float *c, size_t ldc, int accumulate) {
+    (void)m; (void)n; (void)k; (void)a; (void)rsa; (void)csa; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+#endif
