@@ -54,7 +54,7 @@ struct Bench: ParsableCommand {
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
                                       fp16: allReduce.fp16Allreduce,
-                                      convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats),
+                                      convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats, multiply: compute.multiply),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
             if json {

@@ -47,8 +47,13 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
-    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, its products on our AVX-512 gemm where the CPU has it; im2col + sgemm for the rest), winograd4blas (the same with OpenBLAS for the products), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last three for comparison. Not recorded in checkpoints: a run may resume with another.")
+    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, im2col + gemm for the rest), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
     var convolution = ConvolutionOptions.Algorithm.auto
+
+    @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
+    var multiply = ConvolutionOptions.Multiply.own
+
+    var convolutionOptions: ConvolutionOptions { ConvolutionOptions(algorithm: convolution, multiply: multiply) }
 
     func validate() throws {
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
@@ -109,4 +114,5 @@ extension LearningRateSchedule.Decay: ExpressibleByArgument {}
 extension Resize.Fit: ExpressibleByArgument {}
 extension Preprocessing.Scale: ExpressibleByArgument {}
 extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
+extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}

@@ -247,7 +247,7 @@ struct Train: ParsableCommand {
             try comm.allReduceMax(&perRank)
             let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
-                                      convolution: ConvolutionOptions(algorithm: compute.convolution))
+                                      convolution: compute.convolutionOptions)
             if comm.size > 1, stallTimeout > 0 {
                 var peers: (@Sendable () -> String)?
                 if let heartbeats = comm.heartbeats { peers = { heartbeats.report() } }

@@ -35,6 +35,8 @@ public final class Conv2D: Layer {
     /// F(4×4, 3×3) computes dW too; F(2×2) layers compute it with im2col.
     private var winogradKernelGradient: Winograd4x4?
     private var flipped = FloatBuffer(count: 0)
+    /// The kernel transposed to (F, patch) for our gemm's dX product (see `transposedKernel`).
+    private var transposed = FloatBuffer(count: 0)
     private var colHoldsWholeBatch = false
     private var scratch: Scratch!
 
@@ -120,7 +122,7 @@ public final class Conv2D: Layer {
                 winograd = Winograd3x3(channels: g.channels, filters: filters, buffers: scratch.winograd)
                 winogradBackward = Winograd3x3(channels: filters, filters: g.channels, buffers: scratch.winograd)
             } else {
-                let own = algorithm == .auto
+                let own = scratch.convolution.multiply == .own
                 let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd, ownGemm: own)
                 winograd = forward
                 winogradKernelGradient = forward
@@ -155,8 +157,8 @@ public final class Conv2D: Layer {
                     im2col(g, rows: start..<(start + rows), input: x, col: col.pointer)
                     a = UnsafePointer(col.pointer)
                 }
-                gemm(m: rows, n: filters, k: g.patchSize, a: a, lda: g.patchSize, b: kernel, ldb: filters,
-                     beta: 0, c: output + start * filters, ldc: filters)
+                multiply(m: rows, n: filters, k: g.patchSize, a: a, rowStrideA: g.patchSize, columnStrideA: 1,
+                         b: kernel, ldb: filters, c: output + start * filters, ldc: filters, accumulate: false)
                 start += rows
             }
             colHoldsWholeBatch = total <= chunkRows
@@ -209,20 +211,54 @@ public final class Conv2D: Layer {
                 a = UnsafePointer(col.pointer)
             }
             // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
-            gemm(transA: true, m: g.patchSize, n: filters, k: rows, a: a, lda: g.patchSize,
-                 b: dy, ldb: filters, beta: 1, c: dKernel, ldc: filters)
+            multiply(m: g.patchSize, n: filters, k: rows, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
+                     b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
             if let dx {
+                // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
+                let wt = transposedKernel()
                 if g.isPointwise {
-                    gemm(transB: true, m: rows, n: g.channels, k: filters, a: dy, lda: filters,
-                         b: kernel, ldb: filters, beta: 1, c: dx + start * g.channels, ldc: g.channels)
+                    if wt == nil || !ownGemm(m: rows, n: g.channels, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
+                                             b: wt!, ldb: g.channels, c: dx + start * g.channels, ldc: g.channels, accumulate: true) {
+                        gemm(transB: true, m: rows, n: g.channels, k: filters, a: dy, lda: filters,
+                             b: kernel, ldb: filters, beta: 1, c: dx + start * g.channels, ldc: g.channels)
+                    }
                 } else {
                     let dCol = scratch.pointer
-                    gemm(transB: true, m: rows, n: g.patchSize, k: filters, a: dy, lda: filters,
-                         b: kernel, ldb: filters, beta: 0, c: dCol, ldc: g.patchSize)
+                    if wt == nil || !ownGemm(m: rows, n: g.patchSize, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
+                                             b: wt!, ldb: g.patchSize, c: dCol, ldc: g.patchSize, accumulate: false) {
+                        gemm(transB: true, m: rows, n: g.patchSize, k: filters, a: dy, lda: filters,
+                             b: kernel, ldb: filters, beta: 0, c: dCol, ldc: g.patchSize)
+                    }
                     col2im(g, rows: start..<(start + rows), dCol: dCol, dInput: dx)
                 }
             }
             start += rows
         }
+    }
+
+    /// C = A · B (or += when `accumulate`) on our gemm when the options allow it and it takes
+    /// the shape, else BLAS. A(i, p) at a[i * rowStrideA + p * columnStrideA].
+    private func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
+                          b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        if scratch.convolution.multiply == .own,
+           ownGemm(m: m, n: n, k: k, a: a, rowStrideA: rowStrideA, columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc,
+                   accumulate: accumulate) { return }
+        let transA = columnStrideA != 1
+        gemm(transA: transA, m: m, n: n, k: k, a: a, lda: transA ? columnStrideA : rowStrideA, b: b, ldb: ldb,
+             beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+    }
+
+    /// The kernel as (F, patch), for our gemm's dY · Wᵀ (it reads B's rows in place), once per
+    /// backward; nil when BLAS does that product.
+    private func transposedKernel() -> UnsafePointer<Float>? {
+        guard scratch.convolution.multiply == .own else { return nil }
+        let patch = geometry.patchSize
+        if transposed.count < patch * filters { transposed = FloatBuffer(count: patch * filters) }
+        let t = transposed.pointer
+        for p in 0..<patch {
+            let row = kernel + p * filters
+            for f in 0..<filters { t[f * patch + p] = row[f] }
+        }
+        return UnsafePointer(t)
     }
 }

@@ -52,8 +52,6 @@ public struct ConvolutionOptions: Sendable, Equatable {
         /// Winograd F(4×4, 3×3) for stride-1 "same" 3×3 layers with ≥ 16 channels in and
         /// out (forward, dX and dW), im2col + sgemm for the rest.
         case auto
-        /// `auto` with BLAS for Winograd's products instead of our AVX-512 gemm (for comparisons).
-        case winograd4blas
         /// Winograd F(2×2, 3×3) for forward and dX of those layers, im2col + sgemm for their
         /// dW and for the rest (the algorithm before F(4×4), for comparisons).
         case winograd2
@@ -64,9 +62,20 @@ public struct ConvolutionOptions: Sendable, Equatable {
     /// Upper bound of one im2col chunk, in floats (256 K floats = 1 MB stays in cache).
     public var columnFloats = 256 << 10
 
-    public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10) {
+    /// Who multiplies the convolutions' matrices.
+    public enum Multiply: String, Sendable, CaseIterable, Codable {
+        /// Our AVX-512 gemm where the CPU has AVX-512 and the product's width is a multiple
+        /// of 16 (Winograd's products, im2col's, 1×1 convolutions'), BLAS for the rest.
+        case own
+        /// BLAS (OpenBLAS) for every product (for comparisons).
+        case blas
+    }
+    public var multiply = Multiply.own
+
+    public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10, multiply: Multiply = .own) {
         self.algorithm = algorithm
         self.columnFloats = max(1, columnFloats)
+        self.multiply = multiply
     }
 }
 
