@@ -86,3 +86,14 @@ void catdog_mask_bias_gradient(const float *restrict y, float *restrict dy, floa
             for (size_t k = 0; k < c; k++) dbias[k] += dy[k];
     }
 }
+
+CLONES
+void catdog_transpose(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
+    enum { B = 16 };
+    for (size_t r0 = 0; r0 < rows; r0 += B)
+        for (size_t c0 = 0; c0 < cols; c0 += B) {
+            const size_t r1 = r0 + B < rows ? r0 + B : rows, c1 = c0 + B < cols ? c0 + B : cols;
+            for (size_t r = r0; r < r1; r++)
+                for (size_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
+        }
+}

@@ -76,15 +76,24 @@ AVX512 static inline void block1(size_t k, const float *a, size_t csa, const flo
     }
 }
 
+// k in slices of at most 128, so that a 128 x 32 panel of B (16 KB) stays in L1 while every
+// 8-row block of A passes over it; C accumulates across the slices.
+enum { K_SLICE = 128 };
+
 AVX512 static void sgemm_avx512(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b,
                                 size_t ldb, float *c, size_t ldc, int accumulate) {
-    for (size_t j = 0; j < n; j += 32) {
-        const int wide = n - j >= 32;
-        size_t i = 0;
-        for (; i + 8 <= m; i += 8)
-            block8(k, a + i * rsa, rsa, csa, b + j, ldb, c + i * ldc + j, ldc, accumulate, wide);
-        for (; i < m; i++) block1(k, a + i * rsa, csa, b + j, ldb, c + i * ldc + j, accumulate, wide);
-        if (!wide) j -= 16;  // the last panel was 16 wide
+    for (size_t p0 = 0; p0 < k; p0 += K_SLICE) {
+        const size_t kk = k - p0 < K_SLICE ? k - p0 : K_SLICE;
+        const int acc = accumulate || p0 > 0;
+        const float *as = a + p0 * csa, *bs = b + p0 * ldb;
+        for (size_t j = 0; j < n; j += 32) {
+            const int wide = n - j >= 32;
+            size_t i = 0;
+            for (; i + 8 <= m; i += 8)
+                block8(kk, as + i * rsa, rsa, csa, bs + j, ldb, c + i * ldc + j, ldc, acc, wide);
+            for (; i < m; i++) block1(kk, as + i * rsa, csa, bs + j, ldb, c + i * ldc + j, acc, wide);
+            if (!wide) j -= 16;  // the last panel was 16 wide
+        }
     }
 }
 

@@ -70,6 +70,9 @@ void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t r
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate);
 
+// dst (cols x rows) = srcᵀ for src (rows x cols), both row-major, in cache-sized blocks.
+void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst);
+
 // The vector extension the loader chose for these kernels: "avx512f", "avx2" or "baseline".
 const char *catdog_kernels_isa(void);
 
