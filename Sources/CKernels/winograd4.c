@@ -1,5 +1,7 @@
 #include "catdog_kernels.h"
 
+#include <stdlib.h>
+
 #if defined(__x86_64__) && defined(__clang__)
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -149,49 +151,64 @@ static const float G[6][3] = {
     {0.0f, 0.0f, 1.0f},
 };
 
+// Both filter transforms are separable: U = (G g) Gᵀ and dg = Gᵀ (dU G), 162 vector
+// multiply-adds per input channel where the 2-D sums took 324.
+
 CLONES
 void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) {
-    // For each input channel: the nine rows of F filters, combined along f (contiguous).
     const size_t cf = c * f;
+    float *t = malloc(18 * f * sizeof(float));  // t = G g, 6 x 3 vectors of f floats
+    if (!t) abort();
     for (size_t ch = 0; ch < c; ch++) {
-        const float *g[9];
-        for (int i = 0; i < 9; i++) g[i] = w + (size_t)i * cf + ch * f;
-        for (int r = 0; r < 6; r++) {
-            for (int s = 0; s < 6; s++) {
-                float coef[9];
-                for (int i = 0; i < 3; i++)
-                    for (int j = 0; j < 3; j++) coef[i * 3 + j] = G[r][i] * G[s][j];
-                float *restrict o = u + (size_t)(r * 6 + s) * cf + ch * f;
-                for (size_t k = 0; k < f; k++) {
-                    float sum = 0;
-                    for (int i = 0; i < 9; i++) sum += coef[i] * g[i][k];
-                    o[k] = sum;
-                }
+        const float *g = w + ch * f;  // g[i][j] at g + (i*3+j) * cf
+        for (int r = 0; r < 6; r++)
+            for (int j = 0; j < 3; j++) {
+                float *restrict o = t + (size_t)(r * 3 + j) * f;
+                const float *restrict g0 = g + (size_t)j * cf, *restrict g1 = g + (size_t)(3 + j) * cf,
+                                      *restrict g2 = g + (size_t)(6 + j) * cf;
+                const float a0 = G[r][0], a1 = G[r][1], a2 = G[r][2];
+                for (size_t k = 0; k < f; k++) o[k] = a0 * g0[k] + a1 * g1[k] + a2 * g2[k];
             }
-        }
+        for (int r = 0; r < 6; r++)
+            for (int sx = 0; sx < 6; sx++) {
+                float *restrict o = u + (size_t)(r * 6 + sx) * cf + ch * f;
+                const float *restrict t0 = t + (size_t)(r * 3) * f, *restrict t1 = t0 + f, *restrict t2 = t1 + f;
+                const float b0 = G[sx][0], b1 = G[sx][1], b2 = G[sx][2];
+                for (size_t k = 0; k < f; k++) o[k] = b0 * t0[k] + b1 * t1[k] + b2 * t2[k];
+            }
     }
+    free(t);
 }
 
 CLONES
 void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) {
-    // dg[i][j] = Σ_rs G[r][i] dU[r][s] G[s][j]
+    // t[r][j] = Σ_s dU[r][s] G[s][j]; dg[i][j] = Σ_r G[r][i] t[r][j].
     const size_t cf = c * f;
+    float *t = malloc(18 * f * sizeof(float));
+    if (!t) abort();
     for (size_t ch = 0; ch < c; ch++) {
-        for (int i = 0; i < 3; i++) {
+        for (int r = 0; r < 6; r++)
             for (int j = 0; j < 3; j++) {
-                float coef[36];
-                for (int r = 0; r < 6; r++)
-                    for (int s = 0; s < 6; s++) coef[r * 6 + s] = G[r][i] * G[s][j];
-                float *restrict o = dw + (size_t)(i * 3 + j) * cf + ch * f;
-                for (int xi = 0; xi < 36; xi++) {
-                    if (coef[xi] == 0.0f) continue;
-                    const float *restrict x = du + (size_t)xi * cf + ch * f;
-                    const float a = coef[xi];
-                    for (size_t k = 0; k < f; k++) o[k] += a * x[k];
-                }
+                float *restrict o = t + (size_t)(r * 3 + j) * f;
+                const float *x[6];
+                for (int sx = 0; sx < 6; sx++) x[sx] = du + (size_t)(r * 6 + sx) * cf + ch * f;
+                const float b0 = G[0][j], b1 = G[1][j], b2 = G[2][j], b3 = G[3][j], b4 = G[4][j], b5 = G[5][j];
+                const float *restrict x0 = x[0], *restrict x1 = x[1], *restrict x2 = x[2], *restrict x3 = x[3],
+                                      *restrict x4 = x[4], *restrict x5 = x[5];
+                for (size_t k = 0; k < f; k++)
+                    o[k] = b0 * x0[k] + b1 * x1[k] + b2 * x2[k] + b3 * x3[k] + b4 * x4[k] + b5 * x5[k];
             }
-        }
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+                float *restrict o = dw + (size_t)(i * 3 + j) * cf + ch * f;
+                const float *restrict t0 = t + (size_t)j * f, *restrict t1 = t0 + 3 * f, *restrict t2 = t1 + 3 * f,
+                                      *restrict t3 = t2 + 3 * f, *restrict t4 = t3 + 3 * f, *restrict t5 = t4 + 3 * f;
+                const float a0 = G[0][i], a1 = G[1][i], a2 = G[2][i], a3 = G[3][i], a4 = G[4][i], a5 = G[5][i];
+                for (size_t k = 0; k < f; k++)
+                    o[k] += a0 * t0[k] + a1 * t1[k] + a2 * t2[k] + a3 * t3[k] + a4 * t4[k] + a5 * t5[k];
+            }
     }
+    free(t);
 }
 
 const char *catdog_kernels_isa(void) {
