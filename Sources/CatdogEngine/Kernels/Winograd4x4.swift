@@ -32,7 +32,10 @@ public final class Winograd4x4: WinogradConvolution {
         self.channels = channels
         self.filters = filters
         self.buffers = buffers
-        chunkTiles = max(8, chunkFloats / (36 * (channels + filters)))
+        // Tiles per chunk: V and M within chunkFloats, but no fewer than make reading the
+        // transformed kernels (36·C·F floats, once per chunk) cheap beside the products: for
+        // 256 → 256 layers three chunks of 56 tiles read U three times over (9 MB each).
+        chunkTiles = max(8, max(chunkFloats, 2 * 36 * channels * filters) / (36 * (channels + filters)))
         buffers.reserve(u: 36 * channels * filters, v: 36 * chunkTiles * channels, m: 36 * chunkTiles * filters)
         zeros = FloatBuffer(count: max(channels, filters))
         work = FloatBuffer(count: 36 * max(channels, filters, 1))
