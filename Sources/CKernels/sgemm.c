@@ -1,5 +1,7 @@
 #include "catdog_kernels.h"
 
+#include <string.h>
+
 // A small single-precision gemm for the shapes Winograd produces (36 products of a few hundred
 // tiles by C x F, C and F 16..256), with AVX-512 micro-kernels: 8 rows x 32 columns of C in 16
 // registers, A broadcast, B read in place (rows of B are contiguous). OpenBLAS's kernels for
@@ -99,12 +101,8 @@ AVX512 static void sgemm_avx512(size_t m, size_t n, size_t k, const float *a, si
 
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate) {
-    static int has_avx512 = -1;
-    if (has_avx512 < 0) {
-        __builtin_cpu_init();
-        has_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    if (!has_avx512 || n % 16 != 0 || m == 0 || n == 0) return 0;
+    // Only where the kernels run AVX-512 (the CPU has it and catdog_kernels_select left it on).
+    if (strcmp(catdog_kernels_isa(), "avx512f") != 0 || n % 16 != 0 || m == 0 || n == 0) return 0;
     if (k == 0) {
         if (!accumulate)
             for (size_t i = 0; i < m; i++)

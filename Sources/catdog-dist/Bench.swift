@@ -46,7 +46,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try runDistributed(announce: !json) { comm in
-            setBLASThreads(compute.threads)
+            try compute.apply()
             if let decode {
                 try benchDecode(decode, comm)
                 return

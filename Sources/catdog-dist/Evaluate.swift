@@ -31,7 +31,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         try runDistributed(announce: false) { comm in
-            setBLASThreads(compute.threads)
+            try compute.apply()
             let predictor = try model.predictor()
             var files = try DataFolder.labeledFiles(in: data)
             if validationSplit {

@@ -35,7 +35,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         let predictor = try model.predictor()
-        setBLASThreads(compute.threads)
+        try compute.apply()
         let results = predictor.dogProbabilities(images, flipTTA: ttaFlip)
         var failed = 0
         for (path, result) in zip(images, results) {

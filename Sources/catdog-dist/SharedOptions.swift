@@ -53,7 +53,16 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
     var multiply = ConvolutionOptions.Multiply.own
 
+    @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare.")
+    var kernels = KernelInstructionSet.auto
+
     var convolutionOptions: ConvolutionOptions { ConvolutionOptions(algorithm: convolution, multiply: multiply) }
+
+    /// Sets the BLAS threads and our kernels' instruction set for this process.
+    func apply() throws {
+        setBLASThreads(threads)
+        try kernels.select()
+    }
 
     func validate() throws {
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
@@ -115,4 +124,5 @@ extension Resize.Fit: ExpressibleByArgument {}
 extension Preprocessing.Scale: ExpressibleByArgument {}
 extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
 extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
+extension KernelInstructionSet: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}

@@ -42,7 +42,7 @@ struct Submit: ParsableCommand {
 
     func run() throws {
         let predictor = try model.predictor()
-        setBLASThreads(compute.threads)
+        try compute.apply()
         let numbered: [(id: Int, path: String)]
         do { numbered = try DataFolder.numberedFiles(in: testDir) } catch {
             printError("\(error)")

@@ -195,7 +195,7 @@ struct Train: ParsableCommand {
     func run() throws {
         if model == "efficientnet-lite0", freeze != .none || resume != nil && initFrom == nil { return try runTransfer() }
         try runDistributed(faults: faults) { comm in
-            setBLASThreads(compute.threads)
+            try compute.apply()
             let log = RankLog(comm)
             let store = CheckpointStore(directory: checkpointDir, keep: keep)
             let lock = try claimCheckpointFolder(store, comm: comm, log: log)
@@ -417,7 +417,7 @@ struct Train: ParsableCommand {
         case .backbone, .none: nil
         }
         try runDistributed(faults: faults) { comm in
-            setBLASThreads(compute.threads)
+            try compute.apply()
             let log = RankLog(comm)
             let initial = try LoadedCheckpoint(path: initFrom)
             guard initial.metadata.model == "efficientnet-lite0" else {

@@ -5,9 +5,11 @@
 
 // Winograd F(4x4, 3x3) transforms (Lavin & Gray, 2016; interpolation points 0, ±1, ±2, ∞) over
 // NHWC channel vectors: every "pixel" below is a pointer to `n` contiguous floats (channels or
-// filters), so each transform is a handful of vector adds along the contiguous axis. Each
-// function is compiled for AVX-512, AVX2 and baseline x86-64 and the loader picks the one the
-// CPU runs (target_clones), so one binary serves every machine of a lab.
+// filters), so each transform is a handful of vector adds along the contiguous axis. Every
+// kernel here is compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and baseline x86-64
+// (kernels_v4.c, kernels_v3.c, kernels_base.c over the *_body.h files) and called through
+// one table: the best the CPU runs, unless catdog_kernels_select chose another. So one binary
+// serves every machine of a lab, and one machine can measure the narrower paths.
 //
 //   U = G g Gᵀ (6x6 from 3x3), V = Bᵀ d B (6x6 from a 6x6 input tile), Y = Aᵀ M A (4x4 from 6x6)
 //   and for the kernel gradient: dM = A dY Aᵀ (6x6 from 4x4), dg = Gᵀ dU G (3x3 from 6x6).
@@ -73,7 +75,10 @@ int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_
 // dst (cols x rows) = srcᵀ for src (rows x cols), both row-major, in cache-sized blocks.
 void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst);
 
-// The vector extension the loader chose for these kernels: "avx512f", "avx2" or "baseline".
+// The instruction set the kernels run with: "avx512f", "avx2" or "baseline".
 const char *catdog_kernels_isa(void);
+// Runs the kernels with "auto" (the best this CPU has), "avx512f", "avx2" or "baseline"; 0,
+// changing nothing, when the CPU lacks it. Call before the kernels run (not while they do).
+int catdog_kernels_select(const char *isa);
 
 #endif

@@ -146,5 +146,21 @@ public final class Winograd4x4: WinogradConvolution {
     }
 }
 
-/// The vector extension the C kernels run with on this CPU ("avx512f", "avx2", "baseline").
+/// The instruction set our C kernels (`CKernels`) run with: "avx512f", "avx2" or "baseline".
 public var kernelInstructionSet: String { String(cString: catdog_kernels_isa()) }
+
+/// The instruction sets our C kernels are compiled for; `auto` picks the best the CPU has.
+public enum KernelInstructionSet: String, Sendable, CaseIterable {
+    case auto, avx512f, avx2, baseline
+
+    public struct Unsupported: Error, CustomStringConvertible {
+        public let name: String
+        public var description: String { "this CPU cannot run the \(name) kernels; choose auto (the best it has) or a narrower set" }
+    }
+
+    /// Makes the kernels run with this set from now on (before any network runs); throws
+    /// when the CPU lacks it. `avx2` and `baseline` also leave Winograd's products to BLAS.
+    public func select() throws {
+        guard catdog_kernels_select(rawValue) != 0 else { throw Unsupported(name: rawValue) }
+    }
+}

@@ -47,7 +47,13 @@ final class ConvolutionReferenceTests: XCTestCase {
     /// add a few float32 roundings, F(4×4, 3×3)'s more (coefficients up to 8 and 1/24):
     /// 1e-3 absolute + 1e-3 relative for both, on values of order 1–10.
     func testWinogradShapesMatchReference() throws {
-        for (algorithm, multiply) in [(ConvolutionOptions.Algorithm.auto, ConvolutionOptions.Multiply.own), (.auto, .blas), (.winograd2, .own)] {
+        // Every instruction set of our kernels this CPU runs (the narrower ones leave the
+        // products to BLAS), then back to the best.
+        defer { try? KernelInstructionSet.auto.select() }
+        let runs: [(ConvolutionOptions.Algorithm, ConvolutionOptions.Multiply, KernelInstructionSet)] =
+            [(.auto, .own, .auto), (.auto, .blas, .auto), (.winograd2, .own, .auto), (.auto, .own, .avx2), (.auto, .own, .baseline)]
+        for (algorithm, multiply, kernels) in runs {
+            guard (try? kernels.select()) != nil else { continue }
             var random = Random(seed: 77)
             let sizes = [(1, 1), (2, 3), (5, 5), (8, 8), (7, 12), (16, 9), (13, 6)]
             for (trial, (height, width)) in sizes.enumerated() {
@@ -61,7 +67,7 @@ final class ConvolutionReferenceTests: XCTestCase {
                                          seed: UInt64(100 + trial), convolution: ConvolutionOptions(algorithm: algorithm, multiply: multiply))
                 XCTAssertTrue(conv.usesWinograd)
                 let g = conv.geometry!
-                let label = "winograd (\(algorithm), \(multiply)) \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
+                let label = "winograd (\(algorithm), \(multiply), kernels \(kernelInstructionSet)) \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
                 h.forward()
                 let kernelCount = 9 * channels * filters
                 let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])

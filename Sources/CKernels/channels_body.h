@@ -1,20 +1,13 @@
-#include "catdog_kernels.h"
+// Included by kernels_v4.c, kernels_v3.c and kernels_base.c: compiled once per instruction set.
 
-#if defined(__x86_64__) && defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
 
-CLONES
-void catdog_channel_sums(const float *restrict x, size_t rows, size_t c, double *restrict sum) {
+void FN(catdog_channel_sums)(const float *restrict x, size_t rows, size_t c, double *restrict sum) {
     for (size_t k = 0; k < c; k++) sum[k] = 0;
     for (size_t r = 0; r < rows; r++, x += c)
         for (size_t k = 0; k < c; k++) sum[k] += (double)x[k];
 }
 
-CLONES
-void catdog_channel_centered_squares(const float *restrict x, const double *restrict mean, size_t rows, size_t c,
+void FN(catdog_channel_centered_squares)(const float *restrict x, const double *restrict mean, size_t rows, size_t c,
                                      double *restrict squares) {
     for (size_t k = 0; k < c; k++) squares[k] = 0;
     for (size_t r = 0; r < rows; r++, x += c)
@@ -24,8 +17,7 @@ void catdog_channel_centered_squares(const float *restrict x, const double *rest
         }
 }
 
-CLONES
-void catdog_batchnorm_forward(const float *restrict x, const float *restrict mean, const float *restrict inv_std,
+void FN(catdog_batchnorm_forward)(const float *restrict x, const float *restrict mean, const float *restrict inv_std,
                               const float *restrict gamma, const float *restrict beta, float *restrict xhat,
                               float *restrict y, size_t rows, size_t c) {
     for (size_t r = 0; r < rows; r++, x += c, xhat += c, y += c)
@@ -36,15 +28,13 @@ void catdog_batchnorm_forward(const float *restrict x, const float *restrict mea
         }
 }
 
-CLONES
-void catdog_scale_shift(const float *restrict x, const float *restrict scale, const float *restrict shift,
+void FN(catdog_scale_shift)(const float *restrict x, const float *restrict scale, const float *restrict shift,
                         float *restrict y, size_t rows, size_t c) {
     for (size_t r = 0; r < rows; r++, x += c, y += c)
         for (size_t k = 0; k < c; k++) y[k] = x[k] * scale[k] + shift[k];
 }
 
-CLONES
-void catdog_batchnorm_gradient_sums(const float *restrict dy, const float *restrict xhat, size_t rows, size_t c,
+void FN(catdog_batchnorm_gradient_sums)(const float *restrict dy, const float *restrict xhat, size_t rows, size_t c,
                                     double *restrict sum, double *restrict dot) {
     for (size_t k = 0; k < c; k++) { sum[k] = 0; dot[k] = 0; }
     for (size_t r = 0; r < rows; r++, dy += c, xhat += c)
@@ -54,16 +44,14 @@ void catdog_batchnorm_gradient_sums(const float *restrict dy, const float *restr
         }
 }
 
-CLONES
-void catdog_batchnorm_dx(const float *restrict dy, const float *restrict xhat, const float *restrict kk,
+void FN(catdog_batchnorm_dx)(const float *restrict dy, const float *restrict xhat, const float *restrict kk,
                          const float *restrict mean_dy, const float *restrict mean_dot, float *restrict dx,
                          size_t rows, size_t c) {
     for (size_t r = 0; r < rows; r++, dy += c, xhat += c, dx += c)
         for (size_t k = 0; k < c; k++) dx[k] += kk[k] * (dy[k] - mean_dy[k] - xhat[k] * mean_dot[k]);
 }
 
-CLONES
-void catdog_bias_activation(float *restrict y, const float *restrict bias, size_t rows, size_t c, int activation) {
+void FN(catdog_bias_activation)(float *restrict y, const float *restrict bias, size_t rows, size_t c, int activation) {
     for (size_t r = 0; r < rows; r++, y += c) {
         if (bias)
             for (size_t k = 0; k < c; k++) y[k] += bias[k];
@@ -74,8 +62,7 @@ void catdog_bias_activation(float *restrict y, const float *restrict bias, size_
     }
 }
 
-CLONES
-void catdog_mask_bias_gradient(const float *restrict y, float *restrict dy, float *restrict dbias, size_t rows, size_t c,
+void FN(catdog_mask_bias_gradient)(const float *restrict y, float *restrict dy, float *restrict dbias, size_t rows, size_t c,
                                int activation) {
     for (size_t r = 0; r < rows; r++, y += c, dy += c) {
         if (activation == 1)
@@ -87,8 +74,7 @@ void catdog_mask_bias_gradient(const float *restrict y, float *restrict dy, floa
     }
 }
 
-CLONES
-void catdog_transpose(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
+void FN(catdog_transpose)(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
     enum { B = 16 };
     for (size_t r0 = 0; r0 < rows; r0 += B)
         for (size_t c0 = 0; c0 < cols; c0 += B) {

@@ -1,15 +1,9 @@
-#include "catdog_kernels.h"
+// Included by kernels_v4.c, kernels_v3.c and kernels_base.c: compiled once per instruction set.
 
-#if defined(__x86_64__) && defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
 
 // Branch-free along the channels (compare and select), so it vectorises: the Swift loop with a
 // data-dependent branch per channel ran at ~1 GB/s.
-CLONES
-void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
+void FN(catdog_maxpool)(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
                     size_t pool, size_t stride, size_t oh, size_t ow) {
     size_t o = 0;
     for (size_t n = 0; n < images; n++) {
@@ -42,7 +36,6 @@ void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, si
     }
 }
 
-CLONES
-void catdog_masked_add(const float *restrict y, const float *restrict dy, float *restrict dx, size_t count, float lo, float hi) {
+void FN(catdog_masked_add)(const float *restrict y, const float *restrict dy, float *restrict dx, size_t count, float lo, float hi) {
     for (size_t i = 0; i < count; i++) dx[i] += (y[i] > lo && y[i] < hi) ? dy[i] : 0.0f;
 }

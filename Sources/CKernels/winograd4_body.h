@@ -1,12 +1,6 @@
-#include "catdog_kernels.h"
+// Included by kernels_v4.c, kernels_v3.c and kernels_base.c: compiled once per instruction set.
 
-#include <stdlib.h>
 
-#if defined(__x86_64__) && defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
 
 // 1-D transforms along six (or four, or three) vectors of n floats.
 
@@ -59,8 +53,7 @@ static inline void a4(const float *restrict x0, const float *restrict x1, const 
     }
 }
 
-CLONES
-void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
+void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
     // t = Bᵀ d: along each column s of the tile; then V = t B: along each row of t.
     for (int s = 0; s < 6; s++) {
         float *t = work + (size_t)s * n;
@@ -75,8 +68,7 @@ void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size
     }
 }
 
-CLONES
-void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) {
+void FN(catdog_wino4_output)(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) {
     // t (4x6) = Aᵀ M along columns; then Y = t A along rows, into work + 0..3 (per output row).
     float *t = work;                 // 24 * n
     for (int s = 0; s < 6; s++) {
@@ -124,8 +116,7 @@ void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], siz
     }
 }
 
-CLONES
-void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
+void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
     // t (6x4) = A dY along columns; then dM = t Aᵀ along rows.
     float *t = work;                 // 24 * n: t[r][s] at (r*4+s)*n
     for (int s = 0; s < 4; s++) {
@@ -154,8 +145,7 @@ static const float G[6][3] = {
 // Both filter transforms are separable: U = (G g) Gᵀ and dg = Gᵀ (dU G), 162 vector
 // multiply-adds per input channel where the 2-D sums took 324.
 
-CLONES
-void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) {
+void FN(catdog_wino4_filter)(const float *w, float *u, size_t c, size_t f) {
     const size_t cf = c * f;
     float *t = malloc(18 * f * sizeof(float));  // t = G g, 6 x 3 vectors of f floats
     if (!t) abort();
@@ -180,8 +170,7 @@ void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) {
     free(t);
 }
 
-CLONES
-void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) {
+void FN(catdog_wino4_filter_gradient)(const float *du, float *dw, size_t c, size_t f) {
     // t[r][j] = Σ_s dU[r][s] G[s][j]; dg[i][j] = Σ_r G[r][i] t[r][j].
     const size_t cf = c * f;
     float *t = malloc(18 * f * sizeof(float));
@@ -211,11 +200,3 @@ void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f
     free(t);
 }
 
-const char *catdog_kernels_isa(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return "avx512f";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-#endif
-    return "baseline";
-}

@@ -1,0 +1,112 @@
+// The public kernels: each call goes to the variant chosen for this CPU (or by
+// catdog_kernels_select), through one table.
+#include <string.h>
+#include "variants.h"
+
+static const struct catdog_kernel_table table_v4 = {
+    catdog_channel_sums_v4,
+    catdog_channel_centered_squares_v4,
+    catdog_batchnorm_forward_v4,
+    catdog_scale_shift_v4,
+    catdog_batchnorm_gradient_sums_v4,
+    catdog_batchnorm_dx_v4,
+    catdog_bias_activation_v4,
+    catdog_mask_bias_gradient_v4,
+    catdog_transpose_v4,
+    catdog_maxpool_v4,
+    catdog_masked_add_v4,
+    catdog_wino4_input_v4,
+    catdog_wino4_output_v4,
+    catdog_wino4_output_gradient_v4,
+    catdog_wino4_filter_v4,
+    catdog_wino4_filter_gradient_v4,
+};
+
+static const struct catdog_kernel_table table_v3 = {
+    catdog_channel_sums_v3,
+    catdog_channel_centered_squares_v3,
+    catdog_batchnorm_forward_v3,
+    catdog_scale_shift_v3,
+    catdog_batchnorm_gradient_sums_v3,
+    catdog_batchnorm_dx_v3,
+    catdog_bias_activation_v3,
+    catdog_mask_bias_gradient_v3,
+    catdog_transpose_v3,
+    catdog_maxpool_v3,
+    catdog_masked_add_v3,
+    catdog_wino4_input_v3,
+    catdog_wino4_output_v3,
+    catdog_wino4_output_gradient_v3,
+    catdog_wino4_filter_v3,
+    catdog_wino4_filter_gradient_v3,
+};
+
+static const struct catdog_kernel_table table_base = {
+    catdog_channel_sums_base,
+    catdog_channel_centered_squares_base,
+    catdog_batchnorm_forward_base,
+    catdog_scale_shift_base,
+    catdog_batchnorm_gradient_sums_base,
+    catdog_batchnorm_dx_base,
+    catdog_bias_activation_base,
+    catdog_mask_bias_gradient_base,
+    catdog_transpose_base,
+    catdog_maxpool_base,
+    catdog_masked_add_base,
+    catdog_wino4_input_base,
+    catdog_wino4_output_base,
+    catdog_wino4_output_gradient_base,
+    catdog_wino4_filter_base,
+    catdog_wino4_filter_gradient_base,
+};
+
+static const struct catdog_kernel_table *current;
+static const char *current_name;
+
+static int cpu_has(const char *isa) {
+#if defined(__x86_64__) && defined(__clang__)
+    __builtin_cpu_init();
+    if (strcmp(isa, "avx512f") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd");
+    if (strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+#endif
+    return strcmp(isa, "baseline") == 0;
+}
+
+int catdog_kernels_select(const char *isa) {
+    if (strcmp(isa, "auto") == 0) isa = cpu_has("avx512f") ? "avx512f" : cpu_has("avx2") ? "avx2" : "baseline";
+    if (!cpu_has(isa)) return 0;
+    if (strcmp(isa, "avx512f") == 0) current = &table_v4;
+    else if (strcmp(isa, "avx2") == 0) current = &table_v3;
+    else current = &table_base;
+    current_name = strcmp(isa, "avx512f") == 0 ? "avx512f" : strcmp(isa, "avx2") == 0 ? "avx2" : "baseline";
+    return 1;
+}
+
+static inline const struct catdog_kernel_table *table(void) {
+    if (!current) catdog_kernels_select("auto");
+    return current;
+}
+
+const char *catdog_kernels_isa(void) {
+    table();
+    return current_name;
+}
+
+void catdog_channel_sums(const float *x, size_t rows, size_t c, double *sum) { table()->channel_sums(x, rows, c, sum); }
+void catdog_channel_centered_squares(const float *x, const double *mean, size_t rows, size_t c, double *squares) { table()->channel_centered_squares(x, mean, rows, c, squares); }
+void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *xhat, float *y, size_t rows, size_t c) { table()->batchnorm_forward(x, mean, inv_std, gamma, beta, xhat, y, rows, c); }
+void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c) { table()->scale_shift(x, scale, shift, y, rows, c); }
+void catdog_batchnorm_gradient_sums(const float *dy, const float *xhat, size_t rows, size_t c, double *sum, double *dot) { table()->batchnorm_gradient_sums(dy, xhat, rows, c, sum, dot); }
+void catdog_batchnorm_dx(const float *dy, const float *xhat, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c) { table()->batchnorm_dx(dy, xhat, k, mean_dy, mean_dot, dx, rows, c); }
+void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, int activation) { table()->bias_activation(y, bias, rows, c, activation); }
+void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation) { table()->mask_bias_gradient(y, dy, dbias, rows, c, activation); }
+void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst) { table()->transpose(src, rows, cols, dst); }
+void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow) { table()->maxpool(x, y, argmax, images, h, w, c, pool, stride, oh, ow); }
+void catdog_masked_add(const float *y, const float *dy, float *dx, size_t count, float lo, float hi) { table()->masked_add(y, dy, dx, count, lo, hi); }
+void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) { table()->wino4_input(d, v, vstride, n, work); }
+void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) { table()->wino4_output(m, mstride, y, n, accumulate, work); }
+void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) { table()->wino4_output_gradient(dy, dm, stride, n, work); }
+void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) { table()->wino4_filter(w, u, c, f); }
+void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) { table()->wino4_filter_gradient(du, dw, c, f); }

@@ -1,0 +1,9 @@
+// The kernels for baseline x86-64 (SSE2), or whatever the target is.
+#include <stdint.h>
+#include <stdlib.h>
+#include "variants.h"
+
+#define FN(name) name##_base
+#include "winograd4_body.h"
+#include "pooling_body.h"
+#include "channels_body.h"

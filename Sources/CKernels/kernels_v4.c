@@ -1,0 +1,16 @@
+// The kernels for x86-64-v4: AVX-512 F/BW/CD/DQ/VL.
+#include <stdint.h>
+#include <stdlib.h>
+#include "variants.h"
+
+#define FN(name) name##_v4
+#if defined(__x86_64__) && defined(__clang__)
+#pragma clang attribute push (__attribute__((target("arch=x86-64-v4"))), apply_to = function)
+#define CATDOG_PUSHED 1
+#endif
+#include "winograd4_body.h"
+#include "pooling_body.h"
+#include "channels_body.h"
+#ifdef CATDOG_PUSHED
+#pragma clang attribute pop
+#endif
