@@ -22,6 +22,12 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Stop after this many epochs without a better validation loss (0 = never).
     public var patience = 5
     public var timeBudget: Double?
+    /// The run fills `timeBudget`: `epochs` is only an upper bound, the learning-rate schedule
+    /// ends when the budget does, and the run is complete then (nil in checkpoints written
+    /// before the option = off). Set when `--time-budget` comes without `--epochs`.
+    public var fillsBudget: Bool?
+    /// The upper bound on epochs of a run that fills its budget.
+    public static let budgetEpochCap = 1000
     public var seed: UInt64 = 1
     /// Overlap gradient all-reduce with backward (Horovod/DDP-style buckets).
     public var overlap = true

@@ -48,6 +48,11 @@ extension Trainer {
             }
         }
         var batchLoss = 0.0, batchCount = 0.0
+        // What the log shows as the run's length: the epochs, or for a run that fills its
+        // budget the epochs the budget is estimated to hold ("~57").
+        let fills = config.fillsBudget == true
+        var budgetEpochs = 0
+        func total() -> String { fills ? (budgetEpochs > 0 ? "~\(budgetEpochs)" : "?") : "\(config.epochs)" }
         outer: while epoch < config.epochs {
             let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
                                      ranks: comm.size, seed: config.seed, epoch: epoch)
@@ -95,7 +100,10 @@ extension Trainer {
                 }
                 imagesThisRun += control[2]
                 stepInEpoch += 1
-                if config.timeBudget != nil, control[4] > 0 { setScheduleTotalSteps(Int(control[4])) }
+                if config.timeBudget != nil, control[4] > 0 {
+                    setScheduleTotalSteps(Int(control[4]))
+                    budgetEpochs = Int((control[4] / Double(plan.steps)).rounded(.up))
+                }
                 stepSeconds += Date().timeIntervalSince(stepStarted)
                 timedSteps += 1
                 if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
@@ -103,8 +111,8 @@ extension Trainer {
                     let seconds = Date().timeIntervalSince(epochStarted)
                     let rate = imagesThisRun / max(seconds, 1e-9)
                     let eta = Double(plan.steps - stepInEpoch) * seconds / Double(stepInEpoch - firstStep)
-                    progress(String(format: "epoch %d/%d  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
-                                    epoch + 1, config.epochs, stepInEpoch, plan.steps, rate,
+                    progress(String(format: "epoch %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
+                                    epoch + 1, total(), stepInEpoch, plan.steps, rate,
                                     epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
                                     Double(schedule.rate(at: globalStep)), formatDuration(eta)))
                 }
@@ -144,8 +152,8 @@ extension Trainer {
                 epochsWithoutImprovement += 1
             }
             if comm.rank == 0 {
-                log(String(format: "epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
-                           epoch + 1, config.epochs, metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
+                log(String(format: "epoch %d/%@: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
+                           epoch + 1, total(), metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
                            metrics.images_per_s, waited * 100, formatDuration(elapsed), improved ? " | best" : ""))
                 if late[0] > 0 {
                     log("warning: \(Int(late[0])) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(loader.lateFailures.prefix(3).joined(separator: "; "))")
@@ -179,7 +187,8 @@ extension Trainer {
         // The end-of-run checkpoint holds the exact state (so a larger --epochs continues it);
         // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
         // EarlyStopping(restore_best_weights=True)).
-        try checkpointing(.finished(complete: stoppedBy != .timeBudget))
+        // A run that fills its budget is complete when the budget is spent.
+        try checkpointing(.finished(complete: stoppedBy != .timeBudget || fills))
         if !history.isEmpty, bestValidationLoss.isFinite {
             try watchdog.watchIfAny("sending the best weights", expected: 30) { try restoreBest() }
         }

@@ -75,7 +75,7 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience); transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
 
-    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it.")
+    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given.")
     var timeBudget: Double?
 
     @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout.")
@@ -185,6 +185,11 @@ struct Train: ParsableCommand {
         c.validationFraction = valFraction
         if let patience { c.patience = patience }
         c.timeBudget = timeBudget
+        if timeBudget != nil, epochs == nil {
+            c.fillsBudget = true
+            c.epochs = TrainingConfig.budgetEpochCap
+            if patience == nil { c.patience = 0 }
+        }
         c.seed = seed
         c.overlap = allReduce.overlap
         c.bucketMiB = allReduce.bucketMib
@@ -227,9 +232,10 @@ struct Train: ParsableCommand {
                 let m = checkpoint.metadata
                 config = m.config
                 preprocessing = m.preprocessing
-                if let epochs { config.epochs = epochs }
+                // An explicit --epochs turns a budget-filling run into an ordinary one.
+                if let epochs { config.epochs = epochs; config.fillsBudget = nil }
                 if let timeBudget { config.timeBudget = timeBudget }
-                if m.finished, config.epochs <= m.epoch {
+                if m.finished, config.fillsBudget == true || config.epochs <= m.epoch {
                     log.info("\(checkpoint.path) is a finished run (\(m.epoch) epochs, best val_loss \(m.bestValidationLoss.map { String(format: "%.4f", $0) } ?? "-")); nothing to do. Pass a larger --epochs to train on.")
                     return
                 }
@@ -299,7 +305,8 @@ struct Train: ParsableCommand {
             let how = switch summary.stop {
             case .epochs: "finished \(config.epochs) epochs"
             case .earlyStopping: "stopped early"
-            case .timeBudget: "time budget spent (resume with --resume auto to continue)"
+            case .timeBudget: config.fillsBudget == true ? "finished: the time budget is spent and the schedule with it"
+                : "time budget spent (resume with --resume auto to continue)"
             }
             let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
             var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]

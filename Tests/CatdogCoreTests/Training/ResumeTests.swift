@@ -106,6 +106,31 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("is a finished run"), result.stdout)
     }
 
+    /// --time-budget without --epochs fills the budget: more epochs than the default, the
+    /// learning rate at the end of its cosine when the budget ends, no early stopping, and a
+    /// run that is complete (a resume says so).
+    func testATimeBudgetWithoutEpochsIsFilledAndTheScheduleEndsWithIt() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        let budget = 12.0
+        let started = Date()
+        let result = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                                  "--batch-size", "24", "--time-budget", String(budget)])
+        let seconds = Date().timeIntervalSince(started)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("finished: the time budget is spent and the schedule with it"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("/~"), "the log shows the epochs the budget holds: \(result.stdout)")
+        XCTAssertLessThan(seconds, budget + 15, "the run overran its budget")
+        let history = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata.history
+        XCTAssertGreaterThan(history.count, TrainingConfig().epochs, "fewer epochs than the default in \(budget) s")
+        // Warmup + cosine to the budget's end: the last epoch's rate is a small fraction of the peak.
+        let peak = history.map(\.lr).max() ?? 0
+        XCTAssertLessThan(history.last!.lr, 0.1 * peak, "\(history.map(\.lr))")
+        let again = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--resume", "auto", "--time-budget", String(budget)])
+        XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertTrue(again.stdout.contains("is a finished run"), again.stdout)
+    }
+
     func testInspectShowsMetadataTensorsAndCompression() throws {
         let data = try sharedSubset(self, perClass: 20)
         let folder = try temporaryFolder(self)
