@@ -3,62 +3,12 @@
 #include <string.h>
 #include "variants.h"
 
-static const struct catdog_kernel_table table_v4 = {
-    catdog_channel_sums_v4,
-    catdog_channel_centered_squares_v4,
-    catdog_batchnorm_forward_v4,
-    catdog_scale_shift_v4,
-    catdog_batchnorm_gradient_sums_v4,
-    catdog_batchnorm_dx_v4,
-    catdog_bias_activation_v4,
-    catdog_mask_bias_gradient_v4,
-    catdog_transpose_v4,
-    catdog_maxpool_v4,
-    catdog_masked_add_v4,
-    catdog_wino4_input_v4,
-    catdog_wino4_output_v4,
-    catdog_wino4_output_gradient_v4,
-    catdog_wino4_filter_v4,
-    catdog_wino4_filter_gradient_v4,
-};
-
-static const struct catdog_kernel_table table_v3 = {
-    catdog_channel_sums_v3,
-    catdog_channel_centered_squares_v3,
-    catdog_batchnorm_forward_v3,
-    catdog_scale_shift_v3,
-    catdog_batchnorm_gradient_sums_v3,
-    catdog_batchnorm_dx_v3,
-    catdog_bias_activation_v3,
-    catdog_mask_bias_gradient_v3,
-    catdog_transpose_v3,
-    catdog_maxpool_v3,
-    catdog_masked_add_v3,
-    catdog_wino4_input_v3,
-    catdog_wino4_output_v3,
-    catdog_wino4_output_gradient_v3,
-    catdog_wino4_filter_v3,
-    catdog_wino4_filter_gradient_v3,
-};
-
-static const struct catdog_kernel_table table_base = {
-    catdog_channel_sums_base,
-    catdog_channel_centered_squares_base,
-    catdog_batchnorm_forward_base,
-    catdog_scale_shift_base,
-    catdog_batchnorm_gradient_sums_base,
-    catdog_batchnorm_dx_base,
-    catdog_bias_activation_base,
-    catdog_mask_bias_gradient_base,
-    catdog_transpose_base,
-    catdog_maxpool_base,
-    catdog_masked_add_base,
-    catdog_wino4_input_base,
-    catdog_wino4_output_base,
-    catdog_wino4_output_gradient_base,
-    catdog_wino4_filter_base,
-    catdog_wino4_filter_gradient_base,
-};
+#define CATDOG_ENTRY_V4(name, params) catdog_##name##_v4,
+#define CATDOG_ENTRY_V3(name, params) catdog_##name##_v3,
+#define CATDOG_ENTRY_BASE(name, params) catdog_##name##_base,
+static const struct catdog_kernel_table table_v4 = {CATDOG_KERNELS(CATDOG_ENTRY_V4)};
+static const struct catdog_kernel_table table_v3 = {CATDOG_KERNELS(CATDOG_ENTRY_V3)};
+static const struct catdog_kernel_table table_base = {CATDOG_KERNELS(CATDOG_ENTRY_BASE)};
 
 static const struct catdog_kernel_table *current;
 static const char *current_name;

@@ -74,6 +74,17 @@ public final class Winograd4x4: WinogradConvolution {
         }
     }
 
+    /// V of one tile of x (channels floats per pixel) into v, tileStride apart per ξ; returns
+    /// where the tile is.
+    @discardableResult
+    private func transformInput(_ x: UnsafePointer<Float>, tile: Int, of tiling: Tiling, h: Int, w: Int,
+                                into v: UnsafeMutablePointer<Float>, stride: Int) -> (image: Int, row: Int, col: Int) {
+        let (image, row, col) = tiling.locate(tile)
+        gatherInput(x + image * h * w * channels, h: h, w: w, depth: channels, row: row, col: col)
+        catdog_wino4_input(inPointers, v, stride, channels, work.pointer)
+        return (image, row, col)
+    }
+
     public func run(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
                     output y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let c = channels, f = filters
@@ -83,11 +94,7 @@ public final class Winograd4x4: WinogradConvolution {
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
-            for t in 0..<count {
-                let (image, row, col) = tiling.locate(start + t)
-                gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col)
-                catdog_wino4_input(inPointers, vp + t * c, count * c, c, work.pointer)
-            }
+            for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
             for xi in 0..<36 {
                 let a = vp + xi * count * c, b = up + xi * c * f, out = mp + xi * count * f
                 if ownGemm, CatdogEngine.ownGemm(m: count, n: f, k: c, a: a, rowStrideA: c, columnStrideA: 1, b: b, ldb: f, c: out, ldc: f, accumulate: false) { continue }
@@ -122,9 +129,7 @@ public final class Winograd4x4: WinogradConvolution {
         while start < total {
             let count = min(chunkTiles, total - start)
             for t in 0..<count {
-                let (image, row, col) = tiling.locate(start + t)
-                gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col)
-                catdog_wino4_input(inPointers, vp + t * c, count * c, c, work.pointer)
+                let (image, row, col) = transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c)
                 let base = dy + image * h * w * f
                 for r in 0..<4 {
                     for s in 0..<4 {
