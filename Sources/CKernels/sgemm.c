@@ -99,10 +99,12 @@ AVX512 static void sgemm_avx512(size_t m, size_t n, size_t k, const float *a, si
     }
 }
 
+int catdog_sgemm_available(void) { return strcmp(catdog_kernels_isa(), "avx512f") == 0; }
+
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate) {
     // Only where the kernels run AVX-512 (the CPU has it and catdog_kernels_select left it on).
-    if (strcmp(catdog_kernels_isa(), "avx512f") != 0 || n % 16 != 0 || m == 0 || n == 0) return 0;
+    if (!catdog_sgemm_available() || n % 16 != 0 || m == 0 || n == 0) return 0;
     if (k == 0) {
         if (!accumulate)
             for (size_t i = 0; i < m; i++)
@@ -113,6 +115,8 @@ int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_
     return 1;
 }
 #else
+int catdog_sgemm_available(void) { return 0; }
+
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate) {
     (void)m; (void)n; (void)k; (void)a; (void)rsa; (void)csa; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;

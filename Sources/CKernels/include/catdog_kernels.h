@@ -71,6 +71,9 @@ void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t r
 // kernel here (no AVX-512, or n not a multiple of 16): the caller then uses BLAS.
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate);
+// 1 when catdog_sgemm has a kernel here (AVX-512 kernels selected): it then takes every width
+// that is a multiple of 16.
+int catdog_sgemm_available(void);
 
 // dst (cols x rows) = srcᵀ for src (rows x cols), both row-major, in cache-sized blocks.
 void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst);

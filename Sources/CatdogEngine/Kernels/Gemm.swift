@@ -34,6 +34,24 @@ public var blasCoreName: String {
 /// A(i, p) at a[i * rowStrideA + p * columnStrideA] (so Aᵀ is a stride swap), B and C
 /// row-major. Returns false, leaving C untouched, where the CPU has no AVX-512 or n is not a
 /// multiple of 16; the caller then uses `gemm`.
+/// Whether `ownGemm` takes products of width n on this CPU (AVX-512 kernels selected, n a
+/// multiple of 16), so that a caller can skip preparing what only it reads.
+public func ownGemmTakes(width n: Int) -> Bool {
+    n > 0 && n % 16 == 0 && catdog_sgemm_available() != 0
+}
+
+/// C = A · B, or C += A · B when `accumulate`: on our gemm when `preferOwn` and it takes the
+/// shape, else BLAS. A(i, p) at a[i * rowStrideA + p * columnStrideA]; one of the strides is 1.
+@inline(__always)
+public func multiply(preferOwn: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
+                     b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+    if preferOwn, ownGemm(m: m, n: n, k: k, a: a, rowStrideA: rowStrideA, columnStrideA: columnStrideA, b: b, ldb: ldb,
+                          c: c, ldc: ldc, accumulate: accumulate) { return }
+    let transA = columnStrideA != 1
+    gemm(transA: transA, m: m, n: n, k: k, a: a, lda: transA ? columnStrideA : rowStrideA, b: b, ldb: ldb,
+         beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+}
+
 @inline(__always)
 public func ownGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
                     b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) -> Bool {

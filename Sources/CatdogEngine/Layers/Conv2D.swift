@@ -230,23 +230,18 @@ public final class Conv2D: Layer {
         }
     }
 
-    /// C = A · B (or += when `accumulate`) on our gemm when the options allow it and it takes
-    /// the shape, else BLAS. A(i, p) at a[i * rowStrideA + p * columnStrideA].
+    /// C = A · B (or += when `accumulate`), on our gemm when the options allow it.
     private func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
                           b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
-        if scratch.convolution.multiply == .own,
-           ownGemm(m: m, n: n, k: k, a: a, rowStrideA: rowStrideA, columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc,
-                   accumulate: accumulate) { return }
-        let transA = columnStrideA != 1
-        gemm(transA: transA, m: m, n: n, k: k, a: a, lda: transA ? columnStrideA : rowStrideA, b: b, ldb: ldb,
-             beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+        CatdogEngine.multiply(preferOwn: scratch.convolution.multiply == .own, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
+                              columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
     }
 
     /// The kernel as (F, patch), for our gemm's dY · Wᵀ (it reads B's rows in place), once per
-    /// backward; nil when BLAS does that product.
+    /// backward; nil when BLAS does that product (options, CPU, or a width our gemm declines).
     private func transposedKernel() -> UnsafePointer<Float>? {
-        guard scratch.convolution.multiply == .own else { return nil }
         let patch = geometry.patchSize
+        guard scratch.convolution.multiply == .own, ownGemmTakes(width: geometry.isPointwise ? geometry.channels : patch) else { return nil }
         if transposed.count < patch * filters { transposed = FloatBuffer(count: patch * filters) }
         catdog_transpose(kernel, patch, filters, transposed.pointer)
         return UnsafePointer(transposed.pointer)
