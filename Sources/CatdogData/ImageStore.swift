@@ -154,6 +154,16 @@ public final class ImageStore {
             top = random.below(margin + 1)
             left = random.below(margin + 1)
         }
+        // Scale jitter: the crop's area and aspect, then its place in the stored square.
+        var window: (x: Float, y: Float, width: Float, height: Float)?
+        if augmentation.scale == true {
+            let area = random.uniform(Augmentation.scaleRange.lowerBound, Augmentation.scaleRange.upperBound)
+            let aspect = exp(random.uniform(log(3 / 4), log(4 / 3)))
+            let side = Float(size), stored = Float(storedSize)
+            let width = min(side * (area * aspect).squareRoot(), stored)
+            let height = min(side * (area / aspect).squareRoot(), stored)
+            window = (random.uniform() * (stored - width), random.uniform() * (stored - height), width, height)
+        }
         if augmentation.flip { flip = random.below(2) == 1 }
         if augmentation.color {
             let s = augmentation.colorShift
@@ -161,6 +171,11 @@ public final class ImageStore {
         }
         let (multiplier, offsets) = preprocessing.affine()
         let clampShift = augmentation.color
+        if let window {
+            writeResampled(from: source, storedSize: storedSize, window: window, size: size, flip: flip, shift: clampShift ? shift : nil,
+                           multiplier: multiplier, offsets: offsets, to: output)
+            return
+        }
         for y in 0..<size {
             let row = source + ((top + y) * storedSize + left) * 3
             let out = output + y * size * 3
@@ -173,6 +188,50 @@ public final class ImageStore {
                 out[x * 3] = r * multiplier + offsets[0]
                 out[x * 3 + 1] = g * multiplier + offsets[1]
                 out[x * 3 + 2] = b * multiplier + offsets[2]
+            }
+        }
+    }
+
+    /// Bilinear resampling of `window` of the stored square to size × size (pixel centres
+    /// aligned), mirrored and colour-shifted as asked, scaled into `output`.
+    static func writeResampled(from source: UnsafePointer<UInt8>, storedSize: Int, window: (x: Float, y: Float, width: Float, height: Float),
+                               size: Int, flip: Bool, shift: (Float, Float, Float)?, multiplier: Float, offsets: [Float],
+                               to output: UnsafeMutablePointer<Float>) {
+        let last = Float(storedSize - 1)
+        // Per output column: the left source column and its weight (the same for every row).
+        var columns = [Int](repeating: 0, count: size), columnWeights = [Float](repeating: 0, count: size)
+        for x in 0..<size {
+            let sx = flip ? size - 1 - x : x
+            let centre = min(max(window.x + (Float(sx) + 0.5) * window.width / Float(size) - 0.5, 0), last)
+            let left = min(Int(centre), storedSize - 2)
+            columns[x] = left
+            columnWeights[x] = centre - Float(left)
+        }
+        for y in 0..<size {
+            let centre = min(max(window.y + (Float(y) + 0.5) * window.height / Float(size) - 0.5, 0), last)
+            let top = min(Int(centre), storedSize - 2)
+            let ty = centre - Float(top)
+            let upper = source + top * storedSize * 3, lower = upper + storedSize * 3
+            let out = output + y * size * 3
+            for x in 0..<size {
+                let p = columns[x] * 3, tx = columnWeights[x]
+                for c in 0..<3 {
+                    let a = Float(upper[p + c]) * (1 - tx) + Float(upper[p + 3 + c]) * tx
+                    let b = Float(lower[p + c]) * (1 - tx) + Float(lower[p + 3 + c]) * tx
+                    var v = a * (1 - ty) + b * ty
+                    if let shift { v = min(max(v + (c == 0 ? shift.0 : c == 1 ? shift.1 : shift.2), 0), 255) }
+                    out[x * 3 + c] = v * multiplier + offsets[c]
+                }
+            }
+        }
+    }
+
+    /// Mirrors an (H, W, 3) image of floats left to right in place (flip TTA).
+    public static func mirror(_ image: UnsafeMutablePointer<Float>, size: Int) {
+        for y in 0..<size {
+            let row = image + y * size * 3
+            for x in 0..<(size / 2) {
+                for c in 0..<3 { swap(&row[x * 3 + c], &row[(size - 1 - x) * 3 + c]) }
             }
         }
     }

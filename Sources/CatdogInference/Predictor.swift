@@ -47,7 +47,7 @@ public final class Predictor {
                     var random = Random(seed: 0)
                     store.writeSample(index, to: network.input + slot * sampleSize, preprocessing: preprocessing,
                                       augmentation: .none, random: &random)
-                    if flipped { Predictor.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
+                    if flipped { ImageStore.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
                 }
                 let logits = network.forward(batch: good.count, context: PassContext(training: false))
                 for slot in 0..<good.count { sums[slot] += Double(BinaryCrossEntropy.sigmoid(logits[slot])) }
@@ -81,16 +81,6 @@ public final class Predictor {
             }
         }
         return (pixels, good.map { paths[$0] }, failed)
-    }
-
-    /// Mirrors an (H, W, 3) image left to right in place.
-    static func mirror(_ image: UnsafeMutablePointer<Float>, size: Int) {
-        for y in 0..<size {
-            let row = image + y * size * 3
-            for x in 0..<(size / 2) {
-                for c in 0..<3 { swap(&row[x * 3 + c], &row[(size - 1 - x) * 3 + c]) }
-            }
-        }
     }
 }
 

@@ -196,7 +196,9 @@ public struct LoadedCheckpoint {
             throw CheckpointError(path: path, problem: "its metadata is invalid: \(error)")
         }
         let imagenetClassifier = 1280 * 1000 + 1000
-        return 4 * (4 * counts.parameters + 2 * counts.state + imagenetClassifier) + (1 << 16)
+        // The weights, at most two optimizer moments, the best weights and with a moving
+        // average the live weights beside it; BatchNorm state the same except the moments.
+        return 4 * (5 * counts.parameters + 3 * counts.state + imagenetClassifier) + (1 << 16)
     }
 
     public init(decompressed bytes: [UInt8], path: String, compressedBytes: Int) throws {
@@ -287,7 +289,8 @@ extension CheckpointMetadata {
         guard config.epochs > 0, config.validationFraction > 0, config.validationFraction < 1, config.patience >= 0,
               config.checksumEvery > 0, config.bucketMiB > 0, config.bucketMiB.isFinite, config.warmupEpochs >= 0,
               config.warmupEpochs.isFinite, config.weightDecay >= 0, config.weightDecay.isFinite, config.momentum.isFinite,
-              config.learningRate.map({ $0 > 0 && $0.isFinite }) ?? true, config.timeBudget.map({ $0 > 0 && $0.isFinite }) ?? true
+              config.learningRate.map({ $0 > 0 && $0.isFinite }) ?? true, config.timeBudget.map({ $0 > 0 && $0.isFinite }) ?? true,
+              config.ema.map({ $0 >= 0 && $0 < 1 }) ?? true
         else { return "a training option is out of range" }
         guard schedule.totalSteps >= 0, schedule.warmupSteps >= 0, schedule.baseRate.isFinite else { return "a bad schedule" }
         guard elapsedSeconds.isFinite, elapsedSeconds >= 0 else { return "a bad elapsed time" }

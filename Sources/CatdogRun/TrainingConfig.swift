@@ -35,10 +35,26 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var bucketMiB = 4.0
     /// All-reduce gradients in fp16 (nil in checkpoints written before the option = off).
     public var fp16AllReduce: Bool?
+    /// Decay of an exponential moving average of the weights (and BatchNorm statistics) that
+    /// validation, the best weights and checkpoints' `model/` use; nil or 0 = off.
+    public var ema: Double?
+    /// Validation scores the mean of each image's and its mirror image's probabilities, as
+    /// `evaluate --tta-flip` and `submit` do (nil in checkpoints written before it = off).
+    public var validationTTA: Bool? = true
     /// Compare a checksum of the weights across ranks every this many steps.
     public var checksumEvery = 50
 
     public init() {}
+
+    /// The budget recipe: what a run that fills its `--time-budget` takes for the options the
+    /// user did not give (measured in the README's recipe table).
+    public static let budgetOptimizer = OptimizerKind.adamw
+    public static let budgetWeightDecay: Float = 0.05
+    public static let budgetEMA = 0.999
+    public static let budgetAugmentation = Augmentation(flip: true, color: true, crop: true, scale: true)
+
+    /// The EMA decay in use, or nil when off.
+    public var emaDecay: Double? { ema.flatMap { $0 > 0 ? $0 : nil } }
 
     public var resolvedLearningRate: Float {
         learningRate ?? optimizer.defaultLearningRate

@@ -174,8 +174,12 @@ public final class DataParallelStep {
         }
         let reduced = Date()
         let p = network.parameters.pointer, g = network.gradients.pointer
-        addWeightDecay(weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound),
-                       parameters: p, gradients: g)
+        if groups.first?.optimizer.kind.decouplesWeightDecay == true {
+            decayWeights(learningRate * weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound), parameters: p)
+        } else {
+            addWeightDecay(weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound),
+                           parameters: p, gradients: g)
+        }
         for group in groups {
             group.optimizer.step(parameters: p + group.range.lowerBound, gradients: g + group.range.lowerBound,
                                  learningRate: learningRate * group.learningRateScale)

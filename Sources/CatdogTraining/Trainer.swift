@@ -33,6 +33,11 @@ public final class Trainer {
     /// Weights and BatchNorm state of the best epoch (early stopping restores them).
     public let bestParameters: FloatBuffer
     public let bestState: FloatBuffer
+    /// The moving average of the weights and BatchNorm statistics (`config.ema`; empty when
+    /// off). Validation, the best weights and checkpoints' `model/` take it; training goes on
+    /// with the live weights.
+    public let emaParameters: FloatBuffer
+    public let emaState: FloatBuffer
 
     public var stepsPerEpoch: Int { (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch }
 
@@ -99,6 +104,9 @@ public final class Trainer {
         // sends them to the others. Every other rank saves a copy of the weights' memory.
         bestParameters = FloatBuffer(count: comm.rank == 0 ? network.parameterCount : 0)
         bestState = FloatBuffer(count: comm.rank == 0 ? network.state.count : 0)
+        let averaging = config.emaDecay != nil
+        emaParameters = FloatBuffer(count: averaging ? network.parameterCount : 0)
+        emaState = FloatBuffer(count: averaging ? network.state.count : 0)
         let steps = (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch
         schedule = LearningRateSchedule(
             baseRate: config.resolvedLearningRate, warmupSteps: Int(config.warmupEpochs * Double(steps)),
@@ -113,6 +121,27 @@ public final class Trainer {
         network.initialize(seed: config.seed)
         try comm.broadcast(network.parameters)
         try comm.broadcast(network.state)
+        resetAverage()
+    }
+
+    /// Starts the moving average at the current weights.
+    func resetAverage() {
+        guard config.emaDecay != nil else { return }
+        emaParameters.copy(from: network.parameters)
+        emaState.copy(from: network.state)
+    }
+
+    /// Runs `body` with the weights validation scores in the network: the moving average when
+    /// there is one (swapped in and back out), else the live weights.
+    public func withEvaluatedWeights<T>(_ body: () throws -> T) rethrows -> T {
+        guard config.emaDecay != nil else { return try body() }
+        WeightAverage.swapContents(network.parameters, emaParameters)
+        WeightAverage.swapContents(network.state, emaState)
+        defer {
+            WeightAverage.swapContents(network.parameters, emaParameters)
+            WeightAverage.swapContents(network.state, emaState)
+        }
+        return try body()
     }
 
     // MARK: - One step
@@ -134,6 +163,11 @@ public final class Trainer {
         let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
                                      context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
         globalStep += 1
+        if let decay = config.emaDecay {
+            let d = WeightAverage.decay(decay, step: globalStep)
+            WeightAverage.update(emaParameters, toward: network.parameters, decay: d)
+            WeightAverage.update(emaState, toward: network.state, decay: d)
+        }
         return StepResult(lossSum: result.lossSum, correct: Double(result.correct), count: Double(batch.count))
     }
 
@@ -142,13 +176,22 @@ public final class Trainer {
     /// Averages BatchNorm moving statistics across ranks (each rank saw its own batches).
     public func averageBatchNormState() throws {
         guard comm.size > 1, network.state.count > 0 else { return }
-        try comm.allReduceSum(network.state.pointer, count: network.state.count)
         let scale = 1 / Float(comm.size)
-        for i in 0..<network.state.count { network.state.pointer[i] *= scale }
+        for state in [network.state, emaState] where state.count > 0 {
+            try comm.allReduceSum(state.pointer, count: state.count)
+            for i in 0..<state.count { state.pointer[i] *= scale }
+        }
     }
 
-    /// Validation loss and accuracy over every rank's block, reduced.
+    /// Validation loss and accuracy over every rank's block, reduced: of the moving average
+    /// when there is one, and with `config.validationTTA` of the mean of each image's and its
+    /// mirror image's probabilities (Kaggle's logloss, p clipped to [1e-15, 1 − 1e-15]).
     public func evaluate() throws -> (loss: Double, accuracy: Double) {
+        try withEvaluatedWeights { try evaluateLoadedWeights() }
+    }
+
+    private func evaluateLoadedWeights() throws -> (loss: Double, accuracy: Double) {
+        let tta = config.validationTTA == true
         let batch = network.maxBatch
         let sampleSize = network.inputShape.count
         let samples = data.localValidationSamples
@@ -162,10 +205,23 @@ public final class Trainer {
             let n = loader.validationBatch(chunk, input: network.input, labels: evaluationLabels.pointer, sampleFloats: sampleSize)
             guard n > 0 else { continue }
             let logits = network.forward(batch: n, context: context)
-            let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: n,
-                                                            normalizer: 1, dLogits: dLogits.pointer)
-            lossSum += result.lossSum
-            correct += Double(result.correct)
+            if tta {
+                var probabilities = (0..<n).map { Double(BinaryCrossEntropy.sigmoid(logits[$0])) }
+                for i in 0..<n { ImageStore.mirror(network.input + i * sampleSize, size: data.preprocessing.imageSize) }
+                let mirrored = network.forward(batch: n, context: context)
+                for i in 0..<n {
+                    probabilities[i] = (probabilities[i] + Double(BinaryCrossEntropy.sigmoid(mirrored[i]))) / 2
+                    let label = evaluationLabels.pointer[i] > 0.5
+                    let p = min(max(probabilities[i], 1e-15), 1 - 1e-15)
+                    lossSum -= label ? log(p) : log(1 - p)
+                    if (probabilities[i] > 0.5) == label { correct += 1 }
+                }
+            } else {
+                let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: n,
+                                                                normalizer: 1, dLogits: dLogits.pointer)
+                lossSum += result.lossSum
+                correct += Double(result.correct)
+            }
             evaluated += n
         }
         var totals = [lossSum, correct, Double(evaluated)]
@@ -207,10 +263,13 @@ public final class Trainer {
         schedule.totalSteps = max(totalSteps, schedule.warmupSteps + 1)
     }
 
+    /// Keeps the weights the last evaluation scored (rank 0).
     public func rememberBest() {
         guard comm.rank == 0 else { return }
-        bestParameters.copy(from: network.parameters)
-        bestState.copy(from: network.state)
+        withEvaluatedWeights {
+            bestParameters.copy(from: network.parameters)
+            bestState.copy(from: network.state)
+        }
     }
 
     /// Every rank takes rank 0's best weights (collective).

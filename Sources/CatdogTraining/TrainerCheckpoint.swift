@@ -13,7 +13,9 @@ extension Trainer {
     }
 
     /// The same file as a header and the trainer's own buffers, for `CheckpointStore.write(parts:)`:
-    /// writing a checkpoint then needs no copy of the weights and optimizer state.
+    /// writing a checkpoint then needs no copy of the weights and optimizer state. With a moving
+    /// average, `model/` and `state/` hold it (what evaluate, predict and export read) and
+    /// `live/parameters` and `live/state` the weights training goes on from.
     @discardableResult
     public func withCheckpointParts<T>(finished: Bool, _ body: ([UInt8], [UnsafeRawBufferPointer]) throws -> T) throws -> T {
         let metadata = CheckpointMetadata(
@@ -27,6 +29,11 @@ extension Trainer {
             elapsedSeconds: elapsedBefore + Date().timeIntervalSince(processStart), finished: finished,
             parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
         var extra: [SafeTensors.Tensor] = []
+        // While the body runs, the network holds the average and the EMA buffers the live weights.
+        if config.emaDecay != nil {
+            extra.append(.init(name: "live/parameters", shape: [emaParameters.count], values: UnsafeBufferPointer(emaParameters.buffer)))
+            extra.append(.init(name: "live/state", shape: [emaState.count], values: UnsafeBufferPointer(emaState.buffer)))
+        }
         for (name, buffer) in optimizer.slots {
             extra.append(.init(name: "optimizer/\(name)", shape: [buffer.count], values: UnsafeBufferPointer(buffer.buffer)))
         }
@@ -34,9 +41,11 @@ extension Trainer {
             extra.append(.init(name: "best/parameters", shape: [bestParameters.count], values: UnsafeBufferPointer(bestParameters.buffer)))
             extra.append(.init(name: "best/state", shape: [bestState.count], values: UnsafeBufferPointer(bestState.buffer)))
         }
-        let (header, parts) = try metadata.encodeParts(network: network, extra: extra)
-        return try withExtendedLifetime((network, optimizer, bestParameters, bestState)) {
-            try header.withUnsafeBytes { try body(header, [$0] + parts) }
+        return try withEvaluatedWeights {
+            let (header, parts) = try metadata.encodeParts(network: network, extra: extra)
+            return try withExtendedLifetime((network, optimizer, bestParameters, bestState, emaParameters, emaState)) {
+                try header.withUnsafeBytes { try body(header, [$0] + parts) }
+            }
         }
     }
 
@@ -58,6 +67,12 @@ extension Trainer {
         if let checkpoint {
             try checkpoint.loadWeights(into: network, prefix: "model/", statePrefix: "state/")
             do {
+                if config.emaDecay != nil {
+                    emaParameters.copy(from: network.parameters)
+                    emaState.copy(from: network.state)
+                    try checkpoint.file.read("live/parameters", into: network.parameters.pointer, count: network.parameterCount)
+                    try checkpoint.file.read("live/state", into: network.state.pointer, count: network.state.count)
+                }
                 for (name, buffer) in optimizer.slots {
                     try checkpoint.file.read("optimizer/\(name)", into: buffer.pointer, count: buffer.count)
                 }
@@ -71,6 +86,7 @@ extension Trainer {
         }
         try comm.broadcast(network.parameters)
         try comm.broadcast(network.state)
+        for buffer in [emaParameters, emaState] where buffer.count > 0 { try comm.broadcast(buffer) }
         for (_, buffer) in optimizer.slots { try comm.broadcast(buffer) }
         optimizer.iterations = m.optimizerIterations
         optimizer.scalarState = m.optimizerScalars

@@ -60,7 +60,7 @@ public final class TrainingData {
         self.trainFiles = trainFiles
         self.validationFiles = validationFiles
         let preprocessing = override ?? Preprocessing(imageSize: config.imageSize, fit: config.fit, scale: config.scale,
-                                                      cropMargin: config.augmentation.crop ? nil : 0)
+                                                      cropMargin: config.augmentation.crop || config.augmentation.scale == true ? nil : 0)
         self.preprocessing = preprocessing
         let start = Date()
         let allFiles = trainFiles + validationFiles

@@ -126,3 +126,8 @@ extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
 extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
 extension KernelInstructionSet: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}
+
+/// What `train`'s validation scores: each image, or the mean with its mirror image (`--val-tta`).
+enum ValidationTTA: String, ExpressibleByArgument, CaseIterable {
+    case flip, none
+}

@@ -42,7 +42,7 @@ struct Train: ParsableCommand {
     @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default \(TrainingConfig().epochs); transfer learning: the head \(FeatureExtraction.HeadConfig().epochs), fine-tuning \(FineTuning.Config().epochs).")
     var epochs: Int?
 
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")). (default: adam)")
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (Adam with decoupled weight decay). (default: adam; a run that fills its --time-budget: \(TrainingConfig.budgetOptimizer.rawValue))")
     var optimizer: OptimizerKind?
 
     @Option(help: "Peak learning rate (default: 0.001 for adagrad/rmsprop/adam/nadam, 0.01 for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
@@ -51,7 +51,7 @@ struct Train: ParsableCommand {
     @Option(help: "Momentum for sgd. (default: \(TrainingConfig().momentum))")
     var momentum: Float?
 
-    @Option(help: "L2 weight decay λ on kernels (adds λ·w to their gradients). (default: \(TrainingConfig().weightDecay); transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
+    @Option(help: "Weight decay λ on kernels: with adamw the kernels shrink by lr·λ each step; with the others λ·w joins their gradients (L2). (default: \(TrainingConfig().weightDecay); a run that fills its --time-budget: \(TrainingConfig.budgetWeightDecay); transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
     var weightDecay: Float?
 
     @Option(help: "Warmup in epochs: the learning rate rises linearly over it. (default: \(TrainingConfig().warmupEpochs))")
@@ -60,7 +60,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
     var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop; or all, or none. (default: all)")
+    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop); all (flip, color, crop), or none. (default: all; a run that fills its --time-budget: \(TrainingConfig.budgetAugmentation.description))")
     var augment: String?
 
     @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
@@ -68,6 +68,16 @@ struct Train: ParsableCommand {
 
     @Option(help: "Pixel scaling: unit ([0,1]), symmetric ([-1,1], Keras 'tf' mode). (default: \(TrainingConfig().scale.rawValue))")
     var pixels: Preprocessing.Scale?
+
+    @Option(help: """
+        Validate, keep as best, and write into checkpoints an exponential moving average of the \
+        weights with this decay per update (e.g. 0.999); training continues from the live weights. \
+        0 = off. (default: off; a run that fills its --time-budget: \(TrainingConfig.budgetEMA))
+        """)
+    var ema: Double?
+
+    @Option(help: "Validation scores each image as the mean of its and its mirror image's probabilities (flip), as `evaluate --tta-flip` and `submit` do, or the image alone (none); the best epoch is chosen by it.")
+    var valTta: ValidationTTA = .flip
 
     @Option(help: "Fraction of each class held out for validation.")
     var valFraction = TrainingConfig().validationFraction
@@ -151,6 +161,7 @@ struct Train: ParsableCommand {
         if let warmupEpochs, !(warmupEpochs >= 0 && warmupEpochs.isFinite) { throw ValidationError("--warmup-epochs must be 0 or a positive number") }
         if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
         if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
+        if let ema, !(ema >= 0 && ema < 1) { throw ValidationError("--ema must be in [0, 1): e.g. 0.999, or 0 for off") }
         if let microBatch, microBatch <= 0 { throw ValidationError("--micro-batch must be positive") }
         guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds") }
         guard backboneLrScale >= 0, backboneLrScale.isFinite else { throw ValidationError("--backbone-lr-scale must be 0 or a positive number") }
@@ -185,10 +196,19 @@ struct Train: ParsableCommand {
         c.validationFraction = valFraction
         if let patience { c.patience = patience }
         c.timeBudget = timeBudget
+        if let ema { c.ema = ema > 0 ? ema : nil }
+        c.validationTTA = valTta == .flip
         if timeBudget != nil, epochs == nil {
             c.fillsBudget = true
             c.epochs = TrainingConfig.budgetEpochCap
             if patience == nil { c.patience = 0 }
+            // The budget recipe, for what the user did not set.
+            if model != "efficientnet-lite0" {
+                if optimizer == nil { c.optimizer = TrainingConfig.budgetOptimizer }
+                if weightDecay == nil, c.optimizer.decouplesWeightDecay { c.weightDecay = TrainingConfig.budgetWeightDecay }
+                if ema == nil { c.ema = TrainingConfig.budgetEMA }
+                if augment == nil { c.augmentation = TrainingConfig.budgetAugmentation }
+            }
         }
         c.seed = seed
         c.overlap = allReduce.overlap
@@ -275,10 +295,10 @@ struct Train: ParsableCommand {
             }
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
-            log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description)")
+            log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")")
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
-            let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count)) >> 20
+            let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1))) >> 20
             log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(budget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
             let progress = ProgressLine()
             var checkpointMilliseconds: [Double] = []
@@ -435,6 +455,10 @@ struct Train: ParsableCommand {
             var config = initial.metadata.config
             config.seed = seed
             config.validationFraction = valFraction
+            // The head and the kept-activation fine-tuning score validation images alone, with
+            // the live weights.
+            config.validationTTA = nil
+            config.ema = nil
             var head = FeatureExtraction.HeadConfig()
             if let epochs { head.epochs = epochs }
             if let lr { head.learningRate = lr }

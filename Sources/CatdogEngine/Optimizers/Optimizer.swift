@@ -24,14 +24,21 @@ extension Optimizer {
 
 public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
     case sgd, adagrad, rmsprop, adam, nadam
+    /// Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's and Keras's AdamW):
+    /// the kernels shrink by lr·λ each step, w ← w·(1 − lr·λ), instead of λ·w joining the
+    /// gradient, whose effect Adam's scaling would undo.
+    case adamw
 
     /// Keras's default learning rate for each.
     public var defaultLearningRate: Float {
         switch self {
         case .sgd: 0.01
-        case .adagrad, .rmsprop, .adam, .nadam: 0.001
+        case .adagrad, .rmsprop, .adam, .nadam, .adamw: 0.001
         }
     }
+
+    /// Weight decay applied to the weights (w·(1 − lr·λ)) rather than as an L2 gradient term.
+    public var decouplesWeightDecay: Bool { self == .adamw }
 
     public func make(count: Int, momentum: Float = 0.9, nesterov: Bool = false) -> Optimizer {
         switch self {
@@ -39,6 +46,7 @@ public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
         case .adagrad: AdaGrad(count: count)
         case .rmsprop: RMSProp(count: count)
         case .adam: Adam(count: count)
+        case .adamw: Adam(count: count, kind: .adamw)
         case .nadam: Nadam(count: count)
         }
     }
@@ -138,13 +146,15 @@ public final class RMSProp: Optimizer {
 /// Adam (Kingma & Ba, Keras form): t = iterations + 1, α = lr·√(1−β₂ᵗ)/(1−β₁ᵗ),
 /// m += (g − m)(1−β₁), v += (g² − v)(1−β₂), w −= α·m/(√v + ε); β₁ = 0.9, β₂ = 0.999, ε = 1e-7.
 public final class Adam: Optimizer {
-    public let kind = OptimizerKind.adam
+    /// `.adam`, or `.adamw` when the step's caller decays the weights (the update is the same).
+    public let kind: OptimizerKind
     public let beta1, beta2, epsilon: Float
     public var iterations = 0
     private let m: FloatBuffer
     private let v: FloatBuffer
 
-    public init(count: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-7) {
+    public init(count: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-7, kind: OptimizerKind = .adam) {
+        self.kind = kind
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
@@ -218,6 +228,15 @@ public final class Nadam: Optimizer {
             w[i] -= lr * mHat / ((vp[i] * cv).squareRoot() + epsilon)
         }
         iterations += 1
+    }
+}
+
+/// Decoupled weight decay over `ranges` (the kernels): w ← w·(1 − `factor`), factor = lr·λ.
+public func decayWeights(_ factor: Float, ranges: [Range<Int>], parameters: UnsafeMutablePointer<Float>) {
+    guard factor > 0 else { return }
+    let keep = 1 - factor
+    for range in ranges {
+        for i in range { parameters[i] *= keep }
     }
 }
 

@@ -119,3 +119,45 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(step.rate(at: 25), 0.25)
     }
 }
+
+/// AdamW's decoupled decay and the weights' moving average, against the formulas.
+final class WeightDecayAndAverageTests: XCTestCase {
+    /// Decoupled decay shrinks only the given ranges, by exactly (1 − lr·λ); AdamW's moment
+    /// update is Adam's.
+    func testDecoupledDecayShrinksOnlyTheKernels() {
+        let w = FloatBuffer([1, 2, 3, 4, 5])
+        decayWeights(0.1, ranges: [0..<2, 4..<5], parameters: w.pointer)
+        assertClose(w.array, [0.9, 1.8, 3, 4, 4.5], absolute: 1e-6)
+        XCTAssertTrue(OptimizerKind.adamw.decouplesWeightDecay)
+        XCTAssertFalse(OptimizerKind.adam.decouplesWeightDecay)
+        let a = OptimizerKind.adamw.make(count: 1), b = OptimizerKind.adam.make(count: 1)
+        XCTAssertEqual(a.kind, .adamw)
+        let wa = FloatBuffer([1]), wb = FloatBuffer([1]), g = FloatBuffer([-3])
+        withExtendedLifetime(g) {
+            a.step(parameters: wa.pointer, gradients: g.pointer, learningRate: 0.01)
+            b.step(parameters: wb.pointer, gradients: g.pointer, learningRate: 0.01)
+        }
+        XCTAssertEqual(wa[0], wb[0])
+    }
+
+    /// The decay warms up as (1 + t)/(10 + t) and is capped by the asked one; three updates
+    /// match the recurrence in double precision (1e-6); swapping exchanges the contents.
+    func testMovingAverageFollowsItsRecurrence() {
+        XCTAssertEqual(WeightAverage.decay(0.999, step: 1), Float(2.0 / 11.0), accuracy: 1e-7)
+        XCTAssertEqual(WeightAverage.decay(0.999, step: 100_000), 0.999, accuracy: 1e-7)
+        XCTAssertEqual(WeightAverage.decay(0.5, step: 20), 0.5)
+        let average = FloatBuffer([0, 1, -2]), steps: [[Float]] = [[1, 1, 1], [2, -1, 0.5], [-4, 3, 0]]
+        var expected: [Double] = [0, 1, -2]
+        for (t, weights) in steps.enumerated() {
+            let d = WeightAverage.decay(0.9, step: t + 1)
+            let w = FloatBuffer(weights)
+            WeightAverage.update(average, toward: w, decay: d)
+            for i in 0..<3 { expected[i] = Double(d) * expected[i] + (1 - Double(d)) * Double(weights[i]) }
+        }
+        assertClose(average.array, expected.map { Float($0) }, absolute: 1e-6)
+        let other = FloatBuffer([7, 8, 9]), before = average.array
+        WeightAverage.swapContents(average, other)
+        XCTAssertEqual(average.array, [7, 8, 9])
+        XCTAssertEqual(other.array, before)
+    }
+}

@@ -106,9 +106,9 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("is a finished run"), result.stdout)
     }
 
-    /// --time-budget without --epochs fills the budget: more epochs than the default, the
-    /// learning rate at the end of its cosine when the budget ends, no early stopping, and a
-    /// run that is complete (a resume says so).
+    /// --time-budget without --epochs fills the budget with the budget recipe: more epochs than
+    /// the default, the learning rate at the end of its cosine when the budget ends, no early
+    /// stopping, and a run that is complete (a resume says so).
     func testATimeBudgetWithoutEpochsIsFilledAndTheScheduleEndsWithIt() throws {
         let data = try sharedSubset(self, perClass: 20)
         let folder = try temporaryFolder(self)
@@ -120,6 +120,10 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("finished: the time budget is spent and the schedule with it"), result.stdout)
         XCTAssertTrue(result.stdout.contains("/~"), "the log shows the epochs the budget holds: \(result.stdout)")
+        // The budget recipe for the options not given.
+        for part in ["adamw lr 0.001 weight decay 0.05", "augment flip,color,crop,scale", "(EMA 0.999)"] {
+            XCTAssertTrue(result.stdout.contains(part), "missing \(part): \(result.stdout)")
+        }
         XCTAssertLessThan(seconds, budget + 15, "the run overran its budget")
         let history = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata.history
         XCTAssertGreaterThan(history.count, TrainingConfig().epochs, "fewer epochs than the default in \(budget) s")

@@ -1,0 +1,68 @@
+import CatdogCheckpoint
+import CatdogRun
+import Foundation
+import XCTest
+
+/// The budget recipe's parts end to end: AdamW, scale jitter, the weights' moving average in
+/// validation, best weights and checkpoints, and mirror TTA in validation.
+final class RecipeTests: XCTestCase {
+    func arguments(_ data: String, _ folder: String, _ extra: [String]) -> [String] {
+        ["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "32", "--epochs", "2",
+         "--batch-size", "24", "--patience", "0", "--checkpoint-every", "3", "--keep", "20"] + extra
+    }
+
+    let recipe = ["--optimizer", "adamw", "--weight-decay", "0.05", "--ema", "0.99", "--augment", "all,scale"]
+
+    /// resnet (BatchNorm, so the average holds statistics too) with the recipe, 2 epochs
+    /// straight and resumed from update 3: every tensor (the average in model/, the live
+    /// weights in live/, moments, best) and every metric bit-identical.
+    func testResumeMidEpochWithTheRecipeIsBitExact() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let straight = try temporaryFolder(self), resumed = try temporaryFolder(self)
+        let first = try CLI.run(arguments(data, straight, recipe))
+        XCTAssertEqual(first.status, 0, first.output)
+        XCTAssertTrue(first.stdout.contains("adamw lr 0.001 weight decay 0.05"), first.stdout)
+        XCTAssertTrue(first.stdout.contains("augment flip,color,crop,scale; validation with flip TTA of the weights' moving average (EMA 0.99)"), first.stdout)
+        let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
+        let second = try CLI.run(arguments(data, resumed, recipe + ["--resume", middle]))
+        XCTAssertEqual(second.status, 0, second.output)
+        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+        let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
+        XCTAssertEqual(a.file.tensors.keys.sorted(), b.file.tensors.keys.sorted())
+        XCTAssertTrue(a.file.tensors.keys.contains("live/parameters"))
+        for name in a.file.tensors.keys.sorted() { XCTAssertEqual(try a.file.array(name), try b.file.array(name), name) }
+        XCTAssertEqual(a.metadata.history.map(\.val_loss), b.metadata.history.map(\.val_loss))
+        XCTAssertEqual(a.metadata.config.ema, 0.99)
+        XCTAssertEqual(a.metadata.config.optimizer, .adamw)
+    }
+
+    /// What training reports as val_loss is what `evaluate --validation-split` scores on the
+    /// best checkpoint (1e-4): with the average and mirror TTA (`--tta-flip`), and with both off
+    /// (no `--tta-flip`). With the average on, model/ (the average) differs from live/.
+    func testValidationScoresWhatEvaluateScoresOnTheBestCheckpoint() throws {
+        let data = try sharedSubset(self, perClass: 30)
+        for (extra, tta) in [(["--ema", "0.9"], true), (["--ema", "0", "--val-tta", "none"], false)] {
+            let folder = try temporaryFolder(self)
+            let trained = try CLI.run(arguments(data, folder, extra))
+            XCTAssertEqual(trained.status, 0, trained.output)
+            let best = try LoadedCheckpoint(path: folder + "/best.safetensors.zst")
+            let bestEpoch = try XCTUnwrap(best.metadata.history.min { $0.val_loss < $1.val_loss })
+            let evaluated = try CLI.run(["evaluate", "--checkpoint", folder + "/best.safetensors.zst", "--data", data,
+                                         "--validation-split", "--json"] + (tta ? ["--tta-flip"] : []))
+            XCTAssertEqual(evaluated.status, 0, evaluated.output)
+            let json = try JSONSerialization.jsonObject(with: Data(evaluated.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+            XCTAssertEqual(json["logloss"] as! Double, bestEpoch.val_loss, accuracy: 1e-4, "\(extra)")
+            XCTAssertEqual(json["accuracy"] as! Double, bestEpoch.val_acc, accuracy: 1e-9, "\(extra)")
+            let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst")
+            if tta {
+                let live = try last.file.array("live/parameters")
+                var average: [Float] = []
+                for slot in try modelTensors(folder + "/last.safetensors.zst").sorted(by: { $0.key < $1.key }) { average += slot.value }
+                XCTAssertEqual(live.count, average.count)
+                XCTAssertNotEqual(live.sorted(), average.sorted(), "the average is not the live weights")
+            } else {
+                XCTAssertNil(last.file.tensors["live/parameters"])
+            }
+        }
+    }
+}
