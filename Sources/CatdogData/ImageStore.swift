@@ -141,10 +141,13 @@ public final class ImageStore {
 
     /// Writes a stored square as network input (H, W, 3) floats at `output`: a crop of the
     /// square (random when augmenting, else centred), optional flip and colour shift, then the
-    /// preprocessing's scaling.
+    /// preprocessing's scaling. With `outputSize` (progressive resizing) the crop, as large as
+    /// at the working size, is resampled to outputSize × outputSize.
     public static func writeSample(from source: UnsafePointer<UInt8>, storedSize: Int, to output: UnsafeMutablePointer<Float>,
-                                   preprocessing: Preprocessing, augmentation: Augmentation, random: inout Random) {
+                                   preprocessing: Preprocessing, augmentation: Augmentation, random: inout Random,
+                                   outputSize: Int? = nil) {
         let size = preprocessing.imageSize
+        let outSize = outputSize ?? size
         precondition(size <= storedSize)
         let margin = storedSize - size
         var top = margin / 2, left = margin / 2
@@ -171,8 +174,9 @@ public final class ImageStore {
         }
         let (multiplier, offsets) = preprocessing.affine()
         let clampShift = augmentation.color
+        if window == nil, outSize != size { window = (Float(left), Float(top), Float(size), Float(size)) }
         if let window {
-            writeResampled(from: source, storedSize: storedSize, window: window, size: size, flip: flip, shift: clampShift ? shift : nil,
+            writeResampled(from: source, storedSize: storedSize, window: window, size: outSize, flip: flip, shift: clampShift ? shift : nil,
                            multiplier: multiplier, offsets: offsets, to: output)
             return
         }

@@ -38,6 +38,9 @@ public struct CheckpointMetadata: Codable, Sendable {
     public var finished: Bool
     public var parameterCount: Int
     public var created: String
+    /// The input size the current epoch trains at, with progressive resizing (a mid-epoch
+    /// resume continues the epoch at it); nil otherwise.
+    public var epochImageSize: Int?
 
     public init(model: String, imageSize: Int, preprocessing: Preprocessing, config: TrainingConfig, epoch: Int, stepInEpoch: Int, step: Int, globalBatch: Int, ranks: Int, optimizer: String, optimizerHyperparameters: [String: Double], optimizerIterations: Int, optimizerScalars: [String: Double], schedule: LearningRateSchedule, seed: UInt64, history: [EpochMetrics], bestValidationLoss: Double? = nil, epochsWithoutImprovement: Int, epochTotals: EpochTotals, elapsedSeconds: Double, finished: Bool, parameterCount: Int, created: String) {
         self.model = model
@@ -290,7 +293,9 @@ extension CheckpointMetadata {
               config.checksumEvery > 0, config.bucketMiB > 0, config.bucketMiB.isFinite, config.warmupEpochs >= 0,
               config.warmupEpochs.isFinite, config.weightDecay >= 0, config.weightDecay.isFinite, config.momentum.isFinite,
               config.learningRate.map({ $0 > 0 && $0.isFinite }) ?? true, config.timeBudget.map({ $0 > 0 && $0.isFinite }) ?? true,
-              config.ema.map({ $0 >= 0 && $0 < 1 }) ?? true
+              config.ema.map({ $0 >= 0 && $0 < 1 }) ?? true,
+              config.resizeFrom.map({ $0 >= 16 && $0 <= imageSize }) ?? true,
+              epochImageSize.map({ $0 >= 16 && $0 <= imageSize }) ?? true
         else { return "a training option is out of range" }
         guard schedule.totalSteps >= 0, schedule.warmupSteps >= 0, schedule.baseRate.isFinite else { return "a bad schedule" }
         guard elapsedSeconds.isFinite, elapsedSeconds >= 0 else { return "a bad elapsed time" }

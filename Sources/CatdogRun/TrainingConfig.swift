@@ -41,6 +41,12 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Validation scores the mean of each image's and its mirror image's probabilities, as
     /// `evaluate --tta-flip` and `submit` do (nil in checkpoints written before it = off).
     public var validationTTA: Bool? = true
+    /// Progressive resizing: training starts at this input size and grows in steps of
+    /// `resizeStep` pixels to `imageSize`, reached at `resizeReach` of the run; validation,
+    /// checkpoints and inference stay at `imageSize`. nil = off (models with global pooling).
+    public var resizeFrom: Int?
+    public static let resizeStep = 16
+    public static let resizeReach = 0.75
     /// Compare a checksum of the weights across ranks every this many steps.
     public var checksumEvery = 50
 
@@ -52,6 +58,15 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public static let budgetWeightDecay: Float = 0.05
     public static let budgetEMA = 0.999
     public static let budgetAugmentation = Augmentation(flip: true, color: true, crop: true, scale: true)
+
+    /// The training input size when `fraction` of the run's updates are done: `resizeFrom`
+    /// plus whole steps of `resizeStep` toward `imageSize`, which it reaches at `resizeReach`.
+    public func trainingSize(atFraction fraction: Double) -> Int {
+        guard let from = resizeFrom, from < imageSize else { return imageSize }
+        let reached = min(max(fraction / Self.resizeReach, 0), 1)
+        let steps = Int((Double(imageSize - from) * reached / Double(Self.resizeStep)).rounded(.down))
+        return reached >= 1 ? imageSize : min(from + steps * Self.resizeStep, imageSize)
+    }
 
     /// The EMA decay in use, or nil when off.
     public var emaDecay: Double? { ema.flatMap { $0 > 0 ? $0 : nil } }

@@ -47,14 +47,16 @@ public final class BatchLoader {
     /// Seconds the helper spent preparing batches.
     public var prepareSeconds: Double { worker.locked { worker.busySeconds } }
 
-    /// This rank's slice of `step` of `plan`; starts preparing the step after it (the next
-    /// epoch's first when this is the last, unless that epoch is past the run's end) before
-    /// it returns. The batch stays valid until
-    /// the next call.
-    public func batch(plan: EpochPlan, step: Int) -> Batch {
+    /// This rank's slice of `step` of `plan`, at input size `size` (nil: the working size;
+    /// progressive resizing passes the epoch's); starts preparing the step after it (the next
+    /// epoch's first when this is the last, unless that epoch is past the run's end, at the
+    /// same size) before it returns. The batch stays valid until the next call.
+    public func batch(plan: EpochPlan, step: Int, size: Int? = nil) -> Batch {
         let slot: Int
+        let size = size ?? worker.writer.data.preprocessing.imageSize
+        precondition(size * size * 3 <= worker.sampleFloats)
         worker.lock.lock()
-        if let job = worker.requested, job.plan.epoch == plan.epoch, job.step == step, job.plan.order == plan.order {
+        if let job = worker.requested, job.plan.epoch == plan.epoch, job.step == step, job.plan.order == plan.order, job.size == size {
             let start = Date()
             while !worker.done { worker.lock.wait() }
             waitSeconds += Date().timeIntervalSince(start)
@@ -66,7 +68,7 @@ public final class BatchLoader {
             worker.lock.unlock()
             slot = 1 - lastSlot
             let start = Date()
-            worker.fill(slot: slot, plan: plan, step: step, writer: mainWriter)
+            worker.fill(slot: slot, plan: plan, step: step, size: size, writer: mainWriter)
             waitSeconds += Date().timeIntervalSince(start)
             worker.lock.lock()
         }
@@ -79,7 +81,7 @@ public final class BatchLoader {
             next = (following, 0)
         }
         if let next {
-            worker.requested = Worker.Job(plan: next.plan, step: next.step, slot: 1 - slot)
+            worker.requested = Worker.Job(plan: next.plan, step: next.step, slot: 1 - slot, size: size)
             worker.done = false
             worker.lock.signal()
         } else {
@@ -114,6 +116,8 @@ public final class BatchLoader {
             var plan: EpochPlan
             var step: Int
             var slot: Int
+            /// Input size of the samples (side in pixels).
+            var size: Int
         }
         let lock = NSCondition()
         // Guarded by `lock`:
@@ -129,6 +133,7 @@ public final class BatchLoader {
         let labels: [FloatBuffer]
         /// Samples in each buffer; a slot is written only by whoever fills it.
         let counts: UnsafeMutablePointer<Int>
+        /// Floats a sample may take: the working size's (smaller sizes pack tighter).
         let sampleFloats: Int
         let rank: Int
 
@@ -161,7 +166,7 @@ public final class BatchLoader {
                 let job = requested!
                 lock.unlock()
                 let start = Date()
-                fill(slot: job.slot, plan: job.plan, step: job.step, writer: writer)
+                fill(slot: job.slot, plan: job.plan, step: job.step, size: job.size, writer: writer)
                 lock.lock()
                 busySeconds += Date().timeIntervalSince(start)
                 done = true
@@ -170,8 +175,10 @@ public final class BatchLoader {
             }
         }
 
-        /// Decodes and augments the slice of `step` into buffer `slot`.
-        func fill(slot: Int, plan: EpochPlan, step: Int, writer: SampleWriter) {
+        /// Decodes and augments the slice of `step` into buffer `slot`, size × size × 3 floats a sample.
+        func fill(slot: Int, plan: EpochPlan, step: Int, size: Int, writer: SampleWriter) {
+            let floats = size * size * 3
+            let outputSize = size == writer.data.preprocessing.imageSize ? nil : size
             let positions = plan.samples(step: step, rank: rank)
             let trainSamples = writer.data.trainSamples
             var n = 0
@@ -179,7 +186,7 @@ public final class BatchLoader {
             for position in positions {
                 let sample = trainSamples[position]
                 do {
-                    try writer.writeTrain(sample, epoch: plan.epoch, config: config, to: inputs[slot].pointer + n * sampleFloats)
+                    try writer.writeTrain(sample, epoch: plan.epoch, config: config, size: outputSize, to: inputs[slot].pointer + n * floats)
                     labels[slot].pointer[n] = writer.data.label(train: sample)
                     n += 1
                 } catch {

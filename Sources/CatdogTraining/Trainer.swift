@@ -23,6 +23,8 @@ public final class Trainer {
     public var history: [EpochMetrics] = []
     public var bestValidationLoss = Double.infinity
     public var epochsWithoutImprovement = 0
+    /// The input size the checkpoint's unfinished epoch trained at (progressive resizing).
+    public var resumedEpochSize: Int?
     /// Seconds trained before this process started (from a checkpoint).
     public var elapsedBefore = 0.0
     /// The current epoch's training sums so far (a mid-epoch checkpoint keeps them).
@@ -41,8 +43,19 @@ public final class Trainer {
 
     public var stepsPerEpoch: Int { (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch }
 
-    /// The update itself; owns the labels buffer and the gradient buckets.
-    public let stepper: DataParallelStep
+    /// The update itself; owns the labels buffer and the gradient buckets. It trains through
+    /// `trainingNetwork`.
+    public private(set) var stepper: DataParallelStep
+    /// `network` itself, or with progressive resizing the same model at the epoch's input size,
+    /// computing with `network`'s parameter, gradient and state buffers. Validation,
+    /// checkpoints and the moving average use `network`.
+    public private(set) var trainingNetwork: Network
+    private let fullSizeStepper: DataParallelStep
+    private let convolution: ConvolutionOptions
+    /// Timers of the resized networks' steppers that were let go.
+    private var retiredSeconds = (compute: 0.0, comm: 0.0)
+    /// The input size training batches have now.
+    public var trainingSize: Int { trainingNetwork.inputShape.height }
     /// Decodes and augments this rank's slice of the next batch while the current one trains.
     public let loader: BatchLoader
     /// Samples that go through the network at once; the local batch is split into micro-batches
@@ -58,8 +71,12 @@ public final class Trainer {
     public var activationBytes: Int { microBatch * network.activationBytesPerSample }
     private let evaluationLabels: FloatBuffer
     private let dLogits: FloatBuffer
-    public var computeSeconds: Double { stepper.computeSeconds }
-    public var exposedCommSeconds: Double { stepper.exposedCommSeconds }
+    public var computeSeconds: Double {
+        retiredSeconds.compute + fullSizeStepper.computeSeconds + (stepper === fullSizeStepper ? 0 : stepper.computeSeconds)
+    }
+    public var exposedCommSeconds: Double {
+        retiredSeconds.comm + fullSizeStepper.exposedCommSeconds + (stepper === fullSizeStepper ? 0 : stepper.exposedCommSeconds)
+    }
 
     /// Activation memory `microBatch: nil` aims for when nothing is known of the machine.
     public static let defaultActivationBudget = 256 << 20
@@ -114,6 +131,9 @@ public final class Trainer {
         stepper = DataParallelStep(network: network, optimizer: optimizer, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
                                    fp16: config.fp16AllReduce ?? false, batchCapacity: localBatch)
+        fullSizeStepper = stepper
+        trainingNetwork = network
+        self.convolution = convolution
         loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: localBatch,
                              sampleFloats: network.inputShape.count)
 
@@ -144,6 +164,31 @@ public final class Trainer {
         return try body()
     }
 
+    /// Trains from now on at input size `size` (progressive resizing): through a network of the
+    /// same model at that size that shares `network`'s buffers, or `network` itself at the
+    /// working size. Identical on every rank.
+    public func useTrainingSize(_ size: Int) throws {
+        guard size != trainingSize else { return }
+        if stepper !== fullSizeStepper {
+            retiredSeconds.compute += stepper.computeSeconds
+            retiredSeconds.comm += stepper.exposedCommSeconds
+        }
+        if size == config.imageSize {
+            trainingNetwork = network
+            stepper = fullSizeStepper
+            return
+        }
+        let resized = try ModelZoo.build(config.model, imageSize: size, convolution: convolution, sharing: network)
+        for (full, small) in zip(network.nodes, resized.nodes) {
+            if let frozen = (full.layer as? BatchNorm)?.frozen { (small.layer as? BatchNorm)?.frozen = frozen }
+        }
+        resized.reserve(maxBatch: microBatch)
+        trainingNetwork = resized
+        stepper = DataParallelStep(network: resized, optimizer: optimizer, communicator: comm, overlap: config.overlap,
+                                   bucketBytes: Int(config.bucketMiB * 1_048_576), fp16: config.fp16AllReduce ?? false,
+                                   batchCapacity: config.globalBatch / comm.size)
+    }
+
     // MARK: - One step
 
     public struct StepResult {
@@ -155,7 +200,7 @@ public final class Trainer {
     /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`
     /// (prepared by the loader while the previous step ran).
     public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
-        let batch = loader.batch(plan: plan, step: step)
+        let batch = loader.batch(plan: plan, step: step, size: trainingSize)
         stepper.labels.pointer.update(from: batch.labels, count: batch.count)
         let context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))

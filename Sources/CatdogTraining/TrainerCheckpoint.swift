@@ -18,7 +18,7 @@ extension Trainer {
     /// `live/parameters` and `live/state` the weights training goes on from.
     @discardableResult
     public func withCheckpointParts<T>(finished: Bool, _ body: ([UInt8], [UnsafeRawBufferPointer]) throws -> T) throws -> T {
-        let metadata = CheckpointMetadata(
+        var metadata = CheckpointMetadata(
             model: config.model, imageSize: config.imageSize, preprocessing: data.preprocessing, config: config,
             epoch: epoch, stepInEpoch: stepInEpoch, step: globalStep, globalBatch: config.globalBatch, ranks: comm.size,
             optimizer: optimizer.kind.rawValue, optimizerHyperparameters: optimizer.hyperparameters,
@@ -28,6 +28,7 @@ extension Trainer {
             epochsWithoutImprovement: epochsWithoutImprovement, epochTotals: epochTotals,
             elapsedSeconds: elapsedBefore + Date().timeIntervalSince(processStart), finished: finished,
             parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
+        if config.resizeFrom != nil, stepInEpoch > 0 { metadata.epochImageSize = trainingSize }
         var extra: [SafeTensors.Tensor] = []
         // While the body runs, the network holds the average and the EMA buffers the live weights.
         if config.emaDecay != nil {
@@ -98,6 +99,7 @@ extension Trainer {
         epochsWithoutImprovement = m.epochsWithoutImprovement
         epochTotals = m.epochTotals
         elapsedBefore = m.elapsedSeconds
+        resumedEpochSize = m.stepInEpoch > 0 ? m.epochImageSize : nil
         // The same schedule as the run that wrote it, unless --epochs changed the run's length
         // (then the decay stretches to the new total); a time budget keeps its own estimate.
         var restored = m.schedule

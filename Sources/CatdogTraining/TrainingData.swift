@@ -172,11 +172,12 @@ final class SampleWriter {
 
     /// Training sample `index` (into `trainFiles`), augmented as keyed by (seed, epoch, index).
     /// Throws `ImageError` if streaming and the file no longer decodes.
-    func writeTrain(_ index: Int, epoch: Int, config: TrainingConfig, to output: UnsafeMutablePointer<Float>) throws {
+    /// `size`: the epoch's input size (progressive resizing), else the working size.
+    func writeTrain(_ index: Int, epoch: Int, config: TrainingConfig, size: Int? = nil, to output: UnsafeMutablePointer<Float>) throws {
         var random = Augmentation.stream(seed: config.seed, epoch: epoch, sample: index)
         let source = try pixels(data.cache?.train, index, path: data.trainFiles[index].path)
         ImageStore.writeSample(from: source, storedSize: decoder.storedSize, to: output, preprocessing: data.preprocessing,
-                               augmentation: config.augmentation, random: &random)
+                               augmentation: config.augmentation, random: &random, outputSize: size)
     }
 
     /// Validation sample `index` (into `validationFiles`), centred, not augmented.

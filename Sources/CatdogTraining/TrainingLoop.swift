@@ -25,7 +25,7 @@ extension Trainer {
                     checkpoint: (Trainer, CheckpointReason) throws -> Void = { _, _ in }) throws -> FitSummary {
         let started = Date()
         var stoppedBy: FitSummary.Stop = .epochs
-        var stepSeconds = 0.0
+        var stepSeconds = 0.0  // at the working size (see below)
         var timedSteps = 0
         // What the watchdog expects: the slowest step so far (the first one gets time to warm
         // up), and for checkpoints the slowest so far; the ranks wait for rank 0's write in a
@@ -53,9 +53,21 @@ extension Trainer {
         let fills = config.fillsBudget == true
         var budgetEpochs = 0
         func total() -> String { fills ? (budgetEpochs > 0 ? "~\(budgetEpochs)" : "?") : "\(config.epochs)" }
+        var announcedSize = 0
         outer: while epoch < config.epochs {
             let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
                                      ranks: comm.size, seed: config.seed, epoch: epoch)
+            // Progressive resizing: the epoch's input size from how far the schedule has come
+            // (the same on every rank), or for a resumed epoch the size it started at.
+            if config.resizeFrom != nil {
+                let size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
+                resumedEpochSize = nil
+                try useTrainingSize(size)
+                if comm.rank == 0, size != announcedSize {
+                    log("epoch \(epoch + 1): training at \(size)x\(size) (progressive resizing to \(config.imageSize)x\(config.imageSize); validation at \(config.imageSize))")
+                }
+                announcedSize = size
+            }
             let epochStarted = Date()
             let waitedBefore = loader.waitSeconds
             var imagesThisRun = 0.0
@@ -104,7 +116,10 @@ extension Trainer {
                     setScheduleTotalSteps(Int(control[4]))
                     budgetEpochs = Int((control[4] / Double(plan.steps)).rounded(.up))
                 }
-                stepSeconds += Date().timeIntervalSince(stepStarted)
+                // In full-size steps: with progressive resizing a step costs about its pixels'
+                // share, and the budget's estimate is of steps still to come, mostly larger.
+                let pixels = Double(trainingSize * trainingSize) / Double(config.imageSize * config.imageSize)
+                stepSeconds += Date().timeIntervalSince(stepStarted) / pixels
                 timedSteps += 1
                 if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
                 if comm.rank == 0, let progress {

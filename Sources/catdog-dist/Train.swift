@@ -79,6 +79,14 @@ struct Train: ParsableCommand {
     @Option(help: "Validation scores each image as the mean of its and its mirror image's probabilities (flip), as `evaluate --tta-flip` and `submit` do, or the image alone (none); the best epoch is chosen by it.")
     var valTta: ValidationTTA = .flip
 
+    @Option(help: """
+        Progressive resizing: train the first epochs at this input size, growing in steps of \
+        \(TrainingConfig.resizeStep) px to --image-size by \(Int(TrainingConfig.resizeReach * 100))% of the run (e.g. --resize-from 64 \
+        --image-size 128); validation, checkpoints and inference use --image-size. For models \
+        whose weights do not depend on the input size (resnet, efficientnet-lite0). (default: off)
+        """)
+    var resizeFrom: Int?
+
     @Option(help: "Fraction of each class held out for validation.")
     var valFraction = TrainingConfig().validationFraction
 
@@ -161,6 +169,18 @@ struct Train: ParsableCommand {
         if let warmupEpochs, !(warmupEpochs >= 0 && warmupEpochs.isFinite) { throw ValidationError("--warmup-epochs must be 0 or a positive number") }
         if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
         if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
+        if let resizeFrom {
+            guard resizeFrom >= 16, resizeFrom < shape.imageSize else {
+                throw ValidationError("--resize-from must be at least 16 and smaller than --image-size (\(shape.imageSize))")
+            }
+            let full = try? ModelZoo.builder(model, imageSize: shape.imageSize).counts()
+            for size in Swift.stride(from: resizeFrom, to: shape.imageSize, by: TrainingConfig.resizeStep) {
+                let counts = try? ModelZoo.builder(model, imageSize: size).counts()
+                guard let counts, let full, counts == full else {
+                    throw ValidationError("--resize-from: \(model) has other weights at \(size)x\(size) than at \(shape.imageSize)x\(shape.imageSize); progressive resizing needs a model with global pooling (resnet)")
+                }
+            }
+        }
         if let ema, !(ema >= 0 && ema < 1) { throw ValidationError("--ema must be in [0, 1): e.g. 0.999, or 0 for off") }
         if let microBatch, microBatch <= 0 { throw ValidationError("--micro-batch must be positive") }
         guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds") }
@@ -197,6 +217,7 @@ struct Train: ParsableCommand {
         if let patience { c.patience = patience }
         c.timeBudget = timeBudget
         if let ema { c.ema = ema > 0 ? ema : nil }
+        c.resizeFrom = resizeFrom
         c.validationTTA = valTta == .flip
         if timeBudget != nil, epochs == nil {
             c.fillsBudget = true

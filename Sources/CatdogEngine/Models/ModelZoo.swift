@@ -24,8 +24,9 @@ public enum ModelZoo {
     }
 
     /// Builds `name` for RGB images of `imageSize`×`imageSize`.
-    public static func build(_ name: String, imageSize: Int, convolution: ConvolutionOptions = .init()) throws -> Network {
-        try builder(name, imageSize: imageSize).build(convolution: convolution)
+    public static func build(_ name: String, imageSize: Int, convolution: ConvolutionOptions = .init(),
+                             sharing: Network? = nil) throws -> Network {
+        try builder(name, imageSize: imageSize).build(convolution: convolution, sharing: sharing)
     }
 
     /// The layers of `name` at `imageSize`, not yet built: `counts()` checks the size cheaply.

@@ -98,7 +98,11 @@ public final class Network {
         return (buffer, sizes)
     }
 
-    init(input: FeatureShape, layers: [(Layer, [Int])], convolution: ConvolutionOptions) throws {
+    /// With `sharing`, the network computes with that network's parameter, gradient and state
+    /// buffers (the same objects, not copies), which must have the same layout: the same model
+    /// at another input size, for models whose parameters do not depend on it (global pooling).
+    /// Progressive resizing trains through such a network.
+    init(input: FeatureShape, layers: [(Layer, [Int])], convolution: ConvolutionOptions, sharing: Network? = nil) throws {
         scratch = Scratch(convolution: convolution)
         let nodes = try Network.configure(input: input, layers: layers)
         self.nodes = nodes
@@ -125,15 +129,27 @@ public final class Network {
         }
         self.parameterSlots = parameterSlots
         self.stateSlots = stateSlots
-        parameters = FloatBuffer(count: p)
-        gradients = FloatBuffer(count: p)
-        state = FloatBuffer(count: s)
+        if let sharing {
+            let same = { (a: [TensorSlot], b: [TensorSlot]) in
+                a.count == b.count && zip(a, b).allSatisfy { $0.name == $1.name && $0.shape == $1.shape && $0.offset == $1.offset }
+            }
+            guard same(parameterSlots, sharing.parameterSlots), same(stateSlots, sharing.stateSlots) else {
+                throw ShapeError("the network at \(input.height)x\(input.width) has other parameters than at \(sharing.inputShape.height)x\(sharing.inputShape.width): only a model with global pooling (e.g. resnet) can change its input size")
+            }
+            parameters = sharing.parameters
+            gradients = sharing.gradients
+            state = sharing.state
+        } else {
+            parameters = FloatBuffer(count: p)
+            gradients = FloatBuffer(count: p)
+            state = FloatBuffer(count: s)
+        }
         for (index, node) in nodes.enumerated() {
             node.layer?.bind(parameters: parameters.pointer + parameterOffsets[index],
                              gradients: gradients.pointer + parameterOffsets[index],
                              state: state.pointer + stateOffsets[index])
         }
-        initialize(seed: 0)
+        if sharing == nil { initialize(seed: 0) }
     }
 
     /// Fixes every layer's shapes and names, in topological order; allocates no buffers.
@@ -292,8 +308,8 @@ public struct NetworkBuilder {
         return last
     }
 
-    public func build(convolution: ConvolutionOptions = .init()) throws -> Network {
-        try Network(input: input, layers: layers, convolution: convolution)
+    public func build(convolution: ConvolutionOptions = .init(), sharing: Network? = nil) throws -> Network {
+        try Network(input: input, layers: layers, convolution: convolution, sharing: sharing)
     }
 
     /// The parameter and state counts `build` would allocate, found by configuring the layers'

@@ -1,0 +1,92 @@
+import CatdogCheckpoint
+import CatdogData
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+import Foundation
+import XCTest
+
+/// Progressive resizing (`--resize-from`): the size schedule, a network at another input size
+/// that computes with the full-size network's buffers, samples resampled to the epoch's size,
+/// and a run that changes size and resumes bit-exactly.
+final class ProgressiveResizingTests: XCTestCase {
+    /// 64 → 128 in steps of 16, the full size at 3/4 of the run.
+    func testTheSizeGrowsInStepsAndArrivesAtThreeQuarters() {
+        var config = TrainingConfig()
+        config.imageSize = 128
+        XCTAssertEqual(config.trainingSize(atFraction: 0.3), 128, "off without resizeFrom")
+        config.resizeFrom = 64
+        let fractions = [0, 0.18, 0.19, 0.5, 0.74, 0.75, 1.0]
+        XCTAssertEqual(fractions.map { config.trainingSize(atFraction: $0) }, [64, 64, 80, 96, 112, 128, 128])
+    }
+
+    /// The resnet at 32 px built sharing the 64 px one's buffers uses the very same objects
+    /// (a change through one is seen by the other); vgg, whose dense layer depends on the size,
+    /// is refused.
+    func testAResizedNetworkSharesTheBuffersOrIsRefused() throws {
+        let full = try ModelZoo.build("resnet", imageSize: 64)
+        full.initialize(seed: 3)
+        let before = full.parameters.array
+        let small = try ModelZoo.build("resnet", imageSize: 32, sharing: full)
+        XCTAssertTrue(small.parameters === full.parameters && small.gradients === full.gradients && small.state === full.state)
+        XCTAssertEqual(full.parameters.array, before, "building the resized network must not re-initialise the weights")
+        XCTAssertEqual(small.inputShape.height, 32)
+        small.reserve(maxBatch: 2)
+        for i in 0..<(2 * small.inputShape.count) { small.input[i] = Float(i % 7) / 7 }
+        let logits = small.forward(batch: 2, context: PassContext(training: false))
+        XCTAssertTrue(logits[0].isFinite && logits[1].isFinite)
+        let vgg = try ModelZoo.build("vgg", imageSize: 64)
+        XCTAssertThrowsError(try ModelZoo.build("vgg", imageSize: 32, sharing: vgg))
+    }
+
+    /// A sample at half the working size is the centre crop resampled: on a square whose red
+    /// channel is 3·x, output pixel x samples stored column 4 + 2x + 0.5 (1e-3).
+    func testASampleAtAnotherSizeIsTheCropResampled() {
+        let stored = 72, size = 64
+        var square = [UInt8](repeating: 0, count: stored * stored * 3)
+        for y in 0..<stored { for x in 0..<stored { square[(y * stored + x) * 3] = UInt8(3 * x) } }
+        var out = [Float](repeating: 0, count: 32 * 32 * 3)
+        var random = Random(seed: 0)
+        square.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                ImageStore.writeSample(from: src.baseAddress!, storedSize: stored, to: dst.baseAddress!,
+                                       preprocessing: Preprocessing(imageSize: size), augmentation: .none, random: &random, outputSize: 32)
+            }
+        }
+        for x in [0, 5, 31] {
+            XCTAssertEqual(out[(7 * 32 + x) * 3] * 255, 3 * (4 + 2 * Float(x) + 0.5), accuracy: 1e-3, "column \(x)")
+        }
+    }
+
+    /// resnet 16 → 32 px over 4 epochs: the log names both sizes; resumed from update 3 (in
+    /// the first, 16 px epoch) the run ends bit-identical, streaming
+    /// its images where the first run had them in the node cache; vgg is refused with a reason.
+    func testARunGrowsItsInputAndResumesBitExact() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        func arguments(_ folder: String, _ extra: [String] = []) -> [String] {
+            ["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "32", "--resize-from", "16",
+             "--epochs", "4", "--batch-size", "24", "--patience", "0", "--checkpoint-every", "3", "--keep", "30"] + extra
+        }
+        let straight = try temporaryFolder(self), resumed = try temporaryFolder(self)
+        let first = try CLI.run(arguments(straight))
+        XCTAssertEqual(first.status, 0, first.output)
+        XCTAssertTrue(first.stdout.contains("epoch 1: training at 16x16 (progressive resizing to 32x32; validation at 32)"), first.stdout)
+        XCTAssertTrue(first.stdout.contains("epoch 4: training at 32x32"), first.stdout)
+        let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
+        XCTAssertEqual(try LoadedCheckpoint(path: middle).metadata.epochImageSize, 16)
+        let second = try CLI.run(arguments(resumed, ["--resume", middle, "--cache", "none"]))
+        XCTAssertEqual(second.status, 0, second.output)
+        XCTAssertTrue(second.stdout.contains("epoch 1: training at 16x16"), second.stdout)
+        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+        let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
+        XCTAssertEqual(a.metadata.history.count, 4)
+        XCTAssertEqual(a.metadata.imageSize, 32)
+        XCTAssertNil(a.metadata.epochImageSize)
+        for name in a.file.tensors.keys.sorted() { XCTAssertEqual(try a.file.array(name), try b.file.array(name), name) }
+        XCTAssertEqual(a.metadata.history.map(\.val_loss), b.metadata.history.map(\.val_loss))
+        let refused = try CLI.run(["train", "--data", data, "--checkpoint-dir", try temporaryFolder(self), "--model", "vgg",
+                                   "--image-size", "64", "--resize-from", "32"])
+        XCTAssertEqual(refused.status, 64, refused.output)
+        XCTAssertTrue(refused.stderr.contains("progressive resizing needs a model with global pooling"), refused.stderr)
+    }
+}
