@@ -36,6 +36,9 @@ public enum FeatureExtraction {
         public let trainCount: Int
         /// Pooled features, (files.count, width).
         public let pooled: FloatBuffer
+        /// Pooled features of the mirrored validation images, (files.count − trainCount, width),
+        /// when validation uses mirror TTA.
+        public let mirroredValidation: FloatBuffer?
         public let width: Int
         /// Activations at the cut, (files.count, boundaryWidth), in half precision to halve the
         /// memory: fine-tuning trains the layers after the cut from them.
@@ -48,11 +51,13 @@ public enum FeatureExtraction {
         public let imagesPerSecond: Double
         public let report: DecodeReport
 
-        init(files: [LabeledFile], trainCount: Int, pooled: FloatBuffer, width: Int, boundary: UnsafeMutablePointer<Float16>?,
-             boundaryWidth: Int, problems: [Double], seconds: Double, imagesPerSecond: Double, report: DecodeReport) {
+        init(files: [LabeledFile], trainCount: Int, pooled: FloatBuffer, mirroredValidation: FloatBuffer?, width: Int,
+             boundary: UnsafeMutablePointer<Float16>?, boundaryWidth: Int, problems: [Double], seconds: Double,
+             imagesPerSecond: Double, report: DecodeReport) {
             self.files = files
             self.trainCount = trainCount
             self.pooled = pooled
+            self.mirroredValidation = mirroredValidation
             self.width = width
             self.boundary = boundary
             self.boundaryWidth = boundaryWidth
@@ -70,9 +75,11 @@ public enum FeatureExtraction {
     }
 
     /// Runs the frozen network over the folder's images, each rank over its block, and
-    /// all-gathers the pooled features (and, given `boundaryNode`, that node's activations).
+    /// all-gathers the pooled features (and, given `boundaryNode`, that node's activations;
+    /// with `mirroredValidation`, the features of the mirrored validation images too).
     public static func extract(folder: String, network: Network, preprocessing: Preprocessing, config: TrainingConfig,
-                               boundaryNode: Int? = nil, communicator comm: Communicator, log: (String) -> Void,
+                               boundaryNode: Int? = nil, mirroredValidation: Bool = false, communicator comm: Communicator,
+                               log: (String) -> Void,
                                progress: ((String) -> Void)? = nil) throws -> Extracted {
         let files = try DataFolder.labeledFiles(in: folder)
         let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
@@ -91,6 +98,8 @@ public enum FeatureExtraction {
 
         let block = comm.block(of: all.count)
         let features = FloatBuffer(count: all.count * width)
+        let trainCount = split.train.count
+        let mirrored = mirroredValidation ? FloatBuffer(count: (all.count - trainCount) * width) : nil
         var problems = [Double](repeating: 0, count: all.count)
         let started = Date()
         var done = 0
@@ -111,6 +120,16 @@ public enum FeatureExtraction {
             }
             network.forward(batch: chunk.count, context: PassContext(training: false))
             (features.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
+            if let mirrored, chunk.upperBound > trainCount {
+                // The validation images of the chunk once more, mirrored (training images are not).
+                let first = max(chunk.lowerBound, trainCount) - chunk.lowerBound
+                for i in 0..<chunk.count {
+                    ImageStore.mirror(network.input + i * network.inputShape.count, size: preprocessing.imageSize)
+                }
+                network.forward(batch: chunk.count, context: PassContext(training: false))
+                (mirrored.pointer + (chunk.lowerBound + first - trainCount) * width)
+                    .update(from: network.activation(pool) + first * width, count: (chunk.count - first) * width)
+            }
             if let boundary, let boundaryNode {
                 convertToHalf(network.activation(boundaryNode), boundary + chunk.lowerBound * boundaryWidth,
                               count: chunk.count * boundaryWidth)
@@ -130,6 +149,13 @@ public enum FeatureExtraction {
         if let boundary {
             try comm.allGather(UnsafeMutableRawPointer(boundary), itemBytes: boundaryWidth * 2, counts: counts, offsets: offsets)
         }
+        if let mirrored {
+            // Each rank's validation rows: its block's part at or after the training images.
+            let blocks = (0..<comm.size).map { comm.block(of: all.count, rank: $0) }
+            let lows = blocks.map { max($0.lowerBound, trainCount) }
+            try comm.allGather(UnsafeMutableRawPointer(mirrored.pointer), itemBytes: width * 4,
+                               counts: zip(blocks, lows).map { max(0, $0.upperBound - $1) }, offsets: lows.map { $0 - trainCount })
+        }
         try comm.allReduceSum(&problems)
         let seconds = Date().timeIntervalSince(started)
         var rate = [Double(block.count) / max(localSeconds, 1e-9)]
@@ -141,7 +167,8 @@ public enum FeatureExtraction {
             report.skipped.append((all[i].path, problem, ""))
         }
         log(String(format: "features of %d images in %.1f s: %.1f images/s over %d ranks", all.count, seconds, rate[0], comm.size))
-        return Extracted(files: all, trainCount: split.train.count, pooled: features, width: width, boundary: boundary,
+        return Extracted(files: all, trainCount: split.train.count, pooled: features, mirroredValidation: mirrored, width: width,
+                         boundary: boundary,
                          boundaryWidth: boundaryWidth, problems: problems, seconds: seconds, imagesPerSecond: rate[0],
                          report: report)
     }
@@ -167,18 +194,27 @@ public enum FeatureExtraction {
         let params = FloatBuffer(count: width + 1), grads = FloatBuffer(count: width + 1)
         var history: [EpochMetrics] = []
         var stale = 0
-        func logit(_ i: Int) -> Float {
-            let row = features + i * width
+        func logit(_ i: Int, in rows: UnsafePointer<Float>? = nil) -> Float {
+            let row = (rows ?? UnsafePointer(features)) + i * width
             var z = b
             for k in 0..<width { z += w[k] * row[k] }
             return z
         }
+        /// With mirrored validation features, Kaggle's logloss (p clipped to [1e-15, 1 − 1e-15])
+        /// of the mean of the image's and its mirror image's probabilities, as `evaluate --tta-flip`.
         func score(_ indices: [Int]) -> (loss: Double, accuracy: Double) {
             var loss = 0.0, correct = 0
             for i in indices {
                 let z = logit(i), y = Float(x.files[i].label)
-                loss += Double(BinaryCrossEntropy.loss(logit: z, label: y))
-                if (z > 0) == (y > 0.5) { correct += 1 }
+                if let mirrored = x.mirroredValidation, i >= x.trainCount {
+                    let zm = logit(i - x.trainCount, in: UnsafePointer(mirrored.pointer))
+                    let p = min(max((Double(BinaryCrossEntropy.sigmoid(z)) + Double(BinaryCrossEntropy.sigmoid(zm))) / 2, 1e-15), 1 - 1e-15)
+                    loss -= y > 0.5 ? Foundation.log(p) : Foundation.log(1 - p)  // `log` is the logger here
+                    if (p > 0.5) == (y > 0.5) { correct += 1 }
+                } else {
+                    loss += Double(BinaryCrossEntropy.loss(logit: z, label: y))
+                    if (z > 0) == (y > 0.5) { correct += 1 }
+                }
             }
             return (loss / Double(max(indices.count, 1)), Double(correct) / Double(max(indices.count, 1)))
         }
@@ -246,7 +282,7 @@ public enum FeatureExtraction {
                            progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> Result {
         let network = try initial.makeNetwork()
         let x = try extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing, config: config,
-                            communicator: comm, log: log, progress: progress)
+                            mirroredValidation: config.validationTTA == true, communicator: comm, log: log, progress: progress)
         let trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
                                 metricsFile: comm.rank == 0 ? metricsFile : nil)
         install(trained, into: network)

@@ -476,9 +476,9 @@ struct Train: ParsableCommand {
             var config = initial.metadata.config
             config.seed = seed
             config.validationFraction = valFraction
-            // The head and the kept-activation fine-tuning score validation images alone, with
-            // the live weights.
-            config.validationTTA = nil
+            // The head scores validation with mirror TTA as asked (from mirrored images'
+            // features); fine-tuning from kept activations scores the images alone.
+            config.validationTTA = valTta == .flip && freeze == .backbone ? true : nil
             config.ema = nil
             var head = FeatureExtraction.HeadConfig()
             if let epochs { head.epochs = epochs }

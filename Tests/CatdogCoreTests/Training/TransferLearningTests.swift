@@ -52,6 +52,7 @@ final class TransferLearningTests: XCTestCase {
     /// `train --model efficientnet-lite0 --init-from` end to end on 60 images: features, head,
     /// a checkpoint that `evaluate` reads. With ImageNet features even 54 training images
     /// separate cats from dogs: validation accuracy ≥ 0.8 (6 images) and training accuracy ≥ 0.9.
+    /// The validation loss is mirror TTA's, as `evaluate --validation-split --tta-flip` scores it.
     func testFeatureExtractionTrainsAHeadOnTwoRanks() throws {
         let (imported, data, run) = try importedWeightsAndSmallSet()
         let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
@@ -64,6 +65,14 @@ final class TransferLearningTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(checkpoint.metadata.history.last!.train_acc, 0.9)
         let evaluated = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", data, "--json"])
         XCTAssertEqual(evaluated.status, 0, evaluated.output)
+        // The head's validation is mirror TTA (features of the mirrored validation images):
+        // what `evaluate --validation-split --tta-flip` scores on the best checkpoint (1e-4).
+        let split = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", data,
+                                 "--validation-split", "--tta-flip", "--json"])
+        XCTAssertEqual(split.status, 0, split.output)
+        let json = try JSONSerialization.jsonObject(with: Data(split.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+        XCTAssertEqual(json["logloss"] as! Double, best.val_loss, accuracy: 1e-4)
+        XCTAssertEqual(json["accuracy"] as! Double, best.val_acc, accuracy: 1e-9)
         let refused = try CLI.run(["train", "--model", "efficientnet-lite0", "--data", data, "--checkpoint-dir", run])
         XCTAssertEqual(refused.status, 1)
         XCTAssertTrue(refused.stderr.contains("--init-from"), refused.stderr)
