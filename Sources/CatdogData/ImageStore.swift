@@ -232,10 +232,15 @@ public final class ImageStore {
 
     /// Mirrors an (H, W, 3) image of floats left to right in place (flip TTA).
     public static func mirror(_ image: UnsafeMutablePointer<Float>, size: Int) {
-        for y in 0..<size {
-            let row = image + y * size * 3
-            for x in 0..<(size / 2) {
-                for c in 0..<3 { swap(&row[x * 3 + c], &row[(size - 1 - x) * 3 + c]) }
+        mirror(image, height: size, width: size, channels: 3)
+    }
+
+    /// Mirrors an (H, W, C) map of floats left to right in place.
+    public static func mirror(_ map: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int) {
+        for y in 0..<height {
+            let row = map + y * width * channels
+            for x in 0..<(width / 2) {
+                for c in 0..<channels { swap(&row[x * channels + c], &row[(width - 1 - x) * channels + c]) }
             }
         }
     }

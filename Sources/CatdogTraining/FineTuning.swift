@@ -36,7 +36,7 @@ public enum FineTuning {
     }
 
     public static func run(folder: String, initial: LoadedCheckpoint, config: TrainingConfig, head: FeatureExtraction.HeadConfig,
-                           tune: Config, communicator comm: Communicator, log: (String) -> Void,
+                           tune: Config, communicator comm: Communicator, log: @escaping (String) -> Void,
                            progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> FeatureExtraction.Result {
         let entries = ModelZoo.efficientNetBlockInputs()
         guard entries.indices.contains(tune.freezeUntil) else {
@@ -53,7 +53,7 @@ public enum FineTuning {
         let trainedHead = FeatureExtraction.trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
                                                       metricsFile: comm.rank == 0 ? metricsFile : nil)
         FeatureExtraction.install(trainedHead, into: network)
-        var history = trainedHead.history
+        let history = trainedHead.history
         let headEpochs = history.count
         log(String(format: "head: val_loss %.4f val_acc %.4f after %d epochs; fine-tuning blocks %d-15 and the head",
                    trainedHead.bestValidationLoss, history.min { $0.val_loss < $1.val_loss }?.val_acc ?? .nan,
@@ -70,120 +70,112 @@ public enum FineTuning {
         if !backbone.isEmpty {
             groups.insert(.init(range: backbone, optimizer: Adam(count: backbone.count), learningRateScale: tune.backboneScale), at: 0)
         }
-        let stepper = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: comm,
-                                       overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
-                                       fp16: config.fp16AllReduce ?? false)
-        let train = x.train, validation = x.validation
-        let width = x.boundaryWidth, boundary = x.boundary!
-        let steps = (train.count + tune.globalBatch - 1) / tune.globalBatch
-        let schedule = LearningRateSchedule(baseRate: tune.learningRate, warmupSteps: Int(tune.warmupEpochs * Double(steps)),
-                                            totalSteps: tune.epochs * steps, decay: .cosine)
-        let input = network.activation(cut)
-        let map = network.nodes[cut].shape
-        func load(_ sample: Int, slot: Int, mirrored: Bool = false) {
-            let source = boundary + sample * width, target = input + slot * width
-            guard mirrored else {
-                convertFromHalf(source, target, count: width)
-                return
-            }
-            let c = map.channels
-            for h in 0..<map.height {
-                for w in 0..<map.width {
-                    convertFromHalf(source + (h * map.width + w) * c, target + (h * map.width + map.width - 1 - w) * c, count: c)
-                }
-            }
-        }
-        func evaluate() throws -> (loss: Double, accuracy: Double) {
-            let block = comm.block(of: validation.count)
-            var lossSum = 0.0, correct = 0.0
-            var start = block.lowerBound
-            while start < block.upperBound {
-                let chunk = start..<min(start + localBatch, block.upperBound)
-                for (slot, v) in chunk.enumerated() {
-                    load(validation[v], slot: slot)
-                    stepper.labels[slot] = Float(x.files[validation[v]].label)
-                }
-                let logits = network.forward(batch: chunk.count, context: PassContext(training: false), from: cut)
-                for (slot, _) in chunk.enumerated() {
-                    lossSum += Double(BinaryCrossEntropy.loss(logit: logits[slot], label: stepper.labels[slot]))
-                    if (logits[slot] > 0) == (stepper.labels[slot] > 0.5) { correct += 1 }
-                }
-                start = chunk.upperBound
-            }
-            var totals = [lossSum, correct]
-            try comm.allReduceSum(&totals)
-            return (totals[0] / Double(max(validation.count, 1)), totals[1] / Double(max(validation.count, 1)))
-        }
-
-        let bestParameters = FloatBuffer(count: network.parameterCount)
-        bestParameters.pointer.update(from: network.parameters.pointer, count: network.parameterCount)
-        let start = try evaluate()
-        var best = start.loss
+        // The run's epochs go on after the head's, through the one epoch driver.
+        var phase = config
+        phase.globalBatch = tune.globalBatch
+        phase.epochs = headEpochs + tune.epochs
+        phase.learningRate = tune.learningRate
+        phase.weightDecay = tune.weightDecay
+        phase.patience = tune.patience
+        phase.timeBudget = nil
+        phase.fillsBudget = nil
+        phase.validationTTA = nil
+        phase.ema = nil
+        phase.resizeFrom = nil
+        let source = KeptActivations(x, cut: cut, map: network.nodes[cut].shape, mirror: tune.mirror, seed: config.seed,
+                                     communicator: comm)
+        let trainer = try Trainer(config: phase, communicator: comm, network: network, groups: groups, firstNode: cut,
+                                  source: source, preprocessing: initial.metadata.preprocessing)
+        let steps = trainer.stepsPerEpoch
+        trainer.setSchedule(LearningRateSchedule(baseRate: tune.learningRate, warmupSteps: Int(tune.warmupEpochs * Double(steps)),
+                                                 totalSteps: tune.epochs * steps, decay: .cosine))
+        trainer.planSeed = config.seed ^ 0xF17E
+        trainer.phase = ("fine-tune epoch", headEpochs)
+        trainer.epoch = headEpochs
+        trainer.history = history
+        trainer.elapsedBefore = history.last?.elapsed_s ?? x.seconds
+        // The head alone is the result to beat (epoch 0 of fine-tuning).
+        let start = try trainer.evaluate()
+        trainer.bestValidationLoss = start.loss
+        trainer.rememberBest()
         log(String(format: "fine-tuning from val_loss %.4f val_acc %.4f: %d epochs of %d steps, global batch %d, lr %.1e (blocks %.1e)",
                    start.loss, start.accuracy, tune.epochs, steps, tune.globalBatch, tune.learningRate,
                    tune.learningRate * tune.backboneScale))
-        let started = Date()
-        let headElapsed = history.last?.elapsed_s ?? x.seconds
-        var globalStep = 0, stale = 0
-        for epoch in 0..<tune.epochs {
-            let plan = try EpochPlan(sampleCount: train.count, globalBatch: tune.globalBatch, ranks: comm.size,
-                                     seed: config.seed ^ 0xF17E, epoch: epoch)
-            var lossSum = 0.0, correct = 0.0
-            let epochStart = Date()
-            for step in 0..<plan.steps {
-                let local = plan.samples(step: step, rank: comm.rank)
-                for (slot, position) in local.enumerated() {
-                    var coin = Random(seed: config.seed, 0x3122, UInt64(epoch), UInt64(train[position]))
-                    load(train[position], slot: slot, mirrored: tune.mirror && coin.below(2) == 1)
-                    stepper.labels[slot] = Float(x.files[train[position]].label)
-                }
-                let context = PassContext(training: true, seed: config.seed, step: globalStep,
-                                          firstSample: plan.firstPosition(step: step, rank: comm.rank))
-                let result = try stepper.run(batch: local.count, normalizer: plan.globalCount(step: step), context: context,
-                                             learningRate: schedule.rate(at: globalStep), weightDecay: tune.weightDecay)
-                lossSum += result.lossSum
-                correct += Double(result.correct)
-                globalStep += 1
-                if comm.rank == 0, let progress {
-                    let seconds = Date().timeIntervalSince(epochStart)
-                    let rate = Double((step + 1) * tune.globalBatch) / seconds
-                    progress(String(format: "fine-tune epoch %d/%d  step %d/%d  %.1f img/s  lr %.2e  ETA %@", epoch + 1, tune.epochs,
-                                    step + 1, plan.steps, rate, schedule.rate(at: globalStep),
-                                    formatDuration(Double(plan.steps - step - 1) * seconds / Double(step + 1))))
-                }
-            }
-            var totals = [lossSum, correct]
-            try comm.allReduceSum(&totals)
-            let epochSeconds = Date().timeIntervalSince(epochStart)
-            let val = try evaluate()
-            let metrics = EpochMetrics(
-                epoch: headEpochs + epoch + 1, step: globalStep, train_loss: totals[0] / Double(train.count),
-                train_acc: totals[1] / Double(train.count), val_loss: val.loss, val_acc: val.accuracy,
-                images_per_s: Double(train.count) / epochSeconds,
-                elapsed_s: headElapsed + Date().timeIntervalSince(started),
-                lr: Double(schedule.rate(at: globalStep - 1)), ranks: comm.size)
-            history.append(metrics)
-            if comm.rank == 0, let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
-            let improved = val.loss < best
-            if improved {
-                best = val.loss
-                stale = 0
-                bestParameters.pointer.update(from: network.parameters.pointer, count: network.parameterCount)
-            } else {
-                stale += 1
-            }
-            log(String(format: "fine-tune epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s | %@%@",
-                       epoch + 1, tune.epochs, metrics.train_loss, metrics.train_acc, val.loss, val.accuracy,
-                       metrics.images_per_s, formatDuration(Date().timeIntervalSince(started)), improved ? " | best" : ""))
-            if tune.patience > 0, stale >= tune.patience {
-                log("early stop: no better val_loss for \(stale) epochs")
-                break
-            }
-        }
-        network.parameters.pointer.update(from: bestParameters.pointer, count: network.parameterCount)
+        let summary = try trainer.fit(metricsFile: comm.rank == 0 ? metricsFile : nil, log: log, progress: progress)
         for node in network.nodes { (node.layer as? BatchNorm)?.frozen = false }
-        return FeatureExtraction.Result(network: network, history: history, bestValidationLoss: best,
+        return FeatureExtraction.Result(network: network, history: summary.history, bestValidationLoss: summary.bestValidationLoss,
                                         extractionSeconds: x.seconds, imagesPerSecond: x.imagesPerSecond,
                                         skippedSummary: x.report.summary)
+    }
+}
+
+/// Activations kept at a cut of the network (fp16, from `FeatureExtraction.extract`) as the
+/// epoch driver's batches: a training sample's map is mirrored left-right with probability 1/2,
+/// keyed by (seed, epoch, sample); validation maps as they are. Every rank holds all of them.
+final class KeptActivations: BatchSource {
+    let x: FeatureExtraction.Extracted
+    let train: [Int], validation: [Int]
+    let cut: Int
+    let map: FeatureShape
+    let mirror: Bool
+    let seed: UInt64
+    let rank: Int
+    let validationBlock: Range<Int>
+
+    init(_ x: FeatureExtraction.Extracted, cut: Int, map: FeatureShape, mirror: Bool, seed: UInt64, communicator comm: Communicator) {
+        precondition(x.boundary != nil && x.boundaryWidth == map.count)
+        self.x = x
+        train = x.train
+        validation = x.validation
+        self.cut = cut
+        self.map = map
+        self.mirror = mirror
+        self.seed = seed
+        rank = comm.rank
+        validationBlock = comm.block(of: validation.count)
+    }
+
+    var trainCount: Int { train.count }
+    var validationCount: Int { validation.count }
+    var localValidationCount: Int { validationBlock.count }
+    var lateFailures: [String] { [] }
+    var waitSeconds: Double { 0 }
+    var prepareSeconds: Double { 0 }
+
+    /// Sample `sample`'s kept map, as floats, at `target`; mirrored left-right if asked.
+    func load(_ sample: Int, into target: UnsafeMutablePointer<Float>, mirrored: Bool) {
+        let source = x.boundary! + sample * map.count
+        guard mirrored else {
+            convertFromHalf(source, target, count: map.count)
+            return
+        }
+        let c = map.channels
+        for h in 0..<map.height {
+            for w in 0..<map.width {
+                convertFromHalf(source + (h * map.width + w) * c, target + (h * map.width + map.width - 1 - w) * c, count: c)
+            }
+        }
+    }
+
+    func trainBatch(plan: EpochPlan, step: Int, size: Int, stepper: DataParallelStep) -> (input: UnsafePointer<Float>?, count: Int) {
+        let local = plan.samples(step: step, rank: rank)
+        let input = stepper.network.activation(cut)
+        for (slot, position) in local.enumerated() {
+            var coin = Random(seed: seed, 0x3122, UInt64(plan.epoch), UInt64(train[position]))
+            load(train[position], into: input + slot * map.count, mirrored: mirror && coin.below(2) == 1)
+            stepper.labels[slot] = Float(x.files[train[position]].label)
+        }
+        return (nil, local.count)
+    }
+
+    func validationBatch(_ range: Range<Int>, network: Network, node: Int, labels: UnsafeMutablePointer<Float>) -> Int {
+        precondition(node == cut)
+        let input = network.activation(node)
+        for (slot, v) in range.enumerated() {
+            let sample = validation[validationBlock.lowerBound + v]
+            load(sample, into: input + slot * map.count, mirrored: false)
+            labels[slot] = Float(x.files[sample].label)
+        }
+        return range.count
     }
 }

@@ -12,8 +12,19 @@ public final class Trainer {
     public let config: TrainingConfig
     public let comm: Communicator
     public let network: Network
+    /// The first parameter group's optimizer (the only one when the whole network trains).
     public let optimizer: Optimizer
-    public let data: TrainingData
+    /// Where batches come from: images, or activations kept at `firstNode`.
+    public let source: BatchSource
+    /// How the images became input (stored in checkpoints).
+    public let preprocessing: Preprocessing
+    /// Forward starts and backward stops at this node (0: the input; fine-tuning: a cut).
+    public let firstNode: Int
+    /// Seed of the epochs' permutations (the run's seed, unless a phase wants its own).
+    public var planSeed: UInt64
+    /// What the log calls an epoch, and the first epoch of this phase (a fine-tuning phase
+    /// after the head's epochs logs "fine-tune epoch 1/3" for the run's epoch 61).
+    public var phase = (name: "epoch", firstEpoch: 0)
     public private(set) var schedule: LearningRateSchedule
 
     /// Position: completed epochs, steps done in the current epoch, updates in total.
@@ -41,7 +52,7 @@ public final class Trainer {
     public let emaParameters: FloatBuffer
     public let emaState: FloatBuffer
 
-    public var stepsPerEpoch: Int { (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch }
+    public var stepsPerEpoch: Int { (source.trainCount + config.globalBatch - 1) / config.globalBatch }
 
     /// The update itself; owns the labels buffer and the gradient buckets. It trains through
     /// `trainingNetwork`.
@@ -56,8 +67,8 @@ public final class Trainer {
     private var retiredSeconds = (compute: 0.0, comm: 0.0)
     /// The input size training batches have now.
     public var trainingSize: Int { trainingNetwork.inputShape.height }
-    /// Decodes and augments this rank's slice of the next batch while the current one trains.
-    public let loader: BatchLoader
+    /// The image loader (decoding one step ahead), when the source is images.
+    public var loader: BatchLoader? { (source as? ImageSource)?.loader }
     /// Samples that go through the network at once; the local batch is split into micro-batches
     /// of this size whose gradients add up before the all-reduce.
     public let microBatch: Int
@@ -96,25 +107,55 @@ public final class Trainer {
         return max(1, (localBatch + passes - 1) / max(passes, 1))
     }
 
-    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, microBatch: Int? = nil,
-                activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
-        self.config = config
-        comm = communicator
-        self.data = data
+    /// Training from scratch on the images of `data`: the network built from `config` and
+    /// initialised by rank 0, one optimizer over all of it.
+    public convenience init(config: TrainingConfig, communicator comm: Communicator, data: TrainingData, microBatch: Int? = nil,
+                            activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
         guard config.globalBatch % comm.size == 0 else {
             throw EpochPlan.BatchSizeError(description: """
                 the global batch size \(config.globalBatch) does not divide among \(comm.size) ranks; \
                 use a global batch size that is a multiple of \(comm.size)
                 """)
         }
-        network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
+        let network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
         let localBatch = config.globalBatch / comm.size
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
                                                              budget: activationBudget), 1),
                         max(localBatch, 1))
-        self.microBatch = micro
         network.reserve(maxBatch: micro)
-        optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
+        let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
+        let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: localBatch,
+                                 sampleFloats: network.inputShape.count)
+        try self.init(config: config, communicator: comm, network: network,
+                      groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)], firstNode: 0,
+                      source: ImageSource(data: data, loader: loader), preprocessing: data.preprocessing, convolution: convolution)
+        // Rank 0 initialises; everyone starts from its weights.
+        network.initialize(seed: config.seed)
+        try comm.broadcast(network.parameters)
+        try comm.broadcast(network.state)
+        resetAverage()
+    }
+
+    /// The epoch driver over any source: `network` as it is (already reserved for the
+    /// micro-batch, its weights the same on every rank), trained in `groups` from `firstNode`.
+    public init(config: TrainingConfig, communicator: Communicator, network: Network, groups: [DataParallelStep.ParameterGroup],
+                firstNode: Int, source: BatchSource, preprocessing: Preprocessing, convolution: ConvolutionOptions = .init()) throws {
+        guard config.globalBatch % communicator.size == 0 else {
+            throw EpochPlan.BatchSizeError(description: """
+                the global batch size \(config.globalBatch) does not divide among \(communicator.size) ranks; \
+                use a global batch size that is a multiple of \(communicator.size)
+                """)
+        }
+        self.config = config
+        comm = communicator
+        self.network = network
+        self.source = source
+        self.preprocessing = preprocessing
+        self.firstNode = firstNode
+        planSeed = config.seed
+        let localBatch = config.globalBatch / comm.size
+        let micro = network.maxBatch
+        self.microBatch = micro
         evaluationLabels = FloatBuffer(count: micro)
         dLogits = FloatBuffer(count: micro)
         // Only rank 0 keeps the best weights (it writes them into checkpoints); at the end it
@@ -124,23 +165,17 @@ public final class Trainer {
         let averaging = config.emaDecay != nil
         emaParameters = FloatBuffer(count: averaging ? network.parameterCount : 0)
         emaState = FloatBuffer(count: averaging ? network.state.count : 0)
-        let steps = (data.trainSamples.count + config.globalBatch - 1) / config.globalBatch
+        let steps = (source.trainCount + config.globalBatch - 1) / config.globalBatch
         schedule = LearningRateSchedule(
             baseRate: config.resolvedLearningRate, warmupSteps: Int(config.warmupEpochs * Double(steps)),
             totalSteps: config.epochs * steps, decay: config.decay)
-        stepper = DataParallelStep(network: network, optimizer: optimizer, communicator: communicator,
+        stepper = DataParallelStep(network: network, groups: groups, firstNode: firstNode, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
                                    fp16: config.fp16AllReduce ?? false, batchCapacity: localBatch)
+        optimizer = stepper.optimizer
         fullSizeStepper = stepper
         trainingNetwork = network
         self.convolution = convolution
-        loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: localBatch,
-                             sampleFloats: network.inputShape.count)
-
-        // Rank 0 initialises; everyone starts from its weights.
-        network.initialize(seed: config.seed)
-        try comm.broadcast(network.parameters)
-        try comm.broadcast(network.state)
         resetAverage()
     }
 
@@ -178,13 +213,14 @@ public final class Trainer {
             stepper = fullSizeStepper
             return
         }
+        precondition(firstNode == 0, "progressive resizing trains from the input")
         let resized = try ModelZoo.build(config.model, imageSize: size, convolution: convolution, sharing: network)
         for (full, small) in zip(network.nodes, resized.nodes) {
             if let frozen = (full.layer as? BatchNorm)?.frozen { (small.layer as? BatchNorm)?.frozen = frozen }
         }
         resized.reserve(maxBatch: microBatch)
         trainingNetwork = resized
-        stepper = DataParallelStep(network: resized, optimizer: optimizer, communicator: comm, overlap: config.overlap,
+        stepper = DataParallelStep(network: resized, groups: fullSizeStepper.groups, firstNode: 0, communicator: comm, overlap: config.overlap,
                                    bucketBytes: Int(config.bucketMiB * 1_048_576), fp16: config.fp16AllReduce ?? false,
                                    batchCapacity: config.globalBatch / comm.size)
     }
@@ -200,8 +236,7 @@ public final class Trainer {
     /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`
     /// (prepared by the loader while the previous step ran).
     public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
-        let batch = loader.batch(plan: plan, step: step, size: trainingSize)
-        stepper.labels.pointer.update(from: batch.labels, count: batch.count)
+        let batch = source.trainBatch(plan: plan, step: step, size: trainingSize, stepper: stepper)
         let context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
         stepper.heartbeat = watchdog == nil ? nil : globalStep + 1
@@ -221,6 +256,8 @@ public final class Trainer {
     /// Averages BatchNorm moving statistics across ranks (each rank saw its own batches).
     public func averageBatchNormState() throws {
         guard comm.size > 1, network.state.count > 0 else { return }
+        // Frozen layers (fine-tuning) keep their statistics bit for bit.
+        guard network.nodes.contains(where: { ($0.layer as? BatchNorm).map { !$0.frozen } ?? false }) else { return }
         let scale = 1 / Float(comm.size)
         for state in [network.state, emaState] where state.count > 0 {
             try comm.allReduceSum(state.pointer, count: state.count)
@@ -238,22 +275,25 @@ public final class Trainer {
     private func evaluateLoadedWeights() throws -> (loss: Double, accuracy: Double) {
         let tta = config.validationTTA == true
         let batch = network.maxBatch
-        let sampleSize = network.inputShape.count
-        let samples = data.localValidationSamples
+        let shape = network.nodes[firstNode].shape
+        let count = source.localValidationCount
         var lossSum = 0.0, correct = 0.0
         var start = 0
         let context = PassContext(training: false)
         var evaluated = 0
-        while start < samples.count {
-            let chunk = samples[start..<min(start + batch, samples.count)]
-            start += chunk.count
-            let n = loader.validationBatch(chunk, input: network.input, labels: evaluationLabels.pointer, sampleFloats: sampleSize)
+        while start < count {
+            let chunk = start..<min(start + batch, count)
+            start = chunk.upperBound
+            let n = source.validationBatch(chunk, network: network, node: firstNode, labels: evaluationLabels.pointer)
             guard n > 0 else { continue }
-            let logits = network.forward(batch: n, context: context)
+            let logits = network.forward(batch: n, context: context, from: firstNode)
             if tta {
                 var probabilities = (0..<n).map { Double(BinaryCrossEntropy.sigmoid(logits[$0])) }
-                for i in 0..<n { ImageStore.mirror(network.input + i * sampleSize, size: data.preprocessing.imageSize) }
-                let mirrored = network.forward(batch: n, context: context)
+                let first = network.activation(firstNode)
+                for i in 0..<n {
+                    ImageStore.mirror(first + i * shape.count, height: shape.height, width: shape.width, channels: shape.channels)
+                }
+                let mirrored = network.forward(batch: n, context: context, from: firstNode)
                 for i in 0..<n {
                     probabilities[i] = (probabilities[i] + Double(BinaryCrossEntropy.sigmoid(mirrored[i]))) / 2
                     let label = evaluationLabels.pointer[i] > 0.5

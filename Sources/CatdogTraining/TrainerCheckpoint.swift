@@ -19,7 +19,7 @@ extension Trainer {
     @discardableResult
     public func withCheckpointParts<T>(finished: Bool, _ body: ([UInt8], [UnsafeRawBufferPointer]) throws -> T) throws -> T {
         var metadata = CheckpointMetadata(
-            model: config.model, imageSize: config.imageSize, preprocessing: data.preprocessing, config: config,
+            model: config.model, imageSize: config.imageSize, preprocessing: preprocessing, config: config,
             epoch: epoch, stepInEpoch: stepInEpoch, step: globalStep, globalBatch: config.globalBatch, ranks: comm.size,
             optimizer: optimizer.kind.rawValue, optimizerHyperparameters: optimizer.hyperparameters,
             optimizerIterations: optimizer.iterations, optimizerScalars: optimizer.scalarState, schedule: schedule,

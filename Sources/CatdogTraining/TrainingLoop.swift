@@ -15,7 +15,7 @@ extension Trainer {
     /// What an evaluation should take: forward passes only over the validation images, about
     /// 2/5 of a training step per global batch of them.
     func evaluationSeconds(perStep: Double) -> Double {
-        perStep * (Double(data.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
+        perStep * (Double(source.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
     }
 
     /// Trains until `config.epochs` epochs are done, early stopping fires, or the time budget
@@ -52,11 +52,11 @@ extension Trainer {
         // budget the epochs the budget is estimated to hold ("~57").
         let fills = config.fillsBudget == true
         var budgetEpochs = 0
-        func total() -> String { fills ? (budgetEpochs > 0 ? "~\(budgetEpochs)" : "?") : "\(config.epochs)" }
+        func total() -> String { fills ? (budgetEpochs > 0 ? "~\(budgetEpochs)" : "?") : "\(config.epochs - phase.firstEpoch)" }
         var announcedSize = 0
         outer: while epoch < config.epochs {
-            let plan = try EpochPlan(sampleCount: data.trainSamples.count, globalBatch: config.globalBatch,
-                                     ranks: comm.size, seed: config.seed, epoch: epoch)
+            let plan = try EpochPlan(sampleCount: source.trainCount, globalBatch: config.globalBatch,
+                                     ranks: comm.size, seed: planSeed, epoch: epoch)
             // Progressive resizing: the epoch's input size from how far the schedule has come
             // (the same on every rank), or for a resumed epoch the size it started at.
             if config.resizeFrom != nil {
@@ -69,7 +69,7 @@ extension Trainer {
                 announcedSize = size
             }
             let epochStarted = Date()
-            let waitedBefore = loader.waitSeconds
+            let waitedBefore = source.waitSeconds
             var imagesThisRun = 0.0
             let firstStep = stepInEpoch
             while stepInEpoch < plan.steps {
@@ -126,8 +126,8 @@ extension Trainer {
                     let seconds = Date().timeIntervalSince(epochStarted)
                     let rate = imagesThisRun / max(seconds, 1e-9)
                     let eta = Double(plan.steps - stepInEpoch) * seconds / Double(stepInEpoch - firstStep)
-                    progress(String(format: "epoch %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
-                                    epoch + 1, total(), stepInEpoch, plan.steps, rate,
+                    progress(String(format: "%@ %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
+                                    phase.name, epoch + 1 - phase.firstEpoch, total(), stepInEpoch, plan.steps, rate,
                                     epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
                                     Double(schedule.rate(at: globalStep)), formatDuration(eta)))
                 }
@@ -138,7 +138,7 @@ extension Trainer {
                 }
             }
             let trainSeconds = Date().timeIntervalSince(epochStarted)
-            let waited = (loader.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
+            let waited = (source.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
             let evaluationEstimate = evaluationSeconds(perStep: slowestStep)
             let evaluationStarted = Date()
             let (validation, late) = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
@@ -146,7 +146,7 @@ extension Trainer {
                 try averageBatchNormState()
                 let validation = try evaluate()
                 // Files that passed the check but failed since (left out of their batch), over all ranks.
-                var late = [Double(loader.lateFailures.count)]
+                var late = [Double(source.lateFailures.count)]
                 try comm.allReduceSum(&late)
                 return (validation, late)
             }
@@ -167,11 +167,11 @@ extension Trainer {
                 epochsWithoutImprovement += 1
             }
             if comm.rank == 0 {
-                log(String(format: "epoch %d/%@: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
-                           epoch + 1, total(), metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
+                log(String(format: "%@ %d/%@: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
+                           phase.name, epoch + 1 - phase.firstEpoch, total(), metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
                            metrics.images_per_s, waited * 100, formatDuration(elapsed), improved ? " | best" : ""))
                 if late[0] > 0 {
-                    log("warning: \(Int(late[0])) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(loader.lateFailures.prefix(3).joined(separator: "; "))")
+                    log("warning: \(Int(late[0])) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(source.lateFailures.prefix(3).joined(separator: "; "))")
                 }
                 if let metricsFile { try appendLine(metrics.jsonLine, to: metricsFile) }
                 record { events in

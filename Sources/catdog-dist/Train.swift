@@ -353,7 +353,7 @@ struct Train: ParsableCommand {
             var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]
             try comm.allReduceMax(&peak)
             log.info(String(format: "input: the helper thread prepared batches for %.1f s; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
-                            trainer.loader.prepareSeconds, trainer.loader.waitSeconds, peak[0] / 1_048_576))
+                            trainer.source.prepareSeconds, trainer.source.waitSeconds, peak[0] / 1_048_576))
             log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; best weights in \(store.bestPath)")
         }
     }

@@ -72,8 +72,8 @@ final class StreamingInputTests: XCTestCase {
         var logged: [String] = []
         let summary = try trainer.fit(metricsFile: nil, log: { logged.append($0) })
         XCTAssertEqual(summary.history.count, 2)
-        XCTAssertEqual(trainer.loader.lateFailures.count, 2, "\(trainer.loader.lateFailures)")
-        XCTAssertTrue(trainer.loader.lateFailures.allSatisfy { $0.contains(victim) && $0.contains("not a JPEG") })
+        XCTAssertEqual(trainer.source.lateFailures.count, 2, "\(trainer.source.lateFailures)")
+        XCTAssertTrue(trainer.source.lateFailures.allSatisfy { $0.contains(victim) && $0.contains("not a JPEG") })
         XCTAssertTrue(logged.contains { $0.contains("failed to decode since") }, "\(logged)")
         // Each epoch trained on the 17 images that still decode.
         XCTAssertEqual(summary.history.map { $0.step }, [3, 6])
