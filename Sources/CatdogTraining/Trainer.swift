@@ -111,12 +111,6 @@ public final class Trainer {
     /// initialised by rank 0, one optimizer over all of it.
     public convenience init(config: TrainingConfig, communicator comm: Communicator, data: TrainingData, microBatch: Int? = nil,
                             activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
-        guard config.globalBatch % comm.size == 0 else {
-            throw EpochPlan.BatchSizeError(description: """
-                the global batch size \(config.globalBatch) does not divide among \(comm.size) ranks; \
-                use a global batch size that is a multiple of \(comm.size)
-                """)
-        }
         let network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
         let localBatch = config.globalBatch / comm.size
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,

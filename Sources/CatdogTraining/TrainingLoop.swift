@@ -13,9 +13,10 @@ extension Trainer {
 
 
     /// What an evaluation should take: forward passes only over the validation images, about
-    /// 2/5 of a training step per global batch of them.
+    /// 2/5 of a training step per global batch of them, twice with mirror TTA.
     func evaluationSeconds(perStep: Double) -> Double {
         perStep * (Double(source.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
+            * (config.validationTTA == true ? 2 : 1)
     }
 
     /// Trains until `config.epochs` epochs are done, early stopping fires, or the time budget
