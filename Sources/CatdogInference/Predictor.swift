@@ -86,8 +86,7 @@ public final class Predictor {
 
 /// Kaggle's logloss of one prediction: −[y·log p + (1−y)·log(1−p)], p clipped to [1e-15, 1−1e-15].
 public func logLoss(probability p: Double, label: Int) -> Double {
-    let clipped = min(max(p, 1e-15), 1 - 1e-15)
-    return label == 1 ? -log(clipped) : -log(1 - clipped)
+    BinaryCrossEntropy.logLoss(probability: p, dog: label == 1)
 }
 
 /// Scores of a labelled set: logloss, accuracy and the confusion matrix (dog = positive).

@@ -208,8 +208,8 @@ public enum FeatureExtraction {
                 let z = logit(i), y = Float(x.files[i].label)
                 if let mirrored = x.mirroredValidation, i >= x.trainCount {
                     let zm = logit(i - x.trainCount, in: UnsafePointer(mirrored.pointer))
-                    let p = min(max((Double(BinaryCrossEntropy.sigmoid(z)) + Double(BinaryCrossEntropy.sigmoid(zm))) / 2, 1e-15), 1 - 1e-15)
-                    loss -= y > 0.5 ? Foundation.log(p) : Foundation.log(1 - p)  // `log` is the logger here
+                    let p = (Double(BinaryCrossEntropy.sigmoid(z)) + Double(BinaryCrossEntropy.sigmoid(zm))) / 2
+                    loss += BinaryCrossEntropy.logLoss(probability: p, dog: y > 0.5)
                     if (p > 0.5) == (y > 0.5) { correct += 1 }
                 } else {
                     loss += Double(BinaryCrossEntropy.loss(logit: z, label: y))

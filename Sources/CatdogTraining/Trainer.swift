@@ -291,8 +291,7 @@ public final class Trainer {
                 for i in 0..<n {
                     probabilities[i] = (probabilities[i] + Double(BinaryCrossEntropy.sigmoid(mirrored[i]))) / 2
                     let label = evaluationLabels.pointer[i] > 0.5
-                    let p = min(max(probabilities[i], 1e-15), 1 - 1e-15)
-                    lossSum -= label ? log(p) : log(1 - p)
+                    lossSum += BinaryCrossEntropy.logLoss(probability: probabilities[i], dog: label)
                     if (probabilities[i] > 0.5) == label { correct += 1 }
                 }
             } else {

@@ -1,4 +1,6 @@
 import CatdogCheckpoint
+import CatdogData
+import CatdogEngine
 import CatdogRun
 import Foundation
 import XCTest
@@ -64,5 +66,32 @@ final class RecipeTests: XCTestCase {
                 XCTAssertNil(last.file.tensors["live/parameters"])
             }
         }
+    }
+}
+
+/// Checkpoint metadata written by someone else: the new numbers (EMA decay, progressive
+/// resizing's sizes) are refused when out of range, before anything is built from them.
+final class RecipeMetadataTests: XCTestCase {
+    func testOutOfRangeRecipeNumbersAreRefused() throws {
+        let network = try ModelZoo.build("simple", imageSize: 32)
+        var config = TrainingConfig()
+        config.model = "simple"
+        config.imageSize = 32
+        func problem(_ change: (inout TrainingConfig, inout CheckpointMetadata) -> Void) -> String? {
+            var c = config
+            var m = CheckpointMetadata(model: network, config: c, preprocessing: Preprocessing(imageSize: 32), history: [],
+                                       bestValidationLoss: nil, finished: false, ranks: 1)
+            change(&c, &m)
+            m.config = c
+            return m.problem
+        }
+        XCTAssertNil(problem { _, _ in })
+        XCTAssertNil(problem { c, m in c.ema = 0.999; c.resizeFrom = 16; m.epochImageSize = 16 })
+        for bad in [1.0, -0.5, .nan] {
+            XCTAssertEqual(problem { c, _ in c.ema = bad }, "a training option is out of range", "ema \(bad)")
+        }
+        XCTAssertEqual(problem { c, _ in c.resizeFrom = 4 }, "a training option is out of range")
+        XCTAssertEqual(problem { c, _ in c.resizeFrom = 64 }, "a training option is out of range")
+        XCTAssertEqual(problem { _, m in m.epochImageSize = 1 << 20 }, "a training option is out of range")
     }
 }
