@@ -45,7 +45,7 @@ let package = Package(
 
         .target(name: "CatdogSupport", dependencies: ["CHalf"]),
         .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS", "CKernels"]),
-        .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG"]),
+        .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG", "CKernels"]),
         .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"]),
         .target(name: "CatdogCheckpoint", dependencies: ["CatdogSupport", "CZstd"]),
         .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"]),

@@ -1,4 +1,5 @@
 // The kernels for baseline x86-64 (SSE2), or whatever the target is.
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include "variants.h"
@@ -7,3 +8,4 @@
 #include "winograd4_body.h"
 #include "pooling_body.h"
 #include "channels_body.h"
+#include "resize_body.h"

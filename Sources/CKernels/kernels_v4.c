@@ -1,4 +1,5 @@
 // The kernels for x86-64-v4: AVX-512 F/BW/CD/DQ/VL.
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include "variants.h"
@@ -11,6 +12,7 @@
 #include "winograd4_body.h"
 #include "pooling_body.h"
 #include "channels_body.h"
+#include "resize_body.h"
 #ifdef CATDOG_PUSHED
 #pragma clang attribute pop
 #endif

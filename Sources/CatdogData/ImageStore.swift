@@ -21,12 +21,13 @@ public struct DecodeReport: Sendable {
 }
 
 /// Decodes image files to the stored square of a preprocessing: uint8 RGB, storedSize² · 3
-/// bytes, at the smallest DCT scale that is still large enough. One per thread.
+/// bytes, at the smallest fast DCT scale that is still large enough. One per thread.
 public final class SquareDecoder {
     public let storedSize: Int
     public let fit: Resize.Fit
     public var bytesPerImage: Int { storedSize * storedSize * 3 }
     private let codec = JPEGCodec()
+    private var scratch = Resize.Scratch()
 
     public init(storedSize: Int, fit: Resize.Fit) {
         self.storedSize = storedSize
@@ -47,8 +48,7 @@ public final class SquareDecoder {
             } else {
                 decoded = try codec.decode(data, minWidth: storedSize, minHeight: storedSize)
             }
-            let square = Resize.square(decoded, size: storedSize, fit: fit)
-            square.withUnsafeBufferPointer { output.update(from: $0.baseAddress!, count: bytesPerImage) }
+            Resize.square(decoded, size: storedSize, fit: fit, into: output, scratch: &scratch)
         } catch let error as ImageError {
             throw error
         } catch {

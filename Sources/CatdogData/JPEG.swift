@@ -64,9 +64,11 @@ public final class JPEGCodec {
         decompressor = tjInitDecompress()
         var count: Int32 = 0
         let factors = tjGetScalingFactors(&count)
-        // Only downscaling factors, largest reduction first: 1/8, 1/4, 3/8, 1/2, ..., 1.
+        // Only the power-of-two reductions, largest first: 1/8, 1/4, 1/2, 1. libjpeg-turbo has
+        // SIMD inverse DCTs for these; the others (3/4, 5/8, ...) run in plain C and cost more
+        // than decoding at full size (a 200x200 photo: 147 µs at 3/4, 98 µs at 1/1, 77 at 1/2).
         scalingFactors = (0..<Int(count)).map { factors![$0] }
-            .filter { $0.num <= $0.denom }
+            .filter { $0.num == 1 && [1, 2, 4, 8].contains($0.denom) }
             .sorted { Double($0.num) / Double($0.denom) < Double($1.num) / Double($1.denom) }
     }
 
@@ -114,7 +116,7 @@ public final class JPEGCodec {
         return Header(width: Int(width), height: Int(height), colorspace: colorspace)
     }
 
-    /// Decodes to RGB at the smallest DCT scale (1/8 … 1) whose result is still at least
+    /// Decodes to RGB at the smallest DCT scale (1/8, 1/4, 1/2, 1) whose result is still at least
     /// `minWidth`×`minHeight` (or full size when the image is smaller). Grayscale becomes RGB
     /// through libjpeg; CMYK and YCCK (Adobe's inverted CMYK) are converted here.
     public func decode(_ data: Data, minWidth: Int? = nil, minHeight: Int? = nil) throws -> RGBImage {

@@ -42,6 +42,14 @@ void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, si
 // dx[i] += dy[i] where lo < y[i] < hi (ReLU: 0, +inf; ReLU6: 0, 6), else nothing.
 void catdog_masked_add(const float *y, const float *dy, float *dx, size_t count, float lo, float hi);
 
+// Resize.square's two passes (see resize_body.h): along x over rows first_row...last_row into
+// (rows, size, 3) floats, then along y into size·size·3 rounded bytes. Bit-identical on every
+// instruction set.
+void catdog_resize_horizontal(const uint8_t *src, size_t src_width, size_t first_row, size_t last_row,
+                              const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *out);
+void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t last_row, const ptrdiff_t *starts,
+                            const float *weights, size_t taps, size_t size, float *sum, uint8_t *out);
+
 // Per-channel work over `rows` NHWC pixels of c channels (BatchNorm, biases), vectorised
 // along the channels; sums accumulate in double, as the Swift loops they replace did.
 // activation: 0 linear, 1 ReLU, 2 ReLU6.

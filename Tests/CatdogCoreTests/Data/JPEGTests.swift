@@ -1,4 +1,5 @@
 import CatdogData
+import CatdogEngine
 import CatdogSupport
 import Foundation
 import XCTest
@@ -15,6 +16,39 @@ final class JPEGTests: XCTestCase {
         let full = try codec.decode(data)
         XCTAssertEqual(full.width, 500)
         XCTAssertEqual(try codec.dimensions(of: data).height, 375)
+    }
+
+    func testSkipsTheSlowNonPowerOfTwoScales() throws {
+        // 200x200 to at least 144: 3/4 (150) would fit but runs in plain C, slower than 1/1.
+        let data = try codec.encode(pattern(width: 200, height: 200), width: 200, height: 200)
+        XCTAssertEqual(try codec.decode(data, minWidth: 144, minHeight: 144).width, 200)
+        // To at least 72: 1/2 (100), not 3/8 (75).
+        XCTAssertEqual(try codec.decode(data, minWidth: 72, minHeight: 72).width, 100)
+        XCTAssertEqual(try codec.decode(data, minWidth: 1, minHeight: 1).width, 25)
+    }
+
+    func testFastResizeMatchesTheReferenceByteForByte() {
+        // Shrinking (area, up to 4 taps), enlarging (bilinear), both fits, odd and tiny sizes.
+        let cases: [(Int, Int, Int)] = [(200, 200, 144), (100, 100, 72), (200, 200, 72), (250, 188, 144), (500, 375, 72),
+                                        (5, 5, 17), (1, 1, 8), (3, 7, 72), (997, 13, 72), (64, 64, 64), (143, 77, 144), (2, 9, 3)]
+        // On every instruction set of our kernels this CPU runs: the same bytes everywhere.
+        defer { try? KernelInstructionSet.auto.select() }
+        for kernels in [KernelInstructionSet.auto, .avx2, .baseline] {
+            guard (try? kernels.select()) != nil else { continue }
+            var random = Random(seed: 7)
+            var scratch = Resize.Scratch()
+            for (w, h, size) in cases {
+                let image = RGBImage(width: w, height: h, pixels: (0..<(w * h * 3)).map { _ in UInt8(random.below(256)) })
+                for fit in Resize.Fit.allCases {
+                    let expected = ReferenceResize.square(image, size: size, fit: fit)
+                    XCTAssertEqual(Resize.square(image, size: size, fit: fit), expected, "\(w)x\(h) to \(size) \(fit), kernels \(kernels)")
+                    // Into a buffer with scratch reused from a larger image.
+                    var out = [UInt8](repeating: 0, count: size * size * 3)
+                    out.withUnsafeMutableBufferPointer { Resize.square(image, size: size, fit: fit, into: $0.baseAddress!, scratch: &scratch) }
+                    XCTAssertEqual(out, expected, "\(w)x\(h) to \(size) \(fit), reused scratch, kernels \(kernels)")
+                }
+            }
+        }
     }
 
     func testGrayscaleBecomesRGB() throws {
