@@ -36,17 +36,35 @@ public enum BoundedReadError: Error, CustomStringConvertible {
 /// Reads a file someone else may have put there, of at most `limit` bytes: the size is that of
 /// what the path leads to (links are followed, not measured), only regular files are read (a
 /// FIFO or a device would block or never end), and no more than `limit` bytes are ever read.
+/// The checks are made on the opened file, not on the path, so a swap between check and read
+/// cannot slip anything past them; opening does not block (a FIFO is refused, not waited on).
 public func readBoundedFile(_ path: String, limit: Int) throws -> Data {
-    var info = stat()
-    guard stat(path, &info) == 0 else {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    guard fd >= 0 else {
         // Foundation lists a name that is not UTF-8 with U+FFFD in it, which then names no file.
         throw path.contains("\u{FFFD}") ? BoundedReadError.notValidUTF8Name : BoundedReadError.missing
     }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw BoundedReadError.missing }
     guard info.st_mode & S_IFMT == S_IFREG else { throw BoundedReadError.notRegular }
     guard Int(info.st_size) <= limit else { throw BoundedReadError.tooLarge(size: Int(info.st_size), limit: limit) }
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw BoundedReadError.missing }
-    defer { try? handle.close() }
-    let data = (try? handle.read(upToCount: limit + 1)) ?? Data()
-    guard data.count <= limit else { throw BoundedReadError.tooLarge(size: data.count, limit: limit) }
+    // One byte more than the size, to see the end (or a file that grew since).
+    var data = Data(count: Int(info.st_size) + 1)
+    var filled = 0
+    while true {
+        if filled == data.count {
+            guard data.count <= limit else { throw BoundedReadError.tooLarge(size: filled, limit: limit) }
+            data.count = min(2 * data.count, limit + 1)
+        }
+        let n = data.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+        if n == 0 { break }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw BoundedReadError.missing
+        }
+        filled += n
+    }
+    data.count = filled
     return data
 }

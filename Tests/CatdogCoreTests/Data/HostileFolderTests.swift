@@ -1,4 +1,5 @@
 import CatdogData
+import CatdogSupport
 import Foundation
 import XCTest
 
@@ -24,6 +25,26 @@ final class HostileFolderTests: XCTestCase {
                 XCTAssertEqual(e?.problem, problem, path)
                 XCTAssertTrue(e?.detail.contains(detail) == true, "\(path): \(error)")
             }
+        }
+    }
+
+    func testBoundedReadTakesTheWholeFileUpToTheLimit() throws {
+        let folder = try temporaryFolder(self)
+        var random = Random(seed: 3)
+        for size in [0, 1, 4095, 4096, 70_000] {
+            let bytes = Data((0..<size).map { _ in UInt8(random.below(256)) })
+            let path = folder + "/f\(size)"
+            try bytes.write(to: URL(fileURLWithPath: path))
+            XCTAssertEqual(try readBoundedFile(path, limit: 70_000), bytes, "\(size) bytes")
+        }
+        XCTAssertThrowsError(try readBoundedFile(folder + "/f4096", limit: 4095)) { error in
+            XCTAssertTrue("\(error)".contains("4096 bytes (limit 4095)"), "\(error)")
+        }
+        XCTAssertThrowsError(try readBoundedFile(folder, limit: 100)) { error in
+            XCTAssertTrue("\(error)".contains("not a regular file"), "\(error)")
+        }
+        XCTAssertThrowsError(try readBoundedFile(folder + "/none", limit: 100)) { error in
+            XCTAssertTrue("\(error)".contains("missing"), "\(error)")
         }
     }
 
