@@ -44,8 +44,9 @@ public final class BatchLoader {
 
     /// Paths that failed to decode after the check, with the reason, since the start.
     public var lateFailures: [String] { worker.locked { worker.failures } }
-    /// Seconds the helper spent preparing batches.
+    /// CPU seconds the helper spent preparing batches, and the samples it prepared in them.
     public var prepareSeconds: Double { worker.locked { worker.busySeconds } }
+    public var preparedSamples: Int { worker.locked { worker.busySamples } }
 
     /// This rank's slice of `step` of `plan`, at input size `size` (nil: the working size;
     /// progressive resizing passes the epoch's); starts preparing the step after it (the next
@@ -126,6 +127,7 @@ public final class BatchLoader {
         var stopped = false
         var failures: [String] = []
         var busySeconds = 0.0
+        var busySamples = 0
 
         let writer: SampleWriter
         let config: TrainingConfig
@@ -165,14 +167,23 @@ public final class BatchLoader {
                 if stopped { lock.unlock(); return }
                 let job = requested!
                 lock.unlock()
-                let start = Date()
+                let start = Worker.threadCPUSeconds()
                 fill(slot: job.slot, plan: job.plan, step: job.step, size: job.size, writer: writer)
                 lock.lock()
-                busySeconds += Date().timeIntervalSince(start)
+                busySeconds += Worker.threadCPUSeconds() - start
+                busySamples += counts[job.slot]
                 done = true
                 lock.broadcast()
                 lock.unlock()
             }
+        }
+
+        /// CPU time of the calling thread: what preparing costs, not how long it took while
+        /// the training threads had the cores.
+        static func threadCPUSeconds() -> Double {
+            var t = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+            return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
         }
 
         /// Decodes and augments the slice of `step` into buffer `slot`, size × size × 3 floats a sample.

@@ -23,9 +23,11 @@ public protocol BatchSource: AnyObject {
     func validationBatch(_ range: Range<Int>, network: Network, node: Int, labels: UnsafeMutablePointer<Float>) -> Int
     /// Samples that failed after the check before training, with the reason.
     var lateFailures: [String] { get }
-    /// Seconds training waited for a batch, and a helper spent preparing them.
+    /// Seconds training waited for a batch, and CPU seconds a helper spent preparing them.
     var waitSeconds: Double { get }
     var prepareSeconds: Double { get }
+    /// Samples the helper prepared in `prepareSeconds`.
+    var preparedSamples: Int { get }
 }
 
 /// Images of a `TrainingData`, decoded and augmented one step ahead by a `BatchLoader`.
@@ -57,4 +59,5 @@ public final class ImageSource: BatchSource {
     public var lateFailures: [String] { loader.lateFailures }
     public var waitSeconds: Double { loader.waitSeconds }
     public var prepareSeconds: Double { loader.prepareSeconds }
+    public var preparedSamples: Int { loader.preparedSamples }
 }

@@ -141,6 +141,7 @@ final class KeptActivations: BatchSource {
     var lateFailures: [String] { [] }
     var waitSeconds: Double { 0 }
     var prepareSeconds: Double { 0 }
+    var preparedSamples: Int { 0 }
 
     /// Sample `sample`'s kept map, as floats, at `target`; mirrored left-right if asked.
     func load(_ sample: Int, into target: UnsafeMutablePointer<Float>, mirrored: Bool) {

@@ -352,8 +352,13 @@ struct Train: ParsableCommand {
             let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
             var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]
             try comm.allReduceMax(&peak)
-            log.info(String(format: "input: the helper thread prepared batches for %.1f s; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
-                            trainer.source.prepareSeconds, trainer.source.waitSeconds, peak[0] / 1_048_576))
+            let source = trainer.source
+            let prepared = source.preparedSamples > 0
+                ? String(format: " (%d samples, %.0f a second)", source.preparedSamples, Double(source.preparedSamples) / max(source.prepareSeconds, 1e-9))
+                : ""
+            log.info(String(format: "input: rank 0's helper thread prepared batches in %.1f s of CPU", source.prepareSeconds) + prepared
+                     + String(format: "; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
+                              source.waitSeconds, peak[0] / 1_048_576))
             log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; best weights in \(store.bestPath)")
         }
     }
