@@ -23,7 +23,7 @@
     X(wino4_output_gradient, (const float *const dy[16], float *dm, size_t stride, size_t n, float *work)) \
     X(wino4_filter, (const float *w, float *u, size_t c, size_t f)) \
     X(wino4_filter_gradient, (const float *du, float *dw, size_t c, size_t f)) \
-    X(resize_horizontal, (const uint8_t *src, size_t src_width, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *out)) \
+    X(resize_horizontal, (const uint8_t *src, size_t src_width, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *line, float *out)) \
     X(resize_vertical, (const float *horizontal, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *sum, uint8_t *out))
 
 #define CATDOG_TABLE_ENTRY(name, params) void (*name) params;

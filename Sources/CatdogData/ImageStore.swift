@@ -28,6 +28,8 @@ public final class SquareDecoder {
     public var bytesPerImage: Int { storedSize * storedSize * 3 }
     private let codec = JPEGCodec()
     private var scratch = Resize.Scratch()
+    /// The decoded image, its storage reused from one file to the next.
+    private var decoded = RGBImage(width: 0, height: 0, pixels: [])
 
     public init(storedSize: Int, fit: Resize.Fit) {
         self.storedSize = storedSize
@@ -38,17 +40,20 @@ public final class SquareDecoder {
     public func decode(_ path: String, into output: UnsafeMutablePointer<UInt8>) throws {
         do {
             let data = try JPEGCodec.readFile(path)
-            let decoded: RGBImage
             if fit == .crop {
                 // The short side must reach the stored size; the long one follows.
                 let (w, h) = try codec.dimensions(of: data)
                 let scale = Double(storedSize) / Double(min(w, h))
-                decoded = try codec.decode(data, minWidth: Int((Double(w) * scale).rounded(.up)),
-                                           minHeight: Int((Double(h) * scale).rounded(.up)))
+                try codec.decode(data, minWidth: Int((Double(w) * scale).rounded(.up)),
+                                 minHeight: Int((Double(h) * scale).rounded(.up)), into: &decoded)
             } else {
-                decoded = try codec.decode(data, minWidth: storedSize, minHeight: storedSize)
+                try codec.decode(data, minWidth: storedSize, minHeight: storedSize, into: &decoded)
             }
             Resize.square(decoded, size: storedSize, fit: fit, into: output, scratch: &scratch)
+            // Keep the storage for images of the usual sizes only: a rank's memory stays
+            // bounded by its batch, whatever one odd file needed.
+            if decoded.pixels.count > 4 * bytesPerImage { decoded.pixels = [] }
+            scratch.release(above: 4 * bytesPerImage)
         } catch let error as ImageError {
             throw error
         } catch {

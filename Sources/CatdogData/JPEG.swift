@@ -120,10 +120,18 @@ public final class JPEGCodec {
     /// `minWidth`×`minHeight` (or full size when the image is smaller). Grayscale becomes RGB
     /// through libjpeg; CMYK and YCCK (Adobe's inverted CMYK) are converted here.
     public func decode(_ data: Data, minWidth: Int? = nil, minHeight: Int? = nil) throws -> RGBImage {
-        try recovering { try decodeOnce(data, minWidth: minWidth ?? .max, minHeight: minHeight ?? .max) }
+        var image = RGBImage(width: 0, height: 0, pixels: [])
+        try decode(data, minWidth: minWidth, minHeight: minHeight, into: &image)
+        return image
     }
 
-    private func decodeOnce(_ data: Data, minWidth: Int, minHeight: Int) throws -> RGBImage {
+    /// The same, into `image`, whose pixel storage is reused when it is large enough (no new
+    /// memory per image when decoding many of similar sizes).
+    public func decode(_ data: Data, minWidth: Int? = nil, minHeight: Int? = nil, into image: inout RGBImage) throws {
+        try recovering { try decodeOnce(data, minWidth: minWidth ?? .max, minHeight: minHeight ?? .max, into: &image) }
+    }
+
+    private func decodeOnce(_ data: Data, minWidth: Int, minHeight: Int, into image: inout RGBImage) throws {
         let header = try readHeader(data)
         var factor = tjscalingfactor(num: 1, denom: 1)
         for candidate in scalingFactors where minWidth < header.width || minHeight < header.height {
@@ -137,7 +145,17 @@ public final class JPEGCodec {
         let height = Int(catdog_tj_scaled(Int32(header.height), factor))
         let isCMYK = header.colorspace == Int32(TJCS_CMYK.rawValue) || header.colorspace == Int32(TJCS_YCCK.rawValue)
         let channels = isCMYK ? 4 : 3
-        var buffer = [UInt8](repeating: 0, count: width * height * channels)
+        var buffer: [UInt8]
+        if isCMYK {
+            buffer = [UInt8](repeating: 0, count: width * height * channels)
+        } else {
+            // The caller's storage, at the size of this image (its capacity kept).
+            buffer = image.pixels
+            image.pixels = []
+            let count = width * height * 3
+            if buffer.count > count { buffer.removeLast(buffer.count - count) }
+            if buffer.count < count { buffer.append(contentsOf: repeatElement(0, count: count - buffer.count)) }
+        }
         let format = isCMYK ? TJPF_CMYK : TJPF_RGB
         let status = data.withUnsafeBytes { raw in
             buffer.withUnsafeMutableBufferPointer { out in
@@ -152,14 +170,17 @@ public final class JPEGCodec {
                 throw ImageError(problem: .unreadable, detail: message)
             }
         }
-        guard isCMYK else { return RGBImage(width: width, height: height, pixels: buffer) }
+        guard isCMYK else {
+            image = RGBImage(width: width, height: height, pixels: buffer)
+            return
+        }
         // libjpeg stores Adobe CMYK inverted: R = C·K/255 in its values.
         var rgb = [UInt8](repeating: 0, count: width * height * 3)
         for i in 0..<(width * height) {
             let k = UInt32(buffer[4 * i + 3])
             for ch in 0..<3 { rgb[3 * i + ch] = UInt8((UInt32(buffer[4 * i + ch]) * k + 127) / 255) }
         }
-        return RGBImage(width: width, height: height, pixels: rgb)
+        image = RGBImage(width: width, height: height, pixels: rgb)
     }
 
     public enum EncodeFormat { case rgb, gray, cmyk }

@@ -66,6 +66,11 @@ public enum Resize {
     public struct Scratch {
         var floats: [Float] = []
         public init() {}
+
+        /// Lets go of the storage if it holds more than `floats` floats (after an odd image).
+        public mutating func release(above limit: Int) {
+            if floats.count > limit { floats = [] }
+        }
     }
 
     /// Resizes `image` into `output` (size·size·3 bytes).
@@ -85,14 +90,16 @@ public enum Resize {
         let firstRow = rows.start.first ?? 0
         let lastRow = min((rows.start.last ?? 0) + rows.width - 1, image.height - 1)
         let rowFloats = size * 3
-        let needed = (lastRow - firstRow + 1) * rowFloats + rowFloats
+        let lineFloats = (image.width + columns.width) * 3
+        let needed = (lastRow - firstRow + 1) * rowFloats + rowFloats + lineFloats
         if scratch.floats.count < needed { scratch.floats = [Float](repeating: 0, count: needed) }
         precondition(image.pixels.count >= image.width * image.height * 3)
         image.pixels.withUnsafeBufferPointer { pixels in
             scratch.floats.withUnsafeMutableBufferPointer { floats in
                 let horizontal = floats.baseAddress!, sum = horizontal + (lastRow - firstRow + 1) * rowFloats
+                let line = sum + rowFloats
                 catdog_resize_horizontal(pixels.baseAddress!, image.width, firstRow, lastRow, columns.start, columns.weights,
-                                         columns.width, size, horizontal)
+                                         columns.width, size, line, horizontal)
                 catdog_resize_vertical(horizontal, firstRow, lastRow, rows.start, rows.weights, rows.width, size, sum, output)
             }
         }

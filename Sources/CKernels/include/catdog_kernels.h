@@ -46,7 +46,7 @@ void catdog_masked_add(const float *y, const float *dy, float *dx, size_t count,
 // (rows, size, 3) floats, then along y into size·size·3 rounded bytes. Bit-identical on every
 // instruction set.
 void catdog_resize_horizontal(const uint8_t *src, size_t src_width, size_t first_row, size_t last_row,
-                              const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *out);
+                              const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *line, float *out);
 void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t last_row, const ptrdiff_t *starts,
                             const float *weights, size_t taps, size_t size, float *sum, uint8_t *out);
 

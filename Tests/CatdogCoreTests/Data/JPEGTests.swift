@@ -27,6 +27,18 @@ final class JPEGTests: XCTestCase {
         XCTAssertEqual(try codec.decode(data, minWidth: 1, minHeight: 1).width, 25)
     }
 
+    func testDecodingIntoReusedStorageGivesTheSameImage() throws {
+        var reused = RGBImage(width: 0, height: 0, pixels: [])
+        for (w, h) in [(300, 200), (40, 30), (200, 200), (17, 300)] {
+            let data = try codec.encode(pattern(width: w, height: h), width: w, height: h)
+            try codec.decode(data, minWidth: 20, minHeight: 20, into: &reused)
+            let fresh = try codec.decode(data, minWidth: 20, minHeight: 20)
+            XCTAssertEqual(reused.width, fresh.width, "\(w)x\(h)")
+            XCTAssertEqual(reused.height, fresh.height, "\(w)x\(h)")
+            XCTAssertTrue(reused.pixels == fresh.pixels, "\(w)x\(h)")
+        }
+    }
+
     func testFastResizeMatchesTheReferenceByteForByte() {
         // Shrinking (area, up to 4 taps), enlarging (bilinear), both fits, odd and tiny sizes.
         let cases: [(Int, Int, Int)] = [(200, 200, 144), (100, 100, 72), (200, 200, 72), (250, 188, 144), (500, 375, 72),
@@ -41,11 +53,13 @@ final class JPEGTests: XCTestCase {
                 let image = RGBImage(width: w, height: h, pixels: (0..<(w * h * 3)).map { _ in UInt8(random.below(256)) })
                 for fit in Resize.Fit.allCases {
                     let expected = ReferenceResize.square(image, size: size, fit: fit)
-                    XCTAssertEqual(Resize.square(image, size: size, fit: fit), expected, "\(w)x\(h) to \(size) \(fit), kernels \(kernels)")
+                    let differing = { (a: [UInt8]) in a.count == expected.count ? zip(a, expected).filter { $0 != $1 }.count : -1 }
+                    XCTAssertEqual(differing(Resize.square(image, size: size, fit: fit)), 0,
+                                   "bytes differing, \(w)x\(h) to \(size) \(fit), kernels \(kernels)")
                     // Into a buffer with scratch reused from a larger image.
                     var out = [UInt8](repeating: 0, count: size * size * 3)
                     out.withUnsafeMutableBufferPointer { Resize.square(image, size: size, fit: fit, into: $0.baseAddress!, scratch: &scratch) }
-                    XCTAssertEqual(out, expected, "\(w)x\(h) to \(size) \(fit), reused scratch, kernels \(kernels)")
+                    XCTAssertEqual(differing(out), 0, "bytes differing, \(w)x\(h) to \(size) \(fit), reused scratch, kernels \(kernels)")
                 }
             }
         }
