@@ -39,16 +39,12 @@ enum ReferenceResize {
 
     /// Resizes `image` to `size`×`size` RGB bytes with the given fit.
     static func square(_ image: RGBImage, size: Int, fit: Resize.Fit) -> [UInt8] {
-        var x0 = 0.0, y0 = 0.0, w = Double(image.width), h = Double(image.height)
-        if fit == .crop {
-            let side = min(w, h)
-            x0 = (w - side) / 2
-            y0 = (h - side) / 2
-            w = side
-            h = side
-        }
-        let columns = taps(source: image.width, offset: x0, span: w, output: size)
-        let rows = taps(source: image.height, offset: y0, span: h, output: size)
+        // Squash spans each whole axis; crop spans the largest centred square.
+        let side = Double(min(image.width, image.height))
+        let span = { (length: Int) in fit == .crop ? (offset: (Double(length) - side) / 2, span: side) : (offset: 0, span: Double(length)) }
+        let (x, y) = (span(image.width), span(image.height))
+        let columns = taps(source: image.width, offset: x.offset, span: x.span, output: size)
+        let rows = taps(source: image.height, offset: y.offset, span: y.span, output: size)
         // Horizontal pass: (image.height, size, 3) floats, only for rows the vertical pass reads.
         var horizontal = [Float](repeating: 0, count: image.height * size * 3)
         let firstRow = rows.start.first ?? 0
