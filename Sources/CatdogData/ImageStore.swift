@@ -51,7 +51,8 @@ public final class SquareDecoder {
             }
             Resize.square(decoded, size: storedSize, fit: fit, into: output, scratch: &scratch)
             // Keep the storage for images of the usual sizes only: a rank's memory stays
-            // bounded by its batch, whatever one odd file needed.
+            // bounded by its batch, whatever one odd file needed. (The resize's scratch is
+            // about rows × storedSize × 3 floats: a source up to ~2.8× the square's height.)
             if decoded.pixels.count > 4 * bytesPerImage { decoded.pixels = [] }
             scratch.release(above: 4 * bytesPerImage)
         } catch let error as ImageError {

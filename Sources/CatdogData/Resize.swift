@@ -67,7 +67,7 @@ public enum Resize {
         var floats: [Float] = []
         public init() {}
 
-        /// Lets go of the storage if it holds more than `floats` floats (after an odd image).
+        /// Lets go of the storage if it holds more than `limit` floats (after an odd image).
         public mutating func release(above limit: Int) {
             if floats.count > limit { floats = [] }
         }

@@ -9,7 +9,6 @@ public enum BinaryCrossEntropy {
         max(z, 0) - z * y + log1p(exp(-abs(z)))
     }
 
-    @inline(__always)
     /// Kaggle's logloss of one probability: −[y·log p + (1−y)·log(1−p)], p clipped to
     /// [1e-15, 1−1e-15] (what `evaluate`, mirror-TTA validation and `submit` score).
     public static func logLoss(probability p: Double, dog: Bool) -> Double {
@@ -17,6 +16,7 @@ public enum BinaryCrossEntropy {
         return dog ? -Foundation.log(clipped) : -Foundation.log(1 - clipped)
     }
 
+    @inline(__always)
     public static func sigmoid(_ z: Float) -> Float {
         z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))
     }
