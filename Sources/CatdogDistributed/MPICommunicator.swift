@@ -28,6 +28,11 @@ public final class MPICommunicator: Communicator {
     public let hostNames: [String]
     public let heartbeats: HeartbeatTable?
     private let world: MPI_Comm
+    /// The heartbeat's channel, made in `init` on every rank: `MPI_Comm_dup` is a collective
+    /// on the world communicator, and one made lazily in the middle of a step would interleave
+    /// with the gradient all-reduces already in flight in a different order on different
+    /// ranks (a rank with an empty slice starts its buckets later), which corrupts Open MPI's
+    /// non-blocking collectives.
     private var beats: BeatChannel?
 
     /// Initialises MPI once per process.
@@ -55,6 +60,7 @@ public final class MPICommunicator: Communicator {
         ranksOnMachine = Int(local)
         hostNames = try Self.gatherHostNames(hostName, world: world, size: size)
         heartbeats = size > 1 ? HeartbeatTable(rank: rank, hosts: hostNames) : nil
+        if let heartbeats { beats = BeatChannel(world: world, rank: rank, size: size, table: heartbeats) }
     }
 
     /// Every rank's host name, up to 255 bytes each.
@@ -70,8 +76,6 @@ public final class MPICommunicator: Communicator {
     }
 
     public func announceProgress(_ progress: Int) {
-        guard let heartbeats else { return }
-        if beats == nil { beats = BeatChannel(world: world, rank: rank, size: size, table: heartbeats) }
         beats?.announce(progress)
     }
 

@@ -47,6 +47,29 @@ final class ResumeTests: XCTestCase {
         }
     }
 
+    /// A resume whose first step is the epoch's short last batch (36 training images, batch 8:
+    /// the fifth step has 4), on 2 ranks and on 8 (where some ranks get no sample). The
+    /// heartbeat's communicator used to be made lazily in the middle of that step, while
+    /// gradient all-reduces were in flight in a different order on different ranks, and
+    /// Open MPI read freed memory (`malloc(): corrupted top size`, signal 6).
+    func testResumeOntoTheShortLastBatch() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let first = try temporaryFolder(self)
+        let arguments = ["train", "--data", data, "--model", "simple", "--image-size", "32", "--batch-size", "8",
+                         "--checkpoint-every", "1", "--keep", "20"]
+        var result = try CLI.run(arguments + ["--checkpoint-dir", first, "--epochs", "1"], ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        let fourth = first + "/ckpt-e0000-s00000004.safetensors.zst"
+        for ranks in [2, 8] {
+            let resumed = try temporaryFolder(self)
+            let command = arguments + ["--checkpoint-dir", resumed, "--resume", fourth, "--epochs", "2"]
+            result = try CLI.run(command, ranks: ranks, timeout: 120)
+            XCTAssertEqual(result.status, 0, "mpirun -np \(ranks) catdog-dist \(command.joined(separator: " ")) exited \(result.status):\n\(result.output.suffix(3000))")
+            XCTAssertTrue(result.stdout.contains("step 4 of the epoch"), result.stdout)
+            XCTAssertEqual(try LoadedCheckpoint(path: resumed + "/last.safetensors.zst").metadata.epoch, 2)
+        }
+    }
+
     func testResumeAutoSkipsCorruptAndTruncatedCheckpoints() throws {
         let data = try sharedSubset(self, perClass: 60)
         let folder = try temporaryFolder(self)
