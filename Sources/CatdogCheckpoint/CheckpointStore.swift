@@ -1,3 +1,4 @@
+import CatdogSupport
 import Foundation
 
 /// The checkpoint folder: numbered checkpoints (the newest `keep` are kept), plus
@@ -99,55 +100,97 @@ public struct CheckpointStore {
         return removed
     }
 
-    /// One run per folder at a time: `.lock` holds the owner's host and pid, and its batch
-    /// job when a scheduler started it. A lock whose owner is gone (same host, no such process)
-    /// is stale and taken over; so is one of the same batch job: an earlier start of this job
-    /// (requeued by Slurm after preemption or a failed node, maybe on another node), which the
-    /// scheduler ended before starting it again.
+    /// One run per folder at a time: an exclusive `flock` on `.lock`, held open for the run's
+    /// life. The kernel releases it when its holder ends, however it ends (a crash, SIGKILL, a
+    /// rank still being torn down after its `mpirun` returned is released the moment its files
+    /// close), so a lock can never be left held by a process that is gone; on NFS, Linux
+    /// maps it onto the lock manager's locks. The file also names its holder (host, pid, and
+    /// the batch job when a scheduler started it), for the message a second run gets.
+    ///
+    /// A held lock of the same batch job (an earlier start of it that Slurm requeued, whose node
+    /// may be gone with its lock not yet released by the server) is taken over: the file is
+    /// replaced, and the earlier start keeps only a lock on a file no longer in the folder.
     public final class Lock {
         public let path: String
         /// Whether the lock was taken over from an earlier start of the same batch job.
         public private(set) var tookOverFromJob = false
-        private init(path: String) { self.path = path }
-        deinit { unlink(path) }
+        private let fd: Int32
+        private init(path: String, fd: Int32) {
+            self.path = path
+            self.fd = fd
+        }
 
-        /// `job`: the scheduler's job id (e.g. Slurm's SLURM_JOB_ID), if any.
-        public static func acquire(in directory: String, host: String, job: String? = nil) throws -> Lock {
+        deinit {
+            // Remove the file only while it is still ours (not replaced by a take-over).
+            if Self.names(fd, path) { unlink(path) }
+            close(fd)
+        }
+
+        /// Whether `path` names the file open as `fd`.
+        private static func names(_ fd: Int32, _ path: String) -> Bool {
+            var opened = stat(), named = stat()
+            return fstat(fd, &opened) == 0 && lstat(path, &named) == 0
+                && opened.st_dev == named.st_dev && opened.st_ino == named.st_ino
+        }
+
+        /// `job`: the scheduler's job id (e.g. Slurm's SLURM_JOB_ID), if any. `wait`: seconds
+        /// to wait for a holder to let go before giving up (a run restarted right after its
+        /// predecessor was killed may find it still being torn down); `waiting` is told once
+        /// when the wait begins.
+        public static func acquire(in directory: String, host: String, job: String? = nil, wait: Double = 0,
+                                   waiting: (String) -> Void = { _ in }) throws -> Lock {
             let path = (directory as NSString).appendingPathComponent(".lock")
             let job = job.flatMap { id in id.count <= 32 && id.allSatisfy { $0.isASCII && ($0.isNumber || $0 == "_") } ? id : nil }
             let me = "\(host) \(getpid())" + (job.map { " job=\($0)" } ?? "") + "\n"
-            var tookOver = false
-            for _ in 0..<2 {
-                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-                if fd >= 0 {
-                    _ = me.withCString { Glibc.write(fd, $0, strlen($0)) }
+            let deadline = Date().addingTimeInterval(wait)
+            var tookOver = false, toldWaiting = false
+            for _ in 0..<10_000 {
+                // Never through a link (a planted one would lock, truncate and name another file).
+                let fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0o644)
+                guard fd >= 0 else {
+                    let reason = errno == ELOOP ? "it is a symbolic link: remove it" : String(cString: strerror(errno))
+                    throw CheckpointError(path: path, problem: "cannot open the folder's lock file (\(reason)); is \(directory) writable?")
+                }
+                var info = stat()
+                guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
                     close(fd)
-                    let lock = Lock(path: path)
+                    throw CheckpointError(path: path, problem: "the folder's lock file is not a regular file: remove it")
+                }
+                if flock(fd, LOCK_EX | LOCK_NB) == 0 {
+                    // A holder that was letting go may have removed the file after we opened it:
+                    // then this lock is on a file no longer in the folder; start again.
+                    guard names(fd, path) else { close(fd); continue }
+                    _ = ftruncate(fd, 0)
+                    _ = me.withCString { pwrite(fd, $0, strlen($0), 0) }
+                    let lock = Lock(path: path, fd: fd)
                     lock.tookOverFromJob = tookOver
                     return lock
                 }
-                guard errno == EEXIST else {
-                    throw CheckpointError(path: directory, problem: "cannot create a lock file in it (errno \(errno)); is the folder writable?")
+                let failure = errno
+                guard failure == EWOULDBLOCK || failure == EAGAIN else {
+                    close(fd)
+                    throw CheckpointError(path: path, problem: "cannot lock it (\(String(cString: strerror(failure)))): the folder's file system must support file locks (NFS needs its lock manager)")
                 }
-                // Read at most 256 bytes: the folder may be shared, the file anything.
-                let text = FileHandle(forReadingAtPath: path).map { handle in
-                    defer { try? handle.close() }
-                    return String(decoding: (try? handle.read(upToCount: 256)) ?? Data(), as: UTF8.self)
-                } ?? ""
-                let owner = text.split(separator: " ")
-                let ownerHost = owner.first.map(String.init) ?? "", ownerPid = owner.count > 1 ? Int32(owner[1].trimmingCharacters(in: .whitespacesAndNewlines)) : nil
-                if ownerHost == host, let pid = ownerPid, kill(pid, 0) != 0, errno == ESRCH {
-                    unlink(path)  // stale: its process is gone
-                    continue
-                }
-                if let job, owner.count > 2, owner[2].trimmingCharacters(in: .whitespacesAndNewlines) == "job=\(job)" {
+                // Held. Read at most 256 bytes of who holds it: the folder may be shared, the file anything.
+                var buffer = [UInt8](repeating: 0, count: 256)
+                let count = max(0, pread(fd, &buffer, buffer.count, 0))
+                close(fd)
+                let owner = String(decoding: buffer.prefix(count), as: UTF8.self).split(whereSeparator: \.isWhitespace)
+                if let job, owner.count > 2, owner[2] == "job=\(job)" {
                     unlink(path)  // an earlier start of this same batch job
                     tookOver = true
                     continue
                 }
+                let holder = "host \(printable(owner.first.map { String($0.prefix(64)) } ?? "?")), pid \(printable(owner.count > 1 ? String(owner[1].prefix(16)) : "?"))"
+                if Date() < deadline {
+                    if !toldWaiting { waiting("waiting up to \(Int(wait)) s for the run holding \(path) (\(holder)) to let go") }
+                    toldWaiting = true
+                    usleep(100_000)
+                    continue
+                }
                 throw CheckpointError(path: directory, problem: """
-                    another run is using this folder (\(path): host \(ownerHost.isEmpty ? "?" : ownerHost), pid \(ownerPid.map(String.init) ?? "?")); \
-                    wait for it, use another --checkpoint-dir, or remove the lock if that run is gone
+                    another run is using this folder (\(path): \(holder)); \
+                    wait for it to end, or use another --checkpoint-dir
                     """)
             }
             throw CheckpointError(path: directory, problem: "cannot take its lock")

@@ -68,3 +68,22 @@ public func readBoundedFile(_ path: String, limit: Int) throws -> Data {
     data.count = filled
     return data
 }
+
+/// `text` safe to print on a terminal: control characters (C0, DEL, C1, which can move the
+/// cursor, clear the screen or set the window title when they come from a file) and the
+/// bidirectional overrides (which reorder what is shown) are written as `\u{…}` escapes.
+public func printable(_ text: some StringProtocol) -> String {
+    var out = ""
+    out.reserveCapacity(text.utf8.count)
+    for scalar in text.unicodeScalars {
+        let v = scalar.value
+        let control = v < 0x20 || (0x7F...0x9F).contains(v)
+        let bidi = (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v) || v == 0x200E || v == 0x200F
+        if control || bidi {
+            out += "\\u{" + String(v, radix: 16) + "}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}

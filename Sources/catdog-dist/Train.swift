@@ -394,7 +394,7 @@ struct Train: ParsableCommand {
     }
 
     /// Rank 0 makes sure the checkpoint folder is usable before any work: it exists and is
-    /// writable, no other run holds it (a lock with host and pid), and it does not hold a
+    /// writable, no other run holds it (a kernel lock on `.lock`), and it does not hold a
     /// finished or other run unless this one resumes it or --overwrite says to start afresh.
     func claimCheckpointFolder(_ store: CheckpointStore, comm: Communicator, log: RankLog) throws -> CheckpointStore.Lock? {
         guard comm.rank == 0 else { return nil }
@@ -407,7 +407,8 @@ struct Train: ParsableCommand {
         }
         // A Slurm job that was requeued finds its own earlier start's lock, and takes it over.
         let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"]
-        let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName, job: job)
+        // A restart right after a crash can find the dead job's last rank still being torn down.
+        let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName, job: job, wait: 10) { log.info($0) }
         if lock.tookOverFromJob { log.info("took over \(lock.path) from an earlier start of Slurm job \(job ?? "?") (requeued)") }
         let stale = store.removeStaleTemporaries()
         if stale > 0 { log.info("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }

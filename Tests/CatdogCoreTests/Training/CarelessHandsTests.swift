@@ -48,16 +48,63 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertEqual(nan.status, 64, nan.output)  // a usage error before any work
     }
 
-    /// A Slurm job requeued onto another node finds its earlier start's lock (another host, so
-    /// its liveness cannot be checked) and takes it over; another job's lock is respected.
+    /// A Slurm job requeued onto another node finds its earlier start's lock still held (its
+    /// node is gone, the file server has not let go yet) and takes it over; another job's lock
+    /// is respected.
     func testTheLockOfAnEarlierStartOfTheSameBatchJobIsTakenOver() throws {
         let folder = try temporaryFolder(self)
         try "node07 4242 job=5150\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
+        let held = try HeldLock(folder + "/.lock")
         XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "node03", job: "5151"))
         XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "node03"))
         let lock = try CheckpointStore.Lock.acquire(in: folder, host: "node03", job: "5150")
         XCTAssertTrue(lock.tookOverFromJob)
         XCTAssertEqual(try String(contentsOfFile: folder + "/.lock", encoding: .utf8), "node03 \(getpid()) job=5150\n")
+        withExtendedLifetime(held) {}
+    }
+
+    /// The folder's lock is the kernel's: a file naming a live pid is no lock, a process that
+    /// holds it is one whatever the file says, and it is free the moment its holder ends,
+    /// so a restart right after a crash never finds its dead predecessor's lock.
+    func testTheFolderLockIsTheKernelsAndDiesWithItsHolder() throws {
+        let folder = try temporaryFolder(self)
+        try "\(ProcessInfo.processInfo.hostName) \(getpid())\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
+        var lock: CheckpointStore.Lock? = try CheckpointStore.Lock.acquire(in: folder, host: "here")
+        XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "here")) { error in
+            XCTAssertTrue("\(error)".contains("another run is using this folder"), "\(error)")
+        }
+        lock = nil
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/.lock"), "released and removed")
+        // A holder in another process that is killed: its lock goes with it.
+        _ = FileManager.default.createFile(atPath: folder + "/.lock", contents: nil)
+        let holder = try SpawnedProcess(["flock", "-x", folder + "/.lock", "sleep", "60"])
+        XCTAssertTrue(HeldLock.waitUntilHeld(folder + "/.lock"), "flock(1) did not take the lock")
+        XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "here"), "flock(1) holds it")
+        holder.killGroup()
+        holder.waitForExit()
+        lock = try CheckpointStore.Lock.acquire(in: folder, host: "here")
+        XCTAssertNotNil(lock)
+        // A waiting acquire gets it as soon as the holder lets go.
+        lock = nil
+        _ = FileManager.default.createFile(atPath: folder + "/.lock", contents: nil)
+        let second = try SpawnedProcess(["flock", "-x", folder + "/.lock", "sleep", "1"])
+        let start = Date()
+        XCTAssertTrue(HeldLock.waitUntilHeld(folder + "/.lock"), "flock(1) did not take the lock")
+        var told = ""
+        lock = try CheckpointStore.Lock.acquire(in: folder, host: "here", wait: 20) { told = $0 }
+        XCTAssertTrue(told.contains("waiting up to 20 s"), told)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 15)
+        second.waitForExit()
+        // Planted: a link or a folder where the lock goes is refused, never followed.
+        lock = nil
+        let elsewhere = try temporaryFolder(self) + "/secret"
+        try "\u{1b}]0;owned\u{7} 1\n".write(toFile: elsewhere, atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: folder + "/.lock", withDestinationPath: elsewhere)
+        XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "here")) { error in
+            XCTAssertTrue("\(error)".contains("symbolic link"), "\(error)")
+            XCTAssertFalse("\(error)".contains("owned"), "\(error)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: elsewhere, encoding: .utf8), "\u{1b}]0;owned\u{7} 1\n", "the link's target is untouched")
     }
 
     func testAFolderHoldingARunIsRefusedAndLocked() throws {
@@ -74,7 +121,9 @@ final class CarelessHandsTests: XCTestCase {
         // A live owner's lock is respected; a dead owner's lock and stale temporaries are cleaned.
         let host = ProcessInfo.processInfo.hostName
         try "\(host) \(getpid())\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
-        assertClean(try CLI.run(trainArguments(data, folder, extra: ["--resume", "auto", "--epochs", "2"])), "another run is using this folder")
+        try withExtendedLifetime(try HeldLock(folder + "/.lock")) {
+            assertClean(try CLI.run(trainArguments(data, folder, extra: ["--resume", "auto", "--epochs", "2"])), "another run is using this folder")
+        }
         try "\(host) 4194000\n".write(toFile: folder + "/.lock", atomically: true, encoding: .utf8)
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: folder + "/.tmp-123-abc"))
         try Data([1]).write(to: URL(fileURLWithPath: folder + "/ckpt-zzz-mine.safetensors.zst"))
@@ -175,5 +224,32 @@ final class CarelessHandsTests: XCTestCase {
         // A validation fraction that leaves no validation image says what to use instead.
         let tiny = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--val-fraction", "0.001"]))
         assertClean(tiny, "leaves no validation image")
+    }
+}
+
+/// An exclusive `flock` on `path` held by this process until released: another live run's lock.
+final class HeldLock {
+    private let fd: Int32
+    init(_ path: String) throws {
+        fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            throw NSError(domain: "HeldLock", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "cannot lock \(path)"])
+        }
+    }
+    deinit { close(fd) }
+
+    /// Polls (up to 10 s) until another process holds `path`'s lock; never creates the file.
+    static func waitUntilHeld(_ path: String) -> Bool {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let fd = open(path, O_RDWR | O_CLOEXEC)
+            if fd >= 0 {
+                let free = flock(fd, LOCK_EX | LOCK_NB) == 0
+                close(fd)  // also lets go of it
+                if !free { return true }
+            }
+            usleep(20_000)
+        }
+        return false
     }
 }
