@@ -35,6 +35,8 @@ let package = Package(
         // MARK: - Our own C: float <-> half with F16C
 
         .target(name: "CHalf", path: "Sources/CHalf"),
+        // Stop signals (SIGTERM, SIGINT, SIGUSR1) as a flag the training loop reads between steps.
+        .target(name: "CSignals", path: "Sources/CSignals"),
         // Winograd F(4x4, 3x3) transforms, compiled for AVX-512, AVX2 and baseline x86-64; the
         // loader picks one per CPU.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3", "-mprefer-vector-width=512"])]),
@@ -43,7 +45,7 @@ let package = Package(
         // ARCHITECTURE.md explains who owns what. Every target keeps Swift's bounds and overflow
         // checks in release builds too: the files it reads are untrusted (README, "Security").
 
-        .target(name: "CatdogSupport", dependencies: ["CHalf"]),
+        .target(name: "CatdogSupport", dependencies: ["CHalf", "CSignals"]),
         .target(name: "CatdogEngine", dependencies: ["CatdogSupport", "COpenBLAS", "CKernels"]),
         .target(name: "CatdogData", dependencies: ["CatdogSupport", "CTurboJPEG", "CKernels"]),
         .target(name: "CatdogDistributed", dependencies: ["CatdogSupport", "CMPI", "CHalf"]),

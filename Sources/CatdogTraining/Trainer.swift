@@ -74,6 +74,9 @@ public final class Trainer {
     public let microBatch: Int
     /// Ends this rank when a step, evaluation or checkpoint waits far longer than expected.
     public var watchdog: StallWatchdog?
+    /// Asked between steps: non-zero (the signal) when this rank has been told to stop. Every
+    /// rank then finishes the step, they agree, one checkpoint is written and `fit` returns.
+    public var stopSignal: () -> Int32 = { 0 }
     /// TensorBoard event file (rank 0): scalars per epoch, and the training loss every
     /// `batchEventsEvery` updates.
     public var events: TensorBoardWriter?

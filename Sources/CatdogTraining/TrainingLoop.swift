@@ -7,6 +7,8 @@ extension Trainer {
     /// Why `fit` called the checkpoint hook.
     public enum CheckpointReason: Sendable {
         case epochEnd(improved: Bool), everySteps
+        /// A stop signal (preemption, a time limit, Ctrl-C) ended the run here; it resumes from it.
+        case stopped
         /// The run ended; `complete` is false when only the time budget stopped it.
         case finished(complete: Bool)
     }
@@ -92,7 +94,9 @@ extension Trainer {
                     totalEstimate = Double(globalStep) + min(planned, affordable)
                     if elapsed + perStep + evaluation > budget { stop = 1 }
                 }
-                var control = [result.lossSum, result.correct, result.count, stop, totalEstimate]
+                // The last entry: how many ranks were asked to stop (a signal), so all stop together.
+                var control = [result.lossSum, result.correct, result.count, stop, totalEstimate,
+                               stopSignal() != 0 ? 1 : 0]
                 try comm.allReduceSum(&control)
                 // The reduced loss is the same on every rank, so all of them stop here together,
                 // before anything of the diverged weights reaches a checkpoint or metrics.jsonl.
@@ -131,6 +135,13 @@ extension Trainer {
                                     phase.name, epoch + 1 - phase.firstEpoch, total(), stepInEpoch, plan.steps, rate,
                                     epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
                                     Double(schedule.rate(at: globalStep)), formatDuration(eta)))
+                }
+                if control[5] > 0 {
+                    // Stopped from outside: one checkpoint of exactly this point, no evaluation.
+                    stoppedBy = .signal(stopSignal())
+                    try averageBatchNormState()
+                    try checkpointing(.stopped)
+                    break outer
                 }
                 if control[3] > 0 { stoppedBy = .timeBudget; break }
                 if checkpointEvery > 0, globalStep % checkpointEvery == 0, stepInEpoch < plan.steps {
@@ -192,6 +203,10 @@ extension Trainer {
             }
             try checkpointing(.epochEnd(improved: improved))
             if stoppedBy == .timeBudget { break outer }
+            // A stop signal during the evaluation: the epoch's checkpoint is the one to resume from.
+            var asked = [stopSignal() != 0 ? 1.0 : 0]
+            try comm.allReduceSum(&asked)
+            if asked[0] > 0 { stoppedBy = .signal(stopSignal()); break outer }
             if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
                 stoppedBy = .earlyStopping
                 if comm.rank == 0 {
@@ -204,6 +219,10 @@ extension Trainer {
         // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
         // EarlyStopping(restore_best_weights=True)).
         // A run that fills its budget is complete when the budget is spent.
+        if case .signal = stoppedBy {
+            return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
+                              history: history)
+        }
         try checkpointing(.finished(complete: stoppedBy != .timeBudget || fills))
         if !history.isEmpty, bestValidationLoss.isFinite {
             try watchdog.watchIfAny("sending the best weights", expected: 30) { try restoreBest() }
@@ -225,7 +244,11 @@ public struct Diverged: Error, CustomStringConvertible {
 }
 
 public struct FitSummary: Sendable {
-    public enum Stop: Sendable { case epochs, earlyStopping, timeBudget }
+    public enum Stop: Sendable, Equatable {
+        case epochs, earlyStopping, timeBudget
+        /// A stop signal (the first one any rank received; 0 when only a peer got one).
+        case signal(Int32)
+    }
     public var stop: Stop
     public var seconds: Double
     public var bestValidationLoss: Double

@@ -18,6 +18,10 @@ func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, _ body: 
     }
     do {
         try body(faults?.wrap(comm) ?? comm)
+    } catch let stop as ResumableStop {
+        // Every rank got here together, after the checkpoint: a clean end, not an abort.
+        comm.finalize()
+        throw ExitCode(stop.exitCode)
     } catch let error as ExitCode {
         if comm.size > 1, error != .success { comm.abort(code: error.rawValue) }
         comm.finalize()
@@ -28,6 +32,14 @@ func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, _ body: 
         throw ExitCode(1)
     }
     comm.finalize()
+}
+
+/// Training stopped by a signal after writing the checkpoint it resumes from. The exit status
+/// is the shell's for that signal (143 for SIGTERM, 130 for SIGINT, 138 for SIGUSR1), so a
+/// scheduler or script sees that it was stopped, not that it failed.
+struct ResumableStop: Error {
+    var signal: Int32
+    var exitCode: Int32 { 128 + signal }
 }
 
 /// Rank 0's messages to the user; the other ranks stay quiet.

@@ -241,8 +241,12 @@ struct Train: ParsableCommand {
     func run() throws {
         if model == "efficientnet-lite0", freeze != .none || resume != nil && initFrom == nil { return try runTransfer() }
         try runDistributed(faults: faults) { comm in
-            try compute.apply()
             let log = RankLog(comm)
+            // From here on SIGTERM, SIGINT and SIGUSR1 ask for a checkpoint and a clean stop.
+            do { try StopSignals.install() } catch {
+                log.info("warning: cannot catch stop signals (\(error)); SIGTERM will end the run without a checkpoint")
+            }
+            try compute.apply()
             let store = CheckpointStore(directory: checkpointDir, keep: keep)
             let lock = try claimCheckpointFolder(store, comm: comm, log: log)
             defer { withExtendedLifetime(lock) {} }
@@ -295,6 +299,7 @@ struct Train: ParsableCommand {
             let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
                                       convolution: compute.convolutionOptions)
+            trainer.stopSignal = { StopSignals.received }
             if comm.size > 1, stallTimeout > 0 {
                 var peers: (@Sendable () -> String)?
                 if let heartbeats = comm.heartbeats { peers = { heartbeats.report() } }
@@ -334,7 +339,7 @@ struct Train: ParsableCommand {
                 var best = false, finished = false
                 switch reason {
                 case .epochEnd(let improved): best = improved
-                case .everySteps: break
+                case .everySteps, .stopped: break
                 case .finished(let complete): finished = complete
                 }
                 try trainer.withCheckpointParts(finished: finished) { _, parts in
@@ -343,11 +348,17 @@ struct Train: ParsableCommand {
                 checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
             }
             progress.clear()
+            if case .signal(let signal) = summary.stop {
+                let what = signal == 0 ? "a stop signal to another rank" : StopSignals.name(signal)
+                log.info("stopped by \(what) at epoch \(trainer.epoch + 1), step \(trainer.stepInEpoch) of the epoch (update \(trainer.globalStep)); its checkpoint is \(store.lastPath): continue with --resume auto")
+                throw ResumableStop(signal: signal == 0 ? SIGTERM : signal)
+            }
             let how = switch summary.stop {
             case .epochs: "finished \(config.epochs) epochs"
             case .earlyStopping: "stopped early"
             case .timeBudget: config.fillsBudget == true ? "finished: the time budget is spent and the schedule with it"
                 : "time budget spent (resume with --resume auto to continue)"
+            case .signal: ""
             }
             let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
             var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]

@@ -1,0 +1,20 @@
+#ifndef CATDOG_SIGNALS_H
+#define CATDOG_SIGNALS_H
+
+// Stop signals for training (preemption, a time limit, Ctrl-C): SIGTERM, SIGINT and SIGUSR1
+// only set a flag, which the training loop reads between steps, so that every rank finishes
+// the step it is in, the ranks agree, one checkpoint is written and the run exits resumable.
+// A further stop signal at least `grace_seconds` after the first ends the process at once
+// (exit status 128 + the signal): one Ctrl-C reaches a rank twice (from the terminal and
+// from mpirun), which must not count as two.
+//
+// Signal handlers must only do what is async-signal-safe; that is why this is C.
+
+// Installs the handlers. Returns 0, or -1 (errno set) if sigaction failed.
+int catdog_stop_signals_install(double grace_seconds);
+// The first stop signal received (SIGTERM, SIGINT or SIGUSR1), or 0 if none yet.
+int catdog_stop_signal(void);
+// Restores the default actions (after the run has stopped).
+void catdog_stop_signals_uninstall(void);
+
+#endif
