@@ -53,6 +53,20 @@ public final class HeartbeatTable: @unchecked Sendable {
         return (mine, peers.filter { $0.rank != rank }, lastPoll)
     }
 
+    /// The peer silent longest, if one has been silent for more than `seconds` while this rank
+    /// listens and had finished computing this rank's update (so it should be waiting in the
+    /// same collective, repeating its heartbeat): a peer that froze or lost its link. `except`
+    /// is a rank known to be busy without listening (rank 0 writing a checkpoint).
+    public func silentPeer(now: Date = Date(), longerThan seconds: Double, except: Int? = nil) -> (peer: Peer, silence: Double)? {
+        let (mine, peers, lastPoll) = snapshot
+        guard let mine, let lastPoll, now.timeIntervalSince(lastPoll) < Self.silentAfter else { return nil }
+        return peers.compactMap { peer -> (peer: Peer, silence: Double)? in
+            guard peer.rank != except, let progress = peer.progress, progress >= mine, let heard = peer.heard else { return nil }
+            let silence = now.timeIntervalSince(heard)
+            return silence > seconds ? (peer, silence) : nil
+        }.max { $0.silence < $1.silence }
+    }
+
     /// One sentence naming the peers this rank is waiting for: those that have not finished
     /// computing its update, and, while it listens, those gone silent, e.g. "Waiting for
     /// rank 1 on h2 (silent for 24 s, last done with update 365); this rank has computed update 366."

@@ -20,18 +20,26 @@ public final class StallWatchdog: @unchecked Sendable {
     private var paused = 0.0
     private let describe: String
     private let peers: (@Sendable () -> String)?
+    private let silence: (@Sendable (_ longerThan: Double, _ except: Int?) -> String?)?
+    /// A rank expected not to be heard during the current operation (rank 0 writing a
+    /// checkpoint), and whether peers' silence counts in it at all.
+    private var quiet: Int?
+    private var judgesSilence = false
     private let report: @Sendable (String) -> Void
     private let expire: @Sendable () -> Void
 
     /// `describe` names this rank ("rank 1 of 2 on h2"); `peers` says whom it is waiting for
-    /// (the heartbeat's report); `report` prints a line (stderr); `expire` ends the process
-    /// (tests replace it).
+    /// (the heartbeat's report); `silence` names a peer silent for longer than the time given,
+    /// other than the rank given (the heartbeat's `silentPeer`); `report` prints a line
+    /// (stderr); `expire` ends the process (tests replace it).
     public init(timeout: Double, describe: String, peers: (@Sendable () -> String)? = nil,
+                silence: (@Sendable (_ longerThan: Double, _ except: Int?) -> String?)? = nil,
                 report: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
                 expire: @escaping @Sendable () -> Void = { _exit(75) }) {
         self.timeout = timeout
         self.describe = describe
         self.peers = peers
+        self.silence = silence
         self.report = report
         self.expire = expire
         let interval = min(1, max(timeout / 10, 0.05))
@@ -52,11 +60,15 @@ public final class StallWatchdog: @unchecked Sendable {
     }
 
     /// Starts timing `operation` (e.g. "the all-reduce of epoch 3, step 120"), which should
-    /// take about `expected` seconds.
-    public func begin(_ operation: String, expected: Double) {
+    /// take about `expected` seconds. With `listening`, every rank but `quiet` waits in it
+    /// hearing the others (a checkpoint: rank 0 writes, the rest wait in a barrier), so a peer
+    /// silent for `timeout` ends it at once, however long the operation may take.
+    public func begin(_ operation: String, expected: Double, listening: Bool = false, quiet: Int? = nil) {
         lock.lock()
         self.operation = operation
         self.expected = max(expected, 0)
+        judgesSilence = listening
+        self.quiet = quiet
         started = Date()
         warned = false
         paused = 0
@@ -78,8 +90,9 @@ public final class StallWatchdog: @unchecked Sendable {
     }
 
     /// Runs `body` as one watched operation.
-    public func watch<T>(_ operation: String, expected: Double, _ body: () throws -> T) rethrows -> T {
-        begin(operation, expected: expected)
+    public func watch<T>(_ operation: String, expected: Double, listening: Bool = false, quiet: Int? = nil,
+                         _ body: () throws -> T) rethrows -> T {
+        begin(operation, expected: expected, listening: listening, quiet: quiet)
         defer { end() }
         return try body()
     }
@@ -93,7 +106,17 @@ public final class StallWatchdog: @unchecked Sendable {
         let warn = !warned && waited > expected + timeout / 2
         if warn { warned = true }
         let paused = paused
+        let (judgesSilence, quiet) = (self.judgesSilence, self.quiet)
         lock.unlock()
+        if judgesSilence, paused == 0, let silent = silence?(timeout, quiet) {
+            report(String(format: "%@: stalled in %@: %@ (--stall-timeout %.0f s). "
+                + "Its host or the network stopped answering (a cut link or a frozen machine); "
+                + "ending this rank so the job stops instead of hanging. Resume with --resume auto "
+                + "(cluster/train-until-done --hostfile drops hosts that do not answer).",
+                describe, operation, silent, timeout))
+            expire()
+            return true
+        }
         if waited > limit {
             let whom = paused > 0
                 ? String(format: " This rank itself did not run for %.0f s of that (its process was stopped or its machine suspended), so the fault is likely its own.", paused)

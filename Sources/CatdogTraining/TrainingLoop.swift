@@ -36,7 +36,8 @@ extension Trainer {
         var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
         func checkpointing(_ reason: CheckpointReason) throws {
             let started = Date()
-            try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30) {
+            try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30,
+                                    listening: true, quiet: 0) {
                 try checkpoint(self, reason)
                 if watchdog != nil { try comm.barrier() }
             }
@@ -205,7 +206,9 @@ extension Trainer {
             if stoppedBy == .timeBudget { break outer }
             // A stop signal during the evaluation: the epoch's checkpoint is the one to resume from.
             var asked = [stopSignal() != 0 ? 1.0 : 0]
-            try comm.allReduceSum(&asked)
+            try watchdog.watchIfAny("agreeing whether to stop after epoch \(epoch)", expected: slowestStep, listening: true) {
+                try comm.allReduceSum(&asked)
+            }
             if asked[0] > 0 { stoppedBy = .signal(stopSignal()); break outer }
             if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
                 stoppedBy = .earlyStopping
@@ -257,8 +260,9 @@ public struct FitSummary: Sendable {
 
 extension Optional where Wrapped == StallWatchdog {
     /// Runs `body`, watched when there is a watchdog.
-    func watchIfAny<T>(_ operation: String, expected: Double, _ body: () throws -> T) rethrows -> T {
+    func watchIfAny<T>(_ operation: String, expected: Double, listening: Bool = false, quiet: Int? = nil,
+                       _ body: () throws -> T) rethrows -> T {
         guard let watchdog = self else { return try body() }
-        return try watchdog.watch(operation, expected: expected, body)
+        return try watchdog.watch(operation, expected: expected, listening: listening, quiet: quiet, body)
     }
 }

@@ -302,9 +302,17 @@ struct Train: ParsableCommand {
             trainer.stopSignal = { StopSignals.received }
             if comm.size > 1, stallTimeout > 0 {
                 var peers: (@Sendable () -> String)?
-                if let heartbeats = comm.heartbeats { peers = { heartbeats.report() } }
+                var silence: (@Sendable (Double, Int?) -> String?)?
+                if let heartbeats = comm.heartbeats {
+                    peers = { heartbeats.report() }
+                    silence = { longerThan, except in
+                        heartbeats.silentPeer(longerThan: longerThan, except: except).map {
+                            String(format: "rank %d on %@ has been silent for %.0f s", $0.peer.rank, $0.peer.host, $0.silence)
+                        }
+                    }
+                }
                 trainer.watchdog = StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)",
-                                                 peers: peers)
+                                                 peers: peers, silence: silence)
             }
             if config.model == "efficientnet-lite0" {
                 for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }

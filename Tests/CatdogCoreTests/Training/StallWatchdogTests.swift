@@ -48,6 +48,48 @@ final class StallWatchdogTests: XCTestCase {
                       record.value.lines.joined(separator: "\n"))
     }
 
+    /// During a checkpoint (rank 0 writes, the others wait listening), a peer that finished
+    /// the update and then went silent for longer than the timeout ends the wait at once, long
+    /// before the checkpoint's own allowance; rank 0, busy writing, and a peer still computing
+    /// are never taken for silent, and nothing is judged while this rank does not listen.
+    func testAPeerSilentDuringACheckpointIsFoundWithinTheTimeout() {
+        let table = HeartbeatTable(rank: 1, hosts: ["h0", "h1", "h2", "h3"])
+        let t0 = Date()
+        table.announced(50)
+        table.heard(rank: 0, progress: 50, at: t0)  // then writes the checkpoint, not heard
+        table.heard(rank: 2, progress: 50, at: t0)  // then frozen
+        table.heard(rank: 3, progress: 49, at: t0)  // still computing update 50
+        let now = t0.addingTimeInterval(5)
+        XCTAssertNil(table.silentPeer(now: now, longerThan: 3, except: 0), "not listening yet")
+        table.polled(at: now.addingTimeInterval(-0.5))
+        let silent = table.silentPeer(now: now, longerThan: 3, except: 0)
+        XCTAssertEqual(silent?.peer.rank, 2)
+        XCTAssertEqual(silent?.silence ?? 0, 5, accuracy: 1e-6)
+        XCTAssertNil(table.silentPeer(now: now, longerThan: 6, except: 0), "not yet past the timeout")
+        table.heard(rank: 2, progress: 50, at: now)
+        XCTAssertNil(table.silentPeer(now: now, longerThan: 3, except: 0), "heard again")
+
+        let frozen = HeartbeatTable(rank: 1, hosts: ["h0", "h1", "h2"])
+        frozen.announced(50)
+        frozen.heard(rank: 0, progress: 50, at: t0)
+        frozen.heard(rank: 2, progress: 50, at: t0)
+        frozen.polled(at: now)
+        let record = Record()
+        let watchdog = StallWatchdog(timeout: 3, describe: "rank 1 of 3 on h1",
+                                     silence: { longerThan, except in
+                                         frozen.silentPeer(now: now, longerThan: longerThan, except: except)
+                                             .map { "rank \($0.peer.rank) on \($0.peer.host) has been silent for \(Int($0.silence)) s" } },
+                                     report: { record.report($0) }, expire: { record.expire() })
+        watchdog.begin("a training step", expected: 100)  // silence is not judged outside a listening wait
+        XCTAssertFalse(watchdog.check(now: Date()))
+        watchdog.begin("writing a checkpoint (rank 0) and waiting for it", expected: 100, listening: true, quiet: 0)
+        // Its own thread looks too: either look ends it.
+        _ = watchdog.check(now: Date())
+        XCTAssertGreaterThanOrEqual(record.value.expiries, 1, "a peer silent for 5 s with --stall-timeout 3")
+        XCTAssertTrue(record.value.lines.last?.contains("rank 2 on h2 has been silent for 5 s") == true, record.value.lines.joined(separator: "\n"))
+        XCTAssertFalse(record.value.lines.last?.contains("rank 0 on") == true, record.value.lines.joined(separator: "\n"))
+    }
+
     /// Timeout 10 s, an operation expected to take 20 s: nothing at 25 s (inside 20 + 10/2),
     /// a warning at 26 s, the end at 31 s; after `end()` nothing fires however late.
     func testSlowButExpectedPassesAndAStallWarnsThenEnds() {
@@ -89,6 +131,8 @@ final class StallWatchdogTests: XCTestCase {
         XCTAssertLessThan(waited, 3 + 10, "the job took longer than --stall-timeout + 10 s to end")
         XCTAssertNotEqual(run.process.terminationStatus, 0)
         let stderr = run.stderr
-        XCTAssertNotNil(stderr.value.firstMatch(of: /rank 0 of 2 on \S+: stalled for \d+ s in epoch \d+, step \d+/), stderr.value)
+        // Frozen in a step, or in the epoch's checkpoint or the agreement after it (then its
+        // heartbeat's silence names it, instead of the checkpoint's own longer allowance).
+        XCTAssertNotNil(stderr.value.firstMatch(of: /rank 0 of 2 on \S+: stalled (for \d+ s in epoch \d+, step \d+|(for \d+ s )?in (writing a checkpoint \(rank 0\) and waiting for it|agreeing whether to stop after epoch \d+)(: rank 1 on \S+ has been silent for \d+ s)?)/), stderr.value)
     }
 }
