@@ -270,36 +270,60 @@ extension CheckpointStore {
 
 extension CheckpointMetadata {
     /// Largest input side a checkpoint may name (the command line accepts the same).
-    public static let maxImageSize = 1024
+    public static let maxImageSize = CheckpointLimits.maxImageSize
 
     /// What is wrong with numbers read from a file, or nil: every count, position, size and
-    /// fraction is checked before anything is allocated or indexed with it.
+    /// fraction is checked against `RunLimits` before anything is allocated, indexed or
+    /// computed with it (so that no later arithmetic on them can overflow).
     public var problem: String? {
-        guard ModelZoo.names.contains(model) || model == "efficientnet-lite0-imagenet" else { return "unknown model '\(model)'" }
+        typealias L = RunLimits
+        guard ModelZoo.names.contains(model) || model == "efficientnet-lite0-imagenet" else { return "unknown model '\(printable(model.prefix(64)))'" }
         guard (16...Self.maxImageSize).contains(imageSize) else { return "image size \(imageSize) is outside 16...\(Self.maxImageSize)" }
         guard preprocessing.imageSize == imageSize else {
             return "preprocessing image size \(preprocessing.imageSize) differs from the model's \(imageSize)"
         }
         guard (0...imageSize).contains(preprocessing.cropMargin) else { return "crop margin \(preprocessing.cropMargin) is out of range" }
-        if let mean = preprocessing.channelMean, mean.count != 3 || !mean.allSatisfy({ $0.isFinite }) { return "bad channel mean" }
+        if let mean = preprocessing.channelMean, mean.count != 3 || !mean.allSatisfy({ $0.isFinite && abs($0) <= 1e6 }) { return "bad channel mean" }
         guard config.model == model, config.imageSize == imageSize else { return "its configuration names another model or size" }
-        guard epoch >= 0, stepInEpoch >= 0, step >= 0, optimizerIterations >= 0, epochsWithoutImprovement >= 0 else {
-            return "a negative epoch, step or iteration count"
-        }
-        guard globalBatch > 0, config.globalBatch == globalBatch, ranks > 0, parameterCount > 0 else {
-            return "batch \(globalBatch), ranks \(ranks) or parameter count \(parameterCount) is not positive"
-        }
-        guard config.epochs > 0, config.validationFraction > 0, config.validationFraction < 1, config.patience >= 0,
-              config.checksumEvery > 0, config.bucketMiB > 0, config.bucketMiB.isFinite, config.warmupEpochs >= 0,
-              config.warmupEpochs.isFinite, config.weightDecay >= 0, config.weightDecay.isFinite, config.momentum.isFinite,
-              config.learningRate.map({ $0 > 0 && $0.isFinite }) ?? true, config.timeBudget.map({ $0 > 0 && $0.isFinite }) ?? true,
-              config.ema.map({ $0 >= 0 && $0 < 1 }) ?? true,
-              config.resizeFrom.map({ $0 >= 16 && $0 <= imageSize }) ?? true,
-              epochImageSize.map({ $0 >= 16 && $0 <= imageSize }) ?? true
-        else { return "a training option is out of range" }
-        guard schedule.totalSteps >= 0, schedule.warmupSteps >= 0, schedule.baseRate.isFinite else { return "a bad schedule" }
-        guard elapsedSeconds.isFinite, elapsedSeconds >= 0 else { return "a bad elapsed time" }
+        if let problem = config.problem { return "configuration: \(problem)" }
+        let position: [String?] = [
+            L.check("epoch", epoch, 0...L.epochs.upperBound),
+            L.check("step", step, L.steps),
+            L.check("step in epoch", stepInEpoch, 0...max(0, step)),  // max: the array is built whole, step may be bad
+            L.check("optimizer iterations", optimizerIterations, L.steps),
+            L.check("epochs without improvement", epochsWithoutImprovement, 0...max(0, epoch)),
+            L.check("ranks", ranks, L.ranks),
+            L.check("parameter count", parameterCount, L.parameters),
+            L.check("schedule steps", schedule.totalSteps, L.steps),
+            L.check("warmup steps", schedule.warmupSteps, L.steps),
+            L.check("schedule rate", Double(schedule.baseRate), L.learningRate),
+            L.check("schedule minimum factor", Double(schedule.minimumFactor), 0...1),
+            L.check("schedule step factor", Double(schedule.stepFactor), 0...1),
+            L.check("schedule step interval", schedule.stepEvery, 1...L.steps.upperBound),
+            L.check("format version", formatVersion, 1...Self.currentVersion),
+            L.check("elapsed seconds", elapsedSeconds, L.seconds),
+            L.check("epoch loss sum", epochTotals.lossSum, 0...L.loss.upperBound * max(1, min(epochTotals.count, 1e15))),
+            L.check("epoch correct count", epochTotals.correct, 0...1e15),
+            L.check("epoch sample count", epochTotals.count, 0...1e15),
+            bestValidationLoss.flatMap { L.check("best validation loss", $0, L.loss) },
+            epochImageSize.flatMap { L.check("epoch image size", $0, 16...imageSize) },
+        ]
+        if let problem = position.lazy.compactMap({ $0 }).first { return problem }
+        guard globalBatch == config.globalBatch, ranks <= globalBatch else { return "batch \(globalBatch) or ranks \(ranks) disagree" }
+        // Every optimizer's hyperparameters (momentum, betas, rho, epsilon, nesterov) lie in [0, 1].
+        guard optimizerHyperparameters.count <= 64, optimizerScalars.count <= 64,
+              optimizerHyperparameters.values.allSatisfy({ $0.isFinite && (0...1).contains($0) }),
+              optimizerScalars.values.allSatisfy({ $0.isFinite && abs($0) <= 1e30 })
+        else { return "bad optimizer numbers" }
         guard history.count <= epoch + 1 else { return "more epochs of history than epochs" }
+        for item in history {
+            // A metric that does not exist (no validation images) is stored as null: NaN.
+            func bad(_ x: Double, _ range: ClosedRange<Double>) -> Bool { !x.isNaN && !(x.isFinite && range.contains(x)) }
+            guard (1...L.epochs.upperBound).contains(item.epoch), L.steps.contains(item.step), L.ranks.contains(item.ranks),
+                  !bad(item.train_loss, L.loss), !bad(item.val_loss, L.loss), !bad(item.train_acc, 0...1), !bad(item.val_acc, 0...1),
+                  !bad(item.images_per_s, 0...1e12), !bad(item.elapsed_s, L.seconds), !bad(item.lr, L.learningRate)
+            else { return "a bad history entry (epoch \(item.epoch))" }
+        }
         return nil
     }
 }

@@ -75,3 +75,66 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         learningRate ?? optimizer.defaultLearningRate
     }
 }
+
+/// The ranges every number of a run must lie in, whether it comes from the command line or
+/// from a checkpoint's metadata (a file is untrusted): far beyond any real run, and small
+/// enough that no arithmetic done with them can overflow (steps × batch, epochs × steps,
+/// 1 + epoch). One place, so that the command line and the checkpoint reader cannot drift.
+public enum RunLimits {
+    public static let epochs = 1...100_000
+    public static let globalBatch = 1...65_536
+    public static let ranks = 1...65_536
+    /// Updates, optimizer iterations, schedule steps, checksum intervals: 2^40.
+    public static let steps = 0...(1 << 40)
+    public static let patience = 0...100_000
+    public static let warmupEpochs = 0.0...100_000
+    public static let learningRate = 0.0...1_000
+    public static let weightDecay = 0.0...100
+    /// Seconds (a time budget, elapsed time): 30 years.
+    public static let seconds = 0.0...1e9
+    public static let bucketMiB = 0.0...65_536
+    /// A mean loss per sample: above this a run has diverged (`Diverged.loss` stops training
+    /// long before), so a file that stores more is not one of ours.
+    public static let loss = 0.0...1e6
+    public static let parameters = 1...(1 << 34)
+
+    /// nil when `value` lies in `range`, else "NAME VALUE is outside LOW...HIGH".
+    public static func check<T: Comparable>(_ name: String, _ value: T, _ range: ClosedRange<T>) -> String? {
+        range.contains(value) ? nil : "\(name) \(value) is outside \(range.lowerBound)...\(range.upperBound)"
+    }
+
+    /// The same for a floating-point value, which must also be a number (not NaN or infinite).
+    public static func check(_ name: String, _ value: Double, _ range: ClosedRange<Double>) -> String? {
+        value.isFinite && range.contains(value) ? nil : "\(name) \(value) is outside \(range.lowerBound)...\(range.upperBound)"
+    }
+}
+
+extension TrainingConfig {
+    /// What is out of range in this configuration, or nil (see `RunLimits`).
+    public var problem: String? {
+        typealias L = RunLimits
+        let checks: [String?] = [
+            L.check("image size", imageSize, 16...CheckpointLimits.maxImageSize),
+            L.check("epochs", epochs, L.epochs),
+            L.check("batch size", globalBatch, L.globalBatch),
+            learningRate.flatMap { $0 > 0 ? L.check("learning rate", Double($0), L.learningRate) : "learning rate \($0) is not positive" },
+            L.check("momentum", Double(momentum), 0...0.999_999),
+            L.check("weight decay", Double(weightDecay), L.weightDecay),
+            L.check("warmup epochs", warmupEpochs, L.warmupEpochs),
+            L.check("validation fraction", validationFraction, 1e-9...0.999_999_999),
+            L.check("patience", patience, L.patience),
+            timeBudget.flatMap { L.check("time budget", $0, 1e-3...L.seconds.upperBound) },
+            L.check("bucket MiB", bucketMiB, 1e-6...L.bucketMiB.upperBound),
+            ema.flatMap { L.check("EMA decay", $0, 0...0.999_999_999) },
+            resizeFrom.flatMap { L.check("resize-from size", $0, 16...max(16, imageSize)) },  // max: the array is built whole
+            L.check("checksum interval", checksumEvery, 1...L.steps.upperBound),
+            L.check("colour shift", Double(augmentation.colorShift), 0...255),
+        ]
+        return checks.lazy.compactMap { $0 }.first
+    }
+}
+
+/// Sizes a checkpoint may name (the command line accepts the same).
+public enum CheckpointLimits {
+    public static let maxImageSize = 1024
+}

@@ -100,9 +100,12 @@ extension Trainer {
                                stopSignal() != 0 ? 1 : 0]
                 try comm.allReduceSum(&control)
                 // The reduced loss is the same on every rank, so all of them stop here together,
-                // before anything of the diverged weights reaches a checkpoint or metrics.jsonl.
-                guard control[0].isFinite else {
-                    throw Diverged(epoch: epoch + 1, step: stepInEpoch + 1, learningRate: Double(schedule.rate(at: globalStep - 1)))
+                // before anything of the diverged weights reaches a checkpoint or metrics.jsonl:
+                // not a number, or a mean loss no training that still learns reaches.
+                let meanLoss = control[0] / max(control[2], 1)
+                guard meanLoss.isFinite, meanLoss <= Diverged.loss else {
+                    throw Diverged(epoch: epoch + 1, step: stepInEpoch + 1, loss: meanLoss,
+                                   learningRate: Double(schedule.rate(at: globalStep - 1)))
                 }
                 watchdog?.end()
                 slowestStep = max(slowestStep, Date().timeIntervalSince(stepStarted))
@@ -237,12 +240,17 @@ extension Trainer {
 
 /// Training produced a non-finite loss: the weights have diverged.
 public struct Diverged: Error, CustomStringConvertible {
+    /// A mean loss per sample above this is divergence: the binary cross-entropy of a guess is
+    /// ln 2 ≈ 0.69, and 10,000 means logits wrong by 10,000 on average (weights that exploded).
+    public static let loss = 1e4
     public var epoch: Int
     public var step: Int
+    public var loss: Double
     public var learningRate: Double
     public var description: String {
-        String(format: "training diverged at epoch %d, step %d: the loss is not a number (learning rate %.3g); "
-            + "the last checkpoint is kept. Try a lower --lr, or more --warmup-epochs", epoch, step, learningRate)
+        let what = loss.isFinite ? String(format: "the mean loss is %.3g, above %.0f", loss, Diverged.loss) : "the loss is not a number"
+        return String(format: "training diverged at epoch %d, step %d: %@ (learning rate %.3g); "
+            + "the last checkpoint is kept. Try a lower --lr, or more --warmup-epochs", epoch, step, what, learningRate)
     }
 }
 

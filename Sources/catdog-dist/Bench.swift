@@ -39,9 +39,9 @@ struct Bench: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard steps > 0 else { throw ValidationError("--steps must be positive") }
-        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be 0 or positive") }
-        guard columnFloats > 0 else { throw ValidationError("--column-floats must be positive") }
+        guard (1...1_000_000).contains(steps) else { throw ValidationError("--steps must be between 1 and 1000000") }
+        guard (0...1_000_000).contains(warmupSteps) else { throw ValidationError("--warmup-steps must be between 0 and 1000000") }
+        guard (1...(1 << 30)).contains(columnFloats) else { throw ValidationError("--column-floats must be between 1 and 2^30") }
     }
 
     func run() throws {

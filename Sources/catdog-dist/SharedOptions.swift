@@ -19,7 +19,9 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description + " (see `catdog-dist models`)") }
         guard (16...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 16 and 1024") }
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard RunLimits.globalBatch.contains(batchSize) else {
+            throw ValidationError("--batch-size must be between 1 and \(RunLimits.globalBatch.upperBound)")
+        }
         do { _ = try ModelZoo.builder(model, imageSize: imageSize).counts() } catch {
             throw ValidationError("--image-size \(imageSize) does not suit \(model) (\(error)); use a larger --image-size")
         }
@@ -38,7 +40,9 @@ struct AllReduceOptions: ParsableArguments {
     var fp16Allreduce = false
 
     func validate() throws {
-        guard bucketMib > 0, bucketMib.isFinite else { throw ValidationError("--bucket-mib must be a positive number") }
+        guard bucketMib > 0, bucketMib <= RunLimits.bucketMiB.upperBound else {
+            throw ValidationError("--bucket-mib must be a positive number of at most \(Int(RunLimits.bucketMiB.upperBound))")
+        }
     }
 }
 
@@ -65,7 +69,7 @@ struct ComputeOptions: ParsableArguments {
     }
 
     func validate() throws {
-        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
     }
 }
 

@@ -182,9 +182,16 @@ struct Train: ParsableCommand {
             }
         }
         if let ema, !(ema >= 0 && ema < 1) { throw ValidationError("--ema must be in [0, 1): e.g. 0.999, or 0 for off") }
-        if let microBatch, microBatch <= 0 { throw ValidationError("--micro-batch must be positive") }
-        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds") }
-        guard backboneLrScale >= 0, backboneLrScale.isFinite else { throw ValidationError("--backbone-lr-scale must be 0 or a positive number") }
+        if let microBatch, !RunLimits.globalBatch.contains(microBatch) {
+            throw ValidationError("--micro-batch must be between 1 and \(RunLimits.globalBatch.upperBound)")
+        }
+        guard stallTimeout >= 0, stallTimeout <= 1e6 else { throw ValidationError("--stall-timeout must be 0 (off) or a number of seconds up to 1000000") }
+        guard backboneLrScale >= 0, backboneLrScale <= 1e3 else { throw ValidationError("--backbone-lr-scale must be a number from 0 to 1000") }
+        guard keep <= 100_000, checkpointEvery <= RunLimits.steps.upperBound else {
+            throw ValidationError("--keep (at most 100000) or --checkpoint-every (at most 2^40) is too large")
+        }
+        // Every number of the run's configuration, by the ranges a checkpoint's are read with.
+        if let problem = try makeConfig().problem { throw ValidationError("an option is out of range: \(problem)") }
         _ = try augmentation()
         if model != "efficientnet-lite0", freeze != .backbone || initFrom != nil {
             throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0 (see `catdog-dist import`); \(model) trains from scratch")

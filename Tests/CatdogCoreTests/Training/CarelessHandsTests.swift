@@ -44,6 +44,10 @@ final class CarelessHandsTests: XCTestCase {
         let metrics = (try? String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8)) ?? ""
         XCTAssertFalse(metrics.lowercased().contains("nan"), metrics)
         XCTAssertTrue(CheckpointStore(directory: folder).numbered().isEmpty, "no checkpoint of diverged weights")
+        // A loss that explodes but stays finite (1e17 here) is divergence too, not a run to finish.
+        let finite = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--optimizer", "sgd", "--lr", "50"]))
+        assertClean(finite, "training diverged at epoch 1")
+        XCTAssertTrue(finite.stderr.contains("the mean loss is"), finite.stderr)
         let nan = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--lr", "nan"]))
         XCTAssertEqual(nan.status, 64, nan.output)  // a usage error before any work
     }
@@ -156,6 +160,70 @@ final class CarelessHandsTests: XCTestCase {
         }
         let zero = try CLI.run(["predict", "--checkpoint", good, "--batch-size", "0", sharedData + "/originals/cat.0.jpg"])
         XCTAssertEqual(zero.status, 64, zero.output)
+    }
+
+    /// Every number in a checkpoint's metadata (the run's position, its configuration, the
+    /// schedule, the epoch totals, the history) at the edges of what JSON can carry: each file
+    /// is refused with an error, never a trap in validation or later arithmetic. The seed alone
+    /// takes any 64-bit value. And a planted newest checkpoint with such a number is skipped by
+    /// `--resume auto`, which continues from the newest good one.
+    func testEveryMetadataNumberAtTheEdgesIsRefusedOrHarmless() throws {
+        let data = try sharedSubset(self, perClass: 24)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder, extra: ["--epochs", "2"])).status, 0)
+        let good = folder + "/last.safetensors.zst"
+        let original = try LoadedCheckpoint(path: good)
+        // The numeric fields, as key paths into the metadata JSON.
+        var paths: [[String]] = []
+        func collect(_ value: Any, _ path: [String]) {
+            if let dict = value as? [String: Any] {
+                for (key, child) in dict { collect(child, path + [key]) }
+            } else if let array = value as? [Any], let first = array.first {
+                collect(first, path + ["0"])
+            } else if value is NSNumber {  // booleans too: a number there is refused as well
+                paths.append(path)
+            }
+        }
+        try rewriteMetadata(good, to: folder + "/probe.bin") { m in collect(m, []) }
+        XCTAssertGreaterThan(paths.count, 40, "the metadata's numbers: \(paths)")
+        func set(_ value: Any, at path: ArraySlice<String>, in object: Any) -> Any {
+            guard let key = path.first else { return value }
+            if var dict = object as? [String: Any] {
+                dict[key] = set(value, at: path.dropFirst(), in: dict[key] as Any)
+                return dict
+            }
+            if var array = object as? [Any], let index = Int(key) {
+                array[index] = set(value, at: path.dropFirst(), in: array[index])
+                return array
+            }
+            return object
+        }
+        let edges: [Any] = [Int.max, Int.min, 1e308, -1e308, -1]
+        let crafted = folder + "/crafted.bin"
+        var accepted: [String] = []
+        for path in paths {
+            for edge in edges {
+                try rewriteMetadata(good, to: crafted) { m in m = set(edge, at: path[...], in: m) as! [String: Any] }
+                if let loaded = try? LoadedCheckpoint(path: crafted) {
+                    // Accepted: only where the value is a legitimate one.
+                    _ = try? loaded.makeNetwork()
+                    accepted.append(path.joined(separator: ".") + "=\(edge)")
+                }
+            }
+        }
+        let legitimate = accepted.filter { !$0.hasPrefix("seed=") && !$0.hasPrefix("config.seed=") }
+        XCTAssertEqual(legitimate, [], "out-of-range numbers that were accepted")
+        XCTAssertEqual(original.metadata.problem, nil)
+
+        // A planted newest checkpoint (`last`) is skipped, not fatal, and the run continues from
+        // the newest good one.
+        let newest = try XCTUnwrap(CheckpointStore(directory: folder).numbered().first)
+        try rewriteMetadata(good, to: folder + "/planted.bin") { m in m["epoch"] = Int.max }
+        XCTAssertEqual(rename(folder + "/planted.bin", good), 0)
+        let resumed = try CLI.run(trainArguments(data, folder, extra: ["--resume", "auto", "--epochs", "3"]))
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.stdout.contains("skipping checkpoint \(good)"), resumed.stdout)
+        XCTAssertTrue(resumed.stdout.contains("resumed from \(newest)"), resumed.stdout)
     }
 
     /// Offsets near 2^63 must not wrap past the bounds check; shapes must match their bytes;
