@@ -27,15 +27,29 @@ public enum PyTorchReader {
         public var values: [Float]
     }
 
-    /// Reads the file at `path` (either format).
+    /// Reads the file at `path` (either format); its first bytes are checked before the rest is read.
     public static func read(_ path: String) throws -> [String: Tensor] {
-        let data: Data
-        do { data = try readBoundedFile(path, limit: maxFileBytes) } catch { throw Failure("\(path): \(error)") }
-        return try read(bytes: [UInt8](data))
+        var bytes: [UInt8] = []
+        do {
+            let file = try BoundedFileReader(path, limit: maxFileBytes)
+            try file.read(4, appendingTo: &bytes)
+            guard bytes.starts(with: [0x50, 0x4B, 0x03, 0x04]) || bytes.first == 0x80 else {
+                throw Failure("not a PyTorch checkpoint (neither a zip file nor a pickle)")
+            }
+            try file.read(file.size, appendingTo: &bytes)
+        } catch let error as Failure {
+            throw Failure("\(path): \(error)")
+        } catch {
+            throw Failure("\(path): \(error)")
+        }
+        return try read(bytes: bytes)
     }
 
-    /// Far above any model this program imports (EfficientNet-Lite0's .pth is 19 MB).
-    public static let maxFileBytes = 2 << 30
+    /// Far above any model this program imports (EfficientNet-Lite0's .pth is 19 MB, Lite2's 40 MB).
+    public static let maxFileBytes = 256 << 20
+    /// The float tensors made from a file may hold at most this much more than the file's own
+    /// size (views of one storage are copied apart; a file of a few MB must not become gigabytes).
+    static let maxExpansionBytes = 64 << 20
 
     /// Reads a state dict from the bytes of a `.pth` file (either format).
     public static func read(bytes: [UInt8]) throws -> [String: Tensor] {
@@ -53,17 +67,17 @@ public enum PyTorchReader {
             throw Failure("a zip file without data.pkl: not a PyTorch checkpoint")
         }
         let prefix = String(pickleName.dropLast("data.pkl".count))
-        var unpickler = Unpickler(bytes: try zip.contents(pickleName), position: 0)
+        var unpickler = Unpickler(bytes: try zip.contents(pickleName), position: 0, fileSize: bytes.count)
         let state = try unpickler.load()
         return try tensors(from: state, storages: unpickler.storages, bytes: bytes) { key in
             let name = prefix + "data/" + key
-            guard zip.names.contains(name) else { throw Failure("storage \(key) has no entry \(name) in the zip file") }
-            return try zip.range(name)
+            guard let range = try? zip.range(name) else { throw Failure("storage \(key) has no entry \(name) in the zip file") }
+            return range
         }
     }
 
     static func readLegacy(_ bytes: [UInt8]) throws -> [String: Tensor] {
-        var unpickler = Unpickler(bytes: bytes, position: 0)
+        var unpickler = Unpickler(bytes: bytes, position: 0, fileSize: bytes.count)
         guard bytes.count >= 2, bytes[0] == 0x80 else { throw Failure("not a PyTorch checkpoint (neither a pickle nor a zip file)") }
         guard case .bytes(let magic) = try unpickler.load(), magic == legacyMagic else {
             throw Failure("not a PyTorch checkpoint (bad magic number)")
@@ -104,21 +118,28 @@ public enum PyTorchReader {
                         range: (String) throws -> Range<Int>) throws -> [String: Tensor] {
         guard case .dict(let dict) = state else { throw Failure("the file does not hold a state dict (a dict of tensors)") }
         var result: [String: Tensor] = [:]
+        var floats = 0
         for (key, value) in dict.items {
             guard case .string(let name) = key else { throw Failure("a state dict key is not a string") }
             guard case .tensor(let t) = value else { continue }
             guard let storage = storages[t.storageKey] else { throw Failure("tensor \(name) refers to an unknown storage") }
             guard storage.kind == "FloatStorage" else { continue }
             let r = try range(t.storageKey)
-            guard r.count == storage.count * 4 else {
+            guard r.count == storage.count * 4 else {  // count ≤ the file's size (persistent), so no overflow
                 throw Failure("storage of \(name) holds \(r.count) bytes, its header says \(storage.count) floats")
             }
-            result[name] = try contiguous(t, storageBytes: r, in: bytes, elements: storage.count, name: name)
+            guard result[name] == nil else { throw Failure("the state dict names \(printable(name.prefix(200))) twice") }
+            let tensor = try contiguous(t, storageBytes: r, in: bytes, elements: storage.count, name: name,
+                                        budget: (bytes.count + maxExpansionBytes) / 4 - floats)
+            floats += tensor.values.count
+            result[name] = tensor
         }
         return result
     }
 
-    static func contiguous(_ t: TensorRef, storageBytes r: Range<Int>, in bytes: [UInt8], elements: Int, name: String) throws -> Tensor {
+    /// `budget`: the most floats this tensor may hold (what is left of the file's allowance).
+    static func contiguous(_ t: TensorRef, storageBytes r: Range<Int>, in bytes: [UInt8], elements: Int, name: String,
+                           budget: Int = .max) throws -> Tensor {
         guard t.size.count == t.stride.count, t.size.count <= 8, t.offset >= 0,
               t.size.allSatisfy({ $0 >= 0 }), t.stride.allSatisfy({ $0 >= 0 }) else {
             throw Failure("tensor \(name) has an invalid size \(t.size) or stride \(t.stride)")
@@ -130,6 +151,9 @@ public enum PyTorchReader {
                 throw Failure("tensor \(name) of size \(t.size) needs more values than its storage holds (\(elements))")
             }
             count = product
+        }
+        guard count <= budget else {
+            throw Failure("tensor \(printable(name.prefix(200))) would take the tensors made from this file past its size plus \(maxExpansionBytes >> 20) MiB (many views of one storage?)")
         }
         var values = [Float](repeating: 0, count: count)
         guard count > 0 else { return Tensor(shape: t.size, values: values) }
@@ -178,23 +202,58 @@ public enum PyTorchReader {
         var stride: [Int]
     }
 
-    final class ListBox { var items: [Value] = [] }
-    final class DictBox { var items: [(Value, Value)] = [] }
+    /// A list or dict under construction. Once it is put inside another container it is sealed:
+    /// nothing more may be added to it, so its nesting depth is final and a container can never
+    /// come to hold itself (a pickle builds each container before nesting it).
+    final class ListBox {
+        var items: [Value] = []
+        var depth = 1
+        var sealed = false
+    }
+    final class DictBox {
+        var items: [(Value, Value)] = []
+        var depth = 1
+        var sealed = false
+    }
 
     indirect enum Value {
         case none, bool(Bool), int(Int), float(Double), string(String), bytes([UInt8])
-        case tuple([Value]), list(ListBox), dict(DictBox)
+        /// A tuple and how deeply it nests (1 + its deepest item).
+        case tuple([Value], depth: Int)
+        case list(ListBox), dict(DictBox)
         /// An allowed callable: `module.name`.
         case global(String, String)
         case storage(String)
         case tensor(TensorRef)
         case mark
+
+        /// How deeply containers nest inside this value (0 for a scalar).
+        var depth: Int {
+            switch self {
+            case .tuple(_, let depth): depth
+            case .list(let box): box.depth
+            case .dict(let box): box.depth
+            default: 0
+            }
+        }
+
+        /// Marks this value as nested in another container (see `ListBox`).
+        func seal() {
+            switch self {
+            case .list(let box): box.sealed = true
+            case .dict(let box): box.sealed = true
+            default: break
+            }
+        }
     }
 
     /// Limits that no state dict comes near; a file that needs more is refused.
     static let maxStackDepth = 1 << 16
     static let maxMemo = 1 << 20
     static let maxItems = 1 << 22
+    /// Containers inside containers: a state dict needs 4 (dict, tensor arguments, size tuple).
+    /// Bounded so that nothing recursive (releasing a value) can run out of stack.
+    static let maxNesting = 64
 
     struct Unpickler {
         let bytes: [UInt8]
@@ -203,10 +262,13 @@ public enum PyTorchReader {
         var memo: [Int: Value] = [:]
         var storages: [String: Storage] = [:]
         var itemsMade = 0
+        /// The whole file's size: no storage can hold more elements than that.
+        let fileSize: Int
 
-        init(bytes: [UInt8], position: Int) {
+        init(bytes: [UInt8], position: Int, fileSize: Int) {
             self.bytes = bytes
             self.position = position
+            self.fileSize = fileSize
         }
 
         mutating func byte() throws -> UInt8 {
@@ -253,6 +315,35 @@ public enum PyTorchReader {
             itemsMade += items.count
             guard itemsMade <= PyTorchReader.maxItems else { throw Failure("pickle has too many items") }
             return items
+        }
+
+        /// The depth `items` give the container they go into; seals them.
+        func nest(_ items: [Value], into depth: Int = 1) throws -> Int {
+            var deepest = depth
+            for item in items {
+                item.seal()
+                deepest = max(deepest, item.depth + 1)
+            }
+            guard deepest <= PyTorchReader.maxNesting else {
+                throw Failure("pickle nests containers more than \(PyTorchReader.maxNesting) deep: not a state dict")
+            }
+            return deepest
+        }
+
+        mutating func pushTuple(_ items: [Value]) throws {
+            try push(.tuple(items, depth: try nest(items)))
+        }
+
+        func list(_ op: String) throws -> ListBox {
+            guard case .list(let l) = stack.last else { throw Failure("pickle: \(op) to a non-list") }
+            guard !l.sealed else { throw Failure("pickle: \(op) to a list already inside another container") }
+            return l
+        }
+
+        func dict(_ op: String) throws -> DictBox {
+            guard case .dict(let d) = stack.last else { throw Failure("pickle: \(op) on a non-dict") }
+            guard !d.sealed else { throw Failure("pickle: \(op) on a dict already inside another container") }
+            return d
         }
 
         mutating func memoize(_ index: Int) throws {
@@ -320,32 +411,37 @@ public enum PyTorchReader {
                 case 0x8C: try push(.string(try string(try uint(1))))  // SHORT_BINUNICODE
                 case 0x55: try push(.string(try string(try uint(1))))  // SHORT_BINSTRING
                 case 0x54: try push(.string(try string(try uint(4))))  // BINSTRING
-                case 0x29: try push(.tuple([]))  // EMPTY_TUPLE
-                case 0x85: try push(.tuple([try pop()]))  // TUPLE1
+                case 0x29: try pushTuple([])  // EMPTY_TUPLE
+                case 0x85: try pushTuple([try pop()])  // TUPLE1
                 case 0x86:  // TUPLE2
                     let b = try pop(), a = try pop()
-                    try push(.tuple([a, b]))
+                    try pushTuple([a, b])
                 case 0x87:  // TUPLE3
                     let c = try pop(), b = try pop(), a = try pop()
-                    try push(.tuple([a, b, c]))
-                case 0x74: try push(.tuple(try popToMark()))  // TUPLE
+                    try pushTuple([a, b, c])
+                case 0x74: try pushTuple(try popToMark())  // TUPLE
                 case 0x5D: try push(.list(ListBox()))  // EMPTY_LIST
                 case 0x7D: try push(.dict(DictBox()))  // EMPTY_DICT
                 case 0x61:  // APPEND
                     let v = try pop()
-                    guard case .list(let l) = stack.last else { throw Failure("pickle: APPEND to a non-list") }
+                    let l = try list("APPEND")
+                    l.depth = try nest([v], into: l.depth)
                     l.items.append(v)
                 case 0x65:  // APPENDS
                     let items = try popToMark()
-                    guard case .list(let l) = stack.last else { throw Failure("pickle: APPENDS to a non-list") }
+                    let l = try list("APPENDS")
+                    l.depth = try nest(items, into: l.depth)
                     l.items += items
                 case 0x73:  // SETITEM
                     let v = try pop(), k = try pop()
-                    guard case .dict(let d) = stack.last else { throw Failure("pickle: SETITEM on a non-dict") }
+                    let d = try dict("SETITEM")
+                    d.depth = try nest([k, v], into: d.depth)
                     d.items.append((k, v))
                 case 0x75:  // SETITEMS
                     let items = try popToMark()
-                    guard items.count % 2 == 0, case .dict(let d) = stack.last else { throw Failure("pickle: bad SETITEMS") }
+                    guard items.count % 2 == 0 else { throw Failure("pickle: bad SETITEMS") }
+                    let d = try dict("SETITEMS")
+                    d.depth = try nest(items, into: d.depth)
                     for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
                 case 0x71: try memoize(try uint(1))  // BINPUT
                 case 0x72: try memoize(try uint(4))  // LONG_BINPUT
@@ -382,9 +478,11 @@ public enum PyTorchReader {
 
         /// ('storage', StorageType, key, location, numel[, view metadata])
         mutating func persistent(_ pid: Value) throws -> Value {
-            guard case .tuple(let t) = pid, t.count >= 5, case .string("storage") = t[0],
+            // A storage cannot hold more elements than the file has bytes: this bounds every
+            // size computed from `count` below.
+            guard case .tuple(let t, _) = pid, t.count >= 5, case .string("storage") = t[0],
                   case .global("torch", let kind) = t[1], case .string(let key) = t[2], case .int(let count) = t[4],
-                  count >= 0 else {
+                  count >= 0, count <= fileSize else {
                 throw Failure("pickle: unexpected persistent id (not a PyTorch storage)")
             }
             if let known = storages[key] {
@@ -396,7 +494,7 @@ public enum PyTorchReader {
         }
 
         func ints(_ v: Value) throws -> [Int] {
-            guard case .tuple(let items) = v else { throw Failure("pickle: a tensor size or stride is not a tuple") }
+            guard case .tuple(let items, _) = v else { throw Failure("pickle: a tensor size or stride is not a tuple") }
             return try items.map { item in
                 guard case .int(let i) = item else { throw Failure("pickle: a tensor size or stride is not an integer") }
                 return i
@@ -404,7 +502,7 @@ public enum PyTorchReader {
         }
 
         func call(_ callable: Value, _ args: Value) throws -> Value {
-            guard case .global(let module, let name) = callable, case .tuple(let a) = args else {
+            guard case .global(let module, let name) = callable, case .tuple(let a, _) = args else {
                 throw Failure("pickle calls something that is not an allowed callable")
             }
             switch (module, name) {

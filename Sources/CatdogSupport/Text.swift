@@ -87,3 +87,54 @@ public func printable(_ text: some StringProtocol) -> String {
     }
     return out
 }
+
+/// A file someone else may have put there, read in pieces: opened without blocking, only a
+/// regular file of at most `limit` bytes (checked on the opened file), so that a caller can look
+/// at its first bytes (a magic number, a declared size) before it reads, and allocates for,
+/// the rest.
+public final class BoundedFileReader {
+    /// The file's size when opened.
+    public let size: Int
+    public private(set) var offset = 0
+    private let fd: Int32
+
+    public init(_ path: String, limit: Int) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw path.contains("\u{FFFD}") ? BoundedReadError.notValidUTF8Name : BoundedReadError.missing }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { close(fd); throw BoundedReadError.missing }
+        guard info.st_mode & S_IFMT == S_IFREG else { close(fd); throw BoundedReadError.notRegular }
+        guard Int(info.st_size) <= limit else { close(fd); throw BoundedReadError.tooLarge(size: Int(info.st_size), limit: limit) }
+        self.fd = fd
+        size = Int(info.st_size)
+    }
+
+    deinit { close(fd) }
+
+    /// Appends the next `count` bytes (fewer only where the file ends) to `bytes`.
+    public func read(_ count: Int, appendingTo bytes: inout [UInt8]) throws {
+        let want = min(max(count, 0), size - offset)
+        let start = bytes.count
+        bytes.reserveCapacity(start + want)
+        bytes.append(contentsOf: repeatElement(0, count: want))
+        var filled = 0
+        while filled < want {
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + start + filled, want - filled) }
+            if n == 0 { break }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BoundedReadError.missing
+            }
+            filled += n
+        }
+        bytes.removeLast(want - filled)
+        offset += filled
+    }
+
+    /// The next `count` bytes (fewer only where the file ends).
+    public func read(_ count: Int) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        try read(count, appendingTo: &bytes)
+        return bytes
+    }
+}

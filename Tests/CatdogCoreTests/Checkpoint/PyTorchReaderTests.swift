@@ -34,6 +34,69 @@ final class PyTorchReaderTests: XCTestCase {
         return out
     }
 
+    /// An 8-byte LONG1 integer (for counts beyond BININT's 32 bits).
+    static func long(_ value: Int64) -> [UInt8] { [0x8A, 0x08] + withUnsafeBytes(of: value.littleEndian, Array.init) }
+
+    /// A legacy .pth whose state dict has `names` tensors, each viewing all of one storage of
+    /// `count` floats (declared as `declared`).
+    static func viewsFile(names: Int, count: Int, declared: [UInt8]? = nil) -> [UInt8] {
+        var out: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
+        out += [0x80, 0x02, 0x4D, 0xE9, 0x03, 0x2E]
+        out += [0x80, 0x02, 0x7D, 0x2E]
+        out += [0x80, 0x02] + global("collections", "OrderedDict") + [0x29, 0x52, 0x28]
+        for i in 0..<names {
+            out += string("w\(i)") + global("torch._utils", "_rebuild_tensor_v2") + [0x28]
+            out += [0x28] + string("storage") + global("torch", "FloatStorage") + string("0") + string("cpu")
+                + (declared ?? long(Int64(count))) + [0x74, 0x51]
+            out += small(0) + [0x28] + long(Int64(count)) + [0x74, 0x28] + small(1) + [0x74]
+            out += [0x89] + global("collections", "OrderedDict") + [0x29, 0x52] + [0x74, 0x52]
+        }
+        out += [0x75, 0x2E]  // SETITEMS, STOP
+        out += [0x80, 0x02, 0x5D] + string("0") + [0x61, 0x2E]
+        out += withUnsafeBytes(of: Int64(count).littleEndian, Array.init)
+        out += [UInt8](repeating: 0, count: count * 4)
+        return out
+    }
+
+    /// Containers nested 50,000 deep (tuples, lists, dicts, MARK/TUPLE), and a list filled
+    /// after it was nested (which would let a chain grow from the bottom): refused with a
+    /// message, where releasing them once overflowed the stack (SIGSEGV).
+    func testDeeplyNestedPicklesAreRefused() {
+        let n = 50_000
+        let cases: [(String, [UInt8])] = [
+            ("TUPLE1", [0x80, 0x02, 0x29] + [UInt8](repeating: 0x85, count: n) + [0x2E]),
+            ("lists", [0x80, 0x02] + [UInt8](repeating: 0x5D, count: n) + [UInt8](repeating: 0x61, count: n - 1) + [0x2E]),
+            ("dicts", [0x80, 0x02] + (0..<30_000).flatMap { _ in [0x7D] + Self.small(1) } + [0x4E] + [UInt8](repeating: 0x73, count: 30_000) + [0x2E]),
+            ("MARK/TUPLE", [0x80, 0x02] + [UInt8](repeating: 0x28, count: n) + [UInt8](repeating: 0x74, count: n) + [0x2E]),
+            ("filled after nesting", [0x80, 0x02, 0x5D, 0x71, 0x00, 0x5D, 0x71, 0x01, 0x61, 0x68, 0x01, 0x5D, 0x61, 0x2E]),
+        ]
+        for (what, bytes) in cases {
+            XCTAssertThrowsError(try PyTorchReader.read(bytes: bytes), what) { error in
+                XCTAssertTrue("\(error)".contains("nests containers") || "\(error)".contains("already inside another container"), "\(what): \(error)")
+            }
+        }
+        // 64 deep is allowed (a state dict needs 4): the limit is not a false alarm.
+        let allowed: [UInt8] = [0x80, 0x02, 0x29] + [UInt8](repeating: 0x85, count: 62) + [0x2E]
+        XCTAssertThrowsError(try PyTorchReader.read(bytes: allowed)) { error in
+            XCTAssertFalse("\(error)".contains("nests containers"), "\(error)")  // refused as no checkpoint, further on
+        }
+    }
+
+    /// A storage that declares 2^61 elements (its byte count would overflow), and 500 names
+    /// viewing one 1 MB storage (each copied apart: 500 MB from a 1 MB file): refused.
+    func testStorageCountsAndViewsAreBoundedByTheFile() throws {
+        let huge = Self.viewsFile(names: 1, count: 4, declared: Self.long(1 << 61))
+        XCTAssertThrowsError(try PyTorchReader.read(bytes: huge)) { error in
+            XCTAssertTrue("\(error)".contains("persistent id"), "\(error)")
+        }
+        let one = try PyTorchReader.read(bytes: Self.viewsFile(names: 1, count: 1 << 18))
+        XCTAssertEqual(one["w0"]?.values.count, 1 << 18)
+        XCTAssertNoThrow(try PyTorchReader.read(bytes: Self.viewsFile(names: 2, count: 1 << 18)), "two names on one storage (tied weights) are fine")
+        XCTAssertThrowsError(try PyTorchReader.read(bytes: Self.viewsFile(names: 500, count: 1 << 18))) { error in
+            XCTAssertTrue("\(error)".contains("past its size"), "\(error)")
+        }
+    }
+
     func testStridedViewIsMadeContiguous() throws {
         // A transposed 2x2 view from offset 1 of a 5-value storage: rows [1, 3], [2, 4].
         let file = Self.legacyFile(values: [0, 1, 2, 3, 4], offset: 1, size: [2, 2], stride: [1, 2])
