@@ -52,7 +52,7 @@ public struct CheckpointStore {
             try handle.synchronize()
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
-            throw CheckpointError(path: final, problem: "writing failed (\(error.localizedDescription)); the previous checkpoints are untouched")
+            throw CheckpointError(path: final, problem: "writing failed (\(describe(error))); the previous checkpoints are untouched")
         }
         guard rename(temporary, final) == 0 else {
             try? FileManager.default.removeItem(atPath: temporary)

@@ -64,6 +64,9 @@ public enum Zstd {
         return output
     }
 
+    /// The most bytes zstd can turn `bytes` of content into (incompressible data, frame overhead).
+    public static func compressBound(_ bytes: Int) -> Int { ZSTD_compressBound(bytes) }
+
     /// Decompresses one frame; refuses a frame whose size is unknown or above `limit` bytes,
     /// and one whose checksum does not match. (Readers of untrusted files should look at the
     /// start of the content first, with `Reader`, before deciding how much to accept.)

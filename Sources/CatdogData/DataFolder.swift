@@ -50,7 +50,7 @@ public enum DataFolder {
         }
         let entries: [String]
         do { entries = try fm.contentsOfDirectory(atPath: path) } catch {
-            throw DataFolderError(description: "cannot list data folder '\(path)': \(error.localizedDescription)")
+            throw DataFolderError(description: "cannot list data folder '\(path)': \(describe(error))")
         }
         var files: [LabeledFile] = []
         for entry in entries {

@@ -10,14 +10,22 @@ public final class Predictor {
     public let checkpoint: LoadedCheckpoint
     public let network: Network
     public let preprocessing: Preprocessing
+    /// Images per forward pass: the one asked for, or fewer where their activations would not
+    /// fit `activationBudget` (a large model at a large size: EfficientNet-Lite0 at 256 px
+    /// needs about 150 MB an image).
     public let batchSize: Int
+    public static let defaultActivationBudget = 512 << 20
 
-    public init(checkpoint: LoadedCheckpoint, batchSize: Int = 32) throws {
+    public init(checkpoint: LoadedCheckpoint, batchSize: Int = 32, activationBudget: Int = Predictor.defaultActivationBudget) throws {
         self.checkpoint = checkpoint
         network = try checkpoint.makeNetwork()
         preprocessing = checkpoint.metadata.preprocessing
+        // One logit (dog against cat); an ImageNet classifier's 1000 would be read as nonsense.
+        guard network.outputShape.count == 1 else {
+            throw CheckpointUseError(description: "\(checkpoint.path) holds \(checkpoint.metadata.model), whose output is \(network.outputShape.count) classes, not a cat/dog classifier; train or import a model with a cat/dog head")
+        }
         guard batchSize > 0 else { throw CheckpointUseError(description: "the batch size must be positive, not \(batchSize)") }
-        self.batchSize = batchSize
+        self.batchSize = max(1, min(batchSize, activationBudget / max(network.activationBytesPerSample, 1)))
     }
 
     public struct CheckpointUseError: Error, CustomStringConvertible {

@@ -125,14 +125,30 @@ public struct LoadedCheckpoint {
     public let file: SafeTensors.File
     public let compressedBytes: Int
 
-    /// Reads, decompresses (checking zstd's checksum) and validates `path`.
+    /// Reads, decompresses (checking zstd's checksum) and validates `path`. Its start is read
+    /// first: a file that is no zstd frame, names no model, or is larger than its model's
+    /// checkpoint can compress to is refused before the rest is read.
     public init(path: String) throws {
-        // A regular file of sane size: the largest model's checkpoint compresses to well under this.
-        let data: Data
-        do { data = try readBoundedFile(path, limit: LoadedCheckpoint.maxCompressedBytes) } catch {
+        var compressed: [UInt8] = []
+        do {
+            // A regular file of sane size: the largest model's checkpoint compresses to well under this.
+            let file = try BoundedFileReader(path, limit: LoadedCheckpoint.maxCompressedBytes)
+            try file.read(min(file.size, LoadedCheckpoint.maxHeaderBytes + (1 << 20)), appendingTo: &compressed)
+            let contentSize = try LoadedCheckpoint.readingErrors(path) {
+                let reader = try Zstd.Reader(compressed)
+                _ = try LoadedCheckpoint.header(reader, path: path)
+                return reader.contentSize
+            }
+            guard file.size <= Zstd.compressBound(contentSize) else {
+                throw CheckpointError(path: path, problem: "is \(file.size) bytes, more than its \(contentSize) bytes of content can compress to; the file is damaged or crafted")
+            }
+            try file.read(file.size, appendingTo: &compressed)
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
             throw CheckpointError(path: path, problem: "\(error)")
         }
-        try self.init(compressed: [UInt8](data), path: path)
+        try self.init(compressed: compressed, path: path)
     }
 
     public static let maxCompressedBytes = 4 << 30
@@ -144,32 +160,44 @@ public struct LoadedCheckpoint {
     /// checkpoint can hold (weights, BatchNorm state, optimizer moments, the best epoch's copy,
     /// an ImageNet classifier). A small file declaring gigabytes is refused before allocating them.
     public init(compressed: [UInt8], path: String) throws {
-        var bytes: [UInt8]
-        do {
+        let bytes = try LoadedCheckpoint.readingErrors(path) {
             let reader = try Zstd.Reader(compressed)
-            bytes = try reader.read(min(8, reader.contentSize))
-            guard bytes.count == 8 else { throw SafeTensors.FormatError(description: "too short for a safetensors file") }
-            let headerLength = Int(bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } & (1 << 40 - 1))
-            guard headerLength <= LoadedCheckpoint.maxHeaderBytes, headerLength <= reader.contentSize - 8 else {
-                throw SafeTensors.FormatError(description: "header length \(headerLength) does not fit the file")
-            }
-            bytes += try reader.read(headerLength)
-            let dataBytes = reader.contentSize - 8 - headerLength
-            let allowed = try LoadedCheckpoint.legitimateDataBytes(header: bytes[8...], path: path)
-            guard dataBytes <= allowed else {
-                throw CheckpointError(path: path, problem: """
-                    declares \(dataBytes) bytes of tensors, more than its model's checkpoint can hold (\(allowed)); \
-                    the file is damaged or crafted
-                    """)
-            }
-            bytes += try reader.read(dataBytes)
+            var bytes = try LoadedCheckpoint.header(reader, path: path)
+            bytes += try reader.read(reader.contentSize - bytes.count)
             try reader.finish()
-        } catch let error as CheckpointError {
+            return bytes
+        }
+        try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
+    }
+
+    /// The safetensors length and header from the start of `reader`'s frame, after checking
+    /// that the tensor bytes it declares fit the model the header names.
+    static func header(_ reader: Zstd.Reader, path: String) throws -> [UInt8] {
+        var bytes = try reader.read(min(8, reader.contentSize))
+        guard bytes.count == 8 else { throw SafeTensors.FormatError(description: "too short for a safetensors file") }
+        let headerLength = Int(bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } & (1 << 40 - 1))
+        guard headerLength <= LoadedCheckpoint.maxHeaderBytes, headerLength <= reader.contentSize - 8 else {
+            throw SafeTensors.FormatError(description: "header length \(headerLength) does not fit the file")
+        }
+        bytes += try reader.read(headerLength)
+        let dataBytes = reader.contentSize - 8 - headerLength
+        let allowed = try LoadedCheckpoint.legitimateDataBytes(header: bytes[8...], path: path)
+        guard dataBytes <= allowed else {
+            throw CheckpointError(path: path, problem: """
+                declares \(dataBytes) bytes of tensors, more than its model's checkpoint can hold (\(allowed)); \
+                the file is damaged or crafted
+                """)
+        }
+        return bytes
+    }
+
+    /// Runs `body`, saying of any error but a `CheckpointError` that the file is unreadable.
+    static func readingErrors<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as CheckpointError {
             throw error
         } catch {
             throw CheckpointError(path: path, problem: "not a readable .safetensors.zst file (\(error)); it may be truncated or corrupt")
         }
-        try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
     }
 
     /// A checkpoint from a newer catdog-dist is refused with what to do.
@@ -248,6 +276,11 @@ public struct LoadedCheckpoint {
         } catch {
             throw CheckpointError(path: path, problem: "does not match model \(metadata.model): \(error)")
         }
+        for (buffer, slots) in [(network.parameters, network.parameterSlots), (network.state, network.stateSlots)] {
+            for slot in slots where !UnsafeBufferPointer(start: buffer.pointer + slot.offset, count: slot.count).allSatisfy({ $0.isFinite }) {
+                throw CheckpointError(path: path, problem: "tensor \(slot.name) holds values that are not numbers (NaN or infinity): the weights diverged or the file is damaged")
+            }
+        }
     }
 }
 
@@ -286,6 +319,9 @@ extension CheckpointMetadata {
         if let mean = preprocessing.channelMean, mean.count != 3 || !mean.allSatisfy({ $0.isFinite && abs($0) <= 1e6 }) { return "bad channel mean" }
         guard config.model == model, config.imageSize == imageSize else { return "its configuration names another model or size" }
         if let problem = config.problem { return "configuration: \(problem)" }
+        guard epoch >= 0, stepInEpoch >= 0, step >= 0, optimizerIterations >= 0, epochsWithoutImprovement >= 0 else {
+            return "a negative epoch, step or iteration count"
+        }
         let position: [String?] = [
             L.check("epoch", epoch, 0...L.epochs.upperBound),
             L.check("step", step, L.steps),

@@ -88,7 +88,9 @@ public enum RunLimits {
     public static let steps = 0...(1 << 40)
     public static let patience = 0...100_000
     public static let warmupEpochs = 0.0...100_000
-    public static let learningRate = 0.0...1_000
+    /// Any finite rate computes (a huge one diverges, and training says so); only NaN and
+    /// infinity are refused.
+    public static let learningRate = 0.0...1e36
     public static let weightDecay = 0.0...100
     /// Seconds (a time budget, elapsed time): 30 years.
     public static let seconds = 0.0...1e9

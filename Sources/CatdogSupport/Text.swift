@@ -7,15 +7,27 @@ public func formatDuration(_ seconds: Double) -> String {
     return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
 }
 
-/// Appends `line` and a newline to the file at `path`, creating it if needed.
+/// Appends `line` and a newline to the regular file at `path`, creating it if needed. Never
+/// through a symbolic link (a run folder may be shared: a planted link must not make training
+/// append to the file it points to), and never to a device or a FIFO.
 public func appendLine(_ line: String, to path: String) throws {
-    let data = Data((line + "\n").utf8)
-    if let handle = FileHandle(forWritingAtPath: path) {
-        defer { try? handle.close() }
-        try handle.seekToEnd()
-        try handle.write(contentsOf: data)
-    } else {
-        try data.write(to: URL(fileURLWithPath: path))
+    let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o644)
+    guard fd >= 0 else {
+        let reason = errno == ELOOP ? "it is a symbolic link; remove it" : String(cString: strerror(errno))
+        throw OutputError(path: path, problem: reason)
+    }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+        throw OutputError(path: path, problem: "it is not a regular file; remove it")
+    }
+    let bytes = Array((line + "\n").utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        if n < 0, errno == EINTR { continue }
+        guard n > 0 else { throw OutputError(path: path, problem: String(cString: strerror(errno))) }
+        done += n
     }
 }
 
@@ -71,16 +83,18 @@ public func readBoundedFile(_ path: String, limit: Int) throws -> Data {
 
 /// `text` safe to print on a terminal: control characters (C0, DEL, C1, which can move the
 /// cursor, clear the screen or set the window title when they come from a file) and the
-/// bidirectional overrides (which reorder what is shown) are written as `\u{…}` escapes.
-public func printable(_ text: some StringProtocol) -> String {
+/// bidirectional overrides (which reorder what is shown) are written as `\u00XX` escapes, the
+/// same in JSON, so printed JSON stays valid. `keepingLines` keeps newlines and tabs.
+public func printable(_ text: some StringProtocol, keepingLines: Bool = false) -> String {
     var out = ""
     out.reserveCapacity(text.utf8.count)
     for scalar in text.unicodeScalars {
         let v = scalar.value
+        let kept = keepingLines && (v == 0x0A || v == 0x09)
         let control = v < 0x20 || (0x7F...0x9F).contains(v)
         let bidi = (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v) || v == 0x200E || v == 0x200F
-        if control || bidi {
-            out += "\\u{" + String(v, radix: 16) + "}"
+        if (control || bidi) && !kept {
+            out += String(format: "\\u%04x", v)
         } else {
             out.unicodeScalars.append(scalar)
         }

@@ -47,7 +47,7 @@ extension Trainer {
         func record(_ body: (TensorBoardWriter) throws -> Void) {
             guard comm.rank == 0, let events else { return }
             do { try body(events) } catch {
-                log("warning: cannot write TensorBoard events to \(events.path) (\(error.localizedDescription)); training goes on without them")
+                log("warning: cannot write TensorBoard events to \(events.path) (\(describe(error))); training goes on without them")
                 self.events = nil
             }
         }

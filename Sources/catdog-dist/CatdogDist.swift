@@ -1,3 +1,4 @@
+import CatdogSupport
 import Foundation
 import ArgumentParser
 
@@ -18,5 +19,12 @@ struct CatdogDist: ParsableCommand {
 
 /// Prints `message` to standard error, prefixed with the program's name.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("catdog-dist: \(message)\n".utf8))
+    FileHandle.standardError.write(Data("catdog-dist: \(printable(message, keepingLines: true))\n".utf8))
+}
+
+/// Everything the command line prints goes through `printable`: names and strings that come
+/// from files (a checkpoint's metadata and tensor names, image file names) cannot move the
+/// cursor, clear the screen or set the window title. (This shadows `Swift.print` in this module.)
+func print(_ items: Any..., separator: String = " ", terminator: String = "\n") {
+    Swift.print(printable(items.map { "\($0)" }.joined(separator: separator), keepingLines: true), terminator: terminator)
 }

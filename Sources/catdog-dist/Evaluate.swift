@@ -53,8 +53,16 @@ struct Evaluate: ParsableCommand {
             }
             var sums = Evaluation.sums(pairs, unreadable: unreadable)
             try comm.allReduceSum(&sums)
-            guard comm.rank == 0 else { return }
             let e = Evaluation(sums: sums)
+            // No score from no images: a logloss of nan with exit 0 would pass for a result.
+            guard e.count > 0 else {
+                if comm.rank == 0 {
+                    let split = validationSplit ? " (its validation split, \(files.count) of the folder's images at the checkpoint's --val-fraction)" : ""
+                    printError("no image of \(data)\(split) could be scored (\(e.unreadable) unreadable): nothing to evaluate; pass a folder with readable labelled images")
+                }
+                throw ExitCode(1)
+            }
+            guard comm.rank == 0 else { return }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CatdogInference
 import CatdogRun
+import CatdogSupport
 import Foundation
 
 struct Export: ParsableCommand {
@@ -33,7 +34,10 @@ struct Export: ParsableCommand {
     func run() throws {
         let loaded: LoadedCheckpoint
         let predictor: Predictor
+        let npy = (out.hasSuffix(".onnx") ? String(out.dropLast(5)) : out) + ".example.npy"
         do {
+            try checkOutputPath(out, inputs: [checkpoint] + example)
+            if !example.isEmpty { try checkOutputPath(npy, inputs: [checkpoint] + example) }
             loaded = try LoadedCheckpoint(path: checkpoint)
             predictor = try Predictor(checkpoint: loaded)
         } catch {
@@ -63,8 +67,8 @@ struct Export: ParsableCommand {
             printError("cannot export \(checkpoint): \(error)")
             throw ExitCode(1)
         }
-        do { try Data(bytes).write(to: URL(fileURLWithPath: out)) } catch {
-            printError("cannot write \(out): \(error.localizedDescription)")
+        do { try writeOutputFile(bytes, to: out, inputs: [checkpoint] + example) } catch {
+            printError("\(error)")
             throw ExitCode(1)
         }
         print(String(format: "wrote %@: %@ at %dx%d, %.1f MB, opset 13; input image (batch, %d, %d, 3) RGB 0-255, output dog_probability",
@@ -72,9 +76,8 @@ struct Export: ParsableCommand {
         guard !example.isEmpty else { return }
         let (pixels, read, failed) = predictor.pixels(example)
         for (path, error) in failed { printError("\(path): cannot read it: \(error)") }
-        let npy = (out.hasSuffix(".onnx") ? String(out.dropLast(5)) : out) + ".example.npy"
-        do { try Data(NumPy.float32(pixels, shape: [read.count, p.imageSize, p.imageSize, 3])).write(to: URL(fileURLWithPath: npy)) } catch {
-            printError("cannot write \(npy): \(error.localizedDescription)")
+        do { try writeOutputFile(NumPy.float32(pixels, shape: [read.count, p.imageSize, p.imageSize, 3]), to: npy, inputs: [checkpoint] + example) } catch {
+            printError("\(error)")
             throw ExitCode(1)
         }
         print("wrote \(npy): \(read.count) image(s) as the model's input; catdog-dist's dog probabilities:")

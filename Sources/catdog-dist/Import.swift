@@ -1,6 +1,7 @@
 import ArgumentParser
 import CatdogCheckpoint
 import CatdogEngine
+import CatdogSupport
 import Foundation
 
 struct Import: ParsableCommand {
@@ -32,10 +33,11 @@ struct Import: ParsableCommand {
     func run() throws {
         guard (32...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 32 and 1024") }
         do {
+            try checkOutputPath(out, inputs: [pth])
             let torch = try PyTorchReader.read(pth)
             let bytes = try EfficientNetImport.checkpointBytes(from: torch.tensorSource, imageSize: imageSize)
             let compressed = try bytes.withUnsafeBytes { try Zstd.compress($0) }
-            try Data(compressed).write(to: URL(fileURLWithPath: out), options: .atomic)
+            try writeOutputFile(compressed, to: out, inputs: [pth])
             print("wrote \(out): efficientnet-lite0 with ImageNet weights, \(imageSize)x\(imageSize) (\(compressed.count / 1_000_000) MB)")
         } catch {
             printError("cannot import \(pth): \(error)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CatdogReports
 import CatdogRun
+import CatdogSupport
 import Foundation
 
 struct Plot: ParsableCommand {
@@ -35,8 +36,8 @@ struct Plot: ParsableCommand {
             throw ExitCode(1)
         }
         let (svg, count) = trainingCurves(epochs)
-        do { try svg.write(toFile: out, atomically: true, encoding: .utf8) } catch {
-            printError("cannot write \(out): \(error.localizedDescription)")
+        do { try writeOutputFile(Array(svg.utf8), to: out, inputs: [metrics]) } catch {
+            printError("\(error)")
             throw ExitCode(1)
         }
         print("wrote \(out): \(count) epochs")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CatdogData
+import CatdogSupport
 import Foundation
 
 struct Stats: ParsableCommand {
@@ -22,8 +23,8 @@ struct Stats: ParsableCommand {
         print(stats.report)
         for (path, reason) in stats.unreadable.prefix(20) { print("  unreadable: \(path): \(reason)") }
         if let plot {
-            do { try stats.figure.write(toFile: plot, atomically: true, encoding: .utf8) } catch {
-                printError("cannot write \(plot): \(error.localizedDescription)")
+            do { try writeOutputFile(Array(stats.figure.utf8), to: plot) } catch {
+                printError("\(error)")
                 throw ExitCode(1)
             }
             print("figures written to \(plot)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CatdogData
 import CatdogEngine
+import CatdogSupport
 import Foundation
 
 struct Submit: ParsableCommand {
@@ -41,6 +42,10 @@ struct Submit: ParsableCommand {
     }
 
     func run() throws {
+        do { try checkOutputPath(out, inputs: [model.checkpoint]) } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
         let predictor = try model.predictor()
         try compute.apply()
         let numbered: [(id: Int, path: String)]
@@ -63,8 +68,8 @@ struct Submit: ParsableCommand {
             if clip > 0 { p = min(max(p, clip), 1 - clip) }
             csv += "\(entry.id),\(String(format: "%.6f", p))\n"
         }
-        do { try csv.write(toFile: out, atomically: true, encoding: .utf8) } catch {
-            printError("cannot write \(out): \(error.localizedDescription)")
+        do { try writeOutputFile(Array(csv.utf8), to: out, inputs: [model.checkpoint]) } catch {
+            printError("\(error)")
             throw ExitCode(1)
         }
         print("wrote \(out): \(numbered.count) rows\(unreadable > 0 ? ", \(unreadable) unreadable scored 0.5" : "")\(clip > 0 ? ", clipped to [\(clip), \(1 - clip)]" : "")")

@@ -385,7 +385,7 @@ struct Train: ParsableCommand {
             log.info(String(format: "input: rank 0's helper thread prepared batches in %.1f s of CPU", source.prepareSeconds) + prepared
                      + String(format: "; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
                               source.waitSeconds, peak[0] / 1_048_576))
-            log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; best weights in \(store.bestPath)")
+            log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; \(FileManager.default.fileExists(atPath: store.bestPath) ? "best weights in \(store.bestPath)" : "no best weights written (no validation loss)")")
         }
     }
 
@@ -414,7 +414,7 @@ struct Train: ParsableCommand {
             log.info("TensorBoard: tensorboard --logdir \(checkpointDir) (events in \((events.path as NSString).lastPathComponent))")
             return events
         } catch {
-            log.info("warning: cannot write TensorBoard events in \(checkpointDir) (\(error.localizedDescription)); training goes on without them")
+            log.info("warning: cannot write TensorBoard events in \(checkpointDir) (\(describe(error))); training goes on without them")
             return nil
         }
     }
@@ -429,13 +429,20 @@ struct Train: ParsableCommand {
             throw CheckpointError(path: checkpointDir, problem: "is a file, not a folder: pass a folder to --checkpoint-dir")
         }
         do { try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true) } catch {
-            throw CheckpointError(path: checkpointDir, problem: "cannot create the folder (\(error.localizedDescription))")
+            throw CheckpointError(path: checkpointDir, problem: "cannot create the folder (\(describe(error)))")
         }
         // A Slurm job that was requeued finds its own earlier start's lock, and takes it over.
         let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"]
         // A restart right after a crash can find the dead job's last rank still being torn down.
         let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName, job: job, wait: 10) { log.info($0) }
         if lock.tookOverFromJob { log.info("took over \(lock.path) from an earlier start of Slurm job \(job ?? "?") (requeued)") }
+        // metrics.jsonl is appended to: a planted link (the folder may be shared) would make the
+        // run write into the file it points to. Refused now, before any work.
+        let metrics = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
+        var info = stat()
+        if lstat(metrics, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+            throw CheckpointError(path: metrics, problem: "is not a regular file (a symbolic link, a FIFO or a device): remove it")
+        }
         let stale = store.removeStaleTemporaries()
         if stale > 0 { log.info("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }
         if resume == nil, store.holdsARun {

@@ -33,6 +33,13 @@ public enum EfficientNetImport {
             guard t.values.count == count else {
                 throw Failure(description: "tensor \(name) has shape \(t.shape), \(t.values.count) values; expected \(count)")
             }
+            // Weights that are not numbers would only show as a failed run at its end.
+            guard t.values.allSatisfy({ $0.isFinite }) else {
+                throw Failure(description: "tensor \(name) holds values that are not numbers (NaN or infinity): the file is damaged")
+            }
+            guard !name.hasSuffix("running_var") || t.values.allSatisfy({ $0 >= 0 }) else {
+                throw Failure(description: "tensor \(name) holds a negative variance: the file is damaged")
+            }
             return t.values
         }
         func slot(_ name: String) throws -> Network.TensorSlot {

@@ -28,6 +28,22 @@ final class EfficientNetImportTests: XCTestCase {
         return network
     }
 
+    /// The real .pth with 8 bytes in the middle of its data set to 0xFF (a NaN among the
+    /// ImageNet classifier's weights): `import` refuses it naming the tensor, writing nothing,
+    /// instead of an import whose training fails only at its end.
+    func testNonFiniteWeightsAreRefusedOnImport() throws {
+        guard FileManager.default.fileExists(atPath: Self.pth) else { throw MissingWeights() }
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: Self.pth))
+        let middle = bytes.count / 2
+        bytes.replaceSubrange(middle..<(middle + 8), with: [UInt8](repeating: 0xFF, count: 8))
+        let folder = try temporaryFolder(self)
+        try bytes.write(to: URL(fileURLWithPath: folder + "/nan.pth"))
+        let result = try CLI.run(["import", folder + "/nan.pth", "--out", folder + "/out.safetensors.zst"])
+        XCTAssertEqual(result.status, 1, result.output)
+        XCTAssertTrue(result.stderr.contains("holds values that are not numbers"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/out.safetensors.zst"))
+    }
+
     /// Features within 2e-3 absolute (their scale is ~0–5) and logits within 1e-2 (scale ~±20):
     /// float32 against float32 with a different summation order.
     func testImportedNetworkMatchesReferenceFeaturesAndLogits() throws {

@@ -1,4 +1,7 @@
 import CatdogCheckpoint
+import CatdogData
+import CatdogEngine
+import CatdogInference
 import CatdogRun
 import Foundation
 import XCTest
@@ -211,7 +214,10 @@ final class CarelessHandsTests: XCTestCase {
                 }
             }
         }
-        let legitimate = accepted.filter { !$0.hasPrefix("seed=") && !$0.hasPrefix("config.seed=") }
+        // Any 64-bit seed is a seed; any finite learning rate computes (a huge one diverges and
+        // training says so; `testDivergedLoss…`).
+        let harmless = ["seed=", "config.seed=", "schedule.baseRate=9223372036854775807", "history.0.lr=9223372036854775807"]
+        let legitimate = accepted.filter { item in !harmless.contains { item.hasPrefix($0) } }
         XCTAssertEqual(legitimate, [], "out-of-range numbers that were accepted")
         XCTAssertEqual(original.metadata.problem, nil)
 
@@ -224,6 +230,78 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertEqual(resumed.status, 0, resumed.output)
         XCTAssertTrue(resumed.stdout.contains("skipping checkpoint \(good)"), resumed.stdout)
         XCTAssertTrue(resumed.stdout.contains("resumed from \(newest)"), resumed.stdout)
+    }
+
+    /// Outputs are written as new regular files through a rename: never onto a checkpoint of a
+    /// run folder (hard links), the input, a device or a link; a planted metrics.jsonl link is
+    /// refused before training; names from a checkpoint are printed with their control
+    /// characters escaped; an evaluation of no images is an error, not "logloss nan".
+    func testOutputsAndPrintingCannotBeTurnedAgainstTheUser() throws {
+        let data = try sharedSubset(self, perClass: 16)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder)).status, 0)
+        let last = folder + "/last.safetensors.zst"
+        let before = try Data(contentsOf: URL(fileURLWithPath: last))
+        assertClean(try CLI.run(["export", last, "--out", last]), "other names")
+        let other = try temporaryFolder(self)
+        try FileManager.default.copyItem(atPath: last, toPath: other + "/copy.safetensors.zst")
+        assertClean(try CLI.run(["export", other + "/copy.safetensors.zst", "--out", other + "/copy.safetensors.zst"]), "it is the input")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: last)), before)
+        let images = try temporaryFolder(self)
+        try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: images + "/1.jpg")
+        for out in ["/dev/null", folder + "/metrics.jsonl", images] {
+            assertClean(try CLI.run(["submit", "--checkpoint", last, "--test-dir", images, "--out", out]), "cannot write \(out)")
+        }
+        assertClean(try CLI.run(["import", folder + "/nothing.pth", "--out", "/dev/null"]), "not a regular file")
+        var info = stat()
+        XCTAssertEqual(lstat("/dev/null", &info), 0)
+        XCTAssertEqual(info.st_mode & S_IFMT, S_IFCHR, "/dev/null is still a device")
+        let fresh = try CLI.run(["submit", "--checkpoint", last, "--test-dir", images, "--out", other + "/submission.csv"])
+        XCTAssertEqual(fresh.status, 0, fresh.output)
+
+        // A metrics.jsonl link in a shared run folder: refused, the file it names untouched.
+        let victim = try temporaryFolder(self) + "/victim"
+        try "mine\n".write(toFile: victim, atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: folder + "/metrics.jsonl")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/metrics.jsonl", withDestinationPath: victim)
+        assertClean(try CLI.run(trainArguments(data, folder, extra: ["--resume", "auto", "--epochs", "2"])), "not a regular file")
+        XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "mine\n")
+
+        // Escape sequences in a checkpoint's strings reach the terminal escaped.
+        let crafted = other + "/escapes.safetensors.zst"
+        try rewriteMetadata(last, to: crafted) { m in m["created"] = "\u{1b}]0;owned\u{7}\u{9b}2J" }
+        let inspected = try CLI.run(["inspect", crafted])
+        XCTAssertEqual(inspected.status, 0, inspected.output)
+        XCTAssertFalse(inspected.stdout.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 || $0.value == 0x9B }, inspected.stdout)
+        XCTAssertTrue(inspected.stdout.contains("\\u001b]0;owned\\u0007\\u009b2J"), inspected.stdout)
+        let json = try CLI.run(["inspect", "--json", crafted])
+        XCTAssertNotNil(try? JSONSerialization.jsonObject(with: Data(json.stdout.utf8)), "inspect --json stays JSON: \(json.stdout)")
+
+        // A validation split with no image in it.
+        let tiny = other + "/tiny.safetensors.zst"
+        try rewriteMetadata(last, to: tiny) { m in var c = m["config"] as! [String: Any]; c["validationFraction"] = 1e-6; m["config"] = c }
+        assertClean(try CLI.run(["evaluate", "--checkpoint", tiny, "--data", data, "--validation-split"]), "could be scored")
+    }
+
+    /// A consistent checkpoint of an ImageNet classifier (1000 outputs) is refused by
+    /// everything that needs a cat/dog classifier (predict, evaluate, submit, export all take it
+    /// through `Predictor`).
+    func testAClassifierOfOtherClassesIsRefused() throws {
+        let network = try ModelZoo.build("efficientnet-lite0-imagenet", imageSize: 64)
+        network.initialize(seed: 1)
+        var config = TrainingConfig()
+        config.model = "efficientnet-lite0-imagenet"
+        config.imageSize = 64
+        let metadata = CheckpointMetadata(model: network, config: config, preprocessing: Preprocessing(imageSize: 64),
+                                          history: [], bestValidationLoss: nil, finished: true, ranks: 1)
+        let bytes = try metadata.encode(network: network)
+        let path = try temporaryFolder(self) + "/imagenet.safetensors.zst"
+        try Data(try bytes.withUnsafeBytes { try Zstd.compress($0) }).write(to: URL(fileURLWithPath: path))
+        let loaded = try LoadedCheckpoint(path: path)
+        XCTAssertThrowsError(try Predictor(checkpoint: loaded)) { error in
+            XCTAssertTrue("\(error)".contains("not a cat/dog classifier"), "\(error)")
+        }
+        assertClean(try CLI.run(["predict", "--checkpoint", path, sharedData + "/originals/cat.0.jpg"]), "not a cat/dog classifier")
     }
 
     /// Offsets near 2^63 must not wrap past the bounds check; shapes must match their bytes;

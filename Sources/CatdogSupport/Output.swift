@@ -1,0 +1,80 @@
+import Foundation
+
+/// What went wrong, in words a user can act on: a library error's own description, or for
+/// Foundation's errors the system's reason ("No space left on device") rather than "The
+/// operation could not be completed".
+public func describe(_ error: Error) -> String {
+    let ns = error as NSError
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(underlying.code)))
+    }
+    if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+    // A Swift error (not Foundation's): its own description.
+    if !(type(of: error) is NSError.Type) { return String(describing: error) }
+    return ns.localizedDescription
+}
+
+/// Why an output file was not written.
+public struct OutputError: Error, CustomStringConvertible {
+    public var path: String
+    public var problem: String
+    public var description: String { "cannot write \(path): \(problem)" }
+}
+
+/// Refuses, before anything is written or computed, an output path that is a device, a FIFO,
+/// a folder or a symbolic link (as root, `--out /dev/null` would otherwise be replaced by a
+/// regular file); a file with other names (a run folder's `last`/`best` checkpoints are hard
+/// links); a file that is one of `inputs`; an existing file of a run folder (one holding
+/// metrics.jsonl, `.lock` or numbered checkpoints). A new file, or an ordinary one to replace,
+/// passes.
+public func checkOutputPath(_ path: String, inputs: [String] = []) throws {
+    func refuse(_ problem: String) -> OutputError { OutputError(path: path, problem: problem) }
+    var existing = stat()
+    guard lstat(path, &existing) == 0 else { return }
+    switch existing.st_mode & S_IFMT {
+    case S_IFREG: break
+    case S_IFLNK: throw refuse("it is a symbolic link; name a new file")
+    case S_IFDIR: throw refuse("it is a folder; name a file in it")
+    default: throw refuse("it is not a regular file (a device or a FIFO); name a new file")
+    }
+    if existing.st_nlink > 1 { throw refuse("the file has other names (hard links, as a run folder's checkpoints do); name a new file") }
+    for input in inputs {
+        var other = stat()
+        if stat(input, &other) == 0, other.st_dev == existing.st_dev, other.st_ino == existing.st_ino {
+            throw refuse("it is the input \(input); name another file")
+        }
+    }
+    let folder = (path as NSString).deletingLastPathComponent
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder)) ?? []
+    if names.contains(where: { $0 == "metrics.jsonl" || $0 == ".lock" || $0.hasPrefix("ckpt-e") }) {
+        throw refuse("it is an existing file of a training run's folder; name a new file")
+    }
+}
+
+/// Writes `bytes` as the regular file `path` (checked by `checkOutputPath`), through a
+/// temporary file in the same folder that is synced and renamed over it: a reader never sees
+/// half a file, and a failure (a full disk) leaves the old one and says why.
+public func writeOutputFile(_ bytes: some Collection<UInt8>, to path: String, inputs: [String] = []) throws {
+    try checkOutputPath(path, inputs: inputs)
+    let folder = (path as NSString).deletingLastPathComponent
+    let temporary = (folder.isEmpty ? "." : folder) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw OutputError(path: path, problem: String(cString: strerror(errno))) }
+    var failure: Int32 = 0
+    Array(bytes).withUnsafeBytes { raw in
+        var done = 0
+        while done < raw.count {
+            let n = write(fd, raw.baseAddress! + done, raw.count - done)
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { failure = n < 0 ? errno : EIO; return }
+            done += n
+        }
+    }
+    if failure == 0, fsync(fd) != 0 { failure = errno }
+    if close(fd) != 0, failure == 0 { failure = errno }
+    if failure == 0, rename(temporary, path) != 0 { failure = errno }
+    if failure != 0 {
+        unlink(temporary)
+        throw OutputError(path: path, problem: String(cString: strerror(failure)))
+    }
+}
