@@ -51,6 +51,30 @@ public final class JPEGCodec {
     /// Files above this size, or images above `maxPixels`, are refused as too large.
     public static let maxFileBytes = 64 << 20
     public static let maxPixels = 100_000_000
+    /// A decode's work is about its scans times its pixels: a progressive photo has about 10
+    /// scans, and a crafted file can have thousands (20,000 identical scans of 10000x10000 took
+    /// minutes). At most `maxScans` scans, and at most `maxScanPixels` scans x pixels.
+    public static let maxScans = 100
+    public static let maxScanPixels = 2_000_000_000
+
+    /// The start-of-scan markers (0xFF 0xDA) in `data`: in entropy-coded data 0xFF is always
+    /// followed by 0x00 or a restart marker, so each is a scan (or, rarely, bytes inside a
+    /// metadata segment, which only makes the count err on the high side).
+    public static func scanCount(_ data: Data) -> Int {
+        data.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress, raw.count >= 2 else { return 0 }
+            var count = 0
+            var at = base
+            let end = base + raw.count
+            // memchr to each 0xFF: a photo's bytes are scanned at memory speed.
+            while let found = memchr(at, 0xFF, end - at - 1) {
+                if found.load(fromByteOffset: 1, as: UInt8.self) == 0xDA { count += 1 }
+                at = UnsafeRawPointer(found) + 1
+                if end - at < 2 { break }
+            }
+            return count
+        }
+    }
 
     /// Reads an image file of at most `maxFileBytes` (see `readBoundedFile`).
     public static func readFile(_ path: String) throws -> Data {
@@ -112,6 +136,10 @@ public final class JPEGCodec {
         guard width > 0, height > 0 else { throw ImageError(problem: .unreadable, detail: "zero image size") }
         guard Int(width) * Int(height) <= JPEGCodec.maxPixels else {
             throw ImageError(problem: .tooLarge, detail: "\(width)x\(height) pixels")
+        }
+        let scans = JPEGCodec.scanCount(data)
+        guard scans <= JPEGCodec.maxScans, scans * Int(width) * Int(height) <= JPEGCodec.maxScanPixels else {
+            throw ImageError(problem: .tooLarge, detail: "\(scans) scans of \(width)x\(height) pixels (at most \(JPEGCodec.maxScans) scans, and \(JPEGCodec.maxScanPixels / 1_000_000) million pixels decoded over all of them)")
         }
         return Header(width: Int(width), height: Int(height), colorspace: colorspace)
     }
@@ -185,8 +213,9 @@ public final class JPEGCodec {
 
     public enum EncodeFormat { case rgb, gray, cmyk }
 
-    /// Encodes `pixels` (RGB, gray or CMYK rows) as a baseline JPEG.
-    public func encode(_ pixels: [UInt8], width: Int, height: Int, format: EncodeFormat = .rgb, quality: Int = 90) throws -> Data {
+    /// Encodes `pixels` (RGB, gray or CMYK rows) as a baseline JPEG, or a progressive one.
+    public func encode(_ pixels: [UInt8], width: Int, height: Int, format: EncodeFormat = .rgb, quality: Int = 90,
+                       progressive: Bool = false) throws -> Data {
         if compressor == nil { compressor = tjInitCompress() }
         let (pixelFormat, subsampling): (TJPF, TJSAMP) = switch format {
         case .rgb: (TJPF_RGB, TJSAMP_420)
@@ -197,7 +226,7 @@ public final class JPEGCodec {
         var size: UInt = 0
         let status = pixels.withUnsafeBufferPointer { input in
             tjCompress2(compressor, input.baseAddress, Int32(width), 0, Int32(height), Int32(pixelFormat.rawValue),
-                        &output, &size, Int32(subsampling.rawValue), Int32(quality), 0)
+                        &output, &size, Int32(subsampling.rawValue), Int32(quality), progressive ? TJFLAG_PROGRESSIVE : 0)
         }
         defer { if let output { tjFree(output) } }
         guard status == 0, let output else { throw ImageError(problem: .unreadable, detail: lastError(compressor)) }

@@ -138,6 +138,34 @@ final class JPEGTests: XCTestCase {
         }
     }
 
+    /// A progressive JPEG decodes; the same file with its last scan repeated 5,000 times
+    /// (each a full pass over the image: minutes for a large one) is refused as too large before
+    /// any decoding, in well under a second.
+    func testAJPEGWithThousandsOfScansIsRefusedBeforeDecoding() throws {
+        let side = 1000
+        // A flat image: its scans are a few bytes each, so thousands fit a small file, as in the
+        // crafted one (2 MB, 20,000 scans).
+        let progressive = try codec.encode([UInt8](repeating: 128, count: side * side * 3), width: side, height: side, progressive: true)
+        let scans = JPEGCodec.scanCount(progressive)
+        XCTAssertGreaterThan(scans, 2, "the encoder wrote no progressive scans")
+        XCTAssertLessThanOrEqual(scans, JPEGCodec.maxScans)
+        XCTAssertNoThrow(try codec.decode(progressive, minWidth: side, minHeight: side))
+        // The last scan: from its SOS marker to the end-of-image marker.
+        let bytes = [UInt8](progressive)
+        let lastScan = try XCTUnwrap((0..<(bytes.count - 1)).last { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xDA })
+        let body = bytes[lastScan..<(bytes.count - 2)]
+        var hostile = [UInt8](bytes[..<(bytes.count - 2)])
+        for _ in 0..<5_000 { hostile += body }
+        hostile += [0xFF, 0xD9]
+        XCTAssertEqual(JPEGCodec.scanCount(Data(hostile)), scans + 5_000)
+        let start = Date()
+        XCTAssertThrowsError(try codec.decode(Data(hostile), minWidth: 64, minHeight: 64)) { error in
+            XCTAssertEqual((error as? ImageError)?.problem, .tooLarge, "\(error)")
+            XCTAssertTrue("\(error)".contains("scans"), "\(error)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1, "refused from the bytes, without decoding")
+    }
+
     func testRealOriginalsOfVariedSizesDecode() throws {
         let folder = sharedData + "/originals"
         var sizes = Set<Int>()
