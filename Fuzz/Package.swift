@@ -12,5 +12,6 @@ let package = Package(
         .executableTarget(name: "fuzz-checkpoint", dependencies: library),
         .executableTarget(name: "fuzz-pytorch", dependencies: library),
         .executableTarget(name: "fuzz-jpeg", dependencies: library),
+        .executableTarget(name: "fuzz-metadata", dependencies: library),
     ]
 )

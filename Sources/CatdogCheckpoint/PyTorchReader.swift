@@ -317,10 +317,19 @@ public enum PyTorchReader {
             return items
         }
 
-        /// The depth `items` give the container they go into; seals them.
-        func nest(_ items: [Value], into depth: Int = 1) throws -> Int {
+        /// The depth `items` give the container they go into (`container`, when it is a list or
+        /// dict: an item that is the container itself would make a cycle); seals them.
+        func nest(_ items: [Value], into depth: Int = 1, container: AnyObject? = nil) throws -> Int {
             var deepest = depth
             for item in items {
+                if let container {
+                    let same: Bool = switch item {
+                    case .list(let box): box === container
+                    case .dict(let box): box === container
+                    default: false
+                    }
+                    if same { throw Failure("pickle puts a container inside itself: not a state dict") }
+                }
                 item.seal()
                 deepest = max(deepest, item.depth + 1)
             }
@@ -425,23 +434,23 @@ public enum PyTorchReader {
                 case 0x61:  // APPEND
                     let v = try pop()
                     let l = try list("APPEND")
-                    l.depth = try nest([v], into: l.depth)
+                    l.depth = try nest([v], into: l.depth, container: l)
                     l.items.append(v)
                 case 0x65:  // APPENDS
                     let items = try popToMark()
                     let l = try list("APPENDS")
-                    l.depth = try nest(items, into: l.depth)
+                    l.depth = try nest(items, into: l.depth, container: l)
                     l.items += items
                 case 0x73:  // SETITEM
                     let v = try pop(), k = try pop()
                     let d = try dict("SETITEM")
-                    d.depth = try nest([k, v], into: d.depth)
+                    d.depth = try nest([k, v], into: d.depth, container: d)
                     d.items.append((k, v))
                 case 0x75:  // SETITEMS
                     let items = try popToMark()
                     guard items.count % 2 == 0 else { throw Failure("pickle: bad SETITEMS") }
                     let d = try dict("SETITEMS")
-                    d.depth = try nest(items, into: d.depth)
+                    d.depth = try nest(items, into: d.depth, container: d)
                     for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
                 case 0x71: try memoize(try uint(1))  // BINPUT
                 case 0x72: try memoize(try uint(4))  // LONG_BINPUT

@@ -69,10 +69,12 @@ final class PyTorchReaderTests: XCTestCase {
             ("dicts", [0x80, 0x02] + (0..<30_000).flatMap { _ in [0x7D] + Self.small(1) } + [0x4E] + [UInt8](repeating: 0x73, count: 30_000) + [0x2E]),
             ("MARK/TUPLE", [0x80, 0x02] + [UInt8](repeating: 0x28, count: n) + [UInt8](repeating: 0x74, count: n) + [0x2E]),
             ("filled after nesting", [0x80, 0x02, 0x5D, 0x71, 0x00, 0x5D, 0x71, 0x01, 0x61, 0x68, 0x01, 0x5D, 0x61, 0x2E]),
+            // A list appended to itself (found by fuzzing: a cycle that leaked).
+            ("inside itself", [0x80, 0x02, 0x5D, 0x71, 0x00, 0x68, 0x00, 0x61, 0x2E]),
         ]
         for (what, bytes) in cases {
             XCTAssertThrowsError(try PyTorchReader.read(bytes: bytes), what) { error in
-                XCTAssertTrue("\(error)".contains("nests containers") || "\(error)".contains("already inside another container"), "\(what): \(error)")
+                XCTAssertTrue(["nests containers", "already inside another container", "inside itself"].contains { "\(error)".contains($0) }, "\(what): \(error)")
             }
         }
         // 64 deep is allowed (a state dict needs 4): the limit is not a false alarm.
