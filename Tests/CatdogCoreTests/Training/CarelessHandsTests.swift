@@ -283,6 +283,22 @@ final class CarelessHandsTests: XCTestCase {
         assertClean(try CLI.run(["evaluate", "--checkpoint", tiny, "--data", data, "--validation-split"]), "could be scored")
     }
 
+    /// A full disk (a 300 KiB tmpfs) while writing a checkpoint: the message keeps the
+    /// system's reason, the run stops non-zero, and no temporary file is left behind.
+    func testAFullDiskSaysSo() throws {
+        let mountPoint = try temporaryFolder(self)
+        let mounted = try runCommand(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", mountPoint])
+        try XCTSkipUnless(mounted.status == 0, "cannot mount a small tmpfs here (needs root): \(mounted.output)")
+        addTeardownBlock { _ = try? runCommand(["umount", mountPoint]) }
+        let data = try sharedSubset(self, perClass: 24)
+        let folder = mountPoint + "/ck"
+        let result = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "64",
+                                  "--epochs", "1", "--batch-size", "16"])
+        assertClean(result, "No space left on device")
+        let left = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasPrefix(".tmp") }
+        XCTAssertEqual(left, [], "temporary files left on the full disk")
+    }
+
     /// A consistent checkpoint of an ImageNet classifier (1000 outputs) is refused by
     /// everything that needs a cat/dog classifier (predict, evaluate, submit, export all take it
     /// through `Predictor`).
