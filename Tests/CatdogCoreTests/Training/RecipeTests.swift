@@ -87,11 +87,13 @@ final class RecipeMetadataTests: XCTestCase {
         }
         XCTAssertNil(problem { _, _ in })
         XCTAssertNil(problem { c, m in c.ema = 0.999; c.resizeFrom = 16; m.epochImageSize = 16 })
+        // Refused, naming the number and its range (RunLimits).
         for bad in [1.0, -0.5, .nan] {
-            XCTAssertEqual(problem { c, _ in c.ema = bad }, "a training option is out of range", "ema \(bad)")
+            let message = problem { c, _ in c.ema = bad }
+            XCTAssertTrue(message?.contains("EMA decay \(bad) is outside") == true, "ema \(bad): \(message ?? "accepted")")
         }
-        XCTAssertEqual(problem { c, _ in c.resizeFrom = 4 }, "a training option is out of range")
-        XCTAssertEqual(problem { c, _ in c.resizeFrom = 64 }, "a training option is out of range")
-        XCTAssertEqual(problem { _, m in m.epochImageSize = 1 << 20 }, "a training option is out of range")
+        XCTAssertEqual(problem { c, _ in c.resizeFrom = 4 }, "configuration: resize-from size 4 is outside 16...32")
+        XCTAssertEqual(problem { c, _ in c.resizeFrom = 64 }, "configuration: resize-from size 64 is outside 16...32")
+        XCTAssertEqual(problem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
     }
 }
