@@ -10,6 +10,7 @@ static volatile sig_atomic_t first_signal = 0;
 // of the three signals block each other, so it needs no atomicity.
 static long first_at_ms = 0;
 static long grace_ms = 2000;
+static int announce_first = 0;
 
 static long now_ms(void) {
     struct timespec t;
@@ -21,6 +22,12 @@ static void on_stop(int signal) {
     if (first_signal == 0) {
         first_at_ms = now_ms();
         first_signal = signal;
+        if (announce_first) {
+            static const char message[] = "catdog-dist: stop signal received: finishing this step and writing a checkpoint "
+                                          "(a second signal, 2 s or more from now, stops at once)\n";
+            ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+            (void)ignored;
+        }
         return;
     }
     if (now_ms() - first_at_ms >= grace_ms) {
@@ -33,8 +40,9 @@ static void on_stop(int signal) {
 
 static const int stop_signals[] = {SIGTERM, SIGINT, SIGUSR1};
 
-int catdog_stop_signals_install(double grace_seconds) {
+int catdog_stop_signals_install(double grace_seconds, int announce) {
     grace_ms = (long)(grace_seconds * 1000);
+    announce_first = announce;
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_handler = on_stop;

@@ -5,8 +5,9 @@ import Foundation
 /// time limit, Ctrl-C): the handler only records the first one; the training loop reads it
 /// between steps. A further one at least `grace` seconds later ends the process at once.
 public enum StopSignals {
-    public static func install(grace: Double = 2) throws {
-        guard catdog_stop_signals_install(grace) == 0 else {
+    /// `announce`: the first signal prints a line saying what happens next (one rank says it).
+    public static func install(grace: Double = 2, announce: Bool = true) throws {
+        guard catdog_stop_signals_install(grace, announce ? 1 : 0) == 0 else {
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EINVAL)
         }
     }

@@ -28,6 +28,11 @@ struct Train: ParsableCommand {
             --backbone-lr-scale times it), BatchNorm in inference mode; with flip in --augment \
             (the default) the kept activation maps are mirrored at random.
 
+            Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 make every rank finish its step and write one \
+            checkpoint, then exit 128 + the signal; `--resume auto` continues bit-exactly. Under mpirun \
+            send SIGUSR1 to mpirun (it forwards it at once; its own SIGTERM and Ctrl-C handling give the \
+            ranks only a second). A second signal 2 s or more later stops at once.
+
             Examples:
               catdog-dist train --data ../shared/data/dogs-vs-cats/train --checkpoint-dir ck
               mpirun -np 2 catdog-dist train --data train/ --model vgg --epochs 30 --checkpoint-dir ck
@@ -250,7 +255,7 @@ struct Train: ParsableCommand {
         try runDistributed(faults: faults) { comm in
             let log = RankLog(comm)
             // From here on SIGTERM, SIGINT and SIGUSR1 ask for a checkpoint and a clean stop.
-            do { try StopSignals.install() } catch {
+            do { try StopSignals.install(announce: comm.rank == 0) } catch {
                 log.info("warning: cannot catch stop signals (\(error)); SIGTERM will end the run without a checkpoint")
             }
             try compute.apply()

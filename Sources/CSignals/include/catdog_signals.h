@@ -10,8 +10,9 @@
 //
 // Signal handlers must only do what is async-signal-safe; that is why this is C.
 
-// Installs the handlers. Returns 0, or -1 (errno set) if sigaction failed.
-int catdog_stop_signals_install(double grace_seconds);
+// Installs the handlers; with `announce`, the first signal also prints a line saying what
+// happens next. Returns 0, or -1 (errno set) if sigaction failed.
+int catdog_stop_signals_install(double grace_seconds, int announce);
 // The first stop signal received (SIGTERM, SIGINT or SIGUSR1), or 0 if none yet.
 int catdog_stop_signal(void);
 // Restores the default actions (after the run has stopped).
