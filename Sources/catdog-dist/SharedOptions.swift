@@ -7,14 +7,19 @@ import CatdogTraining
 
 /// What network `train` and `bench` build, and how big a step is.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`).")
-    var model = ModelZoo.defaultModel
+    // Optional underneath, so that a resume can tell an option given from its default.
+    @Option(name: .customLong("model"), help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`). (default: \(ModelZoo.defaultModel))")
+    var givenModel: String?
 
-    @Option(help: "Square input size in pixels.")
-    var imageSize = TrainingConfig().imageSize
+    @Option(name: .customLong("image-size"), help: "Square input size in pixels. (default: \(TrainingConfig().imageSize))")
+    var givenImageSize: Int?
 
-    @Option(help: "Global batch size, divided among the ranks (each rank takes batch/N).")
-    var batchSize = TrainingConfig().globalBatch
+    @Option(name: .customLong("batch-size"), help: "Global batch size, divided among the ranks (each rank takes batch/N). (default: \(TrainingConfig().globalBatch))")
+    var givenBatchSize: Int?
+
+    var model: String { givenModel ?? ModelZoo.defaultModel }
+    var imageSize: Int { givenImageSize ?? TrainingConfig().imageSize }
+    var batchSize: Int { givenBatchSize ?? TrainingConfig().globalBatch }
 
     func validate() throws {
         guard ModelZoo.names.contains(model) else { throw ValidationError(ModelZoo.UnknownModel(name: model).description + " (see `catdog-dist models`)") }
@@ -30,11 +35,13 @@ struct ModelOptions: ParsableArguments {
 
 /// How gradients cross the ranks, for `train` and `bench`.
 struct AllReduceOptions: ParsableArguments {
-    @Flag(inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward (Horovod/DDP-style buckets).")
-    var overlap = TrainingConfig().overlap
+    @Flag(name: .customLong("overlap"), inversion: .prefixedNo, help: "Overlap the gradient all-reduce with backward (Horovod/DDP-style buckets). (default: --overlap)")
+    var givenOverlap: Bool?
+    var overlap: Bool { givenOverlap ?? TrainingConfig().overlap }
 
-    @Option(help: "Gradient bucket size for the overlapped all-reduce, in MiB.")
-    var bucketMib = TrainingConfig().bucketMiB
+    @Option(name: .customLong("bucket-mib"), help: "Gradient bucket size for the overlapped all-reduce, in MiB. (default: \(TrainingConfig().bucketMiB))")
+    var givenBucketMib: Double?
+    var bucketMib: Double { givenBucketMib ?? TrainingConfig().bucketMiB }
 
     @Flag(help: "All-reduce gradients in fp16 (Horovod-style compression): half the bytes on slow networks.")
     var fp16Allreduce = false

@@ -81,8 +81,8 @@ struct Train: ParsableCommand {
         """)
     var ema: Double?
 
-    @Option(help: "Validation scores each image as the mean of its and its mirror image's probabilities (flip), as `evaluate --tta-flip` and `submit` do, or the image alone (none); the best epoch is chosen by it.")
-    var valTta: ValidationTTA = .flip
+    @Option(help: "Validation scores each image as the mean of its and its mirror image's probabilities (flip), as `evaluate --tta-flip` and `submit` do, or the image alone (none); the best epoch is chosen by it. (default: flip)")
+    var valTta: ValidationTTA?
 
     @Option(help: """
         Progressive resizing: train the first epochs at this input size, growing in steps of \
@@ -92,8 +92,8 @@ struct Train: ParsableCommand {
         """)
     var resizeFrom: Int?
 
-    @Option(help: "Fraction of each class held out for validation.")
-    var valFraction = TrainingConfig().validationFraction
+    @Option(help: "Fraction of each class held out for validation. (default: \(TrainingConfig().validationFraction))")
+    var valFraction: Double?
 
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience); transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
@@ -101,8 +101,8 @@ struct Train: ParsableCommand {
     @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given.")
     var timeBudget: Double?
 
-    @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout.")
-    var seed: UInt64 = TrainingConfig().seed
+    @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout. (default: \(TrainingConfig().seed))")
+    var seed: UInt64?
 
     @Option(help: "Folder for metrics.jsonl and checkpoints (created if missing).")
     var checkpointDir: String
@@ -167,7 +167,7 @@ struct Train: ParsableCommand {
         if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
         guard keep > 0 else { throw ValidationError("--keep must be positive") }
         guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 or positive") }
-        guard valFraction > 0, valFraction < 1 else { throw ValidationError("--val-fraction must be in (0, 1)") }
+        if let valFraction, !(valFraction > 0 && valFraction < 1) { throw ValidationError("--val-fraction must be in (0, 1)") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
         if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1)") }
         if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be 0 or a positive number") }
@@ -225,12 +225,12 @@ struct Train: ParsableCommand {
         if let augmentation = try augmentation() { c.augmentation = augmentation }
         if let fit { c.fit = fit }
         if let pixels { c.scale = pixels }
-        c.validationFraction = valFraction
+        if let valFraction { c.validationFraction = valFraction }
         if let patience { c.patience = patience }
         c.timeBudget = timeBudget
         if let ema { c.ema = ema > 0 ? ema : nil }
         c.resizeFrom = resizeFrom
-        c.validationTTA = valTta == .flip
+        c.validationTTA = (valTta ?? .flip) == .flip
         if timeBudget != nil, epochs == nil {
             c.fillsBudget = true
             c.epochs = TrainingConfig.budgetEpochCap
@@ -243,7 +243,7 @@ struct Train: ParsableCommand {
                 if augment == nil { c.augmentation = TrainingConfig.budgetAugmentation }
             }
         }
-        c.seed = seed
+        if let seed { c.seed = seed }
         c.overlap = allReduce.overlap
         c.bucketMiB = allReduce.bucketMib
         c.fp16AllReduce = allReduce.fp16Allreduce ? true : nil
@@ -285,13 +285,14 @@ struct Train: ParsableCommand {
                 initial = loaded
             }
             var checkpoint = try loadResumeCheckpoint(comm, store: store, log: log)
+            var changedSchedule = false
             if let checkpoint {
                 let m = checkpoint.metadata
-                config = m.config
+                let resumed = try resumedConfig(m.config)
+                config = resumed.config
+                changedSchedule = resumed.schedule
+                for change in resumed.applied { log.info("resuming with \(change)") }
                 preprocessing = m.preprocessing
-                // An explicit --epochs turns a budget-filling run into an ordinary one.
-                if let epochs { config.epochs = epochs; config.fillsBudget = nil }
-                if let timeBudget { config.timeBudget = timeBudget }
                 if m.finished, config.fillsBudget == true || config.epochs <= m.epoch {
                     log.info("\(checkpoint.path) is a finished run (\(m.epoch) epochs, best val_loss \(m.bestValidationLoss.map { String(format: "%.4f", $0) } ?? "-")); nothing to do. Pass a larger --epochs to train on.")
                     return
@@ -335,6 +336,14 @@ struct Train: ParsableCommand {
             }
             if let checkpoint {
                 try trainer.restore(metadata: checkpoint.metadata, path: checkpoint.path, from: checkpoint.checkpoint)
+                if changedSchedule {
+                    // --lr, --warmup-epochs or --decay given on the resume: the schedule from here on.
+                    var schedule = trainer.schedule
+                    schedule.baseRate = config.resolvedLearningRate
+                    schedule.warmupSteps = Int(config.warmupEpochs * Double(trainer.stepsPerEpoch))
+                    schedule.decay = config.decay
+                    trainer.setSchedule(schedule)
+                }
                 let m = checkpoint.metadata
                 let elastic = m.ranks == comm.size ? "" : "; written by \(m.ranks) ranks, continuing on \(comm.size) with the same global batch \(config.globalBatch)"
                 log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
@@ -422,6 +431,67 @@ struct Train: ParsableCommand {
             log.info("warning: cannot write TensorBoard events in \(checkpointDir) (\(describe(error))); training goes on without them")
             return nil
         }
+    }
+
+    /// A resumed run keeps its checkpoint's configuration. An option given on this command line
+    /// that differs from it is applied where the run can go on with it (its length, the learning
+    /// rate and its schedule, regularisation, augmentation, validation, the all-reduce), and
+    /// refused where it cannot (what the weights' shapes, the data split, the data order or the
+    /// optimizer's and EMA's state depend on): never dropped without a word.
+    func resumedConfig(_ saved: TrainingConfig) throws -> (config: TrainingConfig, applied: [String], schedule: Bool) {
+        func keep<T: Equatable>(_ option: String, _ given: T?, _ kept: T) throws {
+            guard let given, given != kept else { return }
+            throw ValidationError("""
+                \(option) \(given) differs from the resumed run's \(kept), which a resume keeps (the weights, the \
+                data split or order, or the optimizer's state depend on it): leave it out, or start a new run in another --checkpoint-dir
+                """)
+        }
+        try keep("--model", shape.givenModel, saved.model)
+        try keep("--image-size", shape.givenImageSize, saved.imageSize)
+        try keep("--batch-size", shape.givenBatchSize, saved.globalBatch)
+        try keep("--seed", seed, saved.seed)
+        try keep("--val-fraction", valFraction, saved.validationFraction)
+        try keep("--fit", fit, saved.fit)
+        try keep("--pixels", pixels, saved.scale)
+        try keep("--optimizer", optimizer, saved.optimizer)
+        try keep("--ema", ema.map { $0 > 0 ? $0 : 0 }, saved.emaDecay ?? 0)
+        try keep("--resize-from", resizeFrom, saved.resizeFrom ?? 0)
+        var c = saved
+        var applied: [String] = []
+        func apply<T: Equatable>(_ option: String, _ given: T?, _ field: WritableKeyPath<TrainingConfig, T>) {
+            guard let given, given != c[keyPath: field] else { return }
+            applied.append("\(option) \(given) (the run had \(c[keyPath: field]))")
+            c[keyPath: field] = given
+        }
+        // An explicit --epochs turns a budget-filling run into an ordinary one.
+        if let epochs { c.fillsBudget = nil; apply("--epochs", epochs, \.epochs) }
+        if let timeBudget, timeBudget != c.timeBudget {
+            applied.append("--time-budget \(timeBudget) (the run had \(c.timeBudget.map { "\($0)" } ?? "none"))")
+            c.timeBudget = timeBudget
+        }
+        if let lr, lr != c.resolvedLearningRate {
+            applied.append("--lr \(lr) (the run had \(c.resolvedLearningRate))")
+            c.learningRate = lr
+        }
+        apply("--warmup-epochs", warmupEpochs, \.warmupEpochs)
+        apply("--decay", decay, \.decay)
+        let schedule = applied.contains { $0.hasPrefix("--lr ") || $0.hasPrefix("--warmup-epochs ") || $0.hasPrefix("--decay ") }
+        apply("--momentum", momentum, \.momentum)
+        apply("--weight-decay", weightDecay, \.weightDecay)
+        apply("--augment", try augmentation(), \.augmentation)
+        apply("--patience", patience, \.patience)
+        if let valTta, (valTta == .flip) != (c.validationTTA == true) {
+            applied.append("--val-tta \(valTta.rawValue)")
+            c.validationTTA = valTta == .flip
+        }
+        apply("--bucket-mib", allReduce.givenBucketMib, \.bucketMiB)
+        apply("--overlap", allReduce.givenOverlap, \.overlap)
+        if allReduce.fp16Allreduce, c.fp16AllReduce != true {
+            applied.append("--fp16-allreduce")
+            c.fp16AllReduce = true
+        }
+        if let problem = c.problem { throw ValidationError("an option is out of range: \(problem)") }
+        return (c, applied, schedule)
     }
 
     /// Rank 0 makes sure the checkpoint folder is usable before any work: it exists and is
@@ -518,11 +588,11 @@ struct Train: ParsableCommand {
             let lock = try claimCheckpointFolder(CheckpointStore(directory: checkpointDir, keep: keep), comm: comm, log: log)
             defer { withExtendedLifetime(lock) {} }
             var config = initial.metadata.config
-            config.seed = seed
-            config.validationFraction = valFraction
+            if let seed { config.seed = seed }
+            if let valFraction { config.validationFraction = valFraction }
             // The head scores validation with mirror TTA as asked (from mirrored images'
             // features); fine-tuning from kept activations scores the images alone.
-            config.validationTTA = valTta == .flip && freeze == .backbone ? true : nil
+            config.validationTTA = (valTta ?? .flip) == .flip && freeze == .backbone ? true : nil
             config.ema = nil
             var head = FeatureExtraction.HeadConfig()
             if let epochs { head.epochs = epochs }

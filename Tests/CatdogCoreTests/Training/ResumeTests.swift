@@ -70,6 +70,30 @@ final class ResumeTests: XCTestCase {
         }
     }
 
+    /// On resume, an option given that differs from the checkpoint's run is applied where the
+    /// run can go on with it (here --lr, --patience, --epochs, said in the log and kept in the
+    /// checkpoint) and refused where it cannot (--seed: the data split and order), never
+    /// dropped without a word; options left out (--model, --image-size) take the checkpoint's,
+    /// not the defaults.
+    func testOptionsGivenOnAResumeAreAppliedOrRefused() throws {
+        let data = try sharedSubset(self, perClass: 30)
+        let folder = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder, epochs: 1)).status, 0)
+        let resume = ["train", "--data", data, "--checkpoint-dir", folder, "--resume", "auto"]
+        let refused = try CLI.run(resume + ["--epochs", "2", "--seed", "7"])
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertTrue(refused.stderr.contains("--seed 7 differs from the resumed run's 1"), refused.stderr)
+        let applied = try CLI.run(resume + ["--epochs", "2", "--lr", "0.0005", "--patience", "3", "--model", "simple"])
+        XCTAssertEqual(applied.status, 0, applied.output)
+        XCTAssertTrue(applied.stdout.contains("resuming with --lr 0.0005 (the run had 0.001)"), applied.stdout)
+        XCTAssertTrue(applied.stdout.contains("resuming with --patience 3 (the run had 0)"), applied.stdout)
+        let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
+        XCTAssertEqual(last.epoch, 2)
+        XCTAssertEqual(last.config.model, "simple")
+        XCTAssertEqual(last.schedule.baseRate, 0.0005)
+        XCTAssertEqual(last.config.patience, 3)
+    }
+
     func testResumeAutoSkipsCorruptAndTruncatedCheckpoints() throws {
         let data = try sharedSubset(self, perClass: 60)
         let folder = try temporaryFolder(self)
