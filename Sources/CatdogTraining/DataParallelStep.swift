@@ -47,6 +47,12 @@ public final class DataParallelStep {
     /// tells its peers (the heartbeat), so a rank left waiting can name the ones that never
     /// finished computing it.
     public var heartbeat: Int?
+    /// When set, each phase of the step is recorded there (see `Timeline`).
+    public var timeline: Timeline?
+    private var bucketStarts: [UInt64] = []
+
+    /// Now, for the timeline; 0 (and no clock read) when there is none.
+    @inline(__always) private func mark() -> UInt64 { timeline == nil ? 0 : Timeline.now() }
 
     /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
     public private(set) var computeSeconds = 0.0
@@ -126,8 +132,10 @@ public final class DataParallelStep {
         var next = 0
         // Every rank must start the same buckets in the same order, or the collectives
         // would pair up wrongly and hang.
+        bucketStarts.removeAll(keepingCapacity: true)
         func startBuckets(through node: Int) throws {
             while next < buckets.count, buckets[next].lastNode >= node {
+                bucketStarts.append(mark())
                 pending.append(try startReduction(buckets[next].range))
                 next += 1
             }
@@ -143,9 +151,12 @@ public final class DataParallelStep {
             if let input { network.input.update(from: input + first * sampleFloats, count: count * sampleFloats) }
             var microContext = context
             microContext.firstSample += first
+            let forwardStart = mark()
             let logits = network.forward(batch: count, context: microContext, from: firstNode)
             let part = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer + first, count: count,
                                                           normalizer: normalizer, dLogits: dLogits.pointer)
+            timeline?.record("forward (\(count) samples)", "compute", since: forwardStart)
+            let backwardStart = mark()
             result.lossSum += part.lossSum
             result.correct += part.correct
             // Buckets start during the last micro-batch's backward, once its gradients are final.
@@ -156,19 +167,29 @@ public final class DataParallelStep {
                     for reduction in self.pending { _ = try reduction.test() }  // lets MPI progress them
                 } catch { overlapError = error }
             }
+            timeline?.record("backward (\(count) samples)", "compute", since: backwardStart)
             first += count
         }
         if let overlapError { throw overlapError }
         let backwardDone = Date()
         if let heartbeat { comm.announceProgress(heartbeat) }
+        let exposedStart = mark()
         if overlapping {
             try startBuckets(through: 0)
-            for reduction in pending { try reduction.wait() }
+            for (index, reduction) in pending.enumerated() {
+                try reduction.wait()
+                if let timeline {
+                    let mib = Double(buckets[index].range.count * (fp16 ? 2 : 4)) / 1_048_576
+                    timeline.record(String(format: "all-reduce bucket %d (%.1f MiB)", index, mib), "comm", since: bucketStarts[index])
+                }
+            }
         } else if fp16, comm.size > 1 {
             try startReduction(trainable).wait()
         } else {
             try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
+        timeline?.record("waiting for the all-reduce", "wait", since: exposedStart)
+        let optimizerStart = mark()
         if fp16, comm.size > 1 {
             convertFromHalf(half + trainable.lowerBound, network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
@@ -184,6 +205,7 @@ public final class DataParallelStep {
             group.optimizer.step(parameters: p + group.range.lowerBound, gradients: g + group.range.lowerBound,
                                  learningRate: learningRate * group.learningRateScale)
         }
+        timeline?.record("optimizer", "compute", since: optimizerStart)
         let waited = reduced.timeIntervalSince(backwardDone)
         exposedCommSeconds += waited
         computeSeconds += Date().timeIntervalSince(start) - waited

@@ -77,6 +77,8 @@ public final class Trainer {
     /// Asked between steps: non-zero (the signal) when this rank has been told to stop. Every
     /// rank then finishes the step, they agree, one checkpoint is written and `fit` returns.
     public var stopSignal: () -> Int32 = { 0 }
+    /// When set, every rank's phases of the run's first `timeline.steps` updates go there.
+    public var timeline: Timeline?
     /// TensorBoard event file (rank 0): scalars per epoch, and the training loss every
     /// `batchEventsEvery` updates.
     public var events: TensorBoardWriter?
@@ -233,7 +235,10 @@ public final class Trainer {
     /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`
     /// (prepared by the loader while the previous step ran).
     public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
+        let inputStart = timeline == nil ? 0 : Timeline.now()
         let batch = source.trainBatch(plan: plan, step: step, size: trainingSize, stepper: stepper)
+        timeline?.record("input wait", "input", since: inputStart)
+        stepper.timeline = timeline?.recording == true ? timeline : nil
         let context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
         stepper.heartbeat = watchdog == nil ? nil : globalStep + 1

@@ -1,4 +1,5 @@
 import CatdogData
+import CatdogEngine
 import CatdogRun
 import CatdogSupport
 import Foundation
@@ -27,7 +28,17 @@ extension Trainer {
                     progress: ((String) -> Void)? = nil,
                     checkpoint: (Trainer, CheckpointReason) throws -> Void = { _, _ in }) throws -> FitSummary {
         let started = Date()
+        let firstGlobalStep = globalStep
         var stoppedBy: FitSummary.Stop = .epochs
+        // A run shorter than the timeline's window writes it when it ends (not after an error: a
+        // rank that failed alone must not wait in the gathering collective).
+        func finishTimeline() throws {
+            guard let timeline, timeline.recording else { return }
+            _ = try watchdog.watchIfAny("gathering the timeline", expected: 30, listening: true) { try timeline.finish(communicator: comm) }
+            if comm.rank == 0 {
+                log("timeline of updates \(firstGlobalStep + 1)-\(globalStep) written to \(timeline.path) (chrome://tracing or ui.perfetto.dev)")
+            }
+        }
         var stepSeconds = 0.0  // at the working size (see below)
         var timedSteps = 0
         // What the watchdog expects: the slowest step so far (the first one gets time to warm
@@ -36,6 +47,8 @@ extension Trainer {
         var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
         func checkpointing(_ reason: CheckpointReason) throws {
             let started = Date()
+            let mark = timeline == nil ? 0 : Timeline.now()
+            defer { timeline?.record("checkpoint", "checkpoint", since: mark) }
             try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30,
                                     listening: true, quiet: 0) {
                 try checkpoint(self, reason)
@@ -74,6 +87,8 @@ extension Trainer {
             }
             let epochStarted = Date()
             let waitedBefore = source.waitSeconds
+            let computeBefore = computeSeconds
+            var localSamples = 0.0
             var imagesThisRun = 0.0
             let firstStep = stepInEpoch
             while stepInEpoch < plan.steps {
@@ -82,6 +97,7 @@ extension Trainer {
                 watchdog?.begin("epoch \(epoch + 1), step \(stepInEpoch + 1) (forward, backward and the gradient all-reduce)",
                                 expected: expected)
                 let result = try trainStep(plan: plan, step: stepInEpoch)
+                localSamples += result.count
                 // One small all-reduce carries the metrics and rank 0's decisions.
                 let elapsed = elapsedBefore + Date().timeIntervalSince(started)
                 var stop = 0.0, totalEstimate = 0.0
@@ -131,6 +147,8 @@ extension Trainer {
                 stepSeconds += Date().timeIntervalSince(stepStarted) / pixels
                 timedSteps += 1
                 if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
+                // The same update on every rank: all of them gather the timeline here together.
+                if let timeline, timeline.recording, globalStep - firstGlobalStep >= timeline.steps { try finishTimeline() }
                 if comm.rank == 0, let progress {
                     let seconds = Date().timeIntervalSince(epochStarted)
                     let rate = imagesThisRun / max(seconds, 1e-9)
@@ -155,8 +173,16 @@ extension Trainer {
             }
             let trainSeconds = Date().timeIntervalSince(epochStarted)
             let waited = (source.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
+            if comm.size > 1 {
+                let report = try watchdog.watchIfAny("comparing the ranks' speeds after epoch \(epoch + 1)", expected: 30, listening: true) {
+                    try stragglers(compute: computeSeconds - computeBefore, samples: localSamples,
+                                   inputWait: source.waitSeconds - waitedBefore, epochSeconds: trainSeconds)
+                }
+                if comm.rank == 0 { for line in report { log(line) } }
+            }
             let evaluationEstimate = evaluationSeconds(perStep: slowestStep)
             let evaluationStarted = Date()
+            let evaluationMark = timeline == nil ? 0 : Timeline.now()
             let (validation, late) = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
                                                              expected: 2 * max(slowestEvaluation, evaluationEstimate)) {
                 try averageBatchNormState()
@@ -167,6 +193,7 @@ extension Trainer {
                 return (validation, late)
             }
             slowestEvaluation = max(slowestEvaluation, Date().timeIntervalSince(evaluationStarted))
+            timeline?.record("evaluation", "evaluation", since: evaluationMark)
             let elapsed = elapsedBefore + Date().timeIntervalSince(started)
             let metrics = EpochMetrics(
                 epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
@@ -226,6 +253,7 @@ extension Trainer {
         // EarlyStopping(restore_best_weights=True)).
         // A run that fills its budget is complete when the budget is spent.
         if case .signal = stoppedBy {
+            try finishTimeline()
             return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                               history: history)
         }
@@ -233,8 +261,58 @@ extension Trainer {
         if !history.isEmpty, bestValidationLoss.isFinite {
             try watchdog.watchIfAny("sending the best weights", expected: 30) { try restoreBest() }
         }
+        try finishTimeline()
         return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
                           history: history)
+    }
+}
+
+extension Trainer {
+    /// A rank far slower a sample than the other ranks' median (this ratio or more) is named
+    /// after each epoch.
+    public static let stragglerRatio = 1.5
+
+    /// Collective: every rank's compute time a sample this epoch, its samples, input wait and
+    /// kernels; returns (on rank 0) a line for each rank whose time a sample is
+    /// `stragglerRatio` × the median or more, e.g. "straggler: rank 3 on lab4: 1.9× the median
+    /// time a sample (5.1 ms against 2.7 ms); 16 of the global batch of 64 a step; input wait
+    /// 0.4%; avx2 kernels".
+    func stragglers(compute: Double, samples: Double, inputWait: Double, epochSeconds: Double) throws -> [String] {
+        let n = comm.size, r = comm.rank
+        let isas: [KernelInstructionSet] = [.baseline, .avx2, .avx512f]
+        var table = [Double](repeating: 0, count: 4 * n)
+        table[r] = compute
+        table[n + r] = samples
+        table[2 * n + r] = inputWait
+        table[3 * n + r] = Double(isas.firstIndex(of: KernelInstructionSet.active) ?? 0)
+        try comm.allReduceSum(&table)
+        let isa: [KernelInstructionSet] = table[(3 * n)...].map { isas[min(max(Int($0), 0), 2)] }
+        return Trainer.stragglerLines(compute: Array(table[0..<n]), samples: Array(table[n..<(2 * n)]),
+                                      inputWait: Array(table[(2 * n)..<(3 * n)]), isa: isa,
+                                      hosts: comm.hostNames, epochSeconds: epochSeconds, steps: stepsPerEpoch, globalBatch: config.globalBatch)
+    }
+
+    /// The straggler report from every rank's numbers (a pure function, for tests).
+    public static func stragglerLines(compute: [Double], samples: [Double], inputWait: [Double], isa: [KernelInstructionSet],
+                                      hosts: [String], epochSeconds: Double, steps: Int, globalBatch: Int) -> [String] {
+        let perSample = zip(compute, samples).map { $1 > 0 ? $0 / $1 : Double.nan }
+        func median(_ values: [Double]) -> Double {
+            let v = values.filter { $0.isFinite }.sorted()
+            guard !v.isEmpty else { return .nan }
+            return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+        }
+        return perSample.indices.compactMap { rank -> String? in
+            // Against the other ranks' median (with two ranks, the other rank itself).
+            let time = perSample[rank]
+            var others = perSample
+            others.remove(at: rank)
+            let median = median(others)
+            guard time.isFinite, median.isFinite, median > 0, time >= stragglerRatio * median else { return nil }
+            let share = (samples[rank] / Double(max(steps, 1))).rounded()
+            return String(format: "straggler: rank %d on %@: %.1f× the other ranks' median time a sample (%.2f ms against %.2f ms); %.0f samples a step of the global batch of %d; input wait %.1f%%; %@ kernels",
+                          rank, rank < hosts.count ? hosts[rank] : "?", time / median, time * 1000, median * 1000, share, globalBatch,
+                          100 * inputWait[rank] / max(epochSeconds, 1e-9), isa[rank].rawValue)
+        }
     }
 }
 

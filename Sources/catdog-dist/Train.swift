@@ -157,6 +157,17 @@ struct Train: ParsableCommand {
         """)
     var stallTimeout: Double = 30
 
+    @Option(help: """
+        Write where every rank's time goes (input wait, forward, backward, each gradient bucket's \
+        all-reduce, the exposed wait, optimizer, checkpoints, evaluation) as Chrome trace-event JSON \
+        to this file, one track per rank: open it in chrome://tracing or ui.perfetto.dev. It covers \
+        the first --timeline-steps updates of the run.
+        """)
+    var timeline: String?
+
+    @Option(help: "Updates the --timeline covers, from the start (or the resume) of the run.")
+    var timelineSteps = 100
+
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var allReduce: AllReduceOptions
     @OptionGroup var faults: FaultOptions
@@ -192,6 +203,10 @@ struct Train: ParsableCommand {
         }
         guard stallTimeout >= 0, stallTimeout <= 1e6 else { throw ValidationError("--stall-timeout must be 0 (off) or a number of seconds up to 1000000") }
         guard backboneLrScale >= 0, backboneLrScale <= 1e3 else { throw ValidationError("--backbone-lr-scale must be a number from 0 to 1000") }
+        guard (1...100_000).contains(timelineSteps) else { throw ValidationError("--timeline-steps must be between 1 and 100000") }
+        if let timeline {
+            do { try checkOutputPath(timeline) } catch { throw ValidationError("--timeline: \(error)") }
+        }
         guard keep <= 100_000, checkpointEvery <= RunLimits.steps.upperBound else {
             throw ValidationError("--keep (at most 100000) or --checkpoint-every (at most 2^40) is too large")
         }
@@ -313,6 +328,7 @@ struct Train: ParsableCommand {
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
                                       convolution: compute.convolutionOptions)
             trainer.stopSignal = { StopSignals.received }
+            if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
             if comm.size > 1, stallTimeout > 0 {
                 var peers: (@Sendable () -> String)?
                 var silence: (@Sendable (Double, Int?) -> String?)?

@@ -165,4 +165,7 @@ public enum KernelInstructionSet: String, Sendable, CaseIterable {
     public func select() throws {
         guard catdog_kernels_select(rawValue) != 0 else { throw Unsupported(name: rawValue) }
     }
+
+    /// The set the kernels run with now (never `auto`).
+    public static var active: KernelInstructionSet { KernelInstructionSet(rawValue: String(cString: catdog_kernels_isa())) ?? .baseline }
 }

@@ -1,0 +1,89 @@
+import CatdogDistributed
+import CatdogSupport
+import Foundation
+
+/// Where a step's time goes on every rank, as Chrome's trace-event JSON (`chrome://tracing`,
+/// Perfetto): one track per rank with its input wait, forward and backward passes, each
+/// gradient bucket's all-reduce, the exposed wait for them, the optimizer, checkpoints and
+/// evaluations. Bounded: it records the first `steps` updates of the run (and what happens in
+/// between), then every rank sends its events to rank 0, which writes the file. Off (nil),
+/// nothing is measured.
+public final class Timeline {
+    struct Event {
+        var name: String
+        var category: String
+        var start: UInt64
+        var duration: UInt64
+    }
+
+    public let path: String
+    public let steps: Int
+    private let origin: UInt64
+    private var events: [Event] = []
+    public private(set) var recording = true
+
+    /// Collective: every rank starts its clock as the barrier releases them, so that their
+    /// tracks line up (to within the barrier's latency).
+    public init(path: String, steps: Int, communicator comm: Communicator) throws {
+        self.path = path
+        self.steps = steps
+        try comm.barrier()
+        origin = Timeline.now()
+        events.reserveCapacity(min(steps, 10_000) * 16)
+    }
+
+    @inline(__always) public static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Records `name` as having run from `start` (a `Timeline.now()`) until now.
+    public func record(_ name: String, _ category: String, since start: UInt64) {
+        guard recording else { return }
+        let end = Timeline.now()
+        events.append(Event(name: name, category: category, start: start &- origin, duration: end &- start))
+    }
+
+    /// This rank's events as trace-event objects, and its track's name.
+    func json(rank: Int, host: String) -> String {
+        func escaped(_ s: String) -> String {
+            String(decoding: (try? JSONEncoder().encode(s)) ?? Data("\"?\"".utf8), as: UTF8.self)
+        }
+        var lines = [#"{"name":"process_name","ph":"M","pid":\#(rank),"args":{"name":\#(escaped("rank \(rank) on \(host)"))}}"#,
+                     #"{"name":"process_sort_index","ph":"M","pid":\#(rank),"args":{"sort_index":\#(rank)}}"#]
+        for e in events {
+            lines.append(String(format: #"{"name":%@,"cat":"%@","ph":"X","ts":%.3f,"dur":%.3f,"pid":%d,"tid":0}"#,
+                                escaped(e.name), e.category, Double(e.start) / 1000, Double(e.duration) / 1000, rank))
+        }
+        return lines.joined(separator: ",\n")
+    }
+
+    /// Collective: stops recording, gathers every rank's events on rank 0 and writes the file
+    /// there (through a temporary file and a rename). Returns the number of events written.
+    @discardableResult
+    public func finish(communicator comm: Communicator) throws -> Int {
+        guard recording else { return 0 }
+        recording = false
+        let mine = Array(json(rank: comm.rank, host: comm.hostName).utf8)
+        var sizes = [Double](repeating: 0, count: comm.size)
+        sizes[comm.rank] = Double(mine.count)
+        var count = [Double(events.count)]
+        try comm.allReduceSum(&sizes)
+        try comm.allReduceSum(&count)
+        let counts = sizes.map { Int($0) }
+        var offsets = [0]
+        for c in counts.dropLast() { offsets.append(offsets.last! + c) }
+        var all = [UInt8](repeating: 0, count: counts.reduce(0, +))
+        all.withUnsafeMutableBytes { raw in
+            mine.withUnsafeBytes { (raw.baseAddress! + offsets[comm.rank]).copyMemory(from: $0.baseAddress!, byteCount: mine.count) }
+        }
+        try all.withUnsafeMutableBytes { try comm.allGather($0.baseAddress!, itemBytes: 1, counts: counts, offsets: offsets) }
+        events = []
+        guard comm.rank == 0 else { return Int(count[0]) }
+        var text = Array(#"{"displayTimeUnit":"ms","traceEvents":[\#n"#.utf8)
+        for (rank, (offset, size)) in zip(offsets, counts).enumerated() {
+            if rank > 0 { text += Array(",\n".utf8) }
+            text += all[offset..<(offset + size)]
+        }
+        text += Array("\n]}\n".utf8)
+        try writeOutputFile(text, to: path)
+        return Int(count[0])
+    }
+}
