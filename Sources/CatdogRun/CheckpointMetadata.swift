@@ -345,7 +345,8 @@ extension CheckpointMetadata {
             epochImageSize.flatMap { L.check("epoch image size", $0, 16...imageSize) },
         ]
         if let problem = position.lazy.compactMap({ $0 }).first { return problem }
-        guard globalBatch == config.globalBatch, ranks <= globalBatch else { return "batch \(globalBatch) or ranks \(ranks) disagree" }
+        // (Ranks may outnumber the batch in a checkpoint of feature extraction, which has no batches.)
+        guard globalBatch == config.globalBatch else { return "batch \(globalBatch) differs from its configuration's \(config.globalBatch)" }
         // Every optimizer's hyperparameters (momentum, betas, rho, epsilon, nesterov) lie in [0, 1].
         guard optimizerHyperparameters.count <= 64, optimizerScalars.count <= 64,
               optimizerHyperparameters.values.allSatisfy({ $0.isFinite && (0...1).contains($0) }),
