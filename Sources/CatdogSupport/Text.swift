@@ -51,18 +51,10 @@ public enum BoundedReadError: Error, CustomStringConvertible {
 /// The checks are made on the opened file, not on the path, so a swap between check and read
 /// cannot slip anything past them; opening does not block (a FIFO is refused, not waited on).
 public func readBoundedFile(_ path: String, limit: Int) throws -> Data {
-    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-    guard fd >= 0 else {
-        // Foundation lists a name that is not UTF-8 with U+FFFD in it, which then names no file.
-        throw path.contains("\u{FFFD}") ? BoundedReadError.notValidUTF8Name : BoundedReadError.missing
-    }
+    let (fd, size) = try openBoundedFile(path, limit: limit)
     defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw BoundedReadError.missing }
-    guard info.st_mode & S_IFMT == S_IFREG else { throw BoundedReadError.notRegular }
-    guard Int(info.st_size) <= limit else { throw BoundedReadError.tooLarge(size: Int(info.st_size), limit: limit) }
     // One byte more than the size, to see the end (or a file that grew since).
-    var data = Data(count: Int(info.st_size) + 1)
+    var data = Data(count: size + 1)
     var filled = 0
     while true {
         if filled == data.count {
@@ -79,6 +71,22 @@ public func readBoundedFile(_ path: String, limit: Int) throws -> Data {
     }
     data.count = filled
     return data
+}
+
+/// Opens `path` without blocking and checks the opened file (so a swap between check and read
+/// cannot slip past): a regular file of at most `limit` bytes. Returns the descriptor, which
+/// the caller closes, and the size.
+func openBoundedFile(_ path: String, limit: Int) throws -> (fd: Int32, size: Int) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    guard fd >= 0 else {
+        // Foundation lists a name that is not UTF-8 with U+FFFD in it, which then names no file.
+        throw path.contains("\u{FFFD}") ? BoundedReadError.notValidUTF8Name : BoundedReadError.missing
+    }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { close(fd); throw BoundedReadError.missing }
+    guard info.st_mode & S_IFMT == S_IFREG else { close(fd); throw BoundedReadError.notRegular }
+    guard Int(info.st_size) <= limit else { close(fd); throw BoundedReadError.tooLarge(size: Int(info.st_size), limit: limit) }
+    return (fd, Int(info.st_size))
 }
 
 /// `text` safe to print on a terminal: control characters (C0, DEL, C1, which can move the
@@ -113,14 +121,7 @@ public final class BoundedFileReader {
     private let fd: Int32
 
     public init(_ path: String, limit: Int) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw path.contains("\u{FFFD}") ? BoundedReadError.notValidUTF8Name : BoundedReadError.missing }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { close(fd); throw BoundedReadError.missing }
-        guard info.st_mode & S_IFMT == S_IFREG else { close(fd); throw BoundedReadError.notRegular }
-        guard Int(info.st_size) <= limit else { close(fd); throw BoundedReadError.tooLarge(size: Int(info.st_size), limit: limit) }
-        self.fd = fd
-        size = Int(info.st_size)
+        (fd, size) = try openBoundedFile(path, limit: limit)
     }
 
     deinit { close(fd) }

@@ -51,8 +51,6 @@ public final class DataParallelStep {
     public var timeline: Timeline?
     private var bucketStarts: [UInt64] = []
 
-    /// Now, for the timeline; 0 (and no clock read) when there is none.
-    @inline(__always) private func mark() -> UInt64 { timeline == nil ? 0 : Timeline.now() }
 
     /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
     public private(set) var computeSeconds = 0.0
@@ -135,7 +133,7 @@ public final class DataParallelStep {
         bucketStarts.removeAll(keepingCapacity: true)
         func startBuckets(through node: Int) throws {
             while next < buckets.count, buckets[next].lastNode >= node {
-                bucketStarts.append(mark())
+                bucketStarts.append(Timeline.mark(timeline))
                 pending.append(try startReduction(buckets[next].range))
                 next += 1
             }
@@ -151,12 +149,12 @@ public final class DataParallelStep {
             if let input { network.input.update(from: input + first * sampleFloats, count: count * sampleFloats) }
             var microContext = context
             microContext.firstSample += first
-            let forwardStart = mark()
+            let forwardStart = Timeline.mark(timeline)
             let logits = network.forward(batch: count, context: microContext, from: firstNode)
             let part = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer + first, count: count,
                                                           normalizer: normalizer, dLogits: dLogits.pointer)
             timeline?.record("forward (\(count) samples)", "compute", since: forwardStart)
-            let backwardStart = mark()
+            let backwardStart = Timeline.mark(timeline)
             result.lossSum += part.lossSum
             result.correct += part.correct
             // Buckets start during the last micro-batch's backward, once its gradients are final.
@@ -173,7 +171,7 @@ public final class DataParallelStep {
         if let overlapError { throw overlapError }
         let backwardDone = Date()
         if let heartbeat { comm.announceProgress(heartbeat) }
-        let exposedStart = mark()
+        let exposedStart = Timeline.mark(timeline)
         if overlapping {
             try startBuckets(through: 0)
             for (index, reduction) in pending.enumerated() {
@@ -189,7 +187,7 @@ public final class DataParallelStep {
             try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
         timeline?.record("waiting for the all-reduce", "wait", since: exposedStart)
-        let optimizerStart = mark()
+        let optimizerStart = Timeline.mark(timeline)
         if fp16, comm.size > 1 {
             convertFromHalf(half + trainable.lowerBound, network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }

@@ -34,6 +34,9 @@ public final class Timeline {
 
     @inline(__always) public static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+    /// Now, to pass to `record` later; 0 (and no clock read) when there is no timeline.
+    @inline(__always) public static func mark(_ timeline: Timeline?) -> UInt64 { timeline == nil ? 0 : now() }
+
     /// Records `name` as having run from `start` (a `Timeline.now()`) until now.
     public func record(_ name: String, _ category: String, since start: UInt64) {
         guard recording else { return }

@@ -235,7 +235,7 @@ public final class Trainer {
     /// Forward, loss, backward, all-reduce, update on this rank's part of `plan`'s `step`
     /// (prepared by the loader while the previous step ran).
     public func trainStep(plan: EpochPlan, step: Int) throws -> StepResult {
-        let inputStart = timeline == nil ? 0 : Timeline.now()
+        let inputStart = Timeline.mark(timeline)
         let batch = source.trainBatch(plan: plan, step: step, size: trainingSize, stepper: stepper)
         timeline?.record("input wait", "input", since: inputStart)
         stepper.timeline = timeline?.recording == true ? timeline : nil

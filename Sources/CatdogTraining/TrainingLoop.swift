@@ -47,7 +47,7 @@ extension Trainer {
         var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
         func checkpointing(_ reason: CheckpointReason) throws {
             let started = Date()
-            let mark = timeline == nil ? 0 : Timeline.now()
+            let mark = Timeline.mark(timeline)
             defer { timeline?.record("checkpoint", "checkpoint", since: mark) }
             try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30,
                                     listening: true, quiet: 0) {
@@ -182,7 +182,7 @@ extension Trainer {
             }
             let evaluationEstimate = evaluationSeconds(perStep: slowestStep)
             let evaluationStarted = Date()
-            let evaluationMark = timeline == nil ? 0 : Timeline.now()
+            let evaluationMark = Timeline.mark(timeline)
             let (validation, late) = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
                                                              expected: 2 * max(slowestEvaluation, evaluationEstimate)) {
                 try averageBatchNormState()
