@@ -11,8 +11,11 @@ public protocol Communicator: AnyObject {
     var ranksOnMachine: Int { get }
     /// Sums `count` floats across ranks, in place.
     func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
-    /// Starts a non-blocking in-place sum; `wait` completes it.
-    func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// Starts a non-blocking in-place sum; `wait` completes it. Non-blocking collectives on one
+    /// `channel` (0 or 1) must start in the same order on every rank; the two channels are
+    /// independent, so a reduction whose second round starts whenever its first completes
+    /// (PowerSGD) runs that round on channel 1 while channel 0 carries the buckets in order.
+    func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction
     /// Starts a non-blocking in-place sum of half-precision values (fp16 compression).
     func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
     /// Sums doubles across ranks (metrics).
@@ -59,6 +62,10 @@ public protocol PendingReduction: AnyObject {
 }
 
 extension Communicator {
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        try startAllReduceSum(buffer, count: count, channel: 0)
+    }
+
     public func broadcast(_ buffer: FloatBuffer, root: Int = 0) throws {
         try broadcast(UnsafeMutableRawPointer(buffer.pointer), bytes: buffer.count * 4, root: root)
     }
@@ -88,7 +95,7 @@ public final class LocalCommunicator: Communicator {
     public var hostName: String { ProcessInfo.processInfo.hostName }
     public var ranksOnMachine: Int { 1 }
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
-    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction { Done() }
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction { Done() }
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
     public func allReduceSum(_ values: inout [Double]) throws {}
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { (value, value) }

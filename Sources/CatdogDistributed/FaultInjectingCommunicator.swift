@@ -44,9 +44,9 @@ public final class FaultInjectingCommunicator: Communicator {
         try self.count()
         try base.allReduceSum(buffer, count: count)
     }
-    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
         try self.count()
-        return try base.startAllReduceSum(buffer, count: count)
+        return try base.startAllReduceSum(buffer, count: count, channel: channel)
     }
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
         try self.count()

@@ -34,6 +34,8 @@ public final class MPICommunicator: Communicator {
     /// ranks (a rank with an empty slice starts its buckets later), which corrupts Open MPI's
     /// non-blocking collectives.
     private var beats: BeatChannel?
+    /// Channel 1 of `startAllReduceSum` (see there), made in `init` for the same reason.
+    private var second = catdog_mpi_comm_null()
 
     /// Initialises MPI once per process.
     public init() throws {
@@ -61,6 +63,10 @@ public final class MPICommunicator: Communicator {
         hostNames = try Self.gatherHostNames(hostName, world: world, size: size)
         heartbeats = size > 1 ? HeartbeatTable(rank: rank, hosts: hostNames) : nil
         if let heartbeats { beats = BeatChannel(world: world, rank: rank, size: size, table: heartbeats) }
+        if size > 1 {
+            try MPIError.check(MPI_Comm_dup(world, &second), "MPI_Comm_dup")
+            MPI_Comm_set_errhandler(second, catdog_mpi_errors_return())
+        }
     }
 
     /// Every rank's host name, up to 255 bytes each.
@@ -85,6 +91,7 @@ public final class MPICommunicator: Communicator {
         MPI_Finalized(&finalized)
         beats?.close()
         beats = nil
+        if second != catdog_mpi_comm_null() { MPI_Comm_free(&second) }
         if finalized == 0 { MPI_Finalize() }
     }
 
@@ -94,11 +101,12 @@ public final class MPICommunicator: Communicator {
                                          catdog_mpi_sum(), world), "MPI_Allreduce")
     }
 
-    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
         let pending = Request(beats: beats)
         guard size > 1, count > 0 else { return pending }
+        precondition(channel == 0 || channel == 1)
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(),
-                                          catdog_mpi_sum(), world, &pending.request), "MPI_Iallreduce")
+                                          catdog_mpi_sum(), channel == 0 ? world : second, &pending.request), "MPI_Iallreduce")
         return pending
     }
 

@@ -35,6 +35,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var bucketMiB = 4.0
     /// All-reduce gradients in fp16 (nil in checkpoints written before the option = off).
     public var fp16AllReduce: Bool?
+    /// PowerSGD's rank when gradients are compressed with it (nil = off).
+    public var powerSGDRank: Int?
     /// Decay of an exponential moving average of the weights (and BatchNorm statistics) that
     /// validation, the best weights and checkpoints' `model/` use; nil or 0 = off.
     public var ema: Double?
@@ -66,6 +68,18 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         let reached = min(max(fraction / Self.resizeReach, 0), 1)
         let steps = Int((Double(imageSize - from) * reached / Double(Self.resizeStep)).rounded(.down))
         return reached >= 1 ? imageSize : min(from + steps * Self.resizeStep, imageSize)
+    }
+
+    /// How gradients cross the network.
+    public var compression: GradientCompression {
+        get {
+            if let r = powerSGDRank { return .powerSGD(rank: r) }
+            return fp16AllReduce == true ? .fp16 : .none
+        }
+        set {
+            fp16AllReduce = newValue == .fp16 ? true : nil
+            if case .powerSGD(let r) = newValue { powerSGDRank = r } else { powerSGDRank = nil }
+        }
     }
 
     /// The EMA decay in use, or nil when off.
@@ -131,6 +145,7 @@ extension TrainingConfig {
             resizeFrom.flatMap { L.check("resize-from size", $0, 16...max(16, imageSize)) },  // max: the array is built whole
             L.check("checksum interval", checksumEvery, 1...L.steps.upperBound),
             L.check("colour shift", Double(augmentation.colorShift), 0...255),
+            powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },
         ]
         return checks.lazy.compactMap { $0 }.first
     }
@@ -139,4 +154,34 @@ extension TrainingConfig {
 /// Sizes a checkpoint may name (the command line accepts the same).
 public enum CheckpointLimits {
     public static let maxImageSize = 1024
+}
+
+/// What `--compress` asks for.
+public enum GradientCompression: Equatable, Sendable, CustomStringConvertible {
+    case none
+    case fp16
+    /// Rank-`rank` PowerSGD (Vogels et al. 2019), exact fp32 during the learning-rate warmup.
+    case powerSGD(rank: Int)
+
+    public static let maxPowerSGDRank = 64
+
+    /// `none`, `fp16` or `powersgd:R`; nil for anything else.
+    public init?(parsing text: String) {
+        switch text.lowercased() {
+        case "none", "fp32": self = .none
+        case "fp16": self = .fp16
+        default:
+            let parts = text.lowercased().split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, parts[0] == "powersgd", let r = Int(parts[1]), (1...Self.maxPowerSGDRank).contains(r) else { return nil }
+            self = .powerSGD(rank: r)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .fp16: "fp16"
+        case .powerSGD(let r): "powersgd:\(r)"
+        }
+    }
 }

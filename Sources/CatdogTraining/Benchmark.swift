@@ -1,6 +1,7 @@
 import CatdogData
 import CatdogDistributed
 import CatdogEngine
+import CatdogRun
 import CatdogSupport
 import Foundation
 
@@ -14,6 +15,10 @@ public struct BenchmarkResult: Codable, Sendable {
     public var steps: Int
     public var overlap: Bool
     public var fp16_allreduce: Bool
+    /// `none`, `fp16` or `powersgd:R`.
+    public var compression: String
+    /// Bytes one rank sends into the all-reduces of one step.
+    public var wire_mb: Double
     /// `ConvolutionOptions.Algorithm`: auto (Winograd where it applies) or im2col.
     public var convolution: String
     public var images_per_s: Double
@@ -42,7 +47,7 @@ public struct BenchmarkResult: Codable, Sendable {
 
 public enum Benchmark {
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
-                           overlap: Bool, bucketMiB: Double, fp16: Bool = false,
+                           overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none,
                            convolution: ConvolutionOptions = .init(),
                            communicator comm: Communicator) throws -> BenchmarkResult {
         guard globalBatch % comm.size == 0 else {
@@ -53,7 +58,7 @@ public enum Benchmark {
         network.reserve(maxBatch: batch)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
-                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), fp16: fp16)
+                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression)
         var random = Random(seed: 7, UInt64(comm.rank))
         for i in 0..<(batch * network.inputShape.count) { network.input[i] = random.uniform() }
         for i in 0..<batch { step.labels[i] = Float(random.below(2)) }
@@ -88,7 +93,9 @@ public enum Benchmark {
                                   backward_ms: network.backwardSeconds[i] * 1000 / Double(steps))
         }
         return BenchmarkResult(
-            model: model, image_size: imageSize, batch_size: globalBatch, ranks: comm.size, steps: steps, overlap: overlap, fp16_allreduce: fp16,
+            model: model, image_size: imageSize, batch_size: globalBatch, ranks: comm.size, steps: steps, overlap: overlap, fp16_allreduce: compression == .fp16,
+            compression: compression.description,
+            wire_mb: Double(step.reduction.buckets.indices.reduce(0) { $0 + step.reduction.wireBytes(bucket: $1, update: warmupSteps) }) / 1e6,
             convolution: convolution.algorithm.rawValue,
             images_per_s: imagesPerSecond, gflops: imagesPerSecond * 3 * Double(network.forwardFLOPs) / 1e9,
             step_ms: meanSeconds * 1000 / Double(steps),

@@ -1,5 +1,6 @@
 import CatdogDistributed
 import CatdogEngine
+import CatdogRun
 import CatdogSupport
 import Foundation
 
@@ -30,10 +31,8 @@ public final class DataParallelStep {
     public let comm: Communicator
     /// Overlap the all-reduce with backward; else one all-reduce of the whole flat buffer after it.
     public var overlap: Bool
-    /// All-reduce gradients in half precision (Horovod's fp16 compression): half the bytes on
-    /// the wire, at the cost of fp16 rounding (and underflow below 6e-8) of each gradient.
-    public let fp16: Bool
-    private let half: UnsafeMutablePointer<Float16>
+    /// How the buckets are summed across ranks (fp32, fp16, PowerSGD): the step's "reduce".
+    public let reduction: GradientReduction
     /// Gradient buckets in backward order: contiguous parameter ranges that are final once
     /// backward has passed their lowest node (`lastNode`).
     public let buckets: [(range: Range<Int>, lastNode: Int)]
@@ -57,19 +56,21 @@ public final class DataParallelStep {
     public private(set) var exposedCommSeconds = 0.0
 
     public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
-                            bucketBytes: Int, fp16: Bool = false, batchCapacity: Int = 0) {
+                            bucketBytes: Int, compression: GradientCompression = .none, batchCapacity: Int = 0) {
         self.init(network: network, groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)],
-                  firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes, fp16: fp16,
-                  batchCapacity: batchCapacity)
+                  firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes,
+                  compression: compression, batchCapacity: batchCapacity)
     }
 
     /// Trains only the layers after `firstNode` (a cut of the network), whose parameters the
     /// groups cover; the caller fills `network.activation(firstNode)` instead of the input.
+    /// PowerSGD sums exactly before update `compressFrom`; its random start comes from `seed`.
+    /// With `sharingReductionWith`, the step reduces through that step's reduction and its
+    /// state (the same model at another input size, for progressive resizing).
     public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
-                bucketBytes: Int, fp16: Bool = false, batchCapacity: Int = 0) {
+                bucketBytes: Int, compression: GradientCompression = .none, compressFrom: Int = 0, seed: UInt64 = 1,
+                batchCapacity: Int = 0, sharingReductionWith other: DataParallelStep? = nil) {
         precondition(!groups.isEmpty && network.isCut(firstNode))
-        self.fp16 = fp16
-        half = .allocate(capacity: fp16 ? max(network.parameterCount, 1) : 1)
         self.network = network
         self.groups = groups
         self.firstNode = firstNode
@@ -79,19 +80,23 @@ public final class DataParallelStep {
         self.overlap = overlap
         labels = FloatBuffer(count: max(network.maxBatch, batchCapacity))
         dLogits = FloatBuffer(count: network.maxBatch)
-        buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes, trainable: trainable, firstNode: firstNode)
+        let buckets = DataParallelStep.makeBuckets(network, bytes: bucketBytes, trainable: trainable, firstNode: firstNode)
+        self.buckets = buckets
         pending.reserveCapacity(buckets.count)
-    }
-
-    deinit { half.deallocate() }
-
-    /// Starts the all-reduce of gradient range `range`, in fp16 if asked.
-    private func startReduction(_ range: Range<Int>) throws -> PendingReduction {
-        guard fp16 else {
-            return try comm.startAllReduceSum(network.gradients.pointer + range.lowerBound, count: range.count)
+        if let other {
+            precondition(other.buckets.map(\.range) == buckets.map(\.range))
+            reduction = other.reduction
+            return
         }
-        convertToHalf(network.gradients.pointer + range.lowerBound, half + range.lowerBound, count: range.count)
-        return try comm.startAllReduceSumHalf(half + range.lowerBound, count: range.count)
+        let ranges = buckets.map(\.range)
+        switch compression {
+        case .none: reduction = FP32Reduction(buckets: ranges, communicator: communicator)
+        case .fp16: reduction = FP16Reduction(buckets: ranges, communicator: communicator)
+        case .powerSGD(let r):
+            reduction = PowerSGDReduction(
+                buckets: ranges, tensors: network.parameterSlots.map { ($0.offset, $0.shape) }, rank: r,
+                startUpdate: compressFrom, seed: seed, communicator: communicator)
+        }
     }
 
     static func makeBuckets(_ network: Network, bytes: Int, trainable: Range<Int>? = nil,
@@ -120,8 +125,9 @@ public final class DataParallelStep {
     /// before the one all-reduce (gradient accumulation): memory for activations is set by
     /// the micro-batch, not the batch. The update equals the whole batch's up to float
     /// rounding, except that BatchNorm normalizes each micro-batch by its own statistics.
+    /// `update` is the global update number (PowerSGD starts compressing at one).
     public func run(batch: Int, input: UnsafePointer<Float>? = nil, normalizer: Int, context: PassContext,
-                    learningRate: Float, weightDecay: Float) throws -> (lossSum: Double, correct: Int) {
+                    learningRate: Float, weightDecay: Float, update: Int = 0) throws -> (lossSum: Double, correct: Int) {
         precondition(input == nil ? batch <= network.maxBatch : (firstNode == 0 && batch <= labels.count))
         let start = Date()
         network.gradients.zero()
@@ -134,7 +140,7 @@ public final class DataParallelStep {
         func startBuckets(through node: Int) throws {
             while next < buckets.count, buckets[next].lastNode >= node {
                 bucketStarts.append(Timeline.mark(timeline))
-                pending.append(try startReduction(buckets[next].range))
+                pending.append(try reduction.start(bucket: next, gradients: network.gradients.pointer, update: update))
                 next += 1
             }
         }
@@ -172,25 +178,21 @@ public final class DataParallelStep {
         let backwardDone = Date()
         if let heartbeat { comm.announceProgress(heartbeat) }
         let exposedStart = Timeline.mark(timeline)
-        if overlapping {
+        if !overlapping, reduction is FP32Reduction {
+            try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
+        } else {
+            // Without overlap every bucket starts now, after backward.
             try startBuckets(through: 0)
-            for (index, reduction) in pending.enumerated() {
-                try reduction.wait()
+            for (index, pendingBucket) in pending.enumerated() {
+                try pendingBucket.wait()
                 if let timeline {
-                    let mib = Double(buckets[index].range.count * (fp16 ? 2 : 4)) / 1_048_576
-                    timeline.record(String(format: "all-reduce bucket %d (%.1f MiB)", index, mib), "comm", since: bucketStarts[index])
+                    let mib = Double(reduction.wireBytes(bucket: index, update: update)) / 1_048_576
+                    timeline.record(String(format: "all-reduce bucket %d (%.2f MiB)", index, mib), "comm", since: bucketStarts[index])
                 }
             }
-        } else if fp16, comm.size > 1 {
-            try startReduction(trainable).wait()
-        } else {
-            try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
         }
         timeline?.record("waiting for the all-reduce", "wait", since: exposedStart)
         let optimizerStart = Timeline.mark(timeline)
-        if fp16, comm.size > 1 {
-            convertFromHalf(half + trainable.lowerBound, network.gradients.pointer + trainable.lowerBound, count: trainable.count)
-        }
         let reduced = Date()
         let p = network.parameters.pointer, g = network.gradients.pointer
         if groups.first?.optimizer.kind.decouplesWeightDecay == true {

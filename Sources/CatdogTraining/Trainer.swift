@@ -82,6 +82,10 @@ public final class Trainer {
     /// TensorBoard event file (rank 0): scalars per epoch, and the training loss every
     /// `batchEventsEvery` updates.
     public var events: TensorBoardWriter?
+    /// PowerSGD's state when gradients are compressed with it (shared by the resized steps).
+    public var powerSGD: PowerSGDReduction? { fullSizeStepper.reduction as? PowerSGDReduction }
+    /// Rank 0's copies of every rank's PowerSGD error feedback, gathered for a checkpoint.
+    var gatheredErrors: [FloatBuffer] = []
     public var batchEventsEvery = 10
     /// Bytes of activations (and their gradients) the network reserves.
     public var activationBytes: Int { microBatch * network.activationBytesPerSample }
@@ -170,7 +174,8 @@ public final class Trainer {
             totalSteps: config.epochs * steps, decay: config.decay)
         stepper = DataParallelStep(network: network, groups: groups, firstNode: firstNode, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
-                                   fp16: config.fp16AllReduce ?? false, batchCapacity: localBatch)
+                                   compression: config.compression, compressFrom: schedule.warmupSteps, seed: config.seed,
+                                   batchCapacity: localBatch)
         optimizer = stepper.optimizer
         fullSizeStepper = stepper
         trainingNetwork = network
@@ -220,8 +225,8 @@ public final class Trainer {
         resized.reserve(maxBatch: microBatch)
         trainingNetwork = resized
         stepper = DataParallelStep(network: resized, groups: fullSizeStepper.groups, firstNode: 0, communicator: comm, overlap: config.overlap,
-                                   bucketBytes: Int(config.bucketMiB * 1_048_576), fp16: config.fp16AllReduce ?? false,
-                                   batchCapacity: config.globalBatch / comm.size)
+                                   bucketBytes: Int(config.bucketMiB * 1_048_576), batchCapacity: config.globalBatch / comm.size,
+                                   sharingReductionWith: fullSizeStepper)
     }
 
     // MARK: - One step
@@ -243,7 +248,8 @@ public final class Trainer {
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
         stepper.heartbeat = watchdog == nil ? nil : globalStep + 1
         let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
-                                     context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay)
+                                     context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay,
+                                     update: globalStep)
         globalStep += 1
         if let decay = config.emaDecay {
             let d = WeightAverage.decay(decay, step: globalStep)

@@ -1,5 +1,6 @@
 import CatdogCheckpoint
 import CatdogRun
+import CatdogSupport
 import Foundation
 
 extension Trainer {
@@ -38,15 +39,69 @@ extension Trainer {
         for (name, buffer) in optimizer.slots {
             extra.append(.init(name: "optimizer/\(name)", shape: [buffer.count], values: UnsafeBufferPointer(buffer.buffer)))
         }
+        if let powerSGD {
+            extra.append(.init(name: "compression/q", shape: [powerSGD.q.count], values: UnsafeBufferPointer(powerSGD.q.buffer)))
+            // Every rank's error feedback, when gathered for this checkpoint (else a resume starts it at zero).
+            if gatheredErrors.count == comm.size {
+                for (r, e) in gatheredErrors.enumerated() {
+                    extra.append(.init(name: "compression/error/\(r)", shape: [e.count], values: UnsafeBufferPointer(e.buffer)))
+                }
+            }
+        }
         if bestValidationLoss.isFinite {
             extra.append(.init(name: "best/parameters", shape: [bestParameters.count], values: UnsafeBufferPointer(bestParameters.buffer)))
             extra.append(.init(name: "best/state", shape: [bestState.count], values: UnsafeBufferPointer(bestState.buffer)))
         }
         return try withEvaluatedWeights {
             let (header, parts) = try metadata.encodeParts(network: network, extra: extra)
-            return try withExtendedLifetime((network, optimizer, bestParameters, bestState, emaParameters, emaState)) {
+            return try withExtendedLifetime((network, optimizer, bestParameters, bestState, emaParameters, emaState, powerSGD, gatheredErrors)) {
                 try header.withUnsafeBytes { try body(header, [$0] + parts) }
             }
+        }
+    }
+
+    /// Collective, before a checkpoint: rank 0 receives every rank's PowerSGD error feedback
+    /// (one broadcast per rank; a checkpoint a few times an epoch can afford it).
+    public func gatherCompressionState() throws {
+        guard let powerSGD else { return }
+        if comm.rank == 0, gatheredErrors.count != comm.size {
+            gatheredErrors = [powerSGD.error] + (1..<comm.size).map { _ in FloatBuffer(count: powerSGD.error.count) }
+        }
+        let scratch = comm.rank == 0 ? nil : FloatBuffer(count: powerSGD.error.count)
+        for r in 1..<max(comm.size, 1) {
+            let buffer = comm.rank == 0 ? gatheredErrors[r] : (comm.rank == r ? powerSGD.error : scratch!)
+            try comm.broadcast(buffer, root: r)
+        }
+    }
+
+    /// Restores PowerSGD's factors and, when the checkpoint was written by as many ranks, each
+    /// rank's error feedback; otherwise the error feedback starts at zero. Collective.
+    func restoreCompressionState(metadata m: CheckpointMetadata, from checkpoint: LoadedCheckpoint?, log: (String) -> Void) throws {
+        guard let powerSGD else { return }
+        // 0: nothing usable, 1: the factors, 2: the factors and every rank's error feedback.
+        var found = 0.0
+        if let checkpoint, m.config.powerSGDRank == powerSGD.rank,
+           checkpoint.file.tensors["compression/q"]?.shape == [powerSGD.q.count] {
+            found = 1
+            let errors = (0..<comm.size).map { "compression/error/\($0)" }
+            if m.ranks == comm.size, errors.allSatisfy({ checkpoint.file.tensors[$0]?.shape == [powerSGD.error.count] }) { found = 2 }
+        }
+        try withUnsafeMutableBytes(of: &found) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
+        powerSGD.resetError()
+        if found >= 1 {
+            if let checkpoint { try checkpoint.file.read("compression/q", into: powerSGD.q.pointer, count: powerSGD.q.count) }
+            try comm.broadcast(powerSGD.q)
+        }
+        if found >= 2 {
+            // One broadcast per rank: rank 0 reads rank r's error feedback, rank r keeps it.
+            let scratch = FloatBuffer(count: powerSGD.error.count)
+            for r in 0..<comm.size {
+                let buffer = comm.rank == r ? powerSGD.error : scratch
+                if comm.rank == 0, let checkpoint { try checkpoint.file.read("compression/error/\(r)", into: buffer.pointer, count: buffer.count) }
+                if r > 0 { try comm.broadcast(buffer) }
+            }
+        } else if m.step > 0 {
+            log("PowerSGD's error feedback starts at zero: \(found == 0 ? "the checkpoint holds no PowerSGD state of rank \(powerSGD.rank)" : "the checkpoint was written by \(m.ranks) ranks, not \(comm.size)")")
         }
     }
 
@@ -55,7 +110,8 @@ extension Trainer {
     /// Collective: rank 0 passes the loaded `checkpoint` (its tensors), every rank its
     /// `metadata`; the weights, BatchNorm state and optimizer moments then go from rank 0 to
     /// the others, so only rank 0 ever holds the file.
-    public func restore(metadata m: CheckpointMetadata, path: String, from checkpoint: LoadedCheckpoint?) throws {
+    public func restore(metadata m: CheckpointMetadata, path: String, from checkpoint: LoadedCheckpoint?,
+                        log: (String) -> Void = { _ in }) throws {
         guard m.model == config.model, m.imageSize == config.imageSize, m.parameterCount == network.parameterCount else {
             throw CheckpointError(path: path, problem: "holds model \(m.model) at \(m.imageSize)px, not \(config.model) at \(config.imageSize)px")
         }
@@ -89,6 +145,11 @@ extension Trainer {
         try comm.broadcast(network.state)
         for buffer in [emaParameters, emaState] where buffer.count > 0 { try comm.broadcast(buffer) }
         for (_, buffer) in optimizer.slots { try comm.broadcast(buffer) }
+        do { try restoreCompressionState(metadata: m, from: checkpoint, log: log) } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(path: path, problem: "\(error)")
+        }
         optimizer.iterations = m.optimizerIterations
         optimizer.scalarState = m.optimizerScalars
         epoch = m.epoch

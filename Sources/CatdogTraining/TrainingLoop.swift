@@ -51,6 +51,7 @@ extension Trainer {
             defer { timeline?.record("checkpoint", "checkpoint", since: mark) }
             try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30,
                                     listening: true, quiet: 0) {
+                try gatherCompressionState()
                 try checkpoint(self, reason)
                 if watchdog != nil { try comm.barrier() }
             }

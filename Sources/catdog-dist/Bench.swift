@@ -53,7 +53,7 @@ struct Bench: ParsableCommand {
             }
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
-                                      fp16: allReduce.fp16Allreduce,
+                                      compression: allReduce.givenCompression ?? .none,
                                       convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats, multiply: compute.multiply),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
@@ -63,14 +63,15 @@ struct Bench: ParsableCommand {
                 print(String(decoding: try encoder.encode(r), as: UTF8.self))
                 return
             }
-            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.fp16_allreduce ? ", fp16 all-reduce" : ""), convolution \(r.convolution), \(r.steps) steps")
+            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.steps) steps")
             print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
             }
             print(String(format: "  step %.1f ms; %.1f images/s; %.1f GFLOP/s achieved (all ranks)", r.step_ms, r.images_per_s, r.gflops))
-            print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step", r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100))
+            print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step; %.2f MB sent into all-reduces per step (%.1fx fewer than fp32)",
+                         r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100, r.wire_mb, r.gradient_mb / max(r.wire_mb, 1e-9)))
         }
     }
 

@@ -43,10 +43,32 @@ struct AllReduceOptions: ParsableArguments {
     var givenBucketMib: Double?
     var bucketMib: Double { givenBucketMib ?? TrainingConfig().bucketMiB }
 
-    @Flag(help: "All-reduce gradients in fp16 (Horovod-style compression): half the bytes on slow networks.")
+    @Flag(help: "All-reduce gradients in fp16 (Horovod-style compression): half the bytes on slow networks. The same as --compress fp16.")
     var fp16Allreduce = false
 
+    @Option(help: """
+        Gradient compression: `none` (exact fp32 sums), `fp16` (half the bytes), or `powersgd:R` \
+        (PowerSGD of rank R, e.g. 4: each weight matrix's gradient sent as two rank-R factors, \
+        10-100x fewer bytes; exact during the learning-rate warmup; biases and BatchNorm exact). \
+        PowerSGD keeps each rank's error feedback, so its result depends on the rank count, unlike \
+        the exact sums; a resume on the same rank count is bit-exact, on another the error \
+        feedback starts again at zero. (default: none)
+        """)
+    var compress: String?
+
+    /// The compression asked for, or nil when neither --compress nor --fp16-allreduce was given.
+    var givenCompression: GradientCompression? {
+        if let compress { return GradientCompression(parsing: compress) }
+        return fp16Allreduce ? .fp16 : nil
+    }
+
     func validate() throws {
+        if let compress {
+            guard let parsed = GradientCompression(parsing: compress) else {
+                throw ValidationError("--compress \(compress) is not none, fp16 or powersgd:R with R from 1 to \(GradientCompression.maxPowerSGDRank)")
+            }
+            if fp16Allreduce, parsed != .fp16 { throw ValidationError("--fp16-allreduce and --compress \(compress) contradict each other: give one") }
+        }
         guard bucketMib > 0, bucketMib <= RunLimits.bucketMiB.upperBound else {
             throw ValidationError("--bucket-mib must be a positive number of at most \(Int(RunLimits.bucketMiB.upperBound))")
         }

@@ -261,7 +261,7 @@ struct Train: ParsableCommand {
         if let seed { c.seed = seed }
         c.overlap = allReduce.overlap
         c.bucketMiB = allReduce.bucketMib
-        c.fp16AllReduce = allReduce.fp16Allreduce ? true : nil
+        if let compression = allReduce.givenCompression { c.compression = compression }
         return c
     }
 
@@ -351,7 +351,7 @@ struct Train: ParsableCommand {
                 }
             }
             if let checkpoint {
-                try trainer.restore(metadata: checkpoint.metadata, path: checkpoint.path, from: checkpoint.checkpoint)
+                try trainer.restore(metadata: checkpoint.metadata, path: checkpoint.path, from: checkpoint.checkpoint) { log.info($0) }
                 if changedSchedule {
                     // --lr, --warmup-epochs or --decay given on the resume: the schedule from here on.
                     var schedule = trainer.schedule
@@ -369,7 +369,17 @@ struct Train: ParsableCommand {
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")")
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
-            let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1))) >> 20
+            if config.compression != .none {
+                let reduction = trainer.stepper.reduction
+                let compressed = reduction.buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: Int.max) }
+                let from = (reduction as? PowerSGDReduction).map { $0.startUpdate > 0 ? " from update \($0.startUpdate) (exact during the warmup)" : "" } ?? ""
+                log.info(String(format: "gradients: %@%@, %.2f MB a step into the all-reduces instead of %.2f MB (%.1fx fewer)",
+                                reduction.name, from, Double(compressed) / 1e6, Double(trainer.network.parameterCount * 4) / 1e6,
+                                Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
+            }
+            // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
+            let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 ? comm.size : 1)
+            let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
             log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(budget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
             let progress = ProgressLine()
             var checkpointMilliseconds: [Double] = []
@@ -502,9 +512,9 @@ struct Train: ParsableCommand {
         }
         apply("--bucket-mib", allReduce.givenBucketMib, \.bucketMiB)
         apply("--overlap", allReduce.givenOverlap, \.overlap)
-        if allReduce.fp16Allreduce, c.fp16AllReduce != true {
-            applied.append("--fp16-allreduce")
-            c.fp16AllReduce = true
+        if let compression = allReduce.givenCompression, compression != c.compression {
+            applied.append("--compress \(compression) (the run had \(c.compression))")
+            c.compression = compression
         }
         if let problem = c.problem { throw ValidationError("an option is out of range: \(problem)") }
         return (c, applied, schedule)

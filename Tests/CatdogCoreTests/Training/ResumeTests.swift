@@ -28,6 +28,36 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(a.metadata.step, 10)
     }
 
+    /// PowerSGD's state rides in the checkpoint: 2 ranks straight, and the same run resumed
+    /// on 2 ranks from its checkpoint at update 3, end with bit-identical weights, optimizer
+    /// moments, Q factors and each rank's error feedback (which is not zero, so compression
+    /// was in use). Resumed on 1 rank, the run goes on and says the error feedback restarts.
+    func testResumeWithPowerSGDStateIsBitExact() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let compress = ["--compress", "powersgd:2", "--warmup-epochs", "0"]
+        let straight = try temporaryFolder(self)
+        var result = try CLI.run(trainArguments(data, straight, extra: compress), ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        let resumed = try temporaryFolder(self)
+        let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
+        result = try CLI.run(trainArguments(data, resumed, extra: compress + ["--resume", middle]), ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertFalse(result.stdout.contains("error feedback starts at zero"), result.stdout)
+        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+        let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
+        XCTAssertEqual(Set(a.file.tensors.keys), Set(b.file.tensors.keys))
+        for name in ["compression/q", "compression/error/0", "compression/error/1"] {
+            XCTAssertNotNil(a.file.tensors[name], "the checkpoint lacks \(name)")
+        }
+        XCTAssertGreaterThan(try a.file.array("compression/error/1").map(abs).max() ?? 0, 0)
+        for name in a.file.tensors.keys.sorted() { XCTAssertEqual(try a.file.array(name), try b.file.array(name), name) }
+
+        let one = try temporaryFolder(self)
+        result = try CLI.run(trainArguments(data, one, extra: compress + ["--resume", middle]), ranks: 1)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("PowerSGD's error feedback starts at zero: the checkpoint was written by 2 ranks, not 1"), result.stdout)
+    }
+
     /// A checkpoint from 2 ranks continues on 1, and one from 1 rank on 3, at the same data
     /// position; without BatchNorm the result matches the uninterrupted run to float tolerance.
     func testElasticResumeAcrossRankCounts() throws {

@@ -1,0 +1,305 @@
+import Foundation
+
+/// Ranks as threads of one process (what `EmbeddedChannel` is to swift-nio): the collectives
+/// of `MPICommunicator`, computed in rank order so every result is deterministic, without
+/// processes or MPI. Tests of distributed behaviour (reductions, bucket order, what each rank
+/// ends with) run through it in milliseconds; `ThreadCommunicator.run(ranks:)` starts one
+/// thread per rank and returns what each rank's body returned.
+///
+/// Collectives are matched as MPI matches them: by their order on a channel (blocking ones on
+/// channel 0). Two ranks starting different collectives at the same position is a bug in the
+/// caller and stops the process with both descriptions. A rank whose body throws makes every
+/// rank waiting in a collective throw `PeerFailed`, so a failing test ends instead of hanging.
+public final class ThreadCommunicator: Communicator {
+    public struct PeerFailed: Error, CustomStringConvertible {
+        public var rank: Int
+        public var description: String { "rank \(rank) failed while the others waited in a collective" }
+    }
+
+    public let rank: Int
+    public let size: Int
+    private let group: Group
+    private var sequence = [0, 0]
+
+    init(rank: Int, group: Group) {
+        self.rank = rank
+        self.size = group.size
+        self.group = group
+    }
+
+    /// Runs `body` on `ranks` threads, each with its own communicator; returns their results
+    /// in rank order, or rethrows the first rank's error (by rank).
+    public static func run<T>(ranks: Int, _ body: @escaping (ThreadCommunicator) throws -> T) throws -> [T] {
+        precondition(ranks >= 1)
+        let group = Group(size: ranks)
+        let shared = Shared(body: body, count: ranks)
+        let done = DispatchGroup()
+        for r in 0..<ranks {
+            done.enter()
+            let thread = Thread {
+                let comm = ThreadCommunicator(rank: r, group: group)
+                let result = Result { try shared.body(comm) }
+                if case .failure = result { group.fail(rank: r) }
+                shared.lock.lock()
+                shared.results[r] = result
+                shared.lock.unlock()
+                done.leave()
+            }
+            thread.stackSize = 16 << 20
+            thread.start()
+        }
+        done.wait()
+        // A rank's own error before the PeerFailed it caused in the others.
+        let results = shared.results
+        let failures = results.compactMap { result -> Error? in
+            if case .failure(let error) = result { return error } else { return nil }
+        }
+        if let first = failures.first(where: { !($0 is PeerFailed) }) ?? failures.first { throw first }
+        return results.map { try! $0!.get() }
+    }
+
+    /// What the rank threads share in `run`; each writes only its own slot, under the lock.
+    private final class Shared<T>: @unchecked Sendable {
+        let body: (ThreadCommunicator) throws -> T
+        var results: [Result<T, Error>?]
+        let lock = NSLock()
+        init(body: @escaping (ThreadCommunicator) throws -> T, count: Int) {
+            self.body = body
+            results = .init(repeating: nil, count: count)
+        }
+    }
+
+    // MARK: - The matching
+
+    /// Guarded by `condition`.
+    final class Group: @unchecked Sendable {
+        let size: Int
+        let condition = NSCondition()
+        var entries: [Key: Entry] = [:]
+        var failedRank: Int?
+        init(size: Int) { self.size = size }
+
+        struct Key: Hashable { var channel: Int, position: Int }
+
+        final class Entry {
+            let what: String
+            var contributions: [[UInt8]?]
+            var result: [[UInt8]]?
+            var collected = 0
+            init(what: String, size: Int) {
+                self.what = what
+                contributions = .init(repeating: nil, count: size)
+            }
+        }
+
+        func fail(rank: Int) {
+            condition.lock()
+            if failedRank == nil { failedRank = rank }
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// One collective in flight: every rank contributes bytes, the last one to arrive combines
+    /// all contributions (in rank order) into each rank's result.
+    final class Ticket: PendingReduction {
+        let group: Group
+        let key: Group.Key
+        let rank: Int
+        let deliver: ([UInt8]) -> Void
+        private var finished = false
+
+        init(group: Group, key: Group.Key, rank: Int, deliver: @escaping ([UInt8]) -> Void) {
+            self.group = group
+            self.key = key
+            self.rank = rank
+            self.deliver = deliver
+        }
+
+        func test() throws -> Bool {
+            if finished { return true }
+            group.condition.lock()
+            defer { group.condition.unlock() }
+            return try collectLocked(blocking: false)
+        }
+
+        func wait() throws {
+            if finished { return }
+            group.condition.lock()
+            defer { group.condition.unlock() }
+            _ = try collectLocked(blocking: true)
+        }
+
+        private func collectLocked(blocking: Bool) throws -> Bool {
+            while true {
+                let entry = group.entries[key]!
+                if let result = entry.result {
+                    deliver(result[rank])
+                    entry.collected += 1
+                    if entry.collected == group.size { group.entries[key] = nil }
+                    finished = true
+                    return true
+                }
+                if let failed = group.failedRank { throw PeerFailed(rank: failed) }
+                guard blocking else { return false }
+                group.condition.wait()
+            }
+        }
+    }
+
+    /// Starts collective `what` on `channel` with this rank's `contribution`; `combine` (the
+    /// same on every rank; the last rank to arrive runs it) maps all contributions to each
+    /// rank's result, which `deliver` receives when this rank tests or waits.
+    func start(_ what: String, channel: Int = 0, contribution: [UInt8],
+               combine: @escaping ([[UInt8]]) -> [[UInt8]], deliver: @escaping ([UInt8]) -> Void) throws -> Ticket {
+        let key = Group.Key(channel: channel, position: sequence[channel])
+        sequence[channel] += 1
+        group.condition.lock()
+        defer { group.condition.unlock() }
+        if let failed = group.failedRank { throw PeerFailed(rank: failed) }
+        let entry = group.entries[key] ?? Group.Entry(what: what, size: size)
+        group.entries[key] = entry
+        guard entry.what == what else {
+            fatalError("collective mismatch on channel \(channel) at position \(key.position): rank \(rank) started \(what), another rank \(entry.what)")
+        }
+        entry.contributions[rank] = contribution
+        if entry.contributions.allSatisfy({ $0 != nil }) {
+            entry.result = combine(entry.contributions.map { $0! })
+            entry.contributions = []
+            group.condition.broadcast()
+        }
+        return Ticket(group: group, key: key, rank: rank, deliver: deliver)
+    }
+
+    private func blocking(_ what: String, contribution: [UInt8], combine: @escaping ([[UInt8]]) -> [[UInt8]],
+                          deliver: @escaping ([UInt8]) -> Void) throws {
+        try start(what, contribution: contribution, combine: combine, deliver: deliver).wait()
+    }
+
+    private static func bytes<T>(_ pointer: UnsafePointer<T>, count: Int) -> [UInt8] {
+        Array(UnsafeRawBufferPointer(start: pointer, count: count * MemoryLayout<T>.stride))
+    }
+
+    private static func elementwise<T>(_ contributions: [[UInt8]], as: T.Type, _ op: (T, T) -> T) -> [UInt8] {
+        var total = contributions[0]
+        total.withUnsafeMutableBytes { out in
+            let o = out.bindMemory(to: T.self)
+            for c in contributions.dropFirst() {
+                c.withUnsafeBytes { input in
+                    let x = input.bindMemory(to: T.self)
+                    for i in o.indices { o[i] = op(o[i], x[i]) }
+                }
+            }
+        }
+        return total
+    }
+
+    private func sum<T>(_ what: String, _ buffer: UnsafeMutablePointer<T>, count: Int, channel: Int,
+                        _ op: @escaping (T, T) -> T) throws -> Ticket {
+        let size = self.size
+        return try start("\(what) of \(count)", channel: channel, contribution: Self.bytes(buffer, count: count),
+                         combine: { .init(repeating: Self.elementwise($0, as: T.self, op), count: size) },
+                         deliver: { result in result.withUnsafeBytes { buffer.update(from: $0.bindMemory(to: T.self).baseAddress!, count: count) } })
+    }
+
+    // MARK: - Communicator
+
+    public var hostName: String { "thread-host" }
+    public var ranksOnMachine: Int { size }
+    public var hostNames: [String] { .init(repeating: hostName, count: size) }
+    public func announceProgress(_ progress: Int) {}
+    public var heartbeats: HeartbeatTable? { nil }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try sum("sum (float)", buffer, count: count, channel: 0, +).wait()
+    }
+
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+        precondition(channel == 0 || channel == 1)
+        return try sum("sum (float)", buffer, count: count, channel: channel, +)
+    }
+
+    /// Pairwise in float, rounded to half after each addition, as the MPI operation does.
+    public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
+        try sum("sum (half)", buffer, count: count, channel: 0) { Float16(Float($0) + Float($1)) }
+    }
+
+    public func allReduceSum(_ values: inout [Double]) throws {
+        try values.withUnsafeMutableBufferPointer { v in
+            try sum("sum (double)", v.baseAddress!, count: v.count, channel: 0, +).wait()
+        }
+    }
+
+    public func allReduceMax(_ values: inout [Double]) throws {
+        try values.withUnsafeMutableBufferPointer { v in
+            try sum("max (double)", v.baseAddress!, count: v.count, channel: 0) { Swift.max($0, $1) }.wait()
+        }
+    }
+
+    public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) {
+        var low = value, high = value
+        try sum("min (uint64)", &low, count: 1, channel: 0) { Swift.min($0, $1) }.wait()
+        try sum("max (uint64)", &high, count: 1, channel: 0) { Swift.max($0, $1) }.wait()
+        return (low, high)
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {
+        let size = self.size
+        let mine = rank == root ? Array(UnsafeRawBufferPointer(start: buffer, count: bytes)) : []
+        try blocking("broadcast of \(bytes) bytes from \(root)", contribution: mine,
+                     combine: { .init(repeating: $0[root], count: size) },
+                     deliver: { result in result.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: bytes) } })
+    }
+
+    public func allGather(_ buffer: UnsafeMutableRawPointer, itemBytes: Int, counts: [Int], offsets: [Int]) throws {
+        let size = self.size
+        let mine = Array(UnsafeRawBufferPointer(start: buffer + offsets[rank] * itemBytes, count: counts[rank] * itemBytes))
+        try blocking("all-gather of \(counts) items of \(itemBytes) bytes", contribution: mine,
+                     combine: { .init(repeating: $0.joined().map { $0 }, count: size) },
+                     deliver: { all in
+                         var at = 0
+                         for r in 0..<size {
+                             let n = counts[r] * itemBytes
+                             all[at..<(at + n)].withUnsafeBytes { buffer.advanced(by: offsets[r] * itemBytes).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                             at += n
+                         }
+                     })
+    }
+
+    public func barrier() throws {
+        let size = self.size
+        try blocking("barrier", contribution: [], combine: { _ in .init(repeating: [], count: size) }, deliver: { _ in })
+    }
+
+    public func abort(code: Int32) -> Never { exit(code) }
+
+    /// One block for all the threads (they are one machine), allocated by the collective.
+    public func nodeSharedMemory(bytes: Int) throws -> NodeSharedMemory {
+        let size = self.size
+        var address = 0
+        try blocking("shared memory of \(bytes) bytes", contribution: [],
+                     combine: { _ in
+                         let block = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+                         return .init(repeating: Self.bytes([UInt(bitPattern: Int(bitPattern: block))], count: 1), count: size)
+                     },
+                     deliver: { result in address = result.withUnsafeBytes { Int(bitPattern: $0.load(as: UInt.self)) } })
+        return SharedBlock(pointer: UnsafeMutableRawPointer(bitPattern: address)!, bytes: bytes, rank: rank, comm: self)
+    }
+
+    /// Never freed: the threads of a test share it until the process ends, as MPI's window
+    /// lasts until MPI_Finalize.
+    final class SharedBlock: NodeSharedMemory {
+        let pointer: UnsafeMutableRawPointer
+        let bytes: Int
+        let localRank: Int
+        var localSize: Int { comm.size }
+        private let comm: ThreadCommunicator
+        init(pointer: UnsafeMutableRawPointer, bytes: Int, rank: Int, comm: ThreadCommunicator) {
+            self.pointer = pointer
+            self.bytes = bytes
+            localRank = rank
+            self.comm = comm
+        }
+        func barrier() throws { try comm.barrier() }
+    }
+}

@@ -1,0 +1,293 @@
+import CatdogDistributed
+import CatdogSupport
+import Foundation
+
+/// Rank-r PowerSGD (Vogels, Karimireddy and Jaggi, 2019), as PyTorch DDP's `powerSGD_hook`
+/// does it: each weight matrix's gradient M (plus this rank's error feedback) is approximated
+/// by P Qᵀ from one step of power iteration, warm-started from the previous update's Q:
+///
+///     M ← gradient + error;  P ← M Q;  all-reduce P;  orthonormalise P;
+///     Q ← Mᵀ P;  all-reduce Q;  gradient ← P Qᵀ;  error ← M − P Qᵀ / ranks
+///
+/// Only r·(rows + columns) numbers of a rows × columns matrix cross the network. Tensors that
+/// compress less than 2× (biases, BatchNorm, the last layer) go exactly, in the P round.
+/// Kernels are matrices of (all but the last dimension) × (the last), e.g. a 3×3 convolution's
+/// (3·3·in) × out. Before update `startUpdate` every bucket is summed exactly (the learning-rate
+/// warmup, as PyTorch's `start_powerSGD_iter` advises).
+///
+/// Error feedback is per rank, so unlike the exact reductions the result depends on the rank
+/// count. P Qᵀ is computed by the same code from the same all-reduced P and Q on every rank,
+/// so every rank applies the same gradient bit for bit. The Q round of a bucket starts when its
+/// P round completes, on the communicator's channel 1 (in bucket order), while channel 0
+/// carries the P rounds in the order backward makes them.
+public final class PowerSGDReduction: GradientReduction {
+    public struct Matrix: Equatable {
+        /// Where the tensor lies in the flat parameter buffer.
+        public var offset: Int
+        public var rows: Int
+        public var columns: Int
+        /// Where its r × columns factor Q lies in `q`.
+        public var q: Int
+    }
+
+    struct Plan {
+        var range: Range<Int>
+        var matrices: [Matrix]
+        /// Ranges of the bucket sent exactly, and how many floats they hold.
+        var exact: [Range<Int>]
+        var exactCount: Int
+        /// Where each matrix's r × rows factor P lies in the bucket's P buffer (after the exact values).
+        var p: [Int]
+        var pCount: Int
+        var qRange: Range<Int>
+    }
+
+    public let rank: Int
+    public let buckets: [Range<Int>]
+    public let startUpdate: Int
+    /// The Q factors of every compressed matrix, concatenated in parameter order: the same on
+    /// every rank (they are all-reduced), kept from update to update (the warm start).
+    public let q: FloatBuffer
+    /// This rank's error feedback over the buckets' span (index = parameter − `offset`).
+    public let error: FloatBuffer
+    public let offset: Int
+    let plans: [Plan]
+    private let pBuffers: [FloatBuffer]
+    let comm: Communicator
+    /// The next bucket whose Q round may start (they start in bucket order on every rank).
+    private var nextQRound = 0
+    public var name: String { "PowerSGD rank \(rank)" }
+
+    /// The matrix a tensor of `shape` is compressed as, or nil when rank `r` would not make it
+    /// at least 2× smaller.
+    public static func matrix(shape: [Int], rank r: Int) -> (rows: Int, columns: Int)? {
+        guard shape.count >= 2, let columns = shape.last, columns > 0 else { return nil }
+        let rows = shape.dropLast().reduce(1, *)
+        guard rows * columns >= 2 * r * (rows + columns) else { return nil }
+        return (rows, columns)
+    }
+
+    /// `tensors` are the parameter tensors (offset and shape) within the buckets.
+    public init(buckets: [Range<Int>], tensors: [(offset: Int, shape: [Int])], rank r: Int, startUpdate: Int,
+                seed: UInt64, communicator: Communicator) {
+        precondition(r >= 1)
+        rank = r
+        self.buckets = buckets
+        self.startUpdate = startUpdate
+        comm = communicator
+        offset = buckets.map(\.lowerBound).min() ?? 0
+        let span = (buckets.map(\.upperBound).max() ?? offset) - offset
+        var matrices: [Matrix] = []
+        var qCount = 0
+        for t in tensors.sorted(by: { $0.offset < $1.offset }) {
+            guard let (rows, columns) = Self.matrix(shape: t.shape, rank: r),
+                  buckets.contains(where: { $0.contains(t.offset) && $0.upperBound >= t.offset + rows * columns }) else { continue }
+            matrices.append(Matrix(offset: t.offset, rows: rows, columns: columns, q: qCount))
+            qCount += r * columns
+        }
+        plans = buckets.map { range in
+            let inside = matrices.filter { range.contains($0.offset) }
+            var exact: [Range<Int>] = []
+            var at = range.lowerBound
+            var p: [Int] = [], pCount = 0
+            for m in inside {
+                if m.offset > at { exact.append(at..<m.offset) }
+                at = m.offset + m.rows * m.columns
+                p.append(pCount)
+                pCount += r * m.rows
+            }
+            if at < range.upperBound { exact.append(at..<range.upperBound) }
+            let qRange = inside.isEmpty ? 0..<0 : inside[0].q..<(inside.last!.q + r * inside.last!.columns)
+            return Plan(range: range, matrices: inside, exact: exact, exactCount: exact.reduce(0) { $0 + $1.count },
+                        p: p, pCount: pCount, qRange: qRange)
+        }
+        pBuffers = plans.map { FloatBuffer(count: max($0.exactCount + $0.pCount, 1)) }
+        q = FloatBuffer(count: qCount)
+        error = FloatBuffer(count: span)
+        error.zero()
+        var random = Random(seed: seed, 0x5057_5347)  // "PWSG"
+        for i in 0..<qCount { q[i] = random.uniform(-1, 1) }
+    }
+
+    public var matrices: [Matrix] { plans.flatMap(\.matrices) }
+
+    /// The first bucket after `bucket` that holds a compressed matrix (or the bucket count).
+    private func compressedAfter(_ bucket: Int) -> Int {
+        plans.indices.first { $0 > bucket && !plans[$0].matrices.isEmpty } ?? plans.count
+    }
+
+    public func wireBytes(bucket: Int, update: Int) -> Int {
+        let plan = plans[bucket]
+        return update < startUpdate ? plan.range.count * 4 : (plan.exactCount + plan.pCount + plan.qRange.count) * 4
+    }
+
+    /// Starts the error feedback again at zero (a resume onto another rank count).
+    public func resetError() { error.zero() }
+
+    public func start(bucket: Int, gradients: UnsafeMutablePointer<Float>, update: Int) throws -> PendingReduction {
+        let plan = plans[bucket]
+        if bucket == 0 { nextQRound = compressedAfter(-1) }
+        guard update >= startUpdate, !plan.matrices.isEmpty else {
+            return try comm.startAllReduceSum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
+        }
+        let buffer = pBuffers[bucket].pointer
+        var at = 0
+        for range in plan.exact {
+            (buffer + at).update(from: gradients + range.lowerBound, count: range.count)
+            at += range.count
+        }
+        for (m, pAt) in zip(plan.matrices, plan.p) {
+            let g = gradients + m.offset, e = error.pointer + (m.offset - offset)
+            for i in 0..<(m.rows * m.columns) { g[i] += e[i] }
+            let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q
+            for k in 0..<rank {
+                for i in 0..<m.rows { p[k * m.rows + i] = Self.dot(g + i * m.columns, qm + k * m.columns, m.columns) }
+            }
+        }
+        let first = try comm.startAllReduceSum(buffer, count: plan.exactCount + plan.pCount, channel: 0)
+        return Work(self, bucket: bucket, gradients: gradients, first: first)
+    }
+
+    /// One bucket's two rounds.
+    final class Work: PendingReduction {
+        let owner: PowerSGDReduction
+        let bucket: Int
+        let gradients: UnsafeMutablePointer<Float>
+        var first: PendingReduction?
+        var second: PendingReduction?
+        var done = false
+
+        init(_ owner: PowerSGDReduction, bucket: Int, gradients: UnsafeMutablePointer<Float>, first: PendingReduction) {
+            self.owner = owner
+            self.bucket = bucket
+            self.gradients = gradients
+            self.first = first
+        }
+
+        func test() throws -> Bool {
+            if done { return true }
+            if let f = first {
+                guard owner.nextQRound == bucket, try f.test() else { return false }
+                first = nil
+                second = try owner.secondRound(bucket, gradients)
+            }
+            guard let s = second, try s.test() else { return false }
+            owner.finish(bucket, gradients)
+            done = true
+            return true
+        }
+
+        func wait() throws {
+            if done { return }
+            if let f = first {
+                precondition(owner.nextQRound == bucket, "PowerSGD buckets are waited for in order")
+                try f.wait()
+                first = nil
+                second = try owner.secondRound(bucket, gradients)
+            }
+            try second!.wait()
+            owner.finish(bucket, gradients)
+            done = true
+        }
+    }
+
+    /// After the P round: the exact values back in place, P orthonormalised, Q ← Mᵀ P and its
+    /// all-reduce started.
+    func secondRound(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) throws -> PendingReduction {
+        let plan = plans[bucket]
+        let buffer = pBuffers[bucket].pointer
+        var at = 0
+        for range in plan.exact {
+            (gradients + range.lowerBound).update(from: buffer + at, count: range.count)
+            at += range.count
+        }
+        for (m, pAt) in zip(plan.matrices, plan.p) {
+            let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q, g = gradients + m.offset
+            Self.orthonormalize(p, length: m.rows, vectors: rank)
+            qm.update(repeating: 0, count: rank * m.columns)
+            for i in 0..<m.rows {
+                for k in 0..<rank { Self.axpy(p[k * m.rows + i], g + i * m.columns, qm + k * m.columns, m.columns) }
+            }
+        }
+        nextQRound = compressedAfter(bucket)
+        return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
+    }
+
+    /// After the Q round: gradient ← P Qᵀ, error ← M − P Qᵀ / ranks.
+    func finish(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
+        let plan = plans[bucket]
+        let buffer = pBuffers[bucket].pointer
+        let share = 1 / Float(comm.size)
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: plan.matrices.map(\.columns).max() ?? 1)
+        defer { row.deallocate() }
+        for (m, pAt) in zip(plan.matrices, plan.p) {
+            let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q
+            for i in 0..<m.rows {
+                row.update(repeating: 0, count: m.columns)
+                for k in 0..<rank { Self.axpy(p[k * m.rows + i], qm + k * m.columns, row, m.columns) }
+                let g = gradients + m.offset + i * m.columns, e = error.pointer + (m.offset - offset + i * m.columns)
+                for j in 0..<m.columns {
+                    e[j] = g[j] - row[j] * share
+                    g[j] = row[j]
+                }
+            }
+        }
+    }
+
+    // MARK: - Small dense kernels (fixed order: every rank computes the same bits)
+
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        var i = 0
+        while i + 16 <= n {
+            s0 += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            s1 += UnsafeRawPointer(a + i + 8).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i + 8).loadUnaligned(as: SIMD8<Float>.self)
+            i += 16
+        }
+        var s = (s0 + s1).sum()
+        while i < n {
+            s += a[i] * b[i]
+            i += 1
+        }
+        return s
+    }
+
+    /// y += a·x
+    static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let av = SIMD8<Float>(repeating: a)
+        while i + 8 <= n {
+            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) + av * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: yv, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] += a * x[i]
+            i += 1
+        }
+    }
+
+    /// Gram–Schmidt on `vectors` contiguous vectors of `length`, carried out in double so that
+    /// a vector that is nearly a combination of the earlier ones (a gradient of lower rank than
+    /// r) still comes out orthogonal to them; it is normalised like any other (PyTorch's
+    /// epsilon), which keeps its column of Q alive for later updates.
+    static func orthonormalize(_ v: UnsafeMutablePointer<Float>, length: Int, vectors: Int) {
+        let x = UnsafeMutablePointer<Double>.allocate(capacity: length * vectors)
+        defer { x.deallocate() }
+        for i in 0..<(length * vectors) { x[i] = Double(v[i]) }
+        for k in 0..<vectors {
+            let a = x + k * length
+            for j in 0..<k {
+                let b = x + j * length
+                var d = 0.0
+                for i in 0..<length { d += a[i] * b[i] }
+                for i in 0..<length { a[i] -= d * b[i] }
+            }
+            var norm = 0.0
+            for i in 0..<length { norm += a[i] * a[i] }
+            let scale = 1 / (norm.squareRoot() + 1e-30)
+            for i in 0..<length { a[i] *= scale }
+        }
+        for i in 0..<(length * vectors) { v[i] = Float(x[i]) }
+    }
+}
