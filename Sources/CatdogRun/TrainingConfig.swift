@@ -55,7 +55,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public init() {}
 
     /// The budget recipe: what a run that fills its `--time-budget` takes for the options the
-    /// user did not give (measured in the README's recipe table).
+    /// user did not give (measured in docs/results.md's recipe table).
     public static let budgetOptimizer = OptimizerKind.adamw
     public static let budgetWeightDecay: Float = 0.05
     public static let budgetEMA = 0.999

@@ -38,10 +38,23 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object (rank 0).")
     var json = false
 
+    @Option(help: """
+        Emulate a lab: each rank stands for a whole machine of --machine-cores cores, sleeps \
+        through the compute this profile measured (the --json output of a one-rank bench at the \
+        per-core batch) and runs the real gradient reductions over its real links. Run one rank \
+        per cluster/netns-lab host; --batch-size is then the lab's global batch \
+        (ranks x cores x the profile's batch). See benchmarks/lab-scaling.
+        """)
+    var emulate: String?
+
+    @Option(help: "Cores of each emulated machine (one rank per core). (with --emulate)")
+    var machineCores = 8
+
     func validate() throws {
         guard (1...1_000_000).contains(steps) else { throw ValidationError("--steps must be between 1 and 1000000") }
         guard (0...1_000_000).contains(warmupSteps) else { throw ValidationError("--warmup-steps must be between 0 and 1000000") }
         guard (1...(1 << 30)).contains(columnFloats) else { throw ValidationError("--column-floats must be between 1 and 2^30") }
+        guard (1...4096).contains(machineCores) else { throw ValidationError("--machine-cores must be between 1 and 4096") }
     }
 
     func run() throws {
@@ -49,6 +62,10 @@ struct Bench: ParsableCommand {
             try compute.apply()
             if let decode {
                 try benchDecode(decode, comm)
+                return
+            }
+            if let emulate {
+                try benchEmulated(profilePath: emulate, comm)
                 return
             }
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
@@ -73,6 +90,33 @@ struct Bench: ParsableCommand {
             print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step; %.2f MB sent into all-reduces per step (%.1fx fewer than fp32)",
                          r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100, r.wire_mb, r.gradient_mb / max(r.wire_mb, 1e-9)))
         }
+    }
+
+    func benchEmulated(profilePath: String, _ comm: Communicator) throws {
+        let data: Data
+        do { data = try readBoundedFile(profilePath, limit: 16 << 20) } catch {
+            throw ValidationError("cannot read the profile \(profilePath): \(describe(error))")
+        }
+        guard let profile = try? JSONDecoder().decode(BenchmarkResult.self, from: data) else {
+            throw ValidationError("\(profilePath) is not a `catdog-dist bench --json` result: make one with `catdog-dist bench --json --batch-size B` on one rank")
+        }
+        let expected = profile.batch_size.multipliedReportingOverflow(by: machineCores * comm.size)
+        guard !expected.overflow, expected.partialValue == shape.batchSize else {
+            throw ValidationError("--batch-size \(shape.batchSize) is not \(comm.size) machines x \(machineCores) cores x the profile's per-core batch \(profile.batch_size)")
+        }
+        let r = try LabEmulator.run(profile: profile, coresPerMachine: machineCores, steps: steps, warmupSteps: warmupSteps,
+                                    bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none, communicator: comm)
+        guard comm.rank == 0 else { return }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(r), as: UTF8.self))
+            return
+        }
+        print("emulated lab: \(r.machines) machines of \(r.cores_per_machine) cores, \(r.model) at \(r.image_size) px, global batch \(r.global_batch) (\(r.per_core_batch) a core), compression \(r.compression)")
+        print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core)")
+        print(String(format: "  step %.1f ms (compute %.1f, within a machine %.1f, exposed network %.1f); %.0f images/s; %.2f MB sent a step; CPU %.2f s per second per rank at most",
+                     r.step_ms, r.compute_ms, r.intra_machine_ms, r.exposed_comm_ms, r.images_per_s, r.wire_mb, r.cpu_per_rank))
     }
 
     func benchDecode(_ folder: String, _ comm: Communicator) throws {

@@ -597,7 +597,7 @@ struct Train: ParsableCommand {
     /// efficientnet-lite0 from ImageNet weights: features of the frozen backbone, then a head.
     func runTransfer() throws {
         guard let initFrom else {
-            printError("efficientnet-lite0 starts from ImageNet weights: run `catdog-dist import PTH --out lite0.safetensors.zst` (see README) and pass --init-from lite0.safetensors.zst")
+            printError("efficientnet-lite0 starts from ImageNet weights: run `catdog-dist import PTH --out lite0.safetensors.zst` (see docs/transfer-learning.md) and pass --init-from lite0.safetensors.zst")
             throw ExitCode(1)
         }
         let freezeUntil: Int? = switch freeze {

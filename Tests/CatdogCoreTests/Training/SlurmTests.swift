@@ -3,7 +3,7 @@ import XCTest
 
 /// cluster/slurm/train.sbatch on a one-node Slurm started for the test (cluster/slurm/one-node):
 /// the job trains on 2 ranks through mpirun inside the allocation. (A requeued job resuming is
-/// rehearsed by hand, see the README: forcing its restart with `scontrol update StartTime=now`
+/// rehearsed by hand, see docs/across-machines.md: forcing its restart with `scontrol update StartTime=now`
 /// did not always take, so it is not part of the suite.)
 final class SlurmTests: XCTestCase {
     func script(_ path: String) -> String {
