@@ -205,3 +205,53 @@ final class GradientReductionTests: XCTestCase {
         }
     }
 }
+
+/// The lab emulator on ranks that are threads: it refuses a profile of another model, sleeps at
+/// least the profile's compute each step, and reports what its reduction sends.
+final class LabEmulatorTests: XCTestCase {
+    func profile(model: String, imageSize: Int, batch: Int, layerMilliseconds: Double) throws -> BenchmarkResult {
+        let network = try ModelZoo.build(model, imageSize: imageSize)
+        let layers: [[String: Any]] = network.nodes.dropFirst().map {
+            ["name": $0.name, "summary": "", "forward_ms": layerMilliseconds / 3, "backward_ms": layerMilliseconds * 2 / 3]
+        }
+        let machine = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(MachineDescription.current()))
+        let json: [String: Any] = [
+            "model": model, "image_size": imageSize, "batch_size": batch, "ranks": 1, "steps": 1, "overlap": true,
+            "fp16_allreduce": false, "compression": "none", "wire_mb": 0, "convolution": "auto", "images_per_s": 0,
+            "gflops": 0, "step_ms": layerMilliseconds * Double(layers.count), "comm_fraction": 0, "allreduce_ms": 0,
+            "gradient_mb": 0, "layers": layers, "machine": machine, "blas_core": "", "kernels": ""]
+        return try JSONDecoder().decode(BenchmarkResult.self, from: try JSONSerialization.data(withJSONObject: json))
+    }
+
+    func testEmulatedStepTakesAtLeastTheProfiledComputeAndReportsTheBytes() throws {
+        let p = try profile(model: "simple", imageSize: 32, batch: 4, layerMilliseconds: 1)
+        let results = try ThreadCommunicator.run(ranks: 2) { comm in
+            try LabEmulator.run(profile: p, coresPerMachine: 4, steps: 3, warmupSteps: 1, bucketMiB: 1,
+                                compression: .powerSGD(rank: 2), communicator: comm)
+        }
+        let r = results[0]
+        XCTAssertEqual(r.machines, 2)
+        XCTAssertEqual(r.global_batch, 2 * 4 * 4)
+        XCTAssertGreaterThanOrEqual(r.compute_ms, p.step_ms * 0.99 - 1e-9, "compute is the profile's step")
+        XCTAssertGreaterThanOrEqual(r.step_ms, r.compute_ms * 0.99, "a step cannot be shorter than the compute it sleeps")
+        let dense = Double(try ModelZoo.build("simple", imageSize: 32).parameterCount * 4) / 1e6
+        XCTAssertLessThan(r.wire_mb, dense / 5, "PowerSGD rank 2 sends a fraction of the fp32 gradients")
+        XCTAssertGreaterThan(r.wire_mb, 0)
+    }
+
+    func testAProfileOfAnotherModelIsRefused() throws {
+        let p = try profile(model: "simple", imageSize: 32, batch: 4, layerMilliseconds: 1)
+        var measuredOnTwo = p
+        measuredOnTwo.ranks = 2
+        XCTAssertThrowsError(try LabEmulator.run(profile: measuredOnTwo, coresPerMachine: 1, steps: 1, warmupSteps: 0, bucketMiB: 1,
+                                                 compression: .none, communicator: LocalCommunicator())) {
+            XCTAssertTrue("\($0)".contains("measured on 2 ranks"), "\($0)")
+        }
+        var other = p
+        other.model = "vgg"
+        XCTAssertThrowsError(try LabEmulator.run(profile: other, coresPerMachine: 1, steps: 1, warmupSteps: 0, bucketMiB: 1,
+                                                 compression: .none, communicator: LocalCommunicator())) {
+            XCTAssertTrue("\($0)".contains("not those of vgg"), "\($0)")
+        }
+    }
+}
