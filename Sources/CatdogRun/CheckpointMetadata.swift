@@ -227,9 +227,13 @@ public struct LoadedCheckpoint {
             throw CheckpointError(path: path, problem: "its metadata is invalid: \(error)")
         }
         let imagenetClassifier = 1280 * 1000 + 1000
+        // PowerSGD's factors (fewer numbers than the weights) and the error feedback of at
+        // most `RunLimits.checkpointedErrorFeedbackRanks` ranks, each as large as the weights.
+        let errors = min(object.keys.filter { $0.hasPrefix("compression/error/") }.count, RunLimits.checkpointedErrorFeedbackRanks)
+        let compression = object["compression/q"] == nil ? 0 : 1 + errors
         // The weights, at most two optimizer moments, the best weights and with a moving
         // average the live weights beside it; BatchNorm state the same except the moments.
-        return 4 * (5 * counts.parameters + 3 * counts.state + imagenetClassifier) + (1 << 16)
+        return 4 * ((5 + compression) * counts.parameters + 3 * counts.state + imagenetClassifier) + (1 << 16)
     }
 
     public init(decompressed bytes: [UInt8], path: String, compressedBytes: Int) throws {

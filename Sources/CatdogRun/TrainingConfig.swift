@@ -113,6 +113,9 @@ public enum RunLimits {
     /// long before), so a file that stores more is not one of ours.
     public static let loss = 0.0...1e6
     public static let parameters = 1...(1 << 34)
+    /// Checkpoints hold PowerSGD's error feedback (as large as the weights, one per rank) for
+    /// runs of at most this many ranks; a larger run's resume starts it again at zero.
+    public static let checkpointedErrorFeedbackRanks = 16
 
     /// nil when `value` lies in `range`, else "NAME VALUE is outside LOW...HIGH".
     public static func check<T: Comparable>(_ name: String, _ value: T, _ range: ClosedRange<T>) -> String? {

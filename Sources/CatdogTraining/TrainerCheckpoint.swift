@@ -63,7 +63,7 @@ extension Trainer {
     /// Collective, before a checkpoint: rank 0 receives every rank's PowerSGD error feedback
     /// (one broadcast per rank; a checkpoint a few times an epoch can afford it).
     public func gatherCompressionState() throws {
-        guard let powerSGD else { return }
+        guard let powerSGD, comm.size <= RunLimits.checkpointedErrorFeedbackRanks else { return }
         if comm.rank == 0, gatheredErrors.count != comm.size {
             gatheredErrors = [powerSGD.error] + (1..<comm.size).map { _ in FloatBuffer(count: powerSGD.error.count) }
         }
@@ -101,7 +101,10 @@ extension Trainer {
                 if r > 0 { try comm.broadcast(buffer) }
             }
         } else if m.step > 0 {
-            log("PowerSGD's error feedback starts at zero: \(found == 0 ? "the checkpoint holds no PowerSGD state of rank \(powerSGD.rank)" : "the checkpoint was written by \(m.ranks) ranks, not \(comm.size)")")
+            let why = found == 0 ? "the checkpoint holds no PowerSGD state of rank \(powerSGD.rank)"
+                : m.ranks != comm.size ? "the checkpoint was written by \(m.ranks) ranks, not \(comm.size)"
+                : "checkpoints hold it for runs of at most \(RunLimits.checkpointedErrorFeedbackRanks) ranks"
+            log("PowerSGD's error feedback starts at zero: \(why)")
         }
     }
 

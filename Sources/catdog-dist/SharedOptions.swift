@@ -51,8 +51,9 @@ struct AllReduceOptions: ParsableArguments {
         (PowerSGD of rank R, e.g. 4: each weight matrix's gradient sent as two rank-R factors, \
         10-100x fewer bytes; exact during the learning-rate warmup; biases and BatchNorm exact). \
         PowerSGD keeps each rank's error feedback, so its result depends on the rank count, unlike \
-        the exact sums; a resume on the same rank count is bit-exact, on another the error \
-        feedback starts again at zero. (default: none)
+        the exact sums; a resume on the same rank count is bit-exact (up to 16 ranks, whose \
+        error feedback checkpoints hold), otherwise the error feedback starts again at zero. \
+        (default: none)
         """)
     var compress: String?
 

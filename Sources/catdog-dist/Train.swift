@@ -378,7 +378,7 @@ struct Train: ParsableCommand {
                                 Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
             }
             // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
-            let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 ? comm.size : 1)
+            let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
             let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
             log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(budget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
             let progress = ProgressLine()
