@@ -126,7 +126,8 @@ public final class Trainer {
                                                              budget: activationBudget), 1),
                         max(localBatch, 1))
         network.reserve(maxBatch: micro)
-        let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum)
+        let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
+                                              tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
         let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: localBatch,
                                  sampleFloats: network.inputShape.count)
         try self.init(config: config, communicator: comm, network: network,

@@ -47,7 +47,7 @@ struct Train: ParsableCommand {
     @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default \(TrainingConfig().epochs); transfer learning: the head \(FeatureExtraction.HeadConfig().epochs), fine-tuning \(FineTuning.Config().epochs).")
     var epochs: Int?
 
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (Adam with decoupled weight decay). (default: adam; a run that fills its --time-budget: \(TrainingConfig.budgetOptimizer.rawValue))")
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: adam; a run that fills its --time-budget: \(TrainingConfig.budgetOptimizer.rawValue))")
     var optimizer: OptimizerKind?
 
     @Option(help: "Peak learning rate (default: 0.001 for adagrad/rmsprop/adam/nadam, 0.01 for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")

@@ -28,20 +28,26 @@ public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
     /// the kernels shrink by lr·λ each step, w ← w·(1 − lr·λ), instead of λ·w joining the
     /// gradient, whose effect Adam's scaling would undo.
     case adamw
+    /// LAMB (You et al. 2019): Adam's step scaled per tensor by the trust ratio ‖w‖/‖step‖, for
+    /// large batches; weight decay decoupled as with adamw.
+    case lamb
 
     /// Keras's default learning rate for each.
     public var defaultLearningRate: Float {
         switch self {
         case .sgd: 0.01
-        case .adagrad, .rmsprop, .adam, .nadam, .adamw: 0.001
+        case .adagrad, .rmsprop, .adam, .nadam, .adamw, .lamb: 0.001
         }
     }
 
     /// Weight decay applied to the weights (w·(1 − lr·λ)) rather than as an L2 gradient term.
-    public var decouplesWeightDecay: Bool { self == .adamw }
+    public var decouplesWeightDecay: Bool { self == .adamw || self == .lamb }
 
-    public func make(count: Int, momentum: Float = 0.9, nesterov: Bool = false) -> Optimizer {
+    /// `tensors`: where each tensor lies in the `count` parameters (LAMB's trust ratio is per
+    /// tensor; without them the whole buffer is one).
+    public func make(count: Int, momentum: Float = 0.9, nesterov: Bool = false, tensors: [Range<Int>] = []) -> Optimizer {
         switch self {
+        case .lamb: Lamb(count: count, tensors: tensors.isEmpty ? [0..<count] : tensors)
         case .sgd: SGD(count: count, momentum: momentum, nesterov: nesterov)
         case .adagrad: AdaGrad(count: count)
         case .rmsprop: RMSProp(count: count)
@@ -176,6 +182,58 @@ public final class Adam: Optimizer {
             mp[i] += (g[i] - mp[i]) * b1
             vp[i] += (g[i] * g[i] - vp[i]) * b2
             w[i] -= alpha * mp[i] / (vp[i].squareRoot() + epsilon)
+        }
+        iterations += 1
+    }
+}
+
+/// LAMB (You et al. 2019, with PyTorch's bias correction): per tensor, the Adam step
+/// u = m̂/(√v̂ + ε) with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ), then w −= lr·(‖w‖/‖u‖)·u, the ratio 1
+/// when either norm is zero. The step of each tensor is then about lr·‖w‖, whatever the
+/// gradient's scale: layers learn at rates that suit their own weights, which keeps large
+/// batches and their larger learning rates stable. Weight decay is decoupled (applied before,
+/// as with adamw), not inside the ratio.
+public final class Lamb: Optimizer {
+    public let kind = OptimizerKind.lamb
+    public let beta1, beta2, epsilon: Float
+    public var iterations = 0
+    /// Ranges of the parameters (relative to the buffer `step` gets), one trust ratio each.
+    public let tensors: [Range<Int>]
+    private let m: FloatBuffer
+    private let v: FloatBuffer
+
+    public init(count: Int, tensors: [Range<Int>], beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-6) {
+        precondition(tensors.allSatisfy { $0.lowerBound >= 0 && $0.upperBound <= count })
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.tensors = tensors
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: count)
+    }
+
+    public var slots: [(name: String, buffer: FloatBuffer)] { [("m", m), ("v", v)] }
+    public var hyperparameters: [String: Double] {
+        ["beta_1": Double(beta1), "beta_2": Double(beta2), "epsilon": Double(epsilon)]
+    }
+
+    public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        let t = Double(iterations + 1)
+        let c1 = Float(1 / (1 - pow(Double(beta1), t))), c2 = Float(1 / (1 - pow(Double(beta2), t)))
+        let mp = m.pointer, vp = v.pointer
+        let b1 = 1 - beta1, b2 = 1 - beta2
+        for range in tensors {
+            var weightNorm = 0.0, stepNorm = 0.0
+            for i in range {
+                mp[i] += (g[i] - mp[i]) * b1
+                vp[i] += (g[i] * g[i] - vp[i]) * b2
+                let u = mp[i] * c1 / ((vp[i] * c2).squareRoot() + epsilon)
+                weightNorm += Double(w[i]) * Double(w[i])
+                stepNorm += Double(u) * Double(u)
+            }
+            let ratio = weightNorm > 0 && stepNorm > 0 ? Float((weightNorm / stepNorm).squareRoot()) : 1
+            let rate = lr * ratio
+            for i in range { w[i] -= rate * (mp[i] * c1 / ((vp[i] * c2).squareRoot() + epsilon)) }
         }
         iterations += 1
     }

@@ -76,6 +76,35 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(w[0], 1.01, accuracy: 1e-6)
     }
 
+    /// LAMB on two tensors ([0, 2) and [2, 4)) against its formula in double precision: each
+    /// tensor's Adam step (PyTorch's bias correction, ε = 1e-6) scaled by ‖w‖/‖u‖ of that
+    /// tensor; a tensor whose weights are all zero takes the plain step (ratio 1).
+    func testLambScalesEachTensorByItsTrustRatio() {
+        let lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-6
+        var w = initial.map(Double.init)
+        var m = [Double](repeating: 0, count: 4), v = m
+        for (t, g) in gradientSteps.enumerated() {
+            for tensor in [0..<2, 2..<4] {
+                var u = [Double](repeating: 0, count: 4)
+                for i in tensor {
+                    m[i] = b1 * m[i] + (1 - b1) * Double(g[i])
+                    v[i] = b2 * v[i] + (1 - b2) * Double(g[i]) * Double(g[i])
+                    let mHat = m[i] / (1 - pow(b1, Double(t + 1))), vHat = v[i] / (1 - pow(b2, Double(t + 1)))
+                    u[i] = mHat / (vHat.squareRoot() + eps)
+                }
+                let wn = tensor.reduce(0.0) { $0 + w[$1] * w[$1] }.squareRoot(), un = tensor.reduce(0.0) { $0 + u[$1] * u[$1] }.squareRoot()
+                let ratio = wn > 0 && un > 0 ? wn / un : 1
+                for i in tensor { w[i] -= lr * ratio * u[i] }
+            }
+        }
+        assertClose(run(Lamb(count: 4, tensors: [0..<2, 2..<4]), lr: 0.01), w.map(Float.init), absolute: 1e-6)
+        // A tensor of zeros moves by the Adam step alone.
+        let zeros = FloatBuffer([0, 0])
+        let lamb = Lamb(count: 2, tensors: [0..<2])
+        step(lamb, zeros, [0.5, -0.5], lr: 0.01)
+        assertClose(zeros.array, [-0.01, 0.01], absolute: 1e-6)
+    }
+
     func testNadam() {
         let lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-7
         var product = [Double](repeating: 1, count: initial.count)
