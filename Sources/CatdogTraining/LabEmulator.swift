@@ -11,7 +11,9 @@ import Foundation
 /// layer, starting each gradient bucket's reduction the moment backward has passed it, as
 /// training does. The reductions are real: the real gradient buffers of the model, the real
 /// fp32, fp16 or PowerSGD code, over whatever links the ranks run on (`cluster/netns-lab` with
-/// `tc` rates). The optimizer step runs for real too.
+/// `tc` rates). The optimizer step is slept as well, for the time it takes on this CPU
+/// (measured once): many emulated machines share this computer's cores, and its real cost on
+/// every one of them would starve the others.
 ///
 /// The ranks of one machine would first sum their gradients through shared memory and share
 /// the result afterwards; that costs the machine two passes over each bucket at this CPU's
@@ -68,21 +70,26 @@ public enum LabEmulator {
         let buckets = step.buckets
         let optimizer = step.optimizer
 
-        // Gradients: random, the same every step (refilled before each, outside the timing).
+        // Gradients: random at the start; afterwards each step reduces what the previous left
+        // (the values do not change what crosses the network, and a refill would cost CPU).
         var random = Random(seed: 11, UInt64(comm.rank))
-        let source = (0..<network.parameterCount).map { _ in random.uniform(-1e-3, 1e-3) }
-        func refill() { source.withUnsafeBufferPointer { network.gradients.pointer.update(from: $0.baseAddress!, count: $0.count) } }
+        for i in 0..<network.parameterCount { network.gradients.pointer[i] = random.uniform(-1e-3, 1e-3) }
 
-        // This CPU's cost of the real optimizer step and of one pass of a shared-memory sum.
-        refill()
-        var started = Date()
-        for _ in 0..<3 { optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6) }
-        let optimizerSeconds = Date().timeIntervalSince(started) / 3
+        // This CPU's cost of the real optimizer step and of one pass of a shared-memory sum,
+        // measured by one rank at a time (the ranks share this computer's cores).
+        var optimizerSeconds = 0.0, secondsPerFloat = 0.0
         let scratch = FloatBuffer(count: network.parameterCount)
         scratch.zero()
-        started = Date()
-        for _ in 0..<3 { PowerSGDReduction.axpy(1, network.gradients.pointer, scratch.pointer, network.parameterCount) }
-        let secondsPerFloat = Date().timeIntervalSince(started) / 3 / Double(network.parameterCount)
+        for r in 0..<comm.size {
+            try comm.barrier()
+            guard r == comm.rank else { continue }
+            var started = Date()
+            for _ in 0..<3 { optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6) }
+            optimizerSeconds = Date().timeIntervalSince(started) / 3
+            started = Date()
+            for _ in 0..<3 { PowerSGDReduction.axpy(1, network.gradients.pointer, scratch.pointer, network.parameterCount) }
+            secondsPerFloat = Date().timeIntervalSince(started) / 3 / Double(network.parameterCount)
+        }
         // A machine of one core has nothing to sum within it.
         let intraPerFloat = cores > 1 ? secondsPerFloat : 0
 
@@ -102,7 +109,6 @@ public enum LabEmulator {
             }
         }
         func oneStep(update: Int) throws -> Double {
-            refill()
             try comm.barrier()
             let t0 = Date()
             var clock = forward
@@ -125,10 +131,9 @@ public enum LabEmulator {
             // share this computer's cores.
             for p in pending { while try !p.test() { usleep(100) } }
             exposed += Date().timeIntervalSince(backwardDone)
-            // The leader shares the result with its machine's ranks.
-            clock = Date().timeIntervalSince(t0) + Double(network.parameterCount) * intraPerFloat
+            // The leader shares the result with its machine's ranks, which then update.
+            clock = Date().timeIntervalSince(t0) + Double(network.parameterCount) * intraPerFloat + optimizerSeconds
             try waitUntil(t0.addingTimeInterval(clock), [])
-            optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6)
             return Date().timeIntervalSince(t0)
         }
 
