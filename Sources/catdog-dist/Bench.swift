@@ -75,10 +75,7 @@ struct Bench: ParsableCommand {
                                       communicator: comm)
             guard comm.rank == 0 else { return }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
-                print(String(decoding: try encoder.encode(r), as: UTF8.self))
-                return
+                return try printJSON(r)
             }
             print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.steps) steps")
             print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)")
@@ -108,10 +105,7 @@ struct Bench: ParsableCommand {
                                     bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none, communicator: comm)
         guard comm.rank == 0 else { return }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(r), as: UTF8.self))
-            return
+            return try printJSON(r)
         }
         print("emulated lab: \(r.machines) machines of \(r.cores_per_machine) cores, \(r.model) at \(r.image_size) px, global batch \(r.global_batch) (\(r.per_core_batch) a core), compression \(r.compression)")
         print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core)")

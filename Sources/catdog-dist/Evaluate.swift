@@ -64,10 +64,7 @@ struct Evaluate: ParsableCommand {
             }
             guard comm.rank == 0 else { return }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
-                print(String(decoding: try encoder.encode(e), as: UTF8.self))
-                return
+                return try printJSON(e)
             }
             print("\(data)\(validationSplit ? " (validation split)" : ""): \(e.count) images scored\(e.unreadable > 0 ? ", \(e.unreadable) unreadable skipped" : "")")
             print(String(format: "  logloss  %.4f\n  accuracy %.4f (%.2f%%)", e.logloss, e.accuracy, e.accuracy * 100))

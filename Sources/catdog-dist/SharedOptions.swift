@@ -4,6 +4,7 @@ import CatdogDistributed
 import CatdogEngine
 import CatdogRun
 import CatdogTraining
+import Foundation
 
 /// What network `train` and `bench` build, and how big a step is.
 struct ModelOptions: ParsableArguments {
@@ -164,4 +165,11 @@ extension TrainingData.Cache: ExpressibleByArgument {}
 /// What `train`'s validation scores: each image, or the mean with its mirror image (`--val-tta`).
 enum ValidationTTA: String, ExpressibleByArgument, CaseIterable {
     case flip, none
+}
+
+/// Prints `value` as one line of JSON with sorted keys (what `--json` prints).
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
