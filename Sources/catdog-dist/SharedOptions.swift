@@ -40,9 +40,14 @@ struct AllReduceOptions: ParsableArguments {
     var givenOverlap: Bool?
     var overlap: Bool { givenOverlap ?? TrainingConfig().overlap }
 
-    @Option(name: .customLong("bucket-mib"), help: "Gradient bucket size for the overlapped all-reduce, in MiB. (default: \(TrainingConfig().bucketMiB))")
+    @Option(name: .customLong("bucket-mib"), help: "Gradient bucket size for the overlapped all-reduce, in MiB. (default: \(TrainingConfig().bucketMiB), or \(TrainingConfig.powerSGDBucketMiB) with --compress powersgd:R, whose last bucket's two rounds come after backward)")
     var givenBucketMib: Double?
-    var bucketMib: Double { givenBucketMib ?? TrainingConfig().bucketMiB }
+    /// The bucket size given, else the default for the compression asked for.
+    var bucketMib: Double {
+        if let givenBucketMib { return givenBucketMib }
+        if case .powerSGD = givenCompression { return TrainingConfig.powerSGDBucketMiB }
+        return TrainingConfig().bucketMiB
+    }
 
     @Flag(help: "All-reduce gradients in fp16 (Horovod-style compression): half the bytes on slow networks. The same as --compress fp16.")
     var fp16Allreduce = false
