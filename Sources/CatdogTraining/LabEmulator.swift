@@ -51,32 +51,39 @@ public enum LabEmulator {
         public var description: String
     }
 
-    public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
-                           bucketMiB: Double, compression: GradientCompression,
-                           communicator comm: Communicator) throws -> Result {
+    /// Refuses a profile that is not a one-rank `bench --json` result of `model` with sane
+    /// numbers: the file is untrusted, and its times become sleeps and its sizes allocations.
+    static func check(_ profile: BenchmarkResult) throws -> Network {
         guard profile.ranks == 1 else {
             throw ProfileError(description: "the profile was measured on \(profile.ranks) ranks: measure it on one (bench --json without mpirun)")
         }
-        let network = try ModelZoo.build(profile.model, imageSize: profile.image_size)
-        let nodes = network.nodes.count
-        guard profile.layers.count == nodes - 1,
+        let L = RunLimits.self
+        let times = [("step_ms", profile.step_ms)] + profile.layers.flatMap { [("\($0.name) forward_ms", $0.forward_ms), ("\($0.name) backward_ms", $0.backward_ms)] }
+        let problems = [L.check("batch_size", profile.batch_size, L.globalBatch),
+                        L.check("image_size", profile.image_size, 16...CheckpointLimits.maxImageSize)]
+            + times.map { L.check($0.0, $0.1, profileMilliseconds) }
+        if let problem = problems.compactMap({ $0 }).first {
+            throw ProfileError(description: "the profile's \(problem): make it again with `catdog-dist bench --json` on one rank")
+        }
+        guard let network = try? ModelZoo.build(profile.model, imageSize: profile.image_size) else {
+            throw ProfileError(description: "the profile's model \(profile.model) at \(profile.image_size) px is not one catdog-dist builds (see `catdog-dist models`)")
+        }
+        guard profile.layers.count == network.nodes.count - 1,
               zip(profile.layers, network.nodes.dropFirst()).allSatisfy({ $0.name == $1.name }) else {
             throw ProfileError(description: "the profile's layers are not those of \(profile.model) at \(profile.image_size) px")
         }
-        network.initialize(seed: 1)
-        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
-                                    overlap: true, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression)
-        let reduction = step.reduction
-        let buckets = step.buckets
-        let optimizer = step.optimizer
+        return network
+    }
 
-        // Gradients: random at the start; afterwards each step reduces what the previous left
-        // (the values do not change what crosses the network, and a refill would cost CPU).
-        var random = Random(seed: 11, UInt64(comm.rank))
-        for i in 0..<network.parameterCount { network.gradients.pointer[i] = random.uniform(-1e-3, 1e-3) }
+    /// Any time a profile gives, in milliseconds: 0 to 1,000 s (a layer or step longer than
+    /// that is not a measurement of this program).
+    static let profileMilliseconds = 0.0...1e6
 
-        // This CPU's cost of the real optimizer step and of one pass of a shared-memory sum,
-        // measured by one rank at a time (the ranks share this computer's cores).
+    /// What one emulated machine costs besides its layers, measured on this CPU by one rank at
+    /// a time (the ranks share this computer's cores): the real optimizer step, and one pass
+    /// of a shared-memory sum per float.
+    static func measureLocalCosts(_ step: DataParallelStep, _ comm: Communicator) throws -> (optimizer: Double, perFloat: Double) {
+        let network = step.network
         var optimizerSeconds = 0.0, secondsPerFloat = 0.0
         let scratch = FloatBuffer(count: network.parameterCount)
         scratch.zero()
@@ -84,66 +91,60 @@ public enum LabEmulator {
             try comm.barrier()
             guard r == comm.rank else { continue }
             var started = Date()
-            for _ in 0..<3 { optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6) }
+            for _ in 0..<3 { step.optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6) }
             optimizerSeconds = Date().timeIntervalSince(started) / 3
             started = Date()
             for _ in 0..<3 { PowerSGDReduction.axpy(1, network.gradients.pointer, scratch.pointer, network.parameterCount) }
             secondsPerFloat = Date().timeIntervalSince(started) / 3 / Double(network.parameterCount)
         }
-        // A machine of one core has nothing to sum within it.
-        let intraPerFloat = cores > 1 ? secondsPerFloat : 0
+        return (optimizerSeconds, secondsPerFloat)
+    }
 
-        // The profile's layer times, scaled so that forward + backward + this optimizer is its step.
-        let layerTotal = profile.layers.reduce(0.0) { $0 + $1.forward_ms + $1.backward_ms } / 1000
-        let scale = layerTotal > 0 ? max(profile.step_ms / 1000 - optimizerSeconds, 0) / layerTotal : 0
-        let forward = profile.layers.reduce(0.0) { $0 + $1.forward_ms } / 1000 * scale
-        let backward = [0.0] + profile.layers.map { $0.backward_ms / 1000 * scale }  // by node
+    /// One emulated step's clock: forward, then backward node by node with each bucket's
+    /// shared-memory sum, in seconds from the start of the step.
+    struct Schedule {
+        var forward: Double
+        var backward: [Double]  // by node
+        var optimizer: Double
+        var intraPerFloat: Double
 
+        /// The profile's layer times, scaled so that forward + backward + this CPU's optimizer
+        /// is the profile's step.
+        init(profile: BenchmarkResult, optimizer: Double, perFloat: Double, cores: Int) {
+            let layerTotal = profile.layers.reduce(0.0) { $0 + $1.forward_ms + $1.backward_ms } / 1000
+            let scale = layerTotal > 0 ? max(profile.step_ms / 1000 - optimizer, 0) / layerTotal : 0
+            forward = profile.layers.reduce(0.0) { $0 + $1.forward_ms } / 1000 * scale
+            backward = [0.0] + profile.layers.map { $0.backward_ms / 1000 * scale }
+            self.optimizer = optimizer
+            // A machine of one core has nothing to sum within it.
+            intraPerFloat = cores > 1 ? perFloat : 0
+        }
+
+        var compute: Double { forward + backward.reduce(0, +) + optimizer }
+    }
+
+    public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
+                           bucketMiB: Double, compression: GradientCompression,
+                           communicator comm: Communicator) throws -> Result {
+        let network = try check(profile)
+        network.initialize(seed: 1)
+        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
+                                    overlap: true, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression)
+        // Gradients: random at the start; afterwards each step reduces what the previous left
+        // (the values do not change what crosses the network, and a refill would cost CPU).
+        var random = Random(seed: 11, UInt64(comm.rank))
+        for i in 0..<network.parameterCount { network.gradients.pointer[i] = random.uniform(-1e-3, 1e-3) }
+        let costs = try measureLocalCosts(step, comm)
+        let schedule = Schedule(profile: profile, optimizer: costs.optimizer, perFloat: costs.perFloat, cores: cores)
         var exposed = 0.0
-        func waitUntil(_ deadline: Date, _ pending: [PendingReduction]) throws {
-            while true {
-                for p in pending { _ = try p.test() }
-                let left = deadline.timeIntervalSinceNow
-                if left <= 0 { return }
-                usleep(UInt32(min(left, 0.0005) * 1e6))
-            }
-        }
-        func oneStep(update: Int) throws -> Double {
-            try comm.barrier()
-            let t0 = Date()
-            var clock = forward
-            var pending: [PendingReduction] = []
-            var next = 0
-            try waitUntil(t0.addingTimeInterval(clock), pending)
-            for node in stride(from: nodes - 1, through: 1, by: -1) {
-                clock += backward[node]
-                try waitUntil(t0.addingTimeInterval(clock), pending)
-                while next < buckets.count, buckets[next].lastNode >= node {
-                    // The machine's ranks sum this bucket through shared memory first.
-                    clock += Double(buckets[next].range.count) * intraPerFloat
-                    try waitUntil(t0.addingTimeInterval(clock), pending)
-                    pending.append(try reduction.start(bucket: next, gradients: network.gradients.pointer, update: update))
-                    next += 1
-                }
-            }
-            let backwardDone = Date()
-            // Waits by testing and sleeping, not spinning in MPI_Wait: many emulated machines
-            // share this computer's cores.
-            for p in pending { while try !p.test() { usleep(100) } }
-            exposed += Date().timeIntervalSince(backwardDone)
-            // The leader shares the result with its machine's ranks, which then update.
-            clock = Date().timeIntervalSince(t0) + Double(network.parameterCount) * intraPerFloat + optimizerSeconds
-            try waitUntil(t0.addingTimeInterval(clock), [])
-            return Date().timeIntervalSince(t0)
-        }
 
         // PowerSGD compresses from update 0 here (its warmup is not what is measured).
-        for s in 0..<warmupSteps { _ = try oneStep(update: s) }
+        for s in 0..<warmupSteps { _ = try emulatedStep(step, schedule, update: s, exposed: &exposed) }
         exposed = 0
         let cpuBefore = cpuSeconds()
         let wallStart = Date()
         var total = 0.0
-        for s in 0..<steps { total += try oneStep(update: warmupSteps + s) }
+        for s in 0..<steps { total += try emulatedStep(step, schedule, update: warmupSteps + s, exposed: &exposed) }
         var figures = [total, exposed, (cpuSeconds() - cpuBefore) / Date().timeIntervalSince(wallStart)]
         var cpuMax = [figures[2]]
         try comm.allReduceMax(&cpuMax)
@@ -155,11 +156,54 @@ public enum LabEmulator {
             model: profile.model, image_size: profile.image_size, machines: comm.size, cores_per_machine: cores,
             per_core_batch: profile.batch_size, global_batch: globalBatch, compression: compression.description, steps: steps,
             step_ms: stepSeconds * 1000, images_per_s: Double(globalBatch) / stepSeconds,
-            compute_ms: (forward + backward.reduce(0, +) + optimizerSeconds) * 1000,
-            intra_machine_ms: 2 * Double(network.parameterCount) * intraPerFloat * 1000,
+            compute_ms: schedule.compute * 1000,
+            intra_machine_ms: 2 * Double(network.parameterCount) * schedule.intraPerFloat * 1000,
             exposed_comm_ms: figures[1] / n / Double(steps) * 1000,
-            wire_mb: Double(buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: warmupSteps) }) / 1e6,
+            wire_mb: Double(step.buckets.indices.reduce(0) { $0 + step.reduction.wireBytes(bucket: $1, update: warmupSteps) }) / 1e6,
             cpu_per_rank: cpuMax[0], profile_step_ms: profile.step_ms, machine: .current(), blas_core: blasCoreName)
+    }
+
+    /// Sleeps (testing the pending reductions as it goes) until `deadline`.
+    static func wait(until deadline: Date, _ pending: [PendingReduction]) throws {
+        while true {
+            for p in pending { _ = try p.test() }
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { return }
+            usleep(UInt32(min(left, 0.0005) * 1e6))
+        }
+    }
+
+    /// One step of one emulated machine; returns its wall time and adds the time it waited
+    /// for the network after backward to `exposed`.
+    static func emulatedStep(_ step: DataParallelStep, _ schedule: Schedule, update: Int, exposed: inout Double) throws -> Double {
+        let comm = step.comm, buckets = step.buckets, nodes = step.network.nodes.count
+        let gradients = step.network.gradients.pointer
+        try comm.barrier()
+        let t0 = Date()
+        var clock = schedule.forward
+        var pending: [PendingReduction] = []
+        var next = 0
+        try wait(until: t0.addingTimeInterval(clock), pending)
+        for node in stride(from: nodes - 1, through: 1, by: -1) {
+            clock += schedule.backward[node]
+            try wait(until: t0.addingTimeInterval(clock), pending)
+            while next < buckets.count, buckets[next].lastNode >= node {
+                // The machine's ranks sum this bucket through shared memory first.
+                clock += Double(buckets[next].range.count) * schedule.intraPerFloat
+                try wait(until: t0.addingTimeInterval(clock), pending)
+                pending.append(try step.reduction.start(bucket: next, gradients: gradients, update: update))
+                next += 1
+            }
+        }
+        let backwardDone = Date()
+        // Waits by testing and sleeping, not spinning in MPI_Wait: many emulated machines
+        // share this computer's cores.
+        for p in pending { while try !p.test() { usleep(100) } }
+        exposed += Date().timeIntervalSince(backwardDone)
+        // The leader shares the result with its machine's ranks, which then update.
+        clock = Date().timeIntervalSince(t0) + Double(step.network.parameterCount) * schedule.intraPerFloat + schedule.optimizer
+        try wait(until: t0.addingTimeInterval(clock), [])
+        return Date().timeIntervalSince(t0)
     }
 
     /// User and system CPU seconds of this process so far.

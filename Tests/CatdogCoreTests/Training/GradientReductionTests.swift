@@ -254,4 +254,44 @@ final class LabEmulatorTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("not those of vgg"), "\($0)")
         }
     }
+
+    /// The profile is a file: its times become sleeps and its sizes allocations, so every one
+    /// is range-checked before anything is built or slept.
+    func testAProfileWithImpossibleNumbersIsRefusedBeforeAnythingRuns() throws {
+        let p = try profile(model: "simple", imageSize: 32, batch: 4, layerMilliseconds: 1)
+        var cases: [(String, BenchmarkResult)] = []
+        for (name, value) in [("NaN", Double.nan), ("infinite", .infinity), ("negative", -1), ("huge", 1e300)] {
+            var step = p
+            step.step_ms = value
+            cases.append(("step_ms \(name)", step))
+            var layer = p
+            layer.layers[layer.layers.count / 2].backward_ms = value
+            cases.append(("a layer's backward_ms \(name)", layer))
+            var forward = p
+            forward.layers[0].forward_ms = value
+            cases.append(("a layer's forward_ms \(name)", forward))
+        }
+        for (name, batch) in [("zero", 0), ("negative", -4), ("huge", 1 << 40)] {
+            var q = p
+            q.batch_size = batch
+            cases.append(("batch_size \(name)", q))
+        }
+        for (name, size) in [("tiny", 1), ("huge", 1 << 30), ("negative", -32)] {
+            var q = p
+            q.image_size = size
+            cases.append(("image_size \(name)", q))
+        }
+        var unknown = p
+        unknown.model = "no-such-model"
+        cases.append(("an unknown model", unknown))
+        for (name, hostile) in cases {
+            let started = Date()
+            XCTAssertThrowsError(try LabEmulator.run(profile: hostile, coresPerMachine: 2, steps: 1, warmupSteps: 0, bucketMiB: 1,
+                                                     compression: .none, communicator: LocalCommunicator()), name) {
+                XCTAssertTrue("\($0)".hasPrefix("the profile's"), "\(name): \($0)")
+                XCTAssertFalse("\($0)".contains("\n"), "\(name): one line: \($0)")
+            }
+            XCTAssertLessThan(Date().timeIntervalSince(started), 5, "\(name) is refused at once, not slept through")
+        }
+    }
 }
