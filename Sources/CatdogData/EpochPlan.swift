@@ -3,7 +3,8 @@ import CatdogSupport
 /// Which samples each rank trains on at each step of an epoch.
 ///
 /// One global permutation per (seed, epoch); step s covers permutation positions
-/// [s·B, (s+1)·B) of the global batch B, and rank r takes its r-th slice of B/N. Every rank
+/// [s·B, (s+1)·B) of the global batch B, and rank r takes its r-th slice of B/N (or of its
+/// share, when the ranks' shares follow their speeds). Every rank
 /// runs the same number of steps (a rank that stopped early would hang the others in a
 /// collective); the last step may be short, and then some ranks get fewer samples, or none.
 /// No sample is dropped. Because the global batch at a step does not depend on N, a run
@@ -32,15 +33,40 @@ public struct EpochPlan: Sendable {
         self.ranks = ranks
         var random = Random(seed: seed, 0xE90C, UInt64(epoch))
         order = random.permutation(sampleCount)
+        shares = Array(repeating: globalBatch / ranks, count: ranks)
+        offsets = EpochPlan.offsets(shares)
     }
 
-    public var localBatch: Int { globalBatch / ranks }
+    /// Samples of each global batch that each rank takes, in rank order: B/N each by default,
+    /// or a balanced split (`withShares`). Rank r's slice of a step starts after ranks 0..<r's.
+    public private(set) var shares: [Int]
+    private var offsets: [Int]
+
+    /// The same epoch with rank r taking `shares[r]` samples of each global batch (their sum is
+    /// the global batch). Which samples a step holds, and their order, do not change.
+    public func withShares(_ shares: [Int]) throws -> EpochPlan {
+        guard shares.count == ranks, shares.allSatisfy({ $0 >= 0 }), shares.reduce(0, +) == globalBatch else {
+            throw BatchSizeError(description: "shares \(shares) do not split a global batch of \(globalBatch) among \(ranks) ranks")
+        }
+        var plan = self
+        plan.shares = shares
+        plan.offsets = EpochPlan.offsets(shares)
+        return plan
+    }
+
+    static func offsets(_ shares: [Int]) -> [Int] {
+        var sum = 0
+        return shares.map { share in defer { sum += share }; return sum }
+    }
+
+    /// The largest slice any rank takes.
+    public var largestShare: Int { shares.max() ?? 0 }
     public var steps: Int { (order.count + globalBatch - 1) / globalBatch }
 
     /// Positions (into the sample list) that `rank` processes at `step`.
     public func samples(step: Int, rank: Int) -> ArraySlice<Int> {
-        let start = min(step * globalBatch + rank * localBatch, order.count)
-        let end = min(start + localBatch, order.count, (step + 1) * globalBatch)
+        let start = min(step * globalBatch + offsets[rank], order.count)
+        let end = min(start + shares[rank], order.count, (step + 1) * globalBatch)
         return order[start..<max(start, end)]
     }
 
@@ -50,5 +76,5 @@ public struct EpochPlan: Sendable {
     }
 
     /// Global index of the first sample `rank` holds at `step` (keys dropout masks).
-    public func firstPosition(step: Int, rank: Int) -> Int { epoch * order.count + step * globalBatch + rank * localBatch }
+    public func firstPosition(step: Int, rank: Int) -> Int { epoch * order.count + step * globalBatch + offsets[rank] }
 }

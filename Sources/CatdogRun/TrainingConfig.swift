@@ -54,6 +54,12 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public static let resizeReach = 0.75
     /// Compare a checksum of the weights across ranks every this many steps.
     public var checksumEvery = 50
+    /// Ghost batch normalization: BatchNorm's statistics over groups of this many samples
+    /// instead of each rank's whole slice (nil = off). It keeps a step's mathematics the same
+    /// however the global batch is split among ranks, which is what `balance` needs.
+    public var ghostBatch: Int?
+    /// How the global batch is split among the ranks (`BatchSplit`; nil = even).
+    public var balance: String?
 
     public init() {}
 
@@ -83,6 +89,21 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
             fp16AllReduce = newValue == .fp16 ? true : nil
             if case .powerSGD(let r) = newValue { powerSGDRank = r } else { powerSGDRank = nil }
         }
+    }
+
+    /// How the global batch is split among the ranks (even when `balance` does not parse;
+    /// `problem` reports that).
+    public var batchSplit: BatchSplit { balance.flatMap(BatchSplit.init(parsing:)) ?? .even }
+
+    /// The group size of ghost batch normalization for `ranks` ranks: `ghostBatch`, or with a
+    /// balanced split and none given, an eighth of the even share (at least 1): about eight
+    /// groups a rank to move between ranks. nil: each rank's slice is one group.
+    public func normalizationGroup(ranks: Int) -> Int? {
+        if let ghostBatch { return ghostBatch }
+        guard batchSplit != .even else { return nil }
+        let even = globalBatch / max(ranks, 1)
+        // The largest divisor of the global batch at most an eighth of the even share.
+        return stride(from: max(even / 8, 1), through: 1, by: -1).first { globalBatch % $0 == 0 } ?? 1
     }
 
     /// The EMA decay in use, or nil when off.
@@ -152,6 +173,9 @@ extension TrainingConfig {
             L.check("checksum interval", checksumEvery, 1...L.steps.upperBound),
             L.check("colour shift", Double(augmentation.colorShift), 0...255),
             powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },
+            ghostBatch.flatMap { L.check("ghost batch", $0, 1...max(1, globalBatch)) },
+            ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
+            balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil },
         ]
         return checks.lazy.compactMap { $0 }.first
     }
@@ -188,6 +212,43 @@ public enum GradientCompression: Equatable, Sendable, CustomStringConvertible {
         case .none: "none"
         case .fp16: "fp16"
         case .powerSGD(let r): "powersgd:\(r)"
+        }
+    }
+}
+
+/// What `--balance` asks for: how each global batch is split among the ranks.
+public enum BatchSplit: Equatable, Sendable, CustomStringConvertible {
+    /// B/N samples each.
+    case even
+    /// Shares by each rank's measured speed, re-estimated as training goes.
+    case auto
+    /// Shares in proportion to these weights, one a rank (`--balance 2,1,1`).
+    case weights([Double])
+
+    /// Weights lie in this range (a ratio of a million between ranks is beyond any lab).
+    public static let weightRange = 1e-3...1e6
+
+    /// `even`, `auto` or comma-separated positive weights; nil for anything else (or more
+    /// weights than `RunLimits.ranks` allows).
+    public init?(parsing text: String) {
+        switch text.lowercased() {
+        case "even": self = .even
+        case "auto": self = .auto
+        default:
+            guard text.utf8.count <= 16 * RunLimits.ranks.upperBound else { return nil }
+            let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+            let weights = parts.compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard weights.count == parts.count, RunLimits.ranks.contains(weights.count),
+                  weights.allSatisfy({ $0.isFinite && Self.weightRange.contains($0) }) else { return nil }
+            self = .weights(weights)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .even: "even"
+        case .auto: "auto"
+        case .weights(let w): w.map { $0 == $0.rounded() ? String(Int($0)) : String($0) }.joined(separator: ",")
         }
     }
 }

@@ -57,7 +57,8 @@ public final class BatchLoader {
         let size = size ?? worker.writer.data.preprocessing.imageSize
         precondition(size * size * 3 <= worker.sampleFloats)
         worker.lock.lock()
-        if let job = worker.requested, job.plan.epoch == plan.epoch, job.step == step, job.plan.order == plan.order, job.size == size {
+        if let job = worker.requested, job.plan.epoch == plan.epoch, job.step == step, job.plan.shares == plan.shares,
+           job.plan.order == plan.order, job.size == size {
             let start = Date()
             while !worker.done { worker.lock.wait() }
             waitSeconds += Date().timeIntervalSince(start)
@@ -78,8 +79,9 @@ public final class BatchLoader {
         var next: (plan: EpochPlan, step: Int)? = (plan, step + 1)
         if step + 1 >= plan.steps { next = nil }
         if step + 1 >= plan.steps, plan.epoch + 1 < config.epochs, let following = try? EpochPlan(sampleCount: plan.order.count, globalBatch: plan.globalBatch,
-                                                                   ranks: plan.ranks, seed: config.seed, epoch: plan.epoch + 1) {
-            next = (following, 0)
+                                                                   ranks: plan.ranks, seed: config.seed, epoch: plan.epoch + 1),
+           let balanced = try? following.withShares(plan.shares) {
+            next = (balanced, 0)
         }
         if let next {
             worker.requested = Worker.Job(plan: next.plan, step: next.step, slot: 1 - slot, size: size)

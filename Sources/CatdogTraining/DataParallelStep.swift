@@ -124,7 +124,9 @@ public final class DataParallelStep {
     /// go through the network in micro-batches of `network.maxBatch`, their gradients summed
     /// before the one all-reduce (gradient accumulation): memory for activations is set by
     /// the micro-batch, not the batch. The update equals the whole batch's up to float
-    /// rounding, except that BatchNorm normalizes each micro-batch by its own statistics.
+    /// rounding, except that BatchNorm normalizes each micro-batch by its own statistics
+    /// (unless `context` asks for groups of ghost batch normalization, which micro-batches
+    /// then hold whole).
     /// `update` is the global update number (PowerSGD starts compressing at one).
     public func run(batch: Int, input: UnsafePointer<Float>? = nil, normalizer: Int, context: PassContext,
                     learningRate: Float, weightDecay: Float, update: Int = 0) throws -> (lossSum: Double, correct: Int) {
@@ -146,7 +148,10 @@ public final class DataParallelStep {
         }
         var result: (lossSum: Double, correct: Int) = (0, 0)
         var overlapError: Error?
-        let micro = input == nil ? max(batch, 1) : network.maxBatch
+        // With ghost batch normalization a micro-batch holds whole groups.
+        let group = context.normalizationGroup
+        let micro = input == nil ? max(batch, 1) : group > 0 ? network.maxBatch / group * group : network.maxBatch
+        precondition(micro > 0, "the network's batch holds no whole group of ghost batch normalization")
         let sampleFloats = network.inputShape.count
         var first = 0
         while first < batch {
@@ -155,6 +160,7 @@ public final class DataParallelStep {
             if let input { network.input.update(from: input + first * sampleFloats, count: count * sampleFloats) }
             var microContext = context
             microContext.firstSample += first
+            microContext.firstPassOfUpdate = first == 0
             let forwardStart = Timeline.mark(timeline)
             let logits = network.forward(batch: count, context: microContext, from: firstNode)
             let part = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer + first, count: count,

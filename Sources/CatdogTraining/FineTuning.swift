@@ -73,6 +73,9 @@ public enum FineTuning {
         // The run's epochs go on after the head's, through the one epoch driver.
         var phase = config
         phase.globalBatch = tune.globalBatch
+        // Fine-tuning's BatchNorm is frozen and its batches are kept activations: an even split.
+        phase.balance = nil
+        phase.ghostBatch = nil
         phase.epochs = headEpochs + tune.epochs
         phase.learningRate = tune.learningRate
         phase.weightDecay = tune.weightDecay

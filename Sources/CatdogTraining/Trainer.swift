@@ -57,6 +57,8 @@ public final class Trainer {
     /// The update itself; owns the labels buffer and the gradient buckets. It trains through
     /// `trainingNetwork`.
     public private(set) var stepper: DataParallelStep
+    /// Each rank's share of the global batch (`--balance`).
+    public let balancer: Balancer
     /// `network` itself, or with progressive resizing the same model at the epoch's input size,
     /// computing with `network`'s parameter, gradient and state buffers. Validation,
     /// checkpoints and the moving average use `network`.
@@ -122,13 +124,17 @@ public final class Trainer {
                             activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
         let network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
         let localBatch = config.globalBatch / comm.size
+        // Activations are planned for the even share; a larger one goes through in more micro-batches.
+        let group = config.normalizationGroup(ranks: comm.size) ?? 1
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
-                                                             budget: activationBudget), 1),
+                                                             budget: activationBudget), group),
                         max(localBatch, 1))
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
                                               tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
-        let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: localBatch,
+        let balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
+                                    group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
+        let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: balancer.largestPossibleShare,
                                  sampleFloats: network.inputShape.count)
         try self.init(config: config, communicator: comm, network: network,
                       groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)], firstNode: 0,
@@ -144,11 +150,10 @@ public final class Trainer {
     /// micro-batch, its weights the same on every rank), trained in `groups` from `firstNode`.
     public init(config: TrainingConfig, communicator: Communicator, network: Network, groups: [DataParallelStep.ParameterGroup],
                 firstNode: Int, source: BatchSource, preprocessing: Preprocessing, convolution: ConvolutionOptions = .init()) throws {
-        guard config.globalBatch % communicator.size == 0 else {
-            throw EpochPlan.BatchSizeError(description: """
-                the global batch size \(config.globalBatch) does not divide among \(communicator.size) ranks; \
-                use a global batch size that is a multiple of \(communicator.size)
-                """)
+        balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
+                                group: config.normalizationGroup(ranks: communicator.size), ranks: communicator.size)
+        guard balancer.split == .even || source is ImageSource else {
+            throw Balancer.SplitError(description: "--balance works when training from images, not on kept activations (fine-tuning)")
         }
         self.config = config
         comm = communicator
@@ -157,7 +162,6 @@ public final class Trainer {
         self.preprocessing = preprocessing
         self.firstNode = firstNode
         planSeed = config.seed
-        let localBatch = config.globalBatch / comm.size
         let micro = network.maxBatch
         self.microBatch = micro
         evaluationLabels = FloatBuffer(count: micro)
@@ -176,7 +180,7 @@ public final class Trainer {
         stepper = DataParallelStep(network: network, groups: groups, firstNode: firstNode, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
                                    compression: config.compression, compressFrom: schedule.warmupSteps, seed: config.seed,
-                                   batchCapacity: localBatch)
+                                   batchCapacity: balancer.largestPossibleShare)
         optimizer = stepper.optimizer
         fullSizeStepper = stepper
         trainingNetwork = network
@@ -226,7 +230,7 @@ public final class Trainer {
         resized.reserve(maxBatch: microBatch)
         trainingNetwork = resized
         stepper = DataParallelStep(network: resized, groups: fullSizeStepper.groups, firstNode: 0, communicator: comm, overlap: config.overlap,
-                                   bucketBytes: Int(config.bucketMiB * 1_048_576), batchCapacity: config.globalBatch / comm.size,
+                                   bucketBytes: Int(config.bucketMiB * 1_048_576), batchCapacity: balancer.largestPossibleShare,
                                    sharingReductionWith: fullSizeStepper)
     }
 
@@ -245,8 +249,14 @@ public final class Trainer {
         let batch = source.trainBatch(plan: plan, step: step, size: trainingSize, stepper: stepper)
         timeline?.record("input wait", "input", since: inputStart)
         stepper.timeline = timeline?.recording == true ? timeline : nil
-        let context = PassContext(training: true, seed: config.seed, step: globalStep,
+        var context = PassContext(training: true, seed: config.seed, step: globalStep,
                                   firstSample: plan.firstPosition(step: step, rank: comm.rank))
+        if let group = balancer.group {
+            // Each group's statistics count 1/groups of the step's, times the ranks that average them.
+            let groups = (plan.globalCount(step: step) + group - 1) / group
+            context.normalizationGroup = group
+            context.groupWeight = Double(comm.size) / Double(groups)
+        }
         stepper.heartbeat = watchdog == nil ? nil : globalStep + 1
         let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
                                      context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay,

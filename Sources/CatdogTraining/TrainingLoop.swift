@@ -73,13 +73,14 @@ extension Trainer {
         func total() -> String { fills ? (budgetEpochs > 0 ? "~\(budgetEpochs)" : "?") : "\(config.epochs - phase.firstEpoch)" }
         var announcedSize = 0
         outer: while epoch < config.epochs {
-            let plan = try EpochPlan(sampleCount: source.trainCount, globalBatch: config.globalBatch,
-                                     ranks: comm.size, seed: planSeed, epoch: epoch)
+            var plan = try EpochPlan(sampleCount: source.trainCount, globalBatch: config.globalBatch,
+                                     ranks: comm.size, seed: planSeed, epoch: epoch).withShares(balancer.shares)
             // Progressive resizing: the epoch's input size from how far the schedule has come
             // (the same on every rank), or for a resumed epoch the size it started at.
             if config.resizeFrom != nil {
                 let size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
                 resumedEpochSize = nil
+                if size != trainingSize { balancer.restartWindow() }  // the speeds change with the size
                 try useTrainingSize(size)
                 if comm.rank == 0, size != announcedSize {
                     log("epoch \(epoch + 1): training at \(size)x\(size) (progressive resizing to \(config.imageSize)x\(config.imageSize); validation at \(config.imageSize))")
@@ -97,8 +98,18 @@ extension Trainer {
                 let expected = timedSteps == 0 ? 4 * (watchdog?.timeout ?? 0) : slowestStep
                 watchdog?.begin("epoch \(epoch + 1), step \(stepInEpoch + 1) (forward, backward and the gradient all-reduce)",
                                 expected: expected)
+                let computedBefore = computeSeconds
                 let result = try trainStep(plan: plan, step: stepInEpoch)
                 localSamples += result.count
+                if balancer.observe(computeSeconds: computeSeconds - computedBefore, samples: Int(result.count)) {
+                    let line = try watchdog.watchIfAny("comparing the ranks' speeds to balance their shares", expected: 30, listening: true) {
+                        try balancer.rebalance(communicator: comm)
+                    }
+                    if let line {
+                        plan = try plan.withShares(balancer.shares)
+                        if comm.rank == 0 { log(line) }
+                    }
+                }
                 // One small all-reduce carries the metrics and rank 0's decisions.
                 let elapsed = elapsedBefore + Date().timeIntervalSince(started)
                 var stop = 0.0, totalEstimate = 0.0

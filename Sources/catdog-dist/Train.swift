@@ -168,6 +168,24 @@ struct Train: ParsableCommand {
     @Option(help: "Updates the --timeline covers, from the start (or the resume) of the run.")
     var timelineSteps = 100
 
+    @Option(help: """
+        How each global batch is split among the ranks: `even` (B/N each), `auto` (each rank's \
+        share follows its measured compute speed, re-estimated every \(Balancer.window) steps: \
+        for labs of unequal machines), or weights, one a rank in rank order (`2,1,1`). With \
+        `auto` or weights, BatchNorm normalizes groups of --ghost-batch samples and shares are \
+        whole groups, so a step computes the same (up to float rounding) whichever rank holds \
+        which samples; a rank takes at most \(Balancer.largestShareFactor)x the even share. (default: even)
+        """)
+    var balance: String?
+
+    @Option(help: """
+        Ghost batch normalization: BatchNorm's statistics over groups of this many samples \
+        instead of each rank's whole slice; must divide --batch-size. (default: off with \
+        --balance even; with auto or weights, the largest divisor of --batch-size at most an \
+        eighth of the even share)
+        """)
+    var ghostBatch: Int?
+
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var allReduce: AllReduceOptions
     @OptionGroup var faults: FaultOptions
@@ -262,7 +280,17 @@ struct Train: ParsableCommand {
         c.overlap = allReduce.overlap
         c.bucketMiB = allReduce.bucketMib
         if let compression = allReduce.givenCompression { c.compression = compression }
+        if let split = try batchSplit() { c.balance = split == .even ? nil : split.description }
+        c.ghostBatch = ghostBatch
         return c
+    }
+
+    func batchSplit() throws -> BatchSplit? {
+        guard let balance else { return nil }
+        guard let split = BatchSplit(parsing: balance) else {
+            throw ValidationError("--balance \(balance.prefix(40)) is not `even`, `auto` or weights such as `2,1,1` (positive numbers, one a rank)")
+        }
+        return split
     }
 
     func run() throws {
@@ -367,6 +395,10 @@ struct Train: ParsableCommand {
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")")
+            let balancer = trainer.balancer
+            if balancer.split != .even || balancer.group != nil {
+                log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; re-estimated from the ranks' speeds every \(Balancer.window) steps" : "")")
+            }
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
             if config.compression != .none {
@@ -515,6 +547,15 @@ struct Train: ParsableCommand {
         if let compression = allReduce.givenCompression, compression != c.compression {
             applied.append("--compress \(compression) (the run had \(c.compression))")
             c.compression = compression
+        }
+        // Who computes which samples: the run goes on with any split and any groups.
+        if let split = try batchSplit(), split != c.batchSplit {
+            applied.append("--balance \(split) (the run had \(c.batchSplit))")
+            c.balance = split == .even ? nil : split.description
+        }
+        if let ghostBatch, ghostBatch != c.ghostBatch {
+            applied.append("--ghost-batch \(ghostBatch) (the run had \(c.ghostBatch.map(String.init) ?? "none"))")
+            c.ghostBatch = ghostBatch
         }
         if let problem = c.problem { throw ValidationError("an option is out of range: \(problem)") }
         return (c, applied, schedule)

@@ -5,7 +5,8 @@ import CatdogSupport
 /// Keras's defaults: momentum 0.99, epsilon 1e-3, moving variance from the biased batch variance.
 ///
 /// Training: y = γ·x̂ + β with x̂ = (x − μ_B)/√(σ²_B + ε), statistics over the (n·H·W) rows of
-/// this rank's batch, moving statistics updated. Inference: the moving statistics instead.
+/// this rank's batch (or of each group of `PassContext.normalizationGroup` samples), moving
+/// statistics updated. Inference: the moving statistics instead.
 public final class BatchNorm: Layer {
     public let momentum: Float
     public let epsilon: Float
@@ -64,9 +65,22 @@ public final class BatchNorm: Layer {
         movingVariance = state + shape.channels
     }
 
-    public func reserve(maxBatch: Int, scratch: Scratch) { normalized = FloatBuffer(count: maxBatch * shape.count) }
+    public func reserve(maxBatch: Int, scratch: Scratch) {
+        normalized = FloatBuffer(count: maxBatch * shape.count)
+        groupStatistics = FloatBuffer(count: 2 * max(maxBatch, 1) * shape.channels)
+        maxGroups = max(maxBatch, 1)
+    }
 
     public var forwardFLOPs: Int { 4 * shape.count }
+
+    /// The last training forward's groups: their count, samples each (the last may have
+    /// fewer), and per group and channel the mean and 1/σ (means first, then 1/σ).
+    private var groups = 1
+    private var groupSamples = 0
+    private var groupStatistics = FloatBuffer(count: 0)
+    private var maxGroups = 1
+    private func groupMean(_ g: Int) -> UnsafeMutablePointer<Float> { groupStatistics.pointer + g * shape.channels }
+    private func groupInverseStd(_ g: Int) -> UnsafeMutablePointer<Float> { groupStatistics.pointer + (maxGroups + g) * shape.channels }
 
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
         let c = shape.channels
@@ -74,18 +88,7 @@ public final class BatchNorm: Layer {
         let x = inputs[0]
         let xhat = normalized.pointer
         usedBatchStatistics = context.training && !frozen
-        if usedBatchStatistics {
-            catdog_channel_sums(x, rows, c, sum)
-            for ch in 0..<c { sum[ch] /= Double(rows) }  // now the mean
-            catdog_channel_centered_squares(x, sum, rows, c, sumSquares)
-            for ch in 0..<c {
-                let variance = sumSquares[ch] / Double(rows)
-                inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
-                movingMean[ch] = movingMean[ch] * momentum + Float(sum[ch]) * (1 - momentum)
-                movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)
-                sumSquares[ch] = sum[ch]  // keep the mean for the normalization below
-            }
-        } else {
+        guard usedBatchStatistics else {
             for ch in 0..<c {
                 sumSquares[ch] = Double(movingMean[ch])
                 inverseStd[ch] = 1 / (movingVariance[ch] + epsilon).squareRoot()
@@ -100,10 +103,48 @@ public final class BatchNorm: Layer {
                 normalizedIsCurrent = false
                 return
             }
+            normalizedIsCurrent = true
+            for ch in 0..<c { scale[ch] = Float(sumSquares[ch]) }  // the mean, as a float
+            catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c)
+            return
+        }
+        let ghost = context.normalizationGroup > 0
+        groupSamples = ghost ? min(context.normalizationGroup, max(batch, 1)) : max(batch, 1)
+        groups = (batch + groupSamples - 1) / groupSamples
+        precondition(groups <= maxGroups)
+        let groupRows = groupSamples * shape.height * shape.width
+        // Σ over groups of their mean and variance, per channel (for the moving statistics).
+        let meanSum = scale, varianceSum = shift
+        for ch in 0..<c { meanSum[ch] = 0; varianceSum[ch] = 0 }
+        for g in 0..<groups {
+            let first = g * groupRows, count = min(groupRows, rows - first)
+            let mean = groupMean(g), inverse = groupInverseStd(g)
+            catdog_channel_sums(x + first * c, count, c, sum)
+            for ch in 0..<c { sum[ch] /= Double(count) }  // now the mean
+            catdog_channel_centered_squares(x + first * c, sum, count, c, sumSquares)
+            for ch in 0..<c {
+                let variance = sumSquares[ch] / Double(count)
+                inverse[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
+                mean[ch] = Float(sum[ch])
+                if ghost {
+                    meanSum[ch] += Float(sum[ch] * context.groupWeight)
+                    varianceSum[ch] += Float(variance * context.groupWeight)
+                } else {
+                    movingMean[ch] = movingMean[ch] * momentum + Float(sum[ch]) * (1 - momentum)
+                    movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)
+                }
+            }
+            catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, xhat + first * c, output + first * c, count, c)
+        }
+        if ghost {
+            // m ← μ·m + (1 − μ)·(ranks / groups)·Σ this rank's groups' statistics, decayed once an update.
+            let keep: Float = context.firstPassOfUpdate ? momentum : 1
+            for ch in 0..<c {
+                movingMean[ch] = movingMean[ch] * keep + meanSum[ch] * (1 - momentum)
+                movingVariance[ch] = movingVariance[ch] * keep + varianceSum[ch] * (1 - momentum)
+            }
         }
         normalizedIsCurrent = true
-        for ch in 0..<c { scale[ch] = Float(sumSquares[ch]) }  // the mean, as a float
-        catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c)
     }
 
     public func backward(
@@ -126,22 +167,28 @@ public final class BatchNorm: Layer {
             }
             normalizedIsCurrent = true
         }
-        // sum = Σ dy, sumSquares = Σ dy·x̂, per channel.
-        catdog_batchnorm_gradient_sums(dOutput, xhat, rows, c, sum, sumSquares)
-        for ch in 0..<c {
-            dBeta[ch] += Float(sum[ch])
-            dGamma[ch] += Float(sumSquares[ch])
+        // With batch statistics, each group by its own; with moving ones, all rows as one.
+        let groupRows = usedBatchStatistics ? groupSamples * shape.height * shape.width : rows
+        for g in 0..<(usedBatchStatistics ? groups : 1) {
+            let first = g * groupRows, count = min(groupRows, rows - first)
+            // sum = Σ dy, sumSquares = Σ dy·x̂, per channel.
+            catdog_batchnorm_gradient_sums(dOutput + first * c, xhat + first * c, count, c, sum, sumSquares)
+            for ch in 0..<c {
+                dBeta[ch] += Float(sum[ch])
+                dGamma[ch] += Float(sumSquares[ch])
+            }
+            guard let dx = dInputs[0] else { continue }
+            // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂)) with batch statistics; γ/σ · dy with
+            // moving ones (they do not depend on the batch).
+            let m = Double(count)
+            let inverse = usedBatchStatistics ? groupInverseStd(g) : inverseStd
+            for ch in 0..<c {
+                factor[ch] = gamma[ch] * inverse[ch]
+                scale[ch] = usedBatchStatistics ? Float(sum[ch] / m) : 0
+                shift[ch] = usedBatchStatistics ? Float(sumSquares[ch] / m) : 0
+            }
+            catdog_batchnorm_dx(dOutput + first * c, xhat + first * c, factor, scale, shift, dx + first * c, count, c)
         }
-        guard let dx = dInputs[0] else { return }
-        // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂)) with batch statistics; γ/σ · dy with
-        // moving ones (they do not depend on the batch).
-        let m = Double(rows)
-        for ch in 0..<c {
-            factor[ch] = gamma[ch] * inverseStd[ch]
-            scale[ch] = usedBatchStatistics ? Float(sum[ch] / m) : 0
-            shift[ch] = usedBatchStatistics ? Float(sumSquares[ch] / m) : 0
-        }
-        catdog_batchnorm_dx(dOutput, xhat, factor, scale, shift, dx, rows, c)
     }
 }
 

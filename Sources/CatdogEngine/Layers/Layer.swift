@@ -36,6 +36,17 @@ public struct PassContext: Sendable {
     /// Global index of the local batch's first sample, so a sample's dropout mask does
     /// not depend on which rank holds it.
     public var firstSample: Int
+    /// Ghost batch normalization (Hoffer et al., 2017): BatchNorm normalizes each group of
+    /// this many consecutive samples by the group's own statistics, so that its result does
+    /// not depend on how many samples a rank holds. 0: the whole pass is one group.
+    public var normalizationGroup = 0
+    /// With groups: whether this pass is the first of its update (the moving statistics decay
+    /// once an update, however many passes and groups it has)...
+    public var firstPassOfUpdate = true
+    /// ...and the factor on the sum of this pass's group statistics as it enters them: ranks /
+    /// groups in the global batch. The ranks' moving statistics then average to those of all
+    /// the groups, whichever rank held which.
+    public var groupWeight = 1.0
 
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0) {
         self.training = training

@@ -1,0 +1,168 @@
+import CatdogData
+import CatdogDistributed
+import CatdogRun
+import Foundation
+
+/// Each rank's share of the global batch when the lab is not uniform (`--balance`): whole
+/// groups of ghost batch normalization, so that a step's mathematics (which samples, their
+/// augmentation, each group's BatchNorm statistics, the summed gradient) is that of an even
+/// split, and only who computes which group changes.
+public enum BatchShares {
+    /// `units` groups split among ranks of `speeds` (groups a second, any positive scale) so
+    /// that the slowest rank finishes first: every rank gets one, at most `maxUnits`, and
+    /// each further group goes to the rank that would finish it soonest (ties to the lower
+    /// rank). Exact for step times proportional to the groups a rank holds.
+    public static func split(units: Int, speeds: [Double], maxUnits: Int) -> [Int] {
+        let n = speeds.count
+        precondition(n > 0 && units >= n && maxUnits >= 1 && maxUnits * n >= units)
+        let speed = speeds.map { $0.isFinite && $0 > 0 ? $0 : Double.leastNormalMagnitude }
+        // One group each, then every further group to the rank that would finish it soonest:
+        // O(units · log ranks), at most 65,536 groups.
+        var shares = [Int](repeating: 1, count: n)
+        var heap = FinishHeap()
+        for r in 0..<n where maxUnits > 1 { heap.push((2 / speed[r], r)) }
+        var left = units - n
+        while left > 0, let (_, r) = heap.pop() {
+            shares[r] += 1
+            left -= 1
+            if shares[r] < maxUnits { heap.push((Double(shares[r] + 1) / speed[r], r)) }
+        }
+        return shares
+    }
+
+    /// The time a step of `shares` takes at `speeds`: the slowest rank's.
+    public static func stepTime(_ shares: [Int], speeds: [Double]) -> Double {
+        zip(shares, speeds).map { Double($0) / max($1, Double.leastNormalMagnitude) }.max() ?? 0
+    }
+
+    /// A min-heap of (time, rank), ordered by time and then rank.
+    struct FinishHeap {
+        private var items: [(Double, Int)] = []
+        private static func less(_ a: (Double, Int), _ b: (Double, Int)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 < b.1) }
+
+        mutating func push(_ item: (Double, Int)) {
+            items.append(item)
+            var i = items.count - 1
+            while i > 0, Self.less(items[i], items[(i - 1) / 2]) {
+                items.swapAt(i, (i - 1) / 2)
+                i = (i - 1) / 2
+            }
+        }
+
+        mutating func pop() -> (Double, Int)? {
+            guard let top = items.first else { return nil }
+            items.swapAt(0, items.count - 1)
+            items.removeLast()
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count, Self.less(items[l], items[m]) { m = l }
+                if r < items.count, Self.less(items[r], items[m]) { m = r }
+                if m == i { return top }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+    }
+}
+
+/// The shares of a run: fixed (even, or weights), or with `auto` re-estimated from the
+/// ranks' compute time a sample over each window of `window` steps, changed when the new
+/// split would make a step at least `improvement` shorter. The same on every rank: they all
+/// decide from the same all-reduced table.
+public final class Balancer {
+    public let split: BatchSplit
+    /// Samples in a group of ghost batch normalization (the unit of a share); nil: none, and
+    /// then the split is even.
+    public let group: Int?
+    public private(set) var units: [Int]
+    public let maxUnits: Int
+    /// Samples in a unit of the shares: the group, or without groups the even share.
+    public let unitSize: Int
+    public static let window = 20
+    public static let improvement = 0.03
+    /// A rank takes at most this many times the even share (its input buffers are allocated
+    /// for it), and at most all but one group of every other rank.
+    public static let largestShareFactor = 4
+
+    private var windowCompute = 0.0
+    private var windowSamples = 0.0
+    private var windowSteps = 0
+
+    public struct SplitError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(split: BatchSplit, globalBatch: Int, group: Int?, ranks: Int) throws {
+        self.split = split
+        self.group = group
+        let g = max(group ?? globalBatch / max(ranks, 1), 1)
+        unitSize = g
+        let total = globalBatch / g
+        guard total >= ranks else {
+            throw SplitError(description: "the global batch of \(globalBatch) holds \(total) groups of \(g) samples (--ghost-batch) for \(ranks) ranks, and every rank needs at least one: use a smaller --ghost-batch or a larger --batch-size")
+        }
+        let evenUnits = (total + ranks - 1) / ranks
+        maxUnits = min(total - (ranks - 1), Balancer.largestShareFactor * evenUnits)
+        switch split {
+        case .even, .auto:
+            guard total % ranks == 0 else {
+                throw SplitError(description: "the global batch of \(globalBatch) does not divide among \(ranks) ranks; use a global batch size that is a multiple of \(ranks)")
+            }
+            units = Array(repeating: total / ranks, count: ranks)
+        case .weights(let weights):
+            guard weights.count == ranks else {
+                throw SplitError(description: "--balance gives \(weights.count) weights for \(ranks) ranks: give one a rank, in rank order")
+            }
+            units = BatchShares.split(units: total, speeds: weights, maxUnits: maxUnits)
+        }
+    }
+
+    public var unitCount: Int { units.reduce(0, +) }
+    /// Samples each rank takes of a global batch.
+    public var shares: [Int] { units.map { $0 * unitSize } }
+    /// The most samples any rank can be given (its input buffers hold that many).
+    public var largestPossibleShare: Int { split == .auto ? maxUnits * unitSize : shares.max() ?? 0 }
+
+    /// Adds one step of this rank's compute time and samples to the window; true when the
+    /// window is full (every rank then calls `rebalance`, which is collective).
+    public func observe(computeSeconds: Double, samples: Int) -> Bool {
+        guard split == .auto else { return false }
+        windowCompute += computeSeconds
+        windowSamples += Double(samples)
+        windowSteps += 1
+        return windowSteps >= Balancer.window
+    }
+
+    /// Forgets the window (after a change of input size, a resume, or an evaluation).
+    public func restartWindow() {
+        windowCompute = 0
+        windowSamples = 0
+        windowSteps = 0
+    }
+
+    /// Collective: every rank's speed over the window; changes the shares when that pays.
+    /// Returns, when they changed, a line saying what and why.
+    public func rebalance(communicator comm: Communicator) throws -> String? {
+        let n = comm.size
+        var table = [Double](repeating: 0, count: 2 * n)
+        table[comm.rank] = windowCompute
+        table[n + comm.rank] = windowSamples
+        restartWindow()
+        try comm.allReduceSum(&table)  // one non-zero entry a slot: the same bits on every rank
+        let speeds = (0..<n).map { table[n + $0] / max(table[$0], 1e-9) / Double(unitSize) }
+        guard speeds.allSatisfy({ $0.isFinite && $0 > 0 }) else { return nil }
+        let proposed = BatchShares.split(units: unitCount, speeds: speeds, maxUnits: maxUnits)
+        let now = BatchShares.stepTime(units, speeds: speeds), then = BatchShares.stepTime(proposed, speeds: speeds)
+        guard proposed != units, then <= now * (1 - Balancer.improvement) else { return nil }
+        units = proposed
+        let g = unitSize
+        let hosts = comm.hostNames
+        let slowest = speeds.indices.min { speeds[$0] < speeds[$1] }!
+        return String(format: "balance: shares %@ of the global batch of %d (groups of %d) from %@ images/s a rank measured over the last %d steps; a step ~%.0f ms instead of ~%.0f ms (slowest: rank %d on %@)",
+                      units.map { String($0 * g) }.joined(separator: "/"), unitCount * g, g,
+                      speeds.map { String(format: "%.0f", $0 * Double(g)) }.joined(separator: "/"), Balancer.window,
+                      then * 1000, now * 1000, slowest, slowest < hosts.count ? hosts[slowest] : "?")
+    }
+}

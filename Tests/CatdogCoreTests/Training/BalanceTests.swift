@@ -1,0 +1,195 @@
+import CatdogData
+import CatdogDistributed
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+@testable import CatdogTraining
+import Foundation
+import XCTest
+
+/// Shares of the global batch by speed (`--balance`), and the ghost batch normalization that
+/// keeps a step's mathematics the same whichever rank holds which samples.
+final class BalanceTests: XCTestCase {
+    // MARK: - The share computation
+
+    /// Against every possible split of small cases: the chosen one makes the slowest rank as
+    /// fast as any split can (within 1e-12), gives every rank at least one group and at most
+    /// the cap, and uses every group.
+    func testSharesAreTheFastestSplitInWholeGroups() {
+        var random = Random(seed: 5)
+        for _ in 0..<200 {
+            let ranks = 1 + random.below(3), units = ranks + random.below(10)
+            let cap = max((units + ranks - 1) / ranks, 1 + random.below(units - ranks + 1))
+            let speeds = (0..<ranks).map { _ in Double(random.uniform(0.05, 4)) }
+            let shares = BatchShares.split(units: units, speeds: speeds, maxUnits: cap)
+            XCTAssertEqual(shares.reduce(0, +), units)
+            XCTAssertTrue(shares.allSatisfy { (1...cap).contains($0) }, "\(shares) cap \(cap)")
+            var best = Double.infinity
+            func search(_ prefix: [Int]) {
+                if prefix.count == ranks {
+                    if prefix.reduce(0, +) == units { best = min(best, BatchShares.stepTime(prefix, speeds: speeds)) }
+                    return
+                }
+                for k in 1...cap { search(prefix + [k]) }
+            }
+            search([])
+            XCTAssertEqual(BatchShares.stepTime(shares, speeds: speeds), best, accuracy: 1e-12, "\(speeds) \(units) cap \(cap): \(shares)")
+        }
+        // The case: one rank at half speed, 16 groups: 11 and 5 (a step of 5.5 groups
+        // of the fast rank's time against 8 for an even split).
+        XCTAssertEqual(BatchShares.split(units: 16, speeds: [2, 1], maxUnits: 15), [11, 5])
+        // A very slow rank still gets its one group; none gets zero.
+        XCTAssertEqual(BatchShares.split(units: 8, speeds: [1, 1e-9, 1], maxUnits: 8), [4, 1, 3])
+    }
+
+    func testBalancerRefusesSplitsThatCannotWork() {
+        XCTAssertThrowsError(try Balancer(split: .auto, globalBatch: 64, group: 16, ranks: 8)) {
+            XCTAssertTrue("\($0)".contains("holds 4 groups of 16 samples (--ghost-batch) for 8 ranks"), "\($0)")
+        }
+        XCTAssertThrowsError(try Balancer(split: .weights([2, 1]), globalBatch: 64, group: 4, ranks: 3)) {
+            XCTAssertTrue("\($0)".contains("2 weights for 3 ranks"), "\($0)")
+        }
+        let weighted = try? Balancer(split: .weights([3, 1]), globalBatch: 64, group: 4, ranks: 2)
+        XCTAssertEqual(weighted?.shares, [48, 16])
+        XCTAssertEqual(try? Balancer(split: .auto, globalBatch: 64, group: 4, ranks: 2).largestPossibleShare, 60)
+        XCTAssertEqual(try? Balancer(split: .auto, globalBatch: 64, group: 1, ranks: 8).largestPossibleShare, 32,
+                       "at most 4x the even share")
+        XCTAssertEqual(BatchSplit(parsing: "2,1,0.5"), .weights([2, 1, 0.5]))
+        for bad in ["", "fast", "2,,1", "1,-1", "0,1", "nan,1", "1e9,1", "inf"] {
+            XCTAssertNil(BatchSplit(parsing: bad), bad)
+        }
+    }
+
+    /// The samples of each step, their order and their global positions do not depend on the split.
+    func testAPlanWithSharesCoversTheSameSamplesInTheSameOrder() throws {
+        let even = try EpochPlan(sampleCount: 50, globalBatch: 16, ranks: 2, seed: 3, epoch: 1)
+        let balanced = try even.withShares([12, 4])
+        for step in 0..<even.steps {
+            let a = (0..<2).flatMap { even.samples(step: step, rank: $0) }
+            let b = (0..<2).flatMap { balanced.samples(step: step, rank: $0) }
+            XCTAssertEqual(a, b, "step \(step)")
+            XCTAssertEqual(balanced.firstPosition(step: step, rank: 1), balanced.firstPosition(step: step, rank: 0) + 12)
+        }
+        XCTAssertThrowsError(try even.withShares([12, 5]))
+        XCTAssertThrowsError(try even.withShares([16]))
+    }
+
+    // MARK: - Ghost batch normalization
+
+    func testGhostBatchNormGradients() throws {
+        let h = try LayerHarness(BatchNorm(), inputs: [.init(height: 3, width: 2, channels: 4)], batch: 5)
+        h.context.normalizationGroup = 2  // groups of 2, 2 and 1
+        h.checkGradients()
+    }
+
+    /// Groups of 2 in a batch of 6 normalize exactly as three batches of 2 would (outputs and
+    /// input gradients to 1e-6, γ and β gradients summed to 1e-5), and the moving statistics
+    /// move once, by (1 − μ) × the weight × the sum of the groups' statistics.
+    func testGhostBatchNormIsEachGroupNormalizedAlone() throws {
+        let shape = FeatureShape(height: 2, width: 3, channels: 4)
+        let ghost = try LayerHarness(BatchNorm(momentum: 0.9), inputs: [shape], batch: 6)
+        ghost.context.normalizationGroup = 2
+        ghost.context.groupWeight = 0.5
+        let startState = ghost.state.array
+        var random = Random(seed: 8)
+        let upstream = (0..<ghost.output.count).map { _ in random.uniform(-1, 1) }
+        ghost.forward()
+        ghost.backward(upstream)
+        var summedGradients = [Float](repeating: 0, count: ghost.gradients.count)
+        var meanSum = [Double](repeating: 0, count: 4), varianceSum = [Double](repeating: 0, count: 4)
+        let floats = shape.count * 2
+        for g in 0..<3 {
+            let alone = try LayerHarness(BatchNorm(momentum: 0.9), inputs: [shape], batch: 2)
+            for i in 0..<alone.parameters.count { alone.parameters[i] = ghost.parameters[i] }
+            for i in 0..<floats { alone.inputs[0][i] = ghost.inputs[0][g * floats + i] }
+            alone.forward()
+            alone.backward(Array(upstream[(g * floats)..<((g + 1) * floats)]))
+            for i in 0..<floats {
+                XCTAssertEqual(ghost.output[g * floats + i], alone.output[i], accuracy: 1e-6)
+                XCTAssertEqual(ghost.dInputs[0][g * floats + i], alone.dInputs[0][i], accuracy: 1e-6)
+            }
+            for i in summedGradients.indices { summedGradients[i] += alone.gradients[i] }
+            for ch in 0..<4 {
+                let x = stride(from: ch, to: floats, by: 4).map { Double(alone.inputs[0][$0]) }
+                let mean = x.reduce(0, +) / Double(x.count)
+                meanSum[ch] += mean
+                varianceSum[ch] += x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(x.count)
+            }
+        }
+        for i in summedGradients.indices { XCTAssertEqual(ghost.gradients[i], summedGradients[i], accuracy: 1e-5) }
+        for ch in 0..<4 {
+            XCTAssertEqual(Double(ghost.state[ch]), 0.9 * Double(startState[ch]) + 0.1 * 0.5 * meanSum[ch], accuracy: 1e-5)
+            XCTAssertEqual(Double(ghost.state[4 + ch]), 0.9 * Double(startState[4 + ch]) + 0.1 * 0.5 * varianceSum[ch], accuracy: 1e-5)
+        }
+    }
+
+    // MARK: - The same training whichever rank holds which groups
+
+    /// `resnet` at 32 px, global batch 16 in ghost batches of 4, one update of SGD on the same
+    /// data: one rank, two ranks even (8/8), and two ranks at 12/4 and 4/12 (the 12 going
+    /// through micro-batches of 8 and 4). What the update changed in the weights, and the
+    /// BatchNorm moving statistics averaged over the ranks, agree to 1e-4 of their size (float
+    /// summation order: 2e-6 was measured, as between passes of 8 and of 16 samples on one
+    /// rank). Without ghost batches the even and the 12/4 split differ by more than 1e-2 of
+    /// the change (so the test can fail). Later updates are not compared: on random data these
+    /// small nets amplify any rounding difference several hundredfold an update, whatever the
+    /// split (passes of 8 against 16 on one rank differ by 1% after three).
+    func testAStepComputesTheSameWhicheverRankHoldsWhichGroups() throws {
+        let start = try trainSteps(ranks: 1, shares: [16], group: 4, updates: 0)
+        let reference = try trainSteps(ranks: 1, shares: [16], group: 4)
+        XCTAssertNotEqual(reference.parameters, start.parameters, "the update changed the weights")
+        for shares in [[8, 8], [12, 4], [4, 12]] {
+            let other = try trainSteps(ranks: 2, shares: shares, group: 4)
+            XCTAssertLessThan(Self.relativeDifference(reference.parameters, other.parameters, from: start.parameters), 1e-4,
+                              "weights, split \(shares)")
+            XCTAssertLessThan(Self.relativeDifference(reference.state, other.state, from: start.state), 1e-4,
+                              "BatchNorm statistics, split \(shares)")
+        }
+        let evenPlain = try trainSteps(ranks: 2, shares: [8, 8], group: nil)
+        let unevenPlain = try trainSteps(ranks: 2, shares: [12, 4], group: nil)
+        XCTAssertGreaterThan(Self.relativeDifference(evenPlain.parameters, unevenPlain.parameters, from: start.parameters), 1e-2,
+                             "without ghost batches, BatchNorm over each rank's slice changes with the split")
+    }
+
+    /// |(a − start) − (b − start)| / |a − start|, in double.
+    static func relativeDifference(_ a: [Float], _ b: [Float], from start: [Float]) -> Double {
+        var difference = 0.0, change = 0.0
+        for i in a.indices {
+            difference += Double(a[i] - b[i]) * Double(a[i] - b[i])
+            change += Double(a[i] - start[i]) * Double(a[i] - start[i])
+        }
+        return (difference / max(change, 1e-30)).squareRoot()
+    }
+
+    /// Trains `resnet` 32 px on fixed random images for `updates` updates with the given split;
+    /// returns rank 0's weights and the ranks' averaged moving statistics.
+    func trainSteps(ranks: Int, shares: [Int], group: Int?, updates: Int = 1) throws -> (parameters: [Float], state: [Float]) {
+        let results = try ThreadCommunicator.run(ranks: ranks) { comm -> ([Float], [Float]) in
+            let network = try ModelZoo.build("resnet", imageSize: 32)
+            network.reserve(maxBatch: 8)
+            network.initialize(seed: 2)
+            let step = DataParallelStep(network: network, optimizer: SGD(count: network.parameterCount, momentum: 0.9), communicator: comm,
+                                        overlap: true, bucketBytes: 1 << 20, batchCapacity: 16)
+            let floats = network.inputShape.count
+            let offset = shares[..<comm.rank].reduce(0, +), mine = shares[comm.rank]
+            let input = FloatBuffer(count: 16 * floats)
+            for update in 0..<updates {
+                var random = Random(seed: 40 + UInt64(update))
+                let images = (0..<(16 * floats)).map { _ in random.uniform(-1, 1) }
+                for i in 0..<(mine * floats) { input[i] = images[offset * floats + i] }
+                for i in 0..<mine { step.labels[i] = Float((offset + i) % 3 == 0 ? 1 : 0) }
+                var context = PassContext(training: true, seed: 1, step: update, firstSample: update * 16 + offset)
+                if let group {
+                    context.normalizationGroup = group
+                    context.groupWeight = Double(comm.size) / Double(16 / group)
+                }
+                _ = try step.run(batch: mine, input: UnsafePointer(input.pointer), normalizer: 16, context: context,
+                                 learningRate: 0.01, weightDecay: 0, update: update)
+            }
+            try comm.allReduceSum(network.state.pointer, count: network.state.count)
+            for i in 0..<network.state.count { network.state[i] /= Float(comm.size) }
+            return (network.parameters.array, network.state.array)
+        }
+        return (results[0].0, results[0].1)
+    }
+}
