@@ -8,31 +8,31 @@ import Foundation
 /// augmentation, each group's BatchNorm statistics, the summed gradient) is that of an even
 /// split, and only who computes which group changes.
 public enum BatchShares {
-    /// `units` groups split among ranks of `speeds` (groups a second, any positive scale) so
-    /// that the slowest rank finishes first: every rank gets one, at most `maxUnits`, and
-    /// each further group goes to the rank that would finish it soonest (ties to the lower
-    /// rank). Exact for step times proportional to the groups a rank holds.
-    public static func split(units: Int, speeds: [Double], maxUnits: Int) -> [Int] {
+    /// `units` groups split among ranks so that the slowest rank finishes first, where rank r
+    /// takes `fixed[r]` seconds a step whatever its share (the optimizer) plus one group per
+    /// `1 / speeds[r]` seconds: every rank gets one group, at most `maxUnits`, and each further
+    /// group goes to the rank that would finish it soonest (ties to the lower rank). Exact for
+    /// step times of that form; O(units · log ranks), at most 65,536 groups.
+    public static func split(units: Int, speeds: [Double], fixed: [Double]? = nil, maxUnits: Int) -> [Int] {
         let n = speeds.count
-        precondition(n > 0 && units >= n && maxUnits >= 1 && maxUnits * n >= units)
+        precondition(n > 0 && units >= n && maxUnits >= 1 && maxUnits * n >= units && (fixed?.count ?? n) == n)
         let speed = speeds.map { $0.isFinite && $0 > 0 ? $0 : Double.leastNormalMagnitude }
-        // One group each, then every further group to the rank that would finish it soonest:
-        // O(units · log ranks), at most 65,536 groups.
+        let fixed = (fixed ?? Array(repeating: 0, count: n)).map { $0.isFinite ? max($0, 0) : 0 }
         var shares = [Int](repeating: 1, count: n)
         var heap = FinishHeap()
-        for r in 0..<n where maxUnits > 1 { heap.push((2 / speed[r], r)) }
+        for r in 0..<n where maxUnits > 1 { heap.push((fixed[r] + 2 / speed[r], r)) }
         var left = units - n
         while left > 0, let (_, r) = heap.pop() {
             shares[r] += 1
             left -= 1
-            if shares[r] < maxUnits { heap.push((Double(shares[r] + 1) / speed[r], r)) }
+            if shares[r] < maxUnits { heap.push((fixed[r] + Double(shares[r] + 1) / speed[r], r)) }
         }
         return shares
     }
 
-    /// The time a step of `shares` takes at `speeds`: the slowest rank's.
-    public static func stepTime(_ shares: [Int], speeds: [Double]) -> Double {
-        zip(shares, speeds).map { Double($0) / max($1, Double.leastNormalMagnitude) }.max() ?? 0
+    /// The time a step of `shares` takes: the slowest rank's.
+    public static func stepTime(_ shares: [Int], speeds: [Double], fixed: [Double]? = nil) -> Double {
+        shares.indices.map { (fixed?[$0] ?? 0) + Double(shares[$0]) / max(speeds[$0], Double.leastNormalMagnitude) }.max() ?? 0
     }
 
     /// A min-heap of (time, rank), ordered by time and then rank.
@@ -68,7 +68,8 @@ public enum BatchShares {
 }
 
 /// The shares of a run: fixed (even, or weights), or with `auto` re-estimated from the
-/// ranks' compute time a sample over each window of `window` steps, changed when the new
+/// ranks' compute time a sample over each window of `window` steps (the first after
+/// `firstWindow`, not counting the run's first step), changed when the new
 /// split would make a step at least `improvement` shorter. The same on every rank: they all
 /// decide from the same all-reduced table.
 public final class Balancer {
@@ -81,14 +82,19 @@ public final class Balancer {
     /// Samples in a unit of the shares: the group, or without groups the even share.
     public let unitSize: Int
     public static let window = 20
+    /// The first estimate comes sooner: an even split wastes the most while nothing is known.
+    public static let firstWindow = 5
     public static let improvement = 0.03
     /// A rank takes at most this many times the even share (its input buffers are allocated
     /// for it), and at most all but one group of every other rank.
     public static let largestShareFactor = 4
 
     private var windowCompute = 0.0
+    private var windowUpdate = 0.0
     private var windowSamples = 0.0
     private var windowSteps = 0
+    private var observedSteps = 0
+    private var estimates = 0
 
     public struct SplitError: Error, CustomStringConvertible {
         public var description: String
@@ -125,19 +131,25 @@ public final class Balancer {
     /// The most samples any rank can be given (its input buffers hold that many).
     public var largestPossibleShare: Int { split == .auto ? maxUnits * unitSize : shares.max() ?? 0 }
 
-    /// Adds one step of this rank's compute time and samples to the window; true when the
+    /// Adds one step of this rank's time in forward and backward passes, in the update (the
+    /// optimizer, the same whatever the share) and its samples to the window; true when the
     /// window is full (every rank then calls `rebalance`, which is collective).
-    public func observe(computeSeconds: Double, samples: Int) -> Bool {
+    public func observe(passSeconds: Double, updateSeconds: Double, samples: Int) -> Bool {
         guard split == .auto else { return false }
-        windowCompute += computeSeconds
+        observedSteps += 1
+        // The first step of a run (or of a resume) warms caches and allocators: not a speed.
+        guard observedSteps > 1 else { return false }
+        windowCompute += passSeconds
+        windowUpdate += updateSeconds
         windowSamples += Double(samples)
         windowSteps += 1
-        return windowSteps >= Balancer.window
+        return windowSteps >= (estimates == 0 ? Balancer.firstWindow : Balancer.window)
     }
 
     /// Forgets the window (after a change of input size, a resume, or an evaluation).
     public func restartWindow() {
         windowCompute = 0
+        windowUpdate = 0
         windowSamples = 0
         windowSteps = 0
     }
@@ -146,23 +158,52 @@ public final class Balancer {
     /// Returns, when they changed, a line saying what and why.
     public func rebalance(communicator comm: Communicator) throws -> String? {
         let n = comm.size
-        var table = [Double](repeating: 0, count: 2 * n)
-        table[comm.rank] = windowCompute
-        table[n + comm.rank] = windowSamples
+        let steps = Double(max(windowSteps, 1))
+        // Per rank, a step's mean: samples, seconds in the passes, seconds in the update.
+        var table = [Double](repeating: 0, count: 3 * n)
+        table[comm.rank] = windowSamples / steps
+        table[n + comm.rank] = windowCompute / steps
+        table[2 * n + comm.rank] = windowUpdate / steps
         restartWindow()
+        estimates += 1
         try comm.allReduceSum(&table)  // one non-zero entry a slot: the same bits on every rank
-        let speeds = (0..<n).map { table[n + $0] / max(table[$0], 1e-9) / Double(unitSize) }
-        guard speeds.allSatisfy({ $0.isFinite && $0 > 0 }) else { return nil }
-        let proposed = BatchShares.split(units: unitCount, speeds: speeds, maxUnits: maxUnits)
-        let now = BatchShares.stepTime(units, speeds: speeds), then = BatchShares.stepTime(proposed, speeds: speeds)
+        let window = (0..<n).map { (samples: table[$0], passes: table[n + $0], update: table[2 * n + $0]) }
+        defer { previousWindow = window }
+        let model = (0..<n).map { Balancer.passModel(window[$0], previousWindow?[$0], group: unitSize) }
+        // Groups a second in the passes, and the seconds of a step that do not grow with the share.
+        let speeds = model.map { 1 / $0.perGroup }
+        let fixed = (0..<n).map { model[$0].overhead + window[$0].update }
+        guard speeds.allSatisfy({ $0.isFinite && $0 > 0 }), fixed.allSatisfy({ $0.isFinite && $0 >= 0 }) else { return nil }
+        let proposed = BatchShares.split(units: unitCount, speeds: speeds, fixed: fixed, maxUnits: maxUnits)
+        let now = BatchShares.stepTime(units, speeds: speeds, fixed: fixed)
+        let then = BatchShares.stepTime(proposed, speeds: speeds, fixed: fixed)
         guard proposed != units, then <= now * (1 - Balancer.improvement) else { return nil }
         units = proposed
         let g = unitSize
         let hosts = comm.hostNames
         let slowest = speeds.indices.min { speeds[$0] < speeds[$1] }!
-        return String(format: "balance: shares %@ of the global batch of %d (groups of %d) from %@ images/s a rank measured over the last %d steps; a step ~%.0f ms instead of ~%.0f ms (slowest: rank %d on %@)",
+        return String(format: "balance: shares %@ of the global batch of %d (groups of %d) from each rank's time a step: %@ ms + %@ ms a sample; a step ~%.0f ms instead of ~%.0f ms (slowest: rank %d on %@)",
                       units.map { String($0 * g) }.joined(separator: "/"), unitCount * g, g,
-                      speeds.map { String(format: "%.0f", $0 * Double(g)) }.joined(separator: "/"), Balancer.window,
+                      fixed.map { String(format: "%.0f", $0 * 1000) }.joined(separator: "/"),
+                      speeds.map { String(format: "%.2f", 1000 / ($0 * Double(g))) }.joined(separator: "/"),
                       then * 1000, now * 1000, slowest, slowest < hosts.count ? hosts[slowest] : "?")
+    }
+
+    /// The last window's means, rank by rank (nil before the first estimate).
+    private var previousWindow: [(samples: Double, passes: Double, update: Double)]?
+
+    /// A rank's forward and backward time a step as overhead + groups × perGroup: through its
+    /// last two windows when their shares differ by a group or more (small batches cost more a
+    /// sample: layer overheads, narrower matrix products), else all of it a group's time. The
+    /// overhead stays within 0…90% of the time measured.
+    static func passModel(_ now: (samples: Double, passes: Double, update: Double),
+                          _ before: (samples: Double, passes: Double, update: Double)?, group: Int) -> (overhead: Double, perGroup: Double) {
+        let groups = now.samples / Double(group)
+        let proportional = (overhead: 0.0, perGroup: now.passes / max(groups, 1e-9))
+        guard let before, abs(now.samples - before.samples) >= Double(group) else { return proportional }
+        let slope = (now.passes - before.passes) / ((now.samples - before.samples) / Double(group))
+        let overhead = now.passes - slope * groups
+        guard slope > 0, slope.isFinite, overhead >= 0, overhead <= 0.9 * now.passes else { return proportional }
+        return (overhead, slope)
     }
 }

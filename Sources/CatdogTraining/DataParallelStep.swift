@@ -54,6 +54,13 @@ public final class DataParallelStep {
     /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
     public private(set) var computeSeconds = 0.0
     public private(set) var exposedCommSeconds = 0.0
+    /// The last update's seconds in forward and backward (which grow with the samples) and in
+    /// weight decay and the optimizer (which do not).
+    public private(set) var lastStep = (passes: 0.0, update: 0.0)
+    /// Wait for the all-reduces by testing them every 50 µs and sleeping in between, instead
+    /// of spinning in MPI: for more ranks than cores on a machine, where a waiting rank's
+    /// spinning takes the core (or the CPU quota) from a rank that still computes.
+    public var waitsPolitely = false
 
     public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
                             bucketBytes: Int, compression: GradientCompression = .none, batchCapacity: Int = 0) {
@@ -190,7 +197,11 @@ public final class DataParallelStep {
             // Without overlap every bucket starts now, after backward.
             try startBuckets(through: 0)
             for (index, pendingBucket) in pending.enumerated() {
-                try pendingBucket.wait()
+                if waitsPolitely {
+                    while try !pendingBucket.test() { usleep(50) }
+                } else {
+                    try pendingBucket.wait()
+                }
                 if let timeline {
                     let mib = Double(reduction.wireBytes(bucket: index, update: update)) / 1_048_576
                     timeline.record(String(format: "all-reduce bucket %d (%.2f MiB)", index, mib), "comm", since: bucketStarts[index])
@@ -213,8 +224,10 @@ public final class DataParallelStep {
         }
         timeline?.record("optimizer", "compute", since: optimizerStart)
         let waited = reduced.timeIntervalSince(backwardDone)
+        let finished = Date()
+        lastStep = (backwardDone.timeIntervalSince(start), finished.timeIntervalSince(reduced))
         exposedCommSeconds += waited
-        computeSeconds += Date().timeIntervalSince(start) - waited
+        computeSeconds += finished.timeIntervalSince(start) - waited
         return result
     }
 

@@ -100,6 +100,12 @@ public final class Trainer {
         retiredSeconds.comm + fullSizeStepper.exposedCommSeconds + (stepper === fullSizeStepper ? 0 : stepper.exposedCommSeconds)
     }
 
+    /// More ranks on this machine than it has cores: a rank waiting for the others should
+    /// sleep, not spin.
+    static func oversubscribed(_ comm: Communicator) -> Bool {
+        comm.ranksOnMachine > ProcessInfo.processInfo.activeProcessorCount
+    }
+
     /// Activation memory `microBatch: nil` aims for when nothing is known of the machine.
     public static let defaultActivationBudget = 256 << 20
 
@@ -182,6 +188,7 @@ public final class Trainer {
                                    compression: config.compression, compressFrom: schedule.warmupSteps, seed: config.seed,
                                    batchCapacity: balancer.largestPossibleShare)
         optimizer = stepper.optimizer
+        stepper.waitsPolitely = Trainer.oversubscribed(comm)
         fullSizeStepper = stepper
         trainingNetwork = network
         self.convolution = convolution
@@ -232,6 +239,7 @@ public final class Trainer {
         stepper = DataParallelStep(network: resized, groups: fullSizeStepper.groups, firstNode: 0, communicator: comm, overlap: config.overlap,
                                    bucketBytes: Int(config.bucketMiB * 1_048_576), batchCapacity: balancer.largestPossibleShare,
                                    sharingReductionWith: fullSizeStepper)
+        stepper.waitsPolitely = fullSizeStepper.waitsPolitely
     }
 
     // MARK: - One step

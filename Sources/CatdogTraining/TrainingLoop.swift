@@ -98,10 +98,9 @@ extension Trainer {
                 let expected = timedSteps == 0 ? 4 * (watchdog?.timeout ?? 0) : slowestStep
                 watchdog?.begin("epoch \(epoch + 1), step \(stepInEpoch + 1) (forward, backward and the gradient all-reduce)",
                                 expected: expected)
-                let computedBefore = computeSeconds
                 let result = try trainStep(plan: plan, step: stepInEpoch)
                 localSamples += result.count
-                if balancer.observe(computeSeconds: computeSeconds - computedBefore, samples: Int(result.count)) {
+                if balancer.observe(passSeconds: stepper.lastStep.passes, updateSeconds: stepper.lastStep.update, samples: Int(result.count)) {
                     let line = try watchdog.watchIfAny("comparing the ranks' speeds to balance their shares", expected: 30, listening: true) {
                         try balancer.rebalance(communicator: comm)
                     }

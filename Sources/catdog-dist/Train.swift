@@ -170,7 +170,8 @@ struct Train: ParsableCommand {
 
     @Option(help: """
         How each global batch is split among the ranks: `even` (B/N each), `auto` (each rank's \
-        share follows its measured compute speed, re-estimated every \(Balancer.window) steps: \
+        share follows its measured compute speed, estimated after \(Balancer.firstWindow + 1) steps and \
+        again every \(Balancer.window): \
         for labs of unequal machines), or weights, one a rank in rank order (`2,1,1`). With \
         `auto` or weights, BatchNorm normalizes groups of --ghost-batch samples and shares are \
         whole groups, so a step computes the same (up to float rounding) whichever rank holds \
@@ -397,7 +398,7 @@ struct Train: ParsableCommand {
             log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")")
             let balancer = trainer.balancer
             if balancer.split != .even || balancer.group != nil {
-                log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; re-estimated from the ranks' speeds every \(Balancer.window) steps" : "")")
+                log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; estimated from the ranks' speeds after \(Balancer.firstWindow + 1) steps, then every \(Balancer.window)" : "")")
             }
             let localBatch = config.globalBatch / comm.size
             let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch

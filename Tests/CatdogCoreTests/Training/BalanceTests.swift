@@ -12,34 +12,53 @@ import XCTest
 final class BalanceTests: XCTestCase {
     // MARK: - The share computation
 
-    /// Against every possible split of small cases: the chosen one makes the slowest rank as
-    /// fast as any split can (within 1e-12), gives every rank at least one group and at most
-    /// the cap, and uses every group.
+    /// Against every possible split of small cases (random speeds, and for some ranks a fixed
+    /// cost a step): the chosen one makes the slowest rank as fast as any split can (within
+    /// 1e-12), gives every rank at least one group and at most the cap, and uses every group.
     func testSharesAreTheFastestSplitInWholeGroups() {
         var random = Random(seed: 5)
         for _ in 0..<200 {
             let ranks = 1 + random.below(3), units = ranks + random.below(10)
             let cap = max((units + ranks - 1) / ranks, 1 + random.below(units - ranks + 1))
             let speeds = (0..<ranks).map { _ in Double(random.uniform(0.05, 4)) }
-            let shares = BatchShares.split(units: units, speeds: speeds, maxUnits: cap)
+            let fixed = (0..<ranks).map { _ in random.below(2) == 0 ? 0 : Double(random.uniform(0, 3)) }
+            let shares = BatchShares.split(units: units, speeds: speeds, fixed: fixed, maxUnits: cap)
             XCTAssertEqual(shares.reduce(0, +), units)
             XCTAssertTrue(shares.allSatisfy { (1...cap).contains($0) }, "\(shares) cap \(cap)")
             var best = Double.infinity
             func search(_ prefix: [Int]) {
                 if prefix.count == ranks {
-                    if prefix.reduce(0, +) == units { best = min(best, BatchShares.stepTime(prefix, speeds: speeds)) }
+                    if prefix.reduce(0, +) == units { best = min(best, BatchShares.stepTime(prefix, speeds: speeds, fixed: fixed)) }
                     return
                 }
                 for k in 1...cap { search(prefix + [k]) }
             }
             search([])
-            XCTAssertEqual(BatchShares.stepTime(shares, speeds: speeds), best, accuracy: 1e-12, "\(speeds) \(units) cap \(cap): \(shares)")
+            XCTAssertEqual(BatchShares.stepTime(shares, speeds: speeds, fixed: fixed), best, accuracy: 1e-12,
+                           "\(speeds) fixed \(fixed), \(units) groups, cap \(cap): \(shares)")
         }
         // The case: one rank at half speed, 16 groups: 11 and 5 (a step of 5.5 groups
         // of the fast rank's time against 8 for an even split).
         XCTAssertEqual(BatchShares.split(units: 16, speeds: [2, 1], maxUnits: 15), [11, 5])
+        // A rank whose update alone takes 3 groups' time of the other's takes fewer groups.
+        XCTAssertEqual(BatchShares.split(units: 8, speeds: [1, 1], fixed: [0, 3], maxUnits: 7), [6, 2])
         // A very slow rank still gets its one group; none gets zero.
         XCTAssertEqual(BatchShares.split(units: 8, speeds: [1, 1e-9, 1], maxUnits: 8), [4, 1, 3])
+    }
+
+    /// Two windows at different shares separate a rank's per-step overhead from its time a
+    /// group (to 1e-9); one window, or two at the same share, give all of it to the groups.
+    func testThePassModelSeparatesOverheadFromTimeAGroup() {
+        // 5 ms a step + 2 ms a group of 4 samples: 32 samples take 21 ms, 48 take 29 ms.
+        let model = Balancer.passModel((48, 0.029, 0.003), (32, 0.021, 0.003), group: 4)
+        XCTAssertEqual(model.overhead, 0.005, accuracy: 1e-9)
+        XCTAssertEqual(model.perGroup, 0.002, accuracy: 1e-9)
+        let single = Balancer.passModel((32, 0.021, 0.003), nil, group: 4)
+        XCTAssertEqual(single.overhead, 0)
+        XCTAssertEqual(single.perGroup, 0.021 / 8, accuracy: 1e-12)
+        // Noise that would make the time fall with the share is not believed.
+        let noisy = Balancer.passModel((48, 0.020, 0.003), (32, 0.021, 0.003), group: 4)
+        XCTAssertEqual(noisy.overhead, 0)
     }
 
     func testBalancerRefusesSplitsThatCannotWork() {
