@@ -167,12 +167,19 @@ public final class Balancer {
         restartWindow()
         estimates += 1
         try comm.allReduceSum(&table)  // one non-zero entry a slot: the same bits on every rank
-        let window = (0..<n).map { (samples: table[$0], passes: table[n + $0], update: table[2 * n + $0]) }
-        defer { previousWindow = window }
-        let model = (0..<n).map { Balancer.passModel(window[$0], previousWindow?[$0], group: unitSize) }
+        if history.count != n { history = Array(repeating: [], count: n); overheads = Array(repeating: 0, count: n) }
+        var model: [(overhead: Double, perGroup: Double)] = []
+        for r in 0..<n {
+            history[r].append((table[r], table[n + r]))
+            if history[r].count > Balancer.historyWindows { history[r].removeFirst() }
+            let fit = Balancer.passModel(history[r], group: unitSize, knownOverhead: overheads[r])
+            overheads[r] = fit.overhead
+            model.append(fit)
+        }
+        let updates = Array(table[(2 * n)...])
         // Groups a second in the passes, and the seconds of a step that do not grow with the share.
         let speeds = model.map { 1 / $0.perGroup }
-        let fixed = (0..<n).map { model[$0].overhead + window[$0].update }
+        let fixed = (0..<n).map { model[$0].overhead + updates[$0] }
         guard speeds.allSatisfy({ $0.isFinite && $0 > 0 }), fixed.allSatisfy({ $0.isFinite && $0 >= 0 }) else { return nil }
         let proposed = BatchShares.split(units: unitCount, speeds: speeds, fixed: fixed, maxUnits: maxUnits)
         let now = BatchShares.stepTime(units, speeds: speeds, fixed: fixed)
@@ -189,21 +196,33 @@ public final class Balancer {
                       then * 1000, now * 1000, slowest, slowest < hosts.count ? hosts[slowest] : "?")
     }
 
-    /// The last window's means, rank by rank (nil before the first estimate).
-    private var previousWindow: [(samples: Double, passes: Double, update: Double)]?
+    /// Per rank, the last windows' (samples, seconds in the passes) a step, and the overhead
+    /// a step of its passes as last estimated.
+    private var history: [[(samples: Double, passes: Double)]] = []
+    private var overheads: [Double] = []
+    public static let historyWindows = 8
 
-    /// A rank's forward and backward time a step as overhead + groups × perGroup: through its
-    /// last two windows when their shares differ by a group or more (small batches cost more a
-    /// sample: layer overheads, narrower matrix products), else all of it a group's time. The
-    /// overhead stays within 0…90% of the time measured.
-    static func passModel(_ now: (samples: Double, passes: Double, update: Double),
-                          _ before: (samples: Double, passes: Double, update: Double)?, group: Int) -> (overhead: Double, perGroup: Double) {
-        let groups = now.samples / Double(group)
-        let proportional = (overhead: 0.0, perGroup: now.passes / max(groups, 1e-9))
-        guard let before, abs(now.samples - before.samples) >= Double(group) else { return proportional }
-        let slope = (now.passes - before.passes) / ((now.samples - before.samples) / Double(group))
-        let overhead = now.passes - slope * groups
-        guard slope > 0, slope.isFinite, overhead >= 0, overhead <= 0.9 * now.passes else { return proportional }
-        return (overhead, slope)
+    /// A rank's forward and backward time a step as overhead + groups × perGroup (small
+    /// batches cost more a sample: layer overheads, narrower matrix products), by least
+    /// squares over its last windows when their shares spread over a group or more; else
+    /// `knownOverhead` (the last fit's) and the rest of the latest window's time a group. The
+    /// overhead stays within 0…90% of the latest time; a fit whose time would fall with the
+    /// share is not believed.
+    static func passModel(_ windows: [(samples: Double, passes: Double)], group: Int,
+                          knownOverhead: Double = 0) -> (overhead: Double, perGroup: Double) {
+        guard let latest = windows.last else { return (0, 0) }
+        let g = Double(group)
+        let groups = max(latest.samples / g, 1e-9)
+        func with(_ overhead: Double) -> (overhead: Double, perGroup: Double) {
+            let o = min(max(overhead, 0), 0.9 * latest.passes)
+            return (o, (latest.passes - o) / groups)
+        }
+        let x = windows.map { $0.samples / g }, y = windows.map(\.passes)
+        let mx = x.reduce(0, +) / Double(x.count), my = y.reduce(0, +) / Double(y.count)
+        let sxx = x.reduce(0) { $0 + ($1 - mx) * ($1 - mx) }
+        guard (x.max() ?? 0) - (x.min() ?? 0) >= 1, sxx > 0 else { return with(knownOverhead) }
+        let slope = zip(x, y).reduce(0) { $0 + ($1.0 - mx) * ($1.1 - my) } / sxx
+        guard slope > 0, slope.isFinite else { return with(knownOverhead) }
+        return with(my - slope * mx)
     }
 }
