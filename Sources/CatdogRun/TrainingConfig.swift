@@ -96,14 +96,16 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var batchSplit: BatchSplit { balance.flatMap(BatchSplit.init(parsing:)) ?? .even }
 
     /// The group size of ghost batch normalization for `ranks` ranks: `ghostBatch`, or with a
-    /// balanced split and none given, an eighth of the even share (at least 1): about eight
-    /// groups a rank to move between ranks. nil: each rank's slice is one group.
+    /// balanced split and none given, the largest divisor of the global batch at most an
+    /// eighth of the even share (about eight groups a rank to move between ranks), but at
+    /// least 4 samples where the even share has them (statistics of fewer are too noisy).
+    /// nil: each rank's slice is one group.
     public func normalizationGroup(ranks: Int) -> Int? {
         if let ghostBatch { return ghostBatch }
         guard batchSplit != .even else { return nil }
         let even = globalBatch / max(ranks, 1)
-        // The largest divisor of the global batch at most an eighth of the even share.
-        return stride(from: max(even / 8, 1), through: 1, by: -1).first { globalBatch % $0 == 0 } ?? 1
+        let target = max(even / 8, min(4, even), 1)
+        return stride(from: target, through: 1, by: -1).first { globalBatch % $0 == 0 } ?? 1
     }
 
     /// The EMA decay in use, or nil when off.

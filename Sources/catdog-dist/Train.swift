@@ -183,7 +183,7 @@ struct Train: ParsableCommand {
         Ghost batch normalization: BatchNorm's statistics over groups of this many samples \
         instead of each rank's whole slice; must divide --batch-size. (default: off with \
         --balance even; with auto or weights, the largest divisor of --batch-size at most an \
-        eighth of the even share)
+        eighth of the even share, or 4 when that is less)
         """)
     var ghostBatch: Int?
 
