@@ -1,3 +1,4 @@
+import CatdogDistributed
 import CatdogData
 import CatdogEngine
 import CatdogRun
@@ -22,259 +23,358 @@ extension Trainer {
             * (config.validationTTA == true ? 2 : 1)
     }
 
+    /// What one call of `fit` keeps between its steps and epochs: its callbacks, what it has
+    /// measured for the watchdog and the time budget, and why it stopped.
+    final class FitRun {
+        let started = Date()
+        let firstGlobalStep: Int
+        let metricsFile: String?
+        let checkpointEvery: Int
+        let log: (String) -> Void
+        let progress: ((String) -> Void)?
+        let checkpoint: (Trainer, CheckpointReason) throws -> Void
+        var stoppedBy: FitSummary.Stop = .epochs
+        /// The steps timed so far, in full-size steps (progressive resizing: a step costs about
+        /// its pixels' share, and the budget's estimate is of steps still to come, mostly larger).
+        var stepSeconds = 0.0
+        var timedSteps = 0
+        /// What the watchdog expects: the slowest step so far (the first one gets time to warm
+        /// up), and the slowest checkpoint and evaluation so far.
+        var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
+        /// Loss and samples since the last TensorBoard batch event.
+        var batchLoss = 0.0, batchCount = 0.0
+        /// For a run that fills its budget, the epochs it is estimated to hold ("~57" in the log).
+        var budgetEpochs = 0
+        var announcedSize = 0
+
+        init(firstGlobalStep: Int, metricsFile: String?, checkpointEvery: Int, log: @escaping (String) -> Void,
+             progress: ((String) -> Void)?, checkpoint: @escaping (Trainer, CheckpointReason) throws -> Void) {
+            self.firstGlobalStep = firstGlobalStep
+            self.metricsFile = metricsFile
+            self.checkpointEvery = checkpointEvery
+            self.log = log
+            self.progress = progress
+            self.checkpoint = checkpoint
+        }
+    }
+
+    /// One epoch's training figures on this rank, from its start.
+    struct EpochRun {
+        let started = Date()
+        let waitedBefore: Double
+        let computeBefore: Double
+        let firstStep: Int
+        var localSamples = 0.0
+        var images = 0.0
+    }
+
+    /// What every rank agrees on after a step, in one small all-reduce: the step's loss,
+    /// correct answers and samples over all ranks, whether rank 0 found the time budget spent
+    /// (and how many updates it now holds), and whether any rank was asked to stop.
+    struct StepControl {
+        var lossSum: Double, correct: Double, count: Double
+        var budgetSpent: Bool
+        /// Updates the time budget holds in all, estimated by rank 0 (0: no estimate).
+        var totalEstimate: Double
+        var signalled: Bool
+
+        static func agree(_ result: StepResult, budgetSpent: Bool, totalEstimate: Double, signalled: Bool,
+                          communicator: Communicator) throws -> StepControl {
+            var v = [result.lossSum, result.correct, result.count, budgetSpent ? 1 : 0, totalEstimate, signalled ? 1 : 0]
+            try communicator.allReduceSum(&v)
+            return StepControl(lossSum: v[0], correct: v[1], count: v[2], budgetSpent: v[3] > 0, totalEstimate: v[4], signalled: v[5] > 0)
+        }
+    }
+
     /// Trains until `config.epochs` epochs are done, early stopping fires, or the time budget
     /// is spent. Rank 0 prints progress to `log` and appends to `metricsFile`.
     public func fit(metricsFile: String?, checkpointEvery: Int = 0, log: @escaping (String) -> Void,
                     progress: ((String) -> Void)? = nil,
-                    checkpoint: (Trainer, CheckpointReason) throws -> Void = { _, _ in }) throws -> FitSummary {
-        let started = Date()
-        let firstGlobalStep = globalStep
-        var stoppedBy: FitSummary.Stop = .epochs
-        // A run shorter than the timeline's window writes it when it ends (not after an error: a
-        // rank that failed alone must not wait in the gathering collective).
-        func finishTimeline() throws {
-            guard let timeline, timeline.recording else { return }
-            _ = try watchdog.watchIfAny("gathering the timeline", expected: 30, listening: true) { try timeline.finish(communicator: comm) }
-            if comm.rank == 0 {
-                log("timeline of updates \(firstGlobalStep + 1)-\(globalStep) written to \(timeline.path) (chrome://tracing or ui.perfetto.dev)")
-            }
-        }
-        var stepSeconds = 0.0  // at the working size (see below)
-        var timedSteps = 0
-        // What the watchdog expects: the slowest step so far (the first one gets time to warm
-        // up), and for checkpoints the slowest so far; the ranks wait for rank 0's write in a
-        // barrier, so that time is not charged to the next step.
-        var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
-        func checkpointing(_ reason: CheckpointReason) throws {
-            let started = Date()
-            let mark = Timeline.mark(timeline)
-            defer { timeline?.record("checkpoint", "checkpoint", since: mark) }
-            try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * slowestCheckpoint + 30,
-                                    listening: true, quiet: 0) {
-                try gatherCompressionState()
-                try checkpoint(self, reason)
-                if watchdog != nil { try comm.barrier() }
-            }
-            slowestCheckpoint = max(slowestCheckpoint, Date().timeIntervalSince(started))
-        }
-        // TensorBoard: a failed write (a full disk) costs the events, not the run.
-        func record(_ body: (TensorBoardWriter) throws -> Void) {
-            guard comm.rank == 0, let events else { return }
-            do { try body(events) } catch {
-                log("warning: cannot write TensorBoard events to \(events.path) (\(describe(error))); training goes on without them")
-                self.events = nil
-            }
-        }
-        var batchLoss = 0.0, batchCount = 0.0
-        // What the log shows as the run's length: the epochs, or for a run that fills its
-        // budget the epochs the budget is estimated to hold ("~57").
-        let fills = config.fillsBudget == true
-        var budgetEpochs = 0
-        func total() -> String { fills ? (budgetEpochs > 0 ? "~\(budgetEpochs)" : "?") : "\(config.epochs - phase.firstEpoch)" }
-        var announcedSize = 0
-        outer: while epoch < config.epochs {
-            var plan = try EpochPlan(sampleCount: source.trainCount, globalBatch: config.globalBatch,
-                                     ranks: comm.size, seed: planSeed, epoch: epoch).withShares(balancer.shares)
-            // Progressive resizing: the epoch's input size from how far the schedule has come
-            // (the same on every rank), or for a resumed epoch the size it started at.
-            if config.resizeFrom != nil {
-                let size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
-                resumedEpochSize = nil
-                if size != trainingSize { balancer.restartWindow() }  // the speeds change with the size
-                try useTrainingSize(size)
-                if comm.rank == 0, size != announcedSize {
-                    log("epoch \(epoch + 1): training at \(size)x\(size) (progressive resizing to \(config.imageSize)x\(config.imageSize); validation at \(config.imageSize))")
-                }
-                announcedSize = size
-            }
-            let epochStarted = Date()
-            let waitedBefore = source.waitSeconds
-            let computeBefore = computeSeconds
-            var localSamples = 0.0
-            var imagesThisRun = 0.0
-            let firstStep = stepInEpoch
-            while stepInEpoch < plan.steps {
-                let stepStarted = Date()
-                let expected = timedSteps == 0 ? 4 * (watchdog?.timeout ?? 0) : slowestStep
-                watchdog?.begin("epoch \(epoch + 1), step \(stepInEpoch + 1) (forward, backward and the gradient all-reduce)",
-                                expected: expected)
-                let result = try trainStep(plan: plan, step: stepInEpoch)
-                localSamples += result.count
-                if balancer.observe(passSeconds: stepper.lastStep.passes, updateSeconds: stepper.lastStep.update, samples: Int(result.count)) {
-                    let line = try watchdog.watchIfAny("comparing the ranks' speeds to balance their shares", expected: 30, listening: true) {
-                        try balancer.rebalance(communicator: comm)
-                    }
-                    if let line {
-                        plan = try plan.withShares(balancer.shares)
-                        if comm.rank == 0 { log(line) }
-                    }
-                }
-                // One small all-reduce carries the metrics and rank 0's decisions.
-                let elapsed = elapsedBefore + Date().timeIntervalSince(started)
-                var stop = 0.0, totalEstimate = 0.0
-                if comm.rank == 0, let budget = config.timeBudget, timedSteps > 0 {
-                    let perStep = stepSeconds / Double(timedSteps)
-                    let remainingEpochs = Double(config.epochs - epoch - 1)
-                    // Reserve time for evaluating each remaining epoch.
-                    let evaluation = evaluationSeconds(perStep: perStep)
-                    let affordable = max(0, (budget - elapsed) / (perStep + evaluation / Double(plan.steps)))
-                    let planned = Double(plan.steps - stepInEpoch - 1) + remainingEpochs * Double(plan.steps)
-                    totalEstimate = Double(globalStep) + min(planned, affordable)
-                    if elapsed + perStep + evaluation > budget { stop = 1 }
-                }
-                // The last entry: how many ranks were asked to stop (a signal), so all stop together.
-                var control = [result.lossSum, result.correct, result.count, stop, totalEstimate,
-                               stopSignal() != 0 ? 1 : 0]
-                try comm.allReduceSum(&control)
-                // The reduced loss is the same on every rank, so all of them stop here together,
-                // before anything of the diverged weights reaches a checkpoint or metrics.jsonl:
-                // not a number, or a mean loss no training that still learns reaches.
-                let meanLoss = control[0] / max(control[2], 1)
-                guard meanLoss.isFinite, meanLoss <= Diverged.loss else {
-                    throw Diverged(epoch: epoch + 1, step: stepInEpoch + 1, loss: meanLoss,
-                                   learningRate: Double(schedule.rate(at: globalStep - 1)))
-                }
-                watchdog?.end()
-                slowestStep = max(slowestStep, Date().timeIntervalSince(stepStarted))
-                epochTotals.lossSum += control[0]
-                epochTotals.correct += control[1]
-                epochTotals.count += control[2]
-                batchLoss += control[0]
-                batchCount += control[2]
-                if batchEventsEvery > 0, globalStep % batchEventsEvery == 0, batchCount > 0 {
-                    record { try $0.scalar("loss/batch", batchLoss / batchCount, step: globalStep) }
-                    batchLoss = 0
-                    batchCount = 0
-                }
-                imagesThisRun += control[2]
-                stepInEpoch += 1
-                if config.timeBudget != nil, control[4] > 0 {
-                    setScheduleTotalSteps(Int(control[4]))
-                    budgetEpochs = Int((control[4] / Double(plan.steps)).rounded(.up))
-                }
-                // In full-size steps: with progressive resizing a step costs about its pixels'
-                // share, and the budget's estimate is of steps still to come, mostly larger.
-                let pixels = Double(trainingSize * trainingSize) / Double(config.imageSize * config.imageSize)
-                stepSeconds += Date().timeIntervalSince(stepStarted) / pixels
-                timedSteps += 1
-                if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
-                // The same update on every rank: all of them gather the timeline here together.
-                if let timeline, timeline.recording, globalStep - firstGlobalStep >= timeline.steps { try finishTimeline() }
-                if comm.rank == 0, let progress {
-                    let seconds = Date().timeIntervalSince(epochStarted)
-                    let rate = imagesThisRun / max(seconds, 1e-9)
-                    let eta = Double(plan.steps - stepInEpoch) * seconds / Double(stepInEpoch - firstStep)
-                    progress(String(format: "%@ %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
-                                    phase.name, epoch + 1 - phase.firstEpoch, total(), stepInEpoch, plan.steps, rate,
-                                    epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
-                                    Double(schedule.rate(at: globalStep)), formatDuration(eta)))
-                }
-                if control[5] > 0 {
-                    // Stopped from outside: one checkpoint of exactly this point, no evaluation.
-                    stoppedBy = .signal(stopSignal())
-                    try averageBatchNormState()
-                    try checkpointing(.stopped)
-                    break outer
-                }
-                if control[3] > 0 { stoppedBy = .timeBudget; break }
-                if checkpointEvery > 0, globalStep % checkpointEvery == 0, stepInEpoch < plan.steps {
-                    try averageBatchNormState()
-                    try checkpointing(.everySteps)
-                }
-            }
-            let trainSeconds = Date().timeIntervalSince(epochStarted)
-            let waited = (source.waitSeconds - waitedBefore) / max(trainSeconds, 1e-9)
-            if comm.size > 1 {
-                let report = try watchdog.watchIfAny("comparing the ranks' speeds after epoch \(epoch + 1)", expected: 30, listening: true) {
-                    try stragglers(compute: computeSeconds - computeBefore, samples: localSamples,
-                                   inputWait: source.waitSeconds - waitedBefore, epochSeconds: trainSeconds)
-                }
-                if comm.rank == 0 { for line in report { log(line) } }
-            }
-            let evaluationEstimate = evaluationSeconds(perStep: slowestStep)
-            let evaluationStarted = Date()
-            let evaluationMark = Timeline.mark(timeline)
-            let (validation, late) = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
-                                                             expected: 2 * max(slowestEvaluation, evaluationEstimate)) {
-                try averageBatchNormState()
-                let validation = try evaluate()
-                // Files that passed the check but failed since (left out of their batch), over all ranks.
-                var late = [Double(source.lateFailures.count)]
-                try comm.allReduceSum(&late)
-                return (validation, late)
-            }
-            slowestEvaluation = max(slowestEvaluation, Date().timeIntervalSince(evaluationStarted))
-            timeline?.record("evaluation", "evaluation", since: evaluationMark)
-            let elapsed = elapsedBefore + Date().timeIntervalSince(started)
-            let metrics = EpochMetrics(
-                epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
-                train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
-                val_acc: validation.accuracy, images_per_s: imagesThisRun / max(trainSeconds, 1e-9),
-                elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size)
-            history.append(metrics)
-            let improved = validation.loss < bestValidationLoss
-            if improved {
-                bestValidationLoss = validation.loss
-                epochsWithoutImprovement = 0
-                rememberBest()
-            } else {
-                epochsWithoutImprovement += 1
-            }
-            if comm.rank == 0 {
-                log(String(format: "%@ %d/%@: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
-                           phase.name, epoch + 1 - phase.firstEpoch, total(), metrics.train_loss, metrics.train_acc, metrics.val_loss, metrics.val_acc,
-                           metrics.images_per_s, waited * 100, formatDuration(elapsed), improved ? " | best" : ""))
-                if late[0] > 0 {
-                    log("warning: \(Int(late[0])) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(source.lateFailures.prefix(3).joined(separator: "; "))")
-                }
-                if let metricsFile { try appendLine(metrics.jsonLine, to: metricsFile) }
-                record { events in
-                    for (tag, value) in [("loss/train", metrics.train_loss), ("loss/validation", metrics.val_loss),
-                                         ("accuracy/train", metrics.train_acc), ("accuracy/validation", metrics.val_acc),
-                                         ("learning_rate", metrics.lr), ("images_per_s", metrics.images_per_s),
-                                         ("ranks", Double(metrics.ranks))] {
-                        try events.scalar(tag, value, step: metrics.epoch)
-                    }
-                }
-            }
-            let finishedEpoch = stoppedBy != .timeBudget
-            if finishedEpoch {
-                epoch += 1
-                stepInEpoch = 0
-                epochTotals = EpochTotals()
-            }
-            try checkpointing(.epochEnd(improved: improved))
-            if stoppedBy == .timeBudget { break outer }
-            // A stop signal during the evaluation: the epoch's checkpoint is the one to resume from.
-            var asked = [stopSignal() != 0 ? 1.0 : 0]
-            try watchdog.watchIfAny("agreeing whether to stop after epoch \(epoch)", expected: slowestStep, listening: true) {
-                try comm.allReduceSum(&asked)
-            }
-            if asked[0] > 0 { stoppedBy = .signal(stopSignal()); break outer }
-            if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
-                stoppedBy = .earlyStopping
-                if comm.rank == 0 {
-                    log("early stopping: val_loss has not improved for \(config.patience) epochs; best \(String(format: "%.4f", bestValidationLoss))")
-                }
-                break
-            }
+                    checkpoint: @escaping (Trainer, CheckpointReason) throws -> Void = { _, _ in }) throws -> FitSummary {
+        let run = FitRun(firstGlobalStep: globalStep, metricsFile: metricsFile, checkpointEvery: checkpointEvery, log: log,
+                         progress: progress, checkpoint: checkpoint)
+        while epoch < config.epochs {
+            var plan = try beginEpoch(run)
+            let counts = try trainSteps(&plan, run)
+            if case .signal = run.stoppedBy { break }
+            guard try endEpoch(plan, counts, run) else { break }
         }
         // The end-of-run checkpoint holds the exact state (so a larger --epochs continues it);
         // best.safetensors.zst holds the best weights. In memory, the best weights win (Keras's
-        // EarlyStopping(restore_best_weights=True)).
-        // A run that fills its budget is complete when the budget is spent.
-        if case .signal = stoppedBy {
-            try finishTimeline()
-            return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
-                              history: history)
+        // EarlyStopping(restore_best_weights=True)). A run that fills its budget is complete
+        // when the budget is spent. A stop signal's checkpoint is already written.
+        if case .signal = run.stoppedBy {} else {
+            try checkpointing(.finished(complete: run.stoppedBy != .timeBudget || config.fillsBudget == true), run)
+            if !history.isEmpty, bestValidationLoss.isFinite {
+                try watchdog.watchIfAny("sending the best weights", expected: 30) { try restoreBest() }
+            }
         }
-        try checkpointing(.finished(complete: stoppedBy != .timeBudget || fills))
-        if !history.isEmpty, bestValidationLoss.isFinite {
-            try watchdog.watchIfAny("sending the best weights", expected: 30) { try restoreBest() }
-        }
-        try finishTimeline()
-        return FitSummary(stop: stoppedBy, seconds: Date().timeIntervalSince(started), bestValidationLoss: bestValidationLoss,
+        try finishTimeline(run)
+        return FitSummary(stop: run.stoppedBy, seconds: Date().timeIntervalSince(run.started), bestValidationLoss: bestValidationLoss,
                           history: history)
+    }
+
+    /// The epoch's plan (each rank's share of every step), at the epoch's input size.
+    func beginEpoch(_ run: FitRun) throws -> EpochPlan {
+        let plan = try EpochPlan(sampleCount: source.trainCount, globalBatch: config.globalBatch,
+                                 ranks: comm.size, seed: planSeed, epoch: epoch).withShares(balancer.shares)
+        // Progressive resizing: the epoch's input size from how far the schedule has come
+        // (the same on every rank), or for a resumed epoch the size it started at.
+        if config.resizeFrom != nil {
+            let size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
+            resumedEpochSize = nil
+            if size != trainingSize { balancer.restartWindow() }  // the speeds change with the size
+            try useTrainingSize(size)
+            if comm.rank == 0, size != run.announcedSize {
+                run.log("epoch \(epoch + 1): training at \(size)x\(size) (progressive resizing to \(config.imageSize)x\(config.imageSize); validation at \(config.imageSize))")
+            }
+            run.announcedSize = size
+        }
+        return plan
+    }
+
+    /// The epoch's remaining steps: each one trained, agreed on, checked and reported. Stops
+    /// early when the time budget is spent (`run.stoppedBy`) or a stop signal arrives (then
+    /// after a checkpoint of exactly this point).
+    func trainSteps(_ plan: inout EpochPlan, _ run: FitRun) throws -> EpochRun {
+        var counts = EpochRun(waitedBefore: source.waitSeconds, computeBefore: computeSeconds, firstStep: stepInEpoch)
+        while stepInEpoch < plan.steps {
+            let stepStarted = Date()
+            let expected = run.timedSteps == 0 ? 4 * (watchdog?.timeout ?? 0) : run.slowestStep
+            watchdog?.begin("epoch \(epoch + 1), step \(stepInEpoch + 1) (forward, backward and the gradient all-reduce)",
+                            expected: expected)
+            let result = try trainStep(plan: plan, step: stepInEpoch)
+            counts.localSamples += result.count
+            let control = try agree(result, plan: plan, run)
+            try rebalance(&plan, samples: result.count, run)
+            watchdog?.end()
+            run.slowestStep = max(run.slowestStep, Date().timeIntervalSince(stepStarted))
+            record(control, run)
+            counts.images += control.count
+            stepInEpoch += 1
+            if config.timeBudget != nil, control.totalEstimate > 0 {
+                setScheduleTotalSteps(Int(control.totalEstimate))
+                run.budgetEpochs = Int((control.totalEstimate / Double(plan.steps)).rounded(.up))
+            }
+            let pixels = Double(trainingSize * trainingSize) / Double(config.imageSize * config.imageSize)
+            run.stepSeconds += Date().timeIntervalSince(stepStarted) / pixels
+            run.timedSteps += 1
+            if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
+            // The same update on every rank: all of them gather the timeline here together.
+            if let timeline, timeline.recording, globalStep - run.firstGlobalStep >= timeline.steps { try finishTimeline(run) }
+            reportProgress(plan, counts, run)
+            if control.signalled {
+                // Stopped from outside: one checkpoint of exactly this point, no evaluation.
+                run.stoppedBy = .signal(stopSignal())
+                try averageBatchNormState()
+                try checkpointing(.stopped, run)
+                break
+            }
+            if control.budgetSpent { run.stoppedBy = .timeBudget; break }
+            if run.checkpointEvery > 0, globalStep % run.checkpointEvery == 0, stepInEpoch < plan.steps {
+                try averageBatchNormState()
+                try checkpointing(.everySteps, run)
+            }
+        }
+        return counts
+    }
+
+    /// The step's all-reduced metrics and decisions; stops every rank together, before
+    /// anything of diverged weights reaches a checkpoint or metrics.jsonl, when the mean loss
+    /// is not a number or above what any training that still learns reaches.
+    func agree(_ result: StepResult, plan: EpochPlan, _ run: FitRun) throws -> StepControl {
+        var budgetSpent = false, totalEstimate = 0.0
+        if comm.rank == 0, let budget = config.timeBudget, run.timedSteps > 0 {
+            let elapsed = elapsedBefore + Date().timeIntervalSince(run.started)
+            let perStep = run.stepSeconds / Double(run.timedSteps)
+            let remainingEpochs = Double(config.epochs - epoch - 1)
+            // Reserve time for evaluating each remaining epoch.
+            let evaluation = evaluationSeconds(perStep: perStep)
+            let affordable = max(0, (budget - elapsed) / (perStep + evaluation / Double(plan.steps)))
+            let planned = Double(plan.steps - stepInEpoch - 1) + remainingEpochs * Double(plan.steps)
+            totalEstimate = Double(globalStep) + min(planned, affordable)
+            budgetSpent = elapsed + perStep + evaluation > budget
+        }
+        let control = try StepControl.agree(result, budgetSpent: budgetSpent, totalEstimate: totalEstimate,
+                                            signalled: stopSignal() != 0, communicator: comm)
+        let meanLoss = control.lossSum / max(control.count, 1)
+        guard meanLoss.isFinite, meanLoss <= Diverged.loss else {
+            throw Diverged(epoch: epoch + 1, step: stepInEpoch + 1, loss: meanLoss,
+                           learningRate: Double(schedule.rate(at: globalStep - 1)))
+        }
+        return control
+    }
+
+    /// `--balance auto`: this rank's step into the speed window, and when it is full, the
+    /// ranks' shares re-estimated (collective) and the plan's changed when that pays.
+    func rebalance(_ plan: inout EpochPlan, samples: Double, _ run: FitRun) throws {
+        guard balancer.observe(passSeconds: stepper.lastStep.passes, updateSeconds: stepper.lastStep.update, samples: Int(samples)) else { return }
+        let line = try watchdog.watchIfAny("comparing the ranks' speeds to balance their shares", expected: 30, listening: true) {
+            try balancer.rebalance(communicator: comm)
+        }
+        guard let line else { return }
+        plan = try plan.withShares(balancer.shares)
+        if comm.rank == 0 { run.log(line) }
+    }
+
+    /// The step's metrics into the epoch's totals and TensorBoard's batch events.
+    func record(_ control: StepControl, _ run: FitRun) {
+        epochTotals.lossSum += control.lossSum
+        epochTotals.correct += control.correct
+        epochTotals.count += control.count
+        run.batchLoss += control.lossSum
+        run.batchCount += control.count
+        if batchEventsEvery > 0, globalStep % batchEventsEvery == 0, run.batchCount > 0 {
+            recordEvents(run) { try $0.scalar("loss/batch", run.batchLoss / run.batchCount, step: globalStep) }
+            run.batchLoss = 0
+            run.batchCount = 0
+        }
+    }
+
+    /// Rank 0's live line: images a second, the epoch's loss and accuracy, the rate, the ETA.
+    func reportProgress(_ plan: EpochPlan, _ counts: EpochRun, _ run: FitRun) {
+        guard comm.rank == 0, let progress = run.progress else { return }
+        let seconds = Date().timeIntervalSince(counts.started)
+        let rate = counts.images / max(seconds, 1e-9)
+        let eta = Double(plan.steps - stepInEpoch) * seconds / Double(stepInEpoch - counts.firstStep)
+        progress(String(format: "%@ %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
+                        phase.name, epoch + 1 - phase.firstEpoch, runLength(run), stepInEpoch, plan.steps, rate,
+                        epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
+                        Double(schedule.rate(at: globalStep)), formatDuration(eta)))
+    }
+
+    /// What the log shows as the run's length: the epochs, or for a run that fills its budget
+    /// the epochs the budget is estimated to hold ("~57").
+    func runLength(_ run: FitRun) -> String {
+        guard config.fillsBudget == true else { return "\(config.epochs - phase.firstEpoch)" }
+        return run.budgetEpochs > 0 ? "~\(run.budgetEpochs)" : "?"
+    }
+
+    /// After the epoch's steps: stragglers named, validation, metrics logged and written, the
+    /// best weights kept, the epoch's checkpoint, and whether to go on (not when the budget is
+    /// spent, a stop signal arrived, or early stopping fires).
+    func endEpoch(_ plan: EpochPlan, _ counts: EpochRun, _ run: FitRun) throws -> Bool {
+        let trainSeconds = Date().timeIntervalSince(counts.started)
+        let waited = (source.waitSeconds - counts.waitedBefore) / max(trainSeconds, 1e-9)
+        if comm.size > 1 {
+            let report = try watchdog.watchIfAny("comparing the ranks' speeds after epoch \(epoch + 1)", expected: 30, listening: true) {
+                try stragglers(compute: computeSeconds - counts.computeBefore, samples: counts.localSamples,
+                               inputWait: source.waitSeconds - counts.waitedBefore, epochSeconds: trainSeconds)
+            }
+            if comm.rank == 0 { for line in report { run.log(line) } }
+        }
+        let (validation, late) = try validate(run)
+        let elapsed = elapsedBefore + Date().timeIntervalSince(run.started)
+        let metrics = EpochMetrics(
+            epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
+            train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
+            val_acc: validation.accuracy, images_per_s: counts.images / max(trainSeconds, 1e-9),
+            elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size)
+        history.append(metrics)
+        let improved = validation.loss < bestValidationLoss
+        if improved {
+            bestValidationLoss = validation.loss
+            epochsWithoutImprovement = 0
+            rememberBest()
+        } else {
+            epochsWithoutImprovement += 1
+        }
+        if comm.rank == 0 { try report(metrics, improved: improved, inputWait: waited, late: late, run) }
+        if run.stoppedBy != .timeBudget {
+            epoch += 1
+            stepInEpoch = 0
+            epochTotals = EpochTotals()
+        }
+        try checkpointing(.epochEnd(improved: improved), run)
+        if run.stoppedBy == .timeBudget { return false }
+        // A stop signal during the evaluation: the epoch's checkpoint is the one to resume from.
+        var asked = [stopSignal() != 0 ? 1.0 : 0]
+        try watchdog.watchIfAny("agreeing whether to stop after epoch \(epoch)", expected: run.slowestStep, listening: true) {
+            try comm.allReduceSum(&asked)
+        }
+        if asked[0] > 0 { run.stoppedBy = .signal(stopSignal()); return false }
+        if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
+            run.stoppedBy = .earlyStopping
+            if comm.rank == 0 {
+                run.log("early stopping: val_loss has not improved for \(config.patience) epochs; best \(String(format: "%.4f", bestValidationLoss))")
+            }
+            return false
+        }
+        return true
+    }
+
+    /// Validation after an epoch (BatchNorm statistics averaged first), and the files that
+    /// passed the check but failed since, over all ranks.
+    func validate(_ run: FitRun) throws -> (validation: (loss: Double, accuracy: Double), late: Double) {
+        let evaluationEstimate = evaluationSeconds(perStep: run.slowestStep)
+        let evaluationStarted = Date()
+        let evaluationMark = Timeline.mark(timeline)
+        let result = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
+                                             expected: 2 * max(run.slowestEvaluation, evaluationEstimate)) {
+            try averageBatchNormState()
+            let validation = try evaluate()
+            var late = [Double(source.lateFailures.count)]
+            try comm.allReduceSum(&late)
+            return (validation, late[0])
+        }
+        run.slowestEvaluation = max(run.slowestEvaluation, Date().timeIntervalSince(evaluationStarted))
+        timeline?.record("evaluation", "evaluation", since: evaluationMark)
+        return result
+    }
+
+    /// Rank 0: the epoch's line, late failures, metrics.jsonl and TensorBoard.
+    func report(_ metrics: EpochMetrics, improved: Bool, inputWait: Double, late: Double, _ run: FitRun) throws {
+        run.log(String(format: "%@ %d/%@: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
+                       phase.name, metrics.epoch - phase.firstEpoch, runLength(run), metrics.train_loss, metrics.train_acc,
+                       metrics.val_loss, metrics.val_acc, metrics.images_per_s, inputWait * 100, formatDuration(metrics.elapsed_s),
+                       improved ? " | best" : ""))
+        if late > 0 {
+            run.log("warning: \(Int(late)) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(source.lateFailures.prefix(3).joined(separator: "; "))")
+        }
+        if let metricsFile = run.metricsFile { try appendLine(metrics.jsonLine, to: metricsFile) }
+        recordEvents(run) { events in
+            for (tag, value) in [("loss/train", metrics.train_loss), ("loss/validation", metrics.val_loss),
+                                 ("accuracy/train", metrics.train_acc), ("accuracy/validation", metrics.val_acc),
+                                 ("learning_rate", metrics.lr), ("images_per_s", metrics.images_per_s),
+                                 ("ranks", Double(metrics.ranks))] {
+                try events.scalar(tag, value, step: metrics.epoch)
+            }
+        }
+    }
+
+    /// Rank 0's TensorBoard events: a failed write (a full disk) costs the events, not the run.
+    func recordEvents(_ run: FitRun, _ body: (TensorBoardWriter) throws -> Void) {
+        guard comm.rank == 0, let events else { return }
+        do { try body(events) } catch {
+            run.log("warning: cannot write TensorBoard events to \(events.path) (\(describe(error))); training goes on without them")
+            self.events = nil
+        }
+    }
+
+    /// The checkpoint hook, watched: rank 0 writes while the others wait for it in a barrier,
+    /// so that its time is not charged to the next step.
+    func checkpointing(_ reason: CheckpointReason, _ run: FitRun) throws {
+        let started = Date()
+        let mark = Timeline.mark(timeline)
+        defer { timeline?.record("checkpoint", "checkpoint", since: mark) }
+        try watchdog.watchIfAny("writing a checkpoint (rank 0) and waiting for it", expected: 4 * run.slowestCheckpoint + 30,
+                                listening: true, quiet: 0) {
+            try gatherCompressionState()
+            try run.checkpoint(self, reason)
+            if watchdog != nil { try comm.barrier() }
+        }
+        run.slowestCheckpoint = max(run.slowestCheckpoint, Date().timeIntervalSince(started))
+    }
+
+    /// Writes the timeline if it is still recording: a run shorter than its window writes it
+    /// when it ends (not after an error: a rank that failed alone must not wait in the
+    /// gathering collective).
+    func finishTimeline(_ run: FitRun) throws {
+        guard let timeline, timeline.recording else { return }
+        _ = try watchdog.watchIfAny("gathering the timeline", expected: 30, listening: true) { try timeline.finish(communicator: comm) }
+        if comm.rank == 0 {
+            run.log("timeline of updates \(run.firstGlobalStep + 1)-\(globalStep) written to \(timeline.path) (chrome://tracing or ui.perfetto.dev)")
+        }
     }
 }
 

@@ -47,16 +47,16 @@ struct Train: ParsableCommand {
     @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default \(TrainingConfig().epochs); transfer learning: the head \(FeatureExtraction.HeadConfig().epochs), fine-tuning \(FineTuning.Config().epochs).")
     var epochs: Int?
 
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: adam; a run that fills its --time-budget: \(TrainingConfig.budgetOptimizer.rawValue))")
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: \(Recipe.epochs.optimizer.rawValue); a run that fills its --time-budget: \(Recipe.budget.optimizer.rawValue))")
     var optimizer: OptimizerKind?
 
-    @Option(help: "Peak learning rate (default: 0.001 for adagrad/rmsprop/adam/nadam, 0.01 for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
+    @Option(help: "Peak learning rate (default: \(OptimizerKind.adamw.defaultLearningRate) for \(OptimizerKind.allCases.filter { $0 != .sgd }.map(\.rawValue).joined(separator: "/")), \(OptimizerKind.sgd.defaultLearningRate) for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
     var lr: Float?
 
     @Option(help: "Momentum for sgd. (default: \(TrainingConfig().momentum))")
     var momentum: Float?
 
-    @Option(help: "Weight decay λ on kernels: with adamw the kernels shrink by lr·λ each step; with the others λ·w joins their gradients (L2). (default: \(TrainingConfig().weightDecay); a run that fills its --time-budget: \(TrainingConfig.budgetWeightDecay); transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
+    @Option(help: "Weight decay λ on kernels: with adamw the kernels shrink by lr·λ each step; with the others λ·w joins their gradients (L2). (default: \(Recipe.epochs.weightDecay); a run that fills its --time-budget: \(Recipe.budget.weightDecay) with adamw or lamb; transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
     var weightDecay: Float?
 
     @Option(help: "Warmup in epochs: the learning rate rises linearly over it. (default: \(TrainingConfig().warmupEpochs))")
@@ -65,7 +65,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
     var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop); all (flip, color, crop), or none. (default: all; a run that fills its --time-budget: \(TrainingConfig.budgetAugmentation.description))")
+    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop); all (flip, color, crop), or none. (default: \(Recipe.epochs.augmentation.description); a run that fills its --time-budget: \(Recipe.budget.augmentation.description))")
     var augment: String?
 
     @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
@@ -77,7 +77,7 @@ struct Train: ParsableCommand {
     @Option(help: """
         Validate, keep as best, and write into checkpoints an exponential moving average of the \
         weights with this decay per update (e.g. 0.999); training continues from the live weights. \
-        0 = off. (default: off; a run that fills its --time-budget: \(TrainingConfig.budgetEMA))
+        0 = off. (default: off; a run that fills its --time-budget: \(Recipe.budget.ema.map { "\($0)" } ?? "off"))
         """)
     var ema: Double?
 
@@ -269,13 +269,11 @@ struct Train: ParsableCommand {
             c.fillsBudget = true
             c.epochs = TrainingConfig.budgetEpochCap
             if patience == nil { c.patience = 0 }
-            // The budget recipe, for what the user did not set.
-            if model != "efficientnet-lite0" {
-                if optimizer == nil { c.optimizer = TrainingConfig.budgetOptimizer }
-                if weightDecay == nil, c.optimizer.decouplesWeightDecay { c.weightDecay = TrainingConfig.budgetWeightDecay }
-                if ema == nil { c.ema = TrainingConfig.budgetEMA }
-                if augment == nil { c.augmentation = TrainingConfig.budgetAugmentation }
-            }
+        }
+        // The run's recipe, for what the user did not set (transfer learning has its own defaults).
+        if model != "efficientnet-lite0" {
+            Recipe.of(c).apply(to: &c, optimizerGiven: optimizer != nil, weightDecayGiven: weightDecay != nil,
+                                     emaGiven: ema != nil, augmentationGiven: augment != nil)
         }
         if let seed { c.seed = seed }
         c.overlap = allReduce.overlap
