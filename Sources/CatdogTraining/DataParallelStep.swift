@@ -49,6 +49,8 @@ public final class DataParallelStep {
     /// When set, each phase of the step is recorded there (see `Timeline`).
     public var timeline: Timeline?
     private var bucketStarts: [UInt64] = []
+    /// The next bucket to start in this update.
+    private var nextBucket = 0
 
 
     /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
@@ -141,20 +143,42 @@ public final class DataParallelStep {
         let start = Date()
         network.gradients.zero()
         pending.removeAll(keepingCapacity: true)
-        let overlapping = overlap && comm.size > 1
-        var next = 0
-        // Every rank must start the same buckets in the same order, or the collectives
-        // would pair up wrongly and hang.
         bucketStarts.removeAll(keepingCapacity: true)
-        func startBuckets(through node: Int) throws {
-            while next < buckets.count, buckets[next].lastNode >= node {
-                bucketStarts.append(Timeline.mark(timeline))
-                pending.append(try reduction.start(bucket: next, gradients: network.gradients.pointer, update: update))
-                next += 1
-            }
+        nextBucket = 0
+        let result = try accumulate(batch: batch, input: input, normalizer: normalizer, context: context, update: update)
+        let backwardDone = Date()
+        if let heartbeat { comm.announceProgress(heartbeat) }
+        try reduce(update: update)
+        let reduced = Date()
+        apply(learningRate: learningRate, weightDecay: weightDecay)
+        let waited = reduced.timeIntervalSince(backwardDone)
+        let finished = Date()
+        lastStep = (backwardDone.timeIntervalSince(start), finished.timeIntervalSince(reduced))
+        exposedCommSeconds += waited
+        computeSeconds += finished.timeIntervalSince(start) - waited
+        return result
+    }
+
+    /// Overlap the reduction with backward (with one rank there is nothing to overlap).
+    private var overlapping: Bool { overlap && comm.size > 1 }
+
+    /// Starts the buckets backward has finished, through `node`. Every rank must start the
+    /// same buckets in the same order, or the collectives would pair up wrongly and hang.
+    private func startBuckets(through node: Int, update: Int) throws {
+        while nextBucket < buckets.count, buckets[nextBucket].lastNode >= node {
+            bucketStarts.append(Timeline.mark(timeline))
+            pending.append(try reduction.start(bucket: nextBucket, gradients: network.gradients.pointer, update: update))
+            nextBucket += 1
         }
+    }
+
+    /// Forward, loss and backward over the batch in micro-batches, their gradients summed;
+    /// the buckets start during the last micro-batch's backward, once its gradients are final.
+    private func accumulate(batch: Int, input: UnsafePointer<Float>?, normalizer: Int, context: PassContext,
+                            update: Int) throws -> (lossSum: Double, correct: Int) {
         var result: (lossSum: Double, correct: Int) = (0, 0)
         var overlapError: Error?
+        let overlapping = self.overlapping
         // With ghost batch normalization a micro-batch holds whole groups.
         let group = context.normalizationGroup
         let micro = input == nil ? max(batch, 1) : group > 0 ? network.maxBatch / group * group : network.maxBatch
@@ -176,11 +200,10 @@ public final class DataParallelStep {
             let backwardStart = Timeline.mark(timeline)
             result.lossSum += part.lossSum
             result.correct += part.correct
-            // Buckets start during the last micro-batch's backward, once its gradients are final.
             network.backward(dLogits: dLogits.pointer, batch: count, context: microContext, stopAt: firstNode) { node in
                 guard isLast, overlapping, overlapError == nil else { return }
                 do {
-                    try startBuckets(through: node)
+                    try self.startBuckets(through: node, update: update)
                     for reduction in self.pending { _ = try reduction.test() }  // lets MPI progress them
                 } catch { overlapError = error }
             }
@@ -188,34 +211,41 @@ public final class DataParallelStep {
             first += count
         }
         if let overlapError { throw overlapError }
-        let backwardDone = Date()
-        if let heartbeat { comm.announceProgress(heartbeat) }
+        return result
+    }
+
+    /// Waits until every bucket is summed across ranks (starting those backward did not:
+    /// all of them without overlap; fp32 without overlap is one all-reduce).
+    private func reduce(update: Int) throws {
         let exposedStart = Timeline.mark(timeline)
+        defer { timeline?.record("waiting for the all-reduce", "wait", since: exposedStart) }
         if !overlapping, reduction is FP32Reduction {
             try comm.allReduceSum(network.gradients.pointer + trainable.lowerBound, count: trainable.count)
-        } else {
-            // Without overlap every bucket starts now, after backward.
-            try startBuckets(through: 0)
-            for (index, pendingBucket) in pending.enumerated() {
-                if waitsPolitely {
-                    // Sleeps 20 µs, doubling to 1 ms: every wake-up costs the core a little.
-                    var nap: UInt32 = 20
-                    while try !pendingBucket.test() {
-                        usleep(nap)
-                        nap = min(nap * 2, 1000)
-                    }
-                } else {
-                    try pendingBucket.wait()
+            return
+        }
+        try startBuckets(through: 0, update: update)
+        for (index, pendingBucket) in pending.enumerated() {
+            if waitsPolitely {
+                // Sleeps 20 µs, doubling to 1 ms: every wake-up costs the core a little.
+                var nap: UInt32 = 20
+                while try !pendingBucket.test() {
+                    usleep(nap)
+                    nap = min(nap * 2, 1000)
                 }
-                if let timeline {
-                    let mib = Double(reduction.wireBytes(bucket: index, update: update)) / 1_048_576
-                    timeline.record(String(format: "all-reduce bucket %d (%.2f MiB)", index, mib), "comm", since: bucketStarts[index])
-                }
+            } else {
+                try pendingBucket.wait()
+            }
+            if let timeline {
+                let mib = Double(reduction.wireBytes(bucket: index, update: update)) / 1_048_576
+                timeline.record(String(format: "all-reduce bucket %d (%.2f MiB)", index, mib), "comm", since: bucketStarts[index])
             }
         }
-        timeline?.record("waiting for the all-reduce", "wait", since: exposedStart)
+    }
+
+    /// Weight decay (decoupled, or as L2 in the gradients) and each group's optimizer step.
+    private func apply(learningRate: Float, weightDecay: Float) {
         let optimizerStart = Timeline.mark(timeline)
-        let reduced = Date()
+        defer { timeline?.record("optimizer", "compute", since: optimizerStart) }
         let p = network.parameters.pointer, g = network.gradients.pointer
         if groups.first?.optimizer.kind.decouplesWeightDecay == true {
             decayWeights(learningRate * weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound), parameters: p)
@@ -227,13 +257,6 @@ public final class DataParallelStep {
             group.optimizer.step(parameters: p + group.range.lowerBound, gradients: g + group.range.lowerBound,
                                  learningRate: learningRate * group.learningRateScale)
         }
-        timeline?.record("optimizer", "compute", since: optimizerStart)
-        let waited = reduced.timeIntervalSince(backwardDone)
-        let finished = Date()
-        lastStep = (backwardDone.timeIntervalSince(start), finished.timeIntervalSince(reduced))
-        exposedCommSeconds += waited
-        computeSeconds += finished.timeIntervalSince(start) - waited
-        return result
     }
 
     public func resetTimers() {
