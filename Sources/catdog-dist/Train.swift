@@ -393,25 +393,7 @@ struct Train: ParsableCommand {
             }
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
-            log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")")
-            let balancer = trainer.balancer
-            if balancer.split != .even || balancer.group != nil {
-                log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; estimated from the ranks' speeds after \(Balancer.firstWindow + 1) steps, then every \(Balancer.window)" : "")")
-            }
-            let localBatch = config.globalBatch / comm.size
-            let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
-            if config.compression != .none {
-                let reduction = trainer.stepper.reduction
-                let compressed = reduction.buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: Int.max) }
-                let from = (reduction as? PowerSGDReduction).map { $0.startUpdate > 0 ? " from update \($0.startUpdate) (exact during the warmup)" : "" } ?? ""
-                log.info(String(format: "gradients: %@%@, %.2f MB a step into the all-reduces instead of %.2f MB (%.1fx fewer)",
-                                reduction.name, from, Double(compressed) / 1e6, Double(trainer.network.parameterCount * 4) / 1e6,
-                                Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
-            }
-            // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
-            let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
-            let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
-            log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(budget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
+            describeRun(trainer, config: config, comm: comm, activationBudget: budget, log: log)
             let progress = ProgressLine()
             var checkpointMilliseconds: [Double] = []
             let summary = try trainer.fit(
@@ -488,6 +470,30 @@ struct Train: ParsableCommand {
             log.info("warning: cannot write TensorBoard events in \(checkpointDir) (\(describe(error))); training goes on without them")
             return nil
         }
+    }
+
+    /// The run's set-up as the log's opening lines: model and recipe, the batch split,
+    /// gradient compression, and memory per rank.
+    func describeRun(_ trainer: Trainer, config: TrainingConfig, comm: Communicator, activationBudget: Int, log: RankLog) {
+        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")")
+        let balancer = trainer.balancer
+        if balancer.split != .even || balancer.group != nil {
+            log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; estimated from the ranks' speeds after \(Balancer.firstWindow + 1) steps, then every \(Balancer.window)" : "")")
+        }
+        let localBatch = config.globalBatch / comm.size
+        let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
+        if config.compression != .none {
+            let reduction = trainer.stepper.reduction
+            let compressed = reduction.buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: Int.max) }
+            let from = (reduction as? PowerSGDReduction).map { $0.startUpdate > 0 ? " from update \($0.startUpdate) (exact during the warmup)" : "" } ?? ""
+            log.info(String(format: "gradients: %@%@, %.2f MB a step into the all-reduces instead of %.2f MB (%.1fx fewer)",
+                            reduction.name, from, Double(compressed) / 1e6, Double(trainer.network.parameterCount * 4) / 1e6,
+                            Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
+        }
+        // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
+        let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
+        let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
+        log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(activationBudget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
     }
 
     /// A resumed run keeps its checkpoint's configuration. An option given on this command line
