@@ -314,7 +314,7 @@ extension CheckpointMetadata {
     /// computed with it (so that no later arithmetic on them can overflow).
     public var problem: String? {
         typealias L = RunLimits
-        guard ModelZoo.names.contains(model) || model == "efficientnet-lite0-imagenet" else { return "unknown model '\(printable(model.prefix(64)))'" }
+        guard ModelZoo.names.contains(model) || EfficientNetLite(model: model) != nil else { return "unknown model '\(printable(model.prefix(64)))'" }
         guard (16...Self.maxImageSize).contains(imageSize) else { return "image size \(imageSize) is outside 16...\(Self.maxImageSize)" }
         guard preprocessing.imageSize == imageSize else {
             return "preprocessing image size \(preprocessing.imageSize) differs from the model's \(imageSize)"

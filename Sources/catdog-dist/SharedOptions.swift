@@ -128,11 +128,12 @@ struct FaultOptions: ParsableArguments {
     }
 }
 
-/// What `--freeze` says: which part of EfficientNet-Lite0 stays fixed.
+/// What `--freeze` says: which part of an EfficientNet-Lite backbone stays fixed.
 enum FreezeSpec: ExpressibleByArgument, Equatable, CustomStringConvertible {
     /// Feature extraction: the whole backbone.
     case backbone
-    /// Fine-tune blocks N-15 and the head; the stem and blocks 0...N-1 stay frozen.
+    /// Fine-tune blocks N… and the head; the stem and blocks 0...N-1 stay frozen (the model's
+    /// number of blocks bounds N: `FineTuning.run` says so).
     case until(Int)
     /// The whole network trains.
     case none
@@ -142,7 +143,7 @@ enum FreezeSpec: ExpressibleByArgument, Equatable, CustomStringConvertible {
         case "backbone": self = .backbone
         case "none": self = .none
         default:
-            guard argument.hasPrefix("until:"), let n = Int(argument.dropFirst(6)), (0...16).contains(n) else { return nil }
+            guard argument.hasPrefix("until:"), let n = Int(argument.dropFirst(6)), (0...1000).contains(n) else { return nil }
             self = .until(n)
         }
     }

