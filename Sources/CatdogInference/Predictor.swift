@@ -25,7 +25,7 @@ public final class Predictor {
             throw CheckpointUseError(description: "\(checkpoint.path) holds \(checkpoint.metadata.model), whose output is \(network.outputShape.count) classes, not a cat/dog classifier; train or import a model with a cat/dog head")
         }
         guard batchSize > 0 else { throw CheckpointUseError(description: "the batch size must be positive, not \(batchSize)") }
-        self.batchSize = max(1, min(batchSize, activationBudget / max(network.activationBytesPerSample, 1)))
+        self.batchSize = max(1, min(batchSize, activationBudget / max(network.inferenceBytesPerSample(), 1)))
     }
 
     public struct CheckpointUseError: Error, CustomStringConvertible {
@@ -37,7 +37,7 @@ public final class Predictor {
     public func dogProbabilities(_ paths: [String], flipTTA: Bool = false) -> [Result<Double, ImageError>] {
         var results = [Result<Double, ImageError>?](repeating: nil, count: paths.count)
         // Buffers for the batches at hand, not for the largest batch that could be asked for.
-        network.reserve(maxBatch: min(batchSize, max(paths.count, 1)))
+        network.reserveForInference(maxBatch: min(batchSize, max(paths.count, 1)))
         let sampleSize = network.inputShape.count
         var start = 0
         while start < paths.count {
@@ -49,7 +49,7 @@ public final class Predictor {
                 results[i] = .failure(ImageError(problem: skip.problem, detail: skip.detail))
             }
             let good = (0..<chunk.count).filter { store.valid[$0] == 1 }
-            var sums = [Double](repeating: 0, count: good.count)
+            var logits: [[Double]] = []
             for flipped in flipTTA ? [false, true] : [false] {
                 for (slot, index) in good.enumerated() {
                     var random = Random(seed: 0)
@@ -57,11 +57,13 @@ public final class Predictor {
                                       augmentation: .none, random: &random)
                     if flipped { ImageStore.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
                 }
-                let logits = network.forward(batch: good.count, context: PassContext(training: false))
-                for slot in 0..<good.count { sums[slot] += Double(BinaryCrossEntropy.sigmoid(logits[slot])) }
+                let output = network.forward(batch: good.count, context: PassContext(training: false))
+                logits.append((0..<good.count).map { Double(output[$0]) })
             }
             for (slot, index) in good.enumerated() {
-                results[chunk[index]] = .success(sums[slot] / (flipTTA ? 2 : 1))
+                let z = logits[0][slot]
+                results[chunk[index]] = .success(flipTTA ? BinaryCrossEntropy.mirrorTTAProbability(logit: z, mirroredLogit: logits[1][slot])
+                                                          : BinaryCrossEntropy.sigmoid(z))
             }
             start += chunk.count
         }

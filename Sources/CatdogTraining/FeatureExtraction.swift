@@ -17,6 +17,9 @@ public enum FeatureExtraction {
         /// L2 penalty λ/2·‖w‖² on the head's weights.
         public var weightDecay: Float = 1e-4
         public var patience = 8
+        /// Divide the trained head's logits by a temperature fitted on the validation images
+        /// (`TemperatureScaling`) when, cross-fitted, that lowers the validation loss.
+        public var calibrate = true
         public init() {}
     }
 
@@ -85,9 +88,13 @@ public enum FeatureExtraction {
         let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
                                                  folder: folder, warn: comm.rank == 0 ? log : { _ in })
         let all = split.train + split.validation
-        let batch = 32
-        network.reserve(maxBatch: batch)
         let pool = network.nodes.firstIndex { $0.layer is GlobalAveragePool }!
+        // Inference only: buffers for the nodes alive at once, batches as large as fit the
+        // activation budget of the machine's ranks (at most 32).
+        let keep = Set([pool] + (boundaryNode.map { [$0] } ?? []))
+        let budget = Trainer.activationBudget(availableBytes: MemoryStatus.availableBytes(), ranksOnMachine: comm.ranksOnMachine)
+        let batch = max(1, min(32, budget / max(network.inferenceBytesPerSample(keep: keep), 1)))
+        network.reserveForInference(maxBatch: batch, keep: keep)
         let width = network.nodes[pool].shape.count
         let boundaryWidth = boundaryNode.map { network.nodes[$0].shape.count } ?? 0
         let boundary = boundaryNode.map { _ in UnsafeMutablePointer<Float16>.allocate(capacity: all.count * boundaryWidth) }
@@ -208,7 +215,7 @@ public enum FeatureExtraction {
                 let z = logit(i), y = Float(x.files[i].label)
                 if let mirrored = x.mirroredValidation, i >= x.trainCount {
                     let zm = logit(i - x.trainCount, in: UnsafePointer(mirrored.pointer))
-                    let p = (Double(BinaryCrossEntropy.sigmoid(z)) + Double(BinaryCrossEntropy.sigmoid(zm))) / 2
+                    let p = BinaryCrossEntropy.mirrorTTAProbability(logit: Double(z), mirroredLogit: Double(zm))
                     loss += BinaryCrossEntropy.logLoss(probability: p, dog: y > 0.5)
                     if (p > 0.5) == (y > 0.5) { correct += 1 }
                 } else {
@@ -269,6 +276,43 @@ public enum FeatureExtraction {
         return Head(weights: best.w, bias: best.b, history: history, bestValidationLoss: best.loss)
     }
 
+    /// The head's validation logits (as `trainHead` scores them), and the mirrored images' with mirror TTA.
+    public static func validationLogits(_ x: Extracted, _ head: Head) -> TemperatureScaling {
+        func logit(_ row: UnsafePointer<Float>) -> Double {
+            var z = head.bias
+            for k in 0..<x.width { z += head.weights[k] * row[k] }
+            return Double(z)
+        }
+        let validation = x.validation
+        let features = UnsafePointer(x.pooled.pointer)
+        let mirrored = x.mirroredValidation.map { m in
+            validation.map { logit(UnsafePointer(m.pointer) + ($0 - x.trainCount) * x.width) }
+        }
+        return TemperatureScaling(logits: validation.map { logit(features + $0 * x.width) }, mirrored: mirrored,
+                                  dogs: validation.map { x.files[$0].label == 1 })
+    }
+
+    /// Temperature scaling of the trained head, applied (its weights and bias divided by T) only
+    /// when T fitted on each half of the validation images lowers the other half's loss.
+    static func calibrate(_ head: inout Head, on x: Extracted, log: (String) -> Void) {
+        guard x.validation.count >= TemperatureScaling.minimumImages else {
+            log("calibration: not applied, \(x.validation.count) validation images are fewer than the \(TemperatureScaling.minimumImages) it needs")
+            return
+        }
+        let c = validationLogits(x, head).calibrate()
+        let summary = String(format: "temperature %.3f: val_loss %.4f -> %.4f, %.4f cross-fitted (T from the other half of the validation images)",
+                             c.temperature, c.before.loss, c.after.loss, c.crossFitted)
+        guard c.helps else {
+            log("calibration: not applied, it does not lower the cross-fitted loss (\(summary))")
+            return
+        }
+        let scale = Float(1 / c.temperature)
+        head.weights = head.weights.map { $0 * scale }
+        head.bias *= scale
+        head.bestValidationLoss = c.after.loss
+        log("calibration: \(summary); val_acc \(String(format: "%.4f -> %.4f", c.before.accuracy, c.after.accuracy))")
+    }
+
     /// Writes the head into the network's last (1-unit dense) layer.
     public static func install(_ head: Head, into network: Network) {
         let range = network.parameterRange(ofNode: network.nodes.count - 1)
@@ -283,8 +327,9 @@ public enum FeatureExtraction {
         let network = try initial.makeNetwork()
         let x = try extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing, config: config,
                             mirroredValidation: config.validationTTA == true, communicator: comm, log: log, progress: progress)
-        let trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
+        var trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
                                 metricsFile: comm.rank == 0 ? metricsFile : nil)
+        if head.calibrate { calibrate(&trained, on: x, log: log) }
         install(trained, into: network)
         return Result(network: network, history: trained.history, bestValidationLoss: trained.bestValidationLoss,
                       extractionSeconds: x.seconds, imagesPerSecond: x.imagesPerSecond, skippedSummary: x.report.summary)

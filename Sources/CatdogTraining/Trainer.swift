@@ -315,17 +315,17 @@ public final class Trainer {
             guard n > 0 else { continue }
             let logits = network.forward(batch: n, context: context, from: firstNode)
             if tta {
-                var probabilities = (0..<n).map { Double(BinaryCrossEntropy.sigmoid(logits[$0])) }
+                let plain = (0..<n).map { Double(logits[$0]) }
                 let first = network.activation(firstNode)
                 for i in 0..<n {
                     ImageStore.mirror(first + i * shape.count, height: shape.height, width: shape.width, channels: shape.channels)
                 }
                 let mirrored = network.forward(batch: n, context: context, from: firstNode)
                 for i in 0..<n {
-                    probabilities[i] = (probabilities[i] + Double(BinaryCrossEntropy.sigmoid(mirrored[i]))) / 2
+                    let p = BinaryCrossEntropy.mirrorTTAProbability(logit: plain[i], mirroredLogit: Double(mirrored[i]))
                     let label = evaluationLabels.pointer[i] > 0.5
-                    lossSum += BinaryCrossEntropy.logLoss(probability: probabilities[i], dog: label)
-                    if (probabilities[i] > 0.5) == label { correct += 1 }
+                    lossSum += BinaryCrossEntropy.logLoss(probability: p, dog: label)
+                    if (p > 0.5) == label { correct += 1 }
                 }
             } else {
                 let result = BinaryCrossEntropy.forwardBackward(logits: logits, labels: evaluationLabels.pointer, count: n,

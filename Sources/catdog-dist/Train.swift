@@ -21,9 +21,9 @@ struct Train: ParsableCommand {
             Large inputs (e.g. --model vgg --image-size 299) go through the network in \
             micro-batches whose gradients add up (--micro-batch), so memory per rank stays bounded.
 
-            Transfer learning (--model efficientnet-lite0 --init-from FILE from `catdog-dist import`): \
-            the frozen backbone runs once over the images (1/N per rank) and a logistic head trains on \
-            the pooled features; with --freeze until:N, blocks N-15 and the head then fine-tune \
+            Transfer learning (--model efficientnet-lite0, -lite1 or -lite2 --init-from FILE from \
+            `catdog-dist import`): the frozen backbone runs once over the images (1/N per rank) and a \
+            logistic head trains on the pooled features; with --freeze until:N, blocks N… and the head then fine-tune \
             together for --epochs (default 4) at --lr (default 1e-4; the blocks at \
             --backbone-lr-scale times it), BatchNorm in inference mode; with flip in --augment \
             (the default) the kept activation maps are mirrored at random.
@@ -119,16 +119,24 @@ struct Train: ParsableCommand {
     @Flag(help: "Start a fresh run in a --checkpoint-dir that holds another run, deleting its checkpoints and metrics.")
     var overwrite = false
 
-    @Option(help: "Start from these weights (efficientnet-lite0: the file `catdog-dist import` wrote).")
+    @Option(help: "Start from these weights (efficientnet-liteN: the file `catdog-dist import` wrote).")
     var initFrom: String?
 
     @Option(help: """
-        Transfer learning (efficientnet-lite0): `backbone` trains a new head on the frozen \
-        ImageNet backbone's features; `until:N` then fine-tunes blocks N-15 (of 0-15) with the \
+        Transfer learning (efficientnet-liteN): `backbone` trains a new head on the frozen \
+        ImageNet backbone's features; `until:N` then fine-tunes blocks N to the last (Lite0 has \
+        blocks 0-15, Lite1 0-20, Lite2 0-20) with the \
         head, from activations kept in memory; `none` fine-tunes the whole network on streamed \
         images (BatchNorm in inference mode), resumable like any run.
         """)
     var freeze = FreezeSpec.backbone
+
+    @Flag(inversion: .prefixedNo, help: """
+        Transfer learning with the frozen backbone: divide the head's logits by a temperature \
+        fitted on the validation images when that lowers their loss with each half's temperature \
+        fitted on the other half (the log says by how much).
+        """)
+    var calibrate = true
 
     @Option(help: "Fine-tuning: the unfrozen blocks' learning rate as a fraction of the head's (--lr).")
     var backboneLrScale = FineTuning.Config().backboneScale
@@ -232,8 +240,8 @@ struct Train: ParsableCommand {
         // Every number of the run's configuration, by the ranges a checkpoint's are read with.
         if let problem = try makeConfig().problem { throw ValidationError("an option is out of range: \(problem)") }
         _ = try augmentation()
-        if model != "efficientnet-lite0", freeze != .backbone || initFrom != nil {
-            throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0 (see `catdog-dist import`); \(model) trains from scratch")
+        if lite == nil, freeze != .backbone || initFrom != nil {
+            throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0, -lite1 or -lite2 (see `catdog-dist import`); \(model) trains from scratch")
         }
 
     }
@@ -271,7 +279,7 @@ struct Train: ParsableCommand {
             if patience == nil { c.patience = 0 }
         }
         // The run's recipe, for what the user did not set (transfer learning has its own defaults).
-        if model != "efficientnet-lite0" {
+        if lite == nil {
             Recipe.of(c).apply(to: &c, optimizerGiven: optimizer != nil, weightDecayGiven: weightDecay != nil,
                                      emaGiven: ema != nil, augmentationGiven: augment != nil)
         }
@@ -293,7 +301,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        if model == "efficientnet-lite0", freeze != .none || resume != nil && initFrom == nil { return try runTransfer() }
+        if lite != nil, freeze != .none || resume != nil && initFrom == nil { return try runTransfer() }
         try runDistributed(faults: faults) { comm in
             let log = RankLog(comm)
             // From here on SIGTERM, SIGINT and SIGUSR1 ask for a checkpoint and a clean stop.
@@ -306,14 +314,11 @@ struct Train: ParsableCommand {
             defer { withExtendedLifetime(lock) {} }
             var config = try makeConfig()
             var preprocessing: Preprocessing?
-            // --freeze none: all of efficientnet-lite0 fine-tunes from its ImageNet weights, on
+            // --freeze none: all of the EfficientNet-Lite fine-tunes from its ImageNet weights, on
             // streamed images at its own input size and scaling, BatchNorm in inference mode.
             var initial: LoadedCheckpoint?
-            if model == "efficientnet-lite0", let initFrom {
-                let loaded = try LoadedCheckpoint(path: initFrom)
-                guard loaded.metadata.model == "efficientnet-lite0" else {
-                    throw CheckpointError(path: initFrom, problem: "holds model \(loaded.metadata.model), not efficientnet-lite0")
-                }
+            if lite != nil, let initFrom {
+                let loaded = try importedModel(initFrom)
                 config.imageSize = loaded.metadata.imageSize
                 config.fit = loaded.metadata.preprocessing.fit
                 config.scale = loaded.metadata.preprocessing.scale
@@ -370,11 +375,11 @@ struct Train: ParsableCommand {
                 trainer.watchdog = StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)",
                                                  peers: peers, silence: silence)
             }
-            if config.model == "efficientnet-lite0" {
+            if lite != nil {
                 for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }
                 if let initial, checkpoint == nil {
                     try initial.loadWeights(into: trainer.network, prefix: "model/", statePrefix: "state/")
-                    log.info("fine-tuning all of efficientnet-lite0 from \(initial.path) (BatchNorm in inference mode; its scale and shift train)")
+                    log.info("fine-tuning all of \(model) from \(initial.path) (BatchNorm in inference mode; its scale and shift train)")
                 }
             }
             if let checkpoint {
@@ -640,10 +645,23 @@ struct Train: ParsableCommand {
         return ResumePoint(metadata: metadata, path: path, checkpoint: found)
     }
 
-    /// efficientnet-lite0 from ImageNet weights: features of the frozen backbone, then a head.
+    /// The model that `--model` names (an EfficientNet-Lite) is the one `import` wrote in `path`.
+    func importedModel(_ path: String) throws -> LoadedCheckpoint {
+        let loaded = try LoadedCheckpoint(path: path)
+        guard loaded.metadata.model == model else {
+            throw CheckpointError(path: path, problem: "holds model \(loaded.metadata.model), not \(model): pass --model \(loaded.metadata.model) or the file `catdog-dist import` wrote from \(model)'s weights")
+        }
+        return loaded
+    }
+
+    /// The EfficientNet-Lite that `--model` names (transfer learning), if it names one.
+    var lite: EfficientNetLite? { EfficientNetLite(model: model) }
+
+    /// An EfficientNet-Lite from ImageNet weights: features of the frozen backbone, then a head.
     func runTransfer() throws {
-        guard let initFrom else {
-            printError("efficientnet-lite0 starts from ImageNet weights: run `catdog-dist import PTH --out lite0.safetensors.zst` (see docs/transfer-learning.md) and pass --init-from lite0.safetensors.zst")
+        guard let initFrom, let lite else {
+            let short = model.replacingOccurrences(of: "efficientnet-", with: "")
+            printError("\(model) starts from ImageNet weights: run `catdog-dist import PTH --out \(short).safetensors.zst` (see docs/transfer-learning.md) and pass --init-from \(short).safetensors.zst")
             throw ExitCode(1)
         }
         let freezeUntil: Int? = switch freeze {
@@ -653,10 +671,7 @@ struct Train: ParsableCommand {
         try runDistributed(faults: faults) { comm in
             try compute.apply()
             let log = RankLog(comm)
-            let initial = try LoadedCheckpoint(path: initFrom)
-            guard initial.metadata.model == "efficientnet-lite0" else {
-                throw CheckpointError(path: initFrom, problem: "holds model \(initial.metadata.model), not efficientnet-lite0")
-            }
+            let initial = try importedModel(initFrom)
             let lock = try claimCheckpointFolder(CheckpointStore(directory: checkpointDir, keep: keep), comm: comm, log: log)
             defer { withExtendedLifetime(lock) {} }
             var config = initial.metadata.config
@@ -671,6 +686,7 @@ struct Train: ParsableCommand {
             if let lr { head.learningRate = lr }
             if let patience { head.patience = patience }
             if let weightDecay { head.weightDecay = weightDecay }
+            head.calibrate = calibrate
             config.epochs = head.epochs
             let progress = ProgressLine()
             let metricsFile = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
@@ -688,12 +704,12 @@ struct Train: ParsableCommand {
                 head = FeatureExtraction.HeadConfig()
                 config.epochs = tune.epochs
                 config.globalBatch = shape.batchSize
-                log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom): head, then fine-tuning blocks \(freezeUntil)-15 with it")
+                log.info("transfer learning: \(lite.name) at \(config.imageSize)x\(config.imageSize) from \(initFrom): head, then fine-tuning blocks \(freezeUntil)-\(lite.blocks - 1) with it")
                 result = try FineTuning.run(
                     folder: data, initial: initial, config: config, head: head, tune: tune, communicator: comm,
                     log: { progress.clear(); log.info($0) }, progress: { progress.update($0) }, metricsFile: metricsFile)
             } else {
-                log.info("transfer learning: efficientnet-lite0 at \(config.imageSize)x\(config.imageSize) from \(initFrom), frozen backbone, logistic head")
+                log.info("transfer learning: \(lite.name) at \(config.imageSize)x\(config.imageSize) from \(initFrom), frozen backbone, logistic head")
                 result = try FeatureExtraction.run(
                     folder: data, initial: initial, config: config, head: head, communicator: comm,
                     log: { progress.clear(); log.info($0) }, progress: { progress.update($0) }, metricsFile: metricsFile)

@@ -21,6 +21,19 @@ public enum BinaryCrossEntropy {
         z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))
     }
 
+    @inline(__always)
+    public static func sigmoid(_ z: Double) -> Double {
+        z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))
+    }
+
+    /// Mirror test-time augmentation's probability that an image is a dog: the mean of the
+    /// image's and its mirror image's probabilities (what validation with `--val-tta flip`,
+    /// `evaluate --tta-flip`, `submit --tta-flip` and the transfer head's validation score).
+    @inline(__always)
+    public static func mirrorTTAProbability(logit: Double, mirroredLogit: Double) -> Double {
+        (sigmoid(logit) + sigmoid(mirroredLogit)) / 2
+    }
+
     /// Sums the loss and the correct predictions over `count` logits and writes
     /// dLoss/dz divided by `normalizer` (the global batch size, so that summing the ranks'
     /// gradients gives the gradient of the global mean loss).

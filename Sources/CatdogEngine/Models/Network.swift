@@ -31,7 +31,13 @@ public final class Network {
     public let state: FloatBuffer
     public private(set) var maxBatch = 0
 
-    private var activations: [FloatBuffer] = []
+    /// Each node's activation: a pointer into one of `activationPool`'s buffers (its own, or
+    /// after `reserveForInference` one it shares with nodes not alive at the same time).
+    private var activations: [UnsafeMutablePointer<Float>] = []
+    private var activationPool: [FloatBuffer] = []
+    /// Set by `reserveForInference`: activations share buffers and there are no gradients.
+    public private(set) var inferenceOnly = false
+    private var inferenceKeep: Set<Int> = []
     /// Gradient of each node's activation: a pointer into one of `gradientPool`'s buffers,
     /// which nodes whose gradients are never alive at the same time share.
     private var dActivations: [UnsafeMutablePointer<Float>] = []
@@ -189,29 +195,84 @@ public final class Network {
         }
     }
 
-    /// Allocates activations and workspaces for batches of up to `maxBatch` samples. Call once.
+    /// Allocates activations, their gradients and workspaces for batches of up to `maxBatch`
+    /// samples, for training (`forward` and `backward`).
     public func reserve(maxBatch: Int) {
-        guard maxBatch > self.maxBatch else { return }
+        guard maxBatch > self.maxBatch || inferenceOnly else { return }
         self.maxBatch = maxBatch
-        activations = nodes.map { FloatBuffer(count: maxBatch * $0.shape.count) }
+        inferenceOnly = false
+        activationPool = nodes.map { FloatBuffer(count: maxBatch * $0.shape.count) }
+        activations = activationPool.map(\.pointer)
         let plan = Network.gradientPlan(nodes)
         gradientPool = plan.sizes.map { FloatBuffer(count: maxBatch * $0) }
-        let none = activations[0].pointer  // node 0's gradient is never used
+        let none = activations[0]  // node 0's gradient is never used
         dActivations = nodes.indices.map { plan.buffer[$0] < 0 ? none : gradientPool[plan.buffer[$0]].pointer }
         var lastConsumer = nodes.indices.map { $0 }
         for (j, node) in nodes.enumerated() { for i in node.inputs { lastConsumer[i] = max(lastConsumer[i], j) } }
         zeroBefore = nodes.map { _ in [] }
         for i in nodes.indices.dropFirst() { zeroBefore[lastConsumer[i]].append(i) }
-        inputPointers = nodes.map { node in node.inputs.map { activations[$0].pointer } }
+        inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
         dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0] } }
         for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch) }
     }
 
+    /// Allocates for inference only (`forward`, no `backward`), in a fraction of `reserve`'s
+    /// memory: no gradients, and activations share buffers where their lives do not meet
+    /// (`activationPlan`). After `forward`, `activation(k)` holds node k's output only for the
+    /// nodes in `keep`, the input and the last node. A later `reserve` allocates for training.
+    public func reserveForInference(maxBatch: Int, keep: Set<Int> = []) {
+        guard !inferenceOnly || maxBatch > self.maxBatch || !keep.isSubset(of: inferenceKeep) else { return }
+        self.maxBatch = maxBatch
+        inferenceOnly = true
+        inferenceKeep = keep
+        let plan = Network.activationPlan(nodes, keep: keep)
+        activationPool = plan.sizes.map { FloatBuffer(count: maxBatch * $0) }
+        activations = plan.buffer.map { activationPool[$0].pointer }
+        gradientPool = []
+        dActivations = []
+        zeroBefore = nodes.map { _ in [] }
+        inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
+        dInputPointers = nodes.map { node in node.inputs.map { _ in nil } }
+        for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch) }
+    }
+
+    /// Bytes `reserveForInference` sets aside per sample of the batch, keeping `keep`.
+    public func inferenceBytesPerSample(keep: Set<Int> = []) -> Int {
+        Network.activationPlan(nodes, keep: keep).sizes.reduce(0, +) * 4
+    }
+
+    /// Which buffer each node's activation uses in inference, and each buffer's size per sample.
+    /// Node i's activation lives from its forward to its last consumer's (inclusive, so no layer
+    /// writes over its own input); the input, the last node and `keep` live to the end. Greedy
+    /// interval colouring in node order, each node taking the smallest free buffer that fits
+    /// (else growing the largest free one, else a new one).
+    static func activationPlan(_ nodes: [Node], keep: Set<Int>) -> (buffer: [Int], sizes: [Int]) {
+        var end = nodes.indices.map { $0 }
+        for (j, node) in nodes.enumerated() { for i in node.inputs { end[i] = max(end[i], j) } }
+        for i in keep.union([0, nodes.count - 1]) where nodes.indices.contains(i) { end[i] = nodes.count }
+        var buffer = [Int](repeating: -1, count: nodes.count), sizes: [Int] = [], freeAt: [Int] = []
+        for (i, node) in nodes.enumerated() {
+            let need = node.shape.count
+            let free = sizes.indices.filter { freeAt[$0] < i }
+            let chosen = free.filter { sizes[$0] >= need }.min { sizes[$0] < sizes[$1] } ?? free.max { sizes[$0] < sizes[$1] }
+            if let b = chosen {
+                sizes[b] = max(sizes[b], need)
+                buffer[i] = b
+                freeAt[b] = end[i]
+            } else {
+                buffer[i] = sizes.count
+                sizes.append(need)
+                freeAt.append(end[i])
+            }
+        }
+        return (buffer, sizes)
+    }
+
     /// The input buffer, (maxBatch, H, W, C): fill it, then call `forward`.
-    public var input: UnsafeMutablePointer<Float> { activations[0].pointer }
+    public var input: UnsafeMutablePointer<Float> { activations[0] }
 
     /// Output of node `index` after `forward`, (batch, shape).
-    public func activation(_ index: Int) -> UnsafeMutablePointer<Float> { activations[index].pointer }
+    public func activation(_ index: Int) -> UnsafeMutablePointer<Float> { activations[index] }
 
     /// Runs every layer on the first `batch` samples of `input`; returns the logits (batch,).
     /// With `from: k` (a cut, see `isCut`) it starts from node k's activation, which the
@@ -222,11 +283,11 @@ public final class Network {
         if profiling, forwardSeconds.count != nodes.count { resetProfile() }
         for index in (first + 1)..<nodes.count {
             let start = profiling ? now() : 0
-            nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index].pointer,
+            nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index],
                                         batch: batch, context: context)
             if profiling { forwardSeconds[index] += Double(now() - start) * 1e-9 }
         }
-        return activations[nodes.count - 1].pointer
+        return activations[nodes.count - 1]
     }
 
     /// Back-propagates dLoss/dLogits (batch,), adding into `gradients`. `layerDone(i)` is
@@ -235,6 +296,7 @@ public final class Network {
     /// parameters then get no gradient).
     public func backward(dLogits: UnsafePointer<Float>, batch: Int, context: PassContext, stopAt first: Int = 0,
                          layerDone: ((Int) -> Void)? = nil) {
+        precondition(!inferenceOnly, "reserveForInference allocates no gradients: reserve(maxBatch:) to train")
         let last = nodes.count - 1
         dActivations[last].update(from: dLogits, count: batch * nodes[last].shape.count)
         if profiling, backwardSeconds.count != nodes.count { resetProfile() }
@@ -250,7 +312,7 @@ public final class Network {
             let dInputs = first > 0
                 ? zip(nodes[index].inputs, dInputPointers[index]).map { $0 <= first ? nil : $1 } : dInputPointers[index]
             nodes[index].layer!.backward(
-                inputs: inputPointers[index], output: activations[index].pointer,
+                inputs: inputPointers[index], output: activations[index],
                 dOutput: dActivations[index], dInputs: dInputs,
                 batch: batch, context: context)
             layerDone?(index)
