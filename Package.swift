@@ -69,11 +69,13 @@ let package = Package(
 
         // MARK: - Tests
 
+        // The executable too: command lines are parsed in-process (`CommandLineTests`), and the
+        // tests that run the program find its binary beside the test bundle.
         .testTarget(
             name: "CatdogCoreTests",
             dependencies: [
                 "CatdogSupport", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint",
-                "CatdogRun", "CatdogTraining", "CatdogInference", "CatdogReports",
+                "CatdogRun", "CatdogTraining", "CatdogInference", "CatdogReports", "catdog-dist",
             ],
             exclude: ["Support/legacy_to_zip.py"]),
     ]

@@ -32,8 +32,11 @@ struct Import: ParsableCommand {
         """)
     var imageSize: Int?
 
-    func run() throws {
+    func validate() throws {
         if let imageSize, !(32...1024).contains(imageSize) { throw ValidationError("--image-size must be between 32 and 1024") }
+    }
+
+    func run() throws {
         do {
             try checkOutputPath(out, inputs: [pth])
             let torch = try PyTorchReader.read(pth).tensorSource

@@ -1,0 +1,66 @@
+import ArgumentParser
+import CatdogRun
+@testable import catdog_dist
+import XCTest
+
+/// Command lines parsed and validated in-process, as `catdog-dist` does before any work: what
+/// each refuses and why, in microseconds instead of a process each.
+final class CommandLineTests: XCTestCase {
+    /// Parses `arguments` for `command`; the error's message as the program prints it, or nil.
+    func refusal<C: ParsableCommand>(_ command: C.Type, _ arguments: [String]) -> String? {
+        do {
+            _ = try command.parse(arguments)
+            return nil
+        } catch {
+            return command.message(for: error)
+        }
+    }
+
+    func assertRefused<C: ParsableCommand>(_ command: C.Type, _ arguments: [String], saying expected: String,
+                                           file: StaticString = #filePath, line: UInt = #line) {
+        guard let message = refusal(command, arguments) else {
+            return XCTFail("\(command) \(arguments) was accepted", file: file, line: line)
+        }
+        XCTAssertTrue(message.contains(expected), "\(command) \(arguments): \(message)", file: file, line: line)
+    }
+
+    func testTrainRefusesNumbersOutOfRangeAndOptionsOfAnotherModel() {
+        let base = ["--data", "train/", "--checkpoint-dir", "ck"]
+        assertRefused(Train.self, base + ["--epochs", "0"], saying: "--epochs must be positive")
+        assertRefused(Train.self, base + ["--lr", "nan"], saying: "--lr must be a positive number")
+        assertRefused(Train.self, base + ["--val-fraction", "1"], saying: "--val-fraction must be in (0, 1)")
+        assertRefused(Train.self, base + ["--ema", "1"], saying: "--ema must be in [0, 1)")
+        assertRefused(Train.self, base + ["--balance", "fast"], saying: "is not `even`, `auto` or weights")
+        assertRefused(Train.self, base + ["--resize-from", "32", "--model", "vgg"], saying: "progressive resizing needs a model with global pooling")
+        assertRefused(Train.self, base + ["--freeze", "until:3"], saying: "resnet trains from scratch")
+        assertRefused(Train.self, base + ["--model", "alexnet"], saying: "alexnet")
+        assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
+        assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
+    }
+
+    /// What the command lines of the README and of docs/ parse to.
+    func testTrainParsesTheDocumentedCommandLines() throws {
+        let base = ["--data", "train/", "--checkpoint-dir", "ck"]
+        let plain = try Train.parse(base)
+        let config = try plain.makeConfig()
+        XCTAssertEqual(config.model, "resnet")
+        XCTAssertNil(config.balance)
+        XCTAssertEqual(plain.lite, nil)
+        let budget = try Train.parse(base + ["--time-budget", "1800"]).makeConfig()
+        XCTAssertEqual(budget.fillsBudget, true)
+        XCTAssertEqual(budget.optimizer, Recipe.budget.optimizer)
+        let lite2 = try Train.parse(base + ["--model", "efficientnet-lite2", "--init-from", "lite2.safetensors.zst"])
+        XCTAssertEqual(lite2.lite?.variant, 2)
+        XCTAssertTrue(lite2.calibrate)
+        XCTAssertFalse(try Train.parse(base + ["--model", "efficientnet-lite0", "--no-calibrate"]).calibrate)
+        let split = try Train.parse(base + ["--balance", "2,1", "--ghost-batch", "8"]).makeConfig()
+        XCTAssertEqual(split.balance, "2,1")
+        XCTAssertEqual(split.ghostBatch, 8)
+    }
+
+    func testImportAndSubmitRefuseBeforeReadingAnything() {
+        assertRefused(Import.self, ["x.pth", "--out", "y.zst", "--image-size", "8"], saying: "--image-size must be between 32 and 1024")
+        assertRefused(Submit.self, ["--checkpoint", "ck.zst", "--test-dir", "t", "--clip", "0.5"], saying: "--clip must be in [0, 0.5)")
+        assertRefused(Submit.self, ["--checkpoint", "ck.zst", "--test-dir", "t", "--out", "ck.zst"], saying: "would overwrite a checkpoint")
+    }
+}
