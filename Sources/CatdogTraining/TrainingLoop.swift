@@ -400,12 +400,17 @@ extension Trainer {
         let isa: [KernelInstructionSet] = table[(3 * n)...].map { isas[min(max(Int($0), 0), 2)] }
         return Trainer.stragglerLines(compute: Array(table[0..<n]), samples: Array(table[n..<(2 * n)]),
                                       inputWait: Array(table[(2 * n)..<(3 * n)]), isa: isa,
-                                      hosts: comm.hostNames, epochSeconds: epochSeconds, steps: stepsPerEpoch, globalBatch: config.globalBatch)
+                                      hosts: comm.hostNames, epochSeconds: epochSeconds, steps: stepsPerEpoch, globalBatch: config.globalBatch,
+                                      balance: config.balance)
     }
 
-    /// The straggler report from every rank's numbers (a pure function, for tests).
+    /// The straggler report from every rank's numbers (a pure function, for tests). With
+    /// `balance` (`--balance auto` or weights) the shares already follow the ranks' speeds, and
+    /// the line says so: the rank is slower a sample but no longer holds the others back as much.
     public static func stragglerLines(compute: [Double], samples: [Double], inputWait: [Double], isa: [KernelInstructionSet],
-                                      hosts: [String], epochSeconds: Double, steps: Int, globalBatch: Int) -> [String] {
+                                      hosts: [String], epochSeconds: Double, steps: Int, globalBatch: Int,
+                                      balance: String? = nil) -> [String] {
+        let setBy = balance.map { " (shares set by --balance \($0))" } ?? ""
         let perSample = zip(compute, samples).map { $1 > 0 ? $0 / $1 : Double.nan }
         func median(_ values: [Double]) -> Double {
             let v = values.filter { $0.isFinite }.sorted()
@@ -420,8 +425,8 @@ extension Trainer {
             let median = median(others)
             guard time.isFinite, median.isFinite, median > 0, time >= stragglerRatio * median else { return nil }
             let share = (samples[rank] / Double(max(steps, 1))).rounded()
-            return String(format: "straggler: rank %d on %@: %.1f× the other ranks' median time a sample (%.2f ms against %.2f ms); %.0f samples a step of the global batch of %d; input wait %.1f%%; %@ kernels",
-                          rank, rank < hosts.count ? hosts[rank] : "?", time / median, time * 1000, median * 1000, share, globalBatch,
+            return String(format: "straggler: rank %d on %@: %.1f× the other ranks' median time a sample (%.2f ms against %.2f ms); %.0f samples a step of the global batch of %d%@; input wait %.1f%%; %@ kernels",
+                          rank, rank < hosts.count ? hosts[rank] : "?", time / median, time * 1000, median * 1000, share, globalBatch, setBy,
                           100 * inputWait[rank] / max(epochSeconds, 1e-9), isa[rank].rawValue)
         }
     }

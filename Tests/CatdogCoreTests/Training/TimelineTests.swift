@@ -64,5 +64,9 @@ final class TimelineTests: XCTestCase {
         XCTAssertTrue(two[0].hasPrefix("straggler: rank 1 on b: 2.0×"), two[0])
         XCTAssertEqual(Trainer.stragglerLines(compute: [1.0, 0], samples: [500, 0], inputWait: [0, 0], isa: [.avx2, .avx2],
                                               hosts: ["a", "b"], epochSeconds: 5, steps: 10, globalBatch: 100), [])
+        // Balanced shares: the slower rank is still named, with what set its share.
+        let balanced = Trainer.stragglerLines(compute: [1.0, 1.0], samples: [700, 300], inputWait: [0, 0], isa: [.avx2, .avx2],
+                                              hosts: ["a", "b"], epochSeconds: 5, steps: 10, globalBatch: 100, balance: "auto")
+        XCTAssertEqual(balanced, ["straggler: rank 1 on b: 2.3× the other ranks' median time a sample (3.33 ms against 1.43 ms); 30 samples a step of the global batch of 100 (shares set by --balance auto); input wait 0.0%; avx2 kernels"])
     }
 }
