@@ -13,6 +13,8 @@ public struct EpochPlan: Sendable {
     public let epoch: Int
     public let globalBatch: Int
     public let ranks: Int
+    /// The run's seed: with `epoch` it sets `order`, and the next epoch's plan is made from it.
+    public let seed: UInt64
     public let order: [Int]
 
     public struct BatchSizeError: Error, CustomStringConvertible {
@@ -31,6 +33,7 @@ public struct EpochPlan: Sendable {
         self.epoch = epoch
         self.globalBatch = globalBatch
         self.ranks = ranks
+        self.seed = seed
         var random = Random(seed: seed, 0xE90C, UInt64(epoch))
         order = random.permutation(sampleCount)
         shares = Array(repeating: globalBatch / ranks, count: ranks)
@@ -62,6 +65,12 @@ public struct EpochPlan: Sendable {
     /// The largest slice any rank takes.
     public var largestShare: Int { shares.max() ?? 0 }
     public var steps: Int { (order.count + globalBatch - 1) / globalBatch }
+
+    /// The plan of the epoch after this one, with the same shares.
+    public func following() throws -> EpochPlan {
+        try EpochPlan(sampleCount: order.count, globalBatch: globalBatch, ranks: ranks, seed: seed, epoch: epoch + 1)
+            .withShares(shares)
+    }
 
     /// Positions (into the sample list) that `rank` processes at `step`.
     public func samples(step: Int, rank: Int) -> ArraySlice<Int> {

@@ -78,10 +78,9 @@ public final class BatchLoader {
         let count = worker.counts[slot]
         var next: (plan: EpochPlan, step: Int)? = (plan, step + 1)
         if step + 1 >= plan.steps { next = nil }
-        if step + 1 >= plan.steps, plan.epoch + 1 < config.epochs, let following = try? EpochPlan(sampleCount: plan.order.count, globalBatch: plan.globalBatch,
-                                                                   ranks: plan.ranks, seed: config.seed, epoch: plan.epoch + 1),
-           let balanced = try? following.withShares(plan.shares) {
-            next = (balanced, 0)
+        // The next epoch's first batch, from the plan's own seed (the trainer's `planSeed`).
+        if step + 1 >= plan.steps, plan.epoch + 1 < config.epochs, let following = try? plan.following() {
+            next = (following, 0)
         }
         if let next {
             worker.requested = Worker.Job(plan: next.plan, step: next.step, slot: 1 - slot, size: size)
