@@ -47,6 +47,26 @@ final class TransferLearningTests: XCTestCase {
         }
     }
 
+    /// `import` tells Lite2 from its file and builds it at Lite2's default 296 px; `train` refuses
+    /// that file for `--model efficientnet-lite0`, naming both, with exit 1 and before any work.
+    func testImportTellsTheVariantAndTrainRefusesAnotherModelsFile() throws {
+        let pth = try EfficientNetImportTests.weights(EfficientNetLite.variants[2])
+        let folder = try temporaryFolder(self)
+        let out = folder + "/lite2.safetensors.zst"
+        let imported = try CLI.run(["import", pth, "--out", out])
+        XCTAssertEqual(imported.status, 0, imported.output)
+        XCTAssertTrue(imported.stdout.contains("efficientnet-lite2 with ImageNet weights, 296x296"), imported.stdout)
+        let checkpoint = try LoadedCheckpoint(path: out)
+        XCTAssertEqual(checkpoint.metadata.model, "efficientnet-lite2")
+        XCTAssertEqual(checkpoint.metadata.imageSize, 296)
+        let data = try sharedSubset(self, perClass: 5)
+        let wrong = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", out, "--data", data,
+                                 "--checkpoint-dir", folder + "/run"])
+        XCTAssertEqual(wrong.status, 1, wrong.output)
+        XCTAssertTrue(wrong.stderr.contains("holds model efficientnet-lite2, not efficientnet-lite0"), wrong.stderr)
+        XCTAssertFalse(wrong.output.contains("features"), wrong.output)
+    }
+
     /// The imported weights, 30 + 30 shared images and a run folder, for the CLI tests below.
     private func importedWeightsAndSmallSet() throws -> (imported: String, data: String, run: String) {
         guard FileManager.default.fileExists(atPath: EfficientNetImportTests.pth) else { throw EfficientNetImportTests.MissingWeights() }
