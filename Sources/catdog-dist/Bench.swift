@@ -38,6 +38,13 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object (rank 0).")
     var json = false
 
+    @Flag(help: """
+        Measure one core instead: its peak from register-only loops (AVX-512 fp32 FMAs, bf16 \
+        vdpbf16ps), and OpenBLAS's sgemm, our fp32 gemm and our bf16 gemm on the products \
+        Winograd makes in resnet at 64 px, as GFLOP/s and shares of the peak (3 alternating rounds).
+        """)
+    var gemm = false
+
     @Option(help: """
         Emulate a lab: each rank stands for a whole machine of --machine-cores cores, sleeps \
         through the compute this profile measured (the --json output of a one-rank bench at the \
@@ -60,6 +67,10 @@ struct Bench: ParsableCommand {
     func run() throws {
         try runDistributed(announce: !json) { comm in
             try compute.apply()
+            if gemm {
+                if comm.rank == 0 { try benchGemm() }
+                return
+            }
             if let decode {
                 try benchDecode(decode, comm)
                 return
@@ -111,6 +122,27 @@ struct Bench: ParsableCommand {
         print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core)")
         print(String(format: "  step %.1f ms (compute %.1f, within a machine %.1f, exposed network %.1f); %.0f images/s; %.2f MB sent a step; CPU %.2f s per second per rank at most",
                      r.step_ms, r.compute_ms, r.intra_machine_ms, r.exposed_comm_ms, r.images_per_s, r.wire_mb, r.cpu_per_rank))
+    }
+
+    func benchGemm() throws {
+        let r = GemmBenchmark.run()
+        if json { return try printJSON(r) }
+        func span(_ values: [Double]) -> String {
+            guard let low = values.min(), let high = values.max(), high > 0 else { return "-" }
+            return String(format: "%.0f–%.0f", low, high)
+        }
+        func share(_ values: [Double], of peak: [Double]) -> String {
+            guard let best = values.max(), let top = peak.max(), best > 0, top > 0 else { return "-" }
+            return String(format: "%.0f%%", 100 * best / top)
+        }
+        print("one core: \(MachineDescription.current().summary); OpenBLAS core \(blasCoreName); own kernels \(KernelInstructionSet.active.rawValue)")
+        print("  peak GFLOP/s (3 rounds): fp32 FMA \(span(r.peak_fp32)), bf16 vdpbf16ps \(span(r.peak_bf16))")
+        print("  product (m x k x n)       OpenBLAS fp32     our fp32           our bf16 (packed operands)")
+        for row in r.rows {
+            let name = "\(row.shape.m) x \(row.shape.k) x \(row.shape.n)".padding(toLength: 24, withPad: " ", startingAt: 0)
+            print("  \(name)  \(span(row.openblas).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.openblas, of: r.peak_fp32).padding(toLength: 5, withPad: " ", startingAt: 0))    \(span(row.own).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.own, of: r.peak_fp32).padding(toLength: 5, withPad: " ", startingAt: 0))    \(span(row.bf16).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.bf16, of: r.peak_bf16))")
+        }
+        print("  (GFLOP/s lowest–highest of the rounds; shares: the best round against the best peak of its precision)")
     }
 
     func benchDecode(_ folder: String, _ comm: Communicator) throws {

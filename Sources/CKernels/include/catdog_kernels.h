@@ -83,6 +83,23 @@ int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_
 // that is a multiple of 16.
 int catdog_sgemm_available(void);
 
+// bf16 products with fp32 accumulation (AVX512_BF16's vdpbf16ps), operands packed in pairs
+// along k: A's row i as ceil(k/2) pairs (a(i, 2p), a(i, 2p+1)), B's pair-row p as n pairs
+// (b(2p, j), b(2p+1, j)); an odd k is padded with zero. fp32 -> bf16 rounds to nearest even.
+uint16_t catdog_bf16_from_float(float x);
+float catdog_float_from_bf16(uint16_t h);
+void catdog_bf16_pack_a(const float *a, size_t m, size_t k, size_t lda, uint16_t *packed);
+void catdog_bf16_pack_b(const float *b, size_t k, size_t n, size_t ldb, uint16_t *packed);
+// C (m x n, row stride ldc) = or += A B from packed operands; 0 without touching C on a CPU
+// without AVX512_BF16.
+int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const uint16_t *b_packed, float *c, size_t ldc,
+                  int accumulate);
+int catdog_cpu_has_bf16(void);
+// One core's rate, GFLOP/s, from register-only loops of about `seconds`: AVX-512 fp32 FMAs, and
+// vdpbf16ps (each 32 products and their sums). 0 where the CPU lacks the instructions.
+double catdog_peak_fp32_gflops(double seconds);
+double catdog_peak_bf16_gflops(double seconds);
+
 // dst (cols x rows) = srcᵀ for src (rows x cols), both row-major, in cache-sized blocks.
 void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst);
 
