@@ -82,7 +82,8 @@ struct Bench: ParsableCommand {
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
                                       compression: allReduce.givenCompression ?? .none,
-                                      convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats, multiply: compute.multiply),
+                                      convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats, multiply: compute.multiply,
+                                                                     winogradMinimumTiles: compute.winogradMinTiles),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
             if json {

@@ -87,7 +87,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
-    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, im2col + gemm for the rest), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
+    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, in passes of at least 16 output tiles of 4x4; im2col + gemm for the rest), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
     var convolution = ConvolutionOptions.Algorithm.auto
 
     @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
@@ -96,7 +96,12 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare.")
     var kernels = KernelInstructionSet.auto
 
-    var convolutionOptions: ConvolutionOptions { ConvolutionOptions(algorithm: convolution, multiply: multiply) }
+    @Option(help: "With --convolution auto: Winograd only in passes with at least this many 4x4 output tiles (images x tiles an image); im2col below, where it is faster. 0 = Winograd at every size, for comparison.")
+    var winogradMinTiles = ConvolutionOptions().winogradMinimumTiles
+
+    var convolutionOptions: ConvolutionOptions {
+        ConvolutionOptions(algorithm: convolution, multiply: multiply, winogradMinimumTiles: winogradMinTiles)
+    }
 
     /// Sets the BLAS threads and our kernels' instruction set for this process.
     func apply() throws {
@@ -106,6 +111,7 @@ struct ComputeOptions: ParsableArguments {
 
     func validate() throws {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
+        guard (0...1_000_000).contains(winogradMinTiles) else { throw ValidationError("--winograd-min-tiles must be between 0 and 1000000") }
     }
 }
 

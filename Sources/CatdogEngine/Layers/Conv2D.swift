@@ -31,6 +31,14 @@ public final class Conv2D: Layer {
     private var winograd: WinogradConvolution?
     /// Whether `reserve` chose Winograd for this layer (see `ConvolutionOptions`).
     public var usesWinograd: Bool { winograd != nil }
+
+    /// Whether a pass of `batch` images takes Winograd: the layer has it, and with `auto` the
+    /// pass has `winogradMinimumTiles` output tiles of 4×4 or more (F(2×2) always takes it).
+    public func takesWinograd(batch: Int) -> Bool {
+        guard winograd != nil, let g = geometry else { return false }
+        guard scratch.convolution.algorithm == .auto else { return true }
+        return batch * ((g.outHeight + 3) / 4) * ((g.outWidth + 3) / 4) >= scratch.convolution.winogradMinimumTiles
+    }
     private var winogradBackward: WinogradConvolution?
     /// F(4×4, 3×3) computes dW too; F(2×2) layers compute it with im2col.
     private var winogradKernelGradient: Winograd4x4?
@@ -142,7 +150,7 @@ public final class Conv2D: Layer {
         let x = inputs[0]
         let rowsPerImage = g.outHeight * g.outWidth
         let total = batch * rowsPerImage
-        if let winograd {
+        if let winograd, takesWinograd(batch: batch) {
             winograd.setKernel(kernel)
             winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
             colHoldsWholeBatch = false
@@ -177,7 +185,8 @@ public final class Conv2D: Layer {
         let total = batch * rowsPerImage
         catdog_mask_bias_gradient(output, dOutput, useBias ? dBias : nil, total, filters, activation.kernelCode)
         var dx = dInputs[0]
-        if let dxAll = dx, let back = winogradBackward {
+        let winogradPass = takesWinograd(batch: batch)
+        if let dxAll = dx, let back = winogradBackward, winogradPass {
             // W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]
             let c = g.channels
             for tap in 0..<9 {
@@ -187,7 +196,7 @@ public final class Conv2D: Layer {
             back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: true)
             dx = nil
         }
-        if let winogradKernelGradient {
+        if let winogradKernelGradient, winogradPass {
             winogradKernelGradient.accumulateKernelGradient(input: x, dOutput: dOutput, images: batch, height: g.inHeight,
                                                             width: g.inWidth, into: dKernel)
             return

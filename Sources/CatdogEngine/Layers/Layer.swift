@@ -82,11 +82,20 @@ public struct ConvolutionOptions: Sendable, Equatable {
         case blas
     }
     public var multiply = Multiply.own
+    /// With `auto`, a pass takes Winograd F(4×4) only when it has at least this many 4×4 output
+    /// tiles (images × tiles an image); smaller passes take im2col. Winograd's filter transforms
+    /// cost the same for any batch, and both they and the products it saves grow with channels
+    /// in × out, so the break-even is a tile count: about 12–16 on resnet's layers of 128 and
+    /// 256 channels (`bench --batch-size 2` and `8`, per layer). Rank with a small share of a
+    /// balanced batch, or a micro-batch of a few images at the deepest layers, gain from it.
+    public var winogradMinimumTiles = 16
 
-    public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10, multiply: Multiply = .own) {
+    public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10, multiply: Multiply = .own,
+                winogradMinimumTiles: Int = 16) {
         self.algorithm = algorithm
         self.columnFloats = max(1, columnFloats)
         self.multiply = multiply
+        self.winogradMinimumTiles = max(0, winogradMinimumTiles)
     }
 }
 

@@ -64,8 +64,10 @@ final class ConvolutionReferenceTests: XCTestCase {
                 let batch = 1 + random.below(3)
                 let conv = Conv2D(filters: filters, kernelSize: (3, 3), activation: .linear)
                 let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch,
-                                         seed: UInt64(100 + trial), convolution: ConvolutionOptions(algorithm: algorithm, multiply: multiply))
+                                         seed: UInt64(100 + trial), convolution: ConvolutionOptions(algorithm: algorithm, multiply: multiply,
+                                                                                                  winogradMinimumTiles: 0))
                 XCTAssertTrue(conv.usesWinograd)
+                XCTAssertTrue(conv.takesWinograd(batch: batch))
                 let g = conv.geometry!
                 let label = "winograd (\(algorithm), \(multiply), kernels \(kernelInstructionSet)) \(height)x\(width)x\(channels) -> \(filters), batch \(batch)"
                 h.forward()
@@ -86,6 +88,37 @@ final class ConvolutionReferenceTests: XCTestCase {
                             "dBias, \(label)")
             }
         }
+    }
+
+    /// With `auto`, a pass of fewer than `winogradMinimumTiles` 4×4 output tiles takes im2col:
+    /// 2 images of 8×8 (8 tiles) give exactly what an im2col layer gives, forward and backward;
+    /// 4 images (16 tiles) take Winograd, within the reference's tolerance.
+    func testSmallPassesTakeIm2colAndLargerOnesWinograd() throws {
+        let shape = FeatureShape(height: 8, width: 8, channels: 16)
+        func harness(_ algorithm: ConvolutionOptions.Algorithm, batch: Int) throws -> (Conv2D, LayerHarness) {
+            let conv = Conv2D(filters: 16, kernelSize: (3, 3), activation: .linear)
+            return (conv, try LayerHarness(conv, inputs: [shape], batch: batch, seed: 5, convolution: ConvolutionOptions(algorithm: algorithm)))
+        }
+        let (small, a) = try harness(.auto, batch: 2), (_, b) = try harness(.im2col, batch: 2)
+        XCTAssertTrue(small.usesWinograd)
+        XCTAssertFalse(small.takesWinograd(batch: 2))
+        a.forward()
+        b.forward()
+        XCTAssertEqual(a.output.array, b.output.array)
+        let dy = (0..<a.output.count).map { Float($0 % 7) - 3 }
+        a.backward(dy)
+        b.backward(dy)
+        XCTAssertEqual(a.dInputs[0].array, b.dInputs[0].array)
+        XCTAssertEqual(a.gradients.array, b.gradients.array)
+        let (large, c) = try harness(.auto, batch: 4)
+        XCTAssertTrue(large.takesWinograd(batch: 4))
+        c.forward()
+        let g = large.geometry!
+        let kernelCount = 9 * 16 * 16
+        let expected = ReferenceConv.forward(g, images: 4, filters: 16, input: c.inputs[0].array,
+                                             kernel: Array(c.parameters.array[0..<kernelCount]),
+                                             bias: Array(c.parameters.array[kernelCount...]))
+        assertClose(c.output.array, expected, absolute: 1e-3, relative: 1e-3, "forward through Winograd, 16 tiles")
     }
 
     func testSamePaddingMatchesTensorFlow() {
