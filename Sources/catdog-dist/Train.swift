@@ -309,9 +309,10 @@ struct Train: ParsableCommand {
                 log.info("warning: cannot catch stop signals (\(error)); SIGTERM will end the run without a checkpoint")
             }
             try compute.apply()
-            let store = CheckpointStore(directory: checkpointDir, keep: keep)
-            let lock = try claimCheckpointFolder(store, comm: comm, log: log)
-            defer { withExtendedLifetime(lock) {} }
+            let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
+                                             communicator: comm, log: log.info)
+            defer { withExtendedLifetime(folder) {} }
+            let store = folder.store
             var config = try makeConfig()
             var preprocessing: Preprocessing?
             // --freeze none: all of the EfficientNet-Lite fine-tunes from its ImageNet weights, on
@@ -331,7 +332,7 @@ struct Train: ParsableCommand {
                 preprocessing = loaded.metadata.preprocessing
                 initial = loaded
             }
-            var checkpoint = try loadResumeCheckpoint(comm, store: store, log: log)
+            var checkpoint = try folder.resumePoint(resume, communicator: comm, log: log.info)
             var changedSchedule = false
             if let checkpoint {
                 let m = checkpoint.metadata
@@ -353,10 +354,7 @@ struct Train: ParsableCommand {
                 if comm.rank == 0 { try (data.skippedDetails.joined(separator: "\n") + "\n").write(toFile: details, atomically: true, encoding: .utf8) }
                 log.info("\(summary) (details in \(details))")
             }
-            // The machine with the least memory per rank sets the budget, so every rank agrees.
-            var perRank = [-Double((MemoryStatus.availableBytes() ?? 0) / comm.ranksOnMachine)]
-            try comm.allReduceMax(&perRank)
-            let budget = Trainer.activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
+            let budget = try Trainer.agreedActivationBudget(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
                                       convolution: compute.convolutionOptions)
             trainer.stopSignal = { StopSignals.received }
@@ -402,7 +400,7 @@ struct Train: ParsableCommand {
             let progress = ProgressLine()
             var checkpointMilliseconds: [Double] = []
             let summary = try trainer.fit(
-                metricsFile: (checkpointDir as NSString).appendingPathComponent("metrics.jsonl"),
+                metricsFile: folder.metricsPath,
                 checkpointEvery: checkpointEvery,
                 log: { progress.clear(); log.info($0) },
                 progress: { progress.update($0) }
@@ -571,80 +569,6 @@ struct Train: ParsableCommand {
         return (c, applied, schedule)
     }
 
-    /// Rank 0 makes sure the checkpoint folder is usable before any work: it exists and is
-    /// writable, no other run holds it (a kernel lock on `.lock`), and it does not hold a
-    /// finished or other run unless this one resumes it or --overwrite says to start afresh.
-    func claimCheckpointFolder(_ store: CheckpointStore, comm: Communicator, log: RankLog) throws -> CheckpointStore.Lock? {
-        guard comm.rank == 0 else { return nil }
-        var isFolder: ObjCBool = false
-        if FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isFolder), !isFolder.boolValue {
-            throw CheckpointError(path: checkpointDir, problem: "is a file, not a folder: pass a folder to --checkpoint-dir")
-        }
-        do { try FileManager.default.createDirectory(atPath: checkpointDir, withIntermediateDirectories: true) } catch {
-            throw CheckpointError(path: checkpointDir, problem: "cannot create the folder (\(describe(error)))")
-        }
-        // A Slurm job that was requeued finds its own earlier start's lock, and takes it over.
-        let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"]
-        // A restart right after a crash can find the dead job's last rank still being torn down.
-        let lock = try CheckpointStore.Lock.acquire(in: checkpointDir, host: comm.hostName, job: job, wait: 10) { log.info($0) }
-        if lock.tookOverFromJob { log.info("took over \(lock.path) from an earlier start of Slurm job \(job ?? "?") (requeued)") }
-        // metrics.jsonl is appended to: a planted link (the folder may be shared) would make the
-        // run write into the file it points to. Refused now, before any work.
-        let metrics = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
-        var info = stat()
-        if lstat(metrics, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
-            throw CheckpointError(path: metrics, problem: "is not a regular file (a symbolic link, a FIFO or a device): remove it")
-        }
-        let stale = store.removeStaleTemporaries()
-        if stale > 0 { log.info("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }
-        if resume == nil, store.holdsARun {
-            guard overwrite else {
-                throw CheckpointError(path: checkpointDir, problem: """
-                    already holds a run (checkpoints or metrics.jsonl). Continue it with --resume auto, \
-                    start afresh in it with --overwrite, or pass a new --checkpoint-dir
-                    """)
-            }
-            let events = ((try? FileManager.default.contentsOfDirectory(atPath: checkpointDir)) ?? [])
-                .filter { $0.hasPrefix("events.out.tfevents.") }.map { checkpointDir + "/" + $0 }
-            for file in store.numbered() + [store.lastPath, store.bestPath, checkpointDir + "/metrics.jsonl", checkpointDir + "/skipped-files.log"] + events {
-                try? FileManager.default.removeItem(atPath: file)
-            }
-            log.info("--overwrite: removed the previous run's checkpoints and metrics from \(checkpointDir)")
-        }
-        return lock
-    }
-
-    /// Where a resumed run continues: the checkpoint's metadata on every rank, its tensors on
-    /// rank 0 only (`Trainer.restore` sends them on from there).
-    struct ResumePoint {
-        var metadata: CheckpointMetadata
-        var path: String
-        var checkpoint: LoadedCheckpoint?
-    }
-
-    /// Rank 0 finds and verifies the checkpoint to resume from, then sends its metadata to every
-    /// rank (lab machines need not share a file system; the weights follow once the trainer
-    /// exists, so no other rank ever holds a copy of the file). nil = start fresh.
-    func loadResumeCheckpoint(_ comm: Communicator, store: CheckpointStore, log: RankLog) throws -> ResumePoint? {
-        guard let resume else { return nil }
-        var found: LoadedCheckpoint?
-        var json = ""
-        if comm.rank == 0 {
-            if resume == "auto" {
-                found = store.newestValid { log.info("skipping \($0)") }
-                if found == nil { log.info("no checkpoint in \(checkpointDir) yet: starting fresh") }
-            } else {
-                found = try LoadedCheckpoint(path: resume)
-            }
-            if let found { json = String(decoding: try JSONEncoder().encode(found.metadata), as: UTF8.self) }
-        }
-        json = try comm.broadcast(json)
-        let path = try comm.broadcast(found?.path ?? "")
-        guard !json.isEmpty else { return nil }
-        let metadata = try found?.metadata ?? JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8))
-        return ResumePoint(metadata: metadata, path: path, checkpoint: found)
-    }
-
     /// The model that `--model` names (an EfficientNet-Lite) is the one `import` wrote in `path`.
     func importedModel(_ path: String) throws -> LoadedCheckpoint {
         let loaded = try LoadedCheckpoint(path: path)
@@ -672,8 +596,9 @@ struct Train: ParsableCommand {
             try compute.apply()
             let log = RankLog(comm)
             let initial = try importedModel(initFrom)
-            let lock = try claimCheckpointFolder(CheckpointStore(directory: checkpointDir, keep: keep), comm: comm, log: log)
-            defer { withExtendedLifetime(lock) {} }
+            let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
+                                             communicator: comm, log: log.info)
+            defer { withExtendedLifetime(folder) {} }
             var config = initial.metadata.config
             if let seed { config.seed = seed }
             if let valFraction { config.validationFraction = valFraction }
@@ -689,7 +614,7 @@ struct Train: ParsableCommand {
             head.calibrate = calibrate
             config.epochs = head.epochs
             let progress = ProgressLine()
-            let metricsFile = (checkpointDir as NSString).appendingPathComponent("metrics.jsonl")
+            let metricsFile = folder.metricsPath
             let result: FeatureExtraction.Result
             if let freezeUntil {
                 var tune = FineTuning.Config()
@@ -719,7 +644,7 @@ struct Train: ParsableCommand {
             if comm.rank == 0 {
                 let bytes = try FeatureExtraction.checkpointBytes(result, config: config, preprocessing: initial.metadata.preprocessing,
                                                                   ranks: comm.size)
-                try CheckpointStore(directory: checkpointDir, keep: keep).write(bytes, epoch: result.history.count, step: 0, best: true)
+                try folder.store.write(bytes, epoch: result.history.count, step: 0, best: true)
             }
             let best = result.history.min { $0.val_loss < $1.val_loss }
             log.info(String(format: "best val_loss %.4f val_acc %.4f; features %.1f s (%.1f images/s); model in %@", result.bestValidationLoss,

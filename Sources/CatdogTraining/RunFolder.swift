@@ -1,0 +1,106 @@
+import CatdogCheckpoint
+import CatdogDistributed
+import CatdogRun
+import CatdogSupport
+import Foundation
+
+/// A training run's checkpoint folder as `train` uses it: claimed by rank 0 before any work,
+/// and, on a resume, the checkpoint the run continues from.
+public struct RunFolder {
+    public let store: CheckpointStore
+    public var path: String { store.directory }
+    /// Rank 0's lock on the folder (nil on the other ranks); held as long as this value lives.
+    public let lock: CheckpointStore.Lock?
+
+    public var metricsPath: String { (path as NSString).appendingPathComponent("metrics.jsonl") }
+
+    /// Rank 0 makes sure the folder is usable before any work: it exists and is writable, no
+    /// other run holds it (a kernel lock on `.lock`; a requeued Slurm job takes over its own
+    /// earlier start's), `metrics.jsonl` is a regular file if there, and it does not hold a
+    /// run unless this one resumes it (`resuming`) or `overwrite` says to start afresh, which
+    /// removes the old run's checkpoints, metrics and event files. The other ranks only wait
+    /// for nothing: they return at once.
+    public static func claim(_ path: String, keep: Int, resuming: Bool, overwrite: Bool, communicator comm: Communicator,
+                             log: (String) -> Void) throws -> RunFolder {
+        let store = CheckpointStore(directory: path, keep: keep)
+        guard comm.rank == 0 else { return RunFolder(store: store, lock: nil) }
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue {
+            throw CheckpointError(path: path, problem: "is a file, not a folder: pass a folder to --checkpoint-dir")
+        }
+        do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+            throw CheckpointError(path: path, problem: "cannot create the folder (\(describe(error)))")
+        }
+        // A Slurm job that was requeued finds its own earlier start's lock, and takes it over.
+        let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"]
+        // A restart right after a crash can find the dead job's last rank still being torn down.
+        let lock = try CheckpointStore.Lock.acquire(in: path, host: comm.hostName, job: job, wait: 10, waiting: log)
+        if lock.tookOverFromJob { log("took over \(lock.path) from an earlier start of Slurm job \(job ?? "?") (requeued)") }
+        let folder = RunFolder(store: store, lock: lock)
+        // metrics.jsonl is appended to: a planted link (the folder may be shared) would make the
+        // run write into the file it points to. Refused now, before any work.
+        var info = stat()
+        if lstat(folder.metricsPath, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+            throw CheckpointError(path: folder.metricsPath, problem: "is not a regular file (a symbolic link, a FIFO or a device): remove it")
+        }
+        let stale = store.removeStaleTemporaries()
+        if stale > 0 { log("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }
+        if !resuming, store.holdsARun {
+            guard overwrite else {
+                throw CheckpointError(path: path, problem: """
+                    already holds a run (checkpoints or metrics.jsonl). Continue it with --resume auto, \
+                    start afresh in it with --overwrite, or pass a new --checkpoint-dir
+                    """)
+            }
+            let events = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
+                .filter { $0.hasPrefix("events.out.tfevents.") }.map { path + "/" + $0 }
+            for file in store.numbered() + [store.lastPath, store.bestPath, folder.metricsPath, path + "/skipped-files.log"] + events {
+                try? FileManager.default.removeItem(atPath: file)
+            }
+            log("--overwrite: removed the previous run's checkpoints and metrics from \(path)")
+        }
+        return folder
+    }
+
+    /// Where a resumed run continues: the checkpoint's metadata on every rank, its tensors on
+    /// rank 0 only (`Trainer.restore` sends them on from there).
+    public struct ResumePoint {
+        public var metadata: CheckpointMetadata
+        public var path: String
+        public var checkpoint: LoadedCheckpoint?
+    }
+
+    /// Rank 0 finds and verifies the checkpoint to resume from (`resume`: "auto" for the
+    /// newest valid one here, else a file), then sends its metadata to every rank (lab
+    /// machines need not share a file system; the weights follow once the trainer exists, so no
+    /// other rank ever holds a copy of the file). nil = start fresh.
+    public func resumePoint(_ resume: String?, communicator comm: Communicator, log: (String) -> Void) throws -> ResumePoint? {
+        guard let resume else { return nil }
+        var found: LoadedCheckpoint?
+        var json = ""
+        if comm.rank == 0 {
+            if resume == "auto" {
+                found = store.newestValid { log("skipping \($0)") }
+                if found == nil { log("no checkpoint in \(path) yet: starting fresh") }
+            } else {
+                found = try LoadedCheckpoint(path: resume)
+            }
+            if let found { json = String(decoding: try JSONEncoder().encode(found.metadata), as: UTF8.self) }
+        }
+        json = try comm.broadcast(json)
+        let path = try comm.broadcast(found?.path ?? "")
+        guard !json.isEmpty else { return nil }
+        let metadata = try found?.metadata ?? JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8))
+        return ResumePoint(metadata: metadata, path: path, checkpoint: found)
+    }
+}
+
+extension Trainer {
+    /// The activation budget every rank agrees on: the machine with the least memory available
+    /// per rank sets it (collective).
+    public static func agreedActivationBudget(communicator comm: Communicator) throws -> Int {
+        var perRank = [-Double((MemoryStatus.availableBytes() ?? 0) / comm.ranksOnMachine)]
+        try comm.allReduceMax(&perRank)
+        return activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
+    }
+}
