@@ -319,18 +319,9 @@ struct Train: ParsableCommand {
             // streamed images at its own input size and scaling, BatchNorm in inference mode.
             var initial: LoadedCheckpoint?
             if lite != nil, let initFrom {
-                let loaded = try importedModel(initFrom)
-                config.imageSize = loaded.metadata.imageSize
-                config.fit = loaded.metadata.preprocessing.fit
-                config.scale = loaded.metadata.preprocessing.scale
-                let tune = FineTuning.Config()
-                if lr == nil { config.learningRate = tune.learningRate }
-                if epochs == nil { config.epochs = tune.epochs }
-                if patience == nil { config.patience = tune.patience }
-                if weightDecay == nil { config.weightDecay = tune.weightDecay }
-                if augment == nil { config.augmentation = Augmentation(flip: true, color: true) }
-                preprocessing = loaded.metadata.preprocessing
-                initial = loaded
+                initial = try importedModel(initFrom)
+                fineTuneAll(from: initial!, config: &config)
+                preprocessing = initial!.metadata.preprocessing
             }
             var checkpoint = try folder.resumePoint(resume, communicator: comm, log: log.info)
             var changedSchedule = false
@@ -359,20 +350,7 @@ struct Train: ParsableCommand {
                                       convolution: compute.convolutionOptions)
             trainer.stopSignal = { StopSignals.received }
             if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
-            if comm.size > 1, stallTimeout > 0 {
-                var peers: (@Sendable () -> String)?
-                var silence: (@Sendable (Double, Int?) -> String?)?
-                if let heartbeats = comm.heartbeats {
-                    peers = { heartbeats.report() }
-                    silence = { longerThan, except in
-                        heartbeats.silentPeer(longerThan: longerThan, except: except).map {
-                            String(format: "rank %d on %@ has been silent for %.0f s", $0.peer.rank, $0.peer.host, $0.silence)
-                        }
-                    }
-                }
-                trainer.watchdog = StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)",
-                                                 peers: peers, silence: silence)
-            }
+            trainer.watchdog = watchdog(comm)
             if lite != nil {
                 for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }
                 if let initial, checkpoint == nil {
@@ -381,18 +359,7 @@ struct Train: ParsableCommand {
                 }
             }
             if let checkpoint {
-                try trainer.restore(metadata: checkpoint.metadata, path: checkpoint.path, from: checkpoint.checkpoint) { log.info($0) }
-                if changedSchedule {
-                    // --lr, --warmup-epochs or --decay given on the resume: the schedule from here on.
-                    var schedule = trainer.schedule
-                    schedule.baseRate = config.resolvedLearningRate
-                    schedule.warmupSteps = Int(config.warmupEpochs * Double(trainer.stepsPerEpoch))
-                    schedule.decay = config.decay
-                    trainer.setSchedule(schedule)
-                }
-                let m = checkpoint.metadata
-                let elastic = m.ranks == comm.size ? "" : "; written by \(m.ranks) ranks, continuing on \(comm.size) with the same global batch \(config.globalBatch)"
-                log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
+                try restore(trainer, from: checkpoint, config: config, changedSchedule: changedSchedule, comm: comm, log: log)
             }
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
@@ -419,30 +386,87 @@ struct Train: ParsableCommand {
                 checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
             }
             progress.clear()
-            if case .signal(let signal) = summary.stop {
-                let what = signal == 0 ? "a stop signal to another rank" : StopSignals.name(signal)
-                log.info("stopped by \(what) at epoch \(trainer.epoch + 1), step \(trainer.stepInEpoch) of the epoch (update \(trainer.globalStep)); its checkpoint is \(store.lastPath): continue with --resume auto")
-                throw ResumableStop(signal: signal == 0 ? SIGTERM : signal)
-            }
-            let how = switch summary.stop {
-            case .epochs: "finished \(config.epochs) epochs"
-            case .earlyStopping: "stopped early"
-            case .timeBudget: config.fillsBudget == true ? "finished: the time budget is spent and the schedule with it"
-                : "time budget spent (resume with --resume auto to continue)"
-            case .signal: ""
-            }
-            let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
-            var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]
-            try comm.allReduceMax(&peak)
-            let source = trainer.source
-            let prepared = source.preparedSamples > 0
-                ? String(format: " (%d samples, %.0f a second)", source.preparedSamples, Double(source.preparedSamples) / max(source.prepareSeconds, 1e-9))
-                : ""
-            log.info(String(format: "input: rank 0's helper thread prepared batches in %.1f s of CPU", source.prepareSeconds) + prepared
-                     + String(format: "; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
-                              source.waitSeconds, peak[0] / 1_048_576))
-            log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; \(FileManager.default.fileExists(atPath: store.bestPath) ? "best weights in \(store.bestPath)" : "no best weights written (no validation loss)")")
+            try finish(summary, trainer: trainer, store: store, checkpointMilliseconds: checkpointMilliseconds, config: config,
+                       comm: comm, log: log)
         }
+    }
+
+    /// How the run ended, on every rank's log: a stop signal's checkpoint (then a resumable
+    /// exit), or why it finished, the input pipeline's share, peak memory, time and checkpoints.
+    func finish(_ summary: FitSummary, trainer: Trainer, store: CheckpointStore, checkpointMilliseconds: [Double],
+                config: TrainingConfig, comm: Communicator, log: RankLog) throws {
+        if case .signal(let signal) = summary.stop {
+            let what = signal == 0 ? "a stop signal to another rank" : StopSignals.name(signal)
+            log.info("stopped by \(what) at epoch \(trainer.epoch + 1), step \(trainer.stepInEpoch) of the epoch (update \(trainer.globalStep)); its checkpoint is \(store.lastPath): continue with --resume auto")
+            throw ResumableStop(signal: signal == 0 ? SIGTERM : signal)
+        }
+        let how = switch summary.stop {
+        case .epochs: "finished \(config.epochs) epochs"
+        case .earlyStopping: "stopped early"
+        case .timeBudget: config.fillsBudget == true ? "finished: the time budget is spent and the schedule with it"
+            : "time budget spent (resume with --resume auto to continue)"
+        case .signal: ""
+        }
+        let meanMs = checkpointMilliseconds.isEmpty ? 0 : checkpointMilliseconds.reduce(0, +) / Double(checkpointMilliseconds.count)
+        var peak = [Double(MemoryStatus.peakResidentBytes() ?? 0)]
+        try comm.allReduceMax(&peak)
+        let source = trainer.source
+        let prepared = source.preparedSamples > 0
+            ? String(format: " (%d samples, %.0f a second)", source.preparedSamples, Double(source.preparedSamples) / max(source.prepareSeconds, 1e-9))
+            : ""
+        log.info(String(format: "input: rank 0's helper thread prepared batches in %.1f s of CPU", source.prepareSeconds) + prepared
+                 + String(format: "; training waited %.1f s for them; peak memory (RSS) of the largest rank %.0f MiB",
+                          source.waitSeconds, peak[0] / 1_048_576))
+        log.info("\(how) in \(formatDuration(summary.seconds)); best val_loss \(String(format: "%.4f", summary.bestValidationLoss)); compute \(String(format: "%.1f", trainer.computeSeconds)) s, exposed all-reduce \(String(format: "%.1f", trainer.exposedCommSeconds)) s; \(checkpointMilliseconds.count) checkpoints, \(String(format: "%.0f", meanMs)) ms each; \(FileManager.default.fileExists(atPath: store.bestPath) ? "best weights in \(store.bestPath)" : "no best weights written (no validation loss)")")
+    }
+
+    /// `--freeze none` from `import`'s file: its input size and scaling, and fine-tuning's
+    /// defaults for what the command line left open.
+    func fineTuneAll(from loaded: LoadedCheckpoint, config: inout TrainingConfig) {
+        config.imageSize = loaded.metadata.imageSize
+        config.fit = loaded.metadata.preprocessing.fit
+        config.scale = loaded.metadata.preprocessing.scale
+        let tune = FineTuning.Config()
+        if lr == nil { config.learningRate = tune.learningRate }
+        if epochs == nil { config.epochs = tune.epochs }
+        if patience == nil { config.patience = tune.patience }
+        if weightDecay == nil { config.weightDecay = tune.weightDecay }
+        if augment == nil { config.augmentation = Augmentation(flip: true, color: true) }
+    }
+
+    /// The stall watchdog of a run of several ranks (`--stall-timeout`), naming a silent peer
+    /// from the heartbeats when there are any; nil alone or with the timeout off.
+    func watchdog(_ comm: Communicator) -> StallWatchdog? {
+        guard comm.size > 1, stallTimeout > 0 else { return nil }
+        var peers: (@Sendable () -> String)?
+        var silence: (@Sendable (Double, Int?) -> String?)?
+        if let heartbeats = comm.heartbeats {
+            peers = { heartbeats.report() }
+            silence = { longerThan, except in
+                heartbeats.silentPeer(longerThan: longerThan, except: except).map {
+                    String(format: "rank %d on %@ has been silent for %.0f s", $0.peer.rank, $0.peer.host, $0.silence)
+                }
+            }
+        }
+        return StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)",
+                             peers: peers, silence: silence)
+    }
+
+    /// The trainer at the resume point; the schedule from here on when --lr, --warmup-epochs or
+    /// --decay were given on the resume.
+    func restore(_ trainer: Trainer, from checkpoint: RunFolder.ResumePoint, config: TrainingConfig, changedSchedule: Bool,
+                 comm: Communicator, log: RankLog) throws {
+        try trainer.restore(metadata: checkpoint.metadata, path: checkpoint.path, from: checkpoint.checkpoint) { log.info($0) }
+        if changedSchedule {
+            var schedule = trainer.schedule
+            schedule.baseRate = config.resolvedLearningRate
+            schedule.warmupSteps = Int(config.warmupEpochs * Double(trainer.stepsPerEpoch))
+            schedule.decay = config.decay
+            trainer.setSchedule(schedule)
+        }
+        let m = checkpoint.metadata
+        let elastic = m.ranks == comm.size ? "" : "; written by \(m.ranks) ranks, continuing on \(comm.size) with the same global batch \(config.globalBatch)"
+        log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
     }
 
     /// Rank 0's TensorBoard event file in the checkpoint folder, opened with the run's
