@@ -61,44 +61,37 @@ int catdog_cpu_has_bf16(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
 }
 
-// Twelve independent chains: enough to keep two FMA pipes of latency 4 to 6 busy.
-AVX512 static double fp32_peak(double seconds) {
-    __m512 c[12];
-    for (int r = 0; r < 12; r++) c[r] = _mm512_set1_ps((float)r * 1e-3f);
-    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    size_t rounds = 0;
-    const double start = now_seconds();
-    double elapsed = 0;
-    do {
-        for (int i = 0; i < 4096; i++)
-            for (int r = 0; r < 12; r++) c[r] = _mm512_fmadd_ps(c[r], x, y);
-        rounds += 4096;
-        elapsed = now_seconds() - start;
-    } while (elapsed < seconds);
-    __m512 sum = c[0];
-    for (int r = 1; r < 12; r++) sum = _mm512_add_ps(sum, c[r]);
-    volatile float sink = _mm512_reduce_add_ps(sum);
+// Twelve independent chains of `STEP(c)` for about `seconds`: enough to keep two FMA pipes of
+// latency 4 to 6 busy. Sets `rounds` (each 12 STEPs) and `elapsed`; the sums go to a volatile
+// sink so that the loop is not optimised away.
+#define TIMED_CHAINS(STEP)                                                           \
+    __m512 c[12];                                                                    \
+    for (int r = 0; r < 12; r++) c[r] = _mm512_set1_ps((float)r * 1e-3f);            \
+    size_t rounds = 0;                                                               \
+    const double start = now_seconds();                                              \
+    double elapsed = 0;                                                              \
+    do {                                                                             \
+        for (int i = 0; i < 4096; i++)                                               \
+            for (int r = 0; r < 12; r++) c[r] = STEP(c[r]);                          \
+        rounds += 4096;                                                              \
+        elapsed = now_seconds() - start;                                             \
+    } while (elapsed < seconds);                                                     \
+    __m512 sum = c[0];                                                               \
+    for (int r = 1; r < 12; r++) sum = _mm512_add_ps(sum, c[r]);                     \
+    volatile float sink = _mm512_reduce_add_ps(sum);                                 \
     (void)sink;
+
+AVX512 static double fp32_peak(double seconds) {
+    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+#define FMA_STEP(v) _mm512_fmadd_ps(v, x, y)
+    TIMED_CHAINS(FMA_STEP)
     return (double)rounds * 12 * 16 * 2 / elapsed * 1e-9;
 }
 
 BF16 static double bf16_peak(double seconds) {
-    __m512 c[12];
-    for (int r = 0; r < 12; r++) c[r] = _mm512_set1_ps((float)r * 1e-3f);
     const __m512bh x = (__m512bh)_mm512_set1_epi16((short)0x3f80), y = (__m512bh)_mm512_set1_epi16((short)0x3380);
-    size_t rounds = 0;
-    const double start = now_seconds();
-    double elapsed = 0;
-    do {
-        for (int i = 0; i < 4096; i++)
-            for (int r = 0; r < 12; r++) c[r] = _mm512_dpbf16_ps(c[r], x, y);
-        rounds += 4096;
-        elapsed = now_seconds() - start;
-    } while (elapsed < seconds);
-    __m512 sum = c[0];
-    for (int r = 1; r < 12; r++) sum = _mm512_add_ps(sum, c[r]);
-    volatile float sink = _mm512_reduce_add_ps(sum);
-    (void)sink;
+#define DPBF16_STEP(v) _mm512_dpbf16_ps(v, x, y)
+    TIMED_CHAINS(DPBF16_STEP)
     // Each vdpbf16ps: 16 lanes x 2 products, each a multiply and an add.
     return (double)rounds * 12 * 32 * 2 / elapsed * 1e-9;
 }
