@@ -240,6 +240,9 @@ struct Train: ParsableCommand {
         // Every number of the run's configuration, by the ranges a checkpoint's are read with.
         if let problem = try makeConfig().problem { throw ValidationError("an option is out of range: \(problem)") }
         _ = try augmentation()
+        if let lite, case .until(let n) = freeze, n > lite.blocks {
+            throw ValidationError("--freeze until:\(n) is past \(model)'s blocks 0-\(lite.blocks - 1): use until:N with N from 0 to \(lite.blocks) (\(lite.blocks) = only the head convolution trains)")
+        }
         if lite == nil, freeze != .backbone || initFrom != nil {
             throw ValidationError("--freeze and --init-from are for transfer learning with --model efficientnet-lite0, -lite1 or -lite2 (see `catdog-dist import`); \(model) trains from scratch")
         }

@@ -34,6 +34,10 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--resize-from", "32", "--model", "vgg"], saying: "progressive resizing needs a model with global pooling")
         assertRefused(Train.self, base + ["--freeze", "until:3"], saying: "resnet trains from scratch")
         assertRefused(Train.self, base + ["--model", "alexnet"], saying: "alexnet")
+        // Each EfficientNet-Lite's own blocks bound --freeze until:N.
+        assertRefused(Train.self, base + ["--model", "efficientnet-lite0", "--freeze", "until:17"], saying: "blocks 0-15")
+        assertRefused(Train.self, base + ["--model", "efficientnet-lite2", "--freeze", "until:22"], saying: "blocks 0-20")
+        XCTAssertNil(refusal(Train.self, base + ["--model", "efficientnet-lite2", "--freeze", "until:21"]))
         assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
     }
