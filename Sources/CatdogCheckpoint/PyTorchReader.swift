@@ -401,21 +401,8 @@ public enum PyTorchReader {
                 case 0x4D: try push(.int(try uint(2)))  // BININT2
                 case 0x4A:  // BININT (signed 32-bit)
                     try push(.int(Int(Int32(truncatingIfNeeded: try uint(4)))))
-                case 0x8A:  // LONG1: n-byte little-endian two's complement
-                    let n = Int(try byte())
-                    let raw = Array(try take(n))
-                    if n <= 8 {
-                        var value: Int64 = 0
-                        for (i, b) in raw.enumerated() { value |= Int64(b) << (8 * Int64(i)) }
-                        if n > 0, n < 8, raw[n - 1] & 0x80 != 0 { value -= Int64(1) << (8 * Int64(n)) }
-                        try push(.int(Int(value)))
-                    } else {
-                        try push(.bytes(raw))  // only the legacy magic number is this long
-                    }
-                case 0x47:  // BINFLOAT (big-endian double)
-                    var bits: UInt64 = 0
-                    for b in try take(8) { bits = bits << 8 | UInt64(b) }
-                    try push(.float(Double(bitPattern: bits)))
+                case 0x8A: try push(try long1())  // LONG1
+                case 0x47: try push(try binFloat())  // BINFLOAT
                 case 0x58: try push(.string(try string(try uint(4))))  // BINUNICODE
                 case 0x8C: try push(.string(try string(try uint(1))))  // SHORT_BINUNICODE
                 case 0x55: try push(.string(try string(try uint(1))))  // SHORT_BINSTRING
@@ -431,27 +418,8 @@ public enum PyTorchReader {
                 case 0x74: try pushTuple(try popToMark())  // TUPLE
                 case 0x5D: try push(.list(ListBox()))  // EMPTY_LIST
                 case 0x7D: try push(.dict(DictBox()))  // EMPTY_DICT
-                case 0x61:  // APPEND
-                    let v = try pop()
-                    let l = try list("APPEND")
-                    l.depth = try nest([v], into: l.depth, container: l)
-                    l.items.append(v)
-                case 0x65:  // APPENDS
-                    let items = try popToMark()
-                    let l = try list("APPENDS")
-                    l.depth = try nest(items, into: l.depth, container: l)
-                    l.items += items
-                case 0x73:  // SETITEM
-                    let v = try pop(), k = try pop()
-                    let d = try dict("SETITEM")
-                    d.depth = try nest([k, v], into: d.depth, container: d)
-                    d.items.append((k, v))
-                case 0x75:  // SETITEMS
-                    let items = try popToMark()
-                    guard items.count % 2 == 0 else { throw Failure("pickle: bad SETITEMS") }
-                    let d = try dict("SETITEMS")
-                    d.depth = try nest(items, into: d.depth, container: d)
-                    for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
+                case 0x61, 0x65: try appendToList(many: op == 0x65)  // APPEND, APPENDS
+                case 0x73, 0x75: try setItems(many: op == 0x75)  // SETITEM, SETITEMS
                 case 0x71: try memoize(try uint(1))  // BINPUT
                 case 0x72: try memoize(try uint(4))  // LONG_BINPUT
                 case 0x94: try memoize(memo.count)  // MEMOIZE
@@ -459,18 +427,7 @@ public enum PyTorchReader {
                     let index = try uint(op == 0x68 ? 1 : 4)
                     guard let v = memo[index] else { throw Failure("pickle refers to memo \(index), which was never stored") }
                     try push(v)
-                case 0x63:  // GLOBAL "module\nname\n"
-                    let module = try line(), name = try line()
-                    guard Self.allowedGlobals.contains(module + "." + name) else {
-                        throw Failure("refusing to load \(module).\(name): a state dict needs only tensors (this file may try to run code)")
-                    }
-                    try push(.global(module, name))
-                case 0x93:  // STACK_GLOBAL
-                    guard case .string(let name) = try pop(), case .string(let module) = try pop(),
-                          Self.allowedGlobals.contains(module + "." + name) else {
-                        throw Failure("refusing a callable this reader does not allow: a state dict needs only tensors")
-                    }
-                    try push(.global(module, name))
+                case 0x63, 0x93: try push(try global(fromStack: op == 0x93))  // GLOBAL, STACK_GLOBAL
                 case 0x51:  // BINPERSID
                     try push(try persistent(try pop()))
                 case 0x52, 0x81:  // REDUCE, NEWOBJ
@@ -483,6 +440,65 @@ public enum PyTorchReader {
                     throw Failure(String(format: "pickle opcode 0x%02X at byte %d is not allowed in a state dict", op, position - 1))
                 }
             }
+        }
+
+        /// LONG1: an n-byte little-endian two's complement integer (longer ones as bytes: only
+        /// the legacy format's magic number is).
+        mutating func long1() throws -> Value {
+            let n = Int(try byte())
+            let raw = Array(try take(n))
+            guard n <= 8 else { return .bytes(raw) }
+            var value: Int64 = 0
+            for (i, b) in raw.enumerated() { value |= Int64(b) << (8 * Int64(i)) }
+            if n > 0, n < 8, raw[n - 1] & 0x80 != 0 { value -= Int64(1) << (8 * Int64(n)) }
+            return .int(Int(value))
+        }
+
+        /// BINFLOAT: a big-endian double.
+        mutating func binFloat() throws -> Value {
+            var bits: UInt64 = 0
+            for b in try take(8) { bits = bits << 8 | UInt64(b) }
+            return .float(Double(bitPattern: bits))
+        }
+
+        /// APPEND (one value) or APPENDS (the values down to the mark) onto the list below them.
+        mutating func appendToList(many: Bool) throws {
+            let items = many ? try popToMark() : [try pop()]
+            let l = try list(many ? "APPENDS" : "APPEND")
+            l.depth = try nest(items, into: l.depth, container: l)
+            l.items += items
+        }
+
+        /// SETITEM (one key and value) or SETITEMS (pairs down to the mark) into the dict below them.
+        mutating func setItems(many: Bool) throws {
+            var items: [Value]
+            if many {
+                items = try popToMark()
+                guard items.count % 2 == 0 else { throw Failure("pickle: bad SETITEMS") }
+            } else {
+                let v = try pop(), k = try pop()
+                items = [k, v]
+            }
+            let d = try dict(many ? "SETITEMS" : "SETITEM")
+            d.depth = try nest(items, into: d.depth, container: d)
+            for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
+        }
+
+        /// GLOBAL ("module\nname\n" inline) or STACK_GLOBAL (module and name on the stack): only
+        /// the callables a state dict needs (`allowedGlobals`); anything else may try to run code.
+        mutating func global(fromStack: Bool) throws -> Value {
+            if fromStack {
+                guard case .string(let name) = try pop(), case .string(let module) = try pop(),
+                      Self.allowedGlobals.contains(module + "." + name) else {
+                    throw Failure("refusing a callable this reader does not allow: a state dict needs only tensors")
+                }
+                return .global(module, name)
+            }
+            let module = try line(), name = try line()
+            guard Self.allowedGlobals.contains(module + "." + name) else {
+                throw Failure("refusing to load \(module).\(name): a state dict needs only tensors (this file may try to run code)")
+            }
+            return .global(module, name)
         }
 
         /// ('storage', StorageType, key, location, numel[, view metadata])

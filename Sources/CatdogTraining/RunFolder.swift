@@ -16,12 +16,12 @@ public struct RunFolder {
 
     /// Rank 0 makes sure the folder is usable before any work: it exists and is writable, no
     /// other run holds it (a kernel lock on `.lock`; a requeued Slurm job takes over its own
-    /// earlier start's), `metrics.jsonl` is a regular file if there, and it does not hold a
-    /// run unless this one resumes it (`resuming`) or `overwrite` says to start afresh, which
-    /// removes the old run's checkpoints, metrics and event files. The other ranks only wait
-    /// for nothing: they return at once.
-    public static func claim(_ path: String, keep: Int, resuming: Bool, overwrite: Bool, communicator comm: Communicator,
-                             log: (String) -> Void) throws -> RunFolder {
+    /// earlier start's: `slurmJob` is the job's id, SLURM_JOB_ID, when under Slurm), `metrics.jsonl`
+    /// is a regular file if there, and it does not hold a run unless this one resumes it
+    /// (`resuming`) or `overwrite` says to start afresh, which removes the old run's checkpoints,
+    /// metrics and event files. The other ranks return at once.
+    public static func claim(_ path: String, keep: Int, resuming: Bool, overwrite: Bool, slurmJob: String?,
+                             communicator comm: Communicator, log: (String) -> Void) throws -> RunFolder {
         let store = CheckpointStore(directory: path, keep: keep)
         guard comm.rank == 0 else { return RunFolder(store: store, lock: nil) }
         var isFolder: ObjCBool = false
@@ -32,10 +32,9 @@ public struct RunFolder {
             throw CheckpointError(path: path, problem: "cannot create the folder (\(describe(error)))")
         }
         // A Slurm job that was requeued finds its own earlier start's lock, and takes it over.
-        let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"]
         // A restart right after a crash can find the dead job's last rank still being torn down.
-        let lock = try CheckpointStore.Lock.acquire(in: path, host: comm.hostName, job: job, wait: 10, waiting: log)
-        if lock.tookOverFromJob { log("took over \(lock.path) from an earlier start of Slurm job \(job ?? "?") (requeued)") }
+        let lock = try CheckpointStore.Lock.acquire(in: path, host: comm.hostName, job: slurmJob, wait: 10, waiting: log)
+        if lock.tookOverFromJob { log("took over \(lock.path) from an earlier start of Slurm job \(slurmJob ?? "?") (requeued)") }
         let folder = RunFolder(store: store, lock: lock)
         // metrics.jsonl is appended to: a planted link (the folder may be shared) would make the
         // run write into the file it points to. Refused now, before any work.

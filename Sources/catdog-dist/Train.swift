@@ -313,7 +313,7 @@ struct Train: ParsableCommand {
             }
             try compute.apply()
             let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
-                                             communicator: comm, log: log.info)
+                                             slurmJob: ProcessInfo.processInfo.environment["SLURM_JOB_ID"], communicator: comm, log: log.info)
             defer { withExtendedLifetime(folder) {} }
             let store = folder.store
             var config = try makeConfig()
@@ -624,7 +624,7 @@ struct Train: ParsableCommand {
             let log = RankLog(comm)
             let initial = try importedModel(initFrom)
             let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
-                                             communicator: comm, log: log.info)
+                                             slurmJob: ProcessInfo.processInfo.environment["SLURM_JOB_ID"], communicator: comm, log: log.info)
             defer { withExtendedLifetime(folder) {} }
             var config = initial.metadata.config
             if let seed { config.seed = seed }
