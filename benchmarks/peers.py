@@ -2,7 +2,13 @@
 prints one JSON line with images/s: the peers catdog-dist is measured against.
 
     python peers.py --framework keras|torch --model vgg|resnet --image-size 64 --batch-size 64 \
-        --steps 30 --threads 2 [--layout channels_last|nchw]   (layout: PyTorch only)
+        --steps 30 --threads 2 [--layout channels_last|nchw] [--precision fp32|bf16]
+    (layout: PyTorch only)
+
+--precision bf16 is each framework's own one-line mixed precision: Keras's `mixed_bfloat16`
+policy (bf16 compute, fp32 variables; the sigmoid output in fp32), PyTorch's
+`torch.autocast("cpu", dtype=torch.bfloat16)` around forward and loss (oneDNN's AVX512_BF16
+kernels where the CPU has them).
 
 The networks are the same layers, shapes and parameter counts as `catdog-dist bench --model`:
 vgg is the 2017 study's VGG13-like net (8 conv 3x3 with ReLU, 4 max-pools, dense 256-256-1
@@ -17,11 +23,12 @@ import os
 import time
 
 
-def keras_model(name, size):
+def keras_model(name, size, precision="fp32"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tensorflow import keras
     from tensorflow.keras import layers
 
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     inputs = keras.Input((size, size, 3))
     if name == "vgg":
         x = inputs
@@ -50,7 +57,7 @@ def keras_model(name, size):
             x = layers.ReLU()(layers.Add()([x, skip]))
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dropout(0.2)(x)
-    outputs = layers.Dense(1, activation="sigmoid")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs, outputs)
 
 
@@ -61,7 +68,7 @@ def run_keras(a):
 
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    model = keras_model(a.model, a.image_size)
+    model = keras_model(a.model, a.image_size, a.precision)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
     rng = np.random.default_rng(0)
     n = a.batch_size * (a.steps + a.warmup_steps)
@@ -128,7 +135,9 @@ def run_torch(a):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = loss_fn(model(x), y)
+        loss.backward()
         optimizer.step()
 
     for _ in range(a.warmup_steps):
@@ -151,9 +160,11 @@ def main():
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--layout", choices=["channels_last", "nchw"], default="channels_last")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     a = p.parse_args()
     result = run_keras(a) if a.framework == "keras" else run_torch(a)
-    result.update({"model": a.model, "image_size": a.image_size, "batch_size": a.batch_size, "threads": a.threads})
+    result.update({"model": a.model, "image_size": a.image_size, "batch_size": a.batch_size, "threads": a.threads,
+                   "precision": a.precision})
     print(json.dumps(result))
 
 

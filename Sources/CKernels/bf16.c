@@ -1,5 +1,7 @@
 #include "catdog_kernels.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -104,15 +106,18 @@ double catdog_peak_fp32_gflops(double seconds) {
 double catdog_peak_bf16_gflops(double seconds) { return catdog_cpu_has_bf16() ? bf16_peak(seconds) : 0; }
 
 // 8 rows x 32 columns of C in 16 registers; a row's pair broadcast, B's pairs read in place.
-BF16 __attribute__((always_inline)) static inline void bf16_block(size_t rows, size_t k2, const uint32_t *a, const uint32_t *b, size_t n, float *c,
-                                   size_t ldc, int accumulate, __mmask16 m0, __mmask16 m1) {
+// A's pair (i, p) is the word a[i * ars + p * acs]: packed by rows (ars = k2, acs = 1) or by
+// pair-columns (ars = 1, acs = m), whichever its fp32 layout converts to without a transpose.
+BF16 __attribute__((always_inline)) static inline void bf16_block(size_t rows, size_t k2, const uint32_t *a, size_t ars,
+                                                                   size_t acs, const uint32_t *b, size_t n, float *c,
+                                                                   size_t ldc, int accumulate, __mmask16 m0, __mmask16 m1) {
     __m512 acc[8][2];
     for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (size_t p = 0; p < k2; p++) {
         const __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, b + p * n);
         const __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(m1, b + p * n + 16);
         for (size_t r = 0; r < rows; r++) {
-            const __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[r * k2 + p]);
+            const __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[r * ars + p * acs]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
@@ -129,19 +134,27 @@ BF16 __attribute__((always_inline)) static inline void bf16_block(size_t rows, s
     }
 }
 
-BF16 static void sbgemm_avx512(size_t m, size_t n, size_t k, const uint16_t *a, const uint16_t *b, float *c, size_t ldc,
-                               int accumulate) {
+// Pairs along k in slices of at most 128 (a 128 x 32 panel of B's words is 16 KB, in L1 while
+// every 8-row block of A passes over it); C accumulates across the slices.
+enum { PAIR_SLICE = 128 };
+
+BF16 static void sbgemm_avx512(size_t m, size_t n, size_t k, const uint32_t *a, size_t ars, size_t acs, const uint32_t *b,
+                               float *c, size_t ldc, int accumulate) {
     const size_t k2 = (k + 1) / 2;
-    const uint32_t *a32 = (const uint32_t *)(const void *)a, *b32 = (const uint32_t *)(const void *)b;
-    for (size_t j = 0; j < n; j += 32) {
-        const size_t w = n - j < 32 ? n - j : 32;
-        const __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
-        const __mmask16 m1 = w >= 32 ? 0xffff : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
-        for (size_t i = 0; i < m; i += 8) {
-            const size_t rows = m - i < 8 ? m - i : 8;
-            // A constant 8 lets the compiler keep the 16 accumulators in registers.
-            if (rows == 8) bf16_block(8, k2, a32 + i * k2, b32 + j, n, c + i * ldc + j, ldc, accumulate, m0, m1);
-            else bf16_block(rows, k2, a32 + i * k2, b32 + j, n, c + i * ldc + j, ldc, accumulate, m0, m1);
+    for (size_t p0 = 0; p0 < k2; p0 += PAIR_SLICE) {
+        const size_t kk = k2 - p0 < PAIR_SLICE ? k2 - p0 : PAIR_SLICE;
+        const int acc = accumulate || p0 > 0;
+        const uint32_t *as = a + p0 * acs, *bs = b + p0 * n;
+        for (size_t j = 0; j < n; j += 32) {
+            const size_t w = n - j < 32 ? n - j : 32;
+            const __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
+            const __mmask16 m1 = w >= 32 ? 0xffff : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+            for (size_t i = 0; i < m; i += 8) {
+                const size_t rows = m - i < 8 ? m - i : 8;
+                // A constant 8 lets the compiler keep the 16 accumulators in registers.
+                if (rows == 8) bf16_block(8, kk, as + i * ars, ars, acs, bs + j, n, c + i * ldc + j, ldc, acc, m0, m1);
+                else bf16_block(rows, kk, as + i * ars, ars, acs, bs + j, n, c + i * ldc + j, ldc, acc, m0, m1);
+            }
         }
     }
 }
@@ -150,8 +163,109 @@ int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const 
                   int accumulate) {
     if (!catdog_cpu_has_bf16()) return 0;
     if (m == 0 || n == 0) return 1;
-    sbgemm_avx512(m, n, k, a_packed, b_packed, c, ldc, accumulate);
+    const uint32_t *a32 = (const uint32_t *)(const void *)a_packed, *b32 = (const uint32_t *)(const void *)b_packed;
+    sbgemm_avx512(m, n, k, a32, (k + 1) / 2, 1, b32, c, ldc, accumulate);
     return 1;
+}
+
+// Rows 2p and 2p+1 of x (k x n, row stride ld) as n words (x(2p, j), x(2p+1, j)), for every p:
+// vcvtne2ps2bf16 rounds 16 + 16 floats to nearest even, one permute interleaves them.
+BF16 static void pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, uint32_t *out) {
+    static const short interleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                          8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i order = _mm512_loadu_si512(interleave);
+    for (size_t p = 0; p < (k + 1) / 2; p++) {
+        const float *r0 = x + 2 * p * ld, *r1 = 2 * p + 1 < k ? r0 + ld : NULL;
+        for (size_t j = 0; j < n; j += 16) {
+            const __mmask16 mask = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+            const __m512 x0 = _mm512_maskz_loadu_ps(mask, r0 + j);
+            const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mask, r1 + j) : _mm512_setzero_ps();
+            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);  // x0 in the low half
+            _mm512_mask_storeu_epi32(out + p * n + j, mask, _mm512_permutexvar_epi16(order, both));
+        }
+    }
+}
+
+// Each row i of x (m x k, row stride ld) as ceil(k/2) words (x(i, 2p), x(i, 2p+1)): consecutive
+// floats already pair along k, so converting 32 at a time in order packs them.
+BF16 static void pack_rows(const float *x, size_t m, size_t k, size_t ld, uint32_t *out) {
+    const size_t k2 = (k + 1) / 2;
+    for (size_t i = 0; i < m; i++)
+        for (size_t p = 0; p < k; p += 32) {
+            const size_t w = k - p < 32 ? k - p : 32;
+            const __mmask16 lo = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
+            const __mmask16 hi = w >= 32 ? 0xffff : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+            const __m512 x0 = _mm512_maskz_loadu_ps(lo, x + i * ld + p), x1 = _mm512_maskz_loadu_ps(hi, x + i * ld + p + 16);
+            const size_t words = (w + 1) / 2;
+            const __mmask16 store = words >= 16 ? 0xffff : (__mmask16)((1u << words) - 1);
+            _mm512_mask_storeu_epi32(out + i * k2 + p / 2, store, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        }
+}
+
+// Each thread's packed operands, grown as needed and kept: the layers' products reuse them.
+static _Thread_local uint32_t *packed_a, *packed_b;
+static _Thread_local size_t packed_a_words, packed_b_words;
+
+static uint32_t *scratch(uint32_t **buffer, size_t *words, size_t needed) {
+    if (needed <= *words) return *buffer;
+    uint32_t *grown = realloc(*buffer, needed * sizeof(uint32_t));
+    if (!grown) return NULL;
+    *buffer = grown;
+    *words = needed;
+    return grown;
+}
+
+static int bf16_products_available(void) { return catdog_cpu_has_bf16() && catdog_sgemm_available(); }
+
+int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {
+    if (!bf16_products_available()) return 0;
+    pack_pair_rows(x, k, n, ld, packed);
+    return 1;
+}
+
+// A packed into this thread's scratch (B already packed), then the product.
+static int sbgemm_packing_a(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const uint32_t *pb, float *c,
+                            size_t ldc, int accumulate) {
+    const size_t k2 = (k + 1) / 2;
+    if (k2 != 0 && m > SIZE_MAX / k2) return 0;
+    uint32_t *pa = scratch(&packed_a, &packed_a_words, m * k2);
+    if (!pa) return 0;
+    if (csa == 1) {
+        pack_rows(a, m, k, rsa, pa);
+        sbgemm_avx512(m, n, k, pa, k2, 1, pb, c, ldc, accumulate);
+    } else {
+        pack_pair_rows(a, k, m, csa, pa);  // Aᵀ is stored (k x m): pack it as B is packed
+        sbgemm_avx512(m, n, k, pa, 1, m, pb, c, ldc, accumulate);
+    }
+    return 1;
+}
+
+static int zero_k(size_t m, size_t n, float *c, size_t ldc, int accumulate) {
+    if (!accumulate)
+        for (size_t i = 0; i < m; i++) memset(c + i * ldc, 0, n * sizeof(float));
+    return 1;
+}
+
+int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                      float *c, size_t ldc, int accumulate) {
+    // Only where the kernels run AVX-512 (`--kernels avx2` stands in for a CPU without it).
+    if (!bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
+    if (m == 0 || n == 0) return 1;
+    if (k == 0) return zero_k(m, n, c, ldc, accumulate);
+    const size_t k2 = (k + 1) / 2;
+    if (n > SIZE_MAX / k2) return 0;
+    uint32_t *pb = scratch(&packed_b, &packed_b_words, k2 * n);
+    if (!pb) return 0;
+    pack_pair_rows(b, k, n, ldb, pb);
+    return sbgemm_packing_a(m, n, k, a, rsa, csa, pb, c, ldc, accumulate);
+}
+
+int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
+                               float *c, size_t ldc, int accumulate) {
+    if (!bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
+    if (m == 0 || n == 0) return 1;
+    if (k == 0) return zero_k(m, n, c, ldc, accumulate);
+    return sbgemm_packing_a(m, n, k, a, rsa, csa, b_packed, c, ldc, accumulate);
 }
 #else
 int catdog_cpu_has_bf16(void) { return 0; }
@@ -160,6 +274,20 @@ double catdog_peak_bf16_gflops(double seconds) { (void)seconds; return 0; }
 int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const uint16_t *b_packed, float *c, size_t ldc,
                   int accumulate) {
     (void)m; (void)n; (void)k; (void)a_packed; (void)b_packed; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                      float *c, size_t ldc, int accumulate) {
+    (void)m; (void)n; (void)k; (void)a; (void)rsa; (void)csa; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {
+    (void)x; (void)k; (void)n; (void)ld; (void)packed;
+    return 0;
+}
+int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
+                               float *c, size_t ldc, int accumulate) {
+    (void)m; (void)n; (void)k; (void)a; (void)rsa; (void)csa; (void)b_packed; (void)c; (void)ldc; (void)accumulate;
     return 0;
 }
 #endif

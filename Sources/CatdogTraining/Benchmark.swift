@@ -21,6 +21,8 @@ public struct BenchmarkResult: Codable, Sendable {
     public var wire_mb: Double
     /// `ConvolutionOptions.Algorithm`: auto (Winograd where it applies) or im2col.
     public var convolution: String
+    /// `Precision` of the convolutions' products: fp32 or bf16.
+    public var precision: String
     public var images_per_s: Double
     /// Achieved training GFLOP/s over all ranks (3 × forward FLOPs per image).
     public var gflops: Double
@@ -31,11 +33,27 @@ public struct BenchmarkResult: Codable, Sendable {
     public var allreduce_ms: Double
     public var gradient_mb: Double
     public var layers: [Layer]
+    /// Milliseconds a step, mean over ranks: where the step's time goes.
+    public var phases: Phases
     /// Where it ran: CPU model, vector extensions, and the OpenBLAS kernel family.
     public var machine: MachineDescription
     public var blas_core: String
     /// The vector extension catdog-dist's own C kernels (Winograd F(4×4) transforms) run with.
     public var kernels: String
+
+    public struct Phases: Codable, Sendable {
+        /// The convolutions' matrix products (`precision`), packing included.
+        public var products_ms: Double
+        /// Winograd F(4×4)'s transforms (input, output, filter, and their gradients').
+        public var winograd_transforms_ms: Double
+        /// im2col, col2im and kernel transposes.
+        public var im2col_ms: Double
+        /// The rest of forward and backward: BatchNorm, activations, pooling, bias, dense layers.
+        public var other_layers_ms: Double
+        public var optimizer_ms: Double
+        /// Waiting for gradients after backward (what overlap did not hide).
+        public var allreduce_wait_ms: Double
+    }
 
     public struct Layer: Codable, Sendable {
         public var name: String
@@ -70,6 +88,9 @@ public enum Benchmark {
         step.resetTimers()
         network.profiling = true
         network.resetProfile()
+        ConvolutionPhases.reset()
+        ConvolutionPhases.enabled = true
+        defer { ConvolutionPhases.enabled = false }
         let start = Date()
         for _ in 0..<steps {
             _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: 0)
@@ -77,14 +98,22 @@ public enum Benchmark {
         try comm.barrier()
         let seconds = Date().timeIntervalSince(start)
         network.profiling = false
+        ConvolutionPhases.enabled = false
         // A lone blocking all-reduce of every gradient, for the scaling model.
         let repeats = 5
         try comm.barrier()
         let reduceStart = Date()
         for _ in 0..<repeats { try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount) }
         let allReduceSeconds = Date().timeIntervalSince(reduceStart) / Double(repeats)
-        var totals = [seconds, step.exposedCommSeconds, allReduceSeconds]
+        let layerSeconds = network.forwardSeconds.reduce(0, +) + network.backwardSeconds.reduce(0, +)
+        var totals = [seconds, step.exposedCommSeconds, allReduceSeconds, step.optimizerSeconds, layerSeconds] + ConvolutionPhases.seconds
         try comm.allReduceSum(&totals)
+        /// Milliseconds a step, mean over ranks.
+        func perStep(_ total: Double) -> Double { total / Double(comm.size) / Double(steps) * 1000 }
+        let products = perStep(totals[5]), transforms = perStep(totals[6]), layout = perStep(totals[7])
+        let phases = BenchmarkResult.Phases(products_ms: products, winograd_transforms_ms: transforms, im2col_ms: layout,
+                                            other_layers_ms: perStep(totals[4]) - products - transforms - layout,
+                                            optimizer_ms: perStep(totals[3]), allreduce_wait_ms: perStep(totals[1]))
         let meanSeconds = totals[0] / Double(comm.size)
         let imagesPerSecond = Double(globalBatch * steps) / meanSeconds
         let layers = network.nodes.indices.dropFirst().map { i in
@@ -96,11 +125,11 @@ public enum Benchmark {
             model: model, image_size: imageSize, batch_size: globalBatch, ranks: comm.size, steps: steps, overlap: overlap, fp16_allreduce: compression == .fp16,
             compression: compression.description,
             wire_mb: Double(step.reduction.buckets.indices.reduce(0) { $0 + step.reduction.wireBytes(bucket: $1, update: warmupSteps) }) / 1e6,
-            convolution: convolution.algorithm.rawValue,
+            convolution: convolution.algorithm.rawValue, precision: convolution.precision.rawValue,
             images_per_s: imagesPerSecond, gflops: imagesPerSecond * 3 * Double(network.forwardFLOPs) / 1e9,
             step_ms: meanSeconds * 1000 / Double(steps),
             comm_fraction: totals[1] / totals[0], allreduce_ms: totals[2] / Double(comm.size) * 1000,
-            gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers,
+            gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers, phases: phases,
             machine: .current(), blas_core: blasCoreName, kernels: kernelInstructionSet)
     }
 }

@@ -56,6 +56,8 @@ public final class DataParallelStep {
     /// Seconds in forward+backward+update, and waiting for all-reduces after backward.
     public private(set) var computeSeconds = 0.0
     public private(set) var exposedCommSeconds = 0.0
+    /// Seconds in the optimizer update (weight decay included).
+    public private(set) var optimizerSeconds = 0.0
     /// The last update's seconds in forward and backward (which grow with the samples) and in
     /// weight decay and the optimizer (which do not).
     public private(set) var lastStep = (passes: 0.0, update: 0.0)
@@ -155,6 +157,7 @@ public final class DataParallelStep {
         let finished = Date()
         lastStep = (backwardDone.timeIntervalSince(start), finished.timeIntervalSince(reduced))
         exposedCommSeconds += waited
+        optimizerSeconds += finished.timeIntervalSince(reduced)
         computeSeconds += finished.timeIntervalSince(start) - waited
         return result
     }
@@ -262,5 +265,6 @@ public final class DataParallelStep {
     public func resetTimers() {
         computeSeconds = 0
         exposedCommSeconds = 0
+        optimizerSeconds = 0
     }
 }

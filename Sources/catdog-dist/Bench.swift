@@ -82,20 +82,23 @@ struct Bench: ParsableCommand {
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
                                       compression: allReduce.givenCompression ?? .none,
-                                      convolution: ConvolutionOptions(algorithm: compute.convolution, columnFloats: columnFloats, multiply: compute.multiply,
-                                                                     winogradMinimumTiles: compute.winogradMinTiles),
+                                      convolution: compute.convolutionOptions(columnFloats: columnFloats),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
             if json {
                 return try printJSON(r)
             }
-            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.steps) steps")
+            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.precision) products, \(r.steps) steps")
             print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
             }
             print(String(format: "  step %.1f ms; %.1f images/s; %.1f GFLOP/s achieved (all ranks)", r.step_ms, r.images_per_s, r.gflops))
+            let p = r.phases
+            print(String(format: "  a step, ms (mean of the ranks): products %.1f", p.products_ms) + " (\(r.precision))"
+                  + String(format: ", Winograd transforms %.1f, im2col/col2im %.1f, other layers %.1f, optimizer %.1f, waiting for the all-reduce %.1f",
+                           p.winograd_transforms_ms, p.im2col_ms, p.other_layers_ms, p.optimizer_ms, p.allreduce_wait_ms))
             print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step; %.2f MB sent into all-reduces per step (%.1fx fewer than fp32)",
                          r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100, r.wire_mb, r.gradient_mb / max(r.wire_mb, 1e-9)))
         }
@@ -138,12 +141,13 @@ struct Bench: ParsableCommand {
         }
         print("one core: \(MachineDescription.current().summary); OpenBLAS core \(blasCoreName); own kernels \(KernelInstructionSet.active.rawValue)")
         print("  peak GFLOP/s (3 rounds): fp32 FMA \(span(r.peak_fp32)), bf16 vdpbf16ps \(span(r.peak_bf16))")
-        print("  product (m x k x n)       OpenBLAS fp32     our fp32           our bf16 (packed operands)")
+        print("  product (m x k x n)       OpenBLAS fp32     our fp32           our bf16 (packed)   our bf16 (packing)")
         for row in r.rows {
             let name = "\(row.shape.m) x \(row.shape.k) x \(row.shape.n)".padding(toLength: 24, withPad: " ", startingAt: 0)
-            print("  \(name)  \(span(row.openblas).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.openblas, of: r.peak_fp32).padding(toLength: 5, withPad: " ", startingAt: 0))    \(span(row.own).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.own, of: r.peak_fp32).padding(toLength: 5, withPad: " ", startingAt: 0))    \(span(row.bf16).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.bf16, of: r.peak_bf16))")
+            print("  \(name)  \(span(row.openblas).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.openblas, of: r.peak_fp32).padding(toLength: 5, withPad: " ", startingAt: 0))    \(span(row.own).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.own, of: r.peak_fp32).padding(toLength: 5, withPad: " ", startingAt: 0))    \(span(row.bf16).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.bf16, of: r.peak_bf16).padding(toLength: 5, withPad: " ", startingAt: 0))       \(span(row.bf16_packing).padding(toLength: 7, withPad: " ", startingAt: 0)) \(share(row.bf16_packing, of: r.peak_bf16))")
         }
-        print("  (GFLOP/s lowest–highest of the rounds; shares: the best round against the best peak of its precision)")
+        print("  (GFLOP/s lowest–highest of the rounds; shares: the best round against the best peak of its precision;")
+        print("   packed: operands in bf16 pairs beforehand; packing: rounded and packed from fp32 in every product, as training does)")
     }
 
     func benchDecode(_ folder: String, _ comm: Communicator) throws {

@@ -99,17 +99,42 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "With --convolution auto: Winograd only in passes with at least this many 4x4 output tiles (images x tiles an image); im2col below, where it is faster. 0 = Winograd at every size, for comparison.")
     var winogradMinTiles = ConvolutionOptions().winogradMinimumTiles
 
-    var convolutionOptions: ConvolutionOptions {
-        ConvolutionOptions(algorithm: convolution, multiply: multiply, winogradMinimumTiles: winogradMinTiles)
+    @Option(help: """
+        Precision of the convolutions' matrix products: fp32, or bf16 (operands rounded to bf16, \
+        products summed in fp32 by AVX512_BF16's vdpbf16ps: forward, dX and dW of every \
+        convolution, Winograd's products included; weights, gradient sums, optimizer, loss, \
+        BatchNorm and the Winograd transforms stay fp32). bf16 is refused on a CPU without \
+        AVX512_BF16 and with --kernels avx2 or baseline. Not recorded in checkpoints: a run \
+        may resume in the other precision.
+        """)
+    var precision = Precision.fp32
+
+    var convolutionOptions: ConvolutionOptions { convolutionOptions() }
+
+    func convolutionOptions(columnFloats: Int = ConvolutionOptions().columnFloats) -> ConvolutionOptions {
+        ConvolutionOptions(algorithm: convolution, columnFloats: columnFloats, multiply: multiply,
+                           winogradMinimumTiles: winogradMinTiles, precision: precision)
     }
 
-    /// Sets the BLAS threads and our kernels' instruction set for this process.
+    /// Sets the BLAS threads and our kernels' instruction set for this process; throws when
+    /// this machine cannot compute in the precision asked for.
     func apply() throws {
         setBLASThreads(threads)
         try kernels.select()
+        if let reason = precision.unavailableReason { throw PrecisionUnavailable(precision: precision, reason: reason) }
+    }
+
+    struct PrecisionUnavailable: Error, CustomStringConvertible {
+        let precision: Precision, reason: String
+        var description: String {
+            "--precision \(precision.rawValue) cannot run here: \(reason); use --precision fp32, or leave this machine out of the run"
+        }
     }
 
     func validate() throws {
+        if precision == .bf16, multiply == .blas {
+            throw ValidationError("--precision bf16 runs on our gemm; it contradicts --multiply blas: give one")
+        }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard (0...1_000_000).contains(winogradMinTiles) else { throw ValidationError("--winograd-min-tiles must be between 0 and 1000000") }
     }
@@ -171,6 +196,7 @@ extension Resize.Fit: ExpressibleByArgument {}
 extension Preprocessing.Scale: ExpressibleByArgument {}
 extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
 extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 extension KernelInstructionSet: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}
 

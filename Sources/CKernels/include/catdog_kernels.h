@@ -94,6 +94,17 @@ void catdog_bf16_pack_b(const float *b, size_t k, size_t n, size_t ldb, uint16_t
 // without AVX512_BF16.
 int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const uint16_t *b_packed, float *c, size_t ldc,
                   int accumulate);
+// C (m x n) = or += A B as catdog_sgemm takes them (fp32, A strided with rsa or csa 1), the
+// operands rounded to bf16 on the way in (packed in per-thread scratch), products summed in
+// fp32; any n. 0 without touching C where the CPU has no AVX512_BF16 or scratch ran out.
+int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
+                      float *c, size_t ldc, int accumulate);
+// B (k x n, row stride ld) rounded to bf16 and packed as ceil(k/2) x n pairs along k (4 bytes
+// each) into `packed`, for catdog_sbgemm_f32_packed_b: an operand used by many products (a
+// Winograd layer's transformed kernel) is packed once. 0 where catdog_sbgemm_f32 would decline.
+int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed);
+int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
+                               float *c, size_t ldc, int accumulate);
 int catdog_cpu_has_bf16(void);
 // One core's rate, GFLOP/s, from register-only loops of about `seconds`: AVX-512 fp32 FMAs, and
 // vdpbf16ps (each 32 products and their sums). 0 where the CPU lacks the instructions.

@@ -40,13 +40,25 @@ public func ownGemmTakes(width n: Int) -> Bool {
     n > 0 && n % 16 == 0 && catdog_sgemm_available() != 0
 }
 
-/// C = A · B, or C += A · B when `accumulate`: on our gemm when `preferOwn` and it takes the
-/// shape, else BLAS. A(i, p) at a[i * rowStrideA + p * columnStrideA]; one of the strides is 1.
+/// Who takes a convolution's product (`ConvolutionOptions.route`).
+public enum GemmRoute: Sendable, Equatable {
+    /// OpenBLAS.
+    case blas
+    /// Our fp32 AVX-512 gemm where it takes the shape, else OpenBLAS.
+    case own
+    /// Our bf16 gemm (operands rounded to bf16, sums in fp32) where the CPU has AVX512_BF16,
+    /// else as `own`.
+    case bf16
+}
+
+/// C = A · B, or C += A · B when `accumulate`, by `route`, falling back to BLAS where the chosen
+/// kernel declines. A(i, p) at a[i * rowStrideA + p * columnStrideA]; one of the strides is 1.
 @inline(__always)
-public func multiply(preferOwn: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
+public func multiply(route: GemmRoute, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
                      b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
-    if preferOwn, ownGemm(m: m, n: n, k: k, a: a, rowStrideA: rowStrideA, columnStrideA: columnStrideA, b: b, ldb: ldb,
-                          c: c, ldc: ldc, accumulate: accumulate) { return }
+    if route == .bf16, catdog_sbgemm_f32(m, n, k, a, rowStrideA, columnStrideA, b, ldb, c, ldc, accumulate ? 1 : 0) != 0 { return }
+    if route != .blas, ownGemm(m: m, n: n, k: k, a: a, rowStrideA: rowStrideA, columnStrideA: columnStrideA, b: b, ldb: ldb,
+                               c: c, ldc: ldc, accumulate: accumulate) { return }
     let transA = columnStrideA != 1
     gemm(transA: transA, m: m, n: n, k: k, a: a, lda: transA ? columnStrideA : rowStrideA, b: b, ldb: ldb,
          beta: accumulate ? 1 : 0, c: c, ldc: ldc)

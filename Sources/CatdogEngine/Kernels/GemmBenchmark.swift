@@ -17,8 +17,9 @@ public enum GemmBenchmark {
 
     public struct Row: Sendable, Codable {
         public let shape: Shape
-        /// GFLOP/s per round, in round order.
-        public let openblas: [Double], own: [Double], bf16: [Double]
+        /// GFLOP/s per round, in round order. `bf16` multiplies operands packed beforehand;
+        /// `bf16_packing` packs them from fp32 in each product, as training does.
+        public let openblas: [Double], own: [Double], bf16: [Double], bf16_packing: [Double]
     }
 
     public struct Result: Sendable, Codable {
@@ -43,7 +44,7 @@ public enum GemmBenchmark {
 
     public static func run(shapes: [Shape] = resnetShapes, rounds: Int = 3, seconds: Double = 0.2) -> Result {
         var peak32: [Double] = [], peak16: [Double] = []
-        var results = shapes.map { _ in (openblas: [Double](), own: [Double](), bf16: [Double]()) }
+        var results = shapes.map { _ in (openblas: [Double](), own: [Double](), bf16: [Double](), bf16Packing: [Double]()) }
         var random = Random(seed: 1)
         let operands = shapes.map { s in
             (a: FloatBuffer((0..<(s.m * s.k)).map { _ in random.uniform(-1, 1) }),
@@ -68,9 +69,13 @@ public enum GemmBenchmark {
                 results[i].bf16.append(BF16Gemm.available ? rate(flops: s.flops, seconds: seconds) {
                     BF16Gemm.multiply(m: s.m, n: s.n, k: s.k, a: packed[i].a, b: packed[i].b, c: o.c.pointer, ldc: s.n, accumulate: false)
                 } : 0)
+                results[i].bf16Packing.append(BF16Gemm.available ? rate(flops: s.flops, seconds: seconds) {
+                    multiply(route: .bf16, m: s.m, n: s.n, k: s.k, a: o.a.pointer, rowStrideA: s.k, columnStrideA: 1, b: o.b.pointer,
+                             ldb: s.n, c: o.c.pointer, ldc: s.n, accumulate: false)
+                } : 0)
             }
         }
         return Result(peak_fp32: peak32, peak_bf16: peak16,
-                      rows: zip(shapes, results).map { Row(shape: $0, openblas: $1.openblas, own: $1.own, bf16: $1.bf16) })
+                      rows: zip(shapes, results).map { Row(shape: $0, openblas: $1.openblas, own: $1.own, bf16: $1.bf16, bf16_packing: $1.bf16Packing) })
     }
 }

@@ -183,11 +183,17 @@ public final class Winograd3x3 {
 /// Winograd's three work buffers, grown to the largest layer that uses them.
 public final class WinogradBuffers {
     var u = FloatBuffer(count: 0), v = FloatBuffer(count: 0), m = FloatBuffer(count: 0)
+    /// U rounded to bf16 and packed for the bf16 gemm (32-bit pairs in float-sized slots), when
+    /// a layer computes in bf16.
+    var packedU = FloatBuffer(count: 0)
     /// F(4×4, 3×3)'s kernel gradient in the transformed domain, when a layer computes dW that way.
     var du = FloatBuffer(count: 0)
     public init() {}
     func reserveKernelGradient(_ count: Int) {
         if du.count < count { du = FloatBuffer(count: count) }
+    }
+    func reservePackedU(_ count: Int) {
+        if packedU.count < count { packedU = FloatBuffer(count: count) }
     }
     func reserve(u: Int, v: Int, m: Int) {
         if self.u.count < u { self.u = FloatBuffer(count: u) }

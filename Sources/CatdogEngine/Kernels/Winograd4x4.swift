@@ -23,12 +23,12 @@ public final class Winograd4x4: WinogradConvolution {
     private let inPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 36)
     private let outPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 16)
 
-    /// Whether the 36 products use our AVX-512 gemm (`catdog_sgemm`) where the CPU and the
-    /// shape allow, instead of BLAS.
-    public let ownGemm: Bool
+    /// Who takes the 36 products (our fp32 or bf16 gemm where the CPU and the shape allow, or
+    /// BLAS); the transforms stay fp32 in every case.
+    public let route: GemmRoute
 
-    public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, ownGemm: Bool = true) {
-        self.ownGemm = ownGemm
+    public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, route: GemmRoute = .own) {
+        self.route = route
         self.channels = channels
         self.filters = filters
         self.buffers = buffers
@@ -46,8 +46,22 @@ public final class Winograd4x4: WinogradConvolution {
         outPointers.deallocate()
     }
 
+    /// Whether `packedU` holds the kernel of the last `setKernel`, packed for the bf16 gemm.
+    private var uPacked = false
+
     public func setKernel(_ w: UnsafePointer<Float>) {
-        catdog_wino4_filter(w, buffers.u.pointer, channels, filters)
+        ConvolutionPhases.measure(.winogradTransforms) { catdog_wino4_filter(w, buffers.u.pointer, channels, filters) }
+        // In bf16, the 36 kernels are rounded and packed once here rather than in every chunk's products.
+        uPacked = false
+        guard route == .bf16 else { return }
+        let pairs = (channels + 1) / 2 * filters
+        buffers.reservePackedU(36 * pairs)
+        uPacked = ConvolutionPhases.measure(.products) {
+            (0..<36).allSatisfy { xi in
+                catdog_bf16_pack_pair_rows(buffers.u.pointer + xi * channels * filters, channels, filters, filters,
+                                           buffers.packedU.pointer + xi * pairs) != 0
+            }
+        }
     }
 
     private struct Tiling {
@@ -94,23 +108,38 @@ public final class Winograd4x4: WinogradConvolution {
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
-            for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
-            for xi in 0..<36 {
-                multiply(preferOwn: ownGemm, m: count, n: f, k: c, a: vp + xi * count * c, rowStrideA: c, columnStrideA: 1,
-                         b: up + xi * c * f, ldb: f, c: mp + xi * count * f, ldc: f, accumulate: false)
+            ConvolutionPhases.measure(.winogradTransforms) {
+                for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
             }
-            for t in 0..<count {
-                let (image, row, col) = tiling.locate(start + t)
-                let base = y + image * h * w * f
-                for r in 0..<4 {
-                    for s in 0..<4 {
-                        let oh = row + r, ow = col + s
-                        outPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : nil
-                    }
+            ConvolutionPhases.measure(.products) {
+                let pairs = (c + 1) / 2 * f
+                for xi in 0..<36 {
+                    if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * count * c, c, 1, buffers.packedU.pointer + xi * pairs,
+                                                           mp + xi * count * f, f, 0) != 0 { continue }
+                    multiply(route: route, m: count, n: f, k: c, a: vp + xi * count * c, rowStrideA: c, columnStrideA: 1,
+                             b: up + xi * c * f, ldb: f, c: mp + xi * count * f, ldc: f, accumulate: false)
                 }
-                catdog_wino4_output(mp + t * f, count * f, outPointers, f, accumulate ? 1 : 0, work.pointer)
             }
+            ConvolutionPhases.measure(.winogradTransforms) { transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, accumulate: accumulate) }
             start += count
+        }
+    }
+
+    /// Y (the 4×4 outputs of each tile, clipped at the image's edge) from M, where the tiles'
+    /// products lie `tiles.count · F` floats apart per ξ.
+    private func transformOutput(tiles: Range<Int>, of tiling: Tiling, h: Int, w: Int, into y: UnsafeMutablePointer<Float>,
+                                 accumulate: Bool) {
+        let f = filters, count = tiles.count, mp = buffers.m.pointer
+        for t in 0..<count {
+            let (image, row, col) = tiling.locate(tiles.lowerBound + t)
+            let base = y + image * h * w * f
+            for r in 0..<4 {
+                for s in 0..<4 {
+                    let oh = row + r, ow = col + s
+                    outPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : nil
+                }
+            }
+            catdog_wino4_output(mp + t * f, count * f, outPointers, f, accumulate ? 1 : 0, work.pointer)
         }
     }
 
@@ -127,24 +156,28 @@ public final class Winograd4x4: WinogradConvolution {
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
-            for t in 0..<count {
-                let (image, row, col) = transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c)
-                let base = dy + image * h * w * f
-                for r in 0..<4 {
-                    for s in 0..<4 {
-                        let oh = row + r, ow = col + s
-                        inPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : zero
+            ConvolutionPhases.measure(.winogradTransforms) {
+                for t in 0..<count {
+                    let (image, row, col) = transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c)
+                    let base = dy + image * h * w * f
+                    for r in 0..<4 {
+                        for s in 0..<4 {
+                            let oh = row + r, ow = col + s
+                            inPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : zero
+                        }
                     }
+                    catdog_wino4_output_gradient(inPointers, mp + t * f, count * f, f, work.pointer)
                 }
-                catdog_wino4_output_gradient(inPointers, mp + t * f, count * f, f, work.pointer)
             }
-            for xi in 0..<36 {
-                multiply(preferOwn: ownGemm, m: c, n: f, k: count, a: vp + xi * count * c, rowStrideA: 1, columnStrideA: c,
-                         b: mp + xi * count * f, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
+            ConvolutionPhases.measure(.products) {
+                for xi in 0..<36 {
+                    multiply(route: route, m: c, n: f, k: count, a: vp + xi * count * c, rowStrideA: 1, columnStrideA: c,
+                             b: mp + xi * count * f, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
+                }
             }
             start += count
         }
-        catdog_wino4_filter_gradient(dup, dW, c, f)
+        ConvolutionPhases.measure(.winogradTransforms) { catdog_wino4_filter_gradient(dup, dW, c, f) }
     }
 }
 

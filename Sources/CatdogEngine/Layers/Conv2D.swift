@@ -130,11 +130,11 @@ public final class Conv2D: Layer {
                 winograd = Winograd3x3(channels: g.channels, filters: filters, buffers: scratch.winograd)
                 winogradBackward = Winograd3x3(channels: filters, filters: g.channels, buffers: scratch.winograd)
             } else {
-                let own = scratch.convolution.multiply == .own
-                let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd, ownGemm: own)
+                let route = scratch.convolution.route
+                let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd, route: route)
                 winograd = forward
                 winogradKernelGradient = forward
-                winogradBackward = Winograd4x4(channels: filters, filters: g.channels, buffers: scratch.winograd, ownGemm: own)
+                winogradBackward = Winograd4x4(channels: filters, filters: g.channels, buffers: scratch.winograd, route: route)
             }
             flipped = FloatBuffer(count: 9 * filters * g.channels)
         }
@@ -162,7 +162,7 @@ public final class Conv2D: Layer {
                 if g.isPointwise {
                     a = UnsafePointer(x + start * g.channels)
                 } else {
-                    im2col(g, rows: start..<(start + rows), input: x, col: col.pointer)
+                    ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
                     a = UnsafePointer(col.pointer)
                 }
                 multiply(m: rows, n: filters, k: g.patchSize, a: a, rowStrideA: g.patchSize, columnStrideA: 1,
@@ -189,8 +189,10 @@ public final class Conv2D: Layer {
         if let dxAll = dx, let back = winogradBackward, winogradPass {
             // W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]
             let c = g.channels
-            for tap in 0..<9 {
-                catdog_transpose(kernel + (8 - tap) * c * filters, c, filters, flipped.pointer + tap * filters * c)
+            ConvolutionPhases.measure(.im2col) {
+                for tap in 0..<9 {
+                    catdog_transpose(kernel + (8 - tap) * c * filters, c, filters, flipped.pointer + tap * filters * c)
+                }
             }
             back.setKernel(flipped.pointer)
             back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: true)
@@ -211,7 +213,9 @@ public final class Conv2D: Layer {
             if g.isPointwise {
                 a = UnsafePointer(x + start * g.channels)
             } else {
-                if !colHoldsWholeBatch { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
+                if !colHoldsWholeBatch {
+                    ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
+                }
                 a = UnsafePointer(col.pointer)
             }
             // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
@@ -219,40 +223,42 @@ public final class Conv2D: Layer {
                      b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
             if let dx {
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
-                if g.isPointwise {
-                    if wt == nil || !ownGemm(m: rows, n: g.channels, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
-                                             b: wt!, ldb: g.channels, c: dx + start * g.channels, ldc: g.channels, accumulate: true) {
-                        gemm(transB: true, m: rows, n: g.channels, k: filters, a: dy, lda: filters,
-                             b: kernel, ldb: filters, beta: 1, c: dx + start * g.channels, ldc: g.channels)
-                    }
+                let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
+                if let wt {
+                    multiply(m: rows, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
+                             b: wt, ldb: width, c: out, ldc: width, accumulate: g.isPointwise)
                 } else {
-                    let dCol = scratch.pointer
-                    if wt == nil || !ownGemm(m: rows, n: g.patchSize, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
-                                             b: wt!, ldb: g.patchSize, c: dCol, ldc: g.patchSize, accumulate: false) {
-                        gemm(transB: true, m: rows, n: g.patchSize, k: filters, a: dy, lda: filters,
-                             b: kernel, ldb: filters, beta: 0, c: dCol, ldc: g.patchSize)
+                    ConvolutionPhases.measure(.products) {
+                        gemm(transB: true, m: rows, n: width, k: filters, a: dy, lda: filters,
+                             b: kernel, ldb: filters, beta: g.isPointwise ? 1 : 0, c: out, ldc: width)
                     }
-                    col2im(g, rows: start..<(start + rows), dCol: dCol, dInput: dx)
                 }
+                if !g.isPointwise { ConvolutionPhases.measure(.im2col) { col2im(g, rows: start..<(start + rows), dCol: out, dInput: dx) } }
             }
             start += rows
         }
     }
 
-    /// C = A · B (or += when `accumulate`), on our gemm when the options allow it.
+    /// C = A · B (or += when `accumulate`), by the options' route (`ConvolutionOptions.route`).
     private func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
                           b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
-        CatdogEngine.multiply(preferOwn: scratch.convolution.multiply == .own, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
-                              columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
+        ConvolutionPhases.measure(.products) {
+            CatdogEngine.multiply(route: scratch.convolution.route, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
+                                  columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
+        }
     }
 
-    /// The kernel as (F, patch), for our gemm's dY · Wᵀ (it reads B's rows in place), once per
-    /// backward; nil when BLAS does that product (options, CPU, or a width our gemm declines).
+    /// The kernel as (F, patch), for our gemms' dY · Wᵀ (they read B's rows in place), once per
+    /// backward; nil when BLAS does that product (options, CPU, or a width our fp32 gemm declines).
     private func transposedKernel() -> UnsafePointer<Float>? {
         let patch = geometry.patchSize
-        guard scratch.convolution.multiply == .own, ownGemmTakes(width: geometry.isPointwise ? geometry.channels : patch) else { return nil }
+        switch scratch.convolution.route {
+        case .blas: return nil
+        case .own: guard ownGemmTakes(width: geometry.isPointwise ? geometry.channels : patch) else { return nil }
+        case .bf16: break
+        }
         if transposed.count < patch * filters { transposed = FloatBuffer(count: patch * filters) }
-        catdog_transpose(kernel, patch, filters, transposed.pointer)
+        ConvolutionPhases.measure(.im2col) { catdog_transpose(kernel, patch, filters, transposed.pointer) }
         return UnsafePointer(transposed.pointer)
     }
 }

@@ -90,12 +90,41 @@ public struct ConvolutionOptions: Sendable, Equatable {
     /// balanced batch, or a micro-batch of a few images at the deepest layers, gain from it.
     public var winogradMinimumTiles = 16
 
+    /// The precision of the convolutions' products (`Precision`).
+    public var precision = Precision.fp32
+
     public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10, multiply: Multiply = .own,
-                winogradMinimumTiles: Int = 16) {
+                winogradMinimumTiles: Int = 16, precision: Precision = .fp32) {
         self.algorithm = algorithm
         self.columnFloats = max(1, columnFloats)
         self.multiply = multiply
         self.winogradMinimumTiles = max(0, winogradMinimumTiles)
+        self.precision = precision
+    }
+
+    /// Where the convolutions' products go under these options.
+    public var route: GemmRoute {
+        precision == .bf16 ? .bf16 : multiply == .own ? .own : .blas
+    }
+}
+
+/// The precision of the convolutions' matrix products. Everything else stays fp32 in either:
+/// weights, gradients and their sums across ranks, optimizer state, loss, BatchNorm, the
+/// Winograd transforms, the dense layers.
+public enum Precision: String, Sendable, CaseIterable, Codable {
+    /// fp32 operands and sums.
+    case fp32
+    /// bf16 operands (8 significant bits, rounded to nearest even), products summed in fp32
+    /// (`vdpbf16ps`), on CPUs with AVX512_BF16: forward, dX and dW of every convolution,
+    /// Winograd's 36 products, im2col's and the 1×1 convolutions'.
+    case bf16
+
+    /// Why this process cannot compute in this precision, or nil when it can.
+    public var unavailableReason: String? {
+        guard self == .bf16 else { return nil }
+        if !BF16Gemm.available { return "this CPU has no AVX512_BF16 instructions" }
+        if KernelInstructionSet.active != .avx512f { return "the \(KernelInstructionSet.active.rawValue) kernels have no bf16 products" }
+        return nil
     }
 }
 

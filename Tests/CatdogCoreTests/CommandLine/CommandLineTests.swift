@@ -1,4 +1,5 @@
 import ArgumentParser
+import CatdogEngine
 import CatdogRun
 @testable import catdog_dist
 import XCTest
@@ -38,6 +39,9 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--model", "efficientnet-lite0", "--freeze", "until:17"], saying: "blocks 0-15")
         assertRefused(Train.self, base + ["--model", "efficientnet-lite2", "--freeze", "until:22"], saying: "blocks 0-20")
         XCTAssertNil(refusal(Train.self, base + ["--model", "efficientnet-lite2", "--freeze", "until:21"]))
+        assertRefused(Train.self, base + ["--precision", "bf16", "--multiply", "blas"], saying: "contradicts --multiply blas")
+        assertRefused(Train.self, base + ["--precision", "fp16"], saying: "fp16")
+        assertRefused(Bench.self, ["--precision", "bf16", "--multiply", "blas"], saying: "contradicts --multiply blas")
         assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
     }
@@ -60,6 +64,8 @@ final class CommandLineTests: XCTestCase {
         let split = try Train.parse(base + ["--balance", "2,1", "--ghost-batch", "8"]).makeConfig()
         XCTAssertEqual(split.balance, "2,1")
         XCTAssertEqual(split.ghostBatch, 8)
+        XCTAssertEqual(plain.compute.convolutionOptions.precision, .fp32)
+        XCTAssertEqual(try Train.parse(base + ["--precision", "bf16"]).compute.convolutionOptions.route, .bf16)
     }
 
     func testImportAndSubmitRefuseBeforeReadingAnything() {

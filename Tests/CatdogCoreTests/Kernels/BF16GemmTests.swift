@@ -30,7 +30,7 @@ final class BF16GemmTests: XCTestCase {
     func testProductsMatchDoubleReferences() throws {
         guard BF16Gemm.available else { throw XCTSkip("this CPU has no AVX512_BF16") }
         var random = Random(seed: 6)
-        for (m, n, k) in [(1, 1, 1), (8, 32, 2), (9, 33, 7), (16, 16, 64), (5, 48, 129), (36, 100, 256), (3, 7, 300)] {
+        for (m, n, k) in Self.shapes {
             for accumulate in [false, true] {
                 let a = (0..<(m * k)).map { _ in random.uniform(-1, 1) }
                 let b = (0..<(k * n)).map { _ in random.uniform(-1, 1) }
@@ -41,21 +41,65 @@ final class BF16GemmTests: XCTestCase {
                 XCTAssertTrue(c.withUnsafeMutableBufferPointer {
                     BF16Gemm.multiply(m: m, n: n, k: k, a: packedA, b: packedB, c: $0.baseAddress!, ldc: n, accumulate: accumulate)
                 })
-                for i in 0..<m {
-                    for j in 0..<n {
-                        var rounded = accumulate ? Double(start[i * n + j]) : 0, exact = rounded, magnitude = 0.0
-                        for p in 0..<k {
-                            let x = a[i * k + p], y = b[p * n + j]
-                            rounded += Double(BF16Gemm.round(x)) * Double(BF16Gemm.round(y))
-                            exact += Double(x) * Double(y)
-                            magnitude += abs(Double(x) * Double(y))
+                assertMatchesReferences(c, ldc: n, start: accumulate ? start : nil, m: m, n: n, k: k,
+                                        a: { a[$0 * k + $1] }, b: { b[$0 * n + $1] }, "packed (\(m), \(n), \(k))")
+            }
+        }
+    }
+
+    /// The path training takes (`multiply(route: .bf16)`): fp32 operands rounded and packed in
+    /// each product, A stored as is or transposed, row strides wider than the matrices. The
+    /// same references and bounds as for operands packed beforehand.
+    func testProductsFromFloatOperandsMatchDoubleReferences() throws {
+        guard Precision.bf16.unavailableReason == nil else { throw XCTSkip("bf16 products cannot run here") }
+        var random = Random(seed: 7)
+        for (m, n, k) in Self.shapes {
+            for transposed in [false, true] {
+                let accumulate = transposed == (m % 2 == 0)
+                // A(i, p) at a[i * rs + p * cs]: rows of k + 3 floats, or columns of m + 2.
+                let (rs, cs) = transposed ? (1, m + 2) : (k + 3, 1)
+                let a = (0..<(transposed ? k * cs : m * rs)).map { _ in random.uniform(-1, 1) }
+                let ldb = n + 5, ldc = n + 1
+                let b = (0..<(k * ldb)).map { _ in random.uniform(-1, 1) }
+                let start = (0..<(m * ldc)).map { _ in random.uniform(-1, 1) }
+                var c = start
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        c.withUnsafeMutableBufferPointer { c in
+                            multiply(route: .bf16, m: m, n: n, k: k, a: a.baseAddress!, rowStrideA: rs, columnStrideA: cs,
+                                     b: b.baseAddress!, ldb: ldb, c: c.baseAddress!, ldc: ldc, accumulate: accumulate)
                         }
-                        let got = Double(c[i * n + j])
-                        let summation = Double(k + 2) * pow(2, -23) * (magnitude + abs(rounded)) + 1e-7
-                        XCTAssertEqual(got, rounded, accuracy: summation, "(\(m), \(n), \(k)) at (\(i), \(j))")
-                        XCTAssertEqual(got, exact, accuracy: pow(2, -7) * magnitude * 1.01 + summation, "(\(m), \(n), \(k)) at (\(i), \(j))")
                     }
                 }
+                let label = "from fp32 (\(m), \(n), \(k)), A \(transposed ? "transposed" : "as is")"
+                assertMatchesReferences(c, ldc: ldc, start: accumulate ? start : nil, m: m, n: n, k: k,
+                                        a: { a[$0 * rs + $1 * cs] }, b: { b[$0 * ldb + $1] }, label)
+                // The padding between rows of C stays as it was.
+                for i in 0..<m { XCTAssertEqual(c[i * ldc + n], start[i * ldc + n], "\(label): C's padding at row \(i)") }
+            }
+        }
+    }
+
+    static let shapes = [(1, 1, 1), (8, 32, 2), (9, 33, 7), (16, 16, 64), (5, 48, 129), (36, 100, 256), (3, 7, 300)]
+
+    /// C (m x n, row stride ldc) against Σ_p a(i, p) b(p, j) (plus `start` when accumulating):
+    /// that of the bf16-rounded operands within fp32 summation error, that of the operands
+    /// themselves within bf16's bound.
+    private func assertMatchesReferences(_ c: [Float], ldc: Int, start: [Float]?, m: Int, n: Int, k: Int,
+                                         a: (Int, Int) -> Float, b: (Int, Int) -> Float, _ label: String) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var rounded = start.map { Double($0[i * ldc + j]) } ?? 0, exact = rounded, magnitude = 0.0
+                for p in 0..<k {
+                    let x = a(i, p), y = b(p, j)
+                    rounded += Double(BF16Gemm.round(x)) * Double(BF16Gemm.round(y))
+                    exact += Double(x) * Double(y)
+                    magnitude += abs(Double(x) * Double(y))
+                }
+                let got = Double(c[i * ldc + j])
+                let summation = Double(k + 2) * pow(2, -23) * (magnitude + abs(rounded)) + 1e-7
+                XCTAssertEqual(got, rounded, accuracy: summation, "\(label) at (\(i), \(j))")
+                XCTAssertEqual(got, exact, accuracy: pow(2, -7) * magnitude * 1.01 + summation, "\(label) at (\(i), \(j))")
             }
         }
     }

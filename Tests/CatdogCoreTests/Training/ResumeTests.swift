@@ -1,4 +1,5 @@
 import CatdogCheckpoint
+import CatdogEngine
 import CatdogRun
 import Foundation
 import XCTest
@@ -122,6 +123,42 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(last.config.model, "simple")
         XCTAssertEqual(last.schedule.baseRate, 0.0005)
         XCTAssertEqual(last.config.patience, 3)
+    }
+
+    /// Checkpoints hold fp32 weights whatever the precision of the products, so a run resumes in
+    /// the other one: an epoch in fp32, a second resumed with --precision bf16 (said in the
+    /// log), a third back in fp32: each epoch trained (its steps counted), every tensor F32,
+    /// every loss finite. bf16 where the kernels have no bf16 products (`--kernels avx2` stands
+    /// in for a CPU without AVX512_BF16) is refused in one line, exit 1, before any checkpoint
+    /// is written.
+    func testResumeAcrossPrecisionsAndTheRefusalWithoutBF16() throws {
+        let data = try sharedSubset(self, perClass: 30)
+        let refusedFolder = try temporaryFolder(self)
+        let refused = try CLI.run(trainArguments(data, refusedFolder, epochs: 1, extra: ["--precision", "bf16", "--kernels", "avx2"]))
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertTrue(refused.stderr.contains("--precision bf16 cannot run here: "), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("use --precision fp32"), refused.stderr)
+        XCTAssertFalse(refused.output.contains("Fatal error"), refused.output)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: refusedFolder).filter { $0.hasSuffix(".zst") }, [])
+        guard Precision.bf16.unavailableReason == nil else { throw XCTSkip("bf16 products cannot run here: the refusal was checked, the resume cannot be") }
+
+        let folder = try temporaryFolder(self)
+        var result = try CLI.run(trainArguments(data, folder, epochs: 1))
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertFalse(result.stdout.contains("products in bf16"), result.stdout)
+        let resume = ["train", "--data", data, "--checkpoint-dir", folder, "--resume", "auto"]
+        result = try CLI.run(resume + ["--epochs", "2", "--precision", "bf16"])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("convolutions' products in bf16"), result.stdout)
+        result = try CLI.run(resume + ["--epochs", "3"])
+        XCTAssertEqual(result.status, 0, result.output)
+        let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst")
+        XCTAssertEqual(last.metadata.epoch, 3)
+        for (name, tensor) in last.file.tensors { XCTAssertEqual(tensor.dtype, "F32", name) }
+        let history = last.metadata.history
+        XCTAssertEqual(history.count, 3)
+        XCTAssertTrue(history.allSatisfy { $0.train_loss.isFinite && $0.val_loss.isFinite }, "\(history)")
+        XCTAssertTrue(history[0].step < history[1].step && history[1].step < history[2].step, "steps by epoch: \(history.map(\.step))")
     }
 
     func testResumeAutoSkipsCorruptAndTruncatedCheckpoints() throws {
