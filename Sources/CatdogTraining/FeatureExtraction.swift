@@ -111,36 +111,11 @@ public enum FeatureExtraction {
         let started = Date()
         var done = 0
         var start = block.lowerBound
+        let outputs = Outputs(pool: pool, width: width, features: features, trainCount: trainCount, mirrored: mirrored,
+                              boundaryNode: boundaryNode, boundary: boundary, boundaryWidth: boundaryWidth)
         while start < block.upperBound {
             let chunk = start..<min(start + batch, block.upperBound)
-            let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { all[$0].label })
-            let report = store.decode(chunk.map { all[$0].path }, indices: 0..<chunk.count, fit: preprocessing.fit)
-            for skip in report.skipped {
-                if let i = chunk.first(where: { all[$0].path == skip.path }) {
-                    problems[i] = Double(skip.problem.code)
-                }
-            }
-            var random = Random(seed: 0)
-            for i in 0..<chunk.count {
-                store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,
-                                  augmentation: .none, random: &random)
-            }
-            network.forward(batch: chunk.count, context: PassContext(training: false))
-            (features.pointer + chunk.lowerBound * width).update(from: network.activation(pool), count: chunk.count * width)
-            if let mirrored, chunk.upperBound > trainCount {
-                // The validation images of the chunk once more, mirrored (training images are not).
-                let first = max(chunk.lowerBound, trainCount) - chunk.lowerBound
-                for i in 0..<chunk.count {
-                    ImageStore.mirror(network.input + i * network.inputShape.count, size: preprocessing.imageSize)
-                }
-                network.forward(batch: chunk.count, context: PassContext(training: false))
-                (mirrored.pointer + (chunk.lowerBound + first - trainCount) * width)
-                    .update(from: network.activation(pool) + first * width, count: (chunk.count - first) * width)
-            }
-            if let boundary, let boundaryNode {
-                convertToHalf(network.activation(boundaryNode), boundary + chunk.lowerBound * boundaryWidth,
-                              count: chunk.count * boundaryWidth)
-            }
+            forward(chunk, of: all, network: network, preprocessing: preprocessing, into: outputs, problems: &problems)
             done += chunk.count
             start = chunk.upperBound
             if comm.rank == 0, let progress {
@@ -150,19 +125,7 @@ public enum FeatureExtraction {
             }
         }
         let localSeconds = Date().timeIntervalSince(started)
-        let counts = (0..<comm.size).map { comm.block(of: all.count, rank: $0).count }
-        let offsets = (0..<comm.size).map { comm.block(of: all.count, rank: $0).lowerBound }
-        try comm.allGather(UnsafeMutableRawPointer(features.pointer), itemBytes: width * 4, counts: counts, offsets: offsets)
-        if let boundary {
-            try comm.allGather(UnsafeMutableRawPointer(boundary), itemBytes: boundaryWidth * 2, counts: counts, offsets: offsets)
-        }
-        if let mirrored {
-            // Each rank's validation rows: its block's part at or after the training images.
-            let blocks = (0..<comm.size).map { comm.block(of: all.count, rank: $0) }
-            let lows = blocks.map { max($0.lowerBound, trainCount) }
-            try comm.allGather(UnsafeMutableRawPointer(mirrored.pointer), itemBytes: width * 4,
-                               counts: zip(blocks, lows).map { max(0, $0.upperBound - $1) }, offsets: lows.map { $0 - trainCount })
-        }
+        try gather(outputs, count: all.count, communicator: comm)
         try comm.allReduceSum(&problems)
         let seconds = Date().timeIntervalSince(started)
         var rate = [Double(block.count) / max(localSeconds, 1e-9)]
@@ -180,6 +143,70 @@ public enum FeatureExtraction {
                          report: report)
     }
 
+    /// Where `extract` puts what each chunk's forward pass gives: pooled features of every image,
+    /// of the validation images mirrored, and the activations at the cut in fp16.
+    private struct Outputs {
+        let pool: Int, width: Int
+        let features: FloatBuffer
+        let trainCount: Int
+        let mirrored: FloatBuffer?
+        let boundaryNode: Int?
+        let boundary: UnsafeMutablePointer<Float16>?
+        let boundaryWidth: Int
+    }
+
+    /// Decodes the images `chunk` of `all`, runs them forward (the validation ones once more
+    /// mirrored when asked) and stores what `outputs` asks for; a file that cannot be decoded
+    /// leaves its problem code in `problems`.
+    private static func forward(_ chunk: Range<Int>, of all: [LabeledFile], network: Network, preprocessing: Preprocessing,
+                                into outputs: Outputs, problems: inout [Double]) {
+        let width = outputs.width
+        let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { all[$0].label })
+        let report = store.decode(chunk.map { all[$0].path }, indices: 0..<chunk.count, fit: preprocessing.fit)
+        for skip in report.skipped {
+            if let i = chunk.first(where: { all[$0].path == skip.path }) {
+                problems[i] = Double(skip.problem.code)
+            }
+        }
+        var random = Random(seed: 0)
+        for i in 0..<chunk.count {
+            store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,
+                              augmentation: .none, random: &random)
+        }
+        network.forward(batch: chunk.count, context: PassContext(training: false))
+        (outputs.features.pointer + chunk.lowerBound * width).update(from: network.activation(outputs.pool), count: chunk.count * width)
+        if let mirrored = outputs.mirrored, chunk.upperBound > outputs.trainCount {
+            // The validation images of the chunk once more, mirrored (training images are not).
+            let first = max(chunk.lowerBound, outputs.trainCount) - chunk.lowerBound
+            for i in 0..<chunk.count {
+                ImageStore.mirror(network.input + i * network.inputShape.count, size: preprocessing.imageSize)
+            }
+            network.forward(batch: chunk.count, context: PassContext(training: false))
+            (mirrored.pointer + (chunk.lowerBound + first - outputs.trainCount) * width)
+                .update(from: network.activation(outputs.pool) + first * width, count: (chunk.count - first) * width)
+        }
+        if let boundary = outputs.boundary, let boundaryNode = outputs.boundaryNode {
+            convertToHalf(network.activation(boundaryNode), boundary + chunk.lowerBound * outputs.boundaryWidth,
+                          count: chunk.count * outputs.boundaryWidth)
+        }
+    }
+
+    /// Every rank's rows of `outputs` (its block of the `count` images) to every rank.
+    private static func gather(_ outputs: Outputs, count: Int, communicator comm: Communicator) throws {
+        let blocks = (0..<comm.size).map { comm.block(of: count, rank: $0) }
+        let counts = blocks.map(\.count), offsets = blocks.map(\.lowerBound)
+        try comm.allGather(UnsafeMutableRawPointer(outputs.features.pointer), itemBytes: outputs.width * 4, counts: counts, offsets: offsets)
+        if let boundary = outputs.boundary {
+            try comm.allGather(UnsafeMutableRawPointer(boundary), itemBytes: outputs.boundaryWidth * 2, counts: counts, offsets: offsets)
+        }
+        if let mirrored = outputs.mirrored {
+            // Each rank's validation rows: its block's part at or after the training images.
+            let lows = blocks.map { max($0.lowerBound, outputs.trainCount) }
+            try comm.allGather(UnsafeMutableRawPointer(mirrored.pointer), itemBytes: outputs.width * 4,
+                               counts: zip(blocks, lows).map { max(0, $0.upperBound - $1) }, offsets: lows.map { $0 - outputs.trainCount })
+        }
+    }
+
     /// The trained logistic head: weights, bias, per-epoch metrics and the best validation loss.
     public struct Head {
         public var weights: [Float]
@@ -193,22 +220,66 @@ public enum FeatureExtraction {
     /// Appends each epoch to `metricsFile` when given (rank 0 passes it, the others nil).
     public static func trainHead(_ x: Extracted, head: HeadConfig, seed: UInt64, ranks: Int, log: (String) -> Void,
                                  metricsFile: String?) -> Head {
-        let width = x.width, features = x.pooled.pointer
-        let train = x.train, validation = x.validation
-        var w = [Float](repeating: 0, count: width), b: Float = 0
-        var best = (loss: Double.infinity, w: w, b: b)
-        let adam = Adam(count: width + 1)
-        let params = FloatBuffer(count: width + 1), grads = FloatBuffer(count: width + 1)
+        let model = LogisticHead(x)
+        let train = x.train
+        var best = (loss: Double.infinity, w: model.w, b: model.b)
         var history: [EpochMetrics] = []
         var stale = 0
+        let started = Date()
+        for epoch in 0..<head.epochs {
+            var random = Random(seed: seed, 0xFEA7, UInt64(epoch))
+            let fit = model.epoch(random.permutation(train.count).map { train[$0] }, head: head)
+            let val = model.score(x.validation)
+            let metrics = EpochMetrics(epoch: epoch + 1, step: model.adam.iterations, train_loss: fit.loss,
+                                       train_acc: fit.accuracy, val_loss: val.loss, val_acc: val.accuracy,
+                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(started), 1e-9),
+                                       elapsed_s: x.seconds + Date().timeIntervalSince(started),
+                                       lr: Double(head.learningRate), ranks: ranks)
+            history.append(metrics)
+            if let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
+            if val.loss < best.loss {
+                best = (val.loss, model.w, model.b)
+                stale = 0
+            } else {
+                stale += 1
+            }
+            if epoch % 5 == 4 {
+                log(String(format: "head epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f%@", epoch + 1, metrics.train_loss,
+                           metrics.train_acc, val.loss, val.accuracy, stale == 0 ? " | best" : ""))
+            }
+            if head.patience > 0, stale >= head.patience { break }
+        }
+        return Head(weights: best.w, bias: best.b, history: history, bestValidationLoss: best.loss)
+    }
+
+    /// A logistic regression on the pooled features of `Extracted`, trained by Adam in mini-batches.
+    private final class LogisticHead {
+        let x: Extracted
+        let width: Int
+        var w: [Float], b: Float = 0
+        let adam: Adam
+        let params: FloatBuffer, grads: FloatBuffer
+
+        init(_ x: Extracted) {
+            self.x = x
+            width = x.width
+            w = [Float](repeating: 0, count: width)
+            adam = Adam(count: width + 1)
+            params = FloatBuffer(count: width + 1)
+            grads = FloatBuffer(count: width + 1)
+        }
+
+        /// The logit of row `i` of the pooled features (or of `rows`).
         func logit(_ i: Int, in rows: UnsafePointer<Float>? = nil) -> Float {
-            let row = (rows ?? UnsafePointer(features)) + i * width
+            let row = (rows ?? UnsafePointer(x.pooled.pointer)) + i * width
             var z = b
             for k in 0..<width { z += w[k] * row[k] }
             return z
         }
-        /// With mirrored validation features, Kaggle's logloss (p clipped to [1e-15, 1 − 1e-15])
-        /// of the mean of the image's and its mirror image's probabilities, as `evaluate --tta-flip`.
+
+        /// Mean loss and accuracy over `indices`. With mirrored validation features, Kaggle's
+        /// logloss (p clipped to [1e-15, 1 − 1e-15]) of the mean of the image's and its mirror
+        /// image's probabilities, as `evaluate --tta-flip`.
         func score(_ indices: [Int]) -> (loss: Double, accuracy: Double) {
             var loss = 0.0, correct = 0
             for i in indices {
@@ -225,20 +296,21 @@ public enum FeatureExtraction {
             }
             return (loss / Double(max(indices.count, 1)), Double(correct) / Double(max(indices.count, 1)))
         }
-        let started = Date()
-        for epoch in 0..<head.epochs {
-            var random = Random(seed: seed, 0xFEA7, UInt64(epoch))
-            let order = random.permutation(train.count)
+
+        /// One pass over `order` in batches of `head.batch`: each an Adam step on the mean loss
+        /// plus L2 weight decay. The training loss and accuracy seen on the way.
+        func epoch(_ order: [Int], head: HeadConfig) -> (loss: Double, accuracy: Double) {
+            let features = x.pooled.pointer
             var lossSum = 0.0, correct = 0
             var s = 0
             while s < order.count {
-                let batchIndices = order[s..<min(s + head.batch, order.count)].map { train[$0] }
+                let batch = order[s..<min(s + head.batch, order.count)]
                 grads.zero()
-                for i in batchIndices {
+                for i in batch {
                     let z = logit(i), y = Float(x.files[i].label)
                     lossSum += Double(BinaryCrossEntropy.loss(logit: z, label: y))
                     if (z > 0) == (y > 0.5) { correct += 1 }
-                    let d = (BinaryCrossEntropy.sigmoid(z) - y) / Float(batchIndices.count)
+                    let d = (BinaryCrossEntropy.sigmoid(z) - y) / Float(batch.count)
                     let row = features + i * width
                     for k in 0..<width { grads[k] += d * row[k] }
                     grads[width] += d
@@ -253,27 +325,8 @@ public enum FeatureExtraction {
                 b = params[width]
                 s += head.batch
             }
-            let val = score(validation)
-            let metrics = EpochMetrics(epoch: epoch + 1, step: adam.iterations, train_loss: lossSum / Double(train.count),
-                                       train_acc: Double(correct) / Double(train.count), val_loss: val.loss, val_acc: val.accuracy,
-                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(started), 1e-9),
-                                       elapsed_s: x.seconds + Date().timeIntervalSince(started),
-                                       lr: Double(head.learningRate), ranks: ranks)
-            history.append(metrics)
-            if let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
-            if val.loss < best.loss {
-                best = (val.loss, w, b)
-                stale = 0
-            } else {
-                stale += 1
-            }
-            if epoch % 5 == 4 {
-                log(String(format: "head epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f%@", epoch + 1, metrics.train_loss,
-                           metrics.train_acc, val.loss, val.accuracy, stale == 0 ? " | best" : ""))
-            }
-            if head.patience > 0, stale >= head.patience { break }
+            return (lossSum / Double(max(order.count, 1)), Double(correct) / Double(max(order.count, 1)))
         }
-        return Head(weights: best.w, bias: best.b, history: history, bestValidationLoss: best.loss)
     }
 
     /// The head's validation logits (as `trainHead` scores them), and the mirrored images' with mirror TTA.

@@ -72,56 +72,38 @@ public final class TrainingData {
         var negated = [-Double(availableMemory ?? 0)]
         try comm.allReduceMax(&negated)
         let available = -negated[0]
-        let useNode: Bool
-        let mib = { (b: Double) in String(format: "%.0f MiB", b / 1_048_576) }
-        switch cache {
-        case .node:
-            useNode = true
-            choice = "node cache (--cache node): \(mib(Double(bytes))) once per machine"
-        case .none:
-            useNode = false
-            choice = "streaming (--cache none): each rank decodes its slice of every batch"
-        case .auto:
-            useNode = available > 0 && Double(bytes) <= available / 10
-            choice = useNode
-                ? "node cache: the decoded images take \(mib(Double(bytes))), at most a tenth of the \(mib(available)) available, held once per machine"
-                : "streaming: the decoded images would take \(mib(Double(bytes))), more than a tenth of the \(mib(available)) available; each rank decodes its slice of every batch"
-        }
+        let plan = TrainingData.plan(cache, bytes: bytes, available: available)
+        choice = plan.choice
 
         var problems = [Double](repeating: 0, count: allFiles.count)
         var details: [String: String] = [:]
-        if useNode {
+        /// Records why file `i` cannot be used.
+        func note(_ i: Int, _ error: Error) {
+            if let error = error as? ImageError {
+                problems[i] = Double(error.problem.code)
+                details[paths[i]] = error.detail
+            } else {
+                problems[i] = Double(ImageProblem.unreadable.code)
+            }
+        }
+        let decoder = SquareDecoder(storedSize: preprocessing.storedSize, fit: config.fit)
+        if plan.node {
             let memory = try comm.nodeSharedMemory(bytes: max(bytes, 1))
-            let pixels = memory.pointer.bindMemory(to: UInt8.self, capacity: max(bytes, 1))
-            let bytesPerImage = preprocessing.storedSize * preprocessing.storedSize * 3
-            let train = ImageStore(count: trainFiles.count, storedSize: preprocessing.storedSize,
-                                   labels: trainFiles.map(\.label), pixels: pixels)
-            let validation = ImageStore(count: validationFiles.count, storedSize: preprocessing.storedSize,
-                                        labels: validationFiles.map(\.label), pixels: pixels + trainFiles.count * bytesPerImage)
+            let stores = TrainingData.nodeStores(memory, trainFiles: trainFiles, validationFiles: validationFiles, preprocessing: preprocessing)
             // The machine's ranks split every file between them.
             let block = (memory.localRank * allFiles.count / memory.localSize)..<((memory.localRank + 1) * allFiles.count / memory.localSize)
             log("decoding \(allFiles.count) images to \(preprocessing.storedSize)x\(preprocessing.storedSize) into the node cache (\(block.count) on each rank)")
-            let decoder = SquareDecoder(storedSize: preprocessing.storedSize, fit: config.fit)
             for i in block {
-                let target = i < trainFiles.count ? train.image(i) : validation.image(i - trainFiles.count)
-                do { try decoder.decode(paths[i], into: target) } catch let error as ImageError {
-                    problems[i] = Double(error.problem.code)
-                    details[paths[i]] = error.detail
-                } catch {
-                    problems[i] = Double(ImageProblem.unreadable.code)
-                }
+                let target = i < trainFiles.count ? stores.train.image(i) : stores.validation.image(i - trainFiles.count)
+                do { try decoder.decode(paths[i], into: target) } catch { note(i, error) }
             }
             try memory.barrier()
-            self.cache = (train, validation, memory)
+            self.cache = (stores.train, stores.validation, memory)
         } else {
             let block = comm.block(of: allFiles.count)
             log("checking \(block.count) images on each rank (streaming: decoded again at every step)")
-            let decoder = SquareDecoder(storedSize: preprocessing.storedSize, fit: config.fit)
             for i in block {
-                if let error = decoder.check(paths[i]) {
-                    problems[i] = Double(error.problem.code)
-                    details[paths[i]] = error.detail
-                }
+                if let error = decoder.check(paths[i]) { note(i, error) }
             }
             self.cache = nil
         }
@@ -148,6 +130,33 @@ public final class TrainingData {
         guard !trainSamples.isEmpty else {
             throw DataFolderError(description: "no usable images in '\(folder)': \(report.summary ?? "none decoded")")
         }
+    }
+
+    /// Whether the decoded images go into the node cache (`cache`, or with `auto` when they
+    /// take at most a tenth of the `available` bytes), and the log's words for the choice.
+    static func plan(_ cache: Cache, bytes: Int, available: Double) -> (node: Bool, choice: String) {
+        let mib = { (b: Double) in String(format: "%.0f MiB", b / 1_048_576) }
+        switch cache {
+        case .node:
+            return (true, "node cache (--cache node): \(mib(Double(bytes))) once per machine")
+        case .none:
+            return (false, "streaming (--cache none): each rank decodes its slice of every batch")
+        case .auto:
+            let node = available > 0 && Double(bytes) <= available / 10
+            return (node, node
+                ? "node cache: the decoded images take \(mib(Double(bytes))), at most a tenth of the \(mib(available)) available, held once per machine"
+                : "streaming: the decoded images would take \(mib(Double(bytes))), more than a tenth of the \(mib(available)) available; each rank decodes its slice of every batch")
+        }
+    }
+
+    /// The training and validation images' stores in the machine's shared `memory`, one after the other.
+    private static func nodeStores(_ memory: NodeSharedMemory, trainFiles: [LabeledFile], validationFiles: [LabeledFile],
+                                   preprocessing: Preprocessing) -> (train: ImageStore, validation: ImageStore) {
+        let pixels = memory.pointer.bindMemory(to: UInt8.self, capacity: max(memory.bytes, 1))
+        let bytesPerImage = preprocessing.storedSize * preprocessing.storedSize * 3
+        return (ImageStore(count: trainFiles.count, storedSize: preprocessing.storedSize, labels: trainFiles.map(\.label), pixels: pixels),
+                ImageStore(count: validationFiles.count, storedSize: preprocessing.storedSize, labels: validationFiles.map(\.label),
+                           pixels: pixels + trainFiles.count * bytesPerImage))
     }
 
     /// Labels as floats (0 cat, 1 dog).

@@ -340,14 +340,7 @@ struct Train: ParsableCommand {
                     return
                 }
             }
-            let data = try TrainingData(folder: self.data, config: config, communicator: comm, cache: cache,
-                                        preprocessing: preprocessing) { log.info($0) }
-            log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), \(data.cache == nil ? "checked" : "decoded") in \(String(format: "%.1f", data.decodeSeconds)) s; \(data.choice)")
-            if let summary = data.skippedSummary {
-                let details = (checkpointDir as NSString).appendingPathComponent("skipped-files.log")
-                if comm.rank == 0 { try (data.skippedDetails.joined(separator: "\n") + "\n").write(toFile: details, atomically: true, encoding: .utf8) }
-                log.info("\(summary) (details in \(details))")
-            }
+            let data = try loadData(config: config, preprocessing: preprocessing, comm: comm, log: log)
             let budget = try Trainer.agreedActivationBudget(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
                                       convolution: compute.convolutionOptions)
@@ -367,31 +360,52 @@ struct Train: ParsableCommand {
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
             describeRun(trainer, config: config, comm: comm, activationBudget: budget, log: log)
-            let progress = ProgressLine()
-            var checkpointMilliseconds: [Double] = []
-            let summary = try trainer.fit(
-                metricsFile: folder.metricsPath,
-                checkpointEvery: checkpointEvery,
-                log: { progress.clear(); log.info($0) },
-                progress: { progress.update($0) }
-            ) { trainer, reason in
-                guard comm.rank == 0 else { return }
-                let started = Date()
-                var best = false, finished = false
-                switch reason {
-                case .epochEnd(let improved): best = improved
-                case .everySteps, .stopped: break
-                case .finished(let complete): finished = complete
-                }
-                try trainer.withCheckpointParts(finished: finished) { _, parts in
-                    try store.write(parts: parts, epoch: trainer.epoch, step: trainer.globalStep, best: best)
-                }
-                checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
-            }
-            progress.clear()
+            let (summary, checkpointMilliseconds) = try fit(trainer, folder: folder, comm: comm, log: log)
             try finish(summary, trainer: trainer, store: store, checkpointMilliseconds: checkpointMilliseconds, config: config,
                        comm: comm, log: log)
         }
+    }
+
+    /// The images of --data, checked or decoded into the node cache, with the log's account of
+    /// them (files that cannot be used are listed in the run folder's skipped-files.log).
+    func loadData(config: TrainingConfig, preprocessing: Preprocessing?, comm: Communicator, log: RankLog) throws -> TrainingData {
+        let data = try TrainingData(folder: self.data, config: config, communicator: comm, cache: cache,
+                                    preprocessing: preprocessing) { log.info($0) }
+        log.info("data: \(data.trainSamples.count) training and \(data.validationCount) validation images from \(self.data), \(data.cache == nil ? "checked" : "decoded") in \(String(format: "%.1f", data.decodeSeconds)) s; \(data.choice)")
+        if let summary = data.skippedSummary {
+            let details = (checkpointDir as NSString).appendingPathComponent("skipped-files.log")
+            if comm.rank == 0 { try (data.skippedDetails.joined(separator: "\n") + "\n").write(toFile: details, atomically: true, encoding: .utf8) }
+            log.info("\(summary) (details in \(details))")
+        }
+        return data
+    }
+
+    /// Trains to the end (or a stop signal) with the live progress line, rank 0 writing each
+    /// checkpoint the loop asks for; the summary and each checkpoint's milliseconds.
+    func fit(_ trainer: Trainer, folder: RunFolder, comm: Communicator, log: RankLog) throws -> (FitSummary, [Double]) {
+        let progress = ProgressLine()
+        defer { progress.clear() }
+        var checkpointMilliseconds: [Double] = []
+        let summary = try trainer.fit(
+            metricsFile: folder.metricsPath,
+            checkpointEvery: checkpointEvery,
+            log: { progress.clear(); log.info($0) },
+            progress: { progress.update($0) }
+        ) { trainer, reason in
+            guard comm.rank == 0 else { return }
+            let started = Date()
+            var best = false, finished = false
+            switch reason {
+            case .epochEnd(let improved): best = improved
+            case .everySteps, .stopped: break
+            case .finished(let complete): finished = complete
+            }
+            try trainer.withCheckpointParts(finished: finished) { _, parts in
+                try folder.store.write(parts: parts, epoch: trainer.epoch, step: trainer.globalStep, best: best)
+            }
+            checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
+        }
+        return (summary, checkpointMilliseconds)
     }
 
     /// How the run ended, on every rank's log: a stop signal's checkpoint (then a resumable
