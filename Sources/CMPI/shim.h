@@ -10,6 +10,7 @@ static inline MPI_Datatype catdog_mpi_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype catdog_mpi_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype catdog_mpi_uint64(void) { return MPI_UINT64_T; }
 static inline MPI_Datatype catdog_mpi_int64(void) { return MPI_INT64_T; }
+static inline MPI_Datatype catdog_mpi_int32(void) { return MPI_INT32_T; }
 static inline MPI_Datatype catdog_mpi_byte(void) { return MPI_BYTE; }
 static inline MPI_Op catdog_mpi_sum(void) { return MPI_SUM; }
 static inline MPI_Op catdog_mpi_max(void) { return MPI_MAX; }
@@ -27,6 +28,7 @@ static inline MPI_Info catdog_mpi_info_null(void) { return MPI_INFO_NULL; }
 static inline int catdog_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
 static inline MPI_Win catdog_mpi_win_null(void) { return MPI_WIN_NULL; }
 static inline MPI_Comm catdog_mpi_comm_null(void) { return MPI_COMM_NULL; }
+static inline int catdog_mpi_undefined(void) { return MPI_UNDEFINED; }
 
 // Sum of IEEE half-precision values (MPI has no fp16 type): the reduction behind the
 // fp16-compressed all-reduce, accumulating each pair in float.

@@ -41,6 +41,41 @@ public protocol Communicator: AnyObject {
     func announceProgress(_ progress: Int)
     /// What this rank last heard from each peer (nil with one rank).
     var heartbeats: HeartbeatTable? { get }
+
+    // A hierarchical all-reduce (`HierarchicalReduction`): the ranks of each machine sum into
+    // the machine's first rank, the machines' first ranks sum across the network, each shares
+    // the sum with its machine. Each of the three is non-blocking and, like the buckets of
+    // `startAllReduceSum`, must start in the same order on every rank taking part.
+
+    /// This rank's index among the ranks of its machine (0: the machine's leader), their
+    /// number, and the number of machines.
+    var machineRank: Int { get }
+    var machineSize: Int { get }
+    var machineCount: Int { get }
+    /// Starts summing `count` floats of the machine's ranks into its leader's buffer (the
+    /// others' buffers are only read).
+    func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// On machine leaders only: starts the in-place sum across the leaders.
+    func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// Starts sending the leader's `count` floats to its machine's other ranks.
+    func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+}
+
+/// Communicators without machines of several ranks: every rank is a machine of its own, so the
+/// hierarchical all-reduce is the flat one.
+extension Communicator {
+    public var machineRank: Int { 0 }
+    public var machineSize: Int { 1 }
+    public var machineCount: Int { size }
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        LocalCommunicator.Done()
+    }
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        try startAllReduceSum(buffer, count: count, channel: 0)
+    }
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        LocalCommunicator.Done()
+    }
 }
 
 /// A block of memory every rank on one machine sees (`Communicator.nodeSharedMemory`).

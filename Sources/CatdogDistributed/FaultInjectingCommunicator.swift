@@ -67,4 +67,18 @@ public final class FaultInjectingCommunicator: Communicator {
     public var hostNames: [String] { base.hostNames }
     public func announceProgress(_ progress: Int) { base.announceProgress(progress) }
     public var heartbeats: HeartbeatTable? { base.heartbeats }
+    public var machineRank: Int { base.machineRank }
+    public var machineSize: Int { base.machineSize }
+    public var machineCount: Int { base.machineCount }
+    /// The first stage of a hierarchical all-reduce counts as the reduction.
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        try self.count()
+        return try base.startMachineReduceSum(buffer, count: count)
+    }
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        try base.startLeadersAllReduceSum(buffer, count: count)
+    }
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        try base.startMachineBroadcast(buffer, count: count)
+    }
 }

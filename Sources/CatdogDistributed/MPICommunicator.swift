@@ -36,9 +36,18 @@ public final class MPICommunicator: Communicator {
     private var beats: BeatChannel?
     /// Channel 1 of `startAllReduceSum` (see there), made in `init` for the same reason.
     private var second = catdog_mpi_comm_null()
+    /// The hierarchical all-reduce's communicators, made in `init` too: this rank's machine
+    /// (twice: the sums into the leader and the leader's broadcasts each keep their own order)
+    /// and, on leaders, the machines' leaders.
+    private var machine = catdog_mpi_comm_null(), machineShare = catdog_mpi_comm_null(), leaders = catdog_mpi_comm_null()
+    public private(set) var machineRank = 0
+    public private(set) var machineSize = 1
+    public private(set) var machineCount = 1
 
-    /// Initialises MPI once per process.
-    public init() throws {
+    /// Initialises MPI once per process. The machines of the hierarchical all-reduce are the
+    /// ranks that share memory, or with `machineRanks` K, consecutive groups of K ranks (to
+    /// stand for machines of K cores when several emulated machines share one computer).
+    public init(machineRanks: Int? = nil) throws {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 { try MPIError.check(MPI_Init(nil, nil), "MPI_Init") }
@@ -66,7 +75,56 @@ public final class MPICommunicator: Communicator {
         if size > 1 {
             try MPIError.check(MPI_Comm_dup(world, &second), "MPI_Comm_dup")
             MPI_Comm_set_errhandler(second, catdog_mpi_errors_return())
+            try makeMachines(ranksEach: machineRanks)
         }
+    }
+
+    /// Splits the ranks into machines and their leaders (collective over every rank).
+    private func makeMachines(ranksEach: Int?) throws {
+        if let k = ranksEach, k >= 1 {
+            try MPIError.check(MPI_Comm_split(world, Int32(rank / k), Int32(rank), &machine), "MPI_Comm_split (machines)")
+        } else {
+            try MPIError.check(MPI_Comm_split_type(world, catdog_mpi_comm_type_shared(), Int32(rank), catdog_mpi_info_null(), &machine),
+                               "MPI_Comm_split_type (machines)")
+        }
+        MPI_Comm_set_errhandler(machine, catdog_mpi_errors_return())
+        var r: Int32 = 0, n: Int32 = 0
+        try MPIError.check(MPI_Comm_rank(machine, &r), "MPI_Comm_rank (machine)")
+        try MPIError.check(MPI_Comm_size(machine, &n), "MPI_Comm_size (machine)")
+        machineRank = Int(r)
+        machineSize = Int(n)
+        try MPIError.check(MPI_Comm_dup(machine, &machineShare), "MPI_Comm_dup (machine)")
+        MPI_Comm_set_errhandler(machineShare, catdog_mpi_errors_return())
+        try MPIError.check(MPI_Comm_split(world, machineRank == 0 ? 0 : catdog_mpi_undefined(), Int32(rank), &leaders),
+                           "MPI_Comm_split (leaders)")
+        if leaders != catdog_mpi_comm_null() { MPI_Comm_set_errhandler(leaders, catdog_mpi_errors_return()) }
+        // Machines of unequal size: count the leaders.
+        var leader: Int32 = machineRank == 0 ? 1 : 0, total: Int32 = 0
+        try MPIError.check(MPI_Allreduce(&leader, &total, 1, catdog_mpi_int32(), catdog_mpi_sum(), world), "MPI_Allreduce (machines)")
+        machineCount = Int(total)
+    }
+
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        let pending = Request(beats: beats)
+        guard machineSize > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Ireduce(machineRank == 0 ? UnsafeRawPointer(catdog_mpi_in_place()) : UnsafeRawPointer(buffer), buffer, Int32(count),
+                                       catdog_mpi_float(), catdog_mpi_sum(), 0, machine, &pending.request), "MPI_Ireduce (machine)")
+        return pending
+    }
+
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        let pending = Request(beats: beats)
+        guard leaders != catdog_mpi_comm_null(), machineCount > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(), catdog_mpi_sum(),
+                                          leaders, &pending.request), "MPI_Iallreduce (leaders)")
+        return pending
+    }
+
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        let pending = Request(beats: beats)
+        guard machineSize > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Ibcast(buffer, Int32(count), catdog_mpi_float(), 0, machineShare, &pending.request), "MPI_Ibcast (machine)")
+        return pending
     }
 
     /// Every rank's host name, up to 255 bytes each.
@@ -91,7 +149,10 @@ public final class MPICommunicator: Communicator {
         MPI_Finalized(&finalized)
         beats?.close()
         beats = nil
-        if second != catdog_mpi_comm_null() { MPI_Comm_free(&second) }
+        for comm in [second, machine, machineShare, leaders] where comm != catdog_mpi_comm_null() {
+            var c = comm
+            MPI_Comm_free(&c)
+        }
         if finalized == 0 { MPI_Finalize() }
     }
 

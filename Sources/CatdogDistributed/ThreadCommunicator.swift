@@ -18,28 +18,60 @@ public final class ThreadCommunicator: Communicator {
 
     public let rank: Int
     public let size: Int
-    private let group: Group
-    private var sequence = [0, 0]
+    private let world: Member
+    /// With machines (`run(ranks:machineRanks:)`): this rank's machine, twice (its sums into
+    /// the leader and the leader's broadcasts keep their own orders), and the leaders' group.
+    private let machine: Member?, machineShare: Member?, leaders: Member?
+    public let machineCount: Int
 
-    init(rank: Int, group: Group) {
+    /// A rank's place in one group of ranks that hold collectives together, and how many it
+    /// has started there on each channel.
+    final class Member {
+        let group: Group
+        let index: Int
+        var sequence = [0, 0]
+        init(_ group: Group, _ index: Int) {
+            self.group = group
+            self.index = index
+        }
+    }
+
+    init(rank: Int, group: Group, machine: Member? = nil, machineShare: Member? = nil, leaders: Member? = nil, machineCount: Int? = nil) {
         self.rank = rank
         self.size = group.size
-        self.group = group
+        world = Member(group, rank)
+        self.machine = machine
+        self.machineShare = machineShare
+        self.leaders = leaders
+        self.machineCount = machineCount ?? group.size
     }
 
     /// Runs `body` on `ranks` threads, each with its own communicator; returns their results
-    /// in rank order, or rethrows the first rank's error (by rank).
-    public static func run<T>(ranks: Int, _ body: @escaping (ThreadCommunicator) throws -> T) throws -> [T] {
-        precondition(ranks >= 1)
+    /// in rank order, or rethrows the first rank's error (by rank). With `machineRanks` K, the
+    /// ranks form machines of K consecutive ranks (the last may have fewer) for the
+    /// hierarchical all-reduce; without, every rank is a machine of its own.
+    public static func run<T>(ranks: Int, machineRanks: Int? = nil, _ body: @escaping (ThreadCommunicator) throws -> T) throws -> [T] {
+        precondition(ranks >= 1 && (machineRanks ?? 1) >= 1)
         let group = Group(size: ranks)
+        let k = machineRanks ?? 1
+        let machines = (ranks + k - 1) / k
+        let machineGroups = (0..<machines).map { Group(size: min(k, ranks - $0 * k)) }
+        let shareGroups = (0..<machines).map { Group(size: min(k, ranks - $0 * k)) }
+        let leaderGroup = Group(size: machines)
         let shared = Shared(body: body, count: ranks)
         let done = DispatchGroup()
         for r in 0..<ranks {
             done.enter()
             let thread = Thread {
-                let comm = ThreadCommunicator(rank: r, group: group)
+                let m = r / k, index = r % k
+                let comm = machineRanks == nil ? ThreadCommunicator(rank: r, group: group)
+                    : ThreadCommunicator(rank: r, group: group, machine: Member(machineGroups[m], index), machineShare: Member(shareGroups[m], index),
+                                         leaders: index == 0 ? Member(leaderGroup, m) : nil, machineCount: machines)
                 let result = Result { try shared.body(comm) }
-                if case .failure = result { group.fail(rank: r) }
+                if case .failure = result {
+                    // Ranks waiting in any group's collective must stop waiting too.
+                    for g in [group, leaderGroup] + machineGroups + shareGroups { g.fail(rank: r) }
+                }
                 shared.lock.lock()
                 shared.results[r] = result
                 shared.lock.unlock()
@@ -105,6 +137,7 @@ public final class ThreadCommunicator: Communicator {
     final class Ticket: PendingReduction {
         let group: Group
         let key: Group.Key
+        /// The rank's index in `group`.
         let rank: Int
         let deliver: ([UInt8]) -> Void
         private var finished = false
@@ -150,10 +183,12 @@ public final class ThreadCommunicator: Communicator {
     /// Starts collective `what` on `channel` with this rank's `contribution`; `combine` (the
     /// same on every rank; the last rank to arrive runs it) maps all contributions to each
     /// rank's result, which `deliver` receives when this rank tests or waits.
-    func start(_ what: String, channel: Int = 0, contribution: [UInt8],
+    func start(_ what: String, channel: Int = 0, contribution: [UInt8], in member: Member? = nil,
                combine: @escaping ([[UInt8]]) -> [[UInt8]], deliver: @escaping ([UInt8]) -> Void) throws -> Ticket {
-        let key = Group.Key(channel: channel, position: sequence[channel])
-        sequence[channel] += 1
+        let member = member ?? world
+        let group = member.group, rank = member.index, size = group.size
+        let key = Group.Key(channel: channel, position: member.sequence[channel])
+        member.sequence[channel] += 1
         group.condition.lock()
         defer { group.condition.unlock() }
         if let failed = group.failedRank { throw PeerFailed(rank: failed) }
@@ -194,10 +229,10 @@ public final class ThreadCommunicator: Communicator {
         return total
     }
 
-    private func sum<T>(_ what: String, _ buffer: UnsafeMutablePointer<T>, count: Int, channel: Int,
+    private func sum<T>(_ what: String, _ buffer: UnsafeMutablePointer<T>, count: Int, channel: Int, in member: Member? = nil,
                         _ op: @escaping (T, T) -> T) throws -> Ticket {
-        let size = self.size
-        return try start("\(what) of \(count)", channel: channel, contribution: Self.bytes(buffer, count: count),
+        let size = (member ?? world).group.size
+        return try start("\(what) of \(count)", channel: channel, contribution: Self.bytes(buffer, count: count), in: member,
                          combine: { .init(repeating: Self.elementwise($0, as: T.self, op), count: size) },
                          deliver: { result in result.withUnsafeBytes { buffer.update(from: $0.bindMemory(to: T.self).baseAddress!, count: count) } })
     }
@@ -272,6 +307,39 @@ public final class ThreadCommunicator: Communicator {
     }
 
     public func abort(code: Int32) -> Never { exit(code) }
+
+    // MARK: - Machines (the hierarchical all-reduce)
+
+    public var machineRank: Int { machine?.index ?? 0 }
+    public var machineSize: Int { machine?.group.size ?? 1 }
+
+    /// Every rank of the machine contributes; the leader receives the sum (in rank order).
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        guard let machine, machine.group.size > 1 else { return LocalCommunicator.Done() }
+        let leader = machine.index == 0
+        return try start("machine sum of \(count)", contribution: Self.bytes(buffer, count: count), in: machine,
+                         combine: { [Self.elementwise($0, as: Float.self, +)] + .init(repeating: [], count: $0.count - 1) },
+                         deliver: { result in
+                             guard leader else { return }
+                             result.withUnsafeBytes { buffer.update(from: $0.bindMemory(to: Float.self).baseAddress!, count: count) }
+                         })
+    }
+
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        guard machine != nil else { return try startAllReduceSum(buffer, count: count, channel: 0) }
+        guard let leaders else { preconditionFailure("only machine leaders sum across machines") }
+        guard leaders.group.size > 1 else { return LocalCommunicator.Done() }
+        return try sum("leaders' sum (float)", buffer, count: count, channel: 0, in: leaders, +)
+    }
+
+    /// The leader's floats to every rank of its machine.
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+        guard let machineShare, machineShare.group.size > 1 else { return LocalCommunicator.Done() }
+        let mine = machineShare.index == 0 ? Self.bytes(buffer, count: count) : []
+        return try start("machine broadcast of \(count)", contribution: mine, in: machineShare,
+                         combine: { .init(repeating: $0[0], count: $0.count) },
+                         deliver: { result in result.withUnsafeBytes { buffer.update(from: $0.bindMemory(to: Float.self).baseAddress!, count: count) } })
+    }
 
     /// One block for all the threads (they are one machine), allocated by the collective.
     public func nodeSharedMemory(bytes: Int) throws -> NodeSharedMemory {

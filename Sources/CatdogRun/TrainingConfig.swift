@@ -40,6 +40,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var fp16AllReduce: Bool?
     /// PowerSGD's rank when gradients are compressed with it (nil = off).
     public var powerSGDRank: Int?
+    /// Exact fp32 sums in three stages (within each machine, across machines' leaders, back
+    /// within each machine) instead of one all-reduce over every rank (nil: flat).
+    public var hierarchicalAllReduce: Bool?
     /// Decay of an exponential moving average of the weights (and BatchNorm statistics) that
     /// validation, the best weights and checkpoints' `model/` use; nil or 0 = off.
     public var ema: Double?

@@ -67,19 +67,21 @@ public final class DataParallelStep {
     public var waitsPolitely = false
 
     public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
-                            bucketBytes: Int, compression: GradientCompression = .none, batchCapacity: Int = 0) {
+                            bucketBytes: Int, compression: GradientCompression = .none, hierarchical: Bool = false,
+                            batchCapacity: Int = 0) {
         self.init(network: network, groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)],
                   firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes,
-                  compression: compression, batchCapacity: batchCapacity)
+                  compression: compression, hierarchical: hierarchical, batchCapacity: batchCapacity)
     }
 
     /// Trains only the layers after `firstNode` (a cut of the network), whose parameters the
     /// groups cover; the caller fills `network.activation(firstNode)` instead of the input.
     /// PowerSGD sums exactly before update `compressFrom`; its random start comes from `seed`.
     /// With `sharingReductionWith`, the step reduces through that step's reduction and its
-    /// state (the same model at another input size, for progressive resizing).
+    /// state (the same model at another input size, for progressive resizing). `hierarchical`
+    /// sums exact fp32 gradients machine by machine (`HierarchicalReduction`).
     public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
-                bucketBytes: Int, compression: GradientCompression = .none, compressFrom: Int = 0, seed: UInt64 = 1,
+                bucketBytes: Int, compression: GradientCompression = .none, hierarchical: Bool = false, compressFrom: Int = 0, seed: UInt64 = 1,
                 batchCapacity: Int = 0, sharingReductionWith other: DataParallelStep? = nil) {
         precondition(!groups.isEmpty && network.isCut(firstNode))
         self.network = network
@@ -101,7 +103,9 @@ public final class DataParallelStep {
         }
         let ranges = buckets.map(\.range)
         switch compression {
-        case .none: reduction = FP32Reduction(buckets: ranges, communicator: communicator)
+        case .none:
+            reduction = hierarchical ? HierarchicalReduction(buckets: ranges, communicator: communicator)
+                                     : FP32Reduction(buckets: ranges, communicator: communicator)
         case .fp16: reduction = FP16Reduction(buckets: ranges, communicator: communicator)
         case .powerSGD(let r):
             reduction = PowerSGDReduction(

@@ -91,3 +91,120 @@ public final class FP16Reduction: GradientReduction {
         }
     }
 }
+
+/// Exact fp32 sums in three stages per bucket (Horovod's hierarchical all-reduce): the ranks of
+/// each machine sum into its leader through shared memory, the leaders all-reduce across the
+/// network, each leader sends the sum back to its machine. Only one rank per machine sends
+/// across the network, once per bucket; with one rank per machine it is the flat all-reduce.
+/// The sum is that of `FP32Reduction` up to the order of its additions.
+///
+/// Each stage runs on a communicator of its own and starts, on every rank, in bucket order:
+/// a bucket's second stage starts once its first has completed and the previous bucket's
+/// second stage has started, and likewise for the third. `advance` moves every bucket as far as
+/// it can; a bucket's `PendingReduction` calls it when tested or waited for.
+public final class HierarchicalReduction: GradientReduction {
+    public let buckets: [Range<Int>]
+    let comm: Communicator
+    public var name: String { "fp32 hierarchical (\(comm.machineCount) machines)" }
+
+    private enum Stage {
+        case idle
+        case withinMachine(PendingReduction)
+        case acrossMachines(PendingReduction)
+        /// Summed across machines (or nothing to sum there); the broadcast has not started.
+        case summed
+        case sharing(PendingReduction)
+        case done
+    }
+    private var stages: [Stage]
+    private var gradients: UnsafeMutablePointer<Float>?
+    /// Buckets started this update; the next bucket whose second stage may start; the next
+    /// whose third may.
+    private var started = 0, nextAcross = 0, nextShare = 0
+
+    public init(buckets: [Range<Int>], communicator: Communicator) {
+        self.buckets = buckets
+        comm = communicator
+        stages = Array(repeating: .idle, count: buckets.count)
+    }
+
+    private var isLeader: Bool { comm.machineRank == 0 }
+
+    /// What crosses the network: the leader's bucket, once; the other ranks' stays on the machine.
+    public func wireBytes(bucket: Int, update: Int) -> Int { isLeader ? buckets[bucket].count * 4 : 0 }
+
+    public func start(bucket: Int, gradients: UnsafeMutablePointer<Float>, update: Int) throws -> PendingReduction {
+        if bucket == 0 {
+            started = 0
+            nextAcross = 0
+            nextShare = 0
+            stages = Array(repeating: .idle, count: buckets.count)
+        }
+        precondition(bucket == started, "buckets start in order")
+        self.gradients = gradients
+        let range = buckets[bucket]
+        stages[bucket] = .withinMachine(try comm.startMachineReduceSum(gradients + range.lowerBound, count: range.count))
+        started += 1
+        try advance()
+        return Pending(owner: self, bucket: bucket)
+    }
+
+    /// Starts every stage that may start now and notes every one that has completed.
+    func advance() throws {
+        guard let gradients else { return }
+        while nextAcross < started, case .withinMachine(let pending) = stages[nextAcross], try pending.test() {
+            let range = buckets[nextAcross]
+            stages[nextAcross] = isLeader && comm.machineCount > 1
+                ? .acrossMachines(try comm.startLeadersAllReduceSum(gradients + range.lowerBound, count: range.count))
+                : .summed
+            nextAcross += 1
+        }
+        while nextShare < nextAcross {
+            if case .acrossMachines(let pending) = stages[nextShare] {
+                guard try pending.test() else { break }
+            }
+            let range = buckets[nextShare]
+            stages[nextShare] = comm.machineSize > 1
+                ? .sharing(try comm.startMachineBroadcast(gradients + range.lowerBound, count: range.count))
+                : .done
+            nextShare += 1
+        }
+        for b in 0..<nextShare {
+            if case .sharing(let pending) = stages[b], try pending.test() { stages[b] = .done }
+        }
+    }
+
+    fileprivate func isDone(_ bucket: Int) -> Bool {
+        if case .done = stages[bucket] { return true }
+        return false
+    }
+
+    /// Blocks until the earliest unfinished bucket's current stage completes.
+    fileprivate func waitForEarliest() throws {
+        guard let b = stages.indices.first(where: { !isDone($0) }) else { return }
+        switch stages[b] {
+        case .withinMachine(let p), .acrossMachines(let p), .sharing(let p): try p.wait()
+        case .idle, .summed, .done: break
+        }
+    }
+
+    final class Pending: PendingReduction {
+        let owner: HierarchicalReduction
+        let bucket: Int
+        init(owner: HierarchicalReduction, bucket: Int) {
+            self.owner = owner
+            self.bucket = bucket
+        }
+        func test() throws -> Bool {
+            try owner.advance()
+            return owner.isDone(bucket)
+        }
+        func wait() throws {
+            while true {
+                try owner.advance()
+                if owner.isDone(bucket) { return }
+                try owner.waitForEarliest()
+            }
+        }
+    }
+}

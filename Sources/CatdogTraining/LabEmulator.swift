@@ -124,12 +124,13 @@ public enum LabEmulator {
     }
 
     public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
-                           bucketMiB: Double, compression: GradientCompression,
+                           bucketMiB: Double, compression: GradientCompression, hierarchical: Bool = false,
                            communicator comm: Communicator) throws -> Result {
         let network = try check(profile)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
-                                    overlap: true, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression)
+                                    overlap: true, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
+                                    hierarchical: hierarchical)
         // Gradients: random at the start; afterwards each step reduces what the previous left
         // (the values do not change what crosses the network, and a refill would cost CPU).
         var random = Random(seed: 11, UInt64(comm.rank))

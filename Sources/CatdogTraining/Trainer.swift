@@ -185,7 +185,8 @@ public final class Trainer {
             totalSteps: config.epochs * steps, decay: config.decay)
         stepper = DataParallelStep(network: network, groups: groups, firstNode: firstNode, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
-                                   compression: config.compression, compressFrom: schedule.warmupSteps, seed: config.seed,
+                                   compression: config.compression, hierarchical: config.hierarchicalAllReduce == true,
+                                   compressFrom: schedule.warmupSteps, seed: config.seed,
                                    batchCapacity: balancer.largestPossibleShare)
         optimizer = stepper.optimizer
         stepper.waitsPolitely = Trainer.oversubscribed(comm)

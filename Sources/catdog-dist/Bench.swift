@@ -65,7 +65,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        try runDistributed(announce: !json) { comm in
+        try runDistributed(announce: !json, machineRanks: allReduce.machineRanks) { comm in
             try compute.apply()
             if gemm {
                 if comm.rank == 0 { try benchGemm() }
@@ -82,6 +82,7 @@ struct Bench: ParsableCommand {
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
                                       compression: allReduce.givenCompression ?? .none,
+                                      hierarchical: allReduce.givenTopology == .hierarchical,
                                       convolution: compute.convolutionOptions(columnFloats: columnFloats),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
@@ -117,7 +118,8 @@ struct Bench: ParsableCommand {
             throw ValidationError("--batch-size \(shape.batchSize) is not \(comm.size) machines x \(machineCores) cores x the profile's per-core batch \(profile.batch_size)")
         }
         let r = try LabEmulator.run(profile: profile, coresPerMachine: machineCores, steps: steps, warmupSteps: warmupSteps,
-                                    bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none, communicator: comm)
+                                    bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none,
+                                    hierarchical: allReduce.givenTopology == .hierarchical, communicator: comm)
         guard comm.rank == 0 else { return }
         if json {
             return try printJSON(r)

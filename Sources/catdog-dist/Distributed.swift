@@ -6,9 +6,10 @@ import Foundation
 
 /// Runs `body` on this rank. Any error ends the whole job: the rank prints what went wrong
 /// and calls MPI_Abort, so the other ranks never wait forever in a collective.
-func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, _ body: (Communicator) throws -> Void) throws {
+func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, machineRanks: Int? = nil,
+                    _ body: (Communicator) throws -> Void) throws {
     let comm: MPICommunicator
-    do { comm = try MPICommunicator() } catch {
+    do { comm = try MPICommunicator(machineRanks: machineRanks) } catch {
         printError("cannot start MPI: \(error)")
         throw ExitCode(1)
     }

@@ -63,6 +63,18 @@ struct AllReduceOptions: ParsableArguments {
         """)
     var compress: String?
 
+    @Option(name: .customLong("allreduce"), help: """
+        How exact fp32 gradients are summed: `flat` (one all-reduce over every rank) or \
+        `hierarchical` (the ranks of each machine sum through shared memory into one, those \
+        all-reduce across the network, and each shares the sum with its machine: one rank per \
+        machine sends, once). The sums are the same up to the order of additions. Ignored with \
+        --compress fp16 or powersgd:R. (default: flat)
+        """)
+    var givenTopology: AllReduceTopology?
+
+    @Option(help: ArgumentHelp("Group consecutive ranks into machines of this many for --allreduce hierarchical (to emulate machines of several cores on one computer); default: the ranks that share memory.", visibility: .hidden))
+    var machineRanks: Int?
+
     /// The compression asked for, or nil when neither --compress nor --fp16-allreduce was given.
     var givenCompression: GradientCompression? {
         if let compress { return GradientCompression(parsing: compress) }
@@ -76,6 +88,7 @@ struct AllReduceOptions: ParsableArguments {
             }
             if fp16Allreduce, parsed != .fp16 { throw ValidationError("--fp16-allreduce and --compress \(compress) contradict each other: give one") }
         }
+        if let machineRanks, !(1...4096).contains(machineRanks) { throw ValidationError("--machine-ranks must be between 1 and 4096") }
         guard bucketMib > 0, bucketMib <= RunLimits.bucketMiB.upperBound else {
             throw ValidationError("--bucket-mib must be a positive number of at most \(Int(RunLimits.bucketMiB.upperBound))")
         }
@@ -197,6 +210,11 @@ extension Preprocessing.Scale: ExpressibleByArgument {}
 extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
 extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
+
+/// `--allreduce`: one all-reduce over every rank, or machine by machine.
+enum AllReduceTopology: String, ExpressibleByArgument, CaseIterable {
+    case flat, hierarchical
+}
 extension KernelInstructionSet: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}
 

@@ -290,6 +290,7 @@ struct Train: ParsableCommand {
         c.overlap = allReduce.overlap
         c.bucketMiB = allReduce.bucketMib
         if let compression = allReduce.givenCompression { c.compression = compression }
+        if let topology = allReduce.givenTopology { c.hierarchicalAllReduce = topology == .hierarchical ? true : nil }
         if let split = try batchSplit() { c.balance = split == .even ? nil : split.description }
         c.ghostBatch = ghostBatch
         return c
@@ -305,7 +306,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         if lite != nil, freeze != .none || resume != nil && initFrom == nil { return try runTransfer() }
-        try runDistributed(faults: faults) { comm in
+        try runDistributed(faults: faults, machineRanks: allReduce.machineRanks) { comm in
             let log = RankLog(comm)
             // From here on SIGTERM, SIGINT and SIGUSR1 ask for a checkpoint and a clean stop.
             do { try StopSignals.install(announce: comm.rank == 0) } catch {
@@ -534,6 +535,9 @@ struct Train: ParsableCommand {
                             reduction.name, from, Double(compressed) / 1e6, Double(trainer.network.parameterCount * 4) / 1e6,
                             Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
         }
+        if trainer.stepper.reduction is HierarchicalReduction {
+            log.info("gradients: exact fp32 sums machine by machine (--allreduce hierarchical): \(comm.machineCount) machine(s); the ranks of each sum into its first, those all-reduce across the network and share the sum")
+        }
         // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
         let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
         let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
@@ -596,6 +600,10 @@ struct Train: ParsableCommand {
         if let compression = allReduce.givenCompression, compression != c.compression {
             applied.append("--compress \(compression) (the run had \(c.compression))")
             c.compression = compression
+        }
+        if let topology = allReduce.givenTopology, (topology == .hierarchical) != (c.hierarchicalAllReduce == true) {
+            applied.append("--allreduce \(topology.rawValue)")
+            c.hierarchicalAllReduce = topology == .hierarchical ? true : nil
         }
         // Who computes which samples: the run goes on with any split and any groups.
         if let split = try batchSplit(), split != c.batchSplit {

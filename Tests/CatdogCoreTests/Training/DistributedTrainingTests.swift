@@ -51,6 +51,24 @@ final class DistributedTrainingTests: XCTestCase {
         XCTAssertLessThan(largest, 1e-4)
     }
 
+    /// `--allreduce hierarchical` over 4 ranks in two machines of 2 (`--machine-ranks 2`):
+    /// the run says so, and after 5 updates its weights are within 1e-4 of the flat
+    /// all-reduce's (only the order of the additions differs), as 1 and 2 ranks are.
+    func testHierarchicalAllReduceTrainsAsTheFlatOne() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        let flat = try temporaryFolder(self), machines = try temporaryFolder(self)
+        var result = try CLI.run(trainArguments(data, flat, extra: ["--machine-ranks", "2"]), ranks: 4)
+        XCTAssertEqual(result.status, 0, result.output)
+        result = try CLI.run(trainArguments(data, machines, extra: ["--allreduce", "hierarchical", "--machine-ranks", "2"]), ranks: 4)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("exact fp32 sums machine by machine (--allreduce hierarchical): 2 machine(s)"), result.stdout)
+        let a = try modelTensors(flat + "/last.safetensors.zst"), b = try modelTensors(machines + "/last.safetensors.zst")
+        XCTAssertEqual(Set(a.keys), Set(b.keys))
+        var largest: Float = 0
+        for (name, values) in a { for (x, y) in zip(values, b[name]!) { largest = max(largest, abs(x - y)) } }
+        XCTAssertLessThan(largest, 1e-4)
+    }
+
     /// The fp16-compressed all-reduce: the weights move off the fp32 run's (so the compression
     /// is really used) but stay within 1e-2 of them after 5 updates.
     func testFP16AllReduceStaysCloseToFP32() throws {
