@@ -124,12 +124,12 @@ public enum LabEmulator {
     }
 
     public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
-                           bucketMiB: Double, compression: GradientCompression, hierarchical: Bool = false,
+                           bucketMiB: Double, compression: GradientCompression, hierarchical: Bool = false, overlap: Bool = true,
                            communicator comm: Communicator) throws -> Result {
         let network = try check(profile)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
-                                    overlap: true, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
+                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
                                     hierarchical: hierarchical)
         // Gradients: random at the start; afterwards each step reduces what the previous left
         // (the values do not change what crosses the network, and a refill would cost CPU).
@@ -188,7 +188,7 @@ public enum LabEmulator {
         for node in stride(from: nodes - 1, through: 1, by: -1) {
             clock += schedule.backward[node]
             try wait(until: t0.addingTimeInterval(clock), pending)
-            while next < buckets.count, buckets[next].lastNode >= node {
+            while step.overlap, next < buckets.count, buckets[next].lastNode >= node {
                 // The machine's ranks sum this bucket through shared memory first.
                 clock += Double(buckets[next].range.count) * schedule.intraPerFloat
                 try wait(until: t0.addingTimeInterval(clock), pending)
@@ -197,6 +197,16 @@ public enum LabEmulator {
             }
         }
         let backwardDone = Date()
+        if !step.overlap {
+            // Without overlap the buckets start after backward; exact fp32 sums are one blocking
+            // all-reduce of everything (where Open MPI's own algorithms, e.g. `han`, apply).
+            if step.reduction is FP32Reduction {
+                try comm.allReduceSum(gradients + buckets.last!.range.lowerBound,
+                                      count: buckets[0].range.upperBound - buckets.last!.range.lowerBound)
+            } else {
+                for b in buckets.indices { pending.append(try step.reduction.start(bucket: b, gradients: gradients, update: update)) }
+            }
+        }
         // Waits by testing and sleeping, not spinning in MPI_Wait: many emulated machines
         // share this computer's cores.
         for p in pending { while try !p.test() { usleep(100) } }

@@ -119,7 +119,7 @@ struct Bench: ParsableCommand {
         }
         let r = try LabEmulator.run(profile: profile, coresPerMachine: machineCores, steps: steps, warmupSteps: warmupSteps,
                                     bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none,
-                                    hierarchical: allReduce.givenTopology == .hierarchical, communicator: comm)
+                                    hierarchical: allReduce.givenTopology == .hierarchical, overlap: allReduce.overlap, communicator: comm)
         guard comm.rank == 0 else { return }
         if json {
             return try printJSON(r)
