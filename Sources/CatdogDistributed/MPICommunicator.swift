@@ -53,11 +53,7 @@ public final class MPICommunicator: Communicator {
         if initialized == 0 { try MPIError.check(MPI_Init(nil, nil), "MPI_Init") }
         world = catdog_mpi_comm_world()
         MPI_Comm_set_errhandler(world, catdog_mpi_errors_return())
-        var r: Int32 = 0, n: Int32 = 0
-        try MPIError.check(MPI_Comm_rank(world, &r), "MPI_Comm_rank")
-        try MPIError.check(MPI_Comm_size(world, &n), "MPI_Comm_size")
-        rank = Int(r)
-        size = Int(n)
+        (rank, size) = try Self.rankAndSize(world, "")
         var name = [CChar](repeating: 0, count: Int(catdog_mpi_max_processor_name()) + 1)
         var length: Int32 = 0
         MPI_Get_processor_name(&name, &length)
@@ -88,11 +84,7 @@ public final class MPICommunicator: Communicator {
                                "MPI_Comm_split_type (machines)")
         }
         MPI_Comm_set_errhandler(machine, catdog_mpi_errors_return())
-        var r: Int32 = 0, n: Int32 = 0
-        try MPIError.check(MPI_Comm_rank(machine, &r), "MPI_Comm_rank (machine)")
-        try MPIError.check(MPI_Comm_size(machine, &n), "MPI_Comm_size (machine)")
-        machineRank = Int(r)
-        machineSize = Int(n)
+        (machineRank, machineSize) = try Self.rankAndSize(machine, " (machine)")
         try MPIError.check(MPI_Comm_dup(machine, &machineShare), "MPI_Comm_dup (machine)")
         MPI_Comm_set_errhandler(machineShare, catdog_mpi_errors_return())
         try MPIError.check(MPI_Comm_split(world, machineRank == 0 ? 0 : catdog_mpi_undefined(), Int32(rank), &leaders),
@@ -125,6 +117,14 @@ public final class MPICommunicator: Communicator {
         guard machineSize > 1, count > 0 else { return pending }
         try MPIError.check(MPI_Ibcast(buffer, Int32(count), catdog_mpi_float(), 0, machineShare, &pending.request), "MPI_Ibcast (machine)")
         return pending
+    }
+
+    /// This rank's index in `comm` and its size.
+    static func rankAndSize(_ comm: MPI_Comm?, _ what: String) throws -> (Int, Int) {
+        var r: Int32 = 0, n: Int32 = 0
+        try MPIError.check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank" + what)
+        try MPIError.check(MPI_Comm_size(comm, &n), "MPI_Comm_size" + what)
+        return (Int(r), Int(n))
     }
 
     /// Every rank's host name, up to 255 bytes each.
@@ -222,11 +222,7 @@ public final class MPICommunicator: Communicator {
                                "MPI_Comm_split_type")
             node = comm
             MPI_Comm_set_errhandler(comm, catdog_mpi_errors_return())
-            var r: Int32 = 0, n: Int32 = 0
-            try MPIError.check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
-            try MPIError.check(MPI_Comm_size(comm, &n), "MPI_Comm_size")
-            localRank = Int(r)
-            localSize = Int(n)
+            (localRank, localSize) = try MPICommunicator.rankAndSize(comm, " (node)")
             var base: UnsafeMutableRawPointer?
             let mine = localRank == 0 ? max(bytes, 1) : 0
             var win = catdog_mpi_win_null()

@@ -22,7 +22,7 @@ public struct BenchmarkResult: Codable, Sendable {
     /// `ConvolutionOptions.Algorithm`: auto (Winograd where it applies) or im2col.
     public var convolution: String
     /// `Precision` of the convolutions' products: fp32 or bf16.
-    public var precision: String
+    public var precision: String?
     public var images_per_s: Double
     /// Achieved training GFLOP/s over all ranks (3 × forward FLOPs per image).
     public var gflops: Double
@@ -33,8 +33,9 @@ public struct BenchmarkResult: Codable, Sendable {
     public var allreduce_ms: Double
     public var gradient_mb: Double
     public var layers: [Layer]
-    /// Milliseconds a step, mean over ranks: where the step's time goes.
-    public var phases: Phases
+    /// Milliseconds a step, mean over ranks: where the step's time goes. (Both nil in results
+    /// written before they were measured: profiles from older builds still load.)
+    public var phases: Phases?
     /// Where it ran: CPU model, vector extensions, and the OpenBLAS kernel family.
     public var machine: MachineDescription
     public var blas_core: String

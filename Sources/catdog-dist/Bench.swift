@@ -89,17 +89,18 @@ struct Bench: ParsableCommand {
             if json {
                 return try printJSON(r)
             }
-            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.precision) products, \(r.steps) steps")
+            print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.precision ?? "fp32") products, \(r.steps) steps")
             print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
             }
             print(String(format: "  step %.1f ms; %.1f images/s; %.1f GFLOP/s achieved (all ranks)", r.step_ms, r.images_per_s, r.gflops))
-            let p = r.phases
-            print(String(format: "  a step, ms (mean of the ranks): products %.1f", p.products_ms) + " (\(r.precision))"
-                  + String(format: ", Winograd transforms %.1f, im2col/col2im %.1f, other layers %.1f, optimizer %.1f, waiting for the all-reduce %.1f",
-                           p.winograd_transforms_ms, p.im2col_ms, p.other_layers_ms, p.optimizer_ms, p.allreduce_wait_ms))
+            if let p = r.phases {
+                print(String(format: "  a step, ms (mean of the ranks): products %.1f", p.products_ms) + " (\(r.precision ?? "fp32"))"
+                      + String(format: ", Winograd transforms %.1f, im2col/col2im %.1f, other layers %.1f, optimizer %.1f, waiting for the all-reduce %.1f",
+                               p.winograd_transforms_ms, p.im2col_ms, p.other_layers_ms, p.optimizer_ms, p.allreduce_wait_ms))
+            }
             print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step; %.2f MB sent into all-reduces per step (%.1fx fewer than fp32)",
                          r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100, r.wire_mb, r.gradient_mb / max(r.wire_mb, 1e-9)))
         }
