@@ -67,8 +67,9 @@ struct AllReduceOptions: ParsableArguments {
         How exact fp32 gradients are summed: `flat` (one all-reduce over every rank) or \
         `hierarchical` (the ranks of each machine sum through shared memory into one, those \
         all-reduce across the network, and each shares the sum with its machine: one rank per \
-        machine sends, once). The sums are the same up to the order of additions. Ignored with \
-        --compress fp16 or powersgd:R. (default: flat)
+        machine sends, once). The sums are the same up to the order of additions; measured on \
+        machines of 2 ranks, flat was as fast (docs/across-machines.md). Not with --compress \
+        fp16 or powersgd:R. (default: flat)
         """)
     var givenTopology: AllReduceTopology?
 
@@ -89,6 +90,9 @@ struct AllReduceOptions: ParsableArguments {
             if fp16Allreduce, parsed != .fp16 { throw ValidationError("--fp16-allreduce and --compress \(compress) contradict each other: give one") }
         }
         if let machineRanks, !(1...4096).contains(machineRanks) { throw ValidationError("--machine-ranks must be between 1 and 4096") }
+        if givenTopology == .hierarchical, let compression = givenCompression, compression != .none {
+            throw ValidationError("--allreduce hierarchical sums exact fp32 gradients; it contradicts --compress \(compression): give one")
+        }
         guard bucketMib > 0, bucketMib <= RunLimits.bucketMiB.upperBound else {
             throw ValidationError("--bucket-mib must be a positive number of at most \(Int(RunLimits.bucketMiB.upperBound))")
         }

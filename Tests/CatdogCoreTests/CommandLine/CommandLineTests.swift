@@ -42,6 +42,8 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--precision", "bf16", "--multiply", "blas"], saying: "contradicts --multiply blas")
         assertRefused(Train.self, base + ["--precision", "fp16"], saying: "fp16")
         assertRefused(Bench.self, ["--precision", "bf16", "--multiply", "blas"], saying: "contradicts --multiply blas")
+        assertRefused(Train.self, base + ["--allreduce", "hierarchical", "--compress", "powersgd:4"], saying: "contradicts --compress powersgd:4")
+        assertRefused(Train.self, base + ["--allreduce", "ring"], saying: "ring")
         assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
     }
@@ -66,6 +68,8 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(split.ghostBatch, 8)
         XCTAssertEqual(plain.compute.convolutionOptions.precision, .fp32)
         XCTAssertEqual(try Train.parse(base + ["--precision", "bf16"]).compute.convolutionOptions.route, .bf16)
+        XCTAssertNil(try plain.makeConfig().hierarchicalAllReduce)
+        XCTAssertEqual(try Train.parse(base + ["--allreduce", "hierarchical"]).makeConfig().hierarchicalAllReduce, true)
     }
 
     func testImportAndSubmitRefuseBeforeReadingAnything() {
