@@ -115,8 +115,19 @@ public final class TrainingData {
         localValidationSamples = validationBlock.filter { problems[trainFiles.count + $0] == 0 }
         validationCount = (0..<validationFiles.count).filter { problems[trainFiles.count + $0] == 0 }.count
 
+        let (report, lines) = TrainingData.skipped(problems, paths: paths, details: details)
+        skippedSummary = report.summary
+        skippedDetails = lines
+        decodeSeconds = Date().timeIntervalSince(start)
+        guard !trainSamples.isEmpty else {
+            throw DataFolderError(description: "no usable images in '\(folder)': \(report.summary ?? "none decoded")")
+        }
+    }
+
+    /// The files left out (`problems[i]` not 0), as a report and one log line each.
+    private static func skipped(_ problems: [Double], paths: [String], details: [String: String]) -> (DecodeReport, [String]) {
         var report = DecodeReport()
-        report.attempted = allFiles.count
+        report.attempted = paths.count
         var lines: [String] = []
         for (i, code) in problems.enumerated() {
             guard let problem = ImageProblem(code: Int(code)) else { continue }
@@ -124,12 +135,7 @@ public final class TrainingData {
             report.skipped.append((paths[i], problem, detail ?? ""))
             lines.append("\(paths[i]): \(problem.rawValue)" + (detail.map { " (\($0))" } ?? ""))
         }
-        skippedSummary = report.summary
-        skippedDetails = lines
-        decodeSeconds = Date().timeIntervalSince(start)
-        guard !trainSamples.isEmpty else {
-            throw DataFolderError(description: "no usable images in '\(folder)': \(report.summary ?? "none decoded")")
-        }
+        return (report, lines)
     }
 
     /// Whether the decoded images go into the node cache (`cache`, or with `auto` when they
