@@ -4,7 +4,8 @@ import CatdogRun
 
 /// Where the one epoch driver (`Trainer.fit`) takes its batches from: decoded images, streamed
 /// or from the node cache (`ImageSource`), or activations kept at a cut of the network
-/// (`KeptActivations`, fine-tuning the last blocks). Every rank has the same counts.
+/// (`KeptActivations`, fine-tuning the last blocks), or pooled features (`PooledFeatures`, the
+/// transfer head). Every rank has the same counts.
 public protocol BatchSource: AnyObject {
     /// Training samples: each epoch's permutation runs over 0..<trainCount.
     var trainCount: Int { get }
@@ -21,6 +22,9 @@ public protocol BatchSource: AnyObject {
     /// `network` starts at `node`, and their labels; returns how many it wrote (a file that
     /// fails now is left out and counted in `lateFailures`).
     func validationBatch(_ range: Range<Int>, network: Network, node: Int, labels: UnsafeMutablePointer<Float>) -> Int
+    /// Replaces the `written` samples that `validationBatch(range, …)` wrote at `node` by their
+    /// mirror images' (mirror TTA). By default each sample's map is mirrored left-right in place.
+    func mirrorValidationBatch(_ range: Range<Int>, written: Int, network: Network, node: Int)
     /// Samples that failed after the check before training, with the reason.
     var lateFailures: [String] { get }
     /// Seconds training waited for a batch, and CPU seconds a helper spent preparing them.
@@ -28,6 +32,16 @@ public protocol BatchSource: AnyObject {
     var prepareSeconds: Double { get }
     /// Samples the helper prepared in `prepareSeconds`.
     var preparedSamples: Int { get }
+}
+
+extension BatchSource {
+    public func mirrorValidationBatch(_ range: Range<Int>, written: Int, network: Network, node: Int) {
+        let shape = network.nodes[node].shape
+        let first = network.activation(node)
+        for i in 0..<written {
+            ImageStore.mirror(first + i * shape.count, height: shape.height, width: shape.width, channels: shape.channels)
+        }
+    }
 }
 
 /// Images of a `TrainingData`, decoded and augmented one step ahead by a `BatchLoader`.

@@ -7,8 +7,9 @@ import Foundation
 
 /// Transfer learning by feature extraction (the 2017 study's §4 first step): a frozen ImageNet
 /// backbone computes each image's pooled features once, each rank for its 1/N of the images,
-/// the ranks all-gather them, and a logistic head trains on them in seconds, identically on
-/// every rank. The result is a complete checkpoint of the network with the trained head.
+/// the ranks all-gather them, and a logistic head trains on them in seconds through the one
+/// epoch driver (`trainHead`). The result is a complete checkpoint of the network with the
+/// trained head.
 public enum FeatureExtraction {
     public struct HeadConfig: Sendable {
         public var epochs = 60
@@ -207,181 +208,14 @@ public enum FeatureExtraction {
         }
     }
 
-    /// The trained logistic head: weights, bias, per-epoch metrics and the best validation loss.
-    public struct Head {
-        public var weights: [Float]
-        public var bias: Float
-        public var history: [EpochMetrics]
-        public var bestValidationLoss: Double
-    }
-
-    /// Trains a logistic head on the pooled features, identically on every rank (no
-    /// communication), keeping the weights of the best validation loss.
-    /// Appends each epoch to `metricsFile` when given (rank 0 passes it, the others nil).
-    public static func trainHead(_ x: Extracted, head: HeadConfig, seed: UInt64, ranks: Int, log: (String) -> Void,
-                                 metricsFile: String?) -> Head {
-        let model = LogisticHead(x)
-        let train = x.train
-        var best = (loss: Double.infinity, w: model.w, b: model.b)
-        var history: [EpochMetrics] = []
-        var stale = 0
-        let started = Date()
-        for epoch in 0..<head.epochs {
-            var random = Random(seed: seed, 0xFEA7, UInt64(epoch))
-            let fit = model.epoch(random.permutation(train.count).map { train[$0] }, head: head)
-            let val = model.score(x.validation)
-            let metrics = EpochMetrics(epoch: epoch + 1, step: model.adam.iterations, train_loss: fit.loss,
-                                       train_acc: fit.accuracy, val_loss: val.loss, val_acc: val.accuracy,
-                                       images_per_s: Double(train.count) / max(Date().timeIntervalSince(started), 1e-9),
-                                       elapsed_s: x.seconds + Date().timeIntervalSince(started),
-                                       lr: Double(head.learningRate), ranks: ranks)
-            history.append(metrics)
-            if let metricsFile { try? appendLine(metrics.jsonLine, to: metricsFile) }
-            if val.loss < best.loss {
-                best = (val.loss, model.w, model.b)
-                stale = 0
-            } else {
-                stale += 1
-            }
-            if epoch % 5 == 4 {
-                log(String(format: "head epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f%@", epoch + 1, metrics.train_loss,
-                           metrics.train_acc, val.loss, val.accuracy, stale == 0 ? " | best" : ""))
-            }
-            if head.patience > 0, stale >= head.patience { break }
-        }
-        return Head(weights: best.w, bias: best.b, history: history, bestValidationLoss: best.loss)
-    }
-
-    /// A logistic regression on the pooled features of `Extracted`, trained by Adam in mini-batches.
-    private final class LogisticHead {
-        let x: Extracted
-        let width: Int
-        var w: [Float], b: Float = 0
-        let adam: Adam
-        let params: FloatBuffer, grads: FloatBuffer
-
-        init(_ x: Extracted) {
-            self.x = x
-            width = x.width
-            w = [Float](repeating: 0, count: width)
-            adam = Adam(count: width + 1)
-            params = FloatBuffer(count: width + 1)
-            grads = FloatBuffer(count: width + 1)
-        }
-
-        /// The logit of row `i` of the pooled features (or of `rows`).
-        func logit(_ i: Int, in rows: UnsafePointer<Float>? = nil) -> Float {
-            let row = (rows ?? UnsafePointer(x.pooled.pointer)) + i * width
-            var z = b
-            for k in 0..<width { z += w[k] * row[k] }
-            return z
-        }
-
-        /// Mean loss and accuracy over `indices`. With mirrored validation features, Kaggle's
-        /// logloss (p clipped to [1e-15, 1 − 1e-15]) of the mean of the image's and its mirror
-        /// image's probabilities, as `evaluate --tta-flip`.
-        func score(_ indices: [Int]) -> (loss: Double, accuracy: Double) {
-            var loss = 0.0, correct = 0
-            for i in indices {
-                let z = logit(i), y = Float(x.files[i].label)
-                if let mirrored = x.mirroredValidation, i >= x.trainCount {
-                    let zm = logit(i - x.trainCount, in: UnsafePointer(mirrored.pointer))
-                    let p = BinaryCrossEntropy.mirrorTTAProbability(logit: Double(z), mirroredLogit: Double(zm))
-                    loss += BinaryCrossEntropy.logLoss(probability: p, dog: y > 0.5)
-                    if (p > 0.5) == (y > 0.5) { correct += 1 }
-                } else {
-                    loss += Double(BinaryCrossEntropy.loss(logit: z, label: y))
-                    if (z > 0) == (y > 0.5) { correct += 1 }
-                }
-            }
-            return (loss / Double(max(indices.count, 1)), Double(correct) / Double(max(indices.count, 1)))
-        }
-
-        /// One pass over `order` in batches of `head.batch`: each an Adam step on the mean loss
-        /// plus L2 weight decay. The training loss and accuracy seen on the way.
-        func epoch(_ order: [Int], head: HeadConfig) -> (loss: Double, accuracy: Double) {
-            let features = x.pooled.pointer
-            var lossSum = 0.0, correct = 0
-            var s = 0
-            while s < order.count {
-                let batch = order[s..<min(s + head.batch, order.count)]
-                grads.zero()
-                for i in batch {
-                    let z = logit(i), y = Float(x.files[i].label)
-                    lossSum += Double(BinaryCrossEntropy.loss(logit: z, label: y))
-                    if (z > 0) == (y > 0.5) { correct += 1 }
-                    let d = (BinaryCrossEntropy.sigmoid(z) - y) / Float(batch.count)
-                    let row = features + i * width
-                    for k in 0..<width { grads[k] += d * row[k] }
-                    grads[width] += d
-                }
-                for k in 0..<width {
-                    grads[k] += head.weightDecay * w[k]
-                    params[k] = w[k]
-                }
-                params[width] = b
-                adam.step(parameters: params.pointer, gradients: grads.pointer, learningRate: head.learningRate)
-                for k in 0..<width { w[k] = params[k] }
-                b = params[width]
-                s += head.batch
-            }
-            return (lossSum / Double(max(order.count, 1)), Double(correct) / Double(max(order.count, 1)))
-        }
-    }
-
-    /// The head's validation logits (as `trainHead` scores them), and the mirrored images' with mirror TTA.
-    public static func validationLogits(_ x: Extracted, _ head: Head) -> TemperatureScaling {
-        func logit(_ row: UnsafePointer<Float>) -> Double {
-            var z = head.bias
-            for k in 0..<x.width { z += head.weights[k] * row[k] }
-            return Double(z)
-        }
-        let validation = x.validation
-        let features = UnsafePointer(x.pooled.pointer)
-        let mirrored = x.mirroredValidation.map { m in
-            validation.map { logit(UnsafePointer(m.pointer) + ($0 - x.trainCount) * x.width) }
-        }
-        return TemperatureScaling(logits: validation.map { logit(features + $0 * x.width) }, mirrored: mirrored,
-                                  dogs: validation.map { x.files[$0].label == 1 })
-    }
-
-    /// Temperature scaling of the trained head, applied (its weights and bias divided by T) only
-    /// when T fitted on each half of the validation images lowers the other half's loss.
-    static func calibrate(_ head: inout Head, on x: Extracted, log: (String) -> Void) {
-        guard x.validation.count >= TemperatureScaling.minimumImages else {
-            log("calibration: not applied, \(x.validation.count) validation images are fewer than the \(TemperatureScaling.minimumImages) it needs")
-            return
-        }
-        let c = validationLogits(x, head).calibrate()
-        let summary = String(format: "temperature %.3f: val_loss %.4f -> %.4f, %.4f cross-fitted (T from the other half of the validation images)",
-                             c.temperature, c.before.loss, c.after.loss, c.crossFitted)
-        guard c.helps else {
-            log("calibration: not applied, it does not lower the cross-fitted loss (\(summary))")
-            return
-        }
-        let scale = Float(1 / c.temperature)
-        head.weights = head.weights.map { $0 * scale }
-        head.bias *= scale
-        head.bestValidationLoss = c.after.loss
-        log("calibration: \(summary); val_acc \(String(format: "%.4f -> %.4f", c.before.accuracy, c.after.accuracy))")
-    }
-
-    /// Writes the head into the network's last (1-unit dense) layer.
-    public static func install(_ head: Head, into network: Network) {
-        let range = network.parameterRange(ofNode: network.nodes.count - 1)
-        precondition(range.count == head.weights.count + 1)
-        for k in 0..<head.weights.count { network.parameters[range.lowerBound + k] = head.weights[k] }
-        network.parameters[range.upperBound - 1] = head.bias  // the bias follows the kernel
-    }
-
     public static func run(folder: String, initial: LoadedCheckpoint, config: TrainingConfig, head: HeadConfig,
-                           communicator comm: Communicator, log: (String) -> Void,
+                           communicator comm: Communicator, log: @escaping (String) -> Void,
                            progress: ((String) -> Void)? = nil, metricsFile: String?) throws -> Result {
         let network = try initial.makeNetwork()
         let x = try extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing, config: config,
                             mirroredValidation: config.validationTTA == true, communicator: comm, log: log, progress: progress)
-        var trained = trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
-                                metricsFile: comm.rank == 0 ? metricsFile : nil)
+        var trained = try trainHead(x, head: head, config: config, preprocessing: initial.metadata.preprocessing, communicator: comm,
+                                    log: log, progress: progress, metricsFile: comm.rank == 0 ? metricsFile : nil)
         if head.calibrate { calibrate(&trained, on: x, log: log) }
         install(trained, into: network)
         return Result(network: network, history: trained.history, bestValidationLoss: trained.bestValidationLoss,

@@ -53,8 +53,9 @@ public enum FineTuning {
         precondition(network.isCut(cut), "\(lite.name) block entry \(cut) is not a cut")
         let x = try FeatureExtraction.extract(folder: folder, network: network, preprocessing: initial.metadata.preprocessing,
                                               config: config, boundaryNode: cut, communicator: comm, log: log, progress: progress)
-        let trainedHead = FeatureExtraction.trainHead(x, head: head, seed: config.seed, ranks: comm.size, log: log,
-                                                      metricsFile: comm.rank == 0 ? metricsFile : nil)
+        let trainedHead = try FeatureExtraction.trainHead(x, head: head, config: config, preprocessing: initial.metadata.preprocessing,
+                                                          communicator: comm, log: log, progress: progress,
+                                                          metricsFile: comm.rank == 0 ? metricsFile : nil)
         FeatureExtraction.install(trainedHead, into: network)
         let history = trainedHead.history
         let headEpochs = history.count
@@ -74,20 +75,9 @@ public enum FineTuning {
             groups.insert(.init(range: backbone, optimizer: Adam(count: backbone.count), learningRateScale: tune.backboneScale), at: 0)
         }
         // The run's epochs go on after the head's, through the one epoch driver.
-        var phase = config
-        phase.globalBatch = tune.globalBatch
-        // Fine-tuning's BatchNorm is frozen and its batches are kept activations: an even split.
-        phase.balance = nil
-        phase.ghostBatch = nil
-        phase.epochs = headEpochs + tune.epochs
-        phase.learningRate = tune.learningRate
-        phase.weightDecay = tune.weightDecay
-        phase.patience = tune.patience
-        phase.timeBudget = nil
-        phase.fillsBudget = nil
+        var phase = config.transferPhase(globalBatch: tune.globalBatch, epochs: headEpochs + tune.epochs,
+                                         learningRate: tune.learningRate, weightDecay: tune.weightDecay, patience: tune.patience)
         phase.validationTTA = nil
-        phase.ema = nil
-        phase.resizeFrom = nil
         let source = KeptActivations(x, cut: cut, map: network.nodes[cut].shape, mirror: tune.mirror, seed: config.seed,
                                      communicator: comm)
         let trainer = try Trainer(config: phase, communicator: comm, network: network, groups: groups, firstNode: cut,
@@ -118,36 +108,22 @@ public enum FineTuning {
 /// Activations kept at a cut of the network (fp16, from `FeatureExtraction.extract`) as the
 /// epoch driver's batches: a training sample's map is mirrored left-right with probability 1/2,
 /// keyed by (seed, epoch, sample); validation maps as they are. Every rank holds all of them.
-final class KeptActivations: BatchSource {
-    let x: FeatureExtraction.Extracted
-    let train: [Int], validation: [Int]
+final class KeptActivations: ExtractedSource {
+    let samples: ExtractedSamples
+    var x: FeatureExtraction.Extracted { samples.x }
     let cut: Int
     let map: FeatureShape
     let mirror: Bool
     let seed: UInt64
-    let rank: Int
-    let validationBlock: Range<Int>
 
     init(_ x: FeatureExtraction.Extracted, cut: Int, map: FeatureShape, mirror: Bool, seed: UInt64, communicator comm: Communicator) {
         precondition(x.boundary != nil && x.boundaryWidth == map.count)
-        self.x = x
-        train = x.train
-        validation = x.validation
+        samples = ExtractedSamples(x, communicator: comm)
         self.cut = cut
         self.map = map
         self.mirror = mirror
         self.seed = seed
-        rank = comm.rank
-        validationBlock = comm.block(of: validation.count)
     }
-
-    var trainCount: Int { train.count }
-    var validationCount: Int { validation.count }
-    var localValidationCount: Int { validationBlock.count }
-    var lateFailures: [String] { [] }
-    var waitSeconds: Double { 0 }
-    var prepareSeconds: Double { 0 }
-    var preparedSamples: Int { 0 }
 
     /// Sample `sample`'s kept map, as floats, at `target`; mirrored left-right if asked.
     func load(_ sample: Int, into target: UnsafeMutablePointer<Float>, mirrored: Bool) {
@@ -165,12 +141,13 @@ final class KeptActivations: BatchSource {
     }
 
     func trainBatch(plan: EpochPlan, step: Int, size: Int, stepper: DataParallelStep) -> (input: UnsafePointer<Float>?, count: Int) {
-        let local = plan.samples(step: step, rank: rank)
+        let local = plan.samples(step: step, rank: samples.rank)
         let input = stepper.network.activation(cut)
         for (slot, position) in local.enumerated() {
-            var coin = Random(seed: seed, 0x3122, UInt64(plan.epoch), UInt64(train[position]))
-            load(train[position], into: input + slot * map.count, mirrored: mirror && coin.below(2) == 1)
-            stepper.labels[slot] = Float(x.files[train[position]].label)
+            let sample = samples.train[position]
+            var coin = Random(seed: seed, 0x3122, UInt64(plan.epoch), UInt64(sample))
+            load(sample, into: input + slot * map.count, mirrored: mirror && coin.below(2) == 1)
+            stepper.labels[slot] = Float(x.files[sample].label)
         }
         return (nil, local.count)
     }
@@ -179,7 +156,7 @@ final class KeptActivations: BatchSource {
         precondition(node == cut)
         let input = network.activation(node)
         for (slot, v) in range.enumerated() {
-            let sample = validation[validationBlock.lowerBound + v]
+            let sample = samples.validationSample(v)
             load(sample, into: input + slot * map.count, mirrored: false)
             labels[slot] = Float(x.files[sample].label)
         }

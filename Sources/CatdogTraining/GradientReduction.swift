@@ -119,8 +119,8 @@ public final class HierarchicalReduction: GradientReduction {
     private var stages: [Stage]
     private var gradients: UnsafeMutablePointer<Float>?
     /// Buckets started this update; the next bucket whose second stage may start; the next
-    /// whose third may.
-    private var started = 0, nextAcross = 0, nextShare = 0
+    /// whose third may; the first not yet done (all before it are).
+    private var started = 0, nextAcross = 0, nextShare = 0, firstUnfinished = 0
 
     public init(buckets: [Range<Int>], communicator: Communicator) {
         self.buckets = buckets
@@ -138,6 +138,7 @@ public final class HierarchicalReduction: GradientReduction {
             started = 0
             nextAcross = 0
             nextShare = 0
+            firstUnfinished = 0
             stages = Array(repeating: .idle, count: buckets.count)
         }
         precondition(bucket == started, "buckets start in order")
@@ -169,9 +170,10 @@ public final class HierarchicalReduction: GradientReduction {
                 : .done
             nextShare += 1
         }
-        for b in 0..<nextShare {
+        for b in firstUnfinished..<nextShare {
             if case .sharing(let pending) = stages[b], try pending.test() { stages[b] = .done }
         }
+        while firstUnfinished < nextShare, isDone(firstUnfinished) { firstUnfinished += 1 }
     }
 
     fileprivate func isDone(_ bucket: Int) -> Bool {
@@ -181,7 +183,7 @@ public final class HierarchicalReduction: GradientReduction {
 
     /// Blocks until the earliest unfinished bucket's current stage completes.
     fileprivate func waitForEarliest() throws {
-        guard let b = stages.indices.first(where: { !isDone($0) }) else { return }
+        guard let b = stages.indices[firstUnfinished...].first(where: { !isDone($0) }) else { return }
         switch stages[b] {
         case .withinMachine(let p), .acrossMachines(let p), .sharing(let p): try p.wait()
         case .idle, .summed, .done: break

@@ -303,7 +303,6 @@ public final class Trainer {
     private func evaluateLoadedWeights() throws -> (loss: Double, accuracy: Double) {
         let tta = config.validationTTA == true
         let batch = network.maxBatch
-        let shape = network.nodes[firstNode].shape
         let count = source.localValidationCount
         var lossSum = 0.0, correct = 0.0
         var start = 0
@@ -317,10 +316,7 @@ public final class Trainer {
             let logits = network.forward(batch: n, context: context, from: firstNode)
             if tta {
                 let plain = (0..<n).map { Double(logits[$0]) }
-                let first = network.activation(firstNode)
-                for i in 0..<n {
-                    ImageStore.mirror(first + i * shape.count, height: shape.height, width: shape.width, channels: shape.channels)
-                }
+                source.mirrorValidationBatch(chunk, written: n, network: network, node: firstNode)
                 let mirrored = network.forward(batch: n, context: context, from: firstNode)
                 for i in 0..<n {
                     let p = BinaryCrossEntropy.mirrorTTAProbability(logit: plain[i], mirroredLogit: Double(mirrored[i]))

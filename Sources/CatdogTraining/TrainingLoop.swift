@@ -382,10 +382,13 @@ extension Trainer {
     /// A rank far slower a sample than the other ranks' median (this ratio or more) is named
     /// after each epoch.
     public static let stragglerRatio = 1.5
+    /// …and only when its extra compute over the epoch (beyond the median's) is at least this
+    /// share of the epoch: a rank 3× slower on a step of microseconds holds nobody back.
+    public static let stragglerEpochShare = 0.05
 
     /// Collective: every rank's compute time a sample this epoch, its samples, input wait and
     /// kernels; returns (on rank 0) a line for each rank whose time a sample is
-    /// `stragglerRatio` × the median or more, e.g. "straggler: rank 3 on lab4: 1.9× the median
+    /// `stragglerRatio` × the median or more (and costs the epoch `stragglerEpochShare`), e.g. "straggler: rank 3 on lab4: 1.9× the median
     /// time a sample (5.1 ms against 2.7 ms); 16 of the global batch of 64 a step; input wait
     /// 0.4%; avx2 kernels".
     func stragglers(compute: Double, samples: Double, inputWait: Double, epochSeconds: Double) throws -> [String] {
@@ -423,7 +426,8 @@ extension Trainer {
             var others = perSample
             others.remove(at: rank)
             let median = median(others)
-            guard time.isFinite, median.isFinite, median > 0, time >= stragglerRatio * median else { return nil }
+            guard time.isFinite, median.isFinite, median > 0, time >= stragglerRatio * median,
+                  (time - median) * samples[rank] >= stragglerEpochShare * epochSeconds else { return nil }
             let share = (samples[rank] / Double(max(steps, 1))).rounded()
             return String(format: "straggler: rank %d on %@: %.1f× the other ranks' median time a sample (%.2f ms against %.2f ms); %.0f samples a step of the global batch of %d%@; input wait %.1f%%; %@ kernels",
                           rank, rank < hosts.count ? hosts[rank] : "?", time / median, time * 1000, median * 1000, share, globalBatch, setBy,

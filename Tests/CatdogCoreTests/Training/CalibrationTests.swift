@@ -76,27 +76,13 @@ final class CalibrationTests: XCTestCase {
     /// `FeatureExtraction.calibrate` divides the weights and bias by the fitted T (≈ 3: the
     /// weights come back to the truth within 10%), and the installed head's own validation loss is the one it reports (to 1e-6). With 150
     /// validation images it leaves the head alone.
-    func testTheTransferHeadIsInstalledDividedByItsTemperature() {
+    func testTheTransferHeadIsInstalledDividedByItsTemperature() throws {
         let width = 3, trainCount = 100
         for validationCount in [2_000, 150] {
-            let count = trainCount + validationCount
             let truth: [Float] = [1.5, -1, 0.5]
-            var random = Random(seed: 11)
-            let pooled = FloatBuffer(count: count * width)
-            var files: [LabeledFile] = []
-            for i in 0..<count {
-                var z: Float = 0
-                for k in 0..<width {
-                    pooled[i * width + k] = random.uniform(-2, 2)
-                    z += truth[k] * pooled[i * width + k]
-                }
-                files.append(LabeledFile(path: "\(i).jpg", label: random.uniform() < 1 / (1 + exp(-z)) ? 1 : 0))
-            }
-            let x = FeatureExtraction.Extracted(files: files, trainCount: trainCount, pooled: pooled, mirroredValidation: nil,
-                                                width: width, boundary: nil, boundaryWidth: 0,
-                                                problems: [Double](repeating: 0, count: count), seconds: 0, imagesPerSecond: 0,
-                                                report: DecodeReport())
-            var head = FeatureExtraction.Head(weights: truth.map { $0 * 3 }, bias: 0, history: [], bestValidationLoss: 1)
+            let x = FeatureExtraction.Extracted.synthetic(truth: truth, trainCount: trainCount, validationCount: validationCount,
+                                                          seed: 11)
+            var head = try FeatureExtraction.Head(weights: truth.map { $0 * 3 }, bias: 0, history: [], bestValidationLoss: 1)
             var lines: [String] = []
             FeatureExtraction.calibrate(&head, on: x, log: { lines.append($0) })
             if validationCount < TemperatureScaling.minimumImages {
