@@ -3,8 +3,8 @@ import Foundation
 import XCTest
 
 /// Runs the built `catdog-dist` (from the same build folder as the tests), alone or under
-/// `mpirun -np N`, and captures its output. `swift build` must have run first
-/// (`cluster/test` does).
+/// `mpirun -np N`, and captures its output. `swift test` builds it with the
+/// tests (as `cluster/test` runs them).
 struct CLIResult {
     var status: Int32
     var stdout: String
@@ -23,7 +23,7 @@ enum CLI {
     }
 
     struct NotBuilt: Error, CustomStringConvertible {
-        var description: String { "\(CLI.binary) is not built: run `swift build -c release` (cluster/test does) before the tests" }
+        var description: String { "\(CLI.binary) is not built: run the tests with `swift test -c release` (cluster/test does), which builds it" }
     }
 
     final class BundleMarker {}
