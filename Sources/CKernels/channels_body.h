@@ -17,21 +17,43 @@ void FN(catdog_channel_centered_squares)(const float *restrict x, const double *
         }
 }
 
+// The activation (0 linear, 1 ReLU, 2 ReLU6) of a value, NaN staying NaN as with Swift's max.
+#define CATDOG_ACTIVATE(v, activation) \
+    ((activation) == 1 ? ((v) < 0.0f ? 0.0f : (v)) : (activation) == 2 ? ((v) < 0.0f ? 0.0f : ((v) > 6.0f ? 6.0f : (v))) : (v))
+
+// One loop per activation, so that each vectorises without a branch inside.
+#define CATDOG_PER_ACTIVATION(activation, LOOP) \
+    do { if ((activation) == 1) { LOOP(1) } else if ((activation) == 2) { LOOP(2) } else { LOOP(0) } } while (0)
+
 void FN(catdog_batchnorm_forward)(const float *restrict x, const float *restrict mean, const float *restrict inv_std,
                               const float *restrict gamma, const float *restrict beta, float *restrict xhat,
-                              float *restrict y, size_t rows, size_t c) {
-    for (size_t r = 0; r < rows; r++, x += c, xhat += c, y += c)
-        for (size_t k = 0; k < c; k++) {
-            float n = (x[k] - mean[k]) * inv_std[k];
-            xhat[k] = n;
-            y[k] = gamma[k] * n + beta[k];
+                              float *restrict y, size_t rows, size_t c, int activation) {
+#define BN_LOOP(A) \
+    for (size_t r = 0; r < rows; r++, x += c, xhat += c, y += c) \
+        for (size_t k = 0; k < c; k++) { \
+            float n = (x[k] - mean[k]) * inv_std[k]; \
+            xhat[k] = n; \
+            float v = gamma[k] * n + beta[k]; \
+            y[k] = CATDOG_ACTIVATE(v, A); \
         }
+    CATDOG_PER_ACTIVATION(activation, BN_LOOP);
+#undef BN_LOOP
 }
 
 void FN(catdog_scale_shift)(const float *restrict x, const float *restrict scale, const float *restrict shift,
-                        float *restrict y, size_t rows, size_t c) {
-    for (size_t r = 0; r < rows; r++, x += c, y += c)
-        for (size_t k = 0; k < c; k++) y[k] = x[k] * scale[k] + shift[k];
+                        float *restrict y, size_t rows, size_t c, int activation) {
+#define SCALE_LOOP(A) \
+    for (size_t r = 0; r < rows; r++, x += c, y += c) \
+        for (size_t k = 0; k < c; k++) { float v = x[k] * scale[k] + shift[k]; y[k] = CATDOG_ACTIVATE(v, A); }
+    CATDOG_PER_ACTIVATION(activation, SCALE_LOOP);
+#undef SCALE_LOOP
+}
+
+void FN(catdog_add_activation)(const float *restrict a, const float *restrict b, float *restrict y, size_t count, int activation) {
+#define ADD_LOOP(A) \
+    for (size_t i = 0; i < count; i++) { float v = a[i] + b[i]; y[i] = CATDOG_ACTIVATE(v, A); }
+    CATDOG_PER_ACTIVATION(activation, ADD_LOOP);
+#undef ADD_LOOP
 }
 
 void FN(catdog_batchnorm_gradient_sums)(const float *restrict dy, const float *restrict xhat, size_t rows, size_t c,

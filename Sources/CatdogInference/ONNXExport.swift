@@ -208,7 +208,7 @@ public enum ONNXExport {
                 }
                 node("BatchNormalization", [inputs[0], name + ".scale", name + ".bias", name + ".mean", name + ".var"], [name],
                      float: ["epsilon": bn.epsilon])
-                return (name, inputSpatial[0])
+                return (activation(bn.activation, name, name: name), inputSpatial[0])
             case let dense as Dense:
                 let kernel = try values(name + ".kernel")
                 let units = dense.units
@@ -230,9 +230,9 @@ public enum ONNXExport {
                 node("Transpose", inputs, [name + "_nhwc"], ints: ["perm": [0, 2, 3, 1]])
                 node("Flatten", [name + "_nhwc"], [name], int: ["axis": 1])
                 return (name, false)
-            case is Add:
+            case let add as Add:
                 node("Add", inputs, [name])
-                return (name, inputSpatial[0])
+                return (activation(add.activation, name, name: name), inputSpatial[0])
             case let a as ActivationLayer:
                 return (activation(a.activation, inputs[0], name: name), inputSpatial[0])
             case is Dropout:

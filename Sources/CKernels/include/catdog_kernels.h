@@ -57,12 +57,14 @@ void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t la
 // sum[ch] = Σ x; then, with mean given, squares[ch] = Σ (x - mean)².
 void catdog_channel_sums(const float *x, size_t rows, size_t c, double *sum);
 void catdog_channel_centered_squares(const float *x, const double *mean, size_t rows, size_t c, double *squares);
-// xhat = (x - mean) * inv_std; y = gamma * xhat + beta (xhat may be NULL: y = x * scale + shift
-// with scale = inv_std and shift = -mean * inv_std folded by the caller into gamma/beta).
+// xhat = (x - mean) * inv_std; y = act(gamma * xhat + beta).
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma,
-                              const float *beta, float *xhat, float *y, size_t rows, size_t c);
-// y = x * scale + shift.
-void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c);
+                              const float *beta, float *xhat, float *y, size_t rows, size_t c, int activation);
+// y = act(x * scale + shift).
+void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c,
+                        int activation);
+// y = act(a + b), element by element.
+void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
 // sum[ch] = Σ dy, dot[ch] = Σ dy·xhat.
 void catdog_batchnorm_gradient_sums(const float *dy, const float *xhat, size_t rows, size_t c, double *sum, double *dot);
 // dx += k * (dy - mean_dy - xhat * mean_dot), per channel.

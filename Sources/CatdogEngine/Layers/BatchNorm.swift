@@ -33,12 +33,18 @@ public final class BatchNorm: Layer {
     private var factor: UnsafeMutablePointer<Float> { work.factor }
     private var usedBatchStatistics = false
 
-    public init(momentum: Float = 0.99, epsilon: Float = 1e-3) {
+    /// Applied to the output in the same pass (resnet's BatchNorm + ReLU as one layer: the
+    /// activation costs no pass of its own, forward or backward).
+    public let activation: Activation
+
+    public init(momentum: Float = 0.99, epsilon: Float = 1e-3, activation: Activation = .linear) {
         self.momentum = momentum
         self.epsilon = epsilon
+        self.activation = activation
     }
 
     public var kind: String { "batchnorm" }
+    public var summary: String { activation == .linear ? kind : "\(kind) \(activation.rawValue)" }
 
     public func configure(inputs: [FeatureShape]) throws -> FeatureShape {
         guard inputs.count == 1 else { throw ShapeError("batchnorm takes one input") }
@@ -99,13 +105,13 @@ public final class BatchNorm: Layer {
                     scale[ch] = gamma[ch] * inverseStd[ch]
                     shift[ch] = beta[ch] - movingMean[ch] * scale[ch]
                 }
-                catdog_scale_shift(x, scale, shift, output, rows, c)
+                catdog_scale_shift(x, scale, shift, output, rows, c, activation.kernelCode)
                 normalizedIsCurrent = false
                 return
             }
             normalizedIsCurrent = true
             for ch in 0..<c { scale[ch] = Float(sumSquares[ch]) }  // the mean, as a float
-            catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c)
+            catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c, activation.kernelCode)
             return
         }
         let ghost = context.normalizationGroup > 0
@@ -134,7 +140,8 @@ public final class BatchNorm: Layer {
                     movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)
                 }
             }
-            catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, xhat + first * c, output + first * c, count, c)
+            catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, xhat + first * c, output + first * c, count, c,
+                                     activation.kernelCode)
         }
         if ghost {
             // m ← μ·m + (1 − μ)·(ranks / groups)·Σ this rank's groups' statistics, decayed once an update.
@@ -155,6 +162,8 @@ public final class BatchNorm: Layer {
         let c = shape.channels
         let rows = batch * shape.height * shape.width
         let xhat = normalized.pointer
+        // Through the activation first: dy = 0 where it did not pass its input.
+        activation.maskGradient(output: output, dOutput: dOutput, count: rows * c)
         if !normalizedIsCurrent {
             // After an inference forward (moving statistics: mean in sumSquares, 1/σ in inverseStd).
             let x = inputs[0]

@@ -1,3 +1,4 @@
+import CKernels
 import CatdogSupport
 
 /// A stand-alone activation (after BatchNorm, where it cannot be fused into a conv).
@@ -174,8 +175,11 @@ public final class GlobalAveragePool: Layer {
 /// Sum of two same-shaped inputs: the identity skip of a residual block.
 public final class Add: Layer {
     private var count = 0
-    public init() {}
+    /// Applied to the sum in the same pass (resnet's ReLU after the skip connection).
+    public let activation: Activation
+    public init(activation: Activation = .linear) { self.activation = activation }
     public var kind: String { "add" }
+    public var summary: String { activation == .linear ? kind : "\(kind) \(activation.rawValue)" }
 
     public func configure(inputs: [FeatureShape]) throws -> FeatureShape {
         guard inputs.count == 2, inputs[0] == inputs[1] else {
@@ -188,8 +192,7 @@ public final class Add: Layer {
     public var forwardFLOPs: Int { count }
 
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
-        let a = inputs[0], b = inputs[1]
-        for i in 0..<(batch * count) { output[i] = a[i] + b[i] }
+        catdog_add_activation(inputs[0], inputs[1], output, batch * count, activation.kernelCode)
     }
 
     public func backward(
@@ -198,7 +201,7 @@ public final class Add: Layer {
         batch: Int, context: PassContext
     ) {
         for case let dx? in dInputs {
-            for i in 0..<(batch * count) { dx[i] += dOutput[i] }
+            activation.addMaskedGradient(output: output, dOutput: dOutput, into: dx, count: batch * count)
         }
     }
 }

@@ -73,8 +73,8 @@ public struct EfficientNetLite: Sendable, Equatable {
     func add(to b: inout NetworkBuilder, classes: Int) -> [Int] {
         var entries: [Int] = []
         func bn(_ b: inout NetworkBuilder, relu6: Bool) {
-            b.add(BatchNorm(momentum: 0.99, epsilon: 1e-3))
-            if relu6 { b.add(ActivationLayer(.relu6)) }
+            // ReLU6 in BatchNorm's own pass.
+            b.add(BatchNorm(momentum: 0.99, epsilon: 1e-3, activation: relu6 ? .relu6 : .linear))
         }
         b.add(Conv2D(Self.stemChannels, 3, stride: 2, useBias: false))
         bn(&b, relu6: true)

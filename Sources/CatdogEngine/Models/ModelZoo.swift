@@ -87,8 +87,8 @@ public enum ModelZoo {
             // Momentum 0.9 (PyTorch's default) rather than Keras's 0.99: with 0.99 the moving
             // variance still carries a third of its initial 1.0 after 100 steps, and on small
             // data sets validation then sees badly scaled activations.
-            b.add(BatchNorm(momentum: 0.9))
-            if relu { b.add(ActivationLayer(.relu)) }
+            // ReLU in BatchNorm's own pass (one layer, no pass of its own).
+            b.add(BatchNorm(momentum: 0.9, activation: relu ? .relu : .linear))
         }
         convBN(&b, 32, stride: 2)
         for (stage, filters) in [32, 64, 128, 256].enumerated() {
@@ -96,8 +96,7 @@ public enum ModelZoo {
             let skip = b.last
             convBN(&b, filters)
             convBN(&b, filters, relu: false)
-            b.add(Add(), inputs: [b.last, skip])
-            b.add(ActivationLayer(.relu))
+            b.add(Add(activation: .relu), inputs: [b.last, skip])
         }
         b.add(GlobalAveragePool())
         b.add(Dropout(0.2))

@@ -102,6 +102,49 @@ final class GradientCheckTests: XCTestCase {
         XCTAssertEqual(Array(a.output.array[64...]), b.output.array)
     }
 
+    /// BatchNorm and Add with a fused activation equal the layer followed by an ActivationLayer,
+    /// forward and backward (outputs to 1e-6, gradients to 1e-5), for ReLU and ReLU6, with batch
+    /// statistics and with moving ones.
+    func testFusedActivationsInBatchNormAndAddMatchSeparateLayers() throws {
+        let shape = FeatureShape(height: 3, width: 4, channels: 5)
+        for activation in [Activation.relu, .relu6] {
+            for training in [true, false] {
+                let fused = try LayerHarness(BatchNorm(momentum: 0.9, activation: activation), inputs: [shape], batch: 3)
+                let plain = try LayerHarness(BatchNorm(momentum: 0.9), inputs: [shape], batch: 3)
+                fused.context.training = training
+                plain.context.training = training
+                plain.parameters.copy(from: fused.parameters)
+                plain.inputs[0].copy(from: fused.inputs[0])
+                // γ of 4 and β of 3 put some outputs above 6, so ReLU6's upper kink is crossed too.
+                for i in 0..<fused.parameters.count { fused.parameters[i] = i < 5 ? 4 : 3; plain.parameters[i] = fused.parameters[i] }
+                try assertFusedMatchesSeparate(fused, plain, activation: activation, "batchnorm \(activation) training \(training)")
+            }
+            let fusedAdd = try LayerHarness(Add(activation: activation), inputs: [shape, shape], batch: 2)
+            let plainAdd = try LayerHarness(Add(), inputs: [shape, shape], batch: 2)
+            for k in 0..<2 {
+                for i in 0..<fusedAdd.inputs[k].count { fusedAdd.inputs[k][i] *= 8 }  // some sums above 6
+                plainAdd.inputs[k].copy(from: fusedAdd.inputs[k])
+            }
+            try assertFusedMatchesSeparate(fusedAdd, plainAdd, activation: activation, "add \(activation)")
+        }
+    }
+
+    /// `fused` (a layer with its activation) against `plain` (the same layer without) followed by
+    /// an ActivationLayer, on the same inputs and weights.
+    private func assertFusedMatchesSeparate(_ fused: LayerHarness, _ plain: LayerHarness, activation: Activation,
+                                            _ what: String) throws {
+        let act = try LayerHarness(ActivationLayer(activation), inputs: [plain.outputShape], batch: plain.batch)
+        var random = Random(seed: 4)
+        let r = (0..<fused.output.count).map { _ in random.uniform(-1, 1) }
+        fused.forward(); fused.backward(r)
+        plain.forward(); act.inputs[0].copy(from: plain.output); act.forward(); act.backward(r)
+        plain.backward(act.dInputs[0].array)
+        XCTAssertGreaterThan(fused.output.array.filter { $0 == 0 }.count, 0, "\(what): no output was cut off at 0")
+        assertClose(fused.output.array, act.output.array, absolute: 1e-6, "\(what) output")
+        for k in fused.dInputs.indices { assertClose(fused.dInputs[k].array, plain.dInputs[k].array, absolute: 1e-5, "\(what) dx \(k)") }
+        assertClose(fused.gradients.array, plain.gradients.array, absolute: 1e-5, "\(what) dW")
+    }
+
     func testBatchNormTraining() throws {
         try LayerHarness(BatchNorm(), inputs: [.init(height: 3, width: 2, channels: 4)], batch: 3).checkGradients()
     }
