@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "CSignals", path: "Sources/CSignals"),
         // Winograd F(4x4, 3x3) transforms, compiled for AVX-512, AVX2 and baseline x86-64; the
         // loader picks one per CPU.
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3", "-mprefer-vector-width=512"])]),
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3", "-mprefer-vector-width=512", "-fno-math-errno"])]),
 
         // MARK: - Library targets, lowest first; each imports only those above it in this list.
         // ARCHITECTURE.md explains who owns what. Every target keeps Swift's bounds and overflow

@@ -96,6 +96,21 @@ void FN(catdog_mask_bias_gradient)(const float *restrict y, float *restrict dy, 
     }
 }
 
+// Adam's step, in the operations and order of the Swift formula it replaced and without fused
+// multiply-adds, so that every instruction set (and every rank) computes the same bits:
+// m += (g - m)·b1; v += (g·g - v)·b2; w -= alpha·m / (√v + eps).
+void FN(catdog_adam_step)(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                          float b1, float b2, float alpha, float eps) {
+#pragma clang fp contract(off)
+    for (size_t i = 0; i < n; i++) {
+        float mi = m[i] + (g[i] - m[i]) * b1;
+        float vi = v[i] + (g[i] * g[i] - v[i]) * b2;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = w[i] - alpha * mi / (__builtin_sqrtf(vi) + eps);
+    }
+}
+
 void FN(catdog_transpose)(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
     enum { B = 16 };
     for (size_t r0 = 0; r0 < rows; r0 += B)

@@ -17,6 +17,7 @@
     X(bias_activation, (float *y, const float *bias, size_t rows, size_t c, int activation)) \
     X(mask_bias_gradient, (const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation)) \
     X(transpose, (const float *src, size_t rows, size_t cols, float *dst)) \
+    X(adam_step, (float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps)) \
     X(maxpool, (const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow)) \
     X(masked_add, (const float *y, const float *dy, float *dx, size_t count, float lo, float hi)) \
     X(wino4_input, (const float *const d[36], float *v, size_t vstride, size_t n, float *work)) \

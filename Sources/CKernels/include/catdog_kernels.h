@@ -63,6 +63,9 @@ void catdog_batchnorm_forward(const float *x, const float *mean, const float *in
 // y = act(x * scale + shift).
 void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c,
                         int activation);
+// Adam: m += (g - m)·b1; v += (g·g - v)·b2; w -= alpha·m / (√v + eps); the same bits on every
+// instruction set (no fused multiply-adds).
+void catdog_adam_step(float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps);
 // y = act(a + b), element by element.
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
 // sum[ch] = Σ dy, dot[ch] = Σ dy·xhat.
