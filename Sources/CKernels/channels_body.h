@@ -111,6 +111,49 @@ void FN(catdog_adam_step)(float *restrict w, const float *restrict g, float *res
     }
 }
 
+// LAMB's first pass over one tensor: Adam's moments (as catdog_adam_step), and the squared norms
+// of the weights and of the step u = m·c1 / (√(v·c2) + eps) in double, summed in 8 lanes of
+// fixed order (element i into lane i mod 8, the lanes added 0 to 7), so that every instruction
+// set gives the same bits. norms[0] = ‖w‖², norms[1] = ‖u‖².
+void FN(catdog_lamb_moments)(const float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                             float b1, float b2, float c1, float c2, float eps, double *restrict norms) {
+#pragma clang fp contract(off)
+    double wn[8] = {0}, un[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t l = 0; l < 8; l++) {
+            float mi = m[i + l] + (g[i + l] - m[i + l]) * b1;
+            float vi = v[i + l] + (g[i + l] * g[i + l] - v[i + l]) * b2;
+            m[i + l] = mi;
+            v[i + l] = vi;
+            float u = mi * c1 / (__builtin_sqrtf(vi * c2) + eps);
+            wn[l] += (double)w[i + l] * (double)w[i + l];
+            un[l] += (double)u * (double)u;
+        }
+    for (size_t l = 0; i + l < n; l++) {
+        float mi = m[i + l] + (g[i + l] - m[i + l]) * b1;
+        float vi = v[i + l] + (g[i + l] * g[i + l] - v[i + l]) * b2;
+        m[i + l] = mi;
+        v[i + l] = vi;
+        float u = mi * c1 / (__builtin_sqrtf(vi * c2) + eps);
+        wn[l] += (double)w[i + l] * (double)w[i + l];
+        un[l] += (double)u * (double)u;
+    }
+    norms[0] = 0;
+    norms[1] = 0;
+    for (size_t l = 0; l < 8; l++) {
+        norms[0] += wn[l];
+        norms[1] += un[l];
+    }
+}
+
+// LAMB's second pass: w -= rate · m·c1 / (√(v·c2) + eps).
+void FN(catdog_lamb_apply)(float *restrict w, const float *restrict m, const float *restrict v, size_t n, float rate,
+                           float c1, float c2, float eps) {
+#pragma clang fp contract(off)
+    for (size_t i = 0; i < n; i++) w[i] = w[i] - rate * (m[i] * c1 / (__builtin_sqrtf(v[i] * c2) + eps));
+}
+
 void FN(catdog_transpose)(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
     enum { B = 16 };
     for (size_t r0 = 0; r0 < rows; r0 += B)

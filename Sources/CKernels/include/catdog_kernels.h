@@ -66,6 +66,12 @@ void catdog_scale_shift(const float *x, const float *scale, const float *shift, 
 // Adam: m += (g - m)·b1; v += (g·g - v)·b2; w -= alpha·m / (√v + eps); the same bits on every
 // instruction set (no fused multiply-adds).
 void catdog_adam_step(float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps);
+// LAMB over one tensor: the moments as above and norms[0] = ‖w‖², norms[1] = ‖u‖² of the step
+// u = m·c1 / (√(v·c2) + eps), in double over 8 lanes of fixed order (the same bits on every
+// instruction set); then w -= rate·u.
+void catdog_lamb_moments(const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2,
+                         float eps, double *norms);
+void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps);
 // y = act(a + b), element by element.
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
 // sum[ch] = Σ dy, dot[ch] = Σ dy·xhat.

@@ -227,19 +227,15 @@ public final class Lamb: Optimizer {
         let t = Double(iterations + 1)
         let c1 = Float(1 / (1 - pow(Double(beta1), t))), c2 = Float(1 / (1 - pow(Double(beta2), t)))
         let mp = m.pointer, vp = v.pointer
-        let b1 = 1 - beta1, b2 = 1 - beta2
+        var norms = [0.0, 0.0]
+        // Two C passes per tensor (vectorised; the same bits on every instruction set): Adam's
+        // moments with the norms of the weights and of the step, then the scaled step.
         for range in tensors {
-            var weightNorm = 0.0, stepNorm = 0.0
-            for i in range {
-                mp[i] += (g[i] - mp[i]) * b1
-                vp[i] += (g[i] * g[i] - vp[i]) * b2
-                let u = mp[i] * c1 / ((vp[i] * c2).squareRoot() + epsilon)
-                weightNorm += Double(w[i]) * Double(w[i])
-                stepNorm += Double(u) * Double(u)
-            }
+            let o = range.lowerBound
+            catdog_lamb_moments(w + o, g + o, mp + o, vp + o, range.count, 1 - beta1, 1 - beta2, c1, c2, epsilon, &norms)
+            let (weightNorm, stepNorm) = (norms[0], norms[1])
             let ratio = weightNorm > 0 && stepNorm > 0 ? Float((weightNorm / stepNorm).squareRoot()) : 1
-            let rate = lr * ratio
-            for i in range { w[i] -= rate * (mp[i] * c1 / ((vp[i] * c2).squareRoot() + epsilon)) }
+            catdog_lamb_apply(w + o, mp + o, vp + o, range.count, lr * ratio, c1, c2, epsilon)
         }
         iterations += 1
     }

@@ -106,6 +106,32 @@ final class OptimizerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(tested, 2, "fewer than two instruction sets ran")
     }
 
+    /// LAMB's C passes give the same bits on every instruction set this CPU runs (its norms are
+    /// summed in lanes of fixed order): two tensors of 1,003 and 517 values, 5 steps.
+    func testLambIsTheSameBitsOnEveryInstructionSet() throws {
+        defer { try? KernelInstructionSet.auto.select() }
+        let count = 1_520
+        var random = Random(seed: 10)
+        let w0 = (0..<count).map { _ in random.uniform(-2, 2) * Float(pow(10, Double(random.below(5)) - 2)) }
+        let gradients = (0..<5).map { _ in (0..<count).map { _ in random.uniform(-1, 1) * Float(pow(10, Double(random.below(7)) - 4)) } }
+        var results: [(KernelInstructionSet, [Float])] = []
+        for kernels in [KernelInstructionSet.baseline, .avx2, .avx512f] {
+            guard (try? kernels.select()) != nil else { continue }
+            let lamb = Lamb(count: count, tensors: [0..<1_003, 1_003..<count])
+            let w = FloatBuffer(w0)
+            for g in gradients {
+                let gb = FloatBuffer(g)
+                withExtendedLifetime(gb) { lamb.step(parameters: w.pointer, gradients: gb.pointer, learningRate: 0.01) }
+            }
+            results.append((kernels, w.array))
+        }
+        XCTAssertGreaterThanOrEqual(results.count, 2, "fewer than two instruction sets ran")
+        for (kernels, w) in results.dropFirst() {
+            let differing = zip(w, results[0].1).filter { $0.bitPattern != $1.bitPattern }.count
+            XCTAssertEqual(differing, 0, "\(kernels) against \(results[0].0): \(differing) weights differ")
+        }
+    }
+
     /// LAMB on two tensors ([0, 2) and [2, 4)) against its formula in double precision: each
     /// tensor's Adam step (PyTorch's bias correction, ε = 1e-6) scaled by ‖w‖/‖u‖ of that
     /// tensor; a tensor whose weights are all zero takes the plain step (ratio 1).
