@@ -119,26 +119,21 @@ void FN(catdog_lamb_moments)(const float *restrict w, const float *restrict g, f
                              float b1, float b2, float c1, float c2, float eps, double *restrict norms) {
 #pragma clang fp contract(off)
     double wn[8] = {0}, un[8] = {0};
+#define LAMB_ELEMENT(j, lane) \
+    do { \
+        float mi = m[j] + (g[j] - m[j]) * b1; \
+        float vi = v[j] + (g[j] * g[j] - v[j]) * b2; \
+        m[j] = mi; \
+        v[j] = vi; \
+        float u = mi * c1 / (__builtin_sqrtf(vi * c2) + eps); \
+        wn[lane] += (double)w[j] * (double)w[j]; \
+        un[lane] += (double)u * (double)u; \
+    } while (0)
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (size_t l = 0; l < 8; l++) {
-            float mi = m[i + l] + (g[i + l] - m[i + l]) * b1;
-            float vi = v[i + l] + (g[i + l] * g[i + l] - v[i + l]) * b2;
-            m[i + l] = mi;
-            v[i + l] = vi;
-            float u = mi * c1 / (__builtin_sqrtf(vi * c2) + eps);
-            wn[l] += (double)w[i + l] * (double)w[i + l];
-            un[l] += (double)u * (double)u;
-        }
-    for (size_t l = 0; i + l < n; l++) {
-        float mi = m[i + l] + (g[i + l] - m[i + l]) * b1;
-        float vi = v[i + l] + (g[i + l] * g[i + l] - v[i + l]) * b2;
-        m[i + l] = mi;
-        v[i + l] = vi;
-        float u = mi * c1 / (__builtin_sqrtf(vi * c2) + eps);
-        wn[l] += (double)w[i + l] * (double)w[i + l];
-        un[l] += (double)u * (double)u;
-    }
+        for (size_t l = 0; l < 8; l++) LAMB_ELEMENT(i + l, l);
+    for (size_t l = 0; i + l < n; l++) LAMB_ELEMENT(i + l, l);
+#undef LAMB_ELEMENT
     norms[0] = 0;
     norms[1] = 0;
     for (size_t l = 0; l < 8; l++) {

@@ -230,8 +230,9 @@ final class BalanceCommandTests: XCTestCase {
     /// A split by weights is fixed, so a run resumes bit for bit: 2 ranks at 16/8 samples in
     /// groups of 4, straight and resumed from update 3, end with identical weights, optimizer
     /// moments and BatchNorm statistics. The same run split evenly (same groups) ends with
-    /// validation losses within 0.02 of it and accuracies within 5 points (float summation
-    /// order, amplified over 10 updates of Adam: the in-process test pins one update to 1e-4).
+    /// validation losses within 0.02 of it and accuracies within one of the 12 validation images
+    /// (float summation order, amplified over 10 updates of Adam, moves predictions that are
+    /// near 1/2 this early: the in-process test pins one update to 1e-4).
     func testAWeightedSplitResumesBitExactlyAndMatchesTheEvenSplit() throws {
         let data = try sharedSubset(self, perClass: 60)
         let split = ["--balance", "2,1", "--ghost-batch", "4"]
@@ -252,7 +253,7 @@ final class BalanceCommandTests: XCTestCase {
         let c = try LoadedCheckpoint(path: even + "/last.safetensors.zst")
         for (x, y) in zip(a.metadata.history, c.metadata.history) {
             XCTAssertEqual(x.val_loss, y.val_loss, accuracy: 0.02, "epoch \(x.epoch)")
-            XCTAssertEqual(x.val_acc, y.val_acc, accuracy: 0.05, "epoch \(x.epoch)")
+            XCTAssertEqual(x.val_acc, y.val_acc, accuracy: 1.0 / 12 + 1e-9, "epoch \(x.epoch)")
         }
     }
 
