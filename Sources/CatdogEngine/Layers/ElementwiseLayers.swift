@@ -39,8 +39,7 @@ public final class ActivationLayer: Layer {
 /// and after a resume.
 public final class Dropout: Layer {
     public let rate: Float
-    /// Set by the network: this layer's number among its dropout layers (its name's), one of
-    /// the mask's keys.
+    /// Set by the network: this layer's position, one of the mask's keys.
     public var streamID: UInt64 = 0
     private var count = 0
     private var mask = FloatBuffer(count: 0)

@@ -169,9 +169,7 @@ public final class Network {
             let shape = try layer.configure(inputs: inputs.map { nodes[$0].shape })
             counters[layer.kind, default: 0] += 1
             let name = "\(layer.kind)_\(counters[layer.kind]!)"
-            // Its number among the dropout layers (as in its name), so that layers added or fused
-            // elsewhere do not change its masks.
-            if let dropout = layer as? Dropout { dropout.streamID = UInt64(counters[layer.kind]!) }
+            if let dropout = layer as? Dropout { dropout.streamID = UInt64(nodes.count) }
             nodes.append(Node(layer: layer, inputs: inputs, shape: shape, name: name))
         }
         return nodes

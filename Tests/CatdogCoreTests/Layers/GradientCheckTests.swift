@@ -93,23 +93,6 @@ final class GradientCheckTests: XCTestCase {
         XCTAssertEqual(h.output.array, h.inputs[0].array)
     }
 
-    /// A dropout layer's masks are keyed by its number among the dropout layers, not by its
-    /// position: a layer added (or fused away) before it leaves its stream as it was.
-    func testDropoutStreamIsItsNumberAmongDropoutLayers() throws {
-        func streams(withActivation: Bool) throws -> [UInt64] {
-            var b = NetworkBuilder(input: .init(height: 1, width: 1, channels: 4))
-            b.add(Dense(4))
-            if withActivation { b.add(ActivationLayer(.relu)) }
-            b.add(Dropout(0.5))
-            b.add(Dense(4))
-            b.add(Dropout(0.5))
-            b.add(Dense(1))
-            return try b.build().nodes.compactMap { ($0.layer as? Dropout)?.streamID }
-        }
-        XCTAssertEqual(try streams(withActivation: false), [1, 2])
-        XCTAssertEqual(try streams(withActivation: true), [1, 2])
-    }
-
     func testDropoutMaskDependsOnGlobalSampleNotPosition() throws {
         let a = try LayerHarness(Dropout(0.3), inputs: [.init(height: 1, width: 1, channels: 64)], batch: 2)
         let b = try LayerHarness(Dropout(0.3), inputs: [.init(height: 1, width: 1, channels: 64)], batch: 1)
