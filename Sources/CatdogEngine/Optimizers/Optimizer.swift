@@ -181,16 +181,6 @@ public final class Adam: Optimizer {
         catdog_adam_step(w, g, m.pointer, v.pointer, m.count, 1 - beta1, 1 - beta2, alpha, epsilon)
         iterations += 1
     }
-
-    /// The step as the formula reads, element by element (what the C kernel must equal bit for bit).
-    static func referenceStep(w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
-                              v: UnsafeMutablePointer<Float>, count: Int, b1: Float, b2: Float, alpha: Float, epsilon: Float) {
-        for i in 0..<count {
-            m[i] += (g[i] - m[i]) * b1
-            v[i] += (g[i] * g[i] - v[i]) * b2
-            w[i] -= alpha * m[i] / (v[i].squareRoot() + epsilon)
-        }
-    }
 }
 
 /// LAMB (You et al. 2019, with PyTorch's bias correction): per tensor, the Adam step

@@ -44,9 +44,7 @@ final class JPEGTests: XCTestCase {
         let cases: [(Int, Int, Int)] = [(200, 200, 144), (100, 100, 72), (200, 200, 72), (250, 188, 144), (500, 375, 72),
                                         (5, 5, 17), (1, 1, 8), (3, 7, 72), (997, 13, 72), (64, 64, 64), (143, 77, 144), (2, 9, 3)]
         // On every instruction set of our kernels this CPU runs: the same bytes everywhere.
-        defer { try? KernelInstructionSet.auto.select() }
-        for kernels in [KernelInstructionSet.auto, .avx2, .baseline] {
-            guard (try? kernels.select()) != nil else { continue }
+        try forEachKernelInstructionSet([.auto, .avx2, .baseline]) { kernels in
             var random = Random(seed: 7)
             var scratch = Resize.Scratch()
             for (w, h, size) in cases {
