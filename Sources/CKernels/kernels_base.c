@@ -7,5 +7,6 @@
 #define FN(name) name##_base
 #include "winograd4_body.h"
 #include "pooling_body.h"
+#include "depthwise_body.h"
 #include "channels_body.h"
 #include "resize_body.h"

@@ -11,6 +11,7 @@
 #endif
 #include "winograd4_body.h"
 #include "pooling_body.h"
+#include "depthwise_body.h"
 #include "channels_body.h"
 #include "resize_body.h"
 #ifdef CATDOG_PUSHED

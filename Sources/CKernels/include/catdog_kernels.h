@@ -72,6 +72,14 @@ void catdog_adam_step(float *w, const float *g, float *m, float *v, size_t n, fl
 void catdog_lamb_moments(const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2,
                          float eps, double *norms);
 void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps);
+// Depthwise convolution, NHWC, weights [ky][kx][c] (one k×k filter per channel), bias optional
+// (NULL): y = bias + Σ taps x·w, the taps of each output in the order ky, kx.
+void catdog_depthwise_forward(const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw,
+                              size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow);
+// Its gradients, accumulated over the batch: dw += Σ x·dy; dbias += Σ dy and dx += w·dy when given (else NULL).
+void catdog_depthwise_backward(const float *x, const float *w, const float *dy, float *dw, float *dbias, float *dx, size_t batch,
+                               size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left,
+                               size_t oh, size_t ow);
 // y = act(a + b), element by element.
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
 // sum[ch] = Σ dy, dot[ch] = Σ dy·xhat.

@@ -1,7 +1,9 @@
+import CKernels
+
 /// Depthwise 2-D convolution (depth multiplier 1): each channel convolved with its own
-/// KH×KW filter. Memory-bound rather than a gemm, so it runs as direct loops whose innermost
-/// dimension is the contiguous channel axis of NHWC. Kernel shape (KH, KW, C), as Keras's
-/// DepthwiseConv2D without its trailing multiplier axis.
+/// KH×KW filter. Memory-bound rather than a gemm, so it runs as direct loops (the C kernels
+/// `catdog_depthwise_forward`/`_backward`) along the contiguous channel axis of NHWC. Kernel
+/// shape (KH, KW, C), as Keras's DepthwiseConv2D without its trailing multiplier axis.
 public final class DepthwiseConv2D: Layer {
     public let kernelSize: Int
     public let stride: Int
@@ -56,29 +58,10 @@ public final class DepthwiseConv2D: Layer {
     public var forwardFLOPs: Int { 2 * geometry.outHeight * geometry.outWidth * geometry.channels * kernelSize * kernelSize }
 
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
-        let g = geometry!, c = g.channels, k = kernelSize
-        let x = inputs[0]
-        for n in 0..<batch {
-            let image = x + n * g.inHeight * g.inWidth * c
-            for oh in 0..<g.outHeight {
-                for ow in 0..<g.outWidth {
-                    let y = output + ((n * g.outHeight + oh) * g.outWidth + ow) * c
-                    if useBias { y.update(from: bias, count: c) } else { y.update(repeating: 0, count: c) }
-                    for kh in 0..<k {
-                        let ih = oh * stride - g.padTop + kh
-                        if ih < 0 || ih >= g.inHeight { continue }
-                        for kw in 0..<k {
-                            let iw = ow * stride - g.padLeft + kw
-                            if iw < 0 || iw >= g.inWidth { continue }
-                            let src = image + (ih * g.inWidth + iw) * c
-                            let w = kernel + (kh * k + kw) * c
-                            for ch in 0..<c { y[ch] += src[ch] * w[ch] }
-                        }
-                    }
-                }
-            }
-        }
-        activation.apply(output, count: batch * g.outHeight * g.outWidth * c)
+        let g = geometry!
+        catdog_depthwise_forward(inputs[0], kernel, useBias ? bias : nil, output, batch, g.inHeight, g.inWidth, g.channels,
+                                 kernelSize, stride, g.padTop, g.padLeft, g.outHeight, g.outWidth)
+        activation.apply(output, count: batch * g.outHeight * g.outWidth * g.channels)
     }
 
     public func backward(
@@ -86,35 +69,9 @@ public final class DepthwiseConv2D: Layer {
         dOutput: UnsafeMutablePointer<Float>, dInputs: [UnsafeMutablePointer<Float>?],
         batch: Int, context: PassContext
     ) {
-        let g = geometry!, c = g.channels, k = kernelSize
-        let x = inputs[0]
-        let dx = dInputs[0]
-        activation.maskGradient(output: output, dOutput: dOutput, count: batch * g.outHeight * g.outWidth * c)
-        for n in 0..<batch {
-            let image = x + n * g.inHeight * g.inWidth * c
-            let dImage = dx.map { $0 + n * g.inHeight * g.inWidth * c }
-            for oh in 0..<g.outHeight {
-                for ow in 0..<g.outWidth {
-                    let dy = dOutput + ((n * g.outHeight + oh) * g.outWidth + ow) * c
-                    if useBias { for ch in 0..<c { dBias[ch] += dy[ch] } }
-                    for kh in 0..<k {
-                        let ih = oh * stride - g.padTop + kh
-                        if ih < 0 || ih >= g.inHeight { continue }
-                        for kw in 0..<k {
-                            let iw = ow * stride - g.padLeft + kw
-                            if iw < 0 || iw >= g.inWidth { continue }
-                            let offset = (ih * g.inWidth + iw) * c
-                            let src = image + offset
-                            let w = kernel + (kh * k + kw) * c, dw = dKernel + (kh * k + kw) * c
-                            for ch in 0..<c { dw[ch] += src[ch] * dy[ch] }
-                            if let dImage {
-                                let d = dImage + offset
-                                for ch in 0..<c { d[ch] += w[ch] * dy[ch] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let g = geometry!
+        activation.maskGradient(output: output, dOutput: dOutput, count: batch * g.outHeight * g.outWidth * g.channels)
+        catdog_depthwise_backward(inputs[0], kernel, dOutput, dKernel, useBias ? dBias : nil, dInputs[0], batch, g.inHeight,
+                                  g.inWidth, g.channels, kernelSize, stride, g.padTop, g.padLeft, g.outHeight, g.outWidth)
     }
 }
