@@ -71,11 +71,15 @@ public final class BatchNorm: Layer {
         movingVariance = state + shape.channels
     }
 
-    public func reserve(maxBatch: Int, scratch: Scratch) {
-        normalized = FloatBuffer(count: maxBatch * shape.count)
-        groupStatistics = FloatBuffer(count: 2 * max(maxBatch, 1) * shape.channels)
-        maxGroups = max(maxBatch, 1)
+    /// x̂ (a whole activation) and the groups' statistics only for training: inference reads
+    /// neither (y = x·s + t).
+    public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {
+        normalized = FloatBuffer(count: training ? maxBatch * shape.count : 0)
+        maxGroups = training ? max(maxBatch, 1) : 0
+        groupStatistics = FloatBuffer(count: 2 * maxGroups * shape.channels)
     }
+
+    public func workspaceBytesPerSample(training: Bool) -> Int { training ? (shape.count + 2 * shape.channels) * 4 : 0 }
 
     public var forwardFLOPs: Int { 4 * shape.count }
 
@@ -109,6 +113,7 @@ public final class BatchNorm: Layer {
                 normalizedIsCurrent = false
                 return
             }
+            precondition(normalized.count >= rows * c, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
             normalizedIsCurrent = true
             for ch in 0..<c { scale[ch] = Float(sumSquares[ch]) }  // the mean, as a float
             catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c, activation.kernelCode)
@@ -117,7 +122,7 @@ public final class BatchNorm: Layer {
         let ghost = context.normalizationGroup > 0
         groupSamples = ghost ? min(context.normalizationGroup, max(batch, 1)) : max(batch, 1)
         groups = (batch + groupSamples - 1) / groupSamples
-        precondition(groups <= maxGroups)
+        precondition(groups <= maxGroups && normalized.count >= rows * c, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
         let groupRows = groupSamples * shape.height * shape.width
         // Σ over groups of their mean and variance, per channel (for the moving statistics).
         let meanSum = scale, varianceSum = shift

@@ -112,7 +112,7 @@ public final class Conv2D: Layer {
         }
     }
 
-    public func reserve(maxBatch: Int, scratch: Scratch) {
+    public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {
         let g = geometry!
         self.scratch = scratch
         let rowsPerImage = g.outHeight * g.outWidth

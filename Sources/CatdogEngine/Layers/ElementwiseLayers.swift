@@ -56,7 +56,8 @@ public final class Dropout: Layer {
         return inputs[0]
     }
 
-    public func reserve(maxBatch: Int, scratch: Scratch) { mask = FloatBuffer(count: maxBatch * count) }
+    public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) { mask = FloatBuffer(count: training ? maxBatch * count : 0) }
+    public func workspaceBytesPerSample(training: Bool) -> Int { training ? count * 4 : 0 }
 
     public var forwardFLOPs: Int { count }
 

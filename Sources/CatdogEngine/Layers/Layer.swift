@@ -159,8 +159,13 @@ public protocol Layer: AnyObject {
     var stateSpecs: [ParameterSpec] { get }
     /// Points the layer at its slices of the flat parameter, gradient and state buffers.
     func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>)
-    /// Allocates per-layer workspaces for batches up to `maxBatch`.
-    func reserve(maxBatch: Int, scratch: Scratch)
+    /// Allocates per-layer workspaces for batches up to `maxBatch`; for inference only
+    /// (`training` false: forward passes with `PassContext(training: false)`, no backward), none
+    /// of what only a training pass or a backward pass uses.
+    func reserve(maxBatch: Int, scratch: Scratch, training: Bool)
+    /// Bytes per sample of the batch that `reserve` sets aside (beyond the network's activations
+    /// and gradients), so that memory plans count them.
+    func workspaceBytesPerSample(training: Bool) -> Int
     func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext)
     /// `dOutput` may be overwritten. A nil entry in `dInputs` means that gradient is not needed.
     func backward(
@@ -177,7 +182,8 @@ extension Layer {
     public var parameterSpecs: [ParameterSpec] { [] }
     public var stateSpecs: [ParameterSpec] { [] }
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>) {}
-    public func reserve(maxBatch: Int, scratch: Scratch) {}
+    public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {}
+    public func workspaceBytesPerSample(training: Bool) -> Int { 0 }
     public var summary: String { kind }
 }
 

@@ -31,11 +31,14 @@ public final class MaxPool2D: Layer {
         return FeatureShape(height: g.outHeight, width: g.outWidth, channels: x.channels)
     }
 
-    public func reserve(maxBatch: Int, scratch: Scratch) {
+    /// The winners' indices for inference too (the kernel writes them as it compares).
+    public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {
         argmax?.deallocate()
         capacity = maxBatch * g.outHeight * g.outWidth * g.channels
         argmax = .allocate(capacity: max(capacity, 1))
     }
+
+    public func workspaceBytesPerSample(training: Bool) -> Int { g.outHeight * g.outWidth * g.channels * 4 }
 
     public var forwardFLOPs: Int { g.outHeight * g.outWidth * g.channels * poolSize * poolSize }
 

@@ -65,10 +65,16 @@ public final class Network {
     public var outputShape: FeatureShape { nodes[nodes.count - 1].shape }
     public var parameterCount: Int { parameters.count }
     public var forwardFLOPs: Int { nodes.reduce(0) { $0 + ($1.layer?.forwardFLOPs ?? 0) } }
-    /// Bytes `reserve` sets aside per sample of the batch: every node's activation and its
-    /// gradient. (The micro-batch size that fits a memory budget follows from it.)
+    /// Bytes `reserve` sets aside per sample of the batch: every node's activation, its
+    /// gradient, and the layers' own workspaces (BatchNorm's x̂, dropout's mask, max pooling's
+    /// winners). (The micro-batch size that fits a memory budget follows from it.)
     public var activationBytesPerSample: Int {
         (nodes.reduce(0) { $0 + $1.shape.count } + Network.gradientPlan(nodes).sizes.reduce(0, +)) * 4
+            + workspaceBytesPerSample(training: true)
+    }
+
+    private func workspaceBytesPerSample(training: Bool) -> Int {
+        nodes.reduce(0) { $0 + ($1.layer?.workspaceBytesPerSample(training: training) ?? 0) }
     }
 
     /// Which gradient buffer each node uses, and each buffer's size per sample. Backward runs
@@ -213,7 +219,7 @@ public final class Network {
         for i in nodes.indices.dropFirst() { zeroBefore[lastConsumer[i]].append(i) }
         inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
         dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0] } }
-        for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch) }
+        for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch, training: true) }
     }
 
     /// Allocates for inference only (`forward`, no `backward`), in a fraction of `reserve`'s
@@ -233,12 +239,12 @@ public final class Network {
         zeroBefore = nodes.map { _ in [] }
         inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
         dInputPointers = nodes.map { node in node.inputs.map { _ in nil } }
-        for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch) }
+        for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch, training: false) }
     }
 
     /// Bytes `reserveForInference` sets aside per sample of the batch, keeping `keep`.
     public func inferenceBytesPerSample(keep: Set<Int> = []) -> Int {
-        Network.activationPlan(nodes, keep: keep).sizes.reduce(0, +) * 4
+        Network.activationPlan(nodes, keep: keep).sizes.reduce(0, +) * 4 + workspaceBytesPerSample(training: false)
     }
 
     /// Which buffer each node's activation uses in inference, and each buffer's size per sample.
@@ -280,6 +286,7 @@ public final class Network {
     @discardableResult
     public func forward(batch: Int, context: PassContext, from first: Int = 0) -> UnsafeMutablePointer<Float> {
         precondition(batch <= maxBatch, "reserve(maxBatch:) first")
+        precondition(!(inferenceOnly && context.training), "reserveForInference keeps no training buffers: reserve(maxBatch:) to train")
         if profiling, forwardSeconds.count != nodes.count { resetProfile() }
         for index in (first + 1)..<nodes.count {
             let start = profiling ? now() : 0

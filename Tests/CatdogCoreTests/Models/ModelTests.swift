@@ -52,6 +52,25 @@ final class ModelTests: XCTestCase {
         XCTAssertLessThan(inference, training / 5)
     }
 
+    /// What `reserve` and `reserveForInference` take is what the memory plans count: the
+    /// resident set grows by at most 10% + 32 MiB over `activationBytesPerSample` and
+    /// `inferenceBytesPerSample` times the batch (EfficientNet-Lite2 at 296 px, batch 8: 1.6 GiB
+    /// for training, 160 MiB for inference). Inference takes no BatchNorm x̂: it used to, 63 MiB
+    /// a sample beyond a plan of 20.
+    func testReservationsTakeWhatTheMemoryPlansCount() throws {
+        let batch = 8, slack = 32 << 20
+        for training in [false, true] {
+            let lite2 = try ModelZoo.build("efficientnet-lite2", imageSize: 296)
+            let pool = lite2.nodes.firstIndex { $0.layer is GlobalAveragePool }!
+            let planned = batch * (training ? lite2.activationBytesPerSample : lite2.inferenceBytesPerSample(keep: [pool]))
+            let before = try XCTUnwrap(MemoryStatus.residentBytes())
+            if training { lite2.reserve(maxBatch: batch) } else { lite2.reserveForInference(maxBatch: batch, keep: [pool]) }
+            let grown = try XCTUnwrap(MemoryStatus.residentBytes()) - before
+            print("efficientnet-lite2 at 296 px, batch \(batch), \(training ? "training" : "inference"): planned \(planned >> 20) MiB, resident set grew \(grown >> 20) MiB")
+            XCTAssertLessThanOrEqual(grown, planned + planned / 10 + slack, training ? "training" : "inference")
+        }
+    }
+
     func testDefaultModelIsCheaperThanVGG() throws {
         let resnet = try ModelZoo.build(ModelZoo.defaultModel, imageSize: 64)
         let vgg = try ModelZoo.build("vgg", imageSize: 64)

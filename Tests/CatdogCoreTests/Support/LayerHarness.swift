@@ -44,7 +44,7 @@ final class LayerHarness {
             offset += spec.count
         }
         layer.bind(parameters: parameters.pointer, gradients: gradients.pointer, state: state.pointer)
-        layer.reserve(maxBatch: batch, scratch: scratch)
+        layer.reserve(maxBatch: batch, scratch: scratch, training: true)
         inputs = shapes.map { shape in
             let b = FloatBuffer(count: batch * shape.count)
             for i in 0..<b.count { b[i] = random.uniform(-1, 1) }
