@@ -122,4 +122,25 @@ final class EfficientNetImportTests: XCTestCase {
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("not a PyTorch checkpoint"), bad.stderr)
     }
+
+    /// Well-formed PyTorch state dicts of other networks: one of unrelated names (a ResNet's),
+    /// one whose last block is not as wide as any Lite's, and one that has Lite0's last block
+    /// and nothing else. Each is refused in one line, exit 1, with no output file.
+    func testStateDictsOfOtherNetworksAreRefused() throws {
+        let folder = try temporaryFolder(self)
+        let cases: [(names: [String], count: Int, says: String)] = [
+            (["conv1.weight", "bn1.weight", "bn1.bias", "fc.weight"], 64, "not those of EfficientNet-Lite0, -Lite1 or -Lite2"),
+            (["_blocks.15._project_conv.weight"], 96, "not those of EfficientNet-Lite0, -Lite1 or -Lite2"),
+            (["_blocks.15._project_conv.weight"], 320, "not an EfficientNet-Lite0 state dict")]
+        for (i, c) in cases.enumerated() {
+            let pth = folder + "/other\(i).pth", out = folder + "/other\(i).safetensors.zst"
+            try Data(PyTorchReaderTests.viewsFile(named: c.names, count: c.count)).write(to: URL(fileURLWithPath: pth))
+            XCTAssertEqual(try PyTorchReader.read(pth).tensorSource(c.names[0])?.values.count, c.count, "the file is well formed")
+            let result = try CLI.run(["import", pth, "--out", out])
+            XCTAssertEqual(result.status, 1, "catdog-dist import \(pth): \(result.output)")
+            XCTAssertTrue(result.stderr.contains(c.says), "\(c.names): \(result.stderr)")
+            XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(out) was written")
+        }
+    }
 }

@@ -40,12 +40,17 @@ final class PyTorchReaderTests: XCTestCase {
     /// A legacy .pth whose state dict has `names` tensors, each viewing all of one storage of
     /// `count` floats (declared as `declared`).
     static func viewsFile(names: Int, count: Int, declared: [UInt8]? = nil) -> [UInt8] {
+        viewsFile(named: (0..<names).map { "w\($0)" }, count: count, declared: declared)
+    }
+
+    /// The same with the tensors named `names`.
+    static func viewsFile(named names: [String], count: Int, declared: [UInt8]? = nil) -> [UInt8] {
         var out: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
         out += [0x80, 0x02, 0x4D, 0xE9, 0x03, 0x2E]
         out += [0x80, 0x02, 0x7D, 0x2E]
         out += [0x80, 0x02] + global("collections", "OrderedDict") + [0x29, 0x52, 0x28]
-        for i in 0..<names {
-            out += string("w\(i)") + global("torch._utils", "_rebuild_tensor_v2") + [0x28]
+        for name in names {
+            out += string(name) + global("torch._utils", "_rebuild_tensor_v2") + [0x28]
             out += [0x28] + string("storage") + global("torch", "FloatStorage") + string("0") + string("cpu")
                 + (declared ?? long(Int64(count))) + [0x74, 0x51]
             out += small(0) + [0x28] + long(Int64(count)) + [0x74, 0x28] + small(1) + [0x74]
