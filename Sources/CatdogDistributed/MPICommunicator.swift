@@ -395,6 +395,7 @@ public final class MPICommunicator: Communicator {
             let now = Date()
             guard force || now.timeIntervalSince(lastPoll) >= 0.01 else { return }
             lastPoll = now
+            table.polled(at: now)
             if now.timeIntervalSince(lastSend) >= HeartbeatTable.interval { send() }
             for peer in 0..<size where peer != rank {
                 while receiving[peer] != catdog_mpi_request_null() {
@@ -404,10 +405,6 @@ public final class MPICommunicator: Communicator {
                     post(peer)
                 }
             }
-            // Listening only once what had arrived is taken in: the watchdog's thread reads the
-            // table meanwhile, and after a long pass without polling (an evaluation, a
-            // checkpoint) every peer's last heartbeat is that old until this poll's are in.
-            table.polled(at: now)
         }
 
         /// Before MPI_Finalize: withdraw the posted receives, finish the sends (small
