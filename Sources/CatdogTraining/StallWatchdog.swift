@@ -62,7 +62,10 @@ public final class StallWatchdog: @unchecked Sendable {
     /// Starts timing `operation` (e.g. "the all-reduce of epoch 3, step 120"), which should
     /// take about `expected` seconds. With `listening`, every rank but `quiet` waits in it
     /// hearing the others (a checkpoint: rank 0 writes, the rest wait in a barrier), so a peer
-    /// silent for `timeout` ends it at once, however long the operation may take.
+    /// silent for `timeout` of it ends it then, however long the operation may take. Only
+    /// silence within the operation counts: before it, the peers need not have been heard (the
+    /// last rank to finish a long evaluation is not heard during it, nor in a collective that
+    /// it completes on arrival).
     public func begin(_ operation: String, expected: Double, listening: Bool = false, quiet: Int? = nil) {
         lock.lock()
         self.operation = operation
@@ -108,7 +111,7 @@ public final class StallWatchdog: @unchecked Sendable {
         let paused = paused
         let (judgesSilence, quiet) = (self.judgesSilence, self.quiet)
         lock.unlock()
-        if judgesSilence, paused == 0, let silent = silence?(timeout, quiet) {
+        if judgesSilence, paused == 0, waited > timeout, let silent = silence?(timeout, quiet) {
             report(String(format: "%@: stalled in %@: %@ (--stall-timeout %.0f s). "
                 + "Its host or the network stopped answering (a cut link or a frozen machine); "
                 + "ending this rank so the job stops instead of hanging. Resume with --resume auto "
