@@ -18,10 +18,11 @@ static inline void FN(dw_taps)(size_t o, size_t stride, size_t pad, size_t in, s
     if (*last < *first) *last = *first;
 }
 
-// The output columns [lo, hi) whose k taps all land inside a row of `in` columns.
-static inline void FN(dw_interior)(size_t out, size_t stride, size_t pad, size_t in, size_t k, size_t *lo, size_t *hi) {
+// The output columns [lo, hi) that the blocked path takes: those whose k taps all land inside
+// a row of `in` columns, and none when the channels do not come in whole blocks of 16.
+static inline void FN(dw_interior)(size_t out, size_t stride, size_t pad, size_t in, size_t k, size_t c, size_t *lo, size_t *hi) {
     *lo = (pad + stride - 1) / stride;
-    *hi = in + pad >= k ? (in + pad - k) / stride + 1 : 0;
+    *hi = in + pad >= k && c % DW_LANES == 0 ? (in + pad - k) / stride + 1 : 0;
     if (*hi > out) *hi = out;
     if (*lo > *hi) *lo = *hi;
 }
@@ -30,7 +31,7 @@ void FN(catdog_depthwise_forward)(const float *restrict x, const float *restrict
                                   float *restrict y, size_t batch, size_t ih, size_t iw, size_t c, size_t k,
                                   size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow) {
     size_t lo, hi;
-    FN(dw_interior)(ow, stride, pad_left, iw, k, &lo, &hi);
+    FN(dw_interior)(ow, stride, pad_left, iw, k, c, &lo, &hi);
     for (size_t n = 0; n < batch; n++) {
         const float *image = x + n * ih * iw * c;
         for (size_t oy = 0; oy < oh; oy++) {
@@ -40,7 +41,7 @@ void FN(catdog_depthwise_forward)(const float *restrict x, const float *restrict
             float *row = y + (n * oh + oy) * ow * c;
             size_t ox = 0;
             while (ox < ow) {
-                if (ox >= lo && ox + DW_PIXELS <= hi && c % DW_LANES == 0) {
+                if (ox >= lo && ox + DW_PIXELS <= hi) {
                     const size_t ix0 = ox * stride - pad_left;
                     for (size_t c0 = 0; c0 < c; c0 += DW_LANES) {
                         float a0[DW_LANES], a1[DW_LANES], a2[DW_LANES], a3[DW_LANES];
@@ -100,7 +101,7 @@ void FN(catdog_depthwise_backward)(const float *restrict x, const float *restric
                                    size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top,
                                    size_t pad_left, size_t oh, size_t ow) {
     size_t lo, hi;
-    FN(dw_interior)(ow, stride, pad_left, iw, k, &lo, &hi);
+    FN(dw_interior)(ow, stride, pad_left, iw, k, c, &lo, &hi);
     for (size_t n = 0; n < batch; n++) {
         const float *image = x + n * ih * iw * c;
         float *dimage = dx ? dx + n * ih * iw * c : NULL;
@@ -110,7 +111,7 @@ void FN(catdog_depthwise_backward)(const float *restrict x, const float *restric
             const float *row = dy + (n * oh + oy) * ow * c;
             size_t ox = 0;
             while (ox < ow) {
-                if (ox >= lo && ox + DW_PIXELS <= hi && c % DW_LANES == 0) {
+                if (ox >= lo && ox + DW_PIXELS <= hi) {
                     const size_t ix0 = ox * stride - pad_left, step = stride * c;
                     for (size_t c0 = 0; c0 < c; c0 += DW_LANES) {
                         const float *g = row + ox * c + c0;
