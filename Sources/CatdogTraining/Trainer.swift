@@ -272,6 +272,8 @@ public final class Trainer {
                                      update: globalStep)
         globalStep += 1
         if let decay = config.emaDecay {
+            let averaging = Timeline.mark(timeline)
+            defer { timeline?.record("moving average", "compute", since: averaging) }
             let d = WeightAverage.decay(decay, step: globalStep)
             WeightAverage.update(emaParameters, toward: network.parameters, decay: d)
             WeightAverage.update(emaState, toward: network.state, decay: d)

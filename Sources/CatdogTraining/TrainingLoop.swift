@@ -145,7 +145,9 @@ extension Trainer {
                             expected: expected)
             let result = try trainStep(plan: plan, step: stepInEpoch)
             counts.localSamples += result.count
+            let agreeing = Timeline.mark(timeline)
             let control = try agree(result, plan: plan, run)
+            timeline?.record("agreeing on the step", "wait", since: agreeing)
             try rebalance(&plan, samples: result.count, run)
             watchdog?.end()
             run.slowestStep = max(run.slowestStep, Date().timeIntervalSince(stepStarted))

@@ -8,14 +8,14 @@ import XCTest
 final class TimelineTests: XCTestCase {
     /// 2 ranks, a timeline of the first 7 updates (the first epoch's 5 and 2 of the next):
     /// valid trace-event JSON, one named track per rank, each with the step's phases (input
-    /// wait, forward, backward, a bucket's all-reduce, the exposed wait, optimizer) for every
-    /// update, durations that fit inside the run, and the first epoch's evaluation and checkpoint.
+    /// wait, forward, backward, a bucket's all-reduce, the exposed wait, optimizer, the moving
+    /// average, the step's agreement) for every update, durations that fit inside the run, and the first epoch's evaluation and checkpoint.
     func testTheTimelineIsTraceEventJSONWithATrackPerRank() throws {
         let data = try sharedSubset(self, perClass: 40)
         let folder = try temporaryFolder(self)
         let trace = folder + "/timeline.json"
         let command = ["train", "--data", data, "--checkpoint-dir", folder + "/ck", "--model", "resnet", "--image-size", "32",
-                       "--batch-size", "16", "--epochs", "2", "--timeline", trace, "--timeline-steps", "7"]
+                       "--batch-size", "16", "--epochs", "2", "--ema", "0.99", "--timeline", trace, "--timeline-steps", "7"]
         let result = try CLI.run(command, ranks: 2)
         XCTAssertEqual(result.status, 0, "mpirun -np 2 catdog-dist \(command.joined(separator: " ")) exited \(result.status):\n\(result.output.suffix(2000))")
         XCTAssertTrue(result.stdout.contains("timeline of updates 1-7 written to \(trace)"), result.stdout)
@@ -33,7 +33,7 @@ final class TimelineTests: XCTestCase {
             func count(_ prefix: String) -> Int { mine.filter { ($0["name"] as? String ?? "").hasPrefix(prefix) }.count }
             // 72 training images, batch 16: 5 steps an epoch, the last of 8 images (a rank may
             // have none of them, and then no forward or backward).
-            for phase in ["input wait", "waiting for the all-reduce", "optimizer"] {
+            for phase in ["input wait", "waiting for the all-reduce", "optimizer", "moving average", "agreeing on the step"] {
                 XCTAssertEqual(count(phase), 7, "rank \(rank): \(phase)")
             }
             for phase in ["forward", "backward"] { XCTAssertTrue((6...7).contains(count(phase)), "rank \(rank): \(phase) \(count(phase))") }

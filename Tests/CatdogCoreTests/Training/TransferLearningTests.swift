@@ -8,14 +8,14 @@ import XCTest
 
 final class TransferLearningTests: XCTestCase {
     /// Zero-shot: the ImageNet classifier's softmax summed over the dog classes (151–268)
-    /// against the domestic-cat classes (281–285) tells every second one of the 1000 originals
-    /// apart at ≥ 90% with each variant at the size ImageNet training used (on all 1000: Lite0
+    /// against the domestic-cat classes (281–285) tells every fourth one of the 1000 originals
+    /// apart at ≥ 85% with each variant at the size ImageNet training used (on all 1000: Lite0
     /// 92.0%, its reference 92.3%; Lite1 91.2%; Lite2 94.0%; centre crop). A layer built wrong for
-    /// a variant (a stage's repeats, width or stride) would leave it near chance.
+    /// a variant (a stage's repeats, width or stride) would leave it near chance (50%).
     func testZeroShotImageNetClassesTellCatsFromDogs() throws {
         let all = try DataFolder.labeledFiles(in: sharedData + "/originals")
         XCTAssertEqual(all.count, 1000)
-        let files = stride(from: 0, to: all.count, by: 2).map { all[$0] }
+        let files = stride(from: 0, to: all.count, by: 4).map { all[$0] }
         for lite in EfficientNetLite.variants {
             let size = lite.resolution
             let network = try EfficientNetImportTests.importedImageNetNetwork(lite, imageSize: size)
@@ -44,7 +44,7 @@ final class TransferLearningTests: XCTestCase {
             }
             let accuracy = Double(correct) / Double(files.count)
             print("zero-shot accuracy of \(lite.name) at \(size)x\(size) on \(files.count) originals: \(accuracy * 100)%")
-            XCTAssertGreaterThanOrEqual(accuracy, 0.90, "\(lite.name): zero-shot accuracy \(correct)/\(files.count)")
+            XCTAssertGreaterThanOrEqual(accuracy, 0.85, "\(lite.name): zero-shot accuracy \(correct)/\(files.count)")
         }
     }
 
