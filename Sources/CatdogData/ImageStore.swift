@@ -140,23 +140,28 @@ public final class ImageStore {
 
     /// Writes sample `index` as network input; see `ImageStore.writeSample(from:storedSize:...)`.
     public func writeSample(_ index: Int, to output: UnsafeMutablePointer<Float>, preprocessing: Preprocessing,
-                            augmentation: Augmentation, random: inout Random) {
+                            augmentation: Augmentation, random: inout Random, cropAt: (top: Int, left: Int)? = nil) {
         ImageStore.writeSample(from: image(index), storedSize: storedSize, to: output, preprocessing: preprocessing,
-                               augmentation: augmentation, random: &random)
+                               augmentation: augmentation, random: &random, cropAt: cropAt)
     }
 
     /// Writes a stored square as network input (H, W, 3) floats at `output`: a crop of the
     /// square (random when augmenting, else centred), optional flip and colour shift, then the
     /// preprocessing's scaling. With `outputSize` (progressive resizing) the crop, as large as
-    /// at the working size, is resampled to outputSize × outputSize.
+    /// at the working size, is resampled to outputSize × outputSize. `cropAt` places the crop
+    /// of an unaugmented sample (test-time crops; clamped into the square), else it is centred.
     public static func writeSample(from source: UnsafePointer<UInt8>, storedSize: Int, to output: UnsafeMutablePointer<Float>,
                                    preprocessing: Preprocessing, augmentation: Augmentation, random: inout Random,
-                                   outputSize: Int? = nil) {
+                                   outputSize: Int? = nil, cropAt: (top: Int, left: Int)? = nil) {
         let size = preprocessing.imageSize
         let outSize = outputSize ?? size
         precondition(size <= storedSize)
         let margin = storedSize - size
         var top = margin / 2, left = margin / 2
+        if let cropAt {
+            top = min(max(cropAt.top, 0), margin)
+            left = min(max(cropAt.left, 0), margin)
+        }
         var flip = false
         var shift: (Float, Float, Float) = (0, 0, 0)
         if augmentation.crop, margin > 0 {

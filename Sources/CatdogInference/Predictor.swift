@@ -35,6 +35,17 @@ public final class Predictor {
     /// The probability that each image is a dog, or why it could not be read. With `flipTTA`,
     /// the mean of the image's and its mirror image's probabilities.
     public func dogProbabilities(_ paths: [String], flipTTA: Bool = false) -> [Result<Double, ImageError>] {
+        dogProbabilities(paths, tta: flipTTA ? .flip : TestTimeAugmentation.none)
+    }
+
+    /// The mean of each image's probabilities over the views `tta` names.
+    public func dogProbabilities(_ paths: [String], tta: TestTimeAugmentation) -> [Result<Double, ImageError>] {
+        dogProbabilities(paths, views: tta.views(margin: preprocessing.cropMargin))
+    }
+
+    /// The mean of each image's probabilities over `views` (test-time augmentation).
+    public func dogProbabilities(_ paths: [String], views: [TestTimeView]) -> [Result<Double, ImageError>] {
+        precondition(!views.isEmpty)
         var results = [Result<Double, ImageError>?](repeating: nil, count: paths.count)
         // Buffers for the batches at hand, not for the largest batch that could be asked for.
         network.reserveForInference(maxBatch: min(batchSize, max(paths.count, 1)))
@@ -49,21 +60,19 @@ public final class Predictor {
                 results[i] = .failure(ImageError(problem: skip.problem, detail: skip.detail))
             }
             let good = (0..<chunk.count).filter { store.valid[$0] == 1 }
-            var logits: [[Double]] = []
-            for flipped in flipTTA ? [false, true] : [false] {
+            var sums = [Double](repeating: 0, count: good.count)
+            for view in views {
                 for (slot, index) in good.enumerated() {
                     var random = Random(seed: 0)
                     store.writeSample(index, to: network.input + slot * sampleSize, preprocessing: preprocessing,
-                                      augmentation: .none, random: &random)
-                    if flipped { ImageStore.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
+                                      augmentation: .none, random: &random, cropAt: view.crop)
+                    if view.flip { ImageStore.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
                 }
                 let output = network.forward(batch: good.count, context: PassContext(training: false))
-                logits.append((0..<good.count).map { Double(output[$0]) })
+                for slot in 0..<good.count { sums[slot] += BinaryCrossEntropy.sigmoid(Double(output[slot])) }
             }
             for (slot, index) in good.enumerated() {
-                let z = logits[0][slot]
-                results[chunk[index]] = .success(flipTTA ? BinaryCrossEntropy.mirrorTTAProbability(logit: z, mirroredLogit: logits[1][slot])
-                                                          : BinaryCrossEntropy.sigmoid(z))
+                results[chunk[index]] = .success(sums[slot] / Double(views.count))
             }
             start += chunk.count
         }
@@ -128,5 +137,44 @@ public struct Evaluation: Codable, Sendable, Equatable {
         confusion = [[Int(s[2]), Int(s[3])], [Int(s[4]), Int(s[5])]]
         accuracy = count > 0 ? Double(confusion[0][0] + confusion[1][1]) / s[0] : .nan
         unreadable = Int(s[6])
+    }
+}
+
+/// One view of an image at test time: mirrored or not, and the crop's place in the stored
+/// square (nil: centred).
+public struct TestTimeView: Sendable {
+    public var flip: Bool
+    public var crop: (top: Int, left: Int)?
+
+    public init(flip: Bool, crop: (top: Int, left: Int)? = nil) {
+        self.flip = flip
+        self.crop = crop
+    }
+}
+
+/// Test-time augmentation (`--tta`): which views of an image are scored and averaged.
+public enum TestTimeAugmentation: String, CaseIterable, Sendable {
+    /// The centred crop alone.
+    case none
+    /// The centred crop and its mirror image.
+    case flip
+    /// The centre and the four corners of the stored square (its crop margin), each also mirrored.
+    case crops
+    /// The centre and the crop moved by a quarter of the margin up, down, left and right, each
+    /// also mirrored.
+    case shift
+
+    public func views(margin: Int) -> [TestTimeView] {
+        let c = margin / 2, q = max(margin / 4, 1)
+        let places: [(Int, Int)?]
+        switch self {
+        case .none: return [TestTimeView(flip: false)]
+        case .flip: return [TestTimeView(flip: false), TestTimeView(flip: true)]
+        case .crops: places = [nil, (0, 0), (0, margin), (margin, 0), (margin, margin)]
+        case .shift: places = [nil, (c - q, c), (c + q, c), (c, c - q), (c, c + q)]
+        }
+        return places.flatMap { place in
+            [false, true].map { TestTimeView(flip: $0, crop: place.map { (top: $0.0, left: $0.1) }) }
+        }
     }
 }

@@ -20,8 +20,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Labelled folder (Kaggle names or cats/ and dogs/ subfolders).")
     var data: String
 
-    @Flag(help: "Test-time augmentation: average each image with its mirror image.")
-    var ttaFlip = false
+    @OptionGroup var testTime: TestTimeOptions
 
     @Flag(help: "Score only the validation images that the checkpoint's training run held out of --data (its seed and --val-fraction).")
     var validationSplit = false
@@ -40,7 +39,7 @@ struct Evaluate: ParsableCommand {
             }
             let block = comm.block(of: files.count)
             let mine = Array(files[block])
-            let results = predictor.dogProbabilities(mine.map(\.path), flipTTA: ttaFlip)
+            let results = predictor.dogProbabilities(mine.map(\.path), tta: testTime.resolved)
             var pairs: [(Double, Int)] = []
             var unreadable = 0
             for (file, result) in zip(mine, results) {

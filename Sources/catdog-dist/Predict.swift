@@ -17,8 +17,7 @@ struct Predict: ParsableCommand {
     @Argument(help: "JPEG images.")
     var images: [String]
 
-    @Flag(help: "Test-time augmentation: average each image with its mirror image.")
-    var ttaFlip = false
+    @OptionGroup var testTime: TestTimeOptions
 
     @Flag(help: "Print one JSON object per image.")
     var json = false
@@ -36,7 +35,7 @@ struct Predict: ParsableCommand {
     func run() throws {
         let predictor = try model.predictor()
         try compute.apply()
-        let results = predictor.dogProbabilities(images, flipTTA: ttaFlip)
+        let results = predictor.dogProbabilities(images, tta: testTime.resolved)
         var failed = 0
         for (path, result) in zip(images, results) {
             switch result {

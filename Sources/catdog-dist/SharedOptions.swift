@@ -2,6 +2,7 @@ import ArgumentParser
 import CatdogData
 import CatdogDistributed
 import CatdogEngine
+import CatdogInference
 import CatdogRun
 import CatdogTraining
 import Foundation
@@ -225,6 +226,32 @@ extension TrainingData.Cache: ExpressibleByArgument {}
 /// What `train`'s validation scores: each image, or the mean with its mirror image (`--val-tta`).
 enum ValidationTTA: String, ExpressibleByArgument, CaseIterable {
     case flip, none
+}
+
+extension TestTimeAugmentation: ExpressibleByArgument {}
+
+/// `--tta` and `--tta-flip` of evaluate, predict and submit: which views of each image are
+/// scored and averaged.
+struct TestTimeOptions: ParsableArguments {
+    @Flag(help: "Test-time augmentation: average each image with its mirror image (= --tta flip).")
+    var ttaFlip = false
+
+    @Option(help: """
+        Test-time augmentation: none; flip (each image and its mirror image); crops (the centre \
+        and the four corners of the stored square, each also mirrored: 10 views); shift (the \
+        centre and the crop moved a quarter of the crop margin each way, each also mirrored: 10 \
+        views). crops and shift take 5× flip's time and did not beat it in our measurements \
+        (docs/results.md). (default: none, or flip with --tta-flip)
+        """)
+    var tta: TestTimeAugmentation?
+
+    var resolved: TestTimeAugmentation { tta ?? (ttaFlip ? .flip : .none) }
+
+    func validate() throws {
+        if ttaFlip, let tta, tta != .flip {
+            throw ValidationError("--tta-flip and --tta \(tta.rawValue) contradict each other: give one")
+        }
+    }
 }
 
 /// Prints `value` as one line of JSON with sorted keys (what `--json` prints).

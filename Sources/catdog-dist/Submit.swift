@@ -30,8 +30,7 @@ struct Submit: ParsableCommand {
     @Option(help: "Clip probabilities to [EPS, 1-EPS] (0 = no clipping).")
     var clip = 0.0
 
-    @Flag(help: "Test-time augmentation: average each image with its mirror image.")
-    var ttaFlip = false
+    @OptionGroup var testTime: TestTimeOptions
 
     func validate() throws {
         guard clip >= 0, clip < 0.5 else { throw ValidationError("--clip must be in [0, 0.5)") }
@@ -53,7 +52,7 @@ struct Submit: ParsableCommand {
             printError("\(error)")
             throw ExitCode(1)
         }
-        let results = predictor.dogProbabilities(numbered.map(\.path), flipTTA: ttaFlip)
+        let results = predictor.dogProbabilities(numbered.map(\.path), tta: testTime.resolved)
         var csv = "id,label\n"
         var unreadable = 0
         for (entry, result) in zip(numbered, results) {

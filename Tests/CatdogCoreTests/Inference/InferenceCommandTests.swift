@@ -1,4 +1,5 @@
 import CatdogData
+import CatdogInference
 import CatdogRun
 import Foundation
 #if canImport(FoundationXML)
@@ -80,6 +81,49 @@ final class InferenceCommandTests: XCTestCase {
         let best = try XCTUnwrap(LoadedCheckpoint(path: Self.model).metadata.history.min { $0.val_loss < $1.val_loss })
         XCTAssertEqual(json["logloss"] as! Double, best.val_loss, accuracy: 1e-4)
         XCTAssertEqual(json["accuracy"] as! Double, best.val_acc, accuracy: 1e-9)
+    }
+
+    /// `--tta crops` and `shift` score each image as the mean of its 10 views' probabilities
+    /// (1e-12 in one process: each view is scored in the same batches either way; 1e-6 from
+    /// `predict`); the views differ (the crop
+    /// moves within the stored square's margin of 4 pixels at 32x32); `--tta flip` is
+    /// `--tta-flip`; an unknown or contradicting choice is refused before any work.
+    func testTestTimeCropsAndShiftsAreTheMeanOfTheirViews() throws {
+        let files = try DataFolder.labeledFiles(in: Self.images).prefix(8).map(\.path)
+        let predictor = try Predictor(checkpoint: LoadedCheckpoint(path: Self.model))
+        let margin = predictor.preprocessing.cropMargin
+        XCTAssertEqual(margin, 4)
+        for tta in [TestTimeAugmentation.crops, .shift] {
+            let views = tta.views(margin: margin)
+            XCTAssertEqual(views.count, 10)
+            for view in views { if let crop = view.crop { XCTAssertTrue((0...margin).contains(crop.top) && (0...margin).contains(crop.left), "\(crop)") } }
+            let each = try views.map { view in try predictor.dogProbabilities(files, views: [view]).map { try $0.get() } }
+            let mean = try predictor.dogProbabilities(files, tta: tta).map { try $0.get() }
+            var distinct = 0
+            for i in files.indices {
+                let expected = each.reduce(0) { $0 + $1[i] } / Double(views.count)
+                XCTAssertEqual(mean[i], expected, accuracy: 1e-12, "\(tta) \(files[i])")
+                if Set(each.map { $0[i] }).count > 1 { distinct += 1 }
+            }
+            XCTAssertEqual(distinct, files.count, "\(tta): every image's views should give different probabilities")
+            let cli = try CLI.run(["predict", "--checkpoint", Self.model, "--tta", tta.rawValue, "--json"] + files)
+            XCTAssertEqual(cli.status, 0, cli.output)
+            for (line, p) in zip(cli.stdout.split(separator: "\n"), mean) {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                // Another process, other batches: sgemm rounds a row differently (seen: 5e-9).
+                XCTAssertEqual(object["dog_probability"] as! Double, p, accuracy: 1e-6)
+            }
+        }
+        let flip = try CLI.run(["predict", "--checkpoint", Self.model, "--tta", "flip", "--json"] + files)
+        let flag = try CLI.run(["predict", "--checkpoint", Self.model, "--tta-flip", "--json"] + files)
+        XCTAssertEqual(flip.status, 0, flip.output)
+        XCTAssertEqual(flip.stdout, flag.stdout)
+        for bad in [["--tta", "corners"], ["--tta-flip", "--tta", "crops"]] {
+            let refused = try CLI.run(["evaluate", "--checkpoint", Self.model, "--data", Self.images] + bad)
+            XCTAssertEqual(refused.status, 64, "evaluate \(bad): \(refused.output)")
+            XCTAssertTrue(refused.stderr.contains("--tta"), refused.stderr)
+            XCTAssertFalse(refused.stderr.contains("Fatal error"), refused.stderr)
+        }
     }
 
     func testPredictAnswersInTheStudysSentenceForAnyJPEG() throws {
