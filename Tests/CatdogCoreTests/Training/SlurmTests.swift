@@ -35,4 +35,31 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoints + "/best.safetensors.zst"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: checkpoints + "/.lock"), "the lock is released")
     }
+
+    /// A host name that does not resolve (a fresh machine whose /etc/hosts lacks it) is one line
+    /// naming it and the fix, exit 1, at once and before any daemon starts: Slurm's own commands
+    /// would retry the lookup for minutes.
+    func testOneNodeRefusesAHostNameThatDoesNotResolve() throws {
+        let folder = try temporaryFolder(self)
+        let bin = folder + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        for tool in ["slurmctld", "slurmd", "sbatch", "munged"] where !commandExists(tool) {
+            throw XCTSkip("\(tool) is missing (cluster/install-deps --for-tests installs Slurm)")
+        }
+        try "#!/bin/sh\necho no-such-host.invalid\n".write(toFile: bin + "/hostname", atomically: true, encoding: .utf8)
+        chmod(bin + "/hostname", 0o755)
+        let started = Date()
+        let up = try runCommand([script("slurm/one-node"), "up", folder + "/slurm"],
+                                environment: ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")], timeout: 60)
+        XCTAssertEqual(up.status, 1, "cluster/slurm/one-node up: \(up.output)")
+        XCTAssertTrue(up.stderr.contains("host name 'no-such-host.invalid' does not resolve") && up.stderr.contains("/etc/hosts"), up.stderr)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/slurm/slurmctld.pid"), "no daemon started")
+    }
+
+    func commandExists(_ name: String) -> Bool {
+        (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").contains {
+            FileManager.default.isExecutableFile(atPath: "\($0)/\(name)")
+        }
+    }
 }
