@@ -207,7 +207,9 @@ public final class Balancer {
     /// squares over its last windows when their shares spread over a group or more; else
     /// `knownOverhead` (the last fit's) and the rest of the latest window's time a group. The
     /// overhead stays within 0…90% of the latest time; a fit whose time would fall with the
-    /// share is not believed.
+    /// share is not believed, nor one over three or more windows whose slope the scatter
+    /// leaves uncertain by more than half (its standard error): noise over shares a group or
+    /// two apart had fitted a rank of 7 ms a sample as "136 ms + 1.57 ms a sample".
     static func passModel(_ windows: [(samples: Double, passes: Double)], group: Int,
                           knownOverhead: Double = 0) -> (overhead: Double, perGroup: Double) {
         guard let latest = windows.last else { return (0, 0) }
@@ -223,6 +225,12 @@ public final class Balancer {
         guard (x.max() ?? 0) - (x.min() ?? 0) >= 1, sxx > 0 else { return with(knownOverhead) }
         let slope = zip(x, y).reduce(0) { $0 + ($1.0 - mx) * ($1.1 - my) } / sxx
         guard slope > 0, slope.isFinite else { return with(knownOverhead) }
-        return with(my - slope * mx)
+        let intercept = my - slope * mx
+        if x.count >= 3 {
+            let residuals = zip(x, y).reduce(0) { $0 + pow($1.1 - intercept - slope * $1.0, 2) }
+            let standardError = (residuals / Double(x.count - 2) / sxx).squareRoot()
+            guard standardError <= slope / 2 else { return with(knownOverhead) }
+        }
+        return with(intercept)
     }
 }

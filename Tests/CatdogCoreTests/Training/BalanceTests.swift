@@ -66,6 +66,16 @@ final class BalanceTests: XCTestCase {
         XCTAssertEqual(Balancer.passModel([(32, 0.021)], group: 4).overhead, 0)
         // Noise that would make the time fall with the share is not believed.
         XCTAssertEqual(Balancer.passModel([(32, 0.021), (48, 0.020)], group: 4).overhead, 0)
+        // Nor a slope the scatter leaves uncertain: ~7 ms a sample with 10% noise over shares
+        // of 24 and 28 samples fits 121 ms + 2.3 ms a sample (standard error of the slope 1.0×
+        // itself); the known overhead stays, and the groups get the rest of the latest window.
+        let scattered: [(samples: Double, passes: Double)] = [(24, 0.180), (28, 0.176), (24, 0.165), (28, 0.200), (24, 0.185), (28, 0.182)]
+        let unsure = Balancer.passModel(scattered, group: 4, knownOverhead: 0.004)
+        XCTAssertEqual(unsure.overhead, 0.004)
+        XCTAssertEqual(unsure.perGroup, (0.182 - 0.004) / 7, accuracy: 1e-12)
+        // The same shares without the scatter are believed.
+        let clean = scattered.map { (samples: $0.samples, passes: 0.004 + $0.samples * 0.007) }
+        XCTAssertEqual(Balancer.passModel(clean, group: 4).overhead, 0.004, accuracy: 1e-9)
     }
 
     func testBalancerRefusesSplitsThatCannotWork() {
