@@ -95,6 +95,9 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertThrowsError(try CheckpointStore.Lock.acquire(in: folder, host: "here"), "flock(1) holds it")
         holder.killGroup()
         holder.waitForExit()
+        // flock(1)'s child (sleep) holds the lock too; it dies with the group, a moment after
+        // the parent this waited for (seen once in CI: the lock still held 0.02 s later).
+        XCTAssertTrue(HeldLock.waitUntilFree(folder + "/.lock"), "the killed holder's lock was not released within 10 s")
         lock = try CheckpointStore.Lock.acquire(in: folder, host: "here")
         XCTAssertNotNil(lock)
         // A waiting acquire gets it as soon as the holder lets go.
@@ -408,14 +411,19 @@ final class HeldLock {
     deinit { close(fd) }
 
     /// Polls (up to 10 s) until another process holds `path`'s lock; never creates the file.
-    static func waitUntilHeld(_ path: String) -> Bool {
+    static func waitUntilHeld(_ path: String) -> Bool { poll(path, untilFree: false) }
+
+    /// Polls (up to 10 s) until nobody holds `path`'s lock.
+    static func waitUntilFree(_ path: String) -> Bool { poll(path, untilFree: true) }
+
+    private static func poll(_ path: String, untilFree: Bool) -> Bool {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             let fd = open(path, O_RDWR | O_CLOEXEC)
             if fd >= 0 {
                 let free = flock(fd, LOCK_EX | LOCK_NB) == 0
                 close(fd)  // also lets go of it
-                if !free { return true }
+                if free == untilFree { return true }
             }
             usleep(20_000)
         }
