@@ -32,14 +32,9 @@ public final class Predictor {
         public var description: String
     }
 
-    /// The probability that each image is a dog, or why it could not be read. With `flipTTA`,
-    /// the mean of the image's and its mirror image's probabilities.
-    public func dogProbabilities(_ paths: [String], flipTTA: Bool = false) -> [Result<Double, ImageError>] {
-        dogProbabilities(paths, tta: flipTTA ? .flip : TestTimeAugmentation.none)
-    }
-
-    /// The mean of each image's probabilities over the views `tta` names.
-    public func dogProbabilities(_ paths: [String], tta: TestTimeAugmentation) -> [Result<Double, ImageError>] {
+    /// The probability that each image is a dog, or why it could not be read: the mean of its
+    /// probabilities over the views `tta` names (the centred crop alone by default).
+    public func dogProbabilities(_ paths: [String], tta: TestTimeAugmentation = .none) -> [Result<Double, ImageError>] {
         dogProbabilities(paths, views: tta.views(margin: preprocessing.cropMargin))
     }
 
