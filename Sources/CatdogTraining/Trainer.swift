@@ -116,6 +116,13 @@ public final class Trainer {
         return min(1 << 30, max(128 << 20, available / max(ranksOnMachine, 1) / 12))
     }
 
+    /// What of `budget` is left for activations once the weights' moving average (`averageBytes`,
+    /// 0 without one) is counted in it; never under half of `budget`, so a large model still
+    /// gets micro-batches of some size.
+    public static func activationBudget(_ budget: Int, less averageBytes: Int) -> Int {
+        max(budget - max(averageBytes, 0), budget / 2)
+    }
+
     /// Micro-batch size for a local batch: as few micro-batches as keep activations and their
     /// gradients within `budget`, of equal size (the last may be smaller by the remainder).
     public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
@@ -132,8 +139,10 @@ public final class Trainer {
         let localBatch = config.globalBatch / comm.size
         // Activations are planned for the even share; a larger one goes through in more micro-batches.
         let group = config.normalizationGroup(ranks: comm.size) ?? 1
+        let averageBytes = config.emaDecay == nil ? 0 : (network.parameterCount + network.state.count) * MemoryLayout<Float>.size
+        let planned = Trainer.activationBudget(activationBudget, less: averageBytes)
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
-                                                             budget: activationBudget), group),
+                                                             budget: planned), group),
                         max(localBatch, 1))
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,

@@ -44,10 +44,10 @@ struct Train: ParsableCommand {
 
     @OptionGroup var shape: ModelOptions
 
-    @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default \(TrainingConfig().epochs); transfer learning: the head \(FeatureExtraction.HeadConfig().epochs), fine-tuning \(FineTuning.Config().epochs).")
+    @Option(help: "Total epochs of the run, counting those done before a resume (as Keras's fit(epochs=N)). Default: a run from scratch with neither --epochs nor --time-budget fills \(Int(Recipe.standard.timeBudget / 60)) minutes (--time-budget \(Int(Recipe.standard.timeBudget))); transfer learning: the head \(FeatureExtraction.HeadConfig().epochs), fine-tuning \(FineTuning.Config().epochs).")
     var epochs: Int?
 
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: \(Recipe.epochs.optimizer.rawValue); a run that fills its --time-budget: \(Recipe.budget.optimizer.rawValue))")
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: \(Recipe.standard.optimizer.rawValue); transfer learning: adam)")
     var optimizer: OptimizerKind?
 
     @Option(help: "Peak learning rate (default: \(OptimizerKind.adamw.defaultLearningRate) for \(OptimizerKind.allCases.filter { $0 != .sgd }.map(\.rawValue).joined(separator: "/")), \(OptimizerKind.sgd.defaultLearningRate) for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
@@ -56,7 +56,7 @@ struct Train: ParsableCommand {
     @Option(help: "Momentum for sgd. (default: \(TrainingConfig().momentum))")
     var momentum: Float?
 
-    @Option(help: "Weight decay λ on kernels: with adamw the kernels shrink by lr·λ each step; with the others λ·w joins their gradients (L2). (default: \(Recipe.epochs.weightDecay); a run that fills its --time-budget: \(Recipe.budget.weightDecay) with adamw or lamb; transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
+    @Option(help: "Weight decay λ on kernels: with adamw the kernels shrink by lr·λ each step; with the others λ·w joins their gradients (L2). (default: \(Recipe.standard.weightDecay) with adamw or lamb, else 0; transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
     var weightDecay: Float?
 
     @Option(help: "Warmup in epochs: the learning rate rises linearly over it. (default: \(TrainingConfig().warmupEpochs))")
@@ -65,7 +65,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
     var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop); all (flip, color, crop), or none. (default: \(Recipe.epochs.augmentation.description); a run that fills its --time-budget: \(Recipe.budget.augmentation.description))")
+    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description))")
     var augment: String?
 
     @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
@@ -77,7 +77,7 @@ struct Train: ParsableCommand {
     @Option(help: """
         Validate, keep as best, and write into checkpoints an exponential moving average of the \
         weights with this decay per update (e.g. 0.999); training continues from the live weights. \
-        0 = off. (default: off; a run that fills its --time-budget: \(Recipe.budget.ema.map { "\($0)" } ?? "off"))
+        0 = off. (default: \(Recipe.standard.ema.map { "\($0)" } ?? "off"); transfer learning: off)
         """)
     var ema: Double?
 
@@ -98,7 +98,7 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience); transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
 
-    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given.")
+    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given. The recipe is the same whatever the length. (default: \(Int(Recipe.standard.timeBudget)) when --epochs is not given either; transfer learning: none)")
     var timeBudget: Double?
 
     @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout. (default: \(TrainingConfig().seed))")
@@ -272,19 +272,20 @@ struct Train: ParsableCommand {
         if let pixels { c.scale = pixels }
         if let valFraction { c.validationFraction = valFraction }
         if let patience { c.patience = patience }
-        c.timeBudget = timeBudget
         if let ema { c.ema = ema > 0 ? ema : nil }
         c.resizeFrom = resizeFrom
         c.validationTTA = (valTta ?? .flip) == .flip
-        if timeBudget != nil, epochs == nil {
+        // The recipe, for what the user did not set, and its length when none is named
+        // (transfer learning has its own defaults).
+        c.timeBudget = timeBudget ?? (lite == nil && epochs == nil ? Recipe.standard.timeBudget : nil)
+        if c.timeBudget != nil, epochs == nil {
             c.fillsBudget = true
             c.epochs = TrainingConfig.budgetEpochCap
             if patience == nil { c.patience = 0 }
         }
-        // The run's recipe, for what the user did not set (transfer learning has its own defaults).
         if lite == nil {
-            Recipe.of(c).apply(to: &c, optimizerGiven: optimizer != nil, weightDecayGiven: weightDecay != nil,
-                                     emaGiven: ema != nil, augmentationGiven: augment != nil)
+            Recipe.standard.apply(to: &c, optimizerGiven: optimizer != nil, weightDecayGiven: weightDecay != nil,
+                                  emaGiven: ema != nil, augmentationGiven: augment != nil)
         }
         if let seed { c.seed = seed }
         c.overlap = allReduce.overlap
@@ -540,8 +541,9 @@ struct Train: ParsableCommand {
         }
         // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
         let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
+        let averageBytes = config.emaDecay == nil ? 0 : (trainer.network.parameterCount + trainer.network.state.count) * MemoryLayout<Float>.size
         let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
-        log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(activationBudget >> 20) MiB; weights, gradients and optimizer state \(stateMiB) MiB")
+        log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(Trainer.activationBudget(activationBudget, less: averageBytes) >> 20) MiB\(averageBytes > 0 ? " (\(activationBudget >> 20) MiB less the moving average's \(averageBytes >> 20))" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
     }
 
     /// A resumed run keeps its checkpoint's configuration. An option given on this command line

@@ -58,7 +58,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(plain.lite, nil)
         let budget = try Train.parse(base + ["--time-budget", "1800"]).makeConfig()
         XCTAssertEqual(budget.fillsBudget, true)
-        XCTAssertEqual(budget.optimizer, Recipe.budget.optimizer)
+        XCTAssertEqual(budget.optimizer, Recipe.standard.optimizer)
         let lite2 = try Train.parse(base + ["--model", "efficientnet-lite2", "--init-from", "lite2.safetensors.zst"])
         XCTAssertEqual(lite2.lite?.variant, 2)
         XCTAssertTrue(lite2.calibrate)
@@ -70,6 +70,49 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(try Train.parse(base + ["--precision", "bf16"]).compute.convolutionOptions.route, .bf16)
         XCTAssertNil(try plain.makeConfig().hierarchicalAllReduce)
         XCTAssertEqual(try Train.parse(base + ["--allreduce", "hierarchical"]).makeConfig().hierarchicalAllReduce, true)
+    }
+
+    /// One recipe whatever the run's length: a bare `train` fills the recipe's 30 minutes, and
+    /// `--epochs`, `--time-budget` or both change only the length. What the command line sets
+    /// stays; an optimizer without decoupled decay gets none (it would be L2); transfer
+    /// learning keeps its own defaults (Adam, no average, no length of the recipe's).
+    func testOneRecipeWhateverTheLengthAndGivenOptionsStay() throws {
+        let base = ["--data", "train/", "--checkpoint-dir", "ck"]
+        let r = Recipe.standard
+        XCTAssertEqual(r.optimizer, .adamw)
+        XCTAssertEqual(r.timeBudget, 1800)
+        func config(_ extra: [String]) throws -> TrainingConfig { try Train.parse(base + extra).makeConfig() }
+        let lengths: [([String], epochs: Int, budget: Double?, fills: Bool?, patience: Int)] = [
+            ([], TrainingConfig.budgetEpochCap, r.timeBudget, true, 0),
+            (["--epochs", "15"], 15, nil, nil, TrainingConfig().patience),
+            (["--time-budget", "600"], TrainingConfig.budgetEpochCap, 600, true, 0),
+            (["--epochs", "40", "--time-budget", "600"], 40, 600, nil, TrainingConfig().patience),
+        ]
+        for (extra, epochs, budget, fills, patience) in lengths {
+            let c = try config(extra)
+            XCTAssertEqual(c.optimizer, r.optimizer, "\(extra)")
+            XCTAssertEqual(c.weightDecay, r.weightDecay, "\(extra)")
+            XCTAssertEqual(c.ema, r.ema, "\(extra)")
+            XCTAssertEqual(c.augmentation, r.augmentation, "\(extra)")
+            XCTAssertEqual(c.epochs, epochs, "\(extra)")
+            XCTAssertEqual(c.timeBudget, budget, "\(extra)")
+            XCTAssertEqual(c.fillsBudget, fills, "\(extra)")
+            XCTAssertEqual(c.patience, patience, "\(extra)")
+        }
+        // A bare run is the 30-minute recipe the results table measured.
+        XCTAssertEqual(try config([]), try config(["--time-budget", "1800"]))
+        let given = try config(["--optimizer", "sgd", "--ema", "0.9", "--augment", "flip", "--epochs", "3"])
+        XCTAssertEqual(given.optimizer, .sgd)
+        XCTAssertEqual(given.weightDecay, 0, "sgd's decay would be L2: not the recipe's decoupled 0.05")
+        XCTAssertEqual(given.ema, 0.9)
+        XCTAssertEqual(given.augmentation.description, "flip")
+        XCTAssertNil(try config(["--ema", "0"]).ema)
+        XCTAssertEqual(try config(["--optimizer", "adam", "--weight-decay", "0.01"]).weightDecay, 0.01)
+        let lite = try config(["--model", "efficientnet-lite0", "--init-from", "lite0.safetensors.zst"])
+        XCTAssertEqual(lite.optimizer, TrainingConfig().optimizer)
+        XCTAssertNil(lite.ema)
+        XCTAssertNil(lite.timeBudget)
+        XCTAssertNil(lite.fillsBudget)
     }
 
     func testImportAndSubmitRefuseBeforeReadingAnything() {

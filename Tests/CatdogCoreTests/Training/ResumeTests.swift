@@ -219,8 +219,8 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("is a finished run"), result.stdout)
     }
 
-    /// --time-budget without --epochs fills the budget with the budget recipe: more epochs than
-    /// the default, the learning rate at the end of its cosine when the budget ends, no early
+    /// --time-budget without --epochs fills the budget with the recipe: more epochs than
+    /// TrainingConfig's 15, the learning rate at the end of its cosine when the budget ends, no early
     /// stopping, and a run that is complete (a resume says so).
     func testATimeBudgetWithoutEpochsIsFilledAndTheScheduleEndsWithIt() throws {
         let data = try sharedSubset(self, perClass: 20)
@@ -233,7 +233,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("finished: the time budget is spent and the schedule with it"), result.stdout)
         XCTAssertTrue(result.stdout.contains("/~"), "the log shows the epochs the budget holds: \(result.stdout)")
-        // The budget recipe for the options not given.
+        // The recipe for the options not given.
         for part in ["adamw lr 0.001 weight decay 0.05", "augment flip,color,crop,scale", "(EMA 0.999)"] {
             XCTAssertTrue(result.stdout.contains(part), "missing \(part): \(result.stdout)")
         }

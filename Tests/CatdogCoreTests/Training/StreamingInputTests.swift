@@ -98,5 +98,9 @@ final class StreamingInputTests: XCTestCase {
         XCTAssertEqual(Trainer.microBatch(localBatch: 32, bytesPerSample: 1000, budget: 23_500), 16)
         XCTAssertEqual(Trainer.activationBudget(availableBytes: 24 << 30, ranksOnMachine: 8), (24 << 30) / 8 / 12)
         XCTAssertEqual(Trainer.activationBudget(availableBytes: 1 << 30, ranksOnMachine: 8), 128 << 20)
+        // The weights' moving average is counted in the plan, down to half the budget.
+        XCTAssertEqual(Trainer.activationBudget(246 << 20, less: 86 << 20), 160 << 20)
+        XCTAssertEqual(Trainer.activationBudget(246 << 20, less: 0), 246 << 20)
+        XCTAssertEqual(Trainer.activationBudget(128 << 20, less: 200 << 20), 64 << 20)
     }
 }
