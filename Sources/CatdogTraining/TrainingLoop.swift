@@ -239,10 +239,26 @@ extension Trainer {
         let seconds = Date().timeIntervalSince(counts.started)
         let rate = counts.images / max(seconds, 1e-9)
         let eta = Double(plan.steps - stepInEpoch) * seconds / Double(stepInEpoch - counts.firstStep)
-        progress(String(format: "%@ %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@",
+        let whole = runRemaining(plan, run).map { ", run \(formatDuration($0))" } ?? ""
+        progress(String(format: "%@ %d/%@  step %d/%d  %.1f img/s  loss %.4f  acc %.3f  lr %.2e  ETA %@%@",
                         phase.name, epoch + 1 - phase.firstEpoch, runLength(run), stepInEpoch, plan.steps, rate,
                         epochTotals.lossSum / max(epochTotals.count, 1), epochTotals.correct / max(epochTotals.count, 1),
-                        Double(schedule.rate(at: globalStep)), formatDuration(eta)))
+                        Double(schedule.rate(at: globalStep)), formatDuration(eta), whole))
+    }
+
+    /// Seconds the whole run has left, as far as rank 0 can tell: the rest of its time budget,
+    /// or of its epochs (their steps at the pace so far and one evaluation each), whichever
+    /// is less; nil before a step has been timed. Early stopping can end it sooner.
+    func runRemaining(_ plan: EpochPlan, _ run: FitRun) -> Double? {
+        guard run.timedSteps > 0 else { return nil }
+        let perStep = run.stepSeconds / Double(run.timedSteps)
+        let epochsAfter = Double(max(config.epochs - epoch - 1, 0))
+        let steps = Double(plan.steps - stepInEpoch) + epochsAfter * Double(plan.steps)
+        var remaining = steps * perStep + (epochsAfter + 1) * evaluationSeconds(perStep: perStep)
+        if let budget = config.timeBudget {
+            remaining = min(remaining, max(0, budget - elapsedBefore - Date().timeIntervalSince(run.started)))
+        }
+        return remaining
     }
 
     /// What the log shows as the run's length: the epochs, or for a run that fills its budget

@@ -238,6 +238,14 @@ final class ResumeTests: XCTestCase {
             XCTAssertTrue(result.stdout.contains(part), "missing \(part): \(result.stdout)")
         }
         XCTAssertLessThan(seconds, budget + 15, "the run overran its budget")
+        // The live line (on stderr; on a pipe every 15 s, the first at once): the run's ETA, never beyond the budget.
+        let runETAs = result.stderr.split(separator: "\n").filter { $0.contains("ETA") }.compactMap { line -> Int? in
+            guard let r = line.range(of: ", run ") else { return nil }
+            let parts = line[r.upperBound...].split(separator: ":").compactMap { Int($0) }
+            return parts.count == 2 ? parts[0] * 60 + parts[1] : nil
+        }
+        XCTAssertFalse(runETAs.isEmpty, "no ETA of the run in the live lines: \(result.stderr)")
+        XCTAssertTrue(runETAs.allSatisfy { $0 <= Int(budget) }, "\(runETAs)")
         let history = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata.history
         XCTAssertGreaterThan(history.count, TrainingConfig().epochs, "fewer epochs than the default in \(budget) s")
         // Warmup + cosine to the budget's end: the last epoch's rate is a small fraction of the peak.
