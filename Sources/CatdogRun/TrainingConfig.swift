@@ -1,3 +1,4 @@
+import Foundation
 import CatdogData
 import CatdogEngine
 
@@ -135,12 +136,35 @@ public struct Recipe: Sendable, Equatable {
                                         augmentation: Augmentation(flip: true, color: true, crop: true, scale: true),
                                         timeBudget: 1800)
 
+    /// The global batch the recipe was measured at.
+    public static let referenceBatch = 64
+    /// The most warmup epochs a large batch gets.
+    public static let largeBatchWarmupEpochs = 3.0
+
+    /// What the command line left open, for a global batch B larger than the reference:
+    /// k = B/64 times the peak learning rate (the linear scaling rule, Goyal et al. 2017), a
+    /// warmup of min(k, 3) times the usual, and the moving average's decay to the power k, so
+    /// that it averages over as many images as at 64 (docs/across-machines.md measures it at
+    /// 512). nil for the reference batch or smaller.
+    public static func largeBatch(_ config: TrainingConfig) -> (learningRate: Float, warmupEpochs: Double, ema: Double?)? {
+        guard config.globalBatch > referenceBatch else { return nil }
+        let k = Double(config.globalBatch) / Double(referenceBatch)
+        return (config.resolvedLearningRate * Float(k), config.warmupEpochs * min(k, largeBatchWarmupEpochs),
+                config.emaDecay.map { pow($0, k) })
+    }
+
     /// `config` with this recipe wherever the command line left a choice open.
-    public func apply(to config: inout TrainingConfig, optimizerGiven: Bool, weightDecayGiven: Bool, emaGiven: Bool, augmentationGiven: Bool) {
+    public func apply(to config: inout TrainingConfig, optimizerGiven: Bool, weightDecayGiven: Bool, emaGiven: Bool, augmentationGiven: Bool,
+                      learningRateGiven: Bool = false, warmupGiven: Bool = false) {
         if !optimizerGiven { config.optimizer = optimizer }
         if !weightDecayGiven { config.weightDecay = config.optimizer.decouplesWeightDecay ? weightDecay : 0 }
         if !emaGiven { config.ema = ema }
         if !augmentationGiven { config.augmentation = augmentation }
+        if let large = Recipe.largeBatch(config) {
+            if !learningRateGiven { config.learningRate = large.learningRate }
+            if !warmupGiven { config.warmupEpochs = large.warmupEpochs }
+            if !emaGiven { config.ema = large.ema }
+        }
     }
 }
 

@@ -50,7 +50,7 @@ struct Train: ParsableCommand {
     @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: \(Recipe.standard.optimizer.rawValue); transfer learning: adam)")
     var optimizer: OptimizerKind?
 
-    @Option(help: "Peak learning rate (default: \(OptimizerKind.adamw.defaultLearningRate) for \(OptimizerKind.allCases.filter { $0 != .sgd }.map(\.rawValue).joined(separator: "/")), \(OptimizerKind.sgd.defaultLearningRate) for sgd; transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
+    @Option(help: "Peak learning rate (default: \(OptimizerKind.adamw.defaultLearningRate) for \(OptimizerKind.allCases.filter { $0 != .sgd }.map(\.rawValue).joined(separator: "/")), \(OptimizerKind.sgd.defaultLearningRate) for sgd, times B/\(Recipe.referenceBatch) for a global batch B above \(Recipe.referenceBatch); transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
     var lr: Float?
 
     @Option(help: "Momentum for sgd. (default: \(TrainingConfig().momentum))")
@@ -59,7 +59,7 @@ struct Train: ParsableCommand {
     @Option(help: "Weight decay λ on kernels: with adamw the kernels shrink by lr·λ each step; with the others λ·w joins their gradients (L2). (default: \(Recipe.standard.weightDecay) with adamw or lamb, else 0; transfer learning: the head \(FeatureExtraction.HeadConfig().weightDecay))")
     var weightDecay: Float?
 
-    @Option(help: "Warmup in epochs: the learning rate rises linearly over it. (default: \(TrainingConfig().warmupEpochs))")
+    @Option(help: "Warmup in epochs: the learning rate rises linearly over it. (default: \(TrainingConfig().warmupEpochs), times min(B/\(Recipe.referenceBatch), \(Int(Recipe.largeBatchWarmupEpochs))) for a global batch B above \(Recipe.referenceBatch))")
     var warmupEpochs: Double?
 
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
@@ -77,7 +77,7 @@ struct Train: ParsableCommand {
     @Option(help: """
         Validate, keep as best, and write into checkpoints an exponential moving average of the \
         weights with this decay per update (e.g. 0.999); training continues from the live weights. \
-        0 = off. (default: \(Recipe.standard.ema.map { "\($0)" } ?? "off"); transfer learning: off)
+        0 = off. (default: \(Recipe.standard.ema.map { "\($0)" } ?? "off"), to the power B/\(Recipe.referenceBatch) for a global batch B above \(Recipe.referenceBatch), the same horizon in images; transfer learning: off)
         """)
     var ema: Double?
 
@@ -95,7 +95,7 @@ struct Train: ParsableCommand {
     @Option(help: "Fraction of each class held out for validation. (default: \(TrainingConfig().validationFraction))")
     var valFraction: Double?
 
-    @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience); transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
+    @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience) with --epochs, 0 in a run that fills its time budget; transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
 
     @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given. The recipe is the same whatever the length. (default: \(Int(Recipe.standard.timeBudget)) when --epochs is not given either; transfer learning: none)")
@@ -285,7 +285,8 @@ struct Train: ParsableCommand {
         }
         if lite == nil {
             Recipe.standard.apply(to: &c, optimizerGiven: optimizer != nil, weightDecayGiven: weightDecay != nil,
-                                  emaGiven: ema != nil, augmentationGiven: augment != nil)
+                                  emaGiven: ema != nil, augmentationGiven: augment != nil,
+                                  learningRateGiven: lr != nil, warmupGiven: warmupEpochs != nil)
         }
         if let seed { c.seed = seed }
         c.overlap = allReduce.overlap

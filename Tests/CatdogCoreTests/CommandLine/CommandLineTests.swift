@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import CatdogEngine
 import CatdogRun
 @testable import catdog_dist
@@ -113,6 +114,31 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNil(lite.ema)
         XCTAssertNil(lite.timeBudget)
         XCTAssertNil(lite.fillsBudget)
+    }
+
+    /// Above the recipe's global batch of 64, what is left open scales with k = B/64: the
+    /// peak rate k times, the warmup min(k, 3) times, the average's decay to the power k; at
+    /// 64 or below nothing changes, and what the command line gives stays.
+    func testALargeGlobalBatchScalesTheRateWarmupAndAverage() throws {
+        let base = ["--data", "train/", "--checkpoint-dir", "ck", "--epochs", "12"]
+        func config(_ extra: [String]) throws -> TrainingConfig { try Train.parse(base + extra).makeConfig() }
+        let reference = try config([])
+        XCTAssertEqual(reference.resolvedLearningRate, 0.001)
+        XCTAssertEqual(reference.warmupEpochs, 1)
+        XCTAssertEqual(reference.ema, 0.999)
+        XCTAssertEqual(try config(["--batch-size", "24"]).resolvedLearningRate, 0.001)
+        let large = try config(["--batch-size", "512"])
+        XCTAssertEqual(large.resolvedLearningRate, 0.008, accuracy: 1e-9)
+        XCTAssertEqual(large.warmupEpochs, 3)
+        XCTAssertEqual(try XCTUnwrap(large.ema), pow(0.999, 8), accuracy: 1e-12)
+        let double = try config(["--batch-size", "128"])
+        XCTAssertEqual(double.resolvedLearningRate, 0.002, accuracy: 1e-9)
+        XCTAssertEqual(double.warmupEpochs, 2)
+        let given = try config(["--batch-size", "512", "--lr", "0.004", "--warmup-epochs", "1", "--ema", "0.99"])
+        XCTAssertEqual(given.resolvedLearningRate, 0.004)
+        XCTAssertEqual(given.warmupEpochs, 1)
+        XCTAssertEqual(given.ema, 0.99)
+        XCTAssertNil(try config(["--batch-size", "512", "--ema", "0"]).ema)
     }
 
     func testImportAndSubmitRefuseBeforeReadingAnything() {
