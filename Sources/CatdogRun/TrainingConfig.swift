@@ -140,16 +140,19 @@ public struct Recipe: Sendable, Equatable {
     public static let referenceBatch = 64
     /// The most warmup epochs a large batch gets.
     public static let largeBatchWarmupEpochs = 3.0
+    /// The largest factor the learning rate is scaled by: the batch it was measured at (512)
+    /// over the reference; larger batches did worse with more (docs/across-machines.md).
+    public static let largeBatchMaxRateScale = 8.0
 
     /// What the command line left open, for a global batch B larger than the reference:
-    /// k = B/64 times the peak learning rate (the linear scaling rule, Goyal et al. 2017), a
-    /// warmup of min(k, 3) times the usual, and the moving average's decay to the power k, so
-    /// that it averages over as many images as at 64 (docs/across-machines.md measures it at
-    /// 512). nil for the reference batch or smaller.
+    /// min(k, 8) times the peak learning rate for k = B/64 (the linear scaling rule, Goyal et
+    /// al. 2017, as far as it was measured), a warmup of min(k, 3) times the usual, and the
+    /// moving average's decay to the power k, so that it averages over as many images as at
+    /// 64. nil for the reference batch or smaller.
     public static func largeBatch(_ config: TrainingConfig) -> (learningRate: Float, warmupEpochs: Double, ema: Double?)? {
         guard config.globalBatch > referenceBatch else { return nil }
         let k = Double(config.globalBatch) / Double(referenceBatch)
-        return (config.resolvedLearningRate * Float(k), config.warmupEpochs * min(k, largeBatchWarmupEpochs),
+        return (config.resolvedLearningRate * Float(min(k, largeBatchMaxRateScale)), config.warmupEpochs * min(k, largeBatchWarmupEpochs),
                 config.emaDecay.map { pow($0, k) })
     }
 

@@ -50,7 +50,7 @@ struct Train: ParsableCommand {
     @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")) (adamw: Adam with decoupled weight decay; lamb: adamw with a per-tensor trust ratio, for large batches). (default: \(Recipe.standard.optimizer.rawValue); transfer learning: adam)")
     var optimizer: OptimizerKind?
 
-    @Option(help: "Peak learning rate (default: \(OptimizerKind.adamw.defaultLearningRate) for \(OptimizerKind.allCases.filter { $0 != .sgd }.map(\.rawValue).joined(separator: "/")), \(OptimizerKind.sgd.defaultLearningRate) for sgd, times B/\(Recipe.referenceBatch) for a global batch B above \(Recipe.referenceBatch); transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
+    @Option(help: "Peak learning rate (default: \(OptimizerKind.adamw.defaultLearningRate) for \(OptimizerKind.allCases.filter { $0 != .sgd }.map(\.rawValue).joined(separator: "/")), \(OptimizerKind.sgd.defaultLearningRate) for sgd, times min(B/\(Recipe.referenceBatch), \(Int(Recipe.largeBatchMaxRateScale))) for a global batch B above \(Recipe.referenceBatch); transfer learning: the head \(FeatureExtraction.HeadConfig().learningRate), fine-tuning \(FineTuning.Config().learningRate)).")
     var lr: Float?
 
     @Option(help: "Momentum for sgd. (default: \(TrainingConfig().momentum))")

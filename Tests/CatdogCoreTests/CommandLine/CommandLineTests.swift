@@ -117,7 +117,7 @@ final class CommandLineTests: XCTestCase {
     }
 
     /// Above the recipe's global batch of 64, what is left open scales with k = B/64: the
-    /// peak rate k times, the warmup min(k, 3) times, the average's decay to the power k; at
+    /// peak rate min(k, 8) times, the warmup min(k, 3) times, the average's decay to the power k; at
     /// 64 or below nothing changes, and what the command line gives stays.
     func testALargeGlobalBatchScalesTheRateWarmupAndAverage() throws {
         let base = ["--data", "train/", "--checkpoint-dir", "ck", "--epochs", "12"]
@@ -131,6 +131,10 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(large.resolvedLearningRate, 0.008, accuracy: 1e-9)
         XCTAssertEqual(large.warmupEpochs, 3)
         XCTAssertEqual(try XCTUnwrap(large.ema), pow(0.999, 8), accuracy: 1e-12)
+        let huge = try config(["--batch-size", "2048"])
+        XCTAssertEqual(huge.resolvedLearningRate, 0.008, accuracy: 1e-9, "the rate's scale stops at 8 (measured at 512)")
+        XCTAssertEqual(huge.warmupEpochs, 3)
+        XCTAssertEqual(try XCTUnwrap(huge.ema), pow(0.999, 32), accuracy: 1e-12)
         let double = try config(["--batch-size", "128"])
         XCTAssertEqual(double.resolvedLearningRate, 0.002, accuracy: 1e-9)
         XCTAssertEqual(double.warmupEpochs, 2)
