@@ -158,7 +158,7 @@ public struct Recipe: Sendable, Equatable {
 
     /// `config` with this recipe wherever the command line left a choice open.
     public func apply(to config: inout TrainingConfig, optimizerGiven: Bool, weightDecayGiven: Bool, emaGiven: Bool, augmentationGiven: Bool,
-                      learningRateGiven: Bool = false, warmupGiven: Bool = false) {
+                      learningRateGiven: Bool, warmupGiven: Bool) {
         if !optimizerGiven { config.optimizer = optimizer }
         if !weightDecayGiven { config.weightDecay = config.optimizer.decouplesWeightDecay ? weightDecay : 0 }
         if !emaGiven { config.ema = ema }

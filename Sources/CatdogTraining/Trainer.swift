@@ -123,6 +123,12 @@ public final class Trainer {
         max(budget - max(averageBytes, 0), budget / 2)
     }
 
+    /// The bytes of the weights' moving average `config` keeps for `network` (its weights and
+    /// BatchNorm statistics), 0 without one.
+    public static func movingAverageBytes(_ config: TrainingConfig, _ network: Network) -> Int {
+        config.emaDecay == nil ? 0 : (network.parameterCount + network.state.count) * MemoryLayout<Float>.size
+    }
+
     /// Micro-batch size for a local batch: as few micro-batches as keep activations and their
     /// gradients within `budget`, of equal size (the last may be smaller by the remainder).
     public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
@@ -139,8 +145,7 @@ public final class Trainer {
         let localBatch = config.globalBatch / comm.size
         // Activations are planned for the even share; a larger one goes through in more micro-batches.
         let group = config.normalizationGroup(ranks: comm.size) ?? 1
-        let averageBytes = config.emaDecay == nil ? 0 : (network.parameterCount + network.state.count) * MemoryLayout<Float>.size
-        let planned = Trainer.activationBudget(activationBudget, less: averageBytes)
+        let planned = Trainer.activationBudget(activationBudget, less: Trainer.movingAverageBytes(config, network))
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
                                                              budget: planned), group),
                         max(localBatch, 1))

@@ -542,7 +542,7 @@ struct Train: ParsableCommand {
         }
         // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
         let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
-        let averageBytes = config.emaDecay == nil ? 0 : (trainer.network.parameterCount + trainer.network.state.count) * MemoryLayout<Float>.size
+        let averageBytes = Trainer.movingAverageBytes(config, trainer.network)
         let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
         log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(Trainer.activationBudget(activationBudget, less: averageBytes) >> 20) MiB\(averageBytes > 0 ? " (\(activationBudget >> 20) MiB less the moving average's \(averageBytes >> 20))" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
     }
