@@ -523,6 +523,9 @@ struct Train: ParsableCommand {
     /// gradient compression, and memory per rank.
     func describeRun(_ trainer: Trainer, config: TrainingConfig, comm: Communicator, activationBudget: Int, log: RankLog) {
         log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
+        if shape.givenBatchSize == nil, trainer.globalStep == 0, let advice = Recipe.smallBatchAdvice(globalBatch: config.globalBatch, ranks: comm.size) {
+            log.info(advice)
+        }
         let balancer = trainer.balancer
         if balancer.split != .even || balancer.group != nil {
             log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; estimated from the ranks' speeds after \(Balancer.firstWindow + 1) steps, then every \(Balancer.window)" : "")")
