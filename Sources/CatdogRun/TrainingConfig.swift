@@ -143,6 +143,8 @@ public struct Recipe: Sendable, Equatable {
     /// The largest factor the learning rate is scaled by: the batch it was measured at (512)
     /// over the reference; larger batches did worse with more (docs/across-machines.md).
     public static let largeBatchMaxRateScale = 8.0
+    /// The large global batch that was measured: what the rate's scale stops at.
+    public static var measuredLargeBatch: Int { referenceBatch * Int(largeBatchMaxRateScale) }
 
     /// What the command line left open, for a global batch B larger than the reference:
     /// min(k, 8) times the peak learning rate for k = B/64 (the linear scaling rule, Goyal et
@@ -163,10 +165,10 @@ public struct Recipe: Sendable, Equatable {
     /// What to tell a run that uses the default global batch over so many ranks that each
     /// computes fewer than `smallRankBatch` images a step; nil otherwise.
     public static func smallBatchAdvice(globalBatch: Int, ranks: Int) -> String? {
-        guard ranks > 1, globalBatch < 512, globalBatch / ranks < smallRankBatch else { return nil }
+        guard ranks > 1, globalBatch < measuredLargeBatch, globalBatch / ranks < smallRankBatch else { return nil }
         let each = globalBatch / ranks
         return "note: each rank computes \(each) image\(each == 1 ? "" : "s") a step (the default global batch of \(globalBatch) over " +
-            "\(ranks) ranks), too few to keep a core busy; with this many ranks --batch-size 512 (the learning rate, warmup and " +
+            "\(ranks) ranks), too few to keep a core busy; with this many ranks --batch-size \(measuredLargeBatch) (the learning rate, warmup and " +
             "moving average scale with it) reaches a given accuracy sooner, in more epochs, and across machines add " +
             "--compress powersgd:4 (docs/across-machines.md, 'Minutes to 95%')"
     }
