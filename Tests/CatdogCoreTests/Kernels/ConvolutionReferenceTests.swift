@@ -20,7 +20,10 @@ final class ConvolutionReferenceTests: XCTestCase {
             let channels = wide ? 16 : 1 + random.below(4), filters = wide ? 16 * (1 + random.below(2)) : 1 + random.below(5)
             let batch = 1 + random.below(3)
             let conv = Conv2D(filters: filters, kernelSize: (kh, kw), strides: (sh, sw), padding: padding)
-            if trial % 3 == 0 { conv.maxColumnFloats = 1 }  // exercise chunking too
+            // Exercise chunking too: one output pixel a chunk, or chunks of a few pixels (even
+            // lengths, whole 8-row blocks where they fit).
+            if trial % 3 == 0 { conv.maxColumnFloats = 1 }
+            if trial % 3 == 1 { conv.maxColumnFloats = kh * kw * channels * (2 + trial % 11) }
             let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch, seed: UInt64(trial))
             let g = conv.geometry!
             let label = "trial \(trial): \(kh)x\(kw) /\(sh),\(sw) \(padding) on \(height)x\(width)x\(channels) -> \(filters)"
