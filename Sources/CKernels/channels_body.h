@@ -1,22 +1,6 @@
 // Included by kernels_v4.c, kernels_v3.c and kernels_base.c: compiled once per instruction set.
 
 
-void FN(catdog_channel_sums)(const float *restrict x, size_t rows, size_t c, double *restrict sum) {
-    for (size_t k = 0; k < c; k++) sum[k] = 0;
-    for (size_t r = 0; r < rows; r++, x += c)
-        for (size_t k = 0; k < c; k++) sum[k] += (double)x[k];
-}
-
-void FN(catdog_channel_centered_squares)(const float *restrict x, const double *restrict mean, size_t rows, size_t c,
-                                     double *restrict squares) {
-    for (size_t k = 0; k < c; k++) squares[k] = 0;
-    for (size_t r = 0; r < rows; r++, x += c)
-        for (size_t k = 0; k < c; k++) {
-            double d = (double)x[k] - mean[k];
-            squares[k] += d * d;
-        }
-}
-
 // The activation (0 linear, 1 ReLU, 2 ReLU6) of a value, NaN staying NaN as with Swift's max.
 #define CATDOG_ACTIVATE(v, activation) \
     ((activation) == 1 ? ((v) < 0.0f ? 0.0f : (v)) : (activation) == 2 ? ((v) < 0.0f ? 0.0f : ((v) > 6.0f ? 6.0f : (v))) : (v))
@@ -56,14 +40,44 @@ void FN(catdog_add_activation)(const float *restrict a, const float *restrict b,
 #undef ADD_LOOP
 }
 
-void FN(catdog_batchnorm_gradient_sums)(const float *restrict dy, const float *restrict xhat, size_t rows, size_t c,
-                                    double *restrict sum, double *restrict dot) {
-    for (size_t k = 0; k < c; k++) { sum[k] = 0; dot[k] = 0; }
-    for (size_t r = 0; r < rows; r++, dy += c, xhat += c)
+// Per channel over rows: the mean and the (biased) variance in one pass, in double, of the
+// values less the first row's (so that a large mean does not cancel the variance's digits).
+void FN(catdog_channel_moments)(const float *restrict x, size_t rows, size_t c, double *restrict mean,
+                                double *restrict variance) {
+    for (size_t k = 0; k < c; k++) { mean[k] = 0; variance[k] = 0; }
+    if (rows == 0) return;
+    const float *restrict first = x;
+    for (size_t r = 0; r < rows; r++, x += c)
         for (size_t k = 0; k < c; k++) {
-            sum[k] += (double)dy[k];
-            dot[k] += (double)(dy[k] * xhat[k]);
+            double d = (double)x[k] - (double)first[k];
+            mean[k] += d;
+            variance[k] += d * d;
         }
+    for (size_t k = 0; k < c; k++) {
+        double m = mean[k] / (double)rows, v = variance[k] / (double)rows - m * m;
+        mean[k] = m + (double)first[k];
+        variance[k] = v > 0 ? v : 0;
+    }
+}
+
+// Per channel, sum = Σ dy and dot = Σ dy·xhat, after the activation's mask (dy = 0 where the
+// activation did not pass its input, y its output; written back into dy), in one pass.
+void FN(catdog_batchnorm_gradient_sums)(const float *restrict y, float *restrict dy, const float *restrict xhat,
+                                        size_t rows, size_t c, int activation, double *restrict sum,
+                                        double *restrict dot) {
+    for (size_t k = 0; k < c; k++) { sum[k] = 0; dot[k] = 0; }
+#define SUMS_LOOP(A) \
+    for (size_t r = 0; r < rows; r++, y += c, dy += c, xhat += c) \
+        for (size_t k = 0; k < c; k++) { \
+            float g = dy[k]; \
+            if (A == 1) g = y[k] > 0.0f ? g : 0.0f; \
+            if (A == 2) g = (y[k] > 0.0f && y[k] < 6.0f) ? g : 0.0f; \
+            if (A != 0) dy[k] = g; \
+            sum[k] += (double)g; \
+            dot[k] += (double)(g * xhat[k]); \
+        }
+    CATDOG_PER_ACTIVATION(activation, SUMS_LOOP);
+#undef SUMS_LOOP
 }
 
 void FN(catdog_batchnorm_dx)(const float *restrict dy, const float *restrict xhat, const float *restrict kk,

@@ -44,8 +44,6 @@ const char *catdog_kernels_isa(void) {
     return current_name;
 }
 
-void catdog_channel_sums(const float *x, size_t rows, size_t c, double *sum) { table()->channel_sums(x, rows, c, sum); }
-void catdog_channel_centered_squares(const float *x, const double *mean, size_t rows, size_t c, double *squares) { table()->channel_centered_squares(x, mean, rows, c, squares); }
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *xhat, float *y, size_t rows, size_t c, int activation) { table()->batchnorm_forward(x, mean, inv_std, gamma, beta, xhat, y, rows, c, activation); }
 void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c, int activation) { table()->scale_shift(x, scale, shift, y, rows, c, activation); }
 void catdog_depthwise_forward(const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw,
@@ -58,7 +56,8 @@ void catdog_depthwise_backward(const float *x, const float *w, const float *dy, 
     table()->depthwise_backward(x, w, dy, dw, dbias, dx, batch, ih, iw, c, k, stride, pad_top, pad_left, oh, ow);
 }
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation) { table()->add_activation(a, b, y, count, activation); }
-void catdog_batchnorm_gradient_sums(const float *dy, const float *xhat, size_t rows, size_t c, double *sum, double *dot) { table()->batchnorm_gradient_sums(dy, xhat, rows, c, sum, dot); }
+void catdog_channel_moments(const float *x, size_t rows, size_t c, double *mean, double *variance) { table()->channel_moments(x, rows, c, mean, variance); }
+void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *xhat, size_t rows, size_t c, int activation, double *sum, double *dot) { table()->batchnorm_gradient_sums(y, dy, xhat, rows, c, activation, sum, dot); }
 void catdog_batchnorm_dx(const float *dy, const float *xhat, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c) { table()->batchnorm_dx(dy, xhat, k, mean_dy, mean_dot, dx, rows, c); }
 void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, int activation) { table()->bias_activation(y, bias, rows, c, activation); }
 void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation) { table()->mask_bias_gradient(y, dy, dbias, rows, c, activation); }

@@ -54,9 +54,8 @@ void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t la
 // along the channels; sums accumulate in double, as the Swift loops they replace did.
 // activation: 0 linear, 1 ReLU, 2 ReLU6.
 
-// sum[ch] = Σ x; then, with mean given, squares[ch] = Σ (x - mean)².
-void catdog_channel_sums(const float *x, size_t rows, size_t c, double *sum);
-void catdog_channel_centered_squares(const float *x, const double *mean, size_t rows, size_t c, double *squares);
+// mean[ch] and the biased variance[ch] of x in one pass (sums of x less its first row's values).
+void catdog_channel_moments(const float *x, size_t rows, size_t c, double *mean, double *variance);
 // xhat = (x - mean) * inv_std; y = act(gamma * xhat + beta).
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma,
                               const float *beta, float *xhat, float *y, size_t rows, size_t c, int activation);
@@ -82,8 +81,10 @@ void catdog_depthwise_backward(const float *x, const float *w, const float *dy, 
                                size_t oh, size_t ow);
 // y = act(a + b), element by element.
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
-// sum[ch] = Σ dy, dot[ch] = Σ dy·xhat.
-void catdog_batchnorm_gradient_sums(const float *dy, const float *xhat, size_t rows, size_t c, double *sum, double *dot);
+// dy = 0 where the activation (y its output) did not pass its input, written back; then
+// sum[ch] = Σ dy, dot[ch] = Σ dy·xhat; in one pass.
+void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *xhat, size_t rows, size_t c, int activation,
+                                    double *sum, double *dot);
 // dx += k * (dy - mean_dy - xhat * mean_dot), per channel.
 void catdog_batchnorm_dx(const float *dy, const float *xhat, const float *k, const float *mean_dy,
                          const float *mean_dot, float *dx, size_t rows, size_t c);

@@ -130,11 +130,9 @@ public final class BatchNorm: Layer {
         for g in 0..<groups {
             let first = g * groupRows, count = min(groupRows, rows - first)
             let mean = groupMean(g), inverse = groupInverseStd(g)
-            catdog_channel_sums(x + first * c, count, c, sum)
-            for ch in 0..<c { sum[ch] /= Double(count) }  // now the mean
-            catdog_channel_centered_squares(x + first * c, sum, count, c, sumSquares)
+            catdog_channel_moments(x + first * c, count, c, sum, sumSquares)  // the mean and the variance
             for ch in 0..<c {
-                let variance = sumSquares[ch] / Double(count)
+                let variance = sumSquares[ch]
                 inverse[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
                 mean[ch] = Float(sum[ch])
                 if ghost {
@@ -167,8 +165,6 @@ public final class BatchNorm: Layer {
         let c = shape.channels
         let rows = batch * shape.height * shape.width
         let xhat = normalized.pointer
-        // Through the activation first: dy = 0 where it did not pass its input.
-        activation.maskGradient(output: output, dOutput: dOutput, count: rows * c)
         if !normalizedIsCurrent {
             // After an inference forward (moving statistics: mean in sumSquares, 1/σ in inverseStd).
             let x = inputs[0]
@@ -185,8 +181,10 @@ public final class BatchNorm: Layer {
         let groupRows = usedBatchStatistics ? groupSamples * shape.height * shape.width : rows
         for g in 0..<(usedBatchStatistics ? groups : 1) {
             let first = g * groupRows, count = min(groupRows, rows - first)
-            // sum = Σ dy, sumSquares = Σ dy·x̂, per channel.
-            catdog_batchnorm_gradient_sums(dOutput + first * c, xhat + first * c, count, c, sum, sumSquares)
+            // Through the activation first (dy = 0 where it did not pass its input, in place);
+            // then sum = Σ dy, sumSquares = Σ dy·x̂, per channel, in the same pass.
+            catdog_batchnorm_gradient_sums(output + first * c, dOutput + first * c, xhat + first * c, count, c,
+                                           activation.kernelCode, sum, sumSquares)
             for ch in 0..<c {
                 dBeta[ch] += Float(sum[ch])
                 dGamma[ch] += Float(sumSquares[ch])
