@@ -103,6 +103,17 @@ int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_
 // that is a multiple of 16.
 int catdog_sgemm_available(void);
 
+// Direct convolution of NHWC images with few channels (1-4, an image's 3) on AVX-512, for the
+// first layer: y = x ⊛ w (no bias), w (KH, KW, C, F); and its kernel gradient dw += Σ x ⊛ dy.
+// F a multiple of 16 up to 64 (forward) or 32 (gradient, with KW·C of 3, 6, 9 or 12). Return 0,
+// touching nothing, where the CPU (AVX-512 kernels not selected) or the shape has no kernel.
+int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t images, size_t ih, size_t iw, size_t c,
+                               size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
+                               size_t oh, size_t ow);
+int catdog_conv_direct_kernel_gradient(const float *x, const float *dy, float *dw, size_t images, size_t ih, size_t iw,
+                                       size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top,
+                                       size_t pad_left, size_t oh, size_t ow);
+
 // bf16 products with fp32 accumulation (AVX512_BF16's vdpbf16ps), operands packed in pairs
 // along k: A's row i as ceil(k/2) pairs (a(i, 2p), a(i, 2p+1)), B's pair-row p as n pairs
 // (b(2p, j), b(2p+1, j)); an odd k is padded with zero. fp32 -> bf16 rounds to nearest even.

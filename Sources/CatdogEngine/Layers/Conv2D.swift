@@ -166,6 +166,8 @@ public final class Conv2D: Layer {
             winograd.setKernel(kernel)
             winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
             colHoldsWholeBatch = false
+        } else if takesDirect, ConvolutionPhases.measure(.products, { direct(catdog_conv_direct_forward, x, kernel, output, batch) }) {
+            colHoldsWholeBatch = false
         } else {
             let chunk = chunkLength(total: total)
             var start = 0
@@ -216,6 +218,10 @@ public final class Conv2D: Layer {
                                                             width: g.inWidth, into: dKernel)
             return
         }
+        let directGradient = takesDirect && ConvolutionPhases.measure(.products) {
+            direct(catdog_conv_direct_kernel_gradient, x, dOutput, dKernel, batch)
+        }
+        if directGradient, dx == nil { return }
         // Wᵀ once for all chunks (it was redone per chunk: 0.5 ms each for resnet's last stage).
         let wt = dx == nil ? nil : transposedKernel()
         let chunk = chunkLength(total: total)
@@ -223,18 +229,20 @@ public final class Conv2D: Layer {
         while start < total {
             let rows = min(chunk, total - start)
             let dy = dOutput + start * filters
-            let a: UnsafePointer<Float>
-            if g.isPointwise {
-                a = UnsafePointer(x + start * g.channels)
-            } else {
-                if !colHoldsWholeBatch {
-                    ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
+            if !directGradient {
+                let a: UnsafePointer<Float>
+                if g.isPointwise {
+                    a = UnsafePointer(x + start * g.channels)
+                } else {
+                    if !colHoldsWholeBatch {
+                        ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
+                    }
+                    a = UnsafePointer(col.pointer)
                 }
-                a = UnsafePointer(col.pointer)
+                // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
+                multiply(m: g.patchSize, n: filters, k: rows, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
+                         b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
             }
-            // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
-            multiply(m: g.patchSize, n: filters, k: rows, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
-                     b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
             if let dx {
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
                 let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
@@ -251,6 +259,23 @@ public final class Conv2D: Layer {
             }
             start += rows
         }
+    }
+
+    /// A layer on few channels (an image's), in fp32 on our kernels: forward and the kernel
+    /// gradient as direct convolutions where the C kernels take the shape (`catdog_conv_direct_*`),
+    /// without im2col (whose runs of 3 floats and products of k = 27 cost several times the
+    /// arithmetic; docs/performance.md).
+    private var takesDirect: Bool {
+        geometry.channels <= 4 && !geometry.isPointwise && scratch.convolution.route == .own
+    }
+
+    /// Calls a direct-convolution kernel with this layer's geometry; false where it declines.
+    private func direct(_ kernel: (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?,
+                                   Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) -> Int32,
+                        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ images: Int) -> Bool {
+        let g = geometry!
+        return kernel(a, b, out, images, g.inHeight, g.inWidth, g.channels, filters, g.kernelHeight, g.kernelWidth,
+                      g.strideHeight, g.strideWidth, g.padTop, g.padLeft, g.outHeight, g.outWidth) != 0
     }
 
     /// C = A · B (or += when `accumulate`), by the options' route (`ConvolutionOptions.route`).

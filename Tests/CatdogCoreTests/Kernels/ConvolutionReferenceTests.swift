@@ -1,3 +1,4 @@
+import CKernels
 import CatdogEngine
 import CatdogSupport
 import XCTest
@@ -90,6 +91,62 @@ final class ConvolutionReferenceTests: XCTestCase {
                 assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias.map { 2 * $0 }, absolute: 2e-3, relative: 1e-3,
                             "dBias, \(label)")
             }
+        }
+    }
+
+    /// Layers on 1–4 channels (an image's) take direct convolutions on AVX-512 (forward and the
+    /// kernel gradient for F of 16 or 32 and KW·C of 3, 6, 9 or 12; dX still through the
+    /// products; other shapes as before): against the reference on random shapes (kernels 1–5, strides 1–3,
+    /// same/valid, odd sizes, 1–3 images), backward run twice to check that the kernel gradient
+    /// adds up. The kernels must take the shapes they claim here (on an AVX-512 CPU). Float sums
+    /// of at most 100 products: 1e-4 absolute + 1e-4 relative.
+    func testFewChannelLayersTakeDirectConvolution() throws {
+        var random = Random(seed: 4242)
+        var forwardTaken = 0, gradientTaken = 0
+        for trial in 0..<40 {
+            let kh = 1 + random.below(5), kw = trial % 4 == 0 ? 3 : 1 + random.below(5)
+            let sh = 1 + random.below(3), sw = 1 + random.below(3)
+            let padding: ConvGeometry.Padding = random.below(2) == 0 ? .same : .valid
+            let height = kh + random.below(9), width = kw + random.below(9)
+            let channels = trial % 4 == 0 ? 3 : 1 + random.below(4), filters = 16 * (1 + random.below(trial % 2 == 0 ? 2 : 4))
+            let batch = 1 + random.below(3)
+            let conv = Conv2D(filters: filters, kernelSize: (kh, kw), strides: (sh, sw), padding: padding)
+            let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch, seed: UInt64(trial))
+            let g = conv.geometry!
+            let label = "trial \(trial): \(kh)x\(kw) /\(sh),\(sw) \(padding) on \(height)x\(width)x\(channels) -> \(filters), \(batch) images"
+            h.forward()
+            let kernelCount = kh * kw * channels * filters
+            let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
+            let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
+            assertClose(h.output.array, expected, absolute: 1e-4, relative: 1e-4, "forward, \(label)")
+            let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+            h.backward(dy)
+            h.layer.backward(inputs: h.inputs.map(\.pointer), output: h.output.pointer, dOutput: h.dOutput.pointer,
+                             dInputs: h.dInputs.map { Optional($0.pointer) }, batch: batch, context: h.context)
+            let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
+            assertClose(h.dInputs[0].array, ref.dInput.map { 2 * $0 }, absolute: 2e-4, relative: 1e-4, "dInput, \(label)")
+            assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel.map { 2 * $0 }, absolute: 2e-4, relative: 1e-4, "dKernel, \(label)")
+            assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias.map { 2 * $0 }, absolute: 2e-4, relative: 1e-4, "dBias, \(label)")
+            // Whether the kernels take this shape (into scratch buffers: the layer has run).
+            let out = FloatBuffer(count: h.output.count), dw = FloatBuffer(count: kernelCount)
+            let geometry = (batch, g.inHeight, g.inWidth, channels, filters, kh, kw, sh, sw, g.padTop, g.padLeft, g.outHeight, g.outWidth)
+            let tookForward = catdog_conv_direct_forward(h.inputs[0].pointer, h.parameters.pointer, out.pointer, geometry.0, geometry.1,
+                                                         geometry.2, geometry.3, geometry.4, geometry.5, geometry.6, geometry.7,
+                                                         geometry.8, geometry.9, geometry.10, geometry.11, geometry.12) != 0
+            if tookForward { forwardTaken += 1 }
+            let wantsGradient = filters <= 32 && [3, 6, 9, 12].contains(kw * channels)
+            if ownGemmTakes(width: 16) { XCTAssertEqual(tookForward, wantsGradient, "forward taken, \(label)") }
+            let tookGradient = catdog_conv_direct_kernel_gradient(h.inputs[0].pointer, h.dOutput.pointer, dw.pointer, geometry.0, geometry.1,
+                                                                  geometry.2, geometry.3, geometry.4, geometry.5, geometry.6, geometry.7,
+                                                                  geometry.8, geometry.9, geometry.10, geometry.11, geometry.12) != 0
+            if tookGradient { gradientTaken += 1 }
+            if ownGemmTakes(width: 16) { XCTAssertEqual(tookGradient, wantsGradient, "kernel gradient taken, \(label)") }
+        }
+        if ownGemmTakes(width: 16) {
+            XCTAssertGreaterThanOrEqual(forwardTaken, 8, "too few trials exercised the direct forward")
+            XCTAssertGreaterThanOrEqual(gradientTaken, 8, "too few trials exercised the direct kernel gradient")
+        } else {
+            XCTAssertEqual(forwardTaken + gradientTaken, 0, "no direct convolution without AVX-512")
         }
     }
 
