@@ -2,10 +2,11 @@
 
 // Direct convolution for layers with few input channels (an image's 3), NHWC, on AVX-512: im2col
 // would copy each output pixel's taps as runs of C floats (a memmove call for every 9) and hand
-// our gemm products with k = KH·KW·C (27) or m = 27 rows, both short. Here each output pixel's
-// filters (F = 16·J, J ≤ 4) stay in J registers while its taps are broadcast; the kernel
-// gradient keeps one kernel row's KW·C taps × F filters (at most 12 × 32) in registers while it
-// passes over the pixels. Sums of products in float, in a fixed order.
+// our gemm products with k = KH·KW·C (27) or m = 27 rows, both short. Here F = 16 or 32 filters
+// (J = F / 16 registers a pixel): forward keeps four output pixels' sums in registers while each
+// kernel row's KW·C taps (3, 6, 9 or 12) are broadcast; the kernel gradient keeps one kernel
+// row's taps × F filters in registers while it passes over an image's pixels. Sums of products
+// in float, in a fixed order.
 
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
@@ -159,36 +160,37 @@ FORWARD(9, 2)
 FORWARD(12, 1)
 FORWARD(12, 2)
 
-static int takes(size_t c, size_t f) { return catdog_sgemm_available() && c >= 1 && c <= 4 && (f == 16 || f == 32); }
+// The instantiations by KW·C (3, 6, 9, 12) and F / 16 (1, 2); both kinds take (geometry, x,
+// w or dy, y or dw).
+typedef void (*direct_kernel)(const geometry *, const float *, const float *, float *);
+static const direct_kernel forwards[4][2] = {
+    {forward_3_1, forward_3_2}, {forward_6_1, forward_6_2}, {forward_9_1, forward_9_2}, {forward_12_1, forward_12_2}};
+static const direct_kernel gradients[4][2] = {
+    {gradient_3_1, gradient_3_2}, {gradient_6_1, gradient_6_2}, {gradient_9_1, gradient_9_2}, {gradient_12_1, gradient_12_2}};
+
+// Runs the table's kernel for the shape; 0 where there is none (or no AVX-512 kernels selected).
+static int run(const direct_kernel table[4][2], const float *a, const float *b, float *out, size_t images, size_t ih,
+               size_t iw, size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
+               size_t oh, size_t ow) {
+    const size_t taps = kw * c;
+    if (!catdog_sgemm_available() || c < 1 || c > 4 || (f != 16 && f != 32) || kh == 0 || sh == 0 || sw == 0 ||
+        taps % 3 != 0 || taps < 3 || taps > 12)
+        return 0;
+    const geometry g = {images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow};
+    table[taps / 3 - 1][f / 16 - 1](&g, a, b, out);
+    return 1;
+}
 
 int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t images, size_t ih, size_t iw, size_t c,
                                size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
                                size_t oh, size_t ow) {
-    if (!takes(c, f) || kh == 0 || kw == 0 || sh == 0 || sw == 0) return 0;
-    const geometry g = {images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow};
-    const int j = (int)(f / 16);
-    switch (kw * c) {
-    case 3: j == 1 ? forward_3_1(&g, x, w, y) : forward_3_2(&g, x, w, y); return 1;
-    case 6: j == 1 ? forward_6_1(&g, x, w, y) : forward_6_2(&g, x, w, y); return 1;
-    case 9: j == 1 ? forward_9_1(&g, x, w, y) : forward_9_2(&g, x, w, y); return 1;
-    case 12: j == 1 ? forward_12_1(&g, x, w, y) : forward_12_2(&g, x, w, y); return 1;
-    }
-    return 0;
+    return run(forwards, x, w, y, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow);
 }
 
 int catdog_conv_direct_kernel_gradient(const float *x, const float *dy, float *dw, size_t images, size_t ih, size_t iw,
                                        size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top,
                                        size_t pad_left, size_t oh, size_t ow) {
-    if (!takes(c, f) || kh == 0 || kw == 0 || sh == 0 || sw == 0) return 0;
-    const geometry g = {images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow};
-    const int j = (int)(f / 16);
-    switch (kw * c) {
-    case 3: j == 1 ? gradient_3_1(&g, x, dy, dw) : gradient_3_2(&g, x, dy, dw); return 1;
-    case 6: j == 1 ? gradient_6_1(&g, x, dy, dw) : gradient_6_2(&g, x, dy, dw); return 1;
-    case 9: j == 1 ? gradient_9_1(&g, x, dy, dw) : gradient_9_2(&g, x, dy, dw); return 1;
-    case 12: j == 1 ? gradient_12_1(&g, x, dy, dw) : gradient_12_2(&g, x, dy, dw); return 1;
-    }
-    return 0;
+    return run(gradients, x, dy, dw, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow);
 }
 #else
 int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t images, size_t ih, size_t iw, size_t c,

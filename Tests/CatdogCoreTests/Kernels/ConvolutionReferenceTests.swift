@@ -26,22 +26,34 @@ final class ConvolutionReferenceTests: XCTestCase {
             if trial % 3 == 0 { conv.maxColumnFloats = 1 }
             if trial % 3 == 1 { conv.maxColumnFloats = kh * kw * channels * (2 + trial % 11) }
             let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch, seed: UInt64(trial))
-            let g = conv.geometry!
-            let label = "trial \(trial): \(kh)x\(kw) /\(sh),\(sw) \(padding) on \(height)x\(width)x\(channels) -> \(filters)"
-
-            h.forward()
-            let kernelCount = kh * kw * channels * filters
-            let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
-            let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
-            assertClose(h.output.array, expected, absolute: 1e-4, relative: 1e-4, "forward, \(label)")
-
-            let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
-            h.backward(dy)
-            let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
-            assertClose(h.dInputs[0].array, ref.dInput, absolute: 1e-4, relative: 1e-4, "dInput, \(label)")
-            assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel, absolute: 1e-4, relative: 1e-4, "dKernel, \(label)")
-            assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias, absolute: 1e-4, relative: 1e-4, "dBias, \(label)")
+            assertMatchesReference(conv, h, batch: batch, random: &random,
+                                   "trial \(trial): \(kh)x\(kw) /\(sh),\(sw) \(padding) on \(height)x\(width)x\(channels) -> \(filters)")
         }
+    }
+
+    /// Forward, then `passes` backward passes with one random dY (the gradients adding up),
+    /// against the double-precision reference: 1e-4 absolute + 1e-4 relative, per pass.
+    private func assertMatchesReference(_ conv: Conv2D, _ h: LayerHarness, batch: Int, passes: Int = 1, random: inout Random,
+                                        _ label: String) {
+        let g = conv.geometry!, filters = conv.filters
+        h.forward()
+        let kernelCount = g.patchSize * filters
+        let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
+        let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
+        assertClose(h.output.array, expected, absolute: 1e-4, relative: 1e-4, "forward, \(label)")
+        let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+        h.backward(dy)
+        for _ in 1..<max(passes, 1) {
+            h.layer.backward(inputs: h.inputs.map(\.pointer), output: h.output.pointer, dOutput: h.dOutput.pointer,
+                             dInputs: h.dInputs.map { Optional($0.pointer) }, batch: batch, context: h.context)
+        }
+        let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
+        let p = Float(passes), absolute = 1e-4 * p
+        assertClose(h.dInputs[0].array, ref.dInput.map { p * $0 }, absolute: absolute, relative: 1e-4, "dInput, \(label)")
+        assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel.map { p * $0 }, absolute: absolute, relative: 1e-4,
+                    "dKernel, \(label)")
+        assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias.map { p * $0 }, absolute: absolute, relative: 1e-4,
+                    "dBias, \(label)")
     }
 
     /// The Winograd paths (3×3, stride 1, same, ≥ 16 channels in and out) against the same
@@ -114,19 +126,8 @@ final class ConvolutionReferenceTests: XCTestCase {
             let h = try LayerHarness(conv, inputs: [.init(height: height, width: width, channels: channels)], batch: batch, seed: UInt64(trial))
             let g = conv.geometry!
             let label = "trial \(trial): \(kh)x\(kw) /\(sh),\(sw) \(padding) on \(height)x\(width)x\(channels) -> \(filters), \(batch) images"
-            h.forward()
-            let kernelCount = kh * kw * channels * filters
-            let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
-            let expected = ReferenceConv.forward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
-            assertClose(h.output.array, expected, absolute: 1e-4, relative: 1e-4, "forward, \(label)")
-            let dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
-            h.backward(dy)
-            h.layer.backward(inputs: h.inputs.map(\.pointer), output: h.output.pointer, dOutput: h.dOutput.pointer,
-                             dInputs: h.dInputs.map { Optional($0.pointer) }, batch: batch, context: h.context)
-            let ref = ReferenceConv.backward(g, images: batch, filters: filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
-            assertClose(h.dInputs[0].array, ref.dInput.map { 2 * $0 }, absolute: 2e-4, relative: 1e-4, "dInput, \(label)")
-            assertClose(Array(h.gradients.array[0..<kernelCount]), ref.dKernel.map { 2 * $0 }, absolute: 2e-4, relative: 1e-4, "dKernel, \(label)")
-            assertClose(Array(h.gradients.array[kernelCount...]), ref.dBias.map { 2 * $0 }, absolute: 2e-4, relative: 1e-4, "dBias, \(label)")
+            assertMatchesReference(conv, h, batch: batch, passes: 2, random: &random, label)
+            let kernelCount = g.patchSize * filters
             // Whether the kernels take this shape (into scratch buffers: the layer has run).
             let out = FloatBuffer(count: h.output.count), dw = FloatBuffer(count: kernelCount)
             let geometry = (batch, g.inHeight, g.inWidth, channels, filters, kh, kw, sh, sw, g.padTop, g.padLeft, g.outHeight, g.outWidth)
