@@ -54,6 +54,11 @@ public struct BenchmarkResult: Codable, Sendable {
         public var optimizer_ms: Double
         /// Waiting for gradients after backward (what overlap did not hide).
         public var allreduce_wait_ms: Double
+        /// The convolutions' products, transforms and layout work by pass: forward, dX (the
+        /// input's gradient) and dW (the kernel's). Absent from results of earlier builds.
+        public var convolution_forward_ms: Double?
+        public var convolution_input_gradient_ms: Double?
+        public var convolution_kernel_gradient_ms: Double?
     }
 
     public struct Layer: Codable, Sendable {
@@ -109,13 +114,16 @@ public enum Benchmark {
         let allReduceSeconds = Date().timeIntervalSince(reduceStart) / Double(repeats)
         let layerSeconds = network.forwardSeconds.reduce(0, +) + network.backwardSeconds.reduce(0, +)
         var totals = [seconds, step.exposedCommSeconds, allReduceSeconds, step.optimizerSeconds, layerSeconds] + ConvolutionPhases.seconds
+            + ConvolutionPhases.passSeconds
         try comm.allReduceSum(&totals)
         /// Milliseconds a step, mean over ranks.
         func perStep(_ total: Double) -> Double { total / Double(comm.size) / Double(steps) * 1000 }
         let products = perStep(totals[5]), transforms = perStep(totals[6]), layout = perStep(totals[7])
         let phases = BenchmarkResult.Phases(products_ms: products, winograd_transforms_ms: transforms, im2col_ms: layout,
                                             other_layers_ms: perStep(totals[4]) - products - transforms - layout,
-                                            optimizer_ms: perStep(totals[3]), allreduce_wait_ms: perStep(totals[1]))
+                                            optimizer_ms: perStep(totals[3]), allreduce_wait_ms: perStep(totals[1]),
+                                            convolution_forward_ms: perStep(totals[8]), convolution_input_gradient_ms: perStep(totals[9]),
+                                            convolution_kernel_gradient_ms: perStep(totals[10]))
         let meanSeconds = totals[0] / Double(comm.size)
         let imagesPerSecond = Double(globalBatch * steps) / meanSeconds
         let layers = network.nodes.indices.dropFirst().map { i in

@@ -11,8 +11,10 @@ struct Bench: ParsableCommand {
         abstract: "Measure training throughput on synthetic data, or decoding speed on a folder.",
         discussion: """
             Runs alone or under mpirun; reports aggregate images/s, achieved GFLOP/s, time per \
-            layer forward and backward, the all-reduce time and the exposed (not overlapped) \
-            share of the step. Example:
+            layer forward and backward, where a step's time goes (the convolutions' products, \
+            Winograd transforms and im2col, and the same by pass: forward, dX, dW; the other \
+            layers; the optimizer), the all-reduce time and the exposed (not overlapped) share \
+            of the step. Example:
               mpirun -np 2 catdog-dist bench --model vgg --image-size 64 --batch-size 64 --steps 30 --json
             With --decode DIR, each rank instead decodes its 1/N of DIR's images and reports images/s.
             """)
@@ -100,6 +102,9 @@ struct Bench: ParsableCommand {
                 print(String(format: "  a step, ms (mean of the ranks): products %.1f", p.products_ms) + " (\(r.precision ?? "fp32"))"
                       + String(format: ", Winograd transforms %.1f, im2col/col2im %.1f, other layers %.1f, optimizer %.1f, waiting for the all-reduce %.1f",
                                p.winograd_transforms_ms, p.im2col_ms, p.other_layers_ms, p.optimizer_ms, p.allreduce_wait_ms))
+                if let forward = p.convolution_forward_ms, let dx = p.convolution_input_gradient_ms, let dw = p.convolution_kernel_gradient_ms {
+                    print(String(format: "  the convolutions' products, transforms and im2col by pass, ms: forward %.1f, dX %.1f, dW %.1f", forward, dx, dw))
+                }
             }
             print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step; %.2f MB sent into all-reduces per step (%.1fx fewer than fp32)",
                          r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100, r.wire_mb, r.gradient_mb / max(r.wire_mb, 1e-9)))

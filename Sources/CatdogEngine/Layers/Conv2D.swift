@@ -162,6 +162,7 @@ public final class Conv2D: Layer {
         let x = inputs[0]
         let rowsPerImage = g.outHeight * g.outWidth
         let total = batch * rowsPerImage
+        ConvolutionPhases.pass = .forward
         if let winograd, takesWinograd(batch: batch) {
             winograd.setKernel(kernel)
             winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
@@ -202,6 +203,7 @@ public final class Conv2D: Layer {
         var dx = dInputs[0]
         let winogradPass = takesWinograd(batch: batch)
         if let dxAll = dx, let back = winogradBackward, winogradPass {
+            ConvolutionPhases.pass = .inputGradient
             // W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]
             let c = g.channels
             ConvolutionPhases.measure(.im2col) {
@@ -214,15 +216,18 @@ public final class Conv2D: Layer {
             dx = nil
         }
         if let winogradKernelGradient, winogradPass {
+            ConvolutionPhases.pass = .kernelGradient
             winogradKernelGradient.accumulateKernelGradient(input: x, dOutput: dOutput, images: batch, height: g.inHeight,
                                                             width: g.inWidth, into: dKernel)
             return
         }
+        ConvolutionPhases.pass = .kernelGradient
         let directGradient = takesDirect && ConvolutionPhases.measure(.products) {
             direct(catdog_conv_direct_kernel_gradient, x, dOutput, dKernel, batch)
         }
         if directGradient, dx == nil { return }
         // Wᵀ once for all chunks (it was redone per chunk: 0.5 ms each for resnet's last stage).
+        ConvolutionPhases.pass = .inputGradient
         let wt = dx == nil ? nil : transposedKernel()
         let chunk = chunkLength(total: total)
         var start = 0
@@ -230,6 +235,7 @@ public final class Conv2D: Layer {
             let rows = min(chunk, total - start)
             let dy = dOutput + start * filters
             if !directGradient {
+                ConvolutionPhases.pass = .kernelGradient
                 let a: UnsafePointer<Float>
                 if g.isPointwise {
                     a = UnsafePointer(x + start * g.channels)
@@ -244,6 +250,7 @@ public final class Conv2D: Layer {
                          b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
             }
             if let dx {
+                ConvolutionPhases.pass = .inputGradient
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
                 let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
                 if let wt {
