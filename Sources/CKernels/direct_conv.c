@@ -19,9 +19,9 @@ typedef struct {
 
 #define ACC_ALL(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
 
-// The T = KW·C taps of kernel row kh for output pixel (oh, ow) of image n: a pointer into x when
-// they all lie inside the image (they are contiguous there), else copied into `edge` with zeros
-// (out of line: inlined, its vector code made -O3 keep the sums' registers on the stack).
+// The T = KW·C taps of output column ow in input row `row`: a pointer into the row when they
+// all lie inside the image (they are contiguous there), else copied into `edge` with zeros (out
+// of line: inlined, its vector code made -O3 keep the sums' registers on the stack).
 __attribute__((noinline)) static const float *edge_taps(const geometry *g, const float *row, long iw0, float *edge) {
     const size_t c = g->c;
     for (size_t kw = 0; kw < g->kw; kw++) {
@@ -30,15 +30,10 @@ __attribute__((noinline)) static const float *edge_taps(const geometry *g, const
     }
     return edge;
 }
-#define ROW_TAPS(xp, row, ow)                                                                                      \
-    const long iw0 = (long)((ow) * g->sw) - (long)g->pad_left;                                                     \
-    const float *xp = iw0 >= 0 && iw0 + (long)g->kw <= (long)g->iw ? (row) + (size_t)iw0 * c : edge_taps(g, row, iw0, edge);
 
-// The same as a function: the taps of output column ow in input row `row`.
 AVX512 static inline const float *taps(const geometry *g, const float *row, size_t ow, float *edge) {
-    const size_t c = g->c;
-    ROW_TAPS(xp, row, ow)
-    return xp;
+    const long iw0 = (long)(ow * g->sw) - (long)g->pad_left;
+    return iw0 >= 0 && iw0 + (long)g->kw <= (long)g->iw ? row + (size_t)iw0 * g->c : edge_taps(g, row, iw0, edge);
 }
 
 // y (images, oh, ow, F) = x ⊛ w, w (KH, KW, C, F): four output pixels of a row at a time, their
@@ -134,7 +129,7 @@ AVX512 static inline const float *taps(const geometry *g, const float *row, size
                     const float *row = x + (n * g->ih + (size_t)ih) * g->iw * c;                                   \
                     const float *d = dy + (n * g->oh + oh) * g->ow * f;                                            \
                     for (size_t ow = 0; ow < g->ow; ow++, d += f) {                                                \
-                        ROW_TAPS(xp, row, ow)                                                                      \
+                        const float *xp = taps(g, row, ow, edge);                                                  \
                         const __m512 d0 = _mm512_loadu_ps(d), d1 = J == 2 ? _mm512_loadu_ps(d + 16) : d0;          \
                         ACC_ALL(ACC_STEP)                                                                          \
                     }                                                                                              \
