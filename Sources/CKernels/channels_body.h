@@ -56,7 +56,7 @@ void FN(catdog_channel_moments)(const float *restrict x, size_t rows, size_t c, 
     for (size_t k = 0; k < c; k++) {
         double m = mean[k] / (double)rows, v = variance[k] / (double)rows - m * m;
         mean[k] = m + (double)first[k];
-        variance[k] = v > 0 ? v : 0;
+        variance[k] = v < 0 ? 0 : v;  // rounding below 0 clamped; NaN kept
     }
 }
 
