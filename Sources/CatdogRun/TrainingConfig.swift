@@ -64,6 +64,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var ghostBatch: Int?
     /// How the global batch is split among the ranks (`BatchSplit`; nil = even).
     public var balance: String?
+    /// Label smoothing ε: the loss's gradient pulls each logit toward the target
+    /// y·(1 − ε) + ε/2 instead of y (nil or 0 = off; the reported loss stays the plain logloss).
+    public var labelSmoothing: Double?
 
     public init() {}
 
@@ -105,6 +108,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         let target = max(even / 8, min(4, even), 1)
         return stride(from: target, through: 1, by: -1).first { globalBatch % $0 == 0 } ?? 1
     }
+
+    /// The label smoothing in use (0 when off).
+    public var smoothing: Float { Float(labelSmoothing ?? 0) }
 
     /// The EMA decay in use, or nil when off.
     public var emaDecay: Double? { ema.flatMap { $0 > 0 ? $0 : nil } }
@@ -207,6 +213,8 @@ public enum RunLimits {
     /// Seconds (a time budget, elapsed time): 30 years.
     public static let seconds = 0.0...1e9
     public static let bucketMiB = 0.0...65_536
+    /// At 0.5 every target would be one half and nothing would be learnt.
+    public static let labelSmoothing = 0.0...0.49
     /// A mean loss per sample: above this a run has diverged (`Diverged.loss` stops training
     /// long before), so a file that stores more is not one of ours.
     public static let loss = 0.0...1e6
@@ -249,6 +257,7 @@ extension TrainingConfig {
             powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },
             ghostBatch.flatMap { L.check("ghost batch", $0, 1...max(1, globalBatch)) },
             ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
+            labelSmoothing.flatMap { L.check("label smoothing", $0, L.labelSmoothing) },
             balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil },
         ]
         return checks.lazy.compactMap { $0 }.first

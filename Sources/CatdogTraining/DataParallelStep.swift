@@ -65,6 +65,8 @@ public final class DataParallelStep {
     /// of spinning in MPI: for more ranks than cores on a machine, where a waiting rank's
     /// spinning takes the core (or the CPU quota) from a rank that still computes.
     public var waitsPolitely = false
+    /// Label smoothing ε of the loss's gradient (`BinaryCrossEntropy.smoothedTarget`; 0 = off).
+    public var labelSmoothing: Float = 0
 
     public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
                             bucketBytes: Int, compression: GradientCompression = .none, hierarchical: Bool = false,
@@ -202,7 +204,8 @@ public final class DataParallelStep {
             let forwardStart = Timeline.mark(timeline)
             let logits = network.forward(batch: count, context: microContext, from: firstNode)
             let part = BinaryCrossEntropy.forwardBackward(logits: logits, labels: labels.pointer + first, count: count,
-                                                          normalizer: normalizer, dLogits: dLogits.pointer)
+                                                          normalizer: normalizer, dLogits: dLogits.pointer,
+                                                          smoothing: labelSmoothing)
             timeline?.record("forward (\(count) samples)", "compute", since: forwardStart)
             let backwardStart = Timeline.mark(timeline)
             result.lossSum += part.lossSum

@@ -204,6 +204,7 @@ public final class Trainer {
                                    batchCapacity: balancer.largestPossibleShare)
         optimizer = stepper.optimizer
         stepper.waitsPolitely = Trainer.oversubscribed(comm)
+        stepper.labelSmoothing = config.smoothing
         fullSizeStepper = stepper
         trainingNetwork = network
         self.convolution = convolution
@@ -255,6 +256,7 @@ public final class Trainer {
                                    bucketBytes: Int(config.bucketMiB * 1_048_576), batchCapacity: balancer.largestPossibleShare,
                                    sharingReductionWith: fullSizeStepper)
         stepper.waitsPolitely = fullSizeStepper.waitsPolitely
+        stepper.labelSmoothing = fullSizeStepper.labelSmoothing
     }
 
     // MARK: - One step

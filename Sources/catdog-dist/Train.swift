@@ -81,6 +81,13 @@ struct Train: ParsableCommand {
         """)
     var ema: Double?
 
+    @Option(help: """
+        Label smoothing ε: the loss pulls a dog's probability toward 1 − ε/2 and a cat's toward \
+        ε/2 instead of 1 and 0 (e.g. 0.1); the training loss printed stays the plain logloss. For \
+        runs from scratch and --freeze none. (default: 0, off)
+        """)
+    var labelSmoothing: Double?
+
     @Option(help: "Validation scores each image as the mean of its and its mirror image's probabilities (flip), as `evaluate --tta-flip` and `submit` do, or the image alone (none); the best epoch is chosen by it. (default: flip)")
     var valTta: ValidationTTA?
 
@@ -225,6 +232,14 @@ struct Train: ParsableCommand {
             }
         }
         if let ema, !(ema >= 0 && ema < 1) { throw ValidationError("--ema must be in [0, 1): e.g. 0.999, or 0 for off") }
+        if let labelSmoothing {
+            guard RunLimits.labelSmoothing.contains(labelSmoothing) else {
+                throw ValidationError("--label-smoothing must be from 0 (off) to \(RunLimits.labelSmoothing.upperBound): e.g. 0.1")
+            }
+            guard lite == nil || freeze == .none else {
+                throw ValidationError("--label-smoothing is for runs from scratch and --freeze none; the head on frozen features is fitted to the plain labels (and calibrated)")
+            }
+        }
         if let microBatch, !RunLimits.globalBatch.contains(microBatch) {
             throw ValidationError("--micro-batch must be between 1 and \(RunLimits.globalBatch.upperBound)")
         }
@@ -273,6 +288,7 @@ struct Train: ParsableCommand {
         if let valFraction { c.validationFraction = valFraction }
         if let patience { c.patience = patience }
         if let ema { c.ema = ema > 0 ? ema : nil }
+        if let labelSmoothing { c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil }
         c.resizeFrom = resizeFrom
         c.validationTTA = (valTta ?? .flip) == .flip
         // The recipe, for what the user did not set, and its length when none is named
@@ -522,7 +538,7 @@ struct Train: ParsableCommand {
     /// The run's set-up as the log's opening lines: model and recipe, the batch split,
     /// gradient compression, and memory per rank.
     func describeRun(_ trainer: Trainer, config: TrainingConfig, comm: Communicator, activationBudget: Int, log: RankLog) {
-        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
+        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
         if shape.givenBatchSize == nil, trainer.globalStep == 0, let advice = Recipe.smallBatchAdvice(globalBatch: config.globalBatch, ranks: comm.size) {
             log.info(advice)
         }
@@ -596,6 +612,10 @@ struct Train: ParsableCommand {
         apply("--momentum", momentum, \.momentum)
         apply("--weight-decay", weightDecay, \.weightDecay)
         apply("--augment", try augmentation(), \.augmentation)
+        if let labelSmoothing, labelSmoothing != (c.labelSmoothing ?? 0) {
+            applied.append("--label-smoothing \(labelSmoothing) (the run had \(c.labelSmoothing ?? 0))")
+            c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil
+        }
         apply("--patience", patience, \.patience)
         if let valTta, (valTta == .flip) != (c.validationTTA == true) {
             applied.append("--val-tta \(valTta.rawValue)")

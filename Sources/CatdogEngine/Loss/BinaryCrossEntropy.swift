@@ -34,12 +34,22 @@ public enum BinaryCrossEntropy {
         (sigmoid(logit) + sigmoid(mirroredLogit)) / 2
     }
 
+    /// The target a label is pulled toward with label smoothing ε (Szegedy et al. 2016, for
+    /// two classes): y·(1 − ε) + ε/2, so a dog's is 1 − ε/2 and a cat's ε/2.
+    @inline(__always)
+    public static func smoothedTarget(label y: Float, smoothing: Float) -> Float {
+        y * (1 - smoothing) + smoothing / 2
+    }
+
     /// Sums the loss and the correct predictions over `count` logits and writes
     /// dLoss/dz divided by `normalizer` (the global batch size, so that summing the ranks'
-    /// gradients gives the gradient of the global mean loss).
+    /// gradients gives the gradient of the global mean loss). With `smoothing` ε > 0 the
+    /// gradient is that of the loss against the smoothed target (`smoothedTarget`), σ(z) − y';
+    /// the sum returned stays the logloss against the label itself, so that a run's training
+    /// loss means the same with and without it.
     public static func forwardBackward(
         logits: UnsafePointer<Float>, labels: UnsafePointer<Float>, count: Int, normalizer: Int,
-        dLogits: UnsafeMutablePointer<Float>
+        dLogits: UnsafeMutablePointer<Float>, smoothing: Float = 0
     ) -> (lossSum: Double, correct: Int) {
         var lossSum = 0.0
         var correct = 0
@@ -48,7 +58,7 @@ public enum BinaryCrossEntropy {
             let z = logits[i], y = labels[i]
             lossSum += Double(loss(logit: z, label: y))
             if (z > 0) == (y > 0.5) { correct += 1 }
-            dLogits[i] = (sigmoid(z) - y) * scale
+            dLogits[i] = (sigmoid(z) - smoothedTarget(label: y, smoothing: smoothing)) * scale
         }
         return (lossSum, correct)
     }
