@@ -32,6 +32,16 @@ public struct Preprocessing: Sendable, Codable, Equatable {
     /// Side of the stored (decoded) square: working size plus the crop margin.
     public var storedSize: Int { imageSize + cropMargin }
 
+    /// The same preprocessing at input size `size`: the crop margin scaled in proportion, so
+    /// the crop shows the same part of the image at more or fewer pixels.
+    public func resized(to size: Int) -> Preprocessing {
+        guard size != imageSize else { return self }
+        var p = self
+        p.imageSize = size
+        p.cropMargin = cropMargin == 0 ? 0 : max(1, Int((Double(cropMargin) * Double(size) / Double(max(imageSize, 1))).rounded()))
+        return p
+    }
+
     /// (multiplier, offset) so that input = byte·multiplier + offset[channel].
     public func affine() -> (Float, [Float]) {
         let (m, o): (Float, Float) = switch scale {

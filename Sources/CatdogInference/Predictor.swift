@@ -16,10 +16,13 @@ public final class Predictor {
     public let batchSize: Int
     public static let defaultActivationBudget = 512 << 20
 
-    public init(checkpoint: LoadedCheckpoint, batchSize: Int = 32, activationBudget: Int = Predictor.defaultActivationBudget) throws {
+    /// `imageSize`: score at this input size instead of the training's (the same field of view
+    /// at more or fewer pixels; the crop margin scales with it), for models with global pooling.
+    public init(checkpoint: LoadedCheckpoint, batchSize: Int = 32, activationBudget: Int = Predictor.defaultActivationBudget,
+                imageSize: Int? = nil) throws {
         self.checkpoint = checkpoint
-        network = try checkpoint.makeNetwork()
-        preprocessing = checkpoint.metadata.preprocessing
+        network = try checkpoint.makeNetwork(imageSize: imageSize)
+        preprocessing = checkpoint.metadata.preprocessing.resized(to: imageSize ?? checkpoint.metadata.preprocessing.imageSize)
         // One logit (dog against cat); an ImageNet classifier's 1000 would be read as nonsense.
         guard network.outputShape.count == 1 else {
             throw CheckpointUseError(description: "\(checkpoint.path) holds \(checkpoint.metadata.model), whose output is \(network.outputShape.count) classes, not a cat/dog classifier; train or import a model with a cat/dog head")

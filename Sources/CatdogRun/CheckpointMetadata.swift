@@ -257,13 +257,20 @@ public struct LoadedCheckpoint {
     }
 
     /// Builds the checkpoint's model with its weights and BatchNorm statistics.
-    public func makeNetwork() throws -> Network {
+    /// The checkpoint's model with its weights, at the size it was trained for or at
+    /// `imageSize` (a model whose weights do not depend on the input size: global pooling).
+    public func makeNetwork(imageSize: Int? = nil) throws -> Network {
         let network: Network
-        do { network = try ModelZoo.build(metadata.model, imageSize: metadata.imageSize) } catch {
+        let size = imageSize ?? metadata.imageSize
+        do { network = try ModelZoo.build(metadata.model, imageSize: size) } catch {
             throw CheckpointError(path: path, problem: "\(error)")
         }
+        if size != metadata.imageSize, let trained = try? ModelZoo.builder(metadata.model, imageSize: metadata.imageSize).counts(),
+           let resized = try? ModelZoo.builder(metadata.model, imageSize: size).counts(), trained != resized {
+            throw CheckpointError(path: path, problem: "holds \(metadata.model), whose weights at \(size)x\(size) differ from those at \(metadata.imageSize)x\(metadata.imageSize) (a dense layer on the flattened map): score it at its own size")
+        }
         guard network.parameterCount == metadata.parameterCount else {
-            throw CheckpointError(path: path, problem: "says \(metadata.parameterCount) parameters, but \(metadata.model) at \(metadata.imageSize)px has \(network.parameterCount)")
+            throw CheckpointError(path: path, problem: "says \(metadata.parameterCount) parameters, but \(metadata.model) at \(size)px has \(network.parameterCount)")
         }
         try loadWeights(into: network, prefix: "model/", statePrefix: "state/")
         return network

@@ -10,12 +10,18 @@ struct CheckpointOptions: ParsableArguments {
     @Option(help: "Images per forward pass.")
     var batchSize = 32
 
+    @Option(help: "Score at this input size instead of the one the checkpoint was trained at: the same crop of each image at more pixels (e.g. 80 for a 64 px model). For models with global pooling (resnet, efficientnet-liteN). (default: the checkpoint's)")
+    var imageSize: Int?
+
     func validate() throws {
         guard (1...4096).contains(batchSize) else { throw ValidationError("--batch-size must be between 1 and 4096") }
+        if let imageSize, !(16...CheckpointLimits.maxImageSize).contains(imageSize) {
+            throw ValidationError("--image-size must be between 16 and \(CheckpointLimits.maxImageSize)")
+        }
     }
 
     func predictor() throws -> Predictor {
-        do { return try Predictor(checkpoint: LoadedCheckpoint(path: checkpoint), batchSize: batchSize) } catch {
+        do { return try Predictor(checkpoint: LoadedCheckpoint(path: checkpoint), batchSize: batchSize, imageSize: imageSize) } catch {
             printError("\(error)")
             throw ExitCode(1)
         }

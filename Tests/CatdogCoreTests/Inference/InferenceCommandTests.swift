@@ -179,6 +179,16 @@ final class InferenceCommandTests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("checkpoint \(Self.images)/cat.1.jpg"), result.stderr)
     }
 
+    /// The simple net's dense layer reads the flattened map, so it cannot score at another
+    /// size: refused in one line naming the checkpoint and what to do.
+    func testAnotherImageSizeIsRefusedForAModelWithoutGlobalPooling() throws {
+        let result = try CLI.run(["evaluate", "--checkpoint", Self.model, "--data", Self.images, "--image-size", "48"])
+        XCTAssertEqual(result.status, 1, result.output)
+        XCTAssertTrue(result.stderr.contains("checkpoint \(Self.model): holds simple, whose weights at 48x48 differ"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("score it at its own size"), result.stderr)
+        XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+    }
+
     func testPlotDrawsLossAndAccuracyCurves() throws {
         let out = try temporaryFolder(self) + "/curves.svg"
         let result = try CLI.run(["plot", Self.runFolder + "/metrics.jsonl", "--out", out])
