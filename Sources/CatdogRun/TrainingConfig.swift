@@ -54,6 +54,11 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// `resizeStep` pixels to `imageSize`, reached at `resizeReach` of the run; validation,
     /// checkpoints and inference stay at `imageSize`. nil = off (models with global pooling).
     public var resizeFrom: Int?
+    /// Train at this input size (the largest, with progressive resizing) while validation,
+    /// checkpoints and inference use `imageSize`, the same crop of each image at more pixels:
+    /// "FixRes" (Touvron et al. 2019; random crops make objects look larger in training than
+    /// centred ones do at test time). nil = `imageSize`.
+    public var trainSize: Int?
     public static let resizeStep = 16
     public static let resizeReach = 0.75
     /// Compare a checksum of the weights across ranks every this many steps.
@@ -73,12 +78,20 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
 
     /// The training input size when `fraction` of the run's updates are done: `resizeFrom`
     /// plus whole steps of `resizeStep` toward `imageSize`, which it reaches at `resizeReach`.
+    /// With `trainSize`, the growth ends there.
     public func trainingSize(atFraction fraction: Double) -> Int {
-        guard let from = resizeFrom, from < imageSize else { return imageSize }
+        let top = largestTrainingSize
+        guard let from = resizeFrom, from < top else { return top }
         let reached = min(max(fraction / Self.resizeReach, 0), 1)
-        let steps = Int((Double(imageSize - from) * reached / Double(Self.resizeStep)).rounded(.down))
-        return reached >= 1 ? imageSize : min(from + steps * Self.resizeStep, imageSize)
+        let steps = Int((Double(top - from) * reached / Double(Self.resizeStep)).rounded(.down))
+        return reached >= 1 ? top : min(from + steps * Self.resizeStep, top)
     }
+
+    /// The largest input size training uses: `trainSize`, else `imageSize`.
+    public var largestTrainingSize: Int { min(trainSize ?? imageSize, imageSize) }
+
+    /// Training runs at other sizes than `imageSize` (progressive resizing or `trainSize`).
+    public var trainsAtOtherSizes: Bool { resizeFrom != nil || trainSize != nil }
 
     /// How gradients cross the network.
     public var compression: GradientCompression {
@@ -252,6 +265,7 @@ extension TrainingConfig {
             L.check("bucket MiB", bucketMiB, 1e-6...L.bucketMiB.upperBound),
             ema.flatMap { L.check("EMA decay", $0, 0...0.999_999_999) },
             resizeFrom.flatMap { L.check("resize-from size", $0, 16...max(16, imageSize)) },  // max: the array is built whole
+            trainSize.flatMap { L.check("training size", $0, 16...max(16, imageSize)) },
             L.check("checksum interval", checksumEvery, 1...L.steps.upperBound),
             L.check("colour shift", Double(augmentation.colorShift), 0...255),
             powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },

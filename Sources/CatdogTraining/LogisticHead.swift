@@ -140,6 +140,7 @@ extension TrainingConfig {
         phase.fillsBudget = nil
         phase.ema = nil
         phase.resizeFrom = nil
+        phase.trainSize = nil
         return phase
     }
 }

@@ -29,7 +29,7 @@ extension Trainer {
             epochsWithoutImprovement: epochsWithoutImprovement, epochTotals: epochTotals,
             elapsedSeconds: elapsedBefore + Date().timeIntervalSince(processStart), finished: finished,
             parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
-        if config.resizeFrom != nil, stepInEpoch > 0 { metadata.epochImageSize = trainingSize }
+        if config.trainsAtOtherSizes, stepInEpoch > 0 { metadata.epochImageSize = trainingSize }
         var extra: [SafeTensors.Tensor] = []
         // While the body runs, the network holds the average and the EMA buffers the live weights.
         if config.emaDecay != nil {

@@ -20,7 +20,7 @@ extension Trainer {
     /// 2/5 of a training step per global batch of them, twice with mirror TTA.
     func evaluationSeconds(perStep: Double) -> Double {
         perStep * (Double(source.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
-            * (config.validationTTA == true ? 2 : 1)
+            * (config.validationTTA == true ? 2 : 1) * pow(Double(config.imageSize) / Double(config.largestTrainingSize), 2)
     }
 
     /// What one call of `fit` keeps between its steps and epochs: its callbacks, what it has
@@ -34,7 +34,7 @@ extension Trainer {
         let progress: ((String) -> Void)?
         let checkpoint: (Trainer, CheckpointReason) throws -> Void
         var stoppedBy: FitSummary.Stop = .epochs
-        /// The steps timed so far, in full-size steps (progressive resizing: a step costs about
+        /// The steps timed so far, in steps at the largest training size (progressive resizing: a step costs about
         /// its pixels' share, and the budget's estimate is of steps still to come, mostly larger).
         var stepSeconds = 0.0
         var timedSteps = 0
@@ -120,13 +120,14 @@ extension Trainer {
                                  ranks: comm.size, seed: planSeed, epoch: epoch).withShares(balancer.shares)
         // Progressive resizing: the epoch's input size from how far the schedule has come
         // (the same on every rank), or for a resumed epoch the size it started at.
-        if config.resizeFrom != nil {
+        if config.trainsAtOtherSizes {
             let size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
             resumedEpochSize = nil
             if size != trainingSize { balancer.restartWindow() }  // the speeds change with the size
             try useTrainingSize(size)
             if comm.rank == 0, size != run.announcedSize {
-                run.log("epoch \(epoch + 1): training at \(size)x\(size) (progressive resizing to \(config.imageSize)x\(config.imageSize); validation at \(config.imageSize))")
+                let growth = config.resizeFrom.map { _ in "progressive resizing to \(config.largestTrainingSize)x\(config.largestTrainingSize); " } ?? ""
+                run.log("epoch \(epoch + 1): training at \(size)x\(size) (\(growth)validation at \(config.imageSize)x\(config.imageSize))")
             }
             run.announcedSize = size
         }
@@ -158,7 +159,7 @@ extension Trainer {
                 setScheduleTotalSteps(Int(control.totalEstimate))
                 run.budgetEpochs = Int((control.totalEstimate / Double(plan.steps)).rounded(.up))
             }
-            let pixels = Double(trainingSize * trainingSize) / Double(config.imageSize * config.imageSize)
+            let pixels = Double(trainingSize * trainingSize) / Double(config.largestTrainingSize * config.largestTrainingSize)
             run.stepSeconds += Date().timeIntervalSince(stepStarted) / pixels
             run.timedSteps += 1
             if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }

@@ -99,6 +99,15 @@ struct Train: ParsableCommand {
         """)
     var resizeFrom: Int?
 
+    @Option(help: """
+        Train at this input size, and validate, checkpoint and predict at --image-size: the same \
+        crop of each image at more pixels, which suits a network trained on random crops (objects \
+        look larger in them; "FixRes"). E.g. --train-size 64 --image-size 80. With --resize-from, \
+        the growth ends at this size. For models with global pooling (resnet). (default: \
+        --image-size)
+        """)
+    var trainSize: Int?
+
     @Option(help: "Fraction of each class held out for validation. (default: \(TrainingConfig().validationFraction))")
     var valFraction: Double?
 
@@ -219,15 +228,24 @@ struct Train: ParsableCommand {
         if let warmupEpochs, !(warmupEpochs >= 0 && warmupEpochs.isFinite) { throw ValidationError("--warmup-epochs must be 0 or a positive number") }
         if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
         if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
-        if let resizeFrom {
-            guard resizeFrom >= 16, resizeFrom < shape.imageSize else {
-                throw ValidationError("--resize-from must be at least 16 and smaller than --image-size (\(shape.imageSize))")
+        if let trainSize {
+            guard trainSize >= 16, trainSize < shape.imageSize else {
+                throw ValidationError("--train-size must be at least 16 and smaller than --image-size (\(shape.imageSize)), e.g. --train-size 64 --image-size 80")
+            }
+        }
+        if resizeFrom != nil || trainSize != nil {
+            let top = trainSize ?? shape.imageSize
+            let option = resizeFrom != nil ? "--resize-from" : "--train-size"
+            if let resizeFrom {
+                guard resizeFrom >= 16, resizeFrom < top else {
+                    throw ValidationError("--resize-from must be at least 16 and smaller than \(trainSize != nil ? "--train-size" : "--image-size") (\(top))")
+                }
             }
             let full = try? ModelZoo.builder(model, imageSize: shape.imageSize).counts()
-            for size in Swift.stride(from: resizeFrom, to: shape.imageSize, by: TrainingConfig.resizeStep) {
+            for size in Array(Swift.stride(from: resizeFrom ?? top, to: top, by: TrainingConfig.resizeStep)) + [top] {
                 let counts = try? ModelZoo.builder(model, imageSize: size).counts()
                 guard let counts, let full, counts == full else {
-                    throw ValidationError("--resize-from: \(model) has other weights at \(size)x\(size) than at \(shape.imageSize)x\(shape.imageSize); progressive resizing needs a model with global pooling (resnet)")
+                    throw ValidationError("\(option): \(model) has other weights at \(size)x\(size) than at \(shape.imageSize)x\(shape.imageSize); training at another size than --image-size needs a model with global pooling (resnet)")
                 }
             }
         }
@@ -290,6 +308,7 @@ struct Train: ParsableCommand {
         if let ema { c.ema = ema > 0 ? ema : nil }
         if let labelSmoothing { c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil }
         c.resizeFrom = resizeFrom
+        c.trainSize = trainSize
         c.validationTTA = (valTta ?? .flip) == .flip
         // The recipe, for what the user did not set, and its length when none is named
         // (transfer learning has its own defaults).
@@ -589,6 +608,7 @@ struct Train: ParsableCommand {
         try keep("--optimizer", optimizer, saved.optimizer)
         try keep("--ema", ema.map { $0 > 0 ? $0 : 0 }, saved.emaDecay ?? 0)
         try keep("--resize-from", resizeFrom, saved.resizeFrom ?? 0)
+        try keep("--train-size", trainSize, saved.trainSize ?? saved.imageSize)
         var c = saved
         var applied: [String] = []
         func apply<T: Equatable>(_ option: String, _ given: T?, _ field: WritableKeyPath<TrainingConfig, T>) {

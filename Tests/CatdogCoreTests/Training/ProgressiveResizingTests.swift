@@ -18,6 +18,13 @@ final class ProgressiveResizingTests: XCTestCase {
         config.resizeFrom = 64
         let fractions = [0, 0.18, 0.19, 0.5, 0.74, 0.75, 1.0]
         XCTAssertEqual(fractions.map { config.trainingSize(atFraction: $0) }, [64, 64, 80, 96, 112, 128, 128])
+        // With a training size below the image size the growth ends there (at 3/4 all the same).
+        config.imageSize = 160
+        config.trainSize = 128
+        XCTAssertEqual(fractions.map { config.trainingSize(atFraction: $0) }, [64, 64, 80, 96, 112, 128, 128])
+        config.resizeFrom = nil
+        XCTAssertEqual(fractions.map { config.trainingSize(atFraction: $0) }, [128, 128, 128, 128, 128, 128, 128])
+        XCTAssertTrue(config.trainsAtOtherSizes)
     }
 
     /// The resnet at 32 px built sharing the 64 px one's buffers uses the very same objects
@@ -70,7 +77,7 @@ final class ProgressiveResizingTests: XCTestCase {
         let straight = try temporaryFolder(self), resumed = try temporaryFolder(self)
         let first = try CLI.run(arguments(straight))
         XCTAssertEqual(first.status, 0, first.output)
-        XCTAssertTrue(first.stdout.contains("epoch 1: training at 16x16 (progressive resizing to 32x32; validation at 32)"), first.stdout)
+        XCTAssertTrue(first.stdout.contains("epoch 1: training at 16x16 (progressive resizing to 32x32; validation at 32x32)"), first.stdout)
         XCTAssertTrue(first.stdout.contains("epoch 4: training at 32x32"), first.stdout)
         let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
         XCTAssertEqual(try LoadedCheckpoint(path: middle).metadata.epochImageSize, 16)
@@ -87,6 +94,54 @@ final class ProgressiveResizingTests: XCTestCase {
         let refused = try CLI.run(["train", "--data", data, "--checkpoint-dir", try temporaryFolder(self), "--model", "vgg",
                                    "--image-size", "64", "--resize-from", "32"])
         XCTAssertEqual(refused.status, 64, refused.output)
-        XCTAssertTrue(refused.stderr.contains("progressive resizing needs a model with global pooling"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("training at another size than --image-size needs a model with global pooling"), refused.stderr)
+    }
+
+    /// `--train-size 24 --image-size 32`: every epoch trains at 24 px, validation and the
+    /// checkpoint are at 32 (the metadata's size; `evaluate` scores the best checkpoint at 32
+    /// to what training reported, 1e-4), a resume from update 3 ends bit-identical, and sizes
+    /// that cannot work are refused in one line.
+    func testARunTrainsAtItsTrainingSizeAndScoresAtTheImageSize() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        func arguments(_ folder: String, _ extra: [String] = []) -> [String] {
+            ["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "32", "--train-size", "24",
+             "--epochs", "2", "--batch-size", "24", "--patience", "0", "--checkpoint-every", "3", "--keep", "30"] + extra
+        }
+        let straight = try temporaryFolder(self), resumed = try temporaryFolder(self)
+        let first = try CLI.run(arguments(straight))
+        XCTAssertEqual(first.status, 0, first.output)
+        XCTAssertTrue(first.stdout.contains("epoch 1: training at 24x24 (validation at 32x32)"), first.stdout)
+        XCTAssertFalse(first.stdout.contains("epoch 2: training at"), "the size does not change: \(first.stdout)")
+        let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
+        XCTAssertEqual(try LoadedCheckpoint(path: middle).metadata.epochImageSize, 24)
+        let second = try CLI.run(arguments(resumed, ["--resume", middle]))
+        XCTAssertEqual(second.status, 0, second.output)
+        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+        let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
+        XCTAssertEqual(a.metadata.imageSize, 32)
+        XCTAssertEqual(a.metadata.config.trainSize, 24)
+        for name in a.file.tensors.keys.sorted() { XCTAssertEqual(try a.file.array(name), try b.file.array(name), name) }
+        XCTAssertEqual(a.metadata.history.map(\.val_loss), b.metadata.history.map(\.val_loss))
+        let best = try LoadedCheckpoint(path: straight + "/best.safetensors.zst")
+        let bestEpoch = try XCTUnwrap(best.metadata.history.min { $0.val_loss < $1.val_loss })
+        let evaluated = try CLI.run(["evaluate", "--checkpoint", straight + "/best.safetensors.zst", "--data", data,
+                                     "--validation-split", "--tta-flip", "--json"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.output)
+        let json = try JSONSerialization.jsonObject(with: Data(evaluated.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+        XCTAssertEqual(json["logloss"] as! Double, bestEpoch.val_loss, accuracy: 1e-4)
+        // `evaluate --image-size` scores at another size (here the training's): a score, not the same one.
+        let smaller = try CLI.run(["evaluate", "--checkpoint", straight + "/best.safetensors.zst", "--data", data,
+                                   "--validation-split", "--tta-flip", "--json", "--image-size", "24"])
+        XCTAssertEqual(smaller.status, 0, smaller.output)
+        let at24 = try JSONSerialization.jsonObject(with: Data(smaller.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+        XCTAssertEqual(at24["count"] as? Int, json["count"] as? Int)
+        XCTAssertNotEqual(at24["logloss"] as! Double, json["logloss"] as! Double)
+        for (extra, expected) in [(["--model", "resnet", "--train-size", "32"], "--train-size must be at least 16 and smaller than --image-size (32)"),
+                                  (["--model", "resnet", "--train-size", "24", "--resize-from", "24"], "--resize-from must be at least 16 and smaller than --train-size (24)"),
+                                  (["--model", "vgg", "--train-size", "24"], "--train-size: vgg has other weights at 24x24")] {
+            let refused = try CLI.run(["train", "--data", data, "--checkpoint-dir", try temporaryFolder(self), "--image-size", "32"] + extra)
+            XCTAssertEqual(refused.status, 64, "\(extra): \(refused.output)")
+            XCTAssertTrue(refused.stderr.contains(expected), "\(extra): \(refused.stderr)")
+        }
     }
 }

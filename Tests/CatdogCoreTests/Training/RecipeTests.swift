@@ -94,6 +94,9 @@ final class RecipeMetadataTests: XCTestCase {
         }
         XCTAssertEqual(problem { c, _ in c.resizeFrom = 4 }, "configuration: resize-from size 4 is outside 16...32")
         XCTAssertEqual(problem { c, _ in c.resizeFrom = 64 }, "configuration: resize-from size 64 is outside 16...32")
+        XCTAssertEqual(problem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
+        XCTAssertEqual(problem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
+        XCTAssertEqual(problem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
         XCTAssertEqual(problem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
     }
 }
