@@ -148,12 +148,25 @@ public struct Recipe: Sendable, Equatable {
     public var augmentation: Augmentation
     /// Seconds a run fills when it sets neither `--epochs` nor `--time-budget`.
     public var timeBudget: Double
+    /// Sizes for a model with global pooling when the command line names none of
+    /// `--image-size`, `--train-size` and `--resize-from`: training at `trainSize`, validation,
+    /// checkpoints and inference at `imageSize` (docs/results.md, "Scoring at a larger size").
+    public var imageSize: Int
+    public var trainSize: Int
 
     /// AdamW with decay 0.05, the weights' moving average at 0.999, flips, colour, crops and
-    /// scale jitter, for 30 minutes.
+    /// scale jitter, trained at 64 px and scored at 80, for 30 minutes.
     public static let standard = Recipe(optimizer: .adamw, weightDecay: 0.05, ema: 0.999,
                                         augmentation: Augmentation(flip: true, color: true, crop: true, scale: true),
-                                        timeBudget: 1800)
+                                        timeBudget: 1800, imageSize: 80, trainSize: 64)
+
+    /// Whether `model` takes the recipe's sizes: its weights are the same at both (global
+    /// pooling), so it can train at one and score at the other.
+    public func scoresLarger(_ model: String) -> Bool {
+        guard let train = try? ModelZoo.builder(model, imageSize: trainSize).counts(),
+              let score = try? ModelZoo.builder(model, imageSize: imageSize).counts() else { return false }
+        return train == score
+    }
 
     /// The global batch the recipe was measured at.
     public static let referenceBatch = 64

@@ -103,8 +103,9 @@ struct Train: ParsableCommand {
         Train at this input size, and validate, checkpoint and predict at --image-size: the same \
         crop of each image at more pixels, which suits a network trained on random crops (objects \
         look larger in them; "FixRes"). E.g. --train-size 64 --image-size 80. With --resize-from, \
-        the growth ends at this size. For models with global pooling (resnet). (default: \
-        --image-size)
+        the growth ends at this size. For models with global pooling (resnet). (default: a run \
+        from scratch of resnet that names none of --image-size, --train-size and --resize-from \
+        trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize); else --image-size)
         """)
     var trainSize: Int?
 
@@ -309,6 +310,11 @@ struct Train: ParsableCommand {
         if let labelSmoothing { c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil }
         c.resizeFrom = resizeFrom
         c.trainSize = trainSize
+        // The recipe's sizes (trained at 64, scored at 80) where the command line names none.
+        if lite == nil, shape.givenImageSize == nil, trainSize == nil, resizeFrom == nil, Recipe.standard.scoresLarger(model) {
+            c.imageSize = Recipe.standard.imageSize
+            c.trainSize = Recipe.standard.trainSize
+        }
         c.validationTTA = (valTta ?? .flip) == .flip
         // The recipe, for what the user did not set, and its length when none is named
         // (transfer learning has its own defaults).
@@ -557,7 +563,7 @@ struct Train: ParsableCommand {
     /// The run's set-up as the log's opening lines: model and recipe, the batch split,
     /// gradient compression, and memory per rank.
     func describeRun(_ trainer: Trainer, config: TrainingConfig, comm: Communicator, activationBudget: Int, log: RankLog) {
-        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
+        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
         if shape.givenBatchSize == nil, trainer.globalStep == 0, let advice = Recipe.smallBatchAdvice(globalBatch: config.globalBatch, ranks: comm.size) {
             log.info(advice)
         }

@@ -33,7 +33,7 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--val-fraction", "1"], saying: "--val-fraction must be in (0, 1)")
         assertRefused(Train.self, base + ["--ema", "1"], saying: "--ema must be in [0, 1)")
         assertRefused(Train.self, base + ["--balance", "fast"], saying: "is not `even`, `auto` or weights")
-        assertRefused(Train.self, base + ["--resize-from", "32", "--model", "vgg"], saying: "progressive resizing needs a model with global pooling")
+        assertRefused(Train.self, base + ["--resize-from", "32", "--model", "vgg"], saying: "training at another size than --image-size needs a model with global pooling")
         assertRefused(Train.self, base + ["--freeze", "until:3"], saying: "resnet trains from scratch")
         assertRefused(Train.self, base + ["--model", "alexnet"], saying: "alexnet")
         // Each EfficientNet-Lite's own blocks bound --freeze until:N.
@@ -114,6 +114,20 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNil(lite.ema)
         XCTAssertNil(lite.timeBudget)
         XCTAssertNil(lite.fillsBudget)
+        XCTAssertNil(lite.trainSize, "transfer learning keeps its own size")
+        // The recipe's sizes (trained at 64, scored at 80) where none is named, for a model
+        // with global pooling; any size option given, or a model without, leaves them.
+        let sizes: [([String], image: Int, train: Int?)] = [
+            ([], r.imageSize, r.trainSize), (["--epochs", "3"], 80, 64),
+            (["--image-size", "64"], 64, nil), (["--image-size", "96"], 96, nil),
+            (["--train-size", "48"], 64, 48), (["--resize-from", "32"], 64, nil),
+            (["--model", "vgg"], 64, nil), (["--model", "simple"], 64, nil),
+        ]
+        for (extra, image, train) in sizes {
+            let c = try config(extra)
+            XCTAssertEqual(c.imageSize, image, "\(extra)")
+            XCTAssertEqual(c.trainSize, train, "\(extra)")
+        }
     }
 
     /// Above the recipe's global batch of 64, what is left open scales with k = B/64: the
