@@ -356,6 +356,17 @@ extension CheckpointMetadata {
             epochImageSize.flatMap { L.check("epoch image size", $0, 16...imageSize) },
         ]
         if let problem = position.lazy.compactMap({ $0 }).first { return problem }
+        // Training at other sizes (progressive resizing, --train-size, a resumed epoch's size)
+        // needs weights that do not depend on the size: global pooling.
+        let otherSizes = Set([config.resizeFrom, config.trainSize, epochImageSize].compactMap { $0 }).subtracting([imageSize])
+        if !otherSizes.isEmpty {
+            let full = try? ModelZoo.builder(model, imageSize: imageSize).counts()
+            for size in otherSizes.sorted() {
+                guard let full, let counts = try? ModelZoo.builder(model, imageSize: size).counts(), counts == full else {
+                    return "it trains \(model) at \(size)x\(size), whose weights differ from those at \(imageSize)x\(imageSize)"
+                }
+            }
+        }
         // (Ranks may outnumber the batch in a checkpoint of feature extraction, which has no batches.)
         guard globalBatch == config.globalBatch else { return "batch \(globalBatch) differs from its configuration's \(config.globalBatch)" }
         // Every optimizer's hyperparameters (momentum, betas, rho, epsilon, nesterov) lie in [0, 1].

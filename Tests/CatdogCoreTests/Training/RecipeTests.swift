@@ -86,7 +86,17 @@ final class RecipeMetadataTests: XCTestCase {
             return m.problem
         }
         XCTAssertNil(problem { _, _ in })
-        XCTAssertNil(problem { c, m in c.ema = 0.999; c.resizeFrom = 16; m.epochImageSize = 16 })
+        XCTAssertNil(problem { c, _ in c.ema = 0.999 })
+        // resnet (global pooling) may train at other sizes.
+        let resnet = try ModelZoo.build("resnet", imageSize: 32)
+        var resnetConfig = config
+        resnetConfig.model = "resnet"
+        resnetConfig.resizeFrom = 16
+        resnetConfig.trainSize = 24
+        var resized = CheckpointMetadata(model: resnet, config: resnetConfig, preprocessing: Preprocessing(imageSize: 32), history: [],
+                                         bestValidationLoss: nil, finished: false, ranks: 1)
+        resized.epochImageSize = 16
+        XCTAssertNil(resized.problem)
         // Refused, naming the number and its range (RunLimits).
         for bad in [1.0, -0.5, .nan] {
             let message = problem { c, _ in c.ema = bad }
@@ -97,6 +107,10 @@ final class RecipeMetadataTests: XCTestCase {
         XCTAssertEqual(problem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
         XCTAssertEqual(problem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
         XCTAssertEqual(problem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
+        // The simple net's dense layer depends on the size: it cannot train at another one.
+        XCTAssertEqual(problem { c, _ in c.trainSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
+        XCTAssertEqual(problem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
+        XCTAssertEqual(problem { _, m in m.epochImageSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
         XCTAssertEqual(problem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
     }
 }
