@@ -1,3 +1,4 @@
+import CatdogRun
 import XCTest
 
 /// Fails unless `a` and `b` have the same length and every pair is within
@@ -18,4 +19,12 @@ func assertClose(_ a: [Float], _ b: [Float], absolute: Float, relative: Float = 
     if worst.index >= 0 {
         XCTFail("\(message): element \(worst.index) differs: \(a[worst.index]) vs \(b[worst.index])", file: file, line: line)
     }
+}
+
+/// Two runs' last checkpoints hold the same tensors, bit for bit, and the same validation
+/// losses: what a bit-exact resume promises.
+func assertSameTensorsAndHistory(_ a: LoadedCheckpoint, _ b: LoadedCheckpoint, file: StaticString = #filePath, line: UInt = #line) throws {
+    XCTAssertEqual(a.file.tensors.keys.sorted(), b.file.tensors.keys.sorted(), file: file, line: line)
+    for name in a.file.tensors.keys.sorted() { XCTAssertEqual(try a.file.array(name), try b.file.array(name), name, file: file, line: line) }
+    XCTAssertEqual(a.metadata.history.map(\.val_loss), b.metadata.history.map(\.val_loss), file: file, line: line)
 }
