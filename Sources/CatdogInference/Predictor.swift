@@ -77,6 +77,34 @@ public final class Predictor {
         return results.map { $0! }
     }
 
+    /// Precise BatchNorm at this predictor's size (see `Network.recalibrateBatchNorm`): the
+    /// moving statistics re-estimated from `paths` prepared as scoring prepares them (the centred
+    /// crop, every other image mirrored), in batches of `batchSize`. Unreadable images are left
+    /// out. Returns the images used; the statistics are this process's alone (average them
+    /// across ranks, weighted by this count).
+    @discardableResult
+    public func recalibrateBatchNorm(_ paths: [String]) -> Int {
+        let sampleSize = network.inputShape.count
+        var next = 0
+        return network.recalibrateBatchNorm(maxBatch: batchSize) { input in
+            var written = 0
+            while written == 0 && next < paths.count {
+                let chunk = next..<min(next + batchSize, paths.count)
+                next = chunk.upperBound
+                let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { _ in 0 })
+                store.decode(Array(paths[chunk]), indices: 0..<chunk.count, fit: preprocessing.fit)
+                for index in 0..<chunk.count where store.valid[index] == 1 {
+                    var random = Random(seed: 0)
+                    let sample = input + written * sampleSize
+                    store.writeSample(index, to: sample, preprocessing: preprocessing, augmentation: .none, random: &random)
+                    if (chunk.lowerBound + index) % 2 == 1 { ImageStore.mirror(sample, size: preprocessing.imageSize) }
+                    written += 1
+                }
+            }
+            return written
+        }
+    }
+
     /// What the ONNX model takes for each image (see `ONNXExport`): its RGB pixel values 0–255
     /// after decoding, resizing and the centre crop, (size, size, 3) per image in a row; images
     /// that cannot be read are left out and reported.

@@ -25,14 +25,47 @@ struct Evaluate: ParsableCommand {
     @Flag(help: "Score only the validation images that the checkpoint's training run held out of --data (its seed and --val-fraction).")
     var validationSplit = false
 
+    @Option(help: "Before scoring, re-estimate the BatchNorm statistics at the scoring size (precise BatchNorm) from this many images of the checkpoint's training part of --data, spread evenly over it. It pays when scoring at another --image-size than the model trained at. (default: 0, the statistics as trained)")
+    var recalibrate = 0
+
     @Flag(help: "Print one JSON object.")
     var json = false
+
+    func validate() throws {
+        guard (0...1_000_000).contains(recalibrate) else {
+            throw ValidationError("--recalibrate takes a number of images from 0 to 1000000, not \(recalibrate)")
+        }
+    }
 
     func run() throws {
         try runDistributed(announce: false) { comm in
             try compute.apply()
             let predictor = try model.predictor()
             var files = try DataFolder.labeledFiles(in: data)
+            if recalibrate > 0 {
+                guard predictor.network.hasTrainableBatchNorm else {
+                    if comm.rank == 0 {
+                        printError("checkpoint \(model.checkpoint): \(predictor.checkpoint.metadata.model) has no BatchNorm layer whose statistics --recalibrate could re-estimate; leave it out")
+                    }
+                    throw ExitCode(1)
+                }
+                let config = predictor.checkpoint.metadata.config
+                let train = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).train
+                // Spread evenly over the (sorted) list, so each class is in it in its share.
+                let n = min(recalibrate, train.count)
+                let chosen = (0..<n).map { train[$0 * train.count / n].path }
+                let mine = Array(chosen[comm.block(of: chosen.count)])
+                let used = predictor.recalibrateBatchNorm(mine)
+                let state = predictor.network.state
+                var total = [Double(used)]
+                try comm.allReduceSum(&total)
+                if total[0] > 0 {
+                    for i in 0..<state.count { state.pointer[i] *= Float(used) }
+                    try comm.allReduceSum(state.pointer, count: state.count)
+                    for i in 0..<state.count { state.pointer[i] /= Float(total[0]) }
+                }
+                if comm.rank == 0 { printError("BatchNorm statistics re-estimated from \(Int(total[0])) training images at \(predictor.preprocessing.imageSize) px") }
+            }
             if validationSplit {
                 let config = predictor.checkpoint.metadata.config
                 files = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation

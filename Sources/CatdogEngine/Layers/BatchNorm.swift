@@ -138,6 +138,9 @@ public final class BatchNorm: Layer {
                 if ghost {
                     meanSum[ch] += Float(sum[ch] * context.groupWeight)
                     varianceSum[ch] += Float(variance * context.groupWeight)
+                } else if let w = context.statisticsWeight {
+                    movingMean[ch] = movingMean[ch] * (1 - w) + Float(sum[ch]) * w
+                    movingVariance[ch] = movingVariance[ch] * (1 - w) + Float(variance) * w
                 } else {
                     movingMean[ch] = movingMean[ch] * momentum + Float(sum[ch]) * (1 - momentum)
                     movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)

@@ -47,6 +47,9 @@ public struct PassContext: Sendable {
     /// groups in the global batch. The ranks' moving statistics then average to those of all
     /// the groups, whichever rank held which.
     public var groupWeight = 1.0
+    /// Re-estimating the moving statistics (precise BatchNorm, `Network.recalibrateBatchNorm`):
+    /// they move toward this pass's by this weight instead of by 1 − momentum.
+    public var statisticsWeight: Float? = nil
 
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0) {
         self.training = training

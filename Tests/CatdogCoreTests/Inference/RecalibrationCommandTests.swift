@@ -1,0 +1,51 @@
+import Foundation
+import XCTest
+
+/// `evaluate --recalibrate N` (precise BatchNorm at the scoring size) on a resnet trained for
+/// the purpose (32 px, one epoch on 80 images: it need not be good, only real).
+final class RecalibrationCommandTests: XCTestCase {
+    private func logloss(_ result: CLIResult, _ what: String) throws -> Double {
+        XCTAssertEqual(result.status, 0, "\(what): \(result.output)")
+        let line = try XCTUnwrap(result.stdout.split(separator: "\n").last, "\(what): no output")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(what): \(line)")
+        return try XCTUnwrap(json["logloss"] as? Double, "\(what): \(line)")
+    }
+
+    /// Re-estimated from 64 training images, the statistics change the score at 48 px; two ranks
+    /// (32 images each, one batch) give one process's score (two batches of the same 32) to
+    /// 1e-5; a negative count is refused before any work, in one line.
+    func testRecalibratedScoresAgreeAcrossRanksAndDifferFromTheTrainedStatistics() throws {
+        let images = try sharedSubset(self, perClass: 40)
+        let run = try temporaryFolder(self) + "/run"
+        let trained = try CLI.run(["train", "--data", images, "--checkpoint-dir", run, "--model", "resnet",
+                                   "--image-size", "32", "--epochs", "1", "--batch-size", "16"])
+        XCTAssertEqual(trained.status, 0, trained.output)
+        let evaluate = ["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", images,
+                        "--validation-split", "--image-size", "48", "--json"]
+        let plain = try logloss(try CLI.run(evaluate), "as trained")
+        let oneResult = try CLI.run(evaluate + ["--recalibrate", "64"])
+        let one = try logloss(oneResult, "recalibrated, one process")
+        XCTAssertTrue(oneResult.stderr.contains("BatchNorm statistics re-estimated from 64 training images at 48 px"), oneResult.stderr)
+        let two = try logloss(try CLI.run(evaluate + ["--recalibrate", "64"], ranks: 2), "recalibrated, two ranks")
+        XCTAssertGreaterThan(abs(one - plain), 1e-4, "the statistics should matter: \(one) against \(plain)")
+        XCTAssertEqual(two, one, accuracy: 1e-5)
+
+        let refused = try CLI.run(evaluate + ["--recalibrate", "-3"])
+        XCTAssertEqual(refused.status, 64, refused.output)
+        XCTAssertTrue(refused.stderr.contains("--recalibrate"), refused.stderr)
+        XCTAssertFalse(refused.stderr.contains("Fatal error"), refused.stderr)
+    }
+
+    /// A model without BatchNorm has nothing to re-estimate: one line naming the checkpoint.
+    func testAModelWithoutBatchNormIsRefused() throws {
+        let images = try sharedSubset(self, perClass: 10)
+        let run = try temporaryFolder(self) + "/run"
+        let trained = try CLI.run(["train", "--data", images, "--checkpoint-dir", run, "--model", "simple",
+                                   "--image-size", "32", "--epochs", "1", "--batch-size", "8"])
+        XCTAssertEqual(trained.status, 0, trained.output)
+        let result = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", images, "--recalibrate", "10"])
+        XCTAssertEqual(result.status, 1, result.output)
+        XCTAssertTrue(result.stderr.contains("has no BatchNorm layer"), result.stderr)
+        XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+    }
+}
