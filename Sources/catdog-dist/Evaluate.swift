@@ -59,11 +59,15 @@ struct Evaluate: ParsableCommand {
                 let state = predictor.network.state
                 var total = [Double(used)]
                 try comm.allReduceSum(&total)
-                if total[0] > 0 {
-                    for i in 0..<state.count { state.pointer[i] *= Float(used) }
-                    try comm.allReduceSum(state.pointer, count: state.count)
-                    for i in 0..<state.count { state.pointer[i] /= Float(total[0]) }
+                guard total[0] > 0 else {
+                    if comm.rank == 0 {
+                        printError("no image of the training part of \(data) (\(train.count) images at the checkpoint's --val-fraction) could be read to re-estimate the BatchNorm statistics: pass the folder the model trained on, or leave out --recalibrate")
+                    }
+                    throw ExitCode(1)
                 }
+                for i in 0..<state.count { state.pointer[i] *= Float(used) }
+                try comm.allReduceSum(state.pointer, count: state.count)
+                for i in 0..<state.count { state.pointer[i] /= Float(total[0]) }
                 if comm.rank == 0 { printError("BatchNorm statistics re-estimated from \(Int(total[0])) training images at \(predictor.preprocessing.imageSize) px") }
             }
             if validationSplit {

@@ -34,6 +34,16 @@ final class RecalibrationCommandTests: XCTestCase {
         XCTAssertEqual(refused.status, 64, refused.output)
         XCTAssertTrue(refused.stderr.contains("--recalibrate"), refused.stderr)
         XCTAssertFalse(refused.stderr.contains("Fatal error"), refused.stderr)
+
+        // Training images none of which decodes: nothing to measure, said in one line, exit 1.
+        let broken = try temporaryFolder(self)
+        for name in ["cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpg"] {
+            try Data("not a JPEG".utf8).write(to: URL(fileURLWithPath: broken + "/" + name))
+        }
+        let unreadable = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", broken, "--recalibrate", "10"], ranks: 2)
+        XCTAssertEqual(unreadable.status, 1, unreadable.output)
+        XCTAssertTrue(unreadable.stderr.contains("could be read to re-estimate the BatchNorm statistics"), unreadable.stderr)
+        XCTAssertEqual(unreadable.stderr.split(separator: "\n").filter { $0.contains("re-estimate") }.count, 1, unreadable.stderr)
     }
 
     /// A model without BatchNorm has nothing to re-estimate: one line naming the checkpoint.
