@@ -1,5 +1,6 @@
 import ArgumentParser
 import CatdogData
+import CatdogDistributed
 import CatdogEngine
 import CatdogInference
 import Foundation
@@ -42,37 +43,11 @@ struct Evaluate: ParsableCommand {
             try compute.apply()
             let predictor = try model.predictor()
             var files = try DataFolder.labeledFiles(in: data)
-            if recalibrate > 0 {
-                guard predictor.network.hasTrainableBatchNorm else {
-                    if comm.rank == 0 {
-                        printError("checkpoint \(model.checkpoint): \(predictor.checkpoint.metadata.model) has no BatchNorm layer whose statistics --recalibrate could re-estimate; leave it out")
-                    }
-                    throw ExitCode(1)
-                }
+            if recalibrate > 0 || validationSplit {
                 let config = predictor.checkpoint.metadata.config
-                let train = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).train
-                // Spread evenly over the (sorted) list, so each class is in it in its share.
-                let n = min(recalibrate, train.count)
-                let chosen = (0..<n).map { train[$0 * train.count / n].path }
-                let mine = Array(chosen[comm.block(of: chosen.count)])
-                let used = predictor.recalibrateBatchNorm(mine)
-                let state = predictor.network.state
-                var total = [Double(used)]
-                try comm.allReduceSum(&total)
-                guard total[0] > 0 else {
-                    if comm.rank == 0 {
-                        printError("no image of the training part of \(data) (\(train.count) images at the checkpoint's --val-fraction) could be read to re-estimate the BatchNorm statistics: pass the folder the model trained on, or leave out --recalibrate")
-                    }
-                    throw ExitCode(1)
-                }
-                for i in 0..<state.count { state.pointer[i] *= Float(used) }
-                try comm.allReduceSum(state.pointer, count: state.count)
-                for i in 0..<state.count { state.pointer[i] /= Float(total[0]) }
-                if comm.rank == 0 { printError("BatchNorm statistics re-estimated from \(Int(total[0])) training images at \(predictor.preprocessing.imageSize) px") }
-            }
-            if validationSplit {
-                let config = predictor.checkpoint.metadata.config
-                files = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation
+                let split = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed)
+                if recalibrate > 0 { try recalibrateBatchNorm(predictor, from: split.train, comm) }
+                if validationSplit { files = split.validation }
             }
             let block = comm.block(of: files.count)
             let mine = Array(files[block])
@@ -108,5 +83,33 @@ struct Evaluate: ParsableCommand {
             print("  true cat    \(String(e.confusion[0][0]).leftPadded(13))  \(String(e.confusion[0][1]).leftPadded(13))")
             print("  true dog    \(String(e.confusion[1][0]).leftPadded(13))  \(String(e.confusion[1][1]).leftPadded(13))")
         }
+    }
+
+    /// `--recalibrate`: the BatchNorm statistics re-estimated from `recalibrate` of `train`
+    /// (spread evenly over the sorted list, so each class is in it in its share), each rank
+    /// measuring its block, the ranks' statistics averaged by the images each read.
+    private func recalibrateBatchNorm(_ predictor: Predictor, from train: [LabeledFile], _ comm: Communicator) throws {
+        guard predictor.network.hasTrainableBatchNorm else {
+            if comm.rank == 0 {
+                printError("checkpoint \(model.checkpoint): \(predictor.checkpoint.metadata.model) has no BatchNorm layer whose statistics --recalibrate could re-estimate; leave it out")
+            }
+            throw ExitCode(1)
+        }
+        let n = min(recalibrate, train.count)
+        let chosen = (0..<n).map { train[$0 * train.count / n].path }
+        let used = predictor.recalibrateBatchNorm(Array(chosen[comm.block(of: chosen.count)]))
+        var total = [Double(used)]
+        try comm.allReduceSum(&total)
+        guard total[0] > 0 else {
+            if comm.rank == 0 {
+                printError("no image of the training part of \(data) (\(train.count) images at the checkpoint's --val-fraction) could be read to re-estimate the BatchNorm statistics: pass the folder the model trained on, or leave out --recalibrate")
+            }
+            throw ExitCode(1)
+        }
+        let state = predictor.network.state
+        for i in 0..<state.count { state.pointer[i] *= Float(used) }
+        try comm.allReduceSum(state.pointer, count: state.count)
+        for i in 0..<state.count { state.pointer[i] /= Float(total[0]) }
+        if comm.rank == 0 { printError("BatchNorm statistics re-estimated from \(Int(total[0])) training images at \(predictor.preprocessing.imageSize) px") }
     }
 }
