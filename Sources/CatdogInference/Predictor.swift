@@ -15,6 +15,7 @@ public final class Predictor {
     /// needs about 150 MB an image).
     public let batchSize: Int
     public static let defaultActivationBudget = 512 << 20
+    private let activationBudget: Int
 
     /// `imageSize`: score at this input size instead of the training's (the same field of view
     /// at more or fewer pixels; the crop margin scales with it), for models with global pooling.
@@ -29,6 +30,7 @@ public final class Predictor {
         }
         guard batchSize > 0 else { throw CheckpointUseError(description: "the batch size must be positive, not \(batchSize)") }
         self.batchSize = max(1, min(batchSize, activationBudget / max(network.inferenceBytesPerSample(), 1)))
+        self.activationBudget = activationBudget
     }
 
     public struct CheckpointUseError: Error, CustomStringConvertible {
@@ -77,14 +79,23 @@ public final class Predictor {
         return results.map { $0! }
     }
 
+    /// Images a pass of `recalibrateBatchNorm` takes: `batchSize`, or as many as training's
+    /// buffers for them fit the activation budget.
+    public var recalibrationBatch: Int {
+        max(1, min(batchSize, activationBudget / max(network.activationBytesPerSample, 1)))
+    }
+
     /// Precise BatchNorm at this predictor's size (see `Network.recalibrateBatchNorm`): the
     /// moving statistics re-estimated from `paths` prepared as scoring prepares them (the centred
-    /// crop, every other image mirrored), in batches of `batchSize`. Unreadable images are left
-    /// out. Returns the images used; the statistics are this process's alone (average them
-    /// across ranks, weighted by this count).
+    /// crop, every other image mirrored), in batches of `batchSize` or fewer where training's
+    /// buffers for them would not fit the activation budget (a forward pass in training mode
+    /// keeps every activation: EfficientNet-Lite2 at 296 px needs about 211 MiB an image).
+    /// Unreadable images are left out. Returns the images used; the statistics are this
+    /// process's alone (average them across ranks, weighted by this count).
     @discardableResult
     public func recalibrateBatchNorm(_ paths: [String]) -> Int {
         let sampleSize = network.inputShape.count
+        let batchSize = recalibrationBatch
         var next = 0
         return network.recalibrateBatchNorm(maxBatch: batchSize) { input in
             var written = 0

@@ -1,3 +1,5 @@
+import CatdogInference
+import CatdogRun
 import Foundation
 import XCTest
 
@@ -29,6 +31,15 @@ final class RecalibrationCommandTests: XCTestCase {
         let two = try logloss(try CLI.run(evaluate + ["--recalibrate", "64"], ranks: 2), "recalibrated, two ranks")
         XCTAssertGreaterThan(abs(one - plain), 1e-4, "the statistics should matter: \(one) against \(plain)")
         XCTAssertEqual(two, one, accuracy: 1e-5)
+
+        // A pass in training mode keeps every activation: its batch shrinks to fit the budget.
+        let checkpoint = try LoadedCheckpoint(path: run + "/best.safetensors.zst")
+        let roomy = try Predictor(checkpoint: checkpoint, imageSize: 48)
+        XCTAssertEqual(roomy.recalibrationBatch, 32)
+        let perImage = roomy.network.activationBytesPerSample
+        XCTAssertGreaterThan(perImage, roomy.network.inferenceBytesPerSample())
+        let tight = try Predictor(checkpoint: checkpoint, activationBudget: 3 * perImage + perImage / 2, imageSize: 48)
+        XCTAssertEqual(tight.recalibrationBatch, 3)
 
         let refused = try CLI.run(evaluate + ["--recalibrate", "-3"])
         XCTAssertEqual(refused.status, 64, refused.output)
