@@ -13,15 +13,22 @@ final class RecalibrationCommandTests: XCTestCase {
         return try XCTUnwrap(json["logloss"] as? Double, "\(what): \(line)")
     }
 
+    /// `model` trained at 32 px for one epoch on the first `perClass` cats and dogs: the folder
+    /// of images and the run folder.
+    private func trainedRun(_ model: String, perClass: Int, batch: Int) throws -> (images: String, run: String) {
+        let images = try sharedSubset(self, perClass: perClass)
+        let run = try temporaryFolder(self) + "/run"
+        let trained = try CLI.run(["train", "--data", images, "--checkpoint-dir", run, "--model", model,
+                                   "--image-size", "32", "--epochs", "1", "--batch-size", "\(batch)"])
+        XCTAssertEqual(trained.status, 0, trained.output)
+        return (images, run)
+    }
+
     /// Re-estimated from 64 training images, the statistics change the score at 48 px; two ranks
     /// (32 images each, one batch) give one process's score (two batches of the same 32) to
     /// 1e-5; a negative count is refused before any work, in one line.
     func testRecalibratedScoresAgreeAcrossRanksAndDifferFromTheTrainedStatistics() throws {
-        let images = try sharedSubset(self, perClass: 40)
-        let run = try temporaryFolder(self) + "/run"
-        let trained = try CLI.run(["train", "--data", images, "--checkpoint-dir", run, "--model", "resnet",
-                                   "--image-size", "32", "--epochs", "1", "--batch-size", "16"])
-        XCTAssertEqual(trained.status, 0, trained.output)
+        let (images, run) = try trainedRun("resnet", perClass: 40, batch: 16)
         let evaluate = ["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", images,
                         "--validation-split", "--image-size", "48", "--json"]
         let plain = try logloss(try CLI.run(evaluate), "as trained")
@@ -59,11 +66,7 @@ final class RecalibrationCommandTests: XCTestCase {
 
     /// A model without BatchNorm has nothing to re-estimate: one line naming the checkpoint.
     func testAModelWithoutBatchNormIsRefused() throws {
-        let images = try sharedSubset(self, perClass: 10)
-        let run = try temporaryFolder(self) + "/run"
-        let trained = try CLI.run(["train", "--data", images, "--checkpoint-dir", run, "--model", "simple",
-                                   "--image-size", "32", "--epochs", "1", "--batch-size", "8"])
-        XCTAssertEqual(trained.status, 0, trained.output)
+        let (images, run) = try trainedRun("simple", perClass: 10, batch: 8)
         let result = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", images, "--recalibrate", "10"])
         XCTAssertEqual(result.status, 1, result.output)
         XCTAssertTrue(result.stderr.contains("has no BatchNorm layer"), result.stderr)
