@@ -62,12 +62,7 @@ public final class Predictor {
             let good = (0..<chunk.count).filter { store.valid[$0] == 1 }
             var sums = [Double](repeating: 0, count: good.count)
             for view in views {
-                for (slot, index) in good.enumerated() {
-                    var random = Random(seed: 0)
-                    store.writeSample(index, to: network.input + slot * sampleSize, preprocessing: preprocessing,
-                                      augmentation: .none, random: &random, cropAt: view.crop)
-                    if view.flip { ImageStore.mirror(network.input + slot * sampleSize, size: preprocessing.imageSize) }
-                }
+                for (slot, index) in good.enumerated() { write(store, index, to: network.input + slot * sampleSize, view: view) }
                 let output = network.forward(batch: good.count, context: PassContext(training: false))
                 for slot in 0..<good.count { sums[slot] += BinaryCrossEntropy.sigmoid(Double(output[slot])) }
             }
@@ -77,6 +72,13 @@ public final class Predictor {
             start += chunk.count
         }
         return results.map { $0! }
+    }
+
+    /// Writes `view` of the image in `store`'s slot `index` to `sample`, as the network takes it.
+    private func write(_ store: ImageStore, _ index: Int, to sample: UnsafeMutablePointer<Float>, view: TestTimeView) {
+        var random = Random(seed: 0)
+        store.writeSample(index, to: sample, preprocessing: preprocessing, augmentation: .none, random: &random, cropAt: view.crop)
+        if view.flip { ImageStore.mirror(sample, size: preprocessing.imageSize) }
     }
 
     /// Images a pass of `recalibrateBatchNorm` takes: `batchSize`, or as many as training's
@@ -105,10 +107,7 @@ public final class Predictor {
                 let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { _ in 0 })
                 store.decode(Array(paths[chunk]), indices: 0..<chunk.count, fit: preprocessing.fit)
                 for index in 0..<chunk.count where store.valid[index] == 1 {
-                    var random = Random(seed: 0)
-                    let sample = input + written * sampleSize
-                    store.writeSample(index, to: sample, preprocessing: preprocessing, augmentation: .none, random: &random)
-                    if (chunk.lowerBound + index) % 2 == 1 { ImageStore.mirror(sample, size: preprocessing.imageSize) }
+                    write(store, index, to: input + written * sampleSize, view: TestTimeView(flip: (chunk.lowerBound + index) % 2 == 1))
                     written += 1
                 }
             }

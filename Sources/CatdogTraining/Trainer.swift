@@ -303,7 +303,7 @@ public final class Trainer {
     public func averageBatchNormState() throws {
         guard comm.size > 1, network.state.count > 0 else { return }
         // Frozen layers (fine-tuning) keep their statistics bit for bit.
-        guard network.nodes.contains(where: { ($0.layer as? BatchNorm).map { !$0.frozen } ?? false }) else { return }
+        guard network.hasTrainableBatchNorm else { return }
         let scale = 1 / Float(comm.size)
         for state in [network.state, emaState] where state.count > 0 {
             try comm.allReduceSum(state.pointer, count: state.count)
