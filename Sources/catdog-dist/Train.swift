@@ -105,7 +105,7 @@ struct Train: ParsableCommand {
         look larger in them; "FixRes"). E.g. --train-size 64 --image-size 80. With --resize-from, \
         the growth ends at this size. For models with global pooling (resnet). (default: a run \
         from scratch of resnet that names none of --image-size, --train-size and --resize-from \
-        trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize); else --image-size)
+        trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize), or, when it fills a budget         that holds at least \(Int(Recipe.standard.larger!.fromEpochs)) epochs of them on this machine (a few steps measure         its speed at the start; the log says), from \(Recipe.standard.larger!.resizeFrom) growing to         \(Recipe.standard.larger!.trainSize) and scores at \(Recipe.standard.larger!.imageSize); else --image-size)
         """)
     var trainSize: Int?
 
@@ -115,7 +115,7 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience) with --epochs, 0 in a run that fills its time budget; transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
 
-    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given. The recipe is the same whatever the length. (default: \(Int(Recipe.standard.timeBudget)) when --epochs is not given either; transfer learning: none)")
+    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given. The recipe is the same whatever the length, but for its sizes: a budget that holds enough epochs takes larger ones (see --train-size). (default: \(Int(Recipe.standard.timeBudget)) when --epochs is not given either; transfer learning: none)")
     var timeBudget: Double?
 
     @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout. (default: \(TrainingConfig().seed))")
@@ -310,7 +310,8 @@ struct Train: ParsableCommand {
         if let labelSmoothing { c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil }
         c.resizeFrom = resizeFrom
         c.trainSize = trainSize
-        // The recipe's sizes (trained at 64, scored at 80) where the command line names none.
+        // The recipe's sizes (trained at 64, scored at 80) where the command line names none;
+        // `recipeSizes` may take the larger ones for a run that fills its budget.
         if lite == nil, shape.givenImageSize == nil, trainSize == nil, resizeFrom == nil, Recipe.standard.scoresLarger(model) {
             c.imageSize = Recipe.standard.imageSize
             c.trainSize = Recipe.standard.trainSize
@@ -384,6 +385,7 @@ struct Train: ParsableCommand {
                     return
                 }
             }
+            if checkpoint == nil, leavesSizesOpen(config) { config = try recipeSizes(for: config, comm: comm, log: log) }
             let data = try loadData(config: config, preprocessing: preprocessing, comm: comm, log: log)
             let budget = try Trainer.agreedActivationBudget(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
@@ -408,6 +410,45 @@ struct Train: ParsableCommand {
             try finish(summary, trainer: trainer, store: store, checkpointMilliseconds: checkpointMilliseconds, config: config,
                        comm: comm, log: log)
         }
+    }
+
+    /// A run from scratch that fills its budget, names none of the sizes and trains a model
+    /// that can take the recipe's larger ones.
+    func leavesSizesOpen(_ config: TrainingConfig) -> Bool {
+        lite == nil && shape.givenImageSize == nil && trainSize == nil && resizeFrom == nil && config.fillsBudget == true
+            && Recipe.standard.takesLargerSizes(config.model)
+    }
+
+    /// The recipe's larger sizes when this machine trains enough epochs of them in the budget,
+    /// else `config`'s. The speed is measured before any image is decoded: a few steps of
+    /// synthetic images at the larger training size on every rank, the all-reduce included
+    /// (about two seconds on 2 ranks); rank 0's figure decides for all, and the log says what
+    /// it measured and chose. The run's checkpoints keep the sizes, so a resume does not measure again.
+    func recipeSizes(for config: TrainingConfig, comm: Communicator, log: RankLog) throws -> TrainingConfig {
+        guard let larger = Recipe.standard.larger, let budget = config.timeBudget,
+              let files = try? DataFolder.labeledFiles(in: data), !files.isEmpty else { return config }  // loadData reports a bad folder
+        let validation = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation.count
+        // At most 32 images a rank: the synthetic steps run without micro-batches.
+        let perRank = max(1, min(config.globalBatch / comm.size, 32))
+        var rate = 0.0
+        do {
+            rate = try Benchmark.run(model: config.model, imageSize: larger.trainSize, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
+                                     overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
+                                     hierarchical: config.hierarchicalAllReduce == true, convolution: compute.convolutionOptions,
+                                     communicator: comm).images_per_s
+        } catch {
+            log.info("sizes: could not measure this machine's speed (\(error)); training at \(config.trainSize ?? config.imageSize)x\(config.trainSize ?? config.imageSize)")
+        }
+        try withUnsafeMutableBytes(of: &rate) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
+        let epochs = larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: files.count - validation,
+                                   validationImages: validation, tta: config.validationTTA == true)
+        let takes = epochs >= larger.fromEpochs
+        let standard = "training at \(config.trainSize ?? config.imageSize) px, scored at \(config.imageSize)"
+        let grown = "training from \(larger.resizeFrom) px growing to \(larger.trainSize), scored at \(larger.imageSize)"
+        let measured = String(format: "at %.0f images/s at %dx%d (measured just now) the %.0f s budget holds ~%.0f epochs", rate, larger.trainSize, larger.trainSize, budget, epochs)
+        log.info(takes ? "sizes: \(grown): \(measured) of them, and \(Int(larger.fromEpochs)) or more pay for them (else \(standard.replacingOccurrences(of: "training at ", with: ""))); name --image-size, --train-size or --resize-from to choose"
+                       : "sizes: \(standard): \(measured) of \(grown.replacingOccurrences(of: "training from ", with: "")), fewer than the \(Int(larger.fromEpochs)) that pay for them; name --image-size, --train-size or --resize-from to choose")
+        return takes ? larger.applied(to: config) : config
     }
 
     /// The images of --data, checked or decoded into the node cache, with the log's account of
