@@ -136,7 +136,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Start a fresh run in a --checkpoint-dir that holds another run, deleting its checkpoints and metrics.")
     var overwrite = false
 
-    @Option(help: "Start from these weights (efficientnet-liteN: the file `catdog-dist import` wrote).")
+    @Option(help: "Start from these ImageNet weights: the file `catdog-dist import` wrote (transfer learning). (default --model: the network the file holds)")
     var initFrom: String?
 
     @Option(help: """
@@ -218,7 +218,16 @@ struct Train: ParsableCommand {
 
     var model: String { shape.model }
 
-    func validate() throws {
+    mutating func validate() throws {
+        // Without --model, the file `import` wrote names the network.
+        if shape.givenModel == nil, let initFrom {
+            let held: String
+            do { held = try LoadedCheckpoint(path: initFrom).metadata.model } catch { throw ValidationError("--init-from: \(error)") }
+            guard EfficientNetLite(model: held) != nil else {
+                throw ValidationError("--init-from \(initFrom) holds \(held), not ImageNet weights that `catdog-dist import` wrote (efficientnet-lite0, -lite1 or -lite2): to continue a run use --resume")
+            }
+            shape.givenModel = held
+        }
         if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
         guard keep > 0 else { throw ValidationError("--keep must be positive") }
         guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must be 0 or positive") }

@@ -47,6 +47,8 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--allreduce", "ring"], saying: "ring")
         assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
+        // Without --model, --init-from's file names the network: one that is not there is refused by name.
+        assertRefused(Train.self, base + ["--init-from", "/nonexistent/lite2.safetensors.zst"], saying: "--init-from: ")
     }
 
     /// What the command lines of the README and of docs/ parse to.

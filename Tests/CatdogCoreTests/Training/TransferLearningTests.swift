@@ -77,17 +77,20 @@ final class TransferLearningTests: XCTestCase {
         return (imported, try sharedSubset(self, perClass: 30), folder + "/run")
     }
 
-    /// `train --model efficientnet-lite0 --init-from` end to end on 60 images: features, head,
-    /// a checkpoint that `evaluate` reads. With ImageNet features even 54 training images
-    /// separate cats from dogs: validation accuracy ≥ 0.8 (6 images) and training accuracy ≥ 0.9.
-    /// The validation loss is mirror TTA's, as `evaluate --validation-split --tta-flip` scores it.
+    /// `train --init-from` (the model taken from the file: efficientnet-lite0) end to end on 60
+    /// images: features, head, a checkpoint that `evaluate` reads. With ImageNet features even 54
+    /// training images separate cats from dogs: validation accuracy ≥ 0.8 (6 images) and
+    /// training accuracy ≥ 0.9. The validation loss is mirror TTA's, as `evaluate
+    /// --validation-split --tta-flip` scores it.
     func testFeatureExtractionTrainsAHeadOnTwoRanks() throws {
         let (imported, data, run) = try importedWeightsAndSmallSet()
-        let result = try CLI.run(["train", "--model", "efficientnet-lite0", "--init-from", imported, "--data", data,
+        let result = try CLI.run(["train", "--init-from", imported, "--data", data,
                                   "--checkpoint-dir", run, "--freeze", "backbone", "--epochs", "40"], ranks: 2)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("features of 60 images"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("transfer learning: efficientnet-lite0"), result.stdout)
         let checkpoint = try LoadedCheckpoint(path: run + "/best.safetensors.zst")
+        XCTAssertEqual(checkpoint.metadata.model, "efficientnet-lite0")
         let best = try XCTUnwrap(checkpoint.metadata.history.min { $0.val_loss < $1.val_loss })
         XCTAssertGreaterThanOrEqual(best.val_acc, 0.8)
         XCTAssertGreaterThanOrEqual(checkpoint.metadata.history.last!.train_acc, 0.9)
