@@ -105,7 +105,10 @@ struct Train: ParsableCommand {
         look larger in them; "FixRes"). E.g. --train-size 64 --image-size 80. With --resize-from, \
         the growth ends at this size. For models with global pooling (resnet). (default: a run \
         from scratch of resnet that names none of --image-size, --train-size and --resize-from \
-        trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize), or, when it fills a budget         that holds at least \(Int(Recipe.standard.larger!.fromEpochs)) epochs of them on this machine (a few steps measure         its speed at the start; the log says), from \(Recipe.standard.larger!.resizeFrom) growing to         \(Recipe.standard.larger!.trainSize) and scores at \(Recipe.standard.larger!.imageSize); else --image-size)
+        trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize), or, when it fills a budget \
+        that holds at least \(Int(Recipe.standard.larger!.fromEpochs)) epochs of them on this machine (a few steps measure \
+        its speed at the start; the log says), from \(Recipe.standard.larger!.resizeFrom) growing to \
+        \(Recipe.standard.larger!.trainSize) and scores at \(Recipe.standard.larger!.imageSize); else --image-size)
         """)
     var trainSize: Int?
 
@@ -439,24 +442,28 @@ struct Train: ParsableCommand {
         let validation = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation.count
         // At most 32 images a rank: the synthetic steps run without micro-batches.
         let perRank = max(1, min(config.globalBatch / comm.size, 32))
-        var rate = 0.0
+        var rate = 0.0, failure = "no speed measured"
         do {
             rate = try Benchmark.run(model: config.model, imageSize: larger.trainSize, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
                                      overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
                                      hierarchical: config.hierarchicalAllReduce == true, convolution: compute.convolutionOptions,
                                      communicator: comm).images_per_s
-        } catch {
-            log.info("sizes: could not measure this machine's speed (\(error)); training at \(config.trainSize ?? config.imageSize)x\(config.trainSize ?? config.imageSize)")
-        }
+        } catch { failure = "\(error)" }
         try withUnsafeMutableBytes(of: &rate) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
+        let standard = "\(config.trainSize ?? config.imageSize) px, scored at \(config.imageSize)"
+        let grown = "\(larger.resizeFrom) px growing to \(larger.trainSize), scored at \(larger.imageSize)"
+        let choose = "name --image-size, --train-size or --resize-from to choose"
+        guard rate > 0 else {
+            log.info("sizes: training at \(standard): could not measure this machine's speed (\(failure)); \(choose)")
+            return config
+        }
         let epochs = larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: files.count - validation,
                                    validationImages: validation, tta: config.validationTTA == true)
         let takes = epochs >= larger.fromEpochs
-        let standard = "training at \(config.trainSize ?? config.imageSize) px, scored at \(config.imageSize)"
-        let grown = "training from \(larger.resizeFrom) px growing to \(larger.trainSize), scored at \(larger.imageSize)"
         let measured = String(format: "at %.0f images/s at %dx%d (measured just now) the %.0f s budget holds ~%.0f epochs", rate, larger.trainSize, larger.trainSize, budget, epochs)
-        log.info(takes ? "sizes: \(grown): \(measured) of them, and \(Int(larger.fromEpochs)) or more pay for them (else \(standard.replacingOccurrences(of: "training at ", with: ""))); name --image-size, --train-size or --resize-from to choose"
-                       : "sizes: \(standard): \(measured) of \(grown.replacingOccurrences(of: "training from ", with: "")), fewer than the \(Int(larger.fromEpochs)) that pay for them; name --image-size, --train-size or --resize-from to choose")
+        let least = Int(larger.fromEpochs)
+        log.info(takes ? "sizes: training from \(grown): \(measured) of them, and \(least) or more pay for them (else \(standard)); \(choose)"
+                       : "sizes: training at \(standard): \(measured) of \(grown), fewer than the \(least) that pay for them; \(choose)")
         return takes ? larger.applied(to: config) : config
     }
 

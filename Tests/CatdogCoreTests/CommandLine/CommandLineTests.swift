@@ -49,6 +49,11 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
         // Without --model, --init-from's file names the network: one that is not there is refused by name.
         assertRefused(Train.self, base + ["--init-from", "/nonexistent/lite2.safetensors.zst"], saying: "--init-from: ")
+        // A file that is not a checkpoint is refused by the checkpoint reader's own message.
+        let garbage = FileManager.default.temporaryDirectory.appendingPathComponent("init-from-\(getpid()).safetensors.zst").path
+        FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x41, count: 4096))
+        defer { try? FileManager.default.removeItem(atPath: garbage) }
+        assertRefused(Train.self, base + ["--init-from", garbage], saying: "--init-from: checkpoint \(garbage): not a readable .safetensors.zst file")
     }
 
     /// What the command lines of the README and of docs/ parse to.
@@ -169,6 +174,18 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(try XCTUnwrap(Recipe.smallBatchAdvice(globalBatch: 64, ranks: 64)).contains("computes 1 image a step"))
         for ranks in [1, 2, 4] { XCTAssertNil(Recipe.smallBatchAdvice(globalBatch: 64, ranks: ranks), "\(ranks) ranks take 16 or more images each") }
         XCTAssertNil(Recipe.smallBatchAdvice(globalBatch: 512, ranks: 64), "a batch of 512 is what the advice would suggest")
+    }
+
+    /// Every `--help` reads as prose: no run of spaces inside an option's description (a
+    /// line continuation in a help string that kept its indentation printed "budget         that").
+    func testHelpTextsHaveNoGapsInTheirDescriptions() {
+        for command in CatdogDist.configuration.subcommands {
+            for line in command.helpMessage(columns: 80).split(separator: "\n") where line.count > 26 {
+                let description = line.dropFirst(26).drop { $0 == " " }
+                XCTAssertNil(description.range(of: #"[^ ]  +[^ ]"#, options: .regularExpression),
+                             "catdog-dist \(command._commandName) --help: \(line)")
+            }
+        }
     }
 
     func testImportAndSubmitRefuseBeforeReadingAnything() {
