@@ -167,8 +167,8 @@ public struct Recipe: Sendable, Equatable {
         public var resizeFrom: Int
         public var trainSize: Int
         public var imageSize: Int
-        /// The fewest epochs the budget must hold for them: between the 20 where they lost
-        /// and the 40 where they won.
+        /// The fewest epochs the budget must hold for them: the fewest where they were
+        /// measured to win (30; they lost at 20, won at 40).
         public var fromEpochs: Double
 
         /// A configuration with these sizes (the rest of `config` kept).
