@@ -137,23 +137,34 @@ public final class Trainer {
         return max(1, (localBatch + passes - 1) / max(passes, 1))
     }
 
+    /// Micro-batch size when a rank may be given up to `largestShare` samples (shares by
+    /// speed) rather than its even `localBatch`: the even share's plan, or passes as large as
+    /// the budget holds up to the largest share when that is more, so that a fast rank's share
+    /// goes through in one pass where memory allows, not in a full pass and a small remainder.
+    public static func microBatch(localBatch: Int, largestShare: Int, bytesPerSample: Int,
+                                  budget: Int = defaultActivationBudget) -> Int {
+        let even = microBatch(localBatch: localBatch, bytesPerSample: bytesPerSample, budget: budget)
+        guard largestShare > localBatch else { return even }
+        return max(even, min(largestShare, budget / max(bytesPerSample, 1)))
+    }
+
     /// Training from scratch on the images of `data`: the network built from `config` and
     /// initialised by rank 0, one optimizer over all of it.
     public convenience init(config: TrainingConfig, communicator comm: Communicator, data: TrainingData, microBatch: Int? = nil,
                             activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
         let network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
+        let balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
+                                    group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
         let localBatch = config.globalBatch / comm.size
-        // Activations are planned for the even share; a larger one goes through in more micro-batches.
+        let largest = max(balancer.largestPossibleShare, localBatch, 1)
         let group = config.normalizationGroup(ranks: comm.size) ?? 1
         let planned = Trainer.activationBudget(activationBudget, less: Trainer.movingAverageBytes(config, network))
-        let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, bytesPerSample: network.activationBytesPerSample,
-                                                             budget: planned), group),
-                        max(localBatch, 1))
+        let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, largestShare: largest,
+                                                             bytesPerSample: network.activationBytesPerSample,
+                                                             budget: planned), group), largest)
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
                                               tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
-        let balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
-                                    group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
         let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: balancer.largestPossibleShare,
                                  sampleFloats: network.inputShape.count)
         try self.init(config: config, communicator: comm, network: network,

@@ -96,6 +96,14 @@ final class StreamingInputTests: XCTestCase {
         XCTAssertEqual(Trainer.microBatch(localBatch: 32, bytesPerSample: 1000), 32)
         // 23 would fit, but 16 + 16 is as few passes as 23 + 9 and evener.
         XCTAssertEqual(Trainer.microBatch(localBatch: 32, bytesPerSample: 1000, budget: 23_500), 16)
+        // Shares by speed may give a rank up to 60 samples: one pass where the budget holds
+        // them; else as many as it holds (not fewer than the even share's plan: 23 here, where
+        // the even share alone goes through in 16 + 16); an even split keeps the even plan.
+        XCTAssertEqual(Trainer.microBatch(localBatch: 32, largestShare: 60, bytesPerSample: 1000, budget: 100_000), 60)
+        XCTAssertEqual(Trainer.microBatch(localBatch: 32, largestShare: 60, bytesPerSample: 1000, budget: 44_500), 44)
+        XCTAssertEqual(Trainer.microBatch(localBatch: 32, largestShare: 60, bytesPerSample: 1000, budget: 23_500), 23)
+        XCTAssertEqual(Trainer.microBatch(localBatch: 32, largestShare: 32, bytesPerSample: 1000, budget: 44_500), 32)
+        XCTAssertEqual(Trainer.microBatch(localBatch: 64, largestShare: 64, bytesPerSample: 1000, budget: 44_500), 32)
         XCTAssertEqual(Trainer.activationBudget(availableBytes: 24 << 30, ranksOnMachine: 8), (24 << 30) / 8 / 12)
         XCTAssertEqual(Trainer.activationBudget(availableBytes: 1 << 30, ranksOnMachine: 8), 128 << 20)
         // The weights' moving average is counted in the plan, down to half the budget.
