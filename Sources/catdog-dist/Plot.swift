@@ -19,15 +19,20 @@ struct Plot: ParsableCommand {
     @Option(help: "Output SVG file.")
     var out = "curves.svg"
 
+    /// A run's metrics.jsonl holds one line of ~220 bytes an epoch: 100,000 epochs (the most a
+    /// run can have) take 22 MB. A larger file is not one of ours and is not read.
+    static let maxBytes = 64 << 20
+
     func run() throws {
-        guard let text = try? String(contentsOfFile: metrics, encoding: .utf8) else {
-            printError("cannot read \(metrics)")
+        let text: String
+        do { text = String(decoding: try readBoundedFile(metrics, limit: Plot.maxBytes), as: UTF8.self) } catch {
+            printError("cannot read \(printable(metrics)): \(error)")
             throw ExitCode(1)
         }
         var epochs: [EpochMetrics] = []
         for (number, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
             do { epochs.append(try JSONDecoder().decode(EpochMetrics.self, from: Data(line.utf8))) } catch {
-                printError("\(metrics) line \(number + 1) is not a metrics record: \(error)")
+                printError("\(printable(metrics)) line \(number + 1) is not a metrics record: \(printable(String(describing: error)))")
                 throw ExitCode(1)
             }
         }

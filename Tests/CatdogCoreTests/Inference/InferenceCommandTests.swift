@@ -200,4 +200,26 @@ final class InferenceCommandTests: XCTestCase {
             XCTAssertTrue(svg.texts.contains(label), "missing \(label)")
         }
     }
+
+    /// A metrics file is untrusted: one larger than any run writes (a sparse file of 65 MiB)
+    /// is refused before it is read, a FIFO is refused rather than waited on, and a line that
+    /// is no record is named in one line with its control characters escaped.
+    func testPlotRefusesFilesThatAreNoRunsMetrics() throws {
+        let folder = try temporaryFolder(self)
+        let large = folder + "/large.jsonl"
+        XCTAssertTrue(FileManager.default.createFile(atPath: large, contents: nil))
+        XCTAssertEqual(truncate(large, 65 << 20), 0)
+        let fifo = folder + "/fifo.jsonl"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let bad = folder + "/bad.jsonl"
+        try "{\"epoch\u{1b}[2J\": 1}\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        for (path, expected) in [(large, "bytes (limit 67108864)"), (fifo, "not a regular file"), (bad, "line 1 is not a metrics record")] {
+            let result = try CLI.run(["plot", path, "--out", folder + "/out.svg"])
+            XCTAssertEqual(result.status, 1, "plot \(path): \(result.output)")
+            XCTAssertTrue(result.stderr.contains(expected), "plot \(path): \(result.stderr)")
+            XCTAssertFalse(result.stderr.contains("\u{1b}"), "plot \(path) printed a raw escape: \(result.stderr)")
+            XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, "plot \(path): \(result.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/out.svg"))
+    }
 }
