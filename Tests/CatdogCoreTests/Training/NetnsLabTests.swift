@@ -140,6 +140,32 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertTrue(refused.stderr.value.contains("leave -np out of the command"), refused.stderr.value)
     }
 
+    /// The hostfile is untrusted: a "host" that would reach the agent as an option (`ssh
+    /// -oProxyCommand=...` runs a command) and slot counts outside 1...65536 or not numbers are
+    /// refused, naming the line, before any host is asked or the job started; nothing is run.
+    func testTrainUntilDoneRefusesAHostfileThatIsNoListOfHosts() throws {
+        let folder = try temporaryFolder(self)
+        let hostfile = folder + "/hosts", planted = folder + "/planted"
+        for (text, expected) in [
+            ("localhost slots=1\n-oProxyCommand=touch\\${IFS}\(planted) slots=1\n", "line 2: -oProxyCommand"),
+            ("localhost slots=99999999999999999999\n", "line 1: slots=99999999999999999999 is not a whole number from 1 to 65536"),
+            ("# none\nlocalhost slots=0\n", "line 2: slots=0 is not"),
+            ("localhost slots=two\n", "line 1: slots=two is not"),
+            ("local$(touch \(planted))host\n", "line 1:"),
+        ] {
+            try text.write(toFile: hostfile, atomically: true, encoding: .utf8)
+            let run = try BackgroundRun(script("train-until-done"), [
+                "--hostfile", hostfile, "--agent", "sh -c", "--", "mpirun", CLI.binary, "train",
+                "--data", folder, "--checkpoint-dir", folder + "/ck"])
+            run.waitForExit(upTo: 60)
+            XCTAssertEqual(run.process.terminationStatus, 2, "hostfile \(text.debugDescription): \(run.stderr.value)")
+            XCTAssertTrue(run.stderr.value.contains(expected), "hostfile \(text.debugDescription): \(run.stderr.value)")
+            XCTAssertTrue(run.stderr.value.contains("correct the hostfile"), run.stderr.value)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: planted), "a host name was run as a command")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/ck"), "the job started")
+    }
+
     func testACutLinkStopsTheJobAndTrainUntilDoneFinishesOnTheOtherHost() throws { try rehearse(.cut) }
 
     /// The same with PowerSGD on: the elastic restart onto one rank goes on with its error
