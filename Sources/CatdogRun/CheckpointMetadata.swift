@@ -151,6 +151,28 @@ public struct LoadedCheckpoint {
         try self.init(compressed: compressed, path: path)
     }
 
+    /// The model a checkpoint's header names, from the start of the file alone: the header is
+    /// checked as a whole read checks it, the tensors are neither read nor verified (a later
+    /// `init(path:)` does that).
+    public static func model(path: String) throws -> String {
+        var compressed: [UInt8] = []
+        do {
+            let file = try BoundedFileReader(path, limit: LoadedCheckpoint.maxCompressedBytes)
+            try file.read(min(file.size, LoadedCheckpoint.maxHeaderBytes + (1 << 20)), appendingTo: &compressed)
+        } catch {
+            throw CheckpointError(path: path, problem: "\(error)")
+        }
+        return try LoadedCheckpoint.readingErrors(path) {
+            let bytes = try LoadedCheckpoint.header(Zstd.Reader(compressed), path: path)
+            // `header` has parsed this JSON and found the model in it.
+            guard let object = try? JSONSerialization.jsonObject(with: Data(bytes[8...])) as? [String: Any],
+                  let metadata = object["__metadata__"] as? [String: String], let model = metadata["model"] else {
+                throw CheckpointError(path: path, problem: "a safetensors file, but not a catdog-dist checkpoint")
+            }
+            return model
+        }
+    }
+
     public static let maxCompressedBytes = 4 << 30
     /// The safetensors header of a checkpoint is JSON of a few hundred KB at most.
     static let maxHeaderBytes = 16 << 20

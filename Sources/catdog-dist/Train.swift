@@ -225,7 +225,8 @@ struct Train: ParsableCommand {
         // Without --model, the file `import` wrote names the network.
         if shape.givenModel == nil, let initFrom {
             let held: String
-            do { held = try LoadedCheckpoint(path: initFrom).metadata.model } catch { throw ValidationError("--init-from: \(error)") }
+            // The header alone: the run reads and verifies the whole file once it starts.
+            do { held = try LoadedCheckpoint.model(path: initFrom) } catch { throw ValidationError("--init-from: \(error)") }
             guard EfficientNetLite(model: held) != nil else {
                 throw ValidationError("--init-from \(initFrom) holds \(held), not ImageNet weights that `catdog-dist import` wrote (efficientnet-lite0, -lite1 or -lite2): to continue a run use --resume")
             }

@@ -1,3 +1,4 @@
+import CatdogCheckpoint
 import CatdogData
 import CatdogInference
 import CatdogRun
@@ -198,6 +199,22 @@ final class InferenceCommandTests: XCTestCase {
         XCTAssertEqual(svg.elements["polyline.series"], 4)
         for label in ["Loss", "Accuracy", "training loss", "validation loss", "training accuracy", "validation accuracy", "epoch"] {
             XCTAssertTrue(svg.texts.contains(label), "missing \(label)")
+        }
+    }
+
+    /// `LoadedCheckpoint.model(path:)`, how `train --init-from` learns the model before MPI
+    /// starts, reads the header alone: a checkpoint cut after its header still names its model
+    /// (a whole read refuses it), and a file that is no checkpoint is refused.
+    func testACheckpointsModelIsReadFromItsHeaderAlone() throws {
+        XCTAssertEqual(try LoadedCheckpoint.model(path: Self.model), "simple")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: Self.model))
+        let cut = try temporaryFolder(self) + "/cut.safetensors.zst"
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: cut))
+        XCTAssertEqual(try LoadedCheckpoint.model(path: cut), "simple")
+        XCTAssertThrowsError(try LoadedCheckpoint(path: cut))
+        let jpeg = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: Self.images).first { $0.hasSuffix(".jpg") })
+        XCTAssertThrowsError(try LoadedCheckpoint.model(path: Self.images + "/" + jpeg)) { error in
+            XCTAssertTrue(error is CheckpointError, "\(error)")
         }
     }
 
