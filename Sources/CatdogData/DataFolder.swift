@@ -53,19 +53,36 @@ public enum DataFolder {
             throw DataFolderError(description: "cannot list data folder '\(path)': \(describe(error))")
         }
         var files: [LabeledFile] = []
-        for entry in entries {
+        var looseExample: String?, classFolders: [(name: String, id: FileIdentity?)] = []
+        for entry in entries.sorted() {
             let full = (path as NSString).appendingPathComponent(entry)
             var entryIsDirectory: ObjCBool = false
             _ = fm.fileExists(atPath: full, isDirectory: &entryIsDirectory)
             if entryIsDirectory.boolValue {
                 guard let label = folderLabel(entry) else { continue }
+                // Two class folders that are one folder (a link) would list each photo twice.
+                let id = FileIdentity(full)
+                if let id, let twin = classFolders.first(where: { $0.id == id }) {
+                    throw DataFolderError(description: "data folder '\(printable(path))': \(printable(entry))/ and "
+                        + "\(printable(twin.name))/ are the same folder (a link), so each of its photos would be read twice; keep one of them")
+                }
+                classFolders.append((entry, id))
                 let inner = (try? fm.contentsOfDirectory(atPath: full)) ?? []
                 for name in inner where !name.hasPrefix(".") {
                     files.append(LabeledFile(path: (full as NSString).appendingPathComponent(name), label: label))
                 }
             } else if let label = kaggleLabel(entry) {
+                looseExample = looseExample ?? entry
                 files.append(LabeledFile(path: full, label: label))
             }
+        }
+        // Both layouts at once is most often the same photos twice (a folder sorted into
+        // cats/ and dogs/ beside the files it was sorted from): a photo in both could land in
+        // training and in validation, and the validation score would flatter the model.
+        if let looseExample, let folder = classFolders.first {
+            throw DataFolderError(description: "data folder '\(printable(path))' holds both Kaggle-named images "
+                + "(\(printable(looseExample))) and a class subfolder (\(printable(folder.name))/); they may be the same photos twice, "
+                + "which would put some in both training and validation: keep one layout (move the subfolders, or the loose files, elsewhere)")
         }
         guard !files.isEmpty else {
             throw DataFolderError(description: """
@@ -139,5 +156,17 @@ public enum DataFolder {
             }
         }
         return (train.sorted { $0.path < $1.path }, validation.sorted { $0.path < $1.path })
+    }
+}
+
+/// A file's device and inode: the same file whatever path or link leads to it.
+struct FileIdentity: Equatable {
+    let device: UInt64, inode: UInt64
+
+    init?(_ path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
     }
 }

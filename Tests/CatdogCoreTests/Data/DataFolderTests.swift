@@ -32,6 +32,31 @@ final class DataFolderTests: XCTestCase {
         XCTAssertTrue(files.filter { $0.label == 1 }.allSatisfy { $0.path.contains("/dogs/") })
     }
 
+    /// Kaggle-named files beside class subfolders (most often the same photos sorted twice,
+    /// which would leak validation photos into training), and two class folders that are one
+    /// folder through a link, are refused with a one-line error naming both.
+    func testTheSamePhotosTwiceAreRefused() throws {
+        let jpeg = try JPEGCodec().encode(pattern(width: 8, height: 8), width: 8, height: 8)
+        let mixed = try temporaryFolder(self)
+        try FileManager.default.createDirectory(atPath: mixed + "/dogs", withIntermediateDirectories: true)
+        try write(jpeg, mixed + "/cat.1.jpg")
+        try write(jpeg, mixed + "/dogs/dog.1.jpg")
+        XCTAssertThrowsError(try DataFolder.labeledFiles(in: mixed)) { error in
+            XCTAssertTrue("\(error)".contains("holds both Kaggle-named images (cat.1.jpg) and a class subfolder (dogs/)"), "\(error)")
+            XCTAssertFalse("\(error)".contains("\n"), "\(error)")
+        }
+        let linked = try temporaryFolder(self)
+        for sub in ["cats", "dogs"] {
+            try FileManager.default.createDirectory(atPath: "\(linked)/\(sub)", withIntermediateDirectories: true)
+            try write(jpeg, "\(linked)/\(sub)/a.jpg")
+        }
+        XCTAssertEqual(try DataFolder.labeledFiles(in: linked).count, 2)
+        try FileManager.default.createSymbolicLink(atPath: linked + "/cat", withDestinationPath: "cats")
+        XCTAssertThrowsError(try DataFolder.labeledFiles(in: linked)) { error in
+            XCTAssertTrue("\(error)".contains("cats/ and cat/ are the same folder"), "\(error)")
+        }
+    }
+
     func testNumberedTestFolderSortsById() throws {
         let folder = try temporaryFolder(self)
         for name in ["10.jpg", "2.jpg", "1.jpg", "cat.3.jpg", "x.jpg"] { try write(Data([1]), "\(folder)/\(name)") }
