@@ -158,15 +158,3 @@ public enum DataFolder {
         return (train.sorted { $0.path < $1.path }, validation.sorted { $0.path < $1.path })
     }
 }
-
-/// A file's device and inode: the same file whatever path or link leads to it.
-struct FileIdentity: Equatable {
-    let device: UInt64, inode: UInt64
-
-    init?(_ path: String) {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        device = UInt64(info.st_dev)
-        inode = UInt64(info.st_ino)
-    }
-}

@@ -129,11 +129,9 @@ public struct LoadedCheckpoint {
     /// first: a file that is no zstd frame, names no model, or is larger than its model's
     /// checkpoint can compress to is refused before the rest is read.
     public init(path: String) throws {
-        var compressed: [UInt8] = []
+        let (file, start) = try LoadedCheckpoint.readStart(path)
+        var compressed = start
         do {
-            // A regular file of sane size: the largest model's checkpoint compresses to well under this.
-            let file = try BoundedFileReader(path, limit: LoadedCheckpoint.maxCompressedBytes)
-            try file.read(min(file.size, LoadedCheckpoint.maxHeaderBytes + (1 << 20)), appendingTo: &compressed)
             let contentSize = try LoadedCheckpoint.readingErrors(path) {
                 let reader = try Zstd.Reader(compressed)
                 _ = try LoadedCheckpoint.header(reader, path: path)
@@ -155,21 +153,20 @@ public struct LoadedCheckpoint {
     /// checked as a whole read checks it, the tensors are neither read nor verified (a later
     /// `init(path:)` does that).
     public static func model(path: String) throws -> String {
-        var compressed: [UInt8] = []
+        let start = try readStart(path).start
+        return try readingErrors(path) { try header(Zstd.Reader(start), path: path).model }
+    }
+
+    /// Opens `path` (a regular file of sane size: the largest model's checkpoint compresses to
+    /// well under the limit) and reads its start, enough to hold the safetensors header.
+    static func readStart(_ path: String) throws -> (file: BoundedFileReader, start: [UInt8]) {
         do {
             let file = try BoundedFileReader(path, limit: LoadedCheckpoint.maxCompressedBytes)
-            try file.read(min(file.size, LoadedCheckpoint.maxHeaderBytes + (1 << 20)), appendingTo: &compressed)
+            var start: [UInt8] = []
+            try file.read(min(file.size, LoadedCheckpoint.maxHeaderBytes + (1 << 20)), appendingTo: &start)
+            return (file, start)
         } catch {
             throw CheckpointError(path: path, problem: "\(error)")
-        }
-        return try LoadedCheckpoint.readingErrors(path) {
-            let bytes = try LoadedCheckpoint.header(Zstd.Reader(compressed), path: path)
-            // `header` has parsed this JSON and found the model in it.
-            guard let object = try? JSONSerialization.jsonObject(with: Data(bytes[8...])) as? [String: Any],
-                  let metadata = object["__metadata__"] as? [String: String], let model = metadata["model"] else {
-                throw CheckpointError(path: path, problem: "a safetensors file, but not a catdog-dist checkpoint")
-            }
-            return model
         }
     }
 
@@ -184,7 +181,7 @@ public struct LoadedCheckpoint {
     public init(compressed: [UInt8], path: String) throws {
         let bytes = try LoadedCheckpoint.readingErrors(path) {
             let reader = try Zstd.Reader(compressed)
-            var bytes = try LoadedCheckpoint.header(reader, path: path)
+            var bytes = try LoadedCheckpoint.header(reader, path: path).bytes
             bytes += try reader.read(reader.contentSize - bytes.count)
             try reader.finish()
             return bytes
@@ -192,9 +189,9 @@ public struct LoadedCheckpoint {
         try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
     }
 
-    /// The safetensors length and header from the start of `reader`'s frame, after checking
-    /// that the tensor bytes it declares fit the model the header names.
-    static func header(_ reader: Zstd.Reader, path: String) throws -> [UInt8] {
+    /// The safetensors length and header from the start of `reader`'s frame, and the model the
+    /// header names, after checking that the tensor bytes it declares fit that model.
+    static func header(_ reader: Zstd.Reader, path: String) throws -> (bytes: [UInt8], model: String) {
         var bytes = try reader.read(min(8, reader.contentSize))
         guard bytes.count == 8 else { throw SafeTensors.FormatError(description: "too short for a safetensors file") }
         let headerLength = Int(bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } & (1 << 40 - 1))
@@ -203,14 +200,14 @@ public struct LoadedCheckpoint {
         }
         bytes += try reader.read(headerLength)
         let dataBytes = reader.contentSize - 8 - headerLength
-        let allowed = try LoadedCheckpoint.legitimateDataBytes(header: bytes[8...], path: path)
+        let (allowed, model) = try LoadedCheckpoint.legitimateDataBytes(header: bytes[8...], path: path)
         guard dataBytes <= allowed else {
             throw CheckpointError(path: path, problem: """
                 declares \(dataBytes) bytes of tensors, more than its model's checkpoint can hold (\(allowed)); \
                 the file is damaged or crafted
                 """)
         }
-        return bytes
+        return (bytes, model)
     }
 
     /// Runs `body`, saying of any error but a `CheckpointError` that the file is unreadable.
@@ -232,9 +229,9 @@ public struct LoadedCheckpoint {
         }
     }
 
-    /// The most tensor bytes a checkpoint of the model its header names can need; unknown
-    /// models and unreadable headers are errors here already.
-    static func legitimateDataBytes(header: ArraySlice<UInt8>, path: String) throws -> Int {
+    /// The most tensor bytes a checkpoint of the model its header names can need, and that
+    /// model; unknown models and unreadable headers are errors here already.
+    static func legitimateDataBytes(header: ArraySlice<UInt8>, path: String) throws -> (bytes: Int, model: String) {
         guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any],
               let metadata = object["__metadata__"] as? [String: String] else {
             throw CheckpointError(path: path, problem: "not a safetensors file: the header is not JSON")
@@ -255,7 +252,7 @@ public struct LoadedCheckpoint {
         let compression = object["compression/q"] == nil ? 0 : 1 + errors
         // The weights, at most two optimizer moments, the best weights and with a moving
         // average the live weights beside it; BatchNorm state the same except the moments.
-        return 4 * ((5 + compression) * counts.parameters + 3 * counts.state + imagenetClassifier) + (1 << 16)
+        return (4 * ((5 + compression) * counts.parameters + 3 * counts.state + imagenetClassifier) + (1 << 16), model)
     }
 
     public init(decompressed bytes: [UInt8], path: String, compressedBytes: Int) throws {

@@ -39,8 +39,7 @@ public func checkOutputPath(_ path: String, inputs: [String] = []) throws {
     }
     if existing.st_nlink > 1 { throw refuse("the file has other names (hard links, as a run folder's checkpoints do); name a new file") }
     for input in inputs {
-        var other = stat()
-        if stat(input, &other) == 0, other.st_dev == existing.st_dev, other.st_ino == existing.st_ino {
+        if FileIdentity(input) == FileIdentity(existing) {
             throw refuse("it is the input \(input); name another file")
         }
     }
@@ -76,5 +75,22 @@ public func writeOutputFile(_ bytes: some Collection<UInt8>, to path: String, in
     if failure != 0 {
         unlink(temporary)
         throw OutputError(path: path, problem: String(cString: strerror(failure)))
+    }
+}
+
+/// A file's device and inode: the same file whatever path or link leads to it.
+public struct FileIdentity: Equatable, Sendable {
+    public let device: UInt64, inode: UInt64
+
+    public init(_ info: stat) {
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+
+    /// What `path` leads to (links followed), nil when nothing does.
+    public init?(_ path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        self.init(info)
     }
 }

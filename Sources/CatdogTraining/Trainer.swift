@@ -157,7 +157,7 @@ public final class Trainer {
                                     group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
         let localBatch = config.globalBatch / comm.size
         let largest = max(balancer.largestPossibleShare, localBatch, 1)
-        let group = config.normalizationGroup(ranks: comm.size) ?? 1
+        let group = balancer.group ?? 1
         let planned = Trainer.activationBudget(activationBudget, less: Trainer.movingAverageBytes(config, network))
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, largestShare: largest,
                                                              bytesPerSample: network.activationBytesPerSample,
