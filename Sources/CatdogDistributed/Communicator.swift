@@ -16,6 +16,15 @@ public protocol Communicator: AnyObject {
     /// independent, so a reduction whose second round starts whenever its first completes
     /// (PowerSGD) runs that round on channel 1 while channel 0 carries the buckets in order.
     func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction
+    /// Starts a non-blocking in-place sum in which rank r adds up part r of the buffer and
+    /// sends it to the others: `parts` holds each rank's element count, in rank order (summing
+    /// to `count`; the same on every rank; a part may be empty). A rank with a small part does
+    /// little of the arithmetic and, as it sends all its values at once and receives the sums
+    /// at once, takes part in two rounds instead of a ring's 2(N-1): for ranks of unequal
+    /// speed. The sum is the ranks' values added in rank order, whatever the parts. Like the
+    /// buckets of `startAllReduceSum`, those of one `tag` (0..<1024) start in the same order
+    /// on every rank; different tags may be in flight together.
+    func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction
     /// Starts a non-blocking in-place sum of half-precision values (fp16 compression).
     func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
     /// Sums doubles across ranks (metrics).
@@ -132,6 +141,7 @@ public final class LocalCommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction { Done() }
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
+    public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction { Done() }
     public func allReduceSum(_ values: inout [Double]) throws {}
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { (value, value) }
     public func allReduceMax(_ values: inout [Double]) throws {}

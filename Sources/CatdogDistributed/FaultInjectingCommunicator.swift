@@ -52,6 +52,10 @@ public final class FaultInjectingCommunicator: Communicator {
         try self.count()
         return try base.startAllReduceSumHalf(buffer, count: count)
     }
+    public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
+        try self.count()
+        return try base.startPartedAllReduceSum(buffer, count: count, parts: parts, tag: tag)
+    }
     public func allReduceSum(_ values: inout [Double]) throws { try base.allReduceSum(&values) }
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { try base.allReduceMinMax(value) }
     public func allReduceMax(_ values: inout [Double]) throws { try base.allReduceMax(&values) }

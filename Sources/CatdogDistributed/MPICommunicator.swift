@@ -1,3 +1,4 @@
+import CatdogSupport
 import CMPI
 import Foundation
 
@@ -36,6 +37,10 @@ public final class MPICommunicator: Communicator {
     private var beats: BeatChannel?
     /// Channel 1 of `startAllReduceSum` (see there), made in `init` for the same reason.
     private var second = catdog_mpi_comm_null()
+    /// The point-to-point messages of `startPartedAllReduceSum`, apart from everything else.
+    private var parted = catdog_mpi_comm_null()
+    /// Each tag's receive buffer for the parts others send this rank (reused: allocated once).
+    private var partedScratch: [Int: FloatBuffer] = [:]
     /// The hierarchical all-reduce's communicators, made in `init` too: this rank's machine
     /// (twice: the sums into the leader and the leader's broadcasts each keep their own order)
     /// and, on leaders, the machines' leaders.
@@ -71,6 +76,8 @@ public final class MPICommunicator: Communicator {
         if size > 1 {
             try MPIError.check(MPI_Comm_dup(world, &second), "MPI_Comm_dup")
             MPI_Comm_set_errhandler(second, catdog_mpi_errors_return())
+            try MPIError.check(MPI_Comm_dup(world, &parted), "MPI_Comm_dup (parted sums)")
+            MPI_Comm_set_errhandler(parted, catdog_mpi_errors_return())
             try makeMachines(ranksEach: machineRanks)
         }
     }
@@ -149,7 +156,7 @@ public final class MPICommunicator: Communicator {
         MPI_Finalized(&finalized)
         beats?.close()
         beats = nil
-        for comm in [second, machine, machineShare, leaders] where comm != catdog_mpi_comm_null() {
+        for comm in [second, parted, machine, machineShare, leaders] where comm != catdog_mpi_comm_null() {
             var c = comm
             MPI_Comm_free(&c)
         }
@@ -169,6 +176,114 @@ public final class MPICommunicator: Communicator {
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(),
                                           catdog_mpi_sum(), channel == 0 ? world : second, &pending.request), "MPI_Iallreduce")
         return pending
+    }
+
+    public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
+        precondition(parts.count == size && parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == count && (0..<1024).contains(tag))
+        precondition(count <= Int(Int32.max), "MPI counts are 32-bit")
+        guard size > 1, count > 0 else { return Request(beats: beats) }
+        let mine = parts[rank]
+        let needed = mine * size
+        if (partedScratch[tag]?.count ?? -1) < needed { partedScratch[tag] = FloatBuffer(count: needed) }
+        return try PartedSum(buffer: buffer, parts: parts, rank: rank, tag: Int32(tag), comm: parted,
+                             scratch: partedScratch[tag]!.pointer, beats: beats)
+    }
+
+    /// `startPartedAllReduceSum`'s two rounds. First every rank sends each other rank its
+    /// values of that rank's part and receives everyone's values of its own part; when all of
+    /// those have arrived it adds them up in rank order, sends the sum of its part to every
+    /// rank and receives theirs into the buffer (posted only once its own sends have gone, as
+    /// they read the same buffer). Each rank's part of a round is posted at once, so a slow
+    /// rank holds up the others once a round, not once per step of a ring.
+    final class PartedSum: PendingReduction {
+        private let buffer: UnsafeMutablePointer<Float>
+        private let parts: [Int], offsets: [Int]
+        private let rank: Int, tag: Int32
+        private let comm: MPI_Comm?
+        private let scratch: UnsafeMutablePointer<Float>
+        private let beats: BeatChannel?
+        private let requests: UnsafeMutablePointer<MPI_Request?>
+        private var active = 0
+        private var round = 1
+
+        init(buffer: UnsafeMutablePointer<Float>, parts: [Int], rank: Int, tag: Int32, comm: MPI_Comm?,
+             scratch: UnsafeMutablePointer<Float>, beats: BeatChannel?) throws {
+            self.buffer = buffer
+            self.parts = parts
+            offsets = parts.reduce(into: [0]) { $0.append($0.last! + $1) }
+            self.rank = rank
+            self.tag = tag
+            self.comm = comm
+            self.scratch = scratch
+            self.beats = beats
+            requests = .allocate(capacity: 2 * parts.count)
+            requests.initialize(repeating: catdog_mpi_request_null(), count: 2 * parts.count)
+            let mine = parts[rank]
+            for peer in parts.indices where peer != rank {
+                if mine > 0 { try receive(scratch + peer * mine, mine, from: peer, tag: 2 * tag) }
+                if parts[peer] > 0 { try send(buffer + offsets[peer], parts[peer], to: peer, tag: 2 * tag) }
+            }
+        }
+
+        deinit {
+            // A reduction abandoned in flight (its step failed): the job is ending; leave MPI's
+            // requests to MPI_Finalize or MPI_Abort rather than wait here.
+            requests.deallocate()
+        }
+
+        private func receive(_ at: UnsafeMutablePointer<Float>, _ count: Int, from peer: Int, tag: Int32) throws {
+            try MPIError.check(MPI_Irecv(at, Int32(count), catdog_mpi_float(), Int32(peer), tag, comm, requests + active), "MPI_Irecv (parted sum)")
+            active += 1
+        }
+
+        private func send(_ from: UnsafeMutablePointer<Float>, _ count: Int, to peer: Int, tag: Int32) throws {
+            try MPIError.check(MPI_Isend(from, Int32(count), catdog_mpi_float(), Int32(peer), tag, comm, requests + active), "MPI_Isend (parted sum)")
+            active += 1
+        }
+
+        func test() throws -> Bool {
+            while round < 3 {
+                var flag: Int32 = 0
+                try MPIError.check(MPI_Testall(Int32(active), requests, &flag, nil), "MPI_Testall (parted sum)")
+                beats?.poll()
+                guard flag != 0 else { return false }
+                active = 0
+                if round == 1 { try sumAndShare() }
+                round += 1
+            }
+            return true
+        }
+
+        func wait() throws {
+            while try !test() {}
+        }
+
+        /// This rank's part, added up in rank order, then the second round.
+        private func sumAndShare() throws {
+            let mine = parts[rank]
+            if mine > 0 {
+                let own = buffer + offsets[rank]
+                // In blocks that stay in cache: the first rank's values, then each next rank's added.
+                let block = 4096
+                var start = 0
+                while start < mine {
+                    let n = min(block, mine - start)
+                    let out = scratch + rank * mine + start  // this rank's slot of the scratch is free
+                    let first = rank == 0 ? own + start : scratch + start
+                    out.update(from: first, count: n)
+                    for peer in 1..<parts.count {
+                        let values = peer == rank ? own + start : scratch + peer * mine + start
+                        for i in 0..<n { out[i] += values[i] }
+                    }
+                    own.advanced(by: start).update(from: out, count: n)
+                    start += n
+                }
+            }
+            for peer in parts.indices where peer != rank {
+                if mine > 0 { try send(buffer + offsets[rank], mine, to: peer, tag: 2 * tag + 1) }
+                if parts[peer] > 0 { try receive(buffer + offsets[peer], parts[peer], from: peer, tag: 2 * tag + 1) }
+            }
+        }
     }
 
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {

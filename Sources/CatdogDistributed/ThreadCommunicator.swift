@@ -254,6 +254,13 @@ public final class ThreadCommunicator: Communicator {
         return try sum("sum (float)", buffer, count: count, channel: channel, +)
     }
 
+    /// The sum in rank order, as `MPICommunicator`'s; the parts are checked to be the same on
+    /// every rank (they are part of the collective's description).
+    public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
+        precondition(parts.count == size && parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == count && (0..<1024).contains(tag))
+        return try sum("parted sum (float), tag \(tag), parts \(parts)", buffer, count: count, channel: 0, +)
+    }
+
     /// Pairwise in float, rounded to half after each addition, as the MPI operation does.
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
         try sum("sum (half)", buffer, count: count, channel: 0) { Float16(Float($0) + Float($1)) }

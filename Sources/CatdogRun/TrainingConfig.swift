@@ -44,6 +44,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Exact fp32 sums in three stages (within each machine, across machines' leaders, back
     /// within each machine) instead of one all-reduce over every rank (nil: flat).
     public var hierarchicalAllReduce: Bool?
+    /// Exact fp32 sums in which each rank adds up a part of every bucket in proportion to its
+    /// share of the batch (`--allreduce parted`; nil: flat).
+    public var partedAllReduce: Bool?
     /// Decay of an exponential moving average of the weights (and BatchNorm statistics) that
     /// validation, the best weights and checkpoints' `model/` use; nil or 0 = off.
     public var ema: Double?
@@ -346,8 +349,31 @@ extension TrainingConfig {
             ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
             labelSmoothing.flatMap { L.check("label smoothing", $0, L.labelSmoothing) },
             balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil },
+            hierarchicalAllReduce == true && partedAllReduce == true ? "the all-reduce is both hierarchical and parted" : nil,
+            allReduceTopology != .flat && compression != .none ? "the \(allReduceTopology) all-reduce sums exact fp32 gradients, not \(compression)" : nil,
         ]
         return checks.lazy.compactMap { $0 }.first
+    }
+}
+
+/// How exact fp32 gradients are summed (`--allreduce`).
+public enum AllReduceTopology: String, CaseIterable, Sendable {
+    /// One all-reduce over every rank (Open MPI's).
+    case flat
+    /// Within each machine, across the machines' first ranks, back within each machine.
+    case hierarchical
+    /// Each rank sums a part of every bucket by its share of the batch and sends it to the others.
+    case parted
+}
+
+extension TrainingConfig {
+    /// The all-reduce the run's checkpoints record (in two fields, so that older ones still read).
+    public var allReduceTopology: AllReduceTopology {
+        get { hierarchicalAllReduce == true ? .hierarchical : partedAllReduce == true ? .parted : .flat }
+        set {
+            hierarchicalAllReduce = newValue == .hierarchical ? true : nil
+            partedAllReduce = newValue == .parted ? true : nil
+        }
     }
 }
 

@@ -71,7 +71,7 @@ public struct BenchmarkResult: Codable, Sendable {
 
 public enum Benchmark {
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
-                           overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, hierarchical: Bool = false,
+                           overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
                            convolution: ConvolutionOptions = .init(),
                            communicator comm: Communicator) throws -> BenchmarkResult {
         guard globalBatch % comm.size == 0 else {
@@ -83,7 +83,7 @@ public enum Benchmark {
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
                                     overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
-                                    hierarchical: hierarchical)
+                                    allReduce: allReduce)
         var random = Random(seed: 7, UInt64(comm.rank))
         for i in 0..<(batch * network.inputShape.count) { network.input[i] = random.uniform() }
         for i in 0..<batch { step.labels[i] = Float(random.below(2)) }

@@ -69,11 +69,11 @@ public final class DataParallelStep {
     public var labelSmoothing: Float = 0
 
     public convenience init(network: Network, optimizer: Optimizer, communicator: Communicator, overlap: Bool,
-                            bucketBytes: Int, compression: GradientCompression = .none, hierarchical: Bool = false,
+                            bucketBytes: Int, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
                             batchCapacity: Int = 0) {
         self.init(network: network, groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)],
                   firstNode: 0, communicator: communicator, overlap: overlap, bucketBytes: bucketBytes,
-                  compression: compression, hierarchical: hierarchical, batchCapacity: batchCapacity)
+                  compression: compression, allReduce: allReduce, batchCapacity: batchCapacity)
     }
 
     /// Trains only the layers after `firstNode` (a cut of the network), whose parameters the
@@ -83,7 +83,7 @@ public final class DataParallelStep {
     /// state (the same model at another input size, for progressive resizing). `hierarchical`
     /// sums exact fp32 gradients machine by machine (`HierarchicalReduction`).
     public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
-                bucketBytes: Int, compression: GradientCompression = .none, hierarchical: Bool = false, compressFrom: Int = 0, seed: UInt64 = 1,
+                bucketBytes: Int, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat, compressFrom: Int = 0, seed: UInt64 = 1,
                 batchCapacity: Int = 0, sharingReductionWith other: DataParallelStep? = nil) {
         precondition(!groups.isEmpty && network.isCut(firstNode))
         self.network = network
@@ -106,8 +106,11 @@ public final class DataParallelStep {
         let ranges = buckets.map(\.range)
         switch compression {
         case .none:
-            reduction = hierarchical ? HierarchicalReduction(buckets: ranges, communicator: communicator)
-                                     : FP32Reduction(buckets: ranges, communicator: communicator)
+            switch allReduce {
+            case .flat: reduction = FP32Reduction(buckets: ranges, communicator: communicator)
+            case .hierarchical: reduction = HierarchicalReduction(buckets: ranges, communicator: communicator)
+            case .parted: reduction = PartedReduction(buckets: ranges, communicator: communicator)
+            }
         case .fp16: reduction = FP16Reduction(buckets: ranges, communicator: communicator)
         case .powerSGD(let r):
             reduction = PowerSGDReduction(

@@ -38,6 +38,62 @@ public final class FP32Reduction: GradientReduction {
     }
 }
 
+/// Exact fp32 sums in which each rank adds up a part of every bucket in proportion to its
+/// weight, its share of the global batch (`Communicator.startPartedAllReduceSum`): a rank
+/// that computes little, being slow, also sums little, and it sends and receives each bucket
+/// in two rounds instead of a ring's 2(N-1). The sum is the ranks' gradients added in rank
+/// order, the same whatever the weights.
+public final class PartedReduction: GradientReduction {
+    public let buckets: [Range<Int>]
+    let comm: Communicator
+    /// One a rank, at least 0, not all 0: the shares of the batch the step splits by. Change
+    /// them only between updates, to the same values on every rank.
+    public var weights: [Int] {
+        didSet { precondition(Self.valid(weights, ranks: comm.size), "weights \(weights) for \(comm.size) ranks") }
+    }
+    public var name: String { "fp32, parted by share" }
+
+    public init(buckets: [Range<Int>], communicator: Communicator, weights: [Int]? = nil) {
+        precondition(buckets.count <= Self.maxBuckets)
+        self.buckets = buckets
+        comm = communicator
+        self.weights = weights ?? .init(repeating: 1, count: communicator.size)
+        precondition(Self.valid(self.weights, ranks: communicator.size))
+    }
+
+    /// Tags of `startPartedAllReduceSum`: one a bucket.
+    public static let maxBuckets = 1024
+
+    static func valid(_ weights: [Int], ranks: Int) -> Bool {
+        weights.count == ranks && weights.allSatisfy { (0...(1 << 24)).contains($0) } && weights.contains { $0 > 0 }
+    }
+
+    /// `count` values in parts by `weights`: part r ends at count × (w0 + … + wr) / Σw, rounded down.
+    public static func parts(count: Int, weights: [Int]) -> [Int] {
+        let total = weights.reduce(0, +)
+        var parts: [Int] = [], cumulative = 0, end = 0
+        for w in weights {
+            cumulative += w
+            let next = count * cumulative / total
+            parts.append(next - end)
+            end = next
+        }
+        return parts
+    }
+
+    /// This rank sends the others its values of their parts, then the sum of its own to each.
+    public func wireBytes(bucket: Int, update: Int) -> Int {
+        let count = buckets[bucket].count, mine = Self.parts(count: count, weights: weights)[comm.rank]
+        return comm.size > 1 ? 4 * ((count - mine) + mine * (comm.size - 1)) : 0
+    }
+
+    public func start(bucket: Int, gradients: UnsafeMutablePointer<Float>, update: Int) throws -> PendingReduction {
+        let range = buckets[bucket]
+        return try comm.startPartedAllReduceSum(gradients + range.lowerBound, count: range.count,
+                                                parts: Self.parts(count: range.count, weights: weights), tag: bucket)
+    }
+}
+
 /// Horovod's fp16 compression: half the bytes, each gradient rounded to fp16 (and flushed to
 /// zero below 6e-8) on the way.
 public final class FP16Reduction: GradientReduction {

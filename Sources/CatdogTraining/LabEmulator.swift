@@ -124,13 +124,13 @@ public enum LabEmulator {
     }
 
     public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
-                           bucketMiB: Double, compression: GradientCompression, hierarchical: Bool = false, overlap: Bool = true,
+                           bucketMiB: Double, compression: GradientCompression, allReduce: AllReduceTopology = .flat, overlap: Bool = true,
                            communicator comm: Communicator) throws -> Result {
         let network = try check(profile)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
                                     overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
-                                    hierarchical: hierarchical)
+                                    allReduce: allReduce)
         // Gradients: random at the start; afterwards each step reduces what the previous left
         // (the values do not change what crosses the network, and a refill would cost CPU).
         var random = Random(seed: 11, UInt64(comm.rank))

@@ -71,7 +71,7 @@ extension FeatureExtraction {
         phase.warmupEpochs = 0
         phase.validationTTA = x.mirroredValidation != nil
         phase.compression = .none
-        phase.hierarchicalAllReduce = nil
+        phase.allReduceTopology = .flat
         let trainer = try Trainer(config: phase, communicator: comm, network: network,
                                   groups: [.init(range: 0..<network.parameterCount, optimizer: Adam(count: network.parameterCount))],
                                   firstNode: 0, source: PooledFeatures(x, communicator: comm), preprocessing: preprocessing)

@@ -210,7 +210,7 @@ public final class Trainer {
             totalSteps: config.epochs * steps, decay: config.decay)
         stepper = DataParallelStep(network: network, groups: groups, firstNode: firstNode, communicator: communicator,
                                    overlap: config.overlap, bucketBytes: Int(config.bucketMiB * 1_048_576),
-                                   compression: config.compression, hierarchical: config.hierarchicalAllReduce == true,
+                                   compression: config.compression, allReduce: config.allReduceTopology,
                                    compressFrom: schedule.warmupSteps, seed: config.seed,
                                    batchCapacity: balancer.largestPossibleShare)
         optimizer = stepper.optimizer
@@ -294,6 +294,8 @@ public final class Trainer {
             context.groupWeight = Double(comm.size) / Double(groups)
         }
         stepper.heartbeat = watchdog == nil ? nil : globalStep + 1
+        // Each rank's part of the parted sums follows its share of the batch.
+        if let parted = stepper.reduction as? PartedReduction, parted.weights != balancer.shares { parted.weights = balancer.shares }
         let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
                                      context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay,
                                      update: globalStep)

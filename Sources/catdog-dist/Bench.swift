@@ -84,7 +84,7 @@ struct Bench: ParsableCommand {
             let r = try Benchmark.run(model: shape.model, imageSize: shape.imageSize, globalBatch: shape.batchSize, steps: steps,
                                       warmupSteps: warmupSteps, overlap: allReduce.overlap, bucketMiB: allReduce.bucketMib,
                                       compression: allReduce.givenCompression ?? .none,
-                                      hierarchical: allReduce.givenTopology == .hierarchical,
+                                      allReduce: allReduce.givenTopology ?? .flat,
                                       convolution: compute.convolutionOptions(columnFloats: columnFloats),
                                       communicator: comm)
             guard comm.rank == 0 else { return }
@@ -125,7 +125,7 @@ struct Bench: ParsableCommand {
         }
         let r = try LabEmulator.run(profile: profile, coresPerMachine: machineCores, steps: steps, warmupSteps: warmupSteps,
                                     bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none,
-                                    hierarchical: allReduce.givenTopology == .hierarchical, overlap: allReduce.overlap, communicator: comm)
+                                    allReduce: allReduce.givenTopology ?? .flat, overlap: allReduce.overlap, communicator: comm)
         guard comm.rank == 0 else { return }
         if json {
             return try printJSON(r)

@@ -65,12 +65,15 @@ struct AllReduceOptions: ParsableArguments {
     var compress: String?
 
     @Option(name: .customLong("allreduce"), help: """
-        How exact fp32 gradients are summed: `flat` (one all-reduce over every rank) or \
+        How exact fp32 gradients are summed: `flat` (one all-reduce over every rank), \
         `hierarchical` (the ranks of each machine sum through shared memory into one, those \
         all-reduce across the network, and each shares the sum with its machine: one rank per \
-        machine sends, once). The sums are the same up to the order of additions; measured on \
-        machines of 2 ranks, flat was as fast (docs/across-machines.md). Not with --compress \
-        fp16 or powersgd:R. (default: flat)
+        machine sends, once) or `parted` (each rank adds up a part of every bucket in proportion \
+        to its share of the batch and sends the sum to the others, all at once: a slow rank \
+        sums little and waits on the others twice a bucket, not at every step of a ring; for \
+        labs of unequal machines with --balance). The sums are the same up to the order of \
+        additions; measured on machines of 2 ranks, flat was as fast as hierarchical \
+        (docs/across-machines.md). Not with --compress fp16 or powersgd:R. (default: flat)
         """)
     var givenTopology: AllReduceTopology?
 
@@ -91,8 +94,8 @@ struct AllReduceOptions: ParsableArguments {
             if fp16Allreduce, parsed != .fp16 { throw ValidationError("--fp16-allreduce and --compress \(compress) contradict each other: give one") }
         }
         if let machineRanks, !(1...4096).contains(machineRanks) { throw ValidationError("--machine-ranks must be between 1 and 4096") }
-        if givenTopology == .hierarchical, let compression = givenCompression, compression != .none {
-            throw ValidationError("--allreduce hierarchical sums exact fp32 gradients; it contradicts --compress \(compression): give one")
+        if let topology = givenTopology, topology != .flat, let compression = givenCompression, compression != .none {
+            throw ValidationError("--allreduce \(topology) sums exact fp32 gradients; it contradicts --compress \(compression): give one")
         }
         guard bucketMib > 0, bucketMib <= RunLimits.bucketMiB.upperBound else {
             throw ValidationError("--bucket-mib must be a positive number of at most \(Int(RunLimits.bucketMiB.upperBound))")
@@ -217,9 +220,7 @@ extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 
 /// `--allreduce`: one all-reduce over every rank, or machine by machine.
-enum AllReduceTopology: String, ExpressibleByArgument, CaseIterable {
-    case flat, hierarchical
-}
+extension AllReduceTopology: ExpressibleByArgument {}
 extension KernelInstructionSet: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}
 

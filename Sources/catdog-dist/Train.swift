@@ -347,7 +347,7 @@ struct Train: ParsableCommand {
         c.overlap = allReduce.overlap
         c.bucketMiB = allReduce.bucketMib
         if let compression = allReduce.givenCompression { c.compression = compression }
-        if let topology = allReduce.givenTopology { c.hierarchicalAllReduce = topology == .hierarchical ? true : nil }
+        if let topology = allReduce.givenTopology { c.allReduceTopology = topology }
         if let split = try batchSplit() { c.balance = split == .even ? nil : split.description }
         c.ghostBatch = ghostBatch
         return c
@@ -447,7 +447,7 @@ struct Train: ParsableCommand {
         do {
             rate = try Benchmark.run(model: config.model, imageSize: larger.trainSize, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
                                      overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
-                                     hierarchical: config.hierarchicalAllReduce == true, convolution: compute.convolutionOptions,
+                                     allReduce: config.allReduceTopology, convolution: compute.convolutionOptions,
                                      communicator: comm).images_per_s
         } catch { failure = "\(error)" }
         try withUnsafeMutableBytes(of: &rate) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
@@ -642,6 +642,9 @@ struct Train: ParsableCommand {
         if trainer.stepper.reduction is HierarchicalReduction {
             log.info("gradients: exact fp32 sums machine by machine (--allreduce hierarchical): \(comm.machineCount) machine(s); the ranks of each sum into its first, those all-reduce across the network and share the sum")
         }
+        if trainer.stepper.reduction is PartedReduction {
+            log.info("gradients: exact fp32 sums parted by share (--allreduce parted): each rank adds up the part of every bucket that its share of the batch gives it, and sends that part's sum to the others")
+        }
         // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
         let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
         let averageBytes = Trainer.movingAverageBytes(config, trainer.network)
@@ -711,9 +714,9 @@ struct Train: ParsableCommand {
             applied.append("--compress \(compression) (the run had \(c.compression))")
             c.compression = compression
         }
-        if let topology = allReduce.givenTopology, (topology == .hierarchical) != (c.hierarchicalAllReduce == true) {
+        if let topology = allReduce.givenTopology, topology != c.allReduceTopology {
             applied.append("--allreduce \(topology.rawValue)")
-            c.hierarchicalAllReduce = topology == .hierarchical ? true : nil
+            c.allReduceTopology = topology
         }
         // Who computes which samples: the run goes on with any split and any groups.
         if let split = try batchSplit(), split != c.batchSplit {

@@ -44,6 +44,7 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--precision", "fp16"], saying: "fp16")
         assertRefused(Bench.self, ["--precision", "bf16", "--multiply", "blas"], saying: "contradicts --multiply blas")
         assertRefused(Train.self, base + ["--allreduce", "hierarchical", "--compress", "powersgd:4"], saying: "contradicts --compress powersgd:4")
+        assertRefused(Train.self, base + ["--allreduce", "parted", "--fp16-allreduce"], saying: "--allreduce parted sums exact fp32 gradients; it contradicts --compress fp16")
         assertRefused(Train.self, base + ["--allreduce", "ring"], saying: "ring")
         assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
@@ -78,6 +79,11 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(try Train.parse(base + ["--precision", "bf16"]).compute.convolutionOptions.route, .bf16)
         XCTAssertNil(try plain.makeConfig().hierarchicalAllReduce)
         XCTAssertEqual(try Train.parse(base + ["--allreduce", "hierarchical"]).makeConfig().hierarchicalAllReduce, true)
+        let parted = try Train.parse(base + ["--allreduce", "parted"]).makeConfig()
+        XCTAssertEqual(parted.allReduceTopology, .parted)
+        XCTAssertEqual(parted.partedAllReduce, true)
+        XCTAssertNil(parted.hierarchicalAllReduce)
+        XCTAssertEqual(try plain.makeConfig().allReduceTopology, .flat)
     }
 
     /// One recipe whatever the run's length: a bare `train` fills the recipe's 30 minutes, and

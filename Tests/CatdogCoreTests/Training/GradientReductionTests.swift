@@ -82,12 +82,22 @@ final class GradientReductionTests: XCTestCase {
     /// as backward does; they are waited for in reverse order, so that waiting on a later
     /// bucket has to carry the earlier ones through their stages. Returns each rank's sums.
     func runHierarchical(ranks: Int, machineRanks: Int?, flat: Bool = false) throws -> [[[Float]]] {
+        try runReduction(ranks: ranks, machineRanks: machineRanks) { buckets, comm in
+            flat ? FP32Reduction(buckets: buckets, communicator: comm) as GradientReduction
+                 : HierarchicalReduction(buckets: buckets, communicator: comm)
+        }
+    }
+
+    /// Two updates of the reduction `make` builds over the four buckets above, started and
+    /// waited for as there; `beforeUpdate` may change it between updates.
+    func runReduction(ranks: Int, machineRanks: Int? = nil, _ make: @escaping ([Range<Int>], Communicator) -> GradientReduction,
+                      beforeUpdate: @escaping (GradientReduction, Int) -> Void = { _, _ in }) throws -> [[[Float]]] {
         let buckets = [700..<1000, 300..<700, 10..<300, 0..<10]
         return try ThreadCommunicator.run(ranks: ranks, machineRanks: machineRanks) { comm in
-            let reduction: GradientReduction = flat ? FP32Reduction(buckets: buckets, communicator: comm)
-                                                    : HierarchicalReduction(buckets: buckets, communicator: comm)
+            let reduction = make(buckets, comm)
             var sums: [[Float]] = []
             for update in 0..<2 {
+                beforeUpdate(reduction, update)
                 var g = Self.randomGradient(seed: UInt64(100 * update + comm.rank), count: 1000)
                 try g.withUnsafeMutableBufferPointer { p in
                     var pending: [PendingReduction] = []
@@ -121,6 +131,48 @@ final class GradientReductionTests: XCTestCase {
             }
         }
         XCTAssertEqual(try runHierarchical(ranks: 3, machineRanks: nil), try runHierarchical(ranks: 3, machineRanks: nil, flat: true))
+    }
+
+    // MARK: - The parted all-reduce
+
+    /// Parts follow the weights (part r ends at count × (w0 + … + wr) / Σw, rounded down),
+    /// cover the bucket exactly, and a weight of 0 gives an empty part.
+    func testPartsFollowTheWeightsAndCoverTheBucket() {
+        XCTAssertEqual(PartedReduction.parts(count: 10, weights: [3, 0, 1]), [7, 0, 3])
+        XCTAssertEqual(PartedReduction.parts(count: 1000, weights: [24, 24, 12, 4]), [375, 375, 187, 63])
+        XCTAssertEqual(PartedReduction.parts(count: 3, weights: [1, 1, 1, 1]), [0, 1, 1, 1])
+        XCTAssertEqual(PartedReduction.parts(count: 0, weights: [2, 1]), [0, 0])
+        for (count, weights) in [(4_718_592, [44, 20]), (777, [1, 7, 3]), (5, [96, 96, 48, 16])] {
+            let parts = PartedReduction.parts(count: count, weights: weights)
+            XCTAssertEqual(parts.reduce(0, +), count)
+            XCTAssertTrue(parts.allSatisfy { $0 >= 0 })
+            for (part, w) in zip(parts, weights) {
+                XCTAssertEqual(Double(part), Double(count * w) / Double(weights.reduce(0, +)), accuracy: 1.0)
+            }
+        }
+    }
+
+    /// Three thread ranks with weights 3, 0 and 1, changed between the two updates to 1, 1, 1:
+    /// every rank ends each update with the same sums, bit for bit those of the flat fp32
+    /// all-reduce (both add in rank order), within fp32 rounding of the exact sum.
+    func testPartedSumsAreTheFlatSumsWhateverTheWeights() throws {
+        let parted = try runReduction(ranks: 3, { PartedReduction(buckets: $0, communicator: $1, weights: [3, 0, 1]) },
+                                      beforeUpdate: { reduction, update in if update == 1 { (reduction as! PartedReduction).weights = [1, 1, 1] } })
+        let flat = try runReduction(ranks: 3) { FP32Reduction(buckets: $0, communicator: $1) }
+        XCTAssertEqual(parted, flat)
+        for update in 0..<2 {
+            for r in 1..<3 { XCTAssertEqual(parted[r][update], parted[0][update], "rank \(r), update \(update)") }
+            let gradients = (0..<3).map { Self.randomGradient(seed: UInt64(100 * update + $0), count: 1000) }
+            for i in 0..<1000 {
+                let exact = gradients.reduce(0.0) { $0 + Double($1[i]) }
+                XCTAssertEqual(Double(parted[0][update][i]), exact, accuracy: 4e-7 + 1e-6 * abs(exact), "update \(update), value \(i)")
+            }
+        }
+        // What a rank sends: the others' parts of its values, then its own part's sum to each.
+        _ = try ThreadCommunicator.run(ranks: 3) { comm in
+            let reduction = PartedReduction(buckets: [0..<10], communicator: comm, weights: [3, 0, 1])
+            XCTAssertEqual(reduction.wireBytes(bucket: 0, update: 0), 4 * [3 + 7 * 2, 10, 7 + 3 * 2][comm.rank])
+        }
     }
 
     /// Runs `steps` updates of PowerSGD rank `rank` on `ranks` thread ranks, rank r's gradient at

@@ -85,6 +85,10 @@ final class RecipeMetadataTests: XCTestCase {
         }
         XCTAssertNil(problem { _, _ in })
         XCTAssertNil(problem { c, _ in c.ema = 0.999 })
+        XCTAssertNil(problem { c, _ in c.allReduceTopology = .parted })
+        // Two all-reduces at once, or one of exact sums with compression: a hand-made checkpoint.
+        XCTAssertEqual(problem { c, _ in c.hierarchicalAllReduce = true; c.partedAllReduce = true }?.contains("both hierarchical and parted"), true)
+        XCTAssertEqual(problem { c, _ in c.partedAllReduce = true; c.compression = .fp16 }?.contains("parted all-reduce sums exact fp32 gradients, not fp16"), true)
         // resnet (global pooling) may train at other sizes.
         let resnet = try ModelZoo.build("resnet", imageSize: 32)
         var resnetConfig = config
