@@ -22,9 +22,11 @@ public struct EpochPlan: Sendable {
         public init(description: String) { self.description = description }
     }
 
-    public init(sampleCount: Int, globalBatch: Int, ranks: Int, seed: UInt64, epoch: Int) throws {
+    /// B/N samples for each rank, or with `shares` (see `withShares`) those, where B need not
+    /// divide by N.
+    public init(sampleCount: Int, globalBatch: Int, ranks: Int, seed: UInt64, epoch: Int, shares: [Int]? = nil) throws {
         guard globalBatch > 0, ranks > 0 else { throw BatchSizeError(description: "batch size and rank count must be positive") }
-        guard globalBatch % ranks == 0 else {
+        guard shares != nil || globalBatch % ranks == 0 else {
             throw BatchSizeError(description: """
                 the global batch size \(globalBatch) does not divide among \(ranks) ranks; \
                 use a global batch size that is a multiple of \(ranks) (e.g. \(max(ranks, globalBatch / ranks * ranks)))
@@ -36,8 +38,10 @@ public struct EpochPlan: Sendable {
         self.seed = seed
         var random = Random(seed: seed, 0xE90C, UInt64(epoch))
         order = random.permutation(sampleCount)
-        shares = Array(repeating: globalBatch / ranks, count: ranks)
-        offsets = EpochPlan.offsets(shares)
+        let split = shares ?? Array(repeating: globalBatch / ranks, count: ranks)
+        try EpochPlan.check(split, globalBatch: globalBatch, ranks: ranks)
+        self.shares = split
+        offsets = EpochPlan.offsets(split)
     }
 
     /// Samples of each global batch that each rank takes, in rank order: B/N each by default,
@@ -48,13 +52,17 @@ public struct EpochPlan: Sendable {
     /// The same epoch with rank r taking `shares[r]` samples of each global batch (their sum is
     /// the global batch). Which samples a step holds, and their order, do not change.
     public func withShares(_ shares: [Int]) throws -> EpochPlan {
-        guard shares.count == ranks, shares.allSatisfy({ $0 >= 0 }), shares.reduce(0, +) == globalBatch else {
-            throw BatchSizeError(description: "shares \(shares) do not split a global batch of \(globalBatch) among \(ranks) ranks")
-        }
+        try EpochPlan.check(shares, globalBatch: globalBatch, ranks: ranks)
         var plan = self
         plan.shares = shares
         plan.offsets = EpochPlan.offsets(shares)
         return plan
+    }
+
+    static func check(_ shares: [Int], globalBatch: Int, ranks: Int) throws {
+        guard shares.count == ranks, shares.allSatisfy({ $0 >= 0 }), shares.reduce(0, +) == globalBatch else {
+            throw BatchSizeError(description: "shares \(shares) do not split a global batch of \(globalBatch) among \(ranks) ranks")
+        }
     }
 
     static func offsets(_ shares: [Int]) -> [Int] {
@@ -68,8 +76,7 @@ public struct EpochPlan: Sendable {
 
     /// The plan of the epoch after this one, with the same shares.
     public func following() throws -> EpochPlan {
-        try EpochPlan(sampleCount: order.count, globalBatch: globalBatch, ranks: ranks, seed: seed, epoch: epoch + 1)
-            .withShares(shares)
+        try EpochPlan(sampleCount: order.count, globalBatch: globalBatch, ranks: ranks, seed: seed, epoch: epoch + 1, shares: shares)
     }
 
     /// Positions (into the sample list) that `rank` processes at `step`.

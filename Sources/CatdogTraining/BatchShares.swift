@@ -112,11 +112,15 @@ public final class Balancer {
         let evenUnits = (total + ranks - 1) / ranks
         maxUnits = min(total - (ranks - 1), Balancer.largestShareFactor * evenUnits)
         switch split {
-        case .even, .auto:
-            guard total % ranks == 0 else {
-                throw SplitError(description: "the global batch of \(globalBatch) does not divide among \(ranks) ranks; use a global batch size that is a multiple of \(ranks)")
+        case .even:
+            guard globalBatch % ranks == 0, total % ranks == 0 else {
+                throw SplitError(description: "the global batch of \(globalBatch) does not divide among \(ranks) ranks; use a global batch size that is a multiple of \(ranks), or --balance auto")
             }
             units = Array(repeating: total / ranks, count: ranks)
+        case .auto:
+            // Whole groups as even as they go (64 in groups of 4 on 3 ranks: 24/20/20) until
+            // the ranks' speeds are known.
+            units = BatchShares.split(units: total, speeds: Array(repeating: 1, count: ranks), maxUnits: maxUnits)
         case .weights(let weights):
             guard weights.count == ranks else {
                 throw SplitError(description: "--balance gives \(weights.count) weights for \(ranks) ranks: give one a rank, in rank order")

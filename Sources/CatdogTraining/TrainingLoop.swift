@@ -117,7 +117,7 @@ extension Trainer {
     /// The epoch's plan (each rank's share of every step), at the epoch's input size.
     func beginEpoch(_ run: FitRun) throws -> EpochPlan {
         let plan = try EpochPlan(sampleCount: source.trainCount, globalBatch: config.globalBatch,
-                                 ranks: comm.size, seed: planSeed, epoch: epoch).withShares(balancer.shares)
+                                 ranks: comm.size, seed: planSeed, epoch: epoch, shares: balancer.shares)
         // Progressive resizing: the epoch's input size from how far the schedule has come
         // (the same on every rank), or for a resumed epoch the size it started at.
         if config.trainsAtOtherSizes {

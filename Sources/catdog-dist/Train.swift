@@ -203,7 +203,8 @@ struct Train: ParsableCommand {
         for labs of unequal machines), or weights, one a rank in rank order (`2,1,1`). With \
         `auto` or weights, BatchNorm normalizes groups of --ghost-batch samples and shares are \
         whole groups, so a step computes the same (up to float rounding) whichever rank holds \
-        which samples; a rank takes at most \(Balancer.largestShareFactor)x the even share. (default: even)
+        which samples; a rank takes at most \(Balancer.largestShareFactor)x the even share, and the \
+        global batch need not divide by the rank count. (default: even)
         """)
     var balance: String?
 
@@ -621,7 +622,7 @@ struct Train: ParsableCommand {
     /// The run's set-up as the log's opening lines: model and recipe, the batch split,
     /// gradient compression, and memory per rank.
     func describeRun(_ trainer: Trainer, config: TrainingConfig, comm: Communicator, activationBudget: Int, log: RankLog) {
-        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(comm.size) x \(config.globalBatch / comm.size); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
+        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(config.globalBatch % comm.size == 0 ? "\(comm.size) x \(config.globalBatch / comm.size)" : "shares of \(comm.size) ranks"); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
         if shape.givenBatchSize == nil, trainer.globalStep == 0, let advice = Recipe.smallBatchAdvice(globalBatch: config.globalBatch, ranks: comm.size) {
             log.info(advice)
         }

@@ -90,6 +90,13 @@ final class BalanceTests: XCTestCase {
         XCTAssertEqual(try? Balancer(split: .auto, globalBatch: 64, group: 4, ranks: 2).largestPossibleShare, 60)
         XCTAssertEqual(try? Balancer(split: .auto, globalBatch: 64, group: 1, ranks: 8).largestPossibleShare, 32,
                        "at most 4x the even share")
+        // A global batch that does not divide among the ranks: `auto` starts as even as whole
+        // groups go (a lab of 3 machines at the default 64); `even` cannot, and says what to do.
+        XCTAssertEqual(try? Balancer(split: .auto, globalBatch: 64, group: 4, ranks: 3).shares, [24, 20, 20])
+        XCTAssertEqual(try? Balancer(split: .weights([1, 1, 1]), globalBatch: 64, group: 4, ranks: 3).shares, [24, 20, 20])
+        XCTAssertThrowsError(try Balancer(split: .even, globalBatch: 64, group: nil, ranks: 3)) {
+            XCTAssertTrue("\($0)".contains("does not divide among 3 ranks; use a global batch size that is a multiple of 3, or --balance auto"), "\($0)")
+        }
         XCTAssertEqual(BatchSplit(parsing: "2,1,0.5"), .weights([2, 1, 0.5]))
         for bad in ["", "fast", "2,,1", "1,-1", "0,1", "nan,1", "1e9,1", "inf"] {
             XCTAssertNil(BatchSplit(parsing: bad), bad)
@@ -108,6 +115,16 @@ final class BalanceTests: XCTestCase {
         }
         XCTAssertThrowsError(try even.withShares([12, 5]))
         XCTAssertThrowsError(try even.withShares([16]))
+        // Shares from the start let a batch that does not divide by the rank count split: 64
+        // over 3 ranks covers each step's 64 positions once, in order, as one rank would.
+        let one = try EpochPlan(sampleCount: 150, globalBatch: 64, ranks: 1, seed: 3, epoch: 0)
+        let three = try EpochPlan(sampleCount: 150, globalBatch: 64, ranks: 3, seed: 3, epoch: 0, shares: [24, 20, 20])
+        for step in 0..<one.steps {
+            XCTAssertEqual((0..<3).flatMap { three.samples(step: step, rank: $0) }, Array(one.samples(step: step, rank: 0)), "step \(step)")
+        }
+        XCTAssertEqual(try three.following().shares, [24, 20, 20])
+        XCTAssertThrowsError(try EpochPlan(sampleCount: 150, globalBatch: 64, ranks: 3, seed: 3, epoch: 0))
+        XCTAssertThrowsError(try EpochPlan(sampleCount: 150, globalBatch: 64, ranks: 3, seed: 3, epoch: 0, shares: [24, 20, 21]))
     }
 
     // MARK: - Ghost batch normalization
@@ -273,6 +290,14 @@ final class BalanceCommandTests: XCTestCase {
         var result = try CLI.run(arguments(data, try temporaryFolder(self), extra: ["--balance", "auto", "--epochs", "1"]), ranks: 2)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("batch split auto: shares 12/12 of 24 to start with; BatchNorm over groups of 4 samples"), result.stdout)
+        // 3 ranks and a global batch of 20: `auto` trains it (groups of 4: 8/8/4), `even` says what to do.
+        result = try CLI.run(arguments(data, try temporaryFolder(self), extra: ["--balance", "auto", "--epochs", "1", "--batch-size", "20"]), ranks: 3)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("batch split auto: shares 8/8/4 of 20 to start with"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("global batch 20 = shares of 3 ranks"), result.stdout)
+        result = try CLI.run(arguments(data, try temporaryFolder(self), extra: ["--epochs", "1", "--batch-size", "20"]), ranks: 3)
+        XCTAssertNotEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.output.contains("multiple of 3"), result.output)
         let refused: [([String], String)] = [
             (["--balance", "1,2,3"], "--balance gives 3 weights for 2 ranks"),
             (["--balance", "fast"], "--balance fast is not `even`, `auto` or weights"),
