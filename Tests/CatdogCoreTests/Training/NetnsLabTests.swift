@@ -140,6 +140,31 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertTrue(refused.stderr.value.contains("leave -np out of the command"), refused.stderr.value)
     }
 
+    /// How many of the slots a (re)start takes: 3 slots and a global batch of 64 run 2 ranks
+    /// (64 must divide among them), with `--balance auto` all 3 (shares are whole groups), and
+    /// with auto and `--ghost-batch 32` 2 (two groups, one a rank). --min-ranks 4 stops each
+    /// before the job starts, saying how many could run.
+    func testTrainUntilDoneTakesEverySlotWithBalanceAuto() throws {
+        let folder = try temporaryFolder(self)
+        let hostfile = folder + "/hosts"
+        try "localhost slots=3\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        for (extra, ranks, why) in [
+            ([String](), 2, "running 2 of the 3 slots: the global batch 64 must divide among the ranks"),
+            (["--balance", "auto"], 3, nil),
+            (["--balance=auto", "--ghost-batch", "32"], 2, "running 2 of the 3 slots: --balance auto gives every rank at least one of the global batch's 2 groups"),
+        ] {
+            let run = try BackgroundRun(script("train-until-done"), [
+                "--hostfile", hostfile, "--min-ranks", "4", "--agent", "true", "--", "mpirun", CLI.binary, "train",
+                "--data", folder, "--checkpoint-dir", folder + "/ck", "--batch-size", "64"] + extra)
+            run.waitForExit(upTo: 60)
+            XCTAssertEqual(run.process.terminationStatus, 69, "\(extra): \(run.stderr.value)")
+            XCTAssertTrue(run.stderr.value.contains("only \(ranks) rank(s) can run"), "\(extra): \(run.stderr.value)")
+            if let why { XCTAssertTrue(run.stderr.value.contains(why), "\(extra): \(run.stderr.value)") }
+            else { XCTAssertFalse(run.stderr.value.contains("running "), "\(extra): \(run.stderr.value)") }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/ck"), "the job started")
+    }
+
     /// The hostfile is untrusted: a "host" that would reach the agent as an option (`ssh
     /// -oProxyCommand=...` runs a command) and slot counts outside 1...65536 or not numbers are
     /// refused, naming the line, before any host is asked or the job started; nothing is run.
