@@ -22,8 +22,8 @@ public protocol Communicator: AnyObject {
     /// little of the arithmetic and, as it sends all its values at once and receives the sums
     /// at once, takes part in two rounds instead of a ring's 2(N-1): for ranks of unequal
     /// speed. The sum is the ranks' values added in rank order, whatever the parts. Like the
-    /// buckets of `startAllReduceSum`, those of one `tag` (0..<1024) start in the same order
-    /// on every rank; different tags may be in flight together.
+    /// buckets of `startAllReduceSum`, those of one `tag` (below `partedSumTags`) start in the
+    /// same order on every rank; different tags may be in flight together.
     func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction
     /// Starts a non-blocking in-place sum of half-precision values (fp16 compression).
     func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
@@ -132,6 +132,16 @@ extension Communicator {
 }
 
 /// One process, no MPI: every collective is the identity.
+/// Tags of `startPartedAllReduceSum`: 0..<partedSumTags.
+public let partedSumTags = 1024
+
+/// What every implementation of `startPartedAllReduceSum` requires of its arguments.
+func checkPartedSum(count: Int, parts: [Int], tag: Int, ranks: Int) {
+    precondition(parts.count == ranks && parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == count,
+                 "parts \(parts) do not split \(count) values among \(ranks) ranks")
+    precondition((0..<partedSumTags).contains(tag) && count <= Int(Int32.max), "tag \(tag), count \(count)")
+}
+
 public final class LocalCommunicator: Communicator {
     public init() {}
     public var rank: Int { 0 }
@@ -141,7 +151,10 @@ public final class LocalCommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction { Done() }
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
-    public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction { Done() }
+    public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
+        checkPartedSum(count: count, parts: parts, tag: tag, ranks: size)
+        return Done()
+    }
     public func allReduceSum(_ values: inout [Double]) throws {}
     public func allReduceMinMax(_ value: UInt64) throws -> (min: UInt64, max: UInt64) { (value, value) }
     public func allReduceMax(_ values: inout [Double]) throws {}

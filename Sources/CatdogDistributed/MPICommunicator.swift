@@ -179,8 +179,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
-        precondition(parts.count == size && parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == count && (0..<1024).contains(tag))
-        precondition(count <= Int(Int32.max), "MPI counts are 32-bit")
+        checkPartedSum(count: count, parts: parts, tag: tag, ranks: size)  // MPI counts are 32-bit
         guard size > 1, count > 0 else { return Request(beats: beats) }
         let mine = parts[rank]
         let needed = mine * size

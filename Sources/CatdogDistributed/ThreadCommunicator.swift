@@ -257,7 +257,7 @@ public final class ThreadCommunicator: Communicator {
     /// The sum in rank order, as `MPICommunicator`'s; the parts are checked to be the same on
     /// every rank (they are part of the collective's description).
     public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
-        precondition(parts.count == size && parts.allSatisfy { $0 >= 0 } && parts.reduce(0, +) == count && (0..<1024).contains(tag))
+        checkPartedSum(count: count, parts: parts, tag: tag, ranks: size)
         return try sum("parted sum (float), tag \(tag), parts \(parts)", buffer, count: count, channel: 0, +)
     }
 

@@ -80,8 +80,8 @@ public final class DataParallelStep {
     /// groups cover; the caller fills `network.activation(firstNode)` instead of the input.
     /// PowerSGD sums exactly before update `compressFrom`; its random start comes from `seed`.
     /// With `sharingReductionWith`, the step reduces through that step's reduction and its
-    /// state (the same model at another input size, for progressive resizing). `hierarchical`
-    /// sums exact fp32 gradients machine by machine (`HierarchicalReduction`).
+    /// state (the same model at another input size, for progressive resizing). `allReduce` is how
+    /// exact fp32 gradients are summed: `FP32Reduction`, `HierarchicalReduction` or `PartedReduction`.
     public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
                 bucketBytes: Int, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat, compressFrom: Int = 0, seed: UInt64 = 1,
                 batchCapacity: Int = 0, sharingReductionWith other: DataParallelStep? = nil) {

@@ -62,7 +62,7 @@ public final class PartedReduction: GradientReduction {
     }
 
     /// Tags of `startPartedAllReduceSum`: one a bucket.
-    public static let maxBuckets = 1024
+    public static let maxBuckets = partedSumTags
 
     static func valid(_ weights: [Int], ranks: Int) -> Bool {
         weights.count == ranks && weights.allSatisfy { (0...(1 << 24)).contains($0) } && weights.contains { $0 > 0 }

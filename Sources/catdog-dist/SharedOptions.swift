@@ -219,7 +219,7 @@ extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
 extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 
-/// `--allreduce`: one all-reduce over every rank, or machine by machine.
+/// `--allreduce`: flat, hierarchical or parted.
 extension AllReduceTopology: ExpressibleByArgument {}
 extension KernelInstructionSet: ExpressibleByArgument {}
 extension TrainingData.Cache: ExpressibleByArgument {}
