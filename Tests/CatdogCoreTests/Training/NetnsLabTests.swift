@@ -165,6 +165,28 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/ck"), "the job started")
     }
 
+    /// Weights (`--balance 2,1,1`) are one a rank of the whole hostfile: a start without one of
+    /// its hosts trains with `--balance auto` instead, says so, and finishes (the old script
+    /// passed the weights on, and train refused 3 weights for 2 ranks).
+    func testTrainUntilDoneTakesBalanceAutoWhenWeightsLackAHost() throws {
+        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        let hostfile = folder + "/hosts"
+        try "localhost slots=2\nabsent.invalid slots=1\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        let run = try BackgroundRun(script("train-until-done"), [
+            "--hostfile", hostfile, "--agent", "false", "--max-restarts", "0", "--", "mpirun"] + CLI.mpirunFlags + [
+            CLI.binary, "train", "--data", data, "--checkpoint-dir", folder + "/ck", "--model", "simple",
+            "--image-size", "32", "--epochs", "1", "--batch-size", "24", "--balance", "2,1,1"])
+        defer { if run.process.isRunning { run.process.terminate() } }
+        run.waitForExit(upTo: 120)
+        let said = run.stdout.value + run.stderr.value
+        XCTAssertEqual(run.process.terminationStatus, 0, said)
+        XCTAssertTrue(said.contains("without absent.invalid this start takes --balance auto"), said)
+        XCTAssertTrue(said.contains("batch split auto"), said)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/ck/last.safetensors.zst"), said)
+    }
+
     /// The hostfile is untrusted: a "host" that would reach the agent as an option (`ssh
     /// -oProxyCommand=...` runs a command) and slot counts outside 1...65536 or not numbers are
     /// refused, naming the line, before any host is asked or the job started; nothing is run.
