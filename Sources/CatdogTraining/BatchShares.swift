@@ -221,12 +221,13 @@ public final class Balancer {
     }
 
     /// What whole groups cost against shares of any size, when it is 3% of a step or more:
-    /// "; the speeds ask for 41.5/22.5 samples (a step ~73 ms), whole groups of 4 cost 6%: a
-    /// larger --batch-size splits finer". Empty otherwise.
+    /// "; the speeds ask for 41.5/22.5 samples (a step ~73 ms), whole groups of 4 cost 6%
+    /// (--ghost-batch sets the group)". Empty otherwise. (The default group grows with the
+    /// global batch, so a larger batch alone does not split finer.)
     static func wholeGroupsNote(units: Int, group g: Int, speeds: [Double], fixed: [Double], step: Double) -> String {
         let ideal = BatchShares.fractionalSplit(units: units, speeds: speeds, fixed: fixed)
         guard ideal.time > 0, step >= ideal.time * (1 + improvement) else { return "" }
-        return String(format: "; the speeds ask for %@ samples (a step ~%.0f ms), whole groups of %d cost %.0f%%: a larger --batch-size splits finer",
+        return String(format: "; the speeds ask for %@ samples (a step ~%.0f ms), whole groups of %d cost %.0f%% (--ghost-batch sets the group)",
                       ideal.shares.map { String(format: "%.1f", $0 * Double(g)) }.joined(separator: "/"), ideal.time * 1000, g,
                       100 * (step / ideal.time - 1))
     }

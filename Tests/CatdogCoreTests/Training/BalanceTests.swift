@@ -77,7 +77,7 @@ final class BalanceTests: XCTestCase {
         XCTAssertEqual(shares, [11, 5])
         let note = Balancer.wholeGroupsNote(units: 16, group: 4, speeds: speeds, fixed: fixed,
                                             step: BatchShares.stepTime(shares, speeds: speeds, fixed: fixed))
-        XCTAssertEqual(note, "; the speeds ask for 41.5/22.5 samples (a step ~73 ms), whole groups of 4 cost 6%: a larger --batch-size splits finer")
+        XCTAssertEqual(note, "; the speeds ask for 41.5/22.5 samples (a step ~73 ms), whole groups of 4 cost 6% (--ghost-batch sets the group)")
         // Speeds 2:1 split 48 samples exactly (32/16): nothing to say.
         XCTAssertEqual(Balancer.wholeGroupsNote(units: 12, group: 4, speeds: [2, 1], fixed: [0, 0],
                                                 step: BatchShares.stepTime([8, 4], speeds: [2, 1], fixed: [0, 0])), "")
