@@ -36,17 +36,18 @@ public enum BatchShares {
     }
 
     /// The step time if shares could be any fraction of a group (the bound whole groups
-    /// approach): the T at which the ranks, each from its `fixed` seconds on, together compute
-    /// `units` groups; and each rank's share of the units at that T.
-    public static func fractionalSplit(units: Int, speeds: [Double], fixed: [Double]) -> (time: Double, shares: [Double]) {
+    /// approach): the T at which the ranks, each from its `fixed` seconds on and taking at most
+    /// `maxUnits`, together compute `units` groups; and each rank's share of the units at that T.
+    public static func fractionalSplit(units: Int, speeds: [Double], fixed: [Double],
+                                       maxUnits: Double = .infinity) -> (time: Double, shares: [Double]) {
         let n = speeds.count
-        precondition(n > 0 && fixed.count == n)
+        precondition(n > 0 && fixed.count == n && maxUnits * Double(n) >= Double(units))
         let speed = speeds.map { $0.isFinite && $0 > 0 ? $0 : Double.leastNormalMagnitude }
         let start = fixed.map { $0.isFinite ? max($0, 0) : 0 }
-        func shares(at t: Double) -> [Double] { (0..<n).map { max(0, t - start[$0]) * speed[$0] } }
+        func shares(at t: Double) -> [Double] { (0..<n).map { min(max(0, t - start[$0]) * speed[$0], maxUnits) } }
         // Bisection on T: the units computed grow with T, from 0 at the least fixed time to at
-        // least `units` once the fastest rank alone would have computed them all.
-        var low = start.min()!, high = start.max()! + Double(units) / speed.max()!
+        // least `units` once the slowest rank alone would have computed them all.
+        var low = start.min()!, high = start.max()! + Double(units) / speed.min()!
         for _ in 0..<100 where high - low > 1e-12 * max(high, 1) {
             let mid = (low + high) / 2
             if shares(at: mid).reduce(0, +) < Double(units) { low = mid } else { high = mid }
@@ -217,15 +218,15 @@ public final class Balancer {
                       fixed.map { String(format: "%.0f", $0 * 1000) }.joined(separator: "/"),
                       speeds.map { String(format: "%.2f", 1000 / ($0 * Double(g))) }.joined(separator: "/"),
                       then * 1000, now * 1000, slowest, slowest < hosts.count ? hosts[slowest] : "?")
-            + Self.wholeGroupsNote(units: unitCount, group: g, speeds: speeds, fixed: fixed, step: then)
+            + Self.wholeGroupsNote(units: unitCount, group: g, speeds: speeds, fixed: fixed, maxUnits: maxUnits, step: then)
     }
 
     /// What whole groups cost against shares of any size, when it is 3% of a step or more:
     /// "; the speeds ask for 41.5/22.5 samples (a step ~73 ms), whole groups of 4 cost 6%
     /// (--ghost-batch sets the group)". Empty otherwise. (The default group grows with the
     /// global batch, so a larger batch alone does not split finer.)
-    static func wholeGroupsNote(units: Int, group g: Int, speeds: [Double], fixed: [Double], step: Double) -> String {
-        let ideal = BatchShares.fractionalSplit(units: units, speeds: speeds, fixed: fixed)
+    static func wholeGroupsNote(units: Int, group g: Int, speeds: [Double], fixed: [Double], maxUnits: Int, step: Double) -> String {
+        let ideal = BatchShares.fractionalSplit(units: units, speeds: speeds, fixed: fixed, maxUnits: Double(maxUnits))
         guard ideal.time > 0, step >= ideal.time * (1 + improvement) else { return "" }
         return String(format: "; the speeds ask for %@ samples (a step ~%.0f ms), whole groups of %d cost %.0f%% (--ghost-batch sets the group)",
                       ideal.shares.map { String(format: "%.1f", $0 * Double(g)) }.joined(separator: "/"), ideal.time * 1000, g,

@@ -46,28 +46,37 @@ final class BalanceTests: XCTestCase {
         XCTAssertEqual(BatchShares.split(units: 8, speeds: [1, 1e-9, 1], maxUnits: 8), [4, 1, 3])
     }
 
-    /// The bound of shares of any size: every rank that computes finishes at the same time T
-    /// (to 1e-9 s), the shares sum to the units (to 1e-9), a rank whose fixed time is past T
-    /// computes nothing, and no split in whole groups beats T. The log's note names what whole
-    /// groups cost only when it is at least 3% of the step.
+    /// The bound of shares of any size up to a cap: every rank between none and the cap
+    /// finishes at the same time T (to 1e-9 s), a rank at the cap no later, a rank whose fixed
+    /// time is past T computes nothing; the shares sum to the units (to 1e-9), and no split in
+    /// whole groups under the same cap beats T. The log's note names what whole groups cost
+    /// only when it is at least 3% of the step.
     func testFractionalSharesBoundWholeGroups() {
         var random = Random(seed: 6)
         for _ in 0..<200 {
             let ranks = 1 + random.below(4), units = ranks + random.below(20)
+            let cap = max((units + ranks - 1) / ranks, 1 + random.below(units - ranks + 1))
             let speeds = (0..<ranks).map { _ in Double(random.uniform(0.05, 4)) }
             let fixed = (0..<ranks).map { _ in random.below(2) == 0 ? 0 : Double(random.uniform(0, 3)) }
-            let ideal = BatchShares.fractionalSplit(units: units, speeds: speeds, fixed: fixed)
+            let ideal = BatchShares.fractionalSplit(units: units, speeds: speeds, fixed: fixed, maxUnits: Double(cap))
             XCTAssertEqual(ideal.shares.reduce(0, +), Double(units), accuracy: 1e-9)
             for r in 0..<ranks {
-                if ideal.shares[r] > 1e-9 {
-                    XCTAssertEqual(fixed[r] + ideal.shares[r] / speeds[r], ideal.time, accuracy: 1e-9, "\(speeds) \(fixed)")
+                let finish = fixed[r] + ideal.shares[r] / speeds[r]
+                if ideal.shares[r] >= Double(cap) - 1e-9 {
+                    XCTAssertLessThanOrEqual(finish, ideal.time + 1e-9, "\(speeds) \(fixed) cap \(cap)")
+                } else if ideal.shares[r] > 1e-9 {
+                    XCTAssertEqual(finish, ideal.time, accuracy: 1e-9, "\(speeds) \(fixed) cap \(cap)")
                 } else {
                     XCTAssertGreaterThanOrEqual(fixed[r], ideal.time - 1e-9)
                 }
             }
-            let whole = BatchShares.split(units: units, speeds: speeds, fixed: fixed, maxUnits: units)
+            let whole = BatchShares.split(units: units, speeds: speeds, fixed: fixed, maxUnits: cap)
             XCTAssertGreaterThanOrEqual(BatchShares.stepTime(whole, speeds: speeds, fixed: fixed), ideal.time - 1e-9)
         }
+        // A cap binds: a rank 10× faster than the other may take at most 10 of 16 groups.
+        let capped = BatchShares.fractionalSplit(units: 16, speeds: [10, 1], fixed: [0, 0], maxUnits: 10)
+        XCTAssertEqual(capped.shares[0], 10, accuracy: 1e-9)
+        XCTAssertEqual(capped.time, 6, accuracy: 1e-9)
         // The pair of docs/across-machines.md: 1 ms a step each, 1.73 and 3.18 ms a sample, 16
         // groups of 4: the speeds ask for 41.5/22.5 samples (~72.7 ms), whole groups give 44/20.
         let speeds = [1 / (4 * 0.00173), 1 / (4 * 0.00318)], fixed = [0.001, 0.001]
@@ -75,11 +84,11 @@ final class BalanceTests: XCTestCase {
         XCTAssertEqual(ideal.time, 0.001 + 64 / (1 / 0.00173 + 1 / 0.00318), accuracy: 1e-9)
         let shares = BatchShares.split(units: 16, speeds: speeds, fixed: fixed, maxUnits: 15)
         XCTAssertEqual(shares, [11, 5])
-        let note = Balancer.wholeGroupsNote(units: 16, group: 4, speeds: speeds, fixed: fixed,
+        let note = Balancer.wholeGroupsNote(units: 16, group: 4, speeds: speeds, fixed: fixed, maxUnits: 15,
                                             step: BatchShares.stepTime(shares, speeds: speeds, fixed: fixed))
         XCTAssertEqual(note, "; the speeds ask for 41.5/22.5 samples (a step ~73 ms), whole groups of 4 cost 6% (--ghost-batch sets the group)")
         // Speeds 2:1 split 48 samples exactly (32/16): nothing to say.
-        XCTAssertEqual(Balancer.wholeGroupsNote(units: 12, group: 4, speeds: [2, 1], fixed: [0, 0],
+        XCTAssertEqual(Balancer.wholeGroupsNote(units: 12, group: 4, speeds: [2, 1], fixed: [0, 0], maxUnits: 11,
                                                 step: BatchShares.stepTime([8, 4], speeds: [2, 1], fixed: [0, 0])), "")
     }
 
