@@ -12,16 +12,31 @@ import XCTest
 final class BalanceTests: XCTestCase {
     // MARK: - The share computation
 
+    /// A small random lab: up to `maxRanks` ranks, their units (up to `maxExtra` more than the
+    /// ranks), a cap on a share that leaves every split possible, speeds from 0.05 to 4 groups
+    /// a second, and for about half the ranks a fixed cost a step of up to 3 s.
+    struct RandomLab {
+        let ranks: Int, units: Int, cap: Int
+        let speeds: [Double], fixed: [Double]
+
+        init(_ random: inout Random, maxRanks: Int, maxExtra: Int) {
+            ranks = 1 + random.below(maxRanks)
+            units = ranks + random.below(maxExtra)
+            cap = max((units + ranks - 1) / ranks, 1 + random.below(units - ranks + 1))
+            let n = ranks
+            speeds = (0..<n).map { _ in Double(random.uniform(0.05, 4)) }
+            fixed = (0..<n).map { _ in random.below(2) == 0 ? 0 : Double(random.uniform(0, 3)) }
+        }
+    }
+
     /// Against every possible split of small cases (random speeds, and for some ranks a fixed
     /// cost a step): the chosen one makes the slowest rank as fast as any split can (within
     /// 1e-12), gives every rank at least one group and at most the cap, and uses every group.
     func testSharesAreTheFastestSplitInWholeGroups() {
         var random = Random(seed: 5)
         for _ in 0..<200 {
-            let ranks = 1 + random.below(3), units = ranks + random.below(10)
-            let cap = max((units + ranks - 1) / ranks, 1 + random.below(units - ranks + 1))
-            let speeds = (0..<ranks).map { _ in Double(random.uniform(0.05, 4)) }
-            let fixed = (0..<ranks).map { _ in random.below(2) == 0 ? 0 : Double(random.uniform(0, 3)) }
+            let lab = RandomLab(&random, maxRanks: 3, maxExtra: 10)
+            let (ranks, units, cap, speeds, fixed) = (lab.ranks, lab.units, lab.cap, lab.speeds, lab.fixed)
             let shares = BatchShares.split(units: units, speeds: speeds, fixed: fixed, maxUnits: cap)
             XCTAssertEqual(shares.reduce(0, +), units)
             XCTAssertTrue(shares.allSatisfy { (1...cap).contains($0) }, "\(shares) cap \(cap)")
@@ -54,10 +69,8 @@ final class BalanceTests: XCTestCase {
     func testFractionalSharesBoundWholeGroups() {
         var random = Random(seed: 6)
         for _ in 0..<200 {
-            let ranks = 1 + random.below(4), units = ranks + random.below(20)
-            let cap = max((units + ranks - 1) / ranks, 1 + random.below(units - ranks + 1))
-            let speeds = (0..<ranks).map { _ in Double(random.uniform(0.05, 4)) }
-            let fixed = (0..<ranks).map { _ in random.below(2) == 0 ? 0 : Double(random.uniform(0, 3)) }
+            let lab = RandomLab(&random, maxRanks: 4, maxExtra: 20)
+            let (ranks, units, cap, speeds, fixed) = (lab.ranks, lab.units, lab.cap, lab.speeds, lab.fixed)
             let ideal = BatchShares.fractionalSplit(units: units, speeds: speeds, fixed: fixed, maxUnits: Double(cap))
             XCTAssertEqual(ideal.shares.reduce(0, +), Double(units), accuracy: 1e-9)
             for r in 0..<ranks {
