@@ -210,9 +210,10 @@ struct Train: ParsableCommand {
 
     @Option(help: """
         Ghost batch normalization: BatchNorm's statistics over groups of this many samples \
-        instead of each rank's whole slice; must divide --batch-size. (default: off with \
-        --balance even; with auto or weights, the largest divisor of --batch-size at most an \
-        eighth of the even share, or 4 when that is less)
+        instead of each rank's whole slice; must divide --batch-size. Smaller groups let \
+        --balance split finer; groups of 2 cost validation loss (docs/across-machines.md). \
+        (default: off with --balance even; with auto or weights, the largest divisor of \
+        --batch-size at most an eighth of the even share, or 4 when that is less)
         """)
     var ghostBatch: Int?
 
