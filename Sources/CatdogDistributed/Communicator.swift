@@ -131,7 +131,6 @@ extension Communicator {
     }
 }
 
-/// One process, no MPI: every collective is the identity.
 /// Tags of `startPartedAllReduceSum`: 0..<partedSumTags.
 public let partedSumTags = 1024
 
@@ -142,6 +141,7 @@ func checkPartedSum(count: Int, parts: [Int], tag: Int, ranks: Int) {
     precondition((0..<partedSumTags).contains(tag) && count <= Int(Int32.max), "tag \(tag), count \(count)")
 }
 
+/// One process, no MPI: every collective is the identity.
 public final class LocalCommunicator: Communicator {
     public init() {}
     public var rank: Int { 0 }
