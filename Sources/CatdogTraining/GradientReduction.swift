@@ -64,8 +64,11 @@ public final class PartedReduction: GradientReduction {
     /// Tags of `startPartedAllReduceSum`: one a bucket.
     public static let maxBuckets = partedSumTags
 
+    /// Weights of at most 2^24 each and 2^31 together, so that `parts` of a bucket (at most
+    /// 2^31 values) multiplies within 64 bits.
     static func valid(_ weights: [Int], ranks: Int) -> Bool {
         weights.count == ranks && weights.allSatisfy { (0...(1 << 24)).contains($0) } && weights.contains { $0 > 0 }
+            && weights.reduce(0, +) <= 1 << 31
     }
 
     /// `count` values in parts by `weights`: part r ends at count × (w0 + … + wr) / Σw, rounded down.

@@ -142,7 +142,10 @@ final class GradientReductionTests: XCTestCase {
         XCTAssertEqual(PartedReduction.parts(count: 1000, weights: [24, 24, 12, 4]), [375, 375, 187, 63])
         XCTAssertEqual(PartedReduction.parts(count: 3, weights: [1, 1, 1, 1]), [0, 1, 1, 1])
         XCTAssertEqual(PartedReduction.parts(count: 0, weights: [2, 1]), [0, 0])
-        for (count, weights) in [(4_718_592, [44, 20]), (777, [1, 7, 3]), (5, [96, 96, 48, 16])] {
+        // The largest a bucket and the weights may be (2^31 - 1 values; weights summing to 2^31)
+        // multiply within 64 bits.
+        for (count, weights) in [(4_718_592, [44, 20]), (777, [1, 7, 3]), (5, [96, 96, 48, 16]),
+                                 (Int(Int32.max), Array(repeating: 1 << 24, count: 128))] {
             let parts = PartedReduction.parts(count: count, weights: weights)
             XCTAssertEqual(parts.reduce(0, +), count)
             XCTAssertTrue(parts.allSatisfy { $0 >= 0 })
