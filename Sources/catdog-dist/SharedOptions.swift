@@ -124,7 +124,8 @@ struct ComputeOptions: ParsableArguments {
         Precision of the convolutions' matrix products: fp32, or bf16 (operands rounded to bf16, \
         products summed in fp32 by AVX512_BF16's vdpbf16ps: forward, dX and dW of every \
         convolution, Winograd's products included; weights, gradient sums, optimizer, loss, \
-        BatchNorm and the Winograd transforms stay fp32). bf16 is refused on a CPU without \
+        BatchNorm, the Winograd transforms and the first layer's forward and weight gradient, \
+        direct convolutions on the image's 3 channels, stay fp32). bf16 is refused on a CPU without \
         AVX512_BF16 and with --kernels avx2 or baseline. Not recorded in checkpoints: a run \
         may resume in the other precision.
         """)

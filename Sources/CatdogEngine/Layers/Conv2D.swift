@@ -268,12 +268,13 @@ public final class Conv2D: Layer {
         }
     }
 
-    /// A layer on few channels (an image's), in fp32 on our kernels: forward and the kernel
-    /// gradient as direct convolutions where the C kernels take the shape (`catdog_conv_direct_*`),
+    /// A layer on few channels (an image's), on our kernels: forward and the kernel gradient as
+    /// fp32 direct convolutions where the C kernels take the shape (`catdog_conv_direct_*`),
     /// without im2col (whose runs of 3 floats and products of k = 27 cost several times the
-    /// arithmetic; docs/performance.md).
+    /// arithmetic; docs/performance.md). Under `--precision bf16` too: there im2col's products
+    /// in bf16 took twice the direct convolution's time.
     private var takesDirect: Bool {
-        geometry.channels <= 4 && !geometry.isPointwise && scratch.convolution.route == .own
+        geometry.channels <= 4 && !geometry.isPointwise && scratch.convolution.route != .blas
     }
 
     /// Calls a direct-convolution kernel with this layer's geometry; false where it declines.

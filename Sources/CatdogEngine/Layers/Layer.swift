@@ -119,7 +119,9 @@ public enum Precision: String, Sendable, CaseIterable, Codable {
     case fp32
     /// bf16 operands (8 significant bits, rounded to nearest even), products summed in fp32
     /// (`vdpbf16ps`), on CPUs with AVX512_BF16: forward, dX and dW of every convolution,
-    /// Winograd's 36 products, im2col's and the 1×1 convolutions'.
+    /// Winograd's 36 products, im2col's and the 1×1 convolutions'. A layer on an image's few
+    /// channels keeps its fp32 direct convolutions for forward and dW (`Conv2D.takesDirect`):
+    /// faster there than im2col's products in bf16.
     case bf16
 
     /// Why this process cannot compute in this precision, or nil when it can.

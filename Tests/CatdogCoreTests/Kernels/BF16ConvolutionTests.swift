@@ -62,6 +62,40 @@ final class BF16ConvolutionTests: XCTestCase {
         }
     }
 
+    /// The first layer of resnet (32 filters, 3×3, stride 2, on an image's 3 channels) keeps its
+    /// fp32 direct convolutions under bf16: forward and dW equal fp32's bit for bit (and the
+    /// double reference to fp32 rounding, 1e-5), while dX, through the gemm, shows bf16's
+    /// rounding (more than 1e-4 from the reference), so the layer did run with bf16 products.
+    func testTheImageLayerKeepsItsFP32DirectConvolutions() throws {
+        var random = Random(seed: 5)
+        let shape = FeatureShape(height: 16, width: 14, channels: 3), batch = 3
+        var results: [Precision: (output: [Float], dX: [Float], dW: [Float])] = [:]
+        var dy: [Float] = []
+        for precision in [Precision.fp32, .bf16] {
+            let conv = Conv2D(32, 3, stride: 2)
+            let h = try LayerHarness(conv, inputs: [shape], batch: batch, seed: 9, convolution: ConvolutionOptions(precision: precision))
+            let kernelCount = conv.geometry!.patchSize * conv.filters
+            h.forward()
+            if dy.isEmpty { dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) } }
+            h.backward(dy)
+            results[precision] = (h.output.array, h.dInputs[0].array, Array(h.gradients.array[0..<kernelCount]))
+            if precision == .bf16 {
+                let g = conv.geometry!
+                let kernel = Array(h.parameters.array[0..<kernelCount]), bias = Array(h.parameters.array[kernelCount...])
+                let expected = ReferenceConv.forward(g, images: batch, filters: conv.filters, input: h.inputs[0].array, kernel: kernel, bias: bias)
+                let ref = ReferenceConv.backward(g, images: batch, filters: conv.filters, input: h.inputs[0].array, kernel: kernel, dOutput: dy)
+                XCTAssertLessThan(relativeError(h.output.array, expected), 1e-5, "forward: not fp32's accuracy")
+                XCTAssertLessThan(relativeError(results[.bf16]!.dW, ref.dKernel), 1e-5, "dW: not fp32's accuracy")
+                XCTAssertGreaterThan(relativeError(h.dInputs[0].array, ref.dInput), 1e-4, "dX: no bf16 rounding seen; did the layer run in fp32?")
+            }
+        }
+        let fp32 = results[.fp32]!, bf16 = results[.bf16]!
+        func largestDifference(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        XCTAssertEqual(largestDifference(bf16.output, fp32.output), 0, "forward under bf16 is not fp32's direct convolution")
+        XCTAssertEqual(largestDifference(bf16.dW, fp32.dW), 0, "dW under bf16 is not fp32's direct convolution")
+        XCTAssertGreaterThan(largestDifference(bf16.dX, fp32.dX), 0, "dX under bf16 equals fp32's")
+    }
+
     /// A training step of resnet at 32 px on 8 images, from the same weights, in bf16 and fp32.
     /// This small BatchNorm network's backward pass amplifies relative perturbations about
     /// 100×: fp32 Winograd and fp32 im2col (rounding differences of 1e-7) give gradients 6e-6
