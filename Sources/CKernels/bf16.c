@@ -168,22 +168,25 @@ int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const 
     return 1;
 }
 
-// Rows 2p and 2p+1 of x (k x n, row stride ld) as n words (x(2p, j), x(2p+1, j)), for every p:
-// vcvtne2ps2bf16 rounds 16 + 16 floats to nearest even, one permute interleaves them.
-BF16 static void pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, uint32_t *out) {
+// Rows r0 and r1 (NULL: zeros) of n floats as n words (r0[j], r1[j]): vcvtne2ps2bf16 rounds
+// 16 + 16 floats to nearest even, one permute interleaves them.
+BF16 static void pack_two_rows(const float *r0, const float *r1, size_t n, uint32_t *out) {
     static const short interleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
                                           8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
     const __m512i order = _mm512_loadu_si512(interleave);
-    for (size_t p = 0; p < (k + 1) / 2; p++) {
-        const float *r0 = x + 2 * p * ld, *r1 = 2 * p + 1 < k ? r0 + ld : NULL;
-        for (size_t j = 0; j < n; j += 16) {
-            const __mmask16 mask = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-            const __m512 x0 = _mm512_maskz_loadu_ps(mask, r0 + j);
-            const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mask, r1 + j) : _mm512_setzero_ps();
-            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);  // x0 in the low half
-            _mm512_mask_storeu_epi32(out + p * n + j, mask, _mm512_permutexvar_epi16(order, both));
-        }
+    for (size_t j = 0; j < n; j += 16) {
+        const __mmask16 mask = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __m512 x0 = _mm512_maskz_loadu_ps(mask, r0 + j);
+        const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mask, r1 + j) : _mm512_setzero_ps();
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+        _mm512_mask_storeu_epi32(out + j, mask, _mm512_permutexvar_epi16(order, both));
     }
+}
+
+// Rows 2p and 2p+1 of x (k x n, row stride ld) as n words (x(2p, j), x(2p+1, j)), for every p.
+BF16 static void pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, uint32_t *out) {
+    for (size_t p = 0; p < (k + 1) / 2; p++)
+        pack_two_rows(x + 2 * p * ld, 2 * p + 1 < k ? x + (2 * p + 1) * ld : NULL, n, out + p * n);
 }
 
 // Each row i of x (m x k, row stride ld) as ceil(k/2) words (x(i, 2p), x(i, 2p+1)): consecutive
@@ -215,10 +218,10 @@ static uint32_t *scratch(uint32_t **buffer, size_t *words, size_t needed) {
     return grown;
 }
 
-static int bf16_products_available(void) { return catdog_cpu_has_bf16() && catdog_sgemm_available(); }
+int catdog_bf16_products_available(void) { return catdog_cpu_has_bf16() && catdog_sgemm_available(); }
 
 int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {
-    if (!bf16_products_available()) return 0;
+    if (!catdog_bf16_products_available()) return 0;
     pack_pair_rows(x, k, n, ld, packed);
     return 1;
 }
@@ -249,7 +252,7 @@ static int zero_k(size_t m, size_t n, float *c, size_t ldc, int accumulate) {
 int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                       float *c, size_t ldc, int accumulate) {
     // Only where the kernels run AVX-512 (`--kernels avx2` stands in for a CPU without it).
-    if (!bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
+    if (!catdog_bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
     if (m == 0 || n == 0) return 1;
     if (k == 0) return zero_k(m, n, c, ldc, accumulate);
     const size_t k2 = (k + 1) / 2;
@@ -262,13 +265,69 @@ int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, 
 
 int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
                                float *c, size_t ldc, int accumulate) {
-    if (!bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
+    if (!catdog_bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
     if (m == 0 || n == 0) return 1;
     if (k == 0) return zero_k(m, n, c, ldc, accumulate);
     return sbgemm_packing_a(m, n, k, a, rsa, csa, b_packed, c, ldc, accumulate);
 }
+
+// Packed operands written straight from a transform's output (a Winograd tile's 36 rows, in
+// cache), so that the products read bf16 pairs rather than packing fp32 operands of their own.
+int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const void *b, float *c,
+                         size_t ldc, int accumulate) {
+    if (!catdog_bf16_products_available()) return 0;
+    if (m == 0 || n == 0) return 1;
+    if (k == 0) return zero_k(m, n, c, ldc, accumulate);
+    sbgemm_avx512(m, n, k, a, ars, acs, b, c, ldc, accumulate);
+    return 1;
+}
+
+// One row of n floats as ceil(n/2) words, 32 floats a step; inlined into the 36 rows of a tile,
+// which a layer packs hundreds of thousands of times a pass.
+BF16 __attribute__((always_inline)) static inline void pack_row(const float *x, size_t n, uint32_t *out) {
+    size_t p = 0;
+    for (; p + 32 <= n; p += 32)
+        _mm512_storeu_si512(out + p / 2, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + p + 16), _mm512_loadu_ps(x + p)));
+    if (p < n) pack_rows(x + p, 1, n - p, n - p, out + p / 2);
+}
+
+BF16 static void pack_tile_rows(const float *tile, size_t rows, size_t n, uint32_t *out, size_t stride) {
+    for (size_t r = 0; r < rows; r++) pack_row(tile + r * n, n, out + r * stride);
+}
+
+int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *out, size_t stride) {
+    if (!catdog_bf16_products_available()) return 0;
+    pack_tile_rows(tile, rows, n, out, stride);
+    return 1;
+}
+
+BF16 static void pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, uint32_t *out, size_t stride) {
+    if (!second || n % 16 != 0) {
+        for (size_t r = 0; r < rows; r++) pack_two_rows(first + r * n, second ? second + r * n : NULL, n, out + r * stride);
+        return;
+    }
+    // (first(r, j), second(r, j)) as words: the two rows' bf16 halves unpacked against each other,
+    // 16 floats of each a step.
+    for (size_t r = 0; r < rows; r++) {
+        const float *a = first + r * n, *b = second + r * n;
+        uint32_t *o = out + r * stride;
+        for (size_t j = 0; j < n; j += 16) {
+            const __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + j));
+            const __m256i hi = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b + j));
+            const __m512i words = _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+            _mm512_storeu_si512(o + j, words);
+        }
+    }
+}
+
+int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, void *out, size_t stride) {
+    if (!catdog_bf16_products_available()) return 0;
+    pack_tile_pair(first, second, rows, n, out, stride);
+    return 1;
+}
 #else
 int catdog_cpu_has_bf16(void) { return 0; }
+int catdog_bf16_products_available(void) { return 0; }
 double catdog_peak_fp32_gflops(double seconds) { (void)seconds; return 0; }
 double catdog_peak_bf16_gflops(double seconds) { (void)seconds; return 0; }
 int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const uint16_t *b_packed, float *c, size_t ldc,
@@ -279,6 +338,19 @@ int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const 
 int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                       float *c, size_t ldc, int accumulate) {
     (void)m; (void)n; (void)k; (void)a; (void)rsa; (void)csa; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const void *b, float *c,
+                         size_t ldc, int accumulate) {
+    (void)m; (void)n; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *out, size_t stride) {
+    (void)tile; (void)rows; (void)n; (void)out; (void)stride;
+    return 0;
+}
+int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, void *out, size_t stride) {
+    (void)first; (void)second; (void)rows; (void)n; (void)out; (void)stride;
     return 0;
 }
 int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {

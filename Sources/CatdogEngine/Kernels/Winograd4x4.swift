@@ -24,8 +24,14 @@ public final class Winograd4x4: WinogradConvolution {
     private let outPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 16)
 
     /// Who takes the 36 products (our fp32 or bf16 gemm where the CPU and the shape allow, or
-    /// BLAS); the transforms stay fp32 in every case.
+    /// BLAS); the transforms compute in fp32 in every case.
     public let route: GemmRoute
+    /// In bf16, whether each tile's transform output is rounded and packed for the products as
+    /// it is made (in cache), so that the products read bf16 pairs, half the bytes, with no
+    /// packing pass of their own. The same bits either way; false packs inside the products.
+    var packsAsItTransforms = true
+    /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed.
+    private let tileWork: FloatBuffer
 
     public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, route: GemmRoute = .own) {
         self.route = route
@@ -39,6 +45,7 @@ public final class Winograd4x4: WinogradConvolution {
         buffers.reserve(u: 36 * channels * filters, v: 36 * chunkTiles * channels, m: 36 * chunkTiles * filters)
         zeros = FloatBuffer(count: max(channels, filters))
         work = FloatBuffer(count: 36 * max(channels, filters, 1))
+        tileWork = FloatBuffer(count: route == .bf16 ? 72 * (channels + filters) : 0)
     }
 
     deinit {
@@ -105,14 +112,33 @@ public final class Winograd4x4: WinogradConvolution {
         let tiling = Tiling(h: h, w: w)
         let total = n * tiling.perImage
         let vp = buffers.v.pointer, mp = buffers.m.pointer, up = buffers.u.pointer
+        let pairs = (c + 1) / 2 * f, k2 = (c + 1) / 2
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
+            if uPacked && packsAsItTransforms {
+                // V in bf16 pairs along the channels, in v's memory: 36 blocks of count × k2 words.
+                let words = UnsafeMutableRawPointer(vp), tile = tileWork.pointer
+                ConvolutionPhases.measure(.winogradTransforms) {
+                    for t in 0..<count {
+                        transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: tile, stride: c)
+                        catdog_bf16_pack_tile_rows(tile, 36, c, words + 4 * t * k2, count * k2)
+                    }
+                }
+                ConvolutionPhases.measure(.products) {
+                    for xi in 0..<36 {
+                        catdog_sbgemm_packed(count, f, c, words + 4 * xi * count * k2, k2, 1, buffers.packedU.pointer + xi * pairs,
+                                             mp + xi * count * f, f, 0)
+                    }
+                }
+                ConvolutionPhases.measure(.winogradTransforms) { transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, accumulate: accumulate) }
+                start += count
+                continue
+            }
             ConvolutionPhases.measure(.winogradTransforms) {
                 for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
             }
             ConvolutionPhases.measure(.products) {
-                let pairs = (c + 1) / 2 * f
                 for xi in 0..<36 {
                     if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * count * c, c, 1, buffers.packedU.pointer + xi * pairs,
                                                            mp + xi * count * f, f, 0) != 0 { continue }
@@ -143,6 +169,22 @@ public final class Winograd4x4: WinogradConvolution {
         }
     }
 
+    /// One tile's V (from x) and dM (from dY), their 36 rows `stride` floats apart.
+    private func transformForKernelGradient(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, tile: Int, of tiling: Tiling,
+                                            h: Int, w: Int, v: UnsafeMutablePointer<Float>, dm: UnsafeMutablePointer<Float>,
+                                            stride: (v: Int, dm: Int)) {
+        let f = filters
+        let (image, row, col) = transformInput(x, tile: tile, of: tiling, h: h, w: w, into: v, stride: stride.v)
+        let base = dy + image * h * w * f, zero = UnsafePointer(zeros.pointer)
+        for r in 0..<4 {
+            for s in 0..<4 {
+                let oh = row + r, ow = col + s
+                inPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : zero
+            }
+        }
+        catdog_wino4_output_gradient(inPointers, dm, stride.dm, f, work.pointer)
+    }
+
     /// dW (3, 3, C, F) += the kernel gradient of y = x ⊛ W for the output gradient dY.
     public func accumulateKernelGradient(input x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>,
                                          images n: Int, height h: Int, width w: Int,
@@ -152,21 +194,40 @@ public final class Winograd4x4: WinogradConvolution {
         let total = n * tiling.perImage
         buffers.reserveKernelGradient(36 * c * f)
         let vp = buffers.v.pointer, mp = buffers.m.pointer, dup = buffers.du.pointer
-        let zero = UnsafePointer(zeros.pointer)
+        let fused = route == .bf16 && packsAsItTransforms && catdog_bf16_products_available() != 0
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
+            if fused {
+                // V and dM in bf16 pairs along the tiles (tiles 2p and 2p + 1 in word p), in v's
+                // and m's memory: 36 blocks of ⌈count/2⌉ × C and ⌈count/2⌉ × F words.
+                let pairRows = (count + 1) / 2
+                let vWords = UnsafeMutableRawPointer(vp), mWords = UnsafeMutableRawPointer(mp)
+                let tileV = tileWork.pointer, tileM = tileV + 72 * c
+                ConvolutionPhases.measure(.winogradTransforms) {
+                    for p in 0..<pairRows {
+                        let both = 2 * p + 1 < count
+                        for half in 0..<(both ? 2 : 1) {
+                            transformForKernelGradient(x, dy, tile: start + 2 * p + half, of: tiling, h: h, w: w,
+                                                       v: tileV + half * 36 * c, dm: tileM + half * 36 * f, stride: (c, f))
+                        }
+                        catdog_bf16_pack_tile_pair(tileV, both ? tileV + 36 * c : nil, 36, c, vWords + 4 * p * c, pairRows * c)
+                        catdog_bf16_pack_tile_pair(tileM, both ? tileM + 36 * f : nil, 36, f, mWords + 4 * p * f, pairRows * f)
+                    }
+                }
+                ConvolutionPhases.measure(.products) {
+                    for xi in 0..<36 {
+                        catdog_sbgemm_packed(c, f, count, vWords + 4 * xi * pairRows * c, 1, c, mWords + 4 * xi * pairRows * f,
+                                             dup + xi * c * f, f, start > 0 ? 1 : 0)
+                    }
+                }
+                start += count
+                continue
+            }
             ConvolutionPhases.measure(.winogradTransforms) {
                 for t in 0..<count {
-                    let (image, row, col) = transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c)
-                    let base = dy + image * h * w * f
-                    for r in 0..<4 {
-                        for s in 0..<4 {
-                            let oh = row + r, ow = col + s
-                            inPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : zero
-                        }
-                    }
-                    catdog_wino4_output_gradient(inPointers, mp + t * f, count * f, f, work.pointer)
+                    transformForKernelGradient(x, dy, tile: start + t, of: tiling, h: h, w: w, v: vp + t * c, dm: mp + t * f,
+                                               stride: (count * c, count * f))
                 }
             }
             ConvolutionPhases.measure(.products) {

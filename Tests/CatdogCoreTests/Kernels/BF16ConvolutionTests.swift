@@ -1,4 +1,4 @@
-import CatdogEngine
+@testable import CatdogEngine
 import CatdogSupport
 import Foundation
 import XCTest
@@ -156,4 +156,54 @@ final class BF16ConvolutionTests: XCTestCase {
         // bf16 really ran: its losses are not fp32's.
         XCTAssertNotEqual(losses[0][1], losses[1][1])
     }
+
+    /// In bf16, Winograd F(4×4) rounds and packs each tile's transform output as it is made (V;
+    /// for dW also dM, in pairs along the tiles) instead of packing fp32 operands inside the
+    /// products. The products then read the same bf16 pairs in the same order, so forward and dW
+    /// must be the same bits either way; and not fp32's (more than 1e-4 from it), or bf16 did not
+    /// run. Shapes: an odd channel count (17: its last pair padded with zero), counts that are
+    /// not multiples of 16, an odd tile count in two chunks (19 and 8 tiles: a tile pair padded
+    /// in the first) and in one (27).
+    func testPackingAsItTransformsGivesTheSameBits() {
+        var random = Random(seed: 77)
+        let cases: [(c: Int, f: Int, images: Int, h: Int, w: Int, chunkFloats: Int)] = [
+            (17, 24, 3, 9, 9, 4096), (17, 24, 3, 9, 9, 1 << 20), (32, 48, 2, 12, 10, 1 << 20),
+        ]
+        for (c, f, images, h, w, chunkFloats) in cases {
+            let name = "C \(c), F \(f), \(images) images of \(h)×\(w), chunks of \(chunkFloats) floats"
+            let x = (0..<images * h * w * c).map { _ in random.uniform(-1, 1) }
+            let kernel = (0..<9 * c * f).map { _ in random.uniform(-0.5, 0.5) }
+            let dy = (0..<images * h * w * f).map { _ in random.uniform(-1, 1) }
+            func run(_ route: GemmRoute, packsAsItTransforms: Bool) -> (y: [Float], dW: [Float]) {
+                let winograd = Winograd4x4(channels: c, filters: f, buffers: WinogradBuffers(), chunkFloats: chunkFloats, route: route)
+                winograd.packsAsItTransforms = packsAsItTransforms
+                var y = [Float](repeating: 0, count: images * h * w * f), dW = [Float](repeating: 0, count: 9 * c * f)
+                kernel.withUnsafeBufferPointer { winograd.setKernel($0.baseAddress!) }
+                x.withUnsafeBufferPointer { x in
+                    y.withUnsafeMutableBufferPointer {
+                        winograd.run(input: x.baseAddress!, images: images, height: h, width: w, output: $0.baseAddress!, accumulate: false)
+                    }
+                    dy.withUnsafeBufferPointer { dy in
+                        dW.withUnsafeMutableBufferPointer {
+                            winograd.accumulateKernelGradient(input: x.baseAddress!, dOutput: dy.baseAddress!, images: images, height: h,
+                                                              width: w, into: $0.baseAddress!)
+                        }
+                    }
+                }
+                return (y, dW)
+            }
+            let packedAsMade = run(.bf16, packsAsItTransforms: true), packedInProducts = run(.bf16, packsAsItTransforms: false)
+            let fp32 = run(.own, packsAsItTransforms: true)
+            func differences(_ a: [Float], _ b: [Float]) -> String? {
+                let apart = zip(a, b).filter { $0.bitPattern != $1.bitPattern }
+                guard let largest = apart.map({ abs($0 - $1) }).max() else { return nil }
+                return "\(apart.count) of \(a.count) values differ, by up to \(largest)"
+            }
+            XCTAssertNil(differences(packedAsMade.y, packedInProducts.y), "\(name): forward")
+            XCTAssertNil(differences(packedAsMade.dW, packedInProducts.dW), "\(name): dW")
+            XCTAssertGreaterThan(relativeError(packedAsMade.y, fp32.y), 1e-4, "\(name): forward shows no bf16 rounding")
+            XCTAssertGreaterThan(relativeError(packedAsMade.dW, fp32.dW), 1e-4, "\(name): dW shows no bf16 rounding")
+        }
+    }
+
 }
