@@ -301,15 +301,16 @@ int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *o
     return 1;
 }
 
-BF16 static void pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, uint32_t *out, size_t stride) {
+BF16 static void pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, size_t ld, uint32_t *out,
+                                size_t stride) {
     if (!second || n % 16 != 0) {
-        for (size_t r = 0; r < rows; r++) pack_two_rows(first + r * n, second ? second + r * n : NULL, n, out + r * stride);
+        for (size_t r = 0; r < rows; r++) pack_two_rows(first + r * ld, second ? second + r * ld : NULL, n, out + r * stride);
         return;
     }
     // (first(r, j), second(r, j)) as words: the two rows' bf16 halves unpacked against each other,
     // 16 floats of each a step.
     for (size_t r = 0; r < rows; r++) {
-        const float *a = first + r * n, *b = second + r * n;
+        const float *a = first + r * ld, *b = second + r * ld;
         uint32_t *o = out + r * stride;
         for (size_t j = 0; j < n; j += 16) {
             const __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + j));
@@ -320,9 +321,10 @@ BF16 static void pack_tile_pair(const float *first, const float *second, size_t 
     }
 }
 
-int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, void *out, size_t stride) {
+int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, size_t ld, void *out,
+                               size_t stride) {
     if (!catdog_bf16_products_available()) return 0;
-    pack_tile_pair(first, second, rows, n, out, stride);
+    pack_tile_pair(first, second, rows, n, ld, out, stride);
     return 1;
 }
 #else
@@ -349,8 +351,9 @@ int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *o
     (void)tile; (void)rows; (void)n; (void)out; (void)stride;
     return 0;
 }
-int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, void *out, size_t stride) {
-    (void)first; (void)second; (void)rows; (void)n; (void)out; (void)stride;
+int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, size_t ld, void *out,
+                               size_t stride) {
+    (void)first; (void)second; (void)rows; (void)n; (void)ld; (void)out; (void)stride;
     return 0;
 }
 int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {

@@ -142,11 +142,12 @@ int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars
                          size_t ldc, int accumulate);
 // A transform's `rows` outputs of n floats each (`tile`, row-major), rounded to bf16 into packed
 // operands whose rows lie `stride` words apart: each row as ceil(n/2) pairs along n (a row of A
-// packed by rows), or, from two tiles, as n pairs (first(r, j), second(r, j)) along the tiles (a
-// pair-row of B, or of A stored transposed; `second` NULL pairs with zeros). 0 where
-// catdog_sbgemm_f32 would decline.
+// packed by rows), or, from two tiles (rows `ld` floats apart), as n pairs (first(r, j),
+// second(r, j)) along the tiles (a pair-row of B, or of A stored transposed; `second` NULL pairs
+// with zeros). 0 where catdog_sbgemm_f32 would decline.
 int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *out, size_t stride);
-int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, void *out, size_t stride);
+int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, size_t ld, void *out,
+                               size_t stride);
 int catdog_cpu_has_bf16(void);
 // Whether the bf16 products run here: the CPU has AVX512_BF16 and the kernels run AVX-512.
 int catdog_bf16_products_available(void);

@@ -30,8 +30,10 @@ public final class Winograd4x4: WinogradConvolution {
     /// it is made (in cache), so that the products read bf16 pairs, half the bytes, with no
     /// packing pass of their own. The same bits either way; false packs inside the products.
     var packsAsItTransforms = true
-    /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed.
+    /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed; and
+    /// a pair of input channels' kernel (9 × 2 × F) and its transform U (36 × 2 × F).
     private let tileWork: FloatBuffer
+    private let kernelWork: FloatBuffer
 
     public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, route: GemmRoute = .own) {
         self.route = route
@@ -46,6 +48,7 @@ public final class Winograd4x4: WinogradConvolution {
         zeros = FloatBuffer(count: max(channels, filters))
         work = FloatBuffer(count: 36 * max(channels, filters, 1))
         tileWork = FloatBuffer(count: route == .bf16 ? 72 * (channels + filters) : 0)
+        kernelWork = FloatBuffer(count: route == .bf16 ? 90 * filters : 0)
     }
 
     deinit {
@@ -57,17 +60,41 @@ public final class Winograd4x4: WinogradConvolution {
     private var uPacked = false
 
     public func setKernel(_ w: UnsafePointer<Float>) {
-        ConvolutionPhases.measure(.winogradTransforms) { catdog_wino4_filter(w, buffers.u.pointer, channels, filters) }
         // In bf16, the 36 kernels are rounded and packed once here rather than in every chunk's products.
         uPacked = false
-        guard route == .bf16 else { return }
         let pairs = (channels + 1) / 2 * filters
+        if route == .bf16 && packsAsItTransforms && catdog_bf16_products_available() != 0 {
+            buffers.reservePackedU(36 * pairs)
+            ConvolutionPhases.measure(.winogradTransforms) { transformAndPackKernel(w) }
+            uPacked = true
+            return
+        }
+        ConvolutionPhases.measure(.winogradTransforms) { catdog_wino4_filter(w, buffers.u.pointer, channels, filters) }
+        guard route == .bf16 else { return }
         buffers.reservePackedU(36 * pairs)
         uPacked = ConvolutionPhases.measure(.products) {
             (0..<36).allSatisfy { xi in
                 catdog_bf16_pack_pair_rows(buffers.u.pointer + xi * channels * filters, channels, filters, filters,
                                            buffers.packedU.pointer + xi * pairs) != 0
             }
+        }
+    }
+
+    /// U in bf16 pairs along the input channels, straight into `packedU`: two channels at a
+    /// time through the fp32 transform (the same per channel whatever the count, so the same
+    /// bits as transforming all of them), packed while in cache; the fp32 U is never written out.
+    private func transformAndPackKernel(_ w: UnsafePointer<Float>) {
+        let c = channels, f = filters, pairs = (c + 1) / 2 * f
+        let kernelPair = kernelWork.pointer, transformed = kernelPair + 18 * f
+        let packed = UnsafeMutableRawPointer(buffers.packedU.pointer)
+        for p in 0..<(c + 1) / 2 {
+            let both = 2 * p + 1 < c
+            for tap in 0..<9 {
+                (kernelPair + tap * 2 * f).update(from: w + (tap * c + 2 * p) * f, count: (both ? 2 : 1) * f)
+                if !both { (kernelPair + tap * 2 * f + f).update(repeating: 0, count: f) }
+            }
+            catdog_wino4_filter(kernelPair, transformed, 2, f)
+            catdog_bf16_pack_tile_pair(transformed, both ? transformed + f : nil, 36, f, 2 * f, packed + 4 * p * f, pairs)
         }
     }
 
@@ -211,8 +238,8 @@ public final class Winograd4x4: WinogradConvolution {
                             transformForKernelGradient(x, dy, tile: start + 2 * p + half, of: tiling, h: h, w: w,
                                                        v: tileV + half * 36 * c, dm: tileM + half * 36 * f, stride: (c, f))
                         }
-                        catdog_bf16_pack_tile_pair(tileV, both ? tileV + 36 * c : nil, 36, c, vWords + 4 * p * c, pairRows * c)
-                        catdog_bf16_pack_tile_pair(tileM, both ? tileM + 36 * f : nil, 36, f, mWords + 4 * p * f, pairRows * f)
+                        catdog_bf16_pack_tile_pair(tileV, both ? tileV + 36 * c : nil, 36, c, c, vWords + 4 * p * c, pairRows * c)
+                        catdog_bf16_pack_tile_pair(tileM, both ? tileM + 36 * f : nil, 36, f, f, mWords + 4 * p * f, pairRows * f)
                     }
                 }
                 ConvolutionPhases.measure(.products) {

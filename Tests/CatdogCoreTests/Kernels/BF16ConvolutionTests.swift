@@ -157,9 +157,9 @@ final class BF16ConvolutionTests: XCTestCase {
         XCTAssertNotEqual(losses[0][1], losses[1][1])
     }
 
-    /// In bf16, Winograd F(4×4) rounds and packs each tile's transform output as it is made (V;
-    /// for dW also dM, in pairs along the tiles) instead of packing fp32 operands inside the
-    /// products. The products then read the same bf16 pairs in the same order, so forward and dW
+    /// In bf16, Winograd F(4×4) rounds and packs each transform's output as it is made (V and
+    /// the kernel's U; for dW V and dM, in pairs along the tiles) instead of packing fp32 operands
+    /// after them. The products then read the same bf16 pairs in the same order, so forward and dW
     /// must be the same bits either way; and not fp32's (more than 1e-4 from it), or bf16 did not
     /// run. Shapes: an odd channel count (17: its last pair padded with zero), counts that are
     /// not multiples of 16, an odd tile count in two chunks (19 and 8 tiles: a tile pair padded
