@@ -36,9 +36,18 @@ public final class Dense: Layer {
 
     public var forwardFLOPs: Int { 2 * inputCount * units }
 
+    /// Who takes the forward and kernel-gradient products: our fp32 gemm where the CPU and the
+    /// width allow (unless the options ask for BLAS), else OpenBLAS; fp32 under `--precision
+    /// bf16` too. dX (dY · Wᵀ) stays on OpenBLAS, which reads Wᵀ in place.
+    private var route = GemmRoute.own
+
+    public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {
+        route = scratch.convolution.multiply == .blas ? .blas : .own
+    }
+
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
-        gemm(m: batch, n: units, k: inputCount, a: inputs[0], lda: inputCount, b: kernel, ldb: units,
-             beta: 0, c: output, ldc: units)
+        multiply(route: route, m: batch, n: units, k: inputCount, a: inputs[0], rowStrideA: inputCount, columnStrideA: 1,
+                 b: kernel, ldb: units, c: output, ldc: units, accumulate: false)
         var row = output
         for _ in 0..<batch {
             for u in 0..<units { row[u] += bias[u] }
@@ -58,8 +67,8 @@ public final class Dense: Layer {
             for u in 0..<units { dBias[u] += row[u] }
             row += units
         }
-        gemm(transA: true, m: inputCount, n: units, k: batch, a: inputs[0], lda: inputCount,
-             b: dOutput, ldb: units, beta: 1, c: dKernel, ldc: units)
+        multiply(route: route, m: inputCount, n: units, k: batch, a: inputs[0], rowStrideA: 1, columnStrideA: inputCount,
+                 b: dOutput, ldb: units, c: dKernel, ldc: units, accumulate: true)
         if let dx = dInputs[0] {
             gemm(transB: true, m: batch, n: inputCount, k: units, a: dOutput, lda: units,
                  b: kernel, ldb: units, beta: 1, c: dx, ldc: inputCount)
