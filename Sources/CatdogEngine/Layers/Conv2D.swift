@@ -171,6 +171,7 @@ public final class Conv2D: Layer {
             colHoldsWholeBatch = false
         } else {
             let chunk = chunkLength(total: total)
+            let packedKernel = packedOnce(kernel, k: g.patchSize, n: filters, chunks: chunk < total)
             var start = 0
             while start < total {
                 let rows = min(chunk, total - start)
@@ -182,7 +183,7 @@ public final class Conv2D: Layer {
                     a = UnsafePointer(col.pointer)
                 }
                 multiply(m: rows, n: filters, k: g.patchSize, a: a, rowStrideA: g.patchSize, columnStrideA: 1,
-                         b: kernel, ldb: filters, c: output + start * filters, ldc: filters, accumulate: false)
+                         b: kernel, ldb: filters, c: output + start * filters, ldc: filters, accumulate: false, packedB: packedKernel)
                 start += rows
             }
             colHoldsWholeBatch = total <= chunkRows
@@ -230,6 +231,7 @@ public final class Conv2D: Layer {
         ConvolutionPhases.pass = .inputGradient
         let wt = dx == nil ? nil : transposedKernel()
         let chunk = chunkLength(total: total)
+        let packedWT = wt.flatMap { packedOnce($0, k: filters, n: g.isPointwise ? g.channels : g.patchSize, chunks: chunk < total) }
         var start = 0
         while start < total {
             let rows = min(chunk, total - start)
@@ -255,7 +257,7 @@ public final class Conv2D: Layer {
                 let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
                 if let wt {
                     multiply(m: rows, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
-                             b: wt, ldb: width, c: out, ldc: width, accumulate: g.isPointwise)
+                             b: wt, ldb: width, c: out, ldc: width, accumulate: g.isPointwise, packedB: packedWT)
                 } else {
                     ConvolutionPhases.measure(.products) {
                         gemm(transB: true, m: rows, n: width, k: filters, a: dy, lda: filters,
@@ -286,9 +288,26 @@ public final class Conv2D: Layer {
                       g.strideHeight, g.strideWidth, g.padTop, g.padLeft, g.outHeight, g.outWidth) != 0
     }
 
-    /// C = A · B (or += when `accumulate`), by the options' route (`ConvolutionOptions.route`).
+    /// Under bf16, B (k, n), row-major and read by every chunk of a pass, rounded and packed once
+    /// into the network's scratch (it was packed again in each chunk: `resnet`'s 128 → 256
+    /// layer at batch 32 packs its 295 K weights in three); nil where the pass has one chunk,
+    /// or bf16 does not take the products. The same pairs either way, so the same bits.
+    private func packedOnce(_ b: UnsafePointer<Float>, k: Int, n: Int, chunks: Bool) -> UnsafeRawPointer? {
+        guard chunks, scratch.convolution.route == .bf16 else { return nil }
+        scratch.reservePackedOperand((k + 1) / 2 * n)
+        let packed = scratch.packedOperand.pointer
+        let done = ConvolutionPhases.measure(.products) { catdog_bf16_pack_pair_rows(b, k, n, n, packed) != 0 }
+        return done ? UnsafeRawPointer(packed) : nil
+    }
+
+    /// C = A · B (or += when `accumulate`), by the options' route (`ConvolutionOptions.route`);
+    /// from `packedB` (see `packedOnce`) where given.
     private func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
-                          b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+                          b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+                          packedB: UnsafeRawPointer? = nil) {
+        if let packedB, ConvolutionPhases.measure(.products, {
+            catdog_sbgemm_f32_packed_b(m, n, k, a, rowStrideA, columnStrideA, packedB, c, ldc, accumulate ? 1 : 0) != 0
+        }) { return }
         ConvolutionPhases.measure(.products) {
             CatdogEngine.multiply(route: scratch.convolution.route, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
                                   columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)

@@ -142,9 +142,14 @@ public final class Scratch {
     public private(set) var buffer = FloatBuffer(count: 0)
     /// Winograd's transformed filters, tiles and products, shared by the network's layers.
     public let winograd = WinogradBuffers()
+    /// Under bf16, a pass's B operand rounded and packed once for all its chunks' products.
+    public private(set) var packedOperand = FloatBuffer(count: 0)
     public init(convolution: ConvolutionOptions = .init()) { self.convolution = convolution }
     public func reserve(_ count: Int) {
         if count > buffer.count { buffer = FloatBuffer(count: count) }
+    }
+    public func reservePackedOperand(_ count: Int) {
+        if count > packedOperand.count { packedOperand = FloatBuffer(count: count) }
     }
     public var pointer: UnsafeMutablePointer<Float> { buffer.pointer }
 }

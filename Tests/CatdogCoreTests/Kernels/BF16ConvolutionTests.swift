@@ -206,4 +206,37 @@ final class BF16ConvolutionTests: XCTestCase {
         }
     }
 
+
+    /// In bf16, an im2col layer whose pass runs in chunks packs its weights (forward) and their
+    /// transpose (dX) once for all chunks (a 1×1 layer's pass is one chunk). Each output row's arithmetic does not depend on
+    /// the chunk it falls in, so forward and dX must be the same bits as one chunk's (where
+    /// nothing is packed ahead); dW sums the chunks in another order and is only compared to 1e-5.
+    func testWeightsPackedOnceForAllChunksGiveTheSameBits() throws {
+        var random = Random(seed: 41)
+        let cases: [(String, () -> Conv2D, FeatureShape)] = [
+            ("3x3 /2", { Conv2D(32, 3, stride: 2) }, .init(height: 9, width: 11, channels: 16)),
+            ("3x3 on 5 channels (an odd patch of 45)", { Conv2D(24, 3) }, .init(height: 7, width: 6, channels: 5)),
+        ]
+        for (name, make, shape) in cases {
+            var results: [(y: [Float], dX: [Float], dW: [Float])] = []
+            var dy: [Float] = []
+            for rowsPerChunk in [nil, 5] as [Int?] {
+                let conv = make()
+                let options = ConvolutionOptions(algorithm: .im2col, precision: .bf16)
+                if let rowsPerChunk { conv.maxColumnFloats = rowsPerChunk * 9 * shape.channels }
+                let h = try LayerHarness(conv, inputs: [shape], batch: 3, seed: 9, convolution: options)
+                h.forward()
+                if dy.isEmpty { dy = (0..<h.output.count).map { _ in random.uniform(-1, 1) } }
+                h.backward(dy)
+                let kernelCount = conv.geometry!.patchSize * conv.filters
+                results.append((h.output.array, h.dInputs[0].array, Array(h.gradients.array[0..<kernelCount])))
+            }
+            let whole = results[0], chunked = results[1]
+            func apart(_ a: [Float], _ b: [Float]) -> Int { zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count }
+            XCTAssertEqual(apart(whole.y, chunked.y), 0, "\(name): forward in chunks differs from one chunk")
+            XCTAssertEqual(apart(whole.dX, chunked.dX), 0, "\(name): dX in chunks differs from one chunk")
+            assertClose(chunked.dW, whole.dW, absolute: 1e-5, relative: 1e-5, "\(name) dW")
+        }
+    }
+
 }
