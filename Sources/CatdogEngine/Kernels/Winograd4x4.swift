@@ -158,19 +158,17 @@ public final class Winograd4x4: WinogradConvolution {
                                              mp + xi * count * f, f, 0)
                     }
                 }
-                ConvolutionPhases.measure(.winogradTransforms) { transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, accumulate: accumulate) }
-                start += count
-                continue
-            }
-            ConvolutionPhases.measure(.winogradTransforms) {
-                for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
-            }
-            ConvolutionPhases.measure(.products) {
-                for xi in 0..<36 {
-                    if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * count * c, c, 1, buffers.packedU.pointer + xi * pairs,
-                                                           mp + xi * count * f, f, 0) != 0 { continue }
-                    multiply(route: route, m: count, n: f, k: c, a: vp + xi * count * c, rowStrideA: c, columnStrideA: 1,
-                             b: up + xi * c * f, ldb: f, c: mp + xi * count * f, ldc: f, accumulate: false)
+            } else {
+                ConvolutionPhases.measure(.winogradTransforms) {
+                    for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
+                }
+                ConvolutionPhases.measure(.products) {
+                    for xi in 0..<36 {
+                        if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * count * c, c, 1, buffers.packedU.pointer + xi * pairs,
+                                                               mp + xi * count * f, f, 0) != 0 { continue }
+                        multiply(route: route, m: count, n: f, k: c, a: vp + xi * count * c, rowStrideA: c, columnStrideA: 1,
+                                 b: up + xi * c * f, ldb: f, c: mp + xi * count * f, ldc: f, accumulate: false)
+                    }
                 }
             }
             ConvolutionPhases.measure(.winogradTransforms) { transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, accumulate: accumulate) }
@@ -248,19 +246,18 @@ public final class Winograd4x4: WinogradConvolution {
                                              dup + xi * c * f, f, start > 0 ? 1 : 0)
                     }
                 }
-                start += count
-                continue
-            }
-            ConvolutionPhases.measure(.winogradTransforms) {
-                for t in 0..<count {
-                    transformForKernelGradient(x, dy, tile: start + t, of: tiling, h: h, w: w, v: vp + t * c, dm: mp + t * f,
-                                               stride: (count * c, count * f))
+            } else {
+                ConvolutionPhases.measure(.winogradTransforms) {
+                    for t in 0..<count {
+                        transformForKernelGradient(x, dy, tile: start + t, of: tiling, h: h, w: w, v: vp + t * c, dm: mp + t * f,
+                                                   stride: (count * c, count * f))
+                    }
                 }
-            }
-            ConvolutionPhases.measure(.products) {
-                for xi in 0..<36 {
-                    multiply(route: route, m: c, n: f, k: count, a: vp + xi * count * c, rowStrideA: 1, columnStrideA: c,
-                             b: mp + xi * count * f, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
+                ConvolutionPhases.measure(.products) {
+                    for xi in 0..<36 {
+                        multiply(route: route, m: c, n: f, k: count, a: vp + xi * count * c, rowStrideA: 1, columnStrideA: c,
+                                 b: mp + xi * count * f, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
+                    }
                 }
             }
             start += count

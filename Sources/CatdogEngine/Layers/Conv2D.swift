@@ -289,9 +289,8 @@ public final class Conv2D: Layer {
     }
 
     /// Under bf16, B (k, n), row-major and read by every chunk of a pass, rounded and packed once
-    /// into the network's scratch (it was packed again in each chunk: `resnet`'s 128 → 256
-    /// layer at batch 32 packs its 295 K weights in three); nil where the pass has one chunk,
-    /// or bf16 does not take the products. The same pairs either way, so the same bits.
+    /// into the network's scratch rather than by each chunk's product; nil where the pass has
+    /// one chunk, or bf16 does not take the products. The same pairs either way, so the same bits.
     private func packedOnce(_ b: UnsafePointer<Float>, k: Int, n: Int, chunks: Bool) -> UnsafeRawPointer? {
         guard chunks, scratch.convolution.route == .bf16 else { return nil }
         scratch.reservePackedOperand((k + 1) / 2 * n)
