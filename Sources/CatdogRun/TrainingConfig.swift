@@ -184,15 +184,17 @@ public struct Recipe: Sendable, Equatable {
         }
 
         /// Epochs of these sizes that `budget` seconds hold on a machine that trains
-        /// `imagesPerSecond` at `trainSize`: each epoch's training images cost their pixels
-        /// against `trainSize`'s (averaged over the growth schedule), and validation's forward
-        /// passes at `imageSize` a third of a training pass each, two an image with mirror TTA.
+        /// `imagesPerSecond` at `trainSize`: each epoch's training images cost what a step of
+        /// their size does against one at `trainSize` (`costs`, measured; without them, their
+        /// pixels), averaged over the growth schedule, and validation's forward passes at
+        /// `imageSize` a third of a training pass each, two an image with mirror TTA.
         /// 0 when the speed is not a positive number.
-        public func epochs(budget: Double, imagesPerSecond: Double, trainImages: Int, validationImages: Int, tta: Bool) -> Double {
+        public func epochs(budget: Double, imagesPerSecond: Double, trainImages: Int, validationImages: Int, tta: Bool,
+                           costs: StepCosts? = nil) -> Double {
             guard imagesPerSecond.isFinite, imagesPerSecond > 0, budget.isFinite, budget > 0 else { return 0 }
             let schedule = applied(to: TrainingConfig())
             let top = Double(trainSize * trainSize), points = 1000
-            let pixels = (0..<points).reduce(0.0) { sum, i in
+            let pixels = costs?.meanRelative(schedule) ?? (0..<points).reduce(0.0) { sum, i in
                 let size = Double(schedule.trainingSize(atFraction: (Double(i) + 0.5) / Double(points)))
                 return sum + size * size / top
             } / Double(points)

@@ -38,6 +38,9 @@ public final class Trainer {
     public var resumedEpochSize: Int?
     /// Seconds trained before this process started (from a checkpoint).
     public var elapsedBefore = 0.0
+    /// What a step costs at each training size, for the time budget's estimate and the ETA
+    /// (measured by `train` when the sizes grow under a budget; else pixels).
+    public lazy var stepCosts = StepCosts(top: config.largestTrainingSize)
     /// The current epoch's training sums so far (a mid-epoch checkpoint keeps them).
     public var epochTotals = EpochTotals()
     /// When this process's trainer was made (elapsed time = elapsedBefore + since then).

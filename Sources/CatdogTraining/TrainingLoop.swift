@@ -34,8 +34,8 @@ extension Trainer {
         let progress: ((String) -> Void)?
         let checkpoint: (Trainer, CheckpointReason) throws -> Void
         var stoppedBy: FitSummary.Stop = .epochs
-        /// The steps timed so far, in steps at the largest training size (progressive resizing: a step costs about
-        /// its pixels' share, and the budget's estimate is of steps still to come, mostly larger).
+        /// The steps timed so far, in steps at the largest training size (each step's seconds over its
+        /// size's relative cost, `Trainer.stepCosts`).
         var stepSeconds = 0.0
         var timedSteps = 0
         /// What the watchdog expects: the slowest step so far (the first one gets time to warm
@@ -121,7 +121,10 @@ extension Trainer {
         // Progressive resizing: the epoch's input size from how far the schedule has come
         // (the same on every rank), or for a resumed epoch the size it started at.
         if config.trainsAtOtherSizes {
-            let size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
+            var size = resumedEpochSize ?? config.trainingSize(atFraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)))
+            // A budget's estimate of the run's steps moves with the machine's speed; the sizes
+            // only grow.
+            if config.timeBudget != nil { size = max(size, run.announcedSize) }
             resumedEpochSize = nil
             if size != trainingSize { balancer.restartWindow() }  // the speeds change with the size
             try useTrainingSize(size)
@@ -159,8 +162,7 @@ extension Trainer {
                 setScheduleTotalSteps(Int(control.totalEstimate))
                 run.budgetEpochs = Int((control.totalEstimate / Double(plan.steps)).rounded(.up))
             }
-            let pixels = Double(trainingSize * trainingSize) / Double(config.largestTrainingSize * config.largestTrainingSize)
-            run.stepSeconds += Date().timeIntervalSince(stepStarted) / pixels
+            run.stepSeconds += Date().timeIntervalSince(stepStarted) / stepCosts.relative(trainingSize)
             run.timedSteps += 1
             if config.checksumEvery > 0, globalStep % config.checksumEvery == 0 { try checkWeightsAgree() }
             // The same update on every rank: all of them gather the timeline here together.
@@ -189,14 +191,11 @@ extension Trainer {
         var budgetSpent = false, totalEstimate = 0.0
         if comm.rank == 0, let budget = config.timeBudget, run.timedSteps > 0 {
             let elapsed = elapsedBefore + Date().timeIntervalSince(run.started)
-            let perStep = run.stepSeconds / Double(run.timedSteps)
-            let remainingEpochs = Double(config.epochs - epoch - 1)
-            // Reserve time for evaluating each remaining epoch.
-            let evaluation = evaluationSeconds(perStep: perStep)
-            let affordable = max(0, (budget - elapsed) / (perStep + evaluation / Double(plan.steps)))
-            let planned = Double(plan.steps - stepInEpoch - 1) + remainingEpochs * Double(plan.steps)
-            totalEstimate = Double(globalStep) + min(planned, affordable)
-            budgetSpent = elapsed + perStep + evaluation > budget
+            let remaining = remainingSteps(plan, leftInEpoch: plan.steps - stepInEpoch - 1, run)
+            let planned = remaining.leftInEpoch + max(config.epochs - epoch - 1, 0) * plan.steps
+            totalEstimate = Double(remaining.affordableTotal(seconds: budget - elapsed, planned: planned, config: config, costs: stepCosts))
+            let nextStep = remaining.topStepSeconds * stepCosts.relative(trainingSize)
+            budgetSpent = elapsed + nextStep + remaining.evaluationSeconds > budget
         }
         let control = try StepControl.agree(result, budgetSpent: budgetSpent, totalEstimate: totalEstimate,
                                             signalled: stopSignal() != 0, communicator: comm)
@@ -247,15 +246,22 @@ extension Trainer {
                         Double(schedule.rate(at: globalStep)), formatDuration(eta), whole))
     }
 
+    /// The steps still to come from here, `leftInEpoch` of them in this epoch, priced by what the
+    /// steps timed so far cost at the largest size (`run` has timed at least one).
+    func remainingSteps(_ plan: EpochPlan, leftInEpoch: Int, _ run: FitRun) -> RemainingSteps {
+        let perStep = run.stepSeconds / Double(max(run.timedSteps, 1))
+        return RemainingSteps(step: globalStep, leftInEpoch: leftInEpoch, stepsPerEpoch: plan.steps, currentSize: trainingSize,
+                              topStepSeconds: perStep, evaluationSeconds: evaluationSeconds(perStep: perStep))
+    }
+
     /// Seconds the whole run has left, as far as rank 0 can tell: the rest of its time budget,
-    /// or of its epochs (their steps at the pace so far and one evaluation each), whichever
+    /// or of its epochs (their steps at the pace so far, each at its size, and one evaluation each), whichever
     /// is less; nil before a step has been timed. Early stopping can end it sooner.
     func runRemaining(_ plan: EpochPlan, _ run: FitRun) -> Double? {
         guard run.timedSteps > 0 else { return nil }
-        let perStep = run.stepSeconds / Double(run.timedSteps)
-        let epochsAfter = Double(max(config.epochs - epoch - 1, 0))
-        let steps = Double(plan.steps - stepInEpoch) + epochsAfter * Double(plan.steps)
-        var remaining = steps * perStep + (epochsAfter + 1) * evaluationSeconds(perStep: perStep)
+        let steps = remainingSteps(plan, leftInEpoch: plan.steps - stepInEpoch, run)
+        let total = globalStep + steps.leftInEpoch + max(config.epochs - epoch - 1, 0) * plan.steps
+        var remaining = steps.seconds(toTotal: total, config: config, costs: stepCosts)
         if let budget = config.timeBudget {
             remaining = min(remaining, max(0, budget - elapsedBefore - Date().timeIntervalSince(run.started)))
         }

@@ -400,12 +400,17 @@ struct Train: ParsableCommand {
                     return
                 }
             }
-            if checkpoint == nil, leavesSizesOpen(config) { config = try recipeSizes(for: config, comm: comm, log: log) }
+            var costs: StepCosts?
+            if checkpoint == nil, leavesSizesOpen(config) { (config, costs) = try recipeSizes(for: config, comm: comm, log: log) }
+            if costs == nil, config.timeBudget != nil, config.scheduleSizes.count > 1 {
+                costs = measuredStepCosts(config, comm: comm, log: log).costs
+            }
             let data = try loadData(config: config, preprocessing: preprocessing, comm: comm, log: log)
             let budget = try Trainer.agreedActivationBudget(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
                                       convolution: compute.convolutionOptions)
             trainer.stopSignal = { StopSignals.received }
+            if let costs { trainer.stepCosts = costs }
             if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
             trainer.watchdog = watchdog(comm)
             if lite != nil {
@@ -435,39 +440,68 @@ struct Train: ParsableCommand {
     }
 
     /// The recipe's larger sizes when this machine trains enough epochs of them in the budget,
-    /// else `config`'s. The speed is measured before any image is decoded: a few steps of
-    /// synthetic images at the larger training size on every rank, the all-reduce included
-    /// (about two seconds on 2 ranks); rank 0's figure decides for all, and the log says what
-    /// it measured and chose. The run's checkpoints keep the sizes, so a resume does not measure again.
-    func recipeSizes(for config: TrainingConfig, comm: Communicator, log: RankLog) throws -> TrainingConfig {
+    /// else `config`'s, and what a step of each larger size costs when they are taken. The
+    /// speed is measured before any image is decoded (`measuredStepCosts`); rank 0's figures
+    /// decide for all, and the log says what it measured and chose. The run's checkpoints keep
+    /// the sizes, so a resume does not choose again.
+    func recipeSizes(for config: TrainingConfig, comm: Communicator, log: RankLog) throws -> (TrainingConfig, StepCosts?) {
         guard let larger = Recipe.standard.larger, let budget = config.timeBudget,
-              let files = try? DataFolder.labeledFiles(in: data), !files.isEmpty else { return config }  // loadData reports a bad folder
+              let files = try? DataFolder.labeledFiles(in: data), !files.isEmpty else { return (config, nil) }  // loadData reports a bad folder
         let validation = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation.count
-        // At most 32 images a rank: the synthetic steps run without micro-batches.
-        let perRank = max(1, min(config.globalBatch / comm.size, 32))
-        var rate = 0.0, failure = "no speed measured"
-        do {
-            rate = try Benchmark.run(model: config.model, imageSize: larger.trainSize, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
-                                     overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
-                                     allReduce: config.allReduceTopology, convolution: compute.convolutionOptions,
-                                     communicator: comm).images_per_s
-        } catch { failure = "\(error)" }
-        try withUnsafeMutableBytes(of: &rate) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
+        let grownConfig = larger.applied(to: config)
+        let (costs, rate, failure) = measuredStepCosts(grownConfig, comm: comm, log: nil)
         let standard = "\(config.trainSize ?? config.imageSize) px, scored at \(config.imageSize)"
         let grown = "\(larger.resizeFrom) px growing to \(larger.trainSize), scored at \(larger.imageSize)"
         let choose = "name --image-size, --train-size or --resize-from to choose"
-        guard rate > 0 else {
+        guard let costs else {
             log.info("sizes: training at \(standard): could not measure this machine's speed (\(failure)); \(choose)")
-            return config
+            return (config, nil)
         }
         let epochs = larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: files.count - validation,
-                                   validationImages: validation, tta: config.validationTTA == true)
+                                   validationImages: validation, tta: config.validationTTA == true, costs: costs)
         let takes = epochs >= larger.fromEpochs
-        let measured = String(format: "at %.0f images/s at %dx%d (measured just now) the %.0f s budget holds ~%.0f epochs", rate, larger.trainSize, larger.trainSize, budget, epochs)
+        let measured = String(format: "at %.0f images/s at %dx%d (measured just now, with the smaller sizes' steps at %@ of its time) the %.0f s budget holds ~%.0f epochs",
+                              rate, larger.trainSize, larger.trainSize, describeCosts(costs), budget, epochs)
         let least = Int(larger.fromEpochs)
         log.info(takes ? "sizes: training from \(grown): \(measured) of them, and \(least) or more pay for them (else \(standard)); \(choose)"
                        : "sizes: training at \(standard): \(measured) of \(grown), fewer than the \(least) that pay for them; \(choose)")
-        return takes ? larger.applied(to: config) : config
+        return takes ? (grownConfig, costs) : (config, nil)
+    }
+
+    /// What a step costs at each size `config`'s schedule trains at (`StepCosts.sizesToMeasure`):
+    /// a few steps of synthetic images on every rank at each size, the all-reduce included
+    /// (about four seconds for 64 to 128 px on 2 ranks), rank 0's seconds for all; with the images
+    /// a second at the largest size. nil and why when a size could not be measured; then the
+    /// estimates price steps by their pixels. With `log`, says what it measured.
+    func measuredStepCosts(_ config: TrainingConfig, comm: Communicator, log: RankLog?) -> (costs: StepCosts?, rate: Double, failure: String) {
+        // At most 32 images a rank: the synthetic steps run without micro-batches.
+        let perRank = max(1, min(config.globalBatch / comm.size, 32))
+        let sizes = StepCosts.sizesToMeasure(config)
+        var seconds = [Double](repeating: 0, count: sizes.count), failure = "no speed measured"
+        do {
+            for (i, size) in sizes.enumerated() {
+                let rate = try Benchmark.run(model: config.model, imageSize: size, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
+                                             overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
+                                             allReduce: config.allReduceTopology, convolution: compute.convolutionOptions,
+                                             communicator: comm).images_per_s
+                seconds[i] = rate > 0 ? Double(perRank * comm.size) / rate : 0
+            }
+            try seconds.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
+        } catch { failure = "\(error)"; seconds = [] }
+        let top = config.largestTrainingSize
+        guard seconds.count == sizes.count, seconds.allSatisfy({ $0.isFinite && $0 > 0 }), let topSeconds = seconds.last else {
+            log?.info("step costs: could not measure them (\(failure)); the time budget's estimate prices a step by its pixels")
+            return (nil, 0, failure)
+        }
+        let costs = StepCosts(top: top, seconds: Dictionary(uniqueKeysWithValues: zip(sizes, seconds)))
+        log?.info("step costs (measured just now): \(describeCosts(costs)) of a step at \(top)x\(top) (\(String(format: "%.0f", topSeconds * 1000)) ms); the time budget's estimate of the epochs it holds takes them")
+        return (costs, Double(perRank * comm.size) / topSeconds, failure)
+    }
+
+    /// "64 px 0.31, 80 px 0.52, …": the measured sizes below the largest and their relative cost.
+    func describeCosts(_ costs: StepCosts) -> String {
+        costs.seconds.keys.sorted().filter { $0 != costs.top }
+            .map { String(format: "%d px %.2f", $0, costs.relative($0)) }.joined(separator: ", ")
     }
 
     /// The images of --data, checked or decoded into the node cache, with the log's account of

@@ -141,6 +141,12 @@ final class RecipeSizesTests: XCTestCase {
         // Without TTA validation costs half.
         let noTTA = larger.epochs(budget: 1800, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: false)
         XCTAssertEqual(noTTA, 1800 / ((training + validation / 2) / 316), accuracy: 0.005 * noTTA)
+        // Measured costs replace the pixels: steps at 64…112 px at 0.30, 0.55, 0.70 and 0.85 of
+        // 128's time make an epoch cost 0.700 of one at 128 px, not 0.619.
+        let costs = StepCosts(top: 128, seconds: [64: 0.3, 80: 0.55, 96: 0.7, 112: 0.85, 128: 1])
+        let measured = larger.epochs(budget: 1800, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: true,
+                                     costs: costs)
+        XCTAssertEqual(measured, 1800 / ((18_000 * 0.7 + validation) / 316), accuracy: 0.005 * measured)
         // A speed that is not a positive number holds no epochs.
         for rate in [0, -1, .nan, .infinity] {
             XCTAssertEqual(larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true), 0)
@@ -174,6 +180,8 @@ final class RecipeSizesTests: XCTestCase {
 
         let (long, longFolder) = try run(15)
         XCTAssertTrue(long.stdout.contains("sizes: training from 64 px growing to 128, scored at 160:"), long.stdout)
+        XCTAssertTrue(long.stdout.contains("with the smaller sizes' steps at 64 px 0."), long.stdout)
+        XCTAssertEqual(announcedSizes(long.stdout), announcedSizes(long.stdout).sorted(), long.stdout)
         XCTAssertTrue(long.stdout.contains("model resnet at 160x160, trained at 128x128"), long.stdout)
         c = try config(longFolder)
         XCTAssertEqual([c.imageSize, c.trainSize ?? 0, c.resizeFrom ?? 0], [160, 128, 64])
@@ -184,5 +192,21 @@ final class RecipeSizesTests: XCTestCase {
 
         let (named, _) = try run(2, ["--image-size", "48"])
         XCTAssertFalse(named.stdout.contains("sizes:"), named.stdout)
+        XCTAssertFalse(named.stdout.contains("step costs"), named.stdout)
+
+        // Named sizes that grow under a budget: their steps' costs are measured for its estimate.
+        let (grows, _) = try run(3, ["--resize-from", "32", "--image-size", "64"])
+        XCTAssertFalse(grows.stdout.contains("sizes:"), grows.stdout)
+        XCTAssertTrue(grows.stdout.contains("step costs (measured just now): 32 px 0."), grows.stdout)
+        XCTAssertTrue(grows.stdout.contains(", 48 px 0.") && grows.stdout.contains(" of a step at 64x64 ("), grows.stdout)
+        XCTAssertEqual(announcedSizes(grows.stdout), announcedSizes(grows.stdout).sorted(), grows.stdout)
+    }
+
+    /// The sizes the log announces, in order ("epoch 5: training at 80x80").
+    func announcedSizes(_ log: String) -> [Int] {
+        log.split(separator: "\n").compactMap { line in
+            guard let range = line.range(of: ": training at ") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
     }
 }

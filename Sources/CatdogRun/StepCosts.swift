@@ -1,0 +1,121 @@
+import Foundation
+
+/// What a training step costs at each input size of a run, relative to a step at its largest
+/// training size: measured at the start of a run whose sizes grow (`Benchmark` steps at each
+/// size), or else its pixels plus a share that does not scale with them.
+///
+/// Pixels alone underprice the smaller sizes: on 2 ranks of an AMD EPYC Zen 5, `resnet`'s
+/// steps at 64, 80, 96 and 112 px took 0.29, 0.46, 0.64 and 0.81 of one at 128 px, where their
+/// pixels are 0.25, 0.39, 0.56 and 0.77: a step has costs that do not grow with the image, and
+/// the last stage's maps (5, 6 and 7 pixels wide) fill Winograd's 4×4 tiles only in part
+/// (docs/training.md, "How a budget is spent").
+public struct StepCosts: Sendable, Equatable {
+    /// The share of a step at the largest size that does not scale with pixels, for sizes not
+    /// measured.
+    public static let fixedShare = 0.1
+    /// The most sizes measured; the others are interpolated.
+    public static let mostMeasured = 8
+
+    /// The largest training size: its cost is 1.
+    public let top: Int
+    /// Seconds a step at each measured size (positive and finite; others are dropped).
+    public let seconds: [Int: Double]
+
+    public init(top: Int, seconds: [Int: Double] = [:]) {
+        self.top = max(top, 1)
+        self.seconds = seconds.filter { $0.key > 0 && $0.value.isFinite && $0.value > 0 }
+    }
+
+    /// The sizes to measure for `config`: every size its schedule trains at, or at most
+    /// `mostMeasured` of them spread evenly from the first to the last.
+    public static func sizesToMeasure(_ config: TrainingConfig) -> [Int] {
+        let sizes = config.scheduleSizes
+        guard sizes.count > mostMeasured else { return sizes }
+        return (0..<mostMeasured).map { sizes[$0 * (sizes.count - 1) / (mostMeasured - 1)] }
+    }
+
+    private func pixels(_ size: Int) -> Double { Double(size) * Double(size) / (Double(top) * Double(top)) }
+    private func model(_ size: Int) -> Double { Self.fixedShare + (1 - Self.fixedShare) * pixels(size) }
+
+    /// A step at `size` against one at `top`: measured when both were; between two measured
+    /// sizes, interpolated by pixels; else the pixel model.
+    public func relative(_ size: Int) -> Double {
+        guard let topSeconds = seconds[top] else { return model(size) }
+        if let s = seconds[size] { return s / topSeconds }
+        let below = seconds.keys.filter { $0 < size }.max(), above = seconds.keys.filter { $0 > size }.min()
+        guard let below, let above else { return model(size) }
+        let t = (pixels(size) - pixels(below)) / (pixels(above) - pixels(below))
+        return (seconds[below]! + t * (seconds[above]! - seconds[below]!)) / topSeconds
+    }
+
+    /// The mean of `relative` over the fraction of a run's steps, as `config`'s schedule trains
+    /// them (1 for a run at one size).
+    public func meanRelative(_ config: TrainingConfig) -> Double {
+        let points = 1000
+        return (0..<points).reduce(0.0) { $0 + relative(config.trainingSize(atFraction: (Double($1) + 0.5) / Double(points))) }
+            / Double(points)
+    }
+}
+
+/// The steps still to come of a run and what they cost, by the size each epoch trains at.
+public struct RemainingSteps: Sendable {
+    /// Steps done so far (the run's global step).
+    public var step: Int
+    /// Steps left in the current epoch, at `currentSize`.
+    public var leftInEpoch: Int
+    public var stepsPerEpoch: Int
+    public var currentSize: Int
+    /// Seconds of a step at the largest training size, and of one evaluation.
+    public var topStepSeconds: Double
+    public var evaluationSeconds: Double
+
+    public init(step: Int, leftInEpoch: Int, stepsPerEpoch: Int, currentSize: Int, topStepSeconds: Double, evaluationSeconds: Double) {
+        self.step = step
+        self.leftInEpoch = leftInEpoch
+        self.stepsPerEpoch = max(stepsPerEpoch, 1)
+        self.currentSize = currentSize
+        self.topStepSeconds = topStepSeconds
+        self.evaluationSeconds = evaluationSeconds
+    }
+
+    /// Seconds from `step` to `total` steps when the run has `total` steps: each later epoch at
+    /// the size the schedule gives its first step for that total (never smaller than the
+    /// current), and an evaluation at the end of the current epoch and of each later one begun.
+    public func seconds(toTotal total: Int, config: TrainingConfig, costs: StepCosts) -> Double {
+        var sum = Double(min(leftInEpoch, max(total - step, 0))) * costs.relative(currentSize)
+        var start = step + leftInEpoch, evaluations = 1
+        while start < total {
+            let size = max(currentSize, config.trainingSize(atFraction: Double(start) / Double(total)))
+            sum += Double(min(stepsPerEpoch, total - start)) * costs.relative(size)
+            start += stepsPerEpoch
+            evaluations += 1
+        }
+        return sum * topStepSeconds + evaluationSeconds * Double(evaluations)
+    }
+
+    /// The most total steps, at most `step + planned`, whose remaining steps fit in `seconds`
+    /// (`step` when none does). A longer run trains more of its steps at smaller sizes, so the
+    /// cost of a total grows with it almost always; the search takes the largest total it
+    /// finds that fits.
+    public func affordableTotal(seconds budget: Double, planned: Int, config: TrainingConfig, costs: StepCosts) -> Int {
+        let most = step + max(planned, 0)
+        guard budget > 0, topStepSeconds.isFinite, topStepSeconds > 0 else { return step }
+        if seconds(toTotal: most, config: config, costs: costs) <= budget { return most }
+        var low = step, high = most  // seconds(low) fits, seconds(high) does not
+        while high - low > 1 {
+            let mid = low + (high - low) / 2
+            if seconds(toTotal: mid, config: config, costs: costs) <= budget { low = mid } else { high = mid }
+        }
+        return low
+    }
+}
+
+extension TrainingConfig {
+    /// Every size the schedule trains at, smallest first: `resizeFrom` in steps of
+    /// `resizeStep`, then the largest; the largest alone for a run at one size.
+    public var scheduleSizes: [Int] {
+        let top = largestTrainingSize
+        guard let from = resizeFrom, from < top else { return [top] }
+        return Array(stride(from: from, to: top, by: Self.resizeStep)) + [top]
+    }
+}

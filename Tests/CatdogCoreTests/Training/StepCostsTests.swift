@@ -1,0 +1,155 @@
+import CatdogRun
+import Foundation
+import XCTest
+
+/// What a step costs at each size, and the time budget's estimate of the steps a run holds
+/// when its sizes grow: each epoch priced at the size it will train at, not all at the largest.
+final class StepCostsTests: XCTestCase {
+    /// 64 px growing by 16 to 128, the recipe's larger sizes.
+    var growing: TrainingConfig {
+        var c = TrainingConfig()
+        c.resizeFrom = 64
+        c.trainSize = 128
+        c.imageSize = 160
+        return c
+    }
+
+    /// Seconds a step on the machine the simulations below stand for: 64 px at 0.30 of 128's
+    /// time, 80 at 0.55, 96 at 0.70, 112 at 0.85 (not their pixels' 0.25, 0.39, 0.56, 0.77).
+    let truth: [Int: Double] = [64: 0.060, 80: 0.110, 96: 0.140, 112: 0.170, 128: 0.200]
+
+    func testRelativeCostsMeasuredInterpolatedOrByPixels() {
+        XCTAssertEqual(growing.scheduleSizes, [64, 80, 96, 112, 128])
+        var one = TrainingConfig()
+        one.imageSize = 80
+        one.trainSize = 64
+        XCTAssertEqual(one.scheduleSizes, [64])
+
+        let measured = StepCosts(top: 128, seconds: truth)
+        for (size, seconds) in truth { XCTAssertEqual(measured.relative(size), seconds / 0.2, accuracy: 1e-12, "\(size) px") }
+        // Between two measured sizes, by pixels: 72 px is (72² − 64²)/(80² − 64²) = 0.37 of the way.
+        XCTAssertEqual(measured.relative(72), (0.060 + (72.0 * 72 - 4096) / (6400 - 4096) * 0.050) / 0.2, accuracy: 1e-12)
+        // Unmeasured, or without the largest size: a tenth fixed, the rest by pixels.
+        let none = StepCosts(top: 128)
+        XCTAssertEqual(none.relative(64), 0.1 + 0.9 * 0.25, accuracy: 1e-12)
+        XCTAssertEqual(none.relative(128), 1, accuracy: 1e-12)
+        XCTAssertEqual(StepCosts(top: 128, seconds: [64: 0.06]).relative(64), 0.325, accuracy: 1e-12)
+        XCTAssertEqual(measured.relative(48), 0.1 + 0.9 * 48.0 * 48 / 16384, accuracy: 1e-12, "below every measured size")
+        // What cannot be a time is dropped.
+        let bad = StepCosts(top: 128, seconds: [64: .nan, 80: -1, 96: .infinity, 0: 1, 128: 0.2])
+        XCTAssertEqual(bad.seconds, [128: 0.2])
+
+        // The schedule's mean: 3/16 of the run at each of 64…112 and the last quarter at 128.
+        let mean = 0.1875 * (0.3 + 0.55 + 0.7 + 0.85) + 0.25
+        XCTAssertEqual(measured.meanRelative(growing), mean, accuracy: 0.002)
+        XCTAssertEqual(StepCosts(top: 64).meanRelative(one), 1, accuracy: 1e-12)
+    }
+
+    /// At most eight sizes are measured, the first and the last among them.
+    func testSizesToMeasure() {
+        XCTAssertEqual(StepCosts.sizesToMeasure(growing), [64, 80, 96, 112, 128])
+        var wide = growing
+        wide.resizeFrom = 32
+        wide.trainSize = 288
+        wide.imageSize = 288
+        let sizes = StepCosts.sizesToMeasure(wide)
+        XCTAssertEqual(wide.scheduleSizes.count, 17)
+        XCTAssertEqual(sizes.count, StepCosts.mostMeasured)
+        XCTAssertEqual(sizes.first, 32)
+        XCTAssertEqual(sizes.last, 288)
+        XCTAssertEqual(sizes, sizes.sorted())
+        XCTAssertEqual(Set(sizes).count, sizes.count)
+        XCTAssertTrue(Set(sizes).isSubset(of: Set(wide.scheduleSizes)))
+    }
+
+    /// The seconds of the steps still to come equal a step-by-step sum of the sizes the loop
+    /// would train at for that total (each epoch at the size of its first step's fraction, never
+    /// below the current), plus one evaluation an epoch begun, the current one's included.
+    func testSecondsToATotalAreTheStepBySumOfTheSchedule() {
+        let costs = StepCosts(top: 128, seconds: truth)
+        let perEpoch = 282, evaluation = 7.5
+        for (step, left, current) in [(0, 281, 64), (1_000, 127, 80), (5_000, 0, 112), (8_400, 200, 128)] {
+            let remaining = RemainingSteps(step: step, leftInEpoch: left, stepsPerEpoch: perEpoch, currentSize: current,
+                                           topStepSeconds: 0.2, evaluationSeconds: evaluation)
+            for total in [step, step + 1, step + left, step + left + 1, step + 3_000, step + 9_999] {
+                var expected = 0.0, evaluations = 1, epochSize = current
+                for s in step..<max(total, step) {
+                    let intoLater = s - (step + left)
+                    if intoLater >= 0, intoLater % perEpoch == 0 {
+                        epochSize = max(current, growing.trainingSize(atFraction: Double(s) / Double(total)))
+                        evaluations += 1
+                    }
+                    expected += truth[epochSize]!
+                }
+                expected += evaluation * Double(evaluations)
+                let got = remaining.seconds(toTotal: total, config: growing, costs: costs)
+                XCTAssertEqual(got, expected, accuracy: 1e-9 * max(expected, 1), "step \(step), total \(total)")
+            }
+        }
+    }
+
+    /// A run of 1,800 s on a machine whose steps cost `truth`: the estimate made after its first
+    /// step, from the measured costs, is within one epoch of the steps the run then trains when
+    /// it re-estimates after every step (as the loop does) and stops when the next step and an
+    /// evaluation no longer fit.
+    func testTheFirstEstimateHoldsForTheWholeRun() {
+        let budget = 1_800.0, perEpoch = 282, evaluation = 6.0
+        let measured = StepCosts(top: 128, seconds: truth)
+        func run(_ costs: StepCosts) -> (first: Int, trained: Int, sizes: [Int]) {
+            var elapsed = 0.0, step = 0, total = 0, first = 0, size = 64, sizes: [Int] = []
+            var timed = 0.0, stepSeconds = 0.0  // steps so far in steps at 128 px by `costs`, and their seconds
+            while true {
+                let inEpoch = step % perEpoch
+                if inEpoch == 0 {
+                    let fraction = total > 0 ? Double(step) / Double(total) : 0
+                    size = max(size, growing.trainingSize(atFraction: fraction))
+                    sizes.append(size)
+                }
+                elapsed += truth[size]!
+                stepSeconds += truth[size]!
+                step += 1
+                timed += costs.relative(size)
+                let top = stepSeconds / timed  // what the loop learns a step at 128 costs
+                let remaining = RemainingSteps(step: step, leftInEpoch: perEpoch - inEpoch - 1, stepsPerEpoch: perEpoch,
+                                               currentSize: size, topStepSeconds: top, evaluationSeconds: evaluation)
+                total = remaining.affordableTotal(seconds: budget - elapsed, planned: 1_000 * perEpoch, config: growing, costs: costs)
+                if first == 0 { first = total }
+                if inEpoch == perEpoch - 1 { elapsed += evaluation }
+                if elapsed + top * costs.relative(size) + evaluation > budget { break }
+            }
+            return (first, step, sizes)
+        }
+        let (first, trained, sizes) = run(measured)
+        XCTAssertEqual(Double(first), Double(trained), accuracy: Double(perEpoch), "first estimate \(first), trained \(trained)")
+        XCTAssertEqual(sizes, sizes.sorted(), "the sizes only grow")
+        XCTAssertEqual(sizes.last, 128)
+        // The largest size for about the last quarter of the epochs.
+        let atTop = Double(sizes.filter { $0 == 128 }.count) / Double(sizes.count)
+        XCTAssertEqual(atTop, 0.25, accuracy: 0.06, "\(sizes)")
+        // Without measured costs (pixels and a fixed tenth) the first estimate is further off
+        // (12,690 steps against 11,280 trained), but within a fifth.
+        let (guess, trainedByPixels, _) = run(StepCosts(top: 128))
+        XCTAssertEqual(Double(guess), Double(trainedByPixels), accuracy: 0.2 * Double(trainedByPixels))
+        XCTAssertGreaterThan(abs(Double(guess - trainedByPixels)), abs(Double(first - trained)))
+    }
+
+    /// No budget left, or no speed, affords nothing; a budget larger than the planned epochs
+    /// affords them all.
+    func testAffordableTotalAtTheEdges() {
+        let costs = StepCosts(top: 128, seconds: truth)
+        let remaining = RemainingSteps(step: 500, leftInEpoch: 50, stepsPerEpoch: 100, currentSize: 80,
+                                       topStepSeconds: 0.2, evaluationSeconds: 5)
+        XCTAssertEqual(remaining.affordableTotal(seconds: 0, planned: 1_000, config: growing, costs: costs), 500)
+        XCTAssertEqual(remaining.affordableTotal(seconds: -5, planned: 1_000, config: growing, costs: costs), 500)
+        XCTAssertEqual(remaining.affordableTotal(seconds: 1e9, planned: 1_000, config: growing, costs: costs), 1_500)
+        var slow = remaining
+        slow.topStepSeconds = .nan
+        XCTAssertEqual(slow.affordableTotal(seconds: 1e9, planned: 1_000, config: growing, costs: costs), 500)
+        // Whatever it returns fits; a step more does not (the cost of a total grows with it here).
+        for budget in [10.0, 60, 200, 333] {
+            let total = remaining.affordableTotal(seconds: budget, planned: 1_000, config: growing, costs: costs)
+            XCTAssertLessThanOrEqual(remaining.seconds(toTotal: total, config: growing, costs: costs), budget)
+            if total < 1_500 { XCTAssertGreaterThan(remaining.seconds(toTotal: total + 1, config: growing, costs: costs), budget) }
+        }
+    }
+}
