@@ -95,7 +95,9 @@ struct Train: ParsableCommand {
         Progressive resizing: train the first epochs at this input size, growing in steps of \
         \(TrainingConfig.resizeStep) px to --image-size by \(Int(TrainingConfig.resizeReach * 100))% of the run (e.g. --resize-from 64 \
         --image-size 128); validation, checkpoints and inference use --image-size. For models \
-        whose weights do not depend on the input size (resnet, efficientnet-lite0). (default: off)
+        whose weights do not depend on the input size (resnet, efficientnet-lite0). Under a time \
+        budget the run first times a few synthetic steps at each size (seconds), so that its \
+        estimate of the epochs the budget holds prices each epoch at its own size. (default: off)
         """)
     var resizeFrom: Int?
 
@@ -470,7 +472,7 @@ struct Train: ParsableCommand {
 
     /// What a step costs at each size `config`'s schedule trains at (`StepCosts.sizesToMeasure`):
     /// a few steps of synthetic images on every rank at each size, the all-reduce included
-    /// (about four seconds for 64 to 128 px on 2 ranks), rank 0's seconds for all; with the images
+    /// (about five seconds for 64 to 128 px on 2 ranks), rank 0's seconds for all; with the images
     /// a second at the largest size. nil and why when a size could not be measured; then the
     /// estimates price steps by their pixels. With `log`, says what it measured.
     func measuredStepCosts(_ config: TrainingConfig, comm: Communicator, log: RankLog?) -> (costs: StepCosts?, rate: Double, failure: String) {
