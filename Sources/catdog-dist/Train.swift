@@ -488,6 +488,8 @@ struct Train: ParsableCommand {
                                              communicator: comm).images_per_s
                 seconds[i] = rate > 0 ? Double(perRank * comm.size) / rate : 0
             }
+        } catch { failure = "\(error)"; seconds = seconds.map { _ in 0 } }
+        do {
             try seconds.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
         } catch { failure = "\(error)"; seconds = [] }
         let top = config.largestTrainingSize
