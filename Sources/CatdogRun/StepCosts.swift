@@ -11,7 +11,7 @@ import Foundation
 /// (docs/training.md, "How a budget is spent").
 public struct StepCosts: Sendable, Equatable {
     /// The share of a step at the largest size that does not scale with pixels, for sizes not
-    /// measured.
+    /// measured (by default).
     public static let fixedShare = 0.1
     /// The most sizes measured; the others are interpolated.
     public static let mostMeasured = 8
@@ -20,10 +20,13 @@ public struct StepCosts: Sendable, Equatable {
     public let top: Int
     /// Seconds a step at each measured size (positive and finite; others are dropped).
     public let seconds: [Int: Double]
+    /// The share that does not scale with pixels, for sizes not measured (0: pixels alone).
+    public let unmeasuredFixedShare: Double
 
-    public init(top: Int, seconds: [Int: Double] = [:]) {
+    public init(top: Int, seconds: [Int: Double] = [:], fixedShare: Double = Self.fixedShare) {
         self.top = max(top, 1)
         self.seconds = seconds.filter { $0.key > 0 && $0.value.isFinite && $0.value > 0 }
+        self.unmeasuredFixedShare = fixedShare.isFinite ? min(max(fixedShare, 0), 1) : Self.fixedShare
     }
 
     /// The sizes to measure for `config`: every size its schedule trains at, or at most
@@ -35,7 +38,7 @@ public struct StepCosts: Sendable, Equatable {
     }
 
     private func pixels(_ size: Int) -> Double { Double(size) * Double(size) / (Double(top) * Double(top)) }
-    private func model(_ size: Int) -> Double { Self.fixedShare + (1 - Self.fixedShare) * pixels(size) }
+    private func model(_ size: Int) -> Double { unmeasuredFixedShare + (1 - unmeasuredFixedShare) * pixels(size) }
 
     /// A step at `size` against one at `top`: measured when both were; between two measured
     /// sizes, interpolated by pixels; else the pixel model.

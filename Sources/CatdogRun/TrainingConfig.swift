@@ -193,14 +193,10 @@ public struct Recipe: Sendable, Equatable {
                            costs: StepCosts? = nil) -> Double {
             guard imagesPerSecond.isFinite, imagesPerSecond > 0, budget.isFinite, budget > 0 else { return 0 }
             let schedule = applied(to: TrainingConfig())
-            let top = Double(trainSize * trainSize), points = 1000
-            let pixels = costs?.meanRelative(schedule) ?? (0..<points).reduce(0.0) { sum, i in
-                let size = Double(schedule.trainingSize(atFraction: (Double(i) + 0.5) / Double(points)))
-                return sum + size * size / top
-            } / Double(points)
-            let scale = Double(imageSize * imageSize) / top
+            let share = (costs ?? StepCosts(top: trainSize, fixedShare: 0)).meanRelative(schedule)
+            let scale = Double(imageSize * imageSize) / Double(trainSize * trainSize)
             let validation = Double(validationImages) * (tta ? 2 : 1) * scale / 3
-            let epochSeconds = (Double(trainImages) * pixels + validation) / imagesPerSecond
+            let epochSeconds = (Double(trainImages) * share + validation) / imagesPerSecond
             return epochSeconds > 0 ? budget / epochSeconds : 0
         }
     }
