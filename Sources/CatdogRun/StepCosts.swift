@@ -4,11 +4,11 @@ import Foundation
 /// training size: measured at the start of a run whose sizes grow (`Benchmark` steps at each
 /// size), or else its pixels plus a share that does not scale with them.
 ///
-/// Pixels alone underprice the smaller sizes: on 2 ranks of an AMD EPYC Zen 5, `resnet`'s
-/// steps at 64, 80, 96 and 112 px took 0.29, 0.46, 0.64 and 0.81 of one at 128 px, where their
-/// pixels are 0.25, 0.39, 0.56 and 0.77: a step has costs that do not grow with the image, and
-/// the last stage's maps (5, 6 and 7 pixels wide) fill Winograd's 4×4 tiles only in part
-/// (docs/training.md, "How a budget is spent").
+/// Pixels alone underprice the smaller sizes: `resnet`'s steps at 64, 80, 96 and 112 px took
+/// 0.28, 0.51, 0.65 and 0.88 of one at 128 px, where their pixels are 0.25, 0.39, 0.56 and 0.77
+/// (docs/performance.md, "Step time by input size", with the machine): a step has costs that
+/// do not grow with the image, and the last stage's maps (5, 6 and 7 pixels wide) fill
+/// Winograd's 4×4 tiles only in part.
 public struct StepCosts: Sendable, Equatable {
     /// The share of a step at the largest size that does not scale with pixels, for sizes not
     /// measured (by default).
