@@ -19,10 +19,11 @@ public final class Predictor {
 
     /// `imageSize`: score at this input size instead of the training's (the same field of view
     /// at more or fewer pixels; the crop margin scales with it), for models with global pooling.
+    /// `convolution`: how the convolutions compute (their algorithm and precision).
     public init(checkpoint: LoadedCheckpoint, batchSize: Int = 32, activationBudget: Int = Predictor.defaultActivationBudget,
-                imageSize: Int? = nil) throws {
+                imageSize: Int? = nil, convolution: ConvolutionOptions = .init()) throws {
         self.checkpoint = checkpoint
-        network = try checkpoint.makeNetwork(imageSize: imageSize)
+        network = try checkpoint.makeNetwork(imageSize: imageSize, convolution: convolution)
         preprocessing = checkpoint.metadata.preprocessing.resized(to: imageSize ?? checkpoint.metadata.preprocessing.imageSize)
         // One logit (dog against cat); an ImageNet classifier's 1000 would be read as nonsense.
         guard network.outputShape.count == 1 else {

@@ -278,10 +278,10 @@ public struct LoadedCheckpoint {
     /// Builds the checkpoint's model with its weights and BatchNorm statistics.
     /// The checkpoint's model with its weights, at the size it was trained for or at
     /// `imageSize` (a model whose weights do not depend on the input size: global pooling).
-    public func makeNetwork(imageSize: Int? = nil) throws -> Network {
+    public func makeNetwork(imageSize: Int? = nil, convolution: ConvolutionOptions = .init()) throws -> Network {
         let network: Network
         let size = imageSize ?? metadata.imageSize
-        do { network = try ModelZoo.build(metadata.model, imageSize: size) } catch {
+        do { network = try ModelZoo.build(metadata.model, imageSize: size, convolution: convolution) } catch {
             throw CheckpointError(path: path, problem: "\(error)")
         }
         if size != metadata.imageSize, let trained = try? ModelZoo.builder(metadata.model, imageSize: metadata.imageSize).counts(),

@@ -20,8 +20,15 @@ struct CheckpointOptions: ParsableArguments {
         }
     }
 
-    func predictor() throws -> Predictor {
-        do { return try Predictor(checkpoint: LoadedCheckpoint(path: checkpoint), batchSize: batchSize, imageSize: imageSize) } catch {
+    /// The checkpoint's model, computing as `compute` says, in the precision `train` would
+    /// compute that model in on this machine (`--precision auto`) unless it names one.
+    func predictor(_ compute: ComputeOptions) throws -> Predictor {
+        do {
+            let loaded = try LoadedCheckpoint(path: checkpoint)
+            let precision = compute.localPrecision(default: .auto, model: loaded.metadata.model)
+            return try Predictor(checkpoint: loaded, batchSize: batchSize, imageSize: imageSize,
+                                 convolution: compute.convolutionOptions(precision: precision))
+        } catch {
             printError("\(error)")
             throw ExitCode(1)
         }

@@ -41,7 +41,7 @@ struct Evaluate: ParsableCommand {
     func run() throws {
         try runDistributed(announce: false) { comm in
             try compute.apply()
-            let predictor = try model.predictor()
+            let predictor = try model.predictor(compute)
             var files = try DataFolder.labeledFiles(in: data)
             if recalibrate > 0 || validationSplit {
                 let config = predictor.checkpoint.metadata.config

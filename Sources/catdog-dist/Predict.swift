@@ -33,7 +33,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let predictor = try model.predictor()
+        let predictor = try model.predictor(compute)
         try compute.apply()
         let results = predictor.dogProbabilities(images, tta: testTime.resolved)
         var failed = 0

@@ -121,21 +121,74 @@ struct ComputeOptions: ParsableArguments {
     var winogradMinTiles = ConvolutionOptions().winogradMinimumTiles
 
     @Option(help: """
-        Precision of the convolutions' matrix products: fp32, or bf16 (operands rounded to bf16, \
-        products summed in fp32 by AVX512_BF16's vdpbf16ps: forward, dX and dW of every \
+        Precision of the convolutions' matrix products: auto, fp32, or bf16 (operands rounded to \
+        bf16, products summed in fp32 by AVX512_BF16's vdpbf16ps: forward, dX and dW of every \
         convolution, Winograd's products included; weights, gradient sums, optimizer, loss, \
         BatchNorm, the Winograd transforms and the first layer's forward and weight gradient, \
-        direct convolutions on the image's 3 channels, stay fp32). bf16 is refused on a CPU without \
-        AVX512_BF16 and with --kernels avx2 or baseline. Not recorded in checkpoints: a run \
+        direct convolutions on the image's 3 channels, stay fp32). auto (the default, but for \
+        bench: fp32) is bf16 for the networks trained from scratch (resnet, vgg, simple) when every \
+        rank can compute in it, and fp32 when any rank cannot and for EfficientNet-Lite; train's \
+        log says which it took and why. bf16 is refused on a CPU without AVX512_BF16, with \
+        --kernels avx2 or baseline and with --multiply blas. Not recorded in checkpoints: a run \
         may resume in the other precision.
         """)
-    var precision = Precision.fp32
+    var precision: PrecisionChoice?
 
     var convolutionOptions: ConvolutionOptions { convolutionOptions() }
 
-    func convolutionOptions(columnFloats: Int = ConvolutionOptions().columnFloats) -> ConvolutionOptions {
+    /// The options for `precision`, by default this process's own (`localPrecision`).
+    func convolutionOptions(columnFloats: Int = ConvolutionOptions().columnFloats, precision: Precision? = nil) -> ConvolutionOptions {
         ConvolutionOptions(algorithm: convolution, columnFloats: columnFloats, multiply: multiply,
-                           winogradMinimumTiles: winogradMinTiles, precision: precision)
+                           winogradMinimumTiles: winogradMinTiles, precision: precision ?? localPrecision())
+    }
+
+    /// Why this process cannot compute in bf16 (after `apply`), or nil when it can.
+    var bf16Obstacle: String? {
+        multiply == .blas ? "--multiply blas multiplies in fp32" : Precision.bf16.unavailableReason
+    }
+
+    /// Whether auto computes `model` in bf16: the networks trained from scratch. EfficientNet-Lite's
+    /// transfer learning was measured in fp32, and stays there.
+    static func autoTakesBF16(model: String) -> Bool { EfficientNetLite(model: model) == nil }
+
+    /// What `--precision` names, else `commandDefault`, for `model` (nil: any): auto is bf16
+    /// where this process can compute in it. Commands whose ranks must agree use
+    /// `agreedPrecision` instead.
+    func localPrecision(default commandDefault: PrecisionChoice = .fp32, model: String? = nil) -> Precision {
+        switch precision ?? commandDefault {
+        case .fp32: .fp32
+        case .bf16: .bf16
+        case .auto: bf16Obstacle == nil && (model.map(Self.autoTakesBF16) ?? true) ? .bf16 : .fp32
+        }
+    }
+
+    /// The precision every rank computes `model` in, and why, for the log: what `--precision`
+    /// names, else `commandDefault` (`agreedPrecision(_:model:obstacle:comm:)`).
+    func agreedPrecision(default commandDefault: PrecisionChoice, model: String, comm: Communicator) throws -> (precision: Precision, why: String) {
+        try Self.agreedPrecision(precision ?? commandDefault, model: model, obstacle: bf16Obstacle, comm: comm)
+    }
+
+    /// auto is bf16 for a network trained from scratch only when no rank has an `obstacle` to it
+    /// (one all-reduce), so that a step's arithmetic is the same on every rank; fp32 and bf16 are
+    /// what they say (`apply` refused bf16 where it cannot run).
+    static func agreedPrecision(_ choice: PrecisionChoice, model: String, obstacle: String?,
+                                comm: Communicator) throws -> (precision: Precision, why: String) {
+        guard choice == .auto else {
+            let precision: Precision = choice == .bf16 ? .bf16 : .fp32
+            return (precision, "--precision \(precision.rawValue)")
+        }
+        guard autoTakesBF16(model: model) else { return (.fp32, "--precision auto: \(model) was measured in fp32") }
+        var lacking = [Double](repeating: 0, count: comm.size)
+        if obstacle != nil { lacking[comm.rank] = 1 }
+        try comm.allReduceSum(&lacking)
+        guard let first = lacking.firstIndex(where: { $0 > 0 }) else {
+            return (.bf16, "--precision auto: every rank can compute in bf16; --precision fp32 for fp32")
+        }
+        let count = lacking.filter { $0 > 0 }.count
+        let who = count == 1 ? "rank \(first)" : "\(count) ranks (the first: rank \(first))"
+        let reason = first == comm.rank ? obstacle.map { ": \($0)" } ?? ""
+                                        : ": no AVX512_BF16, or --kernels avx2 or baseline, or --multiply blas"
+        return (.fp32, "--precision auto: \(who) cannot compute in bf16\(reason)")
     }
 
     /// Sets the BLAS threads and our kernels' instruction set for this process; throws when
@@ -143,7 +196,7 @@ struct ComputeOptions: ParsableArguments {
     func apply() throws {
         setBLASThreads(threads)
         try kernels.select()
-        if let reason = precision.unavailableReason { throw PrecisionUnavailable(precision: precision, reason: reason) }
+        if precision == .bf16, let reason = Precision.bf16.unavailableReason { throw PrecisionUnavailable(precision: .bf16, reason: reason) }
     }
 
     struct PrecisionUnavailable: Error, CustomStringConvertible {
@@ -218,7 +271,10 @@ extension Resize.Fit: ExpressibleByArgument {}
 extension Preprocessing.Scale: ExpressibleByArgument {}
 extension ConvolutionOptions.Algorithm: ExpressibleByArgument {}
 extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
-extension Precision: ExpressibleByArgument {}
+/// `--precision`: the products' precision, or auto (bf16 where every rank can compute in it).
+enum PrecisionChoice: String, CaseIterable, ExpressibleByArgument {
+    case auto, fp32, bf16
+}
 
 /// `--allreduce`: flat, hierarchical or parted.
 extension AllReduceTopology: ExpressibleByArgument {}

@@ -45,7 +45,7 @@ struct Submit: ParsableCommand {
             printError("\(error)")
             throw ExitCode(1)
         }
-        let predictor = try model.predictor()
+        let predictor = try model.predictor(compute)
         try compute.apply()
         let numbered: [(id: Int, path: String)]
         do { numbered = try DataFolder.numberedFiles(in: testDir) } catch {

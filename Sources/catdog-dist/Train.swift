@@ -402,15 +402,18 @@ struct Train: ParsableCommand {
                     return
                 }
             }
+            // bf16 by default for a network trained from scratch, where every rank has it.
+            let precision = try compute.agreedPrecision(default: .auto, model: config.model, comm: comm)
+            let convolution = compute.convolutionOptions(precision: precision.precision)
             var costs: StepCosts?
-            if checkpoint == nil, leavesSizesOpen(config) { (config, costs) = try recipeSizes(for: config, comm: comm, log: log) }
+            if checkpoint == nil, leavesSizesOpen(config) { (config, costs) = try recipeSizes(for: config, convolution: convolution, comm: comm, log: log) }
             if costs == nil, config.timeBudget != nil, config.scheduleSizes.count > 1 {
-                costs = measuredStepCosts(config, comm: comm, log: log).costs
+                costs = measuredStepCosts(config, convolution: convolution, comm: comm, log: log).costs
             }
             let data = try loadData(config: config, preprocessing: preprocessing, comm: comm, log: log)
             let budget = try Trainer.agreedActivationBudget(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
-                                      convolution: compute.convolutionOptions)
+                                      convolution: convolution)
             trainer.stopSignal = { StopSignals.received }
             if let costs { trainer.stepCosts = costs }
             if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
@@ -427,7 +430,7 @@ struct Train: ParsableCommand {
             }
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
-            describeRun(trainer, config: config, comm: comm, activationBudget: budget, log: log)
+            describeRun(trainer, config: config, precision: precision, comm: comm, activationBudget: budget, log: log)
             let (summary, checkpointMilliseconds) = try fit(trainer, folder: folder, comm: comm, log: log)
             try finish(summary, trainer: trainer, store: store, checkpointMilliseconds: checkpointMilliseconds, config: config,
                        comm: comm, log: log)
@@ -446,12 +449,13 @@ struct Train: ParsableCommand {
     /// speed is measured before any image is decoded (`measuredStepCosts`); rank 0's figures
     /// decide for all, and the log says what it measured and chose. The run's checkpoints keep
     /// the sizes, so a resume does not choose again.
-    func recipeSizes(for config: TrainingConfig, comm: Communicator, log: RankLog) throws -> (TrainingConfig, StepCosts?) {
+    func recipeSizes(for config: TrainingConfig, convolution: ConvolutionOptions, comm: Communicator,
+                     log: RankLog) throws -> (TrainingConfig, StepCosts?) {
         guard let larger = Recipe.standard.larger, let budget = config.timeBudget,
               let files = try? DataFolder.labeledFiles(in: data), !files.isEmpty else { return (config, nil) }  // loadData reports a bad folder
         let validation = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation.count
         let grownConfig = larger.applied(to: config)
-        let (costs, rate, failure) = measuredStepCosts(grownConfig, comm: comm, log: nil)
+        let (costs, rate, failure) = measuredStepCosts(grownConfig, convolution: convolution, comm: comm, log: nil)
         let standard = "\(config.trainSize ?? config.imageSize) px, scored at \(config.imageSize)"
         let grown = "\(larger.resizeFrom) px growing to \(larger.trainSize), scored at \(larger.imageSize)"
         let choose = "name --image-size, --train-size or --resize-from to choose"
@@ -475,7 +479,8 @@ struct Train: ParsableCommand {
     /// (about five seconds for 64 to 128 px on 2 ranks), rank 0's seconds for all; with the images
     /// a second at the largest size. nil and why when a size could not be measured; then the
     /// estimates price steps by their pixels. With `log`, says what it measured.
-    func measuredStepCosts(_ config: TrainingConfig, comm: Communicator, log: RankLog?) -> (costs: StepCosts?, rate: Double, failure: String) {
+    func measuredStepCosts(_ config: TrainingConfig, convolution: ConvolutionOptions, comm: Communicator,
+                           log: RankLog?) -> (costs: StepCosts?, rate: Double, failure: String) {
         // At most 32 images a rank: the synthetic steps run without micro-batches.
         let perRank = max(1, min(config.globalBatch / comm.size, 32))
         let sizes = StepCosts.sizesToMeasure(config)
@@ -484,7 +489,7 @@ struct Train: ParsableCommand {
             for (i, size) in sizes.enumerated() {
                 let rate = try Benchmark.run(model: config.model, imageSize: size, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
                                              overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
-                                             allReduce: config.allReduceTopology, convolution: compute.convolutionOptions,
+                                             allReduce: config.allReduceTopology, convolution: convolution,
                                              communicator: comm).images_per_s
                 seconds[i] = rate > 0 ? Double(perRank * comm.size) / rate : 0
             }
@@ -660,8 +665,9 @@ struct Train: ParsableCommand {
 
     /// The run's set-up as the log's opening lines: model and recipe, the batch split,
     /// gradient compression, and memory per rank.
-    func describeRun(_ trainer: Trainer, config: TrainingConfig, comm: Communicator, activationBudget: Int, log: RankLog) {
-        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(config.globalBatch % comm.size == 0 ? "\(comm.size) x \(config.globalBatch / comm.size)" : "shares of \(comm.size) ranks"); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? "")\(compute.precision == .bf16 ? "; convolutions' products in bf16 (--precision bf16)" : "")")
+    func describeRun(_ trainer: Trainer, config: TrainingConfig, precision: (precision: Precision, why: String), comm: Communicator,
+                     activationBudget: Int, log: RankLog) {
+        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(config.globalBatch % comm.size == 0 ? "\(comm.size) x \(config.globalBatch / comm.size)" : "shares of \(comm.size) ranks"); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? ""); convolutions' products in \(precision.precision.rawValue) (\(precision.why))")
         if shape.givenBatchSize == nil, trainer.globalStep == 0, let advice = Recipe.smallBatchAdvice(globalBatch: config.globalBatch, ranks: comm.size) {
             log.info(advice)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CatdogDistributed
 import CatdogEngine
 import CatdogRun
 @testable import catdog_dist
@@ -75,7 +76,7 @@ final class CommandLineTests: XCTestCase {
         let split = try Train.parse(base + ["--balance", "2,1", "--ghost-batch", "8"]).makeConfig()
         XCTAssertEqual(split.balance, "2,1")
         XCTAssertEqual(split.ghostBatch, 8)
-        XCTAssertEqual(plain.compute.convolutionOptions.precision, .fp32)
+        XCTAssertNil(plain.compute.precision)
         XCTAssertEqual(try Train.parse(base + ["--precision", "bf16"]).compute.convolutionOptions.route, .bf16)
         XCTAssertNil(try plain.makeConfig().hierarchicalAllReduce)
         XCTAssertEqual(try Train.parse(base + ["--allreduce", "hierarchical"]).makeConfig().hierarchicalAllReduce, true)
@@ -84,6 +85,42 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(parted.partedAllReduce, true)
         XCTAssertNil(parted.hierarchicalAllReduce)
         XCTAssertEqual(try plain.makeConfig().allReduceTopology, .flat)
+    }
+
+    /// `--precision auto`, the default of train, evaluate, predict and submit, is bf16 for a
+    /// network trained from scratch only when every rank can compute in it: one rank that cannot
+    /// puts every rank in fp32, and the log names the first such rank and why. EfficientNet-Lite
+    /// stays in fp32; a precision named is taken as named; bench's default is fp32.
+    func testPrecisionAutoIsBF16OnlyWhereEveryRankCanComputeInIt() throws {
+        func agreed(_ choice: PrecisionChoice, model: String = "resnet", obstacles: [String?]) throws -> [(Precision, String)] {
+            try ThreadCommunicator.run(ranks: obstacles.count) { comm in
+                try ComputeOptions.agreedPrecision(choice, model: model, obstacle: obstacles[comm.rank], comm: comm)
+            }.map { ($0.precision, $0.why) }
+        }
+        let every = try agreed(.auto, obstacles: [nil, nil, nil])
+        XCTAssertEqual(every.map(\.0), [.bf16, .bf16, .bf16])
+        XCTAssertTrue(every[0].1.contains("every rank can compute in bf16"), every[0].1)
+        let one = try agreed(.auto, obstacles: [nil, "this CPU has no AVX512_BF16 instructions", nil])
+        XCTAssertEqual(one.map(\.0), [.fp32, .fp32, .fp32])
+        XCTAssertTrue(one[0].1.contains("rank 1 cannot compute in bf16: no AVX512_BF16, or"), one[0].1)
+        XCTAssertTrue(one[1].1.contains("rank 1 cannot compute in bf16: this CPU has no AVX512_BF16 instructions"), one[1].1)
+        let two = try agreed(.auto, obstacles: ["--multiply blas multiplies in fp32", nil, "x"])
+        XCTAssertEqual(two.map(\.0), [.fp32, .fp32, .fp32])
+        XCTAssertTrue(two[0].1.contains("2 ranks (the first: rank 0) cannot compute in bf16: --multiply blas"), two[0].1)
+        XCTAssertEqual(try agreed(.auto, model: "efficientnet-lite0", obstacles: [nil, nil]).map(\.0), [.fp32, .fp32])
+        XCTAssertEqual(try agreed(.fp32, obstacles: [nil, nil]).map(\.0), [.fp32, .fp32])
+        XCTAssertEqual(try agreed(.bf16, obstacles: [nil, nil]).map(\.0), [.bf16, .bf16])
+
+        let base = ["--data", "train/", "--checkpoint-dir", "ck"]
+        let plain = try Train.parse(base).compute
+        let here: Precision = plain.bf16Obstacle == nil ? .bf16 : .fp32
+        XCTAssertEqual(plain.localPrecision(default: .auto, model: "resnet"), here)
+        XCTAssertEqual(plain.localPrecision(default: .auto, model: "efficientnet-lite2"), .fp32)
+        let blas = try Train.parse(base + ["--multiply", "blas"]).compute
+        XCTAssertNotNil(blas.bf16Obstacle)
+        XCTAssertEqual(blas.localPrecision(default: .auto, model: "resnet"), .fp32)
+        XCTAssertEqual(try Train.parse(base + ["--precision", "fp32"]).compute.localPrecision(default: .auto, model: "resnet"), .fp32)
+        XCTAssertEqual(try Bench.parse([]).compute.convolutionOptions.precision, .fp32)
     }
 
     /// One recipe whatever the run's length: a bare `train` fills the recipe's 30 minutes, and

@@ -1,5 +1,6 @@
 import CatdogCheckpoint
 import CatdogData
+import CatdogEngine
 import CatdogInference
 import CatdogRun
 import Foundation
@@ -107,7 +108,8 @@ final class InferenceCommandTests: XCTestCase {
                 if Set(each.map { $0[i] }).count > 1 { distinct += 1 }
             }
             XCTAssertEqual(distinct, files.count, "\(tta): every image's views should give different probabilities")
-            let cli = try CLI.run(["predict", "--checkpoint", Self.model, "--tta", tta.rawValue, "--json"] + files)
+            // In fp32, as the predictor above (the command's default is train's precision).
+            let cli = try CLI.run(["predict", "--checkpoint", Self.model, "--tta", tta.rawValue, "--json", "--precision", "fp32"] + files)
             XCTAssertEqual(cli.status, 0, cli.output)
             for (line, p) in zip(cli.stdout.split(separator: "\n"), mean) {
                 let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
@@ -125,6 +127,28 @@ final class InferenceCommandTests: XCTestCase {
             XCTAssertTrue(refused.stderr.contains("--tta"), refused.stderr)
             XCTAssertFalse(refused.stderr.contains("Fatal error"), refused.stderr)
         }
+    }
+
+    /// predict, evaluate and submit compute in the precision `train` would (`--precision auto`:
+    /// bf16 for this model where the CPU has it), and take the one named: fp32 and bf16 scores
+    /// of the same images differ (bf16 operands keep 8 significant bits), by at most 0.05 of
+    /// probability on this barely trained model.
+    func testPredictComputesInThePrecisionNamedOrTrainsByDefault() throws {
+        let files = try DataFolder.labeledFiles(in: Self.images).prefix(12).map(\.path)
+        func probabilities(_ extra: [String]) throws -> [Double] {
+            let result = try CLI.run(["predict", "--checkpoint", Self.model, "--json"] + extra + files)
+            XCTAssertEqual(result.status, 0, result.output)
+            return try result.stdout.split(separator: "\n").map {
+                try XCTUnwrap((JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["dog_probability"] as? Double)
+            }
+        }
+        let fp32 = try probabilities(["--precision", "fp32"])
+        XCTAssertEqual(fp32.count, files.count)
+        guard Precision.bf16.unavailableReason == nil else { throw XCTSkip("bf16 products cannot run here") }
+        let bf16 = try probabilities(["--precision", "bf16"])
+        XCTAssertEqual(try probabilities([]), bf16, "the default is bf16 here, as train's")
+        XCTAssertNotEqual(fp32, bf16, "--precision reaches predict's network")
+        for (a, b) in zip(fp32, bf16) { XCTAssertEqual(a, b, accuracy: 0.05) }
     }
 
     func testPredictAnswersInTheStudysSentenceForAnyJPEG() throws {

@@ -124,9 +124,9 @@ final class ResumeTests: XCTestCase {
     }
 
     /// Checkpoints hold fp32 weights whatever the precision of the products, so a run resumes in
-    /// the other one: an epoch in fp32, a second resumed with --precision bf16 (said in the
-    /// log), a third back in fp32: each epoch trained (its steps counted), every tensor F32,
-    /// every loss finite. bf16 where the kernels have no bf16 products (`--kernels avx2` stands
+    /// the other one: an epoch in fp32, a second resumed with the default (--precision auto:
+    /// bf16 here, said in the log), a third back in fp32: each epoch trained (its steps
+    /// counted), every tensor F32, every loss finite. bf16 where the kernels have no bf16 products (`--kernels avx2` stands
     /// in for a CPU without AVX512_BF16) is refused in one line, exit 1, before any checkpoint
     /// is written.
     func testResumeAcrossPrecisionsAndTheRefusalWithoutBF16() throws {
@@ -141,14 +141,14 @@ final class ResumeTests: XCTestCase {
         guard Precision.bf16.unavailableReason == nil else { throw XCTSkip("bf16 products cannot run here: the refusal was checked, the resume cannot be") }
 
         let folder = try temporaryFolder(self)
-        var result = try CLI.run(trainArguments(data, folder, epochs: 1))
+        var result = try CLI.run(trainArguments(data, folder, epochs: 1, extra: ["--precision", "fp32"]))
         XCTAssertEqual(result.status, 0, result.output)
-        XCTAssertFalse(result.stdout.contains("products in bf16"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("convolutions' products in fp32 (--precision fp32)"), result.stdout)
         let resume = ["train", "--data", data, "--checkpoint-dir", folder, "--resume", "auto"]
-        result = try CLI.run(resume + ["--epochs", "2", "--precision", "bf16"])
+        result = try CLI.run(resume + ["--epochs", "2"])
         XCTAssertEqual(result.status, 0, result.output)
-        XCTAssertTrue(result.stdout.contains("convolutions' products in bf16"), result.stdout)
-        result = try CLI.run(resume + ["--epochs", "3"])
+        XCTAssertTrue(result.stdout.contains("convolutions' products in bf16 (--precision auto: every rank can compute in bf16"), result.stdout)
+        result = try CLI.run(resume + ["--epochs", "3", "--precision", "fp32"])
         XCTAssertEqual(result.status, 0, result.output)
         let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst")
         XCTAssertEqual(last.metadata.epoch, 3)
