@@ -33,8 +33,8 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
+        try compute.apply()  // first: the kernels it selects decide what auto can take
         let predictor = try model.predictor(compute)
-        try compute.apply()
         let results = predictor.dogProbabilities(images, tta: testTime.resolved)
         var failed = 0
         for (path, result) in zip(images, results) {

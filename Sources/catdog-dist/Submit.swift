@@ -45,8 +45,8 @@ struct Submit: ParsableCommand {
             printError("\(error)")
             throw ExitCode(1)
         }
+        try compute.apply()  // first: the kernels it selects decide what auto can take
         let predictor = try model.predictor(compute)
-        try compute.apply()
         let numbered: [(id: Int, path: String)]
         do { numbered = try DataFolder.numberedFiles(in: testDir) } catch {
             printError("\(error)")

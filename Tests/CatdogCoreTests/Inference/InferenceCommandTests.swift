@@ -130,7 +130,7 @@ final class InferenceCommandTests: XCTestCase {
     }
 
     /// predict, evaluate and submit compute in the precision `train` would (`--precision auto`:
-    /// bf16 for this model where the CPU has it), and take the one named: fp32 and bf16 scores
+    /// bf16 for this model where the CPU and the kernels have it), and take the one named: fp32 and bf16 scores
     /// of the same images differ (bf16 operands keep 8 significant bits), by at most 0.05 of
     /// probability on this barely trained model.
     func testPredictComputesInThePrecisionNamedOrTrainsByDefault() throws {
@@ -145,6 +145,8 @@ final class InferenceCommandTests: XCTestCase {
         let fp32 = try probabilities(["--precision", "fp32"])
         XCTAssertEqual(fp32.count, files.count)
         guard Precision.bf16.unavailableReason == nil else { throw XCTSkip("bf16 products cannot run here") }
+        // Kernels without bf16 products make the default fp32 (they are selected before it is decided).
+        XCTAssertEqual(try probabilities(["--kernels", "avx2"]), try probabilities(["--kernels", "avx2", "--precision", "fp32"]))
         let bf16 = try probabilities(["--precision", "bf16"])
         XCTAssertEqual(try probabilities([]), bf16, "the default is bf16 here, as train's")
         XCTAssertNotEqual(fp32, bf16, "--precision reaches predict's network")
