@@ -155,11 +155,8 @@ struct ComputeOptions: ParsableArguments {
     /// where this process can compute in it. Commands whose ranks must agree use
     /// `agreedPrecision` instead.
     func localPrecision(default commandDefault: PrecisionChoice = .fp32, model: String? = nil) -> Precision {
-        switch precision ?? commandDefault {
-        case .fp32: .fp32
-        case .bf16: .bf16
-        case .auto: bf16Obstacle == nil && (model.map(Self.autoTakesBF16) ?? true) ? .bf16 : .fp32
-        }
+        let choice = precision ?? commandDefault
+        return choice.named ?? (bf16Obstacle == nil && (model.map(Self.autoTakesBF16) ?? true) ? .bf16 : .fp32)
     }
 
     /// The precision every rank computes `model` in, and why, for the log: what `--precision`
@@ -173,10 +170,7 @@ struct ComputeOptions: ParsableArguments {
     /// what they say (`apply` refused bf16 where it cannot run).
     static func agreedPrecision(_ choice: PrecisionChoice, model: String, obstacle: String?,
                                 comm: Communicator) throws -> (precision: Precision, why: String) {
-        guard choice == .auto else {
-            let precision: Precision = choice == .bf16 ? .bf16 : .fp32
-            return (precision, "--precision \(precision.rawValue)")
-        }
+        if let named = choice.named { return (named, "--precision \(named.rawValue)") }
         guard autoTakesBF16(model: model) else { return (.fp32, "--precision auto: \(model) was measured in fp32") }
         var lacking = [Double](repeating: 0, count: comm.size)
         if obstacle != nil { lacking[comm.rank] = 1 }
@@ -274,6 +268,9 @@ extension ConvolutionOptions.Multiply: ExpressibleByArgument {}
 /// `--precision`: the products' precision, or auto (bf16 where every rank can compute in it).
 enum PrecisionChoice: String, CaseIterable, ExpressibleByArgument {
     case auto, fp32, bf16
+
+    /// The precision fp32 and bf16 name; nil for auto, which depends on the ranks and the model.
+    var named: Precision? { Precision(rawValue: rawValue) }
 }
 
 /// `--allreduce`: flat, hierarchical or parted.
