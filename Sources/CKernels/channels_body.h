@@ -5,18 +5,22 @@
 #define CATDOG_ACTIVATE(v, activation) \
     ((activation) == 1 ? ((v) < 0.0f ? 0.0f : (v)) : (activation) == 2 ? ((v) < 0.0f ? 0.0f : ((v) > 6.0f ? 6.0f : (v))) : (v))
 
+// x̂ = (x − mean)·(1/σ), by every kernel below in these operations (a subtraction, then a product:
+// nothing to fuse), so that backward recomputes forward's x̂ bit for bit from x instead of
+// reading a stored copy: one activation-sized stream less each way.
+#define CATDOG_NORMALIZED(x, mean, inv_std, k) (((x)[k] - (mean)[k]) * (inv_std)[k])
+
 // One loop per activation, so that each vectorises without a branch inside.
 #define CATDOG_PER_ACTIVATION(activation, LOOP) \
     do { if ((activation) == 1) { LOOP(1) } else if ((activation) == 2) { LOOP(2) } else { LOOP(0) } } while (0)
 
 void FN(catdog_batchnorm_forward)(const float *restrict x, const float *restrict mean, const float *restrict inv_std,
-                              const float *restrict gamma, const float *restrict beta, float *restrict xhat,
-                              float *restrict y, size_t rows, size_t c, int activation) {
+                              const float *restrict gamma, const float *restrict beta, float *restrict y, size_t rows,
+                              size_t c, int activation) {
 #define BN_LOOP(A) \
-    for (size_t r = 0; r < rows; r++, x += c, xhat += c, y += c) \
+    for (size_t r = 0; r < rows; r++, x += c, y += c) \
         for (size_t k = 0; k < c; k++) { \
-            float n = (x[k] - mean[k]) * inv_std[k]; \
-            xhat[k] = n; \
+            float n = CATDOG_NORMALIZED(x, mean, inv_std, k); \
             float v = gamma[k] * n + beta[k]; \
             y[k] = CATDOG_ACTIVATE(v, A); \
         }
@@ -60,31 +64,43 @@ void FN(catdog_channel_moments)(const float *restrict x, size_t rows, size_t c, 
     }
 }
 
-// Per channel, sum = Σ dy and dot = Σ dy·xhat, after the activation's mask (dy = 0 where the
-// activation did not pass its input, y its output; written back into dy), in one pass.
-void FN(catdog_batchnorm_gradient_sums)(const float *restrict y, float *restrict dy, const float *restrict xhat,
-                                        size_t rows, size_t c, int activation, double *restrict sum,
-                                        double *restrict dot) {
+// Per channel, sum = Σ dy and dot = Σ dy·x̂ (x̂ from x, mean and 1/σ as forward made it), after
+// the activation's mask (dy = 0 where the activation did not pass its input, y its output;
+// written back into dy), in one pass.
+void FN(catdog_batchnorm_gradient_sums)(const float *restrict y, float *restrict dy, const float *restrict x,
+                                        const float *restrict mean, const float *restrict inv_std, size_t rows, size_t c,
+                                        int activation, double *restrict sum, double *restrict dot) {
     for (size_t k = 0; k < c; k++) { sum[k] = 0; dot[k] = 0; }
 #define SUMS_LOOP(A) \
-    for (size_t r = 0; r < rows; r++, y += c, dy += c, xhat += c) \
+    for (size_t r = 0; r < rows; r++, y += c, dy += c, x += c) \
         for (size_t k = 0; k < c; k++) { \
             float g = dy[k]; \
             if (A == 1) g = y[k] > 0.0f ? g : 0.0f; \
             if (A == 2) g = (y[k] > 0.0f && y[k] < 6.0f) ? g : 0.0f; \
             if (A != 0) dy[k] = g; \
+            float n = CATDOG_NORMALIZED(x, mean, inv_std, k); \
             sum[k] += (double)g; \
-            dot[k] += (double)(g * xhat[k]); \
+            dot[k] += (double)(g * n); \
         }
     CATDOG_PER_ACTIVATION(activation, SUMS_LOOP);
 #undef SUMS_LOOP
 }
 
-void FN(catdog_batchnorm_dx)(const float *restrict dy, const float *restrict xhat, const float *restrict kk,
-                         const float *restrict mean_dy, const float *restrict mean_dot, float *restrict dx,
-                         size_t rows, size_t c) {
-    for (size_t r = 0; r < rows; r++, dy += c, xhat += c, dx += c)
-        for (size_t k = 0; k < c; k++) dx[k] += kk[k] * (dy[k] - mean_dy[k] - xhat[k] * mean_dot[k]);
+void FN(catdog_batchnorm_dx)(const float *restrict dy, const float *restrict x, const float *restrict mean,
+                             const float *restrict inv_std, const float *restrict kk, const float *restrict mean_dy,
+                             const float *restrict mean_dot, float *restrict dx, size_t rows, size_t c, int overwrite) {
+#define DX_LOOP(OP) \
+    for (size_t r = 0; r < rows; r++, dy += c, x += c, dx += c) \
+        for (size_t k = 0; k < c; k++) { \
+            float n = CATDOG_NORMALIZED(x, mean, inv_std, k); \
+            dx[k] OP kk[k] * (dy[k] - mean_dy[k] - n * mean_dot[k]); \
+        }
+    if (overwrite) {
+        DX_LOOP(=)
+    } else {
+        DX_LOOP(+=)
+    }
+#undef DX_LOOP
 }
 
 void FN(catdog_bias_activation)(float *restrict y, const float *restrict bias, size_t rows, size_t c, int activation) {

@@ -44,7 +44,7 @@ const char *catdog_kernels_isa(void) {
     return current_name;
 }
 
-void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *xhat, float *y, size_t rows, size_t c, int activation) { table()->batchnorm_forward(x, mean, inv_std, gamma, beta, xhat, y, rows, c, activation); }
+void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *y, size_t rows, size_t c, int activation) { table()->batchnorm_forward(x, mean, inv_std, gamma, beta, y, rows, c, activation); }
 void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c, int activation) { table()->scale_shift(x, scale, shift, y, rows, c, activation); }
 void catdog_depthwise_forward(const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw,
                               size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow) {
@@ -57,8 +57,8 @@ void catdog_depthwise_backward(const float *x, const float *w, const float *dy, 
 }
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation) { table()->add_activation(a, b, y, count, activation); }
 void catdog_channel_moments(const float *x, size_t rows, size_t c, double *mean, double *variance) { table()->channel_moments(x, rows, c, mean, variance); }
-void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *xhat, size_t rows, size_t c, int activation, double *sum, double *dot) { table()->batchnorm_gradient_sums(y, dy, xhat, rows, c, activation, sum, dot); }
-void catdog_batchnorm_dx(const float *dy, const float *xhat, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c) { table()->batchnorm_dx(dy, xhat, k, mean_dy, mean_dot, dx, rows, c); }
+void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *x, const float *mean, const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot) { table()->batchnorm_gradient_sums(y, dy, x, mean, inv_std, rows, c, activation, sum, dot); }
+void catdog_batchnorm_dx(const float *dy, const float *x, const float *mean, const float *inv_std, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c, int overwrite) { table()->batchnorm_dx(dy, x, mean, inv_std, k, mean_dy, mean_dot, dx, rows, c, overwrite); }
 void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, int activation) { table()->bias_activation(y, bias, rows, c, activation); }
 void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation) { table()->mask_bias_gradient(y, dy, dbias, rows, c, activation); }
 void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst) { table()->transpose(src, rows, cols, dst); }
@@ -68,7 +68,7 @@ void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t la
 void catdog_adam_step(float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps) { table()->adam_step(w, g, m, v, n, b1, b2, alpha, eps); }
 void catdog_lamb_moments(const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms) { table()->lamb_moments(w, g, m, v, n, b1, b2, c1, c2, eps, norms); }
 void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps) { table()->lamb_apply(w, m, v, n, rate, c1, c2, eps); }
-void catdog_masked_add(const float *y, const float *dy, float *dx, size_t count, float lo, float hi) { table()->masked_add(y, dy, dx, count, lo, hi); }
+void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite) { table()->masked_add(y, dy, dx, dx2, count, lo, hi, overwrite); }
 void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) { table()->wino4_input(d, v, vstride, n, work); }
 void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) { table()->wino4_output(m, mstride, y, n, accumulate, work); }
 void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) { table()->wino4_output_gradient(dy, dm, stride, n, work); }

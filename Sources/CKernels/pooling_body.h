@@ -36,6 +36,29 @@ void FN(catdog_maxpool)(const float *x, float *y, int32_t *argmax, size_t images
     }
 }
 
-void FN(catdog_masked_add)(const float *restrict y, const float *restrict dy, float *restrict dx, size_t count, float lo, float hi) {
-    for (size_t i = 0; i < count; i++) dx[i] += (y[i] > lo && y[i] < hi) ? dy[i] : 0.0f;
+void FN(catdog_masked_add)(const float *restrict y, const float *restrict dy, float *restrict dx, float *restrict dx2,
+                           size_t count, float lo, float hi, int overwrite) {
+    // One loop per case, each without a branch inside.
+#define MASKED(i) ((y[i] > lo && y[i] < hi) ? dy[i] : 0.0f)
+    if (!dx2) {
+        if (overwrite & 1)
+            for (size_t i = 0; i < count; i++) dx[i] = MASKED(i);
+        else
+            for (size_t i = 0; i < count; i++) dx[i] += MASKED(i);
+        return;
+    }
+#define BOTH(FIRST, SECOND) \
+    for (size_t i = 0; i < count; i++) { \
+        const float g = MASKED(i); \
+        FIRST; \
+        SECOND; \
+    }
+    switch (overwrite & 3) {
+    case 0: BOTH(dx[i] += g, dx2[i] += g) break;
+    case 1: BOTH(dx[i] = g, dx2[i] += g) break;
+    case 2: BOTH(dx[i] += g, dx2[i] = g) break;
+    default: BOTH(dx[i] = g, dx2[i] = g) break;
+    }
+#undef BOTH
+#undef MASKED
 }

@@ -7,12 +7,12 @@
 
 // Every kernel: X(name without catdog_, parameter list).
 #define CATDOG_KERNELS(X) \
-    X(batchnorm_forward, (const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *xhat, float *y, size_t rows, size_t c, int activation)) \
+    X(batchnorm_forward, (const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *y, size_t rows, size_t c, int activation)) \
     X(scale_shift, (const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c, int activation)) \
     X(add_activation, (const float *a, const float *b, float *y, size_t count, int activation)) \
     X(channel_moments, (const float *x, size_t rows, size_t c, double *mean, double *variance)) \
-    X(batchnorm_gradient_sums, (const float *y, float *dy, const float *xhat, size_t rows, size_t c, int activation, double *sum, double *dot)) \
-    X(batchnorm_dx, (const float *dy, const float *xhat, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c)) \
+    X(batchnorm_gradient_sums, (const float *y, float *dy, const float *x, const float *mean, const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot)) \
+    X(batchnorm_dx, (const float *dy, const float *x, const float *mean, const float *inv_std, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c, int overwrite)) \
     X(bias_activation, (float *y, const float *bias, size_t rows, size_t c, int activation)) \
     X(mask_bias_gradient, (const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation)) \
     X(transpose, (const float *src, size_t rows, size_t cols, float *dst)) \
@@ -22,7 +22,7 @@
     X(maxpool, (const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow)) \
     X(depthwise_forward, (const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow)) \
     X(depthwise_backward, (const float *x, const float *w, const float *dy, float *dw, float *dbias, float *dx, size_t batch, size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow)) \
-    X(masked_add, (const float *y, const float *dy, float *dx, size_t count, float lo, float hi)) \
+    X(masked_add, (const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite)) \
     X(wino4_input, (const float *const d[36], float *v, size_t vstride, size_t n, float *work)) \
     X(wino4_output, (const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work)) \
     X(wino4_output_gradient, (const float *const dy[16], float *dm, size_t stride, size_t n, float *work)) \

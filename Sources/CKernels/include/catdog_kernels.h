@@ -39,8 +39,12 @@ void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f
 void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
                     size_t pool, size_t stride, size_t oh, size_t ow);
 
-// dx[i] += dy[i] where lo < y[i] < hi (ReLU: 0, +inf; ReLU6: 0, 6), else nothing.
-void catdog_masked_add(const float *y, const float *dy, float *dx, size_t count, float lo, float hi);
+// dx[i] += dy[i] where lo < y[i] < hi (ReLU: 0, +inf; ReLU6: 0, 6), else nothing; and the same
+// into dx2 in the same pass unless it is NULL (an addition's two inputs: y and dy read once).
+// overwrite bit 0 (dx), bit 1 (dx2): write (0 where masked) instead of adding. dx and dx2 must
+// not overlap.
+void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi,
+                       int overwrite);
 
 // Resize.square's two passes (see resize_body.h): along x over rows first_row...last_row into
 // (rows, size, 3) floats, then along y into size·size·3 rounded bytes. Bit-identical on every
@@ -56,9 +60,10 @@ void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t la
 
 // mean[ch] and the biased variance[ch] of x in one pass (sums of x less its first row's values).
 void catdog_channel_moments(const float *x, size_t rows, size_t c, double *mean, double *variance);
-// xhat = (x - mean) * inv_std; y = act(gamma * xhat + beta).
+// y = act(gamma * xhat + beta), xhat = (x - mean) * inv_std (not stored: the backward kernels
+// recompute it from x, bit for bit).
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma,
-                              const float *beta, float *xhat, float *y, size_t rows, size_t c, int activation);
+                              const float *beta, float *y, size_t rows, size_t c, int activation);
 // y = act(x * scale + shift).
 void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c,
                         int activation);
@@ -82,12 +87,13 @@ void catdog_depthwise_backward(const float *x, const float *w, const float *dy, 
 // y = act(a + b), element by element.
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
 // dy = 0 where the activation (y its output) did not pass its input, written back; then
-// sum[ch] = Σ dy, dot[ch] = Σ dy·xhat; in one pass.
-void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *xhat, size_t rows, size_t c, int activation,
-                                    double *sum, double *dot);
-// dx += k * (dy - mean_dy - xhat * mean_dot), per channel.
-void catdog_batchnorm_dx(const float *dy, const float *xhat, const float *k, const float *mean_dy,
-                         const float *mean_dot, float *dx, size_t rows, size_t c);
+// sum[ch] = Σ dy, dot[ch] = Σ dy·xhat with xhat = (x - mean) * inv_std as forward computed it;
+// in one pass.
+void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *x, const float *mean, const float *inv_std,
+                                    size_t rows, size_t c, int activation, double *sum, double *dot);
+// dx += k * (dy - mean_dy - xhat * mean_dot), per channel, xhat as above (dx = that, with overwrite).
+void catdog_batchnorm_dx(const float *dy, const float *x, const float *mean, const float *inv_std, const float *k,
+                         const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c, int overwrite);
 // y = act(y + bias) (bias may be NULL).
 void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, int activation);
 // dy = 0 where the activation did not pass its input (from its output y); dbias += Σ dy (dbias

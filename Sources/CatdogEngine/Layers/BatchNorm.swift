@@ -20,15 +20,13 @@ public final class BatchNorm: Layer {
     private var dBeta: UnsafeMutablePointer<Float>!
     private var movingMean: UnsafeMutablePointer<Float>!
     private var movingVariance: UnsafeMutablePointer<Float>!
-    private var normalized = FloatBuffer(count: 0)
     /// Per-channel work memory (see `PerChannel`); the loops below read it through these.
     private var work = PerChannel(count: 1)
     private var inverseStd: UnsafeMutablePointer<Float> { work.inverseStd }
+    private var mean: UnsafeMutablePointer<Float> { work.mean }
     private var sum: UnsafeMutablePointer<Double> { work.sum }
     private var sumSquares: UnsafeMutablePointer<Double> { work.sumSquares }
     private var scale: UnsafeMutablePointer<Float> { work.scale }
-    /// False after an inference forward, which skips x̂; a backward pass then recomputes it.
-    private var normalizedIsCurrent = false
     private var shift: UnsafeMutablePointer<Float> { work.shift }
     private var factor: UnsafeMutablePointer<Float> { work.factor }
     private var usedBatchStatistics = false
@@ -71,15 +69,16 @@ public final class BatchNorm: Layer {
         movingVariance = state + shape.channels
     }
 
-    /// x̂ (a whole activation) and the groups' statistics only for training: inference reads
-    /// neither (y = x·s + t).
+    /// The groups' statistics only for training: inference reads none (y = x·s + t). x̂ is not
+    /// kept: backward recomputes it from the input, forward's mean and 1/σ, in the same
+    /// operations (`catdog_batchnorm_gradient_sums`), which costs less than writing and reading
+    /// an activation-sized copy.
     public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {
-        normalized = FloatBuffer(count: training ? maxBatch * shape.count : 0)
         maxGroups = training ? max(maxBatch, 1) : 0
         groupStatistics = FloatBuffer(count: 2 * maxGroups * shape.channels)
     }
 
-    public func workspaceBytesPerSample(training: Bool) -> Int { training ? (shape.count + 2 * shape.channels) * 4 : 0 }
+    public func workspaceBytesPerSample(training: Bool) -> Int { training ? 2 * shape.channels * 4 : 0 }
 
     public var forwardFLOPs: Int { 4 * shape.count }
 
@@ -96,33 +95,26 @@ public final class BatchNorm: Layer {
         let c = shape.channels
         let rows = batch * shape.height * shape.width
         let x = inputs[0]
-        let xhat = normalized.pointer
         usedBatchStatistics = context.training && !frozen
         guard usedBatchStatistics else {
-            for ch in 0..<c {
-                sumSquares[ch] = Double(movingMean[ch])
-                inverseStd[ch] = 1 / (movingVariance[ch] + epsilon).squareRoot()
-            }
+            movingStatistics()
             if !context.training {
-                // Inference needs no x̂ for a backward pass: y = x·s + t, one read and one write.
+                // Inference: y = x·s + t, one read and one write.
                 for ch in 0..<c {
                     scale[ch] = gamma[ch] * inverseStd[ch]
                     shift[ch] = beta[ch] - movingMean[ch] * scale[ch]
                 }
                 catdog_scale_shift(x, scale, shift, output, rows, c, activation.kernelCode)
-                normalizedIsCurrent = false
                 return
             }
-            precondition(normalized.count >= rows * c, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
-            normalizedIsCurrent = true
-            for ch in 0..<c { scale[ch] = Float(sumSquares[ch]) }  // the mean, as a float
-            catdog_batchnorm_forward(x, scale, inverseStd, gamma, beta, xhat, output, rows, c, activation.kernelCode)
+            precondition(maxGroups > 0, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
+            catdog_batchnorm_forward(x, mean, inverseStd, gamma, beta, output, rows, c, activation.kernelCode)
             return
         }
         let ghost = context.normalizationGroup > 0
         groupSamples = ghost ? min(context.normalizationGroup, max(batch, 1)) : max(batch, 1)
         groups = (batch + groupSamples - 1) / groupSamples
-        precondition(groups <= maxGroups && normalized.count >= rows * c, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
+        precondition(groups <= maxGroups, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
         let groupRows = groupSamples * shape.height * shape.width
         // Σ over groups of their mean and variance, per channel (for the moving statistics).
         let meanSum = scale, varianceSum = shift
@@ -146,7 +138,7 @@ public final class BatchNorm: Layer {
                     movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)
                 }
             }
-            catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, xhat + first * c, output + first * c, count, c,
+            catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, output + first * c, count, c,
                                      activation.kernelCode)
         }
         if ghost {
@@ -157,7 +149,16 @@ public final class BatchNorm: Layer {
                 movingVariance[ch] = movingVariance[ch] * keep + varianceSum[ch] * (1 - momentum)
             }
         }
-        normalizedIsCurrent = true
+    }
+
+    /// The moving statistics as a float mean and 1/σ (`mean`, `inverseStd`), for a forward pass
+    /// that normalizes with them and for its backward, which recomputes them (they do not change
+    /// in between) rather than keep them.
+    private func movingStatistics() {
+        for ch in 0..<shape.channels {
+            mean[ch] = movingMean[ch]
+            inverseStd[ch] = 1 / (movingVariance[ch] + epsilon).squareRoot()
+        }
     }
 
     public func backward(
@@ -167,26 +168,16 @@ public final class BatchNorm: Layer {
     ) {
         let c = shape.channels
         let rows = batch * shape.height * shape.width
-        let xhat = normalized.pointer
-        if !normalizedIsCurrent {
-            // After an inference forward (moving statistics: mean in sumSquares, 1/σ in inverseStd).
-            let x = inputs[0]
-            var i = 0
-            for _ in 0..<rows {
-                for ch in 0..<c {
-                    xhat[i] = (x[i] - Float(sumSquares[ch])) * inverseStd[ch]
-                    i += 1
-                }
-            }
-            normalizedIsCurrent = true
-        }
+        let x = inputs[0]
+        if !usedBatchStatistics { movingStatistics() }
         // With batch statistics, each group by its own; with moving ones, all rows as one.
         let groupRows = usedBatchStatistics ? groupSamples * shape.height * shape.width : rows
         for g in 0..<(usedBatchStatistics ? groups : 1) {
             let first = g * groupRows, count = min(groupRows, rows - first)
+            let (mean, inverse) = usedBatchStatistics ? (groupMean(g), groupInverseStd(g)) : (self.mean, inverseStd)
             // Through the activation first (dy = 0 where it did not pass its input, in place);
             // then sum = Σ dy, sumSquares = Σ dy·x̂, per channel, in the same pass.
-            catdog_batchnorm_gradient_sums(output + first * c, dOutput + first * c, xhat + first * c, count, c,
+            catdog_batchnorm_gradient_sums(output + first * c, dOutput + first * c, x + first * c, mean, inverse, count, c,
                                            activation.kernelCode, sum, sumSquares)
             for ch in 0..<c {
                 dBeta[ch] += Float(sum[ch])
@@ -196,35 +187,38 @@ public final class BatchNorm: Layer {
             // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂)) with batch statistics; γ/σ · dy with
             // moving ones (they do not depend on the batch).
             let m = Double(count)
-            let inverse = usedBatchStatistics ? groupInverseStd(g) : inverseStd
             for ch in 0..<c {
                 factor[ch] = gamma[ch] * inverse[ch]
                 scale[ch] = usedBatchStatistics ? Float(sum[ch] / m) : 0
                 shift[ch] = usedBatchStatistics ? Float(sumSquares[ch] / m) : 0
             }
-            catdog_batchnorm_dx(dOutput + first * c, xhat + first * c, factor, scale, shift, dx + first * c, count, c)
+            catdog_batchnorm_dx(dOutput + first * c, x + first * c, mean, inverse, factor, scale, shift, dx + first * c, count, c,
+                                context.isFresh(0) ? 1 : 0)
         }
     }
+
+    public var writesFreshInputGradients: Bool { true }
 }
 
 /// BatchNorm's per-channel sums and factors in one allocation of raw memory. Swift arrays held
 /// by a class pay a uniqueness and bounds check on every access in the per-element loops,
 /// which made BatchNorm 5x slower once the release build kept Swift's checks on.
 private final class PerChannel {
-    let inverseStd, scale, shift, factor: UnsafeMutablePointer<Float>
+    let inverseStd, scale, shift, factor, mean: UnsafeMutablePointer<Float>
     let sum, sumSquares: UnsafeMutablePointer<Double>
     private let floats: UnsafeMutablePointer<Float>
     private let doubles: UnsafeMutablePointer<Double>
 
     init(count: Int) {
-        floats = .allocate(capacity: 4 * count)
-        floats.initialize(repeating: 0, count: 4 * count)
+        floats = .allocate(capacity: 5 * count)
+        floats.initialize(repeating: 0, count: 5 * count)
         doubles = .allocate(capacity: 2 * count)
         doubles.initialize(repeating: 0, count: 2 * count)
         inverseStd = floats
         scale = floats + count
         shift = floats + 2 * count
         factor = floats + 3 * count
+        mean = floats + 4 * count
         sum = doubles
         sumSquares = doubles + count
     }

@@ -75,6 +75,7 @@ public final class Conv2D: Layer {
     }
 
     public var kind: String { "conv2d" }
+    public var writesFreshInputGradients: Bool { true }
     public var summary: String {
         "conv2d \(kernelSize.0)x\(kernelSize.1)x\(filters) /\(strides.0) \(padding.rawValue)"
             + (activation == .linear ? "" : " \(activation.rawValue)")
@@ -202,6 +203,8 @@ public final class Conv2D: Layer {
         let total = batch * rowsPerImage
         catdog_mask_bias_gradient(output, dOutput, useBias ? dBias : nil, total, filters, activation.kernelCode)
         var dx = dInputs[0]
+        // A fresh dX (see `PassContext.freshInputGradients`) is written, not added into.
+        let addIntoDX = !context.isFresh(0)
         let winogradPass = takesWinograd(batch: batch)
         if let dxAll = dx, let back = winogradBackward, winogradPass {
             ConvolutionPhases.pass = .inputGradient
@@ -213,7 +216,7 @@ public final class Conv2D: Layer {
                 }
             }
             back.setKernel(flipped.pointer)
-            back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: true)
+            back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: addIntoDX)
             dx = nil
         }
         if let winogradKernelGradient, winogradPass {
@@ -232,6 +235,8 @@ public final class Conv2D: Layer {
         let wt = dx == nil ? nil : transposedKernel()
         let chunk = chunkLength(total: total)
         let packedWT = wt.flatMap { packedOnce($0, k: filters, n: g.isPointwise ? g.channels : g.patchSize, chunks: chunk < total) }
+        // col2im adds the patches' overlapping contributions: into zeros when dX is fresh.
+        if let dx, !addIntoDX, !g.isPointwise { dx.update(repeating: 0, count: batch * g.inHeight * g.inWidth * g.channels) }
         var start = 0
         while start < total {
             let rows = min(chunk, total - start)
@@ -257,11 +262,11 @@ public final class Conv2D: Layer {
                 let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
                 if let wt {
                     multiply(m: rows, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
-                             b: wt, ldb: width, c: out, ldc: width, accumulate: g.isPointwise, packedB: packedWT)
+                             b: wt, ldb: width, c: out, ldc: width, accumulate: g.isPointwise && addIntoDX, packedB: packedWT)
                 } else {
                     ConvolutionPhases.measure(.products) {
                         gemm(transB: true, m: rows, n: width, k: filters, a: dy, lda: filters,
-                             b: kernel, ldb: filters, beta: g.isPointwise ? 1 : 0, c: out, ldc: width)
+                             b: kernel, ldb: filters, beta: g.isPointwise && addIntoDX ? 1 : 0, c: out, ldc: width)
                     }
                 }
                 if !g.isPointwise { ConvolutionPhases.measure(.im2col) { col2im(g, rows: start..<(start + rows), dCol: out, dInput: dx) } }

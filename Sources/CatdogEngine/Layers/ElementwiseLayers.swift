@@ -201,8 +201,18 @@ public final class Add: Layer {
         dOutput: UnsafeMutablePointer<Float>, dInputs: [UnsafeMutablePointer<Float>?],
         batch: Int, context: PassContext
     ) {
-        for case let dx? in dInputs {
-            activation.addMaskedGradient(output: output, dOutput: dOutput, into: dx, count: batch * count)
+        let n = batch * count
+        // Both inputs' gradients in one pass over y and dy where they are separate buffers.
+        if let first = dInputs[0], let second = dInputs[1], first + n <= second || second + n <= first {
+            activation.addMaskedGradient(output: output, dOutput: dOutput, into: first, fresh: context.isFresh(0),
+                                         also: second, alsoFresh: context.isFresh(1), count: n)
+            return
+        }
+        for (k, dx) in dInputs.enumerated() {
+            guard let dx else { continue }
+            activation.addMaskedGradient(output: output, dOutput: dOutput, into: dx, fresh: context.isFresh(k), count: n)
         }
     }
+
+    public var writesFreshInputGradients: Bool { true }
 }

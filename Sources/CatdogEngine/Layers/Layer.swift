@@ -50,6 +50,13 @@ public struct PassContext: Sendable {
     /// Re-estimating the moving statistics (precise BatchNorm, `Network.recalibrateBatchNorm`):
     /// they move toward this pass's by this weight instead of by 1 − momentum.
     public var statisticsWeight: Float? = nil
+    /// In `backward`, bit k set: `dInputs[k]` holds nothing yet (this layer is the first to
+    /// write it), so the layer writes its gradient there instead of adding it. Only set for
+    /// layers whose `writesFreshInputGradients` is true; `Network` zeroes the buffer for the rest.
+    public var freshInputGradients: UInt64 = 0
+
+    /// Whether `dInputs[k]` is to be written rather than added into (`freshInputGradients`).
+    public func isFresh(_ k: Int) -> Bool { k < 64 && freshInputGradients & (1 << UInt64(k)) != 0 }
 
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0) {
         self.training = training
@@ -178,6 +185,7 @@ public protocol Layer: AnyObject {
     func workspaceBytesPerSample(training: Bool) -> Int
     func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext)
     /// `dOutput` may be overwritten. A nil entry in `dInputs` means that gradient is not needed.
+    /// Adds into `dInputs`, except those `context.isFresh(k)` names, which it writes.
     func backward(
         inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>,
         dOutput: UnsafeMutablePointer<Float>, dInputs: [UnsafeMutablePointer<Float>?],
@@ -186,6 +194,10 @@ public protocol Layer: AnyObject {
     var forwardFLOPs: Int { get }
     /// One line for `models` and logs, e.g. "conv2d 3x3x32 same relu".
     var summary: String { get }
+    /// Whether `backward` honours `PassContext.freshInputGradients` (writes a fresh input
+    /// gradient instead of adding into it), so that `Network` need not zero that buffer first:
+    /// a pass of writes and one of reads less over an activation-sized buffer.
+    var writesFreshInputGradients: Bool { get }
 }
 
 extension Layer {
@@ -195,6 +207,7 @@ extension Layer {
     public func reserve(maxBatch: Int, scratch: Scratch, training: Bool) {}
     public func workspaceBytesPerSample(training: Bool) -> Int { 0 }
     public var summary: String { kind }
+    public var writesFreshInputGradients: Bool { false }
 }
 
 /// A layer configuration error: which layer, what is wrong.
@@ -225,14 +238,23 @@ public enum Activation: String, Sendable, Codable {
         catdog_mask_bias_gradient(y, dy, nil, 1, count, kernelCode)
     }
 
-    /// dx += dy where the activation passed its input, in one pass; dy is left as it is.
+    /// dx += dy where the activation passed its input (dx = that, when `fresh`), in one pass,
+    /// and the same into `also` (a second, separate buffer; `alsoFresh`) in that pass; dy is
+    /// left as it is.
     @inline(__always)
     func addMaskedGradient(output y: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>,
-                           into dx: UnsafeMutablePointer<Float>, count: Int) {
+                           into dx: UnsafeMutablePointer<Float>, fresh: Bool = false,
+                           also dx2: UnsafeMutablePointer<Float>? = nil, alsoFresh: Bool = false, count: Int) {
+        precondition(dx2 == nil || dx2! + count <= dx || dx + count <= dx2!, "addMaskedGradient: the two gradients overlap")
+        let overwrite: Int32 = (fresh ? 1 : 0) | (dx2 != nil && alsoFresh ? 2 : 0)
         switch self {
-        case .linear: for i in 0..<count { dx[i] += dy[i] }
-        case .relu: catdog_masked_add(y, dy, dx, count, 0, .infinity)
-        case .relu6: catdog_masked_add(y, dy, dx, count, 0, 6)
+        case .linear:
+            if fresh { dx.update(from: dy, count: count) } else { for i in 0..<count { dx[i] += dy[i] } }
+            if let dx2 {
+                if alsoFresh { dx2.update(from: dy, count: count) } else { for i in 0..<count { dx2[i] += dy[i] } }
+            }
+        case .relu: catdog_masked_add(y, dy, dx, dx2, count, 0, .infinity, overwrite)
+        case .relu6: catdog_masked_add(y, dy, dx, dx2, count, 0, 6, overwrite)
         }
     }
 

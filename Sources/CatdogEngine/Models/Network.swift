@@ -310,18 +310,26 @@ public final class Network {
         for index in stride(from: last, through: first + 1, by: -1) {
             let start = profiling ? now() : 0
             defer { if profiling { backwardSeconds[index] += Double(now() - start) * 1e-9 } }
-            // A gradient buffer is shared with nodes that are not alive now: zero it when its
-            // first writer comes.
+            // A gradient buffer is shared with nodes that are not alive now: its first writer
+            // (this node) writes it where the layer can (an input it reads once), else it is
+            // zeroed first.
+            let layer = nodes[index].layer!, inputs = nodes[index].inputs
+            var layerContext = context
+            layerContext.freshInputGradients = 0
             for i in zeroBefore[index] where i > first && i != last {
-                dActivations[i].update(repeating: 0, count: batch * nodes[i].shape.count)
+                if layer.writesFreshInputGradients, let k = inputs.firstIndex(of: i), k < 64, inputs.lastIndex(of: i) == k {
+                    layerContext.freshInputGradients |= 1 << UInt64(k)
+                } else {
+                    dActivations[i].update(repeating: 0, count: batch * nodes[i].shape.count)
+                }
             }
             // Nothing at or below the cut needs dInput: skip computing it.
             let dInputs = first > 0
-                ? zip(nodes[index].inputs, dInputPointers[index]).map { $0 <= first ? nil : $1 } : dInputPointers[index]
-            nodes[index].layer!.backward(
+                ? zip(inputs, dInputPointers[index]).map { $0 <= first ? nil : $1 } : dInputPointers[index]
+            layer.backward(
                 inputs: inputPointers[index], output: activations[index],
                 dOutput: dActivations[index], dInputs: dInputs,
-                batch: batch, context: context)
+                batch: batch, context: layerContext)
             layerDone?(index)
         }
     }

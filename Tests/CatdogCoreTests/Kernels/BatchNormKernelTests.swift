@@ -38,17 +38,20 @@ final class BatchNormKernelTests: XCTestCase {
     }
 
     /// The mask (linear, ReLU, ReLU6 from the activation's output) written into dy, and the sums
-    /// Σ dy and Σ dy·x̂ of the masked dy: the mask exactly, the sums to 1e-9 relative of a double reference.
+    /// Σ dy and Σ dy·x̂ of the masked dy, x̂ = (x − mean)·(1/σ) recomputed from x as forward
+    /// rounds it: the mask exactly, the sums to 1e-9 relative of a double reference.
     func testGradientSumsApplyTheActivationsMask() throws {
         var random = Random(seed: 32)
         let ran = forEachKernelInstructionSet { kernels in
             for (activation, code) in [(Activation.linear, Int32(0)), (.relu, 1), (.relu6, 2)] {
                 let rows = 37, c = 19
                 let y = (0..<(rows * c)).map { _ in random.uniform(-2, 8) }
-                let dy0 = (0..<(rows * c)).map { _ in random.uniform(-1, 1) }, xhat = (0..<(rows * c)).map { _ in random.uniform(-3, 3) }
+                let dy0 = (0..<(rows * c)).map { _ in random.uniform(-1, 1) }, x = (0..<(rows * c)).map { _ in random.uniform(-3, 5) }
+                let mean = (0..<c).map { _ in random.uniform(-1, 2) }, inverse = (0..<c).map { _ in random.uniform(0.2, 3) }
+                let xhat = (0..<(rows * c)).map { (x[$0] - mean[$0 % c]) * inverse[$0 % c] }
                 var dy = dy0
                 var sum = [Double](repeating: .nan, count: c), dot = [Double](repeating: .nan, count: c)
-                catdog_batchnorm_gradient_sums(y, &dy, xhat, rows, c, code, &sum, &dot)
+                catdog_batchnorm_gradient_sums(y, &dy, x, mean, inverse, rows, c, code, &sum, &dot)
                 let passes: (Float) -> Bool = { v in code == 0 || (v > 0 && (code == 1 || v < 6)) }
                 let masked = (0..<(rows * c)).map { passes(y[$0]) ? dy0[$0] : 0 }
                 XCTAssertEqual(dy, masked, "\(kernels), \(activation): the masked gradient")

@@ -1,0 +1,81 @@
+import CatdogEngine
+import CatdogSupport
+import XCTest
+
+/// The layers that write a fresh input gradient (`PassContext.freshInputGradients`) instead of
+/// adding into a zeroed one: their gradients into buffers full of NaN, told to write, equal
+/// exactly (==) those of the accumulating backward into zeros, input and parameter gradients alike.
+/// `Network` relies on it to skip zeroing those buffers.
+final class FreshGradientTests: XCTestCase {
+    func testConvolutionsWriteFreshInputGradients() throws {
+        let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
+        for precision in precisions {
+            let options = ConvolutionOptions(precision: precision)
+            // Winograd F(4x4) (16 channels in and out, 4 images of 4 tiles: 16 tiles), im2col
+            // and col2im (stride 2), a 1x1 convolution, and a layer on 3 channels (direct).
+            let cases: [(String, Conv2D, FeatureShape, Int)] = [
+                ("winograd", Conv2D(16, 3, activation: .relu), .init(height: 8, width: 8, channels: 16), 4),
+                ("stride 2", Conv2D(16, 3, stride: 2), .init(height: 9, width: 8, channels: 16), 3),
+                ("pointwise", Conv2D(16, 1, useBias: false), .init(height: 4, width: 4, channels: 16), 2),
+                ("3 channels", Conv2D(16, 3), .init(height: 6, width: 6, channels: 3), 2),
+            ]
+            for (name, conv, shape, batch) in cases {
+                let h = try LayerHarness(conv, inputs: [shape], batch: batch, convolution: options)
+                try assertFreshEqualsAccumulated(h, "\(name), \(precision)")
+            }
+        }
+    }
+
+    func testBatchNormWritesFreshInputGradients() throws {
+        let shape = FeatureShape(height: 3, width: 4, channels: 5)
+        for activation in [Activation.linear, .relu, .relu6] {
+            for (training, group) in [(true, 0), (true, 2), (false, 0)] {
+                let h = try LayerHarness(BatchNorm(momentum: 0.9, activation: activation), inputs: [shape], batch: 4)
+                h.context.training = training
+                h.context.normalizationGroup = group
+                try assertFreshEqualsAccumulated(h, "batchnorm \(activation), training \(training), groups of \(group)")
+            }
+        }
+    }
+
+    func testAddWritesEitherOrBothFreshInputGradients() throws {
+        let shape = FeatureShape(height: 3, width: 4, channels: 5)
+        for activation in [Activation.linear, .relu, .relu6] {
+            let h = try LayerHarness(Add(activation: activation), inputs: [shape, shape], batch: 2)
+            for k in 0..<2 { for i in 0..<h.inputs[k].count { h.inputs[k][i] *= 8 } }  // sums above 6 and below 0
+            for fresh: UInt64 in [1, 2, 3] {
+                try assertFreshEqualsAccumulated(h, "add \(activation), fresh inputs \(fresh)", fresh: fresh)
+            }
+        }
+    }
+
+    /// Backward twice on the same forward: into zeros, adding; then into NaN where `fresh` says
+    /// (else zeros), writing there. The gradients must be equal.
+    private func assertFreshEqualsAccumulated(_ h: LayerHarness, _ what: String, fresh: UInt64? = nil) throws {
+        XCTAssertTrue(h.layer.writesFreshInputGradients, "\(what): the layer does not say it writes fresh gradients")
+        let mask = fresh ?? (1 << UInt64(h.dInputs.count)) - 1
+        var random = Random(seed: 12)
+        let upstream = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+        h.forward()
+        let added = backward(h, upstream, fresh: 0)
+        let written = backward(h, upstream, fresh: mask)
+        for k in h.dInputs.indices {
+            XCTAssertFalse(written.dInputs[k].contains { $0.isNaN }, "\(what): dx \(k) was left unwritten somewhere")
+            XCTAssertEqual(written.dInputs[k], added.dInputs[k], "\(what): dx \(k) written differs from dx added into zeros")
+        }
+        XCTAssertEqual(written.parameters, added.parameters, "\(what): the parameters' gradients differ")
+    }
+
+    private func backward(_ h: LayerHarness, _ upstream: [Float], fresh: UInt64) -> (dInputs: [[Float]], parameters: [Float]) {
+        for (i, v) in upstream.enumerated() { h.dOutput[i] = v }
+        h.gradients.zero()
+        for (k, d) in h.dInputs.enumerated() {
+            for i in 0..<d.count { d[i] = fresh & (1 << UInt64(k)) != 0 ? .nan : 0 }
+        }
+        var context = h.context
+        context.freshInputGradients = fresh
+        h.layer.backward(inputs: h.inputs.map(\.pointer), output: h.output.pointer, dOutput: h.dOutput.pointer,
+                         dInputs: h.dInputs.map { Optional($0.pointer) }, batch: h.batch, context: context)
+        return (h.dInputs.map(\.array), h.gradients.array)
+    }
+}
