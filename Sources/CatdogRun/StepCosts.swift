@@ -83,15 +83,21 @@ public struct RemainingSteps: Sendable {
 
     /// Seconds from `step` to `total` steps when the run has `total` steps: each later epoch at
     /// the size the schedule gives its first step for that total (never smaller than the
-    /// current), and an evaluation at the end of the current epoch and of each later one begun.
+    /// current), and an evaluation at the end of the current epoch and of each later one begun
+    /// that the validation schedule validates (`TrainingConfig.validates`; the last always).
     public func seconds(toTotal total: Int, config: TrainingConfig, costs: StepCosts) -> Double {
         var sum = Double(min(leftInEpoch, max(total - step, 0))) * costs.relative(currentSize)
-        var start = step + leftInEpoch, evaluations = 1
+        var start = step + leftInEpoch, evaluations = 0
+        func evaluated(endingAt end: Int) -> Bool {
+            config.validates(epoch: (end + stepsPerEpoch - 1) / stepsPerEpoch, fraction: Double(end) / Double(max(total, 1)),
+                             last: end >= total)
+        }
+        if evaluated(endingAt: start) { evaluations += 1 }
         while start < total {
             let size = max(currentSize, config.trainingSize(atFraction: Double(start) / Double(total)))
             sum += Double(min(stepsPerEpoch, total - start)) * costs.relative(size)
             start += stepsPerEpoch
-            evaluations += 1
+            if evaluated(endingAt: min(start, total)) { evaluations += 1 }
         }
         return sum * topStepSeconds + evaluationSeconds * Double(evaluations)
     }

@@ -288,7 +288,21 @@ extension Trainer {
             }
             if comm.rank == 0 { for line in report { run.log(line) } }
         }
-        let (validation, late) = try validate(run)
+        // The validation schedule (`TrainingConfig.validates`): an epoch it skips still averages
+        // the ranks' BatchNorm statistics, as a checkpoint needs, and its metrics carry no
+        // validation (null in metrics.jsonl).
+        let last = run.stoppedBy == .timeBudget || epoch + 1 >= config.epochs
+        let validating = config.validates(epoch: epoch + 1, fraction: Double(globalStep) / Double(max(schedule.totalSteps, 1)),
+                                          last: last)
+        let (validation, late): ((loss: Double, accuracy: Double), Double)
+        if validating {
+            (validation, late) = try validate(run)
+        } else {
+            try watchdog.watchIfAny("averaging BatchNorm's statistics after epoch \(epoch + 1)", expected: 30, listening: true) {
+                try averageBatchNormState()
+            }
+            (validation, late) = ((.nan, .nan), 0)
+        }
         let elapsed = elapsedBefore + Date().timeIntervalSince(run.started)
         let metrics = EpochMetrics(
             epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
@@ -304,7 +318,7 @@ extension Trainer {
         } else {
             epochsWithoutImprovement += 1
         }
-        if comm.rank == 0 { try report(metrics, improved: improved, inputWait: waited, late: late, run) }
+        if comm.rank == 0 { try report(metrics, improved: improved, validated: validating, inputWait: waited, late: late, run) }
         if run.stoppedBy != .timeBudget {
             epoch += 1
             stepInEpoch = 0
@@ -318,7 +332,7 @@ extension Trainer {
             try comm.allReduceSum(&asked)
         }
         if asked[0] > 0 { run.stoppedBy = .signal(stopSignal()); return false }
-        if config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
+        if validating, config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
             run.stoppedBy = .earlyStopping
             if comm.rank == 0 {
                 run.log("early stopping: val_loss has not improved for \(config.patience) epochs; best \(String(format: "%.4f", bestValidationLoss))")
@@ -348,10 +362,11 @@ extension Trainer {
     }
 
     /// Rank 0: the epoch's line, late failures, metrics.jsonl and TensorBoard.
-    func report(_ metrics: EpochMetrics, improved: Bool, inputWait: Double, late: Double, _ run: FitRun) throws {
-        run.log(String(format: "%@ %d/%@: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s, input wait %.1f%% | %@%@",
+    func report(_ metrics: EpochMetrics, improved: Bool, validated: Bool, inputWait: Double, late: Double, _ run: FitRun) throws {
+        let scores = validated ? String(format: "val_loss %.4f val_acc %.4f", metrics.val_loss, metrics.val_acc) : "not validated"
+        run.log(String(format: "%@ %d/%@: loss %.4f acc %.4f | %@ | %.1f img/s, input wait %.1f%% | %@%@",
                        phase.name, metrics.epoch - phase.firstEpoch, runLength(run), metrics.train_loss, metrics.train_acc,
-                       metrics.val_loss, metrics.val_acc, metrics.images_per_s, inputWait * 100, formatDuration(metrics.elapsed_s),
+                       scores, metrics.images_per_s, inputWait * 100, formatDuration(metrics.elapsed_s),
                        improved ? " | best" : ""))
         if late > 0 {
             run.log("warning: \(Int(late)) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(source.lateFailures.prefix(3).joined(separator: "; "))")
@@ -361,7 +376,7 @@ extension Trainer {
             for (tag, value) in [("loss/train", metrics.train_loss), ("loss/validation", metrics.val_loss),
                                  ("accuracy/train", metrics.train_acc), ("accuracy/validation", metrics.val_acc),
                                  ("learning_rate", metrics.lr), ("images_per_s", metrics.images_per_s),
-                                 ("ranks", Double(metrics.ranks))] {
+                                 ("ranks", Double(metrics.ranks))] where value.isFinite {
                 try events.scalar(tag, value, step: metrics.epoch)
             }
         }

@@ -117,6 +117,9 @@ struct Train: ParsableCommand {
     @Option(help: "Fraction of each class held out for validation. (default: \(TrainingConfig().validationFraction))")
     var valFraction: Double?
 
+    @Option(help: ArgumentHelp("Validate after every Nth epoch and after the last (Keras's validation_freq), or auto: every epoch, but in a run that fills its time budget after epoch 1, every \(TrainingConfig.sparseValidationEvery)th, and every epoch from \(Int(TrainingConfig.denseValidationFraction * 100))% of the schedule on (validating an unfinished model early costs training time: at the scoring size with mirror TTA, a tenth of a 30-minute run). --patience counts epochs, and stops only after a validation. (default: auto)", valueName: "auto|N"))
+    var validateEvery: String?
+
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience) with --epochs, 0 in a run that fills its time budget; transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
 
@@ -245,6 +248,7 @@ struct Train: ParsableCommand {
         if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be 0 or a positive number") }
         if let warmupEpochs, !(warmupEpochs >= 0 && warmupEpochs.isFinite) { throw ValidationError("--warmup-epochs must be 0 or a positive number") }
         if let patience, patience < 0 { throw ValidationError("--patience must be 0 (never stop early) or positive") }
+        _ = try validationEvery()
         if let timeBudget, !(timeBudget > 0 && timeBudget.isFinite) { throw ValidationError("--time-budget must be a positive number of seconds") }
         if let trainSize {
             guard trainSize >= 16, trainSize < shape.imageSize else {
@@ -305,6 +309,15 @@ struct Train: ParsableCommand {
         do { return try Augmentation(parsing: augment) } catch { throw ValidationError("\(error)") }
     }
 
+    /// `--validate-every`: N epochs, or nil for auto (or when not given).
+    func validationEvery() throws -> Int? {
+        guard let validateEvery, validateEvery != "auto" else { return nil }
+        guard let every = Int(validateEvery), (1...TrainingConfig.budgetEpochCap).contains(every) else {
+            throw ValidationError("--validate-every must be auto or a whole number of epochs from 1 to \(TrainingConfig.budgetEpochCap), got '\(validateEvery)'")
+        }
+        return every
+    }
+
     /// The library's defaults, with what the user set on the command line.
     func makeConfig() throws -> TrainingConfig {
         var c = TrainingConfig()
@@ -323,6 +336,7 @@ struct Train: ParsableCommand {
         if let pixels { c.scale = pixels }
         if let valFraction { c.validationFraction = valFraction }
         if let patience { c.patience = patience }
+        c.validateEvery = try validationEvery()
         if let ema { c.ema = ema > 0 ? ema : nil }
         if let labelSmoothing { c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil }
         c.resizeFrom = resizeFrom
@@ -667,7 +681,7 @@ struct Train: ParsableCommand {
     /// gradient compression, and memory per rank.
     func describeRun(_ trainer: Trainer, config: TrainingConfig, precision: (precision: Precision, why: String), comm: Communicator,
                      activationBudget: Int, log: RankLog) {
-        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(config.globalBatch % comm.size == 0 ? "\(comm.size) x \(config.globalBatch / comm.size)" : "shares of \(comm.size) ranks"); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? ""); convolutions' products in \(precision.precision.rawValue) (\(precision.why))")
+        log.info("model \(config.model) at \(config.imageSize)x\(config.imageSize)\(config.trainSize.map { ", trained at \($0)x\($0)" } ?? ""): \(trainer.network.parameterCount) parameters; \(config.optimizer.rawValue) lr \(config.resolvedLearningRate)\(config.weightDecay > 0 ? " weight decay \(config.weightDecay)" : ""), global batch \(config.globalBatch) = \(config.globalBatch % comm.size == 0 ? "\(comm.size) x \(config.globalBatch / comm.size)" : "shares of \(comm.size) ranks"); \(trainer.stepsPerEpoch) steps per epoch; augment \(config.augmentation.description); validation \(config.validationTTA == true ? "with flip TTA" : "without TTA")\(config.emaDecay.map { " of the weights' moving average (EMA \($0))" } ?? "")\(config.validationScheduleDescription.map { ", \($0)" } ?? "")\(config.labelSmoothing.map { "; label smoothing \($0)" } ?? ""); convolutions' products in \(precision.precision.rawValue) (\(precision.why))")
         if shape.givenBatchSize == nil, trainer.globalStep == 0, let advice = Recipe.smallBatchAdvice(globalBatch: config.globalBatch, ranks: comm.size) {
             log.info(advice)
         }
@@ -750,6 +764,13 @@ struct Train: ParsableCommand {
             c.labelSmoothing = labelSmoothing > 0 ? labelSmoothing : nil
         }
         apply("--patience", patience, \.patience)
+        if validateEvery != nil {
+            let every = try validationEvery()
+            if every != c.validateEvery {
+                applied.append("--validate-every \(every.map(String.init) ?? "auto")")
+                c.validateEvery = every
+            }
+        }
         if let valTta, (valTta == .flip) != (c.validationTTA == true) {
             applied.append("--val-tta \(valTta.rawValue)")
             c.validationTTA = valTta == .flip

@@ -28,6 +28,46 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(a.metadata.step, 10)
     }
 
+    /// `--validate-every 2` over 3 epochs of `resnet` on 2 ranks: epoch 1 is not validated (its
+    /// line says so, its scores are null in metrics.jsonl and NaN in the history), epochs 2 and
+    /// 3 (the last) are. Resumed from the checkpoint of the unvalidated epoch (whose BatchNorm
+    /// statistics were still averaged over the ranks), the run ends bit-identical. A bad value
+    /// is refused in one line.
+    func testValidationEveryNthEpochSkipsTheOthersAndResumesBitExact() throws {
+        let data = try sharedSubset(self, perClass: 40)
+        func arguments(_ folder: String, _ extra: [String] = []) -> [String] {
+            ["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "32", "--epochs", "3",
+             "--batch-size", "24", "--patience", "0", "--validate-every", "2", "--keep", "20"] + extra
+        }
+        let straight = try temporaryFolder(self)
+        var result = try CLI.run(arguments(straight), ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        let lines = result.stdout.split(separator: "\n").filter { $0.hasPrefix("epoch ") && $0.contains(": loss ") }
+        XCTAssertEqual(lines.count, 3, result.stdout)
+        XCTAssertTrue(lines.first?.contains("not validated") == true, result.stdout)
+        XCTAssertTrue(lines.dropFirst().allSatisfy { $0.contains("val_loss") }, result.stdout)
+        XCTAssertTrue(result.stdout.contains("validation after every 2 epochs and after the last"), result.stdout)
+        let metrics = try String(contentsOfFile: straight + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(metrics.count, 3)
+        XCTAssertTrue(metrics[0].contains("\"val_loss\":null"), String(metrics[0]))
+        XCTAssertFalse(metrics[1].contains("null") || metrics[2].contains("null"), metrics.joined(separator: "\n"))
+        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+        XCTAssertEqual(a.metadata.history.map { $0.val_loss.isNaN }, [true, false, false])
+
+        let resumed = try temporaryFolder(self)
+        let firstEpoch = try FileManager.default.contentsOfDirectory(atPath: straight).first { $0.hasPrefix("ckpt-e0001-") }
+        let start = try XCTUnwrap(firstEpoch, "no checkpoint of epoch 1 in \(straight)")
+        result = try CLI.run(arguments(resumed, ["--resume", straight + "/" + start]), ranks: 2)
+        XCTAssertEqual(result.status, 0, result.output)
+        try assertSameTensorsAndHistory(a, try LoadedCheckpoint(path: resumed + "/last.safetensors.zst"))
+
+        for bad in ["0", "1.5", "two", "1001"] {
+            let refused = try CLI.run(arguments(try temporaryFolder(self), ["--validate-every", bad]))
+            XCTAssertEqual(refused.status, 64, refused.output)
+            XCTAssertTrue(refused.stderr.contains("--validate-every must be auto or a whole number of epochs"), refused.stderr)
+        }
+    }
+
     /// PowerSGD's state rides in the checkpoint: 2 ranks straight, and the same run resumed
     /// on 2 ranks from its checkpoint at update 3, end with bit-identical weights, optimizer
     /// moments, Q factors and each rank's error feedback (which is not zero, so compression
@@ -247,6 +287,10 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(runETAs.allSatisfy { $0 <= Int(budget) }, "\(runETAs)")
         let history = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata.history
         XCTAssertGreaterThan(history.count, TrainingConfig().epochs, "fewer epochs than the default in \(budget) s")
+        // Validated after epoch 1, every 4th and the last quarter's (the budget's default schedule): epochs 2 and 3 not.
+        XCTAssertEqual(history.prefix(4).map { $0.val_loss.isNaN }, [false, true, true, false], "\(history.map(\.val_loss))")
+        XCTAssertTrue(history.suffix(3).allSatisfy { $0.val_loss.isFinite }, "\(history.map(\.val_loss))")
+        XCTAssertTrue(result.stdout.contains("not validated"), result.stdout)
         // Warmup + cosine to the budget's end: the last epoch's rate is a small fraction of the peak.
         let peak = history.map(\.lr).max() ?? 0
         XCTAssertLessThan(history.last!.lr, 0.1 * peak, "\(history.map(\.lr))")

@@ -88,6 +88,57 @@ final class StepCostsTests: XCTestCase {
         }
     }
 
+    /// A run that fills its budget validates after epoch 1, every 4th epoch and every epoch from
+    /// 75% of its schedule, and always its last (`TrainingConfig.validates`); `--validate-every
+    /// N` every Nth and the last; a run of fixed epochs every epoch. The estimate of the seconds
+    /// to come prices only the evaluations the schedule will make: the step-by-step sum above
+    /// with each epoch's evaluation counted where the rule says.
+    func testTheValidationScheduleAndTheEvaluationsTheEstimatePrices() {
+        var budget = growing
+        budget.fillsBudget = true
+        let validated = (1...40).filter { budget.validates(epoch: $0, fraction: Double($0) / 40, last: $0 == 40) }
+        XCTAssertEqual(validated, [1, 4, 8, 12, 16, 20, 24, 28] + Array(30...40))
+        var every3 = budget
+        every3.validateEvery = 3
+        XCTAssertEqual((1...10).filter { every3.validates(epoch: $0, fraction: 0.1 * Double($0), last: $0 == 10) }, [3, 6, 9, 10])
+        XCTAssertEqual((1...10).filter { growing.validates(epoch: $0, fraction: 0.1 * Double($0), last: false) }, Array(1...10))
+        XCTAssertNil(growing.validationScheduleDescription)
+        XCTAssertNotNil(budget.validationScheduleDescription)
+
+        let costs = StepCosts(top: 128, seconds: truth)
+        let perEpoch = 100, evaluation = 7.5
+        for config in [budget, every3, growing] {
+            for (step, left) in [(0, 99), (1_250, 50), (2_900, 100)] {
+                let remaining = RemainingSteps(step: step, leftInEpoch: left, stepsPerEpoch: perEpoch, currentSize: 64,
+                                               topStepSeconds: 0.2, evaluationSeconds: evaluation)
+                for total in [step + left, step + left + 1, 4_000] where total >= step + left {
+                    var expected = 0.0, epochSize = 64
+                    for s in step..<total {
+                        let intoLater = s - (step + left)
+                        if intoLater >= 0, intoLater % perEpoch == 0 {
+                            epochSize = max(64, config.trainingSize(atFraction: Double(s) / Double(total)))
+                        }
+                        expected += truth[epochSize]!
+                    }
+                    // Epoch ends: the current epoch's, then every perEpoch steps, the last at total.
+                    var ends = [step + left], end = step + left
+                    while end < total { end = min(end + perEpoch, total); ends.append(end) }
+                    let evaluations = ends.filter {
+                        config.validates(epoch: ($0 + perEpoch - 1) / perEpoch, fraction: Double($0) / Double(total), last: $0 >= total)
+                    }.count
+                    expected += evaluation * Double(evaluations)
+                    let got = remaining.seconds(toTotal: total, config: config, costs: costs)
+                    XCTAssertEqual(got, expected, accuracy: 1e-9 * max(expected, 1), "step \(step), total \(total)")
+                }
+            }
+        }
+        // Sparse validation leaves more of a budget to train: the same seconds hold more steps.
+        let remaining = RemainingSteps(step: 0, leftInEpoch: perEpoch, stepsPerEpoch: perEpoch, currentSize: 64,
+                                       topStepSeconds: 0.2, evaluationSeconds: evaluation)
+        XCTAssertGreaterThan(remaining.affordableTotal(seconds: 1_800, planned: 100_000, config: budget, costs: costs),
+                             remaining.affordableTotal(seconds: 1_800, planned: 100_000, config: growing, costs: costs))
+    }
+
     /// A run of 1,800 s on a machine whose steps cost `truth`: the estimate made after its first
     /// step, from the measured costs, is within one epoch of the steps the run then trains when
     /// it re-estimates after every step (as the loop does) and stops when the next step and an
