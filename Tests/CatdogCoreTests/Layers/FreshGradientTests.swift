@@ -9,10 +9,15 @@ import XCTest
 final class FreshGradientTests: XCTestCase {
     func testConvolutionsWriteFreshInputGradients() throws {
         let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
-        for precision in precisions {
-            let options = ConvolutionOptions(precision: precision)
-            // Winograd F(4x4) (16 channels in and out, 4 images of 4 tiles: 16 tiles), im2col
-            // and col2im (stride 2), a 1x1 convolution, and a layer on 3 channels (direct).
+        let algorithms: [(ConvolutionOptions.Algorithm, ConvolutionOptions.Multiply)] = [(.auto, .own), (.winograd2, .own), (.im2col, .blas)]
+        let optionSets = precisions.flatMap { precision in
+            algorithms.filter { precision == .fp32 || $0.1 == .own }
+                .map { ConvolutionOptions(algorithm: $0.0, multiply: $0.1, precision: precision) }
+        }
+        for options in optionSets {
+            // Winograd F(4x4) (16 channels in and out, 4 images of 4 tiles: 16 tiles; F(2x2) with
+            // winograd2, im2col with im2col), im2col and col2im (stride 2), a 1x1 convolution,
+            // and a layer on 3 channels (direct); our gemm, and BLAS for every product.
             let cases: [(String, Conv2D, FeatureShape, Int)] = [
                 ("winograd", Conv2D(16, 3, activation: .relu), .init(height: 8, width: 8, channels: 16), 4),
                 ("stride 2", Conv2D(16, 3, stride: 2), .init(height: 9, width: 8, channels: 16), 3),
@@ -21,7 +26,7 @@ final class FreshGradientTests: XCTestCase {
             ]
             for (name, conv, shape, batch) in cases {
                 let h = try LayerHarness(conv, inputs: [shape], batch: batch, convolution: options)
-                try assertFreshEqualsAccumulated(h, "\(name), \(precision)")
+                try assertFreshEqualsAccumulated(h, "\(name), \(options.algorithm), multiply \(options.multiply), \(options.precision)")
             }
         }
     }
