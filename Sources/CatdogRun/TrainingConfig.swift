@@ -375,6 +375,7 @@ extension TrainingConfig {
             ghostBatch.flatMap { L.check("ghost batch", $0, 1...max(1, globalBatch)) },
             ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
             labelSmoothing.flatMap { L.check("label smoothing", $0, L.labelSmoothing) },
+            validateEvery.flatMap { L.check("validation interval", $0, 1...Self.budgetEpochCap) },
             balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil },
             hierarchicalAllReduce == true && partedAllReduce == true ? "the all-reduce is both hierarchical and parted" : nil,
             allReduceTopology != .flat && compression != .none ? "the \(allReduceTopology) all-reduce sums exact fp32 gradients, not \(compression)" : nil,

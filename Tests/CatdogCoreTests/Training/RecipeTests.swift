@@ -85,6 +85,7 @@ final class RecipeMetadataTests: XCTestCase {
         }
         XCTAssertNil(problem { _, _ in })
         XCTAssertNil(problem { c, _ in c.ema = 0.999 })
+        XCTAssertNil(problem { c, _ in c.validateEvery = 3 })
         XCTAssertNil(problem { c, _ in c.allReduceTopology = .parted })
         // Two all-reduces at once, or one of exact sums with compression: a hand-made checkpoint.
         XCTAssertEqual(problem { c, _ in c.hierarchicalAllReduce = true; c.partedAllReduce = true }?.contains("both hierarchical and parted"), true)
@@ -109,6 +110,8 @@ final class RecipeMetadataTests: XCTestCase {
         XCTAssertEqual(problem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
         XCTAssertEqual(problem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
         XCTAssertEqual(problem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
+        XCTAssertEqual(problem { c, _ in c.validateEvery = 0 }, "configuration: validation interval 0 is outside 1...1000")
+        XCTAssertEqual(problem { c, _ in c.validateEvery = Int.min }, "configuration: validation interval \(Int.min) is outside 1...1000")
         // The simple net's dense layer depends on the size: it cannot train at another one.
         XCTAssertEqual(problem { c, _ in c.trainSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
         XCTAssertEqual(problem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
