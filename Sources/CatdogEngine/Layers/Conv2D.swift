@@ -207,16 +207,7 @@ public final class Conv2D: Layer {
         let addIntoDX = !context.isFresh(0)
         let winogradPass = takesWinograd(batch: batch)
         if let dxAll = dx, let back = winogradBackward, winogradPass {
-            ConvolutionPhases.pass = .inputGradient
-            // W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]
-            let c = g.channels
-            ConvolutionPhases.measure(.im2col) {
-                for tap in 0..<9 {
-                    catdog_transpose(kernel + (8 - tap) * c * filters, c, filters, flipped.pointer + tap * filters * c)
-                }
-            }
-            back.setKernel(flipped.pointer)
-            back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dxAll, accumulate: addIntoDX)
+            winogradInputGradient(back, dOutput: dOutput, into: dxAll, batch: batch, accumulate: addIntoDX)
             dx = nil
         }
         if let winogradKernelGradient, winogradPass {
@@ -273,6 +264,21 @@ public final class Conv2D: Layer {
             }
             start += rows
         }
+    }
+
+    /// dX as Winograd's convolution of dY with the flipped, transposed kernel
+    /// (W'[kh, kw, f, c] = W[2-kh, 2-kw, c, f]), written into `dx` or added when `accumulate`.
+    private func winogradInputGradient(_ back: WinogradConvolution, dOutput: UnsafeMutablePointer<Float>,
+                                       into dx: UnsafeMutablePointer<Float>, batch: Int, accumulate: Bool) {
+        let g = geometry!, c = g.channels
+        ConvolutionPhases.pass = .inputGradient
+        ConvolutionPhases.measure(.im2col) {
+            for tap in 0..<9 {
+                catdog_transpose(kernel + (8 - tap) * c * filters, c, filters, flipped.pointer + tap * filters * c)
+            }
+        }
+        back.setKernel(flipped.pointer)
+        back.run(input: dOutput, images: batch, height: g.inHeight, width: g.inWidth, output: dx, accumulate: accumulate)
     }
 
     /// A layer on few channels (an image's), on our kernels: forward and the kernel gradient as
