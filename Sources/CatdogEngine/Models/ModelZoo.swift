@@ -7,6 +7,9 @@ public enum ModelZoo {
 
     public static let entries: [Entry] = [
         .init(name: "resnet", description: "default: 4-stage residual net with BatchNorm and global average pooling"),
+        .init(name: "resnet-wide", description: "resnet with 1.5x the filters (48-96-192-384); at a 15-minute budget it scored below resnet (docs/results.md)"),
+        .init(name: "resnet-narrow", description: "resnet with 0.75x the filters (24-48-96-192); at a 15-minute budget it scored below resnet (docs/results.md)"),
+        .init(name: "resnet-deep", description: "resnet with two residual blocks a stage; at a 15-minute budget it scored below resnet (docs/results.md)"),
         .init(name: "vgg", description: "the 2017 study's VGG13-like net: 8 conv 3x3, 2 dense 256 with dropout 0.5"),
         .init(name: "simple", description: "the 2017 study's first net: conv 8x8x32, conv 4x4x16, dense 512-256-64"),
     ] + EfficientNetLite.variants.map {
@@ -38,6 +41,9 @@ public enum ModelZoo {
         case "simple": simple(&b)
         case "vgg": vgg(&b)
         case "resnet": resnet(&b)
+        case "resnet-wide": resnet(&b, filters: [48, 96, 192, 384])
+        case "resnet-deep": resnet(&b, blocks: 2)
+        case "resnet-narrow": resnet(&b, filters: [24, 48, 96, 192])
         default:
             guard let lite = EfficientNetLite(model: name) else { throw UnknownModel(name: name) }
             _ = lite.add(to: &b, classes: name.hasSuffix(EfficientNetLite.imageNetSuffix) ? 1000 : 1)
@@ -81,7 +87,9 @@ public enum ModelZoo {
     /// basic block (two conv 3×3 + BatchNorm, identity skip; a stride-2 conv 3×3 enters each new
     /// stage); global average pooling makes the head independent of the image size.
     /// About half vgg's FLOPs at 64×64.
-    static func resnet(_ b: inout NetworkBuilder) {
+    /// `filters` are the four stages' widths (the stem has the first); `blocks` the residual
+    /// blocks in each stage.
+    static func resnet(_ b: inout NetworkBuilder, filters widths: [Int] = [32, 64, 128, 256], blocks: Int = 1) {
         func convBN(_ b: inout NetworkBuilder, _ filters: Int, stride: Int = 1, relu: Bool = true) {
             b.add(Conv2D(filters, 3, stride: stride, useBias: false))
             // Momentum 0.9 (PyTorch's default) rather than Keras's 0.99: with 0.99 the moving
@@ -90,13 +98,15 @@ public enum ModelZoo {
             // ReLU in BatchNorm's own pass (one layer, no pass of its own).
             b.add(BatchNorm(momentum: 0.9, activation: relu ? .relu : .linear))
         }
-        convBN(&b, 32, stride: 2)
-        for (stage, filters) in [32, 64, 128, 256].enumerated() {
+        convBN(&b, widths[0], stride: 2)
+        for (stage, filters) in widths.enumerated() {
             if stage > 0 { convBN(&b, filters, stride: 2) }
-            let skip = b.last
-            convBN(&b, filters)
-            convBN(&b, filters, relu: false)
-            b.add(Add(activation: .relu), inputs: [b.last, skip])
+            for _ in 0..<blocks {
+                let skip = b.last
+                convBN(&b, filters)
+                convBN(&b, filters, relu: false)
+                b.add(Add(activation: .relu), inputs: [b.last, skip])
+            }
         }
         b.add(GlobalAveragePool())
         b.add(Dropout(0.2))

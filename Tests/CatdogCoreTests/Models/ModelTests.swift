@@ -7,6 +7,32 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try ModelZoo.build("vgg", imageSize: 64).parameterCount, 2_287_137)
     }
 
+    /// The residual family's sizes against the formula of its layers: a stem conv 3×3 to the
+    /// first width, each later stage entered by a stride-2 conv 3×3, each block two conv 3×3,
+    /// every conv followed by BatchNorm (2 parameters and 2 moving statistics a channel), then
+    /// Dense(1). Two counts are spelled out: resnet-deep's from its run log (3,526,433).
+    func testResidualVariantsHaveTheirFormulasParameterCounts() throws {
+        func expected(_ widths: [Int], blocks: Int) -> (parameters: Int, state: Int) {
+            var parameters = 27 * widths[0] + 2 * widths[0], batchNorms = [widths[0]]
+            for (stage, width) in widths.enumerated() {
+                if stage > 0 { parameters += 9 * widths[stage - 1] * width + 2 * width; batchNorms.append(width) }
+                parameters += blocks * (2 * 9 * width * width + 4 * width)
+                batchNorms += Array(repeating: width, count: 2 * blocks)
+            }
+            return (parameters + widths[3] + 1, 2 * batchNorms.reduce(0, +))
+        }
+        let family: [(String, [Int], Int)] = [("resnet", [32, 64, 128, 256], 1), ("resnet-narrow", [24, 48, 96, 192], 1),
+                                              ("resnet-wide", [48, 96, 192, 384], 1), ("resnet-deep", [32, 64, 128, 256], 2)]
+        for (name, widths, blocks) in family {
+            let counts = try ModelZoo.builder(name, imageSize: 64).counts(), formula = expected(widths, blocks: blocks)
+            XCTAssertEqual(counts.parameters, formula.parameters, name)
+            XCTAssertEqual(counts.state, formula.state, name)
+            XCTAssertEqual(try ModelZoo.builder(name, imageSize: 96).counts().parameters, counts.parameters, "\(name): size-independent")
+        }
+        XCTAssertEqual(try ModelZoo.builder("resnet-deep", imageSize: 64).counts().parameters, 3_526_433)
+        XCTAssertEqual(try ModelZoo.builder("resnet", imageSize: 64).counts().parameters, 1_957_793)
+    }
+
     func testEveryModelBuildsAtOddSizesAndGivesFiniteLogits() throws {
         for name in ModelZoo.names {
             for size in [32, 47, 64] {
