@@ -103,8 +103,13 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
             return every > 1 ? "validation after every \(every) epochs and after the last" : nil
         }
         guard fillsBudget == true else { return nil }
-        return "validation after epoch 1, every \(Self.sparseValidationEvery)th, and every epoch from "
-            + "\(Int(Self.denseValidationFraction * 100))% of the schedule (--validate-every 1 for every epoch)"
+        return "validation \(Self.budgetValidationSchedule) (--validate-every 1 for every epoch)"
+    }
+
+    /// Which epochs `--validate-every auto` validates in a run that fills its time budget, in
+    /// words for the log and `--help`.
+    public static var budgetValidationSchedule: String {
+        "after epoch 1, every \(sparseValidationEvery)th, and every epoch from \(Int(denseValidationFraction * 100))% of the schedule"
     }
 
 

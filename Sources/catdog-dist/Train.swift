@@ -117,7 +117,7 @@ struct Train: ParsableCommand {
     @Option(help: "Fraction of each class held out for validation. (default: \(TrainingConfig().validationFraction))")
     var valFraction: Double?
 
-    @Option(help: ArgumentHelp("Validate after every Nth epoch and after the last (Keras's validation_freq), or auto: every epoch, but in a run that fills its time budget after epoch 1, every \(TrainingConfig.sparseValidationEvery)th, and every epoch from \(Int(TrainingConfig.denseValidationFraction * 100))% of the schedule on (validating an unfinished model early costs training time: at the scoring size with mirror TTA, a tenth of a 30-minute run). --patience counts epochs, and stops only after a validation. (default: auto)", valueName: "auto|N"))
+    @Option(help: ArgumentHelp("Validate after every Nth epoch and after the last (Keras's validation_freq), or auto: every epoch, but in a run that fills its time budget \(TrainingConfig.budgetValidationSchedule) on (validating an unfinished model early costs training time: at the scoring size with mirror TTA, a tenth of a 30-minute run). --patience counts epochs, and stops only after a validation. (default: auto)", valueName: "auto|N"))
     var validateEvery: String?
 
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience) with --epochs, 0 in a run that fills its time budget; transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
