@@ -8,7 +8,7 @@ public enum ModelZoo {
     public static let entries: [Entry] = [
         .init(name: "resnet", description: "default: 4-stage residual net with BatchNorm and global average pooling"),
         .init(name: "resnet-wide", description: "resnet with 1.5x the filters (48-96-192-384); at a 15-minute budget it scored below resnet (docs/results.md)"),
-        .init(name: "resnet-narrow", description: "resnet with 0.75x the filters (24-48-96-192); at a 15-minute budget it scored below resnet (docs/results.md)"),
+        .init(name: "resnet-narrow", description: "resnet with 0.75x the filters (24-48-96-192); at a 15-minute budget no better than resnet (docs/results.md)"),
         .init(name: "resnet-deep", description: "resnet with two residual blocks a stage; at a 15-minute budget it scored below resnet (docs/results.md)"),
         .init(name: "vgg", description: "the 2017 study's VGG13-like net: 8 conv 3x3, 2 dense 256 with dropout 0.5"),
         .init(name: "simple", description: "the 2017 study's first net: conv 8x8x32, conv 4x4x16, dense 512-256-64"),
