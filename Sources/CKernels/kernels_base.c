@@ -5,6 +5,7 @@
 #include "variants.h"
 
 #define FN(name) name##_base
+#define CATDOG_VECTOR_FLOATS 4
 #include "winograd4_body.h"
 #include "pooling_body.h"
 #include "depthwise_body.h"

@@ -9,6 +9,7 @@
 #pragma clang attribute push (__attribute__((target("arch=x86-64-v3"))), apply_to = function)
 #define CATDOG_PUSHED 1
 #endif
+#define CATDOG_VECTOR_FLOATS 8
 #include "winograd4_body.h"
 #include "pooling_body.h"
 #include "depthwise_body.h"

@@ -53,7 +53,7 @@ static inline void a4(const float *restrict x0, const float *restrict x1, const 
     }
 }
 
-void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
+static void input_lanes(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
     // t = Bᵀ d: along each column s of the tile; then V = t B: along each row of t.
     for (int s = 0; s < 6; s++) {
         float *t = work + (size_t)s * n;
@@ -68,7 +68,7 @@ void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, 
     }
 }
 
-void FN(catdog_wino4_output)(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) {
+static void output_lanes(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) {
     // t (4x6) = Aᵀ M along columns; then Y = t A along rows, into work + 0..3 (per output row).
     float *t = work;                 // 24 * n
     for (int s = 0; s < 6; s++) {
@@ -116,7 +116,7 @@ void FN(catdog_wino4_output)(const float *m, size_t mstride, float *const y[16],
     }
 }
 
-void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
+static void output_gradient_lanes(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
     // t (6x4) = A dY along columns; then dM = t Aᵀ along rows.
     float *t = work;                 // 24 * n: t[r][s] at (r*4+s)*n
     for (int s = 0; s < 4; s++) {
@@ -131,6 +131,155 @@ void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size
            o, o + stride, o + 2 * stride, o + 3 * stride, o + 4 * stride, o + 5 * stride, n);
     }
 }
+
+
+// The same transforms on CATDOG_VECTOR_FLOATS channels at a time with the whole tile in
+// registers (spilled to the stack where 36 vectors do not fit), instead of six-vector passes
+// through `work`: each output the same expression of the same inputs as the loops above, so the
+// same bits (clang contracts a * b + c the same way for floats and vectors of them).
+typedef float wvec __attribute__((vector_size(4 * CATDOG_VECTOR_FLOATS)));
+#define WL CATDOG_VECTOR_FLOATS
+#ifndef PF_DIST
+#define PF_DIST 2
+#endif
+
+static inline wvec wload(const float *p) {
+    wvec v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void wstore(float *p, wvec v) { __builtin_memcpy(p, &v, sizeof v); }
+
+#define BT6(a0, a1, a2, a3, a4, a5, o0, o1, o2, o3, o4, o5) do {          \
+        wvec p_ = a4 - 4.0f * a2, q_ = a3 - 4.0f * a1;                    \
+        wvec r_ = a4 - a2, s_ = 2.0f * (a3 - a1);                         \
+        o0 = 4.0f * a0 - 5.0f * a2 + a4;                                  \
+        o1 = p_ + q_;                                                     \
+        o2 = p_ - q_;                                                     \
+        o3 = r_ + s_;                                                     \
+        o4 = r_ - s_;                                                     \
+        o5 = 4.0f * a1 - 5.0f * a3 + a5;                                  \
+    } while (0)
+
+void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
+    {
+        const size_t ahead = (size_t)PF_DIST * 4 * n;
+        for (int r = 0; r < 6; r++) {
+            const char *p = (const char *)(d[6 * r + 5] + ahead);
+            for (size_t b = 0; b < 16 * n; b += 64) __builtin_prefetch(p + b, 0, 3);
+        }
+    }
+    size_t k = 0;
+    for (; k + WL <= n; k += WL) {
+        wvec t[36];
+        for (int s = 0; s < 6; s++) {
+            wvec a0 = wload(d[s] + k), a1 = wload(d[6 + s] + k), a2 = wload(d[12 + s] + k), a3 = wload(d[18 + s] + k),
+                 a4 = wload(d[24 + s] + k), a5 = wload(d[30 + s] + k);
+            BT6(a0, a1, a2, a3, a4, a5, t[s], t[6 + s], t[12 + s], t[18 + s], t[24 + s], t[30 + s]);
+        }
+        for (int r = 0; r < 6; r++) {
+            wvec o0, o1, o2, o3, o4, o5;
+            const wvec *x = t + 6 * r;
+            BT6(x[0], x[1], x[2], x[3], x[4], x[5], o0, o1, o2, o3, o4, o5);
+            float *o = v + (size_t)(6 * r) * vstride + k;
+            wstore(o, o0);
+            wstore(o + vstride, o1);
+            wstore(o + 2 * vstride, o2);
+            wstore(o + 3 * vstride, o3);
+            wstore(o + 4 * vstride, o4);
+            wstore(o + 5 * vstride, o5);
+        }
+    }
+    if (k == n) return;
+    const float *rest[36];
+    for (int i = 0; i < 36; i++) rest[i] = d[i] + k;
+    input_lanes(rest, v + k, vstride, n - k, work);
+}
+
+void FN(catdog_wino4_output)(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) {
+    // Rows of outputs wholly inside the image or wholly outside it; a tile clipped by the right
+    // edge takes the loops above.
+    for (int r = 0; r < 4; r++) {
+        const int present = (y[4 * r] != 0) + (y[4 * r + 1] != 0) + (y[4 * r + 2] != 0) + (y[4 * r + 3] != 0);
+        if (present != 0 && present != 4) {
+            output_lanes(m, mstride, y, n, accumulate, work);
+            return;
+        }
+    }
+    size_t k = 0;
+    for (; k + WL <= n; k += WL) {
+        wvec t[24];
+        for (int s = 0; s < 6; s++) {
+            const float *x = m + (size_t)s * mstride + k;
+            wvec a0 = wload(x), a1 = wload(x + 6 * mstride), a2 = wload(x + 12 * mstride), a3 = wload(x + 18 * mstride),
+                 a4 = wload(x + 24 * mstride), a5 = wload(x + 30 * mstride);
+            wvec sp = a1 + a2, sm = a1 - a2, tp = a3 + a4, tm = a3 - a4;
+            t[s] = a0 + sp + tp;
+            t[6 + s] = sm + 2.0f * tm;
+            t[12 + s] = sp + 4.0f * tp;
+            t[18 + s] = sm + 8.0f * tm + a5;
+        }
+        for (int r = 0; r < 4; r++) {
+            float *const *out = y + 4 * r;
+            if (!out[0]) continue;
+            const wvec *x = t + 6 * r;
+            wvec sp = x[1] + x[2], sm = x[1] - x[2], tp = x[3] + x[4], tm = x[3] - x[4];
+            wvec o0 = x[0] + sp + tp;
+            wvec o1 = sm + 2.0f * tm;
+            wvec o2 = sp + 4.0f * tp;
+            wvec o3 = sm + 8.0f * tm + x[5];
+            if (accumulate) {
+                wstore(out[0] + k, wload(out[0] + k) + o0);
+                wstore(out[1] + k, wload(out[1] + k) + o1);
+                wstore(out[2] + k, wload(out[2] + k) + o2);
+                wstore(out[3] + k, wload(out[3] + k) + o3);
+            } else {
+                wstore(out[0] + k, o0);
+                wstore(out[1] + k, o1);
+                wstore(out[2] + k, o2);
+                wstore(out[3] + k, o3);
+            }
+        }
+    }
+    if (k == n) return;
+    float *rest[16];
+    for (int i = 0; i < 16; i++) rest[i] = y[i] ? y[i] + k : 0;
+    output_lanes(m + k, mstride, rest, n - k, accumulate, work);
+}
+
+void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
+    size_t k = 0;
+    for (; k + WL <= n; k += WL) {
+        wvec t[24];  // t[r][s] at r * 4 + s
+        for (int s = 0; s < 4; s++) {
+            wvec a0 = wload(dy[s] + k), a1 = wload(dy[4 + s] + k), a2 = wload(dy[8 + s] + k), a3 = wload(dy[12 + s] + k);
+            wvec e = a0 + a2, o = a1 + a3;
+            t[s] = a0;
+            t[4 + s] = e + o;
+            t[8 + s] = e - o;
+            t[12 + s] = a0 + 2.0f * a1 + 4.0f * a2 + 8.0f * a3;
+            t[16 + s] = a0 - 2.0f * a1 + 4.0f * a2 - 8.0f * a3;
+            t[20 + s] = a3;
+        }
+        for (int r = 0; r < 6; r++) {
+            const wvec *x = t + 4 * r;
+            wvec e = x[0] + x[2], o = x[1] + x[3];
+            float *out = dm + (size_t)(6 * r) * stride + k;
+            wstore(out, x[0]);
+            wstore(out + stride, e + o);
+            wstore(out + 2 * stride, e - o);
+            wstore(out + 3 * stride, x[0] + 2.0f * x[1] + 4.0f * x[2] + 8.0f * x[3]);
+            wstore(out + 4 * stride, x[0] - 2.0f * x[1] + 4.0f * x[2] - 8.0f * x[3]);
+            wstore(out + 5 * stride, x[3]);
+        }
+    }
+    if (k == n) return;
+    const float *rest[16];
+    for (int i = 0; i < 16; i++) rest[i] = dy[i] + k;
+    output_gradient_lanes(rest, dm + k, stride, n - k, work);
+}
+#undef BT6
+#undef WL
 
 // G's rows: [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]
 static const float G[6][3] = {

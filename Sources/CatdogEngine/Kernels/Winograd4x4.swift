@@ -44,7 +44,8 @@ public final class Winograd4x4: WinogradConvolution {
         // transformed kernels (36·C·F floats, once per chunk) cheap beside the products: for
         // 256 → 256 layers three chunks of 56 tiles read U three times over (9 MB each).
         chunkTiles = max(8, max(chunkFloats, 2 * 36 * channels * filters) / (36 * (channels + filters)))
-        buffers.reserve(u: 36 * channels * filters, v: 36 * chunkTiles * channels, m: 36 * chunkTiles * filters)
+        buffers.reserve(u: 36 * channels * filters, v: 36 * Self.blockStride(chunkTiles * channels + channels),
+                        m: 36 * Self.blockStride(chunkTiles * filters + filters))
         zeros = FloatBuffer(count: max(channels, filters))
         work = FloatBuffer(count: 36 * max(channels, filters, 1))
         tileWork = FloatBuffer(count: route == .bf16 ? 72 * (channels + filters) : 0)
@@ -98,6 +99,16 @@ public final class Winograd4x4: WinogradConvolution {
         }
     }
 
+    /// The distance between two of the 36 blocks of V or M (floats, or bf16 pairs), at least
+    /// `count`: a whole number of 64-byte lines, and an odd one. A tile's 36 rows, one in each
+    /// block, then fall in 36 different sets of the L1 cache; at a multiple of 4 KiB (resnet's
+    /// 128- and 256-channel layers at batch 32: 512 tiles × 128 pairs, 128 × 256) they all fall in
+    /// one set of 12 ways, and each tile's transform evicted the rows it had just written.
+    static func blockStride(_ count: Int) -> Int {
+        let lines = (count + 15) / 16
+        return 16 * (lines | 1)
+    }
+
     private struct Tiling {
         let tilesHigh: Int, tilesWide: Int
         var perImage: Int { tilesHigh * tilesWide }
@@ -143,43 +154,47 @@ public final class Winograd4x4: WinogradConvolution {
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
+            let mBlock = Self.blockStride(count * f)
             if uPacked && packsAsItTransforms {
                 // V in bf16 pairs along the channels, in v's memory: 36 blocks of count × k2 words.
-                let words = UnsafeMutableRawPointer(vp), tile = tileWork.pointer
+                let words = UnsafeMutableRawPointer(vp), tile = tileWork.pointer, vBlock = Self.blockStride(count * k2)
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for t in 0..<count {
                         transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: tile, stride: c)
-                        catdog_bf16_pack_tile_rows(tile, 36, c, words + 4 * t * k2, count * k2)
+                        catdog_bf16_pack_tile_rows(tile, 36, c, words + 4 * t * k2, vBlock)
                     }
                 }
                 ConvolutionPhases.measure(.products) {
                     for xi in 0..<36 {
-                        catdog_sbgemm_packed(count, f, c, words + 4 * xi * count * k2, k2, 1, buffers.packedU.pointer + xi * pairs,
-                                             mp + xi * count * f, f, 0)
+                        catdog_sbgemm_packed(count, f, c, words + 4 * xi * vBlock, k2, 1, buffers.packedU.pointer + xi * pairs,
+                                             mp + xi * mBlock, f, 0)
                     }
                 }
             } else {
+                let vBlock = Self.blockStride(count * c)
                 ConvolutionPhases.measure(.winogradTransforms) {
-                    for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: count * c) }
+                    for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: vBlock) }
                 }
                 ConvolutionPhases.measure(.products) {
                     for xi in 0..<36 {
-                        if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * count * c, c, 1, buffers.packedU.pointer + xi * pairs,
-                                                               mp + xi * count * f, f, 0) != 0 { continue }
-                        multiply(route: route, m: count, n: f, k: c, a: vp + xi * count * c, rowStrideA: c, columnStrideA: 1,
-                                 b: up + xi * c * f, ldb: f, c: mp + xi * count * f, ldc: f, accumulate: false)
+                        if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * vBlock, c, 1, buffers.packedU.pointer + xi * pairs,
+                                                               mp + xi * mBlock, f, 0) != 0 { continue }
+                        multiply(route: route, m: count, n: f, k: c, a: vp + xi * vBlock, rowStrideA: c, columnStrideA: 1,
+                                 b: up + xi * c * f, ldb: f, c: mp + xi * mBlock, ldc: f, accumulate: false)
                     }
                 }
             }
-            ConvolutionPhases.measure(.winogradTransforms) { transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, accumulate: accumulate) }
+            ConvolutionPhases.measure(.winogradTransforms) {
+                transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, blockStride: mBlock, accumulate: accumulate)
+            }
             start += count
         }
     }
 
     /// Y (the 4×4 outputs of each tile, clipped at the image's edge) from M, where the tiles'
-    /// products lie `tiles.count · F` floats apart per ξ.
+    /// products lie `blockStride` floats apart per ξ.
     private func transformOutput(tiles: Range<Int>, of tiling: Tiling, h: Int, w: Int, into y: UnsafeMutablePointer<Float>,
-                                 accumulate: Bool) {
+                                 blockStride: Int, accumulate: Bool) {
         let f = filters, count = tiles.count, mp = buffers.m.pointer
         for t in 0..<count {
             let (image, row, col) = tiling.locate(tiles.lowerBound + t)
@@ -190,7 +205,7 @@ public final class Winograd4x4: WinogradConvolution {
                     outPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : nil
                 }
             }
-            catdog_wino4_output(mp + t * f, count * f, outPointers, f, accumulate ? 1 : 0, work.pointer)
+            catdog_wino4_output(mp + t * f, blockStride, outPointers, f, accumulate ? 1 : 0, work.pointer)
         }
     }
 
@@ -227,6 +242,7 @@ public final class Winograd4x4: WinogradConvolution {
                 // V and dM in bf16 pairs along the tiles (tiles 2p and 2p + 1 in word p), in v's
                 // and m's memory: 36 blocks of ⌈count/2⌉ × C and ⌈count/2⌉ × F words.
                 let pairRows = (count + 1) / 2
+                let vBlock = Self.blockStride(pairRows * c), mBlock = Self.blockStride(pairRows * f)
                 let vWords = UnsafeMutableRawPointer(vp), mWords = UnsafeMutableRawPointer(mp)
                 let tileV = tileWork.pointer, tileM = tileV + 72 * c
                 ConvolutionPhases.measure(.winogradTransforms) {
@@ -236,27 +252,28 @@ public final class Winograd4x4: WinogradConvolution {
                             transformForKernelGradient(x, dy, tile: start + 2 * p + half, of: tiling, h: h, w: w,
                                                        v: tileV + half * 36 * c, dm: tileM + half * 36 * f, stride: (c, f))
                         }
-                        catdog_bf16_pack_tile_pair(tileV, both ? tileV + 36 * c : nil, 36, c, c, vWords + 4 * p * c, pairRows * c)
-                        catdog_bf16_pack_tile_pair(tileM, both ? tileM + 36 * f : nil, 36, f, f, mWords + 4 * p * f, pairRows * f)
+                        catdog_bf16_pack_tile_pair(tileV, both ? tileV + 36 * c : nil, 36, c, c, vWords + 4 * p * c, vBlock)
+                        catdog_bf16_pack_tile_pair(tileM, both ? tileM + 36 * f : nil, 36, f, f, mWords + 4 * p * f, mBlock)
                     }
                 }
                 ConvolutionPhases.measure(.products) {
                     for xi in 0..<36 {
-                        catdog_sbgemm_packed(c, f, count, vWords + 4 * xi * pairRows * c, 1, c, mWords + 4 * xi * pairRows * f,
+                        catdog_sbgemm_packed(c, f, count, vWords + 4 * xi * vBlock, 1, c, mWords + 4 * xi * mBlock,
                                              dup + xi * c * f, f, start > 0 ? 1 : 0)
                     }
                 }
             } else {
+                let vBlock = Self.blockStride(count * c), mBlock = Self.blockStride(count * f)
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for t in 0..<count {
                         transformForKernelGradient(x, dy, tile: start + t, of: tiling, h: h, w: w, v: vp + t * c, dm: mp + t * f,
-                                                   stride: (count * c, count * f))
+                                                   stride: (vBlock, mBlock))
                     }
                 }
                 ConvolutionPhases.measure(.products) {
                     for xi in 0..<36 {
-                        multiply(route: route, m: c, n: f, k: count, a: vp + xi * count * c, rowStrideA: 1, columnStrideA: c,
-                                 b: mp + xi * count * f, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
+                        multiply(route: route, m: c, n: f, k: count, a: vp + xi * vBlock, rowStrideA: 1, columnStrideA: c,
+                                 b: mp + xi * mBlock, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
                     }
                 }
             }

@@ -1,0 +1,66 @@
+import CKernels
+import CatdogEngine
+import CatdogSupport
+import XCTest
+
+/// F(4×4, 3×3)'s tile transforms (`catdog_wino4_input`, `_output`, `_output_gradient`) run whole
+/// vectors of channels with the tile in registers and the channels left over through per-lane
+/// loops. Both compute each output as the same expression of the same inputs, so a channel
+/// must get the same bits whichever path takes it: every channel here holds the same values,
+/// 35 channels (vectors of 16, 8 or 4 and 3 left over, on each instruction set), and every
+/// output channel must equal channel 0 bit for bit, including tiles clipped by the image's
+/// edge and outputs added into what is there.
+final class WinogradTransformTests: XCTestCase {
+    let channels = 35
+
+    /// `count` values, each repeated across the channels: (count, channels) floats.
+    func replicated(_ values: [Float]) -> FloatBuffer {
+        FloatBuffer(values.flatMap { [Float](repeating: $0, count: channels) })
+    }
+
+    /// Rows (of `channels` floats, `stride` apart) whose channels differ from channel 0.
+    func mismatches(_ buffer: FloatBuffer, rows: Int, stride: Int) -> Int {
+        var wrong = 0
+        for r in 0..<rows {
+            let first = buffer[r * stride].bitPattern
+            if (1..<channels).contains(where: { buffer[r * stride + $0].bitPattern != first }) { wrong += 1 }
+        }
+        return wrong
+    }
+
+    func testVectorAndLeftoverChannelsGiveTheSameBits() throws {
+        var random = Random(seed: 36)
+        let n = channels
+        let ran = forEachKernelInstructionSet { kernels in
+            let work = FloatBuffer(count: 36 * n)
+            // Input: 36 pixels of a tile, V with its 36 rows 2n apart (a stride wider than a row).
+            let pixels = replicated((0..<36).map { _ in random.uniform(-4, 4) })
+            var d = (0..<36).map { UnsafePointer(pixels.pointer + $0 * n) as UnsafePointer<Float>? }
+            let v = FloatBuffer(count: 36 * 2 * n)
+            catdog_wino4_input(&d, v.pointer, 2 * n, n, work.pointer)
+            XCTAssertEqual(mismatches(v, rows: 36, stride: 2 * n), 0, "\(kernels): input transform")
+
+            // Output: all 16 outputs, then a tile clipped to 3 × 2 outputs; written, then added.
+            let m = replicated((0..<36).map { _ in random.uniform(-4, 4) })
+            for clipped in [false, true] {
+                for accumulate: Int32 in [0, 1] {
+                    let y = replicated((0..<16).map { _ in random.uniform(-1, 1) })
+                    var out = (0..<16).map { i -> UnsafeMutablePointer<Float>? in
+                        clipped && (i / 4 >= 3 || i % 4 >= 2) ? nil : y.pointer + i * n
+                    }
+                    catdog_wino4_output(m.pointer, n, &out, n, accumulate, work.pointer)
+                    XCTAssertEqual(mismatches(y, rows: 16, stride: n), 0,
+                                   "\(kernels): output transform, clipped \(clipped), accumulate \(accumulate)")
+                }
+            }
+
+            // Output gradient: 16 gradients of a tile, dM with its 36 rows 3n apart.
+            let dy = replicated((0..<16).map { _ in random.uniform(-4, 4) })
+            var g = (0..<16).map { UnsafePointer(dy.pointer + $0 * n) as UnsafePointer<Float>? }
+            let dm = FloatBuffer(count: 36 * 3 * n)
+            catdog_wino4_output_gradient(&g, dm.pointer, 3 * n, n, work.pointer)
+            XCTAssertEqual(mismatches(dm, rows: 36, stride: 3 * n), 0, "\(kernels): output gradient transform")
+        }
+        XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
+    }
+}
