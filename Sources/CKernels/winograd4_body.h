@@ -139,9 +139,6 @@ static void output_gradient_lanes(const float *const dy[16], float *dm, size_t s
 // same bits (clang contracts a * b + c the same way for floats and vectors of them).
 typedef float wvec __attribute__((vector_size(4 * CATDOG_VECTOR_FLOATS)));
 #define WL CATDOG_VECTOR_FLOATS
-#ifndef PF_DIST
-#define PF_DIST 2
-#endif
 
 static inline wvec wload(const float *p) {
     wvec v;
@@ -162,12 +159,14 @@ static inline void wstore(float *p, wvec v) { __builtin_memcpy(p, &v, sizeof v);
     } while (0)
 
 void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
-    {
-        const size_t ahead = (size_t)PF_DIST * 4 * n;
-        for (int r = 0; r < 6; r++) {
-            const char *p = (const char *)(d[6 * r + 5] + ahead);
-            for (size_t b = 0; b < 16 * n; b += 64) __builtin_prefetch(p + b, 0, 3);
-        }
+    // The tiles of a row of tiles lie 4 pixels apart, and the input is read from memory a few
+    // lines at a time: fetch ahead the 4 pixels of each of the tile's 6 rows that start 8 pixels
+    // right of its last column (what the tiles two and three on read). A prefetch does not
+    // fault, so past an image's edge, or after the zero vector of the padding, it only wastes a
+    // fetch; the addresses are computed as integers, not as pointers past an object.
+    for (int r = 0; r < 6; r++) {
+        const uintptr_t ahead = (uintptr_t)d[6 * r + 5] + 8 * n * sizeof(float);
+        for (size_t b = 0; b < 4 * n * sizeof(float); b += 64) __builtin_prefetch((const void *)(ahead + b), 0, 3);
     }
     size_t k = 0;
     for (; k + WL <= n; k += WL) {
