@@ -3,17 +3,27 @@ public enum ModelZoo {
     public struct Entry: Sendable {
         public let name: String
         public let description: String
+        /// Adds the network's layers after a builder's input (the image).
+        let layers: @Sendable (inout NetworkBuilder) -> Void
     }
 
+    /// Every network, its name, what it is and how it is built, in one place.
     public static let entries: [Entry] = [
-        .init(name: "resnet", description: "default: 4-stage residual net with BatchNorm and global average pooling"),
-        .init(name: "resnet-wide", description: "resnet with 1.5x the filters (48-96-192-384); at a 15-minute budget it scored below resnet (docs/results.md)"),
-        .init(name: "resnet-narrow", description: "resnet with 0.75x the filters (24-48-96-192); at a 15-minute budget no better than resnet (docs/results.md)"),
-        .init(name: "resnet-deep", description: "resnet with two residual blocks a stage; at a 15-minute budget it scored below resnet (docs/results.md)"),
-        .init(name: "vgg", description: "the 2017 study's VGG13-like net: 8 conv 3x3, 2 dense 256 with dropout 0.5"),
-        .init(name: "simple", description: "the 2017 study's first net: conv 8x8x32, conv 4x4x16, dense 512-256-64"),
-    ] + EfficientNetLite.variants.map {
-        .init(name: $0.name, description: "ImageNet backbone for transfer learning (weights imported from PyTorch); trained at \($0.resolution)x\($0.resolution)")
+        .init(name: "resnet", description: "default: 4-stage residual net with BatchNorm and global average pooling",
+              layers: { resnet(&$0) }),
+        .init(name: "resnet-wide", description: "resnet with 1.5x the filters (48-96-192-384); at a 15-minute budget it scored below resnet (docs/results.md)",
+              layers: { resnet(&$0, filters: [48, 96, 192, 384]) }),
+        .init(name: "resnet-narrow", description: "resnet with 0.75x the filters (24-48-96-192); at a 15-minute budget no better than resnet (docs/results.md)",
+              layers: { resnet(&$0, filters: [24, 48, 96, 192]) }),
+        .init(name: "resnet-deep", description: "resnet with two residual blocks a stage; at a 15-minute budget it scored below resnet (docs/results.md)",
+              layers: { resnet(&$0, blocks: 2) }),
+        .init(name: "vgg", description: "the 2017 study's VGG13-like net: 8 conv 3x3, 2 dense 256 with dropout 0.5",
+              layers: { vgg(&$0) }),
+        .init(name: "simple", description: "the 2017 study's first net: conv 8x8x32, conv 4x4x16, dense 512-256-64",
+              layers: { simple(&$0) }),
+    ] + EfficientNetLite.variants.map { lite in
+        .init(name: lite.name, description: "ImageNet backbone for transfer learning (weights imported from PyTorch); trained at \(lite.resolution)x\(lite.resolution)",
+              layers: { _ = lite.add(to: &$0, classes: 1) })
     }
 
     public static var names: [String] { entries.map(\.name) }
@@ -37,16 +47,13 @@ public enum ModelZoo {
     public static func builder(_ name: String, imageSize: Int) throws -> NetworkBuilder {
         let input = FeatureShape(height: imageSize, width: imageSize, channels: 3)
         var b = NetworkBuilder(input: input)
-        switch name {
-        case "simple": simple(&b)
-        case "vgg": vgg(&b)
-        case "resnet": resnet(&b)
-        case "resnet-wide": resnet(&b, filters: [48, 96, 192, 384])
-        case "resnet-deep": resnet(&b, blocks: 2)
-        case "resnet-narrow": resnet(&b, filters: [24, 48, 96, 192])
-        default:
-            guard let lite = EfficientNetLite(model: name) else { throw UnknownModel(name: name) }
+        if let entry = entries.first(where: { $0.name == name }) {
+            entry.layers(&b)
+        } else if let lite = EfficientNetLite(model: name) {
+            // A backbone with its ImageNet classifier (NAME-imagenet), for checking an import.
             _ = lite.add(to: &b, classes: name.hasSuffix(EfficientNetLite.imageNetSuffix) ? 1000 : 1)
+        } else {
+            throw UnknownModel(name: name)
         }
         return b
     }
