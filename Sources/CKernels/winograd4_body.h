@@ -158,16 +158,21 @@ static inline void wstore(float *p, wvec v) { __builtin_memcpy(p, &v, sizeof v);
         o5 = 4.0f * a1 - 5.0f * a3 + a5;                                  \
     } while (0)
 
-void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
-    // The tiles of a row of tiles lie 4 pixels apart, and the input is read from memory a few
-    // lines at a time: fetch ahead the 4 pixels of each of the tile's 6 rows that start 8 pixels
-    // right of its last column (what the tiles two and three on read). A prefetch does not
-    // fault, so past an image's edge, or after the zero vector of the padding, it only wastes a
-    // fetch; the addresses are computed as integers, not as pointers past an object.
-    for (int r = 0; r < 6; r++) {
-        const uintptr_t ahead = (uintptr_t)d[6 * r + 5] + 8 * n * sizeof(float);
-        for (size_t b = 0; b < 4 * n * sizeof(float); b += 64) __builtin_prefetch((const void *)(ahead + b), 0, 3);
+// The tiles of a row of tiles lie 4 pixels apart, and a transform reads its tile's pixels from
+// memory a few lines at a time: fetch ahead, for each of the tile's `rows` rows (`last[i *
+// step]`, the row's last pixel), the 4 pixels of n floats that start `ahead` pixels right of it,
+// which the next tiles read. A prefetch does not fault, so past an image's edge, or after the
+// zero vector of the padding, it only wastes a fetch; the addresses are computed as integers,
+// not as pointers past an object.
+static inline void fetch_next_tiles(const float *const *last, int rows, int step, size_t ahead, size_t n) {
+    for (int r = 0; r < rows; r++) {
+        const uintptr_t start = (uintptr_t)last[r * step] + ahead * n * sizeof(float);
+        for (size_t b = 0; b < 4 * n * sizeof(float); b += 64) __builtin_prefetch((const void *)(start + b), 0, 3);
     }
+}
+
+void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
+    fetch_next_tiles(d + 5, 6, 6, 8, n);  // the pixels the tiles two and three on read
     size_t k = 0;
     for (; k + WL <= n; k += WL) {
         wvec t[36];
@@ -255,12 +260,7 @@ void FN(catdog_wino4_output)(const float *m, size_t mstride, float *const y[16],
 }
 
 void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
-    // As the input transform: fetch ahead the 4 gradients of each of the tile's rows that start
-    // 5 pixels right of its last column (the next tiles').
-    for (int r = 0; r < 4; r++) {
-        const uintptr_t ahead = (uintptr_t)dy[4 * r + 3] + 5 * n * sizeof(float);
-        for (size_t b = 0; b < 4 * n * sizeof(float); b += 64) __builtin_prefetch((const void *)(ahead + b), 0, 3);
-    }
+    fetch_next_tiles(dy + 3, 4, 4, 5, n);
     size_t k = 0;
     for (; k + WL <= n; k += WL) {
         wvec t[24];  // t[r][s] at r * 4 + s
