@@ -1,4 +1,5 @@
 #include "catdog_kernels.h"
+#include "winograd4_shared.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -327,6 +328,48 @@ int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t r
     pack_tile_pair(first, second, rows, n, ld, out, stride);
     return 1;
 }
+
+// Winograd F(4×4)'s input transform of one tile with its 36 rows rounded and packed as they are
+// made: what catdog_wino4_input and catdog_bf16_pack_tile_rows give one after the other, the
+// same bits, without writing the fp32 rows and reading them back.
+typedef float wvec __attribute__((vector_size(64)));
+
+BF16 __attribute__((always_inline)) static inline wvec load16(const float *p) {
+    wvec v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// V of the 16 channels from k, its 36 rows into o.
+BF16 __attribute__((always_inline)) static inline void input16(const float *const d[36], size_t k, wvec o[36]) {
+    wvec t[36];
+    for (int s = 0; s < 6; s++) {
+        wvec a0 = load16(d[s] + k), a1 = load16(d[6 + s] + k), a2 = load16(d[12 + s] + k), a3 = load16(d[18 + s] + k),
+             a4 = load16(d[24 + s] + k), a5 = load16(d[30 + s] + k);
+        BT6(a0, a1, a2, a3, a4, a5, t[s], t[6 + s], t[12 + s], t[18 + s], t[24 + s], t[30 + s]);
+    }
+    for (int r = 0; r < 6; r++) {
+        const wvec *x = t + 6 * r;
+        BT6(x[0], x[1], x[2], x[3], x[4], x[5], o[6 * r], o[6 * r + 1], o[6 * r + 2], o[6 * r + 3], o[6 * r + 4], o[6 * r + 5]);
+    }
+}
+
+BF16 static void input_packed(const float *const d[36], uint32_t *out, size_t stride, size_t n) {
+    fetch_next_tiles(d + 5, 6, 6, 8, n);
+    for (size_t k = 0; k < n; k += 32) {
+        wvec lo[36], hi[36];
+        input16(d, k, lo);
+        input16(d, k + 16, hi);
+        for (int xi = 0; xi < 36; xi++)
+            _mm512_storeu_si512(out + xi * stride + k / 2, (__m512i)_mm512_cvtne2ps_pbh((__m512)hi[xi], (__m512)lo[xi]));
+    }
+}
+
+int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, size_t n) {
+    if (n % 32 != 0 || !catdog_bf16_products_available()) return 0;
+    input_packed(d, out, stride, n);
+    return 1;
+}
 #else
 int catdog_cpu_has_bf16(void) { return 0; }
 int catdog_bf16_products_available(void) { return 0; }
@@ -345,6 +388,10 @@ int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, 
 int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const void *b, float *c,
                          size_t ldc, int accumulate) {
     (void)m; (void)n; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, size_t n) {
+    (void)d; (void)out; (void)stride; (void)n;
     return 0;
 }
 int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *out, size_t stride) {

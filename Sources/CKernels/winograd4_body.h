@@ -147,29 +147,7 @@ static inline wvec wload(const float *p) {
 }
 static inline void wstore(float *p, wvec v) { __builtin_memcpy(p, &v, sizeof v); }
 
-#define BT6(a0, a1, a2, a3, a4, a5, o0, o1, o2, o3, o4, o5) do {          \
-        wvec p_ = a4 - 4.0f * a2, q_ = a3 - 4.0f * a1;                    \
-        wvec r_ = a4 - a2, s_ = 2.0f * (a3 - a1);                         \
-        o0 = 4.0f * a0 - 5.0f * a2 + a4;                                  \
-        o1 = p_ + q_;                                                     \
-        o2 = p_ - q_;                                                     \
-        o3 = r_ + s_;                                                     \
-        o4 = r_ - s_;                                                     \
-        o5 = 4.0f * a1 - 5.0f * a3 + a5;                                  \
-    } while (0)
-
-// The tiles of a row of tiles lie 4 pixels apart, and a transform reads its tile's pixels from
-// memory a few lines at a time: fetch ahead, for each of the tile's `rows` rows (`last[i *
-// step]`, the row's last pixel), the 4 pixels of n floats that start `ahead` pixels right of it,
-// which the next tiles read. A prefetch does not fault, so past an image's edge, or after the
-// zero vector of the padding, it only wastes a fetch; the addresses are computed as integers,
-// not as pointers past an object.
-static inline void fetch_next_tiles(const float *const *last, int rows, int step, size_t ahead, size_t n) {
-    for (int r = 0; r < rows; r++) {
-        const uintptr_t start = (uintptr_t)last[r * step] + ahead * n * sizeof(float);
-        for (size_t b = 0; b < 4 * n * sizeof(float); b += 64) __builtin_prefetch((const void *)(start + b), 0, 3);
-    }
-}
+#include "winograd4_shared.h"
 
 void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, size_t n, float *work) {
     fetch_next_tiles(d + 5, 6, 6, 8, n);  // the pixels the tiles two and three on read
@@ -291,7 +269,6 @@ void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size
     for (int i = 0; i < 16; i++) rest[i] = dy[i] + k;
     output_gradient_lanes(rest, dm + k, stride, n - k, work);
 }
-#undef BT6
 #undef WL
 
 // G's rows: [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]

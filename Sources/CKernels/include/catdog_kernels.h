@@ -154,6 +154,10 @@ int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars
 int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *out, size_t stride);
 int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t rows, size_t n, size_t ld, void *out,
                                size_t stride);
+// catdog_wino4_input's 36 rows of one tile (n channels), rounded and packed as
+// catdog_bf16_pack_tile_rows packs them, without the fp32 rows in between: the same bits. 0
+// where the bf16 products do not run, or n is not a multiple of 32.
+int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, size_t n);
 int catdog_cpu_has_bf16(void);
 // Whether the bf16 products run here: the CPU has AVX512_BF16 and the kernels run AVX-512.
 int catdog_bf16_products_available(void);

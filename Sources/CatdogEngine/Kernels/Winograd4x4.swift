@@ -30,6 +30,9 @@ public final class Winograd4x4: WinogradConvolution {
     /// it is made (in cache), so that the products read bf16 pairs, half the bytes, with no
     /// packing pass of their own. The same bits either way; false packs inside the products.
     var packsAsItTransforms = true
+    /// Whether that packing happens inside the transform (`catdog_wino4_input_bf16`, channels in
+    /// 32s) rather than in a pass over its fp32 output: the same bits either way.
+    var fusedPacking = true
     /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed; and
     /// a pair of input channels' kernel (9 × 2 × F) and its transform U (36 × 2 × F).
     private let tileWork: FloatBuffer
@@ -160,8 +163,15 @@ public final class Winograd4x4: WinogradConvolution {
                 let words = UnsafeMutableRawPointer(vp), tile = tileWork.pointer, vBlock = Self.blockStride(count * k2)
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for t in 0..<count {
+                        // In one pass where the channels come in 32s (resnet's and vgg's layers).
+                        let out = words + 4 * t * k2
+                        if fusedPacking {
+                            let (image, row, col) = tiling.locate(start + t)
+                            gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col)
+                            if catdog_wino4_input_bf16(inPointers, out, vBlock, c) != 0 { continue }
+                        }
                         transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: tile, stride: c)
-                        catdog_bf16_pack_tile_rows(tile, 36, c, words + 4 * t * k2, vBlock)
+                        catdog_bf16_pack_tile_rows(tile, 36, c, out, vBlock)
                     }
                 }
                 ConvolutionPhases.measure(.products) {
