@@ -370,6 +370,52 @@ int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, 
     input_packed(d, out, stride, n);
     return 1;
 }
+
+// dM of the 16 gradients' channels from k (catdog_wino4_output_gradient's), its 36 rows into o.
+BF16 __attribute__((always_inline)) static inline void gradient16(const float *const dy[16], size_t k, wvec o[36]) {
+    wvec t[24];
+    for (int s = 0; s < 4; s++) {
+        wvec a0 = load16(dy[s] + k), a1 = load16(dy[4 + s] + k), a2 = load16(dy[8 + s] + k), a3 = load16(dy[12 + s] + k);
+        A4(a0, a1, a2, a3, t[s], t[4 + s], t[8 + s], t[12 + s], t[16 + s], t[20 + s]);
+    }
+    for (int r = 0; r < 6; r++) {
+        const wvec *x = t + 4 * r;
+        A4(x[0], x[1], x[2], x[3], o[6 * r], o[6 * r + 1], o[6 * r + 2], o[6 * r + 3], o[6 * r + 4], o[6 * r + 5]);
+    }
+}
+
+// 16 words (first(j), second(j)) in bf16, as pack_tile_pair makes them.
+BF16 __attribute__((always_inline)) static inline void store_pair(uint32_t *out, wvec first, wvec second) {
+    const __m256i lo = (__m256i)_mm512_cvtneps_pbh((__m512)first);
+    const __m256i hi = (__m256i)_mm512_cvtneps_pbh((__m512)second);
+    _mm512_storeu_si512(out, _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
+}
+
+BF16 static void kernel_gradient_pair(const float *const d0[36], const float *const d1[36], const float *const g0[16],
+                                      const float *const g1[16], uint32_t *v, size_t vstride, uint32_t *m, size_t mstride,
+                                      size_t c, size_t f) {
+    fetch_next_tiles((d1 ? d1 : d0) + 5, 6, 6, 8, c);
+    fetch_next_tiles((g1 ? g1 : g0) + 3, 4, 4, 5, f);
+    wvec a[36], b[36];
+    for (size_t k = 0; k < c; k += 16) {
+        input16(d0, k, a);
+        if (d1) input16(d1, k, b);
+        for (int xi = 0; xi < 36; xi++) store_pair(v + xi * vstride + k, a[xi], d1 ? b[xi] : (wvec){0});
+    }
+    for (size_t k = 0; k < f; k += 16) {
+        gradient16(g0, k, a);
+        if (g1) gradient16(g1, k, b);
+        for (int xi = 0; xi < 36; xi++) store_pair(m + xi * mstride + k, a[xi], g1 ? b[xi] : (wvec){0});
+    }
+}
+
+int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const float *const d1[36], const float *const g0[16],
+                                           const float *const g1[16], void *v, size_t vstride, void *m, size_t mstride,
+                                           size_t c, size_t f) {
+    if (c % 16 != 0 || f % 16 != 0 || !catdog_bf16_products_available()) return 0;
+    kernel_gradient_pair(d0, d1, g0, g1, v, vstride, m, mstride, c, f);
+    return 1;
+}
 #else
 int catdog_cpu_has_bf16(void) { return 0; }
 int catdog_bf16_products_available(void) { return 0; }
@@ -388,6 +434,12 @@ int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, 
 int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const void *b, float *c,
                          size_t ldc, int accumulate) {
     (void)m; (void)n; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const float *const d1[36], const float *const g0[16],
+                                           const float *const g1[16], void *v, size_t vstride, void *m, size_t mstride,
+                                           size_t c, size_t f) {
+    (void)d0; (void)d1; (void)g0; (void)g1; (void)v; (void)vstride; (void)m; (void)mstride; (void)c; (void)f;
     return 0;
 }
 int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, size_t n) {

@@ -244,24 +244,19 @@ void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size
         wvec t[24];  // t[r][s] at r * 4 + s
         for (int s = 0; s < 4; s++) {
             wvec a0 = wload(dy[s] + k), a1 = wload(dy[4 + s] + k), a2 = wload(dy[8 + s] + k), a3 = wload(dy[12 + s] + k);
-            wvec e = a0 + a2, o = a1 + a3;
-            t[s] = a0;
-            t[4 + s] = e + o;
-            t[8 + s] = e - o;
-            t[12 + s] = a0 + 2.0f * a1 + 4.0f * a2 + 8.0f * a3;
-            t[16 + s] = a0 - 2.0f * a1 + 4.0f * a2 - 8.0f * a3;
-            t[20 + s] = a3;
+            A4(a0, a1, a2, a3, t[s], t[4 + s], t[8 + s], t[12 + s], t[16 + s], t[20 + s]);
         }
         for (int r = 0; r < 6; r++) {
             const wvec *x = t + 4 * r;
-            wvec e = x[0] + x[2], o = x[1] + x[3];
+            wvec o0, o1, o2, o3, o4, o5;
+            A4(x[0], x[1], x[2], x[3], o0, o1, o2, o3, o4, o5);
             float *out = dm + (size_t)(6 * r) * stride + k;
-            wstore(out, x[0]);
-            wstore(out + stride, e + o);
-            wstore(out + 2 * stride, e - o);
-            wstore(out + 3 * stride, x[0] + 2.0f * x[1] + 4.0f * x[2] + 8.0f * x[3]);
-            wstore(out + 4 * stride, x[0] - 2.0f * x[1] + 4.0f * x[2] - 8.0f * x[3]);
-            wstore(out + 5 * stride, x[3]);
+            wstore(out, o0);
+            wstore(out + stride, o1);
+            wstore(out + 2 * stride, o2);
+            wstore(out + 3 * stride, o3);
+            wstore(out + 4 * stride, o4);
+            wstore(out + 5 * stride, o5);
         }
     }
     if (k == n) return;

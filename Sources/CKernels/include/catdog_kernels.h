@@ -158,6 +158,15 @@ int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t r
 // catdog_bf16_pack_tile_rows packs them, without the fp32 rows in between: the same bits. 0
 // where the bf16 products do not run, or n is not a multiple of 32.
 int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, size_t n);
+// For F(4×4)'s kernel gradient, two tiles at once (d1 and g1 NULL: one, paired with zeros):
+// their inputs' transforms (d0, d1: 36 pixels each, c channels) and their output gradients'
+// (g0, g1: 16 gradients each, f channels), rounded and packed in pairs along the tiles as
+// catdog_bf16_pack_tile_pair packs the two transforms' fp32 rows: V's 36 rows `vstride` words
+// apart, dM's `mstride`. The same bits. 0 where the bf16 products do not run, or c or f is not a
+// multiple of 16.
+int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const float *const d1[36], const float *const g0[16],
+                                           const float *const g1[16], void *v, size_t vstride, void *m, size_t mstride,
+                                           size_t c, size_t f);
 int catdog_cpu_has_bf16(void);
 // Whether the bf16 products run here: the CPU has AVX512_BF16 and the kernels run AVX-512.
 int catdog_bf16_products_available(void);

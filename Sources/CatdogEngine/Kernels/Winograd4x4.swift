@@ -22,6 +22,8 @@ public final class Winograd4x4: WinogradConvolution {
     private let work: FloatBuffer
     private let inPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 36)
     private let outPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 16)
+    /// Two tiles' 36 input pixels and 16 output gradients, for the kernel gradient's pairs.
+    private let pairPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 2 * (36 + 16))
 
     /// Who takes the 36 products (our fp32 or bf16 gemm where the CPU and the shape allow, or
     /// BLAS); the transforms compute in fp32 in every case.
@@ -30,8 +32,9 @@ public final class Winograd4x4: WinogradConvolution {
     /// it is made (in cache), so that the products read bf16 pairs, half the bytes, with no
     /// packing pass of their own. The same bits either way; false packs inside the products.
     var packsAsItTransforms = true
-    /// Whether that packing happens inside the transform (`catdog_wino4_input_bf16`, channels in
-    /// 32s) rather than in a pass over its fp32 output: the same bits either way.
+    /// Whether that packing happens inside the transforms (`catdog_wino4_input_bf16`, channels
+    /// in 32s; `catdog_wino4_kernel_gradient_pair_bf16`, in 16s) rather than in a pass over
+    /// their fp32 output: the same bits either way.
     var fusedPacking = true
     /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed; and
     /// a pair of input channels' kernel (9 × 2 × F) and its transform U (36 × 2 × F).
@@ -58,6 +61,7 @@ public final class Winograd4x4: WinogradConvolution {
     deinit {
         inPointers.deallocate()
         outPointers.deallocate()
+        pairPointers.deallocate()
     }
 
     /// Whether `packedU` holds the kernel of the last `setKernel`, packed for the bf16 gemm.
@@ -125,13 +129,26 @@ public final class Winograd4x4: WinogradConvolution {
 
     /// The 6×6 input pixels of the tile whose outputs start at (row, col) (inputs from row − 1,
     /// col − 1), zero outside; `depth` floats per pixel.
-    private func gatherInput(_ x: UnsafePointer<Float>, h: Int, w: Int, depth: Int, row: Int, col: Int) {
-        let zero = UnsafePointer(zeros.pointer)
+    private func gatherInput(_ x: UnsafePointer<Float>, h: Int, w: Int, depth: Int, row: Int, col: Int,
+                             into pointers: UnsafeMutablePointer<UnsafePointer<Float>?>? = nil) {
+        let zero = UnsafePointer(zeros.pointer), pointers = pointers ?? inPointers
         for r in 0..<6 {
             let ih = row - 1 + r
             for s in 0..<6 {
                 let iw = col - 1 + s
-                inPointers[r * 6 + s] = ih >= 0 && ih < h && iw >= 0 && iw < w ? x + (ih * w + iw) * depth : zero
+                pointers[r * 6 + s] = ih >= 0 && ih < h && iw >= 0 && iw < w ? x + (ih * w + iw) * depth : zero
+            }
+        }
+    }
+
+    /// The 4×4 output gradients of the tile whose outputs start at (row, col), zero outside.
+    private func gatherOutputGradient(_ dy: UnsafePointer<Float>, h: Int, w: Int, row: Int, col: Int,
+                                      into pointers: UnsafeMutablePointer<UnsafePointer<Float>?>) {
+        let zero = UnsafePointer(zeros.pointer)
+        for r in 0..<4 {
+            for s in 0..<4 {
+                let oh = row + r, ow = col + s
+                pointers[r * 4 + s] = oh < h && ow < w ? dy + (oh * w + ow) * filters : zero
             }
         }
     }
@@ -225,13 +242,7 @@ public final class Winograd4x4: WinogradConvolution {
                                             stride: (v: Int, dm: Int)) {
         let f = filters
         let (image, row, col) = transformInput(x, tile: tile, of: tiling, h: h, w: w, into: v, stride: stride.v)
-        let base = dy + image * h * w * f, zero = UnsafePointer(zeros.pointer)
-        for r in 0..<4 {
-            for s in 0..<4 {
-                let oh = row + r, ow = col + s
-                inPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : zero
-            }
-        }
+        gatherOutputGradient(dy + image * h * w * f, h: h, w: w, row: row, col: col, into: inPointers)
         catdog_wino4_output_gradient(inPointers, dm, stride.dm, f, work.pointer)
     }
 
@@ -258,6 +269,19 @@ public final class Winograd4x4: WinogradConvolution {
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for p in 0..<pairRows {
                         let both = 2 * p + 1 < count
+                        // Both tiles' transforms packed as they are made, where the channels come in 16s.
+                        if fusedPacking {
+                            let pixels = pairPointers, gradients = pairPointers + 72
+                            for half in 0..<(both ? 2 : 1) {
+                                let (image, row, col) = tiling.locate(start + 2 * p + half)
+                                gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col, into: pixels + 36 * half)
+                                gatherOutputGradient(dy + image * h * w * f, h: h, w: w, row: row, col: col, into: gradients + 16 * half)
+                            }
+                            if catdog_wino4_kernel_gradient_pair_bf16(pixels, both ? pixels + 36 : nil, gradients, both ? gradients + 16 : nil,
+                                                                      vWords + 4 * p * c, vBlock, mWords + 4 * p * f, mBlock, c, f) != 0 {
+                                continue
+                            }
+                        }
                         for half in 0..<(both ? 2 : 1) {
                             transformForKernelGradient(x, dy, tile: start + 2 * p + half, of: tiling, h: h, w: w,
                                                        v: tileV + half * 36 * c, dm: tileM + half * 36 * f, stride: (c, f))
