@@ -342,16 +342,7 @@ BF16 __attribute__((always_inline)) static inline wvec load16(const float *p) {
 
 // V of the 16 channels from k, its 36 rows into o.
 BF16 __attribute__((always_inline)) static inline void input16(const float *const d[36], size_t k, wvec o[36]) {
-    wvec t[36];
-    for (int s = 0; s < 6; s++) {
-        wvec a0 = load16(d[s] + k), a1 = load16(d[6 + s] + k), a2 = load16(d[12 + s] + k), a3 = load16(d[18 + s] + k),
-             a4 = load16(d[24 + s] + k), a5 = load16(d[30 + s] + k);
-        BT6(a0, a1, a2, a3, a4, a5, t[s], t[6 + s], t[12 + s], t[18 + s], t[24 + s], t[30 + s]);
-    }
-    for (int r = 0; r < 6; r++) {
-        const wvec *x = t + 6 * r;
-        BT6(x[0], x[1], x[2], x[3], x[4], x[5], o[6 * r], o[6 * r + 1], o[6 * r + 2], o[6 * r + 3], o[6 * r + 4], o[6 * r + 5]);
-    }
+    BT6_TILE(d, k, load16, o);
 }
 
 BF16 static void input_packed(const float *const d[36], uint32_t *out, size_t stride, size_t n) {
@@ -373,15 +364,7 @@ int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, 
 
 // dM of the 16 gradients' channels from k (catdog_wino4_output_gradient's), its 36 rows into o.
 BF16 __attribute__((always_inline)) static inline void gradient16(const float *const dy[16], size_t k, wvec o[36]) {
-    wvec t[24];
-    for (int s = 0; s < 4; s++) {
-        wvec a0 = load16(dy[s] + k), a1 = load16(dy[4 + s] + k), a2 = load16(dy[8 + s] + k), a3 = load16(dy[12 + s] + k);
-        A4(a0, a1, a2, a3, t[s], t[4 + s], t[8 + s], t[12 + s], t[16 + s], t[20 + s]);
-    }
-    for (int r = 0; r < 6; r++) {
-        const wvec *x = t + 4 * r;
-        A4(x[0], x[1], x[2], x[3], o[6 * r], o[6 * r + 1], o[6 * r + 2], o[6 * r + 3], o[6 * r + 4], o[6 * r + 5]);
-    }
+    A4_TILE(dy, k, load16, o);
 }
 
 // 16 words (first(j), second(j)) in bf16, as pack_tile_pair makes them.

@@ -153,24 +153,9 @@ void FN(catdog_wino4_input)(const float *const d[36], float *v, size_t vstride, 
     fetch_next_tiles(d + 5, 6, 6, 8, n);  // the pixels the tiles two and three on read
     size_t k = 0;
     for (; k + WL <= n; k += WL) {
-        wvec t[36];
-        for (int s = 0; s < 6; s++) {
-            wvec a0 = wload(d[s] + k), a1 = wload(d[6 + s] + k), a2 = wload(d[12 + s] + k), a3 = wload(d[18 + s] + k),
-                 a4 = wload(d[24 + s] + k), a5 = wload(d[30 + s] + k);
-            BT6(a0, a1, a2, a3, a4, a5, t[s], t[6 + s], t[12 + s], t[18 + s], t[24 + s], t[30 + s]);
-        }
-        for (int r = 0; r < 6; r++) {
-            wvec o0, o1, o2, o3, o4, o5;
-            const wvec *x = t + 6 * r;
-            BT6(x[0], x[1], x[2], x[3], x[4], x[5], o0, o1, o2, o3, o4, o5);
-            float *o = v + (size_t)(6 * r) * vstride + k;
-            wstore(o, o0);
-            wstore(o + vstride, o1);
-            wstore(o + 2 * vstride, o2);
-            wstore(o + 3 * vstride, o3);
-            wstore(o + 4 * vstride, o4);
-            wstore(o + 5 * vstride, o5);
-        }
+        wvec o[36];
+        BT6_TILE(d, k, wload, o);
+        for (int xi = 0; xi < 36; xi++) wstore(v + (size_t)xi * vstride + k, o[xi]);
     }
     if (k == n) return;
     const float *rest[36];
@@ -241,23 +226,9 @@ void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size
     fetch_next_tiles(dy + 3, 4, 4, 5, n);
     size_t k = 0;
     for (; k + WL <= n; k += WL) {
-        wvec t[24];  // t[r][s] at r * 4 + s
-        for (int s = 0; s < 4; s++) {
-            wvec a0 = wload(dy[s] + k), a1 = wload(dy[4 + s] + k), a2 = wload(dy[8 + s] + k), a3 = wload(dy[12 + s] + k);
-            A4(a0, a1, a2, a3, t[s], t[4 + s], t[8 + s], t[12 + s], t[16 + s], t[20 + s]);
-        }
-        for (int r = 0; r < 6; r++) {
-            const wvec *x = t + 4 * r;
-            wvec o0, o1, o2, o3, o4, o5;
-            A4(x[0], x[1], x[2], x[3], o0, o1, o2, o3, o4, o5);
-            float *out = dm + (size_t)(6 * r) * stride + k;
-            wstore(out, o0);
-            wstore(out + stride, o1);
-            wstore(out + 2 * stride, o2);
-            wstore(out + 3 * stride, o3);
-            wstore(out + 4 * stride, o4);
-            wstore(out + 5 * stride, o5);
-        }
+        wvec o[36];
+        A4_TILE(dy, k, wload, o);
+        for (int xi = 0; xi < 36; xi++) wstore(dm + (size_t)xi * stride + k, o[xi]);
     }
     if (k == n) return;
     const float *rest[16];

@@ -30,6 +30,37 @@
         o5 = a3;                                                             \
     } while (0)
 
+// The 2-D transforms of one tile on the lanes from k: LOAD(p) reads a `wvec` from p.
+// V = Bᵀ d B of the 36 pixels d[36] into o[36] (row-major: ξ = 6 r + s).
+#define BT6_TILE(d, k, LOAD, o) do {                                                                     \
+        wvec t_[36];                                                                                     \
+        for (int col_ = 0; col_ < 6; col_++) {                                                                 \
+            wvec x0_ = LOAD((d)[col_] + (k)), x1_ = LOAD((d)[6 + col_] + (k)), x2_ = LOAD((d)[12 + col_] + (k)), \
+                 x3_ = LOAD((d)[18 + col_] + (k)), x4_ = LOAD((d)[24 + col_] + (k)), x5_ = LOAD((d)[30 + col_] + (k)); \
+            BT6(x0_, x1_, x2_, x3_, x4_, x5_, t_[col_], t_[6 + col_], t_[12 + col_], t_[18 + col_], t_[24 + col_], t_[30 + col_]); \
+        }                                                                                                \
+        for (int row_ = 0; row_ < 6; row_++) {                                                                 \
+            const wvec *x_ = t_ + 6 * row_;                                                                \
+            BT6(x_[0], x_[1], x_[2], x_[3], x_[4], x_[5], (o)[6 * row_], (o)[6 * row_ + 1], (o)[6 * row_ + 2],   \
+                (o)[6 * row_ + 3], (o)[6 * row_ + 4], (o)[6 * row_ + 5]);                                      \
+        }                                                                                                \
+    } while (0)
+
+// dM = A dY Aᵀ of the 16 output gradients dy[16] into o[36].
+#define A4_TILE(dy, k, LOAD, o) do {                                                                     \
+        wvec t_[24]; /* t[r][s] at 4 r + s */                                                            \
+        for (int col_ = 0; col_ < 4; col_++) {                                                                 \
+            wvec x0_ = LOAD((dy)[col_] + (k)), x1_ = LOAD((dy)[4 + col_] + (k)), x2_ = LOAD((dy)[8 + col_] + (k)), \
+                 x3_ = LOAD((dy)[12 + col_] + (k));                                                        \
+            A4(x0_, x1_, x2_, x3_, t_[col_], t_[4 + col_], t_[8 + col_], t_[12 + col_], t_[16 + col_], t_[20 + col_]); \
+        }                                                                                                \
+        for (int row_ = 0; row_ < 6; row_++) {                                                                 \
+            const wvec *x_ = t_ + 4 * row_;                                                                \
+            A4(x_[0], x_[1], x_[2], x_[3], (o)[6 * row_], (o)[6 * row_ + 1], (o)[6 * row_ + 2], (o)[6 * row_ + 3], \
+               (o)[6 * row_ + 4], (o)[6 * row_ + 5]);                                                        \
+        }                                                                                                \
+    } while (0)
+
 // The tiles of a row of tiles lie 4 pixels apart, and a transform reads its tile's pixels from
 // memory a few lines at a time: fetch ahead, for each of the tile's `rows` rows (`last[i *
 // step]`, the row's last pixel), the 4 pixels of n floats that start `ahead` pixels right of it,
