@@ -346,7 +346,7 @@ BF16 __attribute__((always_inline)) static inline void input16(const float *cons
 }
 
 BF16 static void input_packed(const float *const d[36], uint32_t *out, size_t stride, size_t n) {
-    fetch_next_tiles(d + 5, 6, 6, 8, n);
+    FETCH_NEXT_TILES(d + 5, 6, 6, 8, n, 0);
     for (size_t k = 0; k < n; k += 32) {
         wvec lo[36], hi[36];
         input16(d, k, lo);
@@ -377,8 +377,8 @@ BF16 __attribute__((always_inline)) static inline void store_pair(uint32_t *out,
 BF16 static void kernel_gradient_pair(const float *const d0[36], const float *const d1[36], const float *const g0[16],
                                       const float *const g1[16], uint32_t *v, size_t vstride, uint32_t *m, size_t mstride,
                                       size_t c, size_t f) {
-    fetch_next_tiles((d1 ? d1 : d0) + 5, 6, 6, 8, c);
-    fetch_next_tiles((g1 ? g1 : g0) + 3, 4, 4, 5, f);
+    FETCH_NEXT_TILES((d1 ? d1 : d0) + 5, 6, 6, 8, c, 0);
+    FETCH_NEXT_TILES((g1 ? g1 : g0) + 3, 4, 4, 5, f, 0);
     wvec a[36], b[36];
     for (size_t k = 0; k < c; k += 16) {
         input16(d0, k, a);

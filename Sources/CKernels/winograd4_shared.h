@@ -9,6 +9,8 @@
 
 // Bᵀ x for a 6-vector x, along one axis of a tile (the input's transform), on values of the
 // includer's type `wvec` (vectors of floats, `vector_size`), its temporaries of that type too.
+// The includer also gives the loads (a function of its own instruction set: a 64-byte vector
+// returned by a function compiled without AVX-512 would change the calling convention).
 #define BT6(a0, a1, a2, a3, a4, a5, o0, o1, o2, o3, o4, o5) do {          \
         wvec p_ = a4 - 4.0f * a2, q_ = a3 - 4.0f * a1;                    \
         wvec r_ = a4 - a2, s_ = 2.0f * (a3 - a1);                         \
@@ -63,15 +65,20 @@
 
 // The tiles of a row of tiles lie 4 pixels apart, and a transform reads its tile's pixels from
 // memory a few lines at a time: fetch ahead, for each of the tile's `rows` rows (`last[i *
-// step]`, the row's last pixel), the 4 pixels of n floats that start `ahead` pixels right of it,
-// which the next tiles read. A prefetch does not fault, so past an image's edge, or after the
-// zero vector of the padding, it only wastes a fetch; the addresses are computed as integers,
-// not as pointers past an object.
-static inline void fetch_next_tiles(const float *const *last, int rows, int step, size_t ahead, size_t n) {
-    for (int r = 0; r < rows; r++) {
-        const uintptr_t start = (uintptr_t)last[r * step] + ahead * n * sizeof(float);
-        for (size_t b = 0; b < 4 * n * sizeof(float); b += 64) __builtin_prefetch((const void *)(start + b), 0, 3);
-    }
-}
+// step]`, the row's last pixel; NULL, a row outside the image, is skipped), the 4 pixels of n
+// floats that start `ahead` pixels right of it, which the next tiles read, or, `for_writing`,
+// write (a store into a line not in cache first waits for the line to be read). A prefetch does
+// not fault, so past an image's edge, or after the zero vector of the padding, it only wastes a
+// fetch; the addresses are computed as integers, not as pointers past an object.
+// A macro rather than a function: the pointers are const float * or float *, read as they are,
+// and the prefetch's read/write hint must be a constant.
+#define FETCH_NEXT_TILES(last, rows, step, ahead, n, for_writing) do {                              \
+        for (int r_ = 0; r_ < (rows); r_++) {                                                          \
+            if (!(last)[r_ * (step)]) continue;                                                        \
+            const uintptr_t start_ = (uintptr_t)(last)[r_ * (step)] + (ahead) * (n) * sizeof(float);   \
+            for (size_t b_ = 0; b_ < 4 * (n) * sizeof(float); b_ += 64)                                \
+                __builtin_prefetch((const void *)(start_ + b_), (for_writing), 3);                     \
+        }                                                                                              \
+    } while (0)
 
 #endif

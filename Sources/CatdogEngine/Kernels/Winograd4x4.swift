@@ -178,11 +178,13 @@ public final class Winograd4x4: WinogradConvolution {
             if uPacked && packsAsItTransforms {
                 // V in bf16 pairs along the channels, in v's memory: 36 blocks of count × k2 words.
                 let words = UnsafeMutableRawPointer(vp), tile = tileWork.pointer, vBlock = Self.blockStride(count * k2)
+                // In one pass where the channels come in 32s (resnet's and vgg's layers; the C
+                // function declines other counts, decided here once rather than at every tile).
+                let fused = fusedPacking && c % 32 == 0
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for t in 0..<count {
-                        // In one pass where the channels come in 32s (resnet's and vgg's layers).
                         let out = words + 4 * t * k2
-                        if fusedPacking {
+                        if fused {
                             let (image, row, col) = tiling.locate(start + t)
                             gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col)
                             if catdog_wino4_input_bf16(inPointers, out, vBlock, c) != 0 { continue }
@@ -266,11 +268,13 @@ public final class Winograd4x4: WinogradConvolution {
                 let vBlock = Self.blockStride(pairRows * c), mBlock = Self.blockStride(pairRows * f)
                 let vWords = UnsafeMutableRawPointer(vp), mWords = UnsafeMutableRawPointer(mp)
                 let tileV = tileWork.pointer, tileM = tileV + 72 * c
+                // Both tiles' transforms packed as they are made where the channels come in 16s
+                // (the C function declines other counts).
+                let pairsFused = fusedPacking && c % 16 == 0 && f % 16 == 0
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for p in 0..<pairRows {
                         let both = 2 * p + 1 < count
-                        // Both tiles' transforms packed as they are made, where the channels come in 16s.
-                        if fusedPacking {
+                        if pairsFused {
                             let pixels = pairPointers, gradients = pairPointers + 72
                             for half in 0..<(both ? 2 : 1) {
                                 let (image, row, col) = tiling.locate(start + 2 * p + half)
