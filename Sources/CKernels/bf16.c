@@ -244,6 +244,16 @@ static int sbgemm_packing_a(size_t m, size_t n, size_t k, const float *a, size_t
     return 1;
 }
 
+// B (k x n, row stride ldb, k > 0) packed in pairs along k into this thread's scratch; NULL
+// where it cannot be allocated.
+static const uint32_t *packed_b_scratch(const float *b, size_t k, size_t n, size_t ldb) {
+    const size_t k2 = (k + 1) / 2;
+    if (n > SIZE_MAX / k2) return NULL;
+    uint32_t *pb = scratch(&packed_b, &packed_b_words, k2 * n);
+    if (pb) pack_pair_rows(b, k, n, ldb, pb);
+    return pb;
+}
+
 static int zero_k(size_t m, size_t n, float *c, size_t ldc, int accumulate) {
     if (!accumulate)
         for (size_t i = 0; i < m; i++) memset(c + i * ldc, 0, n * sizeof(float));
@@ -256,12 +266,8 @@ int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, 
     if (!catdog_bf16_products_available() || (rsa != 1 && csa != 1)) return 0;
     if (m == 0 || n == 0) return 1;
     if (k == 0) return zero_k(m, n, c, ldc, accumulate);
-    const size_t k2 = (k + 1) / 2;
-    if (n > SIZE_MAX / k2) return 0;
-    uint32_t *pb = scratch(&packed_b, &packed_b_words, k2 * n);
-    if (!pb) return 0;
-    pack_pair_rows(b, k, n, ldb, pb);
-    return sbgemm_packing_a(m, n, k, a, rsa, csa, pb, c, ldc, accumulate);
+    const uint32_t *pb = packed_b_scratch(b, k, n, ldb);
+    return pb ? sbgemm_packing_a(m, n, k, a, rsa, csa, pb, c, ldc, accumulate) : 0;
 }
 
 int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
@@ -270,6 +276,102 @@ int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, siz
     if (m == 0 || n == 0) return 1;
     if (k == 0) return zero_k(m, n, c, ldc, accumulate);
     return sbgemm_packing_a(m, n, k, a, rsa, csa, b_packed, c, ldc, accumulate);
+}
+
+// B (k x n, row stride ldb) rounded and packed into this thread's scratch, A already packed
+// (see catdog_sbgemm_packed), then the product.
+int catdog_sbgemm_packed_a(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const float *b, size_t ldb,
+                           float *c, size_t ldc, int accumulate) {
+    if (!catdog_bf16_products_available()) return 0;
+    if (m == 0 || n == 0) return 1;
+    if (k == 0) return zero_k(m, n, c, ldc, accumulate);
+    const uint32_t *pb = packed_b_scratch(b, k, n, ldb);
+    if (!pb) return 0;
+    sbgemm_avx512(m, n, k, a, ars, acs, pb, c, ldc, accumulate);
+    return 1;
+}
+
+// An im2col matrix's rows rounded and packed straight from the input x (NHWC), without the fp32
+// matrix: output pixels row0 .. row0 + rows - 1 of the batch, each patch's taps in im2col's order
+// (kh, kw, c), zeros in the padding. By rows (c even, so that no pair straddles two taps), what
+// pack_rows makes of the fp32 rows; or in pairs of rows, what pack_pair_rows makes of them. Each
+// word is the same elementwise rounding either way, so the same bits.
+typedef struct {
+    size_t ih, iw, c, kh, kw, sh, sw, pad_top, pad_left, oh, ow;
+} patch_geometry;
+
+// Output pixel r's image in x and the input row and column of its patch's top-left tap.
+static void patch_origin(const patch_geometry *g, const float *x, size_t r, const float **image, long *y0, long *x0) {
+    const size_t per_image = g->oh * g->ow, n = r / per_image, within = r - n * per_image;
+    *image = x + n * g->ih * g->iw * g->c;
+    *y0 = (long)((within / g->ow) * g->sh) - (long)g->pad_top;
+    *x0 = (long)((within % g->ow) * g->sw) - (long)g->pad_left;
+}
+
+// Tap (i, j) of the patch at (y0, x0): c floats of `image`, or NULL in the padding.
+static inline const float *patch_tap(const patch_geometry *g, const float *image, long y0, long x0, size_t i, size_t j) {
+    const long y = y0 + (long)i, x = x0 + (long)j;
+    return y >= 0 && y < (long)g->ih && x >= 0 && x < (long)g->iw ? image + ((size_t)y * g->iw + (size_t)x) * g->c : NULL;
+}
+
+// c floats (NULL: zeros) as c / 2 words, 32 floats a step.
+BF16 static inline void pack_run(const float *src, size_t c, uint32_t *out) {
+    if (!src) {
+        memset(out, 0, c / 2 * sizeof(uint32_t));
+        return;
+    }
+    size_t k = 0;
+    for (; k + 32 <= c; k += 32)
+        _mm512_storeu_si512(out + k / 2, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + k + 16), _mm512_loadu_ps(src + k)));
+    if (k < c) pack_rows(src + k, 1, c - k, c - k, out + k / 2);
+}
+
+// Words (first(j), second(j)) for j < c (NULL: zeros), 16 a step.
+BF16 static inline void pack_run_pair(const float *first, const float *second, size_t c, uint32_t *out) {
+    for (size_t j = 0; j < c; j += 16) {
+        const __mmask16 mask = c - j >= 16 ? 0xffff : (__mmask16)((1u << (c - j)) - 1);
+        const __m512 a = first ? _mm512_maskz_loadu_ps(mask, first + j) : _mm512_setzero_ps();
+        const __m512 b = second ? _mm512_maskz_loadu_ps(mask, second + j) : _mm512_setzero_ps();
+        const __m256i lo = (__m256i)_mm512_cvtneps_pbh(a), hi = (__m256i)_mm512_cvtneps_pbh(b);
+        _mm512_mask_storeu_epi32(out + j, mask,
+                                 _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
+    }
+}
+
+BF16 static void im2col_rows(const patch_geometry *g, const float *x, size_t row0, size_t rows, uint32_t *out) {
+    const size_t c = g->c, words = g->kh * g->kw * c / 2;
+    for (size_t r = 0; r < rows; r++) {
+        const float *image;
+        long y0, x0;
+        patch_origin(g, x, row0 + r, &image, &y0, &x0);
+        for (size_t i = 0; i < g->kh; i++)
+            for (size_t j = 0; j < g->kw; j++)
+                pack_run(patch_tap(g, image, y0, x0, i, j), c, out + r * words + (i * g->kw + j) * c / 2);
+    }
+}
+
+BF16 static void im2col_pairs(const patch_geometry *g, const float *x, size_t row0, size_t rows, uint32_t *out) {
+    const size_t c = g->c, words = g->kh * g->kw * c;
+    for (size_t p = 0; p < (rows + 1) / 2; p++) {
+        const int both = 2 * p + 1 < rows;
+        const float *image0, *image1 = NULL;
+        long y0, x0, y1 = 0, x1 = 0;
+        patch_origin(g, x, row0 + 2 * p, &image0, &y0, &x0);
+        if (both) patch_origin(g, x, row0 + 2 * p + 1, &image1, &y1, &x1);
+        for (size_t i = 0; i < g->kh; i++)
+            for (size_t j = 0; j < g->kw; j++)
+                pack_run_pair(patch_tap(g, image0, y0, x0, i, j), both ? patch_tap(g, image1, y1, x1, i, j) : NULL, c,
+                              out + p * words + (i * g->kw + j) * c);
+    }
+}
+
+int catdog_im2col_bf16(const float *x, size_t ih, size_t iw, size_t c, size_t kh, size_t kw, size_t sh, size_t sw,
+                       size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t row0, size_t rows, int pairs, void *out) {
+    if ((!pairs && c % 2 != 0) || oh == 0 || ow == 0 || !catdog_bf16_products_available()) return 0;
+    const patch_geometry g = {ih, iw, c, kh, kw, sh, sw, pad_top, pad_left, oh, ow};
+    if (pairs) im2col_pairs(&g, x, row0, rows, out);
+    else im2col_rows(&g, x, row0, rows, out);
+    return 1;
 }
 
 // Packed operands written straight from a transform's output (a Winograd tile's 36 rows, in
@@ -445,6 +547,17 @@ int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, vo
 int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
                                float *c, size_t ldc, int accumulate) {
     (void)m; (void)n; (void)k; (void)a; (void)rsa; (void)csa; (void)b_packed; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_sbgemm_packed_a(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const float *b, size_t ldb,
+                           float *c, size_t ldc, int accumulate) {
+    (void)m; (void)n; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)ldb; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}
+int catdog_im2col_bf16(const float *x, size_t ih, size_t iw, size_t c, size_t kh, size_t kw, size_t sh, size_t sw,
+                       size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t row0, size_t rows, int pairs, void *out) {
+    (void)x; (void)ih; (void)iw; (void)c; (void)kh; (void)kw; (void)sh; (void)sw; (void)pad_top; (void)pad_left; (void)oh;
+    (void)ow; (void)row0; (void)rows; (void)pairs; (void)out;
     return 0;
 }
 #endif

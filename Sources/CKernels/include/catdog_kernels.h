@@ -146,6 +146,17 @@ int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, siz
 // (rows packed: ars = ceil(k/2), acs = 1; pairs along k stored as B is: ars = 1, acs = m).
 int catdog_sbgemm_packed(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const void *b, float *c,
                          size_t ldc, int accumulate);
+// catdog_sbgemm_packed with B in fp32 (k x n, row stride ldb), packed here.
+int catdog_sbgemm_packed_a(size_t m, size_t n, size_t k, const void *a, size_t ars, size_t acs, const float *b, size_t ldb,
+                           float *c, size_t ldc, int accumulate);
+// Output pixels row0 .. row0 + rows - 1 of an NHWC batch as im2col rows (taps in (kh, kw, c)
+// order, zeros in the padding; the geometry as catdog_conv_direct_forward's), rounded to bf16
+// and packed without the fp32 matrix: by rows (pairs = 0), kh * kw * c / 2 words each, A of the
+// forward product (c even); or in pairs of rows (pairs = 1), kh * kw * c words a pair, Aᵀ of the
+// kernel gradient's. The same bits as packing the fp32 rows. 0 where the bf16 products do not
+// run (or c is odd, by rows).
+int catdog_im2col_bf16(const float *x, size_t ih, size_t iw, size_t c, size_t kh, size_t kw, size_t sh, size_t sw,
+                       size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t row0, size_t rows, int pairs, void *out);
 // A transform's `rows` outputs of n floats each (`tile`, row-major), rounded to bf16 into packed
 // operands whose rows lie `stride` words apart: each row as ceil(n/2) pairs along n (a row of A
 // packed by rows), or, from two tiles (rows `ld` floats apart), as n pairs (first(r, j),

@@ -54,48 +54,54 @@ public func im2col(
     im2col(g, rows: 0..<(images * g.outHeight * g.outWidth), input: input, col: col)
 }
 
+/// Walks output pixels `rows` (flattened over image, output row, output column) of a batch: for
+/// each, its place in `rows` (from 0), its image, the input row and column of its patch's
+/// top-left tap, and the kw range of the patch inside the image (where kwEnd <= kwStart, none).
+@inline(__always)
+func forEachPatch(_ g: ConvGeometry, rows: Range<Int>,
+                  _ body: (_ index: Int, _ image: Int, _ ihBase: Int, _ iwBase: Int, _ kwStart: Int, _ kwEnd: Int) -> Void) {
+    let perImage = g.outHeight * g.outWidth
+    var r = rows.lowerBound
+    while r < rows.upperBound {
+        let n = r / perImage
+        let within = r - n * perImage
+        let end = min(rows.upperBound, (n + 1) * perImage)
+        var oh = within / g.outWidth, ow = within - oh * g.outWidth
+        for i in r..<end {
+            let ihBase = oh * g.strideHeight - g.padTop
+            let iwBase = ow * g.strideWidth - g.padLeft
+            body(i - rows.lowerBound, n, ihBase, iwBase, max(0, -iwBase), min(g.kernelWidth, g.inWidth - iwBase))
+            ow += 1
+            if ow == g.outWidth { ow = 0; oh += 1 }
+        }
+        r = end
+    }
+}
+
 /// Unfolds output pixels `rows` (flattened over image, output row, output column) of a batch
 /// starting at `input` into `col`, one patch per row: a chunk small enough to stay in cache.
 public func im2col(
     _ g: ConvGeometry, rows: Range<Int>, input: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>
 ) {
     let c = g.channels
-    let rowLength = g.patchSize
     let imageSize = g.inHeight * g.inWidth * c
-    let perImage = g.outHeight * g.outWidth
-    var row = col
-    var r = rows.lowerBound
-    while r < rows.upperBound {
-        let n = r / perImage
-        let image = input + n * imageSize
-        let within = r - n * perImage
-        let end = min(rows.upperBound, (n + 1) * perImage)
-        var oh = within / g.outWidth, ow = within - oh * g.outWidth
-        for _ in r..<end {
-            let ihBase = oh * g.strideHeight - g.padTop
-            let iwBase = ow * g.strideWidth - g.padLeft
-            // The kw run for one kh is contiguous in both col and input.
-            let kwStart = max(0, -iwBase)
-            let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
-            for kh in 0..<g.kernelHeight {
-                let ih = ihBase + kh
-                let dst = row + kh * g.kernelWidth * c
-                if ih < 0 || ih >= g.inHeight || kwEnd <= kwStart {
-                    dst.update(repeating: 0, count: g.kernelWidth * c)
-                    continue
-                }
-                if kwStart > 0 { dst.update(repeating: 0, count: kwStart * c) }
-                let src = image + (ih * g.inWidth + iwBase + kwStart) * c
-                (dst + kwStart * c).update(from: src, count: (kwEnd - kwStart) * c)
-                if kwEnd < g.kernelWidth {
-                    (dst + kwEnd * c).update(repeating: 0, count: (g.kernelWidth - kwEnd) * c)
-                }
+    forEachPatch(g, rows: rows) { index, n, ihBase, iwBase, kwStart, kwEnd in
+        let row = col + index * g.patchSize
+        // The kw run for one kh is contiguous in both col and input.
+        for kh in 0..<g.kernelHeight {
+            let ih = ihBase + kh
+            let dst = row + kh * g.kernelWidth * c
+            if ih < 0 || ih >= g.inHeight || kwEnd <= kwStart {
+                dst.update(repeating: 0, count: g.kernelWidth * c)
+                continue
             }
-            row += rowLength
-            ow += 1
-            if ow == g.outWidth { ow = 0; oh += 1 }
+            if kwStart > 0 { dst.update(repeating: 0, count: kwStart * c) }
+            let src = input + n * imageSize + (ih * g.inWidth + iwBase + kwStart) * c
+            (dst + kwStart * c).update(from: src, count: (kwEnd - kwStart) * c)
+            if kwEnd < g.kernelWidth {
+                (dst + kwEnd * c).update(repeating: 0, count: (g.kernelWidth - kwEnd) * c)
+            }
         }
-        r = end
     }
 }
 
@@ -111,36 +117,17 @@ public func col2im(
     _ g: ConvGeometry, rows: Range<Int>, dCol: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>
 ) {
     let c = g.channels
-    let rowLength = g.patchSize
     let imageSize = g.inHeight * g.inWidth * c
-    let perImage = g.outHeight * g.outWidth
-    var row = dCol
-    var r = rows.lowerBound
-    while r < rows.upperBound {
-        let n = r / perImage
-        let image = dInput + n * imageSize
-        let within = r - n * perImage
-        let end = min(rows.upperBound, (n + 1) * perImage)
-        var oh = within / g.outWidth, ow = within - oh * g.outWidth
-        for _ in r..<end {
-            let ihBase = oh * g.strideHeight - g.padTop
-            let iwBase = ow * g.strideWidth - g.padLeft
-            let kwStart = max(0, -iwBase)
-            let kwEnd = min(g.kernelWidth, g.inWidth - iwBase)
-            if kwEnd > kwStart {
-                for kh in 0..<g.kernelHeight {
-                    let ih = ihBase + kh
-                    if ih < 0 || ih >= g.inHeight { continue }
-                    let src = row + (kh * g.kernelWidth + kwStart) * c
-                    let dst = image + (ih * g.inWidth + iwBase + kwStart) * c
-                    let span = (kwEnd - kwStart) * c
-                    for i in 0..<span { dst[i] += src[i] }
-                }
-            }
-            row += rowLength
-            ow += 1
-            if ow == g.outWidth { ow = 0; oh += 1 }
+    forEachPatch(g, rows: rows) { index, n, ihBase, iwBase, kwStart, kwEnd in
+        guard kwEnd > kwStart else { return }
+        let row = dCol + index * g.patchSize
+        for kh in 0..<g.kernelHeight {
+            let ih = ihBase + kh
+            if ih < 0 || ih >= g.inHeight { continue }
+            let src = row + (kh * g.kernelWidth + kwStart) * c
+            let dst = dInput + n * imageSize + (ih * g.inWidth + iwBase + kwStart) * c
+            let span = (kwEnd - kwStart) * c
+            for i in 0..<span { dst[i] += src[i] }
         }
-        r = end
     }
 }

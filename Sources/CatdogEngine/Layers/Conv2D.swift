@@ -47,6 +47,10 @@ public final class Conv2D: Layer {
     private var transposed = FloatBuffer(count: 0)
     private var colHoldsWholeBatch = false
     private var scratch: Scratch!
+    /// Whether bf16 packs the im2col operands straight from the input (`catdog_im2col_bf16`,
+    /// the default) rather than from an fp32 im2col matrix; the same bits either way (tests
+    /// compare the two).
+    var packsPatchesFromInput = true
 
     /// Upper bound for one layer's im2col buffer (floats), overriding the network's
     /// `ConvolutionOptions.columnFloats`; set before `reserve` (tests make it small to
@@ -170,6 +174,21 @@ public final class Conv2D: Layer {
             colHoldsWholeBatch = false
         } else if takesDirect, ConvolutionPhases.measure(.products, { direct(catdog_conv_direct_forward, x, kernel, output, batch) }) {
             colHoldsWholeBatch = false
+        } else if packsPatches, g.channels % 2 == 0, let packedKernel = packedOnce(kernel, k: g.patchSize, n: filters, chunks: true) {
+            // A's rows packed straight from x into col's memory (half of it), the same bits as
+            // packing the fp32 im2col rows.
+            let chunk = chunkLength(total: total)
+            var start = 0
+            while start < total {
+                let rows = min(chunk, total - start)
+                ConvolutionPhases.measure(.im2col) { packPatches(rows: start..<(start + rows), of: x, pairs: false) }
+                ConvolutionPhases.measure(.products) {
+                    _ = catdog_sbgemm_packed(rows, filters, g.patchSize, col.pointer, g.patchSize / 2, 1, packedKernel,
+                                             output + start * filters, filters, 0)
+                }
+                start += rows
+            }
+            colHoldsWholeBatch = false
         } else {
             let chunk = chunkLength(total: total)
             let packedKernel = packedOnce(kernel, k: g.patchSize, n: filters, chunks: chunk < total)
@@ -234,18 +253,28 @@ public final class Conv2D: Layer {
             let dy = dOutput + start * filters
             if !directGradient {
                 ConvolutionPhases.pass = .kernelGradient
-                let a: UnsafePointer<Float>
-                if g.isPointwise {
-                    a = UnsafePointer(x + start * g.channels)
-                } else {
-                    if !colHoldsWholeBatch {
-                        ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
+                if packsPatches {
+                    // Aᵀ = colᵀ in pairs of rows straight from x (into col's memory), dY packed by
+                    // the product: the same bits as packing the fp32 im2col rows.
+                    ConvolutionPhases.measure(.im2col) { packPatches(rows: start..<(start + rows), of: x, pairs: true) }
+                    ConvolutionPhases.measure(.products) {
+                        _ = catdog_sbgemm_packed_a(g.patchSize, filters, rows, col.pointer, 1, g.patchSize, dy, filters,
+                                                   dKernel, filters, 1)
                     }
-                    a = UnsafePointer(col.pointer)
+                } else {
+                    let a: UnsafePointer<Float>
+                    if g.isPointwise {
+                        a = UnsafePointer(x + start * g.channels)
+                    } else {
+                        if !colHoldsWholeBatch {
+                            ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
+                        }
+                        a = UnsafePointer(col.pointer)
+                    }
+                    // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
+                    multiply(m: g.patchSize, n: filters, k: rows, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
+                             b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
                 }
-                // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
-                multiply(m: g.patchSize, n: filters, k: rows, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
-                         b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
             }
             if let dx {
                 ConvolutionPhases.pass = .inputGradient
@@ -297,6 +326,20 @@ public final class Conv2D: Layer {
         let g = geometry!
         return kernel(a, b, out, images, g.inHeight, g.inWidth, g.channels, filters, g.kernelHeight, g.kernelWidth,
                       g.strideHeight, g.strideWidth, g.padTop, g.padLeft, g.outHeight, g.outWidth) != 0
+    }
+
+    /// Whether the bf16 products take this layer's im2col operands packed straight from the
+    /// input (`packPatches`): where bf16 runs them and the layer has patches to unfold.
+    private var packsPatches: Bool {
+        packsPatchesFromInput && scratch.convolution.route == .bf16 && !geometry.isPointwise && catdog_bf16_products_available() != 0
+    }
+
+    /// The im2col rows `rows` of x rounded to bf16 and packed into col's memory: by rows (A of
+    /// the forward product, patch/2 words a row) or in pairs of rows (Aᵀ of dW's).
+    private func packPatches(rows: Range<Int>, of x: UnsafePointer<Float>, pairs: Bool) {
+        let g = geometry!
+        _ = catdog_im2col_bf16(x, g.inHeight, g.inWidth, g.channels, g.kernelHeight, g.kernelWidth, g.strideHeight, g.strideWidth,
+                               g.padTop, g.padLeft, g.outHeight, g.outWidth, rows.lowerBound, rows.count, pairs ? 1 : 0, col.pointer)
     }
 
     /// Under bf16, B (k, n), row-major and read by every chunk of a pass, rounded and packed once
