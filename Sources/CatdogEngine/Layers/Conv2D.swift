@@ -251,31 +251,7 @@ public final class Conv2D: Layer {
         while start < total {
             let rows = min(chunk, total - start)
             let dy = dOutput + start * filters
-            if !directGradient {
-                ConvolutionPhases.pass = .kernelGradient
-                if packsPatches {
-                    // Aᵀ = colᵀ in pairs of rows straight from x (into col's memory), dY packed by
-                    // the product: the same bits as packing the fp32 im2col rows.
-                    ConvolutionPhases.measure(.im2col) { packPatches(rows: start..<(start + rows), of: x, pairs: true) }
-                    ConvolutionPhases.measure(.products) {
-                        _ = catdog_sbgemm_packed_a(g.patchSize, filters, rows, col.pointer, 1, g.patchSize, dy, filters,
-                                                   dKernel, filters, 1)
-                    }
-                } else {
-                    let a: UnsafePointer<Float>
-                    if g.isPointwise {
-                        a = UnsafePointer(x + start * g.channels)
-                    } else {
-                        if !colHoldsWholeBatch {
-                            ConvolutionPhases.measure(.im2col) { im2col(g, rows: start..<(start + rows), input: x, col: col.pointer) }
-                        }
-                        a = UnsafePointer(col.pointer)
-                    }
-                    // dW (patch, F) += colᵀ (patch, rows) · dY (rows, F)
-                    multiply(m: g.patchSize, n: filters, k: rows, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
-                             b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
-                }
-            }
+            if !directGradient { accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dy) }
             if let dx {
                 ConvolutionPhases.pass = .inputGradient
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
@@ -293,6 +269,34 @@ public final class Conv2D: Layer {
             }
             start += rows
         }
+    }
+
+    /// dW (patch, F) += colᵀ (patch, rows) · dY (rows, F) for the output pixels `rows` of one
+    /// chunk, dy pointing at their first row of dY.
+    private func accumulateKernelGradient(rows: Range<Int>, input x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>) {
+        let g = geometry!
+        ConvolutionPhases.pass = .kernelGradient
+        if packsPatches {
+            // Aᵀ = colᵀ in pairs of rows straight from x (into col's memory), dY packed by the
+            // product: the same bits as packing the fp32 im2col rows.
+            ConvolutionPhases.measure(.im2col) { packPatches(rows: rows, of: x, pairs: true) }
+            ConvolutionPhases.measure(.products) {
+                _ = catdog_sbgemm_packed_a(g.patchSize, filters, rows.count, col.pointer, 1, g.patchSize, dy, filters,
+                                           dKernel, filters, 1)
+            }
+            return
+        }
+        let a: UnsafePointer<Float>
+        if g.isPointwise {
+            a = x + rows.lowerBound * g.channels
+        } else {
+            if !colHoldsWholeBatch {
+                ConvolutionPhases.measure(.im2col) { im2col(g, rows: rows, input: x, col: col.pointer) }
+            }
+            a = UnsafePointer(col.pointer)
+        }
+        multiply(m: g.patchSize, n: filters, k: rows.count, a: a, rowStrideA: 1, columnStrideA: g.patchSize,
+                 b: dy, ldb: filters, c: dKernel, ldc: filters, accumulate: true)
     }
 
     /// dX as Winograd's convolution of dY with the flipped, transposed kernel
