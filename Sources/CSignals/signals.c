@@ -1,5 +1,7 @@
 #include "catdog_signals.h"
 
+#include <errno.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +13,9 @@ static volatile sig_atomic_t first_signal = 0;
 static long first_at_ms = 0;
 static long grace_ms = 2000;
 static int announce_first = 0;
+// Posted once, by the first signal, for catdog_stop_signal_wait (sem_post is async-signal-safe).
+static sem_t first_posted;
+static int first_posted_ready = 0;
 
 static long now_ms(void) {
     struct timespec t;
@@ -22,6 +27,7 @@ static void on_stop(int signal) {
     if (first_signal == 0) {
         first_at_ms = now_ms();
         first_signal = signal;
+        if (first_posted_ready) sem_post(&first_posted);
         if (announce_first) {
             static const char message[] = "catdog-dist: stop signal received: finishing this step and writing a checkpoint "
                                           "(a second signal, 2 s or more from now, stops at once)\n";
@@ -43,6 +49,10 @@ static const int stop_signals[] = {SIGTERM, SIGINT, SIGUSR1};
 int catdog_stop_signals_install(double grace_seconds, int announce) {
     grace_ms = (long)(grace_seconds * 1000);
     announce_first = announce;
+    if (!first_posted_ready) {
+        if (sem_init(&first_posted, 0, 0) != 0) return -1;
+        first_posted_ready = 1;
+    }
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_handler = on_stop;
@@ -56,6 +66,25 @@ int catdog_stop_signals_install(double grace_seconds, int announce) {
 }
 
 int catdog_stop_signal(void) { return first_signal; }
+
+int catdog_stop_signal_wait(double seconds) {
+    if (!(seconds > 0)) seconds = 0;
+    if (seconds > 3600) seconds = 3600;
+    if (!first_posted_ready) {
+        struct timespec pause = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {}
+        return 0;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long nanoseconds = until.tv_nsec + (long)((seconds - (double)(time_t)seconds) * 1e9);
+    until.tv_sec += (time_t)seconds + nanoseconds / 1000000000;
+    until.tv_nsec = nanoseconds % 1000000000;
+    for (;;) {
+        if (sem_timedwait(&first_posted, &until) == 0) return first_signal;
+        if (errno != EINTR) return 0;
+    }
+}
 
 void catdog_stop_signals_uninstall(void) {
     struct sigaction action;

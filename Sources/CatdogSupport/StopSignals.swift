@@ -17,6 +17,10 @@ public enum StopSignals {
     /// The first stop signal this process received, or 0.
     public static var received: Int32 { catdog_stop_signal() }
 
+    /// Waits up to `seconds` for the first stop signal: it, once (to one caller, at once if it
+    /// came earlier), or 0. How the stall watchdog hears of one without polling.
+    public static func wait(upTo seconds: Double) -> Int32 { catdog_stop_signal_wait(seconds) }
+
     /// "SIGTERM" for SIGTERM, and so on.
     public static func name(_ signal: Int32) -> String {
         switch signal {

@@ -10,6 +10,10 @@ import Foundation
 /// cannot be interrupted from another thread, and `mpirun` reacts to a rank that exits by
 /// ending the job, so exiting is how every rank gets out of a collective that will never end.
 /// `expected` is what the caller knows: the slowest step so far, an estimate of an evaluation.
+///
+/// A stop signal wakes the helper at once: when the process is being ended from outside
+/// (mpirun ending the job because Open MPI lost a host's daemon, which can come before the
+/// warning), a late operation says there and then what it waits in and for whom.
 public final class StallWatchdog: @unchecked Sendable {
     public let timeout: Double
     private let lock = NSLock()
@@ -31,11 +35,13 @@ public final class StallWatchdog: @unchecked Sendable {
     /// `describe` names this rank ("rank 1 of 2 on h2"); `peers` says whom it is waiting for
     /// (the heartbeat's report); `silence` names a peer silent for longer than the time given,
     /// other than the rank given (the heartbeat's `silentPeer`); `report` prints a line
-    /// (stderr); `expire` ends the process (tests replace it).
+    /// (stderr); `expire` ends the process (tests replace it); `stopSignal` waits up to the
+    /// time given for a stop signal and names it, once (`StopSignals.wait`), nil for none.
     public init(timeout: Double, describe: String, peers: (@Sendable () -> String)? = nil,
                 silence: (@Sendable (_ longerThan: Double, _ except: Int?) -> String?)? = nil,
                 report: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
-                expire: @escaping @Sendable () -> Void = { _exit(75) }) {
+                expire: @escaping @Sendable () -> Void = { _exit(75) },
+                stopSignal: (@Sendable (_ upTo: Double) -> String?)? = nil) {
         self.timeout = timeout
         self.describe = describe
         self.peers = peers
@@ -52,7 +58,11 @@ public final class StallWatchdog: @unchecked Sendable {
                 if gap > max(3, 3 * interval) { watchdog.notePause(gap) }
                 last = now
                 if watchdog.check(now: now) { return }
-                Thread.sleep(forTimeInterval: interval)
+                if let stopSignal {
+                    if let signal = stopSignal(interval) { watchdog.stopSignalArrived(signal) }
+                } else {
+                    Thread.sleep(forTimeInterval: interval)
+                }
             }
         }
         thread.name = "catdog-watchdog"
@@ -98,6 +108,24 @@ public final class StallWatchdog: @unchecked Sendable {
         begin(operation, expected: expected, listening: listening, quiet: quiet)
         defer { end() }
         return try body()
+    }
+
+    /// A stop signal (`signal`, e.g. "SIGTERM") arrived. When the current operation is already
+    /// late (past 1.5× what it was expected to take or past half the timeout, and past 1 s),
+    /// says at once where this rank waits and for whom, because the process may be killed
+    /// before its own warning. An operation on time says nothing (a preemption mid-step).
+    /// Returns whether it said so.
+    @discardableResult
+    public func stopSignalArrived(_ signal: String, now: Date = Date()) -> Bool {
+        lock.lock()
+        guard let operation else { lock.unlock(); return false }
+        let (waited, expected) = (now.timeIntervalSince(started), expected)
+        lock.unlock()
+        guard waited > max(1, min(1.5 * expected, timeout / 2)) else { return false }
+        let whom = peers.map { " " + $0() } ?? ""
+        report(String(format: "%@: %@ arrived while %@ had waited %.0f s (expected %.0f s, --stall-timeout %.0f s).%@",
+                      describe, signal, operation, waited, expected, timeout, whom))
+        return true
     }
 
     /// One look; true once it has fired (the thread then stops).

@@ -627,7 +627,8 @@ struct Train: ParsableCommand {
             }
         }
         return StallWatchdog(timeout: stallTimeout, describe: "rank \(comm.rank) of \(comm.size) on \(comm.hostName)",
-                             peers: peers, silence: silence)
+                             peers: peers, silence: silence,
+                             stopSignal: { let signal = StopSignals.wait(upTo: $0); return signal == 0 ? nil : StopSignals.name(signal) })
     }
 
     /// The trainer at the resume point; the schedule from here on when --lr, --warmup-epochs or

@@ -15,6 +15,10 @@
 int catdog_stop_signals_install(double grace_seconds, int announce);
 // The first stop signal received (SIGTERM, SIGINT or SIGUSR1), or 0 if none yet.
 int catdog_stop_signal(void);
+// Waits up to `seconds` (0 to 3600) for the first stop signal and returns it, or 0 when none
+// came. The first signal is returned by one call only, at once if it came before the call: one
+// thread (the stall watchdog) learns of it without polling. Before install, only sleeps.
+int catdog_stop_signal_wait(double seconds);
 // Restores the default actions (after the run has stopped).
 void catdog_stop_signals_uninstall(void);
 

@@ -116,21 +116,62 @@ final class StallWatchdogTests: XCTestCase {
         XCTAssertEqual(record.value.expiries, 1)
     }
 
+    /// A stop signal during an operation: one on time (under 1.5× its expected time, half the
+    /// timeout, and 1 s) says nothing; a late one is reported at once with whom it waits for,
+    /// without ending the rank (the signal's own path does that).
+    func testAStopSignalInALateOperationSaysWhereAndForWhom() {
+        let record = Record()
+        let watchdog = StallWatchdog(timeout: 20, describe: "rank 0 of 2 on h1", peers: { "Waiting for rank 1 on h2." },
+                                     report: { record.report($0) }, expire: { record.expire() })
+        let start = Date()
+        XCTAssertFalse(watchdog.stopSignalArrived("SIGTERM", now: start.addingTimeInterval(30)), "no operation")
+        watchdog.begin("epoch 3, step 20", expected: 4)
+        XCTAssertFalse(watchdog.stopSignalArrived("SIGTERM", now: start.addingTimeInterval(5.9)), "within 1.5 × 4 s")
+        XCTAssertTrue(watchdog.stopSignalArrived("SIGTERM", now: start.addingTimeInterval(6.5)))
+        watchdog.begin("epoch 3, step 21", expected: 30)
+        XCTAssertFalse(watchdog.stopSignalArrived("SIGTERM", now: start.addingTimeInterval(9.5)), "within half the timeout")
+        XCTAssertTrue(watchdog.stopSignalArrived("SIGTERM", now: start.addingTimeInterval(10.5)))
+        watchdog.begin("epoch 3, step 22", expected: 0.01)
+        XCTAssertFalse(watchdog.stopSignalArrived("SIGUSR1", now: start.addingTimeInterval(0.5)), "within 1 s")
+        let lines = record.value.lines
+        XCTAssertEqual(lines.count, 2, lines.joined(separator: "\n"))
+        XCTAssertEqual(lines.first, "rank 0 of 2 on h1: SIGTERM arrived while epoch 3, step 20 had waited 6 s (expected 4 s, --stall-timeout 20 s). Waiting for rank 1 on h2.")
+        XCTAssertTrue(lines.last?.contains("epoch 3, step 21 had waited 10 s") == true, lines.joined(separator: "\n"))
+        XCTAssertEqual(record.value.expiries, 0)
+    }
+
+    /// The same through a real run: 2 ranks, rank 1 frozen, 5 s later a SIGTERM to rank 0 (as
+    /// mpirun sends when Open MPI has lost a host's daemon, which can come before the
+    /// watchdog's warning): within 2 s rank 0 names what it waits in (a step, or rarely the
+    /// evaluation or checkpoint after an epoch) and whom, long before the warning at half
+    /// the 30 s timeout.
+    func testAStopSignalWhileWaitingForAFrozenRankNamesItAtOnce() throws {
+        let (run, waiting, frozen) = try trainAndFreezeRank1(stallTimeout: 30)
+        defer { if run.process.isRunning { run.process.terminate() } }
+        defer { kill(frozen, SIGKILL) }
+        Thread.sleep(forTimeInterval: 5)
+        kill(waiting, SIGTERM)
+        let signalled = Date()
+        run.wait(upTo: 10) { run.stderr.value.contains("SIGTERM arrived while") }
+        let said = run.stderr.value
+        XCTAssertLessThan(Date().timeIntervalSince(signalled), 2, "no report within 2 s of the signal: \(said)")
+        // In a step, rank 1 has not finished computing it or, waiting in its all-reduce, went
+        // silent; in a collective after an epoch, the heartbeat can only say that every peer
+        // finished the update.
+        XCTAssertNotNil(said.firstMatch(of: /rank 0 of 2 on \S+: SIGTERM arrived while .+ had waited [4-9] s \(expected \d+ s, --stall-timeout 30 s\)\. (Waiting for rank 1 on \S+ \((not done computing|silent)|Every peer finished computing update)/),
+                        said)
+        XCTAssertFalse(said.contains("warning:"), "the report came from the warning, not the signal: \(said)")
+        kill(frozen, SIGKILL)
+        run.waitForExit(upTo: 30)
+        XCTAssertNotEqual(run.process.terminationStatus, 0)
+    }
+
     /// 2 ranks train; rank 1 is frozen (SIGSTOP, as a machine that hangs without its processes
     /// dying): rank 0's watchdog names the step it was in and ends, and the job stops within
     /// --stall-timeout + 10 s, exit non-zero.
     func testAFrozenRankStopsTheJobWithinTheTimeout() throws {
-        let data = try sharedSubset(self, perClass: 150)
-        let folder = try temporaryFolder(self)
-        let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
-                         "--epochs", "200", "--batch-size", "24", "--patience", "0", "--stall-timeout", "3"]
-        let run = try BackgroundRun(ranks: 2, arguments)
-        // Wait for rank 1's pid and the first finished epoch, so steps have been timed.
-        run.wait(upTo: 120) { run.pid(ofRank: 1) != nil && run.stdout.value.contains("epoch 1/200:") }
-        let pid = try XCTUnwrap(run.pid(ofRank: 1), "rank 1 never said where it runs: \(run.stdout.value)")
-        XCTAssertTrue(run.process.isRunning, "training ended before it could be frozen")
-        kill(pid, SIGSTOP)
-        defer { kill(pid, SIGKILL) }
+        let (run, _, frozen) = try trainAndFreezeRank1(stallTimeout: 3)
+        defer { kill(frozen, SIGKILL) }
         let waited = run.waitForExit(upTo: 60)
         XCTAssertLessThan(waited, 60, "the job still runs 60 s after a rank froze")
         XCTAssertLessThan(waited, 3 + 10, "the job took longer than --stall-timeout + 10 s to end")
@@ -139,5 +180,22 @@ final class StallWatchdogTests: XCTestCase {
         // Frozen in a step, or in the epoch's checkpoint or the agreement after it (then its
         // heartbeat's silence names it, instead of the checkpoint's own longer allowance).
         XCTAssertNotNil(stderr.value.firstMatch(of: /rank 0 of 2 on \S+: stalled (for \d+ s in epoch \d+, step \d+|(for \d+ s )?in (writing a checkpoint \(rank 0\) and waiting for it|agreeing whether to stop after epoch \d+)(: rank 1 on \S+ has been silent for \d+ s)?)/), stderr.value)
+    }
+
+    /// 2 ranks train `simple` for long; once both ranks have said their pids and the first epoch
+    /// has ended (so steps have been timed), rank 1 is frozen with SIGSTOP (a machine that hangs
+    /// without its processes dying). Returns the run and the ranks' pids.
+    func trainAndFreezeRank1(stallTimeout: Int) throws -> (run: BackgroundRun, rank0: pid_t, rank1: pid_t) {
+        let data = try sharedSubset(self, perClass: 150)
+        let folder = try temporaryFolder(self)
+        let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                         "--epochs", "200", "--batch-size", "24", "--patience", "0", "--stall-timeout", "\(stallTimeout)"]
+        let run = try BackgroundRun(ranks: 2, arguments)
+        run.wait(upTo: 120) { run.pid(ofRank: 1) != nil && run.pid(ofRank: 0) != nil && run.stdout.value.contains("epoch 1/200:") }
+        let rank1 = try XCTUnwrap(run.pid(ofRank: 1), "rank 1 never said where it runs: \(run.stdout.value)")
+        let rank0 = try XCTUnwrap(run.pid(ofRank: 0), "rank 0 never said where it runs: \(run.stdout.value)")
+        XCTAssertTrue(run.process.isRunning, "training ended before rank 1 could be frozen: \(run.stderr.value)")
+        kill(rank1, SIGSTOP)
+        return (run, rank0, rank1)
     }
 }
