@@ -265,7 +265,7 @@ public struct LoadedCheckpoint {
         }
         try LoadedCheckpoint.checkVersion(file.metadata, path: path)
         do { metadata = try JSONDecoder().decode(CheckpointMetadata.self, from: Data(json.utf8)) } catch {
-            throw CheckpointError(path: path, problem: "its metadata does not parse: \(error)")
+            throw CheckpointError(path: path, problem: "its metadata does not parse: \(describe(error)); the file was damaged or edited")
         }
         if let problem = metadata.problem {
             throw CheckpointError(path: path, problem: "its metadata is invalid: \(problem); the file was damaged or edited")

@@ -4,6 +4,7 @@ import Foundation
 /// Foundation's errors the system's reason ("No space left on device") rather than "The
 /// operation could not be completed".
 public func describe(_ error: Error) -> String {
+    if let decoding = error as? DecodingError { return describe(decoding) }
     let ns = error as NSError
     if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
         return String(cString: strerror(Int32(underlying.code)))
@@ -12,6 +13,41 @@ public func describe(_ error: Error) -> String {
     // A Swift error (not Foundation's): its own description.
     if !(type(of: error) is NSError.Type) { return String(describing: error) }
     return ns.localizedDescription
+}
+
+/// A JSON record that did not decode, said by the field it concerns, e.g. "config.epochs is
+/// missing", "config.imageSize is not a whole number" (Swift's own text is a paragraph of
+/// coding keys and debug descriptions).
+public func describe(_ error: DecodingError) -> String {
+    func field(_ path: [CodingKey], _ key: CodingKey? = nil) -> String {
+        let keys = path + (key.map { [$0] } ?? [])
+        guard !keys.isEmpty else { return "the record" }
+        var name = ""
+        for key in keys {
+            if let index = key.intValue { name += "[\(index)]" } else { name += (name.isEmpty ? "" : ".") + printable(key.stringValue) }
+        }
+        return name
+    }
+    func kind(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type, is Int64.Type, is Int32.Type, is UInt64.Type, is UInt32.Type, is UInt.Type: return "a whole number (in range)"
+        case is Double.Type, is Float.Type: return "a number"
+        case is String.Type: return "text"
+        case is Bool.Type: return "true or false"
+        default:
+            let name = String(describing: type)
+            return name.hasPrefix("Array") ? "a list" : name.hasPrefix("Dictionary") ? "an object" : "of type \(name)"
+        }
+    }
+    switch error {
+    case .keyNotFound(let key, let context): return "\(field(context.codingPath, key)) is missing"
+    case .valueNotFound(let type, let context): return "\(field(context.codingPath)) is null, not \(kind(type))"
+    case .typeMismatch(let type, let context): return "\(field(context.codingPath)) is not \(kind(type))"
+    case .dataCorrupted(let context):
+        if context.codingPath.isEmpty { return "not valid JSON, or a number that does not fit its field" }
+        return "\(field(context.codingPath)): \(printable(context.debugDescription))"
+    @unknown default: return printable(String(describing: error))
+    }
 }
 
 /// Why an output file was not written.

@@ -116,8 +116,9 @@ struct Bench: ParsableCommand {
         do { data = try readBoundedFile(profilePath, limit: 16 << 20) } catch {
             throw ValidationError("cannot read the profile \(profilePath): \(describe(error))")
         }
-        guard let profile = try? JSONDecoder().decode(BenchmarkResult.self, from: data) else {
-            throw ValidationError("\(profilePath) is not a `catdog-dist bench --json` result: make one with `catdog-dist bench --json --batch-size B` on one rank")
+        let profile: BenchmarkResult
+        do { profile = try JSONDecoder().decode(BenchmarkResult.self, from: data) } catch {
+            throw ValidationError("\(profilePath) is not a `catdog-dist bench --json` result (\(describe(error))): make one with `catdog-dist bench --json --batch-size B` on one rank")
         }
         let expected = profile.batch_size.multipliedReportingOverflow(by: machineCores * comm.size)
         guard !expected.overflow, expected.partialValue == shape.batchSize else {

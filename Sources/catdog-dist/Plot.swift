@@ -32,7 +32,7 @@ struct Plot: ParsableCommand {
         var epochs: [EpochMetrics] = []
         for (number, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
             do { epochs.append(try JSONDecoder().decode(EpochMetrics.self, from: Data(line.utf8))) } catch {
-                printError("\(printable(metrics)) line \(number + 1) is not a metrics record: \(printable(String(describing: error)))")
+                printError("\(printable(metrics)) line \(number + 1) is not a metrics record: \(describe(error))")
                 throw ExitCode(1)
             }
         }

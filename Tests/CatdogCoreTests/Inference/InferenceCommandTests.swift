@@ -246,7 +246,8 @@ final class InferenceCommandTests: XCTestCase {
 
     /// A metrics file is untrusted: one larger than any run writes (a sparse file of 65 MiB)
     /// is refused before it is read, a FIFO is refused rather than waited on, and a line that
-    /// is no record is named in one line with its control characters escaped.
+    /// is no record is named in one line with its control characters escaped, saying which
+    /// field is wrong.
     func testPlotRefusesFilesThatAreNoRunsMetrics() throws {
         let folder = try temporaryFolder(self)
         let large = folder + "/large.jsonl"
@@ -254,9 +255,11 @@ final class InferenceCommandTests: XCTestCase {
         XCTAssertEqual(truncate(large, 65 << 20), 0)
         let fifo = folder + "/fifo.jsonl"
         XCTAssertEqual(mkfifo(fifo, 0o600), 0)
-        let bad = folder + "/bad.jsonl"
+        let bad = folder + "/bad.jsonl", wrongType = folder + "/wrong-type.jsonl"
         try "{\"epoch\u{1b}[2J\": 1}\n".write(toFile: bad, atomically: true, encoding: .utf8)
-        for (path, expected) in [(large, "bytes (limit 67108864)"), (fifo, "not a regular file"), (bad, "line 1 is not a metrics record")] {
+        try "{\"epoch\": \"one\"}\n".write(toFile: wrongType, atomically: true, encoding: .utf8)
+        for (path, expected) in [(large, "bytes (limit 67108864)"), (fifo, "not a regular file"), (bad, "line 1 is not a metrics record: "),
+                                 (wrongType, "line 1 is not a metrics record: epoch is not a whole number")] {
             let result = try CLI.run(["plot", path, "--out", folder + "/out.svg"])
             XCTAssertEqual(result.status, 1, "plot \(path): \(result.output)")
             XCTAssertTrue(result.stderr.contains(expected), "plot \(path): \(result.stderr)")

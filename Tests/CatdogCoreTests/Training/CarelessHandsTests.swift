@@ -163,6 +163,12 @@ final class CarelessHandsTests: XCTestCase {
             ("preprocessing image size", { m in var p = m["preprocessing"] as! [String: Any]; p["imageSize"] = 64; m["preprocessing"] = p }),
             ("negative", { m in m["stepInEpoch"] = -5 }),
             ("unknown model", { m in m["model"] = "../../etc" }),
+            // Fields missing or of the wrong kind are named, in words rather than Swift's decoding error.
+            ("its metadata does not parse: config.checksumEvery is missing; the file was damaged or edited",
+             { m in var c = m["config"] as! [String: Any]; c["checksumEvery"] = nil; m["config"] = c }),
+            ("config.augmentation is not an object", { m in var c = m["config"] as! [String: Any]; c["augmentation"] = [1, 2]; m["config"] = c }),
+            ("config.imageSize is not a whole number", { m in var c = m["config"] as! [String: Any]; c["imageSize"] = "large"; m["config"] = c }),
+            ("history[0] is null", { m in m["history"] = [NSNull()] }),
         ]
         for (message, edit) in cases {
             let bad = folder + "/crafted.safetensors.zst"
