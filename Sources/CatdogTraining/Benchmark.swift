@@ -51,6 +51,8 @@ public struct BenchmarkResult: Codable, Sendable {
         public var im2col_ms: Double
         /// The rest of forward and backward: BatchNorm, activations, pooling, bias, dense layers.
         public var other_layers_ms: Double
+        /// The update as a bare `train` applies it (`Recipe.standard`): AdamW with its weight
+        /// decay, then the weights' moving average.
         public var optimizer_ms: Double
         /// Waiting for gradients after backward (what overlap did not hide).
         public var allreduce_wait_ms: Double
@@ -69,6 +71,29 @@ public struct BenchmarkResult: Codable, Sendable {
     }
 }
 
+/// The weights' moving average a bare `train` keeps (`Recipe.standard.ema`, BatchNorm's
+/// statistics too), so that `bench` and the lab emulator pay for it after each update as
+/// training does.
+final class StandardAverage {
+    private let network: Network
+    private let parameters: FloatBuffer, state: FloatBuffer
+    private var updates = 0
+
+    init(_ network: Network) {
+        self.network = network
+        parameters = FloatBuffer(network.parameters.array)
+        state = FloatBuffer(network.state.array)
+    }
+
+    func update() {
+        guard let ema = Recipe.standard.ema else { return }
+        updates += 1
+        let d = WeightAverage.decay(ema, step: updates)
+        WeightAverage.update(parameters, toward: network.parameters, decay: d)
+        WeightAverage.update(state, toward: network.state, decay: d)
+    }
+}
+
 public enum Benchmark {
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
                            overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
@@ -81,27 +106,35 @@ public enum Benchmark {
         let network = try ModelZoo.build(model, imageSize: imageSize, convolution: convolution)
         network.reserve(maxBatch: batch)
         network.initialize(seed: 1)
-        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
+        // The update a bare `train` makes: AdamW, decoupled weight decay, the moving average.
+        let recipe = Recipe.standard
+        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount, kind: recipe.optimizer), communicator: comm,
                                     overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
                                     allReduce: allReduce)
         var random = Random(seed: 7, UInt64(comm.rank))
         for i in 0..<(batch * network.inputShape.count) { network.input[i] = random.uniform() }
         for i in 0..<batch { step.labels[i] = Float(random.below(2)) }
         let context = PassContext(training: true, seed: 1)
-        for _ in 0..<warmupSteps {
-            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: 0)
+        let average = StandardAverage(network)
+        var averageSeconds = 0.0
+        /// One training step and the moving average after it (timed with the optimizer).
+        func trainingStep() throws {
+            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: recipe.weightDecay)
+            let averaging = Date()
+            average.update()
+            averageSeconds += Date().timeIntervalSince(averaging)
         }
+        for _ in 0..<warmupSteps { try trainingStep() }
         try comm.barrier()
         step.resetTimers()
+        averageSeconds = 0
         network.profiling = true
         network.resetProfile()
         ConvolutionPhases.reset()
         ConvolutionPhases.enabled = true
         defer { ConvolutionPhases.enabled = false }
         let start = Date()
-        for _ in 0..<steps {
-            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: 0)
-        }
+        for _ in 0..<steps { try trainingStep() }
         try comm.barrier()
         let seconds = Date().timeIntervalSince(start)
         network.profiling = false
@@ -113,7 +146,7 @@ public enum Benchmark {
         for _ in 0..<repeats { try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount) }
         let allReduceSeconds = Date().timeIntervalSince(reduceStart) / Double(repeats)
         let layerSeconds = network.forwardSeconds.reduce(0, +) + network.backwardSeconds.reduce(0, +)
-        var totals = [seconds, step.exposedCommSeconds, allReduceSeconds, step.optimizerSeconds, layerSeconds] + ConvolutionPhases.seconds
+        var totals = [seconds, step.exposedCommSeconds, allReduceSeconds, step.optimizerSeconds + averageSeconds, layerSeconds] + ConvolutionPhases.seconds
             + ConvolutionPhases.passSeconds
         try comm.allReduceSum(&totals)
         /// Milliseconds a step, mean over ranks.

@@ -11,9 +11,9 @@ import Foundation
 /// layer, starting each gradient bucket's reduction the moment backward has passed it, as
 /// training does. The reductions are real: the real gradient buffers of the model, the real
 /// fp32, fp16 or PowerSGD code, over whatever links the ranks run on (`cluster/netns-lab` with
-/// `tc` rates). The optimizer step is slept as well, for the time it takes on this CPU
-/// (measured once): many emulated machines share this computer's cores, and its real cost on
-/// every one of them would starve the others.
+/// `tc` rates). The update (AdamW and the moving average) is slept as well, for the time it
+/// takes on this CPU (measured once): many emulated machines share this computer's cores, and
+/// its real cost on every one of them would starve the others.
 ///
 /// The ranks of one machine would first sum their gradients through shared memory and share
 /// the result afterwards; that costs the machine two passes over each bucket at this CPU's
@@ -80,18 +80,25 @@ public enum LabEmulator {
     static let profileMilliseconds = 0.0...1e6
 
     /// What one emulated machine costs besides its layers, measured on this CPU by one rank at
-    /// a time (the ranks share this computer's cores): the real optimizer step, and one pass
-    /// of a shared-memory sum per float.
+    /// a time (the ranks share this computer's cores): the real update as a bare `train` makes
+    /// it (AdamW's weight decay and step, then the weights' moving average), and one pass of a
+    /// shared-memory sum per float.
     static func measureLocalCosts(_ step: DataParallelStep, _ comm: Communicator) throws -> (optimizer: Double, perFloat: Double) {
         let network = step.network
         var optimizerSeconds = 0.0, secondsPerFloat = 0.0
         let scratch = FloatBuffer(count: network.parameterCount)
         scratch.zero()
+        let average = StandardAverage(network), decaying = network.decayingRanges()
+        let decay = Float(1e-6) * Recipe.standard.weightDecay
         for r in 0..<comm.size {
             try comm.barrier()
             guard r == comm.rank else { continue }
             var started = Date()
-            for _ in 0..<3 { step.optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6) }
+            for _ in 0..<3 {
+                decayWeights(decay, ranges: decaying, parameters: network.parameters.pointer)
+                step.optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6)
+                average.update()
+            }
             optimizerSeconds = Date().timeIntervalSince(started) / 3
             started = Date()
             for _ in 0..<3 { PowerSGDReduction.axpy(1, network.gradients.pointer, scratch.pointer, network.parameterCount) }
@@ -128,9 +135,9 @@ public enum LabEmulator {
                            communicator comm: Communicator) throws -> Result {
         let network = try check(profile)
         network.initialize(seed: 1)
-        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: comm,
-                                    overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
-                                    allReduce: allReduce)
+        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount, kind: Recipe.standard.optimizer),
+                                    communicator: comm, overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576),
+                                    compression: compression, allReduce: allReduce)
         // Gradients: random at the start; afterwards each step reduces what the previous left
         // (the values do not change what crosses the network, and a refill would cost CPU).
         var random = Random(seed: 11, UInt64(comm.rank))

@@ -13,8 +13,9 @@ struct Bench: ParsableCommand {
             Runs alone or under mpirun; reports aggregate images/s, achieved GFLOP/s, time per \
             layer forward and backward, where a step's time goes (the convolutions' products, \
             Winograd transforms and im2col, and the same by pass: forward, dX, dW; the other \
-            layers; the optimizer), the all-reduce time and the exposed (not overlapped) share \
-            of the step. Example:
+            layers; the update, as a bare `train` makes it: AdamW with weight decay 0.05, then \
+            the weights' moving average), the all-reduce time and the exposed (not overlapped) \
+            share of the step. Example:
               mpirun -np 2 catdog-dist bench --model vgg --image-size 64 --batch-size 64 --steps 30 --json
             With --decode DIR, each rank instead decodes its 1/N of DIR's images and reports images/s.
             """)
