@@ -126,19 +126,46 @@ void FN(catdog_mask_bias_gradient)(const float *restrict y, float *restrict dy, 
     }
 }
 
+// The moving average of the weights: avg = d·avg + (1 - d)·w, without fused multiply-adds.
+void FN(catdog_moving_average)(float *restrict avg, const float *restrict w, size_t n, float d) {
+#pragma clang fp contract(off)
+    const float e = 1.0f - d;
+    for (size_t i = 0; i < n; i++) avg[i] = d * avg[i] + e * w[i];
+}
+
+// AdamW's whole update in one pass over memory instead of three: w·keep (decoupled weight
+// decay; keep = 1 leaves w as it is), Adam's step as catdog_adam_step, then, with avg, the
+// moving average as catdog_moving_average. Each element gets the same bits as the three passes.
+void FN(catdog_adam_average_step)(float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
+                                  float *restrict avg, size_t n, float b1, float b2, float alpha, float eps, float keep,
+                                  float d) {
+#pragma clang fp contract(off)
+    const float e = 1.0f - d;
+#define ADAM_ELEMENT(i) \
+    float mi = m[i] + (g[i] - m[i]) * b1; \
+    float vi = v[i] + (g[i] * g[i] - v[i]) * b2; \
+    m[i] = mi; \
+    v[i] = vi; \
+    float wi = w[i] * keep; \
+    wi = wi - alpha * mi / (__builtin_sqrtf(vi) + eps); \
+    w[i] = wi
+    if (avg) {
+        for (size_t i = 0; i < n; i++) {
+            ADAM_ELEMENT(i);
+            avg[i] = d * avg[i] + e * wi;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) { ADAM_ELEMENT(i); }
+    }
+#undef ADAM_ELEMENT
+}
+
 // Adam's step, in the operations and order of the Swift formula it replaced and without fused
 // multiply-adds, so that every instruction set (and every rank) computes the same bits:
 // m += (g - m)·b1; v += (g·g - v)·b2; w -= alpha·m / (√v + eps).
 void FN(catdog_adam_step)(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n,
                           float b1, float b2, float alpha, float eps) {
-#pragma clang fp contract(off)
-    for (size_t i = 0; i < n; i++) {
-        float mi = m[i] + (g[i] - m[i]) * b1;
-        float vi = v[i] + (g[i] * g[i] - v[i]) * b2;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = w[i] - alpha * mi / (__builtin_sqrtf(vi) + eps);
-    }
+    FN(catdog_adam_average_step)(w, g, m, v, NULL, n, b1, b2, alpha, eps, 1.0f, 0.0f);
 }
 
 // LAMB's first pass over one tensor: Adam's moments (as catdog_adam_step), and the squared norms

@@ -66,6 +66,11 @@ void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, si
 void catdog_resize_horizontal(const uint8_t *src, size_t src_width, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *line, float *out) { table()->resize_horizontal(src, src_width, first_row, last_row, starts, weights, taps, size, line, out); }
 void catdog_resize_vertical(const float *horizontal, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *sum, uint8_t *out) { table()->resize_vertical(horizontal, first_row, last_row, starts, weights, taps, size, sum, out); }
 void catdog_adam_step(float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps) { table()->adam_step(w, g, m, v, n, b1, b2, alpha, eps); }
+void catdog_adam_average_step(float *w, const float *g, float *m, float *v, float *avg, size_t n, float b1, float b2, float alpha,
+                              float eps, float keep, float d) {
+    table()->adam_average_step(w, g, m, v, avg, n, b1, b2, alpha, eps, keep, d);
+}
+void catdog_moving_average(float *avg, const float *w, size_t n, float d) { table()->moving_average(avg, w, n, d); }
 void catdog_lamb_moments(const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms) { table()->lamb_moments(w, g, m, v, n, b1, b2, c1, c2, eps, norms); }
 void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps) { table()->lamb_apply(w, m, v, n, rate, c1, c2, eps); }
 void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite) { table()->masked_add(y, dy, dx, dx2, count, lo, hi, overwrite); }

@@ -17,6 +17,9 @@
     X(mask_bias_gradient, (const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation)) \
     X(transpose, (const float *src, size_t rows, size_t cols, float *dst)) \
     X(adam_step, (float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps)) \
+    X(adam_average_step, (float *w, const float *g, float *m, float *v, float *avg, size_t n, float b1, float b2, float alpha, \
+                          float eps, float keep, float d)) \
+    X(moving_average, (float *avg, const float *w, size_t n, float d)) \
     X(lamb_moments, (const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms)) \
     X(lamb_apply, (float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps)) \
     X(maxpool, (const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow)) \

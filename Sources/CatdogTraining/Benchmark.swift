@@ -72,8 +72,8 @@ public struct BenchmarkResult: Codable, Sendable {
 }
 
 /// The weights' moving average a bare `train` keeps (`Recipe.standard.ema`, BatchNorm's
-/// statistics too), so that `bench` and the lab emulator pay for it after each update as
-/// training does.
+/// statistics too), so that `bench` and the lab emulator pay for it as training does: the
+/// weights' in the optimizer's pass (`average` for the coming update), the statistics' after.
 final class StandardAverage {
     private let network: Network
     private let parameters: FloatBuffer, state: FloatBuffer
@@ -85,12 +85,16 @@ final class StandardAverage {
         state = FloatBuffer(network.state.array)
     }
 
-    func update() {
-        guard let ema = Recipe.standard.ema else { return }
+    /// The weights' average and its decay for the coming update, nil without one.
+    var average: (weights: FloatBuffer, decay: Float)? {
+        Recipe.standard.ema.map { (parameters, WeightAverage.decay($0, step: updates + 1)) }
+    }
+
+    /// After the update: BatchNorm's statistics.
+    func updated() {
         updates += 1
-        let d = WeightAverage.decay(ema, step: updates)
-        WeightAverage.update(parameters, toward: network.parameters, decay: d)
-        WeightAverage.update(state, toward: network.state, decay: d)
+        guard let ema = Recipe.standard.ema else { return }
+        WeightAverage.update(state, toward: network.state, decay: WeightAverage.decay(ema, step: updates))
     }
 }
 
@@ -117,11 +121,12 @@ public enum Benchmark {
         let context = PassContext(training: true, seed: 1)
         let average = StandardAverage(network)
         var averageSeconds = 0.0
-        /// One training step and the moving average after it (timed with the optimizer).
+        /// One training step with the moving average (BatchNorm's, after it, timed with the optimizer).
         func trainingStep() throws {
-            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: recipe.weightDecay)
+            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: recipe.weightDecay,
+                             average: average.average)
             let averaging = Date()
-            average.update()
+            average.updated()
             averageSeconds += Date().timeIntervalSince(averaging)
         }
         for _ in 0..<warmupSteps { try trainingStep() }

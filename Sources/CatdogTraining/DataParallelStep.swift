@@ -148,8 +148,11 @@ public final class DataParallelStep {
     /// (unless `context` asks for groups of ghost batch normalization, which micro-batches
     /// then hold whole).
     /// `update` is the global update number (PowerSGD starts compressing at one).
+    /// With `average`, the weights' moving average (as long as the parameters) follows the
+    /// updated weights with that decay, in the optimizer's pass where it can.
     public func run(batch: Int, input: UnsafePointer<Float>? = nil, normalizer: Int, context: PassContext,
-                    learningRate: Float, weightDecay: Float, update: Int = 0) throws -> (lossSum: Double, correct: Int) {
+                    learningRate: Float, weightDecay: Float, update: Int = 0,
+                    average: (weights: FloatBuffer, decay: Float)? = nil) throws -> (lossSum: Double, correct: Int) {
         precondition(input == nil ? batch <= network.maxBatch : (firstNode == 0 && batch <= labels.count))
         let start = Date()
         network.gradients.zero()
@@ -161,7 +164,7 @@ public final class DataParallelStep {
         if let heartbeat { comm.announceProgress(heartbeat) }
         try reduce(update: update)
         let reduced = Date()
-        apply(learningRate: learningRate, weightDecay: weightDecay)
+        apply(learningRate: learningRate, weightDecay: weightDecay, average: average)
         let waited = reduced.timeIntervalSince(backwardDone)
         let finished = Date()
         lastStep = (backwardDone.timeIntervalSince(start), finished.timeIntervalSince(reduced))
@@ -255,20 +258,34 @@ public final class DataParallelStep {
         }
     }
 
-    /// Weight decay (decoupled, or as L2 in the gradients) and each group's optimizer step.
-    private func apply(learningRate: Float, weightDecay: Float) {
+    /// Weight decay (decoupled, or as L2 in the gradients), each group's optimizer step and
+    /// the moving average: each group's in one update (`Optimizer.update`; Adam's is one pass
+    /// over memory), then the decay and average of what no group holds.
+    private func apply(learningRate: Float, weightDecay: Float, average: (weights: FloatBuffer, decay: Float)?) {
         let optimizerStart = Timeline.mark(timeline)
         defer { timeline?.record("optimizer", "compute", since: optimizerStart) }
         let p = network.parameters.pointer, g = network.gradients.pointer
-        if groups.first?.optimizer.kind.decouplesWeightDecay == true {
-            decayWeights(learningRate * weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound), parameters: p)
-        } else {
-            addWeightDecay(weightDecay, ranges: network.decayingRanges(from: trainable.lowerBound),
-                           parameters: p, gradients: g)
-        }
+        let decaying = network.decayingRanges(from: trainable.lowerBound)
+        let decoupled = groups.first?.optimizer.kind.decouplesWeightDecay == true
+        let decayFactor = decoupled ? learningRate * weightDecay : 0
+        if !decoupled { addWeightDecay(weightDecay, ranges: decaying, parameters: p, gradients: g) }
+        if let average { precondition(average.weights.count == network.parameterCount) }
         for group in groups {
-            group.optimizer.step(parameters: p + group.range.lowerBound, gradients: g + group.range.lowerBound,
-                                 learningRate: learningRate * group.learningRateScale)
+            let r = group.range
+            let mine = decaying.map { $0.clamped(to: r) }.filter { !$0.isEmpty }.map { ($0.lowerBound - r.lowerBound)..<($0.upperBound - r.lowerBound) }
+            group.optimizer.update(parameters: p + r.lowerBound, gradients: g + r.lowerBound, count: r.count,
+                                   learningRate: learningRate * group.learningRateScale, decayFactor: decayFactor, decaying: mine,
+                                   average: average.map { $0.weights.pointer + r.lowerBound }, averageDecay: average?.decay ?? 0)
+        }
+        // Outside every group: frozen weights, averaged all the same (they may be unfrozen later).
+        var outside = [0..<network.parameterCount]
+        for r in groups.map(\.range) {
+            outside = outside.flatMap { o in [o.lowerBound..<max(o.lowerBound, min(o.upperBound, r.lowerBound)),
+                                               min(o.upperBound, max(o.lowerBound, r.upperBound))..<o.upperBound].filter { !$0.isEmpty } }
+        }
+        for o in outside {
+            decayWeights(decayFactor, ranges: decaying.map { $0.clamped(to: o) }.filter { !$0.isEmpty }, parameters: p)
+            if let average { WeightAverage.update(average.weights.pointer + o.lowerBound, toward: p + o.lowerBound, count: o.count, decay: average.decay) }
         }
     }
 

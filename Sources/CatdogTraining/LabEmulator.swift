@@ -95,9 +95,11 @@ public enum LabEmulator {
             guard r == comm.rank else { continue }
             var started = Date()
             for _ in 0..<3 {
-                decayWeights(decay, ranges: decaying, parameters: network.parameters.pointer)
-                step.optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer, learningRate: 1e-6)
-                average.update()
+                let weights = average.average
+                step.optimizer.update(parameters: network.parameters.pointer, gradients: network.gradients.pointer,
+                                      count: network.parameterCount, learningRate: 1e-6, decayFactor: decay, decaying: decaying,
+                                      average: weights?.weights.pointer, averageDecay: weights?.decay ?? 0)
+                average.updated()
             }
             optimizerSeconds = Date().timeIntervalSince(started) / 3
             started = Date()

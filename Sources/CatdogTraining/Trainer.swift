@@ -299,16 +299,16 @@ public final class Trainer {
         stepper.heartbeat = watchdog == nil ? nil : globalStep + 1
         // Each rank's part of the parted sums follows its share of the batch.
         if let parted = stepper.reduction as? PartedReduction, parted.weights != balancer.shares { parted.weights = balancer.shares }
+        // The weights' average follows them in the optimizer's pass; BatchNorm's statistics after.
+        let averageDecay = config.emaDecay.map { WeightAverage.decay($0, step: globalStep + 1) }
         let result = try stepper.run(batch: batch.count, input: batch.input, normalizer: plan.globalCount(step: step),
                                      context: context, learningRate: schedule.rate(at: globalStep), weightDecay: config.weightDecay,
-                                     update: globalStep)
+                                     update: globalStep, average: averageDecay.map { (emaParameters, $0) })
         globalStep += 1
-        if let decay = config.emaDecay {
+        if let averageDecay {
             let averaging = Timeline.mark(timeline)
             defer { timeline?.record("moving average", "compute", since: averaging) }
-            let d = WeightAverage.decay(decay, step: globalStep)
-            WeightAverage.update(emaParameters, toward: network.parameters, decay: d)
-            WeightAverage.update(emaState, toward: network.state, decay: d)
+            WeightAverage.update(emaState, toward: network.state, decay: averageDecay)
         }
         return StepResult(lossSum: result.lossSum, correct: Double(result.correct), count: Double(batch.count))
     }

@@ -70,6 +70,13 @@ void catdog_scale_shift(const float *x, const float *scale, const float *shift, 
 // Adam: m += (g - m)·b1; v += (g·g - v)·b2; w -= alpha·m / (√v + eps); the same bits on every
 // instruction set (no fused multiply-adds).
 void catdog_adam_step(float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float alpha, float eps);
+// AdamW's update in one pass: w·keep (decoupled decay, keep = 1 for none), Adam's step, then, when
+// avg is not NULL, the weights' moving average avg = d·avg + (1 − d)·w (as catdog_moving_average);
+// the same bits as those three passes.
+void catdog_adam_average_step(float *w, const float *g, float *m, float *v, float *avg, size_t n, float b1, float b2, float alpha,
+                              float eps, float keep, float d);
+// avg = d·avg + (1 − d)·w, without fused multiply-adds (the same bits on every instruction set).
+void catdog_moving_average(float *avg, const float *w, size_t n, float d);
 // LAMB over one tensor: the moments as above and norms[0] = ‖w‖², norms[1] = ‖u‖² of the step
 // u = m·c1 / (√(v·c2) + eps), in double over 8 lanes of fixed order (the same bits on every
 // instruction set); then w -= rate·u.

@@ -17,10 +17,24 @@ public protocol Optimizer: AnyObject {
     var scalarState: [String: Double] { get set }
     var hyperparameters: [String: Double] { get }
     func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, learningRate: Float)
+    /// A training update of these `count` parameters: decoupled weight decay first
+    /// (`decayWeights(decayFactor, ranges: decaying)`, ranges relative to `parameters`), then
+    /// `step`, then, with `average`, the moving average of the result
+    /// (`WeightAverage.update` with `averageDecay`, the same offsets).
+    func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
+                decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay: Float)
 }
 
 extension Optimizer {
     public var scalarState: [String: Double] { get { [:] } set {} }
+
+    /// The three passes one after another (Adam makes them one).
+    public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
+                       decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay: Float) {
+        decayWeights(decayFactor, ranges: decaying, parameters: parameters)
+        step(parameters: parameters, gradients: gradients, learningRate: learningRate)
+        if let average { WeightAverage.update(average, toward: parameters, count: count, decay: averageDecay) }
+    }
 }
 
 public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
@@ -175,10 +189,38 @@ public final class Adam: Optimizer {
     }
 
     public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
-        let t = Double(iterations + 1)
-        let alpha = Float(Double(lr) * (1 - pow(Double(beta2), t)).squareRoot() / (1 - pow(Double(beta1), t)))
         // In C, vectorised for the CPU, with the same bits as the scalar formula on every one.
-        catdog_adam_step(w, g, m.pointer, v.pointer, m.count, 1 - beta1, 1 - beta2, alpha, epsilon)
+        catdog_adam_step(w, g, m.pointer, v.pointer, m.count, 1 - beta1, 1 - beta2, alpha(lr), epsilon)
+        iterations += 1
+    }
+
+    /// α = lr·√(1−β₂ᵗ)/(1−β₁ᵗ) for the coming update.
+    private func alpha(_ lr: Float) -> Float {
+        let t = Double(iterations + 1)
+        return Float(Double(lr) * (1 - pow(Double(beta2), t)).squareRoot() / (1 - pow(Double(beta1), t)))
+    }
+
+    /// Decay, step and moving average in one pass over memory (`catdog_adam_average_step`):
+    /// the weights, moments, gradients and average are read and written once instead of the
+    /// weights three times. Run by stretches, the decaying ones with w·(1 − decayFactor) as
+    /// `decayWeights` computes it, the rest with w·1; the same bits as the three passes.
+    public func update(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, count: Int, learningRate lr: Float,
+                       decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay d: Float) {
+        precondition(count == m.count)
+        let alpha = alpha(lr), keep = decayFactor > 0 ? 1 - decayFactor : 1
+        func run(_ range: Range<Int>, keep: Float) {
+            guard !range.isEmpty else { return }
+            let o = range.lowerBound
+            catdog_adam_average_step(w + o, g + o, m.pointer + o, v.pointer + o, average.map { $0 + o }, range.count,
+                                     1 - beta1, 1 - beta2, alpha, epsilon, keep, d)
+        }
+        var done = 0
+        for range in decaying.map({ $0.clamped(to: 0..<count) }).sorted(by: { $0.lowerBound < $1.lowerBound }) where range.lowerBound >= done {
+            run(done..<range.lowerBound, keep: 1)
+            run(range, keep: keep)
+            done = range.upperBound
+        }
+        run(done..<count, keep: 1)
         iterations += 1
     }
 }

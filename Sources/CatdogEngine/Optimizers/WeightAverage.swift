@@ -1,5 +1,6 @@
-import CatdogSupport
+import CKernels
 import COpenBLAS
+import CatdogSupport
 
 /// An exponential moving average of weights (Polyak averaging as in timm's ModelEmaV2 and
 /// Keras's `use_ema`): average ← d·average + (1 − d)·weights after every update, with the
@@ -11,11 +12,17 @@ public enum WeightAverage {
         Float(min(decay, Double(1 + step) / Double(10 + step)))
     }
 
-    /// average ← d·average + (1 − d)·weights, over `average.count` floats.
+    /// average ← d·average + (1 − d)·weights, over `average.count` floats, in the operations
+    /// AdamW's fused update (`Optimizer.update`) uses, so that either gives the same bits.
     public static func update(_ average: FloatBuffer, toward weights: FloatBuffer, decay d: Float) {
         precondition(average.count == weights.count)
         guard average.count > 0 else { return }
-        cblas_saxpby(Int32(average.count), 1 - d, weights.pointer, 1, d, average.pointer, 1)
+        update(average.pointer, toward: weights.pointer, count: average.count, decay: d)
+    }
+
+    /// The same over `count` floats from the pointers.
+    public static func update(_ average: UnsafeMutablePointer<Float>, toward weights: UnsafePointer<Float>, count: Int, decay d: Float) {
+        catdog_moving_average(average, weights, count, d)
     }
 
     /// Exchanges the contents of two buffers of the same length.

@@ -85,4 +85,47 @@ final class FineTuningStepTests: XCTestCase {
         XCTAssertLessThan(last.lossSum, first.lossSum * 0.5)
         for i in 0..<body.lowerBound { XCTAssertEqual(network.parameters[i], before[i]) }
     }
+
+    /// AdamW groups with a moving average: each group's decay, step and average run in one
+    /// pass, the frozen part's average outside them; the result is bit for bit what the
+    /// passes one after another give (decay of the kernels after the cut, each group's step
+    /// at its rate, the average of every weight), and the frozen weights do not move.
+    func testGroupsUpdateInOnePassAsInThree() throws {
+        var b = NetworkBuilder(input: .init(height: 8, width: 8, channels: 3))
+        b.add(Conv2D(4, 3, activation: .relu))
+        let cut = b.add(MaxPool2D(2))
+        b.add(Conv2D(6, 3, activation: .relu))
+        b.add(Flatten())
+        b.add(Dense(1))
+        let network = try b.build()
+        network.initialize(seed: 8)
+        network.reserve(maxBatch: 4)
+        let head = network.parameterRange(ofNode: network.nodes.count - 1)
+        let body = network.parameterRange(after: cut).lowerBound..<head.lowerBound
+        let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: Adam(count: body.count, kind: .adamw), learningRateScale: 0.1),
+                      DataParallelStep.ParameterGroup(range: head, optimizer: Adam(count: head.count, kind: .adamw))]
+        let step = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: LocalCommunicator(),
+                                    overlap: true, bucketBytes: 64)
+        var random = Random(seed: 2)
+        for i in 0..<(4 * network.nodes[cut].shape.count) { network.activation(cut)[i] = random.uniform(0, 1) }
+        for (i, label) in [1, 0, 0, 1].enumerated() { step.labels[i] = Float(label) }
+        let before = FloatBuffer(network.parameters.array)
+        let average = FloatBuffer((0..<network.parameterCount).map { _ in random.uniform(-1, 1) }), averageBefore = average.array
+        let lr: Float = 0.05, decay: Float = 0.3, d: Float = 0.9
+        _ = try step.run(batch: 4, normalizer: 4, context: PassContext(training: true), learningRate: lr, weightDecay: decay,
+                         average: (average, d))
+        // The same update, pass by pass, from the weights before and the step's gradients.
+        let expected = before, expectedAverage = FloatBuffer(averageBefore)
+        decayWeights(lr * decay, ranges: network.decayingRanges(from: body.lowerBound), parameters: expected.pointer)
+        for (group, scale) in [(body, Float(0.1)), (head, 1)] {
+            Adam(count: group.count, kind: .adamw).step(parameters: expected.pointer + group.lowerBound,
+                                                        gradients: network.gradients.pointer + group.lowerBound, learningRate: lr * scale)
+        }
+        WeightAverage.update(expectedAverage, toward: expected, decay: d)
+        XCTAssertEqual(network.parameters.array.map(\.bitPattern), expected.array.map(\.bitPattern), "weights")
+        XCTAssertEqual(average.array.map(\.bitPattern), expectedAverage.array.map(\.bitPattern), "average")
+        for i in 0..<body.lowerBound { XCTAssertEqual(network.parameters[i], before[i], "frozen parameter \(i)") }
+        XCTAssertNotEqual(average[0], averageBefore[0], "the frozen part's average did not move")
+        XCTAssertFalse(network.decayingRanges(from: body.lowerBound).isEmpty)
+    }
 }
