@@ -53,17 +53,7 @@ final class FineTuningStepTests: XCTestCase {
     /// A data-parallel step with two groups (SGD, no momentum): the frozen part stays bit for
     /// bit, each group moves by −lr·scale·gradient, and repeated steps drive the loss down.
     func testParameterGroupsTrainOnlyAfterTheCutAtTheirOwnRates() throws {
-        var b = NetworkBuilder(input: .init(height: 8, width: 8, channels: 3))
-        b.add(Conv2D(4, 3, activation: .relu))
-        let cut = b.add(MaxPool2D(2))
-        b.add(Conv2D(6, 3, activation: .relu))
-        b.add(Flatten())
-        b.add(Dense(1))
-        let network = try b.build()
-        network.initialize(seed: 8)
-        network.reserve(maxBatch: 4)
-        let head = network.parameterRange(ofNode: network.nodes.count - 1)
-        let body = network.parameterRange(after: cut).lowerBound..<head.lowerBound
+        let (network, cut, body, head) = try smallCutNetwork()
         let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: SGD(count: body.count, momentum: 0), learningRateScale: 0.1),
                       DataParallelStep.ParameterGroup(range: head, optimizer: SGD(count: head.count, momentum: 0))]
         let step = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: LocalCommunicator(),
@@ -91,17 +81,7 @@ final class FineTuningStepTests: XCTestCase {
     /// passes one after another give (decay of the kernels after the cut, each group's step
     /// at its rate, the average of every weight), and the frozen weights do not move.
     func testGroupsUpdateInOnePassAsInThree() throws {
-        var b = NetworkBuilder(input: .init(height: 8, width: 8, channels: 3))
-        b.add(Conv2D(4, 3, activation: .relu))
-        let cut = b.add(MaxPool2D(2))
-        b.add(Conv2D(6, 3, activation: .relu))
-        b.add(Flatten())
-        b.add(Dense(1))
-        let network = try b.build()
-        network.initialize(seed: 8)
-        network.reserve(maxBatch: 4)
-        let head = network.parameterRange(ofNode: network.nodes.count - 1)
-        let body = network.parameterRange(after: cut).lowerBound..<head.lowerBound
+        let (network, cut, body, head) = try smallCutNetwork()
         let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: Adam(count: body.count, kind: .adamw), learningRateScale: 0.1),
                       DataParallelStep.ParameterGroup(range: head, optimizer: Adam(count: head.count, kind: .adamw))]
         let step = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: LocalCommunicator(),
@@ -127,5 +107,22 @@ final class FineTuningStepTests: XCTestCase {
         for i in 0..<body.lowerBound { XCTAssertEqual(network.parameters[i], before[i], "frozen parameter \(i)") }
         XCTAssertNotEqual(average[0], averageBefore[0], "the frozen part's average did not move")
         XCTAssertFalse(network.decayingRanges(from: body.lowerBound).isEmpty)
+    }
+
+    /// A conv, a pool (the cut), a conv and a dense head on 8×8×3, for 4 samples: the body
+    /// after the cut and the head as parameter ranges.
+    func smallCutNetwork() throws -> (network: Network, cut: Int, body: Range<Int>, head: Range<Int>) {
+        var b = NetworkBuilder(input: .init(height: 8, width: 8, channels: 3))
+        b.add(Conv2D(4, 3, activation: .relu))
+        let cut = b.add(MaxPool2D(2))
+        b.add(Conv2D(6, 3, activation: .relu))
+        b.add(Flatten())
+        b.add(Dense(1))
+        let network = try b.build()
+        network.initialize(seed: 8)
+        network.reserve(maxBatch: 4)
+        let head = network.parameterRange(ofNode: network.nodes.count - 1)
+        let body = network.parameterRange(after: cut).lowerBound..<head.lowerBound
+        return (network, cut, body, head)
     }
 }
