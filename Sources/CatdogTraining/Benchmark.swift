@@ -51,8 +51,8 @@ public struct BenchmarkResult: Codable, Sendable {
         public var im2col_ms: Double
         /// The rest of forward and backward: BatchNorm, activations, pooling, bias, dense layers.
         public var other_layers_ms: Double
-        /// The update as a bare `train` applies it (`Recipe.standard`): AdamW with its weight
-        /// decay, then the weights' moving average.
+        /// The update (`BenchmarkUpdate`; `bench`'s is a bare `train`'s: AdamW with its
+        /// weight decay and the weights' moving average).
         public var optimizer_ms: Double
         /// Waiting for gradients after backward (what overlap did not hide).
         public var allreduce_wait_ms: Double
@@ -71,29 +71,54 @@ public struct BenchmarkResult: Codable, Sendable {
     }
 }
 
-/// The weights' moving average a bare `train` keeps (`Recipe.standard.ema`, BatchNorm's
-/// statistics too), so that `bench` and the lab emulator pay for it as training does: the
-/// weights' in the optimizer's pass (`average` for the coming update), the statistics' after.
-final class StandardAverage {
+/// The update a step is timed with: the optimizer, its weight decay and the weights' moving
+/// average. `standard` is a bare `train`'s (`Recipe.standard`: AdamW, 0.05, 0.999); a run
+/// measuring its own speed passes its own.
+public struct BenchmarkUpdate: Sendable {
+    public var optimizer: OptimizerKind
+    public var momentum: Float
+    public var weightDecay: Float
+    public var ema: Double?
+    public init(optimizer: OptimizerKind, momentum: Float = 0.9, weightDecay: Float, ema: Double?) {
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        self.ema = ema.flatMap { $0 > 0 ? $0 : nil }
+    }
+    public static let standard = BenchmarkUpdate(optimizer: Recipe.standard.optimizer, weightDecay: Recipe.standard.weightDecay,
+                                                 ema: Recipe.standard.ema)
+
+    func makeOptimizer(_ network: Network) -> Optimizer {
+        optimizer.make(count: network.parameterCount, momentum: momentum,
+                       tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
+    }
+}
+
+/// The weights' moving average of a `BenchmarkUpdate` (BatchNorm's statistics too), so that
+/// `bench` and the lab emulator pay for it as training does: the weights' in the optimizer's
+/// pass (`average` for the coming update), the statistics' after.
+final class BenchmarkAverage {
     private let network: Network
+    private let ema: Double?
     private let parameters: FloatBuffer, state: FloatBuffer
     private var updates = 0
 
-    init(_ network: Network) {
+    init(_ network: Network, ema: Double?) {
         self.network = network
-        parameters = FloatBuffer(network.parameters.array)
-        state = FloatBuffer(network.state.array)
+        self.ema = ema
+        parameters = FloatBuffer(ema == nil ? [] : network.parameters.array)
+        state = FloatBuffer(ema == nil ? [] : network.state.array)
     }
 
     /// The weights' average and its decay for the coming update, nil without one.
     var average: (weights: FloatBuffer, decay: Float)? {
-        Recipe.standard.ema.map { (parameters, WeightAverage.decay($0, step: updates + 1)) }
+        ema.map { (parameters, WeightAverage.decay($0, step: updates + 1)) }
     }
 
     /// After the update: BatchNorm's statistics.
     func updated() {
         updates += 1
-        guard let ema = Recipe.standard.ema else { return }
+        guard let ema else { return }
         WeightAverage.update(state, toward: network.state, decay: WeightAverage.decay(ema, step: updates))
     }
 }
@@ -101,7 +126,7 @@ final class StandardAverage {
 public enum Benchmark {
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
                            overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
-                           convolution: ConvolutionOptions = .init(),
+                           convolution: ConvolutionOptions = .init(), update: BenchmarkUpdate = .standard,
                            communicator comm: Communicator) throws -> BenchmarkResult {
         guard globalBatch % comm.size == 0 else {
             throw EpochPlan.BatchSizeError(description: "the global batch size \(globalBatch) does not divide among \(comm.size) ranks")
@@ -110,20 +135,18 @@ public enum Benchmark {
         let network = try ModelZoo.build(model, imageSize: imageSize, convolution: convolution)
         network.reserve(maxBatch: batch)
         network.initialize(seed: 1)
-        // The update a bare `train` makes: AdamW, decoupled weight decay, the moving average.
-        let recipe = Recipe.standard
-        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount, kind: recipe.optimizer), communicator: comm,
+        let step = DataParallelStep(network: network, optimizer: update.makeOptimizer(network), communicator: comm,
                                     overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576), compression: compression,
                                     allReduce: allReduce)
         var random = Random(seed: 7, UInt64(comm.rank))
         for i in 0..<(batch * network.inputShape.count) { network.input[i] = random.uniform() }
         for i in 0..<batch { step.labels[i] = Float(random.below(2)) }
         let context = PassContext(training: true, seed: 1)
-        let average = StandardAverage(network)
+        let average = BenchmarkAverage(network, ema: update.ema)
         var averageSeconds = 0.0
         /// One training step with the moving average (BatchNorm's, after it, timed with the optimizer).
         func trainingStep() throws {
-            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: recipe.weightDecay,
+            _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: update.weightDecay,
                              average: average.average)
             let averaging = Date()
             average.updated()

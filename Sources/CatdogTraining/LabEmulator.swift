@@ -88,8 +88,9 @@ public enum LabEmulator {
         var optimizerSeconds = 0.0, secondsPerFloat = 0.0
         let scratch = FloatBuffer(count: network.parameterCount)
         scratch.zero()
-        let average = StandardAverage(network), decaying = network.decayingRanges()
-        let decay = Float(1e-6) * Recipe.standard.weightDecay
+        let update = BenchmarkUpdate.standard
+        let average = BenchmarkAverage(network, ema: update.ema), decaying = network.decayingRanges()
+        let decay = step.optimizer.kind.decouplesWeightDecay ? Float(1e-6) * update.weightDecay : 0
         for r in 0..<comm.size {
             try comm.barrier()
             guard r == comm.rank else { continue }
@@ -137,7 +138,7 @@ public enum LabEmulator {
                            communicator comm: Communicator) throws -> Result {
         let network = try check(profile)
         network.initialize(seed: 1)
-        let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount, kind: Recipe.standard.optimizer),
+        let step = DataParallelStep(network: network, optimizer: BenchmarkUpdate.standard.makeOptimizer(network),
                                     communicator: comm, overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576),
                                     compression: compression, allReduce: allReduce)
         // Gradients: random at the start; afterwards each step reduces what the previous left

@@ -504,6 +504,8 @@ struct Train: ParsableCommand {
                 let rate = try Benchmark.run(model: config.model, imageSize: size, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
                                              overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
                                              allReduce: config.allReduceTopology, convolution: convolution,
+                                             update: BenchmarkUpdate(optimizer: config.optimizer, momentum: config.momentum,
+                                                                     weightDecay: config.weightDecay, ema: config.emaDecay),
                                              communicator: comm).images_per_s
                 seconds[i] = rate > 0 ? Double(perRank * comm.size) / rate : 0
             }
