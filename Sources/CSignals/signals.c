@@ -1,7 +1,8 @@
 #include "catdog_signals.h"
 
 #include <errno.h>
-#include <semaphore.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -13,9 +14,10 @@ static volatile sig_atomic_t first_signal = 0;
 static long first_at_ms = 0;
 static long grace_ms = 2000;
 static int announce_first = 0;
-// Posted once, by the first signal, for catdog_stop_signal_wait (sem_post is async-signal-safe).
-static sem_t first_posted;
-static int first_posted_ready = 0;
+// A byte written once, by the first signal, for catdog_stop_signal_wait (the self-pipe: write is
+// async-signal-safe, and poll's timeout is relative, so a step of the wall clock cannot stretch
+// a wait as it would sem_timedwait's absolute CLOCK_REALTIME deadline).
+static int first_pipe[2] = {-1, -1};
 
 static long now_ms(void) {
     struct timespec t;
@@ -27,7 +29,10 @@ static void on_stop(int signal) {
     if (first_signal == 0) {
         first_at_ms = now_ms();
         first_signal = signal;
-        if (first_posted_ready) sem_post(&first_posted);
+        if (first_pipe[1] >= 0) {
+            ssize_t ignored = write(first_pipe[1], "s", 1);
+            (void)ignored;
+        }
         if (announce_first) {
             static const char message[] = "catdog-dist: stop signal received: finishing this step and writing a checkpoint "
                                           "(a second signal, 2 s or more from now, stops at once)\n";
@@ -49,9 +54,15 @@ static const int stop_signals[] = {SIGTERM, SIGINT, SIGUSR1};
 int catdog_stop_signals_install(double grace_seconds, int announce) {
     grace_ms = (long)(grace_seconds * 1000);
     announce_first = announce;
-    if (!first_posted_ready) {
-        if (sem_init(&first_posted, 0, 0) != 0) return -1;
-        first_posted_ready = 1;
+    if (first_pipe[0] < 0) {
+        int fds[2];
+        if (pipe(fds) != 0) return -1;
+        for (int i = 0; i < 2; i++) {
+            fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+            fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        }
+        first_pipe[0] = fds[0];
+        first_pipe[1] = fds[1];
     }
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -70,19 +81,22 @@ int catdog_stop_signal(void) { return first_signal; }
 int catdog_stop_signal_wait(double seconds) {
     if (!(seconds > 0)) seconds = 0;
     if (seconds > 3600) seconds = 3600;
-    if (!first_posted_ready) {
-        struct timespec pause = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {}
-        return 0;
-    }
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    long nanoseconds = until.tv_nsec + (long)((seconds - (double)(time_t)seconds) * 1e9);
-    until.tv_sec += (time_t)seconds + nanoseconds / 1000000000;
-    until.tv_nsec = nanoseconds % 1000000000;
+    const long until = now_ms() + (long)(seconds * 1000);
     for (;;) {
-        if (sem_timedwait(&first_posted, &until) == 0) return first_signal;
-        if (errno != EINTR) return 0;
+        long left = until - now_ms();
+        if (left < 0) left = 0;
+        if (first_pipe[0] < 0) {
+            struct timespec pause = {left / 1000, (left % 1000) * 1000000};
+            if (nanosleep(&pause, NULL) == 0 || left == 0) return 0;
+            continue;  // interrupted: sleep what is left
+        }
+        struct pollfd ready = {first_pipe[0], POLLIN, 0};
+        int n = poll(&ready, 1, (int)left);
+        if (n > 0) {
+            char byte;
+            if (read(first_pipe[0], &byte, 1) == 1) return first_signal;
+        }
+        if (n == 0 || (n < 0 && errno != EINTR) || left == 0) return 0;
     }
 }
 
