@@ -278,11 +278,12 @@ public final class DataParallelStep {
                                    average: average.map { $0.weights.pointer + r.lowerBound }, averageDecay: average?.decay ?? 0)
         }
         // Outside every group: frozen weights, averaged all the same (they may be unfrozen later).
-        var outside = [0..<network.parameterCount]
-        for r in groups.map(\.range) {
-            outside = outside.flatMap { o in [o.lowerBound..<max(o.lowerBound, min(o.upperBound, r.lowerBound)),
-                                               min(o.upperBound, max(o.lowerBound, r.upperBound))..<o.upperBound].filter { !$0.isEmpty } }
+        var outside: [Range<Int>] = [], covered = 0
+        for r in groups.map(\.range).sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if r.lowerBound > covered { outside.append(covered..<r.lowerBound) }
+            covered = max(covered, r.upperBound)
         }
+        if covered < network.parameterCount { outside.append(covered..<network.parameterCount) }
         for o in outside {
             decayWeights(decayFactor, ranges: decaying.map { $0.clamped(to: o) }.filter { !$0.isEmpty }, parameters: p)
             if let average { WeightAverage.update(average.weights.pointer + o.lowerBound, toward: p + o.lowerBound, count: o.count, decay: average.decay) }
