@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"]),
         .target(
             name: "CatdogTraining",
-            dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint"]),
+            dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint", "CKernels"]),
         .target(name: "CatdogInference", dependencies: ["CatdogRun", "CatdogEngine", "CatdogData"]),
         .target(name: "CatdogReports", dependencies: ["CatdogRun", "CatdogData"]),
 

@@ -10,4 +10,5 @@
 #include "pooling_body.h"
 #include "depthwise_body.h"
 #include "channels_body.h"
+#include "powersgd_body.h"
 #include "resize_body.h"

@@ -14,6 +14,7 @@
 #include "pooling_body.h"
 #include "depthwise_body.h"
 #include "channels_body.h"
+#include "powersgd_body.h"
 #include "resize_body.h"
 #ifdef CATDOG_PUSHED
 #pragma clang attribute pop

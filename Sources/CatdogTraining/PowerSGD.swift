@@ -1,3 +1,4 @@
+import CKernels
 import CatdogDistributed
 import CatdogSupport
 import Foundation
@@ -137,12 +138,8 @@ public final class PowerSGDReduction: GradientReduction {
             at += range.count
         }
         for (m, pAt) in zip(plan.matrices, plan.p) {
-            let g = gradients + m.offset, e = error.pointer + (m.offset - offset)
-            for i in 0..<(m.rows * m.columns) { g[i] += e[i] }
-            let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q
-            for k in 0..<rank {
-                for i in 0..<m.rows { p[k * m.rows + i] = Self.dot(g + i * m.columns, qm + k * m.columns, m.columns) }
-            }
+            catdog_powersgd_project(gradients + m.offset, error.pointer + (m.offset - offset), q.pointer + m.q,
+                                    buffer + plan.exactCount + pAt, m.rows, m.columns, rank)
         }
         let first = try comm.startAllReduceSum(buffer, count: plan.exactCount + plan.pCount, channel: 0)
         return Work(self, bucket: bucket, gradients: gradients, first: first)
@@ -204,10 +201,7 @@ public final class PowerSGDReduction: GradientReduction {
         for (m, pAt) in zip(plan.matrices, plan.p) {
             let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q, g = gradients + m.offset
             Self.orthonormalize(p, length: m.rows, vectors: rank)
-            qm.update(repeating: 0, count: rank * m.columns)
-            for i in 0..<m.rows {
-                for k in 0..<rank { Self.axpy(p[k * m.rows + i], g + i * m.columns, qm + k * m.columns, m.columns) }
-            }
+            catdog_powersgd_back_project(g, p, qm, m.rows, m.columns, rank)
         }
         nextQRound = compressedAfter(bucket)
         return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
@@ -218,39 +212,14 @@ public final class PowerSGDReduction: GradientReduction {
         let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
         let share = 1 / Float(comm.size)
-        let row = UnsafeMutablePointer<Float>.allocate(capacity: plan.matrices.map(\.columns).max() ?? 1)
-        defer { row.deallocate() }
         for (m, pAt) in zip(plan.matrices, plan.p) {
-            let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q
-            for i in 0..<m.rows {
-                row.update(repeating: 0, count: m.columns)
-                for k in 0..<rank { Self.axpy(p[k * m.rows + i], qm + k * m.columns, row, m.columns) }
-                let g = gradients + m.offset + i * m.columns, e = error.pointer + (m.offset - offset + i * m.columns)
-                for j in 0..<m.columns {
-                    e[j] = g[j] - row[j] * share
-                    g[j] = row[j]
-                }
-            }
+            catdog_powersgd_finish(gradients + m.offset, error.pointer + (m.offset - offset), buffer + plan.exactCount + pAt,
+                                   q.pointer + m.q, m.rows, m.columns, rank, share)
         }
     }
 
-    // MARK: - Small dense kernels (fixed order: every rank computes the same bits)
-
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
-        var i = 0
-        while i + 16 <= n {
-            s0 += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            s1 += UnsafeRawPointer(a + i + 8).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i + 8).loadUnaligned(as: SIMD8<Float>.self)
-            i += 16
-        }
-        var s = (s0 + s1).sum()
-        while i < n {
-            s += a[i] * b[i]
-            i += 1
-        }
-        return s
-    }
+    // MARK: - Small dense kernels (fixed order: every rank computes the same bits; the passes over
+    // the matrices are catdog_powersgd_project, _back_project and _finish)
 
     /// y += a·x
     static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {

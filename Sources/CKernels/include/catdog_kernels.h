@@ -77,6 +77,15 @@ void catdog_adam_average_step(float *w, const float *g, float *m, float *v, floa
                               float eps, float keep, float d);
 // avg = d·avg + (1 − d)·w, without fused multiply-adds (the same bits on every instruction set).
 void catdog_moving_average(float *avg, const float *w, size_t n, float d);
+// PowerSGD's passes over a gradient matrix M (rows × cols, row-major) and its rank-r factors
+// P (r × rows) and Q (r × cols), each stored factor by factor. Sums in a fixed order without
+// fused multiply-adds: the same bits on every instruction set.
+// M += E, then p[k·rows + i] = M_i · q_k.
+void catdog_powersgd_project(float *g, const float *e, const float *q, float *p, size_t rows, size_t cols, size_t r);
+// q[k·cols + j] = Σ_i p[k·rows + i]·M[i][j] (Q = Mᵀ P).
+void catdog_powersgd_back_project(const float *g, const float *p, float *q, size_t rows, size_t cols, size_t r);
+// a = Σ_k p[k·rows + i]·q[k·cols + j] (k ascending), e = M − a·share, M = a.
+void catdog_powersgd_finish(float *g, float *e, const float *p, const float *q, size_t rows, size_t cols, size_t r, float share);
 // LAMB over one tensor: the moments as above and norms[0] = ‖w‖², norms[1] = ‖u‖² of the step
 // u = m·c1 / (√(v·c2) + eps), in double over 8 lanes of fixed order (the same bits on every
 // instruction set); then w -= rate·u.

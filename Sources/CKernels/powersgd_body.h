@@ -1,0 +1,115 @@
+// Included by kernels_v4.c, kernels_v3.c and kernels_base.c: compiled once per instruction set.
+//
+// PowerSGD's three passes over a gradient matrix M (rows × cols, row-major) and its rank-r
+// factors P (r × rows, k-major) and Q (r × cols, k-major). Every sum runs in 16 lanes of fixed
+// order (element j into lane j mod 16; the lanes added 0 to 15, then the tail), without fused
+// multiply-adds, so every instruction set computes the same bits and a lab of mixed machines
+// compresses alike.
+
+#define PSGD_LANES 16
+
+// The 16 lanes of a sum added in order.
+static inline float FN(psgd_lanes_sum)(const float *lane) {
+    float s = 0.0f;
+    for (int l = 0; l < PSGD_LANES; l++) s = s + lane[l];
+    return s;
+}
+
+// K of the factors' dot products with one row of M (K = 4, 2 or 1 after inlining): K independent
+// chains of 16 lanes, so that the row is read once for all of them; out[k·stride] = M_i · q_k.
+static inline __attribute__((always_inline)) void FN(psgd_dots)(const float *restrict g, const float *restrict q,
+                                                                float *restrict out, size_t stride, size_t cols,
+                                                                size_t K) {
+#pragma clang fp contract(off)
+    const size_t full = cols / PSGD_LANES * PSGD_LANES;
+    float lane[4][PSGD_LANES] = {{0}};
+    for (size_t j = 0; j < full; j += PSGD_LANES)
+        for (size_t k = 0; k < K; k++)
+            for (int l = 0; l < PSGD_LANES; l++) lane[k][l] = lane[k][l] + g[j + l] * q[k * cols + j + l];
+    for (size_t k = 0; k < K; k++) {
+        float s = FN(psgd_lanes_sum)(lane[k]);
+        for (size_t j = full; j < cols; j++) s = s + g[j] * q[k * cols + j];
+        out[k * stride] = s;
+    }
+}
+
+// M ← M + E (this rank's error feedback), then p[k·rows + i] = M_i · q_k: one pass over M.
+void FN(catdog_powersgd_project)(float *restrict g, const float *restrict e, const float *restrict q, float *restrict p,
+                                 size_t rows, size_t cols, size_t r) {
+#pragma clang fp contract(off)
+    for (size_t i = 0; i < rows; i++, g += cols, e += cols) {
+        for (size_t j = 0; j < cols; j++) g[j] = g[j] + e[j];
+        size_t k = 0;
+        for (; k + 4 <= r; k += 4) FN(psgd_dots)(g, q + k * cols, p + k * rows + i, rows, cols, 4);
+        for (; k + 2 <= r; k += 2) FN(psgd_dots)(g, q + k * cols, p + k * rows + i, rows, cols, 2);
+        for (; k < r; k++) FN(psgd_dots)(g, q + k * cols, p + k * rows + i, rows, cols, 1);
+    }
+}
+
+// K of the factors (K = 4, 2 or 1 after inlining) for one block of 16 columns: q[k][j] = Σ_i p[k][i]·M[i][j],
+// i ascending, the block's sums held in registers while M's column block streams past.
+static inline __attribute__((always_inline)) void FN(psgd_back_block)(const float *restrict g, const float *restrict p,
+                                                                      float *restrict q, size_t rows, size_t cols,
+                                                                      size_t j, size_t K) {
+#pragma clang fp contract(off)
+    float acc[4][PSGD_LANES] = {{0}};
+    for (size_t i = 0; i < rows; i++) {
+        const float *gi = g + i * cols + j;
+        for (size_t k = 0; k < K; k++) {
+            const float pk = p[k * rows + i];
+            for (int l = 0; l < PSGD_LANES; l++) acc[k][l] = acc[k][l] + pk * gi[l];
+        }
+    }
+    for (size_t k = 0; k < K; k++)
+        for (int l = 0; l < PSGD_LANES; l++) q[k * cols + j + l] = acc[k][l];
+}
+
+// q[k·cols + j] = Σ_i p[k·rows + i]·M[i][j] (Q ← Mᵀ P), i ascending for every element.
+void FN(catdog_powersgd_back_project)(const float *restrict g, const float *restrict p, float *restrict q, size_t rows,
+                                      size_t cols, size_t r) {
+#pragma clang fp contract(off)
+    const size_t full = cols / PSGD_LANES * PSGD_LANES;
+    size_t k = 0;
+    for (; k + 4 <= r; k += 4)
+        for (size_t j = 0; j < full; j += PSGD_LANES) FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, cols, j, 4);
+    for (; k + 2 <= r; k += 2)
+        for (size_t j = 0; j < full; j += PSGD_LANES) FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, cols, j, 2);
+    for (; k < r; k++)
+        for (size_t j = 0; j < full; j += PSGD_LANES) FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, cols, j, 1);
+    for (size_t j = full; j < cols; j++)
+        for (k = 0; k < r; k++) {
+            float s = 0.0f;
+            for (size_t i = 0; i < rows; i++) s = s + p[k * rows + i] * g[i * cols + j];
+            q[k * cols + j] = s;
+        }
+}
+
+// The approximation P Qᵀ replaces M, and what it leaves out is this rank's error feedback:
+// a = Σ_k p[k][i]·q[k][j] (k ascending, from 0), e = M − a·share, M = a; one pass over M and E.
+void FN(catdog_powersgd_finish)(float *restrict g, float *restrict e, const float *restrict p, const float *restrict q,
+                                size_t rows, size_t cols, size_t r, float share) {
+#pragma clang fp contract(off)
+    const size_t full = cols / PSGD_LANES * PSGD_LANES;
+    for (size_t i = 0; i < rows; i++, g += cols, e += cols) {
+        for (size_t j = 0; j < full; j += PSGD_LANES) {
+            float a[PSGD_LANES] = {0};
+            for (size_t k = 0; k < r; k++) {
+                const float pk = p[k * rows + i];
+                const float *qk = q + k * cols + j;
+                for (int l = 0; l < PSGD_LANES; l++) a[l] = a[l] + pk * qk[l];
+            }
+            for (int l = 0; l < PSGD_LANES; l++) {
+                e[j + l] = g[j + l] - a[l] * share;
+                g[j + l] = a[l];
+            }
+        }
+        for (size_t j = full; j < cols; j++) {
+            float a = 0.0f;
+            for (size_t k = 0; k < r; k++) a = a + p[k * rows + i] * q[k * cols + j];
+            e[j] = g[j] - a * share;
+            g[j] = a;
+        }
+    }
+}
+
+#undef PSGD_LANES
