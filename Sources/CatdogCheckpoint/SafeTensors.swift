@@ -21,6 +21,15 @@ public enum SafeTensors {
         public init(description: String) { self.description = description }
     }
 
+    /// A tensor that holds NaN or infinity (the first at `index`).
+    public struct NotANumber: Error, CustomStringConvertible {
+        public var tensor: String
+        public var index: Int
+        public var description: String {
+            "tensor \(tensor) holds values that are not numbers (NaN or infinity, the first at index \(index)): the weights diverged or the file is damaged"
+        }
+    }
+
     public static func encode(_ tensors: [Tensor], metadata: [String: String]) throws -> [UInt8] {
         let (header, parts) = try encodeParts(tensors, metadata: metadata)
         var out = header
@@ -56,7 +65,9 @@ public enum SafeTensors {
         public let metadata: [String: String]
         public let tensors: [String: (dtype: String, shape: [Int], range: Range<Int>)]
 
-        /// Copies tensor `name` into `destination`, checking its dtype and size.
+        /// Copies tensor `name` into `destination`, checking its dtype, its size and that every
+        /// value is a number: no state of a network or an optimizer holds NaN or infinity, and
+        /// one read from a file would spread through everything computed from it.
         public func read(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int) throws {
             if count == 0 { return }
             guard let t = tensors[name] else { throw FormatError(description: "tensor \(name) is missing") }
@@ -65,6 +76,9 @@ public enum SafeTensors {
             }
             bytes.withUnsafeBytes { raw in
                 UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + t.range.lowerBound, byteCount: t.range.count)
+            }
+            if let bad = UnsafeBufferPointer(start: destination, count: count).firstIndex(where: { !$0.isFinite }) {
+                throw NotANumber(tensor: name, index: bad)
             }
         }
 

@@ -303,13 +303,10 @@ public struct LoadedCheckpoint {
             for slot in network.stateSlots {
                 try file.read(statePrefix + slot.name, into: network.state.pointer + slot.offset, count: slot.count)
             }
+        } catch let error as SafeTensors.NotANumber {
+            throw CheckpointError(path: path, problem: "\(error)")
         } catch {
             throw CheckpointError(path: path, problem: "does not match model \(metadata.model): \(error)")
-        }
-        for (buffer, slots) in [(network.parameters, network.parameterSlots), (network.state, network.stateSlots)] {
-            for slot in slots where !UnsafeBufferPointer(start: buffer.pointer + slot.offset, count: slot.count).allSatisfy({ $0.isFinite }) {
-                throw CheckpointError(path: path, problem: "tensor \(slot.name) holds values that are not numbers (NaN or infinity): the weights diverged or the file is damaged")
-            }
         }
     }
 }

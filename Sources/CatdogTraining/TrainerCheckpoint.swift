@@ -135,11 +135,19 @@ extension Trainer {
                 }
                 for (name, buffer) in optimizer.slots {
                     try checkpoint.file.read("optimizer/\(name)", into: buffer.pointer, count: buffer.count)
+                    if optimizer.squaredSlots.contains(name), let bad = buffer.buffer.firstIndex(where: { $0 < 0 }) {
+                        throw CheckpointError(path: path, problem: """
+                            tensor optimizer/\(name) holds negative values (the first at index \(bad)), which a sum of \
+                            squared gradients cannot be: the file is damaged or was edited
+                            """)
+                    }
                 }
                 if m.bestValidationLoss != nil {
                     try checkpoint.file.read("best/parameters", into: bestParameters.pointer, count: bestParameters.count)
                     try checkpoint.file.read("best/state", into: bestState.pointer, count: bestState.count)
                 }
+            } catch let error as CheckpointError {
+                throw error
             } catch {
                 throw CheckpointError(path: path, problem: "\(error)")
             }

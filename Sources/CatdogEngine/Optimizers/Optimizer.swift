@@ -13,6 +13,9 @@ public protocol Optimizer: AnyObject {
     var iterations: Int { get set }
     /// Named state buffers (e.g. "m", "v"), each as long as the parameters.
     var slots: [(name: String, buffer: FloatBuffer)] { get }
+    /// The slots that sum or average squared gradients, so never hold a negative value (a
+    /// checkpoint's are checked: a square root of one would turn the weights into NaN).
+    var squaredSlots: Set<String> { get }
     /// Scalar state beyond `iterations` (Nadam's running μ product), for checkpoints.
     var scalarState: [String: Double] { get set }
     var hyperparameters: [String: Double] { get }
@@ -27,6 +30,7 @@ public protocol Optimizer: AnyObject {
 
 extension Optimizer {
     public var scalarState: [String: Double] { get { [:] } set {} }
+    public var squaredSlots: Set<String> { [] }
 
     /// The three passes one after another (Adam makes them one).
     public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
@@ -124,6 +128,7 @@ public final class AdaGrad: Optimizer {
     }
 
     public var slots: [(name: String, buffer: FloatBuffer)] { [("accumulator", accumulator)] }
+    public var squaredSlots: Set<String> { ["accumulator"] }
     public var hyperparameters: [String: Double] { ["epsilon": Double(epsilon)] }
 
     public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
@@ -152,6 +157,7 @@ public final class RMSProp: Optimizer {
     }
 
     public var slots: [(name: String, buffer: FloatBuffer)] { [("velocity", velocity)] }
+    public var squaredSlots: Set<String> { ["velocity"] }
     public var hyperparameters: [String: Double] { ["rho": Double(rho), "epsilon": Double(epsilon)] }
 
     public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
@@ -184,6 +190,7 @@ public final class Adam: Optimizer {
     }
 
     public var slots: [(name: String, buffer: FloatBuffer)] { [("m", m), ("v", v)] }
+    public var squaredSlots: Set<String> { ["v"] }
     public var hyperparameters: [String: Double] {
         ["beta_1": Double(beta1), "beta_2": Double(beta2), "epsilon": Double(epsilon)]
     }
@@ -251,6 +258,7 @@ public final class Lamb: Optimizer {
     }
 
     public var slots: [(name: String, buffer: FloatBuffer)] { [("m", m), ("v", v)] }
+    public var squaredSlots: Set<String> { ["v"] }
     public var hyperparameters: [String: Double] {
         ["beta_1": Double(beta1), "beta_2": Double(beta2), "epsilon": Double(epsilon)]
     }
@@ -293,6 +301,7 @@ public final class Nadam: Optimizer {
     }
 
     public var slots: [(name: String, buffer: FloatBuffer)] { [("m", m), ("v", v)] }
+    public var squaredSlots: Set<String> { ["v"] }
     public var scalarState: [String: Double] {
         get { ["u_product": uProduct] }
         set { uProduct = newValue["u_product"] ?? 1 }

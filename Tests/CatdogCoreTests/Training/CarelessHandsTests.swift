@@ -180,6 +180,51 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertEqual(zero.status, 64, zero.output)
     }
 
+    /// Writes `source` again with some values of tensor `name` (every 997th, from the first)
+    /// set to `value`; the metadata and the other tensors stay as they were.
+    func rewriteTensor(_ source: String, to target: String, _ name: String, value: Float) throws {
+        let compressed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: source)))
+        var bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) }
+        let file = try SafeTensors.decode(bytes)
+        let range = try XCTUnwrap(file.tensors[name], "\(source) holds no tensor \(name)").range  // within `bytes`
+        for at in stride(from: range.lowerBound, to: range.upperBound, by: 4 * 997) {
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes.replaceSubrange(at..<(at + 4), with: $0) }
+        }
+        try Data(try bytes.withUnsafeBytes { try Zstd.compress($0, level: 1) }).write(to: URL(fileURLWithPath: target))
+    }
+
+    /// Every tensor read back from a checkpoint holds numbers: the live weights beside the
+    /// moving average, the optimizer's moments, the best weights, PowerSGD's factors, the
+    /// model's weights. One NaN, infinity or negative second moment is refused on resume
+    /// (naming the tensor) instead of a run that "diverges" at its first step and tells the
+    /// user to lower --lr, or that carries NaN best weights along.
+    func testCheckpointTensorsThatAreNotNumbersAreRefused() throws {
+        let data = try sharedSubset(self, perClass: 16)
+        let folder = try temporaryFolder(self), compressed = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, folder)).status, 0)
+        let powerSGD = ["--compress", "powersgd:2"]
+        XCTAssertEqual(try CLI.run(trainArguments(data, compressed, extra: powerSGD)).status, 0)
+        let cases: [(run: String, tensor: String, value: Float, message: String, extra: [String])] = [
+            (folder, "optimizer/v", -1, "tensor optimizer/v holds negative values", []),
+            (folder, "optimizer/v", .nan, "tensor optimizer/v holds values that are not numbers", []),
+            (folder, "optimizer/m", .infinity, "tensor optimizer/m holds values that are not numbers", []),
+            (folder, "live/parameters", .nan, "tensor live/parameters holds values that are not numbers", []),
+            (folder, "best/parameters", -.infinity, "tensor best/parameters holds values that are not numbers", []),
+            (folder, "model/dense_1.kernel", .nan, "tensor model/dense_1.kernel holds values that are not numbers", []),
+            (compressed, "compression/q", .nan, "tensor compression/q holds values that are not numbers", powerSGD),
+        ]
+        for c in cases {
+            let bad = c.run + "/crafted.safetensors.zst"
+            try rewriteTensor(c.run + "/last.safetensors.zst", to: bad, c.tensor, value: c.value)
+            let resumed = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", bad, "--epochs", "2"] + c.extra))
+            assertClean(resumed, c.message)
+            XCTAssertFalse(resumed.stderr.contains("training diverged"), resumed.stderr)
+        }
+        let bad = folder + "/crafted.safetensors.zst"
+        try rewriteTensor(folder + "/last.safetensors.zst", to: bad, "model/dense_1.kernel", value: .nan)
+        assertClean(try CLI.run(["evaluate", "--checkpoint", bad, "--data", data]), "tensor model/dense_1.kernel holds values that are not numbers")
+    }
+
     /// Every number in a checkpoint's metadata (the run's position, its configuration, the
     /// schedule, the epoch totals, the history) at the edges of what JSON can carry: each file
     /// is refused with an error, never a trap in validation or later arithmetic. The seed alone
