@@ -308,6 +308,16 @@ public struct LoadedCheckpoint {
         } catch {
             throw CheckpointError(path: path, problem: "does not match model \(metadata.model): \(error)")
         }
+        for (buffer, slots, prefix) in [(network.parameters, network.parameterSlots, prefix), (network.state, network.stateSlots, statePrefix)] {
+            if let bad = Network.firstNegative(in: buffer.pointer, slots: slots) {
+                throw Self.negative(path: path, tensor: prefix + bad.slot, index: bad.index)
+            }
+        }
+    }
+
+    /// A variance below zero: no run writes one.
+    public static func negative(path: String, tensor: String, index: Int) -> CheckpointError {
+        CheckpointError(path: path, problem: "tensor \(tensor) holds a negative variance (at index \(index)): the file is damaged or was edited")
     }
 }
 

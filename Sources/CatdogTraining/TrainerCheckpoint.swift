@@ -1,4 +1,5 @@
 import CatdogCheckpoint
+import CatdogEngine
 import CatdogRun
 import CatdogSupport
 import Foundation
@@ -132,6 +133,9 @@ extension Trainer {
                     emaState.copy(from: network.state)
                     try checkpoint.file.read("live/parameters", into: network.parameters.pointer, count: network.parameterCount)
                     try checkpoint.file.read("live/state", into: network.state.pointer, count: network.state.count)
+                    if let bad = Network.firstNegative(in: network.state.pointer, slots: network.stateSlots) {
+                        throw LoadedCheckpoint.negative(path: path, tensor: "live/state (\(bad.slot))", index: bad.index)
+                    }
                 }
                 for (name, buffer) in optimizer.slots {
                     try checkpoint.file.read("optimizer/\(name)", into: buffer.pointer, count: buffer.count)
@@ -145,6 +149,9 @@ extension Trainer {
                 if m.bestValidationLoss != nil {
                     try checkpoint.file.read("best/parameters", into: bestParameters.pointer, count: bestParameters.count)
                     try checkpoint.file.read("best/state", into: bestState.pointer, count: bestState.count)
+                    if let bad = Network.firstNegative(in: bestState.pointer, slots: network.stateSlots) {
+                        throw LoadedCheckpoint.negative(path: path, tensor: "best/state (\(bad.slot))", index: bad.index)
+                    }
                 }
             } catch let error as CheckpointError {
                 throw error

@@ -57,7 +57,7 @@ public final class BatchNorm: Layer {
 
     public var stateSpecs: [ParameterSpec] {
         [ParameterSpec("moving_mean", [shape.channels], .zeros),
-         ParameterSpec("moving_variance", [shape.channels], .ones)]
+         ParameterSpec("moving_variance", [shape.channels], .ones, nonNegative: true)]
     }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>) {

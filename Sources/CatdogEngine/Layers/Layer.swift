@@ -16,12 +16,15 @@ public struct ParameterSpec: Sendable {
     public var initializer: Initializer
     /// Whether L2 weight decay applies (kernels yes; biases and BatchNorm no, as is usual).
     public var decays: Bool
+    /// Whether no value may be negative (a variance): a file that holds one is refused.
+    public var nonNegative: Bool
 
-    public init(_ name: String, _ shape: [Int], _ initializer: Initializer, decays: Bool = false) {
+    public init(_ name: String, _ shape: [Int], _ initializer: Initializer, decays: Bool = false, nonNegative: Bool = false) {
         self.name = name
         self.shape = shape
         self.initializer = initializer
         self.decays = decays
+        self.nonNegative = nonNegative
     }
 
     public var count: Int { shape.reduce(1, *) }

@@ -20,6 +20,19 @@ public final class Network {
         public let count: Int
         public let decays: Bool
         public let initializer: Initializer
+        /// No value may be negative (a variance).
+        public var nonNegative = false
+    }
+
+    /// The first negative value of a slot that may hold none (a variance) in `buffer`, laid
+    /// out as `slots` say (this network's parameters or state, or a copy of them).
+    public static func firstNegative(in buffer: UnsafePointer<Float>, slots: [TensorSlot]) -> (slot: String, index: Int)? {
+        for slot in slots where slot.nonNegative {
+            if let bad = UnsafeBufferPointer(start: buffer + slot.offset, count: slot.count).firstIndex(where: { $0 < 0 }) {
+                return (slot.name, bad)
+            }
+        }
+        return nil
     }
 
     public let nodes: [Node]
@@ -130,12 +143,14 @@ public final class Network {
             guard let layer = node.layer else { continue }
             for spec in layer.parameterSpecs {
                 parameterSlots.append(.init(name: "\(node.name).\(spec.name)", shape: spec.shape, offset: p,
-                                            count: spec.count, decays: spec.decays, initializer: spec.initializer))
+                                            count: spec.count, decays: spec.decays, initializer: spec.initializer,
+                                            nonNegative: spec.nonNegative))
                 p += spec.count
             }
             for spec in layer.stateSpecs {
                 stateSlots.append(.init(name: "\(node.name).\(spec.name)", shape: spec.shape, offset: s,
-                                        count: spec.count, decays: false, initializer: spec.initializer))
+                                        count: spec.count, decays: false, initializer: spec.initializer,
+                                        nonNegative: spec.nonNegative))
                 s += spec.count
             }
         }

@@ -180,14 +180,14 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertEqual(zero.status, 64, zero.output)
     }
 
-    /// Writes `source` again with some values of tensor `name` (every 997th, from the first)
-    /// set to `value`; the metadata and the other tensors stay as they were.
-    func rewriteTensor(_ source: String, to target: String, _ name: String, value: Float) throws {
+    /// Writes `source` again with some values of tensor `name` (every `every`th, from the
+    /// first) set to `value`; the metadata and the other tensors stay as they were.
+    func rewriteTensor(_ source: String, to target: String, _ name: String, value: Float, every: Int = 997) throws {
         let compressed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: source)))
         var bytes = try compressed.withUnsafeBytes { try Zstd.decompress($0) }
         let file = try SafeTensors.decode(bytes)
         let range = try XCTUnwrap(file.tensors[name], "\(source) holds no tensor \(name)").range  // within `bytes`
-        for at in stride(from: range.lowerBound, to: range.upperBound, by: 4 * 997) {
+        for at in stride(from: range.lowerBound, to: range.upperBound, by: 4 * every) {
             withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes.replaceSubrange(at..<(at + 4), with: $0) }
         }
         try Data(try bytes.withUnsafeBytes { try Zstd.compress($0, level: 1) }).write(to: URL(fileURLWithPath: target))
@@ -223,6 +223,23 @@ final class CarelessHandsTests: XCTestCase {
         let bad = folder + "/crafted.safetensors.zst"
         try rewriteTensor(folder + "/last.safetensors.zst", to: bad, "model/dense_1.kernel", value: .nan)
         assertClean(try CLI.run(["evaluate", "--checkpoint", bad, "--data", data]), "tensor model/dense_1.kernel holds values that are not numbers")
+        // A BatchNorm's moving variance below zero made every prediction NaN ("I am -nan% sure").
+        let residual = try temporaryFolder(self)
+        func resnet(_ folder: String, epochs: Int) -> [String] {
+            ["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "32",
+             "--epochs", "\(epochs)", "--batch-size", "16", "--patience", "0"]
+        }
+        XCTAssertEqual(try CLI.run(resnet(residual, epochs: 1)).status, 0)
+        let variance = residual + "/crafted.safetensors.zst"
+        try rewriteTensor(residual + "/last.safetensors.zst", to: variance, "state/batchnorm_2.moving_variance", value: -1)
+        let message = "tensor state/batchnorm_2.moving_variance holds a negative variance"
+        assertClean(try CLI.run(["evaluate", "--checkpoint", variance, "--data", data]), message)
+        assertClean(try CLI.run(["predict", "--checkpoint", variance, sharedData + "/originals/cat.0.jpg"]), message)
+        // Every value of the live network's state (the weights beside the moving average) at -1:
+        // the means may be, the first variance may not.
+        try rewriteTensor(residual + "/last.safetensors.zst", to: variance, "live/state", value: -1, every: 1)
+        assertClean(try CLI.run(resnet(try temporaryFolder(self), epochs: 2) + ["--resume", variance]),
+                    "tensor live/state (batchnorm_1.moving_variance) holds a negative variance (at index 0)")
     }
 
     /// Every number in a checkpoint's metadata (the run's position, its configuration, the
