@@ -11,6 +11,17 @@ import XCTest
 /// same bits (a lab of mixed machines compresses alike); and the finish must give exactly the
 /// bits of its formula evaluated in Swift, k ascending from 0: a = Σ p·q, e = M − a·share, M = a.
 final class PowerSGDKernelTests: XCTestCase {
+    /// The sum of `n` terms in double, and the bound n · 2⁻²³ · Σ|term| on an fp32 sum's error.
+    static func reference(_ n: Int, _ term: (Int) -> Double) -> (exact: Double, bound: Double) {
+        var exact = 0.0, magnitude = 0.0
+        for t in 0..<n {
+            let x = term(t)
+            exact += x
+            magnitude += abs(x)
+        }
+        return (exact, Double(n) * 0x1p-23 * magnitude)
+    }
+
     func testThePassesMatchTheirReferencesAndEveryInstructionSetAgrees() throws {
         let cases = [(rows: 72, cols: 16, rank: 2), (rows: 288, cols: 32, rank: 4), (rows: 45, cols: 37, rank: 3),
                      (rows: 9, cols: 70, rank: 7), (rows: 130, cols: 5, rank: 1), (rows: 2304, cols: 256, rank: 4)]
@@ -31,14 +42,8 @@ final class PowerSGDKernelTests: XCTestCase {
                 XCTAssertEqual(sum, zip(gradient, error).map { $0 + $1 }, "\(what): M + E")
                 for k in 0..<c.rank {
                     for i in 0..<c.rows {
-                        var exact = 0.0, magnitude = 0.0
-                        for j in 0..<c.cols {
-                            let t = Double(sum[i * c.cols + j]) * Double(qIn[k * c.cols + j])
-                            exact += t
-                            magnitude += abs(t)
-                        }
-                        let bound = Double(c.cols) * 0x1p-23 * magnitude
-                        XCTAssertLessThanOrEqual(abs(Double(p[k * c.rows + i]) - exact), bound, "\(what): p[\(k)][\(i)]")
+                        let r = Self.reference(c.cols) { j in Double(sum[i * c.cols + j]) * Double(qIn[k * c.cols + j]) }
+                        XCTAssertLessThanOrEqual(abs(Double(p[k * c.rows + i]) - r.exact), r.bound, "\(what): p[\(k)][\(i)]")
                     }
                 }
                 // Q = Mᵀ P, from a P of our own (the all-reduced one, in training).
@@ -46,14 +51,8 @@ final class PowerSGDKernelTests: XCTestCase {
                 catdog_powersgd_back_project(g.pointer, pGiven.pointer, qOut.pointer, c.rows, c.cols, c.rank)
                 for k in 0..<c.rank {
                     for j in 0..<c.cols {
-                        var exact = 0.0, magnitude = 0.0
-                        for i in 0..<c.rows {
-                            let t = Double(pIn[k * c.rows + i]) * Double(sum[i * c.cols + j])
-                            exact += t
-                            magnitude += abs(t)
-                        }
-                        let bound = Double(c.rows) * 0x1p-23 * magnitude
-                        XCTAssertLessThanOrEqual(abs(Double(qOut[k * c.cols + j]) - exact), bound, "\(what): q[\(k)][\(j)]")
+                        let r = Self.reference(c.rows) { i in Double(pIn[k * c.rows + i]) * Double(sum[i * c.cols + j]) }
+                        XCTAssertLessThanOrEqual(abs(Double(qOut[k * c.cols + j]) - r.exact), r.bound, "\(what): q[\(k)][\(j)]")
                     }
                 }
                 // M ← P Qᵀ, E ← M − P Qᵀ · share.
