@@ -95,6 +95,13 @@ public enum DataFolder {
 
     /// The numbered images of a Kaggle test folder (`1.jpg`, `2.jpg`, …), sorted by number.
     public static func numberedFiles(in path: String) throws -> [(id: Int, path: String)] {
+        try numberedFolder(in: path).files
+    }
+
+    /// The same, and the names of the images left out because their name is no plain number
+    /// (`-3.jpg`, `1e5.jpg`, `cat.3.jpg`, one of more than 18 digits), sorted: a submission
+    /// without them has fewer rows than the folder has images.
+    public static func numberedFolder(in path: String) throws -> (files: [(id: Int, path: String)], skipped: [String]) {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -102,10 +109,14 @@ public enum DataFolder {
         }
         let entries = (try? fm.contentsOfDirectory(atPath: path)) ?? []
         // Only plain numbers: "-1.jpg" or "+2.jpg" are not Kaggle ids.
+        var skipped: [String] = []
         let numbered = entries.compactMap { name -> (Int, String)? in
             let stem = (name as NSString).deletingPathExtension
-            guard imageExtensions.contains((name as NSString).pathExtension.lowercased()), !stem.isEmpty, stem.count <= 18,
-                  stem.allSatisfy({ $0.isASCII && $0.isNumber }), let id = Int(stem) else { return nil }
+            guard imageExtensions.contains((name as NSString).pathExtension.lowercased()) else { return nil }
+            guard !stem.isEmpty, stem.count <= 18, stem.allSatisfy({ $0.isASCII && $0.isNumber }), let id = Int(stem) else {
+                skipped.append(name)
+                return nil
+            }
             return (id, (path as NSString).appendingPathComponent(name))
         }
         guard !numbered.isEmpty else {
@@ -115,7 +126,7 @@ public enum DataFolder {
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.0 == b.0 {
             throw DataFolderError(description: "test folder '\(path)' has two images with id \(a.0): \(a.1) and \(b.1); a submission needs one row per id")
         }
-        return sorted
+        return (sorted.map { (id: $0.0, path: $0.1) }, skipped.sorted())
     }
 
     /// The stratified split a training run uses: refuses a split that leaves no training or no

@@ -16,6 +16,7 @@ struct Submit: ParsableCommand {
             a correct, sure answer.
             --tta-flip averages each image with its mirror image, which usually lowers logloss a little.
             An unreadable image is scored 0.5 (logloss log 2 = 0.693, the least a guess can lose) and reported.
+            An image whose name is not a plain number (cat.3.jpg, -3.jpg, 1e5.jpg) gets no row; a note names it.
             """)
 
     @OptionGroup var model: CheckpointOptions
@@ -48,7 +49,17 @@ struct Submit: ParsableCommand {
         try compute.apply()  // first: the kernels it selects decide what auto can take
         let predictor = try model.predictor(compute)
         let numbered: [(id: Int, path: String)]
-        do { numbered = try DataFolder.numberedFiles(in: testDir) } catch {
+        do {
+            let folder = try DataFolder.numberedFolder(in: testDir)
+            numbered = folder.files
+            if !folder.skipped.isEmpty {
+                let shown = folder.skipped.prefix(5).joined(separator: ", ") + (folder.skipped.count > 5 ? ", ..." : "")
+                printError("""
+                    note: \(folder.skipped.count) image(s) in '\(testDir)' left out: their names are not plain numbers \
+                    as Kaggle's test ids are (\(shown)); rename them N.jpg to score them
+                    """)
+            }
+        } catch {
             printError("\(error)")
             throw ExitCode(1)
         }

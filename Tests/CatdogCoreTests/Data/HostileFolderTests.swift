@@ -54,6 +54,7 @@ final class HostileFolderTests: XCTestCase {
             XCTAssertTrue(FileManager.default.createFile(atPath: folder + "/" + name, contents: Data([0xFF])))
         }
         XCTAssertEqual(try DataFolder.numberedFiles(in: folder).map(\.id), [1, 2])
+        XCTAssertEqual(try DataFolder.numberedFolder(in: folder).skipped, ["+4.jpg", "-3.jpg"])
         XCTAssertTrue(FileManager.default.createFile(atPath: folder + "/01.jpg", contents: Data([0xFF])))
         XCTAssertThrowsError(try DataFolder.numberedFiles(in: folder)) { error in
             XCTAssertTrue("\(error)".contains("two images with id 1"), "\(error)")

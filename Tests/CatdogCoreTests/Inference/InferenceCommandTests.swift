@@ -180,10 +180,16 @@ final class InferenceCommandTests: XCTestCase {
             try FileManager.default.createSymbolicLink(atPath: "\(folder)/\(id).jpg", withDestinationPath: "\(sharedData)/train/dog.\(100 + id).jpg")
         }
         try Data("broken".utf8).write(to: URL(fileURLWithPath: folder + "/12.jpg"))
+        // Images whose names are no Kaggle id are left out, and the note says which.
+        for name in ["1e5.jpg", "cat.3.jpg"] {
+            try FileManager.default.createSymbolicLink(atPath: "\(folder)/\(name)", withDestinationPath: "\(sharedData)/train/cat.1.jpg")
+        }
         let csvPath = folder + "/submission.csv"
         let result = try CLI.run(["submit", "--checkpoint", Self.model, "--test-dir", folder, "--out", csvPath, "--clip", "0.05"])
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stderr.contains("12.jpg: cannot read it"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("note: 2 image(s) in '\(folder)' left out: their names are not plain numbers"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("(1e5.jpg, cat.3.jpg)"), result.stderr)
         let lines = try String(contentsOfFile: csvPath, encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.first, "id,label")
         let rows = lines.dropFirst().map { $0.split(separator: ",") }
