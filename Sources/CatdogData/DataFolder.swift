@@ -41,8 +41,9 @@ public enum DataFolder {
     }
 
     /// Every labelled file in `path`, sorted by path so every rank sees the same order.
-    /// Files are not opened here; a broken one is found when it is decoded.
-    public static func labeledFiles(in path: String) throws -> [LabeledFile] {
+    /// Files are not opened here; a broken one is found when it is decoded. Loose images whose
+    /// names carry no class (`bird.1.jpg`, `IMG_0001.jpg`) are left out, and `warn` names them.
+    public static func labeledFiles(in path: String, warn: (String) -> Void = { _ in }) throws -> [LabeledFile] {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -52,7 +53,7 @@ public enum DataFolder {
         do { entries = try fm.contentsOfDirectory(atPath: path) } catch {
             throw DataFolderError(description: "cannot list data folder '\(path)': \(describe(error))")
         }
-        var files: [LabeledFile] = []
+        var files: [LabeledFile] = [], unlabeled: [String] = []
         var looseExample: String?, classFolders: [(name: String, id: FileIdentity?)] = []
         for entry in entries.sorted() {
             let full = (path as NSString).appendingPathComponent(entry)
@@ -74,6 +75,8 @@ public enum DataFolder {
             } else if let label = kaggleLabel(entry) {
                 looseExample = looseExample ?? entry
                 files.append(LabeledFile(path: full, label: label))
+            } else if imageExtensions.contains((entry as NSString).pathExtension.lowercased()) {
+                unlabeled.append(entry)
             }
         }
         // Both layouts at once is most often the same photos twice (a folder sorted into
@@ -88,6 +91,13 @@ public enum DataFolder {
             throw DataFolderError(description: """
                 no labelled images in '\(path)': expected Kaggle names (cat.1.jpg, dog.2.jpg) or \
                 subfolders cats/ and dogs/
+                """)
+        }
+        if !unlabeled.isEmpty {
+            let shown = unlabeled.prefix(5).joined(separator: ", ") + (unlabeled.count > 5 ? ", ..." : "")
+            warn("""
+                note: \(unlabeled.count) image(s) in '\(path)' left out: their names carry no class (\(shown)); \
+                name them cat.N.jpg or dog.N.jpg, or move them into cats/ or dogs/, to use them
                 """)
         }
         return files.sorted { $0.path < $1.path }

@@ -10,9 +10,10 @@ public struct DatasetStatistics: Sendable {
     public var heights: [Int] = []
     public var unreadable: [(path: String, reason: String)] = []
 
-    public init(folder: String) throws {
+    /// `warn` hears of images left out of the folder's count (`DataFolder.labeledFiles`).
+    public init(folder: String, warn: (String) -> Void = { _ in }) throws {
         self.folder = folder
-        let files = try DataFolder.labeledFiles(in: folder)
+        let files = try DataFolder.labeledFiles(in: folder, warn: warn)
         let codec = JPEGCodec()
         for file in files {
             do {

@@ -85,7 +85,7 @@ public enum FeatureExtraction {
                                boundaryNode: Int? = nil, mirroredValidation: Bool = false, communicator comm: Communicator,
                                log: (String) -> Void,
                                progress: ((String) -> Void)? = nil) throws -> Extracted {
-        let files = try DataFolder.labeledFiles(in: folder)
+        let files = try DataFolder.labeledFiles(in: folder, warn: comm.rank == 0 ? log : { _ in })
         let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
                                                  folder: folder, warn: comm.rank == 0 ? log : { _ in })
         let all = split.train + split.validation

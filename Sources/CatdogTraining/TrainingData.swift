@@ -53,7 +53,7 @@ public final class TrainingData {
     public init(folder: String, config: TrainingConfig, communicator comm: Communicator, cache: Cache = .auto,
                 preprocessing override: Preprocessing? = nil,
                 availableMemory: Int? = MemoryStatus.availableBytes(), log: (String) -> Void = { _ in }) throws {
-        let files = try DataFolder.labeledFiles(in: folder)
+        let files = try DataFolder.labeledFiles(in: folder, warn: comm.rank == 0 ? log : { _ in })
         let split = try DataFolder.trainingSplit(files, validationFraction: config.validationFraction, seed: config.seed,
                                                  folder: folder, warn: comm.rank == 0 ? log : { _ in })
         let trainFiles = split.train, validationFiles = split.validation

@@ -42,7 +42,7 @@ struct Evaluate: ParsableCommand {
         try runDistributed(announce: false) { comm in
             try compute.apply()
             let predictor = try model.predictor(compute)
-            var files = try DataFolder.labeledFiles(in: data)
+            var files = try DataFolder.labeledFiles(in: data, warn: comm.rank == 0 ? { printError($0) } : { _ in })
             if recalibrate > 0 || validationSplit {
                 let config = predictor.checkpoint.metadata.config
                 let split = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed)

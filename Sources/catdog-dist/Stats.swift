@@ -16,7 +16,7 @@ struct Stats: ParsableCommand {
 
     func run() throws {
         let stats: DatasetStatistics
-        do { stats = try DatasetStatistics(folder: data) } catch {
+        do { stats = try DatasetStatistics(folder: data, warn: { printError($0) }) } catch {
             printError("\(error)")
             throw ExitCode(1)
         }

@@ -14,9 +14,13 @@ final class DataFolderTests: XCTestCase {
         for name in ["cat.1.jpg", "Cat.2.JPG", "dog.3.jpg", "DOG.4.jpeg", "bird.5.jpg", "notes.txt", "12.jpg"] {
             try write(jpeg, "\(folder)/\(name)")
         }
-        let files = try DataFolder.labeledFiles(in: folder)
+        var notes: [String] = []
+        let files = try DataFolder.labeledFiles(in: folder) { notes.append($0) }
         XCTAssertEqual(files.map { ($0.path as NSString).lastPathComponent }, ["Cat.2.JPG", "DOG.4.jpeg", "cat.1.jpg", "dog.3.jpg"])
         XCTAssertEqual(files.map(\.label), [0, 1, 0, 1])
+        // The images left out are named (not notes.txt, which is no image).
+        XCTAssertEqual(notes.count, 1, "\(notes)")
+        XCTAssertTrue(notes.first?.contains("2 image(s) in '\(folder)' left out: their names carry no class (12.jpg, bird.5.jpg)") == true, "\(notes)")
     }
 
     func testClassSubfoldersAsKerasReadsThem() throws {
