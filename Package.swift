@@ -35,7 +35,8 @@ let package = Package(
         // MARK: - Our own C: float <-> half with F16C
 
         .target(name: "CHalf", path: "Sources/CHalf"),
-        // Stop signals (SIGTERM, SIGINT, SIGUSR1) as a flag the training loop reads between steps.
+        // Stop signals (SIGTERM, SIGINT, SIGUSR1) as a flag the training loop reads between steps;
+        // and the timer slack of a thread's sleeps (the lab emulator's).
         .target(name: "CSignals", path: "Sources/CSignals"),
         // Winograd F(4x4, 3x3) transforms, compiled for AVX-512, AVX2 and baseline x86-64; the
         // loader picks one per CPU.
@@ -53,7 +54,7 @@ let package = Package(
         .target(name: "CatdogRun", dependencies: ["CatdogEngine", "CatdogData", "CatdogCheckpoint"]),
         .target(
             name: "CatdogTraining",
-            dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint", "CKernels"]),
+            dependencies: ["CatdogRun", "CatdogEngine", "CatdogData", "CatdogDistributed", "CatdogCheckpoint", "CKernels", "CSignals"]),
         .target(name: "CatdogInference", dependencies: ["CatdogRun", "CatdogEngine", "CatdogData"]),
         .target(name: "CatdogReports", dependencies: ["CatdogRun", "CatdogData"]),
 

@@ -1,3 +1,4 @@
+import CSignals
 import CatdogDistributed
 import CatdogEngine
 import CatdogRun
@@ -19,7 +20,10 @@ import Foundation
 /// the result afterwards; that costs the machine two passes over each bucket at this CPU's
 /// memory bandwidth (measured here), added before each bucket starts and after the last one.
 /// A rank sleeps while it emulates compute, so many fit on two cores; each reports the CPU it
-/// used per second of wall time, which says whether the emulation was starved.
+/// used per second of wall time, which says whether the emulation was starved. For the same
+/// reason PowerSGD's arithmetic (the products with the factors, the error feedback) is
+/// measured alone on this CPU and slept: the bytes it sends are real, their values are not.
+/// Sleeps end within a microsecond of their deadline (the thread's timer slack), not 50.
 public enum LabEmulator {
     public struct Result: Codable, Sendable {
         public var model: String
@@ -40,6 +44,8 @@ public enum LabEmulator {
         public var exposed_comm_ms: Double
         /// Bytes each machine sends into the all-reduces per step.
         public var wire_mb: Double
+        /// PowerSGD's arithmetic per step, measured alone on this CPU and slept (0 without it).
+        public var compression_arithmetic_ms: Double
         /// CPU seconds a rank used per wall second during the timed steps (max over ranks).
         public var cpu_per_rank: Double
         public var profile_step_ms: Double
@@ -81,11 +87,14 @@ public enum LabEmulator {
 
     /// What one emulated machine costs besides its layers, measured on this CPU by one rank at
     /// a time (the ranks share this computer's cores): the real update as a bare `train` makes
-    /// it (AdamW's weight decay and step, then the weights' moving average), and one pass of a
-    /// shared-memory sum per float.
-    static func measureLocalCosts(_ step: DataParallelStep, _ comm: Communicator) throws -> (optimizer: Double, perFloat: Double) {
+    /// it (AdamW's weight decay and step, then the weights' moving average), one pass of a
+    /// shared-memory sum per float, and PowerSGD's arithmetic on each bucket.
+    static func measureLocalCosts(_ step: DataParallelStep, _ comm: Communicator) throws
+        -> (optimizer: Double, perFloat: Double, arithmetic: [PowerSGDReduction.Arithmetic]?) {
         let network = step.network
         var optimizerSeconds = 0.0, secondsPerFloat = 0.0
+        let powerSGD = step.reduction as? PowerSGDReduction
+        var arithmetic: [PowerSGDReduction.Arithmetic]?
         let scratch = FloatBuffer(count: network.parameterCount)
         scratch.zero()
         let update = BenchmarkUpdate.standard
@@ -106,8 +115,14 @@ public enum LabEmulator {
             started = Date()
             for _ in 0..<3 { PowerSGDReduction.axpy(1, network.gradients.pointer, scratch.pointer, network.parameterCount) }
             secondsPerFloat = Date().timeIntervalSince(started) / 3 / Double(network.parameterCount)
+            if let powerSGD {
+                let evicting = FloatBuffer(count: 16 << 20)  // 64 MiB: more than the last-level cache (32 MiB here)
+                arithmetic = powerSGD.measureArithmetic(gradients: network.gradients.pointer) {
+                    evicting.pointer.update(repeating: 1, count: evicting.count)
+                }
+            }
         }
-        return (optimizerSeconds, secondsPerFloat)
+        return (optimizerSeconds, secondsPerFloat, arithmetic)
     }
 
     /// One emulated step's clock: forward, then backward node by node with each bucket's
@@ -145,7 +160,9 @@ public enum LabEmulator {
         // (the values do not change what crosses the network, and a refill would cost CPU).
         var random = Random(seed: 11, UInt64(comm.rank))
         for i in 0..<network.parameterCount { network.gradients.pointer[i] = random.uniform(-1e-3, 1e-3) }
+        _ = catdog_set_timer_slack(1000)
         let costs = try measureLocalCosts(step, comm)
+        (step.reduction as? PowerSGDReduction)?.sleptArithmetic = costs.arithmetic
         let schedule = Schedule(profile: profile, optimizer: costs.optimizer, perFloat: costs.perFloat, cores: cores)
         var exposed = 0.0
 
@@ -171,6 +188,7 @@ public enum LabEmulator {
             intra_machine_ms: 2 * Double(network.parameterCount) * schedule.intraPerFloat * 1000,
             exposed_comm_ms: figures[1] / n / Double(steps) * 1000,
             wire_mb: Double(step.buckets.indices.reduce(0) { $0 + step.reduction.wireBytes(bucket: $1, update: warmupSteps) }) / 1e6,
+            compression_arithmetic_ms: (costs.arithmetic ?? []).reduce(0) { $0 + $1.total } * 1000,
             cpu_per_rank: cpuMax[0], profile_step_ms: profile.step_ms, machine: .current(), blas_core: blasCoreName)
     }
 

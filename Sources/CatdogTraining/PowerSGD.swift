@@ -43,6 +43,26 @@ public final class PowerSGDReduction: GradientReduction {
         var qRange: Range<Int>
     }
 
+    /// One bucket's arithmetic, in seconds: before its P round (the error feedback added, P =
+    /// M Q), between the rounds (P orthonormalised, Q = Mᵀ P) and after the Q round (M = P Qᵀ,
+    /// the new error feedback).
+    public struct Arithmetic: Equatable, Sendable {
+        public var beforeFirst, between, after: Double
+        public var total: Double { beforeFirst + between + after }
+
+        public init(beforeFirst: Double = 0, between: Double = 0, after: Double = 0) {
+            self.beforeFirst = beforeFirst
+            self.between = between
+            self.after = after
+        }
+    }
+
+    /// For the lab emulator: each bucket's arithmetic, measured alone (`measureArithmetic`), to
+    /// sleep instead of computing it. Many emulated machines share this computer's cores, where
+    /// a machine's leader would compute alone on one of its own; the bytes sent are the same,
+    /// their values are not the compressed gradients'.
+    public var sleptArithmetic: [Arithmetic]?
+
     public let rank: Int
     public let buckets: [Range<Int>]
     public let startUpdate: Int
@@ -131,6 +151,15 @@ public final class PowerSGDReduction: GradientReduction {
         guard update >= startUpdate, !plan.matrices.isEmpty else {
             return try comm.startAllReduceSum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
         }
+        if let slept = sleptArithmetic { Self.sleep(slept[bucket].beforeFirst) } else { compress(bucket, gradients) }
+        let first = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
+        return Work(self, bucket: bucket, gradients: gradients, first: first)
+    }
+
+    /// Before the P round: the exact values into the P buffer, the error feedback added to each
+    /// matrix and P = M Q.
+    func compress(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
+        let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
         var at = 0
         for range in plan.exact {
@@ -141,8 +170,6 @@ public final class PowerSGDReduction: GradientReduction {
             catdog_powersgd_project(gradients + m.offset, error.pointer + (m.offset - offset), q.pointer + m.q,
                                     buffer + plan.exactCount + pAt, m.rows, m.columns, rank)
         }
-        let first = try comm.startAllReduceSum(buffer, count: plan.exactCount + plan.pCount, channel: 0)
-        return Work(self, bucket: bucket, gradients: gradients, first: first)
     }
 
     /// One bucket's two rounds.
@@ -192,6 +219,13 @@ public final class PowerSGDReduction: GradientReduction {
     /// all-reduce started.
     func secondRound(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) throws -> PendingReduction {
         let plan = plans[bucket]
+        if let slept = sleptArithmetic { Self.sleep(slept[bucket].between) } else { backProject(bucket, gradients) }
+        nextQRound = compressedAfter(bucket)
+        return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
+    }
+
+    func backProject(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
+        let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
         var at = 0
         for range in plan.exact {
@@ -203,18 +237,55 @@ public final class PowerSGDReduction: GradientReduction {
             Self.orthonormalize(p, length: m.rows, vectors: rank)
             catdog_powersgd_back_project(g, p, qm, m.rows, m.columns, rank)
         }
-        nextQRound = compressedAfter(bucket)
-        return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
     }
 
     /// After the Q round: gradient ← P Qᵀ, error ← M − P Qᵀ / ranks.
     func finish(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
+        if let slept = sleptArithmetic {
+            Self.sleep(slept[bucket].after)
+            return
+        }
         let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
         let share = 1 / Float(comm.size)
         for (m, pAt) in zip(plan.matrices, plan.p) {
             catdog_powersgd_finish(gradients + m.offset, error.pointer + (m.offset - offset), buffer + plan.exactCount + pAt,
                                    q.pointer + m.q, m.rows, m.columns, rank, share)
+        }
+    }
+
+    /// Each bucket's arithmetic on `gradients` (compressed buckets only; the others have none),
+    /// the mean of `repeats` runs. Before each of the three passes over the buckets `evict` runs
+    /// (e.g. writing a buffer larger than the caches): in training the error feedback and the
+    /// factors come from memory, not from the cache a repeat would leave them in. Changes the
+    /// gradients, the factors and the error feedback.
+    public func measureArithmetic(gradients: UnsafeMutablePointer<Float>, repeats: Int = 3,
+                                  evict: () -> Void = {}) -> [Arithmetic] {
+        var times = [Arithmetic](repeating: Arithmetic(), count: plans.count)
+        let compressed = plans.indices.filter { !plans[$0].matrices.isEmpty }
+        func timed(_ b: Int, _ body: () -> Void) -> Double {
+            let start = Date()
+            body()
+            return Date().timeIntervalSince(start) / Double(max(repeats, 1))
+        }
+        for _ in 0..<max(repeats, 1) {
+            evict()
+            for b in compressed { times[b].beforeFirst += timed(b) { compress(b, gradients) } }
+            evict()
+            for b in compressed { times[b].between += timed(b) { backProject(b, gradients) } }
+            evict()
+            for b in compressed { times[b].after += timed(b) { finish(b, gradients) } }
+        }
+        return times
+    }
+
+    /// Sleeps `seconds` (to the deadline: a short sleep overshoots by the kernel's timer slack).
+    static func sleep(_ seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { return }
+            usleep(UInt32(min(left, 0.01) * 1e6))
         }
     }
 

@@ -22,4 +22,9 @@ int catdog_stop_signal_wait(double seconds);
 // Restores the default actions (after the run has stopped).
 void catdog_stop_signals_uninstall(void);
 
+// This thread's timer slack in nanoseconds (prctl PR_SET_TIMERSLACK: how late the kernel may
+// end a sleep, 50 µs by default). Returns 0, or -1 (errno set). prctl is variadic, which Swift
+// cannot call.
+int catdog_set_timer_slack(unsigned long nanoseconds);
+
 #endif

@@ -284,6 +284,40 @@ final class GradientReductionTests: XCTestCase {
         XCTAssertGreaterThan(results[1][2].error.map(abs).max()!, 0, "update 2 is compressed")
     }
 
+    /// The lab emulator's PowerSGD: each compressed bucket's arithmetic measured (nothing for a
+    /// bucket sent exactly), then slept instead of computed. The same rounds cross the network,
+    /// an update takes at least the time slept, and nothing is computed: the gradients stay
+    /// as they were and no error feedback builds up.
+    func testSleptArithmeticSendsTheSameRoundsWithoutComputing() throws {
+        let count = self.count, buckets = self.buckets, tensors = self.tensors
+        let gradient = Self.randomGradient(seed: 500, count: count)
+        let results = try ThreadCommunicator.run(ranks: 2) { comm in
+            let reduction = PowerSGDReduction(buckets: buckets, tensors: tensors, rank: 2, startUpdate: 0, seed: 3, communicator: comm)
+            var scratch = gradient
+            let measured = scratch.withUnsafeMutableBufferPointer { reduction.measureArithmetic(gradients: $0.baseAddress!) }
+            reduction.resetError()
+            reduction.sleptArithmetic = measured.map { $0.total > 0 ? .init(beforeFirst: 0.004, between: 0.003, after: 0.002) : $0 }
+            var g = gradient
+            let start = Date()
+            try g.withUnsafeMutableBufferPointer { p in
+                let pending = try buckets.indices.map { try reduction.start(bucket: $0, gradients: p.baseAddress!, update: 0) }
+                for r in pending { try r.wait() }
+            }
+            return (measured, Date().timeIntervalSince(start), g, reduction.error.array)
+        }
+        for (measured, seconds, g, error) in results {
+            XCTAssertEqual(measured[0], PowerSGDReduction.Arithmetic(), "bucket 0 (the bias and the small kernel) is sent exactly")
+            XCTAssertGreaterThan(measured[1].beforeFirst, 0)
+            XCTAssertGreaterThan(measured[1].between, 0)
+            XCTAssertGreaterThan(measured[1].after, 0)
+            XCTAssertGreaterThanOrEqual(seconds, 0.009, "the slept arithmetic of the compressed bucket")
+            XCTAssertEqual(Array(g[0..<1152]), Array(gradient[0..<1152]), "the compressed matrix is not computed")
+            XCTAssertEqual(error.map(abs).max(), 0, "no error feedback")
+            let exact = Self.exactSum(2, { _, _ in gradient }, update: 0)
+            XCTAssertLessThan(Self.relativeError(g[1152...], exact[1152...]), 1e-6, "bucket 0 is still summed exactly")
+        }
+    }
+
     /// On the real model the default recipe trains (resnet at 64 px, 4 MiB buckets), rank 4
     /// sends at least 10× fewer bytes than fp32 — and says which tensors go exactly.
     func testPowerSGDCutsResNetTrafficTenfold() throws {
@@ -341,6 +375,7 @@ final class LabEmulatorTests: XCTestCase {
         let dense = Double(try ModelZoo.build("simple", imageSize: 32).parameterCount * 4) / 1e6
         XCTAssertLessThan(r.wire_mb, dense / 5, "PowerSGD rank 2 sends a fraction of the fp32 gradients")
         XCTAssertGreaterThan(r.wire_mb, 0)
+        XCTAssertGreaterThan(r.compression_arithmetic_ms, 0, "PowerSGD's arithmetic is measured and slept")
     }
 
     func testAProfileOfAnotherModelIsRefused() throws {
