@@ -94,9 +94,8 @@ public enum DataFolder {
                 """)
         }
         if !unlabeled.isEmpty {
-            let shown = unlabeled.prefix(5).joined(separator: ", ") + (unlabeled.count > 5 ? ", ..." : "")
             warn("""
-                note: \(unlabeled.count) image(s) in '\(path)' left out: their names carry no class (\(shown)); \
+                note: \(unlabeled.count) image(s) in '\(path)' left out: their names carry no class (\(someNames(unlabeled))); \
                 name them cat.N.jpg or dog.N.jpg, or move them into cats/ or dogs/, to use them
                 """)
         }
@@ -104,14 +103,10 @@ public enum DataFolder {
     }
 
     /// The numbered images of a Kaggle test folder (`1.jpg`, `2.jpg`, …), sorted by number.
-    public static func numberedFiles(in path: String) throws -> [(id: Int, path: String)] {
-        try numberedFolder(in: path).files
-    }
-
-    /// The same, and the names of the images left out because their name is no plain number
-    /// (`-3.jpg`, `1e5.jpg`, `cat.3.jpg`, one of more than 18 digits), sorted: a submission
-    /// without them has fewer rows than the folder has images.
-    public static func numberedFolder(in path: String) throws -> (files: [(id: Int, path: String)], skipped: [String]) {
+    /// Images whose names are no plain number (`-3.jpg`, `1e5.jpg`, `cat.3.jpg`, more than 18
+    /// digits) are left out, and `warn` names them: a submission without them has fewer rows
+    /// than the folder has images.
+    public static func numberedFiles(in path: String, warn: (String) -> Void = { _ in }) throws -> [(id: Int, path: String)] {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -136,7 +131,18 @@ public enum DataFolder {
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.0 == b.0 {
             throw DataFolderError(description: "test folder '\(path)' has two images with id \(a.0): \(a.1) and \(b.1); a submission needs one row per id")
         }
-        return (sorted.map { (id: $0.0, path: $0.1) }, skipped.sorted())
+        if !skipped.isEmpty {
+            warn("""
+                note: \(skipped.count) image(s) in '\(path)' left out: their names are not plain numbers \
+                as Kaggle's test ids are (\(someNames(skipped))); rename them N.jpg to score them
+                """)
+        }
+        return sorted.map { (id: $0.0, path: $0.1) }
+    }
+
+    /// The first five of `names` in order, and "..." when there are more.
+    static func someNames(_ names: [String]) -> String {
+        names.sorted().prefix(5).joined(separator: ", ") + (names.count > 5 ? ", ..." : "")
     }
 
     /// The stratified split a training run uses: refuses a split that leaves no training or no

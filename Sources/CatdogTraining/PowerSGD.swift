@@ -151,7 +151,7 @@ public final class PowerSGDReduction: GradientReduction {
         guard update >= startUpdate, !plan.matrices.isEmpty else {
             return try comm.startAllReduceSum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
         }
-        if let slept = sleptArithmetic { Self.sleep(slept[bucket].beforeFirst) } else { compress(bucket, gradients) }
+        if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].beforeFirst)) } else { compress(bucket, gradients) }
         let first = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
         return Work(self, bucket: bucket, gradients: gradients, first: first)
     }
@@ -219,7 +219,7 @@ public final class PowerSGDReduction: GradientReduction {
     /// all-reduce started.
     func secondRound(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) throws -> PendingReduction {
         let plan = plans[bucket]
-        if let slept = sleptArithmetic { Self.sleep(slept[bucket].between) } else { backProject(bucket, gradients) }
+        if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].between)) } else { backProject(bucket, gradients) }
         nextQRound = compressedAfter(bucket)
         return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
     }
@@ -242,7 +242,7 @@ public final class PowerSGDReduction: GradientReduction {
     /// After the Q round: gradient ← P Qᵀ, error ← M − P Qᵀ / ranks.
     func finish(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
         if let slept = sleptArithmetic {
-            Self.sleep(slept[bucket].after)
+            LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].after))
             return
         }
         let plan = plans[bucket]
@@ -277,16 +277,6 @@ public final class PowerSGDReduction: GradientReduction {
             for b in compressed { times[b].after += timed(b) { finish(b, gradients) } }
         }
         return times
-    }
-
-    /// Sleeps `seconds` (to the deadline: a short sleep overshoots by the kernel's timer slack).
-    static func sleep(_ seconds: Double) {
-        let deadline = Date().addingTimeInterval(seconds)
-        while true {
-            let left = deadline.timeIntervalSinceNow
-            if left <= 0 { return }
-            usleep(UInt32(min(left, 0.01) * 1e6))
-        }
     }
 
     // MARK: - Small dense kernels (fixed order: every rank computes the same bits; the passes over

@@ -49,17 +49,7 @@ struct Submit: ParsableCommand {
         try compute.apply()  // first: the kernels it selects decide what auto can take
         let predictor = try model.predictor(compute)
         let numbered: [(id: Int, path: String)]
-        do {
-            let folder = try DataFolder.numberedFolder(in: testDir)
-            numbered = folder.files
-            if !folder.skipped.isEmpty {
-                let shown = folder.skipped.prefix(5).joined(separator: ", ") + (folder.skipped.count > 5 ? ", ..." : "")
-                printError("""
-                    note: \(folder.skipped.count) image(s) in '\(testDir)' left out: their names are not plain numbers \
-                    as Kaggle's test ids are (\(shown)); rename them N.jpg to score them
-                    """)
-            }
-        } catch {
+        do { numbered = try DataFolder.numberedFiles(in: testDir) { printError($0) } } catch {
             printError("\(error)")
             throw ExitCode(1)
         }
