@@ -183,7 +183,7 @@ int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t r
                                size_t stride);
 // catdog_wino4_input's 36 rows of one tile (n channels), rounded and packed as
 // catdog_bf16_pack_tile_rows packs them, without the fp32 rows in between: the same bits. 0
-// where the bf16 products do not run, or n is not a multiple of 32.
+// where the bf16 products do not run, or n is not a multiple of 16.
 int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, size_t n);
 // For F(4×4)'s kernel gradient, two tiles at once (d1 and g1 NULL: one, paired with zeros):
 // their inputs' transforms (d0, d1: 36 pixels each, c channels) and their output gradients'

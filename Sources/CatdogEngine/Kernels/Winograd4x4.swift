@@ -32,8 +32,8 @@ public final class Winograd4x4: WinogradConvolution {
     /// it is made (in cache), so that the products read bf16 pairs, half the bytes, with no
     /// packing pass of their own. The same bits either way; false packs inside the products.
     var packsAsItTransforms = true
-    /// Whether that packing happens inside the transforms (`catdog_wino4_input_bf16`, channels
-    /// in 32s; `catdog_wino4_kernel_gradient_pair_bf16`, in 16s) rather than in a pass over
+    /// Whether that packing happens inside the transforms (`catdog_wino4_input_bf16`,
+    /// `catdog_wino4_kernel_gradient_pair_bf16`; channels in 16s) rather than in a pass over
     /// their fp32 output: the same bits either way.
     var fusedPacking = true
     /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed; and
@@ -178,9 +178,9 @@ public final class Winograd4x4: WinogradConvolution {
             if uPacked && packsAsItTransforms {
                 // V in bf16 pairs along the channels, in v's memory: 36 blocks of count × k2 words.
                 let words = UnsafeMutableRawPointer(vp), tile = tileWork.pointer, vBlock = Self.blockStride(count * k2)
-                // In one pass where the channels come in 32s (resnet's and vgg's layers; the C
-                // function declines other counts, decided here once rather than at every tile).
-                let fused = fusedPacking && c % 32 == 0
+                // In one pass where the channels come in 16s (the C function declines other
+                // counts, decided here once rather than at every tile).
+                let fused = fusedPacking && c % 16 == 0
                 ConvolutionPhases.measure(.winogradTransforms) {
                     for t in 0..<count {
                         let out = words + 4 * t * k2

@@ -163,12 +163,15 @@ final class BF16ConvolutionTests: XCTestCase {
     /// must be the same bits either way; and not fp32's (more than 1e-4 from it), or bf16 did not
     /// run. Shapes: an odd channel count (17: its last pair padded with zero), counts that are
     /// not multiples of 16, an odd tile count in two chunks (19 and 8 tiles: a tile pair padded
-    /// in the first) and in one (27); and channels in 32s (32, 64), whose input transform packs
-    /// inside the transform (`catdog_wino4_input_bf16`), in one chunk and in several.
+    /// in the first) and in one (27); and channels in 16s (16, 32, 48, 64), whose transforms pack
+    /// as they transform (`catdog_wino4_input_bf16`, `catdog_wino4_kernel_gradient_pair_bf16`),
+    /// in one chunk and in several, and with an odd tile count (9), whose last dW pair is one
+    /// tile and zeros.
     func testPackingAsItTransformsGivesTheSameBits() {
         var random = Random(seed: 77)
         let cases: [(c: Int, f: Int, images: Int, h: Int, w: Int, chunkFloats: Int)] = [
             (17, 24, 3, 9, 9, 4096), (17, 24, 3, 9, 9, 1 << 20), (32, 48, 2, 12, 10, 1 << 20), (64, 32, 3, 11, 7, 8192),
+            (16, 48, 1, 9, 9, 1 << 20), (48, 16, 1, 9, 9, 1 << 20),
         ]
         for (c, f, images, h, w, chunkFloats) in cases {
             let name = "C \(c), F \(f), \(images) images of \(h)×\(w), chunks of \(chunkFloats) floats"
