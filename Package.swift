@@ -38,8 +38,11 @@ let package = Package(
         // Stop signals (SIGTERM, SIGINT, SIGUSR1) as a flag the training loop reads between steps;
         // and the timer slack of a thread's sleeps (the lab emulator's).
         .target(name: "CSignals", path: "Sources/CSignals"),
-        // Winograd F(4x4, 3x3) transforms, compiled for AVX-512, AVX2 and baseline x86-64; the
-        // loader picks one per CPU.
+        // Our own kernels: Winograd F(4x4, 3x3)'s transforms, the channel-wise layers (BatchNorm,
+        // activations, pooling, depthwise), the optimizers' updates, PowerSGD's arithmetic and
+        // image resizing, compiled for AVX-512, AVX2 and baseline x86-64 (dispatch.c picks one per
+        // CPU); the fp32 and bf16 gemms and the direct first-layer convolution, for AVX-512 and
+        // AVX512_BF16, each used only where the CPU has them.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3", "-mprefer-vector-width=512", "-fno-math-errno"])]),
 
         // MARK: - Library targets, lowest first; each imports only those above it in this list.
