@@ -263,18 +263,18 @@ public final class PowerSGDReduction: GradientReduction {
                                   evict: () -> Void = {}) -> [Arithmetic] {
         var times = [Arithmetic](repeating: Arithmetic(), count: plans.count)
         let compressed = plans.indices.filter { !plans[$0].matrices.isEmpty }
-        func timed(_ b: Int, _ body: () -> Void) -> Double {
+        func timed(_ body: () -> Void) -> Double {
             let start = Date()
             body()
             return Date().timeIntervalSince(start) / Double(max(repeats, 1))
         }
         for _ in 0..<max(repeats, 1) {
             evict()
-            for b in compressed { times[b].beforeFirst += timed(b) { compress(b, gradients) } }
+            for b in compressed { times[b].beforeFirst += timed { compress(b, gradients) } }
             evict()
-            for b in compressed { times[b].between += timed(b) { backProject(b, gradients) } }
+            for b in compressed { times[b].between += timed { backProject(b, gradients) } }
             evict()
-            for b in compressed { times[b].after += timed(b) { finish(b, gradients) } }
+            for b in compressed { times[b].after += timed { finish(b, gradients) } }
         }
         return times
     }
