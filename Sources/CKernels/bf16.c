@@ -61,7 +61,7 @@ void catdog_bf16_pack_b(const float *b, size_t k, size_t n, size_t ldb, uint16_t
 
 int catdog_cpu_has_bf16(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    return catdog_cpu_allows("avx512f") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
 }
 
 // Twelve independent chains of `STEP(c)` for about `seconds`: enough to keep two FMA pipes of
@@ -101,7 +101,7 @@ BF16 static double bf16_peak(double seconds) {
 
 double catdog_peak_fp32_gflops(double seconds) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? fp32_peak(seconds) : 0;
+    return catdog_cpu_allows("avx512f") && __builtin_cpu_supports("avx512f") ? fp32_peak(seconds) : 0;
 }
 
 double catdog_peak_bf16_gflops(double seconds) { return catdog_cpu_has_bf16() ? bf16_peak(seconds) : 0; }

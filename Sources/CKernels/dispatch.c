@@ -1,5 +1,6 @@
 // The public kernels: each call goes to the variant chosen for this CPU (or by
 // catdog_kernels_select), through one table.
+#include <stdlib.h>
 #include <string.h>
 #include "variants.h"
 
@@ -13,7 +14,20 @@ static const struct catdog_kernel_table table_base = {CATDOG_KERNELS(CATDOG_ENTR
 static const struct catdog_kernel_table *current;
 static const char *current_name;
 
+// CATDOG_KERNELS=avx2 or baseline in the environment makes this process behave as on a CPU that
+// has no more than that set: `auto` resolves within it, and wider sets and AVX512_BF16 count as
+// absent (catdog_cpu_allows), so a test suite or a benchmark can stand in for an older machine.
+// Any other value (avx512f, auto, unknown) caps nothing here; the command line checks the value.
+int catdog_cpu_allows(const char *isa) {
+    const char *cap = getenv("CATDOG_KERNELS");
+    if (!cap) return 1;
+    if (strcmp(cap, "baseline") == 0) return strcmp(isa, "baseline") == 0;
+    if (strcmp(cap, "avx2") == 0) return strcmp(isa, "avx2") == 0 || strcmp(isa, "baseline") == 0;
+    return 1;
+}
+
 static int cpu_has(const char *isa) {
+    if (!catdog_cpu_allows(isa)) return 0;
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();
     if (strcmp(isa, "avx512f") == 0)

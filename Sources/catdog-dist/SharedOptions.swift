@@ -114,7 +114,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
     var multiply = ConvolutionOptions.Multiply.own
 
-    @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare.")
+    @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare. CATDOG_KERNELS=avx2 or baseline in the environment makes the process behave as on a CPU without the wider sets, AVX512_BF16 included (docs/testing.md).")
     var kernels = KernelInstructionSet.auto
 
     @Option(help: "With --convolution auto: Winograd only in passes with at least this many 4x4 output tiles (images x tiles an image); im2col below, where it is faster. 0 = Winograd at every size, for comparison.")

@@ -195,6 +195,9 @@ int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const floa
                                            const float *const g1[16], void *v, size_t vstride, void *m, size_t mstride,
                                            size_t c, size_t f);
 int catdog_cpu_has_bf16(void);
+// Whether the environment lets this process use instruction set `isa` ("avx512f", "avx2",
+// "baseline"): CATDOG_KERNELS=avx2 or baseline stands in for a CPU without the wider sets.
+int catdog_cpu_allows(const char *isa);
 // Whether the bf16 products run here: the CPU has AVX512_BF16 and the kernels run AVX-512.
 int catdog_bf16_products_available(void);
 // One core's rate, GFLOP/s, from register-only loops of about `seconds`: AVX-512 fp32 FMAs, and

@@ -137,7 +137,12 @@ public enum Precision: String, Sendable, CaseIterable, Codable {
     /// Why this process cannot compute in this precision, or nil when it can.
     public var unavailableReason: String? {
         guard self == .bf16 else { return nil }
-        if !BF16Gemm.available { return "this CPU has no AVX512_BF16 instructions" }
+        if !BF16Gemm.available {
+            if let cap = KernelInstructionSet.environmentCap, cap == .avx2 || cap == .baseline {
+                return "CATDOG_KERNELS=\(cap.rawValue) in the environment stands in for a CPU without AVX512_BF16"
+            }
+            return "this CPU has no AVX512_BF16 instructions"
+        }
         if KernelInstructionSet.active != .avx512f { return "the \(KernelInstructionSet.active.rawValue) kernels have no bf16 products" }
         return nil
     }
