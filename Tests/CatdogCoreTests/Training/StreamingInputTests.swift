@@ -32,12 +32,17 @@ final class StreamingInputTests: XCTestCase {
 
     /// Micro-batches of 5 (12 per rank = 5 + 5 + 2) against whole local batches: the gradients
     /// add up to the same update up to float summation order (the simple net has no
-    /// BatchNorm; dropout masks are keyed by global sample). In fp32: 4e-8 and 2e-7 of the
-    /// weights' norm after the 10 updates (one Zen 4, OpenBLAS's Cooperlake and Haswell
-    /// kernels), so the tolerance is 1e-5. Not in bf16 (`--precision auto` where the CPU has it):
-    /// there the same runs ended 1e-2 and 7e-4 apart (micro-batches of 6: 7e-4; of 12: 0). Not
-    /// traced further; a last-bit difference in a sum can round a value to the other bf16
-    /// neighbour (a 2⁻⁸ step), which AdamW then carries on.
+    /// BatchNorm; dropout masks are keyed by global sample). Measured against how far the
+    /// whole-batch run's weights moved in its last epoch (5 updates), as `relativeToMove`: so a
+    /// micro-batch lost, counted twice or weighted wrongly shows as a share of a step, whatever
+    /// the weights' own size. In fp32: 1.6e-6 with our AVX-512 kernels (one Zen 4, OpenBLAS's
+    /// Cooperlake kernels), but 2.1e-3 where OpenBLAS's Haswell kernels take the products
+    /// (CATDOG_KERNELS=avx2 or baseline with OPENBLAS_CORETYPE=Haswell, as on an AVX2-only
+    /// machine): there the whole-batch run, not the micro-batched one, ended 5.5e-5 of the
+    /// weights' norm from both AVX-512 runs, as when a ReLU's input within a last bit of 0 takes
+    /// the other side of the kink under another summation order and its unit's gradient
+    /// appears or vanishes. So the bound is 2e-2 of the move. Not in bf16 (`--precision auto`
+    /// where the CPU has it): there the same runs ended 1e-2 of the weights' norm apart.
     func testMicroBatchesAddUpToTheWholeBatch() throws {
         let data = try sharedSubset(self, perClass: 60)
         let whole = try temporaryFolder(self), micro = try temporaryFolder(self)
@@ -47,10 +52,16 @@ final class StreamingInputTests: XCTestCase {
         let result = try CLI.run(trainArguments(data, micro, extra: fp32 + ["--micro-batch", "5"]), ranks: 2)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("micro-batches of 5 (3 per step, gradients summed) within"), result.stdout)
-        let distance = weightDistance(try modelTensors(whole + "/last.safetensors.zst"), try modelTensors(micro + "/last.safetensors.zst"))
-        print("micro-batches against the whole batch: relative L2 \(distance.relative), largest \(distance.largest)")
+        let epochOne = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: whole).first { $0.hasPrefix("ckpt-e0001-") },
+                                     "the whole-batch run keeps its first epoch's checkpoint")
+        let end = try modelTensors(whole + "/last.safetensors.zst")
+        let distance = weightDistance(end, try modelTensors(micro + "/last.safetensors.zst"))
+        let move = weightDistance(end, try modelTensors(whole + "/" + epochOne))
+        let relativeToMove = distance.relative / move.relative
+        print("micro-batches against the whole batch: \(relativeToMove) of the last epoch's move (relative L2 \(distance.relative), largest \(distance.largest))")
         XCTAssertGreaterThan(distance.largest, 0, "the micro-batched run must really differ in summation order")
-        XCTAssertLessThan(distance.relative, 1e-5, "largest difference \(distance.largest)")
+        XCTAssertGreaterThan(move.relative, 0, "the last epoch moved the weights")
+        XCTAssertLessThan(relativeToMove, 2e-2, "relative L2 \(distance.relative), largest difference \(distance.largest)")
     }
 
     /// Streaming: a training image that passed the check and is then replaced by garbage is
