@@ -67,6 +67,13 @@ struct Bench: ParsableCommand {
         guard (1...4096).contains(machineCores) else { throw ValidationError("--machine-cores must be between 1 and 4096") }
     }
 
+    /// The machine line lists the CPU's own flags; under CATDOG_KERNELS=avx2 or baseline it
+    /// also says that the kernels were capped, so a figure is not read as this CPU's best.
+    static var kernelCapNote: String {
+        guard let cap = KernelInstructionSet.environmentCap, cap == .avx2 || cap == .baseline else { return "" }
+        return " (capped by CATDOG_KERNELS=\(cap.rawValue))"
+    }
+
     func run() throws {
         try runDistributed(announce: !json, machineRanks: allReduce.machineRanks) { comm in
             try compute.apply()
@@ -93,7 +100,7 @@ struct Bench: ParsableCommand {
                 return try printJSON(r)
             }
             print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.precision ?? "fp32") products, \(r.steps) steps")
-            print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)")
+            print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)\(Self.kernelCapNote)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
@@ -149,7 +156,7 @@ struct Bench: ParsableCommand {
             guard let best = values.max(), let top = peak.max(), best > 0, top > 0 else { return "-" }
             return String(format: "%.0f%%", 100 * best / top)
         }
-        print("one core: \(MachineDescription.current().summary); OpenBLAS core \(blasCoreName); own kernels \(KernelInstructionSet.active.rawValue)")
+        print("one core: \(MachineDescription.current().summary); OpenBLAS core \(blasCoreName); own kernels \(KernelInstructionSet.active.rawValue)\(Self.kernelCapNote)")
         print("  peak GFLOP/s (3 rounds): fp32 FMA \(span(r.peak_fp32)), bf16 vdpbf16ps \(span(r.peak_bf16))")
         print("  product (m x k x n)       OpenBLAS fp32     our fp32           our bf16 (packed)   our bf16 (packing)")
         for row in r.rows {

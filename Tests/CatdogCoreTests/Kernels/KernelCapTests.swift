@@ -10,7 +10,7 @@ final class KernelCapTests: XCTestCase {
         for cap in ["avx2", "baseline"] {
             let result = try CLI.run(bench + ["--precision", "auto"], environment: ["CATDOG_KERNELS": cap])
             XCTAssertEqual(result.status, 0, result.output)
-            XCTAssertTrue(result.stdout.contains("own kernels \(cap)"), result.stdout)
+            XCTAssertTrue(result.stdout.contains("own kernels \(cap) (capped by CATDOG_KERNELS=\(cap))"), result.stdout)
             XCTAssertTrue(result.stdout.contains("fp32 products"), result.stdout)
         }
         let refused = try CLI.run(bench + ["--precision", "bf16"], environment: ["CATDOG_KERNELS": "avx2"])
