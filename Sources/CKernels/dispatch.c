@@ -17,10 +17,24 @@ static const char *current_name;
 // CATDOG_KERNELS=avx2 or baseline in the environment makes this process behave as on a CPU that
 // has no more than that set: `auto` resolves within it, and wider sets and AVX512_BF16 count as
 // absent (catdog_cpu_allows), so a test suite or a benchmark can stand in for an older machine.
-// Any other value (avx512f, auto, unknown) caps nothing here; the command line checks the value.
+// Read once, here, as OpenBLAS reads OPENBLAS_CORETYPE: CPU dispatch is process-wide, and the
+// test bundle, which has no entry point of its own, must see it too. Any other value caps
+// nothing here; the command line refuses it.
+static const char *cap_name(void) {
+    static int read;
+    static const char *cap;
+    if (!read) {
+        const char *value = getenv("CATDOG_KERNELS");
+        cap = value && strcmp(value, "baseline") == 0 ? "baseline" : value && strcmp(value, "avx2") == 0 ? "avx2" : "";
+        read = 1;
+    }
+    return cap;
+}
+
+const char *catdog_kernels_cap(void) { return cap_name(); }
+
 int catdog_cpu_allows(const char *isa) {
-    const char *cap = getenv("CATDOG_KERNELS");
-    if (!cap) return 1;
+    const char *cap = cap_name();
     if (strcmp(cap, "baseline") == 0) return strcmp(isa, "baseline") == 0;
     if (strcmp(cap, "avx2") == 0) return strcmp(isa, "avx2") == 0 || strcmp(isa, "baseline") == 0;
     return 1;

@@ -70,7 +70,7 @@ struct Bench: ParsableCommand {
     /// The machine line lists the CPU's own flags; under CATDOG_KERNELS=avx2 or baseline it
     /// also says that the kernels were capped, so a figure is not read as this CPU's best.
     static var kernelCapNote: String {
-        guard let cap = KernelInstructionSet.environmentCap, cap == .avx2 || cap == .baseline else { return "" }
+        guard let cap = KernelInstructionSet.cap else { return "" }
         return " (capped by CATDOG_KERNELS=\(cap.rawValue))"
     }
 

@@ -189,8 +189,20 @@ struct ComputeOptions: ParsableArguments {
     /// this machine cannot compute in the precision asked for.
     func apply() throws {
         setBLASThreads(threads)
+        // The kernels read CATDOG_KERNELS themselves and ignore what is not a set: refused here.
+        if let value = ProcessInfo.processInfo.environment["CATDOG_KERNELS"], !value.isEmpty,
+           KernelInstructionSet(rawValue: value) == nil {
+            throw BadKernelsVariable(value: value)
+        }
         try kernels.select()
         if precision == .bf16, let reason = Precision.bf16.unavailableReason { throw PrecisionUnavailable(precision: .bf16, reason: reason) }
+    }
+
+    struct BadKernelsVariable: Error, CustomStringConvertible {
+        let value: String
+        var description: String {
+            "CATDOG_KERNELS=\(value) in the environment is not an instruction set; set it to avx2 or baseline (to stand in for an older CPU), or unset it"
+        }
     }
 
     struct PrecisionUnavailable: Error, CustomStringConvertible {

@@ -198,6 +198,8 @@ int catdog_cpu_has_bf16(void);
 // Whether the environment lets this process use instruction set `isa` ("avx512f", "avx2",
 // "baseline"): CATDOG_KERNELS=avx2 or baseline stands in for a CPU without the wider sets.
 int catdog_cpu_allows(const char *isa);
+// The set CATDOG_KERNELS caps this process to, "avx2" or "baseline", or "" when it caps nothing.
+const char *catdog_kernels_cap(void);
 // Whether the bf16 products run here: the CPU has AVX512_BF16 and the kernels run AVX-512.
 int catdog_bf16_products_available(void);
 // One core's rate, GFLOP/s, from register-only loops of about `seconds`: AVX-512 fp32 FMAs, and

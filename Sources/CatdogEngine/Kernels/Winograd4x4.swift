@@ -1,4 +1,3 @@
-import Foundation
 import CKernels
 import CatdogSupport
 
@@ -332,34 +331,25 @@ public enum KernelInstructionSet: String, Sendable, CaseIterable {
     public struct Unsupported: Error, CustomStringConvertible {
         public let name: String
         public var description: String {
-            if let cap = KernelInstructionSet.environmentCap, cap != .auto, cap != .avx512f {
+            if let cap = KernelInstructionSet.cap {
                 return "CATDOG_KERNELS=\(cap.rawValue) in the environment leaves this process no \(name) kernels; choose auto or a narrower set, or unset CATDOG_KERNELS"
             }
             return "this CPU cannot run the \(name) kernels; choose auto (the best it has) or a narrower set"
         }
     }
 
-    /// The environment's CATDOG_KERNELS: avx2 or baseline makes this process behave as on a
-    /// CPU without the wider sets (AVX512_BF16 included), wherever it runs, so that tests and
-    /// benchmarks can stand in for an older machine; nil when unset.
-    public static var environmentCap: KernelInstructionSet? {
-        ProcessInfo.processInfo.environment["CATDOG_KERNELS"].flatMap { $0.isEmpty ? nil : KernelInstructionSet(rawValue: $0) ?? .auto }
-    }
-
-    public struct BadEnvironment: Error, CustomStringConvertible {
-        public let value: String
-        public var description: String {
-            "CATDOG_KERNELS=\(value) in the environment is not an instruction set; set it to avx2 or baseline (to stand in for an older CPU), or unset it"
-        }
+    /// The narrower set (avx2 or baseline) this process is capped to, as on a CPU without the
+    /// wider sets (AVX512_BF16 included), or nil: CATDOG_KERNELS, which the C dispatcher reads
+    /// once for the whole process (`catdog_kernels_cap`), so that tests and benchmarks can stand
+    /// in for an older machine.
+    public static var cap: KernelInstructionSet? {
+        KernelInstructionSet(rawValue: String(cString: catdog_kernels_cap()))
     }
 
     /// Makes the kernels run with this set from now on (before any network runs); throws
-    /// when the CPU lacks it, or when CATDOG_KERNELS names no set. `avx2` and `baseline` also
-    /// leave Winograd's products to BLAS.
+    /// when the CPU (or the cap) lacks it. `avx2` and `baseline` also leave Winograd's products
+    /// to BLAS.
     public func select() throws {
-        if let value = ProcessInfo.processInfo.environment["CATDOG_KERNELS"], !value.isEmpty, KernelInstructionSet(rawValue: value) == nil {
-            throw BadEnvironment(value: value)
-        }
         guard catdog_kernels_select(rawValue) != 0 else { throw Unsupported(name: rawValue) }
     }
 

@@ -138,7 +138,7 @@ public enum Precision: String, Sendable, CaseIterable, Codable {
     public var unavailableReason: String? {
         guard self == .bf16 else { return nil }
         if !BF16Gemm.available {
-            if let cap = KernelInstructionSet.environmentCap, cap == .avx2 || cap == .baseline {
+            if let cap = KernelInstructionSet.cap {
                 return "CATDOG_KERNELS=\(cap.rawValue) in the environment stands in for a CPU without AVX512_BF16"
             }
             return "this CPU has no AVX512_BF16 instructions"
