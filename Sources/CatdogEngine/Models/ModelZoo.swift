@@ -96,14 +96,17 @@ public enum ModelZoo {
     /// About half vgg's FLOPs at 64×64.
     /// `filters` are the four stages' widths (the stem has the first); `blocks` the residual
     /// blocks in each stage.
-    static func resnet(_ b: inout NetworkBuilder, filters widths: [Int] = [32, 64, 128, 256], blocks: Int = 1) {
+    /// `activation` is ReLU in every model; `.linear` makes a net whose gradient is continuous in
+    /// its activations, for tests that compare summation orders (`BalanceTests`).
+    public static func resnet(_ b: inout NetworkBuilder, filters widths: [Int] = [32, 64, 128, 256], blocks: Int = 1,
+                              activation: Activation = .relu) {
         func convBN(_ b: inout NetworkBuilder, _ filters: Int, stride: Int = 1, relu: Bool = true) {
             b.add(Conv2D(filters, 3, stride: stride, useBias: false))
             // Momentum 0.9 (PyTorch's default) rather than Keras's 0.99: with 0.99 the moving
             // variance still carries a third of its initial 1.0 after 100 steps, and on small
             // data sets validation then sees badly scaled activations.
             // ReLU in BatchNorm's own pass (one layer, no pass of its own).
-            b.add(BatchNorm(momentum: 0.9, activation: relu ? .relu : .linear))
+            b.add(BatchNorm(momentum: 0.9, activation: relu ? activation : .linear))
         }
         convBN(&b, widths[0], stride: 2)
         for (stage, filters) in widths.enumerated() {
@@ -112,7 +115,7 @@ public enum ModelZoo {
                 let skip = b.last
                 convBN(&b, filters)
                 convBN(&b, filters, relu: false)
-                b.add(Add(activation: .relu), inputs: [b.last, skip])
+                b.add(Add(activation: activation), inputs: [b.last, skip])
             }
         }
         b.add(GlobalAveragePool())

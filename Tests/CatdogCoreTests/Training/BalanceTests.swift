@@ -284,21 +284,7 @@ final class BalanceTests: XCTestCase {
     /// machine), while AVX-512 and OpenBLAS's Cooperlake kernels happened to keep it on one side.
     static func resnetWithoutKinks() throws -> Network {
         var b = NetworkBuilder(input: .init(height: 32, width: 32, channels: 3))
-        func convBN(_ filters: Int, stride: Int = 1) {
-            b.add(Conv2D(filters, 3, stride: stride, useBias: false))
-            b.add(BatchNorm(momentum: 0.9, activation: .linear))
-        }
-        convBN(32, stride: 2)
-        for (stage, filters) in [32, 64, 128, 256].enumerated() {
-            if stage > 0 { convBN(filters, stride: 2) }
-            let skip = b.last
-            convBN(filters)
-            convBN(filters)
-            b.add(Add(activation: .linear), inputs: [b.last, skip])
-        }
-        b.add(GlobalAveragePool())
-        b.add(Dropout(0.2))
-        b.add(Dense(1))
+        ModelZoo.resnet(&b, activation: .linear)
         return try b.build()
     }
 
