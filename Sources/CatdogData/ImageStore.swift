@@ -183,21 +183,46 @@ public final class ImageStore {
             let s = augmentation.colorShift
             shift = (random.uniform(-s, s).rounded(), random.uniform(-s, s).rounded(), random.uniform(-s, s).rounded())
         }
+        var cutoutCentre: (x: Int, y: Int)?
+        if augmentation.cutout != nil { cutoutCentre = (random.below(outSize), random.below(outSize)) }
         let (multiplier, offsets) = preprocessing.affine()
         let clampShift = augmentation.color
         if window == nil, outSize != size { window = (Float(left), Float(top), Float(size), Float(size)) }
         if let window {
             writeResampled(from: source, storedSize: storedSize, window: window, size: outSize, flip: flip, shift: clampShift ? shift : nil,
                            multiplier: multiplier, offsets: offsets, to: output)
-            return
+        } else {
+            writeCrop(from: source, storedSize: storedSize, top: top, left: left, size: size, flip: flip, shift: clampShift ? shift : nil,
+                      multiplier: multiplier, offsets: offsets, to: output)
         }
+        if let cutoutCentre, let side = augmentation.cutout {
+            let grey = (0..<3).map { 127.5 * multiplier + offsets[$0] }
+            erase(output, size: outSize, centre: cutoutCentre, side: Int((side * Float(outSize)).rounded()), fill: grey)
+        }
+    }
+
+    /// Sets a square of `side` pixels centred on `centre` (clipped to the image) to `fill`
+    /// (one value a channel): cutout on an (size, size, 3) input.
+    static func erase(_ output: UnsafeMutablePointer<Float>, size: Int, centre: (x: Int, y: Int), side: Int, fill: [Float]) {
+        let low = side / 2, high = side - low
+        for y in max(0, centre.y - low)..<min(size, centre.y + high) {
+            for x in max(0, centre.x - low)..<min(size, centre.x + high) {
+                for c in 0..<3 { output[(y * size + x) * 3 + c] = fill[c] }
+            }
+        }
+    }
+
+    /// A size × size crop at (top, left) of the stored square, mirrored and colour-shifted as
+    /// asked, scaled into `output`.
+    static func writeCrop(from source: UnsafePointer<UInt8>, storedSize: Int, top: Int, left: Int, size: Int, flip: Bool,
+                          shift: (Float, Float, Float)?, multiplier: Float, offsets: [Float], to output: UnsafeMutablePointer<Float>) {
         for y in 0..<size {
             let row = source + ((top + y) * storedSize + left) * 3
             let out = output + y * size * 3
             for x in 0..<size {
                 let sx = flip ? size - 1 - x : x
                 var r = Float(row[sx * 3]), g = Float(row[sx * 3 + 1]), b = Float(row[sx * 3 + 2])
-                if clampShift {
+                if let shift {
                     r = min(max(r + shift.0, 0), 255); g = min(max(g + shift.1, 0), 255); b = min(max(b + shift.2, 0), 255)
                 }
                 out[x * 3] = r * multiplier + offsets[0]

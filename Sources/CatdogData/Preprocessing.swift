@@ -70,12 +70,22 @@ public struct Augmentation: Sendable, Codable, Equatable {
     /// the working size (zoom 0.9–1.4×). nil (checkpoints written before it) = off.
     public var scale: Bool?
     public static let scaleRange: ClosedRange<Float> = 0.5...1.25
+    /// Cutout (DeVries & Taylor 2017): a square whose side is this fraction of the input's,
+    /// centred on a random pixel and clipped at the borders, set to mid-grey (the input a pixel
+    /// of 127.5 in each channel becomes: 0.5 with the default unit scaling). Drawn
+    /// after every other draw, so the rest of a sample's augmentation is the same with it or
+    /// without. nil = off (and checkpoints written before it).
+    public var cutout: Float?
+    /// `cutout` in the list without a size.
+    public static let defaultCutout: Float = 0.5
+    public static let cutoutRange: ClosedRange<Float> = 0.01...1
 
-    public init(flip: Bool = false, color: Bool = false, crop: Bool = false, scale: Bool = false) {
+    public init(flip: Bool = false, color: Bool = false, crop: Bool = false, scale: Bool = false, cutout: Float? = nil) {
         self.flip = flip
         self.color = color
         self.crop = crop
         self.scale = scale ? true : nil
+        self.cutout = cutout
     }
 
     /// The random stream of one sample's augmentation in one epoch.
@@ -86,7 +96,8 @@ public struct Augmentation: Sendable, Codable, Equatable {
     public static let none = Augmentation()
     public static let all = Augmentation(flip: true, color: true, crop: true)
 
-    /// Parses a list of `flip`, `color`, `crop`, `scale`, or `all` (the first three), or `none`.
+    /// Parses a list of `flip`, `color`, `crop`, `scale`, `cutout` or `cutout:F` (the side as a
+    /// fraction of the input's, 0.01–1), or `all` (the first three), or `none`.
     public init(parsing list: String) throws {
         self.init()
         let trimmed = list.trimmingCharacters(in: .whitespaces).lowercased()
@@ -99,13 +110,21 @@ public struct Augmentation: Sendable, Codable, Equatable {
             case "crop": crop = true
             case "scale": scale = true
             case "all": flip = true; color = true; crop = true
-            default: throw DataFolderError(description: "unknown augmentation '\(item)'; use flip, color, crop, scale, all or none")
+            case "cutout": cutout = Self.defaultCutout
+            case let other where other.hasPrefix("cutout:"):
+                let text = other.dropFirst("cutout:".count)
+                guard let side = Float(text), Self.cutoutRange.contains(side) else {
+                    throw DataFolderError(description: "cutout size '\(text.prefix(20))' is not a fraction of the input's side in \(Self.cutoutRange.lowerBound)...\(Self.cutoutRange.upperBound), e.g. cutout:0.5")
+                }
+                cutout = side
+            default: throw DataFolderError(description: "unknown augmentation '\(item.prefix(40))'; use flip, color, crop, scale, cutout[:F], all or none")
             }
         }
     }
 
     public var description: String {
-        let parts = [flip ? "flip" : nil, color ? "color" : nil, crop ? "crop" : nil, scale == true ? "scale" : nil].compactMap { $0 }
+        let parts = [flip ? "flip" : nil, color ? "color" : nil, crop ? "crop" : nil, scale == true ? "scale" : nil,
+                     cutout.map { "cutout:\($0)" }].compactMap { $0 }
         return parts.isEmpty ? "none" : parts.joined(separator: ",")
     }
 }

@@ -376,6 +376,7 @@ extension TrainingConfig {
             trainSize.flatMap { L.check("training size", $0, 16...max(16, imageSize)) },
             L.check("checksum interval", checksumEvery, 1...L.steps.upperBound),
             L.check("colour shift", Double(augmentation.colorShift), 0...255),
+            augmentation.cutout.flatMap { L.check("cutout size", Double($0), Double(Augmentation.cutoutRange.lowerBound)...Double(Augmentation.cutoutRange.upperBound)) },
             powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },
             ghostBatch.flatMap { L.check("ghost batch", $0, 1...max(1, globalBatch)) },
             ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
