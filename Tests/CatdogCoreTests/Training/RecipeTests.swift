@@ -216,14 +216,15 @@ final class RecipeSizesTests: XCTestCase {
 
     /// `benchmarks/recipe-table` groups the runs of one budget that differ only in the seed,
     /// though each trains as many epochs as the machine's speed buys, and prints the mean ± sd
-    /// of their best epochs (sample standard deviation), from the runs' own metrics.
+    /// of their best epochs (sample standard deviation), from the runs' own metrics; the
+    /// recipe names their augmentation, cutout's size included.
     func testTheRecipeTableGroupsABudgetsSeeds() throws {
         let data = try sharedSubset(self, perClass: 20)
         var folders: [String] = [], best: [Double] = []
         for seed in [1, 2] {
             let folder = try temporaryFolder(self)
             let result = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--batch-size", "8", "--image-size", "32",
-                                      "--time-budget", "4", "--seed", String(seed)])
+                                      "--time-budget", "4", "--seed", String(seed), "--augment", "flip,cutout:0.3"])
             XCTAssertEqual(result.status, 0, result.output)
             folders.append(folder)
             let losses = try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
@@ -237,6 +238,7 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertEqual(table.status, 0, table.output)
         let row = try XCTUnwrap(table.stdout.split(separator: "\n").first { $0.contains("4 s budget (") }, table.stdout)
         XCTAssertTrue(row.contains("| 1,2 |"), String(row))
+        XCTAssertTrue(row.contains("aug flip,cutout:0.3,"), String(row))
         let mean = (best[0] + best[1]) / 2, sd = abs(best[0] - best[1]) / 2.0.squareRoot()
         XCTAssertTrue(row.contains(String(format: "%.4f ± %.4f", mean, sd)), "\(row) against \(best)")
     }
