@@ -9,14 +9,16 @@ final class AugmentationTests: XCTestCase {
     let size = 64, stored = 72
     let scaled = Augmentation(scale: true)
 
-    /// A stored square whose red channel is 3·x and green 3·y, blue constant 50.
-    func gradientSquare() -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: stored * stored * 3)
-        for y in 0..<stored {
-            for x in 0..<stored {
-                bytes[(y * stored + x) * 3] = UInt8(3 * x)
-                bytes[(y * stored + x) * 3 + 1] = UInt8(3 * y)
-                bytes[(y * stored + x) * 3 + 2] = 50
+    func gradientSquare() -> [UInt8] { AugmentationTests.gradientSquare(side: stored) }
+
+    /// A stored square whose red channel is 3·x and green 3·y, blue constant 50 (side ≤ 85).
+    static func gradientSquare(side: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: side * side * 3)
+        for y in 0..<side {
+            for x in 0..<side {
+                bytes[(y * side + x) * 3] = UInt8(3 * x)
+                bytes[(y * side + x) * 3 + 1] = UInt8(3 * y)
+                bytes[(y * side + x) * 3 + 2] = 50
             }
         }
         return bytes

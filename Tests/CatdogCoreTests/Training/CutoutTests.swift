@@ -12,19 +12,9 @@ import XCTest
 final class CutoutTests: XCTestCase {
     let stored = 72
 
-    /// A stored square whose red channel is 3·x, green 3·y and blue 50: no pixel is mid-grey
-    /// (0.5 in all three channels at unit scaling), so an erased pixel is one that is.
-    func gradientSquare() -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: stored * stored * 3)
-        for y in 0..<stored {
-            for x in 0..<stored {
-                bytes[(y * stored + x) * 3] = UInt8(3 * x)
-                bytes[(y * stored + x) * 3 + 1] = UInt8(3 * y)
-                bytes[(y * stored + x) * 3 + 2] = 50
-            }
-        }
-        return bytes
-    }
+    /// `AugmentationTests.gradientSquare`: red 3·x, green 3·y, blue 50, so no pixel is
+    /// mid-grey (0.5 in all three channels at unit scaling) and an erased pixel is one that is.
+    func gradientSquare() -> [UInt8] { AugmentationTests.gradientSquare(side: stored) }
 
     func sample(_ source: [UInt8], _ augmentation: Augmentation, sample: Int, size: Int, outputSize: Int?) -> [Float] {
         let out = outputSize ?? size
