@@ -115,20 +115,13 @@ final class CutoutTests: XCTestCase {
     /// A checkpoint's metadata naming a cutout size outside 0.01–1 (or not a number) is
     /// refused, naming it.
     func testOutOfRangeCutoutInACheckpointIsRefused() throws {
-        let network = try ModelZoo.build("simple", imageSize: 32)
-        var config = TrainingConfig()
-        config.model = "simple"
-        config.imageSize = 32
-        func problem(_ cutout: Float?) -> String? {
-            var c = config
-            c.augmentation.cutout = cutout
-            return CheckpointMetadata(model: network, config: c, preprocessing: Preprocessing(imageSize: 32), history: [],
-                                      bestValidationLoss: nil, finished: false, ranks: 1).problem
+        func problem(_ cutout: Float?) throws -> String? {
+            try metadataProblem { $0.augmentation.cutout = cutout }
         }
-        XCTAssertNil(problem(nil))
-        XCTAssertNil(problem(0.5))
+        XCTAssertNil(try problem(nil))
+        XCTAssertNil(try problem(0.5))
         for bad: Float in [0, 1.01, -0.5, .nan, .infinity, 1e30] {
-            let message = problem(bad)
+            let message = try problem(bad)
             XCTAssertTrue(message?.contains("cutout size") == true, "\(bad): \(message ?? "accepted")")
         }
     }

@@ -44,20 +44,13 @@ final class LabelSmoothingTests: XCTestCase {
     /// A checkpoint's metadata naming ε at or beyond 0.5 (every target one half), below 0 or
     /// not a number is refused, naming the number and its range.
     func testOutOfRangeSmoothingInACheckpointIsRefused() throws {
-        let network = try ModelZoo.build("simple", imageSize: 32)
-        var config = TrainingConfig()
-        config.model = "simple"
-        config.imageSize = 32
-        func problem(_ smoothing: Double?) -> String? {
-            var c = config
-            c.labelSmoothing = smoothing
-            return CheckpointMetadata(model: network, config: c, preprocessing: Preprocessing(imageSize: 32), history: [],
-                                      bestValidationLoss: nil, finished: false, ranks: 1).problem
+        func problem(_ smoothing: Double?) throws -> String? {
+            try metadataProblem { $0.labelSmoothing = smoothing }
         }
-        XCTAssertNil(problem(nil))
-        XCTAssertNil(problem(0.1))
+        XCTAssertNil(try problem(nil))
+        XCTAssertNil(try problem(0.1))
         for bad in [0.5, 0.9, -0.1, .nan, .infinity] {
-            let message = problem(bad)
+            let message = try problem(bad)
             XCTAssertTrue(message?.contains("label smoothing \(bad) is outside 0.0...0.49") == true, "\(bad): \(message ?? "accepted")")
         }
     }

@@ -71,25 +71,19 @@ final class RecipeTests: XCTestCase {
 /// resizing's sizes) are refused when out of range, before anything is built from them.
 final class RecipeMetadataTests: XCTestCase {
     func testOutOfRangeRecipeNumbersAreRefused() throws {
-        let network = try ModelZoo.build("simple", imageSize: 32)
         var config = TrainingConfig()
         config.model = "simple"
         config.imageSize = 32
-        func problem(_ change: (inout TrainingConfig, inout CheckpointMetadata) -> Void) -> String? {
-            var c = config
-            var m = CheckpointMetadata(model: network, config: c, preprocessing: Preprocessing(imageSize: 32), history: [],
-                                       bestValidationLoss: nil, finished: false, ranks: 1)
-            change(&c, &m)
-            m.config = c
-            return m.problem
+        func problem(_ change: (inout TrainingConfig, inout CheckpointMetadata) -> Void) throws -> String? {
+            try metadataProblem(change)
         }
-        XCTAssertNil(problem { _, _ in })
-        XCTAssertNil(problem { c, _ in c.ema = 0.999 })
-        XCTAssertNil(problem { c, _ in c.validateEvery = 3 })
-        XCTAssertNil(problem { c, _ in c.allReduceTopology = .parted })
+        XCTAssertNil(try problem { _, _ in })
+        XCTAssertNil(try problem { c, _ in c.ema = 0.999 })
+        XCTAssertNil(try problem { c, _ in c.validateEvery = 3 })
+        XCTAssertNil(try problem { c, _ in c.allReduceTopology = .parted })
         // Two all-reduces at once, or one of exact sums with compression: a hand-made checkpoint.
-        XCTAssertEqual(problem { c, _ in c.hierarchicalAllReduce = true; c.partedAllReduce = true }?.contains("both hierarchical and parted"), true)
-        XCTAssertEqual(problem { c, _ in c.partedAllReduce = true; c.compression = .fp16 }?.contains("parted all-reduce sums exact fp32 gradients, not fp16"), true)
+        XCTAssertEqual(try problem { c, _ in c.hierarchicalAllReduce = true; c.partedAllReduce = true }?.contains("both hierarchical and parted"), true)
+        XCTAssertEqual(try problem { c, _ in c.partedAllReduce = true; c.compression = .fp16 }?.contains("parted all-reduce sums exact fp32 gradients, not fp16"), true)
         // resnet (global pooling) may train at other sizes.
         let resnet = try ModelZoo.build("resnet", imageSize: 32)
         var resnetConfig = config
