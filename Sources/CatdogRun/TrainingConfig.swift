@@ -97,6 +97,16 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         return epoch == 1 || epoch % Self.sparseValidationEvery == 0 || fraction >= Self.denseValidationFraction
     }
 
+    /// How many of a run's `epochs` epochs validate (`validates(epoch:fraction:last:)`, each
+    /// epoch ending at its share of the updates): all of them unless the run fills its budget
+    /// or names `--validate-every`; about 7 in 16 of a budget's under auto.
+    public func validatedEpochs(in epochs: Int) -> Int {
+        guard epochs > 0 else { return 0 }
+        return (1...min(epochs, Self.budgetEpochCap)).filter {
+            validates(epoch: $0, fraction: Double($0) / Double(epochs), last: $0 == epochs)
+        }.count
+    }
+
     /// The validation schedule in words, for the log; nil when every epoch validates.
     public var validationScheduleDescription: String? {
         if let every = validateEvery {
@@ -221,17 +231,31 @@ public struct Recipe: Sendable, Equatable {
         /// `imagesPerSecond` at `trainSize`: each epoch's training images cost what a step of
         /// their size does against one at `trainSize` (`costs`, measured; without them, their
         /// pixels), averaged over the growth schedule, and validation's forward passes at
-        /// `imageSize` a third of a training pass each, two an image with mirror TTA.
+        /// `imageSize` a third of a training pass each, two an image with mirror TTA, for the
+        /// epochs that validate: `validated(E)` of a run of E epochs (default: every one).
         /// 0 when the speed is not a positive number.
         public func epochs(budget: Double, imagesPerSecond: Double, trainImages: Int, validationImages: Int, tta: Bool,
-                           costs: StepCosts? = nil) -> Double {
+                           costs: StepCosts? = nil, validated: (Int) -> Int = { $0 }) -> Double {
             guard imagesPerSecond.isFinite, imagesPerSecond > 0, budget.isFinite, budget > 0 else { return 0 }
             let schedule = applied(to: TrainingConfig())
             let share = (costs ?? StepCosts(top: trainSize, fixedShare: 0)).meanRelative(schedule)
             let scale = Double(imageSize * imageSize) / Double(trainSize * trainSize)
-            let validation = Double(validationImages) * (tta ? 2 : 1) * scale / 3
-            let epochSeconds = (Double(trainImages) * share + validation) / imagesPerSecond
-            return epochSeconds > 0 ? budget / epochSeconds : 0
+            let training = Double(trainImages) * share / imagesPerSecond
+            let validation = Double(validationImages) * (tta ? 2 : 1) * scale / 3 / imagesPerSecond
+            guard training + validation > 0 else { return 0 }
+            // E·(training + share·validation) = budget, share the validated epochs' share of a
+            // run of about E epochs. It falls slowly with E and validation is a fraction of an
+            // epoch's training, so the iteration from every epoch validated (the fewest epochs)
+            // settles in a few rounds.
+            var epochs = budget / (training + validation)
+            for _ in 0..<20 {
+                let whole = max(1, Int(min(epochs.rounded(), Double(TrainingConfig.budgetEpochCap))))
+                let share = Double(min(max(validated(whole), 0), whole)) / Double(whole)
+                let next = budget / (training + share * validation)
+                if abs(next - epochs) < 1e-9 * max(epochs, 1) { return next }
+                epochs = next
+            }
+            return epochs
         }
     }
 

@@ -478,7 +478,8 @@ struct Train: ParsableCommand {
             return (config, nil)
         }
         let epochs = larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: files.count - validation,
-                                   validationImages: validation, tta: config.validationTTA == true, costs: costs)
+                                   validationImages: validation, tta: config.validationTTA == true, costs: costs,
+                                   validated: { grownConfig.validatedEpochs(in: $0) })
         let takes = epochs >= larger.fromEpochs
         let measured = String(format: "at %.0f images/s at %dx%d (measured just now, with the smaller sizes' steps at %@ of its time) the %.0f s budget holds ~%.0f epochs",
                               rate, larger.trainSize, larger.trainSize, describeCosts(costs), budget, epochs)
@@ -489,8 +490,8 @@ struct Train: ParsableCommand {
     }
 
     /// What a step costs at each size `config`'s schedule trains at (`StepCosts.sizesToMeasure`):
-    /// a few steps of synthetic images on every rank at each size, the all-reduce included
-    /// (about five seconds for 64 to 128 px on 2 ranks), rank 0's seconds for all; with the images
+    /// a few steps of synthetic images on every rank at each size, twice, the all-reduce included
+    /// (about ten seconds for 64 to 128 px on 2 ranks), rank 0's seconds for all; with the images
     /// a second at the largest size. nil and why when a size could not be measured; then the
     /// estimates price steps by their pixels. With `log`, says what it measured.
     func measuredStepCosts(_ config: TrainingConfig, convolution: ConvolutionOptions, comm: Communicator,
@@ -498,16 +499,20 @@ struct Train: ParsableCommand {
         // At most 32 images a rank: the synthetic steps run without micro-batches.
         let perRank = max(1, min(config.globalBatch / comm.size, 32))
         let sizes = StepCosts.sizesToMeasure(config)
-        var seconds = [Double](repeating: 0, count: sizes.count), failure = "no speed measured"
+        var seconds = [Double](repeating: .infinity, count: sizes.count), failure = "no speed measured"
         do {
-            for (i, size) in sizes.enumerated() {
+            // Two rounds, the second from the largest size down, and each size's faster one
+            // kept: a step slowed by something else (the first steps of the process, a busy
+            // moment of the machine) would otherwise move the estimate by a tenth.
+            for i in Array(sizes.indices) + sizes.indices.reversed() {
+                let size = sizes[i]
                 let rate = try Benchmark.run(model: config.model, imageSize: size, globalBatch: perRank * comm.size, steps: 4, warmupSteps: 1,
                                              overlap: config.overlap, bucketMiB: config.bucketMiB, compression: config.compression,
                                              allReduce: config.allReduceTopology, convolution: convolution,
                                              update: BenchmarkUpdate(optimizer: config.optimizer, momentum: config.momentum,
                                                                      weightDecay: config.weightDecay, ema: config.emaDecay),
                                              communicator: comm).images_per_s
-                seconds[i] = rate > 0 ? Double(perRank * comm.size) / rate : 0
+                seconds[i] = min(seconds[i], rate > 0 ? Double(perRank * comm.size) / rate : 0)
             }
         } catch { failure = "\(error)"; seconds = seconds.map { _ in 0 } }
         do {

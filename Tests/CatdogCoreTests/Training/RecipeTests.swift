@@ -96,21 +96,21 @@ final class RecipeMetadataTests: XCTestCase {
         XCTAssertNil(resized.problem)
         // Refused, naming the number and its range (RunLimits).
         for bad in [1.0, -0.5, .nan] {
-            let message = problem { c, _ in c.ema = bad }
+            let message = try problem { c, _ in c.ema = bad }
             XCTAssertTrue(message?.contains("EMA decay \(bad) is outside") == true, "ema \(bad): \(message ?? "accepted")")
         }
-        XCTAssertEqual(problem { c, _ in c.resizeFrom = 4 }, "configuration: resize-from size 4 is outside 16...32")
-        XCTAssertEqual(problem { c, _ in c.resizeFrom = 64 }, "configuration: resize-from size 64 is outside 16...32")
-        XCTAssertEqual(problem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
-        XCTAssertEqual(problem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
-        XCTAssertEqual(problem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
-        XCTAssertEqual(problem { c, _ in c.validateEvery = 0 }, "configuration: validation interval 0 is outside 1...1000")
-        XCTAssertEqual(problem { c, _ in c.validateEvery = Int.min }, "configuration: validation interval \(Int.min) is outside 1...1000")
+        XCTAssertEqual(try problem { c, _ in c.resizeFrom = 4 }, "configuration: resize-from size 4 is outside 16...32")
+        XCTAssertEqual(try problem { c, _ in c.resizeFrom = 64 }, "configuration: resize-from size 64 is outside 16...32")
+        XCTAssertEqual(try problem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
+        XCTAssertEqual(try problem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
+        XCTAssertEqual(try problem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
+        XCTAssertEqual(try problem { c, _ in c.validateEvery = 0 }, "configuration: validation interval 0 is outside 1...1000")
+        XCTAssertEqual(try problem { c, _ in c.validateEvery = Int.min }, "configuration: validation interval \(Int.min) is outside 1...1000")
         // The simple net's dense layer depends on the size: it cannot train at another one.
-        XCTAssertEqual(problem { c, _ in c.trainSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
-        XCTAssertEqual(problem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
-        XCTAssertEqual(problem { _, m in m.epochImageSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
-        XCTAssertEqual(problem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
+        XCTAssertEqual(try problem { c, _ in c.trainSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
+        XCTAssertEqual(try problem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
+        XCTAssertEqual(try problem { _, m in m.epochImageSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
+        XCTAssertEqual(try problem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
     }
 }
 
@@ -144,6 +144,29 @@ final class RecipeSizesTests: XCTestCase {
         let measured = larger.epochs(budget: 1800, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: true,
                                      costs: costs)
         XCTAssertEqual(measured, 1800 / ((18_000 * 0.7 + validation) / 316), accuracy: 0.005 * measured)
+        // Validation in the epochs that validate only. A run that fills its budget validates
+        // after epoch 1, every 4th and every epoch of its last quarter: 16 of 34 epochs (1, 4,
+        // 8, ..., 24, then 26-34). The estimate solves E·(training + validated(E)/E·validation)
+        // = budget: at 158 images/s ~23.5 epochs instead of 21.5, at 316 ~47.1 instead of 43.0.
+        var budgeted = TrainingConfig()
+        budgeted.fillsBudget = true
+        XCTAssertEqual(budgeted.validatedEpochs(in: 34), 16)
+        XCTAssertEqual(budgeted.validatedEpochs(in: 1), 1)
+        XCTAssertEqual(budgeted.validatedEpochs(in: 0), 0)
+        XCTAssertEqual(TrainingConfig().validatedEpochs(in: 34), 34, "a run of fixed epochs validates every one")
+        var everyThird = budgeted
+        everyThird.validateEvery = 3
+        XCTAssertEqual(everyThird.validatedEpochs(in: 10), 4, "3, 6, 9 and the last")
+        for rate in [158.0, 316] {
+            let sparse = larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true,
+                                       validated: { budgeted.validatedEpochs(in: $0) })
+            let whole = Int(sparse.rounded())
+            XCTAssertEqual(sparse * (training + Double(budgeted.validatedEpochs(in: whole)) / Double(whole) * validation) / rate, 1800,
+                           accuracy: 0.01 * 1800, "\(rate) images/s: \(sparse) epochs")
+            let every = larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true)
+            XCTAssertGreaterThan(sparse, every * 1.05, "\(rate) images/s")
+            XCTAssertLessThan(sparse, 1800 / (training / rate), "\(rate) images/s: training alone")
+        }
         // A speed that is not a positive number holds no epochs.
         for rate in [0, -1, .nan, .infinity] {
             XCTAssertEqual(larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true), 0)
