@@ -74,16 +74,13 @@ final class RecipeMetadataTests: XCTestCase {
         var config = TrainingConfig()
         config.model = "simple"
         config.imageSize = 32
-        func problem(_ change: (inout TrainingConfig, inout CheckpointMetadata) -> Void) throws -> String? {
-            try metadataProblem(change)
-        }
-        XCTAssertNil(try problem { _, _ in })
-        XCTAssertNil(try problem { c, _ in c.ema = 0.999 })
-        XCTAssertNil(try problem { c, _ in c.validateEvery = 3 })
-        XCTAssertNil(try problem { c, _ in c.allReduceTopology = .parted })
+        XCTAssertNil(try metadataProblem { _, _ in })
+        XCTAssertNil(try metadataProblem { c, _ in c.ema = 0.999 })
+        XCTAssertNil(try metadataProblem { c, _ in c.validateEvery = 3 })
+        XCTAssertNil(try metadataProblem { c, _ in c.allReduceTopology = .parted })
         // Two all-reduces at once, or one of exact sums with compression: a hand-made checkpoint.
-        XCTAssertEqual(try problem { c, _ in c.hierarchicalAllReduce = true; c.partedAllReduce = true }?.contains("both hierarchical and parted"), true)
-        XCTAssertEqual(try problem { c, _ in c.partedAllReduce = true; c.compression = .fp16 }?.contains("parted all-reduce sums exact fp32 gradients, not fp16"), true)
+        XCTAssertEqual(try metadataProblem { c, _ in c.hierarchicalAllReduce = true; c.partedAllReduce = true }?.contains("both hierarchical and parted"), true)
+        XCTAssertEqual(try metadataProblem { c, _ in c.partedAllReduce = true; c.compression = .fp16 }?.contains("parted all-reduce sums exact fp32 gradients, not fp16"), true)
         // resnet (global pooling) may train at other sizes.
         let resnet = try ModelZoo.build("resnet", imageSize: 32)
         var resnetConfig = config
@@ -96,21 +93,21 @@ final class RecipeMetadataTests: XCTestCase {
         XCTAssertNil(resized.problem)
         // Refused, naming the number and its range (RunLimits).
         for bad in [1.0, -0.5, .nan] {
-            let message = try problem { c, _ in c.ema = bad }
+            let message = try metadataProblem { c, _ in c.ema = bad }
             XCTAssertTrue(message?.contains("EMA decay \(bad) is outside") == true, "ema \(bad): \(message ?? "accepted")")
         }
-        XCTAssertEqual(try problem { c, _ in c.resizeFrom = 4 }, "configuration: resize-from size 4 is outside 16...32")
-        XCTAssertEqual(try problem { c, _ in c.resizeFrom = 64 }, "configuration: resize-from size 64 is outside 16...32")
-        XCTAssertEqual(try problem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
-        XCTAssertEqual(try problem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
-        XCTAssertEqual(try problem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
-        XCTAssertEqual(try problem { c, _ in c.validateEvery = 0 }, "configuration: validation interval 0 is outside 1...1000")
-        XCTAssertEqual(try problem { c, _ in c.validateEvery = Int.min }, "configuration: validation interval \(Int.min) is outside 1...1000")
+        XCTAssertEqual(try metadataProblem { c, _ in c.resizeFrom = 4 }, "configuration: resize-from size 4 is outside 16...32")
+        XCTAssertEqual(try metadataProblem { c, _ in c.resizeFrom = 64 }, "configuration: resize-from size 64 is outside 16...32")
+        XCTAssertEqual(try metadataProblem { c, _ in c.trainSize = 8 }, "configuration: training size 8 is outside 16...32")
+        XCTAssertEqual(try metadataProblem { c, _ in c.trainSize = 1 << 40 }, "configuration: training size 1099511627776 is outside 16...32")
+        XCTAssertEqual(try metadataProblem { c, _ in c.labelSmoothing = 0.5 }, "configuration: label smoothing 0.5 is outside 0.0...0.49")
+        XCTAssertEqual(try metadataProblem { c, _ in c.validateEvery = 0 }, "configuration: validation interval 0 is outside 1...1000")
+        XCTAssertEqual(try metadataProblem { c, _ in c.validateEvery = Int.min }, "configuration: validation interval \(Int.min) is outside 1...1000")
         // The simple net's dense layer depends on the size: it cannot train at another one.
-        XCTAssertEqual(try problem { c, _ in c.trainSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
-        XCTAssertEqual(try problem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
-        XCTAssertEqual(try problem { _, m in m.epochImageSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
-        XCTAssertEqual(try problem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
+        XCTAssertEqual(try metadataProblem { c, _ in c.trainSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
+        XCTAssertEqual(try metadataProblem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
+        XCTAssertEqual(try metadataProblem { _, m in m.epochImageSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
+        XCTAssertEqual(try metadataProblem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
     }
 }
 
