@@ -16,11 +16,9 @@ extension Trainer {
     }
 
 
-    /// What an evaluation should take: forward passes only over the validation images, about
-    /// 2/5 of a training step per global batch of them, twice with mirror TTA.
+    /// What an evaluation of the validation images should take (`TrainingConfig.evaluationSeconds`).
     func evaluationSeconds(perStep: Double) -> Double {
-        perStep * (Double(source.validationCount) / Double(config.globalBatch)).rounded(.up) * 0.4
-            * (config.validationTTA == true ? 2 : 1) * pow(Double(config.imageSize) / Double(config.largestTrainingSize), 2)
+        config.evaluationSeconds(perStep: perStep, validationImages: source.validationCount)
     }
 
     /// What one call of `fit` keeps between its steps and epochs: its callbacks, what it has

@@ -478,8 +478,7 @@ struct Train: ParsableCommand {
             return (config, nil)
         }
         let epochs = larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: files.count - validation,
-                                   validationImages: validation, tta: config.validationTTA == true, costs: costs,
-                                   validated: { grownConfig.validatedEpochs(in: $0) })
+                                   validationImages: validation, config: config, costs: costs)
         let takes = epochs >= larger.fromEpochs
         let measured = String(format: "at %.0f images/s at %dx%d (measured just now, with the smaller sizes' steps at %@ of its time) the %.0f s budget holds ~%.0f epochs",
                               rate, larger.trainSize, larger.trainSize, describeCosts(costs), budget, epochs)

@@ -117,56 +117,81 @@ final class RecipeSizesTests: XCTestCase {
     let larger = Recipe.standard.larger!
 
     /// 64 px growing to 128 by 16 and arriving at 3/4 of the run costs 0.1875 · (64² + 80² +
-    /// 96² + 112²)/128² + 0.25 = 0.61914 of an epoch at 128 px; 2,000 validation images with
-    /// mirror TTA at 160 px cost 2 · 2,000 · (160/128)² / 3 training images at 128. At 316
-    /// images/s (this recipe on 2 ranks of an AMD EPYC Zen 5) 1,800 s hold 43.0 epochs
-    /// (0.5% for the schedule's sampling), at half that speed half as many, and the rule takes
-    /// the larger sizes for the first only.
+    /// 96² + 112²)/128² + 0.25 = 0.61914 of an epoch at 128 px: 282 steps of 64 images (18,000
+    /// training images). An evaluation of 2,000 images (32 batches) with mirror TTA at 160 px
+    /// costs 32 · 0.3 · 2 · (160/128)² = 30 steps at 128. At 316 images/s (this recipe on 2
+    /// ranks of an AMD EPYC Zen 5) and every epoch validated, 1,800 s hold about 43.4 epochs,
+    /// at half that speed half as many, and the rule takes the larger sizes for the first only.
+    /// Exactly, the estimate is epochs whose seconds, counted here epoch by epoch (each at the
+    /// size of its first step, as training switches sizes), fit in the budget, where half an
+    /// epoch more does not (a longer run trains more of its steps at the smaller sizes, so a
+    /// step more can cost less).
     func testTheEpochsABudgetHoldsAndTheChoice() {
-        let training: Double = 18_000 * 0.619140625, validation: Double = 2 * 2_000 * 1.5625 / 3
-        let epochSeconds = (training + validation) / 316
-        let zen5 = larger.epochs(budget: 1800, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: true)
-        XCTAssertEqual(zen5, 1800 / epochSeconds, accuracy: 0.005 * zen5)
-        let zen4 = larger.epochs(budget: 1800, imagesPerSecond: 158, trainImages: 18_000, validationImages: 2_000, tta: true)
-        XCTAssertEqual(zen4, zen5 / 2, accuracy: 1e-9 * zen5)
+        let perEpoch = 282.0, evaluationSteps = 32 * 0.3 * 2 * 1.5625
+        func closedForm(_ rate: Double, share: Double = 0.619140625, evaluation: Double = evaluationSteps) -> Double {
+            1800 / ((perEpoch * share + evaluation) * 64 / rate)
+        }
+        func pixels(_ size: Int) -> Double { Double(size * size) / Double(128 * 128) }
+        /// Seconds of `epochs` epochs (the last may be partial), each at the size of its first
+        /// step, and an evaluation after each epoch `validated` says.
+        func seconds(_ epochs: Double, _ rate: Double, cost: (Int) -> Double = pixels, evaluation: Double = evaluationSteps,
+                     validated: (Int, Double) -> Bool = { _, _ in true }) -> Double {
+            let whole = Int(epochs.rounded(.up))
+            var steps = 0.0
+            for e in 0..<whole {
+                let reached = min(Double(e) / epochs / 0.75, 1)
+                let size = reached >= 1 ? 128 : 64 + 16 * Int(64 * reached / 16)
+                steps += min(1, epochs - Double(e)) * perEpoch * cost(size)
+                if validated(e + 1, epochs) { steps += evaluation }
+            }
+            return steps * 64 / rate
+        }
+        var everyEpoch = TrainingConfig()
+        everyEpoch.validationTTA = true
+        func epochs(_ rate: Double, budget: Double = 1800, _ config: TrainingConfig = everyEpoch, costs: StepCosts? = nil) -> Double {
+            larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, config: config, costs: costs)
+        }
+        let more = 0.5
+        let zen5 = epochs(316), zen4 = epochs(158)
+        for (rate, e) in [(316.0, zen5), (158, zen4)] {
+            XCTAssertEqual(e, closedForm(rate), accuracy: 0.04 * e, "\(rate) images/s")
+            XCTAssertLessThanOrEqual(seconds(e, rate), 1800, "\(rate) images/s: \(e) epochs")
+            XCTAssertGreaterThan(seconds(e + more, rate), 1800, "\(rate) images/s: \(e) epochs and half")
+        }
         XCTAssertGreaterThanOrEqual(zen5, larger.fromEpochs)
         XCTAssertLessThan(zen4, larger.fromEpochs)
-        XCTAssertLessThan(larger.epochs(budget: 600, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: true), larger.fromEpochs)
+        XCTAssertLessThan(epochs(316, budget: 600), larger.fromEpochs)
         // Without TTA validation costs half.
-        let noTTA = larger.epochs(budget: 1800, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: false)
-        XCTAssertEqual(noTTA, 1800 / ((training + validation / 2) / 316), accuracy: 0.005 * noTTA)
+        var noTTA = everyEpoch
+        noTTA.validationTTA = false
+        let plain = epochs(316, noTTA)
+        XCTAssertLessThanOrEqual(seconds(plain, 316, evaluation: evaluationSteps / 2), 1800)
+        XCTAssertGreaterThan(seconds(plain + more, 316, evaluation: evaluationSteps / 2), 1800)
         // Measured costs replace the pixels: steps at 64…112 px at 0.30, 0.55, 0.70 and 0.85 of
-        // 128's time make an epoch cost 0.700 of one at 128 px, not 0.619.
-        let costs = StepCosts(top: 128, seconds: [64: 0.3, 80: 0.55, 96: 0.7, 112: 0.85, 128: 1])
-        let measured = larger.epochs(budget: 1800, imagesPerSecond: 316, trainImages: 18_000, validationImages: 2_000, tta: true,
-                                     costs: costs)
-        XCTAssertEqual(measured, 1800 / ((18_000 * 0.7 + validation) / 316), accuracy: 0.005 * measured)
-        // Validation in the epochs that validate only. A run that fills its budget validates
-        // after epoch 1, every 4th and every epoch of its last quarter: 16 of 34 epochs (1, 4,
-        // 8, ..., 24, then 26-34). The estimate solves E·(training + validated(E)/E·validation)
-        // = budget: at 158 images/s ~23.5 epochs instead of 21.5, at 316 ~47.1 instead of 43.0.
-        var budgeted = TrainingConfig()
+        // 128's time make an epoch cost about 0.700 of one at 128 px, not 0.619.
+        let measured = [64: 0.3, 80: 0.55, 96: 0.7, 112: 0.85, 128: 1]
+        let withCosts = epochs(316, costs: StepCosts(top: 128, seconds: measured))
+        XCTAssertEqual(withCosts, closedForm(316, share: 0.7), accuracy: 0.04 * withCosts)
+        XCTAssertLessThanOrEqual(seconds(withCosts, 316, cost: { measured[$0]! }), 1800)
+        XCTAssertGreaterThan(seconds(withCosts + more, 316, cost: { measured[$0]! }), 1800)
+        // A run that fills its budget validates after epoch 1, every 4th and every epoch of the
+        // last quarter of its schedule, and the last: the estimate prices those evaluations
+        // only, about 7 in 16 of them, as the trainer's own planner does.
+        var budgeted = everyEpoch
         budgeted.fillsBudget = true
-        XCTAssertEqual(budgeted.validatedEpochs(in: 34), 16)
-        XCTAssertEqual(budgeted.validatedEpochs(in: 1), 1)
-        XCTAssertEqual(budgeted.validatedEpochs(in: 0), 0)
-        XCTAssertEqual(TrainingConfig().validatedEpochs(in: 34), 34, "a run of fixed epochs validates every one")
-        var everyThird = budgeted
-        everyThird.validateEvery = 3
-        XCTAssertEqual(everyThird.validatedEpochs(in: 10), 4, "3, 6, 9 and the last")
+        let sparseRule: (Int, Double) -> Bool = { epoch, epochs in
+            epoch == 1 || epoch % 4 == 0 || min(Double(epoch), epochs) / epochs >= 0.75
+        }
         for rate in [158.0, 316] {
-            let sparse = larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true,
-                                       validated: { budgeted.validatedEpochs(in: $0) })
-            let whole = Int(sparse.rounded())
-            XCTAssertEqual(sparse * (training + Double(budgeted.validatedEpochs(in: whole)) / Double(whole) * validation) / rate, 1800,
-                           accuracy: 0.01 * 1800, "\(rate) images/s: \(sparse) epochs")
-            let every = larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true)
-            XCTAssertGreaterThan(sparse, every * 1.05, "\(rate) images/s")
-            XCTAssertLessThan(sparse, 1800 / (training / rate), "\(rate) images/s: training alone")
+            let sparse = epochs(rate, budgeted)
+            XCTAssertLessThanOrEqual(seconds(sparse, rate, validated: sparseRule), 1800, "\(rate) images/s: \(sparse) epochs")
+            XCTAssertGreaterThan(seconds(sparse + more, rate, validated: sparseRule), 1800, "\(rate) images/s: \(sparse) epochs")
+            XCTAssertGreaterThan(sparse, epochs(rate) * 1.05, "\(rate) images/s")
+            XCTAssertLessThan(sparse, closedForm(rate, evaluation: 0) * 1.04, "\(rate) images/s: training alone")
         }
         // A speed that is not a positive number holds no epochs.
         for rate in [0, -1, .nan, .infinity] {
-            XCTAssertEqual(larger.epochs(budget: 1800, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, tta: true), 0)
+            XCTAssertEqual(epochs(rate), 0)
         }
         XCTAssertTrue(Recipe.standard.takesLargerSizes("resnet"))
         XCTAssertFalse(Recipe.standard.takesLargerSizes("vgg"), "vgg's dense layer depends on the size")
