@@ -118,16 +118,18 @@ final class RecipeSizesTests: XCTestCase {
 
     /// 64 px growing to 128 by 16 and arriving at 3/4 of the run costs 0.1875 · (64² + 80² +
     /// 96² + 112²)/128² + 0.25 = 0.61914 of an epoch at 128 px: 282 steps of 64 images (18,000
-    /// training images). An evaluation of 2,000 images (32 batches) with mirror TTA at 160 px
-    /// costs 32 · 0.3 · 2 · (160/128)² = 30 steps at 128. At 316 images/s (this recipe on 2
-    /// ranks of an AMD EPYC Zen 5) and every epoch validated, 1,800 s hold about 43.4 epochs,
+    /// training images). An evaluation of 2,000 images (32 batches) with mirror TTA at 144 px
+    /// costs 32 · 0.3 · 2 · (144/128)² = 24.3 steps at 128. At 316 images/s (this recipe on 2
+    /// ranks of an AMD EPYC Zen 5) and every epoch validated, 1,800 s hold about 44.7 epochs,
     /// at half that speed half as many, and the rule takes the larger sizes for the first only.
     /// Exactly, the estimate is epochs whose seconds, counted here epoch by epoch (each at the
-    /// size of its first step, as training switches sizes), fit in the budget, where half an
-    /// epoch more does not (a longer run trains more of its steps at the smaller sizes, so a
-    /// step more can cost less).
+    /// size of its first step, as training switches sizes), fit in the budget, where an epoch
+    /// more does not (a longer run trains more of its steps at the smaller sizes, so a few
+    /// steps more can cost up to ~2% of the budget less, and the planner takes the largest
+    /// total its search finds).
     func testTheEpochsABudgetHoldsAndTheChoice() {
-        let perEpoch = 282.0, evaluationSteps = 32 * 0.3 * 2 * 1.5625
+        XCTAssertEqual([larger.resizeFrom, larger.trainSize, larger.imageSize], [64, 128, 144])
+        let perEpoch = 282.0, evaluationSteps = 32 * 0.3 * 2 * 1.265625
         func closedForm(_ rate: Double, share: Double = 0.619140625, evaluation: Double = evaluationSteps) -> Double {
             1800 / ((perEpoch * share + evaluation) * 64 / rate)
         }
@@ -151,12 +153,12 @@ final class RecipeSizesTests: XCTestCase {
         func epochs(_ rate: Double, budget: Double = 1800, _ config: TrainingConfig = everyEpoch, costs: StepCosts? = nil) -> Double {
             larger.epochs(budget: budget, imagesPerSecond: rate, trainImages: 18_000, validationImages: 2_000, config: config, costs: costs)
         }
-        let more = 0.5
+        let more = 1.0
         let zen5 = epochs(316), zen4 = epochs(158)
         for (rate, e) in [(316.0, zen5), (158, zen4)] {
             XCTAssertEqual(e, closedForm(rate), accuracy: 0.04 * e, "\(rate) images/s")
             XCTAssertLessThanOrEqual(seconds(e, rate), 1800, "\(rate) images/s: \(e) epochs")
-            XCTAssertGreaterThan(seconds(e + more, rate), 1800, "\(rate) images/s: \(e) epochs and half")
+            XCTAssertGreaterThan(seconds(e + more, rate), 1800, "\(rate) images/s: \(e) epochs and one")
         }
         XCTAssertGreaterThanOrEqual(zen5, larger.fromEpochs)
         XCTAssertLessThan(zen4, larger.fromEpochs)
@@ -200,7 +202,7 @@ final class RecipeSizesTests: XCTestCase {
     /// A bare run with a 2 s budget on 40 images holds too few epochs of the larger sizes (a
     /// machine would have to train over 3,000 images/s at 128 px on one rank) and keeps 64 px
     /// scored at 80; a budget that holds about 45 of them by that run's own estimate (at least
-    /// 15 s) takes 64 → 128 scored at 160. The budget follows the machine: a fixed 15 s held
+    /// 15 s) takes 64 → 128 scored at 144. The budget follows the machine: a fixed 15 s held
     /// only ~29 with CATDOG_KERNELS=avx2 on a Zen 4 beside another test (56 images/s at 128
     /// px), as it might on a slower machine. The checkpoint keeps what was chosen; a resume
     /// measures nothing again; naming a size measures nothing.
@@ -230,12 +232,12 @@ final class RecipeSizesTests: XCTestCase {
             throw XCTSkip("this machine is too slow for 30 epochs of the larger sizes within 120 s (a 2 s budget held ~\(shortEpochs))")
         }
         let (long, longFolder) = try run(budget)
-        XCTAssertTrue(long.stdout.contains("sizes: training from 64 px growing to 128, scored at 160:"), long.stdout)
+        XCTAssertTrue(long.stdout.contains("sizes: training from 64 px growing to 128, scored at 144:"), long.stdout)
         XCTAssertTrue(long.stdout.contains("with the smaller sizes' steps at 64 px 0."), long.stdout)
         XCTAssertEqual(announcedSizes(long.stdout), announcedSizes(long.stdout).sorted(), long.stdout)
-        XCTAssertTrue(long.stdout.contains("model resnet at 160x160, trained at 128x128"), long.stdout)
+        XCTAssertTrue(long.stdout.contains("model resnet at 144x144, trained at 128x128"), long.stdout)
         c = try config(longFolder)
-        XCTAssertEqual([c.imageSize, c.trainSize ?? 0, c.resizeFrom ?? 0], [160, 128, 64])
+        XCTAssertEqual([c.imageSize, c.trainSize ?? 0, c.resizeFrom ?? 0], [144, 128, 64])
         let resumed = try CLI.run(["train", "--data", data, "--checkpoint-dir", longFolder, "--resume", "auto"])
         XCTAssertEqual(resumed.status, 0, resumed.output)
         XCTAssertTrue(resumed.stdout.contains("is a finished run"), resumed.stdout)
