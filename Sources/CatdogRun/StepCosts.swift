@@ -50,14 +50,6 @@ public struct StepCosts: Sendable, Equatable {
         let t = (pixels(size) - pixels(below)) / (pixels(above) - pixels(below))
         return (seconds[below]! + t * (seconds[above]! - seconds[below]!)) / topSeconds
     }
-
-    /// The mean of `relative` over the fraction of a run's steps, as `config`'s schedule trains
-    /// them (1 for a run at one size).
-    public func meanRelative(_ config: TrainingConfig) -> Double {
-        let points = 1000
-        return (0..<points).reduce(0.0) { $0 + relative(config.trainingSize(atFraction: (Double($1) + 0.5) / Double(points))) }
-            / Double(points)
-    }
 }
 
 /// The steps still to come of a run and what they cost, by the size each epoch trains at.

@@ -38,11 +38,6 @@ final class StepCostsTests: XCTestCase {
         // What cannot be a time is dropped.
         let bad = StepCosts(top: 128, seconds: [64: .nan, 80: -1, 96: .infinity, 0: 1, 128: 0.2])
         XCTAssertEqual(bad.seconds, [128: 0.2])
-
-        // The schedule's mean: 3/16 of the run at each of 64…112 and the last quarter at 128.
-        let mean = 0.1875 * (0.3 + 0.55 + 0.7 + 0.85) + 0.25
-        XCTAssertEqual(measured.meanRelative(growing), mean, accuracy: 0.002)
-        XCTAssertEqual(StepCosts(top: 64).meanRelative(one), 1, accuracy: 1e-12)
     }
 
     /// At most eight sizes are measured, the first and the last among them.
