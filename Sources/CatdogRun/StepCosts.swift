@@ -96,19 +96,27 @@ public struct RemainingSteps: Sendable {
 
     /// The most total steps, at most `step + planned`, whose remaining steps fit in `seconds`
     /// (`step` when none does). A longer run trains more of its steps at smaller sizes, so the
-    /// cost of a total grows with it almost always; the search takes the largest total it
-    /// finds that fits.
+    /// cost of a total dips (by up to ~2%) where a longer run moves an epoch to a smaller size,
+    /// and rises between: a bisection finds a total that fits with the next one not, and the
+    /// totals of the `dipScanEpochs` epochs after it are then tried one by one, the largest that
+    /// fits taken (a dip there can hold half an epoch more).
     public func affordableTotal(seconds budget: Double, planned: Int, config: TrainingConfig, costs: StepCosts) -> Int {
         let most = step + max(planned, 0)
         guard budget > 0, topStepSeconds.isFinite, topStepSeconds > 0 else { return step }
-        if seconds(toTotal: most, config: config, costs: costs) <= budget { return most }
+        func fits(_ total: Int) -> Bool { seconds(toTotal: total, config: config, costs: costs) <= budget }
+        if fits(most) { return most }
         var low = step, high = most  // seconds(low) fits, seconds(high) does not
         while high - low > 1 {
             let mid = low + (high - low) / 2
-            if seconds(toTotal: mid, config: config, costs: costs) <= budget { low = mid } else { high = mid }
+            if fits(mid) { low = mid } else { high = mid }
         }
+        let scanEnd = min(most - 1, low + Self.dipScanEpochs * stepsPerEpoch)
+        if scanEnd > low, let later = (low + 1...scanEnd).last(where: fits) { return later }
         return low
     }
+
+    /// How many epochs past the bisection's answer `affordableTotal` looks for a dip that fits.
+    public static let dipScanEpochs = 2
 }
 
 extension TrainingConfig {

@@ -198,4 +198,29 @@ final class StepCostsTests: XCTestCase {
             if total < 1_500 { XCTAssertGreaterThan(remaining.seconds(toTotal: total + 1, config: growing, costs: costs), budget) }
         }
     }
+
+    /// Where a longer run moves an epoch to a smaller size, the cost of a total dips; the
+    /// answer is the largest total that fits, found by trying every total from the start of a
+    /// run, for budgets every 5 seconds across the range (a whole run at this speed is ~4,000 s).
+    func testAffordableTotalIsTheLargestThatFitsWhereTheCostDips() {
+        let costs = StepCosts(top: 128, seconds: truth)
+        let remaining = RemainingSteps(step: 0, leftInEpoch: 100, stepsPerEpoch: 100, currentSize: 64,
+                                       topStepSeconds: 0.2, evaluationSeconds: 5)
+        let planned = 5_000
+        let cost = (0...planned).map { remaining.seconds(toTotal: $0, config: growing, costs: costs) }
+        let dips = (1...planned).filter { cost[$0] < cost[$0 - 1] }.count
+        XCTAssertGreaterThan(dips, 0, "the schedule has no dip to test")
+        var missedByBisection = 0
+        for budget in stride(from: 5.0, through: cost[planned] + 10, by: 5) {
+            let largest = cost.lastIndex(where: { $0 <= budget }) ?? 0
+            let got = remaining.affordableTotal(seconds: budget, planned: planned, config: growing, costs: costs)
+            XCTAssertEqual(got, largest, "budget \(budget) s")
+            // A bare bisection: a total that fits with the next not; how often the dips beat it.
+            var low = 0, high = planned
+            if cost[high] <= budget { low = high }
+            while high - low > 1 { let mid = (low + high) / 2; if cost[mid] <= budget { low = mid } else { high = mid } }
+            if low < largest { missedByBisection += 1 }
+        }
+        XCTAssertGreaterThan(missedByBisection, 0, "no budget where a bisection alone stops short: the test shows nothing")
+    }
 }
