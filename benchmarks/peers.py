@@ -12,7 +12,7 @@ kernels where the CPU has them).
 
 The networks are the same layers, shapes and parameter counts as `catdog-dist bench --model`:
 vgg is the 2017 study's VGG13-like net (8 conv 3x3 with ReLU, 4 max-pools, dense 256-256-1
-with dropout 0.5); resnet is catdog-dist's default (stride-2 stem conv 3x3x32 + BatchNorm,
+with dropout 0.5); resnet is catdog-dist's `resnet` (stride-2 stem conv 3x3x32 + BatchNorm,
 four stages of one basic block of two conv 3x3 + BatchNorm with an identity skip, a stride-2
 conv 3x3 + BatchNorm entering each new stage, global average pooling, dropout 0.2, dense 1).
 Both train with Adam (1e-4) on a sigmoid binary cross-entropy, as catdog-dist does.

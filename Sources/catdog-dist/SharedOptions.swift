@@ -13,7 +13,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("model"), help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`). (default: \(ModelZoo.defaultModel))")
     var givenModel: String?
 
-    @Option(name: .customLong("image-size"), help: "Square input size in pixels; train: the size the model validates, checkpoints and predicts at (see --train-size). (default: \(TrainingConfig().imageSize); train from scratch with resnet: \(Recipe.standard.imageSize), trained at \(Recipe.standard.trainSize), or \(Recipe.standard.larger!.imageSize) when a budget holds enough epochs (see train --train-size))")
+    @Option(name: .customLong("image-size"), help: "Square input size in pixels; train: the size the model validates, checkpoints and predicts at (see --train-size). (default: \(TrainingConfig().imageSize); train from scratch with the resnets: \(Recipe.standard.imageSize), trained at \(Recipe.standard.trainSize), or \(Recipe.standard.larger!.imageSize) when a budget holds enough epochs (see train --train-size))")
     var givenImageSize: Int?
 
     @Option(name: .customLong("batch-size"), help: "Global batch size, divided among the ranks (each rank takes batch/N). (default: \(TrainingConfig().globalBatch))")
@@ -126,7 +126,7 @@ struct ComputeOptions: ParsableArguments {
         convolution, Winograd's products included; weights, gradient sums, optimizer, loss, \
         BatchNorm, the Winograd transforms and the first layer's forward and weight gradient, \
         direct convolutions on the image's 3 channels, stay fp32). auto (the default, but for \
-        bench: fp32) is bf16 for the networks trained from scratch (resnet, vgg, simple) when every \
+        bench: fp32) is bf16 for the networks trained from scratch (the resnets, vgg, simple) when every \
         rank can compute in it, and fp32 when any rank cannot and for EfficientNet-Lite; train's \
         log says which it took and why. bf16 is refused on a CPU without AVX512_BF16, with \
         --kernels avx2 or baseline and with --multiply blas. Not recorded in checkpoints: a run \

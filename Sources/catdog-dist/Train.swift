@@ -95,7 +95,7 @@ struct Train: ParsableCommand {
         Progressive resizing: train the first epochs at this input size, growing in steps of \
         \(TrainingConfig.resizeStep) px to --image-size by \(Int(TrainingConfig.resizeReach * 100))% of the run (e.g. --resize-from 64 \
         --image-size 128); validation, checkpoints and inference use --image-size. For models \
-        whose weights do not depend on the input size (resnet, efficientnet-lite0). Under a time \
+        whose weights do not depend on the input size (the resnets, efficientnet-lite0). Under a time \
         budget the run first times a few synthetic steps at each size (seconds), so that its \
         estimate of the epochs the budget holds prices each epoch at its own size. (default: off)
         """)
@@ -105,8 +105,8 @@ struct Train: ParsableCommand {
         Train at this input size, and validate, checkpoint and predict at --image-size: the same \
         crop of each image at more pixels, which suits a network trained on random crops (objects \
         look larger in them; "FixRes"). E.g. --train-size 64 --image-size 80. With --resize-from, \
-        the growth ends at this size. For models with global pooling (resnet). (default: a run \
-        from scratch of resnet that names none of --image-size, --train-size and --resize-from \
+        the growth ends at this size. For models with global pooling (the resnets). (default: a run \
+        from scratch of a resnet that names none of --image-size, --train-size and --resize-from \
         trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize), or, when it fills a budget \
         that holds at least \(Int(Recipe.standard.larger!.fromEpochs)) epochs of them on this machine (a few steps measure \
         its speed at the start; the log says), from \(Recipe.standard.larger!.resizeFrom) growing to \

@@ -35,7 +35,7 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Train.self, base + ["--ema", "1"], saying: "--ema must be in [0, 1)")
         assertRefused(Train.self, base + ["--balance", "fast"], saying: "is not `even`, `auto` or weights")
         assertRefused(Train.self, base + ["--resize-from", "32", "--model", "vgg"], saying: "training at another size than --image-size needs a model with global pooling")
-        assertRefused(Train.self, base + ["--freeze", "until:3"], saying: "resnet trains from scratch")
+        assertRefused(Train.self, base + ["--freeze", "until:3"], saying: "\(ModelZoo.defaultModel) trains from scratch")
         assertRefused(Train.self, base + ["--model", "alexnet"], saying: "alexnet")
         // Each EfficientNet-Lite's own blocks bound --freeze until:N.
         assertRefused(Train.self, base + ["--model", "efficientnet-lite0", "--freeze", "until:17"], saying: "blocks 0-15")
@@ -63,7 +63,7 @@ final class CommandLineTests: XCTestCase {
         let base = ["--data", "train/", "--checkpoint-dir", "ck"]
         let plain = try Train.parse(base)
         let config = try plain.makeConfig()
-        XCTAssertEqual(config.model, "resnet")
+        XCTAssertEqual(config.model, "resnet-pool")
         XCTAssertNil(config.balance)
         XCTAssertEqual(plain.lite, nil)
         let budget = try Train.parse(base + ["--time-budget", "1800"]).makeConfig()

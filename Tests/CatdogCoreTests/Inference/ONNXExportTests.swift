@@ -51,11 +51,11 @@ final class ONNXExportTests: XCTestCase {
         }
     }
 
-    /// simple, vgg and resnet, each trained for 2 epochs at 48 px on 120 images.
+    /// simple, vgg, resnet and resnet-pool, each trained for 2 epochs at 48 px on 120 images.
     func testModelsTrainedFromScratchMatchPredict() throws {
         try requirements()
         let data = try sharedSubset(self, perClass: 60)
-        for model in ["simple", "vgg", "resnet"] {
+        for model in ["simple", "vgg", "resnet", "resnet-pool"] {
             let run = try temporaryFolder(self)
             let train = try CLI.run(["train", "--data", data, "--checkpoint-dir", run, "--model", model, "--image-size", "48",
                                      "--epochs", "2", "--batch-size", "16"])

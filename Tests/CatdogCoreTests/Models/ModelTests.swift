@@ -8,7 +8,8 @@ final class ModelTests: XCTestCase {
     }
 
     /// The residual family's sizes against the formula of its layers: a stem conv 3×3 to the
-    /// first width, each later stage entered by a stride-2 conv 3×3, each block two conv 3×3,
+    /// first width, each later stage entered by a stride-2 conv 3×3 (resnet-pool: a 2×2 max pool,
+    /// no parameters, then a stride-1 conv 3×3), each block two conv 3×3,
     /// every conv followed by BatchNorm (2 parameters and 2 moving statistics a channel), then
     /// Dense(1). Two counts are spelled out: resnet-deep's from its run log (3,526,433).
     func testResidualVariantsHaveTheirFormulasParameterCounts() throws {
@@ -22,7 +23,8 @@ final class ModelTests: XCTestCase {
             return (parameters + widths[3] + 1, 2 * batchNorms.reduce(0, +))
         }
         let family: [(String, [Int], Int)] = [("resnet", [32, 64, 128, 256], 1), ("resnet-narrow", [24, 48, 96, 192], 1),
-                                              ("resnet-wide", [48, 96, 192, 384], 1), ("resnet-deep", [32, 64, 128, 256], 2)]
+                                              ("resnet-wide", [48, 96, 192, 384], 1), ("resnet-deep", [32, 64, 128, 256], 2),
+                                              ("resnet-pool", [32, 64, 128, 256], 1)]
         for (name, widths, blocks) in family {
             let counts = try ModelZoo.builder(name, imageSize: 64).counts(), formula = expected(widths, blocks: blocks)
             XCTAssertEqual(counts.parameters, formula.parameters, name)
@@ -31,6 +33,21 @@ final class ModelTests: XCTestCase {
         }
         XCTAssertEqual(try ModelZoo.builder("resnet-deep", imageSize: 64).counts().parameters, 3_526_433)
         XCTAssertEqual(try ModelZoo.builder("resnet", imageSize: 64).counts().parameters, 1_957_793)
+    }
+
+    /// resnet-pool enters each later stage by a 2×2 max pool and a stride-1 conv, so that every
+    /// conv but the stem's can take Winograd; its stages have resnet's shapes at even sizes.
+    func testPoolVariantShrinksByPoolingWithResnetsStageShapes() throws {
+        for size in [64, 128, 144] {
+            let pooled = try ModelZoo.build("resnet-pool", imageSize: size), strided = try ModelZoo.build("resnet", imageSize: size)
+            let convs = pooled.nodes.compactMap { $0.layer as? Conv2D }
+            XCTAssertEqual(convs.count, 12)
+            XCTAssertEqual(convs.filter { $0.strides == (2, 2) }.count, 1, "only the stem at stride 2")
+            XCTAssertEqual(pooled.nodes.filter { $0.layer is MaxPool2D }.count, 3)
+            func stageShapes(_ n: Network) -> [FeatureShape] { n.nodes.filter { $0.layer is Add }.map(\.shape) }
+            XCTAssertEqual(stageShapes(pooled), stageShapes(strided), "at \(size) px")
+            XCTAssertEqual(stageShapes(pooled).last?.height, size / 16)
+        }
     }
 
     func testEveryModelBuildsAtOddSizesAndGivesFiniteLogits() throws {

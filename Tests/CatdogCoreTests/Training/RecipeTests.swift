@@ -196,6 +196,7 @@ final class RecipeSizesTests: XCTestCase {
             XCTAssertEqual(epochs(rate), 0)
         }
         XCTAssertTrue(Recipe.standard.takesLargerSizes("resnet"))
+        XCTAssertTrue(Recipe.standard.takesLargerSizes("resnet-pool"))
         XCTAssertFalse(Recipe.standard.takesLargerSizes("vgg"), "vgg's dense layer depends on the size")
     }
 
@@ -235,7 +236,7 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertTrue(long.stdout.contains("sizes: training from 64 px growing to 128, scored at 144:"), long.stdout)
         XCTAssertTrue(long.stdout.contains("with the smaller sizes' steps at 64 px 0."), long.stdout)
         XCTAssertEqual(announcedSizes(long.stdout), announcedSizes(long.stdout).sorted(), long.stdout)
-        XCTAssertTrue(long.stdout.contains("model resnet at 144x144, trained at 128x128"), long.stdout)
+        XCTAssertTrue(long.stdout.contains("model \(ModelZoo.defaultModel) at 144x144, trained at 128x128"), long.stdout)
         c = try config(longFolder)
         XCTAssertEqual([c.imageSize, c.trainSize ?? 0, c.resizeFrom ?? 0], [144, 128, 64])
         let resumed = try CLI.run(["train", "--data", data, "--checkpoint-dir", longFolder, "--resume", "auto"])
