@@ -1,7 +1,7 @@
 """Trains catdog-dist's networks in TensorFlow/Keras or PyTorch on in-memory random data and
 prints one JSON line with images/s: the peers catdog-dist is measured against.
 
-    python peers.py --framework keras|torch --model vgg|resnet --image-size 64 --batch-size 64 \
+    python peers.py --framework keras|torch --model vgg|resnet|resnet-pool --image-size 64 --batch-size 64 \
         --steps 30 --threads 2 [--layout channels_last|nchw] [--precision fp32|bf16]
     (layout: PyTorch only)
 
@@ -14,7 +14,9 @@ The networks are the same layers, shapes and parameter counts as `catdog-dist be
 vgg is the 2017 study's VGG13-like net (8 conv 3x3 with ReLU, 4 max-pools, dense 256-256-1
 with dropout 0.5); resnet is catdog-dist's `resnet` (stride-2 stem conv 3x3x32 + BatchNorm,
 four stages of one basic block of two conv 3x3 + BatchNorm with an identity skip, a stride-2
-conv 3x3 + BatchNorm entering each new stage, global average pooling, dropout 0.2, dense 1).
+conv 3x3 + BatchNorm entering each new stage, global average pooling, dropout 0.2, dense 1);
+resnet-pool is catdog-dist's default, `resnet` with each new stage entered by a 2x2 max pool
+and a stride-1 conv 3x3 + BatchNorm instead (the same weights).
 Both train with Adam (1e-4) on a sigmoid binary cross-entropy, as catdog-dist does.
 """
 import argparse
@@ -49,7 +51,9 @@ def keras_model(name, size, precision="fp32"):
 
         x = conv_bn(inputs, 32, stride=2)
         for stage, filters in enumerate((32, 64, 128, 256)):
-            if stage > 0:
+            if stage > 0 and name == "resnet-pool":
+                x = conv_bn(layers.MaxPooling2D(2)(x), filters)
+            elif stage > 0:
                 x = conv_bn(x, filters, stride=2)
             skip = x
             x = conv_bn(x, filters)
@@ -111,7 +115,9 @@ def torch_model(name):
 
     parts, channels = conv_bn(3, 32, stride=2), 32
     for stage, filters in enumerate((32, 64, 128, 256)):
-        if stage > 0:
+        if stage > 0 and name == "resnet-pool":
+            parts += [nn.MaxPool2d(2)] + conv_bn(channels, filters)
+        elif stage > 0:
             parts += conv_bn(channels, filters, stride=2)
         parts.append(Block(filters))
         channels = filters
@@ -153,7 +159,7 @@ def run_torch(a):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--framework", choices=["keras", "torch"], required=True)
-    p.add_argument("--model", choices=["vgg", "resnet"], default="vgg")
+    p.add_argument("--model", choices=["vgg", "resnet", "resnet-pool"], default="vgg")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30)
