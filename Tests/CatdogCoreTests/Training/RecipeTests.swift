@@ -259,20 +259,26 @@ final class RecipeSizesTests: XCTestCase {
     /// `benchmarks/recipe-table` groups the runs of one budget that differ only in the seed,
     /// though each trains as many epochs as the machine's speed buys, and prints the mean ± sd
     /// of their best epochs (sample standard deviation), from the runs' own metrics; the
-    /// recipe names their augmentation, cutout's size included.
+    /// recipe names their augmentation, cutout's size included. `--readme` prints the same group
+    /// as one row of the README's results table: the best epochs' accuracy and loss, mean ± sd.
     func testTheRecipeTableGroupsABudgetsSeeds() throws {
         let data = try sharedSubset(self, perClass: 20)
-        var folders: [String] = [], best: [Double] = []
+        var folders: [String] = [], best: [Double] = [], bestAccuracy: [Double] = []
         for seed in [1, 2] {
             let folder = try temporaryFolder(self)
             let result = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--batch-size", "8", "--image-size", "32",
                                       "--time-budget", "4", "--seed", String(seed), "--augment", "flip,cutout:0.3"])
             XCTAssertEqual(result.status, 0, result.output)
             folders.append(folder)
-            let losses = try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
-                (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["val_loss"] as? Double
+            let scored = try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
+                line -> (loss: Double, accuracy: Double)? in
+                let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                guard let loss = row?["val_loss"] as? Double, let accuracy = row?["val_acc"] as? Double else { return nil }
+                return (loss, accuracy)
             }
-            best.append(try XCTUnwrap(losses.min(), "seed \(seed) validated"))
+            let bestEpoch = try XCTUnwrap(scored.min { $0.loss < $1.loss }, "seed \(seed) validated")
+            best.append(bestEpoch.loss)
+            bestAccuracy.append(bestEpoch.accuracy * 100)
         }
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent()
@@ -283,6 +289,20 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertTrue(row.contains("aug flip,cutout:0.3,"), String(row))
         let mean = (best[0] + best[1]) / 2, sd = abs(best[0] - best[1]) / 2.0.squareRoot()
         XCTAssertTrue(row.contains(String(format: "%.4f ± %.4f", mean, sd)), "\(row) against \(best)")
+
+        let readme = try runCommand(["python3", repository.appendingPathComponent("benchmarks/recipe-table").path, "--readme"] + folders)
+        XCTAssertEqual(readme.status, 0, readme.output)
+        XCTAssertFalse(readme.stdout.contains("| min to 90% |"), "--readme prints only the README's table:\n\(readme.stdout)")
+        let line = try XCTUnwrap(readme.stdout.split(separator: "\n").first { $0.contains("; 4 s budget, seeds 1,2 (") }, readme.stdout)
+        // mean ± sample sd, computed as the script does (the mean, then the deviations from it).
+        func spread(_ v: [Double]) -> (Double, Double) {
+            let m = (v[0] + v[1]) / 2
+            return (m, ((v[0] - m) * (v[0] - m) + (v[1] - m) * (v[1] - m)).squareRoot())
+        }
+        let (lossMean, lossSD) = spread(best), (accuracyMean, accuracySD) = spread(bestAccuracy)
+        let expected = String(format: "| **%.2f%% ± %.2f, loss %.4f ± %.4f** | ", accuracyMean, accuracySD, lossMean, lossSD)
+        XCTAssertTrue(line.contains(expected), "\(line) against \(expected)")
+        XCTAssertTrue(line.hasSuffix(" s each |") || line.hasSuffix(" min each |"), String(line))
     }
 
     /// The sizes the log announces, in order ("epoch 5: training at 80x80").
