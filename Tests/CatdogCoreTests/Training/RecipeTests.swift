@@ -305,6 +305,37 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertTrue(line.hasSuffix(" s each |") || line.hasSuffix(" min each |"), String(line))
     }
 
+    /// A run folder's metrics.jsonl is read as untrusted: lines that are not JSON objects, not
+    /// UTF-8, or whose scores or times are not finite numbers (strings, NaN, 1e999, true) are passed
+    /// over, and the row is made of the line left; a folder with no readable checkpoint is named
+    /// as left out of `--readme`. Exit 0 and no traceback either way.
+    func testTheRecipeTablePassesOverMalformedMetrics() throws {
+        let folder = try temporaryFolder(self)
+        var bytes = Data("""
+        [1]
+        "text"
+        {"val_loss":"x","val_acc":1,"elapsed_s":1,"epoch":1}
+        {"val_loss":NaN,"val_acc":0.5,"elapsed_s":1,"epoch":2}
+        {"val_loss":0.3,"val_acc":true,"elapsed_s":1e999,"epoch":3}
+        {"val_loss":0.4,"val_acc":0.8,"elapsed_s":60,"epoch":true}
+
+        """.utf8)
+        bytes.append(contentsOf: [0xFF, 0xFE, 0x0A])
+        try bytes.write(to: URL(fileURLWithPath: folder + "/metrics.jsonl"))
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let script = repository.appendingPathComponent("benchmarks/recipe-table").path
+        let table = try runCommand(["python3", script, folder])
+        XCTAssertEqual(table.status, 0, table.output)
+        XCTAssertFalse(table.output.contains("Traceback"), table.output)
+        let row = try XCTUnwrap(table.stdout.split(separator: "\n").first { $0.hasPrefix("| \(folder) |") }, table.stdout)
+        XCTAssertTrue(row.contains("| 0.4000 (80.00%, ?) |"), "the one well-formed line is the best: \(row)")
+        let readme = try runCommand(["python3", script, "--readme", folder])
+        XCTAssertEqual(readme.status, 0, readme.output)
+        XCTAssertFalse(readme.output.contains("Traceback"), readme.output)
+        XCTAssertTrue(readme.output.contains("\(folder): no readable last.safetensors.zst, so no recipe: left out"), readme.output)
+    }
+
     /// The sizes the log announces, in order ("epoch 5: training at 80x80").
     func announcedSizes(_ log: String) -> [Int] {
         log.split(separator: "\n").compactMap { line in
