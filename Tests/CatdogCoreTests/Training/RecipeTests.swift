@@ -334,6 +334,27 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertEqual(readme.status, 0, readme.output)
         XCTAssertFalse(readme.output.contains("Traceback"), readme.output)
         XCTAssertTrue(readme.output.contains("\(folder): no readable last.safetensors.zst, so no recipe: left out"), readme.output)
+
+        // Checkpoints whose configuration is not what train writes: a list, and fields of the
+        // wrong types (a string seed, augmentation a number, decay a string): the recipe is "?".
+        for (index, config) in [#"[1, 2]"#, #"{"augmentation": 5, "seed": "x", "weightDecay": "big", "model": "m"}"#].enumerated() {
+            let run = try temporaryFolder(self)
+            try bytes.write(to: URL(fileURLWithPath: run + "/metrics.jsonl"))
+            let metadata = try JSONSerialization.data(withJSONObject: ["catdog": #"{"config": "# + config + "}"])
+            let header = try JSONSerialization.data(withJSONObject: ["__metadata__": JSONSerialization.jsonObject(with: metadata)])
+            var file = Data(withUnsafeBytes(of: UInt64(header.count).littleEndian) { Data($0) })
+            file.append(header)
+            try file.write(to: URL(fileURLWithPath: run + "/last.safetensors"))
+            let packed = try runCommand(["zstd", "-q", "--rm", run + "/last.safetensors", "-o", run + "/last.safetensors.zst"])
+            XCTAssertEqual(packed.status, 0, packed.output)
+            for arguments in [[run], ["--readme", run]] {
+                let result = try runCommand(["python3", script] + arguments)
+                XCTAssertEqual(result.status, 0, "case \(index), \(arguments): \(result.output)")
+                XCTAssertFalse(result.output.contains("Traceback"), "case \(index), \(arguments): \(result.output)")
+            }
+            let plain = try runCommand(["python3", script, run])
+            XCTAssertTrue(plain.stdout.contains("| \(run) | ? |"), "case \(index): \(plain.stdout)")
+        }
     }
 
     /// The sizes the log announces, in order ("epoch 5: training at 80x80").
