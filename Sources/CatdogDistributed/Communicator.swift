@@ -124,6 +124,31 @@ extension Communicator {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Collective: every rank's bytes (index = rank), of any lengths.
+    public func allGather(bytes mine: [UInt8]) throws -> [[UInt8]] {
+        var sizes = [Double](repeating: 0, count: size)
+        sizes[rank] = Double(mine.count)
+        try allReduceSum(&sizes)
+        let counts = sizes.map { Int($0) }
+        var offsets = [0]
+        for c in counts.dropLast() { offsets.append(offsets.last! + c) }
+        var all = [UInt8](repeating: 0, count: counts.reduce(0, +))
+        if !mine.isEmpty {
+            all.withUnsafeMutableBytes { raw in
+                mine.withUnsafeBytes { (raw.baseAddress! + offsets[rank]).copyMemory(from: $0.baseAddress!, byteCount: mine.count) }
+            }
+        }
+        if !all.isEmpty {
+            try all.withUnsafeMutableBytes { try allGather($0.baseAddress!, itemBytes: 1, counts: counts, offsets: offsets) }
+        }
+        return zip(offsets, counts).map { Array(all[$0..<($0 + $1)]) }
+    }
+
+    /// Collective: every rank's string (index = rank).
+    public func allGather(string: String) throws -> [String] {
+        try allGather(bytes: Array(string.utf8)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
     /// Contiguous block of `count` items rank `r` owns: [r·count/N, (r+1)·count/N).
     public func block(of count: Int, rank r: Int? = nil) -> Range<Int> {
         let r = r ?? rank

@@ -2,10 +2,14 @@ import Foundation
 
 /// What a performance figure was measured on: the CPU model and the vector extensions that
 /// decide which kernels run (read from /proc/cpuinfo; "unknown" elsewhere).
-public struct MachineDescription: Codable, Sendable {
+public struct MachineDescription: Codable, Sendable, Equatable {
     public var cpu: String
     public var vectorFlags: [String]
     public var cores: Int
+    /// /proc/cpuinfo's "cpu family" and "model" (nil where not read): a model name such as
+    /// "AMD EPYC" does not tell a Zen 4 (family 25) from a Zen 5 (26).
+    public var cpuFamily: Int?
+    public var cpuModel: Int?
 
     /// The flags that change which kernels OpenBLAS, oneDNN or our own code can use.
     static let interesting = ["sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -17,16 +21,32 @@ public struct MachineDescription: Codable, Sendable {
             defer { try? handle.close() }
             return String(decoding: (try? handle.read(upToCount: 1 << 20)) ?? Data(), as: UTF8.self)
         } ?? ""
-        func field(_ name: String) -> String? {
-            text.split(separator: "\n").first { $0.hasPrefix(name) }?.split(separator: ":", maxSplits: 1).last
-                .map { $0.trimmingCharacters(in: .whitespaces) }
-        }
-        let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
-        return MachineDescription(cpu: field("model name") ?? "unknown", vectorFlags: interesting.filter(flags.contains),
-                                  cores: ProcessInfo.processInfo.activeProcessorCount)
+        return parse(cpuinfo: text, cores: ProcessInfo.processInfo.activeProcessorCount)
     }
 
-    public var summary: String { "\(cpu), \(cores) cores, \(vectorFlags.isEmpty ? "no vector flags read" : vectorFlags.joined(separator: " "))" }
+    /// The first processor's fields of a /proc/cpuinfo text ("key<tabs>: value" lines; a key
+    /// matches whole, so "model" is not "model name").
+    public static func parse(cpuinfo text: String, cores: Int) -> MachineDescription {
+        func field(_ name: String) -> String? {
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+                if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == name {
+                    return parts[1].trimmingCharacters(in: .whitespaces)
+                }
+            }
+            return nil
+        }
+        let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
+        let number = { (name: String) in field(name).flatMap { Int($0) }.flatMap { (0..<1 << 20).contains($0) ? $0 : nil } }
+        return MachineDescription(cpu: field("model name").map { String($0.prefix(200)) } ?? "unknown",
+                                  vectorFlags: interesting.filter(flags.contains), cores: cores,
+                                  cpuFamily: number("cpu family"), cpuModel: number("model"))
+    }
+
+    public var summary: String {
+        let kind = cpuFamily.map { family in " (CPU family \(family)\(cpuModel.map { ", model \($0)" } ?? ""))" } ?? ""
+        return "\(cpu)\(kind), \(cores) cores, \(vectorFlags.isEmpty ? "no vector flags read" : vectorFlags.joined(separator: " "))"
+    }
 }
 
 /// Memory figures from /proc (Linux; nil elsewhere or when unreadable).

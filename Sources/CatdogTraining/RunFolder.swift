@@ -1,5 +1,6 @@
 import CatdogCheckpoint
 import CatdogDistributed
+import CatdogEngine
 import CatdogRun
 import CatdogSupport
 import Foundation
@@ -13,6 +14,8 @@ public struct RunFolder {
     public let lock: CheckpointStore.Lock?
 
     public var metricsPath: String { (path as NSString).appendingPathComponent("metrics.jsonl") }
+    /// One line a start of the run (fresh or resumed): what it ran on (`RunStart`).
+    public var startsPath: String { (path as NSString).appendingPathComponent("machines.jsonl") }
 
     /// Rank 0 makes sure the folder is usable before any work: it exists and is writable, no
     /// other run holds it (a kernel lock on `.lock`; a requeued Slurm job takes over its own
@@ -38,9 +41,11 @@ public struct RunFolder {
         let folder = RunFolder(store: store, lock: lock)
         // metrics.jsonl is appended to: a planted link (the folder may be shared) would make the
         // run write into the file it points to. Refused now, before any work.
-        var info = stat()
-        if lstat(folder.metricsPath, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
-            throw CheckpointError(path: folder.metricsPath, problem: "is not a regular file (a symbolic link, a FIFO or a device): remove it")
+        for appended in [folder.metricsPath, folder.startsPath] {
+            var info = stat()
+            if lstat(appended, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+                throw CheckpointError(path: appended, problem: "is not a regular file (a symbolic link, a FIFO or a device): remove it")
+            }
         }
         let stale = store.removeStaleTemporaries()
         if stale > 0 { log("removed \(stale) temporary file(s) left by an interrupted checkpoint write") }
@@ -53,12 +58,34 @@ public struct RunFolder {
             }
             let events = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
                 .filter { $0.hasPrefix("events.out.tfevents.") }.map { path + "/" + $0 }
-            for file in store.numbered() + [store.lastPath, store.bestPath, folder.metricsPath, path + "/skipped-files.log"] + events {
+            for file in store.numbered() + [store.lastPath, store.bestPath, folder.metricsPath, folder.startsPath, path + "/skipped-files.log"] + events {
                 try? FileManager.default.removeItem(atPath: file)
             }
             log("--overwrite: removed the previous run's checkpoints and metrics from \(path)")
         }
         return folder
+    }
+
+    /// Collective: every rank says what it computes on, and rank 0 appends the run's start to
+    /// `machines.jsonl` (`RunStart`), so that a run's figures can be told apart by machine
+    /// (`benchmarks/recipe-table` groups and labels runs by it). A file that cannot be written
+    /// costs a warning, not the run.
+    public func recordStart(epoch: Int, step: Int, precision: Precision, communicator comm: Communicator,
+                            log: (String) -> Void) throws {
+        let mine = RunStart.Ranks(hosts: [comm.hostName], ranks: [comm.rank], machine: .current(), blasCore: blasCoreName,
+                                  kernels: KernelInstructionSet.active.rawValue)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let all = try comm.allGather(string: String(decoding: try encoder.encode(mine), as: UTF8.self))
+        guard comm.rank == 0 else { return }
+        let ranks = all.map { try? JSONDecoder().decode(RunStart.Ranks.self, from: Data($0.utf8)) }
+        let start = RunStart(time: ISO8601DateFormatter().string(from: Date()), epoch: epoch, step: step, ranks: comm.size,
+                             precision: precision.rawValue, machines: RunStart.grouped(ranks.compactMap { $0 }))
+        do {
+            try appendLine(String(decoding: try encoder.encode(start), as: UTF8.self), to: startsPath)
+        } catch {
+            log("warning: cannot record the machines of this run in \(startsPath) (\(error)); training goes on")
+        }
     }
 
     /// Where a resumed run continues: the checkpoint's metadata on every rank, its tensors on
@@ -101,5 +128,42 @@ extension Trainer {
         var perRank = [-Double((MemoryStatus.availableBytes() ?? 0) / comm.ranksOnMachine)]
         try comm.allReduceMax(&perRank)
         return activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
+    }
+}
+
+/// A line of a run folder's `machines.jsonl`: when the run started or resumed, from which
+/// epoch and update, on how many ranks, in which precision, and on what: the ranks grouped by
+/// what they compute on (host, CPU, OpenBLAS's core, our kernels' instruction set).
+public struct RunStart: Codable, Equatable {
+    public var time: String
+    public var epoch: Int
+    public var step: Int
+    public var ranks: Int
+    public var precision: String
+    public var machines: [Ranks]
+
+    /// Ranks that compute on the same kind of machine; `hosts` and `ranks` list them.
+    public struct Ranks: Codable, Equatable {
+        public var hosts: [String]
+        public var ranks: [Int]
+        public var machine: MachineDescription
+        public var blasCore: String
+        public var kernels: String
+
+        var kind: Ranks { var k = self; k.hosts = []; k.ranks = []; return k }
+    }
+
+    /// Ranks of one kind merged, in the order of their first rank; hosts listed once each.
+    static func grouped(_ each: [Ranks]) -> [Ranks] {
+        var groups: [Ranks] = []
+        for r in each {
+            if let i = groups.firstIndex(where: { $0.kind == r.kind }) {
+                groups[i].ranks += r.ranks
+                for host in r.hosts where !groups[i].hosts.contains(host) { groups[i].hosts.append(host) }
+            } else {
+                groups.append(r)
+            }
+        }
+        return groups
     }
 }

@@ -64,26 +64,15 @@ public final class Timeline {
     public func finish(communicator comm: Communicator) throws -> Int {
         guard recording else { return 0 }
         recording = false
-        let mine = Array(json(rank: comm.rank, host: comm.hostName).utf8)
-        var sizes = [Double](repeating: 0, count: comm.size)
-        sizes[comm.rank] = Double(mine.count)
         var count = [Double(events.count)]
-        try comm.allReduceSum(&sizes)
         try comm.allReduceSum(&count)
-        let counts = sizes.map { Int($0) }
-        var offsets = [0]
-        for c in counts.dropLast() { offsets.append(offsets.last! + c) }
-        var all = [UInt8](repeating: 0, count: counts.reduce(0, +))
-        all.withUnsafeMutableBytes { raw in
-            mine.withUnsafeBytes { (raw.baseAddress! + offsets[comm.rank]).copyMemory(from: $0.baseAddress!, byteCount: mine.count) }
-        }
-        try all.withUnsafeMutableBytes { try comm.allGather($0.baseAddress!, itemBytes: 1, counts: counts, offsets: offsets) }
+        let all = try comm.allGather(bytes: Array(json(rank: comm.rank, host: comm.hostName).utf8))
         events = []
         guard comm.rank == 0 else { return Int(count[0]) }
         var text = Array(#"{"displayTimeUnit":"ms","traceEvents":[\#n"#.utf8)
-        for (rank, (offset, size)) in zip(offsets, counts).enumerated() {
+        for (rank, track) in all.enumerated() {
             if rank > 0 { text += Array(",\n".utf8) }
-            text += all[offset..<(offset + size)]
+            text += track
         }
         text += Array("\n]}\n".utf8)
         try writeOutputFile(text, to: path)

@@ -445,6 +445,8 @@ struct Train: ParsableCommand {
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
             describeRun(trainer, config: config, precision: precision, comm: comm, activationBudget: budget, log: log)
+            try folder.recordStart(epoch: trainer.epoch, step: trainer.globalStep, precision: precision.precision, communicator: comm,
+                                   log: log.info)
             let (summary, checkpointMilliseconds) = try fit(trainer, folder: folder, comm: comm, log: log)
             try finish(summary, trainer: trainer, store: store, checkpointMilliseconds: checkpointMilliseconds, config: config,
                        comm: comm, log: log)
@@ -835,6 +837,8 @@ struct Train: ParsableCommand {
             let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
                                              slurmJob: ProcessInfo.processInfo.environment["SLURM_JOB_ID"], communicator: comm, log: log.info)
             defer { withExtendedLifetime(folder) {} }
+            // The backbone and the head compute in fp32 (--precision auto takes bf16 only from scratch).
+            try folder.recordStart(epoch: 0, step: 0, precision: .fp32, communicator: comm, log: log.info)
             var config = initial.metadata.config
             if let seed { config.seed = seed }
             if let valFraction { config.validationFraction = valFraction }

@@ -2,6 +2,7 @@ import CatdogCheckpoint
 import CatdogData
 import CatdogEngine
 import CatdogRun
+import CatdogSupport
 import Foundation
 import XCTest
 
@@ -289,6 +290,11 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertTrue(row.contains("aug flip,cutout:0.3,"), String(row))
         let mean = (best[0] + best[1]) / 2, sd = abs(best[0] - best[1]) / 2.0.squareRoot()
         XCTAssertTrue(row.contains(String(format: "%.4f ± %.4f", mean, sd)), "\(row) against \(best)")
+        // The machine, from the runs' machines.jsonl.
+        let machine = MachineDescription.current()
+        let kind = machine.cpuFamily.map { " (CPU family \($0)" + (machine.cpuModel.map { ", model \($0))" } ?? ")") } ?? ""
+        let label = "\(machine.cpu)\(kind), 1 rank: OpenBLAS \(blasCoreName), kernels \(KernelInstructionSet.active.rawValue), "
+        XCTAssertTrue(row.contains("| \(label)"), "\(row) against \(label)")
 
         let readme = try runCommand(["python3", repository.appendingPathComponent("benchmarks/recipe-table").path, "--readme"] + folders)
         XCTAssertEqual(readme.status, 0, readme.output)
@@ -303,12 +309,14 @@ final class RecipeSizesTests: XCTestCase {
         let expected = String(format: "| **%.2f%% ± %.2f, loss %.4f ± %.4f** | ", accuracyMean, accuracySD, lossMean, lossSD)
         XCTAssertTrue(line.contains(expected), "\(line) against \(expected)")
         XCTAssertTrue(line.hasSuffix(" s each |") || line.hasSuffix(" min each |"), String(line))
+        XCTAssertTrue(line.contains(" epochs); on \(label)"), "\(line) against \(label)")
     }
 
     /// A run folder's metrics.jsonl is read as untrusted: lines that are not JSON objects, not
-    /// UTF-8, or whose scores or times are not finite numbers (strings, NaN, 1e999, true) are passed
-    /// over, and the row is made of the line left; a folder with no readable checkpoint is named
-    /// as left out of `--readme`. Exit 0 and no traceback either way.
+    /// UTF-8, nested deeper than Python's parser recurses, or whose scores or times are not
+    /// finite numbers (strings, NaN, 1e999, true) are passed over, and the row is made of the
+    /// line left; a folder with no readable checkpoint is named as left out of `--readme`; so
+    /// is machines.jsonl. Exit 0 and no traceback either way.
     func testTheRecipeTablePassesOverMalformedMetrics() throws {
         let folder = try temporaryFolder(self)
         var bytes = Data("""
@@ -321,6 +329,7 @@ final class RecipeSizesTests: XCTestCase {
 
         """.utf8)
         bytes.append(contentsOf: [0xFF, 0xFE, 0x0A])
+        bytes.append(Data((String(repeating: "[", count: 100_000) + "\n").utf8))  // nested past Python's recursion limit
         try bytes.write(to: URL(fileURLWithPath: folder + "/metrics.jsonl"))
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent()
@@ -330,6 +339,25 @@ final class RecipeSizesTests: XCTestCase {
         XCTAssertFalse(table.output.contains("Traceback"), table.output)
         let row = try XCTUnwrap(table.stdout.split(separator: "\n").first { $0.hasPrefix("| \(folder) |") }, table.stdout)
         XCTAssertTrue(row.contains("| 0.4000 (80.00%, ?) |"), "the one well-formed line is the best: \(row)")
+        XCTAssertTrue(row.hasSuffix("| ? |"), "no machines.jsonl, no machine: \(row)")
+
+        // machines.jsonl read the same way: lines not JSON objects, groups not objects, fields of
+        // the wrong types give "?" in their place; a bar or a newline in a name cannot break the row.
+        var starts = Data("""
+        [1]
+        {"machines": 5}
+        {"machines": [5, {"machine": "x"}, {"machine": {"cpu": 7, "cpuFamily": "x"}, "ranks": 3, "blasCore": ["a"]}]}
+        {"machines": [{"machine": {"cpu": "A|B\\n", "cpuFamily": true}, "ranks": [0, 1], "kernels": "k"}], "precision": 5}
+
+        """.utf8)
+        starts.append(contentsOf: [0xFF, 0x0A])
+        starts.append(Data((String(repeating: "{\"a\":[", count: 50_000) + "\n").utf8))
+        try starts.write(to: URL(fileURLWithPath: folder + "/machines.jsonl"))
+        let labelled = try runCommand(["python3", script, folder])
+        XCTAssertEqual(labelled.status, 0, labelled.output)
+        XCTAssertFalse(labelled.output.contains("Traceback"), labelled.output)
+        XCTAssertTrue(labelled.stdout.contains("| ?, ? ranks: OpenBLAS ?, kernels ?, ? then A B, 2 ranks: OpenBLAS ?, kernels k, ? |"),
+                      labelled.stdout)
         let readme = try runCommand(["python3", script, "--readme", folder])
         XCTAssertEqual(readme.status, 0, readme.output)
         XCTAssertFalse(readme.output.contains("Traceback"), readme.output)

@@ -1,6 +1,8 @@
 import CatdogCheckpoint
 import CatdogEngine
 import CatdogRun
+import CatdogSupport
+import CatdogTraining
 import Foundation
 import XCTest
 
@@ -197,6 +199,22 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(history.count, 3)
         XCTAssertTrue(history.allSatisfy { $0.train_loss.isFinite && $0.val_loss.isFinite }, "\(history)")
         XCTAssertTrue(history[0].step < history[1].step && history[1].step < history[2].step, "steps by epoch: \(history.map(\.step))")
+
+        // machines.jsonl: a line each start, with the epoch and update it started from, the
+        // precision it computed in, and this machine as the one rank saw it.
+        let starts = try String(contentsOfFile: folder + "/machines.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(RunStart.self, from: Data($0.utf8)) }
+        XCTAssertEqual(starts.map(\.precision), ["fp32", "bf16", "fp32"], "\(starts)")
+        XCTAssertEqual(starts.map(\.epoch), [0, 1, 2])
+        XCTAssertEqual(starts.map(\.step), [0, history[0].step, history[1].step])
+        for start in starts {
+            XCTAssertEqual(start.ranks, 1)
+            XCTAssertEqual(start.machines.count, 1, "\(start)")
+            XCTAssertEqual(start.machines.first?.ranks, [0])
+            XCTAssertEqual(start.machines.first?.machine, MachineDescription.current())
+            XCTAssertEqual(start.machines.first?.blasCore, blasCoreName)
+            XCTAssertEqual(start.machines.first?.kernels, KernelInstructionSet.active.rawValue)
+        }
     }
 
     func testResumeAutoSkipsCorruptAndTruncatedCheckpoints() throws {

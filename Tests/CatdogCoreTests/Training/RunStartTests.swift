@@ -1,0 +1,90 @@
+import CatdogDistributed
+import CatdogEngine
+import CatdogSupport
+@testable import CatdogTraining
+import Foundation
+import XCTest
+
+/// What a run folder records of the machines a run computed on (`machines.jsonl`).
+final class RunStartTests: XCTestCase {
+    /// /proc/cpuinfo's keys match whole ("model" is not "model name"), the first processor's
+    /// values are taken, and numbers out of range or not numbers are left out.
+    func testTheCPUsFamilyAndModelAreReadByTheirWholeKeys() {
+        let text = """
+        processor\t: 0
+        vendor_id\t: AuthenticAMD
+        cpu family\t: 25
+        model\t\t: 17
+        model name\t: AMD EPYC
+        flags\t\t: fpu avx2 fma avx512f avx512_bf16 unknownflag
+        processor\t: 1
+        cpu family\t: 26
+        model\t\t: 2
+        model name\t: Other
+        """
+        let m = MachineDescription.parse(cpuinfo: text, cores: 2)
+        XCTAssertEqual(m.cpu, "AMD EPYC")
+        XCTAssertEqual(m.cpuFamily, 25)
+        XCTAssertEqual(m.cpuModel, 17)
+        XCTAssertEqual(m.vectorFlags, ["fma", "avx2", "avx512f", "avx512_bf16"])
+        XCTAssertEqual(m.summary, "AMD EPYC (CPU family 25, model 17), 2 cores, fma avx2 avx512f avx512_bf16")
+
+        let odd = MachineDescription.parse(cpuinfo: "model name: X\ncpu family: -3\nmodel: 99999999999999999999\n", cores: 1)
+        XCTAssertNil(odd.cpuFamily)
+        XCTAssertNil(odd.cpuModel)
+        XCTAssertEqual(odd.summary, "X, 1 cores, no vector flags read")
+        XCTAssertEqual(MachineDescription.parse(cpuinfo: "", cores: 1).cpu, "unknown")
+    }
+
+    /// Strings of any lengths, an empty one included, reach every rank in rank order.
+    func testAllGatherOfStrings() throws {
+        let results = try ThreadCommunicator.run(ranks: 3) { comm in
+            try comm.allGather(string: comm.rank == 1 ? "" : String(repeating: "é\(comm.rank)", count: 10 * comm.rank + 1))
+        }
+        let expected = ["é0", "", String(repeating: "é2", count: 21)]
+        for (rank, gathered) in results.enumerated() { XCTAssertEqual(gathered, expected, "rank \(rank)") }
+    }
+
+    /// Ranks group by what they compute on, not by host: two hosts of one kind are one group
+    /// listing both, and a rank of that kind held to AVX2 kernels (the `isa` pair of
+    /// benchmarks/unequal-lab) is a group of its own, in the order of first ranks.
+    func testRanksGroupByWhatTheyComputeOn() {
+        let cpu = MachineDescription.parse(cpuinfo: "model name: C\ncpu family: 25\nmodel: 17\nflags: avx2 avx512f\n", cores: 8)
+        func rank(_ r: Int, _ host: String, _ kernels: String) -> RunStart.Ranks {
+            RunStart.Ranks(hosts: [host], ranks: [r], machine: cpu, blasCore: "Cooperlake", kernels: kernels)
+        }
+        let groups = RunStart.grouped([rank(0, "a", "avx512f"), rank(1, "a", "avx2"), rank(2, "b", "avx512f"), rank(3, "a", "avx512f")])
+        XCTAssertEqual(groups.map(\.ranks), [[0, 2, 3], [1]])
+        XCTAssertEqual(groups.map(\.hosts), [["a", "b"], ["a"]])
+        XCTAssertEqual(groups.map(\.kernels), ["avx512f", "avx2"])
+    }
+
+    /// Every rank takes part and rank 0 appends one line a start: ranks of one kind of machine
+    /// in one group (each host named once), the epoch and update given, the precision.
+    func testEachStartAppendsWhatTheRanksComputeOn() throws {
+        let folder = try temporaryFolder(self)
+        for (epoch, precision) in [(0, Precision.bf16), (4, Precision.fp32)] {
+            _ = try ThreadCommunicator.run(ranks: 3) { comm in
+                let run = try RunFolder.claim(folder, keep: 3, resuming: epoch > 0, overwrite: false, slurmJob: nil,
+                                              communicator: comm, log: { _ in })
+                try run.recordStart(epoch: epoch, step: epoch * 10, precision: precision, communicator: comm, log: { _ in })
+                withExtendedLifetime(run) {}
+            }
+        }
+        let lines = try String(contentsOfFile: folder + "/machines.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 2, "\(lines)")
+        let starts = try lines.map { try JSONDecoder().decode(RunStart.self, from: Data($0.utf8)) }
+        XCTAssertEqual(starts.map(\.epoch), [0, 4])
+        XCTAssertEqual(starts.map(\.step), [0, 40])
+        XCTAssertEqual(starts.map(\.precision), ["bf16", "fp32"])
+        for start in starts {
+            XCTAssertEqual(start.ranks, 3)
+            XCTAssertEqual(start.machines.count, 1, "\(start)")
+            XCTAssertEqual(start.machines[0].ranks, [0, 1, 2])
+            XCTAssertEqual(start.machines[0].hosts, ["thread-host"])
+            XCTAssertEqual(start.machines[0].machine, MachineDescription.current())
+            XCTAssertEqual(start.machines[0].kernels, KernelInstructionSet.active.rawValue)
+            XCTAssertNotNil(ISO8601DateFormatter().date(from: start.time), start.time)
+        }
+    }
+}
