@@ -43,9 +43,29 @@ public struct MachineDescription: Codable, Sendable, Equatable {
                                   cpuFamily: number("cpu family"), cpuModel: number("model"))
     }
 
+    /// The CPU as figures name it: "AMD EPYC (CPU family 25, model 17)", the family and model
+    /// where read. JSON carries it as "label", so scripts print it without formatting it again.
+    public var label: String {
+        cpu + (cpuFamily.map { family in " (CPU family \(family)\(cpuModel.map { ", model \($0)" } ?? ""))" } ?? "")
+    }
+
     public var summary: String {
-        let kind = cpuFamily.map { family in " (CPU family \(family)\(cpuModel.map { ", model \($0)" } ?? ""))" } ?? ""
-        return "\(cpu)\(kind), \(cores) cores, \(vectorFlags.isEmpty ? "no vector flags read" : vectorFlags.joined(separator: " "))"
+        "\(label), \(cores) cores, \(vectorFlags.isEmpty ? "no vector flags read" : vectorFlags.joined(separator: " "))"
+    }
+
+    private enum CodingKeys: String, CodingKey { case cpu, vectorFlags, cores, cpuFamily, cpuModel }
+    private enum DerivedKeys: String, CodingKey { case label }
+
+    /// The stored fields, and the label beside them (for readers; decoding ignores it).
+    public func encode(to encoder: Encoder) throws {
+        var fields = encoder.container(keyedBy: CodingKeys.self)
+        try fields.encode(cpu, forKey: .cpu)
+        try fields.encode(vectorFlags, forKey: .vectorFlags)
+        try fields.encode(cores, forKey: .cores)
+        try fields.encodeIfPresent(cpuFamily, forKey: .cpuFamily)
+        try fields.encodeIfPresent(cpuModel, forKey: .cpuModel)
+        var derived = encoder.container(keyedBy: DerivedKeys.self)
+        try derived.encode(label, forKey: .label)
     }
 }
 

@@ -48,6 +48,14 @@ struct Bench: ParsableCommand {
         """)
     var gemm = false
 
+    @Flag(help: """
+        Print only what this machine's figures are measured on and exit: the CPU (name, family \
+        and model), cores, vector flags, OPENBLAS_CORETYPE, OpenBLAS's core and our kernels' \
+        instruction set; one line, or one JSON object with --json. The benchmark scripts print it \
+        above their figures.
+        """)
+    var machine = false
+
     @Option(help: """
         Emulate a lab: each rank stands for a whole machine of --machine-cores cores, sleeps \
         through the compute this profile measured (the --json output of a one-rank bench at the \
@@ -75,8 +83,12 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        try runDistributed(announce: !json, machineRanks: allReduce.machineRanks) { comm in
+        try runDistributed(announce: !json && !machine, machineRanks: allReduce.machineRanks) { comm in
             try compute.apply()
+            if machine {
+                if comm.rank == 0 { try printMachine() }
+                return
+            }
             if gemm {
                 if comm.rank == 0 { try benchGemm() }
                 return
@@ -117,6 +129,22 @@ struct Bench: ParsableCommand {
             print(String(format: "  all-reduce of %.1f MB alone: %.2f ms; exposed communication %.1f%% of the step; %.2f MB sent into all-reduces per step (%.1fx fewer than fp32)",
                          r.gradient_mb, r.allreduce_ms, r.comm_fraction * 100, r.wire_mb, r.gradient_mb / max(r.wire_mb, 1e-9)))
         }
+    }
+
+    /// What figures here are measured on, as `bench --machine` prints it.
+    struct MachineLine: Encodable {
+        var machine: MachineDescription
+        var openblas_coretype: String?
+        var blas_core: String
+        var kernels: String
+    }
+
+    func printMachine() throws {
+        let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].flatMap { $0.isEmpty ? nil : String($0.prefix(64)) }
+        let line = MachineLine(machine: .current(), openblas_coretype: coreType, blas_core: blasCoreName,
+                               kernels: KernelInstructionSet.active.rawValue)
+        if json { return try printJSON(line) }
+        print("machine: \(line.machine.summary); OPENBLAS_CORETYPE \(coreType ?? "unset"), OpenBLAS core \(line.blas_core); own kernels \(line.kernels)\(Self.kernelCapNote)")
     }
 
     func benchEmulated(profilePath: String, _ comm: Communicator) throws {

@@ -9,7 +9,7 @@ import XCTest
 final class RunStartTests: XCTestCase {
     /// /proc/cpuinfo's keys match whole ("model" is not "model name"), the first processor's
     /// values are taken, and numbers out of range or not numbers are left out.
-    func testTheCPUsFamilyAndModelAreReadByTheirWholeKeys() {
+    func testTheCPUsFamilyAndModelAreReadByTheirWholeKeys() throws {
         let text = """
         processor\t: 0
         vendor_id\t: AuthenticAMD
@@ -34,6 +34,33 @@ final class RunStartTests: XCTestCase {
         XCTAssertNil(odd.cpuModel)
         XCTAssertEqual(odd.summary, "X, 1 cores, no vector flags read")
         XCTAssertEqual(MachineDescription.parse(cpuinfo: "", cores: 1).cpu, "unknown")
+
+        // JSON carries the label beside the fields, and decoding passes over it.
+        for machine in [m, odd] {
+            let data = try JSONEncoder().encode(machine)
+            let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            XCTAssertEqual(object["label"] as? String, machine.label)
+            XCTAssertEqual(try JSONDecoder().decode(MachineDescription.self, from: data), machine)
+        }
+        XCTAssertEqual(m.label, "AMD EPYC (CPU family 25, model 17)")
+        XCTAssertEqual(odd.label, "X")
+    }
+
+    /// `bench --machine` prints this machine's line (and the kernels' cap) without benchmarking;
+    /// with --json, one object whose label is the one the figures carry.
+    func testBenchMachinePrintsWhatFiguresAreMeasuredOn() throws {
+        let here = MachineDescription.current()
+        let line = try CLI.run(["bench", "--machine"], environment: ["CATDOG_KERNELS": "avx2"])
+        XCTAssertEqual(line.status, 0, line.output)
+        XCTAssertEqual(line.stdout.split(separator: "\n").count, 1, line.stdout)
+        XCTAssertTrue(line.stdout.hasPrefix("machine: \(here.summary); OPENBLAS_CORETYPE "), line.stdout)
+        XCTAssertTrue(line.stdout.contains("OpenBLAS core \(blasCoreName); own kernels avx2 (capped by CATDOG_KERNELS=avx2)"), line.stdout)
+        let json = try CLI.run(["bench", "--machine", "--json"])
+        XCTAssertEqual(json.status, 0, json.output)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any], json.stdout)
+        XCTAssertEqual((object["machine"] as? [String: Any])?["label"] as? String, here.label)
+        XCTAssertEqual(object["blas_core"] as? String, blasCoreName)
+        XCTAssertNotNil((object["kernels"] as? String).flatMap(KernelInstructionSet.init(rawValue:)), json.stdout)
     }
 
     /// Strings of any lengths, an empty one included, reach every rank in rank order.
