@@ -65,7 +65,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
     var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop), cutout:F (a square of F times the input's side, at a random place, set to grey; `cutout` is cutout:\(Augmentation.defaultCutout)); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description))")
+    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop), cutout:F (a square of F times the input's side, at a random place, set to grey; `cutout` is cutout:\(Augmentation.defaultCutout); it pays in runs long enough to overfit, e.g. with --time-budget 5400); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description))")
     var augment: String?
 
     @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
