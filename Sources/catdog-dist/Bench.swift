@@ -112,7 +112,7 @@ struct Bench: ParsableCommand {
                 return try printJSON(r)
             }
             print("\(r.model) at \(r.image_size)x\(r.image_size), global batch \(r.batch_size) on \(r.ranks) rank(s), overlap \(r.overlap ? "on" : "off")\(r.compression == "none" ? "" : ", compression \(r.compression)"), convolution \(r.convolution), \(r.precision ?? "fp32") products, \(r.steps) steps")
-            print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core); own kernels \(r.kernels)\(Self.kernelCapNote)")
+            print("  on \(MachineLine.current.text)")
             print("  layer                    forward ms  backward ms")
             for l in r.layers {
                 print("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%10.2f  %11.2f", l.forward_ms, l.backward_ms))   \(l.summary)")
@@ -131,20 +131,30 @@ struct Bench: ParsableCommand {
         }
     }
 
-    /// What figures here are measured on, as `bench --machine` prints it.
+    /// What figures here are measured on, as `bench --machine` prints it; every text report of
+    /// `bench` names its machine with the same `text`.
     struct MachineLine: Encodable {
         var machine: MachineDescription
         var openblas_coretype: String?
         var blas_core: String
         var kernels: String
+
+        /// This process's machine, OpenBLAS core and kernels.
+        static var current: MachineLine {
+            let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].flatMap { $0.isEmpty ? nil : String($0.prefix(64)) }
+            return MachineLine(machine: .current(), openblas_coretype: coreType, blas_core: blasCoreName,
+                               kernels: KernelInstructionSet.active.rawValue)
+        }
+
+        var text: String {
+            "\(machine.summary); OPENBLAS_CORETYPE \(openblas_coretype ?? "unset"), OpenBLAS core \(blas_core); own kernels \(kernels)\(Bench.kernelCapNote)"
+        }
     }
 
     func printMachine() throws {
-        let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].flatMap { $0.isEmpty ? nil : String($0.prefix(64)) }
-        let line = MachineLine(machine: .current(), openblas_coretype: coreType, blas_core: blasCoreName,
-                               kernels: KernelInstructionSet.active.rawValue)
+        let line = MachineLine.current
         if json { return try printJSON(line) }
-        print("machine: \(line.machine.summary); OPENBLAS_CORETYPE \(coreType ?? "unset"), OpenBLAS core \(line.blas_core); own kernels \(line.kernels)\(Self.kernelCapNote)")
+        print("machine: \(line.text)")
     }
 
     func benchEmulated(profilePath: String, _ comm: Communicator) throws {
@@ -168,7 +178,7 @@ struct Bench: ParsableCommand {
             return try printJSON(r)
         }
         print("emulated lab: \(r.machines) machines of \(r.cores_per_machine) cores, \(r.model) at \(r.image_size) px, global batch \(r.global_batch) (\(r.per_core_batch) a core), compression \(r.compression)")
-        print("  on \(r.machine.summary); OpenBLAS core \(r.blas_core)")
+        print("  on \(MachineLine.current.text) (the network side; compute as the profile measured it)")
         print(String(format: "  step %.1f ms (compute %.1f, within a machine %.1f, exposed network %.1f); %.0f images/s; %.2f MB sent a step; CPU %.2f s per second per rank at most",
                      r.step_ms, r.compute_ms, r.intra_machine_ms, r.exposed_comm_ms, r.images_per_s, r.wire_mb, r.cpu_per_rank))
     }
@@ -184,7 +194,7 @@ struct Bench: ParsableCommand {
             guard let best = values.max(), let top = peak.max(), best > 0, top > 0 else { return "-" }
             return String(format: "%.0f%%", 100 * best / top)
         }
-        print("one core: \(MachineDescription.current().summary); OpenBLAS core \(blasCoreName); own kernels \(KernelInstructionSet.active.rawValue)\(Self.kernelCapNote)")
+        print("one core of: \(MachineLine.current.text)")
         print("  peak GFLOP/s (3 rounds): fp32 FMA \(span(r.peak_fp32)), bf16 vdpbf16ps \(span(r.peak_bf16))")
         print("  product (m x k x n)       OpenBLAS fp32     our fp32           our bf16 (packed)   our bf16 (packing)")
         for row in r.rows {
@@ -215,7 +225,7 @@ struct Bench: ParsableCommand {
             print(String(format: "decoded %d images to %dx%d on %d rank(s) in %.2f s: %.0f images/s (%.0f per rank), %d skipped",
                          files.count, preprocessing.storedSize, preprocessing.storedSize, comm.size, wall,
                          Double(files.count) / wall, totals[0] / Double(comm.size), Int(totals[1])))
-            print("  on \(MachineDescription.current().summary)")
+            print("  on \(MachineLine.current.text)")
         }
     }
 }

@@ -61,6 +61,12 @@ final class RunStartTests: XCTestCase {
         XCTAssertEqual((object["machine"] as? [String: Any])?["label"] as? String, here.label)
         XCTAssertEqual(object["blas_core"] as? String, blasCoreName)
         XCTAssertNotNil((object["kernels"] as? String).flatMap(KernelInstructionSet.init(rawValue:)), json.stdout)
+
+        // A benchmark's text report names its machine with the same line.
+        let decode = try CLI.run(["bench", "--decode", try sharedSubset(self, perClass: 2)], environment: ["CATDOG_KERNELS": "avx2"])
+        XCTAssertEqual(decode.status, 0, decode.output)
+        let machineText = line.stdout.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst("machine: ".count)
+        XCTAssertTrue(decode.stdout.contains("  on \(machineText)\n"), "bench --decode: \(decode.stdout)\nbench --machine: \(line.stdout)")
     }
 
     /// Strings of any lengths, an empty one included, reach every rank in rank order.
