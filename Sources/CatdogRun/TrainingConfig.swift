@@ -220,6 +220,23 @@ public struct Recipe: Sendable, Equatable {
         /// The fewest epochs the budget must hold for them: the fewest where they were
         /// measured to win (30; they lost at 20, won at 40).
         public var fromEpochs: Double
+        /// The fewest epochs of them the budget must hold for cutout (`cutout`, a square of that
+        /// fraction of the side) to join the augmentation. On 2 ranks of a Zen 4 it cost at
+        /// ~35 epochs (30 minutes, seeds 1-3: 96.88% ± 0.62, loss 0.0777 ± 0.0079 against
+        /// 97.15% ± 0.28, 0.0721 ± 0.0026 without) and paid at ~107 of ~115 estimated (90
+        /// minutes, seeds 1-2: 98.25% ± 0.28, 0.0462 ± 0.0011 against 97.95%, 0.0534 without,
+        /// which overfit); between the two it was not measured (docs/results.md).
+        public var cutoutFromEpochs: Double
+        public var cutout: Float
+
+        /// `augmentation` with cutout added when `epochs` of these sizes reach
+        /// `cutoutFromEpochs` and it has none; else `augmentation`.
+        public func augmentation(_ augmentation: Augmentation, epochs: Double) -> Augmentation {
+            guard epochs >= cutoutFromEpochs, augmentation.cutout == nil else { return augmentation }
+            var a = augmentation
+            a.cutout = cutout
+            return a
+        }
 
         /// A configuration with these sizes (the rest of `config` kept).
         public func applied(to config: TrainingConfig) -> TrainingConfig {
@@ -256,11 +273,12 @@ public struct Recipe: Sendable, Equatable {
     /// AdamW with decay 0.05, the weights' moving average at 0.999, flips, colour, crops and
     /// scale jitter, trained at 64 px and scored at 80, for 30 minutes; a run that fills a
     /// budget holding at least 30 epochs of training from 64 px growing to 128, scored at 144,
-    /// takes those sizes instead.
+    /// takes those sizes instead, and cutout of half the side when it holds at least 100.
     public static let standard = Recipe(optimizer: .adamw, weightDecay: 0.05, ema: 0.999,
                                         augmentation: Augmentation(flip: true, color: true, crop: true, scale: true),
                                         timeBudget: 1800, imageSize: 80, trainSize: 64,
-                                        larger: LargerSizes(resizeFrom: 64, trainSize: 128, imageSize: 144, fromEpochs: 30))
+                                        larger: LargerSizes(resizeFrom: 64, trainSize: 128, imageSize: 144, fromEpochs: 30,
+                                                            cutoutFromEpochs: 100, cutout: Augmentation.defaultCutout))
 
     /// Whether `model` takes the recipe's sizes: its weights are the same at both (global
     /// pooling), so it can train at one and score at the other.

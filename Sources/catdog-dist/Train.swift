@@ -65,7 +65,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
     var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop), cutout:F (a square of F times the input's side, at a random place, set to grey; `cutout` is cutout:\(Augmentation.defaultCutout); it pays in runs long enough to overfit, e.g. with --time-budget 5400); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description))")
+    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop), cutout:F (a square of F times the input's side, at a random place, set to grey; `cutout` is cutout:\(Augmentation.defaultCutout); it pays in runs long enough to overfit); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description), and cutout:\(Recipe.standard.larger!.cutout) too in a run that fills a budget holding at least \(Int(Recipe.standard.larger!.cutoutFromEpochs)) epochs of the larger sizes (see --train-size), e.g. --time-budget 5400 on 2 cores of a Zen 4; the log says)")
     var augment: String?
 
     @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
@@ -487,7 +487,16 @@ struct Train: ParsableCommand {
         let least = Int(larger.fromEpochs)
         log.info(takes ? "sizes: training from \(grown): \(measured) of them, and \(least) or more pay for them (else \(standard)); \(choose)"
                        : "sizes: training at \(standard): \(measured) of \(grown), fewer than the \(least) that pay for them; \(choose)")
-        return takes ? (grownConfig, costs) : (config, nil)
+        guard takes else { return (config, nil) }
+        // Cutout, where the command line names no augmentation, in a budget long enough to overfit.
+        guard augment == nil else { return (grownConfig, costs) }
+        var chosen = grownConfig
+        chosen.augmentation = larger.augmentation(grownConfig.augmentation, epochs: epochs)
+        let cutoutLeast = Int(larger.cutoutFromEpochs)
+        log.info(chosen.augmentation.cutout != nil
+                 ? "augment: \(chosen.augmentation.description): ~\(Int(epochs)) epochs of the larger sizes, and \(cutoutLeast) or more pay for cutout; name --augment to choose"
+                 : "augment: \(chosen.augmentation.description), without cutout: ~\(Int(epochs)) epochs of the larger sizes, fewer than the \(cutoutLeast) where it pays; name --augment to choose")
+        return (chosen, costs)
     }
 
     /// What a step costs at each size `config`'s schedule trains at (`StepCosts.sizesToMeasure`):
