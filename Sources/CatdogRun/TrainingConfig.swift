@@ -183,7 +183,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
 
 /// What a run from scratch takes for the options its command line does not set, in one place
 /// (`train`, its `--help` and the tests read it from here): one recipe whatever the run's
-/// length but for its sizes (`larger`), and the length of a run that names none. It is the best
+/// length but for its sizes and cutout (`larger`), and the length of a run that names none. It is the best
 /// measured (docs/training.md, docs/results.md): on 2 ranks of an AMD EPYC Zen 5 it reaches 97.30%
 /// (loss 0.0735) in its 30 minutes at the larger sizes it takes there, 97.10% (loss 0.0853) at 64 px
 /// scored at 80 (105 epochs), 95.70% (loss 0.110) at 64 px throughout, where

@@ -123,7 +123,7 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many epochs without a lower validation loss (0 = never); the best weights are kept. (default: \(TrainingConfig().patience) with --epochs, 0 in a run that fills its time budget; transfer learning: the head \(FeatureExtraction.HeadConfig().patience), fine-tuning \(FineTuning.Config().patience))")
     var patience: Int?
 
-    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given. The recipe is the same whatever the length, but for its sizes: a budget that holds enough epochs takes larger ones (see --train-size). (default: \(Int(Recipe.standard.timeBudget)) when --epochs is not given either; transfer learning: none)")
+    @Option(help: "End training cleanly after this many seconds; the learning-rate schedule fits itself to it. Without --epochs the run fills the budget: as many epochs as fit, the schedule ending with the budget, no early stopping unless --patience is given. The recipe is the same whatever the length, but for its sizes and cutout: a budget that holds enough epochs takes larger sizes (see --train-size), one that holds many of them cutout too (see --augment). (default: \(Int(Recipe.standard.timeBudget)) when --epochs is not given either; transfer learning: none)")
     var timeBudget: Double?
 
     @Option(help: "Random seed: initial weights, split, data order, augmentation, dropout. (default: \(TrainingConfig().seed))")
