@@ -492,10 +492,10 @@ struct Train: ParsableCommand {
         guard augment == nil else { return (grownConfig, costs) }
         var chosen = grownConfig
         chosen.augmentation = larger.augmentation(grownConfig.augmentation, epochs: epochs)
-        let cutoutLeast = Int(larger.cutoutFromEpochs)
+        let cutoutLeast = Int(larger.cutoutFromEpochs), held = String(format: "~%.0f epochs of the larger sizes", epochs)
         log.info(chosen.augmentation.cutout != nil
-                 ? "augment: \(chosen.augmentation.description): ~\(Int(epochs)) epochs of the larger sizes, and \(cutoutLeast) or more pay for cutout; name --augment to choose"
-                 : "augment: \(chosen.augmentation.description), without cutout: ~\(Int(epochs)) epochs of the larger sizes, fewer than the \(cutoutLeast) where it pays; name --augment to choose")
+                 ? "augment: \(chosen.augmentation.description): \(held), and \(cutoutLeast) or more pay for cutout; name --augment to choose"
+                 : "augment: \(chosen.augmentation.description), without cutout: \(held), fewer than the \(cutoutLeast) where it pays; name --augment to choose")
         return (chosen, costs)
     }
 
