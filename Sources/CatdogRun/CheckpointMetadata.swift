@@ -406,7 +406,8 @@ extension CheckpointMetadata {
             func bad(_ x: Double, _ range: ClosedRange<Double>) -> Bool { !x.isNaN && !(x.isFinite && range.contains(x)) }
             guard (1...L.epochs.upperBound).contains(item.epoch), L.steps.contains(item.step), L.ranks.contains(item.ranks),
                   !bad(item.train_loss, L.loss), !bad(item.val_loss, L.loss), !bad(item.train_acc, 0...1), !bad(item.val_acc, 0...1),
-                  !bad(item.images_per_s, 0...1e12), !bad(item.elapsed_s, L.seconds), !bad(item.lr, L.learningRate)
+                  !bad(item.images_per_s, 0...1e12), !bad(item.elapsed_s, L.seconds), !bad(item.lr, L.learningRate),
+                  item.train_size.map({ (16...imageSize).contains($0) }) ?? true
             else { return "a bad history entry (epoch \(item.epoch))" }
         }
         return nil

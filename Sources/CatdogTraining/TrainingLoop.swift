@@ -306,7 +306,7 @@ extension Trainer {
             epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
             train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
             val_acc: validation.accuracy, images_per_s: counts.images / max(trainSeconds, 1e-9),
-            elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size)
+            elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: trainingSize)
         history.append(metrics)
         let improved = validation.loss < bestValidationLoss
         if improved {

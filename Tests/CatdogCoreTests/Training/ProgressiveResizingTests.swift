@@ -87,6 +87,11 @@ final class ProgressiveResizingTests: XCTestCase {
         let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
         let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
         XCTAssertEqual(a.metadata.history.count, 4)
+        // Each epoch's size, in the history and in metrics.jsonl (16 px until 3/4 of the run).
+        XCTAssertEqual(a.metadata.history.map(\.train_size), [16, 16, 16, 32])
+        let lines = try String(contentsOfFile: straight + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(try lines.map { try JSONDecoder().decode(EpochMetrics.self, from: Data($0.utf8)).train_size }, [16, 16, 16, 32],
+                       lines.joined(separator: "\n"))
         XCTAssertEqual(a.metadata.imageSize, 32)
         XCTAssertNil(a.metadata.epochImageSize)
         try assertSameTensorsAndHistory(a, b)

@@ -109,6 +109,15 @@ final class RecipeMetadataTests: XCTestCase {
         XCTAssertEqual(try metadataProblem { c, _ in c.resizeFrom = 16 }, "it trains simple at 16x16, whose weights differ from those at 32x32")
         XCTAssertEqual(try metadataProblem { _, m in m.epochImageSize = 24 }, "it trains simple at 24x24, whose weights differ from those at 32x32")
         XCTAssertEqual(try metadataProblem { _, m in m.epochImageSize = 1 << 20 }, "epoch image size 1048576 is outside 16...32")
+        // The size each epoch of the history trained at: absent (files before it), or 16 up to the image size.
+        func epoch(trainedAt size: Int?) -> EpochMetrics {
+            EpochMetrics(epoch: 1, step: 10, train_loss: 0.6, train_acc: 0.6, val_loss: 0.6, val_acc: 0.6, images_per_s: 100,
+                         elapsed_s: 10, lr: 0.001, ranks: 2, train_size: size)
+        }
+        for size in [nil, 16, 32] { XCTAssertNil(try metadataProblem { _, m in m.history = [epoch(trainedAt: size)] }, "\(size as Any)") }
+        for size in [15, 33, -1, Int.min, Int.max] {
+            XCTAssertEqual(try metadataProblem { _, m in m.history = [epoch(trainedAt: size)] }, "a bad history entry (epoch 1)", "\(size)")
+        }
     }
 }
 
