@@ -224,8 +224,9 @@ public struct Recipe: Sendable, Equatable {
         /// fraction of the side) to join the augmentation. On 2 ranks of a Zen 4 it cost at
         /// ~35 epochs (30 minutes, seeds 1-3: 96.88% ± 0.62, loss 0.0777 ± 0.0079 against
         /// 97.15% ± 0.28, 0.0721 ± 0.0026 without) and paid at 101-109 of ~110-115 estimated
-        /// (90 minutes, seeds 1-3: 98.03% ± 0.43, 0.0506 ± 0.0077 against 97.95%, 0.0534 for
-        /// seed 1 without, which overfit); between the two it was not measured (docs/results.md).
+        /// (90 minutes, seeds 1-3: 98.03% ± 0.43, 0.0506 ± 0.0077 against seeds 1-2 without,
+        /// 97.90% ± 0.07, 0.0523 ± 0.0016, which overfit in their last quarter); between the two
+        /// it was not measured (docs/results.md).
         public var cutoutFromEpochs: Double
         public var cutout: Float
 
