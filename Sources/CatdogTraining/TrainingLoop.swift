@@ -302,11 +302,14 @@ extension Trainer {
             (validation, late) = ((.nan, .nan), 0)
         }
         let elapsed = elapsedBefore + Date().timeIntervalSince(run.started)
+        // The side of the epoch's images: the size progressive resizing or --train-size gave it,
+        // else the model's (a head on extracted features trains on no image of its own size).
+        let imageSide = config.trainsAtOtherSizes ? trainingSize : config.imageSize
         let metrics = EpochMetrics(
             epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
             train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
             val_acc: validation.accuracy, images_per_s: counts.images / max(trainSeconds, 1e-9),
-            elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: trainingSize)
+            elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: imageSide)
         history.append(metrics)
         let improved = validation.loss < bestValidationLoss
         if improved {

@@ -94,6 +94,8 @@ final class TransferLearningTests: XCTestCase {
         let best = try XCTUnwrap(checkpoint.metadata.history.min { $0.val_loss < $1.val_loss })
         XCTAssertGreaterThanOrEqual(best.val_acc, 0.8)
         XCTAssertGreaterThanOrEqual(checkpoint.metadata.history.last!.train_acc, 0.9)
+        // A head on features: each epoch's images are at the network's own size.
+        XCTAssertEqual(Set(checkpoint.metadata.history.map(\.train_size)), [checkpoint.metadata.imageSize])
         let evaluated = try CLI.run(["evaluate", "--checkpoint", run + "/best.safetensors.zst", "--data", data, "--json"])
         XCTAssertEqual(evaluated.status, 0, evaluated.output)
         // The head's validation is mirror TTA (features of the mirrored validation images):
