@@ -377,7 +377,8 @@ extension Trainer {
             for (tag, value) in [("loss/train", metrics.train_loss), ("loss/validation", metrics.val_loss),
                                  ("accuracy/train", metrics.train_acc), ("accuracy/validation", metrics.val_acc),
                                  ("learning_rate", metrics.lr), ("images_per_s", metrics.images_per_s),
-                                 ("ranks", Double(metrics.ranks))] where value.isFinite {
+                                 ("ranks", Double(metrics.ranks)),
+                                 ("train_size", metrics.train_size.map(Double.init) ?? .nan)] where value.isFinite {
                 try events.scalar(tag, value, step: metrics.epoch)
             }
         }

@@ -46,8 +46,11 @@ final class TensorBoardTests: XCTestCase {
         let metrics = try String(contentsOfFile: checkpoints + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(metrics.count, 2)
+        // The run trains at its one size: both epochs' train_size is 32.
+        XCTAssertEqual(metrics.map { $0["train_size"] as? Int }, [32, 32])
         for (tag, key) in [("loss/train", "train_loss"), ("loss/validation", "val_loss"), ("accuracy/train", "train_acc"),
-                           ("accuracy/validation", "val_acc"), ("learning_rate", "lr"), ("ranks", "ranks")] {
+                           ("accuracy/validation", "val_acc"), ("learning_rate", "lr"), ("ranks", "ranks"),
+                           ("train_size", "train_size")] {
             let series = try XCTUnwrap(events[tag], "no \(tag) in \(events.keys.sorted())")
             XCTAssertEqual(series.map { $0[0] as? Int }, [1, 2], tag)
             for (point, epoch) in zip(series, metrics) {
