@@ -202,18 +202,19 @@ public struct Recipe: Sendable, Equatable {
     /// checkpoints and inference at `imageSize` (docs/results.md, "Scoring at a larger size").
     public var imageSize: Int
     public var trainSize: Int
-    /// The sizes a run that fills its budget takes instead, when the budget holds enough epochs
-    /// of them on the machine it runs on.
-    public var larger: LargerSizes?
+    /// What a run that fills its budget takes instead when the budget holds enough epochs on
+    /// the machine it runs on: larger sizes, and cutout when it holds more still.
+    public var longRun: LongRun?
 
-    /// Training that starts at `resizeFrom`, grows to `trainSize` and scores at `imageSize`:
+    /// The long-run tier. Training that starts at `resizeFrom`, grows to `trainSize` and scores
+    /// at `imageSize`:
     /// better than the recipe's sizes when it gets enough epochs, worse when it does not
     /// (docs/results.md, "Scoring at a larger size": on 2 ranks, scored at 160, 97.45% and loss
     /// 0.0659 in 40 epochs against 97.10% and 0.0853, but 96.20% and 0.1028 in 20 against
     /// 96.15% and 0.0932 at equal time). Scored at 144 (1.125× the training size, where 64 px
     /// training scores best at 1.25×), four Zen 4 runs of 30–35 epochs each scored a lower
     /// loss than at 160, by 0.0041–0.0097 (docs/results.md, "Scoring the larger sizes").
-    public struct LargerSizes: Sendable, Equatable {
+    public struct LongRun: Sendable, Equatable {
         public var resizeFrom: Int
         public var trainSize: Int
         public var imageSize: Int
@@ -278,7 +279,7 @@ public struct Recipe: Sendable, Equatable {
     public static let standard = Recipe(optimizer: .adamw, weightDecay: 0.05, ema: 0.999,
                                         augmentation: Augmentation(flip: true, color: true, crop: true, scale: true),
                                         timeBudget: 1800, imageSize: 80, trainSize: 64,
-                                        larger: LargerSizes(resizeFrom: 64, trainSize: 128, imageSize: 144, fromEpochs: 30,
+                                        longRun: LongRun(resizeFrom: 64, trainSize: 128, imageSize: 144, fromEpochs: 30,
                                                             cutoutFromEpochs: 100, cutout: Augmentation.defaultCutout))
 
     /// Whether `model` takes the recipe's sizes: its weights are the same at both (global
@@ -289,7 +290,7 @@ public struct Recipe: Sendable, Equatable {
 
     /// Whether `model` can take the larger sizes: the same weights at every size of them.
     public func takesLargerSizes(_ model: String) -> Bool {
-        guard let larger else { return false }
+        guard let larger = longRun else { return false }
         let sizes = Array(stride(from: larger.resizeFrom, to: larger.trainSize, by: TrainingConfig.resizeStep)) + [larger.trainSize, larger.imageSize]
         return sameWeights(model, at: sizes)
     }

@@ -13,7 +13,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("model"), help: "Model: \(ModelZoo.names.joined(separator: ", ")) (see `catdog-dist models`). (default: \(ModelZoo.defaultModel))")
     var givenModel: String?
 
-    @Option(name: .customLong("image-size"), help: "Square input size in pixels; train: the size the model validates, checkpoints and predicts at (see --train-size). (default: \(TrainingConfig().imageSize); train from scratch with the resnets: \(Recipe.standard.imageSize), trained at \(Recipe.standard.trainSize), or \(Recipe.standard.larger!.imageSize) when a budget holds enough epochs (see train --train-size))")
+    @Option(name: .customLong("image-size"), help: "Square input size in pixels; train: the size the model validates, checkpoints and predicts at (see --train-size). (default: \(TrainingConfig().imageSize); train from scratch with the resnets: \(Recipe.standard.imageSize), trained at \(Recipe.standard.trainSize), or \(Recipe.standard.longRun!.imageSize) when a budget holds enough epochs (see train --train-size))")
     var givenImageSize: Int?
 
     @Option(name: .customLong("batch-size"), help: "Global batch size, divided among the ranks (each rank takes batch/N). (default: \(TrainingConfig().globalBatch))")

@@ -65,7 +65,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay after warmup: cosine, step or constant. (default: \(TrainingConfig().decay.rawValue))")
     var decay: LearningRateSchedule.Decay?
 
-    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop), cutout:F (a square of F times the input's side, at a random place, set to grey; `cutout` is cutout:\(Augmentation.defaultCutout); it pays in runs long enough to overfit); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description), and cutout:\(Recipe.standard.larger!.cutout) too in a run that fills a budget holding at least \(Int(Recipe.standard.larger!.cutoutFromEpochs)) epochs of the larger sizes (see --train-size), e.g. --time-budget 5400 on 2 cores of a Zen 4; the log says)")
+    @Option(help: "Augmentation: a list of flip, color, crop, scale (random zoom 0.9-1.4x and aspect 3:4-4:3 of the crop), cutout:F (a square of F times the input's side, at a random place, set to grey; `cutout` is cutout:\(Augmentation.defaultCutout); it pays in runs long enough to overfit); all (flip, color, crop), or none. (default: \(Recipe.standard.augmentation.description), and cutout:\(Recipe.standard.longRun!.cutout) too in a run that fills a budget holding at least \(Int(Recipe.standard.longRun!.cutoutFromEpochs)) epochs of the larger sizes (see --train-size), e.g. --time-budget 5400 on 2 cores of a Zen 4; the log says)")
     var augment: String?
 
     @Option(help: "How a non-square image becomes square: squash or crop (centre). (default: \(TrainingConfig().fit.rawValue))")
@@ -108,9 +108,9 @@ struct Train: ParsableCommand {
         the growth ends at this size. For models with global pooling (the resnets). (default: a run \
         from scratch of a resnet that names none of --image-size, --train-size and --resize-from \
         trains at \(Recipe.standard.trainSize) and scores at \(Recipe.standard.imageSize), or, when it fills a budget \
-        that holds at least \(Int(Recipe.standard.larger!.fromEpochs)) epochs of them on this machine (a few steps measure \
-        its speed at the start; the log says), from \(Recipe.standard.larger!.resizeFrom) growing to \
-        \(Recipe.standard.larger!.trainSize) and scores at \(Recipe.standard.larger!.imageSize); else --image-size)
+        that holds at least \(Int(Recipe.standard.longRun!.fromEpochs)) epochs of them on this machine (a few steps measure \
+        its speed at the start; the log says), from \(Recipe.standard.longRun!.resizeFrom) growing to \
+        \(Recipe.standard.longRun!.trainSize) and scores at \(Recipe.standard.longRun!.imageSize); else --image-size)
         """)
     var trainSize: Int?
 
@@ -467,7 +467,7 @@ struct Train: ParsableCommand {
     /// the sizes, so a resume does not choose again.
     func recipeSizes(for config: TrainingConfig, convolution: ConvolutionOptions, comm: Communicator,
                      log: RankLog) throws -> (TrainingConfig, StepCosts?) {
-        guard let larger = Recipe.standard.larger, let budget = config.timeBudget,
+        guard let larger = Recipe.standard.longRun, let budget = config.timeBudget,
               let files = try? DataFolder.labeledFiles(in: data), !files.isEmpty else { return (config, nil) }  // loadData reports a bad folder
         let validation = DataFolder.split(files, validationFraction: config.validationFraction, seed: config.seed).validation.count
         let grownConfig = larger.applied(to: config)

@@ -124,7 +124,7 @@ final class RecipeMetadataTests: XCTestCase {
 /// A run that fills its budget and names no sizes takes the recipe's larger sizes when the
 /// budget holds enough epochs of them on the machine: the estimate, the rule, and the run.
 final class RecipeSizesTests: XCTestCase {
-    let larger = Recipe.standard.larger!
+    let larger = Recipe.standard.longRun!
 
     /// 64 px growing to 128 by 16 and arriving at 3/4 of the run costs 0.1875 · (64² + 80² +
     /// 96² + 112²)/128² + 0.25 = 0.61914 of an epoch at 128 px: 282 steps of 64 images (18,000
