@@ -70,8 +70,8 @@ public struct RunFolder {
     /// `machines.jsonl` (`RunStart`), so that a run's figures can be told apart by machine
     /// (`benchmarks/recipe-table` groups and labels runs by it). A file that cannot be written
     /// costs a warning, not the run.
-    public func recordStart(epoch: Int, step: Int, precision: Precision, communicator comm: Communicator,
-                            log: (String) -> Void) throws {
+    public func recordStart(epoch: Int, step: Int, precision: Precision, batchNorm: RunStart.BatchNormSamples? = nil,
+                            communicator comm: Communicator, log: (String) -> Void) throws {
         let mine = RunStart.Ranks(hosts: [comm.hostName], ranks: [comm.rank], machine: .current(), blasCore: blasCoreName,
                                   kernels: KernelInstructionSet.active.rawValue)
         let encoder = JSONEncoder()
@@ -80,7 +80,7 @@ public struct RunFolder {
         guard comm.rank == 0 else { return }
         let ranks = all.map { try? JSONDecoder().decode(RunStart.Ranks.self, from: Data($0.utf8)) }
         let start = RunStart(time: ISO8601DateFormatter().string(from: Date()), epoch: epoch, step: step, ranks: comm.size,
-                             precision: precision.rawValue, machines: RunStart.grouped(ranks.compactMap { $0 }))
+                             precision: precision.rawValue, machines: RunStart.grouped(ranks.compactMap { $0 }), batchNorm: batchNorm)
         do {
             try appendLine(String(decoding: try encoder.encode(start), as: UTF8.self), to: startsPath)
         } catch {
@@ -141,6 +141,22 @@ public struct RunStart: Codable, Equatable {
     public var ranks: Int
     public var precision: String
     public var machines: [Ranks]
+    /// How many samples BatchNorm normalized together on a rank (what a lab of other ranks
+    /// would compute depends on it: `benchmarks/lab-scaling --runs` reads it). nil for transfer
+    /// learning, and in the files of builds before it was recorded.
+    public var batchNorm: BatchNormSamples?
+
+    public struct BatchNormSamples: Codable, Equatable {
+        /// Groups of exactly this many (--ghost-batch, or a balanced split's groups); nil: none.
+        public var group: Int?
+        /// At most this many: the group, else a rank's micro-batch (its slice when smaller).
+        public var atMost: Int
+
+        public init(group: Int?, atMost: Int) {
+            self.group = group
+            self.atMost = atMost
+        }
+    }
 
     /// Ranks that compute on the same kind of machine; `hosts` and `ranks` list them.
     public struct Ranks: Codable, Equatable {

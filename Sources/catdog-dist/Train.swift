@@ -445,8 +445,11 @@ struct Train: ParsableCommand {
             checkpoint = nil  // the file's bytes are in the trainer now
             if comm.rank == 0 { trainer.events = openEvents(config: config, comm: comm, resumedAt: trainer.epoch, log: log) }
             describeRun(trainer, config: config, precision: precision, comm: comm, activationBudget: budget, log: log)
-            try folder.recordStart(epoch: trainer.epoch, step: trainer.globalStep, precision: precision.precision, communicator: comm,
-                                   log: log.info)
+            let group = trainer.balancer.group
+            let batchNorm = RunStart.BatchNormSamples(group: group,
+                                                      atMost: group ?? min(trainer.microBatch, config.globalBatch / comm.size))
+            try folder.recordStart(epoch: trainer.epoch, step: trainer.globalStep, precision: precision.precision, batchNorm: batchNorm,
+                                   communicator: comm, log: log.info)
             let (summary, checkpointMilliseconds) = try fit(trainer, folder: folder, comm: comm, log: log)
             try finish(summary, trainer: trainer, store: store, checkpointMilliseconds: checkpointMilliseconds, config: config,
                        comm: comm, log: log)

@@ -190,7 +190,7 @@ final class ResumeTests: XCTestCase {
         result = try CLI.run(resume + ["--epochs", "2"])
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("convolutions' products in bf16 (--precision auto: every rank can compute in bf16"), result.stdout)
-        result = try CLI.run(resume + ["--epochs", "3", "--precision", "fp32"])
+        result = try CLI.run(resume + ["--epochs", "3", "--precision", "fp32", "--ghost-batch", "8"])
         XCTAssertEqual(result.status, 0, result.output)
         let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst")
         XCTAssertEqual(last.metadata.epoch, 3)
@@ -207,6 +207,8 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(starts.map(\.precision), ["fp32", "bf16", "fp32"], "\(starts)")
         XCTAssertEqual(starts.map(\.epoch), [0, 1, 2])
         XCTAssertEqual(starts.map(\.step), [0, history[0].step, history[1].step])
+        // BatchNorm over the rank's batch of 24 (one pass), then over groups of 8 (--ghost-batch).
+        XCTAssertEqual(starts.map(\.batchNorm), [.init(group: nil, atMost: 24), .init(group: nil, atMost: 24), .init(group: 8, atMost: 8)])
         for start in starts {
             XCTAssertEqual(start.ranks, 1)
             XCTAssertEqual(start.machines.count, 1, "\(start)")

@@ -93,14 +93,16 @@ final class RunStartTests: XCTestCase {
     }
 
     /// Every rank takes part and rank 0 appends one line a start: ranks of one kind of machine
-    /// in one group (each host named once), the epoch and update given, the precision.
+    /// in one group (each host named once), the epoch and update given, the precision, and
+    /// BatchNorm's samples when given.
     func testEachStartAppendsWhatTheRanksComputeOn() throws {
         let folder = try temporaryFolder(self)
         for (epoch, precision) in [(0, Precision.bf16), (4, Precision.fp32)] {
             _ = try ThreadCommunicator.run(ranks: 3) { comm in
                 let run = try RunFolder.claim(folder, keep: 3, resuming: epoch > 0, overwrite: false, slurmJob: nil,
                                               communicator: comm, log: { _ in })
-                try run.recordStart(epoch: epoch, step: epoch * 10, precision: precision, communicator: comm, log: { _ in })
+                try run.recordStart(epoch: epoch, step: epoch * 10, precision: precision,
+                                    batchNorm: epoch == 0 ? .init(group: 4, atMost: 4) : nil, communicator: comm, log: { _ in })
                 withExtendedLifetime(run) {}
             }
         }
@@ -110,6 +112,14 @@ final class RunStartTests: XCTestCase {
         XCTAssertEqual(starts.map(\.epoch), [0, 4])
         XCTAssertEqual(starts.map(\.step), [0, 40])
         XCTAssertEqual(starts.map(\.precision), ["bf16", "fp32"])
+        XCTAssertEqual(starts.map(\.batchNorm), [.init(group: 4, atMost: 4), nil])
+        XCTAssertFalse(lines[1].contains("batchNorm"), String(lines[1]))
+        // A line of a build before BatchNorm's samples were recorded still reads.
+        var old = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        old["batchNorm"] = nil
+        let oldStart = try JSONDecoder().decode(RunStart.self, from: try JSONSerialization.data(withJSONObject: old))
+        XCTAssertNil(oldStart.batchNorm)
+        XCTAssertEqual(oldStart.precision, "bf16")
         for start in starts {
             XCTAssertEqual(start.ranks, 3)
             XCTAssertEqual(start.machines.count, 1, "\(start)")
