@@ -335,7 +335,7 @@ public struct Recipe: Sendable, Equatable {
         return "note: each rank computes \(each) image\(each == 1 ? "" : "s") a step (the default global batch of \(globalBatch) over " +
             "\(ranks) ranks), too few to keep a core busy; with this many ranks --batch-size \(measuredLargeBatch) (the learning rate, warmup and " +
             "moving average scale with it) reaches a given accuracy sooner, in more epochs, and across machines add " +
-            "--compress powersgd:4 (docs/across-machines.md, 'Minutes to 95%')"
+            "--compress powersgd:8 (docs/across-machines.md, 'Choosing the batch, the compression and the network')"
     }
 
     /// `config` with this recipe wherever the command line left a choice open.

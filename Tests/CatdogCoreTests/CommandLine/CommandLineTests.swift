@@ -213,7 +213,7 @@ final class CommandLineTests: XCTestCase {
         let advice = try XCTUnwrap(Recipe.smallBatchAdvice(globalBatch: 64, ranks: 8), "8 images a rank is below the 16 the cores need")
         XCTAssertTrue(advice.contains("each rank computes 8 images a step"), advice)
         XCTAssertTrue(advice.contains("--batch-size 512"), advice)
-        XCTAssertTrue(advice.contains("--compress powersgd:4"), advice)
+        XCTAssertTrue(advice.contains("--compress powersgd:8"), advice)
         XCTAssertTrue(try XCTUnwrap(Recipe.smallBatchAdvice(globalBatch: 64, ranks: 64)).contains("computes 1 image a step"))
         for ranks in [1, 2, 4] { XCTAssertNil(Recipe.smallBatchAdvice(globalBatch: 64, ranks: ranks), "\(ranks) ranks take 16 or more images each") }
         XCTAssertNil(Recipe.smallBatchAdvice(globalBatch: 512, ranks: 64), "a batch of 512 is what the advice would suggest")
