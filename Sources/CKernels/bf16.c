@@ -56,6 +56,8 @@ void catdog_bf16_pack_b(const float *b, size_t k, size_t n, size_t ldb, uint16_t
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
 
+#include "transpose16.h"
+
 #define AVX512 __attribute__((target("avx512f")))
 #define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
@@ -204,6 +206,39 @@ BF16 static void pack_rows(const float *x, size_t m, size_t k, size_t ld, uint32
             const __mmask16 store = words >= 16 ? 0xffff : (__mmask16)((1u << words) - 1);
             _mm512_mask_storeu_epi32(out + i * k2 + p / 2, store, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
         }
+}
+
+// Wᵀ of w (rows x cols, row-major) packed in pairs along Wᵀ's rows: pair-row p holds the rows
+// words (w(j, 2p), w(j, 2p+1)), two neighbours of w's row j, so a row of w converts to its words
+// in order; 16 rows' words for 16 pairs are made in L1, then transposed in registers into place.
+BF16 static void pack_transposed(const float *w, size_t rows, size_t cols, uint32_t *out) {
+    const size_t pairs = (cols + 1) / 2;
+    uint32_t block[16 * 16];
+    for (size_t r0 = 0; r0 < rows; r0 += 16) {
+        const size_t nr = rows - r0 < 16 ? rows - r0 : 16;
+        for (size_t p0 = 0; p0 < pairs; p0 += 16) {
+            const size_t np = pairs - p0 < 16 ? pairs - p0 : 16, floats = cols - 2 * p0;
+            const __mmask16 lo = floats >= 16 ? 0xffff : (__mmask16)((1u << floats) - 1);
+            const __mmask16 hi = floats >= 32 ? 0xffff : floats > 16 ? (__mmask16)((1u << (floats - 16)) - 1) : 0;
+            for (size_t r = 0; r < nr; r++) {
+                const float *row = w + (r0 + r) * cols + 2 * p0;
+                const __m512 x0 = _mm512_maskz_loadu_ps(lo, row), x1 = _mm512_maskz_loadu_ps(hi, row + 16);
+                _mm512_storeu_si512(block + r * 16, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            }
+            if (nr == 16 && np == 16) {
+                transpose16((const float *)block, 16, (float *)(out + p0 * rows + r0), rows);
+                continue;
+            }
+            for (size_t q = 0; q < np; q++)
+                for (size_t r = 0; r < nr; r++) out[(p0 + q) * rows + r0 + r] = block[r * 16 + q];
+        }
+    }
+}
+
+int catdog_bf16_pack_transposed(const float *w, size_t rows, size_t cols, void *out) {
+    if (!catdog_bf16_products_available()) return 0;
+    pack_transposed(w, rows, cols, out);
+    return 1;
 }
 
 // Each thread's packed operands, grown as needed and kept: the layers' products reuse them.
@@ -503,6 +538,48 @@ int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const floa
     kernel_gradient_pair(d0, d1, g0, g1, v, vstride, m, mstride, c, f);
     return 1;
 }
+
+// 16 words (first(j), second(j)) of the lanes in `mask`, as pack_two_rows makes them.
+BF16 __attribute__((always_inline)) static inline void store_pair_masked(uint32_t *out, wvec first, wvec second,
+                                                                          __mmask16 mask) {
+    const __m256i lo = (__m256i)_mm512_cvtneps_pbh((__m512)first);
+    const __m256i hi = (__m256i)_mm512_cvtneps_pbh((__m512)second);
+    _mm512_mask_storeu_epi32(out, mask,
+                             _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
+}
+
+// U = (G g) Gᵀ of input channels 2p and 2p + 1 (zeros past c), 16 filters a step, each value the
+// expression catdog_wino4_filter computes it by (WINO4_G_ROW), so clang contracts it the same
+// way; one row of G g (three vectors a channel) live at a time beside the two kernels' 18.
+BF16 static void filter_packed(const float *const taps[9], size_t ld, size_t c, size_t f, uint32_t *out, size_t stride) {
+    for (size_t p = 0; p < (c + 1) / 2; p++) {
+        const int both = 2 * p + 1 < c;
+        for (size_t j = 0; j < f; j += 16) {
+            const __mmask16 mask = f - j >= 16 ? 0xffff : (__mmask16)((1u << (f - j)) - 1);
+            wvec g0[9], g1[9];
+            for (int t = 0; t < 9; t++) {
+                g0[t] = (wvec)_mm512_maskz_loadu_ps(mask, taps[t] + 2 * p * ld + j);
+                g1[t] = both ? (wvec)_mm512_maskz_loadu_ps(mask, taps[t] + (2 * p + 1) * ld + j) : (wvec){0};
+            }
+            for (int r = 0; r < 6; r++) {
+                wvec t0[3], t1[3];
+                for (int i = 0; i < 3; i++) {
+                    t0[i] = WINO4_G_ROW(r, g0[i], g0[3 + i], g0[6 + i]);
+                    t1[i] = WINO4_G_ROW(r, g1[i], g1[3 + i], g1[6 + i]);
+                }
+                for (int s = 0; s < 6; s++)
+                    store_pair_masked(out + (size_t)(r * 6 + s) * stride + p * f + j, WINO4_G_ROW(s, t0[0], t0[1], t0[2]),
+                                      WINO4_G_ROW(s, t1[0], t1[1], t1[2]), mask);
+            }
+        }
+    }
+}
+
+int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride) {
+    if (!catdog_bf16_products_available()) return 0;
+    filter_packed(taps, ld, c, f, out, stride);
+    return 1;
+}
 #else
 int catdog_cpu_has_bf16(void) { return 0; }
 int catdog_bf16_products_available(void) { return 0; }
@@ -533,6 +610,10 @@ int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, 
     (void)d; (void)out; (void)stride; (void)n;
     return 0;
 }
+int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride) {
+    (void)taps; (void)ld; (void)c; (void)f; (void)out; (void)stride;
+    return 0;
+}
 int catdog_bf16_pack_tile_rows(const float *tile, size_t rows, size_t n, void *out, size_t stride) {
     (void)tile; (void)rows; (void)n; (void)out; (void)stride;
     return 0;
@@ -544,6 +625,10 @@ int catdog_bf16_pack_tile_pair(const float *first, const float *second, size_t r
 }
 int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {
     (void)x; (void)k; (void)n; (void)ld; (void)packed;
+    return 0;
+}
+int catdog_bf16_pack_transposed(const float *w, size_t rows, size_t cols, void *out) {
+    (void)w; (void)rows; (void)cols; (void)out;
     return 0;
 }
 int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,

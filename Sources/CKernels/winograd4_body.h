@@ -231,16 +231,6 @@ void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size
 }
 #undef WL
 
-// G's rows: [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]
-static const float G[6][3] = {
-    {0.25f, 0.0f, 0.0f},
-    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-    {1.0f / 24, 1.0f / 12, 1.0f / 6},
-    {1.0f / 24, -1.0f / 12, 1.0f / 6},
-    {0.0f, 0.0f, 1.0f},
-};
-
 // Both filter transforms are separable: U = (G g) Gᵀ and dg = Gᵀ (dU G), 162 vector
 // multiply-adds per input channel where the 2-D sums took 324.
 
@@ -255,22 +245,20 @@ void FN(catdog_wino4_filter)(const float *w, float *u, size_t c, size_t f) {
                 float *restrict o = t + (size_t)(r * 3 + j) * f;
                 const float *restrict g0 = g + (size_t)j * cf, *restrict g1 = g + (size_t)(3 + j) * cf,
                                       *restrict g2 = g + (size_t)(6 + j) * cf;
-                const float a0 = G[r][0], a1 = G[r][1], a2 = G[r][2];
-                for (size_t k = 0; k < f; k++) o[k] = a0 * g0[k] + a1 * g1[k] + a2 * g2[k];
+                for (size_t k = 0; k < f; k++) o[k] = WINO4_G_ROW(r, g0[k], g1[k], g2[k]);
             }
         for (int r = 0; r < 6; r++)
             for (int sx = 0; sx < 6; sx++) {
                 float *restrict o = u + (size_t)(r * 6 + sx) * cf + ch * f;
                 const float *restrict t0 = t + (size_t)(r * 3) * f, *restrict t1 = t0 + f, *restrict t2 = t1 + f;
-                const float b0 = G[sx][0], b1 = G[sx][1], b2 = G[sx][2];
-                for (size_t k = 0; k < f; k++) o[k] = b0 * t0[k] + b1 * t1[k] + b2 * t2[k];
+                for (size_t k = 0; k < f; k++) o[k] = WINO4_G_ROW(sx, t0[k], t1[k], t2[k]);
             }
     }
     free(t);
 }
 
 void FN(catdog_wino4_filter_gradient)(const float *du, float *dw, size_t c, size_t f) {
-    // t[r][j] = Σ_s dU[r][s] G[s][j]; dg[i][j] = Σ_r G[r][i] t[r][j].
+    // t[r][j] = Σ_s dU[r][s] G[s][j]; dg[i][j] = Σ_r G[r][i] t[r][j] (G = WINO4_G).
     const size_t cf = c * f;
     float *t = malloc(18 * f * sizeof(float));
     if (!t) abort();
@@ -280,7 +268,8 @@ void FN(catdog_wino4_filter_gradient)(const float *du, float *dw, size_t c, size
                 float *restrict o = t + (size_t)(r * 3 + j) * f;
                 const float *x[6];
                 for (int sx = 0; sx < 6; sx++) x[sx] = du + (size_t)(r * 6 + sx) * cf + ch * f;
-                const float b0 = G[0][j], b1 = G[1][j], b2 = G[2][j], b3 = G[3][j], b4 = G[4][j], b5 = G[5][j];
+                const float b0 = WINO4_G[0][j], b1 = WINO4_G[1][j], b2 = WINO4_G[2][j], b3 = WINO4_G[3][j],
+                            b4 = WINO4_G[4][j], b5 = WINO4_G[5][j];
                 const float *restrict x0 = x[0], *restrict x1 = x[1], *restrict x2 = x[2], *restrict x3 = x[3],
                                       *restrict x4 = x[4], *restrict x5 = x[5];
                 for (size_t k = 0; k < f; k++)
@@ -291,7 +280,8 @@ void FN(catdog_wino4_filter_gradient)(const float *du, float *dw, size_t c, size
                 float *restrict o = dw + (size_t)(i * 3 + j) * cf + ch * f;
                 const float *restrict t0 = t + (size_t)j * f, *restrict t1 = t0 + 3 * f, *restrict t2 = t1 + 3 * f,
                                       *restrict t3 = t2 + 3 * f, *restrict t4 = t3 + 3 * f, *restrict t5 = t4 + 3 * f;
-                const float a0 = G[0][i], a1 = G[1][i], a2 = G[2][i], a3 = G[3][i], a4 = G[4][i], a5 = G[5][i];
+                const float a0 = WINO4_G[0][i], a1 = WINO4_G[1][i], a2 = WINO4_G[2][i], a3 = WINO4_G[3][i],
+                            a4 = WINO4_G[4][i], a5 = WINO4_G[5][i];
                 for (size_t k = 0; k < f; k++)
                     o[k] += a0 * t0[k] + a1 * t1[k] + a2 * t2[k] + a3 * t3[k] + a4 * t4[k] + a5 * t5[k];
             }

@@ -21,6 +21,18 @@
         o4 = r_ - s_;                                                     \
         o5 = 4.0f * a1 - 5.0f * a3 + a5;                                  \
     } while (0)
+// Row r of G (the kernel's transform along one axis) applied to a 3-vector: G's rows are
+// [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]. The filter
+// transforms (winograd4_body.h, bf16.c) compute every value by this one expression.
+static const float WINO4_G[6][3] = {
+    {0.25f, 0.0f, 0.0f},
+    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+    {1.0f / 24, 1.0f / 12, 1.0f / 6},
+    {1.0f / 24, -1.0f / 12, 1.0f / 6},
+    {0.0f, 0.0f, 1.0f},
+};
+#define WINO4_G_ROW(r, a0, a1, a2) (WINO4_G[r][0] * (a0) + WINO4_G[r][1] * (a1) + WINO4_G[r][2] * (a2))
 // A x for a 4-vector x (the output gradient's transform along one axis): six outputs.
 #define A4(a0, a1, a2, a3, o0, o1, o2, o3, o4, o5) do {                     \
         wvec e_ = a0 + a2, d_ = a1 + a3;                                     \

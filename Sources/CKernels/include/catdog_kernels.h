@@ -156,6 +156,10 @@ int catdog_sbgemm_f32(size_t m, size_t n, size_t k, const float *a, size_t rsa, 
 // each) into `packed`, for catdog_sbgemm_f32_packed_b: an operand used by many products (a
 // Winograd layer's transformed kernel) is packed once. 0 where catdog_sbgemm_f32 would decline.
 int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed);
+// Wᵀ for w (rows x cols, row-major) packed as catdog_bf16_pack_pair_rows packs an fp32 Wᵀ
+// (k = cols, n = rows): ceil(cols/2) x rows words, the same bits, without the fp32 transpose.
+// 0 where the bf16 products do not run.
+int catdog_bf16_pack_transposed(const float *w, size_t rows, size_t cols, void *out);
 int catdog_sbgemm_f32_packed_b(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const void *b_packed,
                                float *c, size_t ldc, int accumulate);
 // The same from operands packed beforehand, A's pair (i, p) the word at a + i * ars + p * acs
@@ -194,6 +198,12 @@ int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, 
 int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const float *const d1[36], const float *const g0[16],
                                            const float *const g1[16], void *v, size_t vstride, void *m, size_t mstride,
                                            size_t c, size_t f);
+// Winograd F(4×4)'s kernel transform U = G g Gᵀ rounded and packed as it is made: for the 3×3
+// kernel whose tap t (row-major) is the matrix taps[t] (c rows of f floats, row stride ld), U's
+// 36 blocks of ceil(c/2) × f words (pairs along c) `stride` words apart, what catdog_wino4_filter
+// and catdog_bf16_pack_pair_rows give one after the other: the same bits, with neither the fp32
+// U nor a copy of the kernel in between. 0 where the bf16 products do not run.
+int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride);
 int catdog_cpu_has_bf16(void);
 // Whether the environment lets this process use instruction set `isa` ("avx512f", "avx2",
 // "baseline"): CATDOG_KERNELS=avx2 or baseline stands in for a CPU without the wider sets.

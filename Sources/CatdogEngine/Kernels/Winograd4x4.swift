@@ -36,10 +36,10 @@ public final class Winograd4x4: WinogradConvolution {
     /// `catdog_wino4_kernel_gradient_pair_bf16`; channels in 16s) rather than in a pass over
     /// their fp32 output: the same bits either way.
     var fusedPacking = true
-    /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed; and
-    /// a pair of input channels' kernel (9 × 2 × F) and its transform U (36 × 2 × F).
+    /// One or two tiles' transform outputs (V, and dW's dM), fp32, before they are packed.
     private let tileWork: FloatBuffer
-    private let kernelWork: FloatBuffer
+    /// The kernel's 9 taps, for `catdog_wino4_filter_bf16`.
+    private let tapPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 9)
 
     public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, route: GemmRoute = .own) {
         self.route = route
@@ -55,13 +55,13 @@ public final class Winograd4x4: WinogradConvolution {
         zeros = FloatBuffer(count: max(channels, filters))
         work = FloatBuffer(count: 36 * max(channels, filters, 1))
         tileWork = FloatBuffer(count: route == .bf16 ? 72 * (channels + filters) : 0)
-        kernelWork = FloatBuffer(count: route == .bf16 ? 90 * filters : 0)
     }
 
     deinit {
         inPointers.deallocate()
         outPointers.deallocate()
         pairPointers.deallocate()
+        tapPointers.deallocate()
     }
 
     /// Whether `packedU` holds the kernel of the last `setKernel`, packed for the bf16 gemm.
@@ -88,22 +88,13 @@ public final class Winograd4x4: WinogradConvolution {
         }
     }
 
-    /// U in bf16 pairs along the input channels, straight into `packedU`: two channels at a
-    /// time through the fp32 transform (the same per channel whatever the count, so the same
-    /// bits as transforming all of them), packed while in cache; the fp32 U is never written out.
+    /// U in bf16 pairs along the input channels, straight into `packedU` (`catdog_wino4_filter_bf16`:
+    /// each pair of channels' 9 taps read in place, transformed and packed in registers, the
+    /// same bits as `catdog_wino4_filter` then packing); the fp32 U is never written out.
     private func transformAndPackKernel(_ w: UnsafePointer<Float>) {
         let c = channels, f = filters, pairs = (c + 1) / 2 * f
-        let kernelPair = kernelWork.pointer, transformed = kernelPair + 18 * f
-        let packed = UnsafeMutableRawPointer(buffers.packedU.pointer)
-        for p in 0..<(c + 1) / 2 {
-            let both = 2 * p + 1 < c
-            for tap in 0..<9 {
-                (kernelPair + tap * 2 * f).update(from: w + (tap * c + 2 * p) * f, count: (both ? 2 : 1) * f)
-                if !both { (kernelPair + tap * 2 * f + f).update(repeating: 0, count: f) }
-            }
-            catdog_wino4_filter(kernelPair, transformed, 2, f)
-            catdog_bf16_pack_tile_pair(transformed, both ? transformed + f : nil, 36, f, 2 * f, packed + 4 * p * f, pairs)
-        }
+        for tap in 0..<9 { tapPointers[tap] = w + tap * c * f }
+        _ = catdog_wino4_filter_bf16(tapPointers, f, c, f, buffers.packedU.pointer, pairs)
     }
 
     /// The distance between two of the 36 blocks of V or M (floats, or bf16 pairs), at least

@@ -240,11 +240,15 @@ public final class Conv2D: Layer {
             direct(catdog_conv_direct_kernel_gradient, x, dOutput, dKernel, batch)
         }
         if directGradient, dx == nil { return }
-        // Wᵀ once for all chunks (it was redone per chunk: 0.5 ms each for resnet's last stage).
+        // Wᵀ once for all chunks (it was redone per chunk: 0.5 ms each for resnet's last stage);
+        // in bf16 packed straight from W.
         ConvolutionPhases.pass = .inputGradient
-        let wt = dx == nil ? nil : transposedKernel()
         let chunk = chunkLength(total: total)
-        let packedWT = wt.flatMap { packedOnce($0, k: filters, n: g.isPointwise ? g.channels : g.patchSize, chunks: chunk < total) }
+        let transposedPacked = dx == nil ? nil : packedTransposedKernel()
+        let wt = dx == nil || transposedPacked != nil ? nil : transposedKernel()
+        let packedWT = transposedPacked ?? wt.flatMap {
+            packedOnce($0, k: filters, n: g.isPointwise ? g.channels : g.patchSize, chunks: chunk < total)
+        }
         // col2im adds the patches' overlapping contributions: into zeros when dX is fresh.
         if let dx, !addIntoDX, !g.isPointwise { dx.update(repeating: 0, count: batch * g.inHeight * g.inWidth * g.channels) }
         var start = 0
@@ -256,13 +260,17 @@ public final class Conv2D: Layer {
                 ConvolutionPhases.pass = .inputGradient
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
                 let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
-                if let wt {
+                let accumulate = g.isPointwise && addIntoDX
+                if let transposedPacked, ConvolutionPhases.measure(.products, {
+                    catdog_sbgemm_f32_packed_b(rows, width, filters, dy, filters, 1, transposedPacked, out, width, accumulate ? 1 : 0) != 0
+                }) {
+                } else if let wt {
                     multiply(m: rows, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
-                             b: wt, ldb: width, c: out, ldc: width, accumulate: g.isPointwise && addIntoDX, packedB: packedWT)
+                             b: wt, ldb: width, c: out, ldc: width, accumulate: accumulate, packedB: packedWT)
                 } else {
                     ConvolutionPhases.measure(.products) {
                         gemm(transB: true, m: rows, n: width, k: filters, a: dy, lda: filters,
-                             b: kernel, ldb: filters, beta: g.isPointwise && addIntoDX ? 1 : 0, c: out, ldc: width)
+                             b: kernel, ldb: filters, beta: accumulate ? 1 : 0, c: out, ldc: width)
                     }
                 }
                 if !g.isPointwise { ConvolutionPhases.measure(.im2col) { col2im(g, rows: start..<(start + rows), dCol: out, dInput: dx) } }
@@ -369,6 +377,18 @@ public final class Conv2D: Layer {
             CatdogEngine.multiply(route: scratch.convolution.route, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
                                   columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
         }
+    }
+
+    /// Under bf16, Wᵀ (F, patch) rounded and packed in pairs along F for dX's products straight
+    /// from the kernel (`catdog_bf16_pack_transposed`: no fp32 transpose; the same bits as packing
+    /// it), once per backward; nil where bf16 does not take the products.
+    private func packedTransposedKernel() -> UnsafeRawPointer? {
+        guard scratch.convolution.route == .bf16 else { return nil }
+        let patch = geometry.patchSize
+        scratch.reservePackedOperand((filters + 1) / 2 * patch)
+        let packed = scratch.packedOperand.pointer
+        let done = ConvolutionPhases.measure(.products) { catdog_bf16_pack_transposed(kernel, patch, filters, packed) != 0 }
+        return done ? UnsafeRawPointer(packed) : nil
     }
 
     /// The kernel as (F, patch), for our gemms' dY · Wᵀ (they read B's rows in place), once per
