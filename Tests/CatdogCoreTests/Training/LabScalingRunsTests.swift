@@ -57,7 +57,8 @@ final class LabScalingRunsTests: XCTestCase {
 
         // machines.jsonl: lines it cannot read are named and passed over; a line of a build
         // before BatchNorm's samples were recorded falls back to the configuration (at most a
-        // rank's slice); a resume at another precision is named, the first start's kept.
+        // rank's slice), and its resume recording none is no change; a resume at another
+        // precision is named, the first start's kept.
         let starts = plain + "/machines.jsonl"
         let first = try String(contentsOfFile: starts, encoding: .utf8).split(separator: "\n")[0]
         var object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any])
@@ -73,6 +74,20 @@ final class LabScalingRunsTests: XCTestCase {
         XCTAssertTrue(odd.stderr.contains("\(plain)/machines.jsonl line 3 is not a start"), odd.stderr)
         XCTAssertTrue(odd.stderr.contains("was resumed at other precisions (bf16, fp32); emulated at its first start's, fp32"), odd.stderr)
         XCTAssertFalse(odd.output.contains("Traceback"), odd.output)
+
+        // A resume with BatchNorm over groups of 8 where the first start took 4: named, the
+        // first start's kept in the line.
+        let ghostStarts = ghost + "/machines.jsonl"
+        let ghostFirst = try String(contentsOfFile: ghostStarts, encoding: .utf8)
+        var regrouped = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(ghostFirst.split(separator: "\n")[0].utf8)) as? [String: Any])
+        regrouped["batchNorm"] = ["group": 8, "atMost": 8]
+        try (ghostFirst + String(decoding: try JSONSerialization.data(withJSONObject: regrouped), as: UTF8.self) + "\n")
+            .write(toFile: ghostStarts, atomically: true, encoding: .utf8)
+        let resumedGhost = try read("0", [ghost])
+        XCTAssertEqual(resumedGhost.status, 0, resumedGhost.output)
+        XCTAssertEqual(try line(resumedGhost, ghost), ["reach", ghost, "none", "16", n, "1", "resnet", "fp32", "4", "32:" + n])
+        XCTAssertTrue(resumedGhost.stderr.contains("\(ghost) was resumed with BatchNorm over other samples (4, 8); its line gives the first start's, 4"),
+                      resumedGhost.stderr)
 
         // A precision that is no precision, and a folder without a checkpoint: one line, exit 1.
         object["precision"] = ["fp64"]
