@@ -121,9 +121,9 @@ public final class DataParallelStep {
 
     /// The most bytes of gradients the last bucket holds: the first layers' (resnet's first
     /// stage, 78 KB), which backward makes last, so that their all-reduce is all a step waits
-    /// for once backward ends (it was the whole last bucket of 1 MiB or more, 740 KB for resnet
-    /// at 1 MiB; with PowerSGD two rounds and their arithmetic; `PowerSGDReduction` sends this
-    /// one exactly, in one round).
+    /// for once backward ends. Before, they shared the last bucket with whatever else filled it
+    /// (744 KB for resnet at 1 MiB: with PowerSGD, two rounds and their arithmetic after
+    /// backward); `PowerSGDReduction` sends this one exactly, in one round.
     public static let tailBytes = 128 * 1024
 
     /// Buckets in backward order: one closes once it holds `bytes`, and where the parameters
