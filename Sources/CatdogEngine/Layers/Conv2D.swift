@@ -261,13 +261,15 @@ public final class Conv2D: Layer {
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
                 let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
                 let accumulate = g.isPointwise && addIntoDX
-                if let transposedPacked, ConvolutionPhases.measure(.products, {
-                    catdog_sbgemm_f32_packed_b(rows, width, filters, dy, filters, 1, transposedPacked, out, width, accumulate ? 1 : 0) != 0
-                }) {
-                } else if let wt {
+                let fromPacked = transposedPacked.map { wtPacked in
+                    ConvolutionPhases.measure(.products) {
+                        catdog_sbgemm_f32_packed_b(rows, width, filters, dy, filters, 1, wtPacked, out, width, accumulate ? 1 : 0) != 0
+                    }
+                } ?? false
+                if !fromPacked, let wt {
                     multiply(m: rows, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
                              b: wt, ldb: width, c: out, ldc: width, accumulate: accumulate, packedB: packedWT)
-                } else {
+                } else if !fromPacked {
                     ConvolutionPhases.measure(.products) {
                         gemm(transB: true, m: rows, n: width, k: filters, a: dy, lda: filters,
                              b: kernel, ldb: filters, beta: accumulate ? 1 : 0, c: out, ldc: width)
