@@ -34,7 +34,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var overlap = true
     /// Gradient bucket size for the overlapped all-reduce, in MiB.
     public var bucketMiB = 4.0
-    /// The default bucket with PowerSGD: a bucket's two rounds and products may come after
+    /// The default bucket with PowerSGD: its last bucket's two rounds and products come after
     /// backward, so a smaller one shortens the wait (docs/across-machines.md measures it).
     public static let powerSGDBucketMiB = 1.0
     /// All-reduce gradients in fp16 (nil in checkpoints written before the option = off).

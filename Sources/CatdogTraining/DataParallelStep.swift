@@ -115,30 +115,19 @@ public final class DataParallelStep {
         case .powerSGD(let r):
             reduction = PowerSGDReduction(
                 buckets: ranges, tensors: network.parameterSlots.map { ($0.offset, $0.shape) }, rank: r,
-                startUpdate: compressFrom, seed: seed, communicator: communicator, exactTail: Self.tailBytes / 4)
+                startUpdate: compressFrom, seed: seed, communicator: communicator)
         }
     }
 
-    /// The most bytes of gradients the last bucket holds: the first layers' (resnet's first
-    /// stage, 78 KB), which backward makes last, so that their all-reduce is all a step waits
-    /// for once backward ends. Before, they shared the last bucket with whatever else filled it
-    /// (744 KB for resnet at 1 MiB: with PowerSGD, two rounds and their arithmetic after
-    /// backward); `PowerSGDReduction` sends this one exactly, in one round.
-    public static let tailBytes = 128 * 1024
-
-    /// Buckets in backward order: one closes once it holds `bytes`, and where the parameters
-    /// below the node would fit in `tailBytes`: those make the last bucket.
     static func makeBuckets(_ network: Network, bytes: Int, trainable: Range<Int>? = nil,
-                            firstNode: Int = 0, tailBytes: Int = tailBytes) -> [(range: Range<Int>, lastNode: Int)] {
+                            firstNode: Int = 0) -> [(range: Range<Int>, lastNode: Int)] {
         let trainable = trainable ?? 0..<network.parameterCount
         var buckets: [(range: Range<Int>, lastNode: Int)] = []
         var upper = trainable.upperBound
         for index in stride(from: network.nodes.count - 1, through: firstNode + 1, by: -1) {
             let range = network.parameterRange(ofNode: index)
             guard !range.isEmpty, range.lowerBound >= trainable.lowerBound else { continue }
-            let below = range.lowerBound - trainable.lowerBound
-            let tailStarts = below > 0 && below * 4 <= tailBytes && (upper - trainable.lowerBound) * 4 > tailBytes
-            if (upper - range.lowerBound) * 4 >= bytes || tailStarts {
+            if (upper - range.lowerBound) * 4 >= bytes {
                 buckets.append((range.lowerBound..<upper, index))
                 upper = range.lowerBound
             }

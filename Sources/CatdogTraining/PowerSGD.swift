@@ -11,9 +11,7 @@ import Foundation
 ///     Q ← Mᵀ P;  all-reduce Q;  gradient ← P Qᵀ;  error ← M − P Qᵀ / ranks
 ///
 /// Only r·(rows + columns) numbers of a rows × columns matrix cross the network. Tensors that
-/// compress less than 2× (biases, BatchNorm, the last layer) go exactly, in the P round; so does
-/// the last bucket when it holds at most `exactTail` floats (the first layers', ready only when
-/// backward ends: one round and no arithmetic then, for a few more bytes).
+/// compress less than 2× (biases, BatchNorm, the last layer) go exactly, in the P round.
 /// Kernels are matrices of (all but the last dimension) × (the last), e.g. a 3×3 convolution's
 /// (3·3·in) × out. Before update `startUpdate` every bucket is summed exactly (the learning-rate
 /// warmup, as PyTorch's `start_powerSGD_iter` advises).
@@ -92,7 +90,7 @@ public final class PowerSGDReduction: GradientReduction {
 
     /// `tensors` are the parameter tensors (offset and shape) within the buckets.
     public init(buckets: [Range<Int>], tensors: [(offset: Int, shape: [Int])], rank r: Int, startUpdate: Int,
-                seed: UInt64, communicator: Communicator, exactTail: Int = 0) {
+                seed: UInt64, communicator: Communicator) {
         precondition(r >= 1)
         rank = r
         self.buckets = buckets
@@ -108,9 +106,8 @@ public final class PowerSGDReduction: GradientReduction {
             matrices.append(Matrix(offset: t.offset, rows: rows, columns: columns, q: qCount))
             qCount += r * columns
         }
-        plans = buckets.enumerated().map { index, range in
-            let exactBucket = index == buckets.count - 1 && buckets.count > 1 && range.count <= exactTail
-            let inside = exactBucket ? [] : matrices.filter { range.contains($0.offset) }
+        plans = buckets.map { range in
+            let inside = matrices.filter { range.contains($0.offset) }
             var exact: [Range<Int>] = []
             var at = range.lowerBound
             var p: [Int] = [], pCount = 0

@@ -41,7 +41,7 @@ struct AllReduceOptions: ParsableArguments {
     var givenOverlap: Bool?
     var overlap: Bool { givenOverlap ?? TrainingConfig().overlap }
 
-    @Option(name: .customLong("bucket-mib"), help: "Gradient bucket size for the overlapped all-reduce, in MiB. (default: \(TrainingConfig().bucketMiB), or \(TrainingConfig.powerSGDBucketMiB) with --compress powersgd:R, whose buckets' two rounds may come after backward). The first layers' gradients, at most 128 KiB, are a last bucket of their own: all a step waits for once backward ends.")
+    @Option(name: .customLong("bucket-mib"), help: "Gradient bucket size for the overlapped all-reduce, in MiB. (default: \(TrainingConfig().bucketMiB), or \(TrainingConfig.powerSGDBucketMiB) with --compress powersgd:R, whose last bucket's two rounds come after backward)")
     var givenBucketMib: Double?
     /// The bucket size given, else the default for the compression asked for.
     var bucketMib: Double {
@@ -56,7 +56,7 @@ struct AllReduceOptions: ParsableArguments {
     @Option(help: """
         Gradient compression: `none` (exact fp32 sums), `fp16` (half the bytes), or `powersgd:R` \
         (PowerSGD of rank R, e.g. 8: each weight matrix's gradient sent as two rank-R factors, \
-        10-100x fewer bytes; exact during the learning-rate warmup; biases, BatchNorm and the last bucket (the first layers' at most 128 KiB) exact; at \
+        10-100x fewer bytes; exact during the learning-rate warmup; biases and BatchNorm exact; at \
         batch 512, rank 8 reached 95% in as many updates as exact sums, rank 4 in 3 epochs more). \
         PowerSGD keeps each rank's error feedback, so its result depends on the rank count, unlike \
         the exact sums; a resume on the same rank count is bit-exact (up to 16 ranks, whose \

@@ -334,34 +334,6 @@ final class GradientReductionTests: XCTestCase {
         XCTAssertGreaterThan(Double(covered) / Double(network.parameterCount), 0.9, "the kernels hold most parameters")
     }
 
-    /// Buckets tile the trainable parameters in backward order, each closing once it holds the
-    /// bucket size, except that the first layers' gradients (at most `DataParallelStep.tailBytes`,
-    /// made last by backward) are a bucket of their own: the step waits for that one alone once
-    /// backward ends. PowerSGD sends it exactly, in its first round (its matrices, resnet's first
-    /// stage's 3×3 kernels, among none of its plans), and still compresses the bucket before it.
-    func testTheLastBucketIsTheFirstLayersAloneAndPowerSGDSendsItExactly() throws {
-        for (model, mib) in [("resnet-pool", 1.0), ("resnet", 4.0), ("vgg", 1.0)] {
-            let network = try ModelZoo.build(model, imageSize: 64)
-            let step = DataParallelStep(network: network, optimizer: Adam(count: network.parameterCount), communicator: LocalCommunicator(),
-                                        overlap: true, bucketBytes: Int(mib * 1_048_576), compression: .powerSGD(rank: 8))
-            let ranges = step.buckets.map(\.range), name = "\(model), \(mib) MiB buckets: \(ranges)"
-            XCTAssertEqual(ranges.first?.upperBound, network.parameterCount, name)
-            XCTAssertEqual(ranges.last?.lowerBound, 0, name)
-            for (later, earlier) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(earlier.upperBound, later.lowerBound, name) }
-            let tail = try XCTUnwrap(ranges.last), beforeTail = ranges[ranges.count - 2]
-            XCTAssertLessThanOrEqual(tail.count * 4, DataParallelStep.tailBytes, name)
-            // Cut where the tail starts: the last node of the bucket before it would not have fit.
-            XCTAssertGreaterThan((tail.count + network.parameterRange(ofNode: step.buckets[ranges.count - 2].lastNode).count) * 4,
-                                 DataParallelStep.tailBytes, name)
-            XCTAssertLessThan(beforeTail.count * 4, Int(mib * 1_048_576) + network.parameterRange(ofNode: step.buckets[ranges.count - 2].lastNode).count * 4, name)
-            let reduction = try XCTUnwrap(step.reduction as? PowerSGDReduction)
-            let last = ranges.count - 1
-            XCTAssertEqual(reduction.wireBytes(bucket: last, update: 100), tail.count * 4, "\(name): the tail goes exactly")
-            XCTAssertTrue(reduction.matrices.allSatisfy { !tail.contains($0.offset) }, "\(name): no matrix of the tail is compressed")
-            XCTAssertLessThan(reduction.wireBytes(bucket: last - 1, update: 100), beforeTail.count * 4, "\(name): the bucket before it is compressed")
-        }
-    }
-
     func testCompressionOptionParses() {
         XCTAssertEqual(GradientCompression(parsing: "powersgd:4"), .powerSGD(rank: 4))
         XCTAssertEqual(GradientCompression(parsing: "fp16"), .fp16)
