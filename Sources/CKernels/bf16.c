@@ -171,6 +171,13 @@ int catdog_sbgemm(size_t m, size_t n, size_t k, const uint16_t *a_packed, const 
     return 1;
 }
 
+// 16 words (bf16(first[j]), bf16(second[j])), each rounded to nearest even: the pair layout
+// every packing below writes, whichever way it reads its floats.
+BF16 __attribute__((always_inline)) static inline __m512i pair_words(__m512 first, __m512 second) {
+    const __m256i lo = (__m256i)_mm512_cvtneps_pbh(first), hi = (__m256i)_mm512_cvtneps_pbh(second);
+    return _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+}
+
 // Rows r0 and r1 (NULL: zeros) of n floats as n words (r0[j], r1[j]): vcvtne2ps2bf16 rounds
 // 16 + 16 floats to nearest even, one permute interleaves them.
 BF16 static void pack_two_rows(const float *r0, const float *r1, size_t n, uint32_t *out) {
@@ -367,9 +374,7 @@ BF16 static inline void pack_run_pair(const float *first, const float *second, s
         const __mmask16 mask = c - j >= 16 ? 0xffff : (__mmask16)((1u << (c - j)) - 1);
         const __m512 a = first ? _mm512_maskz_loadu_ps(mask, first + j) : _mm512_setzero_ps();
         const __m512 b = second ? _mm512_maskz_loadu_ps(mask, second + j) : _mm512_setzero_ps();
-        const __m256i lo = (__m256i)_mm512_cvtneps_pbh(a), hi = (__m256i)_mm512_cvtneps_pbh(b);
-        _mm512_mask_storeu_epi32(out + j, mask,
-                                 _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
+        _mm512_mask_storeu_epi32(out + j, mask, pair_words(a, b));
     }
 }
 
@@ -451,10 +456,7 @@ BF16 static void pack_tile_pair(const float *first, const float *second, size_t 
         const float *a = first + r * ld, *b = second + r * ld;
         uint32_t *o = out + r * stride;
         for (size_t j = 0; j < n; j += 16) {
-            const __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + j));
-            const __m256i hi = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b + j));
-            const __m512i words = _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
-            _mm512_storeu_si512(o + j, words);
+            _mm512_storeu_si512(o + j, pair_words(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j)));
         }
     }
 }
@@ -508,9 +510,7 @@ BF16 __attribute__((always_inline)) static inline void gradient16(const float *c
 
 // 16 words (first(j), second(j)) in bf16, as pack_tile_pair makes them.
 BF16 __attribute__((always_inline)) static inline void store_pair(uint32_t *out, wvec first, wvec second) {
-    const __m256i lo = (__m256i)_mm512_cvtneps_pbh((__m512)first);
-    const __m256i hi = (__m256i)_mm512_cvtneps_pbh((__m512)second);
-    _mm512_storeu_si512(out, _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
+    _mm512_storeu_si512(out, pair_words((__m512)first, (__m512)second));
 }
 
 BF16 static void kernel_gradient_pair(const float *const d0[36], const float *const d1[36], const float *const g0[16],
@@ -539,13 +539,10 @@ int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const floa
     return 1;
 }
 
-// 16 words (first(j), second(j)) of the lanes in `mask`, as pack_two_rows makes them.
+// The same, only the lanes in `mask` stored (a last block of fewer than 16 filters).
 BF16 __attribute__((always_inline)) static inline void store_pair_masked(uint32_t *out, wvec first, wvec second,
                                                                           __mmask16 mask) {
-    const __m256i lo = (__m256i)_mm512_cvtneps_pbh((__m512)first);
-    const __m256i hi = (__m256i)_mm512_cvtneps_pbh((__m512)second);
-    _mm512_mask_storeu_epi32(out, mask,
-                             _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
+    _mm512_mask_storeu_epi32(out, mask, pair_words((__m512)first, (__m512)second));
 }
 
 // U = (G g) Gᵀ of input channels 2p and 2p + 1 (zeros past c), 16 filters a step, each value the
