@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "fetch_c.h"
+
 // A small single-precision gemm for the shapes Winograd produces (36 products of a few hundred
 // tiles by C x F, C and F 16..256), with AVX-512 micro-kernels: 8 rows x 32 columns of C in 16
 // registers, A broadcast, B read in place (rows of B are contiguous). OpenBLAS's kernels for
@@ -17,12 +19,9 @@
 
 #define AVX512 __attribute__((target("avx512f")))
 
-// A large C, fresh from memory (a layer's weight gradient, evicted since the last step), is
-// fetched ahead: the 8 x 32 block a block of rows adds into, while its k products run. Cold, as
-// in a training step, dW (2304 x 256 += 2304 x 64 · 64 x 256) went from 122 to 203 GFLOP/s on a
-// Zen 5 core. Fetching B's rows ahead inside the product loop, and any fetching for operands
-// that fit in L2 (Winograd's products), made steps slower (3%), so neither is done.
-enum { FETCH_BYTES = 1 << 20 };
+// A large C is fetched ahead (fetch_c.h). Cold, as in a training step, dW (2304 x 256 += 2304 x
+// 64 · 64 x 256) went from 122 to 203 GFLOP/s on a Zen 5 core. Fetching B's rows ahead inside
+// the product loop made steps slower (3%), so it is not done.
 
 AVX512 static inline void block8(size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                                  float *c, size_t ldc, int fetch_c, int accumulate, int wide) {
@@ -96,7 +95,7 @@ enum { K_SLICE = 128 };
 
 AVX512 static void sgemm_avx512(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b,
                                 size_t ldb, float *c, size_t ldc, int accumulate) {
-    const int fetch_c = m * n * sizeof(float) >= FETCH_BYTES;
+    const int fetch_c = m * n * sizeof(float) >= FETCH_C_BYTES;
     for (size_t p0 = 0; p0 < k; p0 += K_SLICE) {
         const size_t kk = k - p0 < K_SLICE ? k - p0 : K_SLICE;
         const int acc = accumulate || p0 > 0;

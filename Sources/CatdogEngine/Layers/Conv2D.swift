@@ -148,13 +148,15 @@ public final class Conv2D: Layer {
     /// Rows per chunk for a pass of `total` rows: as many chunks as `chunkRows` needs, of equal
     /// length, rounded up to whole 8-row blocks of the gemm where that still fits. A last chunk
     /// of a few rows runs the gemm's one-row blocks: resnet's 256-channel layers at batch 8 were
-    /// chunks of 113 and 15 rows, 1.02 ms forward; two of 64 take 0.83.
-    func chunkLength(total: Int) -> Int {
-        guard total > chunkRows else { return total }
-        let chunks = (total + chunkRows - 1) / chunkRows
+    /// chunks of 113 and 15 rows, 1.02 ms forward; two of 64 take 0.83. `most`: the rows a chunk
+    /// may hold, `chunkRows` unless given.
+    func chunkLength(total: Int, most: Int? = nil) -> Int {
+        let most = most ?? chunkRows
+        guard total > most else { return total }
+        let chunks = (total + most - 1) / most
         let even = (total + chunks - 1) / chunks
         let blocks = (even + 7) / 8 * 8
-        return blocks <= chunkRows ? blocks : even
+        return blocks <= most ? blocks : even
     }
 
     public var forwardFLOPs: Int {
@@ -249,13 +251,27 @@ public final class Conv2D: Layer {
         let packedWT = transposedPacked ?? wt.flatMap {
             packedOnce($0, k: filters, n: g.isPointwise ? g.channels : g.patchSize, chunks: chunk < total)
         }
+        // Packed in pairs of bf16 words, a chunk's patches take half the bytes of fp32 rows, so
+        // col holds twice the rows: dW runs in half the chunks, each a pass that adds into all of
+        // dW (2.36 MB in resnet's last stage, from memory). At 8 images a core that stage's dW
+        // was two passes of k = 64, which spent more time adding into dW than multiplying.
+        let pairedGradient = !directGradient && packsPatches
+        if pairedGradient {
+            let pairChunk = chunkLength(total: total, most: 2 * chunkRows)
+            var start = 0
+            while start < total {
+                let rows = min(pairChunk, total - start)
+                accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dOutput + start * filters)
+                start += rows
+            }
+        }
         // col2im adds the patches' overlapping contributions: into zeros when dX is fresh.
         if let dx, !addIntoDX, !g.isPointwise { dx.update(repeating: 0, count: batch * g.inHeight * g.inWidth * g.channels) }
         var start = 0
         while start < total {
             let rows = min(chunk, total - start)
             let dy = dOutput + start * filters
-            if !directGradient { accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dy) }
+            if !directGradient, !pairedGradient { accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dy) }
             if let dx {
                 ConvolutionPhases.pass = .inputGradient
                 // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.

@@ -230,7 +230,9 @@ final class BF16ConvolutionTests: XCTestCase {
     /// way; and not fp32's (more than 1e-4 from it), or bf16 did not run. Shapes: stride 2 with
     /// padding, an odd row count (a pair padded with zero), chunks of 5 or 7 rows or one chunk,
     /// a 5×5 kernel, and an odd channel count (forward then packs the fp32 rows; dW still packs
-    /// from the input).
+    /// from the input). Packed from the input in pairs, dW's patches take half of col's bytes, so
+    /// its chunks hold twice the rows: the fp32 matrix is given twice the columns' floats, for
+    /// the same chunks of dW (forward's and dX's rows do not depend on the chunks).
     func testIm2colOperandsPackedFromTheInputGiveTheSameBits() throws {
         var random = Random(seed: 43)
         let cases: [(String, () -> Conv2D, FeatureShape, Int?)] = [
@@ -245,7 +247,9 @@ final class BF16ConvolutionTests: XCTestCase {
             for (fromInput, precision) in [(true, Precision.bf16), (false, .bf16), (true, .fp32)] {
                 let conv = make()
                 conv.packsPatchesFromInput = fromInput
-                if let rowsPerChunk { conv.maxColumnFloats = rowsPerChunk * conv.kernelSize.0 * conv.kernelSize.1 * shape.channels }
+                if let rowsPerChunk {
+                    conv.maxColumnFloats = (fromInput ? 1 : 2) * rowsPerChunk * conv.kernelSize.0 * conv.kernelSize.1 * shape.channels
+                }
                 results.append(try im2colPasses(conv, shape, precision: precision, dy: &dy, random: &random))
             }
             let fromInput = results[0], fromMatrix = results[1], fp32 = results[2]
