@@ -247,6 +247,25 @@ public enum LabEmulator {
         }
         // Waits by testing and sleeping, not spinning in MPI_Wait: many emulated machines
         // share this computer's cores.
+        if step.updatesAsSumsArrive {
+            // As each bucket's sums arrive, the leader shares them with its machine's ranks,
+            // which update those parameters while the later buckets are still on the network.
+            let perFloat = schedule.intraPerFloat + schedule.optimizer / Double(max(step.network.parameterCount, 1))
+            var done = [Bool](repeating: false, count: pending.count), updated = done, updating = 0.0
+            while updated.contains(false) {
+                for (index, p) in pending.enumerated() where !done[index] { done[index] = try p.test() }
+                guard let index = updated.indices.first(where: { done[$0] && !updated[$0] }) else {
+                    usleep(100)
+                    continue
+                }
+                let seconds = Double(buckets[index].range.count) * perFloat
+                try wait(until: Date().addingTimeInterval(seconds), pending)
+                updating += seconds
+                updated[index] = true
+            }
+            exposed += Date().timeIntervalSince(backwardDone) - updating
+            return Date().timeIntervalSince(t0)
+        }
         for p in pending { while try !p.test() { usleep(100) } }
         exposed += Date().timeIntervalSince(backwardDone)
         // The leader shares the result with its machine's ranks, which then update.

@@ -26,11 +26,32 @@ public protocol Optimizer: AnyObject {
     /// (`WeightAverage.update` with `averageDecay`, the same offsets).
     func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
                 decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay: Float)
+    /// Whether `update(slice:…)` may update some of the parameters at a time: an update of each
+    /// parameter from its own gradient and state alone (Adam, AdamW). A step then updates each
+    /// bucket of gradients as its sums arrive, while later buckets are still on the network.
+    var updatesInSlices: Bool { get }
+    /// `update`'s work on the parameters `slice` of `0..<count` alone, with the same bits, and
+    /// `iterations` unchanged: a step passes every parameter in one slice or another, then calls
+    /// `finishUpdate()` once.
+    func update(slice: Range<Int>, parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int,
+                learningRate: Float, decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?,
+                averageDecay: Float)
 }
 
 extension Optimizer {
     public var scalarState: [String: Double] { get { [:] } set {} }
     public var squaredSlots: Set<String> { [] }
+
+    public var updatesInSlices: Bool { false }
+
+    public func update(slice: Range<Int>, parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int,
+                       learningRate: Float, decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?,
+                       averageDecay: Float) {
+        preconditionFailure("\(kind.rawValue) updates all its parameters at once")
+    }
+
+    /// Ends an update made in slices.
+    public func finishUpdate() { iterations += 1 }
 
     /// The three passes one after another (Adam makes them one).
     public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
@@ -213,9 +234,21 @@ public final class Adam: Optimizer {
     /// `decayWeights` computes it, the rest with w·1; the same bits as the three passes.
     public func update(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, count: Int, learningRate lr: Float,
                        decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay d: Float) {
-        precondition(count == m.count)
+        update(slice: 0..<count, parameters: w, gradients: g, count: count, learningRate: lr, decayFactor: decayFactor,
+               decaying: decaying, average: average, averageDecay: d)
+        finishUpdate()
+    }
+
+    /// Each parameter's update reads only its own gradient, moments and average.
+    public var updatesInSlices: Bool { true }
+
+    public func update(slice: Range<Int>, parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, count: Int,
+                       learningRate lr: Float, decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?,
+                       averageDecay d: Float) {
+        precondition(count == m.count && slice.lowerBound >= 0 && slice.upperBound <= count)
         let alpha = alpha(lr), keep = decayFactor > 0 ? 1 - decayFactor : 1
-        func run(_ range: Range<Int>, keep: Float) {
+        func run(_ stretch: Range<Int>, keep: Float) {
+            let range = stretch.clamped(to: slice)
             guard !range.isEmpty else { return }
             let o = range.lowerBound
             catdog_adam_average_step(w + o, g + o, m.pointer + o, v.pointer + o, average.map { $0 + o }, range.count,
@@ -228,7 +261,6 @@ public final class Adam: Optimizer {
             done = range.upperBound
         }
         run(done..<count, keep: 1)
-        iterations += 1
     }
 }
 

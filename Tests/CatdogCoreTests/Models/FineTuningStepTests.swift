@@ -111,6 +111,46 @@ final class FineTuningStepTests: XCTestCase {
 
     /// A conv, a pool (the cut), a conv and a dense head on 8×8×3, for 4 samples: the body
     /// after the cut and the head as parameter ranges.
+    /// On 2 ranks with overlap, Adam and AdamW update each bucket's parameters as its sums
+    /// arrive, in stretches of 7 here (`updatesAsSumsArrive`), while later buckets are still on
+    /// the network. Three steps of two groups after a frozen part, with weight decay (decoupled
+    /// for AdamW, in the gradients for Adam) and a moving average, end with the same bits in
+    /// the weights, the average and the moments as updating everything after the last bucket.
+    func testUpdatingEachBucketAsItsSumsArriveGivesTheSameBits() throws {
+        for kind in [OptimizerKind.adamw, .adam] {
+            func train(eachBucket: Bool) throws -> [[UInt32]] {
+                try ThreadCommunicator.run(ranks: 2) { comm -> [UInt32] in
+                    let (network, cut, body, head) = try self.smallCutNetwork()
+                    let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: Adam(count: body.count, kind: kind), learningRateScale: 0.1),
+                                  DataParallelStep.ParameterGroup(range: head, optimizer: Adam(count: head.count, kind: kind))]
+                    let step = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: comm,
+                                                overlap: true, bucketBytes: 64)
+                    step.updateEachBucket = eachBucket
+                    step.updateStretch = 7
+                    XCTAssertEqual(step.updatesAsSumsArrive, eachBucket)
+                    XCTAssertGreaterThanOrEqual(step.buckets.count, 2)
+                    var same = Random(seed: 3), random = Random(seed: 2, UInt64(comm.rank))
+                    let average = FloatBuffer((0..<network.parameterCount).map { _ in same.uniform(-1, 1) })
+                    for _ in 0..<3 {
+                        for i in 0..<(2 * network.nodes[cut].shape.count) { network.activation(cut)[i] = random.uniform(0, 1) }
+                        for i in 0..<2 { step.labels[i] = Float((comm.rank + i) % 2) }
+                        _ = try step.run(batch: 2, normalizer: 4, context: PassContext(training: true), learningRate: 0.05,
+                                         weightDecay: 0.3, average: (average, 0.9))
+                    }
+                    let moments = groups.flatMap { $0.optimizer.slots.flatMap(\.buffer.array) }
+                    XCTAssertEqual(groups.map(\.optimizer.iterations), [3, 3])
+                    return (network.parameters.array + average.array + moments).map(\.bitPattern)
+                }
+            }
+            let asTheyArrive = try train(eachBucket: true), afterAll = try train(eachBucket: false)
+            for rank in 0..<2 {
+                let apart = zip(asTheyArrive[rank], afterAll[rank]).filter { $0 != $1 }.count
+                XCTAssertEqual(apart, 0, "\(kind) rank \(rank): \(apart) of \(afterAll[rank].count) values differ")
+            }
+            XCTAssertEqual(asTheyArrive[0], asTheyArrive[1], "\(kind): the ranks disagree")
+        }
+    }
+
     func smallCutNetwork() throws -> (network: Network, cut: Int, body: Range<Int>, head: Range<Int>) {
         var b = NetworkBuilder(input: .init(height: 8, width: 8, channels: 3))
         b.add(Conv2D(4, 3, activation: .relu))
