@@ -195,7 +195,8 @@ public final class DataParallelStep {
     /// further rounds, e.g. PowerSGD's second product, start there); then whatever no bucket
     /// holds (frozen weights' decay and average), and each group's `finishUpdate`. The same bits
     /// as `reduce` then `apply`: each parameter's update reads only its own values. Returns the
-    /// seconds spent updating.
+    /// seconds spent updating. A reduction that fails part way leaves the buckets before it
+    /// updated; its error ends the run, which resumes from its last checkpoint.
     private func reduceUpdatingEachBucket(update: Int, learningRate: Float, weightDecay: Float,
                                           average: (weights: FloatBuffer, decay: Float)?) throws -> Double {
         let exposedStart = Timeline.mark(timeline)
