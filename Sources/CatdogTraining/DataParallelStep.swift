@@ -183,7 +183,7 @@ public final class DataParallelStep {
 
     /// Whether each bucket's parameters are updated as soon as its sums arrive, while the
     /// later buckets are still on the network (`reduceUpdatingEachBucket`): with overlap, on more
-    /// than one rank, where every group's optimizer updates in slices (Adam, AdamW).
+    /// than one rank, where every group's optimizer updates in slices (all but Nadam and LAMB).
     public var updatesAsSumsArrive: Bool {
         overlapping && updateEachBucket && groups.allSatisfy { $0.optimizer.updatesInSlices }
     }

@@ -27,7 +27,7 @@ public protocol Optimizer: AnyObject {
     func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
                 decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay: Float)
     /// Whether `update(slice:…)` may update some of the parameters at a time: an update of each
-    /// parameter from its own gradient and state alone (Adam, AdamW). A step then updates each
+    /// parameter from its own gradient and state alone (all but Nadam and LAMB). A step then updates each
     /// bucket of gradients as its sums arrive, while later buckets are still on the network.
     var updatesInSlices: Bool { get }
     /// `update`'s work on the parameters `slice` of `0..<count` alone, with the same bits, and
@@ -59,6 +59,29 @@ extension Optimizer {
         decayWeights(decayFactor, ranges: decaying, parameters: parameters)
         step(parameters: parameters, gradients: gradients, learningRate: learningRate)
         if let average { WeightAverage.update(average, toward: parameters, count: count, decay: averageDecay) }
+    }
+}
+
+/// An optimizer whose step moves each parameter by its own gradient and state alone (SGD,
+/// AdaGrad, RMSProp): it updates in slices, each slice's decay, step and average one after
+/// another, the same operations on each parameter as the three passes over all of them.
+public protocol ElementwiseOptimizer: Optimizer {
+    /// `step`'s work on the parameters `slice` alone, `iterations` unchanged.
+    func step(slice: Range<Int>, parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, learningRate: Float)
+}
+
+extension ElementwiseOptimizer {
+    public var updatesInSlices: Bool { true }
+
+    public func update(slice: Range<Int>, parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int,
+                       learningRate: Float, decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?,
+                       averageDecay: Float) {
+        precondition(slice.lowerBound >= 0 && slice.upperBound <= count)
+        decayWeights(decayFactor, ranges: decaying.map { $0.clamped(to: slice) }.filter { !$0.isEmpty }, parameters: parameters)
+        step(slice: slice, parameters: parameters, gradients: gradients, learningRate: learningRate)
+        if let average {
+            WeightAverage.update(average + slice.lowerBound, toward: parameters + slice.lowerBound, count: slice.count, decay: averageDecay)
+        }
     }
 }
 
@@ -99,7 +122,7 @@ public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
 }
 
 /// SGD with momentum: m = μ·m − lr·g; w += m, or with Nesterov w += μ·m − lr·g.
-public final class SGD: Optimizer {
+public final class SGD: ElementwiseOptimizer {
     public let kind = OptimizerKind.sgd
     public let momentum: Float
     public let nesterov: Bool
@@ -116,27 +139,31 @@ public final class SGD: Optimizer {
     public var hyperparameters: [String: Double] { ["momentum": Double(momentum), "nesterov": nesterov ? 1 : 0] }
 
     public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        step(slice: 0..<velocity.count, parameters: w, gradients: g, learningRate: lr)
+        iterations += 1
+    }
+
+    public func step(slice: Range<Int>, parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
         let m = velocity.pointer
         let mu = momentum
         if mu == 0 {
-            for i in 0..<velocity.count { w[i] -= lr * g[i] }
+            for i in slice { w[i] -= lr * g[i] }
         } else if nesterov {
-            for i in 0..<velocity.count {
+            for i in slice {
                 m[i] = mu * m[i] - lr * g[i]
                 w[i] += mu * m[i] - lr * g[i]
             }
         } else {
-            for i in 0..<velocity.count {
+            for i in slice {
                 m[i] = mu * m[i] - lr * g[i]
                 w[i] += m[i]
             }
         }
-        iterations += 1
     }
 }
 
 /// AdaGrad: a += g²; w −= lr·g/√(a + ε), a starts at 0.1, ε = 1e-7.
-public final class AdaGrad: Optimizer {
+public final class AdaGrad: ElementwiseOptimizer {
     public let kind = OptimizerKind.adagrad
     public let epsilon: Float
     public var iterations = 0
@@ -153,18 +180,22 @@ public final class AdaGrad: Optimizer {
     public var hyperparameters: [String: Double] { ["epsilon": Double(epsilon)] }
 
     public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        step(slice: 0..<accumulator.count, parameters: w, gradients: g, learningRate: lr)
+        iterations += 1
+    }
+
+    public func step(slice: Range<Int>, parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
         let a = accumulator.pointer
-        for i in 0..<accumulator.count {
+        for i in slice {
             a[i] += g[i] * g[i]
             w[i] -= lr * g[i] / (a[i] + epsilon).squareRoot()
         }
-        iterations += 1
     }
 }
 
 /// RMSProp (Keras, not centred, no momentum): v = ρ·v + (1−ρ)·g²; w −= lr·g/√(v + ε),
 /// ρ = 0.9, ε = 1e-7.
-public final class RMSProp: Optimizer {
+public final class RMSProp: ElementwiseOptimizer {
     public let kind = OptimizerKind.rmsprop
     public let rho: Float
     public let epsilon: Float
@@ -182,12 +213,16 @@ public final class RMSProp: Optimizer {
     public var hyperparameters: [String: Double] { ["rho": Double(rho), "epsilon": Double(epsilon)] }
 
     public func step(parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
+        step(slice: 0..<velocity.count, parameters: w, gradients: g, learningRate: lr)
+        iterations += 1
+    }
+
+    public func step(slice: Range<Int>, parameters w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, learningRate lr: Float) {
         let v = velocity.pointer
-        for i in 0..<velocity.count {
+        for i in slice {
             v[i] = rho * v[i] + (1 - rho) * g[i] * g[i]
             w[i] -= lr * g[i] / (v[i] + epsilon).squareRoot()
         }
-        iterations += 1
     }
 }
 

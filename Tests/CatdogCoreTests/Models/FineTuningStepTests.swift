@@ -111,18 +111,23 @@ final class FineTuningStepTests: XCTestCase {
 
     /// A conv, a pool (the cut), a conv and a dense head on 8×8×3, for 4 samples: the body
     /// after the cut and the head as parameter ranges.
-    /// On 2 ranks with overlap, Adam and AdamW update each bucket's parameters as its sums
-    /// arrive, in stretches of 7 here (`updatesAsSumsArrive`), while later buckets are still on
-    /// the network. Three steps of two groups after a frozen part, with weight decay (decoupled
-    /// for AdamW, in the gradients for Adam) and a moving average, end with the same bits in
-    /// the weights, the average and the moments as updating everything after the last bucket.
+    /// On 2 ranks with overlap, the optimizers whose update is elementwise (AdamW, Adam, SGD with
+    /// momentum, RMSProp, AdaGrad) update each bucket's parameters as its sums arrive, in
+    /// stretches of 7 here (`updatesAsSumsArrive`), while later buckets are still on the network.
+    /// Three steps of two groups after a frozen part, with weight decay (decoupled for AdamW, in
+    /// the gradients for the others) and a moving average, end with the same bits in the weights,
+    /// the average and the optimizer's state as updating everything after the last bucket.
+    /// Nadam and LAMB (a product over the steps, a norm over each tensor) wait for every bucket.
     func testUpdatingEachBucketAsItsSumsArriveGivesTheSameBits() throws {
-        for kind in [OptimizerKind.adamw, .adam] {
+        for kind in [OptimizerKind.nadam, .lamb] {
+            XCTAssertFalse(kind.make(count: 10).updatesInSlices, "\(kind)")
+        }
+        for kind in [OptimizerKind.adamw, .adam, .sgd, .rmsprop, .adagrad] {
             func train(eachBucket: Bool) throws -> [[UInt32]] {
                 try ThreadCommunicator.run(ranks: 2) { comm -> [UInt32] in
                     let (network, cut, body, head) = try self.smallCutNetwork()
-                    let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: Adam(count: body.count, kind: kind), learningRateScale: 0.1),
-                                  DataParallelStep.ParameterGroup(range: head, optimizer: Adam(count: head.count, kind: kind))]
+                    let groups = [DataParallelStep.ParameterGroup(range: body, optimizer: kind.make(count: body.count), learningRateScale: 0.1),
+                                  DataParallelStep.ParameterGroup(range: head, optimizer: kind.make(count: head.count))]
                     let step = DataParallelStep(network: network, groups: groups, firstNode: cut, communicator: comm,
                                                 overlap: true, bucketBytes: 64)
                     step.updateEachBucket = eachBucket
