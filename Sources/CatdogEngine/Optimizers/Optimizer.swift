@@ -27,8 +27,9 @@ public protocol Optimizer: AnyObject {
     func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
                 decayFactor: Float, decaying: [Range<Int>], average: UnsafeMutablePointer<Float>?, averageDecay: Float)
     /// Whether `update(slice:…)` may update some of the parameters at a time: an update of each
-    /// parameter from its own gradient and state alone (all but Nadam and LAMB). A step then updates each
-    /// bucket of gradients as its sums arrive, while later buckets are still on the network.
+    /// parameter from its own gradient and state alone (all but Nadam and LAMB). A step then
+    /// updates each bucket of gradients as its sums arrive, while later buckets are still on the
+    /// network.
     var updatesInSlices: Bool { get }
     /// `update`'s work on the parameters `slice` of `0..<count` alone, with the same bits, and
     /// `iterations` unchanged: a step passes every parameter in one slice or another, then calls
