@@ -199,6 +199,7 @@ public final class DataParallelStep {
     /// updated; its error ends the run, which resumes from its last checkpoint.
     private func reduceUpdatingEachBucket(update: Int, learningRate: Float, weightDecay: Float,
                                           average: (weights: FloatBuffer, decay: Float)?) throws -> Double {
+        if let average { precondition(average.weights.count == network.parameterCount) }
         let exposedStart = Timeline.mark(timeline)
         try startBuckets(through: 0, update: update)
         var done = [Bool](repeating: false, count: pending.count), left = pending.count
@@ -240,15 +241,8 @@ public final class DataParallelStep {
         }
         timeline?.record("waiting for the all-reduce", "wait", since: exposedStart)
         let started = Date()
-        var covered = 0
-        for range in buckets.map(\.range).sorted(by: { $0.lowerBound < $1.lowerBound }) {
-            if range.lowerBound > covered {
-                applyStretch(covered..<range.lowerBound, learningRate: learningRate, weightDecay: weightDecay, average: average)
-            }
-            covered = max(covered, range.upperBound)
-        }
-        if covered < network.parameterCount {
-            applyStretch(covered..<network.parameterCount, learningRate: learningRate, weightDecay: weightDecay, average: average)
+        for rest in Self.gaps(in: 0..<network.parameterCount, outside: buckets.map(\.range)) {
+            applyStretch(rest, learningRate: learningRate, weightDecay: weightDecay, average: average)
         }
         for group in groups { group.optimizer.finishUpdate() }
         return updating + Date().timeIntervalSince(started)
@@ -270,26 +264,17 @@ public final class DataParallelStep {
         if !decoupled {
             addWeightDecay(weightDecay, ranges: decaying.map { $0.clamped(to: stretch) }.filter { !$0.isEmpty }, parameters: p, gradients: g)
         }
-        var grouped: [Range<Int>] = []
         for group in groups {
             let r = group.range, part = r.clamped(to: stretch)
             guard !part.isEmpty else { continue }
-            grouped.append(part)
-            let mine = decaying.map { $0.clamped(to: r) }.filter { !$0.isEmpty }.map { ($0.lowerBound - r.lowerBound)..<($0.upperBound - r.lowerBound) }
             group.optimizer.update(slice: (part.lowerBound - r.lowerBound)..<(part.upperBound - r.lowerBound),
                                    parameters: p + r.lowerBound, gradients: g + r.lowerBound, count: r.count,
-                                   learningRate: learningRate * group.learningRateScale, decayFactor: decayFactor, decaying: mine,
+                                   learningRate: learningRate * group.learningRateScale, decayFactor: decayFactor,
+                                   decaying: Self.relative(decaying, to: r),
                                    average: average.map { $0.weights.pointer + r.lowerBound }, averageDecay: average?.decay ?? 0)
         }
-        // Outside every group: frozen weights, averaged all the same (they may be unfrozen later).
-        var covered = stretch.lowerBound
-        for part in grouped.sorted(by: { $0.lowerBound < $1.lowerBound }) + [stretch.upperBound..<stretch.upperBound] {
-            if part.lowerBound > covered {
-                let o = covered..<part.lowerBound
-                decayWeights(decayFactor, ranges: decaying.map { $0.clamped(to: o) }.filter { !$0.isEmpty }, parameters: p)
-                if let average { WeightAverage.update(average.weights.pointer + o.lowerBound, toward: p + o.lowerBound, count: o.count, decay: average.decay) }
-            }
-            covered = max(covered, part.upperBound)
+        for o in Self.gaps(in: stretch, outside: groups.map(\.range)) {
+            updateOutsideGroups(o, decayFactor: decayFactor, decaying: decaying, average: average)
         }
     }
 
@@ -391,22 +376,39 @@ public final class DataParallelStep {
         if let average { precondition(average.weights.count == network.parameterCount) }
         for group in groups {
             let r = group.range
-            let mine = decaying.map { $0.clamped(to: r) }.filter { !$0.isEmpty }.map { ($0.lowerBound - r.lowerBound)..<($0.upperBound - r.lowerBound) }
             group.optimizer.update(parameters: p + r.lowerBound, gradients: g + r.lowerBound, count: r.count,
-                                   learningRate: learningRate * group.learningRateScale, decayFactor: decayFactor, decaying: mine,
+                                   learningRate: learningRate * group.learningRateScale, decayFactor: decayFactor,
+                                   decaying: Self.relative(decaying, to: r),
                                    average: average.map { $0.weights.pointer + r.lowerBound }, averageDecay: average?.decay ?? 0)
         }
-        // Outside every group: frozen weights, averaged all the same (they may be unfrozen later).
-        var outside: [Range<Int>] = [], covered = 0
-        for r in groups.map(\.range).sorted(by: { $0.lowerBound < $1.lowerBound }) {
-            if r.lowerBound > covered { outside.append(covered..<r.lowerBound) }
+        for o in Self.gaps(in: 0..<network.parameterCount, outside: groups.map(\.range)) {
+            updateOutsideGroups(o, decayFactor: decayFactor, decaying: decaying, average: average)
+        }
+    }
+
+    /// Weights outside every group (frozen) are decayed and averaged all the same: they may be
+    /// unfrozen later.
+    private func updateOutsideGroups(_ o: Range<Int>, decayFactor: Float, decaying: [Range<Int>],
+                                     average: (weights: FloatBuffer, decay: Float)?) {
+        let p = network.parameters.pointer
+        decayWeights(decayFactor, ranges: decaying.map { $0.clamped(to: o) }.filter { !$0.isEmpty }, parameters: p)
+        if let average { WeightAverage.update(average.weights.pointer + o.lowerBound, toward: p + o.lowerBound, count: o.count, decay: average.decay) }
+    }
+
+    /// The parts of `whole` that none of `ranges` covers, in order.
+    static func gaps(in whole: Range<Int>, outside ranges: [Range<Int>]) -> [Range<Int>] {
+        var gaps: [Range<Int>] = [], covered = whole.lowerBound
+        for r in ranges.map({ $0.clamped(to: whole) }).sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
+            if r.lowerBound > covered { gaps.append(covered..<r.lowerBound) }
             covered = max(covered, r.upperBound)
         }
-        if covered < network.parameterCount { outside.append(covered..<network.parameterCount) }
-        for o in outside {
-            decayWeights(decayFactor, ranges: decaying.map { $0.clamped(to: o) }.filter { !$0.isEmpty }, parameters: p)
-            if let average { WeightAverage.update(average.weights.pointer + o.lowerBound, toward: p + o.lowerBound, count: o.count, decay: average.decay) }
-        }
+        if covered < whole.upperBound { gaps.append(covered..<whole.upperBound) }
+        return gaps
+    }
+
+    /// `ranges` (of the flat buffer) as offsets into the group `r`, the parts outside it dropped.
+    static func relative(_ ranges: [Range<Int>], to r: Range<Int>) -> [Range<Int>] {
+        ranges.map { $0.clamped(to: r) }.filter { !$0.isEmpty }.map { ($0.lowerBound - r.lowerBound)..<($0.upperBound - r.lowerBound) }
     }
 
     public func resetTimers() {
