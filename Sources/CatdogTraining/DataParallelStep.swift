@@ -200,6 +200,8 @@ public final class DataParallelStep {
     private func reduceUpdatingEachBucket(update: Int, learningRate: Float, weightDecay: Float,
                                           average: (weights: FloatBuffer, decay: Float)?) throws -> Double {
         if let average { precondition(average.weights.count == network.parameterCount) }
+        let all = network.decayingRanges(from: trainable.lowerBound)
+        let decaying: Decaying = (all, groups.map { Self.relative(all, to: $0.range) })
         let exposedStart = Timeline.mark(timeline)
         try startBuckets(through: 0, update: update)
         var done = [Bool](repeating: false, count: pending.count), left = pending.count
@@ -231,7 +233,7 @@ public final class DataParallelStep {
             var from = range.lowerBound
             while from < range.upperBound {
                 let to = min(from + updateStretch, range.upperBound)
-                applyStretch(from..<to, learningRate: learningRate, weightDecay: weightDecay, average: average)
+                applyStretch(from..<to, learningRate: learningRate, weightDecay: weightDecay, decaying: decaying, average: average)
                 from = to
                 if left > 0 { try testAll() }
             }
@@ -242,7 +244,7 @@ public final class DataParallelStep {
         timeline?.record("waiting for the all-reduce", "wait", since: exposedStart)
         let started = Date()
         for rest in Self.gaps(in: 0..<network.parameterCount, outside: buckets.map(\.range)) {
-            applyStretch(rest, learningRate: learningRate, weightDecay: weightDecay, average: average)
+            applyStretch(rest, learningRate: learningRate, weightDecay: weightDecay, decaying: decaying, average: average)
         }
         for group in groups { group.optimizer.finishUpdate() }
         return updating + Date().timeIntervalSince(started)
@@ -254,23 +256,27 @@ public final class DataParallelStep {
         didSet { precondition(updateStretch > 0) }
     }
 
+    /// The kernels' ranges that weight decay applies to, in the flat buffer and relative to each
+    /// group: worked out once a step, not for every stretch.
+    private typealias Decaying = (all: [Range<Int>], byGroup: [[Range<Int>]])
+
     /// `apply`'s work on the parameters `stretch` (indices into the flat buffer) alone.
-    private func applyStretch(_ stretch: Range<Int>, learningRate: Float, weightDecay: Float,
+    private func applyStretch(_ stretch: Range<Int>, learningRate: Float, weightDecay: Float, decaying ranges: Decaying,
                               average: (weights: FloatBuffer, decay: Float)?) {
         let p = network.parameters.pointer, g = network.gradients.pointer
-        let decaying = network.decayingRanges(from: trainable.lowerBound)
+        let decaying = ranges.all
         let decoupled = groups.first?.optimizer.kind.decouplesWeightDecay == true
         let decayFactor = decoupled ? learningRate * weightDecay : 0
         if !decoupled {
             addWeightDecay(weightDecay, ranges: decaying.map { $0.clamped(to: stretch) }.filter { !$0.isEmpty }, parameters: p, gradients: g)
         }
-        for group in groups {
+        for (group, mine) in zip(groups, ranges.byGroup) {
             let r = group.range, part = r.clamped(to: stretch)
             guard !part.isEmpty else { continue }
             group.optimizer.update(slice: (part.lowerBound - r.lowerBound)..<(part.upperBound - r.lowerBound),
                                    parameters: p + r.lowerBound, gradients: g + r.lowerBound, count: r.count,
                                    learningRate: learningRate * group.learningRateScale, decayFactor: decayFactor,
-                                   decaying: Self.relative(decaying, to: r),
+                                   decaying: mine,
                                    average: average.map { $0.weights.pointer + r.lowerBound }, averageDecay: average?.decay ?? 0)
         }
         for o in Self.gaps(in: stretch, outside: groups.map(\.range)) {

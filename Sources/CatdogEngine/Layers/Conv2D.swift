@@ -251,50 +251,63 @@ public final class Conv2D: Layer {
         let packedWT = transposedPacked ?? wt.flatMap {
             packedOnce($0, k: filters, n: g.isPointwise ? g.channels : g.patchSize, chunks: chunk < total)
         }
-        // Packed in pairs of bf16 words, a chunk's patches take half the bytes of fp32 rows, so
-        // col holds twice the rows: dW runs in half the chunks, each a pass that adds into all of
-        // dW (2.36 MB in resnet's last stage, from memory). At 8 images a core that stage's dW
-        // was two passes of k = 64, which spent more time adding into dW than multiplying.
         let pairedGradient = !directGradient && packsPatches
-        if pairedGradient {
-            let pairChunk = chunkLength(total: total, most: 2 * chunkRows)
-            var start = 0
-            while start < total {
-                let rows = min(pairChunk, total - start)
-                accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dOutput + start * filters)
-                start += rows
-            }
-        }
+        if pairedGradient { accumulatePairedKernelGradient(total: total, input: x, dOutput: dOutput) }
         // col2im adds the patches' overlapping contributions: into zeros when dX is fresh.
         if let dx, !addIntoDX, !g.isPointwise { dx.update(repeating: 0, count: batch * g.inHeight * g.inWidth * g.channels) }
         var start = 0
         while start < total {
-            let rows = min(chunk, total - start)
-            let dy = dOutput + start * filters
-            if !directGradient, !pairedGradient { accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dy) }
-            if let dx {
-                ConvolutionPhases.pass = .inputGradient
-                // dX (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch); our gemm reads Wᵀ stored.
-                let (out, width) = g.isPointwise ? (dx + start * g.channels, g.channels) : (scratch.pointer, g.patchSize)
-                let accumulate = g.isPointwise && addIntoDX
-                let fromPacked = transposedPacked.map { wtPacked in
-                    ConvolutionPhases.measure(.products) {
-                        catdog_sbgemm_f32_packed_b(rows, width, filters, dy, filters, 1, wtPacked, out, width, accumulate ? 1 : 0) != 0
-                    }
-                } ?? false
-                if !fromPacked, let wt {
-                    multiply(m: rows, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
-                             b: wt, ldb: width, c: out, ldc: width, accumulate: accumulate, packedB: packedWT)
-                } else if !fromPacked {
-                    ConvolutionPhases.measure(.products) {
-                        gemm(transB: true, m: rows, n: width, k: filters, a: dy, lda: filters,
-                             b: kernel, ldb: filters, beta: accumulate ? 1 : 0, c: out, ldc: width)
-                    }
-                }
-                if !g.isPointwise { ConvolutionPhases.measure(.im2col) { col2im(g, rows: start..<(start + rows), dCol: out, dInput: dx) } }
+            let rows = start..<min(start + chunk, total)
+            if !directGradient, !pairedGradient {
+                accumulateKernelGradient(rows: rows, input: x, dOutput: dOutput + start * filters)
             }
+            if let dx {
+                inputGradient(rows: rows, dOutput: dOutput, into: dx, accumulate: g.isPointwise && addIntoDX,
+                              transposedPacked: transposedPacked, transposed: wt, packedTransposed: packedWT)
+            }
+            start = rows.upperBound
+        }
+    }
+
+    /// dW over all `total` rows in chunks of twice `chunkRows`: packed in pairs of bf16 words, a
+    /// chunk's patches take half the bytes of fp32 rows, so col holds twice the rows, and dW runs
+    /// in half the chunks, each a pass that adds into all of dW (2.36 MB in resnet's last stage,
+    /// from memory). At 8 images a core that stage's dW was two passes of k = 64, which spent more
+    /// time adding into dW than multiplying.
+    private func accumulatePairedKernelGradient(total: Int, input x: UnsafePointer<Float>, dOutput: UnsafePointer<Float>) {
+        let pairChunk = chunkLength(total: total, most: 2 * chunkRows)
+        var start = 0
+        while start < total {
+            let rows = min(pairChunk, total - start)
+            accumulateKernelGradient(rows: start..<(start + rows), input: x, dOutput: dOutput + start * filters)
             start += rows
         }
+    }
+
+    /// dX of the output pixels `rows`: dX itself (pointwise) or dCol = dY (rows, F) · Wᵀ (F, patch),
+    /// then col2im into `dx`; from Wᵀ packed in bf16, else Wᵀ in fp32 (our gemms read it stored,
+    /// packed once when given), else BLAS from W.
+    private func inputGradient(rows: Range<Int>, dOutput: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>, accumulate: Bool,
+                               transposedPacked: UnsafeRawPointer?, transposed wt: UnsafePointer<Float>?,
+                               packedTransposed packedWT: UnsafeRawPointer?) {
+        let g = geometry!, count = rows.count, dy = dOutput + rows.lowerBound * filters
+        ConvolutionPhases.pass = .inputGradient
+        let (out, width) = g.isPointwise ? (dx + rows.lowerBound * g.channels, g.channels) : (scratch.pointer, g.patchSize)
+        let fromPacked = transposedPacked.map { wtPacked in
+            ConvolutionPhases.measure(.products) {
+                catdog_sbgemm_f32_packed_b(count, width, filters, dy, filters, 1, wtPacked, out, width, accumulate ? 1 : 0) != 0
+            }
+        } ?? false
+        if !fromPacked, let wt {
+            multiply(m: count, n: width, k: filters, a: dy, rowStrideA: filters, columnStrideA: 1,
+                     b: wt, ldb: width, c: out, ldc: width, accumulate: accumulate, packedB: packedWT)
+        } else if !fromPacked {
+            ConvolutionPhases.measure(.products) {
+                gemm(transB: true, m: count, n: width, k: filters, a: dy, lda: filters,
+                     b: kernel, ldb: filters, beta: accumulate ? 1 : 0, c: out, ldc: width)
+            }
+        }
+        if !g.isPointwise { ConvolutionPhases.measure(.im2col) { col2im(g, rows: rows, dCol: out, dInput: dx) } }
     }
 
     /// dW (patch, F) += colᵀ (patch, rows) · dY (rows, F) for the output pixels `rows` of one
