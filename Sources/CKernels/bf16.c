@@ -147,7 +147,7 @@ BF16 __attribute__((always_inline)) static inline void bf16_block(size_t rows, s
 // Pairs along k in slices of at most 128 (a 128 x 32 panel of B's words is 16 KB, in L1 while
 // every 8-row block of A passes over it); C accumulates across the slices. A large C is fetched
 // ahead (fetch_c.h): cold, as in a training step, an im2col layer's dW at 8 images (2304 x 256
-// += 2304 x 128 · 128 x 256) went from 225 to 490 GFLOP/s on a Zen 5 core.
+// += 2304 x 128 · 128 x 256) went from 219 to 467 GFLOP/s on a Zen 5 core.
 enum { PAIR_SLICE = 128 };
 
 BF16 static void sbgemm_avx512(size_t m, size_t n, size_t k, const uint32_t *a, size_t ars, size_t acs, const uint32_t *b,
@@ -566,7 +566,7 @@ BF16 static void filter_packed(const float *const taps[9], size_t ld, size_t c, 
             wvec g0[9], g1[9];
             // The next pair's taps, fetched ahead: a step's weights come from memory, 18 rows
             // in 9 planes C·F floats apart, and the cache's own prefetchers did not follow them
-            // (resnet-pool's kernels, alone on a Zen 5 core: 0.45 → 0.26 ms a pass).
+            // (resnet-pool's kernels, alone on a Zen 5 core: 0.45 → 0.28 ms a pass).
             for (size_t row = 2 * p + 2; row < 2 * p + 4 && row < c; row++)
                 for (int t = 0; t < 9; t++) _mm_prefetch((const char *)(taps[t] + row * ld + j), _MM_HINT_T0);
             for (int t = 0; t < 9; t++) {

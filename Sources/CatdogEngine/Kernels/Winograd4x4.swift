@@ -91,7 +91,7 @@ public final class Winograd4x4: WinogradConvolution {
     /// The distance between two of packed U's 36 blocks, in words: `blockStride` of a block's
     /// (C + 1)/2 · F pairs. At a multiple of 4 KiB (64 · 128 words at 128 → 128 channels) the
     /// transform's 36 rows of stores all fell in one set of the L1 cache: dX's kernel transform
-    /// took twice as long alone on a Zen 5 core (0.46 against 0.23 ms for resnet-pool's layers).
+    /// took twice as long alone on a Zen 5 core (0.45 against 0.23 ms for resnet-pool's layers).
     private var uBlockStride: Int { Self.blockStride((channels + 1) / 2 * filters) }
 
     /// U in bf16 pairs along the input channels, straight into `packedU` (`catdog_wino4_filter_bf16`:
