@@ -14,6 +14,27 @@ void FN(catdog_maxpool)(const float *x, float *y, int32_t *argmax, size_t images
                 int32_t *restrict arg = argmax + o;
                 const size_t first = image + (r * stride * w + s * stride) * c;
                 const float *restrict p = x + first;
+                if (pool == 2) {
+                    // The window's four pixels compared in registers and stored once (the loops
+                    // below store each channel's running winner four times): vgg's first pool at
+                    // batch 32 took 1.6-2.0 ms for 16.8 MB in. The same comparisons in the same
+                    // order.
+                    const size_t right = c, below = w * c;
+                    for (size_t k = 0; k < c; k++) {
+                        float best = p[k];
+                        int32_t at = (int32_t)(first + k);
+                        const float v1 = p[right + k], v2 = p[below + k], v3 = p[below + right + k];
+                        at = v1 > best ? (int32_t)(first + right + k) : at;
+                        best = v1 > best ? v1 : best;
+                        at = v2 > best ? (int32_t)(first + below + k) : at;
+                        best = v2 > best ? v2 : best;
+                        at = v3 > best ? (int32_t)(first + below + right + k) : at;
+                        best = v3 > best ? v3 : best;
+                        out[k] = best;
+                        arg[k] = at;
+                    }
+                    continue;
+                }
                 for (size_t k = 0; k < c; k++) {
                     out[k] = p[k];
                     arg[k] = (int32_t)(first + k);
@@ -34,6 +55,36 @@ void FN(catdog_maxpool)(const float *x, float *y, int32_t *argmax, size_t images
             }
         }
     }
+}
+
+void FN(catdog_maxpool_backward)(const float *dy, const int32_t *argmax, float *dx, size_t images, size_t h, size_t w,
+                                 size_t c, size_t pool, size_t stride, size_t oh, size_t ow, int overwrite) {
+    if (!overwrite || pool > stride) {
+        if (overwrite)
+            for (size_t i = 0; i < images * h * w * c; i++) dx[i] = 0.0f;
+        for (size_t i = 0; i < images * oh * ow * c; i++) dx[argmax[i]] += dy[i];
+        return;
+    }
+    // Windows that do not overlap: an input pixel lies in one window or none, so dx is written
+    // in order, row by row. `+ 0.0f` gives the bits of adding into zeros (-0 becomes +0).
+    for (size_t n = 0; n < images; n++)
+        for (size_t r = 0; r < h; r++) {
+            const size_t wr = r / stride, i = r % stride;
+            for (size_t s = 0; s < w; s++) {
+                const size_t at = ((n * h + r) * w + s) * c;
+                float *restrict out = dx + at;
+                const size_t ws = s / stride, j = s % stride;
+                if (wr >= oh || i >= pool || ws >= ow || j >= pool) {
+                    for (size_t k = 0; k < c; k++) out[k] = 0.0f;
+                    continue;
+                }
+                const size_t o = ((n * oh + wr) * ow + ws) * c;
+                const int32_t *restrict arg = argmax + o;
+                const float *restrict g = dy + o;
+                const int32_t first = (int32_t)at;
+                for (size_t k = 0; k < c; k++) out[k] = (arg[k] == first + (int32_t)k ? g[k] : 0.0f) + 0.0f;
+            }
+        }
 }
 
 void FN(catdog_masked_add)(const float *restrict y, const float *restrict dy, float *restrict dx, float *restrict dx2,

@@ -39,6 +39,12 @@ void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f
 void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c,
                     size_t pool, size_t stride, size_t oh, size_t ow);
 
+// Max pooling's backward: dx[argmax[i]] += dy[i] over the images' outputs. With `overwrite`
+// and windows that do not overlap (pool <= stride), dx is written instead, 0 where no output
+// took its value (the pixels no window covers too), in one pass over dx with no zeroing first.
+void catdog_maxpool_backward(const float *dy, const int32_t *argmax, float *dx, size_t images, size_t h, size_t w,
+                             size_t c, size_t pool, size_t stride, size_t oh, size_t ow, int overwrite);
+
 // dx[i] += dy[i] where lo < y[i] < hi (ReLU: 0, +inf; ReLU6: 0, 6), else nothing; and the same
 // into dx2 in the same pass unless it is NULL (an addition's two inputs: y and dy read once).
 // overwrite bit 0 (dx), bit 1 (dx2): write (0 where masked) instead of adding. dx and dx2 must

@@ -55,9 +55,11 @@ public final class MaxPool2D: Layer {
         batch: Int, context: PassContext
     ) {
         guard let dx = dInputs[0] else { return }
-        let argmax = argmax!
-        for i in 0..<(batch * g.outHeight * g.outWidth * g.channels) {
-            dx[Int(argmax[i])] += dOutput[i]
-        }
+        // Fresh, with windows that do not overlap: dx written in one pass (vgg's first pool at
+        // batch 32: a 16.8 MB dX zeroed, then scattered into by a Swift loop, before).
+        catdog_maxpool_backward(dOutput, argmax!, dx, batch, g.inHeight, g.inWidth, g.channels, poolSize, stride,
+                                g.outHeight, g.outWidth, context.isFresh(0) ? 1 : 0)
     }
+
+    public var writesFreshInputGradients: Bool { true }
 }

@@ -54,6 +54,18 @@ final class FreshGradientTests: XCTestCase {
         }
     }
 
+    /// Max pooling writes its dX in one pass where windows do not overlap (2x2 /2 on 5 x 7: a
+    /// row and a column no window covers; 2x2 /3: gaps between windows), and adds into zeros
+    /// where they do (3x3 /2); ties in a window (every value repeated) go to the first.
+    func testMaxPoolingWritesFreshInputGradients() throws {
+        for (pool, stride) in [(2, 2), (2, 3), (3, 2)] {
+            let h = try LayerHarness(MaxPool2D(pool, stride: stride), inputs: [.init(height: 5, width: 7, channels: 19)], batch: 2)
+            var random = Random(seed: 13)
+            for i in 0..<h.inputs[0].count { h.inputs[0][i] = Float(random.below(4)) - 1.5 }
+            try assertFreshEqualsAccumulated(h, "maxpool \(pool)x\(pool) /\(stride)")
+        }
+    }
+
     /// Backward twice on the same forward: into zeros, adding; then into NaN where `fresh` says
     /// (else zeros), writing there. The gradients must be equal.
     private func assertFreshEqualsAccumulated(_ h: LayerHarness, _ what: String, fresh: UInt64? = nil) throws {

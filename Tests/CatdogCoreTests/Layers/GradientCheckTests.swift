@@ -42,6 +42,43 @@ final class GradientCheckTests: XCTestCase {
         h.checkGradients()
     }
 
+    /// Forward and backward against the definition, with ties (values from a set of four):
+    /// each output the largest of its window, its gradient to the first pixel in the window
+    /// (row by row) that holds it; 2x2 windows take a kernel path of their own.
+    func testMaxPool2DAgainstTheDefinitionWithTies() throws {
+        for (pool, stride) in [(2, 2), (2, 1), (3, 2)] {
+            let shape = FeatureShape(height: 7, width: 6, channels: 21)
+            let h = try LayerHarness(MaxPool2D(pool, stride: stride), inputs: [shape], batch: 2)
+            var random = Random(seed: 7)
+            for i in 0..<h.inputs[0].count { h.inputs[0][i] = Float(random.below(4)) }
+            let upstream = (0..<h.output.count).map { _ in random.uniform(-1, 1) }
+            h.forward()
+            h.backward(upstream)
+            let oh = (shape.height - pool) / stride + 1, ow = (shape.width - pool) / stride + 1, c = shape.channels
+            var y = [Float](repeating: 0, count: h.output.count), dx = [Float](repeating: 0, count: h.inputs[0].count)
+            for n in 0..<2 {
+                for r in 0..<oh {
+                    for s in 0..<ow {
+                        for k in 0..<c {
+                            var best = -Float.infinity, at = -1
+                            for i in 0..<pool {
+                                for j in 0..<pool {
+                                    let index = ((n * shape.height + r * stride + i) * shape.width + s * stride + j) * c + k
+                                    if h.inputs[0][index] > best { best = h.inputs[0][index]; at = index }
+                                }
+                            }
+                            let o = ((n * oh + r) * ow + s) * c + k
+                            y[o] = best
+                            dx[at] += upstream[o]
+                        }
+                    }
+                }
+            }
+            XCTAssertEqual(h.output.array, y, "maxpool \(pool)x\(pool) /\(stride): outputs")
+            XCTAssertEqual(h.dInputs[0].array, dx, "maxpool \(pool)x\(pool) /\(stride): input gradients")
+        }
+    }
+
     func testMaxPool2DStride1Overlapping() throws {
         let h = try LayerHarness(MaxPool2D(3, stride: 1), inputs: [.init(height: 5, width: 5, channels: 2)], batch: 2)
         var random = Random(seed: 6)
