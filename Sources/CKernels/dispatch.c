@@ -114,6 +114,7 @@ void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float
 void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite) { table()->masked_add(y, dy, dx, dx2, count, lo, hi, overwrite); }
 void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) { table()->wino4_input(d, v, vstride, n, work); }
 void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) { table()->wino4_output(m, mstride, y, n, accumulate, work); }
+void catdog_wino4_output_act(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, float *work) { table()->wino4_output_act(m, mstride, y, n, bias, activation, work); }
 void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) { table()->wino4_output_gradient(dy, dm, stride, n, work); }
 void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) { table()->wino4_filter(w, u, c, f); }
 void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) { table()->wino4_filter_gradient(du, dw, c, f); }

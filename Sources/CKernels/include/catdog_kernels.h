@@ -22,6 +22,12 @@ void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size
 // lies outside the image. Adds into y when `accumulate`, else stores. `work` holds 24 * n floats.
 void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work);
 
+// The same outputs stored, then bias (NULL: none) added and the activation applied (0 linear,
+// 1 ReLU, 2 ReLU6) while the tile is in L1: the bits of catdog_wino4_output followed by
+// catdog_bias_activation over y, without that second pass over memory.
+void catdog_wino4_output_act(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias,
+                             int activation, float *work);
+
 // dM = A dY Aᵀ into dm[xi * stride + k] from the 4x4 output gradients dy[16] (a zero vector
 // outside the image). `work` holds 24 * n floats.
 void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work);

@@ -209,6 +209,18 @@ public protocol WinogradConvolution: AnyObject {
     /// y (n, H, W, F) = x (n, H, W, C) ⊛ kernel, or y += it when `accumulate`.
     func run(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
              output y: UnsafeMutablePointer<Float>, accumulate: Bool)
+    /// y = activation(x ⊛ kernel + bias) written, the bias (nil: none) and activation (the
+    /// kernels' code, `Activation.kernelCode`) applied as each tile is written; false where
+    /// this transform does not (then y is untouched and the caller runs `run` and applies them).
+    func runAddingBias(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
+                       output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32) -> Bool
+}
+
+extension WinogradConvolution {
+    public func runAddingBias(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
+                              output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32) -> Bool {
+        false
+    }
 }
 
 extension Winograd3x3: WinogradConvolution {}

@@ -172,8 +172,12 @@ public final class Conv2D: Layer {
         ConvolutionPhases.pass = .forward
         if let winograd, takesWinograd(batch: batch) {
             winograd.setKernel(kernel)
-            winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
             colHoldsWholeBatch = false
+            if winograd.runAddingBias(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output,
+                                      bias: useBias ? UnsafePointer(bias) : nil, activation: activation.kernelCode) {
+                return
+            }
+            winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
         } else if takesDirect, ConvolutionPhases.measure(.products, { direct(catdog_conv_direct_forward, x, kernel, output, batch) }) {
             colHoldsWholeBatch = false
         } else if packsPatches, g.channels % 2 == 0, let packedKernel = packedOnce(kernel, k: g.patchSize, n: filters, chunks: true) {

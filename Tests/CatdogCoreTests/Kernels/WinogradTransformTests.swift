@@ -63,4 +63,60 @@ final class WinogradTransformTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
     }
+
+    /// The bias and activation applied in the output transform (`catdog_wino4_output_act`, and
+    /// `Winograd4x4.runAddingBias` over an image) give the bits of the transform followed by a
+    /// pass of `catdog_bias_activation`: 35 channels (vectors and channels left over), tiles
+    /// whole and clipped, ReLU and ReLU6 over outputs on both sides of 0 and 6, NaN kept.
+    func testBiasAndActivationInTheOutputTransformGiveTheBitsOfASecondPass() throws {
+        var random = Random(seed: 37)
+        let n = channels
+        let ran = forEachKernelInstructionSet { kernels in
+            let work = FloatBuffer(count: 36 * n)
+            var values = (0..<(36 * n)).map { _ in random.uniform(-3, 3) }
+            values[5] = .nan
+            let m = FloatBuffer(values)
+            let bias = FloatBuffer((0..<n).map { _ in random.uniform(-2, 2) })
+            for activation: Int32 in [0, 1, 2] {
+                for withBias in [false, true] where withBias || activation != 0 {
+                    for clipped in [false, true] {
+                        let fused = FloatBuffer(count: 16 * n), separate = FloatBuffer(count: 16 * n)
+                        func pointers(_ y: FloatBuffer) -> [UnsafeMutablePointer<Float>?] {
+                            (0..<16).map { i in clipped && (i / 4 >= 3 || i % 4 >= 2) ? nil : y.pointer + i * n }
+                        }
+                        var a = pointers(fused), b = pointers(separate)
+                        catdog_wino4_output_act(m.pointer, n, &a, n, withBias ? UnsafePointer(bias.pointer) : nil, activation,
+                                                work.pointer)
+                        catdog_wino4_output(m.pointer, n, &b, n, 0, work.pointer)
+                        for y in b { if let y { catdog_bias_activation(y, withBias ? bias.pointer : nil, 1, n, activation) } }
+                        let what = "\(kernels): activation \(activation), bias \(withBias), clipped \(clipped)"
+                        XCTAssertEqual(fused.array.map(\.bitPattern), separate.array.map(\.bitPattern), what)
+                        if activation != 0 {
+                            XCTAssertTrue(fused.array.contains(0) && fused.array.contains { $0 > 0 }, "\(what): no output on one side")
+                        }
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
+
+        // Over an image of 7 x 9 (tiles clipped at two edges), 20 filters, in fp32 and in bf16.
+        let c = 16, f = 20, images = 2, h = 7, w = 9
+        let x = FloatBuffer((0..<(images * h * w * c)).map { _ in random.uniform(-1, 1) })
+        let kernel = FloatBuffer((0..<(9 * c * f)).map { _ in random.uniform(-0.3, 0.3) })
+        let bias = FloatBuffer((0..<f).map { _ in random.uniform(-0.5, 0.5) })
+        let routes: [GemmRoute] = BF16Gemm.available ? [.own, .bf16] : [.own]
+        for route in routes {
+            for activation: Int32 in [1, 2] {
+                let winograd = Winograd4x4(channels: c, filters: f, buffers: WinogradBuffers(), route: route)
+                winograd.setKernel(kernel.pointer)
+                let fused = FloatBuffer(count: images * h * w * f), separate = FloatBuffer(count: images * h * w * f)
+                XCTAssertTrue(winograd.runAddingBias(input: x.pointer, images: images, height: h, width: w, output: fused.pointer,
+                                                     bias: bias.pointer, activation: activation))
+                winograd.run(input: x.pointer, images: images, height: h, width: w, output: separate.pointer, accumulate: false)
+                catdog_bias_activation(separate.pointer, bias.pointer, images * h * w, f, activation)
+                XCTAssertEqual(fused.array.map(\.bitPattern), separate.array.map(\.bitPattern), "\(route), activation \(activation)")
+            }
+        }
+    }
 }
