@@ -26,7 +26,7 @@
     X(lamb_moments, (const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms)) \
     X(lamb_apply, (float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps)) \
     X(maxpool, (const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow)) \
-    X(maxpool_backward, (const float *dy, const int32_t *argmax, float *dx, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow, int overwrite)) \
+    X(maxpool_backward, (const float *y, const float *dy, const int32_t *argmax, float *dx, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow, int overwrite, int activation)) \
     X(depthwise_forward, (const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow)) \
     X(depthwise_backward, (const float *x, const float *w, const float *dy, float *dw, float *dbias, float *dx, size_t batch, size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow)) \
     X(masked_add, (const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite)) \

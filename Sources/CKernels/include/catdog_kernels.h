@@ -48,8 +48,12 @@ void catdog_maxpool(const float *x, float *y, int32_t *argmax, size_t images, si
 // Max pooling's backward: dx[argmax[i]] += dy[i] over the images' outputs. With `overwrite`
 // and windows that do not overlap (pool <= stride), dx is written instead, 0 where no output
 // took its value (the pixels no window covers too), in one pass over dx with no zeroing first.
-void catdog_maxpool_backward(const float *dy, const int32_t *argmax, float *dx, size_t images, size_t h, size_t w,
-                             size_t c, size_t pool, size_t stride, size_t oh, size_t ow, int overwrite);
+// `activation` (1 ReLU, 2 ReLU6; 0 none) is that of the layer whose output x the pool read:
+// dy[i] goes only where it passed its input, judged by the winner y[i] = x[argmax[i]], as
+// catdog_mask_bias_gradient would judge it over x afterwards.
+void catdog_maxpool_backward(const float *y, const float *dy, const int32_t *argmax, float *dx, size_t images, size_t h,
+                             size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow, int overwrite,
+                             int activation);
 
 // dx[i] += dy[i] where lo < y[i] < hi (ReLU: 0, +inf; ReLU6: 0, 6), else nothing; and the same
 // into dx2 in the same pass unless it is NULL (an addition's two inputs: y and dy read once).

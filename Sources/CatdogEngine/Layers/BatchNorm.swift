@@ -178,7 +178,7 @@ public final class BatchNorm: Layer {
             // Through the activation first (dy = 0 where it did not pass its input, in place);
             // then sum = Σ dy, sumSquares = Σ dy·x̂, per channel, in the same pass.
             catdog_batchnorm_gradient_sums(output + first * c, dOutput + first * c, x + first * c, mean, inverse, count, c,
-                                           activation.kernelCode, sum, sumSquares)
+                                           context.outputGradientMasked ? 0 : activation.kernelCode, sum, sumSquares)
             for ch in 0..<c {
                 dBeta[ch] += Float(sum[ch])
                 dGamma[ch] += Float(sumSquares[ch])
@@ -198,6 +198,7 @@ public final class BatchNorm: Layer {
     }
 
     public var writesFreshInputGradients: Bool { true }
+    public var maskableActivation: Activation? { activation == .linear ? nil : activation }
 }
 
 /// BatchNorm's per-channel sums and factors in one allocation of raw memory. Swift arrays held

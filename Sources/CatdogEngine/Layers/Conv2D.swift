@@ -80,6 +80,7 @@ public final class Conv2D: Layer {
 
     public var kind: String { "conv2d" }
     public var writesFreshInputGradients: Bool { true }
+    public var maskableActivation: Activation? { activation == .linear ? nil : activation }
     public var summary: String {
         "conv2d \(kernelSize.0)x\(kernelSize.1)x\(filters) /\(strides.0) \(padding.rawValue)"
             + (activation == .linear ? "" : " \(activation.rawValue)")
@@ -226,7 +227,8 @@ public final class Conv2D: Layer {
         let x = inputs[0]
         let rowsPerImage = g.outHeight * g.outWidth
         let total = batch * rowsPerImage
-        catdog_mask_bias_gradient(output, dOutput, useBias ? dBias : nil, total, filters, activation.kernelCode)
+        catdog_mask_bias_gradient(output, dOutput, useBias ? dBias : nil, total, filters,
+                                  context.outputGradientMasked ? 0 : activation.kernelCode)
         var dx = dInputs[0]
         // A fresh dX (see `PassContext.freshInputGradients`) is written, not added into.
         let addIntoDX = !context.isFresh(0)

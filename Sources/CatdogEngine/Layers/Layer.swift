@@ -57,6 +57,13 @@ public struct PassContext: Sendable {
     /// write it), so the layer writes its gradient there instead of adding it. Only set for
     /// layers whose `writesFreshInputGradients` is true; `Network` zeroes the buffer for the rest.
     public var freshInputGradients: UInt64 = 0
+    /// In `backward`, for a layer whose `masksInputGradient` is true: the activation (its C
+    /// code, `Activation.kernelCode`) of the layer that made input 0, applied to the gradient
+    /// written there; 0: none. `Network` sets it where that layer leaves its mask to this one.
+    public var inputGradientMask: Int32 = 0
+    /// In `backward`: dOutput has been masked by this layer's activation already (by the one
+    /// layer that reads this output, under `inputGradientMask`), so the layer takes it as it is.
+    public var outputGradientMasked = false
 
     /// Whether `dInputs[k]` is to be written rather than added into (`freshInputGradients`).
     public func isFresh(_ k: Int) -> Bool { k < 64 && freshInputGradients & (1 << UInt64(k)) != 0 }
@@ -206,6 +213,14 @@ public protocol Layer: AnyObject {
     /// gradient instead of adding into it), so that `Network` need not zero that buffer first:
     /// a pass of writes and one of reads less over an activation-sized buffer.
     var writesFreshInputGradients: Bool { get }
+    /// Whether `backward` applies `PassContext.inputGradientMask` to dInputs[0], judging what
+    /// passed from what it read (max pooling: the winner of each window).
+    var masksInputGradient: Bool { get }
+    /// The activation on this layer's output whose mask `backward` leaves to the layer that
+    /// reads the output when told (`PassContext.outputGradientMasked`); nil: none. A ReLU
+    /// before a max pool: its mask over the pool's input gradient cost a pass that read the
+    /// output and read and wrote the gradient (vgg's first pair at batch 32: 50 MB).
+    var maskableActivation: Activation? { get }
 }
 
 extension Layer {
@@ -216,6 +231,8 @@ extension Layer {
     public func workspaceBytesPerSample(training: Bool) -> Int { 0 }
     public var summary: String { kind }
     public var writesFreshInputGradients: Bool { false }
+    public var masksInputGradient: Bool { false }
+    public var maskableActivation: Activation? { nil }
 }
 
 /// A layer configuration error: which layer, what is wrong.

@@ -57,9 +57,10 @@ public final class MaxPool2D: Layer {
         guard let dx = dInputs[0] else { return }
         // Fresh, with windows that do not overlap: dx written in one pass (vgg's first pool at
         // batch 32: a 16.8 MB dX zeroed, then scattered into by a Swift loop, before).
-        catdog_maxpool_backward(dOutput, argmax!, dx, batch, g.inHeight, g.inWidth, g.channels, poolSize, stride,
-                                g.outHeight, g.outWidth, context.isFresh(0) ? 1 : 0)
+        catdog_maxpool_backward(output, dOutput, argmax!, dx, batch, g.inHeight, g.inWidth, g.channels, poolSize, stride,
+                                g.outHeight, g.outWidth, context.isFresh(0) ? 1 : 0, context.inputGradientMask)
     }
 
     public var writesFreshInputGradients: Bool { true }
+    public var masksInputGradient: Bool { true }
 }

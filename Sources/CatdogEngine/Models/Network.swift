@@ -57,6 +57,14 @@ public final class Network {
     private var gradientPool: [FloatBuffer] = []
     /// Nodes whose gradient buffer must be zeroed just before node i's backward (their first writer).
     private var zeroBefore: [[Int]] = []
+    /// Per node, the activation code its backward applies to its input gradient for the node
+    /// that made that input (`PassContext.inputGradientMask`), and whether a node's output
+    /// gradient arrives masked so (`outputGradientMasked`): `activationMaskPlan`.
+    private var inputGradientMask: [Int32] = []
+    private var outputGradientMasked: [Bool] = []
+    /// Whether a layer's activation mask may be left to the one layer that reads its output
+    /// (a ReLU before a max pool); off, every layer masks its own (the same bits either way).
+    public var handsOnActivationMasks = true
     private var inputPointers: [[UnsafeMutablePointer<Float>]] = []
     private var dInputPointers: [[UnsafeMutablePointer<Float>?]] = []
     private let scratch: Scratch
@@ -234,7 +242,25 @@ public final class Network {
         for i in nodes.indices.dropFirst() { zeroBefore[lastConsumer[i]].append(i) }
         inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
         dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0] } }
+        (inputGradientMask, outputGradientMasked) = Network.activationMaskPlan(nodes)
         for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch, training: true) }
+    }
+
+    /// Where a node j that can mask its input gradient (`masksInputGradient`) is the only
+    /// reader of node i, whose layer has a maskable activation: j masks (code per node) and i
+    /// takes its output gradient as masked.
+    public static func activationMaskPlan(_ nodes: [Node]) -> (inputGradientMask: [Int32], outputGradientMasked: [Bool]) {
+        var mask = [Int32](repeating: 0, count: nodes.count), masked = [Bool](repeating: false, count: nodes.count)
+        var readers = [Int](repeating: 0, count: nodes.count)
+        for node in nodes { for i in node.inputs { readers[i] += 1 } }
+        for (j, node) in nodes.enumerated() {
+            guard let layer = node.layer, layer.masksInputGradient, node.inputs.count == 1 else { continue }
+            let i = node.inputs[0]
+            guard i > 0, readers[i] == 1, let activation = nodes[i].layer?.maskableActivation, activation != .linear else { continue }
+            mask[j] = activation.kernelCode
+            masked[i] = true
+        }
+        return (mask, masked)
     }
 
     /// Allocates for inference only (`forward`, no `backward`), in a fraction of `reserve`'s
@@ -331,6 +357,9 @@ public final class Network {
             let layer = nodes[index].layer!, inputs = nodes[index].inputs
             var layerContext = context
             layerContext.freshInputGradients = 0
+            // Node i's reader j > i ran first, with i's gradient (i > first), and masked it.
+            layerContext.inputGradientMask = handsOnActivationMasks ? inputGradientMask[index] : 0
+            layerContext.outputGradientMasked = handsOnActivationMasks && outputGradientMasked[index]
             for i in zeroBefore[index] where i > first && i != last {
                 if layer.writesFreshInputGradients, let k = inputs.firstIndex(of: i), k < 64, inputs.lastIndex(of: i) == k {
                     layerContext.freshInputGradients |= 1 << UInt64(k)

@@ -30,6 +30,55 @@ final class NetworkGradientTests: XCTestCase {
         }
     }
 
+    /// A ReLU or ReLU6 before a max pool leaves its mask to the pool (`handsOnActivationMasks`):
+    /// the parameter gradients are the same bits as with every layer masking its own,
+    /// in vgg and simple (convolution, ReLU, 2x2 pool) and a net with a convolution's ReLU6
+    /// before an overlapping 3x3 /2 pool and BatchNorm's before a 2x2 one; in fp32 and in bf16.
+    func testActivationMasksLeftToTheMaxPoolGiveTheSameGradients() throws {
+        var b = NetworkBuilder(input: .init(height: 13, width: 11, channels: 3))
+        b.add(Conv2D(16, 3, activation: .relu6))
+        b.add(MaxPool2D(3, stride: 2))
+        b.add(Conv2D(16, 3))
+        b.add(BatchNorm(activation: .relu6))
+        b.add(MaxPool2D(2))
+        b.add(Flatten())
+        b.add(Dense(1))
+        let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
+        for precision in precisions {
+            let options = ConvolutionOptions(precision: precision)
+            let cases: [(String, () throws -> Network)] = [
+                ("vgg", { try ModelZoo.build("vgg", imageSize: 32, convolution: options) }),
+                ("simple", { try ModelZoo.build("simple", imageSize: 32, convolution: options) }),
+                ("relu6 net", { try b.build(convolution: options) }),
+            ]
+            for (name, make) in cases {
+                var results: [(gradients: [Float], handed: Int)] = []
+                for handOn in [false, true] {
+                    let network = try make()
+                    network.handsOnActivationMasks = handOn
+                    network.initialize(seed: 3)
+                    network.reserve(maxBatch: 4)
+                    var random = Random(seed: 2)
+                    // Inputs this large put some of the ReLU6's inputs above 6.
+                    for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(-20, 20) }
+                    let context = PassContext(training: true, step: 1)
+                    let z = network.forward(batch: 4, context: context)
+                    var d = [Float](repeating: 0, count: 4)
+                    _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: [0, 1, 1, 0], count: 4, normalizer: 4, dLogits: &d)
+                    network.gradients.zero()
+                    network.backward(dLogits: d, batch: 4, context: context)
+                    let plan = Network.activationMaskPlan(network.nodes)
+                    results.append((network.gradients.array, plan.outputGradientMasked.filter { $0 }.count))
+                }
+                let what = "\(name), \(precision)"
+                XCTAssertGreaterThan(results[1].handed, 0, "\(what): no layer leaves its mask to a pool")
+                XCTAssertTrue(results[0].gradients.contains { $0 != 0 }, "\(what): no gradient")
+                XCTAssertEqual(results[0].gradients.map(\.bitPattern), results[1].gradients.map(\.bitPattern),
+                               "\(what): parameter gradients differ with the mask left to the pool")
+            }
+        }
+    }
+
     /// A small conv net must drive the loss on 8 fixed random images with fixed labels to ~0.
     func testTinyModelOverfitsTinyBatch() throws {
         var b = NetworkBuilder(input: .init(height: 12, width: 12, channels: 3))
