@@ -15,7 +15,18 @@
 
 typedef struct {
     size_t images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow;
+    const float *bias;  // forward: added to each output (NULL: none), then
+    int activation;     // 1 ReLU, 2 ReLU6 (0: none), as catdog_bias_activation does after a pass
 } geometry;
+
+// A stored sum's bias and activation, in the order and with the comparisons of
+// catdog_bias_activation (NaN and -0 stay), as the sums leave their registers.
+AVX512 static inline __m512 finish(__m512 v, const float *bias, int activation) {
+    if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
+    if (activation != 0) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+    if (activation == 2) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_set1_ps(6.0f), _CMP_GT_OQ), _mm512_set1_ps(6.0f));
+    return v;
+}
 
 #define ACC_ALL(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
 
@@ -61,8 +72,8 @@ AVX512 static inline const float *taps(const geometry *g, const float *row, size
     }
 #define FWD_STORE(p)                                                                                               \
     if (P_ > (p)) {                                                                                                \
-        _mm512_storeu_ps(out + (p) * f, y##p##0);                                                                  \
-        if (J_ >= 2) _mm512_storeu_ps(out + (p) * f + 16, y##p##1);                                                \
+        _mm512_storeu_ps(out + (p) * f, finish(y##p##0, g->bias, g->activation));                                  \
+        if (J_ >= 2) _mm512_storeu_ps(out + (p) * f + 16, finish(y##p##1, g->bias ? g->bias + 16 : 0, g->activation)); \
     }
 // Pixels ow..ow+P-1 of output row oh of image n.
 #define FWD_PIXELS(P)                                                                                              \
@@ -166,12 +177,12 @@ static const direct_kernel gradients[4][2] = {
 // Runs the table's kernel for the shape; 0 where there is none (or no AVX-512 kernels selected).
 static int run(const direct_kernel table[4][2], const float *a, const float *b, float *out, size_t images, size_t ih,
                size_t iw, size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
-               size_t oh, size_t ow) {
+               size_t oh, size_t ow, const float *bias, int activation) {
     const size_t taps = kw * c;
     if (!catdog_sgemm_available() || c < 1 || c > 4 || (f != 16 && f != 32) || kh == 0 || sh == 0 || sw == 0 ||
         taps % 3 != 0 || taps < 3 || taps > 12)
         return 0;
-    const geometry g = {images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow};
+    const geometry g = {images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow, bias, activation};
     table[taps / 3 - 1][f / 16 - 1](&g, a, b, out);
     return 1;
 }
@@ -179,13 +190,19 @@ static int run(const direct_kernel table[4][2], const float *a, const float *b, 
 int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t images, size_t ih, size_t iw, size_t c,
                                size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
                                size_t oh, size_t ow) {
-    return run(forwards, x, w, y, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow);
+    return run(forwards, x, w, y, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow, 0, 0);
+}
+
+int catdog_conv_direct_forward_bias(const float *x, const float *w, const float *bias, int activation, float *y, size_t images,
+                                    size_t ih, size_t iw, size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw,
+                                    size_t pad_top, size_t pad_left, size_t oh, size_t ow) {
+    return run(forwards, x, w, y, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow, bias, activation);
 }
 
 int catdog_conv_direct_kernel_gradient(const float *x, const float *dy, float *dw, size_t images, size_t ih, size_t iw,
                                        size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top,
                                        size_t pad_left, size_t oh, size_t ow) {
-    return run(gradients, x, dy, dw, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow);
+    return run(gradients, x, dy, dw, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow, 0, 0);
 }
 #else
 int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t images, size_t ih, size_t iw, size_t c,
@@ -194,6 +211,12 @@ int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t 
     (void)x; (void)w; (void)y; (void)images; (void)ih; (void)iw; (void)c; (void)f; (void)kh; (void)kw; (void)sh;
     (void)sw; (void)pad_top; (void)pad_left; (void)oh; (void)ow;
     return 0;
+}
+int catdog_conv_direct_forward_bias(const float *x, const float *w, const float *bias, int activation, float *y, size_t images,
+                                    size_t ih, size_t iw, size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw,
+                                    size_t pad_top, size_t pad_left, size_t oh, size_t ow) {
+    (void)bias; (void)activation;
+    return catdog_conv_direct_forward(x, w, y, images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow);
 }
 int catdog_conv_direct_kernel_gradient(const float *x, const float *dy, float *dw, size_t images, size_t ih, size_t iw,
                                        size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top,

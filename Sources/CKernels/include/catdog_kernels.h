@@ -151,6 +151,11 @@ int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t 
 int catdog_conv_direct_kernel_gradient(const float *x, const float *dy, float *dw, size_t images, size_t ih, size_t iw,
                                        size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top,
                                        size_t pad_left, size_t oh, size_t ow);
+// The forward with the bias (NULL: none) added and the activation (0 linear, 1 ReLU, 2 ReLU6)
+// applied as each output leaves its registers: the bits of the forward and catdog_bias_activation.
+int catdog_conv_direct_forward_bias(const float *x, const float *w, const float *bias, int activation, float *y, size_t images,
+                                    size_t ih, size_t iw, size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw,
+                                    size_t pad_top, size_t pad_left, size_t oh, size_t ow);
 
 // bf16 products with fp32 accumulation (AVX512_BF16's vdpbf16ps), operands packed in pairs
 // along k: A's row i as ceil(k/2) pairs (a(i, 2p), a(i, 2p+1)), B's pair-row p as n pairs

@@ -179,8 +179,11 @@ public final class Conv2D: Layer {
                 return
             }
             winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
-        } else if takesDirect, ConvolutionPhases.measure(.products, { direct(catdog_conv_direct_forward, x, kernel, output, batch) }) {
+        } else if takesDirect, ConvolutionPhases.measure(.products, { directForward(x, output, batch) }) {
+            // The bias and activation too, as the kernel stores (vgg's first layer: a pass over
+            // its 16.8 MB of outputs at batch 32 less).
             colHoldsWholeBatch = false
+            return
         } else if packsPatches, g.channels % 2 == 0, let packedKernel = packedOnce(kernel, k: g.patchSize, n: filters, chunks: true) {
             // A's rows packed straight from x into col's memory (half of it), the same bits as
             // packing the fp32 im2col rows.
@@ -366,6 +369,14 @@ public final class Conv2D: Layer {
     /// in bf16 took twice the direct convolution's time.
     private var takesDirect: Bool {
         geometry.channels <= 4 && !geometry.isPointwise && scratch.convolution.route != .blas
+    }
+
+    /// The direct forward with this layer's bias and activation; false where it declines.
+    private func directForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ images: Int) -> Bool {
+        let g = geometry!
+        return catdog_conv_direct_forward_bias(x, kernel, useBias ? UnsafePointer(bias) : nil, activation.kernelCode, y, images,
+                                               g.inHeight, g.inWidth, g.channels, filters, g.kernelHeight, g.kernelWidth,
+                                               g.strideHeight, g.strideWidth, g.padTop, g.padLeft, g.outHeight, g.outWidth) != 0
     }
 
     /// Calls a direct-convolution kernel with this layer's geometry; false where it declines.

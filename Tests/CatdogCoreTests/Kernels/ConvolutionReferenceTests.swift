@@ -134,7 +134,20 @@ final class ConvolutionReferenceTests: XCTestCase {
             let tookForward = catdog_conv_direct_forward(h.inputs[0].pointer, h.parameters.pointer, out.pointer, geometry.0, geometry.1,
                                                          geometry.2, geometry.3, geometry.4, geometry.5, geometry.6, geometry.7,
                                                          geometry.8, geometry.9, geometry.10, geometry.11, geometry.12) != 0
-            if tookForward { forwardTaken += 1 }
+            if tookForward {
+                forwardTaken += 1
+                // With a bias and ReLU or ReLU6 in the kernel: the bits of a pass after it (biases
+                // of up to 8 put outputs on both sides of 0 and 6).
+                var draw = Random(seed: UInt64(trial), 7)
+                let activation = Int32(trial % 3), bias = FloatBuffer((0..<filters).map { _ in draw.uniform(-8, 8) })
+                let fused = FloatBuffer(count: h.output.count)
+                XCTAssertNotEqual(catdog_conv_direct_forward_bias(h.inputs[0].pointer, h.parameters.pointer, bias.pointer, activation,
+                                                                  fused.pointer, geometry.0, geometry.1, geometry.2, geometry.3, geometry.4,
+                                                                  geometry.5, geometry.6, geometry.7, geometry.8, geometry.9, geometry.10,
+                                                                  geometry.11, geometry.12), 0, "forward with a bias taken, \(label)")
+                catdog_bias_activation(out.pointer, bias.pointer, h.output.count / filters, filters, activation)
+                XCTAssertEqual(fused.array.map(\.bitPattern), out.array.map(\.bitPattern), "bias and activation \(activation) in the kernel, \(label)")
+            }
             let wantsGradient = filters <= 32 && [3, 6, 9, 12].contains(kw * channels)
             if ownGemmTakes(width: 16) { XCTAssertEqual(tookForward, wantsGradient, "forward taken, \(label)") }
             let tookGradient = catdog_conv_direct_kernel_gradient(h.inputs[0].pointer, h.dOutput.pointer, dw.pointer, geometry.0, geometry.1,
