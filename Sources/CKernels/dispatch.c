@@ -115,6 +115,7 @@ void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, s
 void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) { table()->wino4_input(d, v, vstride, n, work); }
 void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) { table()->wino4_output(m, mstride, y, n, accumulate, work); }
 void catdog_wino4_output_act(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, float *work) { table()->wino4_output_act(m, mstride, y, n, bias, activation, work); }
+void catdog_wino4_output_pool(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, const float *base, float *const pooled[4], int32_t *const arg[4], float *tile, float *work) { table()->wino4_output_pool(m, mstride, y, n, bias, activation, base, pooled, arg, tile, work); }
 void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) { table()->wino4_output_gradient(dy, dm, stride, n, work); }
 void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) { table()->wino4_filter(w, u, c, f); }
 void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) { table()->wino4_filter_gradient(du, dw, c, f); }

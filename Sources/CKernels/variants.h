@@ -33,6 +33,7 @@
     X(wino4_input, (const float *const d[36], float *v, size_t vstride, size_t n, float *work)) \
     X(wino4_output, (const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work)) \
     X(wino4_output_act, (const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, float *work)) \
+    X(wino4_output_pool, (const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, const float *base, float *const pooled[4], int32_t *const arg[4], float *tile, float *work)) \
     X(wino4_output_gradient, (const float *const dy[16], float *dm, size_t stride, size_t n, float *work)) \
     X(wino4_filter, (const float *w, float *u, size_t c, size_t f)) \
     X(wino4_filter_gradient, (const float *du, float *dw, size_t c, size_t f)) \

@@ -273,6 +273,37 @@ void FN(catdog_wino4_output_act)(const float *m, size_t mstride, float *const y[
     output_tile(m, mstride, y, n, 0, bias, activation, work);
 }
 
+void FN(catdog_wino4_output_pool)(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias,
+                                  int activation, const float *base, float *const pooled[4], int32_t *const arg[4],
+                                  float *tile, float *work) {
+    // The tile's outputs into `tile` (L1), where present; then each whole window's winner.
+    float *t[16];
+    for (int i = 0; i < 16; i++) t[i] = y[i] ? tile + (size_t)i * n : 0;
+    output_tile(m, mstride, t, n, 0, bias, activation, work);
+    for (int q = 0; q < 4; q++) {
+        if (!pooled[q]) continue;
+        const int i0 = 8 * (q / 2) + 2 * (q % 2);  // the window's top left: row 2R, column 2S
+        const float *restrict p0 = t[i0], *restrict p1 = t[i0 + 1], *restrict p2 = t[i0 + 4], *restrict p3 = t[i0 + 5];
+        const int32_t a0 = (int32_t)(y[i0] - base), a1 = (int32_t)(y[i0 + 1] - base), a2 = (int32_t)(y[i0 + 4] - base),
+                      a3 = (int32_t)(y[i0 + 5] - base);
+        float *restrict out = pooled[q];
+        int32_t *restrict at = arg[q];
+#pragma clang loop interleave_count(1)
+        for (size_t k = 0; k < n; k++) {
+            float best = p0[k];
+            int32_t a = a0 + (int32_t)k;
+            a = p1[k] > best ? a1 + (int32_t)k : a;
+            best = p1[k] > best ? p1[k] : best;
+            a = p2[k] > best ? a2 + (int32_t)k : a;
+            best = p2[k] > best ? p2[k] : best;
+            a = p3[k] > best ? a3 + (int32_t)k : a;
+            best = p3[k] > best ? p3[k] : best;
+            out[k] = best;
+            at[k] = a;
+        }
+    }
+}
+
 void FN(catdog_wino4_output_gradient)(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) {
     FETCH_NEXT_TILES(dy + 3, 4, 4, 5, n, 0);
     size_t k = 0;

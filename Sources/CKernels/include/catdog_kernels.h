@@ -28,6 +28,17 @@ void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], siz
 void catdog_wino4_output_act(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias,
                              int activation, float *work);
 
+// The same outputs with bias and activation, then 2x2 max pooling with stride 2 over the tile,
+// without storing the outputs: y[16] (NULL outside the image) only say where each output lies,
+// base + index, and each window q = 2R + S (rows 2R, 2R+1, columns 2S, 2S+1 of the tile) with
+// pooled[q] (NULL: the window is not whole in the image) gets the largest of its four and, in
+// arg[q], that output's index + channel (the first of equal values, in catdog_maxpool's order):
+// the bits catdog_wino4_output_act and catdog_maxpool give. `tile` holds 16 * n floats.
+#include <stdint.h>
+void catdog_wino4_output_pool(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias,
+                              int activation, const float *base, float *const pooled[4], int32_t *const arg[4],
+                              float *tile, float *work);
+
 // dM = A dY Aᵀ into dm[xi * stride + k] from the 4x4 output gradients dy[16] (a zero vector
 // outside the image). `work` holds 24 * n floats.
 void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work);

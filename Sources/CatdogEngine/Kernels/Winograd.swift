@@ -214,11 +214,22 @@ public protocol WinogradConvolution: AnyObject {
     /// this transform does not (then y is untouched and the caller runs `run` and applies them).
     func runAddingBias(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
                        output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32) -> Bool
+    /// The same, then 2×2 max pooling of stride 2 into `pooled` and `argmax` (indices into y,
+    /// as `MaxPool2D` keeps them), y itself left unwritten; false where this transform does not.
+    func runPooling(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
+                    output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32,
+                    pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) -> Bool
 }
 
 extension WinogradConvolution {
     public func runAddingBias(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
                               output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32) -> Bool {
+        false
+    }
+
+    public func runPooling(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
+                           output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32,
+                           pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) -> Bool {
         false
     }
 }

@@ -40,6 +40,10 @@ public final class Winograd4x4: WinogradConvolution {
     private let tileWork: FloatBuffer
     /// The kernel's 9 taps, for `catdog_wino4_filter_bf16`.
     private let tapPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 9)
+    /// A tile's outputs before they are pooled (`runPooling`), and where its four windows go.
+    private lazy var poolTile = FloatBuffer(count: 16 * filters)
+    private let pooledPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 4)
+    private let argmaxPointers = UnsafeMutablePointer<UnsafeMutablePointer<Int32>?>.allocate(capacity: 4)
 
     public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, route: GemmRoute = .own) {
         self.route = route
@@ -62,6 +66,8 @@ public final class Winograd4x4: WinogradConvolution {
         outPointers.deallocate()
         pairPointers.deallocate()
         tapPointers.deallocate()
+        pooledPointers.deallocate()
+        argmaxPointers.deallocate()
     }
 
     /// Whether `packedU` holds the kernel of the last `setKernel`, packed for the bf16 gemm.
@@ -175,9 +181,22 @@ public final class Winograd4x4: WinogradConvolution {
         return true
     }
 
+    /// The bias and activation, then 2×2 max pooling of stride 2 ("valid") as each tile's
+    /// outputs leave the transform, without writing them: `pooled` (n, h/2, w/2, F) and
+    /// `argmax` (each winner's index into the outputs y would hold) as `MaxPool2D` makes them.
+    /// vgg's first pool at batch 32 read 16.8 MB of outputs that the transform had just written.
+    public func runPooling(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
+                           output y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, activation: Int32,
+                           pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) -> Bool {
+        run(input: x, images: n, height: h, width: w, output: y, accumulate: false, epilogue: (bias, activation),
+            pool: (pooled, argmax))
+        return true
+    }
+
     private func run(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
                      output y: UnsafeMutablePointer<Float>, accumulate: Bool,
-                     epilogue: (bias: UnsafePointer<Float>?, activation: Int32)?) {
+                     epilogue: (bias: UnsafePointer<Float>?, activation: Int32)?,
+                     pool: (pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>)? = nil) {
         let c = channels, f = filters
         let tiling = Tiling(h: h, w: w)
         let total = n * tiling.perImage
@@ -227,7 +246,7 @@ public final class Winograd4x4: WinogradConvolution {
             }
             ConvolutionPhases.measure(.winogradTransforms) {
                 transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, blockStride: mBlock,
-                                accumulate: accumulate, epilogue: epilogue)
+                                accumulate: accumulate, epilogue: epilogue, pool: pool)
             }
             start += count
         }
@@ -236,7 +255,9 @@ public final class Winograd4x4: WinogradConvolution {
     /// Y (the 4×4 outputs of each tile, clipped at the image's edge) from M, where the tiles'
     /// products lie `blockStride` floats apart per ξ.
     private func transformOutput(tiles: Range<Int>, of tiling: Tiling, h: Int, w: Int, into y: UnsafeMutablePointer<Float>,
-                                 blockStride: Int, accumulate: Bool, epilogue: (bias: UnsafePointer<Float>?, activation: Int32)? = nil) {
+                                 blockStride: Int, accumulate: Bool, epilogue: (bias: UnsafePointer<Float>?, activation: Int32)? = nil,
+                                 pool: (pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>)? = nil) {
+        let ph = h / 2, pw = w / 2
         let f = filters, count = tiles.count, mp = buffers.m.pointer
         for t in 0..<count {
             let (image, row, col) = tiling.locate(tiles.lowerBound + t)
@@ -247,7 +268,18 @@ public final class Winograd4x4: WinogradConvolution {
                     outPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : nil
                 }
             }
-            if let epilogue, !accumulate {
+            if let pool, let epilogue, !accumulate {
+                // Window (R, S) of the tile is pooled output (row/2 + R, col/2 + S), whole in the
+                // image where that lies inside the pooled map.
+                for q in 0..<4 {
+                    let pr = row / 2 + q / 2, pc = col / 2 + q % 2
+                    let at = pr < ph && pc < pw ? ((image * ph + pr) * pw + pc) * f : -1
+                    pooledPointers[q] = at < 0 ? nil : pool.pooled + at
+                    argmaxPointers[q] = at < 0 ? nil : pool.argmax + at
+                }
+                catdog_wino4_output_pool(mp + t * f, blockStride, outPointers, f, epilogue.bias, epilogue.activation, y,
+                                         pooledPointers, argmaxPointers, poolTile.pointer, work.pointer)
+            } else if let epilogue, !accumulate {
                 catdog_wino4_output_act(mp + t * f, blockStride, outPointers, f, epilogue.bias, epilogue.activation, work.pointer)
             } else {
                 catdog_wino4_output(mp + t * f, blockStride, outPointers, f, accumulate ? 1 : 0, work.pointer)

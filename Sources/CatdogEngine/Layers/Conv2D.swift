@@ -81,6 +81,13 @@ public final class Conv2D: Layer {
     public var kind: String { "conv2d" }
     public var writesFreshInputGradients: Bool { true }
     public var maskableActivation: Activation? { activation == .linear ? nil : activation }
+
+    /// The 2×2 max pool that alone reads this layer's output, and that pool's output buffer:
+    /// under `PassContext.poolsIntoReader`, a Winograd forward pools into them itself and
+    /// leaves its own output unwritten (its backward then needs none of it: the pool has
+    /// masked the gradient). Set by `Network.reserve`.
+    public var poolsInto: MaxPool2D?
+    public var poolOutput: UnsafeMutablePointer<Float>?
     public var summary: String {
         "conv2d \(kernelSize.0)x\(kernelSize.1)x\(filters) /\(strides.0) \(padding.rawValue)"
             + (activation == .linear ? "" : " \(activation.rawValue)")
@@ -174,6 +181,14 @@ public final class Conv2D: Layer {
         if let winograd, takesWinograd(batch: batch) {
             winograd.setKernel(kernel)
             colHoldsWholeBatch = false
+            if context.poolsIntoReader, let pool = poolsInto, let pooled = poolOutput, let argmax = pool.argmaxPointer,
+               batch * g.outHeight * g.outWidth * filters <= Int(Int32.max),
+               winograd.runPooling(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output,
+                                   bias: useBias ? UnsafePointer(bias) : nil, activation: activation.kernelCode,
+                                   pooled: pooled, argmax: argmax) {
+                pool.filledByProducer = true
+                return
+            }
             if winograd.runAddingBias(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output,
                                       bias: useBias ? UnsafePointer(bias) : nil, activation: activation.kernelCode) {
                 return

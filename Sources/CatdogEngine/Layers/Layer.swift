@@ -64,6 +64,10 @@ public struct PassContext: Sendable {
     /// In `backward`: dOutput has been masked by this layer's activation already (by the one
     /// layer that reads this output, under `inputGradientMask`), so the layer takes it as it is.
     public var outputGradientMasked = false
+    /// In a training `forward`: this layer's output is read only by a 2×2 max pool that it may
+    /// fill itself (`Conv2D.poolsInto`), leaving its own output unwritten; set by `Network`
+    /// where the layer also leaves its activation's mask to that pool.
+    public var poolsIntoReader = false
 
     /// Whether `dInputs[k]` is to be written rather than added into (`freshInputGradients`).
     public func isFresh(_ k: Int) -> Bool { k < 64 && freshInputGradients & (1 << UInt64(k)) != 0 }

@@ -42,7 +42,19 @@ public final class MaxPool2D: Layer {
 
     public var forwardFLOPs: Int { g.outHeight * g.outWidth * g.channels * poolSize * poolSize }
 
+    /// Set by the convolution before this pool when it pooled into this layer's output and
+    /// `argmaxPointer` itself (`Conv2D.poolsInto`); the next forward then has nothing to do.
+    public var filledByProducer = false
+    /// The winners' indices of the last forward (after `reserve`).
+    public var argmaxPointer: UnsafeMutablePointer<Int32>? { argmax }
+    /// Whether a convolution can pool into this layer: 2×2 windows of stride 2.
+    public var poolsTwoByTwo: Bool { poolSize == 2 && stride == 2 }
+
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
+        if filledByProducer {
+            filledByProducer = false
+            return
+        }
         // argmax holds int32 indices into the batch's input.
         precondition(batch * g.inHeight * g.inWidth * g.channels <= Int(Int32.max), "maxpool2d: batch too large for int32 indices")
         catdog_maxpool(inputs[0], output, argmax!, batch, g.inHeight, g.inWidth, g.channels, poolSize, stride,

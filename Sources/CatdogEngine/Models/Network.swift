@@ -62,6 +62,8 @@ public final class Network {
     /// gradient arrives masked so (`outputGradientMasked`): `activationMaskPlan`.
     private var inputGradientMask: [Int32] = []
     private var outputGradientMasked: [Bool] = []
+    /// Per node: a convolution that fills the 2x2 max pool reading it (`Conv2D.poolsInto`).
+    private var poolsIntoReader: [Bool] = []
     /// Whether a layer's activation mask may be left to the one layer that reads its output
     /// (a ReLU before a max pool); off, every layer masks its own (the same bits either way).
     public var handsOnActivationMasks = true
@@ -243,6 +245,21 @@ public final class Network {
         inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
         dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0] } }
         (inputGradientMask, outputGradientMasked) = Network.activationMaskPlan(nodes)
+        // A convolution whose mask its 2x2 pool takes may fill that pool: its output is then
+        // read by nothing (the pool was its only reader; its backward reads no output).
+        poolsIntoReader = nodes.indices.map { _ in false }
+        var readers = [[Int]](repeating: [], count: nodes.count)
+        for (j, node) in nodes.enumerated() { for i in node.inputs { readers[i].append(j) } }
+        for (i, node) in nodes.enumerated() {
+            guard let conv = node.layer as? Conv2D else { continue }
+            conv.poolsInto = nil
+            conv.poolOutput = nil
+            guard outputGradientMasked[i], readers[i].count == 1, let pool = nodes[readers[i][0]].layer as? MaxPool2D,
+                  pool.poolsTwoByTwo else { continue }
+            conv.poolsInto = pool
+            conv.poolOutput = activations[readers[i][0]]
+            poolsIntoReader[i] = true
+        }
         for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch, training: true) }
     }
 
@@ -329,10 +346,13 @@ public final class Network {
         precondition(batch <= maxBatch, "reserve(maxBatch:) first")
         precondition(!(inferenceOnly && context.training), "reserveForInference keeps no training buffers: reserve(maxBatch:) to train")
         if profiling, forwardSeconds.count != nodes.count { resetProfile() }
+        let pooling = handsOnActivationMasks && context.training && !inferenceOnly
         for index in (first + 1)..<nodes.count {
             let start = profiling ? now() : 0
+            var layerContext = context
+            layerContext.poolsIntoReader = pooling && poolsIntoReader[index]
             nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index],
-                                        batch: batch, context: context)
+                                        batch: batch, context: layerContext)
             if profiling { forwardSeconds[index] += Double(now() - start) * 1e-9 }
         }
         return activations[nodes.count - 1]

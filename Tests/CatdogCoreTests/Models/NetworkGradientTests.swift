@@ -30,10 +30,13 @@ final class NetworkGradientTests: XCTestCase {
         }
     }
 
-    /// A ReLU or ReLU6 before a max pool leaves its mask to the pool (`handsOnActivationMasks`):
-    /// the parameter gradients are the same bits as with every layer masking its own,
-    /// in vgg and simple (convolution, ReLU, 2x2 pool) and a net with a convolution's ReLU6
-    /// before an overlapping 3x3 /2 pool and BatchNorm's before a 2x2 one; in fp32 and in bf16.
+    /// A ReLU or ReLU6 before a max pool leaves its mask to the pool (`handsOnActivationMasks`),
+    /// and a Winograd convolution before a 2x2 pool pools into it without writing its own
+    /// output: the logits and parameter gradients are the same bits as with every layer on its
+    /// own, in vgg and simple (convolution, ReLU, 2x2 pool), a net with a convolution's ReLU6
+    /// before an overlapping 3x3 /2 pool and BatchNorm's before a 2x2 one, and one whose
+    /// Winograd layers' maps (10 x 7, 5 x 3) leave windows and tiles cut by the edge; in fp32
+    /// and in bf16. With the pooling, the convolution's own output stays as it was (NaN here).
     func testActivationMasksLeftToTheMaxPoolGiveTheSameGradients() throws {
         var b = NetworkBuilder(input: .init(height: 13, width: 11, channels: 3))
         b.add(Conv2D(16, 3, activation: .relu6))
@@ -43,6 +46,13 @@ final class NetworkGradientTests: XCTestCase {
         b.add(MaxPool2D(2))
         b.add(Flatten())
         b.add(Dense(1))
+        var odd = NetworkBuilder(input: .init(height: 10, width: 7, channels: 16))
+        odd.add(Conv2D(16, 3, activation: .relu))
+        odd.add(MaxPool2D(2))
+        odd.add(Conv2D(16, 3, activation: .relu6))
+        odd.add(MaxPool2D(2))
+        odd.add(Flatten())
+        odd.add(Dense(1))
         let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
         for precision in precisions {
             let options = ConvolutionOptions(precision: precision)
@@ -50,9 +60,10 @@ final class NetworkGradientTests: XCTestCase {
                 ("vgg", { try ModelZoo.build("vgg", imageSize: 32, convolution: options) }),
                 ("simple", { try ModelZoo.build("simple", imageSize: 32, convolution: options) }),
                 ("relu6 net", { try b.build(convolution: options) }),
+                ("odd maps", { try odd.build(convolution: options) }),
             ]
             for (name, make) in cases {
-                var results: [(gradients: [Float], handed: Int)] = []
+                var results: [(logits: [Float], gradients: [Float], handed: Int, unwritten: Int, winners: [Int32])] = []
                 for handOn in [false, true] {
                     let network = try make()
                     network.handsOnActivationMasks = handOn
@@ -61,17 +72,35 @@ final class NetworkGradientTests: XCTestCase {
                     var random = Random(seed: 2)
                     // Inputs this large put some of the ReLU6's inputs above 6.
                     for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(-20, 20) }
+                    // The outputs of the convolutions before 2x2 pools, NaN before the forward.
+                    let pooled = network.nodes.indices.filter { i in
+                        network.nodes[i].layer is Conv2D && network.nodes.contains { ($0.layer as? MaxPool2D)?.poolsTwoByTwo == true && $0.inputs == [i] }
+                    }
+                    for i in pooled { network.activation(i).update(repeating: .nan, count: 4 * network.nodes[i].shape.count) }
                     let context = PassContext(training: true, step: 1)
                     let z = network.forward(batch: 4, context: context)
+                    let logits = Array(UnsafeBufferPointer(start: z, count: 4))
+                    let unwritten = pooled.filter { network.activation($0).pointee.isNaN }.count
+                    // Each pool's winners (ties, as at ReLU's zeros, go to the first in the window).
+                    let winners = network.nodes.flatMap { node -> [Int32] in
+                        guard let pool = node.layer as? MaxPool2D, let argmax = pool.argmaxPointer else { return [] }
+                        return Array(UnsafeBufferPointer(start: argmax, count: 4 * node.shape.count))
+                    }
                     var d = [Float](repeating: 0, count: 4)
                     _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: [0, 1, 1, 0], count: 4, normalizer: 4, dLogits: &d)
                     network.gradients.zero()
                     network.backward(dLogits: d, batch: 4, context: context)
                     let plan = Network.activationMaskPlan(network.nodes)
-                    results.append((network.gradients.array, plan.outputGradientMasked.filter { $0 }.count))
+                    results.append((logits, network.gradients.array, plan.outputGradientMasked.filter { $0 }.count, unwritten, winners))
                 }
                 let what = "\(name), \(precision)"
                 XCTAssertGreaterThan(results[1].handed, 0, "\(what): no layer leaves its mask to a pool")
+                XCTAssertEqual(results[0].unwritten, 0, "\(what): a convolution did not write its output, without pooling")
+                if name == "vgg" || name == "odd maps" {  // the others' convolutions before pools are not Winograd's
+                    XCTAssertGreaterThan(results[1].unwritten, 0, "\(what): no convolution pooled into its pool")
+                }
+                XCTAssertEqual(results[0].logits.map(\.bitPattern), results[1].logits.map(\.bitPattern), "\(what): logits differ")
+                XCTAssertEqual(results[0].winners, results[1].winners, "\(what): the pools' winners differ")
                 XCTAssertTrue(results[0].gradients.contains { $0 != 0 }, "\(what): no gradient")
                 XCTAssertEqual(results[0].gradients.map(\.bitPattern), results[1].gradients.map(\.bitPattern),
                                "\(what): parameter gradients differ with the mask left to the pool")
