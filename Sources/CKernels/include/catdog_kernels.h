@@ -154,7 +154,7 @@ int catdog_sgemm_available(void);
 
 // Direct convolution of NHWC images with few channels (1-4, an image's 3) on AVX-512, for the
 // first layer: y = x ⊛ w (no bias), w (KH, KW, C, F); and its kernel gradient dw += Σ x ⊛ dy.
-// F a multiple of 16 up to 64 (forward) or 32 (gradient, with KW·C of 3, 6, 9 or 12). Return 0,
+// F of 16 or 32 and KW·C of 3, 6, 9 or 12 (both; `run` in direct_conv.c). Return 0,
 // touching nothing, where the CPU (AVX-512 kernels not selected) or the shape has no kernel.
 int catdog_conv_direct_forward(const float *x, const float *w, float *y, size_t images, size_t ih, size_t iw, size_t c,
                                size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
