@@ -88,6 +88,9 @@ public final class Conv2D: Layer {
     /// masked the gradient). Set by `Network.reserve`.
     public var poolsInto: MaxPool2D?
     public var poolOutput: UnsafeMutablePointer<Float>?
+
+    /// The bias the forward adds, nil without one.
+    private var appliedBias: UnsafePointer<Float>? { useBias ? UnsafePointer(bias) : nil }
     public var summary: String {
         "conv2d \(kernelSize.0)x\(kernelSize.1)x\(filters) /\(strides.0) \(padding.rawValue)"
             + (activation == .linear ? "" : " \(activation.rawValue)")
@@ -184,13 +187,13 @@ public final class Conv2D: Layer {
             if context.poolsIntoReader, let pool = poolsInto, let pooled = poolOutput, let argmax = pool.argmaxPointer,
                batch * g.outHeight * g.outWidth * filters <= Int(Int32.max),
                winograd.runPooling(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output,
-                                   bias: useBias ? UnsafePointer(bias) : nil, activation: activation.kernelCode,
+                                   bias: appliedBias, activation: activation.kernelCode,
                                    pooled: pooled, argmax: argmax) {
                 pool.filledByProducer = true
                 return
             }
             if winograd.runAddingBias(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output,
-                                      bias: useBias ? UnsafePointer(bias) : nil, activation: activation.kernelCode) {
+                                      bias: appliedBias, activation: activation.kernelCode) {
                 return
             }
             winograd.run(input: x, images: batch, height: g.inHeight, width: g.inWidth, output: output, accumulate: false)
@@ -389,7 +392,7 @@ public final class Conv2D: Layer {
     /// The direct forward with this layer's bias and activation; false where it declines.
     private func directForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ images: Int) -> Bool {
         let g = geometry!
-        return catdog_conv_direct_forward_bias(x, kernel, useBias ? UnsafePointer(bias) : nil, activation.kernelCode, y, images,
+        return catdog_conv_direct_forward_bias(x, kernel, appliedBias, activation.kernelCode, y, images,
                                                g.inHeight, g.inWidth, g.channels, filters, g.kernelHeight, g.kernelWidth,
                                                g.strideHeight, g.strideWidth, g.padTop, g.padLeft, g.outHeight, g.outWidth) != 0
     }

@@ -244,30 +244,26 @@ public final class Network {
         for i in nodes.indices.dropFirst() { zeroBefore[lastConsumer[i]].append(i) }
         inputPointers = nodes.map { node in node.inputs.map { activations[$0] } }
         dInputPointers = nodes.map { node in node.inputs.map { $0 == 0 ? nil : dActivations[$0] } }
-        (inputGradientMask, outputGradientMasked) = Network.activationMaskPlan(nodes)
-        // A convolution whose mask its 2x2 pool takes may fill that pool: its output is then
-        // read by nothing (the pool was its only reader; its backward reads no output).
-        poolsIntoReader = nodes.indices.map { _ in false }
-        var readers = [[Int]](repeating: [], count: nodes.count)
-        for (j, node) in nodes.enumerated() { for i in node.inputs { readers[i].append(j) } }
+        let masks = Network.activationMaskPlan(nodes)
+        (inputGradientMask, outputGradientMasked) = (masks.inputGradientMask, masks.outputGradientMasked)
+        poolsIntoReader = masks.poolReader.map { $0 != nil }
         for (i, node) in nodes.enumerated() {
             guard let conv = node.layer as? Conv2D else { continue }
-            conv.poolsInto = nil
-            conv.poolOutput = nil
-            guard outputGradientMasked[i], readers[i].count == 1, let pool = nodes[readers[i][0]].layer as? MaxPool2D,
-                  pool.poolsTwoByTwo else { continue }
-            conv.poolsInto = pool
-            conv.poolOutput = activations[readers[i][0]]
-            poolsIntoReader[i] = true
+            conv.poolsInto = masks.poolReader[i].flatMap { nodes[$0].layer as? MaxPool2D }
+            conv.poolOutput = masks.poolReader[i].map { activations[$0] }
         }
         for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch, training: true) }
     }
 
     /// Where a node j that can mask its input gradient (`masksInputGradient`) is the only
     /// reader of node i, whose layer has a maskable activation: j masks (code per node) and i
-    /// takes its output gradient as masked.
-    public static func activationMaskPlan(_ nodes: [Node]) -> (inputGradientMask: [Int32], outputGradientMasked: [Bool]) {
+    /// takes its output gradient as masked. Where i is a convolution and j a 2x2 max pool of
+    /// stride 2, `poolReader[i]` = j: i may fill the pool itself (`Conv2D.poolsInto`), its own
+    /// output then read by nothing (its backward reads it only for the mask).
+    public static func activationMaskPlan(_ nodes: [Node])
+        -> (inputGradientMask: [Int32], outputGradientMasked: [Bool], poolReader: [Int?]) {
         var mask = [Int32](repeating: 0, count: nodes.count), masked = [Bool](repeating: false, count: nodes.count)
+        var poolReader = [Int?](repeating: nil, count: nodes.count)
         var readers = [Int](repeating: 0, count: nodes.count)
         for node in nodes { for i in node.inputs { readers[i] += 1 } }
         for (j, node) in nodes.enumerated() {
@@ -276,8 +272,9 @@ public final class Network {
             guard i > 0, readers[i] == 1, let activation = nodes[i].layer?.maskableActivation, activation != .linear else { continue }
             mask[j] = activation.kernelCode
             masked[i] = true
+            if nodes[i].layer is Conv2D, (layer as? MaxPool2D)?.poolsTwoByTwo == true { poolReader[i] = j }
         }
-        return (mask, masked)
+        return (mask, masked, poolReader)
     }
 
     /// Allocates for inference only (`forward`, no `backward`), in a fraction of `reserve`'s
