@@ -236,6 +236,34 @@ int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const floa
 // and catdog_bf16_pack_pair_rows give one after the other: the same bits, with neither the fp32
 // U nor a copy of the kernel in between. 0 where the bf16 products do not run.
 int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride);
+// The transforms above over `count` tiles of a batch of NHWC images h × w, from tile `first`
+// (tiles run along a row of 4×4 output blocks, then down the image, then to the next image; a
+// chunk's tile i is tile first + i): each tile located and its pointers gathered here (`zero`, a
+// zero vector of max(c, f) floats, for the padding), then the one-tile kernel called with them,
+// in order: the same bits as calling it tile by tile.
+// V: catdog_wino4_input_bf16 of tile i at word i · c/2 of `out` (0 where it declines), or
+// catdog_wino4_input at v + i · c.
+int catdog_wino4_input_tiles_bf16(const float *x, size_t h, size_t w, size_t c, size_t first, size_t count,
+                                  const float *zero, void *out, size_t stride);
+void catdog_wino4_input_tiles(const float *x, size_t h, size_t w, size_t c, size_t first, size_t count,
+                              const float *zero, float *v, size_t vstride, float *work);
+// Y from M (tile i at m + i · f) into y: catdog_wino4_output_act where `epilogue`, else
+// catdog_wino4_output; or catdog_wino4_output_pool into pooled and argmax (n, h/2, w/2, f).
+void catdog_wino4_output_tiles(const float *m, size_t mstride, float *y, size_t h, size_t w, size_t f, size_t first,
+                               size_t count, int accumulate, int epilogue, const float *bias, int activation,
+                               float *work);
+void catdog_wino4_output_pool_tiles(const float *m, size_t mstride, float *y, size_t h, size_t w, size_t f,
+                                    size_t first, size_t count, const float *bias, int activation, float *pooled,
+                                    int32_t *argmax, float *tile, float *work);
+// The kernel gradient's V (from x, c channels) and dM (from dy, f): in bf16 pairs of tiles
+// (catdog_wino4_kernel_gradient_pair_bf16, pair p at word p · c of v and p · f of m; 0 where it
+// declines), or in fp32 (tile i at v + i · c and m + i · f).
+int catdog_wino4_kernel_gradient_tiles_bf16(const float *x, const float *dy, size_t h, size_t w, size_t c, size_t f,
+                                            size_t first, size_t count, const float *zero, void *v, size_t vstride,
+                                            void *m, size_t mstride);
+void catdog_wino4_kernel_gradient_tiles(const float *x, const float *dy, size_t h, size_t w, size_t c, size_t f,
+                                        size_t first, size_t count, const float *zero, float *v, size_t vstride,
+                                        float *m, size_t mstride, float *work);
 int catdog_cpu_has_bf16(void);
 // Whether the environment lets this process use instruction set `isa` ("avx512f", "avx2",
 // "baseline"): CATDOG_KERNELS=avx2 or baseline stands in for a CPU without the wider sets.

@@ -20,10 +20,6 @@ public final class Winograd4x4: WinogradConvolution {
     /// The zero vector that padding pixels point to, and the transforms' work area.
     private let zeros: FloatBuffer
     private let work: FloatBuffer
-    private let inPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 36)
-    private let outPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 16)
-    /// Two tiles' 36 input pixels and 16 output gradients, for the kernel gradient's pairs.
-    private let pairPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 2 * (36 + 16))
 
     /// Who takes the 36 products (our fp32 or bf16 gemm where the CPU and the shape allow, or
     /// BLAS); the transforms compute in fp32 in every case.
@@ -40,11 +36,8 @@ public final class Winograd4x4: WinogradConvolution {
     private let tileWork: FloatBuffer
     /// The kernel's 9 taps, for `catdog_wino4_filter_bf16`.
     private let tapPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 9)
-    /// A tile's outputs before they are pooled (`runPooling`), and where its four windows go.
-    /// (Not lazy: a lazy buffer's getter, retaining it at every tile, took 0.9% of vgg's step.)
+    /// A tile's outputs before they are pooled (`runPooling`).
     private let poolTile: FloatBuffer
-    private let pooledPointers = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 4)
-    private let argmaxPointers = UnsafeMutablePointer<UnsafeMutablePointer<Int32>?>.allocate(capacity: 4)
 
     public init(channels: Int, filters: Int, buffers: WinogradBuffers, chunkFloats: Int = 1 << 20, route: GemmRoute = .own) {
         self.route = route
@@ -64,12 +57,7 @@ public final class Winograd4x4: WinogradConvolution {
     }
 
     deinit {
-        inPointers.deallocate()
-        outPointers.deallocate()
-        pairPointers.deallocate()
         tapPointers.deallocate()
-        pooledPointers.deallocate()
-        argmaxPointers.deallocate()
     }
 
     /// Whether `packedU` holds the kernel of the last `setKernel`, packed for the bf16 gemm.
@@ -121,53 +109,10 @@ public final class Winograd4x4: WinogradConvolution {
         return 16 * (lines | 1)
     }
 
-    private struct Tiling {
-        let tilesHigh: Int, tilesWide: Int
-        var perImage: Int { tilesHigh * tilesWide }
-        init(h: Int, w: Int) { tilesHigh = (h + 3) / 4; tilesWide = (w + 3) / 4 }
-        func locate(_ tile: Int) -> (image: Int, row: Int, col: Int) {
-            let image = tile / perImage, within = tile - image * perImage
-            let ty = within / tilesWide
-            return (image, 4 * ty, 4 * (within - ty * tilesWide))
-        }
-    }
-
-    /// The 6×6 input pixels of the tile whose outputs start at (row, col) (inputs from row − 1,
-    /// col − 1), zero outside; `depth` floats per pixel.
-    private func gatherInput(_ x: UnsafePointer<Float>, h: Int, w: Int, depth: Int, row: Int, col: Int,
-                             into pointers: UnsafeMutablePointer<UnsafePointer<Float>?>? = nil) {
-        let zero = UnsafePointer(zeros.pointer), pointers = pointers ?? inPointers
-        for r in 0..<6 {
-            let ih = row - 1 + r
-            for s in 0..<6 {
-                let iw = col - 1 + s
-                pointers[r * 6 + s] = ih >= 0 && ih < h && iw >= 0 && iw < w ? x + (ih * w + iw) * depth : zero
-            }
-        }
-    }
-
-    /// The 4×4 output gradients of the tile whose outputs start at (row, col), zero outside.
-    private func gatherOutputGradient(_ dy: UnsafePointer<Float>, h: Int, w: Int, row: Int, col: Int,
-                                      into pointers: UnsafeMutablePointer<UnsafePointer<Float>?>) {
-        let zero = UnsafePointer(zeros.pointer)
-        for r in 0..<4 {
-            for s in 0..<4 {
-                let oh = row + r, ow = col + s
-                pointers[r * 4 + s] = oh < h && ow < w ? dy + (oh * w + ow) * filters : zero
-            }
-        }
-    }
-
-    /// V of one tile of x (channels floats per pixel) into v, tileStride apart per ξ; returns
-    /// where the tile is.
-    @discardableResult
-    private func transformInput(_ x: UnsafePointer<Float>, tile: Int, of tiling: Tiling, h: Int, w: Int,
-                                into v: UnsafeMutablePointer<Float>, stride: Int) -> (image: Int, row: Int, col: Int) {
-        let (image, row, col) = tiling.locate(tile)
-        gatherInput(x + image * h * w * channels, h: h, w: w, depth: channels, row: row, col: col)
-        catdog_wino4_input(inPointers, v, stride, channels, work.pointer)
-        return (image, row, col)
-    }
+    /// The tiles of n images h × w: a 4×4 block of outputs each, ⌈h/4⌉ · ⌈w/4⌉ an image. The C
+    /// functions (`catdog_wino4_input_tiles` and the others) locate them and gather their
+    /// pointers, a chunk of tiles a call.
+    private static func tiles(images n: Int, height h: Int, width w: Int) -> Int { n * ((h + 3) / 4) * ((w + 3) / 4) }
 
     public func run(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
                     output y: UnsafeMutablePointer<Float>, accumulate: Bool) {
@@ -200,8 +145,7 @@ public final class Winograd4x4: WinogradConvolution {
                      epilogue: (bias: UnsafePointer<Float>?, activation: Int32)?,
                      pool: (pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>)? = nil) {
         let c = channels, f = filters
-        let tiling = Tiling(h: h, w: w)
-        let total = n * tiling.perImage
+        let total = Self.tiles(images: n, height: h, width: w)
         let vp = buffers.v.pointer, mp = buffers.m.pointer, up = buffers.u.pointer
         let uBlock = uBlockStride, k2 = (c + 1) / 2
         var start = 0
@@ -215,15 +159,10 @@ public final class Winograd4x4: WinogradConvolution {
                 // counts, decided here once rather than at every tile).
                 let fused = fusedPacking && c % 16 == 0
                 ConvolutionPhases.measure(.winogradTransforms) {
+                    if fused, catdog_wino4_input_tiles_bf16(x, h, w, c, start, count, zeros.pointer, words, vBlock) != 0 { return }
                     for t in 0..<count {
-                        let out = words + 4 * t * k2
-                        if fused {
-                            let (image, row, col) = tiling.locate(start + t)
-                            gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col)
-                            if catdog_wino4_input_bf16(inPointers, out, vBlock, c) != 0 { continue }
-                        }
-                        transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: tile, stride: c)
-                        catdog_bf16_pack_tile_rows(tile, 36, c, out, vBlock)
+                        catdog_wino4_input_tiles(x, h, w, c, start + t, 1, zeros.pointer, tile, c, work.pointer)
+                        catdog_bf16_pack_tile_rows(tile, 36, c, words + 4 * t * k2, vBlock)
                     }
                 }
                 ConvolutionPhases.measure(.products) {
@@ -235,7 +174,7 @@ public final class Winograd4x4: WinogradConvolution {
             } else {
                 let vBlock = Self.blockStride(count * c)
                 ConvolutionPhases.measure(.winogradTransforms) {
-                    for t in 0..<count { transformInput(x, tile: start + t, of: tiling, h: h, w: w, into: vp + t * c, stride: vBlock) }
+                    catdog_wino4_input_tiles(x, h, w, c, start, count, zeros.pointer, vp, vBlock, work.pointer)
                 }
                 ConvolutionPhases.measure(.products) {
                     for xi in 0..<36 {
@@ -247,7 +186,7 @@ public final class Winograd4x4: WinogradConvolution {
                 }
             }
             ConvolutionPhases.measure(.winogradTransforms) {
-                transformOutput(tiles: start..<(start + count), of: tiling, h: h, w: w, into: y, blockStride: mBlock,
+                transformOutput(tiles: start..<(start + count), h: h, w: w, into: y, blockStride: mBlock,
                                 accumulate: accumulate, epilogue: epilogue, pool: pool)
             }
             start += count
@@ -256,47 +195,17 @@ public final class Winograd4x4: WinogradConvolution {
 
     /// Y (the 4×4 outputs of each tile, clipped at the image's edge) from M, where the tiles'
     /// products lie `blockStride` floats apart per ξ.
-    private func transformOutput(tiles: Range<Int>, of tiling: Tiling, h: Int, w: Int, into y: UnsafeMutablePointer<Float>,
+    private func transformOutput(tiles: Range<Int>, h: Int, w: Int, into y: UnsafeMutablePointer<Float>,
                                  blockStride: Int, accumulate: Bool, epilogue: (bias: UnsafePointer<Float>?, activation: Int32)? = nil,
                                  pool: (pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>)? = nil) {
-        let ph = h / 2, pw = w / 2, tile = poolTile.pointer, scratch = work.pointer
-        let f = filters, count = tiles.count, mp = buffers.m.pointer
-        for t in 0..<count {
-            let (image, row, col) = tiling.locate(tiles.lowerBound + t)
-            let base = y + image * h * w * f
-            for r in 0..<4 {
-                for s in 0..<4 {
-                    let oh = row + r, ow = col + s
-                    outPointers[r * 4 + s] = oh < h && ow < w ? base + (oh * w + ow) * f : nil
-                }
-            }
-            if let pool, let epilogue, !accumulate {
-                // Window (R, S) of the tile is pooled output (row/2 + R, col/2 + S), whole in the
-                // image where that lies inside the pooled map.
-                for q in 0..<4 {
-                    let pr = row / 2 + q / 2, pc = col / 2 + q % 2
-                    let at = pr < ph && pc < pw ? ((image * ph + pr) * pw + pc) * f : -1
-                    pooledPointers[q] = at < 0 ? nil : pool.pooled + at
-                    argmaxPointers[q] = at < 0 ? nil : pool.argmax + at
-                }
-                catdog_wino4_output_pool(mp + t * f, blockStride, outPointers, f, epilogue.bias, epilogue.activation, y,
-                                         pooledPointers, argmaxPointers, tile, scratch)
-            } else if let epilogue, !accumulate {
-                catdog_wino4_output_act(mp + t * f, blockStride, outPointers, f, epilogue.bias, epilogue.activation, scratch)
-            } else {
-                catdog_wino4_output(mp + t * f, blockStride, outPointers, f, accumulate ? 1 : 0, scratch)
-            }
+        let mp = buffers.m.pointer, f = filters
+        if let pool, let epilogue, !accumulate {
+            catdog_wino4_output_pool_tiles(mp, blockStride, y, h, w, f, tiles.lowerBound, tiles.count, epilogue.bias,
+                                           epilogue.activation, pool.pooled, pool.argmax, poolTile.pointer, work.pointer)
+        } else {
+            catdog_wino4_output_tiles(mp, blockStride, y, h, w, f, tiles.lowerBound, tiles.count, accumulate ? 1 : 0,
+                                      epilogue != nil && !accumulate ? 1 : 0, epilogue?.bias, epilogue?.activation ?? 0, work.pointer)
         }
-    }
-
-    /// One tile's V (from x) and dM (from dY), their 36 rows `stride` floats apart.
-    private func transformForKernelGradient(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, tile: Int, of tiling: Tiling,
-                                            h: Int, w: Int, v: UnsafeMutablePointer<Float>, dm: UnsafeMutablePointer<Float>,
-                                            stride: (v: Int, dm: Int)) {
-        let f = filters
-        let (image, row, col) = transformInput(x, tile: tile, of: tiling, h: h, w: w, into: v, stride: stride.v)
-        gatherOutputGradient(dy + image * h * w * f, h: h, w: w, row: row, col: col, into: inPointers)
-        catdog_wino4_output_gradient(inPointers, dm, stride.dm, f, work.pointer)
     }
 
     /// dW (3, 3, C, F) += the kernel gradient of y = x ⊛ W for the output gradient dY.
@@ -304,8 +213,7 @@ public final class Winograd4x4: WinogradConvolution {
                                          images n: Int, height h: Int, width w: Int,
                                          into dW: UnsafeMutablePointer<Float>) {
         let c = channels, f = filters
-        let tiling = Tiling(h: h, w: w)
-        let total = n * tiling.perImage
+        let total = Self.tiles(images: n, height: h, width: w)
         buffers.reserveKernelGradient(36 * c * f)
         let vp = buffers.v.pointer, mp = buffers.m.pointer, dup = buffers.du.pointer
         let fused = route == .bf16 && packsAsItTransforms && catdog_bf16_products_available() != 0
@@ -323,23 +231,13 @@ public final class Winograd4x4: WinogradConvolution {
                 // (the C function declines other counts).
                 let pairsFused = fusedPacking && c % 16 == 0 && f % 16 == 0
                 ConvolutionPhases.measure(.winogradTransforms) {
+                    if pairsFused, catdog_wino4_kernel_gradient_tiles_bf16(x, dy, h, w, c, f, start, count, zeros.pointer, vWords, vBlock,
+                                                                           mWords, mBlock) != 0 { return }
                     for p in 0..<pairRows {
                         let both = 2 * p + 1 < count
-                        if pairsFused {
-                            let pixels = pairPointers, gradients = pairPointers + 72
-                            for half in 0..<(both ? 2 : 1) {
-                                let (image, row, col) = tiling.locate(start + 2 * p + half)
-                                gatherInput(x + image * h * w * c, h: h, w: w, depth: c, row: row, col: col, into: pixels + 36 * half)
-                                gatherOutputGradient(dy + image * h * w * f, h: h, w: w, row: row, col: col, into: gradients + 16 * half)
-                            }
-                            if catdog_wino4_kernel_gradient_pair_bf16(pixels, both ? pixels + 36 : nil, gradients, both ? gradients + 16 : nil,
-                                                                      vWords + 4 * p * c, vBlock, mWords + 4 * p * f, mBlock, c, f) != 0 {
-                                continue
-                            }
-                        }
                         for half in 0..<(both ? 2 : 1) {
-                            transformForKernelGradient(x, dy, tile: start + 2 * p + half, of: tiling, h: h, w: w,
-                                                       v: tileV + half * 36 * c, dm: tileM + half * 36 * f, stride: (c, f))
+                            catdog_wino4_kernel_gradient_tiles(x, dy, h, w, c, f, start + 2 * p + half, 1, zeros.pointer,
+                                                               tileV + half * 36 * c, c, tileM + half * 36 * f, f, work.pointer)
                         }
                         catdog_bf16_pack_tile_pair(tileV, both ? tileV + 36 * c : nil, 36, c, c, vWords + 4 * p * c, vBlock)
                         catdog_bf16_pack_tile_pair(tileM, both ? tileM + 36 * f : nil, 36, f, f, mWords + 4 * p * f, mBlock)
@@ -354,10 +252,7 @@ public final class Winograd4x4: WinogradConvolution {
             } else {
                 let vBlock = Self.blockStride(count * c), mBlock = Self.blockStride(count * f)
                 ConvolutionPhases.measure(.winogradTransforms) {
-                    for t in 0..<count {
-                        transformForKernelGradient(x, dy, tile: start + t, of: tiling, h: h, w: w, v: vp + t * c, dm: mp + t * f,
-                                                   stride: (vBlock, mBlock))
-                    }
+                    catdog_wino4_kernel_gradient_tiles(x, dy, h, w, c, f, start, count, zeros.pointer, vp, vBlock, mp, mBlock, work.pointer)
                 }
                 ConvolutionPhases.measure(.products) {
                     for xi in 0..<36 {
