@@ -28,6 +28,21 @@ void FN(catdog_batchnorm_forward)(const float *restrict x, const float *restrict
 #undef BN_LOOP
 }
 
+void FN(catdog_batchnorm_add)(const float *restrict x, const float *restrict mean, const float *restrict inv_std,
+                              const float *restrict gamma, const float *restrict beta, const float *restrict addend,
+                              float *restrict y, size_t rows, size_t c, int activation) {
+#define BN_ADD_LOOP(A) \
+    for (size_t r = 0; r < rows; r++, x += c, addend += c, y += c) \
+        for (size_t k = 0; k < c; k++) { \
+            float n = CATDOG_NORMALIZED(x, mean, inv_std, k); \
+            float v = gamma[k] * n + beta[k]; \
+            float sum = v + addend[k]; \
+            y[k] = CATDOG_ACTIVATE(sum, A); \
+        }
+    CATDOG_PER_ACTIVATION(activation, BN_ADD_LOOP);
+#undef BN_ADD_LOOP
+}
+
 void FN(catdog_scale_shift)(const float *restrict x, const float *restrict scale, const float *restrict shift,
                         float *restrict y, size_t rows, size_t c, int activation) {
 #define SCALE_LOOP(A) \

@@ -73,6 +73,10 @@ const char *catdog_kernels_isa(void) {
 }
 
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *y, size_t rows, size_t c, int activation) { table()->batchnorm_forward(x, mean, inv_std, gamma, beta, y, rows, c, activation); }
+void catdog_batchnorm_add(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta,
+                          const float *addend, float *y, size_t rows, size_t c, int activation) {
+    table()->batchnorm_add(x, mean, inv_std, gamma, beta, addend, y, rows, c, activation);
+}
 void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c, int activation) { table()->scale_shift(x, scale, shift, y, rows, c, activation); }
 void catdog_depthwise_forward(const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw,
                               size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow) {

@@ -8,6 +8,7 @@
 // Every kernel: X(name without catdog_, parameter list).
 #define CATDOG_KERNELS(X) \
     X(batchnorm_forward, (const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *y, size_t rows, size_t c, int activation)) \
+    X(batchnorm_add, (const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, const float *addend, float *y, size_t rows, size_t c, int activation)) \
     X(scale_shift, (const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c, int activation)) \
     X(add_activation, (const float *a, const float *b, float *y, size_t count, int activation)) \
     X(channel_moments, (const float *x, size_t rows, size_t c, double *mean, double *variance)) \

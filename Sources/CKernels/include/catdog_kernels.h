@@ -91,6 +91,11 @@ void catdog_channel_moments(const float *x, size_t rows, size_t c, double *mean,
 // recompute it from x, bit for bit).
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma,
                               const float *beta, float *y, size_t rows, size_t c, int activation);
+// y = act((gamma * xhat + beta) + addend): a linear BatchNorm's output added to another tensor
+// (a residual block's skip) in one pass, without storing the BatchNorm's output: the bits of
+// catdog_batchnorm_forward (activation 0) followed by catdog_add_activation.
+void catdog_batchnorm_add(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta,
+                          const float *addend, float *y, size_t rows, size_t c, int activation);
 // y = act(x * scale + shift).
 void catdog_scale_shift(const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c,
                         int activation);

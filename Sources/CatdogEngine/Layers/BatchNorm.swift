@@ -41,6 +41,13 @@ public final class BatchNorm: Layer {
         self.activation = activation
     }
 
+    /// The addition that alone reads this layer's output, the addition's other input (computed
+    /// before this layer) and its output: under `PassContext.addsIntoReader`, a training forward
+    /// with batch statistics writes the sum there itself (`catdog_batchnorm_add`, a group at a
+    /// time while the group is in cache) and leaves its own output unwritten (a linear
+    /// BatchNorm's backward does not read it, nor does the addition's). Set by `Network.reserve`.
+    public var addsInto: (add: Add, addend: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>)?
+
     public var kind: String { "batchnorm" }
     public var summary: String { activation == .linear ? kind : "\(kind) \(activation.rawValue)" }
 
@@ -116,6 +123,7 @@ public final class BatchNorm: Layer {
         groups = (batch + groupSamples - 1) / groupSamples
         precondition(groups <= maxGroups, "batchnorm: reserved for inference only; reserve(maxBatch:) to train")
         let groupRows = groupSamples * shape.height * shape.width
+        let fills = context.addsIntoReader && activation == .linear ? addsInto : nil
         // Σ over groups of their mean and variance, per channel (for the moving statistics).
         let meanSum = scale, varianceSum = shift
         for ch in 0..<c { meanSum[ch] = 0; varianceSum[ch] = 0 }
@@ -138,9 +146,15 @@ public final class BatchNorm: Layer {
                     movingVariance[ch] = movingVariance[ch] * momentum + Float(variance) * (1 - momentum)
                 }
             }
-            catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, output + first * c, count, c,
-                                     activation.kernelCode)
+            if let fills {
+                catdog_batchnorm_add(x + first * c, mean, inverse, gamma, beta, fills.addend + first * c, fills.output + first * c,
+                                     count, c, fills.add.activation.kernelCode)
+            } else {
+                catdog_batchnorm_forward(x + first * c, mean, inverse, gamma, beta, output + first * c, count, c,
+                                         activation.kernelCode)
+            }
         }
+        fills?.add.filledByProducer = true
         if ghost {
             // m ← μ·m + (1 − μ)·(ranks / groups)·Σ this rank's groups' statistics, decayed once an update.
             let keep: Float = context.firstPassOfUpdate ? momentum : 1

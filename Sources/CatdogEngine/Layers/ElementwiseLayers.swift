@@ -192,7 +192,15 @@ public final class Add: Layer {
 
     public var forwardFLOPs: Int { count }
 
+    /// Set by the BatchNorm before this addition when it wrote the sum into this layer's output
+    /// itself (`BatchNorm.addsInto`); the next forward then has nothing to do.
+    public var filledByProducer = false
+
     public func forward(inputs: [UnsafeMutablePointer<Float>], output: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) {
+        if filledByProducer {
+            filledByProducer = false
+            return
+        }
         catdog_add_activation(inputs[0], inputs[1], output, batch * count, activation.kernelCode)
     }
 

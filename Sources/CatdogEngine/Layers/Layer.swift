@@ -68,6 +68,10 @@ public struct PassContext: Sendable {
     /// fill itself (`Conv2D.poolsInto`), leaving its own output unwritten; set by `Network`
     /// where the layer also leaves its activation's mask to that pool.
     public var poolsIntoReader = false
+    /// In a training `forward`: this layer (a BatchNorm without activation) is read only by an
+    /// addition whose other input is ready, and may write the sum itself (`BatchNorm.addsInto`),
+    /// leaving its own output unwritten; set by `Network`.
+    public var addsIntoReader = false
 
     /// Whether `dInputs[k]` is to be written rather than added into (`freshInputGradients`).
     public func isFresh(_ k: Int) -> Bool { k < 64 && freshInputGradients & (1 << UInt64(k)) != 0 }

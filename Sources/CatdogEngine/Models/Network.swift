@@ -64,8 +64,12 @@ public final class Network {
     private var outputGradientMasked: [Bool] = []
     /// Per node: a convolution that fills the 2x2 max pool reading it (`Conv2D.poolsInto`).
     private var poolsIntoReader: [Bool] = []
+    /// Per node: a BatchNorm that writes the addition reading it (`BatchNorm.addsInto`).
+    private var addsIntoReader: [Bool] = []
     /// Whether a layer's activation mask may be left to the one layer that reads its output
-    /// (a ReLU before a max pool); off, every layer masks its own (the same bits either way).
+    /// (a ReLU before a max pool), and a layer may write the output of the one layer that reads
+    /// it (a convolution pooling into its pool, a BatchNorm adding into its addition); off,
+    /// every layer does its own pass (the same bits either way).
     public var handsOnActivationMasks = true
     private var inputPointers: [[UnsafeMutablePointer<Float>]] = []
     private var dInputPointers: [[UnsafeMutablePointer<Float>?]] = []
@@ -252,6 +256,14 @@ public final class Network {
             conv.poolsInto = masks.poolReader[i].flatMap { nodes[$0].layer as? MaxPool2D }
             conv.poolOutput = masks.poolReader[i].map { activations[$0] }
         }
+        let sums = Network.additionPlan(nodes)
+        addsIntoReader = sums.map { $0 != nil }
+        for (i, node) in nodes.enumerated() {
+            guard let norm = node.layer as? BatchNorm else { continue }
+            norm.addsInto = sums[i].flatMap { sum in
+                (nodes[sum.add].layer as? Add).map { ($0, activations[sum.addend], activations[sum.add]) }
+            }
+        }
         for node in nodes { node.layer?.reserve(maxBatch: maxBatch, scratch: scratch, training: true) }
     }
 
@@ -275,6 +287,25 @@ public final class Network {
             if nodes[i].layer is Conv2D, (layer as? MaxPool2D)?.poolsTwoByTwo == true { poolReader[i] = j }
         }
         return (mask, masked, poolReader)
+    }
+
+    /// Where node j, an addition, is the only reader of node i, a BatchNorm without activation,
+    /// and j's other input k comes before i: `[i]` = (j, k). A training forward of i may then
+    /// write j's output itself (`BatchNorm.addsInto`): resnet's blocks end BatchNorm → Add(skip).
+    public static func additionPlan(_ nodes: [Node]) -> [(add: Int, addend: Int)?] {
+        var plan = [(add: Int, addend: Int)?](repeating: nil, count: nodes.count)
+        var readers = [Int](repeating: 0, count: nodes.count)
+        for node in nodes { for i in node.inputs { readers[i] += 1 } }
+        for (j, node) in nodes.enumerated() {
+            guard node.layer is Add, node.inputs.count == 2 else { continue }
+            for (slot, i) in node.inputs.enumerated() {
+                let k = node.inputs[1 - slot]
+                guard i > 0, k < i, readers[i] == 1, let norm = nodes[i].layer as? BatchNorm, norm.activation == .linear else { continue }
+                plan[i] = (j, k)
+                break
+            }
+        }
+        return plan
     }
 
     /// Allocates for inference only (`forward`, no `backward`), in a fraction of `reserve`'s
@@ -348,6 +379,7 @@ public final class Network {
             let start = profiling ? now() : 0
             var layerContext = context
             layerContext.poolsIntoReader = pooling && poolsIntoReader[index]
+            layerContext.addsIntoReader = pooling && addsIntoReader[index]
             nodes[index].layer!.forward(inputs: inputPointers[index], output: activations[index],
                                         batch: batch, context: layerContext)
             if profiling { forwardSeconds[index] += Double(now() - start) * 1e-9 }

@@ -108,6 +108,65 @@ final class NetworkGradientTests: XCTestCase {
         }
     }
 
+    /// A BatchNorm without activation read only by an addition (the end of each resnet block)
+    /// writes the sum itself in a training forward (`BatchNorm.addsInto`), its own output left
+    /// unwritten: the logits, the parameter gradients and the moving statistics are the same
+    /// bits as with each layer on its own (`handsOnActivationMasks` off), in resnet and
+    /// resnet-pool (ReLU after the addition), resnet with linear activations, with ghost groups
+    /// of 2 samples and with the whole batch as one group, in fp32 and in bf16.
+    func testBatchNormAddingIntoItsAdditionGivesTheSameBits() throws {
+        let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
+        for precision in precisions {
+            let options = ConvolutionOptions(precision: precision)
+            let cases: [(String, () throws -> Network)] = [
+                ("resnet", { try ModelZoo.build("resnet", imageSize: 32, convolution: options) }),
+                ("resnet-pool", { try ModelZoo.build("resnet-pool", imageSize: 32, convolution: options) }),
+                ("linear resnet", {
+                    var b = NetworkBuilder(input: .init(height: 24, width: 24, channels: 3))
+                    ModelZoo.resnet(&b, activation: .linear)
+                    return try b.build(convolution: options)
+                }),
+            ]
+            for (name, make) in cases {
+                for group in [0, 2] {
+                    var results: [(logits: [Float], gradients: [Float], state: [Float], unwritten: Int)] = []
+                    for handOn in [false, true] {
+                        let network = try make()
+                        network.handsOnActivationMasks = handOn
+                        network.initialize(seed: 5)
+                        network.reserve(maxBatch: 4)
+                        var random = Random(seed: 6)
+                        for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(-2, 2) }
+                        // The BatchNorms read only by an addition, their outputs NaN before the forward.
+                        let filling = Network.additionPlan(network.nodes).indices.filter { Network.additionPlan(network.nodes)[$0] != nil }
+                        for i in filling { network.activation(i).update(repeating: .nan, count: 4 * network.nodes[i].shape.count) }
+                        var context = PassContext(training: true, step: 1)
+                        context.normalizationGroup = group
+                        let z = network.forward(batch: 4, context: context)
+                        let logits = Array(UnsafeBufferPointer(start: z, count: 4))
+                        let unwritten = filling.filter { network.activation($0).pointee.isNaN }.count
+                        var d = [Float](repeating: 0, count: 4)
+                        _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: [1, 0, 0, 1], count: 4, normalizer: 4, dLogits: &d)
+                        network.gradients.zero()
+                        network.backward(dLogits: d, batch: 4, context: context)
+                        results.append((logits, network.gradients.array, network.state.array, unwritten))
+                        XCTAssertEqual(filling.count, 4, "\(name): the BatchNorms that end the blocks")
+                    }
+                    let what = "\(name), \(precision), groups of \(group)"
+                    XCTAssertEqual(results[0].unwritten, 0, "\(what): a BatchNorm did not write its output, without the addition")
+                    XCTAssertEqual(results[1].unwritten, 4, "\(what): a BatchNorm wrote its output and the addition's")
+                    XCTAssertFalse(results[0].logits.contains { $0.isNaN }, "\(what): NaN logits")
+                    XCTAssertEqual(results[0].logits.map(\.bitPattern), results[1].logits.map(\.bitPattern), "\(what): logits differ")
+                    XCTAssertTrue(results[0].gradients.contains { $0 != 0 }, "\(what): no gradient")
+                    XCTAssertEqual(results[0].gradients.map(\.bitPattern), results[1].gradients.map(\.bitPattern),
+                                   "\(what): parameter gradients differ with the BatchNorm adding into its addition")
+                    XCTAssertEqual(results[0].state.map(\.bitPattern), results[1].state.map(\.bitPattern),
+                                   "\(what): moving statistics differ")
+                }
+            }
+        }
+    }
+
     /// A small conv net must drive the loss on 8 fixed random images with fixed labels to ~0.
     func testTinyModelOverfitsTinyBatch() throws {
         var b = NetworkBuilder(input: .init(height: 12, width: 12, channels: 3))
