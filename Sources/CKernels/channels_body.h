@@ -80,20 +80,26 @@ void FN(catdog_channel_moments)(const float *restrict x, size_t rows, size_t c, 
 }
 
 // Per channel, sum = Σ dy and dot = Σ dy·x̂ (x̂ from x, mean and 1/σ as forward made it), after
-// the activation's mask (dy = 0 where the activation did not pass its input, y its output;
-// written back into dy), in one pass.
-void FN(catdog_batchnorm_gradient_sums)(const float *restrict y, float *restrict dy, const float *restrict x,
-                                        const float *restrict mean, const float *restrict inv_std, size_t rows, size_t c,
-                                        int activation, double *restrict sum, double *restrict dot) {
+// the activation's mask (dy = 0 where the activation did not pass its input, written back
+// into dy), in one pass. The mask is judged by the activation's input v = γ·x̂ + β, recomputed
+// from x as catdog_batchnorm_forward computes it (the same expression, contracted alike), not
+// read from the output: the activation passes v where v > 0 (ReLU; ReLU6 also v < 6), exactly
+// where its output y is > 0 (and < 6), NaN and −0 included; one activation-sized read less.
+void FN(catdog_batchnorm_gradient_sums)(const float *restrict gamma, const float *restrict beta, float *restrict dy,
+                                        const float *restrict x, const float *restrict mean, const float *restrict inv_std,
+                                        size_t rows, size_t c, int activation, double *restrict sum, double *restrict dot) {
     for (size_t k = 0; k < c; k++) { sum[k] = 0; dot[k] = 0; }
 #define SUMS_LOOP(A) \
-    for (size_t r = 0; r < rows; r++, y += c, dy += c, x += c) \
+    for (size_t r = 0; r < rows; r++, dy += c, x += c) \
         for (size_t k = 0; k < c; k++) { \
             float g = dy[k]; \
-            if (A == 1) g = y[k] > 0.0f ? g : 0.0f; \
-            if (A == 2) g = (y[k] > 0.0f && y[k] < 6.0f) ? g : 0.0f; \
-            if (A != 0) dy[k] = g; \
             float n = CATDOG_NORMALIZED(x, mean, inv_std, k); \
+            if (A != 0) { \
+                float v = gamma[k] * n + beta[k]; \
+                if (A == 1) g = v > 0.0f ? g : 0.0f; \
+                if (A == 2) g = (v > 0.0f && v < 6.0f) ? g : 0.0f; \
+                dy[k] = g; \
+            } \
             sum[k] += (double)g; \
             dot[k] += (double)(g * n); \
         }

@@ -89,7 +89,10 @@ void catdog_depthwise_backward(const float *x, const float *w, const float *dy, 
 }
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation) { table()->add_activation(a, b, y, count, activation); }
 void catdog_channel_moments(const float *x, size_t rows, size_t c, double *mean, double *variance) { table()->channel_moments(x, rows, c, mean, variance); }
-void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *x, const float *mean, const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot) { table()->batchnorm_gradient_sums(y, dy, x, mean, inv_std, rows, c, activation, sum, dot); }
+void catdog_batchnorm_gradient_sums(const float *gamma, const float *beta, float *dy, const float *x, const float *mean,
+                                    const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot) {
+    table()->batchnorm_gradient_sums(gamma, beta, dy, x, mean, inv_std, rows, c, activation, sum, dot);
+}
 void catdog_batchnorm_dx(const float *dy, const float *x, const float *mean, const float *inv_std, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c, int overwrite) { table()->batchnorm_dx(dy, x, mean, inv_std, k, mean_dy, mean_dot, dx, rows, c, overwrite); }
 void catdog_bias_activation(float *y, const float *bias, size_t rows, size_t c, int activation) { table()->bias_activation(y, bias, rows, c, activation); }
 void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation) { table()->mask_bias_gradient(y, dy, dbias, rows, c, activation); }

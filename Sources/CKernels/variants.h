@@ -12,7 +12,7 @@
     X(scale_shift, (const float *x, const float *scale, const float *shift, float *y, size_t rows, size_t c, int activation)) \
     X(add_activation, (const float *a, const float *b, float *y, size_t count, int activation)) \
     X(channel_moments, (const float *x, size_t rows, size_t c, double *mean, double *variance)) \
-    X(batchnorm_gradient_sums, (const float *y, float *dy, const float *x, const float *mean, const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot)) \
+    X(batchnorm_gradient_sums, (const float *gamma, const float *beta, float *dy, const float *x, const float *mean, const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot)) \
     X(batchnorm_dx, (const float *dy, const float *x, const float *mean, const float *inv_std, const float *k, const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c, int overwrite)) \
     X(bias_activation, (float *y, const float *bias, size_t rows, size_t c, int activation)) \
     X(mask_bias_gradient, (const float *y, float *dy, float *dbias, size_t rows, size_t c, int activation)) \

@@ -134,11 +134,11 @@ void catdog_depthwise_backward(const float *x, const float *w, const float *dy, 
                                size_t oh, size_t ow);
 // y = act(a + b), element by element.
 void catdog_add_activation(const float *a, const float *b, float *y, size_t count, int activation);
-// dy = 0 where the activation (y its output) did not pass its input, written back; then
-// sum[ch] = Σ dy, dot[ch] = Σ dy·xhat with xhat = (x - mean) * inv_std as forward computed it;
-// in one pass.
-void catdog_batchnorm_gradient_sums(const float *y, float *dy, const float *x, const float *mean, const float *inv_std,
-                                    size_t rows, size_t c, int activation, double *sum, double *dot);
+// dy = 0 where the activation did not pass its input v = gamma * xhat + beta (recomputed as
+// catdog_batchnorm_forward computes it), written back; then sum[ch] = Σ dy, dot[ch] = Σ dy·xhat
+// with xhat = (x - mean) * inv_std as forward computed it; in one pass.
+void catdog_batchnorm_gradient_sums(const float *gamma, const float *beta, float *dy, const float *x, const float *mean,
+                                    const float *inv_std, size_t rows, size_t c, int activation, double *sum, double *dot);
 // dx += k * (dy - mean_dy - xhat * mean_dot), per channel, xhat as above (dx = that, with overwrite).
 void catdog_batchnorm_dx(const float *dy, const float *x, const float *mean, const float *inv_std, const float *k,
                          const float *mean_dy, const float *mean_dot, float *dx, size_t rows, size_t c, int overwrite);

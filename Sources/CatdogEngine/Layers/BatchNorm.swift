@@ -191,7 +191,7 @@ public final class BatchNorm: Layer {
             let (mean, inverse) = usedBatchStatistics ? (groupMean(g), groupInverseStd(g)) : (self.mean, inverseStd)
             // Through the activation first (dy = 0 where it did not pass its input, in place);
             // then sum = Σ dy, sumSquares = Σ dy·x̂, per channel, in the same pass.
-            catdog_batchnorm_gradient_sums(output + first * c, dOutput + first * c, x + first * c, mean, inverse, count, c,
+            catdog_batchnorm_gradient_sums(gamma, beta, dOutput + first * c, x + first * c, mean, inverse, count, c,
                                            context.outputGradientMasked ? 0 : activation.kernelCode, sum, sumSquares)
             for ch in 0..<c {
                 dBeta[ch] += Float(sum[ch])
