@@ -112,7 +112,7 @@ public final class Winograd4x4: WinogradConvolution {
     /// The tiles of n images h × w: a 4×4 block of outputs each, ⌈h/4⌉ · ⌈w/4⌉ an image. The C
     /// functions (`catdog_wino4_input_tiles` and the others) locate them and gather their
     /// pointers, a chunk of tiles a call.
-    private static func tiles(images n: Int, height h: Int, width w: Int) -> Int { n * ((h + 3) / 4) * ((w + 3) / 4) }
+    static func tiles(images n: Int, height h: Int, width w: Int) -> Int { n * ((h + 3) / 4) * ((w + 3) / 4) }
 
     public func run(input x: UnsafePointer<Float>, images n: Int, height h: Int, width w: Int,
                     output y: UnsafeMutablePointer<Float>, accumulate: Bool) {

@@ -37,7 +37,7 @@ public final class Conv2D: Layer {
     public func takesWinograd(batch: Int) -> Bool {
         guard winograd != nil, let g = geometry else { return false }
         guard scratch.convolution.algorithm == .auto else { return true }
-        return batch * ((g.outHeight + 3) / 4) * ((g.outWidth + 3) / 4) >= scratch.convolution.winogradMinimumTiles
+        return Winograd4x4.tiles(images: batch, height: g.outHeight, width: g.outWidth) >= scratch.convolution.winogradMinimumTiles
     }
     private var winogradBackward: WinogradConvolution?
     /// F(4×4, 3×3) computes dW too; F(2×2) layers compute it with im2col.

@@ -53,8 +53,7 @@ final class NetworkGradientTests: XCTestCase {
         odd.add(MaxPool2D(2))
         odd.add(Flatten())
         odd.add(Dense(1))
-        let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
-        for precision in precisions {
+        for precision in Self.precisionsHere {
             let options = ConvolutionOptions(precision: precision)
             let cases: [(String, () throws -> Network)] = [
                 ("vgg", { try ModelZoo.build("vgg", imageSize: 32, convolution: options) }),
@@ -65,33 +64,24 @@ final class NetworkGradientTests: XCTestCase {
             for (name, make) in cases {
                 var results: [(logits: [Float], gradients: [Float], handed: Int, unwritten: Int, winners: [Int32])] = []
                 for handOn in [false, true] {
-                    let network = try make()
-                    network.handsOnActivationMasks = handOn
-                    network.initialize(seed: 3)
-                    network.reserve(maxBatch: 4)
-                    var random = Random(seed: 2)
-                    // Inputs this large put some of the ReLU6's inputs above 6.
-                    for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(-20, 20) }
-                    // The outputs of the convolutions before 2x2 pools, NaN before the forward.
-                    let pooled = network.nodes.indices.filter { i in
-                        network.nodes[i].layer is Conv2D && network.nodes.contains { ($0.layer as? MaxPool2D)?.poolsTwoByTwo == true && $0.inputs == [i] }
+                    // Inputs this large put some of the ReLU6's inputs above 6. The sentinels: the
+                    // outputs of the convolutions before 2x2 pools.
+                    let pass = try trainingPassOfFour(make, handOn: handOn, seed: 3, inputSeed: 2, inputs: 20, labels: [0, 1, 1, 0],
+                                                      context: PassContext(training: true, step: 1)) { network in
+                        network.nodes.indices.filter { i in
+                            network.nodes[i].layer is Conv2D
+                                && network.nodes.contains { ($0.layer as? MaxPool2D)?.poolsTwoByTwo == true && $0.inputs == [i] }
+                        }
                     }
-                    for i in pooled { network.activation(i).update(repeating: .nan, count: 4 * network.nodes[i].shape.count) }
-                    let context = PassContext(training: true, step: 1)
-                    let z = network.forward(batch: 4, context: context)
-                    let logits = Array(UnsafeBufferPointer(start: z, count: 4))
-                    let unwritten = pooled.filter { network.activation($0).pointee.isNaN }.count
+                    let network = pass.network
                     // Each pool's winners (ties, as at ReLU's zeros, go to the first in the window).
                     let winners = network.nodes.flatMap { node -> [Int32] in
                         guard let pool = node.layer as? MaxPool2D, let argmax = pool.argmaxPointer else { return [] }
                         return Array(UnsafeBufferPointer(start: argmax, count: 4 * node.shape.count))
                     }
-                    var d = [Float](repeating: 0, count: 4)
-                    _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: [0, 1, 1, 0], count: 4, normalizer: 4, dLogits: &d)
-                    network.gradients.zero()
-                    network.backward(dLogits: d, batch: 4, context: context)
                     let plan = Network.activationMaskPlan(network.nodes)
-                    results.append((logits, network.gradients.array, plan.outputGradientMasked.filter { $0 }.count, unwritten, winners))
+                    results.append((pass.logits, network.gradients.array, plan.outputGradientMasked.filter { $0 }.count, pass.unwritten,
+                                    winners))
                 }
                 let what = "\(name), \(precision)"
                 XCTAssertGreaterThan(results[1].handed, 0, "\(what): no layer leaves its mask to a pool")
@@ -115,8 +105,7 @@ final class NetworkGradientTests: XCTestCase {
     /// resnet-pool (ReLU after the addition), resnet with linear activations, with ghost groups
     /// of 2 samples and with the whole batch as one group, in fp32 and in bf16.
     func testBatchNormAddingIntoItsAdditionGivesTheSameBits() throws {
-        let precisions: [Precision] = BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
-        for precision in precisions {
+        for precision in Self.precisionsHere {
             let options = ConvolutionOptions(precision: precision)
             let cases: [(String, () throws -> Network)] = [
                 ("resnet", { try ModelZoo.build("resnet", imageSize: 32, convolution: options) }),
@@ -131,26 +120,15 @@ final class NetworkGradientTests: XCTestCase {
                 for group in [0, 2] {
                     var results: [(logits: [Float], gradients: [Float], state: [Float], unwritten: Int)] = []
                     for handOn in [false, true] {
-                        let network = try make()
-                        network.handsOnActivationMasks = handOn
-                        network.initialize(seed: 5)
-                        network.reserve(maxBatch: 4)
-                        var random = Random(seed: 6)
-                        for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(-2, 2) }
-                        // The BatchNorms read only by an addition, their outputs NaN before the forward.
-                        let filling = Network.additionPlan(network.nodes).indices.filter { Network.additionPlan(network.nodes)[$0] != nil }
-                        for i in filling { network.activation(i).update(repeating: .nan, count: 4 * network.nodes[i].shape.count) }
                         var context = PassContext(training: true, step: 1)
                         context.normalizationGroup = group
-                        let z = network.forward(batch: 4, context: context)
-                        let logits = Array(UnsafeBufferPointer(start: z, count: 4))
-                        let unwritten = filling.filter { network.activation($0).pointee.isNaN }.count
-                        var d = [Float](repeating: 0, count: 4)
-                        _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: [1, 0, 0, 1], count: 4, normalizer: 4, dLogits: &d)
-                        network.gradients.zero()
-                        network.backward(dLogits: d, batch: 4, context: context)
-                        results.append((logits, network.gradients.array, network.state.array, unwritten))
-                        XCTAssertEqual(filling.count, 4, "\(name): the BatchNorms that end the blocks")
+                        // The sentinels: the BatchNorms read only by an addition.
+                        let pass = try trainingPassOfFour(make, handOn: handOn, seed: 5, inputSeed: 6, inputs: 2, labels: [1, 0, 0, 1],
+                                                          context: context) { network in
+                            Network.additionPlan(network.nodes).enumerated().compactMap { $0.element == nil ? nil : $0.offset }
+                        }
+                        results.append((pass.logits, pass.network.gradients.array, pass.network.state.array, pass.unwritten))
+                        XCTAssertEqual(pass.sentinels, 4, "\(name): the BatchNorms that end the blocks")
                     }
                     let what = "\(name), \(precision), groups of \(group)"
                     XCTAssertEqual(results[0].unwritten, 0, "\(what): a BatchNorm did not write its output, without the addition")
@@ -165,6 +143,37 @@ final class NetworkGradientTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// fp32, and bf16 where this CPU computes it.
+    private static var precisionsHere: [Precision] {
+        BF16Gemm.available && Precision.bf16.unavailableReason == nil ? [.fp32, .bf16] : [.fp32]
+    }
+
+    /// One training pass of 4 samples through the network `make` builds, hand-offs on or off
+    /// (`handsOnActivationMasks`), initialised with `seed`, its input uniform in ±`inputs`: the
+    /// outputs of the nodes `sentinels` picks set to NaN, forward, the loss of `labels`, backward
+    /// into zeroed gradients. Returns the network, its logits, the sentinels' count and how many
+    /// of them the pass left unwritten (NaN still).
+    private func trainingPassOfFour(_ make: () throws -> Network, handOn: Bool, seed: UInt64, inputSeed: UInt64, inputs: Float,
+                                    labels: [Float], context: PassContext, sentinels: (Network) -> [Int]) throws
+        -> (network: Network, logits: [Float], sentinels: Int, unwritten: Int) {
+        let network = try make()
+        network.handsOnActivationMasks = handOn
+        network.initialize(seed: seed)
+        network.reserve(maxBatch: 4)
+        var random = Random(seed: inputSeed)
+        for i in 0..<(4 * network.inputShape.count) { network.input[i] = random.uniform(-inputs, inputs) }
+        let watched = sentinels(network)
+        for i in watched { network.activation(i).update(repeating: .nan, count: 4 * network.nodes[i].shape.count) }
+        let z = network.forward(batch: 4, context: context)
+        let logits = Array(UnsafeBufferPointer(start: z, count: 4))
+        let unwritten = watched.filter { network.activation($0).pointee.isNaN }.count
+        var d = [Float](repeating: 0, count: 4)
+        _ = BinaryCrossEntropy.forwardBackward(logits: z, labels: labels, count: 4, normalizer: 4, dLogits: &d)
+        network.gradients.zero()
+        network.backward(dLogits: d, batch: 4, context: context)
+        return (network, logits, watched.count, unwritten)
     }
 
     /// A small conv net must drive the loss on 8 fixed random images with fixed labels to ~0.
