@@ -1,3 +1,5 @@
+import Foundation
+
 /// A float32 buffer allocated once and freed with its owner.
 ///
 /// Hot loops take `pointer`; tests and metadata use the safe accessors.
@@ -5,9 +7,20 @@ public final class FloatBuffer {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
 
+    /// Whether the buffer came from `HugePages` (freed with `free`, not `deallocate`).
+    private let inHugePages: Bool
+
+    /// `count` zeros; 2 MiB or more of them in huge pages (`HugePages`).
     public init(count: Int) {
         self.count = count
-        pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        let bytes = count.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        if !bytes.overflow, let raw = HugePages.allocate(bytes: bytes.partialValue) {
+            pointer = raw.bindMemory(to: Float.self, capacity: count)
+            inHugePages = true
+        } else {
+            pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            inHugePages = false
+        }
         pointer.initialize(repeating: 0, count: max(count, 1))
     }
 
@@ -16,7 +29,9 @@ public final class FloatBuffer {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { pointer.deallocate() }
+    deinit {
+        if inHugePages { free(pointer) } else { pointer.deallocate() }
+    }
 
     public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: pointer, count: count) }
     public var array: [Float] { Array(buffer) }

@@ -41,6 +41,9 @@ public struct BenchmarkResult: Codable, Sendable {
     public var blas_core: String
     /// The vector extension catdog-dist's own C kernels (Winograd F(4×4) transforms) run with.
     public var kernels: String
+    /// The transparent huge pages large buffers were in (`HugePages.mode`; nil in results of
+    /// builds before them).
+    public var huge_pages: String?
 
     public struct Phases: Codable, Sendable {
         /// The convolutions' matrix products (`precision`), packing included.
@@ -201,6 +204,6 @@ public enum Benchmark {
             step_ms: meanSeconds * 1000 / Double(steps),
             comm_fraction: totals[1] / totals[0], allreduce_ms: totals[2] / Double(comm.size) * 1000,
             gradient_mb: Double(network.parameterCount * 4) / 1e6, layers: layers, phases: phases,
-            machine: .current(), blas_core: blasCoreName, kernels: kernelInstructionSet)
+            machine: .current(), blas_core: blasCoreName, kernels: kernelInstructionSet, huge_pages: HugePages.mode)
     }
 }

@@ -73,7 +73,7 @@ public struct RunFolder {
     public func recordStart(epoch: Int, step: Int, precision: Precision, batchNorm: RunStart.BatchNormSamples? = nil,
                             communicator comm: Communicator, log: (String) -> Void) throws {
         let mine = RunStart.Ranks(hosts: [comm.hostName], ranks: [comm.rank], machine: .current(), blasCore: blasCoreName,
-                                  kernels: KernelInstructionSet.active.rawValue)
+                                  kernels: KernelInstructionSet.active.rawValue, hugePages: HugePages.mode)
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let all = try comm.allGather(string: String(decoding: try encoder.encode(mine), as: UTF8.self))
@@ -133,7 +133,7 @@ extension Trainer {
 
 /// A line of a run folder's `machines.jsonl`: when the run started or resumed, from which
 /// epoch and update, on how many ranks, in which precision, and on what: the ranks grouped by
-/// what they compute on (host, CPU, OpenBLAS's core, our kernels' instruction set).
+/// what they compute on (host, CPU, OpenBLAS's core, our kernels' instruction set, huge pages).
 public struct RunStart: Codable, Equatable {
     public var time: String
     public var epoch: Int
@@ -165,6 +165,8 @@ public struct RunStart: Codable, Equatable {
         public var machine: MachineDescription
         public var blasCore: String
         public var kernels: String
+        /// `HugePages.mode` (nil in the files of builds before it was recorded).
+        public var hugePages: String?
 
         var kind: Ranks { var k = self; k.hosts = []; k.ranks = []; return k }
     }

@@ -50,20 +50,23 @@ final class RunStartTests: XCTestCase {
     /// with --json, one object whose label is the one the figures carry.
     func testBenchMachinePrintsWhatFiguresAreMeasuredOn() throws {
         let here = MachineDescription.current()
-        let line = try CLI.run(["bench", "--machine"], environment: ["CATDOG_KERNELS": "avx2"])
+        let line = try CLI.run(["bench", "--machine"], environment: ["CATDOG_KERNELS": "avx2", "CATDOG_HUGE_PAGES": "0"])
         XCTAssertEqual(line.status, 0, line.output)
         XCTAssertEqual(line.stdout.split(separator: "\n").count, 1, line.stdout)
         XCTAssertTrue(line.stdout.hasPrefix("machine: \(here.summary); OPENBLAS_CORETYPE "), line.stdout)
-        XCTAssertTrue(line.stdout.contains("OpenBLAS core \(blasCoreName); own kernels avx2 (capped by CATDOG_KERNELS=avx2)"), line.stdout)
+        XCTAssertTrue(line.stdout.contains("OpenBLAS core \(blasCoreName); own kernels avx2 (capped by CATDOG_KERNELS=avx2); huge pages off (CATDOG_HUGE_PAGES=0)\n"),
+                      line.stdout)
         let json = try CLI.run(["bench", "--machine", "--json"])
         XCTAssertEqual(json.status, 0, json.output)
         let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any], json.stdout)
         XCTAssertEqual((object["machine"] as? [String: Any])?["label"] as? String, here.label)
         XCTAssertEqual(object["blas_core"] as? String, blasCoreName)
         XCTAssertNotNil((object["kernels"] as? String).flatMap(KernelInstructionSet.init(rawValue:)), json.stdout)
+        XCTAssertEqual(object["huge_pages"] as? String, HugePages.mode, json.stdout)
 
         // A benchmark's text report names its machine with the same line.
-        let decode = try CLI.run(["bench", "--decode", try sharedSubset(self, perClass: 2)], environment: ["CATDOG_KERNELS": "avx2"])
+        let decode = try CLI.run(["bench", "--decode", try sharedSubset(self, perClass: 2)],
+                                 environment: ["CATDOG_KERNELS": "avx2", "CATDOG_HUGE_PAGES": "0"])
         XCTAssertEqual(decode.status, 0, decode.output)
         let machineText = line.stdout.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst("machine: ".count)
         XCTAssertTrue(decode.stdout.contains("  on \(machineText)\n"), "bench --decode: \(decode.stdout)\nbench --machine: \(line.stdout)")
@@ -127,6 +130,7 @@ final class RunStartTests: XCTestCase {
             XCTAssertEqual(start.machines[0].hosts, ["thread-host"])
             XCTAssertEqual(start.machines[0].machine, MachineDescription.current())
             XCTAssertEqual(start.machines[0].kernels, KernelInstructionSet.active.rawValue)
+            XCTAssertEqual(start.machines[0].hugePages, HugePages.mode)
             XCTAssertNotNil(ISO8601DateFormatter().date(from: start.time), start.time)
         }
     }
