@@ -43,15 +43,30 @@ static void gather_input(const float *x, const tile_walk *t, size_t depth, const
     }
 }
 
-// The 4×4 values from (row, col) of the tile's image: `outside` (a zero vector, or NULL) past
-// the image's edge.
-static void gather_block(float *y, const tile_walk *t, size_t depth, float *outside, float *p[16]) {
-    float *image = y + t->image * t->h * t->w * depth;
+// Where the tile's 4×4 values lie in its image (floats from the image's start), or -1 for those
+// past the image's edge.
+static void block_offsets(const tile_walk *t, size_t depth, ptrdiff_t at[16]) {
     for (size_t r = 0; r < 4; r++)
         for (size_t s = 0; s < 4; s++) {
             const size_t oh = t->row + r, ow = t->col + s;
-            p[r * 4 + s] = oh < t->h && ow < t->w ? image + (oh * t->w + ow) * depth : outside;
+            at[r * 4 + s] = oh < t->h && ow < t->w ? (ptrdiff_t)((oh * t->w + ow) * depth) : -1;
         }
+}
+
+// The tile's 4×4 values of y to write (NULL past the image's edge).
+static void gather_block(float *y, const tile_walk *t, size_t depth, float *p[16]) {
+    ptrdiff_t at[16];
+    block_offsets(t, depth, at);
+    float *image = y + t->image * t->h * t->w * depth;
+    for (size_t i = 0; i < 16; i++) p[i] = at[i] < 0 ? NULL : image + at[i];
+}
+
+// The tile's 4×4 values of y to read (`outside`, a zero vector, past the image's edge).
+static void gather_block_read(const float *y, const tile_walk *t, size_t depth, const float *outside, const float *p[16]) {
+    ptrdiff_t at[16];
+    block_offsets(t, depth, at);
+    const float *image = y + t->image * t->h * t->w * depth;
+    for (size_t i = 0; i < 16; i++) p[i] = at[i] < 0 ? outside : image + at[i];
 }
 
 int catdog_wino4_input_tiles_bf16(const float *x, size_t h, size_t w, size_t c, size_t first, size_t count,
@@ -83,7 +98,7 @@ void catdog_wino4_output_tiles(const float *m, size_t mstride, float *y, size_t 
     tile_walk t = walk_from(h, w, first);
     float *p[16];
     for (size_t i = 0; i < count; i++, walk_next(&t)) {
-        gather_block(y, &t, f, NULL, p);
+        gather_block(y, &t, f, p);
         if (epilogue) catdog_wino4_output_act(m + i * f, mstride, p, f, bias, activation, work);
         else catdog_wino4_output(m + i * f, mstride, p, f, accumulate, work);
     }
@@ -97,7 +112,7 @@ void catdog_wino4_output_pool_tiles(const float *m, size_t mstride, float *y, si
     float *p[16], *pooled_at[4];
     int32_t *arg_at[4];
     for (size_t i = 0; i < count; i++, walk_next(&t)) {
-        gather_block(y, &t, f, NULL, p);
+        gather_block(y, &t, f, p);
         // Window (R, S) of the tile is pooled output (row/2 + R, col/2 + S), whole in the image
         // where that lies inside the pooled map.
         for (size_t q = 0; q < 4; q++) {
@@ -117,15 +132,14 @@ int catdog_wino4_kernel_gradient_tiles_bf16(const float *x, const float *dy, siz
     if (c % 16 != 0 || f % 16 != 0 || !catdog_bf16_products_available()) return 0;
     tile_walk t = walk_from(h, w, first);
     const float *d[2][36];
-    float *g[2][16];
+    const float *g[2][16];
     for (size_t p = 0; p < (count + 1) / 2; p++) {
         const int both = 2 * p + 1 < count;
         for (int half = 0; half < (both ? 2 : 1); half++, walk_next(&t)) {
             gather_input(x, &t, c, zero, d[half]);
-            gather_block((float *)dy, &t, f, (float *)zero, g[half]);
+            gather_block_read(dy, &t, f, zero, g[half]);
         }
-        if (!catdog_wino4_kernel_gradient_pair_bf16(d[0], both ? d[1] : NULL, (const float *const *)g[0],
-                                                    both ? (const float *const *)g[1] : NULL, (uint32_t *)v + p * c,
+        if (!catdog_wino4_kernel_gradient_pair_bf16(d[0], both ? d[1] : NULL, g[0], both ? g[1] : NULL, (uint32_t *)v + p * c,
                                                     vstride, (uint32_t *)m + p * f, mstride, c, f))
             return 0;
     }
@@ -136,12 +150,11 @@ void catdog_wino4_kernel_gradient_tiles(const float *x, const float *dy, size_t 
                                         size_t first, size_t count, const float *zero, float *v, size_t vstride,
                                         float *m, size_t mstride, float *work) {
     tile_walk t = walk_from(h, w, first);
-    const float *d[36];
-    float *g[16];
+    const float *d[36], *g[16];
     for (size_t i = 0; i < count; i++, walk_next(&t)) {
         gather_input(x, &t, c, zero, d);
         catdog_wino4_input(d, v + i * c, vstride, c, work);
-        gather_block((float *)dy, &t, f, (float *)zero, g);
-        catdog_wino4_output_gradient((const float *const *)g, m + i * f, mstride, f, work);
+        gather_block_read(dy, &t, f, zero, g);
+        catdog_wino4_output_gradient(g, m + i * f, mstride, f, work);
     }
 }
