@@ -6,8 +6,8 @@ import Foundation
 /// Large buffers in the kernel's transparent huge pages (2 MiB instead of 4 KiB), asked for
 /// with `madvise(MADV_HUGEPAGE)`: Debian's default (`/sys/kernel/mm/transparent_hugepage/enabled`
 /// at `madvise`) gives them only to memory that asks. A step reads and writes its activations,
-/// Winograd's 36 matrices and the packed operands through hundreds of 4 KiB pages at once, and
-/// the address translations' misses cost 7–11% of a step (docs/performance.md). Buffers of
+/// Winograd's 36 matrices and the packed operands through hundreds of 4 KiB pages at once; in
+/// those pages a step took 8–15% longer on a Zen 5 (docs/performance.md). Buffers of
 /// 2 MiB or more start on a huge page and are rounded up to whole ones (at most 2 MiB more
 /// memory each, once touched); smaller ones, and every buffer when the kernel gives no huge
 /// pages or `CATDOG_HUGE_PAGES=0` is set, come from the ordinary allocator.

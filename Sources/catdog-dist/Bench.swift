@@ -139,7 +139,7 @@ struct Bench: ParsableCommand {
         var blas_core: String
         var kernels: String
         /// The kernel's transparent huge pages for large buffers (`HugePages.mode`): a step
-        /// without them takes 7–11% longer.
+        /// without them took 8–15% longer on a Zen 5 (docs/performance.md).
         var huge_pages: String
 
         /// This process's machine, OpenBLAS core, kernels and huge pages.
