@@ -10,27 +10,34 @@ import Foundation
 /// those pages a step took 8–15% longer on a Zen 5 (docs/performance.md). Buffers of
 /// 2 MiB or more start on a huge page and are rounded up to whole ones (at most 2 MiB more
 /// memory each, once touched); smaller ones, and every buffer when the kernel gives no huge
-/// pages or `CATDOG_HUGE_PAGES=0` is set, come from the ordinary allocator.
+/// pages or the program turned them off (`turnOff(because:)`), come from the ordinary allocator.
 public enum HugePages {
     /// The size of one huge page on x86-64 and the least buffer placed in them.
     public static let pageBytes = 1 << 21
 
     /// Why large buffers are, or are not, in huge pages: "madvise" or "always" (the kernel's
-    /// mode; buffers are advised), "never", "off (CATDOG_HUGE_PAGES=0)" or "unknown" (no such
-    /// setting: not Linux, or a kernel without transparent huge pages).
-    public static let mode: String = {
+    /// mode; buffers are advised), "never", "unknown" (no such setting: not Linux, or a kernel
+    /// without transparent huge pages), or "off (REASON)" after `turnOff(because:)`.
+    public static var mode: String { offBecause.map { "off (\($0))" } ?? kernelMode }
+
+    /// Keeps every buffer allocated from now on in ordinary pages; `reason` is what `mode` then
+    /// says (the command line turns them off for `CATDOG_HUGE_PAGES=0`). Call it before any
+    /// buffer is made, on the main thread.
+    public static func turnOff(because reason: String) { offBecause = reason }
+    nonisolated(unsafe) private static var offBecause: String?
+
+    /// The kernel's setting, read once.
+    static let kernelMode: String = {
         let setting = FileHandle(forReadingAtPath: "/sys/kernel/mm/transparent_hugepage/enabled").map { handle in
             defer { try? handle.close() }
             return String(decoding: (try? handle.read(upToCount: 256)) ?? Data(), as: UTF8.self)
         }
-        return mode(setting: setting, switch: ProcessInfo.processInfo.environment["CATDOG_HUGE_PAGES"])
+        return mode(setting: setting)
     }()
 
-    /// The mode for the kernel's `setting` (its file's text, "always [madvise] never", the
-    /// bracketed word in force; nil when there is no such file) and the environment's
-    /// `CATDOG_HUGE_PAGES` (`0` turns them off).
-    public static func mode(setting: String?, switch value: String?) -> String {
-        if value == "0" { return "off (CATDOG_HUGE_PAGES=0)" }
+    /// The mode for the kernel's `setting`: its file's text, "always [madvise] never", the
+    /// bracketed word in force; nil when there is no such file.
+    public static func mode(setting: String?) -> String {
         guard let text = setting, let open = text.firstIndex(of: "["),
               let close = text[open...].firstIndex(of: "]") else { return "unknown" }
         let word = String(text[text.index(after: open)..<close])

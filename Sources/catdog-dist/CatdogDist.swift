@@ -15,6 +15,14 @@ struct CatdogDist: ParsableCommand {
             Train.self, Evaluate.self, Predict.self, Submit.self, Stats.self, Plot.self,
             Inspect.self, Bench.self, Models.self, Import.self, Export.self,
         ])
+
+    /// The process-wide switches the environment sets, before any command makes a buffer:
+    /// `CATDOG_HUGE_PAGES=0` keeps large buffers in ordinary pages (to measure what huge pages
+    /// buy, docs/performance.md).
+    static func main() {
+        if ProcessInfo.processInfo.environment["CATDOG_HUGE_PAGES"] == "0" { HugePages.turnOff(because: "CATDOG_HUGE_PAGES=0") }
+        main(nil)
+    }
 }
 
 /// Prints `message` to standard error, prefixed with the program's name.

@@ -5,15 +5,14 @@ import XCTest
 /// Large buffers in transparent huge pages (`HugePages`): the kernel's setting read, the
 /// buffers aligned to and advised for huge pages, small ones left to the ordinary allocator.
 final class HugePagesTests: XCTestCase {
-    func testTheModeIsTheKernelsBracketedWordUnlessSwitchedOff() {
-        XCTAssertEqual(HugePages.mode(setting: "always [madvise] never\n", switch: nil), "madvise")
-        XCTAssertEqual(HugePages.mode(setting: "[always] madvise never\n", switch: nil), "always")
-        XCTAssertEqual(HugePages.mode(setting: "always madvise [never]\n", switch: "1"), "never")
-        XCTAssertEqual(HugePages.mode(setting: "always [madvise] never\n", switch: "0"), "off (CATDOG_HUGE_PAGES=0)")
-        XCTAssertEqual(HugePages.mode(setting: nil, switch: nil), "unknown")
-        XCTAssertEqual(HugePages.mode(setting: "always madvise never", switch: nil), "unknown")
-        XCTAssertEqual(HugePages.mode(setting: "[sometimes]", switch: nil), "unknown")
-        XCTAssertEqual(HugePages.mode(setting: "]always[", switch: nil), "unknown")
+    func testTheModeIsTheKernelsBracketedWord() {
+        XCTAssertEqual(HugePages.mode(setting: "always [madvise] never\n"), "madvise")
+        XCTAssertEqual(HugePages.mode(setting: "[always] madvise never\n"), "always")
+        XCTAssertEqual(HugePages.mode(setting: "always madvise [never]\n"), "never")
+        XCTAssertEqual(HugePages.mode(setting: nil), "unknown")
+        XCTAssertEqual(HugePages.mode(setting: "always madvise never"), "unknown")
+        XCTAssertEqual(HugePages.mode(setting: "[sometimes]"), "unknown")
+        XCTAssertEqual(HugePages.mode(setting: "]always["), "unknown")
     }
 
     /// The flags of the mapping that holds `address`, from /proc/self/smaps ("hg": advised
