@@ -18,10 +18,22 @@ struct CatdogDist: ParsableCommand {
 
     /// The process-wide switches the environment sets, before any command makes a buffer:
     /// `CATDOG_HUGE_PAGES=0` keeps large buffers in ordinary pages (to measure what huge pages
-    /// buy, docs/performance.md).
+    /// buy, docs/performance.md); `1` or empty leaves the kernel's setting; anything else is
+    /// refused, as `CATDOG_KERNELS` refuses what is not an instruction set.
     static func main() {
-        if ProcessInfo.processInfo.environment["CATDOG_HUGE_PAGES"] == "0" { HugePages.turnOff(because: "CATDOG_HUGE_PAGES=0") }
+        switch ProcessInfo.processInfo.environment["CATDOG_HUGE_PAGES"] {
+        case nil, "", "1": break
+        case "0": HugePages.turnOff(because: "CATDOG_HUGE_PAGES=0")
+        case let value?: exit(withError: BadHugePagesVariable(value: value))
+        }
         main(nil)
+    }
+
+    struct BadHugePagesVariable: Error, CustomStringConvertible {
+        let value: String
+        var description: String {
+            "CATDOG_HUGE_PAGES=\(printable(value.prefix(64))) in the environment is neither 0 (ordinary pages) nor 1 (the kernel's setting); set one of them, or unset it"
+        }
     }
 }
 

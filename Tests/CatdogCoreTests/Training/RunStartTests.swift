@@ -63,6 +63,16 @@ final class RunStartTests: XCTestCase {
         XCTAssertEqual(object["blas_core"] as? String, blasCoreName)
         XCTAssertNotNil((object["kernels"] as? String).flatMap(KernelInstructionSet.init(rawValue:)), json.stdout)
         XCTAssertEqual(object["huge_pages"] as? String, HugePages.mode, json.stdout)
+        // Any other value of the switch is refused in one line, before any command runs.
+        let refused = try CLI.run(["bench", "--machine"], environment: ["CATDOG_HUGE_PAGES": "no"])
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("CATDOG_HUGE_PAGES=no in the environment is neither 0"), refused.stderr)
+        for accepted in ["1", ""] {
+            let run = try CLI.run(["bench", "--machine"], environment: ["CATDOG_HUGE_PAGES": accepted])
+            XCTAssertEqual(run.status, 0, run.output)
+            XCTAssertTrue(run.stdout.hasSuffix("; huge pages \(HugePages.mode)\n"), "CATDOG_HUGE_PAGES='\(accepted)': \(run.stdout)")
+        }
 
         // A benchmark's text report names its machine with the same line.
         let decode = try CLI.run(["bench", "--decode", try sharedSubset(self, perClass: 2)],
