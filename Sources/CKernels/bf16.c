@@ -1,6 +1,7 @@
 #include "catdog_kernels.h"
 #include "fetch_c.h"
 #include "winograd4_shared.h"
+#include "winograd2_shared.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -592,6 +593,42 @@ int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, si
     filter_packed(taps, ld, c, f, out, stride);
     return 1;
 }
+
+// F(2×2)'s U = (G g) Gᵀ (W2_G, as catdog_wino2_filter computes it) of input channels 2p and
+// 2p + 1 (zeros past c), 16 filters a step, rounded and packed in pairs as made: the fp32 U is
+// never written out and read back for packing.
+BF16 static void filter2_packed(const float *const taps[9], size_t ld, size_t c, size_t f, uint32_t *out, size_t stride) {
+    for (size_t p = 0; p < (c + 1) / 2; p++) {
+        const int both = 2 * p + 1 < c;
+        for (size_t j = 0; j < f; j += 16) {
+            const __mmask16 mask = f - j >= 16 ? 0xffff : (__mmask16)((1u << (f - j)) - 1);
+            for (size_t row = 2 * p + 2; row < 2 * p + 4 && row < c; row++)
+                for (int t = 0; t < 9; t++) _mm_prefetch((const char *)(taps[t] + row * ld + j), _MM_HINT_T0);
+            wvec g0[9], g1[9], t0[12], t1[12];
+            for (int t = 0; t < 9; t++) {
+                g0[t] = (wvec)_mm512_maskz_loadu_ps(mask, taps[t] + 2 * p * ld + j);
+                g1[t] = both ? (wvec)_mm512_maskz_loadu_ps(mask, taps[t] + (2 * p + 1) * ld + j) : (wvec){0};
+            }
+            for (int i = 0; i < 3; i++) {
+                W2_G(g0[i], g0[3 + i], g0[6 + i], t0[i], t0[3 + i], t0[6 + i], t0[9 + i]);
+                W2_G(g1[i], g1[3 + i], g1[6 + i], t1[i], t1[3 + i], t1[6 + i], t1[9 + i]);
+            }
+            for (int r = 0; r < 4; r++) {
+                wvec a[4], b[4];
+                W2_G(t0[3 * r], t0[3 * r + 1], t0[3 * r + 2], a[0], a[1], a[2], a[3]);
+                W2_G(t1[3 * r], t1[3 * r + 1], t1[3 * r + 2], b[0], b[1], b[2], b[3]);
+                for (int s = 0; s < 4; s++) store_pair_masked(out + (size_t)(4 * r + s) * stride + p * f + j, a[s], b[s], mask);
+            }
+        }
+    }
+}
+
+int catdog_wino2_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride) {
+    if (!catdog_bf16_products_available()) return 0;
+    filter2_packed(taps, ld, c, f, out, stride);
+    return 1;
+}
+
 #else
 int catdog_cpu_has_bf16(void) { return 0; }
 int catdog_bf16_products_available(void) { return 0; }
@@ -623,6 +660,10 @@ int catdog_wino4_input_bf16(const float *const d[36], void *out, size_t stride, 
     return 0;
 }
 int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride) {
+    (void)taps; (void)ld; (void)c; (void)f; (void)out; (void)stride;
+    return 0;
+}
+int catdog_wino2_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride) {
     (void)taps; (void)ld; (void)c; (void)f; (void)out; (void)stride;
     return 0;
 }

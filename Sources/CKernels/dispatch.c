@@ -126,3 +126,8 @@ void catdog_wino4_output_pool(const float *m, size_t mstride, float *const y[16]
 void catdog_wino4_output_gradient(const float *const dy[16], float *dm, size_t stride, size_t n, float *work) { table()->wino4_output_gradient(dy, dm, stride, n, work); }
 void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f) { table()->wino4_filter(w, u, c, f); }
 void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f) { table()->wino4_filter_gradient(du, dw, c, f); }
+void catdog_wino2_input(const float *const d[16], float *v, size_t vstride, size_t n) { table()->wino2_input(d, v, vstride, n); }
+void catdog_wino2_output(const float *m, size_t mstride, float *const y[4], size_t n, int accumulate) { table()->wino2_output(m, mstride, y, n, accumulate); }
+void catdog_wino2_output_gradient(const float *const g[4], float *dm, size_t stride, size_t n) { table()->wino2_output_gradient(g, dm, stride, n); }
+void catdog_wino2_filter(const float *w, float *u, size_t c, size_t f) { table()->wino2_filter(w, u, c, f); }
+void catdog_wino2_filter_gradient(const float *du, float *dw, size_t c, size_t f) { table()->wino2_filter_gradient(du, dw, c, f); }

@@ -7,6 +7,7 @@
 #define FN(name) name##_base
 #define CATDOG_VECTOR_FLOATS 4
 #include "winograd4_body.h"
+#include "winograd2_body.h"
 #include "pooling_body.h"
 #include "depthwise_body.h"
 #include "channels_body.h"

@@ -11,6 +11,7 @@
 #endif
 #define CATDOG_VECTOR_FLOATS 8
 #include "winograd4_body.h"
+#include "winograd2_body.h"
 #include "pooling_body.h"
 #include "depthwise_body.h"
 #include "channels_body.h"

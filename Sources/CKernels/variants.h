@@ -38,6 +38,11 @@
     X(wino4_output_gradient, (const float *const dy[16], float *dm, size_t stride, size_t n, float *work)) \
     X(wino4_filter, (const float *w, float *u, size_t c, size_t f)) \
     X(wino4_filter_gradient, (const float *du, float *dw, size_t c, size_t f)) \
+    X(wino2_input, (const float *const d[16], float *v, size_t vstride, size_t n)) \
+    X(wino2_output, (const float *m, size_t mstride, float *const y[4], size_t n, int accumulate)) \
+    X(wino2_output_gradient, (const float *const g[4], float *dm, size_t stride, size_t n)) \
+    X(wino2_filter, (const float *w, float *u, size_t c, size_t f)) \
+    X(wino2_filter_gradient, (const float *du, float *dw, size_t c, size_t f)) \
     X(resize_horizontal, (const uint8_t *src, size_t src_width, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *line, float *out)) \
     X(resize_vertical, (const float *horizontal, size_t first_row, size_t last_row, const ptrdiff_t *starts, const float *weights, size_t taps, size_t size, float *sum, uint8_t *out))
 

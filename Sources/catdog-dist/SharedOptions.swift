@@ -109,7 +109,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
-    @Option(help: "Convolution algorithm: auto (Winograd F(4x4,3x3) for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out, in passes of at least 16 output tiles of 4x4; im2col + gemm for the rest), winograd2 (the earlier F(2x2,3x3) for forward and dX only) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
+    @Option(help: "Convolution algorithm: auto (for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out: Winograd F(4x4,3x3) in passes of at least --winograd-min-tiles output tiles of 4x4, F(2x2,3x3) in smaller passes of at least 16 tiles of 2x2; im2col + gemm for the rest), winograd2 (F(2x2,3x3) in every pass of those layers) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
     var convolution = ConvolutionOptions.Algorithm.auto
 
     @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
@@ -118,7 +118,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare. CATDOG_KERNELS=avx2 or baseline in the environment makes the process behave as on a CPU without the wider sets, AVX512_BF16 included (docs/testing.md).")
     var kernels = KernelInstructionSet.auto
 
-    @Option(help: "With --convolution auto: Winograd only in passes with at least this many 4x4 output tiles (images x tiles an image); im2col below, where it is faster. 0 = Winograd at every size, for comparison.")
+    @Option(help: "With --convolution auto: Winograd F(4x4) only in passes with at least this many 4x4 output tiles (images x tiles an image); below, F(2x2) (where the pass has at least 16 tiles of 2x2) or im2col, where they are faster. 0 = F(4x4) at every size, for comparison.")
     var winogradMinTiles = ConvolutionOptions().winogradMinimumTiles
 
     @Option(help: """

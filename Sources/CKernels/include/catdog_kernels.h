@@ -49,6 +49,27 @@ void catdog_wino4_filter(const float *w, float *u, size_t c, size_t f);
 // dw (3, 3, C, F) += Gᵀ dU G for dU (36, C, F).
 void catdog_wino4_filter_gradient(const float *du, float *dw, size_t c, size_t f);
 
+// Winograd F(2×2, 3×3), along n contiguous floats: V = Bᵀ d B of one tile's 4×4 input pixels
+// d[16] into its 16 rows v[xi * vstride + k]; its 2×2 outputs y[4] (NULL past the image's edge)
+// from M's 16 rows, written or added; dM = A dY Aᵀ from its 2×2 output gradients g[4] (a zero
+// vector past the edge); U (16, C, F) = G g Gᵀ of a kernel (3, 3, C, F); dw (3, 3, C, F) +=
+// Gᵀ dU G.
+void catdog_wino2_input(const float *const d[16], float *v, size_t vstride, size_t n);
+void catdog_wino2_output(const float *m, size_t mstride, float *const y[4], size_t n, int accumulate);
+void catdog_wino2_output_gradient(const float *const g[4], float *dm, size_t stride, size_t n);
+void catdog_wino2_filter(const float *w, float *u, size_t c, size_t f);
+void catdog_wino2_filter_gradient(const float *du, float *dw, size_t c, size_t f);
+// F(2×2)'s loops over the tiles first ..< first + count of n images h × w (2×2 output blocks,
+// along a row, down the image, then the next image), as catdog_wino4_*_tiles: V of tile i at
+// v + i · c; Y from M (tile i at m + i · f); the kernel gradient's V and dM.
+void catdog_wino2_input_tiles(const float *x, size_t h, size_t w, size_t c, size_t first, size_t count,
+                              const float *zero, float *v, size_t vstride);
+void catdog_wino2_output_tiles(const float *m, size_t mstride, float *y, size_t h, size_t w, size_t f, size_t first,
+                               size_t count, int accumulate);
+void catdog_wino2_kernel_gradient_tiles(const float *x, const float *dy, size_t h, size_t w, size_t c, size_t f,
+                                        size_t first, size_t count, const float *zero, float *v, size_t vstride,
+                                        float *m, size_t mstride);
+
 // Max pooling ("valid" windows) over `images` NHWC images of h x w x c: y (oh, ow, c) per image
 // and, for backward, argmax[i] = the index into x of output i's winner (the first of equal
 // values in window order). Indices fit int32 (the caller checks the batch's size).
@@ -241,6 +262,8 @@ int catdog_wino4_kernel_gradient_pair_bf16(const float *const d0[36], const floa
 // and catdog_bf16_pack_pair_rows give one after the other: the same bits, with neither the fp32
 // U nor a copy of the kernel in between. 0 where the bf16 products do not run.
 int catdog_wino4_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride);
+// F(2×2)'s 16 blocks the same way: what catdog_wino2_filter then packing in pairs along c give.
+int catdog_wino2_filter_bf16(const float *const taps[9], size_t ld, size_t c, size_t f, void *out, size_t stride);
 // The transforms above over `count` tiles of a batch of NHWC images h × w, from tile `first`
 // (tiles run along a row of 4×4 output blocks, then down the image, then to the next image; a
 // chunk's tile i is tile first + i): each tile located and its pointers gathered here (`zero`, a

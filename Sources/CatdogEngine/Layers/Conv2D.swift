@@ -33,15 +33,33 @@ public final class Conv2D: Layer {
     public var usesWinograd: Bool { winograd != nil }
 
     /// Whether a pass of `batch` images takes Winograd: the layer has it, and with `auto` the
-    /// pass has `winogradMinimumTiles` output tiles of 4×4 or more (F(2×2) always takes it).
-    public func takesWinograd(batch: Int) -> Bool {
-        guard winograd != nil, let g = geometry else { return false }
-        guard scratch.convolution.algorithm == .auto else { return true }
-        return Winograd4x4.tiles(images: batch, height: g.outHeight, width: g.outWidth) >= scratch.convolution.winogradMinimumTiles
+    /// pass has `winogradMinimumTiles` output tiles of 4×4 or more, or takes F(2×2) below that
+    /// (`smallPassWinograd`). `winograd2` always takes F(2×2).
+    public func takesWinograd(batch: Int) -> Bool { winogradPass(batch: batch) != nil }
+
+    /// The Winograd convolutions of a pass of `batch` images (forward, dX, dW), or nil: im2col.
+    private func winogradPass(batch: Int) -> (forward: WinogradConvolution, backward: WinogradConvolution,
+                                              kernelGradient: WinogradKernelGradient)? {
+        guard let winograd, let winogradBackward, let winogradKernelGradient, let g = geometry else { return nil }
+        guard scratch.convolution.algorithm == .auto,
+              Winograd4x4.tiles(images: batch, height: g.outHeight, width: g.outWidth) < scratch.convolution.winogradMinimumTiles
+        else { return (winograd, winogradBackward, winogradKernelGradient) }
+        guard let small = smallPassWinograd, let smallBackward = smallPassWinogradBackward,
+              Winograd2x2.tiles(images: batch, height: g.outHeight, width: g.outWidth) >= Winograd2x2.minimumTiles
+        else { return nil }
+        return (small, smallBackward, small)
     }
     private var winogradBackward: WinogradConvolution?
-    /// F(4×4, 3×3) computes dW too; F(2×2) layers compute it with im2col.
-    private var winogradKernelGradient: Winograd4x4?
+    private var winogradKernelGradient: WinogradKernelGradient?
+    /// With `auto`, F(2×2) for the passes too small for F(4×4) (`ConvolutionOptions.winogradMinimumTiles`).
+    private var smallPassWinograd: Winograd2x2?
+    private var smallPassWinogradBackward: Winograd2x2?
+    /// The images an inference pass takes its algorithm for, whatever its own count: that of a
+    /// large pass (F(4×4) where the layer has it). An image's outputs then do not depend on the
+    /// images beside it in the pass (the last, shorter one of an evaluation, a rank's share of
+    /// it, one image to predict), so a score does not depend on the rank count: in bf16 the
+    /// algorithms round differently (F(4×4) to about 2.5%, F(2×2) 0.4%, im2col 0.2%).
+    static let inferenceAlgorithmBatch = 1 << 16
     private var flipped = FloatBuffer(count: 0)
     /// The kernel transposed to (F, patch) for our gemm's dX product (see `transposedKernel`).
     private var transposed = FloatBuffer(count: 0)
@@ -142,15 +160,17 @@ public final class Conv2D: Layer {
         let algorithm = scratch.convolution.algorithm
         if algorithm != .im2col, g.kernelHeight == 3, g.kernelWidth == 3, g.strideHeight == 1, g.strideWidth == 1,
            padding == .same, g.channels >= 16, filters >= 16, winograd == nil {
+            let route = scratch.convolution.route
+            let small = Winograd2x2(channels: g.channels, filters: filters, buffers: scratch.winograd, route: route)
+            let smallBackward = Winograd2x2(channels: filters, filters: g.channels, buffers: scratch.winograd, route: route)
             if algorithm == .winograd2 {
-                winograd = Winograd3x3(channels: g.channels, filters: filters, buffers: scratch.winograd)
-                winogradBackward = Winograd3x3(channels: filters, filters: g.channels, buffers: scratch.winograd)
+                (winograd, winogradBackward, winogradKernelGradient) = (small, smallBackward, small)
             } else {
-                let route = scratch.convolution.route
                 let forward = Winograd4x4(channels: g.channels, filters: filters, buffers: scratch.winograd, route: route)
                 winograd = forward
                 winogradKernelGradient = forward
                 winogradBackward = Winograd4x4(channels: filters, filters: g.channels, buffers: scratch.winograd, route: route)
+                (smallPassWinograd, smallPassWinogradBackward) = (small, smallBackward)
             }
             flipped = FloatBuffer(count: 9 * filters * g.channels)
         }
@@ -181,7 +201,7 @@ public final class Conv2D: Layer {
         let rowsPerImage = g.outHeight * g.outWidth
         let total = batch * rowsPerImage
         ConvolutionPhases.pass = .forward
-        if let winograd, takesWinograd(batch: batch) {
+        if let winograd = winogradPass(batch: context.training ? batch : Self.inferenceAlgorithmBatch)?.forward {
             winograd.setKernel(kernel)
             colHoldsWholeBatch = false
             if context.poolsIntoReader, let pool = poolsInto, let pooled = poolOutput, let argmax = pool.argmaxPointer,
@@ -253,12 +273,12 @@ public final class Conv2D: Layer {
         var dx = dInputs[0]
         // A fresh dX (see `PassContext.freshInputGradients`) is written, not added into.
         let addIntoDX = !context.isFresh(0)
-        let winogradPass = takesWinograd(batch: batch)
-        if let dxAll = dx, let back = winogradBackward, winogradPass {
+        let pass = winogradPass(batch: batch)
+        if let dxAll = dx, let back = pass?.backward {
             winogradInputGradient(back, dOutput: dOutput, into: dxAll, batch: batch, accumulate: addIntoDX)
             dx = nil
         }
-        if let winogradKernelGradient, winogradPass {
+        if let winogradKernelGradient = pass?.kernelGradient {
             ConvolutionPhases.pass = .kernelGradient
             winogradKernelGradient.accumulateKernelGradient(input: x, dOutput: dOutput, images: batch, height: g.inHeight,
                                                             width: g.inWidth, into: dKernel)

@@ -88,11 +88,13 @@ public struct PassContext: Sendable {
 /// can compare algorithms on two networks side by side.
 public struct ConvolutionOptions: Sendable, Equatable {
     public enum Algorithm: String, Sendable, CaseIterable, Codable {
-        /// Winograd F(4×4, 3×3) for stride-1 "same" 3×3 layers with ≥ 16 channels in and
-        /// out (forward, dX and dW), im2col + sgemm for the rest.
+        /// Winograd for stride-1 "same" 3×3 layers with ≥ 16 channels in and out (forward, dX
+        /// and dW): F(4×4, 3×3) in passes of `winogradMinimumTiles` 4×4 tiles or more, F(2×2, 3×3)
+        /// in smaller ones of `Winograd2x2.minimumTiles` 2×2 tiles or more; im2col + sgemm for
+        /// the rest.
         case auto
-        /// Winograd F(2×2, 3×3) for forward and dX of those layers, im2col + sgemm for their
-        /// dW and for the rest (the algorithm before F(4×4), for comparisons).
+        /// Winograd F(2×2, 3×3) in every pass of those layers, im2col + sgemm for the rest (for
+        /// comparisons).
         case winograd2
         /// im2col + sgemm everywhere (for comparisons).
         case im2col
@@ -111,18 +113,21 @@ public struct ConvolutionOptions: Sendable, Equatable {
     }
     public var multiply = Multiply.own
     /// With `auto`, a pass takes Winograd F(4×4) only when it has at least this many 4×4 output
-    /// tiles (images × tiles an image); smaller passes take im2col. Winograd's filter transforms
-    /// cost the same for any batch, and both they and the products it saves grow with channels
-    /// in × out, so the break-even is a tile count: about 12–16 on resnet's layers of 128 and
-    /// 256 channels (`bench --batch-size 2` and `8`, per layer). Rank with a small share of a
-    /// balanced batch, or a micro-batch of a few images at the deepest layers, gain from it.
-    public var winogradMinimumTiles = 16
+    /// tiles (images × tiles an image); smaller passes take F(2×2) (or im2col, below
+    /// `Winograd2x2.minimumTiles`). F(4×4) multiplies 9/16 as much as F(2×2) but transforms
+    /// 36/16 as many kernel values, whose cost does not depend on the batch; both grow with
+    /// channels in × out, so the break-even is a tile count: 32 on resnet-pool at 64 px
+    /// (`bench --batch-size 8`, 16, 32, 64 with `--winograd-min-tiles` 16, 32, 64, 128; AMD EPYC
+    /// Zen 5, bf16 and fp32). Ranks with a few images (8 a core in a lab, a small share of a
+    /// balanced batch) gain most: resnet-pool's step at 8 images 17% shorter than with im2col
+    /// in those passes.
+    public var winogradMinimumTiles = 32
 
     /// The precision of the convolutions' products (`Precision`).
     public var precision = Precision.fp32
 
     public init(algorithm: Algorithm = .auto, columnFloats: Int = 256 << 10, multiply: Multiply = .own,
-                winogradMinimumTiles: Int = 16, precision: Precision = .fp32) {
+                winogradMinimumTiles: Int = 32, precision: Precision = .fp32) {
         self.algorithm = algorithm
         self.columnFloats = max(1, columnFloats)
         self.multiply = multiply

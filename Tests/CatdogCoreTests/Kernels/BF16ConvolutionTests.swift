@@ -20,13 +20,14 @@ final class BF16ConvolutionTests: XCTestCase {
         return (difference / max(norm, 1e-30)).squareRoot()
     }
 
-    /// Forward, dX and dW of im2col layers (3×3, 5×5 stride 2, 1×1) and of Winograd F(4×4)
+    /// Forward, dX and dW of im2col layers (3×3, 5×5 stride 2, 1×1) and of Winograd F(4×4) and F(2×2)
     /// layers, bf16 against the double reference. Rounding both operands to 8 significant bits
     /// gives each product a relative error of at most 2⁻⁷ and, on random data where the errors
     /// are independent, a relative RMS error of about 2⁻⁸·√(2/3) ≈ 0.3% on the sums: im2col must
     /// stay under 1%. Winograd rounds the transformed operands (V = Bᵀ d B and U = G g Gᵀ),
     /// and the output transform (coefficients up to 8) adds those errors up with larger weights:
-    /// measured 2.4–2.5% here (48 channels), bounded at 3%. Each error must also exceed 10⁻⁴,
+    /// measured 2.4–2.5% here (48 channels), bounded at 3%. F(2×2)'s transforms have
+    /// coefficients of 1 and ½: it stays under im2col's 1%. Each error must also exceed 10⁻⁴,
     /// 30× what fp32 gives, so that a silent fall-back to fp32 fails the test.
     func testConvolutionsStayWithinBF16Error() throws {
         var random = Random(seed: 31)
@@ -35,6 +36,7 @@ final class BF16ConvolutionTests: XCTestCase {
             ("im2col 5x5 /2", Conv2D(16, 5, stride: 2), .init(height: 11, width: 12, channels: 8), .im2col, 0.01),
             ("pointwise", Conv2D(48, 1), .init(height: 5, width: 6, channels: 32), .auto, 0.01),
             ("winograd F(4x4)", Conv2D(32, 3), .init(height: 12, width: 10, channels: 48), .auto, 0.03),
+            ("winograd F(2x2)", Conv2D(32, 3), .init(height: 9, width: 10, channels: 48), .winograd2, 0.01),
         ]
         for (name, conv, shape, algorithm, bound) in cases {
             let batch = 3

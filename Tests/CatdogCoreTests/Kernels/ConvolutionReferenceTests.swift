@@ -57,8 +57,8 @@ final class ConvolutionReferenceTests: XCTestCase {
     }
 
     /// The Winograd paths (3×3, stride 1, same, ≥ 16 channels in and out) against the same
-    /// reference: forward, dX (Winograd on dY with the flipped kernel) and dW (F(4×4)'s
-    /// transformed-domain gradient; F(2×2) layers take im2col's), on odd and even image sizes,
+    /// reference: forward, dX (Winograd on dY with the flipped kernel) and dW (the
+    /// transformed-domain gradient, F(4×4)'s and F(2×2)'s), on odd and even image sizes,
     /// including 1×1, 2×3 and 5×5 images (partial tiles everywhere). F(2×2, 3×3)'s transforms
     /// add a few float32 roundings, F(4×4, 3×3)'s more (coefficients up to 8 and 1/24):
     /// 1e-3 absolute + 1e-3 relative for both, on values of order 1–10.
@@ -67,7 +67,8 @@ final class ConvolutionReferenceTests: XCTestCase {
         // products to BLAS), then back to the best.
         defer { try? KernelInstructionSet.auto.select() }
         let runs: [(ConvolutionOptions.Algorithm, ConvolutionOptions.Multiply, KernelInstructionSet)] =
-            [(.auto, .own, .auto), (.auto, .blas, .auto), (.winograd2, .own, .auto), (.auto, .own, .avx2), (.auto, .own, .baseline)]
+            [(.auto, .own, .auto), (.auto, .blas, .auto), (.winograd2, .own, .auto), (.winograd2, .blas, .auto),
+             (.auto, .own, .avx2), (.winograd2, .own, .avx2), (.auto, .own, .baseline), (.winograd2, .own, .baseline)]
         for (algorithm, multiply, kernels) in runs {
             guard (try? kernels.select()) != nil else { continue }
             var random = Random(seed: 77)
@@ -164,35 +165,40 @@ final class ConvolutionReferenceTests: XCTestCase {
         }
     }
 
-    /// With `auto`, a pass of fewer than `winogradMinimumTiles` 4×4 output tiles takes im2col:
-    /// 2 images of 8×8 (8 tiles) give exactly what an im2col layer gives, forward and backward;
-    /// 4 images (16 tiles) take Winograd, within the reference's tolerance.
-    func testSmallPassesTakeIm2colAndLargerOnesWinograd() throws {
-        let shape = FeatureShape(height: 8, width: 8, channels: 16)
-        func harness(_ algorithm: ConvolutionOptions.Algorithm, batch: Int) throws -> (Conv2D, LayerHarness) {
+    /// With `auto`, a pass takes F(4×4) from `winogradMinimumTiles` 4×4 output tiles, F(2×2)
+    /// below that down to `Winograd2x2.minimumTiles` 2×2 tiles, and im2col below those. Each
+    /// pass must give exactly what a layer fixed to that algorithm gives (the same bits), forward
+    /// and backward: on 8×8 maps with the minimum at 16 tiles, 4 images (16 tiles) take F(4×4)
+    /// and 2 images (8 tiles of 4×4, 32 of 2×2) F(2×2); on 4×4 maps, 2 images (8 tiles of 2×2)
+    /// take im2col.
+    func testPassesTakeF4x4F2x2OrIm2colBySize() throws {
+        func run(_ algorithm: ConvolutionOptions.Algorithm, minimum: Int, shape: FeatureShape, batch: Int) throws
+            -> (conv: Conv2D, output: [Float], dX: [Float], dW: [Float]) {
             let conv = Conv2D(filters: 16, kernelSize: (3, 3), activation: .linear)
-            return (conv, try LayerHarness(conv, inputs: [shape], batch: batch, seed: 5, convolution: ConvolutionOptions(algorithm: algorithm)))
+            let h = try LayerHarness(conv, inputs: [shape], batch: batch, seed: 5,
+                                     convolution: ConvolutionOptions(algorithm: algorithm, winogradMinimumTiles: minimum))
+            h.forward()
+            h.backward((0..<h.output.count).map { Float($0 % 7) - 3 })
+            return (conv, h.output.array, h.dInputs[0].array, h.gradients.array)
         }
-        let (small, a) = try harness(.auto, batch: 2), (_, b) = try harness(.im2col, batch: 2)
-        XCTAssertTrue(small.usesWinograd)
-        XCTAssertFalse(small.takesWinograd(batch: 2))
-        a.forward()
-        b.forward()
-        XCTAssertEqual(a.output.array, b.output.array)
-        let dy = (0..<a.output.count).map { Float($0 % 7) - 3 }
-        a.backward(dy)
-        b.backward(dy)
-        XCTAssertEqual(a.dInputs[0].array, b.dInputs[0].array)
-        XCTAssertEqual(a.gradients.array, b.gradients.array)
-        let (large, c) = try harness(.auto, batch: 4)
-        XCTAssertTrue(large.takesWinograd(batch: 4))
-        c.forward()
-        let g = large.geometry!
-        let kernelCount = 9 * 16 * 16
-        let expected = ReferenceConv.forward(g, images: 4, filters: 16, input: c.inputs[0].array,
-                                             kernel: Array(c.parameters.array[0..<kernelCount]),
-                                             bias: Array(c.parameters.array[kernelCount...]))
-        assertClose(c.output.array, expected, absolute: 1e-3, relative: 1e-3, "forward through Winograd, 16 tiles")
+        let map8 = FeatureShape(height: 8, width: 8, channels: 16), map4 = FeatureShape(height: 4, width: 4, channels: 16)
+        let cases: [(String, FeatureShape, Int, ConvolutionOptions.Algorithm, Int)] = [
+            ("F(4x4)", map8, 4, .auto, 0), ("F(2x2)", map8, 2, .winograd2, 16), ("im2col", map4, 2, .im2col, 16),
+        ]
+        for (name, shape, batch, fixed, fixedMinimum) in cases {
+            let auto = try run(.auto, minimum: 16, shape: shape, batch: batch)
+            let expected = try run(fixed, minimum: fixedMinimum, shape: shape, batch: batch)
+            XCTAssertTrue(auto.conv.usesWinograd, name)
+            XCTAssertEqual(auto.conv.takesWinograd(batch: batch), name != "im2col", name)
+            XCTAssertEqual(auto.output, expected.output, "\(name): forward of \(batch) images on \(shape.height)x\(shape.width)")
+            XCTAssertEqual(auto.dX, expected.dX, "\(name): dX")
+            XCTAssertEqual(auto.dW, expected.dW, "\(name): dW and db")
+        }
+        // And they differ from one another: the three algorithms round differently.
+        let f4 = try run(.auto, minimum: 0, shape: map8, batch: 2), f2 = try run(.winograd2, minimum: 16, shape: map8, batch: 2)
+        let col = try run(.im2col, minimum: 16, shape: map8, batch: 2)
+        XCTAssertNotEqual(f4.output, f2.output, "F(4x4) and F(2x2) gave the same bits: is one of them not running?")
+        XCTAssertNotEqual(f2.output, col.output, "F(2x2) and im2col gave the same bits: is one of them not running?")
     }
 
     func testSamePaddingMatchesTensorFlow() {

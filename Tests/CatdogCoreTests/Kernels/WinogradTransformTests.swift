@@ -119,4 +119,71 @@ final class WinogradTransformTests: XCTestCase {
             }
         }
     }
+
+    /// F(2×2, 3×3)'s transforms the same way: the 16 rows of V, the outputs (whole and clipped
+    /// tiles, written and added), dM, and the kernel transforms (U and dW's), every channel the
+    /// bits of channel 0 on each instruction set. And in bf16, the kernel transform that packs as
+    /// it goes (`catdog_wino2_filter_bf16`) gives the words of the fp32 transform packed
+    /// afterwards (`catdog_bf16_pack_pair_rows`), for odd channel counts too.
+    func testF2x2TransformsGiveTheSameBitsInVectorsAndLeftoverLanes() throws {
+        var random = Random(seed: 38)
+        let n = channels
+        let ran = forEachKernelInstructionSet { kernels in
+            let pixels = replicated((0..<16).map { _ in random.uniform(-4, 4) })
+            var d = (0..<16).map { UnsafePointer(pixels.pointer + $0 * n) as UnsafePointer<Float>? }
+            let v = FloatBuffer(count: 16 * 2 * n)
+            catdog_wino2_input(&d, v.pointer, 2 * n, n)
+            XCTAssertEqual(mismatches(v, rows: 16, stride: 2 * n), 0, "\(kernels): input transform")
+
+            let m = replicated((0..<16).map { _ in random.uniform(-4, 4) })
+            for clipped in [false, true] {
+                for accumulate: Int32 in [0, 1] {
+                    let y = replicated((0..<4).map { _ in random.uniform(-1, 1) })
+                    var out = (0..<4).map { i -> UnsafeMutablePointer<Float>? in clipped && i % 2 == 1 ? nil : y.pointer + i * n }
+                    catdog_wino2_output(m.pointer, n, &out, n, accumulate)
+                    XCTAssertEqual(mismatches(y, rows: 4, stride: n), 0,
+                                   "\(kernels): output transform, clipped \(clipped), accumulate \(accumulate)")
+                }
+            }
+
+            let dy = replicated((0..<4).map { _ in random.uniform(-4, 4) })
+            var g = (0..<4).map { UnsafePointer(dy.pointer + $0 * n) as UnsafePointer<Float>? }
+            let dm = FloatBuffer(count: 16 * 3 * n)
+            catdog_wino2_output_gradient(&g, dm.pointer, 3 * n, n)
+            XCTAssertEqual(mismatches(dm, rows: 16, stride: 3 * n), 0, "\(kernels): output gradient transform")
+
+            // One input channel, n filters holding the same taps: U (16, 1, n), then dW (9, 1, n) from it.
+            let taps = replicated((0..<9).map { _ in random.uniform(-1, 1) })
+            let u = FloatBuffer(count: 16 * n)
+            catdog_wino2_filter(taps.pointer, u.pointer, 1, n)
+            XCTAssertEqual(mismatches(u, rows: 16, stride: n), 0, "\(kernels): kernel transform")
+            let dw = replicated((0..<9).map { _ in random.uniform(-1, 1) })
+            catdog_wino2_filter_gradient(u.pointer, dw.pointer, 1, n)
+            XCTAssertEqual(mismatches(dw, rows: 9, stride: n), 0, "\(kernels): kernel gradient transform")
+        }
+        XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
+
+        guard BF16Gemm.available else { return }
+        for (c, f) in [(16, 32), (7, 35), (48, 20)] {
+            let kernel = FloatBuffer((0..<(9 * c * f)).map { _ in random.uniform(-1, 1) })
+            let u = FloatBuffer(count: 16 * c * f)
+            catdog_wino2_filter(kernel.pointer, u.pointer, c, f)
+            let block = (c + 1) / 2 * f + 3  // words; a stride wider than a block
+            let separate = [UInt32](unsafeUninitializedCapacity: 16 * block) { words, count in
+                words.initialize(repeating: 0)
+                for xi in 0..<16 {
+                    XCTAssertNotEqual(catdog_bf16_pack_pair_rows(u.pointer + xi * c * f, c, f, f, words.baseAddress! + xi * block), 0)
+                }
+                count = 16 * block
+            }
+            var tapPointers = (0..<9).map { UnsafePointer(kernel.pointer + $0 * c * f) as UnsafePointer<Float>? }
+            let fused = [UInt32](unsafeUninitializedCapacity: 16 * block) { words, count in
+                words.initialize(repeating: 0)
+                XCTAssertNotEqual(catdog_wino2_filter_bf16(&tapPointers, f, c, f, words.baseAddress!, block), 0)
+                count = 16 * block
+            }
+            XCTAssertEqual(fused, separate, "\(c) channels, \(f) filters: the fused bf16 kernel transform's words")
+        }
+    }
 }
+
