@@ -78,7 +78,7 @@ public final class Winograd2x2: WinogradConvolution {
                     output y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let c = channels, f = filters
         let total = Self.tiles(images: n, height: h, width: w)
-        let vp = buffers.v.pointer, mp = buffers.m.pointer, up = buffers.u.pointer, uBlock = uBlockStride
+        let vp = buffers.v.pointer, mp = buffers.m.pointer, uBlock = uBlockStride
         var start = 0
         while start < total {
             let count = min(chunkTiles, total - start)
@@ -87,12 +87,8 @@ public final class Winograd2x2: WinogradConvolution {
                 catdog_wino2_input_tiles(x, h, w, c, start, count, zeros.pointer, vp, vBlock)
             }
             ConvolutionPhases.measure(.products) {
-                for xi in 0..<16 {
-                    if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * vBlock, c, 1, buffers.packedU.pointer + xi * uBlock,
-                                                           mp + xi * mBlock, f, 0) != 0 { continue }
-                    multiply(route: route, m: count, n: f, k: c, a: vp + xi * vBlock, rowStrideA: c, columnStrideA: 1,
-                             b: up + xi * c * f, ldb: f, c: mp + xi * mBlock, ldc: f, accumulate: false)
-                }
+                buffers.multiplyBlocks(16, tiles: count, channels: c, filters: f, vBlock: vBlock, mBlock: mBlock,
+                                       packedUBlock: uPacked ? uBlock : nil, route: route)
             }
             ConvolutionPhases.measure(.winogradTransforms) {
                 catdog_wino2_output_tiles(mp, mBlock, y, h, w, f, start, count, accumulate ? 1 : 0)
@@ -117,10 +113,8 @@ public final class Winograd2x2: WinogradConvolution {
                 catdog_wino2_kernel_gradient_tiles(x, dy, h, w, c, f, start, count, zeros.pointer, vp, vBlock, mp, mBlock)
             }
             ConvolutionPhases.measure(.products) {
-                for xi in 0..<16 {
-                    multiply(route: route, m: c, n: f, k: count, a: vp + xi * vBlock, rowStrideA: 1, columnStrideA: c,
-                             b: mp + xi * mBlock, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
-                }
+                buffers.multiplyGradientBlocks(16, tiles: count, channels: c, filters: f, vBlock: vBlock, mBlock: mBlock,
+                                               accumulate: start > 0, route: route)
             }
             start += count
         }
@@ -147,6 +141,32 @@ public final class WinogradBuffers {
         if self.u.count < u { self.u = FloatBuffer(count: u) }
         if self.v.count < v { self.v = FloatBuffer(count: v) }
         if self.m.count < m { self.m = FloatBuffer(count: m) }
+    }
+
+    /// The products of a chunk of tiles, M[ξ] (tiles × f, `mBlock` floats apart) = V[ξ] (tiles ×
+    /// c, `vBlock` apart) · U[ξ], for ξ < `blocks`: from U packed in bf16 (`packedUBlock` words
+    /// apart) where given and the bf16 gemm takes it, else from U in fp32 (c × f a block) by
+    /// `route`.
+    func multiplyBlocks(_ blocks: Int, tiles count: Int, channels c: Int, filters f: Int, vBlock: Int, mBlock: Int,
+                        packedUBlock: Int?, route: GemmRoute) {
+        let vp = v.pointer, mp = m.pointer, up = u.pointer
+        for xi in 0..<blocks {
+            if let uBlock = packedUBlock, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * vBlock, c, 1, packedU.pointer + xi * uBlock,
+                                                                      mp + xi * mBlock, f, 0) != 0 { continue }
+            multiply(route: route, m: count, n: f, k: c, a: vp + xi * vBlock, rowStrideA: c, columnStrideA: 1,
+                     b: up + xi * c * f, ldb: f, c: mp + xi * mBlock, ldc: f, accumulate: false)
+        }
+    }
+
+    /// The kernel gradient's products of a chunk: dU[ξ] (c × f) = V[ξ]ᵀ · dM[ξ] (V and dM as
+    /// `multiplyBlocks` has them), added to dU when `accumulate`.
+    func multiplyGradientBlocks(_ blocks: Int, tiles count: Int, channels c: Int, filters f: Int, vBlock: Int, mBlock: Int,
+                                accumulate: Bool, route: GemmRoute) {
+        let vp = v.pointer, mp = m.pointer, dup = du.pointer
+        for xi in 0..<blocks {
+            multiply(route: route, m: c, n: f, k: count, a: vp + xi * vBlock, rowStrideA: 1, columnStrideA: c,
+                     b: mp + xi * mBlock, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: accumulate)
+        }
     }
 }
 

@@ -146,7 +146,7 @@ public final class Winograd4x4: WinogradConvolution {
                      pool: (pooled: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>)? = nil) {
         let c = channels, f = filters
         let total = Self.tiles(images: n, height: h, width: w)
-        let vp = buffers.v.pointer, mp = buffers.m.pointer, up = buffers.u.pointer
+        let vp = buffers.v.pointer, mp = buffers.m.pointer
         let uBlock = uBlockStride, k2 = (c + 1) / 2
         var start = 0
         while start < total {
@@ -177,12 +177,8 @@ public final class Winograd4x4: WinogradConvolution {
                     catdog_wino4_input_tiles(x, h, w, c, start, count, zeros.pointer, vp, vBlock, work.pointer)
                 }
                 ConvolutionPhases.measure(.products) {
-                    for xi in 0..<36 {
-                        if uPacked, catdog_sbgemm_f32_packed_b(count, f, c, vp + xi * vBlock, c, 1, buffers.packedU.pointer + xi * uBlock,
-                                                               mp + xi * mBlock, f, 0) != 0 { continue }
-                        multiply(route: route, m: count, n: f, k: c, a: vp + xi * vBlock, rowStrideA: c, columnStrideA: 1,
-                                 b: up + xi * c * f, ldb: f, c: mp + xi * mBlock, ldc: f, accumulate: false)
-                    }
+                    buffers.multiplyBlocks(36, tiles: count, channels: c, filters: f, vBlock: vBlock, mBlock: mBlock,
+                                           packedUBlock: uPacked ? uBlock : nil, route: route)
                 }
             }
             ConvolutionPhases.measure(.winogradTransforms) {
@@ -255,10 +251,8 @@ public final class Winograd4x4: WinogradConvolution {
                     catdog_wino4_kernel_gradient_tiles(x, dy, h, w, c, f, start, count, zeros.pointer, vp, vBlock, mp, mBlock, work.pointer)
                 }
                 ConvolutionPhases.measure(.products) {
-                    for xi in 0..<36 {
-                        multiply(route: route, m: c, n: f, k: count, a: vp + xi * vBlock, rowStrideA: 1, columnStrideA: c,
-                                 b: mp + xi * mBlock, ldb: f, c: dup + xi * c * f, ldc: f, accumulate: start > 0)
-                    }
+                    buffers.multiplyGradientBlocks(36, tiles: count, channels: c, filters: f, vBlock: vBlock, mBlock: mBlock,
+                                                   accumulate: start > 0, route: route)
                 }
             }
             start += count

@@ -169,19 +169,16 @@ final class WinogradTransformTests: XCTestCase {
             let u = FloatBuffer(count: 16 * c * f)
             catdog_wino2_filter(kernel.pointer, u.pointer, c, f)
             let block = (c + 1) / 2 * f + 3  // words; a stride wider than a block
-            let separate = [UInt32](unsafeUninitializedCapacity: 16 * block) { words, count in
-                words.initialize(repeating: 0)
-                for xi in 0..<16 {
-                    XCTAssertNotEqual(catdog_bf16_pack_pair_rows(u.pointer + xi * c * f, c, f, f, words.baseAddress! + xi * block), 0)
-                }
-                count = 16 * block
+            func words(_ fill: (UnsafeMutablePointer<UInt32>) -> Void) -> [UInt32] {
+                var out = [UInt32](repeating: 0, count: 16 * block)
+                out.withUnsafeMutableBufferPointer { fill($0.baseAddress!) }
+                return out
+            }
+            let separate = words { out in
+                for xi in 0..<16 { XCTAssertNotEqual(catdog_bf16_pack_pair_rows(u.pointer + xi * c * f, c, f, f, out + xi * block), 0) }
             }
             var tapPointers = (0..<9).map { UnsafePointer(kernel.pointer + $0 * c * f) as UnsafePointer<Float>? }
-            let fused = [UInt32](unsafeUninitializedCapacity: 16 * block) { words, count in
-                words.initialize(repeating: 0)
-                XCTAssertNotEqual(catdog_wino2_filter_bf16(&tapPointers, f, c, f, words.baseAddress!, block), 0)
-                count = 16 * block
-            }
+            let fused = words { out in XCTAssertNotEqual(catdog_wino2_filter_bf16(&tapPointers, f, c, f, out, block), 0) }
             XCTAssertEqual(fused, separate, "\(c) channels, \(f) filters: the fused bf16 kernel transform's words")
         }
     }
