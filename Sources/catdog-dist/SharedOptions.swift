@@ -118,7 +118,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare. CATDOG_KERNELS=avx2 or baseline in the environment makes the process behave as on a CPU without the wider sets, AVX512_BF16 included (docs/testing.md).")
     var kernels = KernelInstructionSet.auto
 
-    @Option(help: "With --convolution auto: Winograd F(4x4) only in passes with at least this many 4x4 output tiles (images x tiles an image); below, F(2x2) (where the pass has at least 16 tiles of 2x2) or im2col, where they are faster. 0 = F(4x4) at every size, for comparison.")
+    @Option(help: "With --convolution auto: Winograd F(4x4) only in passes with at least this many 4x4 output tiles (images x tiles an image; more on maps that do not divide into 4x4 tiles, where F(4x4) computes past the edge); below, F(2x2) (where the pass has at least 16 tiles of 2x2) or im2col, where they are faster. 0 = F(4x4) at every size, for comparison.")
     var winogradMinTiles = ConvolutionOptions().winogradMinimumTiles
 
     @Option(help: """

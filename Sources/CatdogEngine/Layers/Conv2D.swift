@@ -32,22 +32,36 @@ public final class Conv2D: Layer {
     /// Whether `reserve` chose Winograd for this layer (see `ConvolutionOptions`).
     public var usesWinograd: Bool { winograd != nil }
 
-    /// Whether a pass of `batch` images takes Winograd: the layer has it, and with `auto` the
-    /// pass has `winogradMinimumTiles` output tiles of 4×4 or more, or takes F(2×2) below that
-    /// (`smallPassWinograd`). `winograd2` always takes F(2×2).
+    /// Whether a pass of `batch` images takes Winograd: the layer has it, and with `auto` F(4×4)
+    /// costs no more than F(2×2) for the pass (`favoursF4x4`), or F(2×2) takes it
+    /// (`smallPassWinograd`, from `Winograd2x2.minimumTiles`). `winograd2` always takes F(2×2).
     public func takesWinograd(batch: Int) -> Bool { winogradPass(batch: batch) != nil }
 
     /// The Winograd convolutions of a pass of `batch` images (forward, dX, dW), or nil: im2col.
     private func winogradPass(batch: Int) -> (forward: WinogradConvolution, backward: WinogradConvolution,
                                               kernelGradient: WinogradKernelGradient)? {
         guard let winograd, let winogradBackward, let winogradKernelGradient, let g = geometry else { return nil }
+        let tiles4 = Winograd4x4.tiles(images: batch, height: g.outHeight, width: g.outWidth)
+        let tiles2 = Winograd2x2.tiles(images: batch, height: g.outHeight, width: g.outWidth)
         guard scratch.convolution.algorithm == .auto,
-              Winograd4x4.tiles(images: batch, height: g.outHeight, width: g.outWidth) < scratch.convolution.winogradMinimumTiles
+              !Self.favoursF4x4(tiles4: tiles4, tiles2: tiles2, minimum: scratch.convolution.winogradMinimumTiles)
         else { return (winograd, winogradBackward, winogradKernelGradient) }
-        guard let small = smallPassWinograd, let smallBackward = smallPassWinogradBackward,
-              Winograd2x2.tiles(images: batch, height: g.outHeight, width: g.outWidth) >= Winograd2x2.minimumTiles
+        guard let small = smallPassWinograd, let smallBackward = smallPassWinogradBackward, tiles2 >= Winograd2x2.minimumTiles
         else { return nil }
         return (small, smallBackward, small)
+    }
+
+    /// Whether F(4×4) costs no more than F(2×2) for a pass of `tiles4` 4×4 tiles or `tiles2`
+    /// 2×2 tiles: each costs its products, 36 or 16 per tile (× channels in × out), plus its
+    /// transformed kernels, 36 or 16 of them, which cost as much as the products of K tiles
+    /// whatever the batch. K = 1.4 × `minimum` puts the switch at `minimum` 4×4 tiles where a
+    /// map divides into whole ones (tiles2 = 4 × tiles4); on maps that do not (resnet's 5×5 at
+    /// 80 px, 6×6 at 96), F(4×4) computes outputs past the edge and F(2×2) fewer: there the
+    /// switch comes later. `minimum` 0: F(4×4) in every pass.
+    static func favoursF4x4(tiles4: Int, tiles2: Int, minimum: Int) -> Bool {
+        guard minimum > 0 else { return true }
+        // 5 × (tiles + K) in whole numbers: 5K = 7 × minimum.
+        return 36 * (5 * tiles4 + 7 * minimum) <= 16 * (5 * tiles2 + 7 * minimum)
     }
     private var winogradBackward: WinogradConvolution?
     private var winogradKernelGradient: WinogradKernelGradient?

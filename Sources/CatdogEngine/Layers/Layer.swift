@@ -89,9 +89,9 @@ public struct PassContext: Sendable {
 public struct ConvolutionOptions: Sendable, Equatable {
     public enum Algorithm: String, Sendable, CaseIterable, Codable {
         /// Winograd for stride-1 "same" 3×3 layers with ≥ 16 channels in and out (forward, dX
-        /// and dW): F(4×4, 3×3) in passes of `winogradMinimumTiles` 4×4 tiles or more, F(2×2, 3×3)
-        /// in smaller ones of `Winograd2x2.minimumTiles` 2×2 tiles or more; im2col + sgemm for
-        /// the rest.
+        /// and dW): F(4×4, 3×3) in passes of `winogradMinimumTiles` 4×4 tiles or more (more on
+        /// maps that do not divide into them), F(2×2, 3×3) in smaller ones of
+        /// `Winograd2x2.minimumTiles` 2×2 tiles or more; im2col + sgemm for the rest.
         case auto
         /// Winograd F(2×2, 3×3) in every pass of those layers, im2col + sgemm for the rest (for
         /// comparisons).
@@ -113,14 +113,15 @@ public struct ConvolutionOptions: Sendable, Equatable {
     }
     public var multiply = Multiply.own
     /// With `auto`, a pass takes Winograd F(4×4) only when it has at least this many 4×4 output
-    /// tiles (images × tiles an image); smaller passes take F(2×2) (or im2col, below
-    /// `Winograd2x2.minimumTiles`). F(4×4) multiplies 9/16 as much as F(2×2) but transforms
-    /// 36/16 as many kernel values, whose cost does not depend on the batch; both grow with
-    /// channels in × out, so the break-even is a tile count: 32 on resnet-pool at 64 px
-    /// (`bench --batch-size 8`, 16, 32, 64 with `--winograd-min-tiles` 16, 32, 64, 128; AMD EPYC
-    /// Zen 5, bf16 and fp32). Ranks with a few images (8 a core in a lab, a small share of a
-    /// balanced batch) gain most: resnet-pool's step at 8 images 17% shorter than with im2col
-    /// in those passes.
+    /// tiles (images × tiles an image) on maps that divide into whole tiles, and correspondingly
+    /// more where F(4×4) computes past the map's edge (`Conv2D.favoursF4x4`); smaller passes
+    /// take F(2×2) (or im2col, below `Winograd2x2.minimumTiles`). F(4×4) multiplies 9/16 as much
+    /// as F(2×2) but transforms 36/16 as many kernel values, whose cost does not depend on the
+    /// batch; both grow with channels in × out, so the break-even is a tile count: 32 on
+    /// resnet-pool at 64 px (`bench --batch-size 8`, 16, 32, 64 with `--winograd-min-tiles` 16,
+    /// 32, 64, 128; AMD EPYC Zen 5, bf16 and fp32). Ranks with a few images (8 a core in a lab,
+    /// a small share of a balanced batch) gain most: resnet-pool's step at 8 images 10–18%
+    /// shorter than with im2col in those passes.
     public var winogradMinimumTiles = 32
 
     /// The precision of the convolutions' products (`Precision`).

@@ -1,5 +1,5 @@
 import CKernels
-import CatdogEngine
+@testable import CatdogEngine
 import CatdogSupport
 import XCTest
 
@@ -199,6 +199,26 @@ final class ConvolutionReferenceTests: XCTestCase {
         let col = try run(.im2col, minimum: 16, shape: map8, batch: 2)
         XCTAssertNotEqual(f4.output, f2.output, "F(4x4) and F(2x2) gave the same bits: is one of them not running?")
         XCTAssertNotEqual(f2.output, col.output, "F(2x2) and im2col gave the same bits: is one of them not running?")
+    }
+
+    /// The cost rule behind `auto`'s choice of F(4×4) or F(2×2) (`Conv2D.favoursF4x4`): on maps
+    /// of whole 4×4 tiles (8×8 images: 4 tiles of 4×4, 16 of 2×2) F(4×4) from exactly
+    /// `winogradMinimumTiles` tiles; on 5×5 maps, where F(4×4) computes 64 outputs for 25 and
+    /// F(2×2) 36, the products cost the same and F(2×2) has fewer kernels: F(2×2) at any count;
+    /// a minimum of 0 keeps F(4×4) in every pass, even a 1×1 map's.
+    func testF4x4OrF2x2ByTheirCosts() {
+        for minimum in [1, 16, 32, 64] {
+            for images in 1...40 {
+                XCTAssertEqual(Conv2D.favoursF4x4(tiles4: 4 * images, tiles2: 16 * images, minimum: minimum), 4 * images >= minimum,
+                               "8x8 maps, \(images) images, minimum \(minimum)")
+            }
+            for images in [1, 8, 32, 1 << 16] {
+                XCTAssertFalse(Conv2D.favoursF4x4(tiles4: 4 * images, tiles2: 9 * images, minimum: minimum),
+                               "5x5 maps, \(images) images, minimum \(minimum)")
+            }
+        }
+        XCTAssertTrue(Conv2D.favoursF4x4(tiles4: 1, tiles2: 1, minimum: 0))
+        XCTAssertTrue(Conv2D.favoursF4x4(tiles4: 4, tiles2: 9, minimum: 0))
     }
 
     func testSamePaddingMatchesTensorFlow() {
