@@ -109,7 +109,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "BLAS threads per rank (one per rank is fastest: run one rank per core).")
     var threads = 1
 
-    @Option(help: "Convolution algorithm: auto (for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out: Winograd F(4x4,3x3) in passes of at least --winograd-min-tiles output tiles of 4x4, F(2x2,3x3) in smaller passes of at least 16 tiles of 2x2; im2col + gemm for the rest), winograd2 (F(2x2,3x3) in every pass of those layers) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
+    @Option(help: "Convolution algorithm: auto (for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out: Winograd F(4x4,3x3) in passes large enough for it (see --winograd-min-tiles), F(2x2,3x3) in smaller passes of at least 16 tiles of 2x2; im2col + gemm for the rest), winograd2 (F(2x2,3x3) in every pass of those layers) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
     var convolution = ConvolutionOptions.Algorithm.auto
 
     @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
