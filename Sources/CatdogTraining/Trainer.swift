@@ -372,16 +372,33 @@ public final class Trainer {
         return (totals[0] / totals[2], totals[1] / totals[2])
     }
 
-    /// FNV-1a over the bytes of the trainable weights. (BatchNorm moving statistics are
+    /// A checksum of the trainable weights (`checksum`). (BatchNorm moving statistics are
     /// per-rank between averagings, so they are not part of it.)
     public func weightsChecksum() -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for buffer in [network.parameters] {
-            let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
-            for byte in bytes {
-                hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
-            }
+        Self.checksum(network.parameters.pointer, count: network.parameters.count)
+    }
+
+    /// FNV-1a (64-bit) over the bit patterns of `count` floats, in four chains (each takes every
+    /// fourth float) folded together with the count at the end. Byte by byte in one chain it
+    /// took about 7 ms for resnet's 7.8 MB of weights every `checksumEvery` steps, all ranks
+    /// waiting; four chains of whole words take a sixteenth of the dependent steps.
+    static func checksum(_ p: UnsafePointer<Float>, count n: Int) -> UInt64 {
+        let prime: UInt64 = 0x100_0000_01B3
+        var h0: UInt64 = 0xCBF2_9CE4_8422_2325, h1 = h0, h2 = h0, h3 = h0
+        var i = 0
+        while i + 4 <= n {
+            h0 = (h0 ^ UInt64(p[i].bitPattern)) &* prime
+            h1 = (h1 ^ UInt64(p[i + 1].bitPattern)) &* prime
+            h2 = (h2 ^ UInt64(p[i + 2].bitPattern)) &* prime
+            h3 = (h3 ^ UInt64(p[i + 3].bitPattern)) &* prime
+            i += 4
         }
+        while i < n {
+            h0 = (h0 ^ UInt64(p[i].bitPattern)) &* prime
+            i += 1
+        }
+        var hash = h0
+        for part in [h1, h2, h3, UInt64(n)] { hash = (hash ^ part) &* prime }
         return hash
     }
 
