@@ -14,7 +14,7 @@ final class BatchNormKernelTests: XCTestCase {
     func testChannelMomentsMatchATwoPassReference() throws {
         var random = Random(seed: 31)
         let ran = forEachKernelInstructionSet { kernels in
-            for (rows, c) in [(1, 3), (7, 17), (64, 32), (300, 40)] {
+            for (rows, c) in [(1, 3), (7, 17), (64, 32), (300, 40), (9, 75)] {
                 // Channel k: values around a centre of 10^(k % 7 - 1), spread 10^-(k % 3).
                 var x = [Float](repeating: 0, count: rows * c)
                 for r in 0..<rows { for k in 0..<c {
@@ -47,8 +47,9 @@ final class BatchNormKernelTests: XCTestCase {
     func testGradientSumsApplyTheActivationsMask() throws {
         var random = Random(seed: 32)
         let ran = forEachKernelInstructionSet { kernels in
-            for (activation, code) in [(Activation.linear, Int32(0)), (.relu, 1), (.relu6, 2)] {
-                let rows = 37, c = 19
+            // 19 channels: the kernels' narrow blocks only; 75: their widest blocks (32 channels
+            // on AVX-512, 16 on AVX2, 8 on the baseline), then blocks of 8 and single channels.
+            for (activation, code) in [(Activation.linear, Int32(0)), (.relu, 1), (.relu6, 2)] { for (rows, c) in [(37, 19), (21, 75)] {
                 let dy0 = (0..<(rows * c)).map { _ in random.uniform(-1, 1) }, x = (0..<(rows * c)).map { _ in random.uniform(-3, 5) }
                 let mean = (0..<c).map { _ in random.uniform(-1, 2) }, inverse = (0..<c).map { _ in random.uniform(0.2, 3) }
                 let gamma = (0..<c).map { _ in random.uniform(0.5, 2) }, beta = (0..<c).map { _ in random.uniform(-1, 3) }
@@ -73,9 +74,9 @@ final class BatchNormKernelTests: XCTestCase {
                     let s = (0..<rows).reduce(0.0) { $0 + Double(dy[$1 * c + k]) }
                     let d = (0..<rows).reduce(0.0) { $0 + Double(dy[$1 * c + k] * xhat[$1 * c + k]) }
                     XCTAssertEqual(sum[k], s, accuracy: 1e-9 * max(1, abs(s)), "\(kernels), \(activation): Σ dy of channel \(k)")
-                    XCTAssertEqual(dot[k], d, accuracy: 1e-9 * max(1, abs(d)), "\(kernels), \(activation): Σ dy·x̂ of channel \(k)")
+                    XCTAssertEqual(dot[k], d, accuracy: 1e-9 * max(1, abs(d)), "\(kernels), \(activation): Σ dy·x̂ of channel \(k), \(rows) x \(c)")
                 }
-            }
+            } }
         }
         XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
     }
