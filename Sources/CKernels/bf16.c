@@ -389,11 +389,30 @@ BF16 static inline void pack_run_pair(const float *first, const float *second, s
     }
 }
 
+// Asks for the cache lines of output pixel r's patch (its taps inside the image): x was last
+// read in forward, and a patch's taps (kh rows of kw runs of c floats) are a pattern the
+// hardware's prefetchers do not follow, so each load of them waited on the L3 or memory.
+static inline void prefetch_patch(const patch_geometry *g, const float *x, size_t r) {
+    const float *image;
+    long y0, x0;
+    patch_origin(g, x, r, &image, &y0, &x0);
+    for (size_t i = 0; i < g->kh; i++)
+        for (size_t j = 0; j < g->kw; j++) {
+            const float *tap = patch_tap(g, image, y0, x0, i, j);
+            if (!tap) continue;
+            for (size_t k = 0; k < g->c; k += 16) _mm_prefetch((const char *)(tap + k), _MM_HINT_T0);
+        }
+}
+
+// Pixels ahead whose patches are asked for while one is packed.
+enum { PATCH_PREFETCH_DISTANCE = 2 };
+
 BF16 static void im2col_rows(const patch_geometry *g, const float *x, size_t row0, size_t rows, uint32_t *out) {
     const size_t c = g->c, words = g->kh * g->kw * c / 2;
     for (size_t r = 0; r < rows; r++) {
         const float *image;
         long y0, x0;
+        if (r + PATCH_PREFETCH_DISTANCE < rows) prefetch_patch(g, x, row0 + r + PATCH_PREFETCH_DISTANCE);
         patch_origin(g, x, row0 + r, &image, &y0, &x0);
         for (size_t i = 0; i < g->kh; i++)
             for (size_t j = 0; j < g->kw; j++)
@@ -405,6 +424,8 @@ BF16 static void im2col_pairs(const patch_geometry *g, const float *x, size_t ro
     const size_t c = g->c, words = g->kh * g->kw * c;
     for (size_t p = 0; p < (rows + 1) / 2; p++) {
         const int both = 2 * p + 1 < rows;
+        for (size_t ahead = 2 * p + PATCH_PREFETCH_DISTANCE; ahead < 2 * p + PATCH_PREFETCH_DISTANCE + 2 && ahead < rows; ahead++)
+            prefetch_patch(g, x, row0 + ahead);
         const float *image0, *image1 = NULL;
         long y0, x0, y1 = 0, x1 = 0;
         patch_origin(g, x, row0 + 2 * p, &image0, &y0, &x0);
