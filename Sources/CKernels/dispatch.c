@@ -119,6 +119,7 @@ void catdog_powersgd_finish(float *g, float *e, const float *p, const float *q, 
 void catdog_lamb_moments(const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms) { table()->lamb_moments(w, g, m, v, n, b1, b2, c1, c2, eps, norms); }
 void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps) { table()->lamb_apply(w, m, v, n, rate, c1, c2, eps); }
 void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite) { table()->masked_add(y, dy, dx, dx2, count, lo, hi, overwrite); }
+void catdog_col2im(const float *dcol, float *dx, size_t ih, size_t iw, size_t c, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t row0, size_t rows) { table()->col2im(dcol, dx, ih, iw, c, kh, kw, sh, sw, pad_top, pad_left, oh, ow, row0, rows); }
 void catdog_wino4_input(const float *const d[36], float *v, size_t vstride, size_t n, float *work) { table()->wino4_input(d, v, vstride, n, work); }
 void catdog_wino4_output(const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work) { table()->wino4_output(m, mstride, y, n, accumulate, work); }
 void catdog_wino4_output_act(const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, float *work) { table()->wino4_output_act(m, mstride, y, n, bias, activation, work); }

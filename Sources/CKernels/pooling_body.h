@@ -134,3 +134,28 @@ void FN(catdog_masked_add)(const float *restrict y, const float *restrict dy, fl
 #undef BOTH
 #undef MASKED
 }
+
+// The adjoint of im2col: adds the patch rows of output pixels row0 .. row0 + rows - 1 (dcol,
+// kh * kw * c floats a row, taps in (kh, kw, c) order) into the NHWC batch dx; taps in the
+// padding are dropped. Patches in order, each tap row as one run of kw * c floats (less the
+// padding's columns), so every element of dx gets its additions in the same order as a scalar
+// loop's, on every instruction set: the same bits.
+void FN(catdog_col2im)(const float *restrict dcol, float *restrict dx, size_t ih, size_t iw, size_t c, size_t kh,
+                       size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                       size_t row0, size_t rows) {
+    const size_t per_image = oh * ow, patch = kh * kw * c;
+    for (size_t r = 0; r < rows; r++) {
+        const size_t pixel = row0 + r, n = pixel / per_image, within = pixel - n * per_image;
+        const long y0 = (long)((within / ow) * sh) - (long)pad_top, x0 = (long)((within % ow) * sw) - (long)pad_left;
+        const long first = x0 < 0 ? -x0 : 0, last = x0 + (long)kw > (long)iw ? (long)iw - x0 : (long)kw;
+        if (last <= first) continue;
+        const size_t span = (size_t)(last - first) * c;
+        for (size_t i = 0; i < kh; i++) {
+            const long y = y0 + (long)i;
+            if (y < 0 || y >= (long)ih) continue;
+            const float *restrict src = dcol + r * patch + (i * kw + (size_t)first) * c;
+            float *restrict dst = dx + ((n * ih + (size_t)y) * iw + (size_t)(x0 + first)) * c;
+            for (size_t k = 0; k < span; k++) dst[k] += src[k];
+        }
+    }
+}

@@ -31,6 +31,7 @@
     X(depthwise_forward, (const float *x, const float *w, const float *bias, float *y, size_t batch, size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow)) \
     X(depthwise_backward, (const float *x, const float *w, const float *dy, float *dw, float *dbias, float *dx, size_t batch, size_t ih, size_t iw, size_t c, size_t k, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow)) \
     X(masked_add, (const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite)) \
+    X(col2im, (const float *dcol, float *dx, size_t ih, size_t iw, size_t c, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t row0, size_t rows)) \
     X(wino4_input, (const float *const d[36], float *v, size_t vstride, size_t n, float *work)) \
     X(wino4_output, (const float *m, size_t mstride, float *const y[16], size_t n, int accumulate, float *work)) \
     X(wino4_output_act, (const float *m, size_t mstride, float *const y[16], size_t n, const float *bias, int activation, float *work)) \

@@ -93,6 +93,11 @@ void catdog_maxpool_backward(const float *y, const float *dy, const int32_t *arg
 // not overlap.
 void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi,
                        int overwrite);
+// The adjoint of im2col (Conv2D's dX): adds the patch rows of output pixels row0 .. row0 + rows
+// - 1 (dcol, kh * kw * c floats each, taps in (kh, kw, c) order) into the NHWC batch dx, the
+// geometry as catdog_conv_direct_forward's; taps in the padding are dropped.
+void catdog_col2im(const float *dcol, float *dx, size_t ih, size_t iw, size_t c, size_t kh, size_t kw, size_t sh,
+                   size_t sw, size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t row0, size_t rows);
 
 // Resize.square's two passes (see resize_body.h): along x over rows first_row...last_row into
 // (rows, size, 3) floats, then along y into size·size·3 rounded bytes. Bit-identical on every

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Geometry of a 2-D convolution or pooling window over NHWC images.
 public struct ConvGeometry: Hashable, Sendable {
     public var inHeight, inWidth, channels: Int
@@ -112,22 +114,11 @@ public func col2im(
     col2im(g, rows: 0..<(images * g.outHeight * g.outWidth), dCol: dCol, dInput: dInput)
 }
 
-/// The adjoint of `im2col(_:rows:input:col:)`: adds patch rows `rows` of `dCol` into the batch at `dInput`.
+/// The adjoint of `im2col(_:rows:input:col:)`: adds patch rows `rows` of `dCol` into the batch at
+/// `dInput` (`catdog_col2im`, vectorised for the CPU; the same bits on every instruction set).
 public func col2im(
     _ g: ConvGeometry, rows: Range<Int>, dCol: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>
 ) {
-    let c = g.channels
-    let imageSize = g.inHeight * g.inWidth * c
-    forEachPatch(g, rows: rows) { index, n, ihBase, iwBase, kwStart, kwEnd in
-        guard kwEnd > kwStart else { return }
-        let row = dCol + index * g.patchSize
-        for kh in 0..<g.kernelHeight {
-            let ih = ihBase + kh
-            if ih < 0 || ih >= g.inHeight { continue }
-            let src = row + (kh * g.kernelWidth + kwStart) * c
-            let dst = dInput + n * imageSize + (ih * g.inWidth + iwBase + kwStart) * c
-            let span = (kwEnd - kwStart) * c
-            for i in 0..<span { dst[i] += src[i] }
-        }
-    }
+    catdog_col2im(dCol, dInput, g.inHeight, g.inWidth, g.channels, g.kernelHeight, g.kernelWidth, g.strideHeight,
+                  g.strideWidth, g.padTop, g.padLeft, g.outHeight, g.outWidth, rows.lowerBound, rows.count)
 }
