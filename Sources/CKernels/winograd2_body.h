@@ -10,6 +10,16 @@
 
 #define W2L CATDOG_VECTOR_FLOATS
 
+// Row r of a transform's 4 × 4 output, its four values stored `stride` floats apart from
+// base + 4 r · stride (the rows of V, dM and U alike).
+#define W2_STORE_ROW(STORE, base, r, stride, o0, o1, o2, o3)                                          \
+    do {                                                                                              \
+        STORE((base) + (size_t)(4 * (r)) * (stride), o0);                                             \
+        STORE((base) + (size_t)(4 * (r) + 1) * (stride), o1);                                         \
+        STORE((base) + (size_t)(4 * (r) + 2) * (stride), o2);                                         \
+        STORE((base) + (size_t)(4 * (r) + 3) * (stride), o3);                                         \
+    } while (0)
+
 static inline float w2load(const float *p) { return *p; }
 static inline void w2store(float *p, float x) { *p = x; }
 
@@ -32,10 +42,7 @@ static inline void w2store(float *p, float x) { *p = x; }
         for (int r_ = 0; r_ < 4; r_++) {                                                              \
             T o0_, o1_, o2_, o3_;                                                                     \
             W2_BT(t_[4 * r_], t_[4 * r_ + 1], t_[4 * r_ + 2], t_[4 * r_ + 3], o0_, o1_, o2_, o3_);    \
-            STORE((v) + (size_t)(4 * r_) * (vstride) + (k), o0_);                                     \
-            STORE((v) + (size_t)(4 * r_ + 1) * (vstride) + (k), o1_);                                 \
-            STORE((v) + (size_t)(4 * r_ + 2) * (vstride) + (k), o2_);                                 \
-            STORE((v) + (size_t)(4 * r_ + 3) * (vstride) + (k), o3_);                                 \
+            W2_STORE_ROW(STORE, (v) + (k), r_, (vstride), o0_, o1_, o2_, o3_);                    \
         }                                                                                             \
     } while (0)
 
@@ -85,10 +92,7 @@ void FN(catdog_wino2_output)(const float *m, size_t mstride, float *const y[4], 
         }                                                                                             \
         for (int r_ = 0; r_ < 4; r_++) {                                                              \
             const T a_ = u_[2 * r_], b_ = u_[2 * r_ + 1];                                             \
-            STORE((dm) + (size_t)(4 * r_) * (stride) + (k), a_);                                      \
-            STORE((dm) + (size_t)(4 * r_ + 1) * (stride) + (k), a_ + b_);                             \
-            STORE((dm) + (size_t)(4 * r_ + 2) * (stride) + (k), a_ - b_);                             \
-            STORE((dm) + (size_t)(4 * r_ + 3) * (stride) + (k), -b_);                                 \
+            W2_STORE_ROW(STORE, (dm) + (k), r_, (stride), a_, a_ + b_, a_ - b_, -b_);             \
         }                                                                                             \
     } while (0)
 
@@ -109,10 +113,7 @@ void FN(catdog_wino2_output_gradient)(const float *const g[4], float *dm, size_t
         for (int r_ = 0; r_ < 4; r_++) {                                                              \
             T o0_, o1_, o2_, o3_;                                                                     \
             W2_G(t_[3 * r_], t_[3 * r_ + 1], t_[3 * r_ + 2], o0_, o1_, o2_, o3_);                     \
-            STORE((u) + (size_t)(4 * r_) * (cf) + (at) + (k), o0_);                                   \
-            STORE((u) + (size_t)(4 * r_ + 1) * (cf) + (at) + (k), o1_);                               \
-            STORE((u) + (size_t)(4 * r_ + 2) * (cf) + (at) + (k), o2_);                               \
-            STORE((u) + (size_t)(4 * r_ + 3) * (cf) + (at) + (k), o3_);                               \
+            W2_STORE_ROW(STORE, (u) + (at) + (k), r_, (cf), o0_, o1_, o2_, o3_);                  \
         }                                                                                             \
     } while (0)
 
