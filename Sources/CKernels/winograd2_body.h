@@ -42,7 +42,7 @@ static inline void w2store(float *p, float x) { *p = x; }
         for (int r_ = 0; r_ < 4; r_++) {                                                              \
             T o0_, o1_, o2_, o3_;                                                                     \
             W2_BT(t_[4 * r_], t_[4 * r_ + 1], t_[4 * r_ + 2], t_[4 * r_ + 3], o0_, o1_, o2_, o3_);    \
-            W2_STORE_ROW(STORE, (v) + (k), r_, (vstride), o0_, o1_, o2_, o3_);                    \
+            W2_STORE_ROW(STORE, (v) + (k), r_, (vstride), o0_, o1_, o2_, o3_);                        \
         }                                                                                             \
     } while (0)
 
@@ -92,7 +92,7 @@ void FN(catdog_wino2_output)(const float *m, size_t mstride, float *const y[4], 
         }                                                                                             \
         for (int r_ = 0; r_ < 4; r_++) {                                                              \
             const T a_ = u_[2 * r_], b_ = u_[2 * r_ + 1];                                             \
-            W2_STORE_ROW(STORE, (dm) + (k), r_, (stride), a_, a_ + b_, a_ - b_, -b_);             \
+            W2_STORE_ROW(STORE, (dm) + (k), r_, (stride), a_, a_ + b_, a_ - b_, -b_);                 \
         }                                                                                             \
     } while (0)
 
@@ -113,7 +113,7 @@ void FN(catdog_wino2_output_gradient)(const float *const g[4], float *dm, size_t
         for (int r_ = 0; r_ < 4; r_++) {                                                              \
             T o0_, o1_, o2_, o3_;                                                                     \
             W2_G(t_[3 * r_], t_[3 * r_ + 1], t_[3 * r_ + 2], o0_, o1_, o2_, o3_);                     \
-            W2_STORE_ROW(STORE, (u) + (at) + (k), r_, (cf), o0_, o1_, o2_, o3_);                  \
+            W2_STORE_ROW(STORE, (u) + (at) + (k), r_, (cf), o0_, o1_, o2_, o3_);                      \
         }                                                                                             \
     } while (0)
 
