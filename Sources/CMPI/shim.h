@@ -14,6 +14,7 @@ static inline MPI_Datatype catdog_mpi_int32(void) { return MPI_INT32_T; }
 static inline MPI_Datatype catdog_mpi_byte(void) { return MPI_BYTE; }
 static inline MPI_Op catdog_mpi_sum(void) { return MPI_SUM; }
 static inline MPI_Op catdog_mpi_max(void) { return MPI_MAX; }
+static inline MPI_Op catdog_mpi_op_null(void) { return MPI_OP_NULL; }
 static inline MPI_Op catdog_mpi_min(void) { return MPI_MIN; }
 static inline void *catdog_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Request catdog_mpi_request_null(void) { return MPI_REQUEST_NULL; }

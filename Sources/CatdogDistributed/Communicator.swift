@@ -27,6 +27,10 @@ public protocol Communicator: AnyObject {
     func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction
     /// Starts a non-blocking in-place sum of half-precision values (fp16 compression).
     func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction
+    /// Starts a non-blocking in-place sum of bf16 values (each a float's upper 16 bits), every
+    /// addition made in float and rounded to nearest even (`catdog_bf16_add`), on `channel` as
+    /// in `startAllReduceSum` (PowerSGD's factors in bf16).
+    func startAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction
     /// Sums doubles across ranks (metrics).
     func allReduceSum(_ values: inout [Double]) throws
     /// Element-wise maximum of doubles across ranks.
@@ -176,6 +180,7 @@ public final class LocalCommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction { Done() }
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction { Done() }
+    public func startAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction { Done() }
     public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
         checkPartedSum(count: count, parts: parts, tag: tag, ranks: size)
         return Done()

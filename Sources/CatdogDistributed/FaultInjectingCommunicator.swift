@@ -52,6 +52,10 @@ public final class FaultInjectingCommunicator: Communicator {
         try self.count()
         return try base.startAllReduceSumHalf(buffer, count: count)
     }
+    public func startAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        try self.count()
+        return try base.startAllReduceSumBF16(buffer, count: count, channel: channel)
+    }
     public func startPartedAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, parts: [Int], tag: Int) throws -> PendingReduction {
         try self.count()
         return try base.startPartedAllReduceSum(buffer, count: count, parts: parts, tag: tag)

@@ -1,4 +1,5 @@
 import CatdogSupport
+import CHalf
 import CMPI
 import Foundation
 
@@ -292,6 +293,29 @@ public final class MPICommunicator: Communicator {
                                           catdog_mpi_fp16_sum(), world, &pending.request), "MPI_Iallreduce (fp16)")
         return pending
     }
+
+    public func startAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        let pending = Request(beats: beats)
+        guard size > 1, count > 0 else { return pending }
+        precondition(channel == 0 || channel == 1)
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(),
+                                          try Self.bf16Sum(), channel == 0 ? world : second, &pending.request), "MPI_Iallreduce (bf16)")
+        return pending
+    }
+
+    /// The MPI operation summing bf16 values (`catdog_bf16_add`), made once.
+    private static func bf16Sum() throws -> MPI_Op {
+        if let op = bf16SumOp { return op }
+        var op: MPI_Op? = catdog_mpi_op_null()
+        try MPIError.check(MPI_Op_create({ input, output, count, _ in
+            guard let input, let output, let count else { return }
+            catdog_bf16_add(input.assumingMemoryBound(to: UInt16.self), output.assumingMemoryBound(to: UInt16.self), Int(count.pointee))
+        }, 1, &op), "MPI_Op_create (bf16 sum)")
+        guard let op else { throw MPIError(call: "MPI_Op_create (bf16 sum)", code: -1, message: "no operation made") }
+        bf16SumOp = op
+        return op
+    }
+    nonisolated(unsafe) private static var bf16SumOp: MPI_Op?
 
     public func allReduceSum(_ values: inout [Double]) throws { try allReduce(&values, catdog_mpi_sum()) }
 

@@ -1,3 +1,4 @@
+import CHalf
 import Foundation
 
 /// Ranks as threads of one process (what `EmbeddedChannel` is to swift-nio): the collectives
@@ -264,6 +265,16 @@ public final class ThreadCommunicator: Communicator {
     /// Pairwise in float, rounded to half after each addition, as the MPI operation does.
     public func startAllReduceSumHalf(_ buffer: UnsafeMutablePointer<Float16>, count: Int) throws -> PendingReduction {
         try sum("sum (half)", buffer, count: count, channel: 0) { Float16(Float($0) + Float($1)) }
+    }
+
+    /// Pairwise, rounded to bf16 after each addition, as the MPI operation does.
+    public func startAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        precondition(channel == 0 || channel == 1)
+        return try sum("sum (bf16)", buffer, count: count, channel: channel) { a, b in
+            var a = a, b = b
+            catdog_bf16_add(&a, &b, 1)
+            return b
+        }
     }
 
     public func allReduceSum(_ values: inout [Double]) throws {

@@ -41,6 +41,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var fp16AllReduce: Bool?
     /// PowerSGD's rank when gradients are compressed with it (nil = off).
     public var powerSGDRank: Int?
+    /// PowerSGD's factors cross the network in bf16 (`powersgd:R:bf16`; nil = fp32).
+    public var powerSGDBF16: Bool?
     /// Exact fp32 sums in three stages (within each machine, across machines' leaders, back
     /// within each machine) instead of one all-reduce over every rank (nil: flat).
     public var hierarchicalAllReduce: Bool?
@@ -144,12 +146,17 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// How gradients cross the network.
     public var compression: GradientCompression {
         get {
-            if let r = powerSGDRank { return .powerSGD(rank: r) }
+            if let r = powerSGDRank { return .powerSGD(rank: r, bf16: powerSGDBF16 == true) }
             return fp16AllReduce == true ? .fp16 : .none
         }
         set {
             fp16AllReduce = newValue == .fp16 ? true : nil
-            if case .powerSGD(let r) = newValue { powerSGDRank = r } else { powerSGDRank = nil }
+            powerSGDRank = nil
+            powerSGDBF16 = nil
+            if case .powerSGD(let r, let bf16) = newValue {
+                powerSGDRank = r
+                powerSGDBF16 = bf16 ? true : nil
+            }
         }
     }
 
@@ -416,6 +423,7 @@ extension TrainingConfig {
             L.check("colour shift", Double(augmentation.colorShift), 0...255),
             augmentation.cutout.flatMap { L.check("cutout size", Double($0), Double(Augmentation.cutoutRange.lowerBound)...Double(Augmentation.cutoutRange.upperBound)) },
             powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },
+            powerSGDBF16 == true && powerSGDRank == nil ? "PowerSGD's factors in bf16 without PowerSGD" : nil,
             ghostBatch.flatMap { L.check("ghost batch", $0, 1...max(1, globalBatch)) },
             ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
             labelSmoothing.flatMap { L.check("label smoothing", $0, L.labelSmoothing) },
@@ -458,20 +466,22 @@ public enum CheckpointLimits {
 public enum GradientCompression: Equatable, Sendable, CustomStringConvertible {
     case none
     case fp16
-    /// Rank-`rank` PowerSGD (Vogels et al. 2019), exact fp32 during the learning-rate warmup.
-    case powerSGD(rank: Int)
+    /// Rank-`rank` PowerSGD (Vogels et al. 2019), exact fp32 during the learning-rate warmup;
+    /// with `bf16`, its factors P and Q cross the network in bf16 (half the bytes).
+    case powerSGD(rank: Int, bf16: Bool = false)
 
     public static let maxPowerSGDRank = 64
 
-    /// `none`, `fp16` or `powersgd:R`; nil for anything else.
+    /// `none`, `fp16`, `powersgd:R` or `powersgd:R:bf16`; nil for anything else.
     public init?(parsing text: String) {
         switch text.lowercased() {
         case "none", "fp32": self = .none
         case "fp16": self = .fp16
         default:
             let parts = text.lowercased().split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 2, parts[0] == "powersgd", let r = Int(parts[1]), (1...Self.maxPowerSGDRank).contains(r) else { return nil }
-            self = .powerSGD(rank: r)
+            guard (2...3).contains(parts.count), parts[0] == "powersgd", let r = Int(parts[1]), (1...Self.maxPowerSGDRank).contains(r),
+                  parts.count == 2 || parts[2] == "bf16" else { return nil }
+            self = .powerSGD(rank: r, bf16: parts.count == 3)
         }
     }
 
@@ -479,7 +489,7 @@ public enum GradientCompression: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .none: "none"
         case .fp16: "fp16"
-        case .powerSGD(let r): "powersgd:\(r)"
+        case .powerSGD(let r, let bf16): "powersgd:\(r)\(bf16 ? ":bf16" : "")"
         }
     }
 }

@@ -112,10 +112,10 @@ public final class DataParallelStep {
             case .parted: reduction = PartedReduction(buckets: ranges, communicator: communicator)
             }
         case .fp16: reduction = FP16Reduction(buckets: ranges, communicator: communicator)
-        case .powerSGD(let r):
+        case .powerSGD(let r, let bf16):
             reduction = PowerSGDReduction(
                 buckets: ranges, tensors: network.parameterSlots.map { ($0.offset, $0.shape) }, rank: r,
-                startUpdate: compressFrom, seed: seed, communicator: communicator)
+                startUpdate: compressFrom, seed: seed, communicator: communicator, bf16Factors: bf16)
         }
     }
 

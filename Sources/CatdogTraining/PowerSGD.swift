@@ -1,3 +1,4 @@
+import CHalf
 import CKernels
 import CatdogDistributed
 import CatdogSupport
@@ -10,7 +11,10 @@ import Foundation
 ///     M ← gradient + error;  P ← M Q;  all-reduce P;  orthonormalise P;
 ///     Q ← Mᵀ P;  all-reduce Q;  gradient ← P Qᵀ;  error ← M − P Qᵀ / ranks
 ///
-/// Only r·(rows + columns) numbers of a rows × columns matrix cross the network. Tensors that
+/// Only r·(rows + columns) numbers of a rows × columns matrix cross the network (with
+/// `bf16Factors`, as bf16: half the bytes; each rank's P and Q rounded to nearest even, their
+/// sums rounded after each addition, and the error feedback carrying what the rounding lost,
+/// since it is taken against the rounded factors every rank applies). Tensors that
 /// compress less than 2× (biases, BatchNorm, the last layer) go exactly, in the P round.
 /// Kernels are matrices of (all but the last dimension) × (the last), e.g. a 3×3 convolution's
 /// (3·3·in) × out. Before update `startUpdate` every bucket is summed exactly (the learning-rate
@@ -74,10 +78,15 @@ public final class PowerSGDReduction: GradientReduction {
     public let offset: Int
     let plans: [Plan]
     private let pBuffers: [FloatBuffer]
+    /// The factors cross the network in bf16: each bucket's P at `pWireAt[bucket]` of `pWire`,
+    /// Q at the same index of `qWire` as in `q`.
+    public let bf16Factors: Bool
+    private let pWire: UnsafeMutablePointer<UInt16>, qWire: UnsafeMutablePointer<UInt16>
+    private let pWireAt: [Int]
     let comm: Communicator
     /// The next bucket whose Q round may start (they start in bucket order on every rank).
     private var nextQRound = 0
-    public var name: String { "PowerSGD rank \(rank)" }
+    public var name: String { "PowerSGD rank \(rank)\(bf16Factors ? ", factors in bf16" : "")" }
 
     /// The matrix a tensor of `shape` is compressed as, or nil when rank `r` would not make it
     /// at least 2× smaller.
@@ -90,9 +99,10 @@ public final class PowerSGDReduction: GradientReduction {
 
     /// `tensors` are the parameter tensors (offset and shape) within the buckets.
     public init(buckets: [Range<Int>], tensors: [(offset: Int, shape: [Int])], rank r: Int, startUpdate: Int,
-                seed: UInt64, communicator: Communicator) {
+                seed: UInt64, communicator: Communicator, bf16Factors: Bool = false) {
         precondition(r >= 1)
         rank = r
+        self.bf16Factors = bf16Factors
         self.buckets = buckets
         self.startUpdate = startUpdate
         comm = communicator
@@ -123,11 +133,24 @@ public final class PowerSGDReduction: GradientReduction {
                         p: p, pCount: pCount, qRange: qRange)
         }
         pBuffers = plans.map { FloatBuffer(count: max($0.exactCount + $0.pCount, 1)) }
+        var wireAt: [Int] = [], pTotal = 0
+        for plan in plans {
+            wireAt.append(pTotal)
+            pTotal += bf16Factors ? plan.pCount : 0
+        }
+        pWireAt = wireAt
+        pWire = .allocate(capacity: max(pTotal, 1))
+        qWire = .allocate(capacity: bf16Factors ? max(qCount, 1) : 1)
         q = FloatBuffer(count: qCount)
         error = FloatBuffer(count: span)
         error.zero()
         var random = Random(seed: seed, 0x5057_5347)  // "PWSG"
         for i in 0..<qCount { q[i] = random.uniform(-1, 1) }
+    }
+
+    deinit {
+        pWire.deallocate()
+        qWire.deallocate()
     }
 
     public var matrices: [Matrix] { plans.flatMap(\.matrices) }
@@ -139,7 +162,8 @@ public final class PowerSGDReduction: GradientReduction {
 
     public func wireBytes(bucket: Int, update: Int) -> Int {
         let plan = plans[bucket]
-        return update < startUpdate ? plan.range.count * 4 : (plan.exactCount + plan.pCount + plan.qRange.count) * 4
+        guard update >= startUpdate else { return plan.range.count * 4 }
+        return plan.exactCount * 4 + (plan.pCount + plan.qRange.count) * (bf16Factors ? 2 : 4)
     }
 
     /// Starts the error feedback again at zero (a resume onto another rank count).
@@ -152,8 +176,13 @@ public final class PowerSGDReduction: GradientReduction {
             return try comm.startAllReduceSum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
         }
         if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].beforeFirst)) } else { compress(bucket, gradients) }
-        let first = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
-        return Work(self, bucket: bucket, gradients: gradients, first: first)
+        guard bf16Factors else {
+            let first = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
+            return Work(self, bucket: bucket, gradients: gradients, first: first)
+        }
+        let exact = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount, channel: 0)
+        let factors = try comm.startAllReduceSumBF16(pWire + pWireAt[bucket], count: plan.pCount, channel: 0)
+        return Work(self, bucket: bucket, gradients: gradients, first: Both(exact, factors))
     }
 
     /// Before the P round: the exact values into the P buffer, the error feedback added to each
@@ -169,6 +198,24 @@ public final class PowerSGDReduction: GradientReduction {
         for (m, pAt) in zip(plan.matrices, plan.p) {
             catdog_powersgd_project(gradients + m.offset, error.pointer + (m.offset - offset), q.pointer + m.q,
                                     buffer + plan.exactCount + pAt, m.rows, m.columns, rank)
+        }
+        if bf16Factors { catdog_float_to_bf16(buffer + plan.exactCount, pWire + pWireAt[bucket], plan.pCount) }
+    }
+
+    /// Two reductions in flight as one.
+    final class Both: PendingReduction {
+        let first: PendingReduction, second: PendingReduction
+        init(_ first: PendingReduction, _ second: PendingReduction) {
+            self.first = first
+            self.second = second
+        }
+        func test() throws -> Bool {
+            let a = try first.test(), b = try second.test()
+            return a && b
+        }
+        func wait() throws {
+            try first.wait()
+            try second.wait()
         }
     }
 
@@ -221,12 +268,14 @@ public final class PowerSGDReduction: GradientReduction {
         let plan = plans[bucket]
         if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].between)) } else { backProject(bucket, gradients) }
         nextQRound = compressedAfter(bucket)
+        if bf16Factors { return try comm.startAllReduceSumBF16(qWire + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1) }
         return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
     }
 
     func backProject(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
         let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
+        if bf16Factors { catdog_bf16_to_float(pWire + pWireAt[bucket], buffer + plan.exactCount, plan.pCount) }
         var at = 0
         for range in plan.exact {
             (gradients + range.lowerBound).update(from: buffer + at, count: range.count)
@@ -237,6 +286,8 @@ public final class PowerSGDReduction: GradientReduction {
             Self.orthonormalize(p, length: m.rows, vectors: rank)
             catdog_powersgd_back_project(g, p, qm, m.rows, m.columns, rank)
         }
+        let qs = plan.qRange
+        if bf16Factors { catdog_float_to_bf16(q.pointer + qs.lowerBound, qWire + qs.lowerBound, qs.count) }
     }
 
     /// After the Q round: gradient ← P Qᵀ, error ← M − P Qᵀ / ranks.
@@ -248,6 +299,8 @@ public final class PowerSGDReduction: GradientReduction {
         let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
         let share = 1 / Float(comm.size)
+        let qs = plan.qRange
+        if bf16Factors { catdog_bf16_to_float(qWire + qs.lowerBound, q.pointer + qs.lowerBound, qs.count) }
         for (m, pAt) in zip(plan.matrices, plan.p) {
             catdog_powersgd_finish(gradients + m.offset, error.pointer + (m.offset - offset), buffer + plan.exactCount + pAt,
                                    q.pointer + m.q, m.rows, m.columns, rank, share)

@@ -57,8 +57,9 @@ struct AllReduceOptions: ParsableArguments {
         Gradient compression: `none` (exact fp32 sums), `fp16` (half the bytes), or `powersgd:R` \
         (PowerSGD of rank R, e.g. 8: each weight matrix's gradient sent as two rank-R factors, \
         10-100x fewer bytes; exact during the learning-rate warmup; biases and BatchNorm exact; at \
-        batch 512, rank 8 reached 95% in as many updates as exact sums, rank 4 in 3 epochs more). \
-        PowerSGD keeps each rank's error feedback, so its result depends on the rank count, unlike \
+        batch 512, rank 8 reached 95% in as many updates as exact sums, rank 4 in 3 epochs more); \
+        `powersgd:R:bf16` sends the two factors in bf16, half their bytes (the error feedback keeps \
+        what the rounding drops). PowerSGD keeps each rank's error feedback, so its result depends on the rank count, unlike \
         the exact sums; a resume on the same rank count is bit-exact (up to 16 ranks, whose \
         error feedback checkpoints hold), otherwise the error feedback starts again at zero. \
         (default: none)
@@ -90,7 +91,7 @@ struct AllReduceOptions: ParsableArguments {
     func validate() throws {
         if let compress {
             guard let parsed = GradientCompression(parsing: compress) else {
-                throw ValidationError("--compress \(compress) is not none, fp16 or powersgd:R with R from 1 to \(GradientCompression.maxPowerSGDRank)")
+                throw ValidationError("--compress \(compress) is not none, fp16, powersgd:R or powersgd:R:bf16 with R from 1 to \(GradientCompression.maxPowerSGDRank)")
             }
             if fp16Allreduce, parsed != .fp16 { throw ValidationError("--fp16-allreduce and --compress \(compress) contradict each other: give one") }
         }

@@ -13,4 +13,13 @@ void catdog_half_to_float(const uint16_t *src, float *dst, size_t count);
 // 1 when the F16C path is in use.
 int catdog_half_uses_f16c(void);
 
+// float <-> bf16 (the float's upper 16 bits), rounded to nearest even in integer arithmetic, so
+// that every CPU, with AVX512_BF16 or without, makes the same bits (denormals kept, not
+// flushed; a NaN stays a quiet NaN). For values that cross the network between ranks that
+// must agree bit for bit.
+void catdog_float_to_bf16(const float *src, uint16_t *dst, size_t count);
+void catdog_bf16_to_float(const uint16_t *src, float *dst, size_t count);
+// inout[i] = bf16(float(in[i]) + float(inout[i])): the bf16 sum of an all-reduce.
+void catdog_bf16_add(const uint16_t *in, uint16_t *inout, size_t count);
+
 #endif

@@ -181,12 +181,13 @@ final class GradientReductionTests: XCTestCase {
     /// Runs `steps` updates of PowerSGD rank `rank` on `ranks` thread ranks, rank r's gradient at
     /// update t given by `gradient(r, t)`; returns per rank, per update, the reduced gradient
     /// and the rank's error feedback after it.
-    func runPowerSGD(ranks: Int, rank: Int = 2, steps: Int, startUpdate: Int = 0,
+    func runPowerSGD(ranks: Int, rank: Int = 2, steps: Int, startUpdate: Int = 0, bf16Factors: Bool = false,
+                     buckets given: [Range<Int>]? = nil,
                      gradient: @escaping @Sendable (Int, Int) -> [Float]) throws -> [[(reduced: [Float], error: [Float])]] {
-        let tensors = self.tensors, buckets = self.buckets
+        let tensors = self.tensors, buckets = given ?? self.buckets
         return try ThreadCommunicator.run(ranks: ranks) { comm in
             let reduction = PowerSGDReduction(buckets: buckets, tensors: tensors, rank: rank, startUpdate: startUpdate,
-                                              seed: 3, communicator: comm)
+                                              seed: 3, communicator: comm, bf16Factors: bf16Factors)
             var out: [(reduced: [Float], error: [Float])] = []
             for t in 0..<steps {
                 var g = gradient(comm.rank, t)
@@ -270,6 +271,41 @@ final class GradientReductionTests: XCTestCase {
         XCTAssertLessThan(Self.relativeError(applied.map { Float($0) }[...], exact[0..<1152]), 0.1)
     }
 
+    /// With the factors in bf16 (`powersgd:R:bf16`), in one bucket with the exact tensors: every
+    /// rank still applies the same bits, the bias and the small kernel are still summed exactly
+    /// (1e-6 relative), nothing is lost (the reduced gradient plus every rank's error feedback
+    /// equals the exact sum plus what was carried in, 1e-5 relative: the error feedback holds
+    /// what the rounding dropped), each update is within 5% (relative) of what fp32 factors
+    /// give, and the factors' bytes are halved.
+    func testFactorsInBF16KeepWhatTheRoundingDropsInTheErrorFeedback() throws {
+        let count = self.count, one = [0..<count]
+        let gradient: @Sendable (Int, Int) -> [Float] = { rank, t in Self.randomGradient(seed: 600 + UInt64(rank * 10 + t), count: count) }
+        let steps = 6
+        let half = try runPowerSGD(ranks: 3, steps: steps, bf16Factors: true, buckets: one, gradient: gradient)
+        let full = try runPowerSGD(ranks: 3, steps: steps, buckets: one, gradient: gradient)
+        var carried = [Float](repeating: 0, count: 1152)
+        for t in 0..<steps {
+            let reduced = half[0][t].reduced, exact = Self.exactSum(3, gradient, update: t)
+            for r in 0..<3 { XCTAssertEqual(half[r][t].reduced, reduced, "rank \(r), update \(t): the same bits on every rank") }
+            XCTAssertLessThan(Self.relativeError(reduced[1152...], exact[1152...]), 1e-6, "update \(t): the exact tensors")
+            var total = Array(reduced[0..<1152])
+            for r in 0..<3 { for i in 0..<1152 { total[i] += half[r][t].error[i] } }
+            let expected = (0..<1152).map { exact[$0] + carried[$0] }
+            XCTAssertLessThan(Self.relativeError(total[...], expected[...]), 1e-5, "update \(t): nothing lost")
+            carried = (0..<1152).map { i in (0..<3).reduce(Float(0)) { $0 + half[$1][t].error[i] } }
+            XCTAssertLessThan(Self.relativeError(reduced[0..<1152], full[0][t].reduced[0..<1152]), 0.05, "update \(t) against fp32 factors")
+            XCTAssertNotEqual(reduced, full[0][t].reduced, "update \(t): the factors were rounded")
+        }
+        let counts = try ThreadCommunicator.run(ranks: 2) { comm in
+            let reduction = PowerSGDReduction(buckets: one, tensors: self.tensors, rank: 2, startUpdate: 0, seed: 3, communicator: comm,
+                                              bf16Factors: true)
+            return (reduction.wireBytes(bucket: 0, update: 0), reduction.name)
+        }
+        // Exact: the bias (16) and the small kernel (8); factors: P 2 × 72, Q 2 × 16.
+        XCTAssertEqual(counts[0].0, 24 * 4 + (2 * 72 + 2 * 16) * 2)
+        XCTAssertEqual(counts[0].1, "PowerSGD rank 2, factors in bf16")
+    }
+
     /// Before `startUpdate` (the learning-rate warmup) every bucket is summed exactly and no
     /// error feedback builds up.
     func testUpdatesBeforeTheStartAreExact() throws {
@@ -336,9 +372,17 @@ final class GradientReductionTests: XCTestCase {
 
     func testCompressionOptionParses() {
         XCTAssertEqual(GradientCompression(parsing: "powersgd:4"), .powerSGD(rank: 4))
+        XCTAssertEqual(GradientCompression(parsing: "PowerSGD:16:BF16"), .powerSGD(rank: 16, bf16: true))
+        XCTAssertEqual(GradientCompression.powerSGD(rank: 16, bf16: true).description, "powersgd:16:bf16")
         XCTAssertEqual(GradientCompression(parsing: "fp16"), .fp16)
         XCTAssertEqual(GradientCompression(parsing: "none"), GradientCompression.none)
-        for bad in ["powersgd", "powersgd:0", "powersgd:65", "powersgd:x", "zip", "powersgd:4:1"] {
+        var config = TrainingConfig()
+        config.compression = .powerSGD(rank: 8, bf16: true)
+        XCTAssertEqual(config.compression, .powerSGD(rank: 8, bf16: true), "kept in the config a checkpoint records")
+        config.compression = .powerSGD(rank: 8)
+        XCTAssertNil(config.powerSGDBF16)
+        for bad in ["powersgd", "powersgd:0", "powersgd:65", "powersgd:x", "zip", "powersgd:4:1", "powersgd:4:fp16", "powersgd:4:bf16:x",
+                    "powersgd::bf16"] {
             XCTAssertNil(GradientCompression(parsing: bad), bad)
         }
     }

@@ -73,29 +73,41 @@ final class ResumeTests: XCTestCase {
     /// PowerSGD's state rides in the checkpoint: 2 ranks straight, and the same run resumed
     /// on 2 ranks from its checkpoint at update 3, end with bit-identical weights, optimizer
     /// moments, Q factors and each rank's error feedback (which is not zero, so compression
-    /// was in use). Resumed on 1 rank, the run goes on and says the error feedback restarts.
+    /// was in use); so with the factors sent in bf16 (`powersgd:2:bf16`, which the log names).
+    /// Resumed on 1 rank, the run goes on and says the error feedback restarts.
     func testResumeWithPowerSGDStateIsBitExact() throws {
         let data = try sharedSubset(self, perClass: 60)
-        let compress = ["--compress", "powersgd:2", "--warmup-epochs", "0"]
-        let straight = try temporaryFolder(self)
-        var result = try CLI.run(trainArguments(data, straight, extra: compress), ranks: 2)
-        XCTAssertEqual(result.status, 0, result.output)
-        let resumed = try temporaryFolder(self)
-        let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
-        result = try CLI.run(trainArguments(data, resumed, extra: compress + ["--resume", middle]), ranks: 2)
-        XCTAssertEqual(result.status, 0, result.output)
-        XCTAssertFalse(result.stdout.contains("error feedback starts at zero"), result.stdout)
-        let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
-        let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
-        XCTAssertEqual(Set(a.file.tensors.keys), Set(b.file.tensors.keys))
-        for name in ["compression/q", "compression/error/0", "compression/error/1"] {
-            XCTAssertNotNil(a.file.tensors[name], "the checkpoint lacks \(name)")
+        var straightRuns: [String] = []
+        for rank in ["powersgd:2", "powersgd:2:bf16"] {
+            let compress = ["--compress", rank, "--warmup-epochs", "0"]
+            let straight = try temporaryFolder(self)
+            var result = try CLI.run(trainArguments(data, straight, extra: compress), ranks: 2)
+            XCTAssertEqual(result.status, 0, result.output)
+            XCTAssertEqual(result.stdout.contains("factors in bf16"), rank.hasSuffix("bf16"), result.stdout)
+            let resumed = try temporaryFolder(self)
+            let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
+            result = try CLI.run(trainArguments(data, resumed, extra: compress + ["--resume", middle]), ranks: 2)
+            XCTAssertEqual(result.status, 0, result.output)
+            XCTAssertFalse(result.stdout.contains("error feedback starts at zero"), result.stdout)
+            let a = try LoadedCheckpoint(path: straight + "/last.safetensors.zst")
+            let b = try LoadedCheckpoint(path: resumed + "/last.safetensors.zst")
+            XCTAssertEqual(Set(a.file.tensors.keys), Set(b.file.tensors.keys))
+            for name in ["compression/q", "compression/error/0", "compression/error/1"] {
+                XCTAssertNotNil(a.file.tensors[name], "\(rank): the checkpoint lacks \(name)")
+            }
+            XCTAssertGreaterThan(try a.file.array("compression/error/1").map(abs).max() ?? 0, 0)
+            try assertSameTensorsAndHistory(a, b)
+            straightRuns.append(straight)
         }
-        XCTAssertGreaterThan(try a.file.array("compression/error/1").map(abs).max() ?? 0, 0)
-        try assertSameTensorsAndHistory(a, b)
+        let fp32Factors = try LoadedCheckpoint(path: straightRuns[0] + "/last.safetensors.zst")
+        let bf16Factors = try LoadedCheckpoint(path: straightRuns[1] + "/last.safetensors.zst")
+        XCTAssertNotEqual(try fp32Factors.file.array("compression/q"), try bf16Factors.file.array("compression/q"),
+                          "the factors in bf16 are another computation")
 
         let one = try temporaryFolder(self)
-        result = try CLI.run(trainArguments(data, one, extra: compress + ["--resume", middle]), ranks: 1)
+        let compress = ["--compress", "powersgd:2", "--warmup-epochs", "0"]
+        let result = try CLI.run(trainArguments(data, one, extra: compress + ["--resume", straightRuns[0] + "/ckpt-e0000-s00000003.safetensors.zst"]),
+                                 ranks: 1)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("PowerSGD's error feedback starts at zero: the checkpoint was written by 2 ranks, not 1"), result.stdout)
     }
