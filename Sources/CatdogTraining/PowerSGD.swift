@@ -86,7 +86,7 @@ public final class PowerSGDReduction: GradientReduction {
     let comm: Communicator
     /// The next bucket whose Q round may start (they start in bucket order on every rank).
     private var nextQRound = 0
-    public var name: String { "PowerSGD rank \(rank)\(bf16Factors ? ", factors in bf16" : "")" }
+    public var name: String { "PowerSGD rank \(rank)\(bf16Factors ? " with bf16 factors" : "")" }
 
     /// The matrix a tensor of `shape` is compressed as, or nil when rank `r` would not make it
     /// at least 2× smaller.

@@ -303,7 +303,7 @@ final class GradientReductionTests: XCTestCase {
         }
         // Exact: the bias (16) and the small kernel (8); factors: P 2 × 72, Q 2 × 16.
         XCTAssertEqual(counts[0].0, 24 * 4 + (2 * 72 + 2 * 16) * 2)
-        XCTAssertEqual(counts[0].1, "PowerSGD rank 2, factors in bf16")
+        XCTAssertEqual(counts[0].1, "PowerSGD rank 2 with bf16 factors")
     }
 
     /// Before `startUpdate` (the learning-rate warmup) every bucket is summed exactly and no

@@ -83,7 +83,7 @@ final class ResumeTests: XCTestCase {
             let straight = try temporaryFolder(self)
             var result = try CLI.run(trainArguments(data, straight, extra: compress), ranks: 2)
             XCTAssertEqual(result.status, 0, result.output)
-            XCTAssertEqual(result.stdout.contains("factors in bf16"), rank.hasSuffix("bf16"), result.stdout)
+            XCTAssertEqual(result.stdout.contains("with bf16 factors"), rank.hasSuffix("bf16"), result.stdout)
             let resumed = try temporaryFolder(self)
             let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
             result = try CLI.run(trainArguments(data, resumed, extra: compress + ["--resume", middle]), ranks: 2)
