@@ -116,6 +116,9 @@ void catdog_powersgd_back_project(const float *g, const float *p, float *q, size
 void catdog_powersgd_finish(float *g, float *e, const float *p, const float *q, size_t rows, size_t cols, size_t r, float share) {
     table()->powersgd_finish(g, e, p, q, rows, cols, r, share);
 }
+void catdog_powersgd_orthonormalize(float *v, size_t length, size_t vectors, double *work) {
+    table()->powersgd_orthonormalize(v, length, vectors, work);
+}
 void catdog_lamb_moments(const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms) { table()->lamb_moments(w, g, m, v, n, b1, b2, c1, c2, eps, norms); }
 void catdog_lamb_apply(float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps) { table()->lamb_apply(w, m, v, n, rate, c1, c2, eps); }
 void catdog_masked_add(const float *y, const float *dy, float *dx, float *dx2, size_t count, float lo, float hi, int overwrite) { table()->masked_add(y, dy, dx, dx2, count, lo, hi, overwrite); }

@@ -46,14 +46,18 @@ void FN(catdog_powersgd_project)(float *restrict g, const float *restrict e, con
     }
 }
 
-// K of the factors (K = 4, 2 or 1 after inlining) for one block of 16 columns: q[k][j] = Σ_i p[k][i]·M[i][j],
-// i ascending, the block's sums held in registers while M's column block streams past.
+// K of the factors (K = 4, 2 or 1 after inlining) for one block of 16 columns over rows i0 ..< i1:
+// q[k][j] (0 when i0 = 0) + Σ_i p[k][i]·M[i][j], i ascending, the block's sums held in registers
+// while M's column block streams past.
 static inline __attribute__((always_inline)) void FN(psgd_back_block)(const float *restrict g, const float *restrict p,
-                                                                      float *restrict q, size_t rows, size_t cols,
-                                                                      size_t j, size_t K) {
+                                                                      float *restrict q, size_t rows, size_t i0,
+                                                                      size_t i1, size_t cols, size_t j, size_t K) {
 #pragma clang fp contract(off)
     float acc[4][PSGD_LANES] = {{0}};
-    for (size_t i = 0; i < rows; i++) {
+    if (i0 > 0)
+        for (size_t k = 0; k < K; k++)
+            for (int l = 0; l < PSGD_LANES; l++) acc[k][l] = q[k * cols + j + l];
+    for (size_t i = i0; i < i1; i++) {
         const float *gi = g + i * cols + j;
         for (size_t k = 0; k < K; k++) {
             const float pk = p[k * rows + i];
@@ -64,20 +68,33 @@ static inline __attribute__((always_inline)) void FN(psgd_back_block)(const floa
         for (int l = 0; l < PSGD_LANES; l++) q[k * cols + j + l] = acc[k][l];
 }
 
+// Floats of M in a panel of whole rows (32 KiB): a panel's rows lie together in memory, so each
+// comes from memory once, in order, and every group of factors and column block reads it from
+// the L1. (Walking each column block down all the rows, M came from memory at a third of the
+// rate the other two passes read it.)
+#define PSGD_PANEL_FLOATS 8192
+
 // q[k·cols + j] = Σ_i p[k·rows + i]·M[i][j] (Q ← Mᵀ P), i ascending for every element.
 void FN(catdog_powersgd_back_project)(const float *restrict g, const float *restrict p, float *restrict q, size_t rows,
                                       size_t cols, size_t r) {
 #pragma clang fp contract(off)
     const size_t full = cols / PSGD_LANES * PSGD_LANES;
-    size_t k = 0;
-    for (; k + 4 <= r; k += 4)
-        for (size_t j = 0; j < full; j += PSGD_LANES) FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, cols, j, 4);
-    for (; k + 2 <= r; k += 2)
-        for (size_t j = 0; j < full; j += PSGD_LANES) FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, cols, j, 2);
-    for (; k < r; k++)
-        for (size_t j = 0; j < full; j += PSGD_LANES) FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, cols, j, 1);
+    const size_t panel = cols >= PSGD_PANEL_FLOATS ? 1 : PSGD_PANEL_FLOATS / cols;
+    for (size_t i0 = 0; i0 < rows; i0 += panel) {
+        const size_t i1 = rows - i0 > panel ? i0 + panel : rows;
+        size_t k = 0;
+        for (; k + 4 <= r; k += 4)
+            for (size_t j = 0; j < full; j += PSGD_LANES)
+                FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, i0, i1, cols, j, 4);
+        for (; k + 2 <= r; k += 2)
+            for (size_t j = 0; j < full; j += PSGD_LANES)
+                FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, i0, i1, cols, j, 2);
+        for (; k < r; k++)
+            for (size_t j = 0; j < full; j += PSGD_LANES)
+                FN(psgd_back_block)(g, p + k * rows, q + k * cols, rows, i0, i1, cols, j, 1);
+    }
     for (size_t j = full; j < cols; j++)
-        for (k = 0; k < r; k++) {
+        for (size_t k = 0; k < r; k++) {
             float s = 0.0f;
             for (size_t i = 0; i < rows; i++) s = s + p[k * rows + i] * g[i * cols + j];
             q[k * cols + j] = s;
@@ -112,4 +129,38 @@ void FN(catdog_powersgd_finish)(float *restrict g, float *restrict e, const floa
     }
 }
 
+// Σ a[i]·b[i] in double: element i into lane i mod 16, the lanes added 0 to 15, then the tail.
+static inline double FN(psgd_dot_double)(const double *restrict a, const double *restrict b, size_t n) {
+#pragma clang fp contract(off)
+    const size_t full = n / PSGD_LANES * PSGD_LANES;
+    double lane[PSGD_LANES] = {0};
+    for (size_t i = 0; i < full; i += PSGD_LANES)
+        for (int l = 0; l < PSGD_LANES; l++) lane[l] = lane[l] + a[i + l] * b[i + l];
+    double s = 0.0;
+    for (int l = 0; l < PSGD_LANES; l++) s = s + lane[l];
+    for (size_t i = full; i < n; i++) s = s + a[i] * b[i];
+    return s;
+}
+
+// P's columns made orthonormal (Gram–Schmidt) in double, so that a vector that is nearly a
+// combination of the earlier ones (a gradient of lower rank than r) still comes out orthogonal
+// to them; it is normalised like any other (PyTorch's epsilon), which keeps its column of Q
+// alive for later updates.
+void FN(catdog_powersgd_orthonormalize)(float *restrict v, size_t length, size_t vectors, double *restrict work) {
+#pragma clang fp contract(off)
+    for (size_t i = 0; i < length * vectors; i++) work[i] = (double)v[i];
+    for (size_t k = 0; k < vectors; k++) {
+        double *restrict a = work + k * length;
+        for (size_t j = 0; j < k; j++) {
+            const double *restrict b = work + j * length;
+            const double d = FN(psgd_dot_double)(a, b, length);
+            for (size_t i = 0; i < length; i++) a[i] = a[i] - d * b[i];
+        }
+        const double scale = 1.0 / (__builtin_sqrt(FN(psgd_dot_double)(a, a, length)) + 1e-30);
+        for (size_t i = 0; i < length; i++) a[i] = a[i] * scale;
+    }
+    for (size_t i = 0; i < length * vectors; i++) v[i] = (float)work[i];
+}
+
+#undef PSGD_PANEL_FLOATS
 #undef PSGD_LANES

@@ -24,6 +24,7 @@
     X(powersgd_project, (float *g, const float *e, const float *q, float *p, size_t rows, size_t cols, size_t r)) \
     X(powersgd_back_project, (const float *g, const float *p, float *q, size_t rows, size_t cols, size_t r)) \
     X(powersgd_finish, (float *g, float *e, const float *p, const float *q, size_t rows, size_t cols, size_t r, float share)) \
+    X(powersgd_orthonormalize, (float *v, size_t length, size_t vectors, double *work)) \
     X(lamb_moments, (const float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float c1, float c2, float eps, double *norms)) \
     X(lamb_apply, (float *w, const float *m, const float *v, size_t n, float rate, float c1, float c2, float eps)) \
     X(maxpool, (const float *x, float *y, int32_t *argmax, size_t images, size_t h, size_t w, size_t c, size_t pool, size_t stride, size_t oh, size_t ow)) \

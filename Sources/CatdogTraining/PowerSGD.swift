@@ -83,6 +83,8 @@ public final class PowerSGDReduction: GradientReduction {
     public let bf16Factors: Bool
     private let pWire: UnsafeMutablePointer<UInt16>, qWire: UnsafeMutablePointer<UInt16>
     private let pWireAt: [Int]
+    /// `catdog_powersgd_orthonormalize`'s doubles: rank × the most rows of a matrix.
+    private let orthonormalizing: UnsafeMutablePointer<Double>
     let comm: Communicator
     /// The next bucket whose Q round may start (they start in bucket order on every rank).
     private var nextQRound = 0
@@ -141,6 +143,7 @@ public final class PowerSGDReduction: GradientReduction {
         pWireAt = wireAt
         pWire = .allocate(capacity: max(pTotal, 1))
         qWire = .allocate(capacity: bf16Factors ? max(qCount, 1) : 1)
+        orthonormalizing = .allocate(capacity: max(r * (matrices.map(\.rows).max() ?? 0), 1))
         q = FloatBuffer(count: qCount)
         error = FloatBuffer(count: span)
         error.zero()
@@ -151,6 +154,7 @@ public final class PowerSGDReduction: GradientReduction {
     deinit {
         pWire.deallocate()
         qWire.deallocate()
+        orthonormalizing.deallocate()
     }
 
     public var matrices: [Matrix] { plans.flatMap(\.matrices) }
@@ -283,7 +287,7 @@ public final class PowerSGDReduction: GradientReduction {
         }
         for (m, pAt) in zip(plan.matrices, plan.p) {
             let p = buffer + plan.exactCount + pAt, qm = q.pointer + m.q, g = gradients + m.offset
-            Self.orthonormalize(p, length: m.rows, vectors: rank)
+            catdog_powersgd_orthonormalize(p, m.rows, rank, orthonormalizing)
             catdog_powersgd_back_project(g, p, qm, m.rows, m.columns, rank)
         }
         let qs = plan.qRange
@@ -333,7 +337,8 @@ public final class PowerSGDReduction: GradientReduction {
     }
 
     // MARK: - Small dense kernels (fixed order: every rank computes the same bits; the passes over
-    // the matrices are catdog_powersgd_project, _back_project and _finish)
+    // the matrices are catdog_powersgd_project, _back_project and _finish, P is made orthonormal by
+    // catdog_powersgd_orthonormalize)
 
     /// y += a·x
     static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
@@ -348,29 +353,5 @@ public final class PowerSGDReduction: GradientReduction {
             y[i] += a * x[i]
             i += 1
         }
-    }
-
-    /// Gram–Schmidt on `vectors` contiguous vectors of `length`, carried out in double so that
-    /// a vector that is nearly a combination of the earlier ones (a gradient of lower rank than
-    /// r) still comes out orthogonal to them; it is normalised like any other (PyTorch's
-    /// epsilon), which keeps its column of Q alive for later updates.
-    static func orthonormalize(_ v: UnsafeMutablePointer<Float>, length: Int, vectors: Int) {
-        let x = UnsafeMutablePointer<Double>.allocate(capacity: length * vectors)
-        defer { x.deallocate() }
-        for i in 0..<(length * vectors) { x[i] = Double(v[i]) }
-        for k in 0..<vectors {
-            let a = x + k * length
-            for j in 0..<k {
-                let b = x + j * length
-                var d = 0.0
-                for i in 0..<length { d += a[i] * b[i] }
-                for i in 0..<length { a[i] -= d * b[i] }
-            }
-            var norm = 0.0
-            for i in 0..<length { norm += a[i] * a[i] }
-            let scale = 1 / (norm.squareRoot() + 1e-30)
-            for i in 0..<length { a[i] *= scale }
-        }
-        for i in 0..<(length * vectors) { v[i] = Float(x[i]) }
     }
 }

@@ -144,6 +144,11 @@ void catdog_powersgd_project(float *g, const float *e, const float *q, float *p,
 void catdog_powersgd_back_project(const float *g, const float *p, float *q, size_t rows, size_t cols, size_t r);
 // a = Σ_k p[k·rows + i]·q[k·cols + j] (k ascending), e = M − a·share, M = a.
 void catdog_powersgd_finish(float *g, float *e, const float *p, const float *q, size_t rows, size_t cols, size_t r, float share);
+// Gram–Schmidt on `vectors` contiguous vectors of `length` floats, in place, carried out in
+// double (`work`: length · vectors doubles): each vector loses its projections on the ones
+// before it, then is scaled to unit length (1 / (‖a‖ + 1e-30)). Dot products in 16 lanes of
+// fixed order, no fused multiply-adds: the same bits on every instruction set.
+void catdog_powersgd_orthonormalize(float *v, size_t length, size_t vectors, double *work);
 // LAMB over one tensor: the moments as above and norms[0] = ‖w‖², norms[1] = ‖u‖² of the step
 // u = m·c1 / (√(v·c2) + eps), in double over 8 lanes of fixed order (the same bits on every
 // instruction set); then w -= rate·u.

@@ -80,4 +80,42 @@ final class PowerSGDKernelTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
         }
     }
+
+    /// P made orthonormal (`catdog_powersgd_orthonormalize`, Gram–Schmidt in double): on every
+    /// instruction set the same bits; the vectors come out of unit length and orthogonal to
+    /// 1e-6, the first along the first input (cosine 1 to 1e-5), and a vector that is the sum of
+    /// the first two plus 1e-4 of noise still comes out orthogonal to them (1e-4).
+    func testOrthonormalizationIsTheSameOnEveryInstructionSet() throws {
+        for (length, vectors) in [(5, 3), (16, 1), (37, 4), (288, 8), (2304, 16)] {
+            var random = Random(seed: UInt64(length * 100 + vectors))
+            var input = (0..<(length * vectors)).map { _ in random.uniform(-1, 1) }
+            if vectors >= 3 {  // the last vector nearly the sum of the first two
+                for i in 0..<length { input[(vectors - 1) * length + i] = input[i] + input[length + i] + 1e-4 * random.uniform(-1, 1) }
+            }
+            var first: (set: KernelInstructionSet, bits: [UInt32])?
+            let ran = forEachKernelInstructionSet { kernels in
+                let what = "\(kernels), \(vectors) vectors of \(length)"
+                let v = FloatBuffer(input), work = UnsafeMutablePointer<Double>.allocate(capacity: length * vectors)
+                defer { work.deallocate() }
+                catdog_powersgd_orthonormalize(v.pointer, length, vectors, work)
+                let out = v.array
+                func dot(_ a: Int, _ b: Int) -> Double { (0..<length).reduce(0.0) { $0 + Double(out[a * length + $1]) * Double(out[b * length + $1]) } }
+                for a in 0..<vectors {
+                    XCTAssertEqual(dot(a, a), 1, accuracy: 1e-6, "\(what): vector \(a)'s length")
+                    for b in 0..<a { XCTAssertEqual(dot(a, b), 0, accuracy: a == vectors - 1 && vectors >= 3 ? 1e-4 : 1e-6, "\(what): \(a) · \(b)") }
+                }
+                // Vector 0 is input 0 scaled: their cosine is 1.
+                let norm0 = (0..<length).reduce(0.0) { $0 + Double(input[$1]) * Double(input[$1]) }.squareRoot()
+                let cosine = (0..<length).reduce(0.0) { $0 + Double(input[$1]) * Double(out[$1]) } / norm0
+                XCTAssertEqual(cosine, 1, accuracy: 1e-5, "\(what): vector 0 follows input 0")
+                let bits = out.map(\.bitPattern)
+                if let first {
+                    XCTAssert(bits == first.bits, "\(what): other bits than \(first.set)")
+                } else {
+                    first = (kernels, bits)
+                }
+            }
+            XCTAssertGreaterThanOrEqual(ran.count, 2, "fewer than two instruction sets ran")
+        }
+    }
 }
