@@ -76,16 +76,24 @@ extension Trainer {
     }
 
     /// Restores PowerSGD's factors and, when the checkpoint was written by as many ranks, each
-    /// rank's error feedback; otherwise the error feedback starts at zero. Collective.
+    /// rank's error feedback (bit-exact). Written by another number of ranks, the sum of theirs
+    /// goes on from rank 0 and the others start at zero: the factors and the error feedback
+    /// follow the ranks' sums alone (`PowerSGDReduction`), so the run continues what it would
+    /// have computed, to float rounding. Without them the error feedback starts at zero.
+    /// Collective.
     func restoreCompressionState(metadata m: CheckpointMetadata, from checkpoint: LoadedCheckpoint?, log: (String) -> Void) throws {
         guard let powerSGD else { return }
-        // 0: nothing usable, 1: the factors, 2: the factors and every rank's error feedback.
+        // 0: nothing usable, 1: the factors, 2: the factors and every rank's error feedback,
+        // 3: the factors and the error feedback of another number of ranks.
         var found = 0.0
         if let checkpoint, m.config.powerSGDRank == powerSGD.rank,
            checkpoint.file.tensors["compression/q"]?.shape == [powerSGD.q.count] {
             found = 1
-            let errors = (0..<comm.size).map { "compression/error/\($0)" }
-            if m.ranks == comm.size, errors.allSatisfy({ checkpoint.file.tensors[$0]?.shape == [powerSGD.error.count] }) { found = 2 }
+            let written = (0..<m.ranks).map { "compression/error/\($0)" }
+            if (1...RunLimits.checkpointedErrorFeedbackRanks).contains(m.ranks),
+               written.allSatisfy({ checkpoint.file.tensors[$0]?.shape == [powerSGD.error.count] }) {
+                found = m.ranks == comm.size ? 2 : 3
+            }
         }
         try withUnsafeMutableBytes(of: &found) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
         powerSGD.resetError()
@@ -93,7 +101,7 @@ extension Trainer {
             if let checkpoint { try checkpoint.file.read("compression/q", into: powerSGD.q.pointer, count: powerSGD.q.count) }
             try comm.broadcast(powerSGD.q)
         }
-        if found >= 2 {
+        if found == 2 {
             // One broadcast per rank: rank 0 reads rank r's error feedback, rank r keeps it.
             let scratch = FloatBuffer(count: powerSGD.error.count)
             for r in 0..<comm.size {
@@ -101,6 +109,15 @@ extension Trainer {
                 if comm.rank == 0, let checkpoint { try checkpoint.file.read("compression/error/\(r)", into: buffer.pointer, count: buffer.count) }
                 if r > 0 { try comm.broadcast(buffer) }
             }
+        } else if found == 3 {
+            if comm.rank == 0, let checkpoint {
+                let scratch = FloatBuffer(count: powerSGD.error.count)
+                for r in 0..<m.ranks {
+                    try checkpoint.file.read("compression/error/\(r)", into: scratch.pointer, count: scratch.count)
+                    PowerSGDReduction.axpy(1, scratch.pointer, powerSGD.error.pointer, scratch.count)
+                }
+            }
+            log("PowerSGD's error feedback: the sum of the \(m.ranks) ranks' that wrote the checkpoint goes on from rank 0 (this run has \(comm.size))")
         } else if m.step > 0 {
             let why = found == 0 ? "the checkpoint holds no PowerSGD state of rank \(powerSGD.rank)"
                 : m.ranks != comm.size ? "the checkpoint was written by \(m.ranks) ranks, not \(comm.size)"

@@ -59,9 +59,10 @@ struct AllReduceOptions: ParsableArguments {
         10-100x fewer bytes; exact during the learning-rate warmup; biases and BatchNorm exact; at \
         batch 512, rank 8 reached 95% in as many updates as exact sums, rank 4 in 3 epochs more); \
         `powersgd:R:bf16` sends the two factors in bf16, half their bytes (the error feedback keeps \
-        what the rounding drops). PowerSGD keeps each rank's error feedback, so its result depends on the rank count, unlike \
-        the exact sums; a resume on the same rank count is bit-exact (up to 16 ranks, whose \
-        error feedback checkpoints hold), otherwise the error feedback starts again at zero. \
+        what the rounding drops). PowerSGD's factors and error feedback follow the ranks' summed \
+        gradients, so like the exact sums its result depends on the rank count only through \
+        rounding; a resume on the same rank count is bit-exact (up to 16 ranks, whose error \
+        feedback checkpoints hold), on another the written ranks' error feedback goes on summed. \
         (default: none)
         """)
     var compress: String?

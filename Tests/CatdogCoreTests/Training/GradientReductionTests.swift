@@ -306,6 +306,21 @@ final class GradientReductionTests: XCTestCase {
         XCTAssertEqual(counts[0].1, "PowerSGD rank 2 with bf16 factors")
     }
 
+    /// PowerSGD on 3 ranks against 1 rank given the sum of their gradients: the factors and
+    /// the error feedback are linear in the gradients (P = Σ (M_r + E_r) Q, Q = Σ (M_r + E_r)ᵀ P,
+    /// E_r ← M_r + E_r − P Qᵀ / ranks, so Σ_r E_r ← M + E − P Qᵀ), so the reduced gradient follows
+    /// the sum alone, to float rounding, update after update.
+    func testPowerSGDFollowsTheSumOfTheRanksGradients() throws {
+        let count = self.count, steps = 12
+        let gradient: @Sendable (Int, Int) -> [Float] = { rank, t in Self.randomGradient(seed: 700 + UInt64(rank * 100 + t), count: count) }
+        let three = try runPowerSGD(ranks: 3, steps: steps, gradient: gradient)
+        let one = try runPowerSGD(ranks: 1, steps: steps) { _, t in Self.exactSum(3, gradient, update: t) }
+        for t in 0..<steps {
+            let e = Self.relativeError(three[0][t].reduced[...], one[0][t].reduced[...])
+            XCTAssertLessThan(e, 1e-4, "update \(t)")
+        }
+    }
+
     /// Before `startUpdate` (the learning-rate warmup) every bucket is summed exactly and no
     /// error feedback builds up.
     func testUpdatesBeforeTheStartAreExact() throws {
