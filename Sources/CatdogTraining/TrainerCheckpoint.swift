@@ -89,9 +89,8 @@ extension Trainer {
         if let checkpoint, m.config.powerSGDRank == powerSGD.rank,
            checkpoint.file.tensors["compression/q"]?.shape == [powerSGD.q.count] {
             found = 1
-            let written = (0..<m.ranks).map { "compression/error/\($0)" }
             if (1...RunLimits.checkpointedErrorFeedbackRanks).contains(m.ranks),
-               written.allSatisfy({ checkpoint.file.tensors[$0]?.shape == [powerSGD.error.count] }) {
+               (0..<m.ranks).allSatisfy({ checkpoint.file.tensors["compression/error/\($0)"]?.shape == [powerSGD.error.count] }) {
                 found = m.ranks == comm.size ? 2 : 3
             }
         }
