@@ -33,11 +33,49 @@ static inline __attribute__((always_inline)) void FN(psgd_dots)(const float *res
     }
 }
 
+#ifdef CATDOG_TRANSPOSE_IN_REGISTERS
+#include <immintrin.h>
+
+#include "transpose16.h"
+
+// Sixteen rows' dots with one factor q_k (rows from g, `cols` floats apart), into out[0..<16]:
+// the sixteen rows' 16 lanes in registers while q_k streams past once for all of them, then
+// transposed, so that lane l of every row is one vector and the lanes are added 0 to 15 as
+// vectors. The same sums in the same order as psgd_dots (which spent most of its time adding
+// each row's 16 lanes one after another), so the same bits.
+static inline void FN(psgd_dots16)(const float *restrict g, const float *restrict qk, float *restrict out, size_t cols) {
+#pragma clang fp contract(off)
+    const size_t full = cols / PSGD_LANES * PSGD_LANES;
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (size_t j = 0; j < full; j += PSGD_LANES) {
+        const __m512 qv = _mm512_loadu_ps(qk + j);
+        for (int i = 0; i < 16; i++) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_loadu_ps(g + i * cols + j), qv));
+    }
+    float lanes[16 * 16], columns[16 * 16];
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(lanes + 16 * i, acc[i]);
+    transpose16(lanes, 16, columns, 16);
+    __m512 s = _mm512_setzero_ps();
+    for (int l = 0; l < PSGD_LANES; l++) s = _mm512_add_ps(s, _mm512_loadu_ps(columns + 16 * l));
+    _mm512_storeu_ps(out, s);
+    for (size_t j = full; j < cols; j++)
+        for (int i = 0; i < 16; i++) out[i] = out[i] + g[i * cols + j] * qk[j];
+}
+#endif
+
 // M ← M + E (this rank's error feedback), then p[k·rows + i] = M_i · q_k: one pass over M.
 void FN(catdog_powersgd_project)(float *restrict g, const float *restrict e, const float *restrict q, float *restrict p,
                                  size_t rows, size_t cols, size_t r) {
 #pragma clang fp contract(off)
-    for (size_t i = 0; i < rows; i++, g += cols, e += cols) {
+    size_t i = 0;
+#ifdef CATDOG_TRANSPOSE_IN_REGISTERS
+    // Sixteen rows at a time (their 16 KiB or so stay in the L1 for every factor).
+    for (; i + 16 <= rows; i += 16, g += 16 * cols, e += 16 * cols) {
+        for (size_t j = 0; j < 16 * cols; j++) g[j] = g[j] + e[j];
+        for (size_t k = 0; k < r; k++) FN(psgd_dots16)(g, q + k * cols, p + k * rows + i, cols);
+    }
+#endif
+    for (; i < rows; i++, g += cols, e += cols) {
         for (size_t j = 0; j < cols; j++) g[j] = g[j] + e[j];
         size_t k = 0;
         for (; k + 4 <= r; k += 4) FN(psgd_dots)(g, q + k * cols, p + k * rows + i, rows, cols, 4);
