@@ -115,6 +115,12 @@ extension Trainer {
                     try checkpoint.file.read("compression/error/\(r)", into: scratch.pointer, count: scratch.count)
                     PowerSGDReduction.axpy(1, scratch.pointer, powerSGD.error.pointer, scratch.count)
                 }
+                if let bad = UnsafeBufferPointer(start: powerSGD.error.pointer, count: powerSGD.error.count).firstIndex(where: { !$0.isFinite }) {
+                    throw CheckpointError(path: checkpoint.path, problem: """
+                        holds PowerSGD error feedback of \(m.ranks) ranks whose sum is not a number at index \(bad) \
+                        (each is, the sum is beyond float's range): the file is damaged; resume on \(m.ranks) ranks or from an earlier checkpoint
+                        """)
+                }
             }
             log("PowerSGD's error feedback: the sum of the \(m.ranks) ranks' that wrote the checkpoint goes on from rank 0 (this run has \(comm.size))")
         } else if m.step > 0 {

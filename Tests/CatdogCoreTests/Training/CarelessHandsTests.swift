@@ -195,7 +195,8 @@ final class CarelessHandsTests: XCTestCase {
 
     /// Every tensor read back from a checkpoint holds numbers: the live weights beside the
     /// moving average, the optimizer's moments, the best weights, PowerSGD's factors, the
-    /// model's weights. One NaN, infinity or negative second moment is refused on resume
+    /// model's weights, and the sum of two ranks' PowerSGD error feedback resumed on one rank.
+    /// One NaN, infinity or negative second moment is refused on resume
     /// (naming the tensor) instead of a run that "diverges" at its first step and tells the
     /// user to lower --lr, or that carries NaN best weights along.
     func testCheckpointTensorsThatAreNotNumbersAreRefused() throws {
@@ -220,6 +221,16 @@ final class CarelessHandsTests: XCTestCase {
             assertClean(resumed, c.message)
             XCTAssertFalse(resumed.stderr.contains("training diverged"), resumed.stderr)
         }
+        // Two ranks' error feedback, each a number, resumed on one rank: their sum goes on from
+        // rank 0, unless it is beyond float's range.
+        let twoRanks = try temporaryFolder(self)
+        XCTAssertEqual(try CLI.run(trainArguments(data, twoRanks, extra: powerSGD + ["--warmup-epochs", "0"]), ranks: 2).status, 0)
+        let huge = twoRanks + "/crafted.safetensors.zst", huger = twoRanks + "/crafted2.safetensors.zst"
+        try rewriteTensor(twoRanks + "/last.safetensors.zst", to: huge, "compression/error/0", value: 3e38)
+        try rewriteTensor(huge, to: huger, "compression/error/1", value: 3e38)
+        let summed = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", huger, "--epochs", "2"] + powerSGD))
+        assertClean(summed, "holds PowerSGD error feedback of 2 ranks whose sum is not a number at index 0")
+        XCTAssertFalse(summed.stderr.contains("training diverged"), summed.stderr)
         let bad = folder + "/crafted.safetensors.zst"
         try rewriteTensor(folder + "/last.safetensors.zst", to: bad, "model/dense_1.kernel", value: .nan)
         assertClean(try CLI.run(["evaluate", "--checkpoint", bad, "--data", data]), "tensor model/dense_1.kernel holds values that are not numbers")
