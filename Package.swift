@@ -43,7 +43,7 @@ let package = Package(
         // image resizing, compiled for AVX-512, AVX2 and baseline x86-64 (dispatch.c picks one per
         // CPU); the fp32 and bf16 gemms and the direct first-layer convolution, for AVX-512 and
         // AVX512_BF16, each used only where the CPU has them.
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3", "-mprefer-vector-width=512", "-fno-math-errno"])]),
+        .target(name: "CKernels", dependencies: ["CHalf"], path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3", "-mprefer-vector-width=512", "-fno-math-errno"])]),
 
         // MARK: - Library targets, lowest first; each imports only those above it in this list.
         // ARCHITECTURE.md explains who owns what. Every target keeps Swift's bounds and overflow

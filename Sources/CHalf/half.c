@@ -2,14 +2,14 @@
 
 #include <string.h>
 
-static inline uint16_t bf16_from_float(float f) {
+uint16_t catdog_bf16_from_float(float f) {
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
     if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x0040u);  // NaN, quiet
     return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-static inline float float_from_bf16(uint16_t h) {
+float catdog_float_from_bf16(uint16_t h) {
     const uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, sizeof f);
@@ -17,15 +17,16 @@ static inline float float_from_bf16(uint16_t h) {
 }
 
 void catdog_float_to_bf16(const float *src, uint16_t *dst, size_t count) {
-    for (size_t i = 0; i < count; i++) dst[i] = bf16_from_float(src[i]);
+    for (size_t i = 0; i < count; i++) dst[i] = catdog_bf16_from_float(src[i]);
 }
 
 void catdog_bf16_to_float(const uint16_t *src, float *dst, size_t count) {
-    for (size_t i = 0; i < count; i++) dst[i] = float_from_bf16(src[i]);
+    for (size_t i = 0; i < count; i++) dst[i] = catdog_float_from_bf16(src[i]);
 }
 
 void catdog_bf16_add(const uint16_t *in, uint16_t *inout, size_t count) {
-    for (size_t i = 0; i < count; i++) inout[i] = bf16_from_float(float_from_bf16(in[i]) + float_from_bf16(inout[i]));
+    for (size_t i = 0; i < count; i++)
+        inout[i] = catdog_bf16_from_float(catdog_float_from_bf16(in[i]) + catdog_float_from_bf16(inout[i]));
 }
 
 static void float_to_half_scalar(const float *src, uint16_t *dst, size_t count) {

@@ -1,3 +1,4 @@
+#include "catdog_half.h"
 #include "catdog_kernels.h"
 #include "fetch_c.h"
 #include "winograd4_shared.h"
@@ -20,21 +21,6 @@ static double now_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-uint16_t catdog_bf16_from_float(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  // a quiet NaN
-    bits += 0x7fffu + ((bits >> 16) & 1);
-    return (uint16_t)(bits >> 16);
-}
-
-float catdog_float_from_bf16(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &bits, 4);
-    return x;
 }
 
 void catdog_bf16_pack_a(const float *a, size_t m, size_t k, size_t lda, uint16_t *packed) {

@@ -16,7 +16,9 @@ int catdog_half_uses_f16c(void);
 // float <-> bf16 (the float's upper 16 bits), rounded to nearest even in integer arithmetic, so
 // that every CPU, with AVX512_BF16 or without, makes the same bits (denormals kept, not
 // flushed; a NaN stays a quiet NaN). For values that cross the network between ranks that
-// must agree bit for bit.
+// must agree bit for bit, and for bf16 products' operands packed by scalar code.
+uint16_t catdog_bf16_from_float(float x);
+float catdog_float_from_bf16(uint16_t h);
 void catdog_float_to_bf16(const float *src, uint16_t *dst, size_t count);
 void catdog_bf16_to_float(const uint16_t *src, float *dst, size_t count);
 // inout[i] = bf16(float(in[i]) + float(inout[i])): the bf16 sum of an all-reduce.

@@ -206,9 +206,8 @@ int catdog_conv_direct_forward_bias(const float *x, const float *w, const float 
 
 // bf16 products with fp32 accumulation (AVX512_BF16's vdpbf16ps), operands packed in pairs
 // along k: A's row i as ceil(k/2) pairs (a(i, 2p), a(i, 2p+1)), B's pair-row p as n pairs
-// (b(2p, j), b(2p+1, j)); an odd k is padded with zero. fp32 -> bf16 rounds to nearest even.
-uint16_t catdog_bf16_from_float(float x);
-float catdog_float_from_bf16(uint16_t h);
+// (b(2p, j), b(2p+1, j)); an odd k is padded with zero. fp32 -> bf16 rounds to nearest even
+// (catdog_bf16_from_float, CHalf's).
 void catdog_bf16_pack_a(const float *a, size_t m, size_t k, size_t lda, uint16_t *packed);
 void catdog_bf16_pack_b(const float *b, size_t k, size_t n, size_t ldb, uint16_t *packed);
 // C (m x n, row stride ldc) = or += A B from packed operands; 0 without touching C on a CPU

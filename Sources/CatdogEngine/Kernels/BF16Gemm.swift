@@ -1,3 +1,4 @@
+import CHalf
 import CKernels
 
 /// bf16 products with fp32 accumulation on CPUs with AVX512_BF16 (`vdpbf16ps`): the operands
