@@ -22,10 +22,11 @@ import Foundation
 ///
 /// The error feedback is per rank, but the factors and its sum over the ranks are linear in the
 /// ranks' gradients (Σ_r E_r ← M + E − P Qᵀ), so the result follows the summed gradients alone
-/// and depends on the rank count only through rounding, like the exact reductions'. P Qᵀ is computed by the same code from the same all-reduced P and Q on every rank,
-/// so every rank applies the same gradient bit for bit. The Q round of a bucket starts when its
-/// P round completes, on the communicator's channel 1 (in bucket order), while channel 0
-/// carries the P rounds in the order backward makes them.
+/// and depends on the rank count only through rounding, like the exact reductions'. P Qᵀ is
+/// computed by the same code from the same all-reduced P and Q on every rank, so every rank
+/// applies the same gradient bit for bit. The Q round of a bucket starts when its P round
+/// completes, on the communicator's channel 1 (in bucket order), while channel 0 carries the P
+/// rounds in the order backward makes them.
 public final class PowerSGDReduction: GradientReduction {
     public struct Matrix: Equatable {
         /// Where the tensor lies in the flat parameter buffer.
