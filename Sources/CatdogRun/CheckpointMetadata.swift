@@ -247,8 +247,9 @@ public struct LoadedCheckpoint {
         }
         let imagenetClassifier = 1280 * 1000 + 1000
         // PowerSGD's factors (fewer numbers than the weights) and the error feedback of at
-        // most `RunLimits.checkpointedErrorFeedbackRanks` ranks, each as large as the weights.
-        let errors = min(object.keys.filter { $0.hasPrefix("compression/error/") }.count, RunLimits.checkpointedErrorFeedbackRanks)
+        // most `RunLimits.checkpointedErrorFeedbackRanks` ranks, or their sum, each as large
+        // as the weights.
+        let errors = min(object.keys.filter { $0.hasPrefix("compression/error") }.count, RunLimits.checkpointedErrorFeedbackRanks + 1)
         let compression = object["compression/q"] == nil ? 0 : 1 + errors
         // The weights, at most two optimizer moments, the best weights and with a moving
         // average the live weights beside it; BatchNorm state the same except the moments.

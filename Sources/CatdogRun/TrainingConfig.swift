@@ -386,7 +386,7 @@ public enum RunLimits {
     public static let loss = 0.0...1e6
     public static let parameters = 1...(1 << 34)
     /// Checkpoints hold PowerSGD's error feedback (as large as the weights, one per rank) for
-    /// runs of at most this many ranks; a larger run's resume starts it again at zero.
+    /// runs of at most this many ranks; a larger run's hold the sum of its ranks' (one tensor).
     public static let checkpointedErrorFeedbackRanks = 16
 
     /// nil when `value` lies in `range`, else "NAME VALUE is outside LOW...HIGH".

@@ -89,8 +89,11 @@ public final class Trainer {
     public var events: TensorBoardWriter?
     /// PowerSGD's state when gradients are compressed with it (shared by the resized steps).
     public var powerSGD: PowerSGDReduction? { fullSizeStepper.reduction as? PowerSGDReduction }
-    /// Rank 0's copies of every rank's PowerSGD error feedback, gathered for a checkpoint.
+    /// Rank 0's copies of every rank's PowerSGD error feedback, gathered for a checkpoint (runs
+    /// of at most `RunLimits.checkpointedErrorFeedbackRanks` ranks)…
     var gatheredErrors: [FloatBuffer] = []
+    /// …or, in larger runs, their sum.
+    var gatheredErrorSum: FloatBuffer?
     public var batchEventsEvery = 10
     /// Bytes of activations (and their gradients) the network reserves.
     public var activationBytes: Int { microBatch * network.activationBytesPerSample }

@@ -42,11 +42,14 @@ extension Trainer {
         }
         if let powerSGD {
             extra.append(.init(name: "compression/q", shape: [powerSGD.q.count], values: UnsafeBufferPointer(powerSGD.q.buffer)))
-            // Every rank's error feedback, when gathered for this checkpoint (else a resume starts it at zero).
+            // Every rank's error feedback, or in a larger run their sum, when gathered for this
+            // checkpoint (else a resume starts it at zero).
             if gatheredErrors.count == comm.size {
                 for (r, e) in gatheredErrors.enumerated() {
                     extra.append(.init(name: "compression/error/\(r)", shape: [e.count], values: UnsafeBufferPointer(e.buffer)))
                 }
+            } else if let sum = gatheredErrorSum {
+                extra.append(.init(name: Self.errorSumTensor, shape: [sum.count], values: UnsafeBufferPointer(sum.buffer)))
             }
         }
         if bestValidationLoss.isFinite {
@@ -55,16 +58,30 @@ extension Trainer {
         }
         return try withEvaluatedWeights {
             let (header, parts) = try metadata.encodeParts(network: network, extra: extra)
-            return try withExtendedLifetime((network, optimizer, bestParameters, bestState, emaParameters, emaState, powerSGD, gatheredErrors)) {
+            return try withExtendedLifetime((network, optimizer, bestParameters, bestState, emaParameters, emaState, powerSGD, gatheredErrors, gatheredErrorSum)) {
                 try header.withUnsafeBytes { try body(header, [$0] + parts) }
             }
         }
     }
 
+    /// The checkpoint's tensor holding the sum of every rank's error feedback (runs of more
+    /// than `RunLimits.checkpointedErrorFeedbackRanks` ranks).
+    static let errorSumTensor = "compression/error-sum"
+
     /// Collective, before a checkpoint: rank 0 receives every rank's PowerSGD error feedback
-    /// (one broadcast per rank; a checkpoint a few times an epoch can afford it).
+    /// (one broadcast per rank; a checkpoint a few times an epoch can afford it). A run of more
+    /// than `RunLimits.checkpointedErrorFeedbackRanks` ranks gathers their sum instead (one
+    /// all-reduce of one gradient's size), which a resume on any number of ranks continues
+    /// from, to float rounding: P, Q and the error feedback follow the ranks' sums alone.
     public func gatherCompressionState() throws {
-        guard let powerSGD, comm.size <= RunLimits.checkpointedErrorFeedbackRanks else { return }
+        guard let powerSGD else { return }
+        guard comm.size <= RunLimits.checkpointedErrorFeedbackRanks else {
+            let sum = comm.rank == 0 ? (gatheredErrorSum ?? FloatBuffer(count: powerSGD.error.count)) : FloatBuffer(count: powerSGD.error.count)
+            sum.copy(from: powerSGD.error)
+            try comm.allReduceSum(sum.pointer, count: sum.count)
+            if comm.rank == 0 { gatheredErrorSum = sum }
+            return
+        }
         if comm.rank == 0, gatheredErrors.count != comm.size {
             gatheredErrors = [powerSGD.error] + (1..<comm.size).map { _ in FloatBuffer(count: powerSGD.error.count) }
         }
@@ -76,22 +93,27 @@ extension Trainer {
     }
 
     /// Restores PowerSGD's factors and, when the checkpoint was written by as many ranks, each
-    /// rank's error feedback (bit-exact). Written by another number of ranks, the sum of theirs
-    /// goes on from rank 0 and the others start at zero: the factors and the error feedback
-    /// follow the ranks' sums alone (`PowerSGDReduction`), so the run continues what it would
-    /// have computed, to float rounding. Without them the error feedback starts at zero.
-    /// Collective.
+    /// rank's error feedback (bit-exact). Written by another number of ranks, or holding only
+    /// the sum (a run of more ranks than `RunLimits.checkpointedErrorFeedbackRanks`), the sum
+    /// of theirs goes on from rank 0 and the others start at zero: the factors and the error
+    /// feedback follow the ranks' sums alone (`PowerSGDReduction`), so the run continues what
+    /// it would have computed, to float rounding. Without them the error feedback starts at
+    /// zero. Collective.
     func restoreCompressionState(metadata m: CheckpointMetadata, from checkpoint: LoadedCheckpoint?, log: (String) -> Void) throws {
         guard let powerSGD else { return }
         // 0: nothing usable, 1: the factors, 2: the factors and every rank's error feedback,
         // 3: the factors and the error feedback of another number of ranks.
         var found = 0.0
+        var perRank = false
         if let checkpoint, m.config.powerSGDRank == powerSGD.rank,
            checkpoint.file.tensors["compression/q"]?.shape == [powerSGD.q.count] {
             found = 1
             if (1...RunLimits.checkpointedErrorFeedbackRanks).contains(m.ranks),
                (0..<m.ranks).allSatisfy({ checkpoint.file.tensors["compression/error/\($0)"]?.shape == [powerSGD.error.count] }) {
                 found = m.ranks == comm.size ? 2 : 3
+                perRank = true
+            } else if checkpoint.file.tensors[Self.errorSumTensor]?.shape == [powerSGD.error.count] {
+                found = 3
             }
         }
         try withUnsafeMutableBytes(of: &found) { try comm.broadcast($0.baseAddress!, bytes: 8, root: 0) }
@@ -109,7 +131,9 @@ extension Trainer {
                 if r > 0 { try comm.broadcast(buffer) }
             }
         } else if found == 3 {
-            if comm.rank == 0, let checkpoint {
+            if comm.rank == 0, let checkpoint, !perRank {
+                try checkpoint.file.read(Self.errorSumTensor, into: powerSGD.error.pointer, count: powerSGD.error.count)
+            } else if comm.rank == 0, let checkpoint {
                 let scratch = FloatBuffer(count: powerSGD.error.count)
                 for r in 0..<m.ranks {
                     try checkpoint.file.read("compression/error/\(r)", into: scratch.pointer, count: scratch.count)
@@ -125,8 +149,7 @@ extension Trainer {
             log("PowerSGD's error feedback: the sum of the \(m.ranks) ranks' that wrote the checkpoint goes on from rank 0 (this run has \(comm.size))")
         } else if m.step > 0 {
             let why = found == 0 ? "the checkpoint holds no PowerSGD state of rank \(powerSGD.rank)"
-                : m.ranks != comm.size ? "the checkpoint was written by \(m.ranks) ranks, not \(comm.size)"
-                : "checkpoints hold it for runs of at most \(RunLimits.checkpointedErrorFeedbackRanks) ranks"
+                : "the checkpoint holds none of the \(m.ranks) ranks' error feedback"
             log("PowerSGD's error feedback starts at zero: \(why)")
         }
     }

@@ -62,7 +62,8 @@ struct AllReduceOptions: ParsableArguments {
         what the rounding drops). PowerSGD's factors and error feedback follow the ranks' summed \
         gradients, so like the exact sums its result depends on the rank count only through \
         rounding; a resume on the same rank count is bit-exact (up to 16 ranks, whose error \
-        feedback checkpoints hold), on another the written ranks' error feedback goes on summed. \
+        feedback checkpoints hold; larger runs keep its sum), on another the written ranks' error \
+        feedback goes on summed, which continues the run to rounding. \
         (default: none)
         """)
     var compress: String?

@@ -726,8 +726,9 @@ struct Train: ParsableCommand {
         if trainer.stepper.reduction is PartedReduction {
             log.info("gradients: exact fp32 sums parted by share (--allreduce parted): each rank adds up the part of every bucket that its share of the batch gives it, and sends that part's sum to the others")
         }
-        // PowerSGD's error feedback: one more gradient-sized buffer (rank 0 gathers every rank's for checkpoints).
-        let compressionBuffers = config.powerSGDRank == nil ? 0 : (comm.rank == 0 && comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? comm.size : 1)
+        // PowerSGD's error feedback: one more gradient-sized buffer (for checkpoints rank 0 gathers
+        // every rank's, or in a larger run their sum, which every rank all-reduces from a copy).
+        let compressionBuffers = config.powerSGDRank == nil ? 0 : comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? (comm.rank == 0 ? comm.size : 1) : 2
         let averageBytes = Trainer.movingAverageBytes(config, trainer.network)
         let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
         log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(Trainer.activationBudget(activationBudget, less: averageBytes) >> 20) MiB\(averageBytes > 0 ? " (\(activationBudget >> 20) MiB less the moving average's \(averageBytes >> 20))" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
