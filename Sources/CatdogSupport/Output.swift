@@ -55,16 +55,31 @@ public struct OutputError: Error, CustomStringConvertible {
     public var path: String
     public var problem: String
     public var description: String { "cannot write \(path): \(problem)" }
+    public init(path: String, problem: String) {
+        self.path = path
+        self.problem = problem
+    }
 }
 
 /// Refuses, before anything is written or computed, an output path that is a device, a FIFO,
 /// a folder or a symbolic link (as root, `--out /dev/null` would otherwise be replaced by a
 /// regular file); a file with other names (a run folder's `last`/`best` checkpoints are hard
 /// links); a file that is one of `inputs`; an existing file of a run folder (one holding
-/// metrics.jsonl, `.lock` or numbered checkpoints). A new file, or an ordinary one to replace,
-/// passes.
+/// metrics.jsonl, `.lock` or numbered checkpoints); a folder that does not exist or in which
+/// no file can be made (the write goes through a new file there). A new file in a writable
+/// folder, or an ordinary one to replace, passes.
 public func checkOutputPath(_ path: String, inputs: [String] = []) throws {
     func refuse(_ problem: String) -> OutputError { OutputError(path: path, problem: problem) }
+    let folder = (path as NSString).deletingLastPathComponent
+    let directory = folder.isEmpty ? "." : folder
+    var info = stat()
+    guard stat(directory, &info) == 0 else {
+        throw refuse("its folder \(directory) does not exist (\(String(cString: strerror(errno)))); create it or name a file in another folder")
+    }
+    guard info.st_mode & S_IFMT == S_IFDIR else { throw refuse("\(directory) is not a folder") }
+    guard access(directory, W_OK | X_OK) == 0 else {
+        throw refuse("no file can be made in its folder \(directory) (\(String(cString: strerror(errno)))); name a file in another folder")
+    }
     var existing = stat()
     guard lstat(path, &existing) == 0 else { return }
     switch existing.st_mode & S_IFMT {
@@ -79,8 +94,7 @@ public func checkOutputPath(_ path: String, inputs: [String] = []) throws {
             throw refuse("it is the input \(input); name another file")
         }
     }
-    let folder = (path as NSString).deletingLastPathComponent
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder)) ?? []
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
     if names.contains(where: { $0 == "metrics.jsonl" || $0 == ".lock" || $0.hasPrefix("ckpt-e") }) {
         throw refuse("it is an existing file of a training run's folder; name a new file")
     }

@@ -59,9 +59,10 @@ public final class Timeline {
     }
 
     /// Collective: stops recording, gathers every rank's events on rank 0 and writes the file
-    /// there (through a temporary file and a rename). Returns the number of events written.
+    /// there (through a temporary file and a rename). Returns the number of events gathered.
+    /// A failed write goes to `writeFailed` (else it is thrown); a failed collective is thrown.
     @discardableResult
-    public func finish(communicator comm: Communicator) throws -> Int {
+    public func finish(communicator comm: Communicator, writeFailed: ((Error) -> Void)? = nil) throws -> Int {
         guard recording else { return 0 }
         recording = false
         var count = [Double(events.count)]
@@ -75,7 +76,10 @@ public final class Timeline {
             text += track
         }
         text += Array("\n]}\n".utf8)
-        try writeOutputFile(text, to: path)
+        do { try writeOutputFile(text, to: path) } catch {
+            guard let writeFailed else { throw error }
+            writeFailed(error)
+        }
         return Int(count[0])
     }
 }

@@ -410,11 +410,18 @@ extension Trainer {
 
     /// Writes the timeline if it is still recording: a run shorter than its window writes it
     /// when it ends (not after an error: a rank that failed alone must not wait in the
-    /// gathering collective).
+    /// gathering collective). A file rank 0 cannot write (a full disk) costs the timeline, not
+    /// the run.
     func finishTimeline(_ run: FitRun) throws {
         guard let timeline, timeline.recording else { return }
-        _ = try watchdog.watchIfAny("gathering the timeline", expected: 30, listening: true) { try timeline.finish(communicator: comm) }
-        if comm.rank == 0 {
+        var failure: Error?
+        _ = try watchdog.watchIfAny("gathering the timeline", expected: 30, listening: true) {
+            try timeline.finish(communicator: comm) { failure = $0 }
+        }
+        guard comm.rank == 0 else { return }
+        if let failure {
+            run.log("warning: the timeline of updates \(run.firstGlobalStep + 1)-\(globalStep) is lost (\(describe(failure)))")
+        } else {
             run.log("timeline of updates \(run.firstGlobalStep + 1)-\(globalStep) written to \(timeline.path) (chrome://tracing or ui.perfetto.dev)")
         }
     }

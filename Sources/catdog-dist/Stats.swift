@@ -15,6 +15,12 @@ struct Stats: ParsableCommand {
     var plot: String?
 
     func run() throws {
+        if let plot {
+            do { try checkOutputPath(plot) } catch {
+                printError("\(error)")
+                throw ExitCode(1)
+            }
+        }
         let stats: DatasetStatistics
         do { stats = try DatasetStatistics(folder: data, warn: { printError($0) }) } catch {
             printError("\(error)")

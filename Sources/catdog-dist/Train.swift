@@ -286,9 +286,6 @@ struct Train: ParsableCommand {
         guard stallTimeout >= 0, stallTimeout <= 1e6 else { throw ValidationError("--stall-timeout must be 0 (off) or a number of seconds up to 1000000") }
         guard backboneLrScale >= 0, backboneLrScale <= 1e3 else { throw ValidationError("--backbone-lr-scale must be a number from 0 to 1000") }
         guard (1...100_000).contains(timelineSteps) else { throw ValidationError("--timeline-steps must be between 1 and 100000") }
-        if let timeline {
-            do { try checkOutputPath(timeline) } catch { throw ValidationError("--timeline: \(error)") }
-        }
         guard keep <= 100_000, checkpointEvery <= RunLimits.steps.upperBound else {
             throw ValidationError("--keep (at most 100000) or --checkpoint-every (at most 2^40) is too large")
         }
@@ -391,6 +388,12 @@ struct Train: ParsableCommand {
             let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
                                              slurmJob: ProcessInfo.processInfo.environment["SLURM_JOB_ID"], communicator: comm, log: log.info)
             defer { withExtendedLifetime(folder) {} }
+            // Rank 0 writes the timeline, so its machine must be able to, before any work.
+            if comm.rank == 0, let timeline {
+                do { try checkOutputPath(timeline) } catch let error as OutputError {
+                    throw OutputError(path: error.path, problem: "\(error.problem) (--timeline)")
+                }
+            }
             let store = folder.store
             var config = try makeConfig()
             var preprocessing: Preprocessing?

@@ -348,6 +348,19 @@ final class CarelessHandsTests: XCTestCase {
         let fresh = try CLI.run(["submit", "--checkpoint", last, "--test-dir", images, "--out", other + "/submission.csv"])
         XCTAssertEqual(fresh.status, 0, fresh.output)
 
+        // An output in a folder that does not exist, or "in" a file, is refused before any work:
+        // the timeline before training (no checkpoint is written), not after it.
+        for missing in [other + "/no-such-folder/out", other + "/submission.csv/out"] {
+            let why = missing.contains("no-such") ? "does not exist" : "is not a folder"
+            assertClean(try CLI.run(["submit", "--checkpoint", last, "--test-dir", images, "--out", missing]), why)
+            assertClean(try CLI.run(["export", last, "--out", missing]), why)
+            assertClean(try CLI.run(["stats", "--data", images, "--plot", missing]), why)
+            let run = try temporaryFolder(self) + "/run"
+            assertClean(try CLI.run(trainArguments(data, run, extra: ["--timeline", missing])), why)
+            XCTAssertFalse((try? FileManager.default.contentsOfDirectory(atPath: run))?.contains { $0.hasPrefix("ckpt-") } ?? false,
+                           "trained before refusing --timeline \(missing)")
+        }
+
         // A metrics.jsonl link in a shared run folder: refused, the file it names untouched.
         let victim = try temporaryFolder(self) + "/victim"
         try "mine\n".write(toFile: victim, atomically: true, encoding: .utf8)
@@ -386,6 +399,21 @@ final class CarelessHandsTests: XCTestCase {
         assertClean(result, "No space left on device")
         let left = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasPrefix(".tmp") }
         XCTAssertEqual(left, [], "temporary files left on the full disk")
+
+        // The timeline onto the full disk costs the timeline, not the run (checkpoints elsewhere).
+        if let filler = FileHandle(forWritingAtPath: mountPoint + "/filler") ?? {
+            FileManager.default.createFile(atPath: mountPoint + "/filler", contents: nil) ? FileHandle(forWritingAtPath: mountPoint + "/filler") : nil
+        }() {
+            for _ in 0..<300 { if (try? filler.write(contentsOf: Data(count: 1024))) == nil { break } }
+            try? filler.close()
+        }
+        let elsewhere = try temporaryFolder(self) + "/run"
+        let timed = try CLI.run(["train", "--data", data, "--checkpoint-dir", elsewhere, "--model", "simple", "--image-size", "32",
+                                 "--epochs", "1", "--batch-size", "16", "--timeline", mountPoint + "/timeline.json"])
+        XCTAssertEqual(timed.status, 0, timed.output)
+        XCTAssertTrue(timed.stdout.contains("warning: the timeline of updates 1-") && timed.stdout.contains("is lost")
+                      && timed.stdout.contains("No space left on device"), timed.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: elsewhere + "/last.safetensors.zst"), timed.output)
     }
 
     /// A consistent checkpoint of an ImageNet classifier (1000 outputs) is refused by
