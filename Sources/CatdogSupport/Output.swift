@@ -65,10 +65,12 @@ public struct OutputError: Error, CustomStringConvertible {
 /// a folder or a symbolic link (as root, `--out /dev/null` would otherwise be replaced by a
 /// regular file); a file with other names (a run folder's `last`/`best` checkpoints are hard
 /// links); a file that is one of `inputs`; an existing file of a run folder (one holding
-/// metrics.jsonl, `.lock` or numbered checkpoints); a folder that does not exist or in which
-/// no file can be made (the write goes through a new file there). A new file in a writable
-/// folder, or an ordinary one to replace, passes.
-public func checkOutputPath(_ path: String, inputs: [String] = []) throws {
+/// metrics.jsonl, `.lock` or numbered checkpoints), unless `runOutput` (train's own outputs,
+/// such as its timeline, which a resume writes again) and the file is not one the run folder
+/// itself keeps (`isRunFolderFile`); a folder that does not exist or in which no file can be
+/// made (the write goes through a new file there). A new file in a writable folder, or an
+/// ordinary one to replace, passes.
+public func checkOutputPath(_ path: String, inputs: [String] = [], runOutput: Bool = false) throws {
     func refuse(_ problem: String) -> OutputError { OutputError(path: path, problem: problem) }
     let folder = (path as NSString).deletingLastPathComponent
     let directory = folder.isEmpty ? "." : folder
@@ -95,16 +97,24 @@ public func checkOutputPath(_ path: String, inputs: [String] = []) throws {
         }
     }
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    if names.contains(where: { $0 == "metrics.jsonl" || $0 == ".lock" || $0.hasPrefix("ckpt-e") }) {
+    if names.contains(where: { $0 == "metrics.jsonl" || $0 == ".lock" || $0.hasPrefix("ckpt-e") }),
+       !runOutput || isRunFolderFile((path as NSString).lastPathComponent) {
         throw refuse("it is an existing file of a training run's folder; name a new file")
     }
+}
+
+/// A name a training run's folder keeps for itself: its checkpoints, metrics, machines, lock,
+/// TensorBoard events, list of skipped files and temporary files.
+public func isRunFolderFile(_ name: String) -> Bool {
+    ["metrics.jsonl", "machines.jsonl", "skipped-files.log"].contains(name)
+        || ["ckpt-", "last.", "best.", "events.out.tfevents.", "."].contains { name.hasPrefix($0) }
 }
 
 /// Writes `bytes` as the regular file `path` (checked by `checkOutputPath`), through a
 /// temporary file in the same folder that is synced and renamed over it: a reader never sees
 /// half a file, and a failure (a full disk) leaves the old one and says why.
-public func writeOutputFile(_ bytes: some Collection<UInt8>, to path: String, inputs: [String] = []) throws {
-    try checkOutputPath(path, inputs: inputs)
+public func writeOutputFile(_ bytes: some Collection<UInt8>, to path: String, inputs: [String] = [], runOutput: Bool = false) throws {
+    try checkOutputPath(path, inputs: inputs, runOutput: runOutput)
     let folder = (path as NSString).deletingLastPathComponent
     let temporary = (folder.isEmpty ? "." : folder) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)

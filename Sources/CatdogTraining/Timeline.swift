@@ -76,7 +76,7 @@ public final class Timeline {
             text += track
         }
         text += Array("\n]}\n".utf8)
-        do { try writeOutputFile(text, to: path) } catch {
+        do { try writeOutputFile(text, to: path, runOutput: true) } catch {
             guard let writeFailed else { throw error }
             writeFailed(error)
         }

@@ -390,7 +390,7 @@ struct Train: ParsableCommand {
             defer { withExtendedLifetime(folder) {} }
             // Rank 0 writes the timeline, so its machine must be able to, before any work.
             if comm.rank == 0, let timeline {
-                do { try checkOutputPath(timeline) } catch let error as OutputError {
+                do { try checkOutputPath(timeline, runOutput: true) } catch let error as OutputError {
                     throw OutputError(path: error.path, problem: "\(error.problem) (--timeline)")
                 }
             }

@@ -51,6 +51,32 @@ final class TimelineTests: XCTestCase {
         }
     }
 
+    /// The timeline inside the run's own folder (as docs/across-machines.md shows it): a resume
+    /// with the same option writes it again, for the updates after the resume; a file the run
+    /// folder keeps for itself (metrics.jsonl) is refused before training, and left as it was.
+    func testAResumeWritesItsTimelineInTheRunFolderAgain() throws {
+        let data = try sharedSubset(self, perClass: 40)
+        let folder = try temporaryFolder(self) + "/ck"
+        let trace = folder + "/timeline.json"
+        func train(_ epochs: Int, timeline: String, resume: Bool) throws -> CLIResult {
+            try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                         "--batch-size", "16", "--epochs", String(epochs), "--timeline", timeline] + (resume ? ["--resume", "auto"] : []))
+        }
+        var result = try train(1, timeline: trace, resume: false)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("timeline of updates 1-5 written to \(trace)"), result.stdout)
+        result = try train(2, timeline: trace, resume: true)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("timeline of updates 6-10 written to \(trace)"), result.stdout)
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: trace))) as? [String: Any])
+        let metrics = try Data(contentsOf: URL(fileURLWithPath: folder + "/metrics.jsonl"))
+        result = try train(3, timeline: folder + "/metrics.jsonl", resume: true)
+        XCTAssertEqual(result.status, 1, result.output)
+        XCTAssertTrue(result.stderr.contains("it is an existing file of a training run's folder"), result.stderr)
+        XCTAssertFalse(result.stdout.contains("epoch 3/3"), "trained before refusing: \(result.stdout)")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: folder + "/metrics.jsonl")), metrics)
+    }
+
     /// The straggler report: the rank whose time a sample is 1.5× the other ranks' median or
     /// more is named with its host, samples a step, input wait and kernels; equal ranks, a
     /// rank without samples and one whose extra time is a sliver of the epoch are not.
