@@ -133,7 +133,7 @@ public final class TrainingData {
             guard let problem = ImageProblem(code: Int(code)) else { continue }
             let detail = details[paths[i]]
             report.skipped.append((paths[i], problem, detail ?? ""))
-            lines.append("\(paths[i]): \(problem.rawValue)" + (detail.map { " (\($0))" } ?? ""))
+            lines.append("\(printable(paths[i])): \(problem.rawValue)" + (detail.map { " (\(printable($0)))" } ?? ""))
         }
         return (report, lines)
     }

@@ -37,14 +37,16 @@ struct CatdogDist: ParsableCommand {
     }
 }
 
-/// Prints `message` to standard error, prefixed with the program's name.
+/// Prints `message` to standard error, prefixed with the program's name, as one line: a
+/// newline in it (from a file's name) is escaped like any other control character.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("catdog-dist: \(printable(message, keepingLines: true))\n".utf8))
+    FileHandle.standardError.write(Data("catdog-dist: \(printable(message))\n".utf8))
 }
 
 /// Everything the command line prints goes through `printable`: names and strings that come
 /// from files (a checkpoint's metadata and tensor names, image file names) cannot move the
 /// cursor, clear the screen or set the window title. (This shadows `Swift.print` in this module.)
+/// It keeps line breaks, so a line that names a file passes the name through `printable` first.
 func print(_ items: Any..., separator: String = " ", terminator: String = "\n") {
     Swift.print(printable(items.map { "\($0)" }.joined(separator: separator), keepingLines: true), terminator: terminator)
 }

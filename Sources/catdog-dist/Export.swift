@@ -82,7 +82,7 @@ struct Export: ParsableCommand {
         }
         print("wrote \(npy): \(read.count) image(s) as the model's input; catdog-dist's dog probabilities:")
         for (path, result) in zip(read, predictor.dogProbabilities(read)) {
-            if case .success(let probability) = result { print("  \(path): \(probability)") }
+            if case .success(let probability) = result { print("  \(printable(path)): \(probability)") }
         }
         if !failed.isEmpty { throw ExitCode(1) }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CatdogRun
+import CatdogSupport
 import Foundation
 
 struct Inspect: ParsableCommand {
@@ -25,8 +26,8 @@ struct Inspect: ParsableCommand {
             return
         }
         let raw = checkpoint.file.bytes.count
-        print("\(file)")
-        print("  format        catdog-dist checkpoint v\(m.formatVersion), written \(m.created) by \(m.ranks) rank(s)\(m.finished ? ", finished run" : "")")
+        print(printable(file))
+        print("  format        catdog-dist checkpoint v\(m.formatVersion), written \(printable(m.created)) by \(m.ranks) rank(s)\(m.finished ? ", finished run" : "")")
         print("  model         \(m.model) at \(m.imageSize)x\(m.imageSize), \(m.parameterCount) parameters")
         print("  preprocessing fit \(m.preprocessing.fit.rawValue), pixels \(m.preprocessing.scale.rawValue), crop margin \(m.preprocessing.cropMargin)")
         print("  position      \(m.epoch) epochs done of \(m.config.epochs), step \(m.stepInEpoch) into the next, update \(m.step)")
@@ -38,7 +39,7 @@ struct Inspect: ParsableCommand {
         print(String(format: "  size          %.2f MB compressed, %.2f MB raw, ratio %.2f", Double(checkpoint.compressedBytes) / 1e6, Double(raw) / 1e6, Double(raw) / Double(max(checkpoint.compressedBytes, 1))))
         print("  tensors")
         for (name, t) in checkpoint.file.tensors.sorted(by: { $0.key < $1.key }) {
-            print("    \(name.padding(toLength: 44, withPad: " ", startingAt: 0)) \(t.dtype) \(t.shape)")
+            print("    \(printable(name).padding(toLength: 44, withPad: " ", startingAt: 0)) \(t.dtype) \(t.shape)")
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CatdogEngine
+import CatdogSupport
 import Foundation
 
 struct Predict: ParsableCommand {
@@ -46,7 +47,7 @@ struct Predict: ParsableCommand {
                     let name = String(decoding: try encoder.encode(path), as: UTF8.self)  // escaped as JSON requires
                     print(#"{"image": \#(name), "dog_probability": \#(p), "label": "\#(p >= 0.5 ? "dog" : "cat")"}"#)
                 } else {
-                    print(images.count > 1 ? "\(path): \(Predict.sentence(dogProbability: p))" : Predict.sentence(dogProbability: p))
+                    print(images.count > 1 ? "\(printable(path)): \(Predict.sentence(dogProbability: p))" : Predict.sentence(dogProbability: p))
                 }
             case .failure(let error):
                 failed += 1

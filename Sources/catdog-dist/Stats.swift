@@ -27,7 +27,7 @@ struct Stats: ParsableCommand {
             throw ExitCode(1)
         }
         print(stats.report)
-        for (path, reason) in stats.unreadable.prefix(20) { print("  unreadable: \(path): \(reason)") }
+        for (path, reason) in stats.unreadable.prefix(20) { print("  unreadable: \(printable(path)): \(reason)") }
         if let plot {
             do { try writeOutputFile(Array(stats.figure.utf8), to: plot) } catch {
                 printError("\(error)")

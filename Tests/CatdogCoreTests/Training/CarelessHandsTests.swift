@@ -376,6 +376,28 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertEqual(inspected.status, 0, inspected.output)
         XCTAssertFalse(inspected.stdout.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 || $0.value == 0x9B }, inspected.stdout)
         XCTAssertTrue(inspected.stdout.contains("\\u001b]0;owned\\u0007\\u009b2J"), inspected.stdout)
+        // A file name with a line break (and an escape) keeps every report one line a file:
+        // predict's line for it, the error for a missing one, train's list of skipped files.
+        let named = try temporaryFolder(self)
+        let odd = named + "/cat.1\n\u{1b}[2Jforged line.jpg", oddMissing = named + "/gone\nforged.jpg"
+        try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: odd)
+        try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: named + "/1.jpg")
+        let predicted = try CLI.run(["predict", "--checkpoint", last, odd, named + "/1.jpg", oddMissing])
+        XCTAssertEqual(predicted.status, 1, predicted.output)
+        XCTAssertEqual(predicted.stdout.split(separator: "\n").count, 2, predicted.stdout)
+        XCTAssertTrue(predicted.stdout.contains("cat.1\\u000a\\u001b[2Jforged line.jpg: I am"), predicted.stdout)
+        XCTAssertEqual(predicted.stderr.split(separator: "\n").count, 1, predicted.stderr)
+        try Data("not a jpeg".utf8).write(to: URL(fileURLWithPath: named + "/dog.2\nforged.jpg"))
+        for i in 3..<8 { try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: named + "/cat.\(i).jpg") }
+        for i in 3..<8 { try FileManager.default.copyItem(atPath: sharedData + "/originals/dog.0.jpg", toPath: named + "/dog.\(i).jpg") }
+        let skipping = try temporaryFolder(self) + "/run"
+        let trained = try CLI.run(["train", "--data", named, "--checkpoint-dir", skipping, "--model", "simple", "--image-size", "32",
+                                   "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.3"])
+        XCTAssertEqual(trained.status, 0, trained.output)
+        let skippedList = try String(contentsOfFile: skipping + "/skipped-files.log", encoding: .utf8)
+        XCTAssertEqual(skippedList.split(separator: "\n").count, 1, skippedList)
+        XCTAssertTrue(skippedList.contains("dog.2\\u000aforged.jpg: "), skippedList)
+
         let json = try CLI.run(["inspect", "--json", crafted])
         XCTAssertNotNil(try? JSONSerialization.jsonObject(with: Data(json.stdout.utf8)), "inspect --json stays JSON: \(json.stdout)")
 
