@@ -140,9 +140,10 @@ public enum DataFolder {
         return sorted.map { (id: $0.0, path: $0.1) }
     }
 
-    /// The first five of `names` in order, and "..." when there are more.
+    /// The first five of `names` in order (each escaped by `printable`: a line break in a name
+    /// does not break the message), and "..." when there are more.
     static func someNames(_ names: [String]) -> String {
-        names.sorted().prefix(5).joined(separator: ", ") + (names.count > 5 ? ", ..." : "")
+        names.sorted().prefix(5).map { printable($0) }.joined(separator: ", ") + (names.count > 5 ? ", ..." : "")
     }
 
     /// The stratified split a training run uses: refuses a split that leaves no training or no

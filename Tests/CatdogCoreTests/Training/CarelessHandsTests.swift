@@ -388,6 +388,7 @@ final class CarelessHandsTests: XCTestCase {
         XCTAssertTrue(predicted.stdout.contains("cat.1\\u000a\\u001b[2Jforged line.jpg: I am"), predicted.stdout)
         XCTAssertEqual(predicted.stderr.split(separator: "\n").count, 1, predicted.stderr)
         try Data("not a jpeg".utf8).write(to: URL(fileURLWithPath: named + "/dog.2\nforged.jpg"))
+        try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: named + "/no class\nforged.jpg")
         for i in 3..<8 { try FileManager.default.copyItem(atPath: sharedData + "/originals/cat.0.jpg", toPath: named + "/cat.\(i).jpg") }
         for i in 3..<8 { try FileManager.default.copyItem(atPath: sharedData + "/originals/dog.0.jpg", toPath: named + "/dog.\(i).jpg") }
         let skipping = try temporaryFolder(self) + "/run"
@@ -397,6 +398,7 @@ final class CarelessHandsTests: XCTestCase {
         let skippedList = try String(contentsOfFile: skipping + "/skipped-files.log", encoding: .utf8)
         XCTAssertEqual(skippedList.split(separator: "\n").count, 1, skippedList)
         XCTAssertTrue(skippedList.contains("dog.2\\u000aforged.jpg: "), skippedList)
+        XCTAssertTrue(trained.output.contains("no class\\u000aforged.jpg") && !trained.output.contains("\nforged"), trained.output)
 
         let json = try CLI.run(["inspect", "--json", crafted])
         XCTAssertNotNil(try? JSONSerialization.jsonObject(with: Data(json.stdout.utf8)), "inspect --json stays JSON: \(json.stdout)")
