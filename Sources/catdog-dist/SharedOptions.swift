@@ -63,7 +63,8 @@ struct AllReduceOptions: ParsableArguments {
         gradients, so like the exact sums its result depends on the rank count only through \
         rounding; a resume on the same rank count is bit-exact (up to 16 ranks, whose error \
         feedback checkpoints hold; larger runs keep its sum), on another the written ranks' error \
-        feedback goes on summed, which continues the run to rounding. \
+        feedback goes on summed, which continues the run to rounding. Eight machines on 1 Gbit/s \
+        reached 95% soonest with --batch-size 1024 and powersgd:16:bf16 (docs/across-machines.md). \
         (default: none)
         """)
     var compress: String?
