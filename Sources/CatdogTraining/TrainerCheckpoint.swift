@@ -132,6 +132,7 @@ extension Trainer {
             }
         } else if found == 3 {
             if comm.rank == 0, let checkpoint, !perRank {
+                // Written as their sum (read back checked to be finite, as every tensor is).
                 try checkpoint.file.read(Self.errorSumTensor, into: powerSGD.error.pointer, count: powerSGD.error.count)
             } else if comm.rank == 0, let checkpoint {
                 let scratch = FloatBuffer(count: powerSGD.error.count)

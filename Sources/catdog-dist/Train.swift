@@ -388,12 +388,7 @@ struct Train: ParsableCommand {
             let folder = try RunFolder.claim(checkpointDir, keep: keep, resuming: resume != nil, overwrite: overwrite,
                                              slurmJob: ProcessInfo.processInfo.environment["SLURM_JOB_ID"], communicator: comm, log: log.info)
             defer { withExtendedLifetime(folder) {} }
-            // Rank 0 writes the timeline, so its machine must be able to, before any work.
-            if comm.rank == 0, let timeline {
-                do { try checkOutputPath(timeline, runOutput: true) } catch let error as OutputError {
-                    throw OutputError(path: error.path, problem: "\(error.problem) (--timeline)")
-                }
-            }
+            try checkTimelinePath(comm)
             let store = folder.store
             var config = try makeConfig()
             var preprocessing: Preprocessing?
@@ -735,6 +730,14 @@ struct Train: ParsableCommand {
         let averageBytes = Trainer.movingAverageBytes(config, trainer.network)
         let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
         log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(Trainer.activationBudget(activationBudget, less: averageBytes) >> 20) MiB\(averageBytes > 0 ? " (\(activationBudget >> 20) MiB less the moving average's \(averageBytes >> 20))" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
+    }
+
+    /// Rank 0 writes the `--timeline`, so its machine must be able to, before any work.
+    func checkTimelinePath(_ comm: Communicator) throws {
+        guard comm.rank == 0, let timeline else { return }
+        do { try checkOutputPath(timeline, runOutput: true) } catch let error as OutputError {
+            throw OutputError(path: error.path, problem: "\(error.problem) (--timeline)")
+        }
     }
 
     /// A resumed run keeps its checkpoint's configuration. An option given on this command line
