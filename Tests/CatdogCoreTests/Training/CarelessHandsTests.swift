@@ -195,7 +195,8 @@ final class CarelessHandsTests: XCTestCase {
 
     /// Every tensor read back from a checkpoint holds numbers: the live weights beside the
     /// moving average, the optimizer's moments, the best weights, PowerSGD's factors, the
-    /// model's weights, and the sum of two ranks' PowerSGD error feedback resumed on one rank.
+    /// model's weights, the sum of two ranks' PowerSGD error feedback resumed on one rank, and
+    /// the sum a run of 17 ranks checkpoints.
     /// One NaN, infinity or negative second moment is refused on resume
     /// (naming the tensor) instead of a run that "diverges" at its first step and tells the
     /// user to lower --lr, or that carries NaN best weights along.
@@ -231,6 +232,15 @@ final class CarelessHandsTests: XCTestCase {
         let summed = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", huger, "--epochs", "2"] + powerSGD))
         assertClean(summed, "holds PowerSGD error feedback of 2 ranks whose sum is not a number at index 0")
         XCTAssertFalse(summed.stderr.contains("training diverged"), summed.stderr)
+        // A run of more ranks than checkpoints keep each one's for holds their sum, read as checked.
+        let ranks = RunLimits.checkpointedErrorFeedbackRanks + 1, many = try temporaryFolder(self)
+        let manyOptions = powerSGD + ["--warmup-epochs", "0", "--batch-size", String(ranks)]
+        let written = try CLI.run(trainArguments(data, many, extra: manyOptions), ranks: ranks)
+        XCTAssertEqual(written.status, 0, written.output)
+        let notANumber = many + "/crafted.safetensors.zst"
+        try rewriteTensor(many + "/last.safetensors.zst", to: notANumber, "compression/error-sum", value: .nan)
+        let resumedMany = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", notANumber, "--epochs", "2"] + manyOptions))
+        assertClean(resumedMany, "tensor compression/error-sum holds values that are not numbers")
         let bad = folder + "/crafted.safetensors.zst"
         try rewriteTensor(folder + "/last.safetensors.zst", to: bad, "model/dense_1.kernel", value: .nan)
         assertClean(try CLI.run(["evaluate", "--checkpoint", bad, "--data", data]), "tensor model/dense_1.kernel holds values that are not numbers")
