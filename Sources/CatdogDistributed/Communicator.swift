@@ -68,8 +68,11 @@ public protocol Communicator: AnyObject {
     /// Starts summing `count` floats of the machine's ranks into its leader's buffer (the
     /// others' buffers are only read).
     func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
-    /// On machine leaders only: starts the in-place sum across the leaders.
-    func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// On machine leaders only: starts the in-place sum across the leaders, on `channel` (0 or
+    /// 1) as in `startAllReduceSum` (PowerSGD between machines uses both).
+    func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction
+    /// On machine leaders only: the same for bf16 values, added as `startAllReduceSumBF16` adds them.
+    func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction
     /// Starts sending the leader's `count` floats to its machine's other ranks.
     func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
 }
@@ -83,8 +86,11 @@ extension Communicator {
     public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
         LocalCommunicator.Done()
     }
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        try startAllReduceSum(buffer, count: count, channel: 0)
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+        try startAllReduceSum(buffer, count: count, channel: channel)
+    }
+    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        try startAllReduceSumBF16(buffer, count: count, channel: channel)
     }
     public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
         LocalCommunicator.Done()

@@ -83,8 +83,11 @@ public final class FaultInjectingCommunicator: Communicator {
         try self.count()
         return try base.startMachineReduceSum(buffer, count: count)
     }
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        try base.startLeadersAllReduceSum(buffer, count: count)
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+        try base.startLeadersAllReduceSum(buffer, count: count, channel: channel)
+    }
+    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        try base.startLeadersAllReduceSumBF16(buffer, count: count, channel: channel)
     }
     public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
         try base.startMachineBroadcast(buffer, count: count)

@@ -44,8 +44,9 @@ public final class MPICommunicator: Communicator {
     private var partedScratch: [Int: FloatBuffer] = [:]
     /// The hierarchical all-reduce's communicators, made in `init` too: this rank's machine
     /// (twice: the sums into the leader and the leader's broadcasts each keep their own order)
-    /// and, on leaders, the machines' leaders.
-    private var machine = catdog_mpi_comm_null(), machineShare = catdog_mpi_comm_null(), leaders = catdog_mpi_comm_null()
+    /// and, on leaders, the machines' leaders (twice: channels 0 and 1).
+    private var machine = catdog_mpi_comm_null(), machineShare = catdog_mpi_comm_null()
+    private var leaders = catdog_mpi_comm_null(), leadersSecond = catdog_mpi_comm_null()
     public private(set) var machineRank = 0
     public private(set) var machineSize = 1
     public private(set) var machineCount = 1
@@ -97,7 +98,11 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_set_errhandler(machineShare, catdog_mpi_errors_return())
         try MPIError.check(MPI_Comm_split(world, machineRank == 0 ? 0 : catdog_mpi_undefined(), Int32(rank), &leaders),
                            "MPI_Comm_split (leaders)")
-        if leaders != catdog_mpi_comm_null() { MPI_Comm_set_errhandler(leaders, catdog_mpi_errors_return()) }
+        if leaders != catdog_mpi_comm_null() {
+            MPI_Comm_set_errhandler(leaders, catdog_mpi_errors_return())
+            try MPIError.check(MPI_Comm_dup(leaders, &leadersSecond), "MPI_Comm_dup (leaders)")
+            MPI_Comm_set_errhandler(leadersSecond, catdog_mpi_errors_return())
+        }
         // Machines of unequal size: count the leaders.
         var leader: Int32 = machineRank == 0 ? 1 : 0, total: Int32 = 0
         try MPIError.check(MPI_Allreduce(&leader, &total, 1, catdog_mpi_int32(), catdog_mpi_sum(), world), "MPI_Allreduce (machines)")
@@ -112,11 +117,25 @@ public final class MPICommunicator: Communicator {
         return pending
     }
 
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
         let pending = Request(beats: beats)
-        guard leaders != catdog_mpi_comm_null(), machineCount > 1, count > 0 else { return pending }
+        guard size > 1 else { return pending }
+        precondition(channel == 0 || channel == 1)
+        precondition(machineRank == 0, "only machine leaders sum across machines")
+        guard machineCount > 1, count > 0 else { return pending }
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(), catdog_mpi_sum(),
-                                          leaders, &pending.request), "MPI_Iallreduce (leaders)")
+                                          channel == 0 ? leaders : leadersSecond, &pending.request), "MPI_Iallreduce (leaders)")
+        return pending
+    }
+
+    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        let pending = Request(beats: beats)
+        guard size > 1 else { return pending }
+        precondition(channel == 0 || channel == 1)
+        precondition(machineRank == 0, "only machine leaders sum across machines")
+        guard machineCount > 1, count > 0 else { return pending }
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(), try Self.bf16Sum(),
+                                          channel == 0 ? leaders : leadersSecond, &pending.request), "MPI_Iallreduce (leaders, bf16)")
         return pending
     }
 
@@ -157,7 +176,7 @@ public final class MPICommunicator: Communicator {
         MPI_Finalized(&finalized)
         beats?.close()
         beats = nil
-        for comm in [second, parted, machine, machineShare, leaders] where comm != catdog_mpi_comm_null() {
+        for comm in [second, parted, machine, machineShare, leaders, leadersSecond] where comm != catdog_mpi_comm_null() {
             var c = comm
             MPI_Comm_free(&c)
         }

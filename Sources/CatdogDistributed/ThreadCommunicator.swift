@@ -270,11 +270,13 @@ public final class ThreadCommunicator: Communicator {
     /// Pairwise, rounded to bf16 after each addition, as the MPI operation does.
     public func startAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
         precondition(channel == 0 || channel == 1)
-        return try sum("sum (bf16)", buffer, count: count, channel: channel) { a, b in
-            var a = a, b = b
-            catdog_bf16_add(&a, &b, 1)
-            return b
-        }
+        return try sum("sum (bf16)", buffer, count: count, channel: channel, Self.bf16Add)
+    }
+
+    private static func bf16Add(_ a: UInt16, _ b: UInt16) -> UInt16 {
+        var a = a, b = b
+        catdog_bf16_add(&a, &b, 1)
+        return b
     }
 
     public func allReduceSum(_ values: inout [Double]) throws {
@@ -343,11 +345,20 @@ public final class ThreadCommunicator: Communicator {
                          })
     }
 
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        guard machine != nil else { return try startAllReduceSum(buffer, count: count, channel: 0) }
+    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+        precondition(channel == 0 || channel == 1)
+        guard machine != nil else { return try startAllReduceSum(buffer, count: count, channel: channel) }
         guard let leaders else { preconditionFailure("only machine leaders sum across machines") }
         guard leaders.group.size > 1 else { return LocalCommunicator.Done() }
-        return try sum("leaders' sum (float)", buffer, count: count, channel: 0, in: leaders, +)
+        return try sum("leaders' sum (float)", buffer, count: count, channel: channel, in: leaders, +)
+    }
+
+    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        precondition(channel == 0 || channel == 1)
+        guard machine != nil else { return try startAllReduceSumBF16(buffer, count: count, channel: channel) }
+        guard let leaders else { preconditionFailure("only machine leaders sum across machines") }
+        guard leaders.group.size > 1 else { return LocalCommunicator.Done() }
+        return try sum("leaders' sum (bf16)", buffer, count: count, channel: channel, in: leaders, Self.bf16Add)
     }
 
     /// The leader's floats to every rank of its machine.

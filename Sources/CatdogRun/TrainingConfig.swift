@@ -430,7 +430,7 @@ extension TrainingConfig {
             validateEvery.flatMap { L.check("validation interval", $0, 1...Self.budgetEpochCap) },
             balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil },
             hierarchicalAllReduce == true && partedAllReduce == true ? "the all-reduce is both hierarchical and parted" : nil,
-            allReduceTopology != .flat && compression != .none ? "the \(allReduceTopology) all-reduce sums exact fp32 gradients, not \(compression)" : nil,
+            allReduceTopology.takes(compression) ? nil : "the \(allReduceTopology) all-reduce sums exact fp32 gradients, not \(compression)",
         ]
         return checks.lazy.compactMap { $0 }.first
     }
@@ -444,6 +444,15 @@ public enum AllReduceTopology: String, CaseIterable, Sendable {
     case hierarchical
     /// Each rank sums a part of every bucket by its share of the batch and sends it to the others.
     case parted
+
+    /// Whether gradients compressed so can be summed this way: flat all of them, hierarchical
+    /// also PowerSGD (between the machines' leaders), parted only exact fp32 sums.
+    public func takes(_ compression: GradientCompression) -> Bool {
+        switch (self, compression) {
+        case (.flat, _), (_, .none), (.hierarchical, .powerSGD): return true
+        default: return false
+        }
+    }
 }
 
 extension TrainingConfig {

@@ -81,7 +81,8 @@ public final class DataParallelStep {
     /// PowerSGD sums exactly before update `compressFrom`; its random start comes from `seed`.
     /// With `sharingReductionWith`, the step reduces through that step's reduction and its
     /// state (the same model at another input size, for progressive resizing). `allReduce` is how
-    /// exact fp32 gradients are summed: `FP32Reduction`, `HierarchicalReduction` or `PartedReduction`.
+    /// exact fp32 gradients are summed: `FP32Reduction`, `HierarchicalReduction` or `PartedReduction`;
+    /// with PowerSGD, `.hierarchical` runs it between machines (`HierarchicalReduction.across`).
     public init(network: Network, groups: [ParameterGroup], firstNode: Int, communicator: Communicator, overlap: Bool,
                 bucketBytes: Int, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat, compressFrom: Int = 0, seed: UInt64 = 1,
                 batchCapacity: Int = 0, sharingReductionWith other: DataParallelStep? = nil) {
@@ -113,9 +114,11 @@ public final class DataParallelStep {
             }
         case .fp16: reduction = FP16Reduction(buckets: ranges, communicator: communicator)
         case .powerSGD(let r, let bf16):
-            reduction = PowerSGDReduction(
+            let betweenMachines = allReduce == .hierarchical
+            let powerSGD = PowerSGDReduction(
                 buckets: ranges, tensors: network.parameterSlots.map { ($0.offset, $0.shape) }, rank: r,
-                startUpdate: compressFrom, seed: seed, communicator: communicator, bf16Factors: bf16)
+                startUpdate: compressFrom, seed: seed, communicator: communicator, bf16Factors: bf16, betweenMachines: betweenMachines)
+            reduction = betweenMachines ? HierarchicalReduction(buckets: ranges, communicator: communicator, across: powerSGD) : powerSGD
         }
     }
 

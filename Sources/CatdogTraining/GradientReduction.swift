@@ -157,6 +157,14 @@ public final class FP16Reduction: GradientReduction {
 /// across the network, once per bucket; with one rank per machine it is the flat all-reduce.
 /// The sum is that of `FP32Reduction` up to the order of its additions.
 ///
+/// With `across`, PowerSGD between the machines: the leaders compress their machine's exact
+/// sum (P and Q rounds among the leaders, the error feedback kept by each leader for its
+/// machine) and share the approximation. Only the leaders compute its arithmetic, on the
+/// machine's sum, where the flat `PowerSGDReduction` has every rank compute it on its own
+/// gradient; what is applied follows the summed gradients alone, as there, and so is the same
+/// up to rounding. One machine compresses too (sending nothing), so that, like the flat
+/// PowerSGD, what a run computes depends on the machine and rank counts only through rounding.
+///
 /// Each stage runs on a communicator of its own and starts, on every rank, in bucket order:
 /// a bucket's second stage starts once its first has completed and the previous bucket's
 /// second stage has started, and likewise for the third. `advance` moves every bucket as far as
@@ -164,7 +172,12 @@ public final class FP16Reduction: GradientReduction {
 public final class HierarchicalReduction: GradientReduction {
     public let buckets: [Range<Int>]
     let comm: Communicator
-    public var name: String { "fp32 hierarchical (\(comm.machineCount) machines)" }
+    /// PowerSGD between the machines (its `betweenMachines`), or nil for exact sums.
+    public let across: PowerSGDReduction?
+    public var name: String {
+        guard let across else { return "fp32 hierarchical (\(comm.machineCount) machines)" }
+        return "\(across.name) between \(comm.machineCount) machines, fp32 sums within each"
+    }
 
     private enum Stage {
         case idle
@@ -177,20 +190,26 @@ public final class HierarchicalReduction: GradientReduction {
     }
     private var stages: [Stage]
     private var gradients: UnsafeMutablePointer<Float>?
+    private var update = 0
     /// Buckets started this update; the next bucket whose second stage may start; the next
     /// whose third may; the first not yet done (all before it are).
     private var started = 0, nextAcross = 0, nextShare = 0, firstUnfinished = 0
 
-    public init(buckets: [Range<Int>], communicator: Communicator) {
+    public init(buckets: [Range<Int>], communicator: Communicator, across: PowerSGDReduction? = nil) {
+        precondition(across.map { $0.betweenMachines && $0.buckets == buckets } ?? true)
         self.buckets = buckets
         comm = communicator
+        self.across = across
         stages = Array(repeating: .idle, count: buckets.count)
     }
 
     private var isLeader: Bool { comm.machineRank == 0 }
 
     /// What crosses the network: the leader's bucket, once; the other ranks' stays on the machine.
-    public func wireBytes(bucket: Int, update: Int) -> Int { isLeader ? buckets[bucket].count * 4 : 0 }
+    public func wireBytes(bucket: Int, update: Int) -> Int {
+        guard isLeader else { return 0 }
+        return across?.wireBytes(bucket: bucket, update: update) ?? buckets[bucket].count * 4
+    }
 
     public func start(bucket: Int, gradients: UnsafeMutablePointer<Float>, update: Int) throws -> PendingReduction {
         if bucket == 0 {
@@ -202,6 +221,7 @@ public final class HierarchicalReduction: GradientReduction {
         }
         precondition(bucket == started, "buckets start in order")
         self.gradients = gradients
+        self.update = update
         let range = buckets[bucket]
         stages[bucket] = .withinMachine(try comm.startMachineReduceSum(gradients + range.lowerBound, count: range.count))
         started += 1
@@ -214,9 +234,12 @@ public final class HierarchicalReduction: GradientReduction {
         guard let gradients else { return }
         while nextAcross < started, case .withinMachine(let pending) = stages[nextAcross], try pending.test() {
             let range = buckets[nextAcross]
-            stages[nextAcross] = isLeader && comm.machineCount > 1
-                ? .acrossMachines(try comm.startLeadersAllReduceSum(gradients + range.lowerBound, count: range.count))
-                : .summed
+            if isLeader && (comm.machineCount > 1 || across != nil) {
+                stages[nextAcross] = .acrossMachines(try across?.start(bucket: nextAcross, gradients: gradients, update: update)
+                    ?? comm.startLeadersAllReduceSum(gradients + range.lowerBound, count: range.count, channel: 0))
+            } else {
+                stages[nextAcross] = .summed
+            }
             nextAcross += 1
         }
         while nextShare < nextAcross {
@@ -267,5 +290,12 @@ public final class HierarchicalReduction: GradientReduction {
                 try owner.waitForEarliest()
             }
         }
+    }
+}
+
+extension GradientReduction {
+    /// The PowerSGD state of this reduction, flat or between machines (nil without it).
+    public var powerSGD: PowerSGDReduction? {
+        self as? PowerSGDReduction ?? (self as? HierarchicalReduction)?.across
     }
 }

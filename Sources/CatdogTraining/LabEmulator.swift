@@ -93,7 +93,7 @@ public enum LabEmulator {
         -> (optimizer: Double, perFloat: Double, arithmetic: [PowerSGDReduction.Arithmetic]?) {
         let network = step.network
         var optimizerSeconds = 0.0, secondsPerFloat = 0.0
-        let powerSGD = step.reduction as? PowerSGDReduction
+        let powerSGD = step.reduction.powerSGD
         var arithmetic: [PowerSGDReduction.Arithmetic]?
         let scratch = FloatBuffer(count: network.parameterCount)
         scratch.zero()
@@ -162,7 +162,7 @@ public enum LabEmulator {
         for i in 0..<network.parameterCount { network.gradients.pointer[i] = random.uniform(-1e-3, 1e-3) }
         _ = catdog_set_timer_slack(1000)
         let costs = try measureLocalCosts(step, comm)
-        (step.reduction as? PowerSGDReduction)?.sleptArithmetic = costs.arithmetic
+        step.reduction.powerSGD?.sleptArithmetic = costs.arithmetic
         let schedule = Schedule(profile: profile, optimizer: costs.optimizer, perFloat: costs.perFloat, cores: cores)
         var exposed = 0.0
 

@@ -88,6 +88,9 @@ public final class PowerSGDReduction: GradientReduction {
     /// `catdog_powersgd_orthonormalize`'s doubles: rank × the most rows of a matrix.
     private let orthonormalizing: UnsafeMutablePointer<Double>
     let comm: Communicator
+    /// Between machines (inside `HierarchicalReduction`): the factors are summed across the
+    /// machines' leaders, the error feedback is the machine's, and only leaders run it.
+    public let betweenMachines: Bool
     /// The next bucket whose Q round may start (they start in bucket order on every rank).
     private var nextQRound = 0
     public var name: String { "PowerSGD rank \(rank)\(bf16Factors ? " with bf16 factors" : "")" }
@@ -103,9 +106,10 @@ public final class PowerSGDReduction: GradientReduction {
 
     /// `tensors` are the parameter tensors (offset and shape) within the buckets.
     public init(buckets: [Range<Int>], tensors: [(offset: Int, shape: [Int])], rank r: Int, startUpdate: Int,
-                seed: UInt64, communicator: Communicator, bf16Factors: Bool = false) {
+                seed: UInt64, communicator: Communicator, bf16Factors: Bool = false, betweenMachines: Bool = false) {
         precondition(r >= 1)
         rank = r
+        self.betweenMachines = betweenMachines
         self.bf16Factors = bf16Factors
         self.buckets = buckets
         self.startUpdate = startUpdate
@@ -179,16 +183,27 @@ public final class PowerSGDReduction: GradientReduction {
         let plan = plans[bucket]
         if bucket == 0 { nextQRound = compressedAfter(-1) }
         guard update >= startUpdate, !plan.matrices.isEmpty else {
-            return try comm.startAllReduceSum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
+            return try sum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
         }
         if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].beforeFirst)) } else { compress(bucket, gradients) }
         guard bf16Factors else {
-            let first = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
+            let first = try sum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
             return Work(self, bucket: bucket, gradients: gradients, first: first)
         }
-        let exact = try comm.startAllReduceSum(pBuffers[bucket].pointer, count: plan.exactCount, channel: 0)
-        let factors = try comm.startAllReduceSumBF16(pWire + pWireAt[bucket], count: plan.pCount, channel: 0)
+        let exact = try sum(pBuffers[bucket].pointer, count: plan.exactCount, channel: 0)
+        let factors = try sumBF16(pWire + pWireAt[bucket], count: plan.pCount, channel: 0)
         return Work(self, bucket: bucket, gradients: gradients, first: Both(exact, factors))
+    }
+
+    /// The all-reduces of the rounds: over every rank, or over the machines' leaders.
+    private func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+        betweenMachines ? try comm.startLeadersAllReduceSum(buffer, count: count, channel: channel)
+            : try comm.startAllReduceSum(buffer, count: count, channel: channel)
+    }
+
+    private func sumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        betweenMachines ? try comm.startLeadersAllReduceSumBF16(buffer, count: count, channel: channel)
+            : try comm.startAllReduceSumBF16(buffer, count: count, channel: channel)
     }
 
     /// Before the P round: the exact values into the P buffer, the error feedback added to each
@@ -274,8 +289,8 @@ public final class PowerSGDReduction: GradientReduction {
         let plan = plans[bucket]
         if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].between)) } else { backProject(bucket, gradients) }
         nextQRound = compressedAfter(bucket)
-        if bf16Factors { return try comm.startAllReduceSumBF16(qWire + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1) }
-        return try comm.startAllReduceSum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
+        if bf16Factors { return try sumBF16(qWire + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1) }
+        return try sum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
     }
 
     func backProject(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
@@ -304,7 +319,7 @@ public final class PowerSGDReduction: GradientReduction {
         }
         let plan = plans[bucket]
         let buffer = pBuffers[bucket].pointer
-        let share = 1 / Float(comm.size)
+        let share = 1 / Float(betweenMachines ? comm.machineCount : comm.size)
         let qs = plan.qRange
         if bf16Factors { catdog_bf16_to_float(qWire + qs.lowerBound, q.pointer + qs.lowerBound, qs.count) }
         for (m, pAt) in zip(plan.matrices, plan.p) {

@@ -88,7 +88,7 @@ public final class Trainer {
     /// `batchEventsEvery` updates.
     public var events: TensorBoardWriter?
     /// PowerSGD's state when gradients are compressed with it (shared by the resized steps).
-    public var powerSGD: PowerSGDReduction? { fullSizeStepper.reduction as? PowerSGDReduction }
+    public var powerSGD: PowerSGDReduction? { fullSizeStepper.reduction.powerSGD }
     /// Rank 0's copies of every rank's PowerSGD error feedback, gathered for a checkpoint (runs
     /// of at most `RunLimits.checkpointedErrorFeedbackRanks` ranks)…
     var gatheredErrors: [FloatBuffer] = []

@@ -98,7 +98,7 @@ extension Trainer {
     /// of theirs goes on from rank 0 and the others start at zero: the factors and the error
     /// feedback follow the ranks' sums alone (`PowerSGDReduction`), so the run continues what
     /// it would have computed, to float rounding. Without them the error feedback starts at
-    /// zero. Collective.
+    /// zero. PowerSGD between machines then sums each machine's into its leader. Collective.
     func restoreCompressionState(metadata m: CheckpointMetadata, from checkpoint: LoadedCheckpoint?, log: (String) -> Void) throws {
         guard let powerSGD else { return }
         // 0: nothing usable, 1: the factors, 2: the factors and every rank's error feedback,
@@ -152,6 +152,13 @@ extension Trainer {
             let why = found == 0 ? "the checkpoint holds no PowerSGD state of rank \(powerSGD.rank)"
                 : "the checkpoint holds none of the \(m.ranks) ranks' error feedback"
             log("PowerSGD's error feedback starts at zero: \(why)")
+        }
+        if found >= 2, powerSGD.betweenMachines, comm.machineSize > 1 {
+            // Between machines only the leaders run PowerSGD, each with its machine's error
+            // feedback: the sum of what its ranks were given (bit-exact when only the leaders
+            // wrote any, as such a run does).
+            try comm.startMachineReduceSum(powerSGD.error.pointer, count: powerSGD.error.count).wait()
+            if comm.machineRank != 0 { powerSGD.resetError() }
         }
     }
 

@@ -65,12 +65,14 @@ struct AllReduceOptions: ParsableArguments {
         feedback checkpoints hold; larger runs keep its sum), on another the written ranks' error \
         feedback goes on summed, which continues the run to rounding. Eight machines on 1 Gbit/s \
         reached 95% soonest with --batch-size 1024 and powersgd:16:bf16 (docs/across-machines.md). \
-        (default: none)
+        With --allreduce hierarchical, PowerSGD runs between machines: each machine's ranks sum \
+        exactly through shared memory and its first rank compresses that sum (one error feedback \
+        a machine). (default: none)
         """)
     var compress: String?
 
     @Option(name: .customLong("allreduce"), help: """
-        How exact fp32 gradients are summed: `flat` (one all-reduce over every rank), \
+        How gradients are summed: `flat` (one all-reduce over every rank), \
         `hierarchical` (the ranks of each machine sum through shared memory into one, those \
         all-reduce across the network, and each shares the sum with its machine: one rank per \
         machine sends, once) or `parted` (each rank adds up a part of every bucket in proportion \
@@ -78,7 +80,9 @@ struct AllReduceOptions: ParsableArguments {
         sums little and waits on the others twice a bucket, not at every step of a ring; for \
         labs of unequal machines with --balance). The sums are the same up to the order of \
         additions; measured on machines of 2 ranks, flat was as fast as hierarchical \
-        (docs/across-machines.md). Not with --compress fp16 or powersgd:R. (default: flat)
+        (docs/across-machines.md). With --compress powersgd:R, `hierarchical` compresses between \
+        machines only (the leaders send the factors); `parted` takes no compression, and neither \
+        takes fp16. (default: flat)
         """)
     var givenTopology: AllReduceTopology?
 
@@ -99,8 +103,8 @@ struct AllReduceOptions: ParsableArguments {
             if fp16Allreduce, parsed != .fp16 { throw ValidationError("--fp16-allreduce and --compress \(compress) contradict each other: give one") }
         }
         if let machineRanks, !(1...4096).contains(machineRanks) { throw ValidationError("--machine-ranks must be between 1 and 4096") }
-        if let topology = givenTopology, topology != .flat, let compression = givenCompression, compression != .none {
-            throw ValidationError("--allreduce \(topology) sums exact fp32 gradients; it contradicts --compress \(compression): give one")
+        if let topology = givenTopology, let compression = givenCompression, !topology.takes(compression) {
+            throw ValidationError("--allreduce \(topology) sums exact fp32 gradients\(topology == .hierarchical ? " or PowerSGD" : ""); it contradicts --compress \(compress ?? "fp16"): give one")
         }
         guard bucketMib > 0, bucketMib <= RunLimits.bucketMiB.upperBound else {
             throw ValidationError("--bucket-mib must be a positive number of at most \(Int(RunLimits.bucketMiB.upperBound))")

@@ -713,12 +713,12 @@ struct Train: ParsableCommand {
         if config.compression != .none {
             let reduction = trainer.stepper.reduction
             let compressed = reduction.buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: Int.max) }
-            let from = (reduction as? PowerSGDReduction).map { $0.startUpdate > 0 ? " from update \($0.startUpdate) (exact during the warmup)" : "" } ?? ""
+            let from = reduction.powerSGD.map { $0.startUpdate > 0 ? " from update \($0.startUpdate) (exact during the warmup)" : "" } ?? ""
             log.info(String(format: "gradients: %@%@, %.2f MB a step into the all-reduces instead of %.2f MB (%.1fx fewer)",
                             reduction.name, from, Double(compressed) / 1e6, Double(trainer.network.parameterCount * 4) / 1e6,
                             Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
         }
-        if trainer.stepper.reduction is HierarchicalReduction {
+        if let hierarchical = trainer.stepper.reduction as? HierarchicalReduction, hierarchical.across == nil {
             log.info("gradients: exact fp32 sums machine by machine (--allreduce hierarchical): \(comm.machineCount) machine(s); the ranks of each sum into its first, those all-reduce across the network and share the sum")
         }
         if trainer.stepper.reduction is PartedReduction {

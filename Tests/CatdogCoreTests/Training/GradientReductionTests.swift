@@ -369,6 +369,64 @@ final class GradientReductionTests: XCTestCase {
         }
     }
 
+    /// PowerSGD between machines (`--allreduce hierarchical`): 5 ranks in machines of 2, 2 and 1,
+    /// 8 updates of random gradients, the buckets started in order and waited for in reverse
+    /// (as `runReduction`), against the flat PowerSGD of the same 5 ranks. Every rank applies
+    /// the same bits; each update is the flat one's within 1e-4 (relative L2: both follow the
+    /// summed gradients and differ only in rounding); only the machines' leaders (ranks 0, 2,
+    /// 4) hold error feedback, and theirs sums to the flat ranks' sum within 1e-4; a leader
+    /// sends what a flat rank sends and the others nothing. One machine of 2 ranks compresses
+    /// as 2 flat ranks do (1e-4), so that the machine count changes only rounding.
+    func testPowerSGDBetweenMachinesFollowsTheFlatOne() throws {
+        let count = self.count, tensors = self.tensors, buckets = self.buckets, steps = 8
+        let gradient: @Sendable (Int, Int) -> [Float] = { rank, t in Self.randomGradient(seed: 900 + UInt64(rank * 100 + t), count: count) }
+        func run(ranks: Int, machineRanks: Int?) throws -> [(reduced: [[Float]], error: [Float], wire: Int)] {
+            try ThreadCommunicator.run(ranks: ranks, machineRanks: machineRanks) { comm in
+                let powerSGD = PowerSGDReduction(buckets: buckets, tensors: tensors, rank: 2, startUpdate: 0, seed: 3,
+                                                 communicator: comm, betweenMachines: machineRanks != nil)
+                let reduction: GradientReduction = machineRanks == nil ? powerSGD
+                    : HierarchicalReduction(buckets: buckets, communicator: comm, across: powerSGD)
+                XCTAssertTrue(reduction.powerSGD === powerSGD)
+                var reduced: [[Float]] = []
+                for t in 0..<steps {
+                    var g = gradient(comm.rank, t)
+                    try g.withUnsafeMutableBufferPointer { p in
+                        var pending: [PendingReduction] = []
+                        for b in buckets.indices {
+                            pending.append(try reduction.start(bucket: b, gradients: p.baseAddress!, update: t))
+                            _ = try pending.first?.test()
+                        }
+                        for r in pending.reversed() { try r.wait() }
+                    }
+                    reduced.append(g)
+                }
+                return (reduced, powerSGD.error.array, buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: 1) })
+            }
+        }
+        let between = try run(ranks: 5, machineRanks: 2), flat = try run(ranks: 5, machineRanks: nil)
+        for t in 0..<steps {
+            for r in 1..<5 { XCTAssertEqual(between[r].reduced[t], between[0].reduced[t], "rank \(r), update \(t): the same bits on every rank") }
+            let e = Self.relativeError(between[0].reduced[t][...], flat[0].reduced[t][...])
+            XCTAssertLessThan(e, 1e-4, "update \(t): between machines against flat")
+        }
+        XCTAssertGreaterThan(Self.relativeError(between[0].reduced[0][0..<1152], Self.exactSum(5, gradient, update: 0)[0..<1152]), 0.1,
+                             "the kernel was compressed")
+        for r in [1, 3] { XCTAssertEqual(between[r].error.map(abs).max(), 0, "rank \(r) is no leader: it keeps no error feedback") }
+        for r in [0, 2, 4] { XCTAssertGreaterThan(between[r].error.map(abs).max()!, 0, "leader rank \(r)") }
+        let sum = { (runs: [(reduced: [[Float]], error: [Float], wire: Int)]) in
+            runs.reduce(into: [Float](repeating: 0, count: 1152)) { s, run in for i in s.indices { s[i] += run.error[i] } }
+        }
+        XCTAssertLessThan(Self.relativeError(sum(between)[...], sum(flat)[...]), 1e-4, "the machines' error feedback against the ranks'")
+        XCTAssertEqual(between.map(\.wire), [flat[0].wire, 0, flat[0].wire, 0, flat[0].wire])
+
+        let one = try run(ranks: 2, machineRanks: 2), two = try run(ranks: 2, machineRanks: nil)
+        for t in 0..<steps {
+            XCTAssertEqual(one[1].reduced[t], one[0].reduced[t], "one machine, update \(t): the same bits on both ranks")
+            XCTAssertLessThan(Self.relativeError(one[1].reduced[t][...], two[0].reduced[t][...]), 1e-4, "one machine, update \(t)")
+        }
+        XCTAssertEqual(one.map(\.wire), [two[0].wire, 0], "the leader's rounds, though they cross no network")
+    }
+
     /// On the real model the default recipe trains (resnet at 64 px, 4 MiB buckets), rank 4
     /// sends at least 10× fewer bytes than fp32 — and says which tensors go exactly.
     func testPowerSGDCutsResNetTrafficTenfold() throws {
