@@ -64,7 +64,8 @@ struct AllReduceOptions: ParsableArguments {
         rounding; a resume on the same rank count is bit-exact (up to 16 ranks, whose error \
         feedback checkpoints hold; larger runs keep its sum), on another the written ranks' error \
         feedback goes on summed, which continues the run to rounding. Eight machines on 1 Gbit/s \
-        reached 95% soonest with --batch-size 1024 and powersgd:16:bf16 (docs/across-machines.md). \
+        reached 95% soonest with --batch-size 1024, powersgd:16:bf16 and --allreduce hierarchical \
+        (docs/across-machines.md). \
         With --allreduce hierarchical, PowerSGD runs between machines: each machine's ranks sum \
         exactly through shared memory and its first rank compresses that sum (one error feedback \
         a machine). (default: none)
