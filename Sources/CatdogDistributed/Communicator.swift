@@ -56,25 +56,29 @@ public protocol Communicator: AnyObject {
     var heartbeats: HeartbeatTable? { get }
 
     // A hierarchical all-reduce (`HierarchicalReduction`): the ranks of each machine sum into
-    // the machine's first rank, the machines' first ranks sum across the network, each shares
-    // the sum with its machine. Each of the three is non-blocking and, like the buckets of
-    // `startAllReduceSum`, must start in the same order on every rank taking part.
+    // one of them, that rank sums across the machines with the ranks of the same index on the
+    // other machines (its rail: the machines' first ranks are rail 0, their second rail 1, ...),
+    // and shares the sum with its machine. Each of the three is non-blocking and, like the
+    // buckets of `startAllReduceSum`, must start in the same order on every rank taking part.
 
     /// This rank's index among the ranks of its machine (0: the machine's leader), their
     /// number, and the number of machines.
     var machineRank: Int { get }
     var machineSize: Int { get }
     var machineCount: Int { get }
-    /// Starts summing `count` floats of the machine's ranks into its leader's buffer (the
-    /// others' buffers are only read).
-    func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
-    /// On machine leaders only: starts the in-place sum across the leaders, on `channel` (0 or
-    /// 1) as in `startAllReduceSum` (PowerSGD between machines uses both).
-    func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction
-    /// On machine leaders only: the same for bf16 values, added as `startAllReduceSumBF16` adds them.
-    func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction
-    /// Starts sending the leader's `count` floats to its machine's other ranks.
-    func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction
+    /// The rails: as many as the fewest ranks any machine has (every machine has ranks 0 ..<
+    /// railCount), each holding one rank of every machine.
+    var railCount: Int { get }
+    /// Starts summing `count` floats of the machine's ranks into the buffer of its rank `root`
+    /// (the others' buffers are only read).
+    func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction
+    /// On ranks with `machineRank < railCount` only: starts the in-place sum across the machines
+    /// among the ranks of this rank's rail, on `channel` (0 or 1) as in `startAllReduceSum`.
+    func startRailAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction
+    /// The same for bf16 values, added as `startAllReduceSumBF16` adds them.
+    func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction
+    /// Starts sending the `count` floats of the machine's rank `root` to its other ranks.
+    func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction
 }
 
 /// Communicators without machines of several ranks: every rank is a machine of its own, so the
@@ -83,17 +87,20 @@ extension Communicator {
     public var machineRank: Int { 0 }
     public var machineSize: Int { 1 }
     public var machineCount: Int { size }
-    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        LocalCommunicator.Done()
+    public var railCount: Int { 1 }
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        precondition(root == 0)
+        return LocalCommunicator.Done()
     }
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+    public func startRailAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
         try startAllReduceSum(buffer, count: count, channel: channel)
     }
-    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+    public func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
         try startAllReduceSumBF16(buffer, count: count, channel: channel)
     }
-    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        LocalCommunicator.Done()
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        precondition(root == 0)
+        return LocalCommunicator.Done()
     }
 }
 

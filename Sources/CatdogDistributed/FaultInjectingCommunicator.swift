@@ -78,18 +78,19 @@ public final class FaultInjectingCommunicator: Communicator {
     public var machineRank: Int { base.machineRank }
     public var machineSize: Int { base.machineSize }
     public var machineCount: Int { base.machineCount }
+    public var railCount: Int { base.railCount }
     /// The first stage of a hierarchical all-reduce counts as the reduction.
-    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
         try self.count()
-        return try base.startMachineReduceSum(buffer, count: count)
+        return try base.startMachineReduceSum(buffer, count: count, root: root)
     }
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
-        try base.startLeadersAllReduceSum(buffer, count: count, channel: channel)
+    public func startRailAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+        try base.startRailAllReduceSum(buffer, count: count, channel: channel)
     }
-    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
-        try base.startLeadersAllReduceSumBF16(buffer, count: count, channel: channel)
+    public func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        try base.startRailAllReduceSumBF16(buffer, count: count, channel: channel)
     }
-    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
-        try base.startMachineBroadcast(buffer, count: count)
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        try base.startMachineBroadcast(buffer, count: count, root: root)
     }
 }

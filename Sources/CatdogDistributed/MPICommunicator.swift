@@ -44,12 +44,14 @@ public final class MPICommunicator: Communicator {
     private var partedScratch: [Int: FloatBuffer] = [:]
     /// The hierarchical all-reduce's communicators, made in `init` too: this rank's machine
     /// (twice: the sums into the leader and the leader's broadcasts each keep their own order)
-    /// and, on leaders, the machines' leaders (twice: channels 0 and 1).
+    /// and, on ranks below `railCount`, the rail of the ranks of this rank's index on every
+    /// machine (twice: channels 0 and 1; rail 0 holds the machines' leaders).
     private var machine = catdog_mpi_comm_null(), machineShare = catdog_mpi_comm_null()
-    private var leaders = catdog_mpi_comm_null(), leadersSecond = catdog_mpi_comm_null()
+    private var rail = catdog_mpi_comm_null(), railSecond = catdog_mpi_comm_null()
     public private(set) var machineRank = 0
     public private(set) var machineSize = 1
     public private(set) var machineCount = 1
+    public private(set) var railCount = 1
 
     /// Initialises MPI once per process. The machines of the hierarchical all-reduce are the
     /// ranks that share memory, or with `machineRanks` K, consecutive groups of K ranks (to
@@ -96,53 +98,58 @@ public final class MPICommunicator: Communicator {
         (machineRank, machineSize) = try Self.rankAndSize(machine, " (machine)")
         try MPIError.check(MPI_Comm_dup(machine, &machineShare), "MPI_Comm_dup (machine)")
         MPI_Comm_set_errhandler(machineShare, catdog_mpi_errors_return())
-        try MPIError.check(MPI_Comm_split(world, machineRank == 0 ? 0 : catdog_mpi_undefined(), Int32(rank), &leaders),
-                           "MPI_Comm_split (leaders)")
-        if leaders != catdog_mpi_comm_null() {
-            MPI_Comm_set_errhandler(leaders, catdog_mpi_errors_return())
-            try MPIError.check(MPI_Comm_dup(leaders, &leadersSecond), "MPI_Comm_dup (leaders)")
-            MPI_Comm_set_errhandler(leadersSecond, catdog_mpi_errors_return())
-        }
-        // Machines of unequal size: count the leaders.
+        // Machines of unequal size: count the leaders, and find the fewest ranks a machine has.
         var leader: Int32 = machineRank == 0 ? 1 : 0, total: Int32 = 0
         try MPIError.check(MPI_Allreduce(&leader, &total, 1, catdog_mpi_int32(), catdog_mpi_sum(), world), "MPI_Allreduce (machines)")
         machineCount = Int(total)
+        var ranks = Int32(machineSize), fewest: Int32 = 0
+        try MPIError.check(MPI_Allreduce(&ranks, &fewest, 1, catdog_mpi_int32(), catdog_mpi_min(), world), "MPI_Allreduce (rails)")
+        railCount = Int(fewest)
+        try MPIError.check(MPI_Comm_split(world, machineRank < railCount ? Int32(machineRank) : catdog_mpi_undefined(), Int32(rank), &rail),
+                           "MPI_Comm_split (rails)")
+        if rail != catdog_mpi_comm_null() {
+            MPI_Comm_set_errhandler(rail, catdog_mpi_errors_return())
+            try MPIError.check(MPI_Comm_dup(rail, &railSecond), "MPI_Comm_dup (rails)")
+            MPI_Comm_set_errhandler(railSecond, catdog_mpi_errors_return())
+        }
     }
 
-    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        precondition((0..<machineSize).contains(root))
         let pending = Request(beats: beats)
         guard machineSize > 1, count > 0 else { return pending }
-        try MPIError.check(MPI_Ireduce(machineRank == 0 ? UnsafeRawPointer(catdog_mpi_in_place()) : UnsafeRawPointer(buffer), buffer, Int32(count),
-                                       catdog_mpi_float(), catdog_mpi_sum(), 0, machine, &pending.request), "MPI_Ireduce (machine)")
+        try MPIError.check(MPI_Ireduce(machineRank == root ? UnsafeRawPointer(catdog_mpi_in_place()) : UnsafeRawPointer(buffer), buffer, Int32(count),
+                                       catdog_mpi_float(), catdog_mpi_sum(), Int32(root), machine, &pending.request), "MPI_Ireduce (machine)")
         return pending
     }
 
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+    public func startRailAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
         let pending = Request(beats: beats)
         guard size > 1 else { return pending }
         precondition(channel == 0 || channel == 1)
-        precondition(machineRank == 0, "only machine leaders sum across machines")
+        precondition(machineRank < railCount, "only ranks on a rail sum across machines")
         guard machineCount > 1, count > 0 else { return pending }
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(), catdog_mpi_sum(),
-                                          channel == 0 ? leaders : leadersSecond, &pending.request), "MPI_Iallreduce (leaders)")
+                                          channel == 0 ? rail : railSecond, &pending.request), "MPI_Iallreduce (rail)")
         return pending
     }
 
-    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+    public func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
         let pending = Request(beats: beats)
         guard size > 1 else { return pending }
         precondition(channel == 0 || channel == 1)
-        precondition(machineRank == 0, "only machine leaders sum across machines")
+        precondition(machineRank < railCount, "only ranks on a rail sum across machines")
         guard machineCount > 1, count > 0 else { return pending }
         try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(), try Self.bf16Sum(),
-                                          channel == 0 ? leaders : leadersSecond, &pending.request), "MPI_Iallreduce (leaders, bf16)")
+                                          channel == 0 ? rail : railSecond, &pending.request), "MPI_Iallreduce (rail, bf16)")
         return pending
     }
 
-    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        precondition((0..<machineSize).contains(root))
         let pending = Request(beats: beats)
         guard machineSize > 1, count > 0 else { return pending }
-        try MPIError.check(MPI_Ibcast(buffer, Int32(count), catdog_mpi_float(), 0, machineShare, &pending.request), "MPI_Ibcast (machine)")
+        try MPIError.check(MPI_Ibcast(buffer, Int32(count), catdog_mpi_float(), Int32(root), machineShare, &pending.request), "MPI_Ibcast (machine)")
         return pending
     }
 
@@ -176,7 +183,7 @@ public final class MPICommunicator: Communicator {
         MPI_Finalized(&finalized)
         beats?.close()
         beats = nil
-        for comm in [second, parted, machine, machineShare, leaders, leadersSecond] where comm != catdog_mpi_comm_null() {
+        for comm in [second, parted, machine, machineShare, rail, railSecond] where comm != catdog_mpi_comm_null() {
             var c = comm
             MPI_Comm_free(&c)
         }

@@ -21,9 +21,10 @@ public final class ThreadCommunicator: Communicator {
     public let size: Int
     private let world: Member
     /// With machines (`run(ranks:machineRanks:)`): this rank's machine, twice (its sums into
-    /// the leader and the leader's broadcasts keep their own orders), and the leaders' group.
-    private let machine: Member?, machineShare: Member?, leaders: Member?
+    /// one rank and that rank's broadcasts keep their own orders), and its rail's group.
+    private let machine: Member?, machineShare: Member?, rail: Member?
     public let machineCount: Int
+    public let railCount: Int
 
     /// A rank's place in one group of ranks that hold collectives together, and how many it
     /// has started there on each channel.
@@ -37,14 +38,16 @@ public final class ThreadCommunicator: Communicator {
         }
     }
 
-    init(rank: Int, group: Group, machine: Member? = nil, machineShare: Member? = nil, leaders: Member? = nil, machineCount: Int? = nil) {
+    init(rank: Int, group: Group, machine: Member? = nil, machineShare: Member? = nil, rail: Member? = nil, machineCount: Int? = nil,
+         railCount: Int = 1) {
         self.rank = rank
         self.size = group.size
         world = Member(group, rank)
         self.machine = machine
         self.machineShare = machineShare
-        self.leaders = leaders
+        self.rail = rail
         self.machineCount = machineCount ?? group.size
+        self.railCount = railCount
     }
 
     /// Runs `body` on `ranks` threads, each with its own communicator; returns their results
@@ -58,7 +61,9 @@ public final class ThreadCommunicator: Communicator {
         let machines = (ranks + k - 1) / k
         let machineGroups = (0..<machines).map { Group(size: min(k, ranks - $0 * k)) }
         let shareGroups = (0..<machines).map { Group(size: min(k, ranks - $0 * k)) }
-        let leaderGroup = Group(size: machines)
+        // As many rails as the smallest machine has ranks (the last may have fewer than k).
+        let rails = min(k, ranks - (machines - 1) * k)
+        let railGroups = (0..<rails).map { _ in Group(size: machines) }
         let shared = Shared(body: body, count: ranks)
         let done = DispatchGroup()
         for r in 0..<ranks {
@@ -67,11 +72,11 @@ public final class ThreadCommunicator: Communicator {
                 let m = r / k, index = r % k
                 let comm = machineRanks == nil ? ThreadCommunicator(rank: r, group: group)
                     : ThreadCommunicator(rank: r, group: group, machine: Member(machineGroups[m], index), machineShare: Member(shareGroups[m], index),
-                                         leaders: index == 0 ? Member(leaderGroup, m) : nil, machineCount: machines)
+                                         rail: index < rails ? Member(railGroups[index], m) : nil, machineCount: machines, railCount: rails)
                 let result = Result { try shared.body(comm) }
                 if case .failure = result {
                     // Ranks waiting in any group's collective must stop waiting too.
-                    for g in [group, leaderGroup] + machineGroups + shareGroups { g.fail(rank: r) }
+                    for g in [group] + railGroups + machineGroups + shareGroups { g.fail(rank: r) }
                 }
                 shared.lock.lock()
                 shared.results[r] = result
@@ -333,40 +338,42 @@ public final class ThreadCommunicator: Communicator {
     public var machineRank: Int { machine?.index ?? 0 }
     public var machineSize: Int { machine?.group.size ?? 1 }
 
-    /// Every rank of the machine contributes; the leader receives the sum (in rank order).
-    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    /// Every rank of the machine contributes; rank `root` of it receives the sum (in rank order).
+    public func startMachineReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        precondition((0..<machineSize).contains(root))
         guard let machine, machine.group.size > 1 else { return LocalCommunicator.Done() }
-        let leader = machine.index == 0
-        return try start("machine sum of \(count)", contribution: Self.bytes(buffer, count: count), in: machine,
-                         combine: { [Self.elementwise($0, as: Float.self, +)] + .init(repeating: [], count: $0.count - 1) },
+        let receives = machine.index == root
+        return try start("machine sum of \(count) into \(root)", contribution: Self.bytes(buffer, count: count), in: machine,
+                         combine: { all in all.indices.map { $0 == root ? Self.elementwise(all, as: Float.self, +) : [] } },
                          deliver: { result in
-                             guard leader else { return }
+                             guard receives else { return }
                              result.withUnsafeBytes { buffer.update(from: $0.bindMemory(to: Float.self).baseAddress!, count: count) }
                          })
     }
 
-    public func startLeadersAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
+    public func startRailAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
         precondition(channel == 0 || channel == 1)
         guard machine != nil else { return try startAllReduceSum(buffer, count: count, channel: channel) }
-        guard let leaders else { preconditionFailure("only machine leaders sum across machines") }
-        guard leaders.group.size > 1 else { return LocalCommunicator.Done() }
-        return try sum("leaders' sum (float)", buffer, count: count, channel: channel, in: leaders, +)
+        guard let rail else { preconditionFailure("only ranks on a rail sum across machines") }
+        guard rail.group.size > 1 else { return LocalCommunicator.Done() }
+        return try sum("rail sum (float)", buffer, count: count, channel: channel, in: rail, +)
     }
 
-    public func startLeadersAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+    public func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
         precondition(channel == 0 || channel == 1)
         guard machine != nil else { return try startAllReduceSumBF16(buffer, count: count, channel: channel) }
-        guard let leaders else { preconditionFailure("only machine leaders sum across machines") }
-        guard leaders.group.size > 1 else { return LocalCommunicator.Done() }
-        return try sum("leaders' sum (bf16)", buffer, count: count, channel: channel, in: leaders, Self.bf16Add)
+        guard let rail else { preconditionFailure("only ranks on a rail sum across machines") }
+        guard rail.group.size > 1 else { return LocalCommunicator.Done() }
+        return try sum("rail sum (bf16)", buffer, count: count, channel: channel, in: rail, Self.bf16Add)
     }
 
-    /// The leader's floats to every rank of its machine.
-    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> PendingReduction {
+    /// Rank `root`'s floats to every rank of its machine.
+    public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
+        precondition((0..<machineSize).contains(root))
         guard let machineShare, machineShare.group.size > 1 else { return LocalCommunicator.Done() }
-        let mine = machineShare.index == 0 ? Self.bytes(buffer, count: count) : []
-        return try start("machine broadcast of \(count)", contribution: mine, in: machineShare,
-                         combine: { .init(repeating: $0[0], count: $0.count) },
+        let mine = machineShare.index == root ? Self.bytes(buffer, count: count) : []
+        return try start("machine broadcast of \(count) from \(root)", contribution: mine, in: machineShare,
+                         combine: { .init(repeating: $0[root], count: $0.count) },
                          deliver: { result in result.withUnsafeBytes { buffer.update(from: $0.bindMemory(to: Float.self).baseAddress!, count: count) } })
     }
 

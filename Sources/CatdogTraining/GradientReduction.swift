@@ -157,13 +157,15 @@ public final class FP16Reduction: GradientReduction {
 /// across the network, once per bucket; with one rank per machine it is the flat all-reduce.
 /// The sum is that of `FP32Reduction` up to the order of its additions.
 ///
-/// With `across`, PowerSGD between the machines: the leaders compress their machine's exact
-/// sum (P and Q rounds among the leaders, the error feedback kept by each leader for its
-/// machine) and share the approximation. Only the leaders compute its arithmetic, on the
-/// machine's sum, where the flat `PowerSGDReduction` has every rank compute it on its own
-/// gradient; what is applied follows the summed gradients alone, as there, and so is the same
-/// up to rounding. One machine compresses too (sending nothing), so that, like the flat
-/// PowerSGD, what a run computes depends on the machine and rank counts only through rounding.
+/// With `across`, PowerSGD between the machines, its buckets taken in turn by the machine's
+/// ranks: bucket b is summed into the machine's rank b mod `railCount`, which compresses it
+/// with the machine's error feedback for it, sums P and Q with the ranks of that index on the
+/// other machines (its rail), and shares the approximation and Q with its machine. So each
+/// rank computes the arithmetic of a share of the buckets, on its machine's sum, where the flat
+/// `PowerSGDReduction` has every rank compute all of it on its own gradient; what is applied
+/// follows the summed gradients alone, as there, and so is the same up to rounding. One machine
+/// compresses too (sending nothing), so that, like the flat PowerSGD, what a run computes
+/// depends on the machine and rank counts only through rounding.
 ///
 /// Each stage runs on a communicator of its own and starts, on every rank, in bucket order:
 /// a bucket's second stage starts once its first has completed and the previous bucket's
@@ -201,14 +203,22 @@ public final class HierarchicalReduction: GradientReduction {
         comm = communicator
         self.across = across
         stages = Array(repeating: .idle, count: buckets.count)
+        across?.owned = buckets.indices.map { owner(of: $0) == communicator.machineRank }
     }
 
-    private var isLeader: Bool { comm.machineRank == 0 }
+    /// The rank of each machine that sums bucket `bucket` across the machines: the leader for
+    /// exact sums, the machine's ranks in turn for PowerSGD.
+    public func owner(of bucket: Int) -> Int { across == nil ? 0 : bucket % comm.railCount }
 
-    /// What crosses the network: the leader's bucket, once; the other ranks' stays on the machine.
+    /// What crosses the network: the owner's bucket, once; the other ranks' stays on the machine.
     public func wireBytes(bucket: Int, update: Int) -> Int {
-        guard isLeader else { return 0 }
+        guard comm.machineRank == owner(of: bucket) else { return 0 }
         return across?.wireBytes(bucket: bucket, update: update) ?? buckets[bucket].count * 4
+    }
+
+    /// What one machine sends a step into the all-reduces (its ranks' `wireBytes` together).
+    public func machineWireBytes(update: Int) -> Int {
+        buckets.indices.reduce(0) { $0 + (across?.wireBytes(bucket: $1, update: update) ?? buckets[$1].count * 4) }
     }
 
     public func start(bucket: Int, gradients: UnsafeMutablePointer<Float>, update: Int) throws -> PendingReduction {
@@ -218,12 +228,13 @@ public final class HierarchicalReduction: GradientReduction {
             nextShare = 0
             firstUnfinished = 0
             stages = Array(repeating: .idle, count: buckets.count)
+            across?.beginUpdate()
         }
         precondition(bucket == started, "buckets start in order")
         self.gradients = gradients
         self.update = update
         let range = buckets[bucket]
-        stages[bucket] = .withinMachine(try comm.startMachineReduceSum(gradients + range.lowerBound, count: range.count))
+        stages[bucket] = .withinMachine(try comm.startMachineReduceSum(gradients + range.lowerBound, count: range.count, root: owner(of: bucket)))
         started += 1
         try advance()
         return Pending(owner: self, bucket: bucket)
@@ -234,9 +245,9 @@ public final class HierarchicalReduction: GradientReduction {
         guard let gradients else { return }
         while nextAcross < started, case .withinMachine(let pending) = stages[nextAcross], try pending.test() {
             let range = buckets[nextAcross]
-            if isLeader && (comm.machineCount > 1 || across != nil) {
+            if comm.machineRank == owner(of: nextAcross) && (comm.machineCount > 1 || across != nil) {
                 stages[nextAcross] = .acrossMachines(try across?.start(bucket: nextAcross, gradients: gradients, update: update)
-                    ?? comm.startLeadersAllReduceSum(gradients + range.lowerBound, count: range.count, channel: 0))
+                    ?? comm.startRailAllReduceSum(gradients + range.lowerBound, count: range.count, channel: 0))
             } else {
                 stages[nextAcross] = .summed
             }
@@ -246,16 +257,22 @@ public final class HierarchicalReduction: GradientReduction {
             if case .acrossMachines(let pending) = stages[nextShare] {
                 guard try pending.test() else { break }
             }
-            let range = buckets[nextShare]
-            stages[nextShare] = comm.machineSize > 1
-                ? .sharing(try comm.startMachineBroadcast(gradients + range.lowerBound, count: range.count))
-                : .done
+            stages[nextShare] = comm.machineSize > 1 ? .sharing(try share(nextShare, gradients)) : .done
             nextShare += 1
         }
         for b in firstUnfinished..<nextShare {
             if case .sharing(let pending) = stages[b], try pending.test() { stages[b] = .done }
         }
         while firstUnfinished < nextShare, isDone(firstUnfinished) { firstUnfinished += 1 }
+    }
+
+    /// The owner's sum of `bucket` to its machine, and with PowerSGD the bucket's new factors Q
+    /// (the next update's warm start, which every rank keeps so that any can write it).
+    private func share(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) throws -> PendingReduction {
+        let range = buckets[bucket], root = owner(of: bucket)
+        let sum = try comm.startMachineBroadcast(gradients + range.lowerBound, count: range.count, root: root)
+        guard let across, case let factors = across.factorRange(bucket: bucket), !factors.isEmpty else { return sum }
+        return PowerSGDReduction.Both(sum, try comm.startMachineBroadcast(across.q.pointer + factors.lowerBound, count: factors.count, root: root))
     }
 
     fileprivate func isDone(_ bucket: Int) -> Bool {

@@ -23,6 +23,10 @@ import Foundation
 /// used per second of wall time, which says whether the emulation was starved. For the same
 /// reason PowerSGD's arithmetic (the products with the factors, the error feedback) is
 /// measured alone on this CPU and slept: the bytes it sends are real, their values are not.
+/// A machine compresses as `--allreduce hierarchical` does, bucket b on its core b mod cores
+/// (`HierarchicalReduction`): a bucket's rounds wait for its arithmetic, and what a core
+/// computes while backward runs delays that core's backward, so the machine's backward ends
+/// when its most charged core's does (`CoreCharges`).
 /// Sleeps end within a microsecond of their deadline (the thread's timer slack), not 50.
 public enum LabEmulator {
     public struct Result: Codable, Sendable {
@@ -46,11 +50,32 @@ public enum LabEmulator {
         public var wire_mb: Double
         /// PowerSGD's arithmetic per step, measured alone on this CPU and slept (0 without it).
         public var compression_arithmetic_ms: Double
+        /// How much later backward ended, per step, for the arithmetic its cores computed meanwhile.
+        public var arithmetic_delay_ms: Double?
         /// CPU seconds a rank used per wall second during the timed steps (max over ranks).
         public var cpu_per_rank: Double
         public var profile_step_ms: Double
         public var machine: MachineDescription
         public var blas_core: String
+    }
+
+    /// The arithmetic each of an emulated machine's cores computed while backward ran, this step.
+    public final class CoreCharges {
+        public let cores: Int
+        public private(set) var charged: [Double]
+        public var backwardRunning = true
+        public init(cores: Int) {
+            self.cores = max(cores, 1)
+            charged = Array(repeating: 0, count: self.cores)
+        }
+        public func charge(bucket: Int, seconds: Double) {
+            if backwardRunning { charged[bucket % cores] += seconds }
+        }
+        public func reset() {
+            charged = Array(repeating: 0, count: cores)
+            backwardRunning = true
+        }
+        public var most: Double { charged.max() ?? 0 }
     }
 
     public struct ProfileError: Error, CustomStringConvertible {
@@ -163,17 +188,20 @@ public enum LabEmulator {
         _ = catdog_set_timer_slack(1000)
         let costs = try measureLocalCosts(step, comm)
         step.reduction.powerSGD?.sleptArithmetic = costs.arithmetic
+        let charges = CoreCharges(cores: cores)
+        step.reduction.powerSGD?.charges = charges
         let schedule = Schedule(profile: profile, optimizer: costs.optimizer, perFloat: costs.perFloat, cores: cores)
-        var exposed = 0.0
+        var exposed = 0.0, delay = 0.0
 
         // PowerSGD compresses from update 0 here (its warmup is not what is measured).
-        for s in 0..<warmupSteps { _ = try emulatedStep(step, schedule, update: s, exposed: &exposed) }
+        for s in 0..<warmupSteps { _ = try emulatedStep(step, schedule, charges, update: s, exposed: &exposed, delay: &delay) }
         exposed = 0
+        delay = 0
         let cpuBefore = cpuSeconds()
         let wallStart = Date()
         var total = 0.0
-        for s in 0..<steps { total += try emulatedStep(step, schedule, update: warmupSteps + s, exposed: &exposed) }
-        var figures = [total, exposed, (cpuSeconds() - cpuBefore) / Date().timeIntervalSince(wallStart)]
+        for s in 0..<steps { total += try emulatedStep(step, schedule, charges, update: warmupSteps + s, exposed: &exposed, delay: &delay) }
+        var figures = [total, exposed, (cpuSeconds() - cpuBefore) / Date().timeIntervalSince(wallStart), delay]
         var cpuMax = [figures[2]]
         try comm.allReduceMax(&cpuMax)
         try comm.allReduceSum(&figures)
@@ -189,6 +217,7 @@ public enum LabEmulator {
             exposed_comm_ms: figures[1] / n / Double(steps) * 1000,
             wire_mb: Double(step.buckets.indices.reduce(0) { $0 + step.reduction.wireBytes(bucket: $1, update: warmupSteps) }) / 1e6,
             compression_arithmetic_ms: (costs.arithmetic ?? []).reduce(0) { $0 + $1.total } * 1000,
+            arithmetic_delay_ms: figures[3] / n / Double(steps) * 1000,
             cpu_per_rank: cpuMax[0], profile_step_ms: profile.step_ms, machine: .current(), blas_core: blasCoreName)
     }
 
@@ -213,11 +242,14 @@ public enum LabEmulator {
     }
 
     /// One step of one emulated machine; returns its wall time and adds the time it waited
-    /// for the network after backward to `exposed`.
-    static func emulatedStep(_ step: DataParallelStep, _ schedule: Schedule, update: Int, exposed: inout Double) throws -> Double {
+    /// for the network after backward to `exposed`, and how much later its backward ended for
+    /// the arithmetic computed meanwhile to `delay`.
+    static func emulatedStep(_ step: DataParallelStep, _ schedule: Schedule, _ charges: CoreCharges, update: Int,
+                             exposed: inout Double, delay: inout Double) throws -> Double {
         let comm = step.comm, buckets = step.buckets, nodes = step.network.nodes.count
         let gradients = step.network.gradients.pointer
         try comm.barrier()
+        charges.reset()
         let t0 = Date()
         var clock = schedule.forward
         var pending: [PendingReduction] = []
@@ -234,6 +266,11 @@ public enum LabEmulator {
                 next += 1
             }
         }
+        // Each core's backward ran as long as the profile's plus the arithmetic it computed.
+        charges.backwardRunning = false
+        delay += charges.most
+        clock += charges.most
+        try wait(until: t0.addingTimeInterval(clock), pending)
         let backwardDone = Date()
         if !step.overlap {
             // Without overlap the buckets start after backward; exact fp32 sums are one blocking

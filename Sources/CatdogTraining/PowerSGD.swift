@@ -68,6 +68,8 @@ public final class PowerSGDReduction: GradientReduction {
     /// a machine's leader would compute alone on one of its own; the bytes sent are the same,
     /// their values are not the compressed gradients'.
     public var sleptArithmetic: [Arithmetic]?
+    /// For the lab emulator: what the slept arithmetic costs the emulated machine's cores.
+    var charges: LabEmulator.CoreCharges?
 
     public let rank: Int
     public let buckets: [Range<Int>]
@@ -88,9 +90,13 @@ public final class PowerSGDReduction: GradientReduction {
     /// `catdog_powersgd_orthonormalize`'s doubles: rank × the most rows of a matrix.
     private let orthonormalizing: UnsafeMutablePointer<Double>
     let comm: Communicator
-    /// Between machines (inside `HierarchicalReduction`): the factors are summed across the
-    /// machines' leaders, the error feedback is the machine's, and only leaders run it.
+    /// Between machines (inside `HierarchicalReduction`): each bucket is compressed by one rank
+    /// of each machine (its `owned` buckets), the factors summed across the machines among those
+    /// ranks (a rail), with the machine's error feedback.
     public let betweenMachines: Bool
+    /// The buckets this rank compresses (between machines, each bucket's owner on its
+    /// machine; flat, all of them). Set before the first update, the same on every update.
+    public var owned: [Bool]
     /// The next bucket whose Q round may start (they start in bucket order on every rank).
     private var nextQRound = 0
     public var name: String { "PowerSGD rank \(rank)\(bf16Factors ? " with bf16 factors" : "")" }
@@ -110,6 +116,7 @@ public final class PowerSGDReduction: GradientReduction {
         precondition(r >= 1)
         rank = r
         self.betweenMachines = betweenMachines
+        owned = Array(repeating: true, count: buckets.count)
         self.bf16Factors = bf16Factors
         self.buckets = buckets
         self.startUpdate = startUpdate
@@ -165,9 +172,24 @@ public final class PowerSGDReduction: GradientReduction {
 
     public var matrices: [Matrix] { plans.flatMap(\.matrices) }
 
-    /// The first bucket after `bucket` that holds a compressed matrix (or the bucket count).
+    /// The first bucket after `bucket` that this rank compresses and that holds a compressed
+    /// matrix (or the bucket count).
     private func compressedAfter(_ bucket: Int) -> Int {
-        plans.indices.first { $0 > bucket && !plans[$0].matrices.isEmpty } ?? plans.count
+        plans.indices.first { $0 > bucket && owned[$0] && !plans[$0].matrices.isEmpty } ?? plans.count
+    }
+
+    /// Before an update's first bucket: the Q rounds start again from the first.
+    public func beginUpdate() { nextQRound = compressedAfter(-1) }
+
+    /// Where bucket `bucket`'s factors Q lie in `q`.
+    public func factorRange(bucket: Int) -> Range<Int> { plans[bucket].qRange }
+
+    /// Zeroes the error feedback of the buckets this rank does not compress (after a resume has
+    /// given every rank its machine's sum).
+    public func keepOwnedError() {
+        for (plan, mine) in zip(plans, owned) where !mine {
+            (error.pointer + (plan.range.lowerBound - offset)).update(repeating: 0, count: plan.range.count)
+        }
     }
 
     public func wireBytes(bucket: Int, update: Int) -> Int {
@@ -181,11 +203,12 @@ public final class PowerSGDReduction: GradientReduction {
 
     public func start(bucket: Int, gradients: UnsafeMutablePointer<Float>, update: Int) throws -> PendingReduction {
         let plan = plans[bucket]
-        if bucket == 0 { nextQRound = compressedAfter(-1) }
+        precondition(owned[bucket])
+        if bucket == 0 { beginUpdate() }
         guard update >= startUpdate, !plan.matrices.isEmpty else {
             return try sum(gradients + plan.range.lowerBound, count: plan.range.count, channel: 0)
         }
-        if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].beforeFirst)) } else { compress(bucket, gradients) }
+        if let slept = sleptArithmetic { emulate(bucket, slept[bucket].beforeFirst) } else { compress(bucket, gradients) }
         guard bf16Factors else {
             let first = try sum(pBuffers[bucket].pointer, count: plan.exactCount + plan.pCount, channel: 0)
             return Work(self, bucket: bucket, gradients: gradients, first: first)
@@ -195,14 +218,21 @@ public final class PowerSGDReduction: GradientReduction {
         return Work(self, bucket: bucket, gradients: gradients, first: Both(exact, factors))
     }
 
-    /// The all-reduces of the rounds: over every rank, or over the machines' leaders.
+    /// The emulator's stand-in for `seconds` of bucket `bucket`'s arithmetic: a sleep (its
+    /// rounds start that much later), charged to the emulated core that computes it.
+    private func emulate(_ bucket: Int, _ seconds: Double) {
+        charges?.charge(bucket: bucket, seconds: seconds)
+        LabEmulator.sleep(until: Date().addingTimeInterval(seconds))
+    }
+
+    /// The all-reduces of the rounds: over every rank, or across the machines on this rank's rail.
     private func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
-        betweenMachines ? try comm.startLeadersAllReduceSum(buffer, count: count, channel: channel)
+        betweenMachines ? try comm.startRailAllReduceSum(buffer, count: count, channel: channel)
             : try comm.startAllReduceSum(buffer, count: count, channel: channel)
     }
 
     private func sumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
-        betweenMachines ? try comm.startLeadersAllReduceSumBF16(buffer, count: count, channel: channel)
+        betweenMachines ? try comm.startRailAllReduceSumBF16(buffer, count: count, channel: channel)
             : try comm.startAllReduceSumBF16(buffer, count: count, channel: channel)
     }
 
@@ -287,7 +317,7 @@ public final class PowerSGDReduction: GradientReduction {
     /// all-reduce started.
     func secondRound(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) throws -> PendingReduction {
         let plan = plans[bucket]
-        if let slept = sleptArithmetic { LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].between)) } else { backProject(bucket, gradients) }
+        if let slept = sleptArithmetic { emulate(bucket, slept[bucket].between) } else { backProject(bucket, gradients) }
         nextQRound = compressedAfter(bucket)
         if bf16Factors { return try sumBF16(qWire + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1) }
         return try sum(q.pointer + plan.qRange.lowerBound, count: plan.qRange.count, channel: 1)
@@ -314,7 +344,7 @@ public final class PowerSGDReduction: GradientReduction {
     /// After the Q round: gradient ← P Qᵀ, error ← M − P Qᵀ / ranks.
     func finish(_ bucket: Int, _ gradients: UnsafeMutablePointer<Float>) {
         if let slept = sleptArithmetic {
-            LabEmulator.sleep(until: Date().addingTimeInterval(slept[bucket].after))
+            emulate(bucket, slept[bucket].after)
             return
         }
         let plan = plans[bucket]

@@ -98,7 +98,7 @@ extension Trainer {
     /// of theirs goes on from rank 0 and the others start at zero: the factors and the error
     /// feedback follow the ranks' sums alone (`PowerSGDReduction`), so the run continues what
     /// it would have computed, to float rounding. Without them the error feedback starts at
-    /// zero. PowerSGD between machines then sums each machine's into its leader. Collective.
+    /// zero. PowerSGD between machines then gives each bucket's owner its machine's sum. Collective.
     func restoreCompressionState(metadata m: CheckpointMetadata, from checkpoint: LoadedCheckpoint?, log: (String) -> Void) throws {
         guard let powerSGD else { return }
         // 0: nothing usable, 1: the factors, 2: the factors and every rank's error feedback,
@@ -154,11 +154,12 @@ extension Trainer {
             log("PowerSGD's error feedback starts at zero: \(why)")
         }
         if found >= 2, powerSGD.betweenMachines, comm.machineSize > 1 {
-            // Between machines only the leaders run PowerSGD, each with its machine's error
-            // feedback: the sum of what its ranks were given (bit-exact when only the leaders
-            // wrote any, as such a run does).
-            try comm.startMachineReduceSum(powerSGD.error.pointer, count: powerSGD.error.count).wait()
-            if comm.machineRank != 0 { powerSGD.resetError() }
+            // Between machines each bucket's owner compresses it with its machine's error
+            // feedback: the sum of what the machine's ranks were given (bit-exact when only the
+            // owners wrote any, as such a run does).
+            try comm.startMachineReduceSum(powerSGD.error.pointer, count: powerSGD.error.count, root: 0).wait()
+            try comm.startMachineBroadcast(powerSGD.error.pointer, count: powerSGD.error.count, root: 0).wait()
+            powerSGD.keepOwnedError()
         }
     }
 

@@ -67,8 +67,9 @@ struct AllReduceOptions: ParsableArguments {
         reached 95% soonest with --batch-size 1024, powersgd:16:bf16 and --allreduce hierarchical \
         (docs/across-machines.md). \
         With --allreduce hierarchical, PowerSGD runs between machines: each machine's ranks sum \
-        exactly through shared memory and its first rank compresses that sum (one error feedback \
-        a machine). (default: none)
+        every bucket exactly through shared memory into one of them, in turn, which compresses it \
+        (one error feedback a machine) and exchanges its factors with its counterparts on the \
+        other machines. (default: none)
         """)
     var compress: String?
 
@@ -82,8 +83,8 @@ struct AllReduceOptions: ParsableArguments {
         labs of unequal machines with --balance). The sums are the same up to the order of \
         additions; measured on machines of 2 ranks, flat was as fast as hierarchical \
         (docs/across-machines.md). With --compress powersgd:R, `hierarchical` compresses between \
-        machines only (the leaders send the factors); `parted` takes no compression, and neither \
-        takes fp16. (default: flat)
+        machines only, each machine's ranks taking the buckets in turn; `parted` takes no \
+        compression, and neither takes fp16. (default: flat)
         """)
     var givenTopology: AllReduceTopology?
 

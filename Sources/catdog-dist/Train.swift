@@ -712,10 +712,12 @@ struct Train: ParsableCommand {
         let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
         if config.compression != .none {
             let reduction = trainer.stepper.reduction
-            let compressed = reduction.buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: Int.max) }
+            let compressed = (reduction as? HierarchicalReduction)?.machineWireBytes(update: Int.max)
+                ?? reduction.buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: Int.max) }
             let from = reduction.powerSGD.map { $0.startUpdate > 0 ? " from update \($0.startUpdate) (exact during the warmup)" : "" } ?? ""
-            log.info(String(format: "gradients: %@%@, %.2f MB a step into the all-reduces instead of %.2f MB (%.1fx fewer)",
-                            reduction.name, from, Double(compressed) / 1e6, Double(trainer.network.parameterCount * 4) / 1e6,
+            log.info(String(format: "gradients: %@%@, %.2f MB a step%@ into the all-reduces instead of %.2f MB (%.1fx fewer)",
+                            reduction.name, from, Double(compressed) / 1e6, reduction is HierarchicalReduction ? " a machine" : "",
+                            Double(trainer.network.parameterCount * 4) / 1e6,
                             Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
         }
         if let hierarchical = trainer.stepper.reduction as? HierarchicalReduction, hierarchical.across == nil {

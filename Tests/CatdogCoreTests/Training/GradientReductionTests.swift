@@ -369,18 +369,22 @@ final class GradientReductionTests: XCTestCase {
         }
     }
 
-    /// PowerSGD between machines (`--allreduce hierarchical`): 5 ranks in machines of 2, 2 and 1,
-    /// 8 updates of random gradients, the buckets started in order and waited for in reverse
-    /// (as `runReduction`), against the flat PowerSGD of the same 5 ranks. Every rank applies
-    /// the same bits; each update is the flat one's within 1e-4 (relative L2: both follow the
-    /// summed gradients and differ only in rounding); only the machines' leaders (ranks 0, 2,
-    /// 4) hold error feedback, and theirs sums to the flat ranks' sum within 1e-4; a leader
-    /// sends what a flat rank sends and the others nothing. One machine of 2 ranks compresses
-    /// as 2 flat ranks do (1e-4), so that the machine count changes only rounding.
+    /// PowerSGD between machines (`--allreduce hierarchical`), 8 updates of random gradients,
+    /// the buckets started in order and waited for in reverse (as `runReduction`), against the
+    /// flat PowerSGD of as many ranks: 4 ranks in machines of 2 (two rails: bucket 0, sent
+    /// exactly, is summed across the machines by ranks 0 and 2, bucket 1, the compressed kernel,
+    /// by ranks 1 and 3) and 5 ranks in machines of 2, 2 and 1 (one rail: the leaders take
+    /// both). Every rank applies the same bits and keeps the same Q; each update is the flat
+    /// one's within 1e-4 (relative L2: both follow the summed gradients and differ only in
+    /// rounding); only the kernel's owners hold error feedback, and theirs sums to the flat
+    /// ranks' within 1e-4; a machine's ranks together send what a flat rank sends. One machine
+    /// of 2 ranks compresses as 2 flat ranks do (1e-4), so that the machine count changes only
+    /// rounding.
     func testPowerSGDBetweenMachinesFollowsTheFlatOne() throws {
         let count = self.count, tensors = self.tensors, buckets = self.buckets, steps = 8
         let gradient: @Sendable (Int, Int) -> [Float] = { rank, t in Self.randomGradient(seed: 900 + UInt64(rank * 100 + t), count: count) }
-        func run(ranks: Int, machineRanks: Int?) throws -> [(reduced: [[Float]], error: [Float], wire: Int)] {
+        typealias Run = (reduced: [[Float]], error: [Float], q: [Float], wire: Int)
+        func run(ranks: Int, machineRanks: Int?) throws -> [Run] {
             try ThreadCommunicator.run(ranks: ranks, machineRanks: machineRanks) { comm in
                 let powerSGD = PowerSGDReduction(buckets: buckets, tensors: tensors, rank: 2, startUpdate: 0, seed: 3,
                                                  communicator: comm, betweenMachines: machineRanks != nil)
@@ -400,31 +404,36 @@ final class GradientReductionTests: XCTestCase {
                     }
                     reduced.append(g)
                 }
-                return (reduced, powerSGD.error.array, buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: 1) })
+                return (reduced, powerSGD.error.array, powerSGD.q.array, buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: 1) })
             }
         }
-        let between = try run(ranks: 5, machineRanks: 2), flat = try run(ranks: 5, machineRanks: nil)
-        for t in 0..<steps {
-            for r in 1..<5 { XCTAssertEqual(between[r].reduced[t], between[0].reduced[t], "rank \(r), update \(t): the same bits on every rank") }
-            let e = Self.relativeError(between[0].reduced[t][...], flat[0].reduced[t][...])
-            XCTAssertLessThan(e, 1e-4, "update \(t): between machines against flat")
+        let sum = { (runs: [Run]) in runs.reduce(into: [Float](repeating: 0, count: 1152)) { s, run in for i in s.indices { s[i] += run.error[i] } } }
+        for (ranks, kernelOwners) in [(4, [1, 3]), (5, [0, 2, 4])] {
+            let between = try run(ranks: ranks, machineRanks: 2), flat = try run(ranks: ranks, machineRanks: nil)
+            let what = "\(ranks) ranks in machines of 2"
+            for t in 0..<steps {
+                for r in 1..<ranks { XCTAssertEqual(between[r].reduced[t], between[0].reduced[t], "\(what), rank \(r), update \(t): the same bits on every rank") }
+                XCTAssertLessThan(Self.relativeError(between[0].reduced[t][...], flat[0].reduced[t][...]), 1e-4, "\(what), update \(t): against flat")
+            }
+            for r in 1..<ranks { XCTAssertEqual(between[r].q, between[0].q, "\(what), rank \(r): the same Q on every rank") }
+            XCTAssertGreaterThan(Self.relativeError(between[0].reduced[0][0..<1152], Self.exactSum(ranks, gradient, update: 0)[0..<1152]), 0.1,
+                                 "\(what): the kernel was compressed")
+            for r in 0..<ranks {
+                let largest = between[r].error.map(abs).max()!
+                if kernelOwners.contains(r) { XCTAssertGreaterThan(largest, 0, "\(what): rank \(r) compresses the kernel") }
+                else { XCTAssertEqual(largest, 0, "\(what): rank \(r) compresses nothing, so keeps no error feedback") }
+            }
+            XCTAssertLessThan(Self.relativeError(sum(between)[...], sum(flat)[...]), 1e-4, "\(what): the machines' error feedback against the ranks'")
+            let machines = stride(from: 0, to: ranks, by: 2).map { between[$0..<min($0 + 2, ranks)].reduce(0) { $0 + $1.wire } }
+            XCTAssertEqual(machines, .init(repeating: flat[0].wire, count: machines.count), "\(what): bytes a machine sends")
         }
-        XCTAssertGreaterThan(Self.relativeError(between[0].reduced[0][0..<1152], Self.exactSum(5, gradient, update: 0)[0..<1152]), 0.1,
-                             "the kernel was compressed")
-        for r in [1, 3] { XCTAssertEqual(between[r].error.map(abs).max(), 0, "rank \(r) is no leader: it keeps no error feedback") }
-        for r in [0, 2, 4] { XCTAssertGreaterThan(between[r].error.map(abs).max()!, 0, "leader rank \(r)") }
-        let sum = { (runs: [(reduced: [[Float]], error: [Float], wire: Int)]) in
-            runs.reduce(into: [Float](repeating: 0, count: 1152)) { s, run in for i in s.indices { s[i] += run.error[i] } }
-        }
-        XCTAssertLessThan(Self.relativeError(sum(between)[...], sum(flat)[...]), 1e-4, "the machines' error feedback against the ranks'")
-        XCTAssertEqual(between.map(\.wire), [flat[0].wire, 0, flat[0].wire, 0, flat[0].wire])
 
         let one = try run(ranks: 2, machineRanks: 2), two = try run(ranks: 2, machineRanks: nil)
         for t in 0..<steps {
             XCTAssertEqual(one[1].reduced[t], one[0].reduced[t], "one machine, update \(t): the same bits on both ranks")
             XCTAssertLessThan(Self.relativeError(one[1].reduced[t][...], two[0].reduced[t][...]), 1e-4, "one machine, update \(t)")
         }
-        XCTAssertEqual(one.map(\.wire), [two[0].wire, 0], "the leader's rounds, though they cross no network")
+        XCTAssertEqual(one[0].wire + one[1].wire, two[0].wire, "the owners' rounds, though they cross no network")
     }
 
     /// On the real model the default recipe trains (resnet at 64 px, 4 MiB buckets), rank 4
@@ -493,6 +502,24 @@ final class LabEmulatorTests: XCTestCase {
         XCTAssertLessThan(r.wire_mb, dense / 5, "PowerSGD rank 2 sends a fraction of the fp32 gradients")
         XCTAssertGreaterThan(r.wire_mb, 0)
         XCTAssertGreaterThan(r.compression_arithmetic_ms, 0, "PowerSGD's arithmetic is measured and slept")
+        let delay = try XCTUnwrap(r.arithmetic_delay_ms)
+        XCTAssertGreaterThan(delay, 0, "the buckets compressed while backward ran delay it")
+        XCTAssertLessThanOrEqual(delay, r.compression_arithmetic_ms * 1.01, "by at most the arithmetic")
+    }
+
+    /// An emulated machine's cores: bucket b's arithmetic is charged to core b mod cores while
+    /// backward runs, not after; backward ends with the most charged core. One core carries
+    /// it all; four share it.
+    func testArithmeticIsChargedToTheCoreThatComputesItWhileBackwardRuns() {
+        for (cores, most) in [(1, 0.0105), (4, 0.004)] {
+            let charges = LabEmulator.CoreCharges(cores: cores)
+            for (bucket, seconds) in [(0, 0.001), (1, 0.002), (2, 0.0005), (3, 0.004), (4, 0.003)] { charges.charge(bucket: bucket, seconds: seconds) }
+            charges.backwardRunning = false
+            charges.charge(bucket: 3, seconds: 1)
+            XCTAssertEqual(charges.most, most, accuracy: 1e-12, "\(cores) cores")
+            charges.reset()
+            XCTAssertEqual(charges.most, 0)
+        }
     }
 
     func testAProfileOfAnotherModelIsRefused() throws {
