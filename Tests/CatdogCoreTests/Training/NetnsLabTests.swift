@@ -30,6 +30,33 @@ final class NetnsLabTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoints + "/best.safetensors.zst"))
     }
 
+    /// PowerSGD between machines over TCP: 2 lab hosts of 2 ranks each (`--allreduce
+    /// hierarchical`, the machines found by shared memory), so each bucket's factors cross
+    /// between the hosts on its rail. It trains, names 2 machines, and a resume from update 3
+    /// ends bit-identical to the straight run.
+    func testPowerSGDBetweenTwoLabHostsResumesBitExact() throws {
+        guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
+        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        let data = try sharedSubset(self, perClass: 60)
+        let up = try lab(["up", "2", "--rate", "1gbit"])
+        XCTAssertEqual(up.status, 0, up.output)
+        addTeardownBlock { _ = try? self.lab(["down"]) }
+        let hostfile = try temporaryFolder(self) + "/hosts"
+        try "10.99.0.1 slots=2\n10.99.0.2 slots=2\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        let arguments = ["--model", "simple", "--image-size", "32", "--epochs", "2", "--batch-size", "24", "--patience", "0",
+                         "--checkpoint-every", "3", "--keep", "20", "--compress", "powersgd:2", "--warmup-epochs", "0", "--allreduce", "hierarchical"]
+        let straight = try temporaryFolder(self), resumed = try temporaryFolder(self)
+        var result = try lab(["mpirun", "--oversubscribe", "--hostfile", hostfile, "-np", "4", CLI.binary, "train", "--data", data,
+                              "--checkpoint-dir", straight] + arguments)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("between 2 machines, fp32 sums within each"), result.stdout)
+        result = try lab(["mpirun", "--oversubscribe", "--hostfile", hostfile, "-np", "4", CLI.binary, "train", "--data", data,
+                          "--checkpoint-dir", resumed, "--resume", straight + "/ckpt-e0000-s00000003.safetensors.zst"] + arguments)
+        XCTAssertEqual(result.status, 0, result.output)
+        try assertSameTensorsAndHistory(try LoadedCheckpoint(path: straight + "/last.safetensors.zst"),
+                                        try LoadedCheckpoint(path: resumed + "/last.safetensors.zst"))
+    }
+
     enum Fault: String { case cut, freeze }
 
     /// 2 hosts train under `cluster/train-until-done --hostfile`; after two epochs h2 fails
