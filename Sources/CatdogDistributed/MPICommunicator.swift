@@ -124,24 +124,23 @@ public final class MPICommunicator: Communicator {
     }
 
     public func startRailAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, channel: Int) throws -> PendingReduction {
-        let pending = Request(beats: beats)
-        guard size > 1 else { return pending }
-        precondition(channel == 0 || channel == 1)
-        precondition(machineRank < railCount, "only ranks on a rail sum across machines")
-        guard machineCount > 1, count > 0 else { return pending }
-        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_float(), catdog_mpi_sum(),
-                                          channel == 0 ? rail : railSecond, &pending.request), "MPI_Iallreduce (rail)")
-        return pending
+        try startRailSum(buffer, count: count, type: catdog_mpi_float(), op: catdog_mpi_sum(), channel: channel, "MPI_Iallreduce (rail)")
     }
 
     public func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction {
+        try startRailSum(buffer, count: count, type: catdog_mpi_uint16(), op: try Self.bf16Sum(), channel: channel, "MPI_Iallreduce (rail, bf16)")
+    }
+
+    /// The in-place sum across the machines on this rank's rail, on `channel`.
+    private func startRailSum(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype?, op: MPI_Op?, channel: Int,
+                              _ call: String) throws -> PendingReduction {
         let pending = Request(beats: beats)
         guard size > 1 else { return pending }
         precondition(channel == 0 || channel == 1)
         precondition(machineRank < railCount, "only ranks on a rail sum across machines")
         guard machineCount > 1, count > 0 else { return pending }
-        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), catdog_mpi_uint16(), try Self.bf16Sum(),
-                                          channel == 0 ? rail : railSecond, &pending.request), "MPI_Iallreduce (rail, bf16)")
+        try MPIError.check(MPI_Iallreduce(catdog_mpi_in_place(), buffer, Int32(count), type, op, channel == 0 ? rail : railSecond,
+                                          &pending.request), call)
         return pending
     }
 

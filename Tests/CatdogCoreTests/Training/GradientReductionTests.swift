@@ -88,6 +88,20 @@ final class GradientReductionTests: XCTestCase {
         }
     }
 
+    /// One update of `reduction` on `gradients`: the buckets started in order with a test in
+    /// between, as backward does, then waited for in reverse order, so that waiting on a later
+    /// bucket has to carry the earlier ones through their stages.
+    static func reduce(_ reduction: GradientReduction, _ gradients: inout [Float], update: Int) throws {
+        try gradients.withUnsafeMutableBufferPointer { p in
+            var pending: [PendingReduction] = []
+            for b in reduction.buckets.indices {
+                pending.append(try reduction.start(bucket: b, gradients: p.baseAddress!, update: update))
+                _ = try pending.first?.test()
+            }
+            for r in pending.reversed() { try r.wait() }
+        }
+    }
+
     /// Two updates of the reduction `make` builds over the four buckets above, started and
     /// waited for as there; `beforeUpdate` may change it between updates.
     func runReduction(ranks: Int, machineRanks: Int? = nil, _ make: @escaping ([Range<Int>], Communicator) -> GradientReduction,
@@ -99,14 +113,7 @@ final class GradientReductionTests: XCTestCase {
             for update in 0..<2 {
                 beforeUpdate(reduction, update)
                 var g = Self.randomGradient(seed: UInt64(100 * update + comm.rank), count: 1000)
-                try g.withUnsafeMutableBufferPointer { p in
-                    var pending: [PendingReduction] = []
-                    for b in buckets.indices {
-                        pending.append(try reduction.start(bucket: b, gradients: p.baseAddress!, update: update))
-                        _ = try pending.first?.test()
-                    }
-                    for r in pending.reversed() { try r.wait() }
-                }
+                try Self.reduce(reduction, &g, update: update)
                 sums.append(g)
             }
             return sums
@@ -394,14 +401,7 @@ final class GradientReductionTests: XCTestCase {
                 var reduced: [[Float]] = []
                 for t in 0..<steps {
                     var g = gradient(comm.rank, t)
-                    try g.withUnsafeMutableBufferPointer { p in
-                        var pending: [PendingReduction] = []
-                        for b in buckets.indices {
-                            pending.append(try reduction.start(bucket: b, gradients: p.baseAddress!, update: t))
-                            _ = try pending.first?.test()
-                        }
-                        for r in pending.reversed() { try r.wait() }
-                    }
+                    try Self.reduce(reduction, &g, update: t)
                     reduced.append(g)
                 }
                 return (reduced, powerSGD.error.array, powerSGD.q.array, buckets.indices.reduce(0) { $0 + reduction.wireBytes(bucket: $1, update: 1) })

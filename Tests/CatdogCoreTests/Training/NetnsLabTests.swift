@@ -14,14 +14,20 @@ final class NetnsLabTests: XCTestCase {
     @discardableResult
     func lab(_ arguments: [String]) throws -> CLIResult { try runCommand([script("netns-lab")] + arguments) }
 
-    func testTrainingAcrossTwoLabHostsShowsTwoHosts() throws {
+    /// Makes a lab of `hosts` hosts at 1 Gbit/s for this test (taken down after it), or skips
+    /// the test where network namespaces or the build are missing.
+    func upLab(_ hosts: Int) throws {
         guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
         guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
-        let data = try sharedSubset(self, perClass: 40)
-        let checkpoints = try temporaryFolder(self)
-        let up = try lab(["up", "2", "--rate", "1gbit"])
+        let up = try lab(["up", String(hosts), "--rate", "1gbit"])
         XCTAssertEqual(up.status, 0, up.output)
         addTeardownBlock { _ = try? self.lab(["down"]) }
+    }
+
+    func testTrainingAcrossTwoLabHostsShowsTwoHosts() throws {
+        try upLab(2)
+        let data = try sharedSubset(self, perClass: 40)
+        let checkpoints = try temporaryFolder(self)
         let result = try lab(["mpirun", "-np", "2", CLI.binary, "train", "--data", data, "--checkpoint-dir", checkpoints,
                               "--model", "simple", "--image-size", "32", "--epochs", "1", "--batch-size", "24"])
         XCTAssertEqual(result.status, 0, result.output)
@@ -35,12 +41,8 @@ final class NetnsLabTests: XCTestCase {
     /// between the hosts on its rail. It trains, names 2 machines, and a resume from update 3
     /// ends bit-identical to the straight run.
     func testPowerSGDBetweenTwoLabHostsResumesBitExact() throws {
-        guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
-        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        try upLab(2)
         let data = try sharedSubset(self, perClass: 60)
-        let up = try lab(["up", "2", "--rate", "1gbit"])
-        XCTAssertEqual(up.status, 0, up.output)
-        addTeardownBlock { _ = try? self.lab(["down"]) }
         let hostfile = try temporaryFolder(self) + "/hosts"
         try "10.99.0.1 slots=2\n10.99.0.2 slots=2\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
         let arguments = ["--model", "simple", "--image-size", "32", "--epochs", "2", "--batch-size", "24", "--patience", "0",
@@ -70,13 +72,9 @@ final class NetnsLabTests: XCTestCase {
     /// thaws is taken back at the next start.
     /// With `extra` (e.g. PowerSGD compression) on the train command of every start.
     func rehearse(_ fault: Fault, extra: [String] = []) throws {
-        guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
-        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        try upLab(2)
         let data = try sharedSubset(self, perClass: 300)
         let checkpoints = try temporaryFolder(self)
-        let up = try lab(["up", "2", "--rate", "1gbit"])
-        XCTAssertEqual(up.status, 0, up.output)
-        addTeardownBlock { _ = try? self.lab(["down"]) }
         let epochs = 10, stallTimeout = 10.0
         let run = try BackgroundRun(script("train-until-done"), [
             "--hostfile", script("../hostfiles/netns-lab"), "--", script("netns-lab"), "mpirun",
@@ -257,12 +255,8 @@ final class NetnsLabTests: XCTestCase {
     /// run resumed on the 4 hosts from its checkpoint at update 3 ends bit-identical to it,
     /// every rank's error feedback included.
     func testPowerSGDAcrossFourHostsResumesBitExactly() throws {
-        guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
-        guard FileManager.default.isExecutableFile(atPath: CLI.binary) else { throw CLI.NotBuilt() }
+        try upLab(4)
         let data = try sharedSubset(self, perClass: 60)
-        let up = try lab(["up", "4", "--rate", "1gbit"])
-        XCTAssertEqual(up.status, 0, up.output)
-        addTeardownBlock { _ = try? self.lab(["down"]) }
         func train(_ folder: String, _ extra: [String] = []) throws -> CLIResult {
             try lab(["mpirun", "-np", "4", CLI.binary, "train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet",
                      "--image-size", "32", "--epochs", "4", "--batch-size", "24", "--patience", "0", "--checkpoint-every", "3",
