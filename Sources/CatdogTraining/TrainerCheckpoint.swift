@@ -159,6 +159,13 @@ extension Trainer {
             // owners wrote any, as such a run does).
             try comm.startMachineReduceSum(powerSGD.error.pointer, count: powerSGD.error.count, root: 0).wait()
             try comm.startMachineBroadcast(powerSGD.error.pointer, count: powerSGD.error.count, root: 0).wait()
+            if comm.rank == 0, let checkpoint,
+               let bad = UnsafeBufferPointer(start: powerSGD.error.pointer, count: powerSGD.error.count).firstIndex(where: { !$0.isFinite }) {
+                throw CheckpointError(path: checkpoint.path, problem: """
+                    holds PowerSGD error feedback whose sum over a machine's ranks is not a number at index \(bad) \
+                    (each is, the sum is beyond float's range): the file is damaged; resume from an earlier checkpoint
+                    """)
+            }
             powerSGD.keepOwnedError()
         }
     }

@@ -232,6 +232,10 @@ final class CarelessHandsTests: XCTestCase {
         let summed = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", huger, "--epochs", "2"] + powerSGD))
         assertClean(summed, "holds PowerSGD error feedback of 2 ranks whose sum is not a number at index 0")
         XCTAssertFalse(summed.stderr.contains("training diverged"), summed.stderr)
+        // The same on 2 ranks of one machine between machines, which sums them into one owner.
+        let machine = try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", huger, "--epochs", "2", "--allreduce", "hierarchical"]
+                                                                                           + powerSGD), ranks: 2)
+        assertClean(machine, "holds PowerSGD error feedback whose sum over a machine's ranks is not a number at index 0")
         // A run of more ranks than checkpoints keep each one's for holds their sum, read as checked.
         let ranks = RunLimits.checkpointedErrorFeedbackRanks + 1, many = try temporaryFolder(self)
         let manyOptions = powerSGD + ["--warmup-epochs", "0", "--batch-size", String(ranks)]
