@@ -720,6 +720,9 @@ struct Train: ParsableCommand {
                             Double(trainer.network.parameterCount * 4) / 1e6,
                             Double(trainer.network.parameterCount * 4) / Double(max(compressed, 1))))
         }
+        if trainer.stepper.reduction is PowerSGDReduction, comm.machineCount > 1, comm.machineSize > 1 {
+            log.info("hint: PowerSGD over \(comm.size) ranks on \(comm.machineCount) machines: --allreduce hierarchical compresses between the machines only (each machine's ranks sum through shared memory and take its buckets in turn; \(comm.machineCount) ranks, not \(comm.size), in each factor all-reduce), as benchmarks/lab-scaling measures it")
+        }
         if let hierarchical = trainer.stepper.reduction as? HierarchicalReduction, hierarchical.across == nil {
             log.info("gradients: exact fp32 sums machine by machine (--allreduce hierarchical): \(comm.machineCount) machine(s); the ranks of each sum into its first, those all-reduce across the network and share the sum")
         }

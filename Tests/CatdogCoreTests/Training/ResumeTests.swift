@@ -155,8 +155,12 @@ final class ResumeTests: XCTestCase {
                                         try LoadedCheckpoint(path: resumed + "/last.safetensors.zst"))
 
         let flat = try temporaryFolder(self)
-        result = try CLI.run(trainArguments(data, flat, extra: compress), ranks: 4)
+        result = try CLI.run(trainArguments(data, flat, extra: compress + ["--machine-ranks", "2"]), ranks: 4)
         XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("hint: PowerSGD over 4 ranks on 2 machines: --allreduce hierarchical compresses between the machines only"),
+                      result.stdout)
+        XCTAssertFalse(try CLI.run(trainArguments(data, try temporaryFolder(self), extra: compress), ranks: 2).stdout.contains("hint: PowerSGD over"),
+                       "one machine: no hint")
         let two = try temporaryFolder(self)
         result = try CLI.run(trainArguments(data, two, extra: compress + ["--resume", middle]), ranks: 2)
         XCTAssertEqual(result.status, 0, result.output)
