@@ -6,7 +6,7 @@ import CatdogSupport
 import Foundation
 
 /// The network side of a lab of many machines, measured on one small computer: each rank
-/// stands for one whole machine of `cores` cores (its leader under a hierarchical all-reduce)
+/// stands for one whole machine of `cores` cores (the ranks of it that send, under a hierarchical all-reduce)
 /// and emulates that machine's compute from a profile measured on this CPU (`bench --json` on
 /// one rank at the per-core batch): it sleeps through forward, then through backward layer by
 /// layer, starting each gradient bucket's reduction the moment backward has passed it, as
@@ -285,7 +285,7 @@ public enum LabEmulator {
         // Waits by testing and sleeping, not spinning in MPI_Wait: many emulated machines
         // share this computer's cores.
         if step.updatesAsSumsArrive {
-            // As each bucket's sums arrive, the leader shares them with its machine's ranks,
+            // As each bucket's sums arrive, the rank that summed them shares them with its machine's ranks,
             // which update those parameters while the later buckets are still on the network.
             let perFloat = schedule.intraPerFloat + schedule.optimizer / Double(max(step.network.parameterCount, 1))
             var done = [Bool](repeating: false, count: pending.count), updated = done, updating = 0.0
@@ -305,7 +305,7 @@ public enum LabEmulator {
         }
         for p in pending { while try !p.test() { usleep(100) } }
         exposed += Date().timeIntervalSince(backwardDone)
-        // The leader shares the result with its machine's ranks, which then update.
+        // The ranks that summed the buckets share the result with its machine's ranks, which then update.
         clock = Date().timeIntervalSince(t0) + Double(step.network.parameterCount) * schedule.intraPerFloat + schedule.optimizer
         sleep(until: t0.addingTimeInterval(clock))
         return Date().timeIntervalSince(t0)

@@ -65,8 +65,8 @@ public final class PowerSGDReduction: GradientReduction {
 
     /// For the lab emulator: each bucket's arithmetic, measured alone (`measureArithmetic`), to
     /// sleep instead of computing it. Many emulated machines share this computer's cores, where
-    /// a machine's leader would compute alone on one of its own; the bytes sent are the same,
-    /// their values are not the compressed gradients'.
+    /// each bucket's owner would compute on a core of its own machine; the bytes sent are the
+    /// same, their values are not the compressed gradients'.
     public var sleptArithmetic: [Arithmetic]?
     /// For the lab emulator: what the slept arithmetic costs the emulated machine's cores.
     var charges: LabEmulator.CoreCharges?
