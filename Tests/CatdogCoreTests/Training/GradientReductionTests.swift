@@ -380,8 +380,9 @@ final class GradientReductionTests: XCTestCase {
     /// the buckets started in order and waited for in reverse (as `runReduction`), against the
     /// flat PowerSGD of as many ranks: 4 ranks in machines of 2 (two rails: bucket 0, sent
     /// exactly, is summed across the machines by ranks 0 and 2, bucket 1, the compressed kernel,
-    /// by ranks 1 and 3) and 5 ranks in machines of 2, 2 and 1 (one rail: the leaders take
-    /// both). Every rank applies the same bits and keeps the same Q; each update is the flat
+    /// by ranks 1 and 3), 5 ranks in machines of 2, 2 and 1 (one rail: the leaders take both),
+    /// and 8 in machines of 3, 3 and 2 (two rails: ranks 1, 4 and 7 take the kernel, the third
+    /// ranks of the larger machines nothing). Every rank applies the same bits and keeps the same Q; each update is the flat
     /// one's within 1e-4 (relative L2: both follow the summed gradients and differ only in
     /// rounding); only the kernel's owners hold error feedback, and theirs sums to the flat
     /// ranks' within 1e-4; a machine's ranks together send what a flat rank sends. One machine
@@ -408,9 +409,9 @@ final class GradientReductionTests: XCTestCase {
             }
         }
         let sum = { (runs: [Run]) in runs.reduce(into: [Float](repeating: 0, count: 1152)) { s, run in for i in s.indices { s[i] += run.error[i] } } }
-        for (ranks, kernelOwners) in [(4, [1, 3]), (5, [0, 2, 4])] {
-            let between = try run(ranks: ranks, machineRanks: 2), flat = try run(ranks: ranks, machineRanks: nil)
-            let what = "\(ranks) ranks in machines of 2"
+        for (ranks, machine, kernelOwners) in [(4, 2, [1, 3]), (5, 2, [0, 2, 4]), (8, 3, [1, 4, 7])] {
+            let between = try run(ranks: ranks, machineRanks: machine), flat = try run(ranks: ranks, machineRanks: nil)
+            let what = "\(ranks) ranks in machines of \(machine)"
             for t in 0..<steps {
                 for r in 1..<ranks { XCTAssertEqual(between[r].reduced[t], between[0].reduced[t], "\(what), rank \(r), update \(t): the same bits on every rank") }
                 XCTAssertLessThan(Self.relativeError(between[0].reduced[t][...], flat[0].reduced[t][...]), 1e-4, "\(what), update \(t): against flat")
@@ -424,7 +425,7 @@ final class GradientReductionTests: XCTestCase {
                 else { XCTAssertEqual(largest, 0, "\(what): rank \(r) compresses nothing, so keeps no error feedback") }
             }
             XCTAssertLessThan(Self.relativeError(sum(between)[...], sum(flat)[...]), 1e-4, "\(what): the machines' error feedback against the ranks'")
-            let machines = stride(from: 0, to: ranks, by: 2).map { between[$0..<min($0 + 2, ranks)].reduce(0) { $0 + $1.wire } }
+            let machines = stride(from: 0, to: ranks, by: machine).map { between[$0..<min($0 + machine, ranks)].reduce(0) { $0 + $1.wire } }
             XCTAssertEqual(machines, .init(repeating: flat[0].wire, count: machines.count), "\(what): bytes a machine sends")
         }
 
