@@ -178,7 +178,7 @@ public final class HierarchicalReduction: GradientReduction {
     public let across: PowerSGDReduction?
     public var name: String {
         guard let across else { return "fp32 hierarchical (\(comm.machineCount) machines)" }
-        return "\(across.name) between \(comm.machineCount) machines, fp32 sums within each"
+        return "\(across.name) between \(comm.machineCount) machine\(comm.machineCount == 1 ? "" : "s") (fp32 sums within each)"
     }
 
     private enum Stage {

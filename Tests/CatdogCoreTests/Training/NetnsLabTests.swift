@@ -51,7 +51,7 @@ final class NetnsLabTests: XCTestCase {
         var result = try lab(["mpirun", "--oversubscribe", "--hostfile", hostfile, "-np", "4", CLI.binary, "train", "--data", data,
                               "--checkpoint-dir", straight] + arguments)
         XCTAssertEqual(result.status, 0, result.output)
-        XCTAssertTrue(result.stdout.contains("between 2 machines, fp32 sums within each"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("between 2 machines (fp32 sums within each)"), result.stdout)
         result = try lab(["mpirun", "--oversubscribe", "--hostfile", hostfile, "-np", "4", CLI.binary, "train", "--data", data,
                           "--checkpoint-dir", resumed, "--resume", straight + "/ckpt-e0000-s00000003.safetensors.zst"] + arguments)
         XCTAssertEqual(result.status, 0, result.output)

@@ -138,7 +138,7 @@ final class ResumeTests: XCTestCase {
         let straight = try temporaryFolder(self)
         var result = try CLI.run(trainArguments(data, straight, extra: between), ranks: 4)
         XCTAssertEqual(result.status, 0, result.output)
-        XCTAssertTrue(result.stdout.contains("gradients: PowerSGD rank 2 between 2 machines, fp32 sums within each"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("gradients: PowerSGD rank 2 between 2 machines (fp32 sums within each)"), result.stdout)
         let middle = straight + "/ckpt-e0000-s00000003.safetensors.zst"
         let written = try LoadedCheckpoint(path: middle)
         let errors = try (0..<4).map { try written.file.array("compression/error/\($0)") }
