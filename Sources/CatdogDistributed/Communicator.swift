@@ -79,6 +79,9 @@ public protocol Communicator: AnyObject {
     func startRailAllReduceSumBF16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int, channel: Int) throws -> PendingReduction
     /// Starts sending the `count` floats of the machine's rank `root` to its other ranks.
     func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction
+    /// Sums `count` floats over the ranks of this rank's machine, in place on every one of them
+    /// (blocking; outside a step's gradient reductions, e.g. a resume's state).
+    func machineAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
 }
 
 /// Communicators without machines of several ranks: every rank is a machine of its own, so the
@@ -101,6 +104,13 @@ extension Communicator {
     public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
         precondition(root == 0)
         return LocalCommunicator.Done()
+    }
+}
+
+extension Communicator {
+    public func machineAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try startMachineReduceSum(buffer, count: count, root: 0).wait()
+        try startMachineBroadcast(buffer, count: count, root: 0).wait()
     }
 }
 

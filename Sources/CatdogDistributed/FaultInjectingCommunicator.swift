@@ -93,4 +93,8 @@ public final class FaultInjectingCommunicator: Communicator {
     public func startMachineBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws -> PendingReduction {
         try base.startMachineBroadcast(buffer, count: count, root: root)
     }
+    /// Not a gradient reduction: not counted.
+    public func machineAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try base.machineAllReduceSum(buffer, count: count)
+    }
 }

@@ -157,8 +157,7 @@ extension Trainer {
             // Between machines each bucket's owner compresses it with its machine's error
             // feedback: the sum of what the machine's ranks were given (bit-exact when only the
             // owners wrote any, as such a run does).
-            try comm.startMachineReduceSum(powerSGD.error.pointer, count: powerSGD.error.count, root: 0).wait()
-            try comm.startMachineBroadcast(powerSGD.error.pointer, count: powerSGD.error.count, root: 0).wait()
+            try comm.machineAllReduceSum(powerSGD.error.pointer, count: powerSGD.error.count)
             if comm.rank == 0, let checkpoint,
                let bad = UnsafeBufferPointer(start: powerSGD.error.pointer, count: powerSGD.error.count).firstIndex(where: { !$0.isFinite }) {
                 throw CheckpointError(path: checkpoint.path, problem: """

@@ -437,6 +437,29 @@ final class GradientReductionTests: XCTestCase {
         XCTAssertEqual(one[0].wire + one[1].wire, two[0].wire, "the owners' rounds, though they cross no network")
     }
 
+    /// A machine's sum outside the gradient reductions (`machineAllReduceSum`, as a resume folds
+    /// PowerSGD's error feedback between machines): every rank of each machine ends with its
+    /// machine's sum, and `--inject-fault` does not count it, so its reduction N stays the
+    /// step's Nth gradient reduction.
+    func testAMachineSumGivesEveryRankItsMachinesSumAndIsNoGradientReduction() throws {
+        let sums = try ThreadCommunicator.run(ranks: 5, machineRanks: 2) { base in
+            let comm = FaultInjectingCommunicator(wrapping: base, plan: .init(rank: 0, reduction: 0))
+            var values: [Float] = [Float(base.rank + 1), 10 * Float(base.rank + 1)]
+            try comm.machineAllReduceSum(&values, count: 2)
+            var gradient: [Float] = [1]
+            let injected: Bool
+            do {
+                _ = try comm.startMachineReduceSum(&gradient, count: 1, root: 0)
+                injected = false
+            } catch is FaultInjectingCommunicator.InjectedFault {
+                injected = true
+            }
+            return (values, injected)
+        }
+        XCTAssertEqual(sums.map(\.0), [[3, 30], [3, 30], [7, 70], [7, 70], [5, 50]])
+        XCTAssertEqual(sums.map(\.1), [true, false, false, false, false], "the first gradient reduction is still reduction 0")
+    }
+
     /// On the real model the default recipe trains (resnet at 64 px, 4 MiB buckets), rank 4
     /// sends at least 10× fewer bytes than fp32 — and says which tensors go exactly.
     func testPowerSGDCutsResNetTrafficTenfold() throws {
