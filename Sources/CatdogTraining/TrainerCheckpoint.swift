@@ -179,7 +179,9 @@ extension Trainer {
         guard m.model == config.model, m.imageSize == config.imageSize, m.parameterCount == network.parameterCount else {
             throw CheckpointError(path: path, problem: "holds model \(m.model) at \(m.imageSize)px, not \(config.model) at \(config.imageSize)px")
         }
-        guard m.stepInEpoch < stepsPerEpoch, m.globalBatch == config.globalBatch else {
+        // At stepsPerEpoch: stopped after the epoch's last step, before the end of the epoch
+        // (its evaluation and checkpoint), which the resumed run does first.
+        guard m.stepInEpoch <= stepsPerEpoch, m.globalBatch == config.globalBatch else {
             throw CheckpointError(path: path, problem: """
                 stands at step \(m.stepInEpoch) of an epoch with global batch \(m.globalBatch); this run has \
                 \(stepsPerEpoch) steps per epoch at batch \(config.globalBatch): resume with the same data and --batch-size

@@ -279,7 +279,10 @@ extension Trainer {
     func endEpoch(_ plan: EpochPlan, _ counts: EpochRun, _ run: FitRun) throws -> Bool {
         let trainSeconds = Date().timeIntervalSince(counts.started)
         let waited = (source.waitSeconds - counts.waitedBefore) / max(trainSeconds, 1e-9)
-        if comm.size > 1 {
+        // A run resumed at the end of an epoch's steps (stopped before the end of the epoch)
+        // trained none of them: no speeds to compare, on every rank alike.
+        let trained = stepInEpoch > counts.firstStep
+        if comm.size > 1, trained {
             let report = try watchdog.watchIfAny("comparing the ranks' speeds after epoch \(epoch + 1)", expected: 30, listening: true) {
                 try stragglers(compute: computeSeconds - counts.computeBefore, samples: counts.localSamples,
                                inputWait: source.waitSeconds - counts.waitedBefore, epochSeconds: trainSeconds)
@@ -294,7 +297,14 @@ extension Trainer {
                                           last: last)
         let (validation, late): ((loss: Double, accuracy: Double), Double)
         if validating {
-            (validation, late) = try validate(run)
+            guard let validated = try validate(run) else {
+                // A stop signal during the evaluation: a checkpoint of the epoch's trained steps,
+                // before the end of the epoch, which the resumed run does first.
+                run.stoppedBy = .signal(stopSignal())
+                try checkpointing(.stopped, run)
+                return false
+            }
+            (validation, late) = validated
         } else {
             try watchdog.watchIfAny("averaging BatchNorm's statistics after epoch \(epoch + 1)", expected: 30, listening: true) {
                 try averageBatchNormState()
@@ -308,7 +318,7 @@ extension Trainer {
         let metrics = EpochMetrics(
             epoch: epoch + 1, step: globalStep, train_loss: epochTotals.lossSum / max(epochTotals.count, 1),
             train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
-            val_acc: validation.accuracy, images_per_s: counts.images / max(trainSeconds, 1e-9),
+            val_acc: validation.accuracy, images_per_s: trained ? counts.images / max(trainSeconds, 1e-9) : .nan,
             elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: imageSide)
         history.append(metrics)
         let improved = validation.loss < bestValidationLoss
@@ -345,14 +355,24 @@ extension Trainer {
 
     /// Validation after an epoch (BatchNorm statistics averaged first), and the files that
     /// passed the check but failed since, over all ranks.
-    func validate(_ run: FitRun) throws -> (validation: (loss: Double, accuracy: Double), late: Double) {
+    /// Nil when a stop signal came during the evaluation (every rank together).
+    func validate(_ run: FitRun) throws -> (validation: (loss: Double, accuracy: Double), late: Double)? {
         let evaluationEstimate = evaluationSeconds(perStep: run.slowestStep)
         let evaluationStarted = Date()
         let evaluationMark = Timeline.mark(timeline)
+        let name = "validation after epoch \(epoch + 1 - phase.firstEpoch)"
+        let progress = comm.rank == 0 ? run.progress : nil
         let result = try watchdog.watchIfAny("the evaluation after epoch \(epoch + 1)",
                                              expected: 2 * max(run.slowestEvaluation, evaluationEstimate)) {
+            () -> (validation: (loss: Double, accuracy: Double), late: Double)? in
             try averageBatchNormState()
-            let validation = try evaluate()
+            let validation = try evaluateUnlessStopped { done, total in
+                guard let progress, done > 0 else { return }
+                let seconds = Date().timeIntervalSince(evaluationStarted)
+                progress(String(format: "%@: %d/%d images  %.1f img/s  ETA %@", name, done, total, Double(done) / max(seconds, 1e-9),
+                                formatDuration(seconds * Double(total - done) / Double(done))))
+            }
+            guard let validation else { return nil }
             var late = [Double(source.lateFailures.count)]
             try comm.allReduceSum(&late)
             return (validation, late[0])
@@ -365,9 +385,11 @@ extension Trainer {
     /// Rank 0: the epoch's line, late failures, metrics.jsonl and TensorBoard.
     func report(_ metrics: EpochMetrics, improved: Bool, validated: Bool, inputWait: Double, late: Double, _ run: FitRun) throws {
         let scores = validated ? String(format: "val_loss %.4f val_acc %.4f", metrics.val_loss, metrics.val_acc) : "not validated"
-        run.log(String(format: "%@ %d/%@: loss %.4f acc %.4f | %@ | %.1f img/s, input wait %.1f%% | %@%@",
+        let speed = metrics.images_per_s.isFinite
+            ? String(format: "%.1f img/s, input wait %.1f%%", metrics.images_per_s, inputWait * 100) : "its steps were trained before the resume"
+        run.log(String(format: "%@ %d/%@: loss %.4f acc %.4f | %@ | %@ | %@%@",
                        phase.name, metrics.epoch - phase.firstEpoch, runLength(run), metrics.train_loss, metrics.train_acc,
-                       scores, metrics.images_per_s, inputWait * 100, formatDuration(metrics.elapsed_s),
+                       scores, speed, formatDuration(metrics.elapsed_s),
                        improved ? " | best" : ""))
         if late > 0 {
             run.log("warning: \(Int(late)) image(s) that passed the check before training failed to decode since and were left out of their batches so far (changed on disk?); rank 0's: \(source.lateFailures.prefix(3).joined(separator: "; "))")

@@ -4,6 +4,7 @@ import CatdogDistributed
 import CatdogEngine
 import CatdogInference
 import CatdogRun
+import CatdogSupport
 import CatdogTraining
 import Foundation
 
@@ -233,14 +234,51 @@ struct ComputeOptions: ParsableArguments {
 }
 
 /// Failure rehearsal for tests and users: `--inject-fault RANK:N` makes rank RANK fail at
-/// its N-th gradient reduction (0-based), as a broken rank would.
+/// its N-th gradient reduction (0-based), as a broken rank would; `--inject-stop RANK:U`
+/// preempts rank RANK after update U, `RANK:U:evaluation` during the evaluation that ends
+/// the epoch of update U.
 struct FaultOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Rehearse a failing rank: RANK:N fails rank RANK at its N-th gradient all-reduce.", visibility: .hidden))
     var injectFault: String?
 
+    @Option(help: ArgumentHelp("""
+        Rehearse a preemption: RANK:U sends rank RANK a SIGUSR1 once it has trained update U; RANK:U:evaluation once \
+        the evaluation that ends the epoch of update U is under way.
+        """, visibility: .hidden))
+    var injectStop: String?
+
+    /// `--inject-stop`, parsed.
+    struct InjectedStop {
+        var rank: Int, update: Int, duringEvaluation: Bool
+
+        init?(parsing text: String) {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard (2...3).contains(parts.count), let rank = Int(parts[0]), let update = Int(parts[1]), rank >= 0, update >= 1,
+                  parts.count == 2 || parts[2] == "evaluation" else { return nil }
+            (self.rank, self.update, duringEvaluation) = (rank, update, parts.count == 3)
+        }
+    }
+
     func validate() throws {
         if let injectFault, FaultInjectingCommunicator.Plan(parsing: injectFault) == nil {
             throw ValidationError("--inject-fault takes RANK:N with whole numbers, e.g. 1:3")
+        }
+        if let injectStop, InjectedStop(parsing: injectStop) == nil {
+            throw ValidationError("--inject-stop takes RANK:U or RANK:U:evaluation with whole numbers, U ≥ 1, e.g. 1:3")
+        }
+    }
+
+    /// The trainer's stop signal: the process's, and on the rank `--inject-stop` names a real
+    /// SIGUSR1 to itself when it is due (so that it takes the same path as one from outside).
+    func stopSignal(rank: Int, trainer: Trainer) -> () -> Int32 {
+        guard let text = injectStop, let stop = InjectedStop(parsing: text), stop.rank == rank else { return { StopSignals.received } }
+        return { [unowned trainer] in
+            if StopSignals.received == 0, trainer.globalStep >= stop.update,
+               !stop.duringEvaluation || trainer.stepInEpoch == trainer.stepsPerEpoch {
+                raise(SIGUSR1)
+                _ = StopSignals.wait(upTo: 5)
+            }
+            return StopSignals.received
         }
     }
 

@@ -426,7 +426,7 @@ struct Train: ParsableCommand {
             let budget = try Trainer.agreedActivationBudget(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
                                       convolution: convolution)
-            trainer.stopSignal = { StopSignals.received }
+            trainer.stopSignal = faults.stopSignal(rank: comm.rank, trainer: trainer)
             if let costs { trainer.stepCosts = costs }
             if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
             trainer.watchdog = watchdog(comm)
@@ -593,7 +593,10 @@ struct Train: ParsableCommand {
                 config: TrainingConfig, comm: Communicator, log: RankLog) throws {
         if case .signal(let signal) = summary.stop {
             let what = signal == 0 ? "a stop signal to another rank" : StopSignals.name(signal)
-            log.info("stopped by \(what) at epoch \(trainer.epoch + 1), step \(trainer.stepInEpoch) of the epoch (update \(trainer.globalStep)); its checkpoint is \(store.lastPath): continue with --resume auto")
+            let position = trainer.stepInEpoch == trainer.stepsPerEpoch
+                ? "after the last step of epoch \(trainer.epoch + 1) (update \(trainer.globalStep)), before the end of the epoch (its evaluation and checkpoint)"
+                : "at epoch \(trainer.epoch + 1), step \(trainer.stepInEpoch) of the epoch (update \(trainer.globalStep))"
+            log.info("stopped by \(what) \(position); its checkpoint is \(store.lastPath): continue with --resume auto")
             throw ResumableStop(signal: signal == 0 ? SIGTERM : signal)
         }
         let how = switch summary.stop {
@@ -663,7 +666,10 @@ struct Train: ParsableCommand {
         }
         let m = checkpoint.metadata
         let elastic = m.ranks == comm.size ? "" : "; written by \(m.ranks) ranks, continuing on \(comm.size) with the same global batch \(config.globalBatch)"
-        log.info("resumed from \(checkpoint.path): epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))\(elastic)")
+        let position = m.stepInEpoch == trainer.stepsPerEpoch
+            ? "after the last step of epoch \(m.epoch + 1) (update \(m.step)), which ends first (its evaluation and checkpoint)"
+            : "epoch \(m.epoch + 1), step \(m.stepInEpoch) of the epoch (update \(m.step))"
+        log.info("resumed from \(checkpoint.path): \(position)\(elastic)")
     }
 
     /// Rank 0's TensorBoard event file in the checkpoint folder, opened with the run's

@@ -27,8 +27,10 @@ final class PreemptionTests: XCTestCase {
         return (run.process.terminationStatus, seconds, run.stdout.value + run.stderr.value)
     }
 
-    func assertResumesBitExactly(_ data: String, stopped: String, straight: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let command = arguments(data, stopped) + ["--resume", "auto"]
+    @discardableResult
+    func assertResumesBitExactly(_ data: String, stopped: String, straight: String, arguments: [String]? = nil,
+                                 file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let command = (arguments ?? self.arguments(data, stopped)) + ["--resume", "auto"]
         let resumed = try CLI.run(command, ranks: 2)
         XCTAssertEqual(resumed.status, 0, "mpirun -np 2 catdog-dist \(command.joined(separator: " ")) exited \(resumed.status):\n\(resumed.output.suffix(3000))",
                        file: file, line: line)
@@ -39,6 +41,41 @@ final class PreemptionTests: XCTestCase {
             XCTAssertEqual(try a.file.array(name), try b.file.array(name), name, file: file, line: line)
         }
         XCTAssertEqual(a.metadata.history.map(\.val_loss), b.metadata.history.map(\.val_loss), file: file, line: line)
+        return resumed.output
+    }
+
+    /// A stop after an epoch's last update, or during the evaluation that ends the epoch (which
+    /// a long validation, vgg at 299 px, makes likely), checkpoints that point: the resumed run
+    /// ends the epoch first (evaluation, checkpoint) and ends bit-identical to a run never
+    /// stopped. (A checkpoint of that point was refused on resume, and an evaluation ran to its
+    /// end before the signal was heard.) `--inject-stop` sends the rank a real SIGUSR1 there.
+    func testAStopAfterAnEpochsLastUpdateOrDuringItsEvaluationResumesBitExactly() throws {
+        let data = try sharedSubset(self, perClass: 60)
+        // 108 training images at a global batch of 54: update 4 is epoch 2's last. Passes of 2
+        // images: the 6 validation images of each rank take 3 passes, the ranks agreeing after each.
+        func arguments(_ folder: String) -> [String] {
+            ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+             "--epochs", "4", "--batch-size", "54", "--micro-batch", "2", "--patience", "0"]
+        }
+        let straight = try temporaryFolder(self)
+        let uninterrupted = try CLI.run(arguments(straight), ranks: 2)
+        XCTAssertEqual(uninterrupted.status, 0, uninterrupted.output)
+        for inject in ["1:4", "0:4:evaluation", "1:2:evaluation"] {
+            let folder = try temporaryFolder(self)
+            let command = arguments(folder) + ["--inject-stop", inject]
+            let stopped = try CLI.run(command, ranks: 2)
+            let said = "mpirun -np 2 catdog-dist \(command.joined(separator: " ")) exited \(stopped.status):\n\(stopped.output.suffix(3000))"
+            XCTAssertTrue([128 + SIGUSR1, 128 + SIGTERM].contains(stopped.status), said)
+            let update = inject.split(separator: ":")[1]
+            let epoch = Int(update)! / 2
+            XCTAssertTrue(stopped.output.contains("after the last step of epoch \(epoch) (update \(update)), before the end of the epoch"), said)
+            let last = try LoadedCheckpoint(path: folder + "/last.safetensors.zst")
+            XCTAssertEqual(last.metadata.stepInEpoch, 2, inject)
+            XCTAssertEqual(last.metadata.history.count, epoch - 1, "\(inject): the stopped epoch has no metrics yet")
+            let output = try assertResumesBitExactly(data, stopped: folder, straight: straight, arguments: arguments(folder))
+            XCTAssertTrue(output.contains("resumed from \(folder)/last.safetensors.zst: after the last step of epoch \(epoch)"), output)
+            XCTAssertTrue(output.contains("its steps were trained before the resume"), output)
+        }
     }
 
     /// SIGUSR1 to mpirun (which forwards it to every rank at once; train.sbatch and
