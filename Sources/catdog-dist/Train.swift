@@ -28,8 +28,8 @@ struct Train: ParsableCommand {
             --backbone-lr-scale times it), BatchNorm in inference mode; with flip in --augment \
             (the default) the kept activation maps are mirrored at random.
 
-            Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 make every rank finish its step and write one \
-            checkpoint, then exit 128 + the signal; `--resume auto` continues bit-exactly. Under mpirun \
+            Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 make every rank finish its step (or \
+            evaluation pass: an evaluation is cut short and redone on resume) and write one checkpoint, then exit 128 + the signal; `--resume auto` continues bit-exactly. Under mpirun \
             send SIGUSR1 to mpirun (it forwards it at once; its own SIGTERM and Ctrl-C handling give the \
             ranks only a second). A second signal 2 s or more later stops at once.
 
