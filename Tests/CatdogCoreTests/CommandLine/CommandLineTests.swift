@@ -49,6 +49,10 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNil(refusal(Train.self, base + ["--allreduce", "hierarchical", "--compress", "powersgd:4:bf16"]))
         assertRefused(Train.self, base + ["--allreduce", "parted", "--fp16-allreduce"], saying: "--allreduce parted sums exact fp32 gradients; it contradicts --compress fp16")
         assertRefused(Train.self, base + ["--allreduce", "ring"], saying: "ring")
+        for rehearsal in ["1", "1:0", "1:-3", "1:3:step", "1:3:evaluation:2", "a:3"] {
+            assertRefused(Train.self, base + ["--inject-stop", rehearsal], saying: "--inject-stop takes RANK:U or RANK:U:evaluation")
+        }
+        XCTAssertNil(refusal(Train.self, base + ["--inject-stop", "1:3:evaluation"]))
         assertRefused(Train.self, ["--epochs", "3", "--checkpoint-dir", "ck"], saying: "--data")
         assertRefused(Train.self, ["--data", "train/"], saying: "--checkpoint-dir")
         // Without --model, --init-from's file names the network: one that is not there is refused by name.
