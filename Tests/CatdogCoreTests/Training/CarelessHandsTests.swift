@@ -176,6 +176,12 @@ final class CarelessHandsTests: XCTestCase {
             assertClean(try CLI.run(["evaluate", "--checkpoint", bad, "--data", data]), message)
             assertClean(try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", bad])), message)
         }
+        // The end of an epoch's steps is a stop's position, and resumes (PreemptionTests); one step
+        // past it is refused by name.
+        let past = folder + "/past.safetensors.zst"
+        try rewriteMetadata(good, to: past) { m in m["stepInEpoch"] = 4; m["step"] = 4 }
+        assertClean(try CLI.run(trainArguments(data, try temporaryFolder(self), extra: ["--resume", past, "--epochs", "2"])),
+                    "stands at step 4 of an epoch with global batch 16; this run has 3 steps per epoch at batch 16")
         let zero = try CLI.run(["predict", "--checkpoint", good, "--batch-size", "0", sharedData + "/originals/cat.0.jpg"])
         XCTAssertEqual(zero.status, 64, zero.output)
     }
