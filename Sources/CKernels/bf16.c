@@ -258,7 +258,7 @@ static uint32_t *scratch(uint32_t **buffer, size_t *words, size_t needed) {
     return grown;
 }
 
-int catdog_bf16_products_available(void) { return catdog_cpu_has_bf16() && catdog_sgemm_available(); }
+int catdog_bf16_products_available(void) { return catdog_cpu_has_bf16() && catdog_kernels_avx512(); }
 
 int catdog_bf16_pack_pair_rows(const float *x, size_t k, size_t n, size_t ld, void *packed) {
     if (!catdog_bf16_products_available()) return 0;

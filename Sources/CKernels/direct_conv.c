@@ -179,7 +179,7 @@ static int run(const direct_kernel table[4][2], const float *a, const float *b, 
                size_t iw, size_t c, size_t f, size_t kh, size_t kw, size_t sh, size_t sw, size_t pad_top, size_t pad_left,
                size_t oh, size_t ow, const float *bias, int activation) {
     const size_t taps = kw * c;
-    if (!catdog_sgemm_available() || c < 1 || c > 4 || (f != 16 && f != 32) || kh == 0 || sh == 0 || sw == 0 ||
+    if (!catdog_kernels_avx512() || c < 1 || c > 4 || (f != 16 && f != 32) || kh == 0 || sh == 0 || sw == 0 ||
         taps % 3 != 0 || taps < 3 || taps > 12)
         return 0;
     const geometry g = {images, ih, iw, c, f, kh, kw, sh, sw, pad_top, pad_left, oh, ow, bias, activation};

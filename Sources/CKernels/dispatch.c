@@ -72,6 +72,8 @@ const char *catdog_kernels_isa(void) {
     return current_name;
 }
 
+int catdog_kernels_avx512(void) { return table() == &table_v4; }
+
 void catdog_batchnorm_forward(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta, float *y, size_t rows, size_t c, int activation) { table()->batchnorm_forward(x, mean, inv_std, gamma, beta, y, rows, c, activation); }
 void catdog_batchnorm_add(const float *x, const float *mean, const float *inv_std, const float *gamma, const float *beta,
                           const float *addend, float *y, size_t rows, size_t c, int activation) {

@@ -123,7 +123,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Convolution algorithm: auto (for forward, dX and dW of stride-1 3x3 layers with >= 16 channels in and out: Winograd F(4x4,3x3) in passes large enough for it (see --winograd-min-tiles), F(2x2,3x3) in smaller passes of at least 16 tiles of 2x2; im2col + gemm for the rest), winograd2 (F(2x2,3x3) in every pass of those layers) or im2col (everywhere); the last two for comparison. Not recorded in checkpoints: a run may resume with another.")
     var convolution = ConvolutionOptions.Algorithm.auto
 
-    @Option(help: "Who multiplies the convolutions' matrices: own (our AVX-512 gemm where the CPU has AVX-512 and the width is a multiple of 16, OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
+    @Option(help: "Who multiplies the convolutions' matrices: own (our gemm, AVX-512 or AVX2, where the width is a multiple of 16: Winograd's and im2col's products, and 1x1 convolutions' with AVX-512; OpenBLAS elsewhere) or blas (OpenBLAS everywhere, for comparison).")
     var multiply = ConvolutionOptions.Multiply.own
 
     @Option(help: "Instruction set of our C kernels: auto (the best this CPU has), avx512f, avx2 or baseline; the narrower ones measure how a machine without AVX-512 would fare. CATDOG_KERNELS=avx2 or baseline in the environment makes the process behave as on a CPU without the wider sets, AVX512_BF16 included (docs/testing.md).")

@@ -181,11 +181,12 @@ void catdog_mask_bias_gradient(const float *y, float *dy, float *dbias, size_t r
 
 // C (m x n) = A B, or C += A B when `accumulate`, with A(i, p) at a[i * rsa + p * csa] and B, C
 // row-major (row strides ldb, ldc). Returns 0 without touching C when this CPU or shape has no
-// kernel here (no AVX-512, or n not a multiple of 16): the caller then uses BLAS.
+// kernel here (neither AVX-512 nor AVX2 selected, or n not a multiple of 16): the caller then
+// uses BLAS.
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate);
-// 1 when catdog_sgemm has a kernel here (AVX-512 kernels selected): it then takes every width
-// that is a multiple of 16.
+// 1 when catdog_sgemm has a kernel here (AVX-512 or AVX2 kernels selected): it then takes every
+// width that is a multiple of 16.
 int catdog_sgemm_available(void);
 
 // Direct convolution of NHWC images with few channels (1-4, an image's 3) on AVX-512, for the
@@ -319,6 +320,9 @@ void catdog_transpose(const float *src, size_t rows, size_t cols, float *dst);
 
 // The instruction set the kernels run with: "avx512f", "avx2" or "baseline".
 const char *catdog_kernels_isa(void);
+// 1 when the AVX-512 kernels are selected (catdog_kernels_isa() is "avx512f"): the direct
+// convolutions and the bf16 products run only then.
+int catdog_kernels_avx512(void);
 // Runs the kernels with "auto" (the best this CPU has), "avx512f", "avx2" or "baseline"; 0,
 // changing nothing, when the CPU lacks it. Call before the kernels run (not while they do).
 int catdog_kernels_select(const char *isa);

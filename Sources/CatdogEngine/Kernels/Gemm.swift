@@ -30,12 +30,8 @@ public var blasCoreName: String {
     return String(decoding: bytes, as: UTF8.self)
 }
 
-/// C (m, n) = A · B, or C += A · B when `accumulate`, on our AVX-512 kernel (`catdog_sgemm`):
-/// A(i, p) at a[i * rowStrideA + p * columnStrideA] (so Aᵀ is a stride swap), B and C
-/// row-major. Returns false, leaving C untouched, where the CPU has no AVX-512 or n is not a
-/// multiple of 16; the caller then uses `gemm`.
-/// Whether `ownGemm` takes products of width n on this CPU (AVX-512 kernels selected, n a
-/// multiple of 16), so that a caller can skip preparing what only it reads.
+/// Whether `ownGemm` takes products of width n on this CPU (AVX-512 or AVX2 kernels selected, n
+/// a multiple of 16), so that a caller can skip preparing what only it reads.
 public func ownGemmTakes(width n: Int) -> Bool {
     n > 0 && n % 16 == 0 && catdog_sgemm_available() != 0
 }
@@ -44,7 +40,7 @@ public func ownGemmTakes(width n: Int) -> Bool {
 public enum GemmRoute: Sendable, Equatable {
     /// OpenBLAS.
     case blas
-    /// Our fp32 AVX-512 gemm where it takes the shape, else OpenBLAS.
+    /// Our fp32 gemm (AVX-512, or AVX2 and FMA) where it takes the shape, else OpenBLAS.
     case own
     /// Our bf16 gemm (operands rounded to bf16, sums in fp32) where the CPU has AVX512_BF16,
     /// else as `own`.
@@ -64,6 +60,10 @@ public func multiply(route: GemmRoute, m: Int, n: Int, k: Int, a: UnsafePointer<
          beta: accumulate ? 1 : 0, c: c, ldc: ldc)
 }
 
+/// C (m, n) = A · B, or C += A · B when `accumulate`, on our kernel (`catdog_sgemm`: AVX-512,
+/// or AVX2 and FMA): A(i, p) at a[i * rowStrideA + p * columnStrideA] (so Aᵀ is a stride swap),
+/// B and C row-major. Returns false, leaving C untouched, where the kernels run neither or n is
+/// not a multiple of 16; the caller then uses `gemm`.
 @inline(__always)
 public func ownGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
                     b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) -> Bool {

@@ -287,7 +287,8 @@ public enum KernelInstructionSet: String, Sendable, CaseIterable {
     }
 
     /// Makes the kernels run with this set from now on (before any network runs); throws
-    /// when the CPU (or the cap) lacks it. `avx2` and `baseline` also leave Winograd's products
+    /// when the CPU (or the cap) lacks it. `avx2` multiplies on our AVX2 gemm (AVX-512's
+    /// direct convolutions and bf16 products are gone with it); `baseline` leaves every product
     /// to BLAS.
     public func select() throws {
         guard catdog_kernels_select(rawValue) != 0 else { throw Unsupported(name: rawValue) }

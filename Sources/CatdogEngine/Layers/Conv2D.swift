@@ -465,8 +465,19 @@ public final class Conv2D: Layer {
         return done ? UnsafeRawPointer(packed) : nil
     }
 
-    /// C = A · B (or += when `accumulate`), by the options' route (`ConvolutionOptions.route`);
-    /// from `packedB` (see `packedOnce`) where given.
+    /// Where this layer's products go: the options' route (`ConvolutionOptions.route`), except
+    /// that a 1×1 convolution's take OpenBLAS where our fp32 gemm is the AVX2 one. Its products
+    /// span a whole pass's pixels, far larger than Winograd's or an im2col chunk's, and there
+    /// OpenBLAS's blocking was faster, and needs no transposed kernel for dX
+    /// (`catdog-dist bench --model efficientnet-lite0 --image-size 64 --batch-size 32`, a Zen 3:
+    /// products 110–127 ms a step against 132–143 on our AVX2 gemm, and 10 ms of transposes).
+    private var route: GemmRoute {
+        let options = scratch.convolution.route
+        return options == .own && geometry.isPointwise && catdog_kernels_avx512() == 0 ? .blas : options
+    }
+
+    /// C = A · B (or += when `accumulate`), by `route`; from `packedB` (see `packedOnce`) where
+    /// given.
     private func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rowStrideA: Int, columnStrideA: Int,
                           b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
                           packedB: UnsafeRawPointer? = nil) {
@@ -474,7 +485,7 @@ public final class Conv2D: Layer {
             catdog_sbgemm_f32_packed_b(m, n, k, a, rowStrideA, columnStrideA, packedB, c, ldc, accumulate ? 1 : 0) != 0
         }) { return }
         ConvolutionPhases.measure(.products) {
-            CatdogEngine.multiply(route: scratch.convolution.route, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
+            CatdogEngine.multiply(route: route, m: m, n: n, k: k, a: a, rowStrideA: rowStrideA,
                                   columnStrideA: columnStrideA, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
         }
     }
@@ -495,7 +506,7 @@ public final class Conv2D: Layer {
     /// backward; nil when BLAS does that product (options, CPU, or a width our fp32 gemm declines).
     private func transposedKernel() -> UnsafePointer<Float>? {
         let patch = geometry.patchSize
-        switch scratch.convolution.route {
+        switch route {
         case .blas: return nil
         case .own: guard ownGemmTakes(width: geometry.isPointwise ? geometry.channels : patch) else { return nil }
         case .bf16: break

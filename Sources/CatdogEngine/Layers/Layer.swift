@@ -105,8 +105,9 @@ public struct ConvolutionOptions: Sendable, Equatable {
 
     /// Who multiplies the convolutions' matrices.
     public enum Multiply: String, Sendable, CaseIterable, Codable {
-        /// Our AVX-512 gemm where the CPU has AVX-512 and the product's width is a multiple
-        /// of 16 (Winograd's products, im2col's, 1×1 convolutions'), BLAS for the rest.
+        /// Our gemm where the CPU has AVX-512, or AVX2 and FMA, and the product's width is a
+        /// multiple of 16 (Winograd's products, im2col's, and with AVX-512 1×1 convolutions'),
+        /// BLAS for the rest.
         case own
         /// BLAS (OpenBLAS) for every product (for comparisons).
         case blas
