@@ -89,9 +89,33 @@ BF16 static double bf16_peak(double seconds) {
     return (double)rounds * 12 * 32 * 2 / elapsed * 1e-9;
 }
 
+// The same 12 chains of fp32 FMAs in AVX2's 8 lanes, for the AVX2 kernels' gemm.
+__attribute__((target("avx2,fma"))) static double fp32_peak_avx2(double seconds) {
+    const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+    __m256 c[12];
+    for (int r = 0; r < 12; r++) c[r] = _mm256_set1_ps((float)r * 1e-3f);
+    size_t rounds = 0;
+    const double start = now_seconds();
+    double elapsed = 0;
+    do {
+        for (int i = 0; i < 4096; i++)
+            for (int r = 0; r < 12; r++) c[r] = _mm256_fmadd_ps(c[r], x, y);
+        rounds += 4096;
+        elapsed = now_seconds() - start;
+    } while (elapsed < seconds);
+    __m256 sum = c[0];
+    for (int r = 1; r < 12; r++) sum = _mm256_add_ps(sum, c[r]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, sum);
+    volatile float sink = lanes[0];
+    (void)sink;
+    return (double)rounds * 12 * 8 * 2 / elapsed * 1e-9;
+}
+
+// The peak of the instruction set the kernels run with (the one our fp32 gemm multiplies in).
 double catdog_peak_fp32_gflops(double seconds) {
-    __builtin_cpu_init();
-    return catdog_cpu_allows("avx512f") && __builtin_cpu_supports("avx512f") ? fp32_peak(seconds) : 0;
+    if (catdog_kernels_avx512()) return fp32_peak(seconds);
+    return strcmp(catdog_kernels_isa(), "avx2") == 0 ? fp32_peak_avx2(seconds) : 0;
 }
 
 double catdog_peak_bf16_gflops(double seconds) { return catdog_cpu_has_bf16() ? bf16_peak(seconds) : 0; }

@@ -38,8 +38,9 @@ public enum BF16Gemm {
 
     public static func round(_ x: Float) -> Float { catdog_float_from_bf16(catdog_bf16_from_float(x)) }
 
-    /// One core's peak, GFLOP/s, from register-only loops of about `seconds` each: AVX-512
-    /// fp32 FMAs and `vdpbf16ps` (0 where the CPU lacks them).
+    /// One core's peak, GFLOP/s, from register-only loops of about `seconds` each: fp32 FMAs
+    /// in the vectors of the kernels that run (AVX-512's or AVX2's; 0 with baseline kernels) and
+    /// `vdpbf16ps` (0 where the CPU lacks it).
     public static func peak(seconds: Double = 0.3) -> (fp32: Double, bf16: Double) {
         (catdog_peak_fp32_gflops(seconds), catdog_peak_bf16_gflops(seconds))
     }
