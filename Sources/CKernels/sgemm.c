@@ -123,7 +123,7 @@ AVX2FMA static inline __attribute__((always_inline)) void block6_avx2(const int 
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa, *a5 = a + 5 * rsa;
-    if (fetch_c && accumulate)  // the next block's rows (below these), a block's products ahead
+    if (fetch_c && accumulate)  // the next block's 6 rows (below these), a block's products ahead
         for (int r = 6; r < 12; r++) {
             _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
             _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
@@ -180,19 +180,17 @@ AVX2FMA static void sgemm_avx2(size_t m, size_t n, size_t k, const float *a, siz
         const int acc = accumulate || p0 > 0;
         const float *as = a + p0 * csa, *bs = b + p0 * ldb;
         for (size_t j = 0; j < n; j += 16) {
+            // A block fetches the next 6 rows of C: only where 6 more rows follow it.
             for (size_t i = 0; i < body; i += 6)
-                block6_avx2(6, kk, as + i * rsa, rsa, csa, bs + j, ldb, c + i * ldc + j, ldc, fetch_c, acc);
-            rows_avx2(first, kk, as + body * rsa, rsa, csa, bs + j, ldb, c + body * ldc + j, ldc, fetch_c, acc);
-            rows_avx2(tail - first, kk, as + (body + first) * rsa, rsa, csa, bs + j, ldb, c + (body + first) * ldc + j, ldc,
-                      fetch_c, acc);
+                block6_avx2(6, kk, as + i * rsa, rsa, csa, bs + j, ldb, c + i * ldc + j, ldc, fetch_c && i + 12 <= m, acc);
+            rows_avx2(first, kk, as + body * rsa, rsa, csa, bs + j, ldb, c + body * ldc + j, ldc, 0, acc);
+            rows_avx2(tail - first, kk, as + (body + first) * rsa, rsa, csa, bs + j, ldb, c + (body + first) * ldc + j, ldc, 0,
+                      acc);
         }
     }
 }
 
-int catdog_sgemm_available(void) {
-    const char *isa = catdog_kernels_isa();
-    return strcmp(isa, "avx512f") == 0 || strcmp(isa, "avx2") == 0;
-}
+int catdog_sgemm_available(void) { return catdog_kernels_avx512() || strcmp(catdog_kernels_isa(), "avx2") == 0; }
 
 int catdog_sgemm(size_t m, size_t n, size_t k, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                  float *c, size_t ldc, int accumulate) {
