@@ -57,9 +57,11 @@ int catdog_cpu_has_bf16(void) {
 // Twelve independent chains of `STEP(c)` for about `seconds`: enough to keep two FMA pipes of
 // latency 4 to 6 busy. Sets `rounds` (each 12 STEPs) and `elapsed`; the sums go to a volatile
 // sink so that the loop is not optimised away.
-#define TIMED_CHAINS(STEP)                                                           \
-    __m512 c[12];                                                                    \
-    for (int r = 0; r < 12; r++) c[r] = _mm512_set1_ps((float)r * 1e-3f);            \
+// 12 independent chains of STEP on VEC vectors (SET1 to start them, ADD and STORE to sum them
+// into a sink) for `seconds`: `rounds` steps of each chain, in `elapsed` seconds.
+#define TIMED_CHAINS_OF(VEC, SET1, ADD, STORE, STEP)                                 \
+    VEC c[12];                                                                       \
+    for (int r = 0; r < 12; r++) c[r] = SET1((float)r * 1e-3f);                      \
     size_t rounds = 0;                                                               \
     const double start = now_seconds();                                              \
     double elapsed = 0;                                                              \
@@ -69,10 +71,13 @@ int catdog_cpu_has_bf16(void) {
         rounds += 4096;                                                              \
         elapsed = now_seconds() - start;                                             \
     } while (elapsed < seconds);                                                     \
-    __m512 sum = c[0];                                                               \
-    for (int r = 1; r < 12; r++) sum = _mm512_add_ps(sum, c[r]);                     \
-    volatile float sink = _mm512_reduce_add_ps(sum);                                 \
+    VEC sum = c[0];                                                                  \
+    for (int r = 1; r < 12; r++) sum = ADD(sum, c[r]);                               \
+    float lanes[16];                                                                 \
+    STORE(lanes, sum);                                                               \
+    volatile float sink = lanes[0];                                                  \
     (void)sink;
+#define TIMED_CHAINS(STEP) TIMED_CHAINS_OF(__m512, _mm512_set1_ps, _mm512_add_ps, _mm512_storeu_ps, STEP)
 
 AVX512 static double fp32_peak(double seconds) {
     const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
@@ -92,23 +97,8 @@ BF16 static double bf16_peak(double seconds) {
 // The same 12 chains of fp32 FMAs in AVX2's 8 lanes, for the AVX2 kernels' gemm.
 __attribute__((target("avx2,fma"))) static double fp32_peak_avx2(double seconds) {
     const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
-    __m256 c[12];
-    for (int r = 0; r < 12; r++) c[r] = _mm256_set1_ps((float)r * 1e-3f);
-    size_t rounds = 0;
-    const double start = now_seconds();
-    double elapsed = 0;
-    do {
-        for (int i = 0; i < 4096; i++)
-            for (int r = 0; r < 12; r++) c[r] = _mm256_fmadd_ps(c[r], x, y);
-        rounds += 4096;
-        elapsed = now_seconds() - start;
-    } while (elapsed < seconds);
-    __m256 sum = c[0];
-    for (int r = 1; r < 12; r++) sum = _mm256_add_ps(sum, c[r]);
-    float lanes[8];
-    _mm256_storeu_ps(lanes, sum);
-    volatile float sink = lanes[0];
-    (void)sink;
+#define FMA8_STEP(v) _mm256_fmadd_ps(v, x, y)
+    TIMED_CHAINS_OF(__m256, _mm256_set1_ps, _mm256_add_ps, _mm256_storeu_ps, FMA8_STEP)
     return (double)rounds * 12 * 8 * 2 / elapsed * 1e-9;
 }
 

@@ -153,11 +153,10 @@ AVX2FMA static inline __attribute__((always_inline)) void block6_avx2(const int 
 // L1 while every 6-row block of A passes over it.
 enum { K_SLICE_AVX2 = 256 };
 
-// `rows` (0-6) rows of C from row i, by the block with that many rows.
+// The last `rows` (0-5) rows of C, by the block with that many rows.
 AVX2FMA static void rows_avx2(size_t rows, size_t kk, const float *a, size_t rsa, size_t csa, const float *b, size_t ldb,
                              float *c, size_t ldc, int fetch_c, int acc) {
     switch (rows) {
-    case 6: block6_avx2(6, kk, a, rsa, csa, b, ldb, c, ldc, fetch_c, acc); break;
     case 5: block6_avx2(5, kk, a, rsa, csa, b, ldb, c, ldc, fetch_c, acc); break;
     case 4: block6_avx2(4, kk, a, rsa, csa, b, ldb, c, ldc, fetch_c, acc); break;
     case 3: block6_avx2(3, kk, a, rsa, csa, b, ldb, c, ldc, fetch_c, acc); break;
