@@ -34,7 +34,11 @@ struct Inspect: ParsableCommand {
         print("  training      global batch \(m.globalBatch), \(m.optimizer) \(m.optimizerHyperparameters.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%g", $0.value))" }.joined(separator: " ")), lr \(m.schedule.baseRate) \(m.schedule.decay.rawValue), seed \(m.seed), augment \(m.config.augmentation.description)")
         if let best = m.bestValidationLoss { print(String(format: "  best          val_loss %.4f", best)) }
         for e in m.history {
-            print(String(format: "  epoch %3d     loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.1f img/s", e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.images_per_s))
+            // As the training log words it: an epoch the run did not validate (NaN in the history) and
+            // one whose steps were trained before a resume (no speed) say so rather than print nan.
+            let scores = e.val_loss.isNaN ? "not validated" : String(format: "val_loss %.4f val_acc %.4f", e.val_loss, e.val_acc)
+            let speed = e.images_per_s.isFinite ? String(format: "%.1f img/s", e.images_per_s) : "speed not measured"
+            print(String(format: "  epoch %3d     loss %.4f acc %.4f | %@ | %@", e.epoch, e.train_loss, e.train_acc, scores, speed))
         }
         print(String(format: "  size          %.2f MB compressed, %.2f MB raw, ratio %.2f", Double(checkpoint.compressedBytes) / 1e6, Double(raw) / 1e6, Double(raw) / Double(max(checkpoint.compressedBytes, 1))))
         print("  tensors")

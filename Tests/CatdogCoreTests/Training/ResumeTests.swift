@@ -417,6 +417,13 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(history.prefix(4).map { $0.val_loss.isNaN }, [false, true, true, false], "\(history.map(\.val_loss))")
         XCTAssertTrue(history.suffix(3).allSatisfy { $0.val_loss.isFinite }, "\(history.map(\.val_loss))")
         XCTAssertTrue(result.stdout.contains("not validated"), result.stdout)
+        // inspect words the epochs the run did not validate as the log does, not as nan.
+        let inspected = try CLI.run(["inspect", folder + "/last.safetensors.zst"])
+        XCTAssertEqual(inspected.status, 0, inspected.output)
+        let epochLines = inspected.stdout.split(separator: "\n").filter { $0.hasPrefix("  epoch ") }
+        XCTAssertEqual(epochLines.count, history.count, inspected.stdout)
+        XCTAssertEqual(epochLines.prefix(4).map { $0.contains("not validated") }, [false, true, true, false], inspected.stdout)
+        XCTAssertFalse(inspected.stdout.contains("nan"), inspected.stdout)
         // Warmup + cosine to the budget's end: the last epoch's rate is a small fraction of the peak.
         let peak = history.map(\.lr).max() ?? 0
         XCTAssertLessThan(history.last!.lr, 0.1 * peak, "\(history.map(\.lr))")
