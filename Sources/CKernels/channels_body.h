@@ -264,9 +264,10 @@ void FN(catdog_lamb_apply)(float *restrict w, const float *restrict m, const flo
     for (size_t i = 0; i < n; i++) w[i] = w[i] - rate * (m[i] * c1 / (__builtin_sqrtf(v[i] * c2) + eps));
 }
 
-// dst (cols x rows) = srcᵀ, in blocks of 16 x 16 that stay in cache. kernels_v4.c has its own,
-// transposing each block in registers, and includes this one for the edges.
-#ifndef CATDOG_TRANSPOSE_IN_REGISTERS
+// dst (cols x rows) = srcᵀ, in blocks of 16 x 16 that stay in cache. kernels_v4.c and
+// kernels_v3.c have their own, transposing each block in registers, and include this one for
+// the edges.
+#if !defined(CATDOG_TRANSPOSE_IN_REGISTERS) && !defined(CATDOG_TRANSPOSE8_IN_REGISTERS)
 void FN(catdog_transpose)(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
 #else
 static void transpose_scalar(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
