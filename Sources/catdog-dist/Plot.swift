@@ -16,7 +16,7 @@ struct Plot: ParsableCommand {
     @Argument(help: "metrics.jsonl from a checkpoint folder.")
     var metrics: String
 
-    @Option(help: "Output SVG file.")
+    @Option(help: "Output SVG file (a name ending in .svg, or without an extension).")
     var out = "curves.svg"
 
     /// A run's metrics.jsonl holds one line of ~220 bytes an epoch: 100,000 epochs (the most a
@@ -24,6 +24,12 @@ struct Plot: ParsableCommand {
     static let maxBytes = 64 << 20
 
     func run() throws {
+        // The figure is SVG whatever the name says: a curves.png holding SVG opens nowhere.
+        let ext = URL(fileURLWithPath: out).pathExtension.lowercased()
+        guard ext.isEmpty || ext == "svg" else {
+            printError("plot writes SVG, not .\(printable(ext)): give --out a name ending in .svg (convert it afterwards if you need \(printable(ext)), e.g. rsvg-convert -o curves.\(printable(ext)) curves.svg)")
+            throw ExitCode(1)
+        }
         let text: String
         do { text = String(decoding: try readBoundedFile(metrics, limit: Plot.maxBytes), as: UTF8.self) } catch {
             printError("cannot read \(printable(metrics)): \(error)")

@@ -232,6 +232,13 @@ final class InferenceCommandTests: XCTestCase {
         for label in ["Loss", "Accuracy", "training loss", "validation loss", "training accuracy", "validation accuracy", "epoch"] {
             XCTAssertTrue(svg.texts.contains(label), "missing \(label)")
         }
+        // It draws SVG only: a name that says another format is refused in one line, nothing written.
+        let png = (out as NSString).deletingPathExtension + ".png"
+        let refused = try CLI.run(["plot", Self.runFolder + "/metrics.jsonl", "--out", png])
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertTrue(refused.stderr.contains("plot writes SVG, not .png"), refused.stderr)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: png))
     }
 
     /// `LoadedCheckpoint.model(path:)`, how `train --init-from` learns the model before MPI
