@@ -61,6 +61,18 @@ public struct OutputError: Error, CustomStringConvertible {
     }
 }
 
+/// Refuses an output name whose extension says another format than the one written: `plot
+/// --out curves.png` held SVG, and `import --out lite0.safetensors` a zstd frame, which no
+/// viewer or safetensors reader opens. `suffixes` are the endings that say the format (".svg",
+/// ".safetensors.zst"), compared without case; a name without any extension passes. `hint`
+/// ends the message (how to get the other format, or an example name).
+public func checkOutputFormat(_ path: String, writes format: String, suffixes: [String], hint: String) throws {
+    let name = (path as NSString).lastPathComponent.lowercased()
+    let ext = (name as NSString).pathExtension
+    guard !ext.isEmpty, !suffixes.contains(where: { name.hasSuffix($0.lowercased()) }) else { return }
+    throw OutputError(path: printable(path), problem: "the name says .\(printable(ext)), but this writes \(format); end the name in \(suffixes[0]) (\(hint))")
+}
+
 /// Refuses, before anything is written or computed, an output path that is a device, a FIFO,
 /// a folder or a symbolic link (as root, `--out /dev/null` would otherwise be replaced by a
 /// regular file); a file with other names (a run folder's `last`/`best` checkpoints are hard

@@ -38,6 +38,8 @@ struct Import: ParsableCommand {
 
     func run() throws {
         do {
+            try checkOutputFormat(out, writes: "a zstd-compressed safetensors checkpoint", suffixes: [".safetensors.zst", ".zst"],
+                                  hint: "zstd -d then gives the plain .safetensors other tools read")
             try checkOutputPath(out, inputs: [pth])
             let torch = try PyTorchReader.read(pth).tensorSource
             guard let lite = try EfficientNetLite.variant(of: torch) else {

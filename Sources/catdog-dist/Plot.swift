@@ -24,10 +24,8 @@ struct Plot: ParsableCommand {
     static let maxBytes = 64 << 20
 
     func run() throws {
-        // The figure is SVG whatever the name says: a curves.png holding SVG opens nowhere.
-        let ext = URL(fileURLWithPath: out).pathExtension.lowercased()
-        guard ext.isEmpty || ext == "svg" else {
-            printError("plot writes SVG, not .\(printable(ext)): give --out a name ending in .svg (convert it afterwards if you need \(printable(ext)), e.g. rsvg-convert -o curves.\(printable(ext)) curves.svg)")
+        do { try checkOutputFormat(out, writes: "SVG", suffixes: [".svg"], hint: "convert it afterwards for another format, e.g. rsvg-convert -o curves.png curves.svg") } catch {
+            printError("\(error)")
             throw ExitCode(1)
         }
         let text: String

@@ -16,7 +16,10 @@ struct Stats: ParsableCommand {
 
     func run() throws {
         if let plot {
-            do { try checkOutputPath(plot) } catch {
+            do {
+                try checkOutputFormat(plot, writes: "SVG", suffixes: [".svg"], hint: "convert it afterwards for another format, e.g. rsvg-convert -o stats.png stats.svg")
+                try checkOutputPath(plot)
+            } catch {
                 printError("\(error)")
                 throw ExitCode(1)
             }

@@ -121,6 +121,14 @@ final class EfficientNetImportTests: XCTestCase {
         let bad = try CLI.run(["import", "/etc/hostname", "--out", folder + "/x.zst"])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("not a PyTorch checkpoint"), bad.stderr)
+        // A name that says uncompressed safetensors is refused before the weights are read:
+        // the file would hold a zstd frame no safetensors reader opens.
+        let plain = folder + "/lite0.safetensors"
+        let named = try CLI.run(["import", Self.pth, "--out", plain])
+        XCTAssertEqual(named.status, 1, named.output)
+        XCTAssertTrue(named.stderr.contains("the name says .safetensors, but this writes a zstd-compressed safetensors checkpoint"), named.stderr)
+        XCTAssertEqual(named.stderr.split(separator: "\n").count, 1, named.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: plain))
     }
 
     /// Well-formed PyTorch state dicts of other networks: one of unrelated names (a ResNet's),

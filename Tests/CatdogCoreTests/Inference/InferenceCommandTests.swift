@@ -236,7 +236,7 @@ final class InferenceCommandTests: XCTestCase {
         let png = (out as NSString).deletingPathExtension + ".png"
         let refused = try CLI.run(["plot", Self.runFolder + "/metrics.jsonl", "--out", png])
         XCTAssertEqual(refused.status, 1, refused.output)
-        XCTAssertTrue(refused.stderr.contains("plot writes SVG, not .png"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("the name says .png, but this writes SVG; end the name in .svg"), refused.stderr)
         XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: png))
     }

@@ -368,6 +368,10 @@ final class CarelessHandsTests: XCTestCase {
         let fresh = try CLI.run(["submit", "--checkpoint", last, "--test-dir", images, "--out", other + "/submission.csv"])
         XCTAssertEqual(fresh.status, 0, fresh.output)
 
+        // A figure named as another format than the SVG it holds is refused.
+        assertClean(try CLI.run(["stats", "--data", images, "--plot", other + "/stats.png"]), "the name says .png, but this writes SVG")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: other + "/stats.png"))
+
         // An output in a folder that does not exist, or "in" a file, is refused before any work:
         // the timeline before training (no checkpoint is written), not after it.
         for missing in [other + "/no-such-folder/out", other + "/submission.csv/out"] {
