@@ -89,7 +89,9 @@ public enum LabEmulator {
             throw ProfileError(description: "the profile was measured on \(profile.ranks) ranks: measure it on one (bench --json without mpirun)")
         }
         let L = RunLimits.self
-        let times = [("step_ms", profile.step_ms)] + profile.layers.flatMap { [("\($0.name) forward_ms", $0.forward_ms), ("\($0.name) backward_ms", $0.backward_ms)] }
+        let times = [("step_ms", profile.step_ms)] + profile.layers.flatMap { layer in
+            [("\(layer.name.prefix(64)) forward_ms", layer.forward_ms), ("\(layer.name.prefix(64)) backward_ms", layer.backward_ms)]
+        }
         let problems = [L.check("batch_size", profile.batch_size, L.globalBatch),
                         L.check("image_size", profile.image_size, 16...CheckpointLimits.maxImageSize)]
             + times.map { L.check($0.0, $0.1, profileMilliseconds) }
@@ -97,11 +99,11 @@ public enum LabEmulator {
             throw ProfileError(description: "the profile's \(problem): make it again with `catdog-dist bench --json` on one rank")
         }
         guard let network = try? ModelZoo.build(profile.model, imageSize: profile.image_size) else {
-            throw ProfileError(description: "the profile's model \(profile.model) at \(profile.image_size) px is not one catdog-dist builds (see `catdog-dist models`)")
+            throw ProfileError(description: "the profile's model \(profile.model.prefix(64)) at \(profile.image_size) px is not one catdog-dist builds (see `catdog-dist models`)")
         }
         guard profile.layers.count == network.nodes.count - 1,
               zip(profile.layers, network.nodes.dropFirst()).allSatisfy({ $0.name == $1.name }) else {
-            throw ProfileError(description: "the profile's layers are not those of \(profile.model) at \(profile.image_size) px")
+            throw ProfileError(description: "the profile's layers are not those of \(profile.model.prefix(64)) at \(profile.image_size) px")
         }
         return network
     }

@@ -38,9 +38,22 @@ struct CatdogDist: ParsableCommand {
 }
 
 /// Prints `message` to standard error, prefixed with the program's name, as one line: a
-/// newline in it (from a file's name) is escaped like any other control character.
+/// newline in it (from a file's name) is escaped like any other control character. A message
+/// longer than `errorCharacters` (a string from a file quoted whole, such as a crafted model
+/// name of 100 kB) keeps its start and its end, where what to do is said, and says what it left out.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("catdog-dist: \(printable(message))\n".utf8))
+    FileHandle.standardError.write(Data("catdog-dist: \(bounded(printable(message), errorCharacters))\n".utf8))
+}
+
+/// The most characters one error line prints.
+let errorCharacters = 2_000
+
+/// `text` if it has at most `limit` characters; else its first two thirds of them and its
+/// last third, with how many were left out between.
+func bounded(_ text: String, _ limit: Int) -> String {
+    guard text.count > limit else { return text }
+    let head = limit * 2 / 3, tail = limit - head
+    return "\(text.prefix(head)) [... \(text.count - head - tail) characters left out ...] \(text.suffix(tail))"
 }
 
 /// Everything the command line prints goes through `printable`: names and strings that come

@@ -242,4 +242,24 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Submit.self, ["--checkpoint", "ck.zst", "--test-dir", "t", "--clip", "0.5"], saying: "--clip must be in [0, 0.5)")
         assertRefused(Submit.self, ["--checkpoint", "ck.zst", "--test-dir", "t", "--out", "ck.zst"], saying: "would overwrite a checkpoint")
     }
+
+    /// An error line stays bounded whatever a file or argument quotes in it: a message over
+    /// `errorCharacters` keeps its start and its end (where what to do is said) and says how
+    /// much it left out; the process prints that one line (a path of 3,500 characters here).
+    func testErrorLinesAreBounded() throws {
+        let short = "checkpoint x: missing"
+        XCTAssertEqual(bounded(short, errorCharacters), short)
+        let long = "start " + String(repeating: "c", count: 10_000) + " what to do"
+        let cut = bounded(long, errorCharacters)
+        XCTAssertTrue(cut.hasPrefix("start ccc") && cut.hasSuffix("ccc what to do"), cut)
+        XCTAssertTrue(cut.contains("[... \(long.count - errorCharacters) characters left out ...]"), cut)
+        XCTAssertLessThan(cut.count, errorCharacters + 60)
+        let path = "/tmp/" + (0..<14).map { _ in String(repeating: "d", count: 250) }.joined(separator: "/")
+        let result = try CLI.run(["predict", "--checkpoint", path, "/tmp/x.jpg"])
+        XCTAssertEqual(result.status, 1, result.output)
+        let lines = result.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, result.stderr)
+        XCTAssertLessThan(lines[0].count, errorCharacters + 80, result.stderr)
+        XCTAssertTrue(lines[0].hasSuffix("cannot read the file (missing or no permission)"), result.stderr)
+    }
 }
