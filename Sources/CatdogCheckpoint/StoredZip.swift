@@ -39,8 +39,11 @@ struct StoredZip {
             let name = String(decoding: bytes[(p + 46)..<(p + 46 + nameLength)], as: UTF8.self)
             p += 46 + nameLength + extraLength + commentLength
             guard flags & 1 == 0 else { throw Failure(description: "zip entry \(name) is encrypted") }
-            guard method == 0, compressed == size else {
+            guard method == 0 else {
                 throw Failure(description: "zip entry \(name) is compressed (method \(method)); torch.save stores entries uncompressed")
+            }
+            guard compressed == size else {
+                throw Failure(description: "zip entry \(name) is stored with \(compressed) bytes for its \(size): the file is damaged")
             }
             guard local <= bytes.count - 30, u32(local) == 0x0403_4B50 else { throw Failure(description: "zip entry \(name) has no local header") }
             let start = local + 30 + u16(local + 26) + u16(local + 28)
