@@ -265,8 +265,19 @@ void FN(catdog_lamb_apply)(float *restrict w, const float *restrict m, const flo
 }
 
 // dst (cols x rows) = srcᵀ, in blocks of 16 x 16 that stay in cache. kernels_v4.c and
-// kernels_v3.c have their own, transposing each block in registers, and include this one for
-// the edges.
+// kernels_v3.c have their own, transposing each block in registers, and `transpose_edges` for
+// what their blocks leave (the scalar loop for a compiler without the intrinsics).
+#if defined(CATDOG_TRANSPOSE_IN_REGISTERS) || defined(CATDOG_TRANSPOSE8_IN_REGISTERS)
+// The values outside the blocks of fullRows x fullCols: the columns right of the last full
+// block, then the rows below it.
+static inline void transpose_edges(const float *restrict src, size_t rows, size_t cols, float *restrict dst,
+                                   size_t fullRows, size_t fullCols) {
+    for (size_t r = 0; r < fullRows; r++)
+        for (size_t c = fullCols; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+    for (size_t r = fullRows; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+#endif
 #if !defined(CATDOG_TRANSPOSE_IN_REGISTERS) && !defined(CATDOG_TRANSPOSE8_IN_REGISTERS)
 void FN(catdog_transpose)(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
 #else

@@ -71,11 +71,7 @@ __attribute__((target("arch=x86-64-v3"))) void catdog_transpose_v3(const float *
     }
     for (; r0 < fullRows; r0 += 8)
         for (size_t c0 = 0; c0 < fullCols; c0 += 8) transpose8(src + r0 * cols + c0, cols, dst + c0 * rows + r0, rows);
-    // The edges: the columns right of the last full block, then the rows below it.
-    for (size_t r = 0; r < fullRows; r++)
-        for (size_t c = fullCols; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
-    for (size_t r = fullRows; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+    transpose_edges(src, rows, cols, dst, fullRows, fullCols);
 }
 #else
 void catdog_transpose_v3(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {

@@ -32,11 +32,7 @@ __attribute__((target("arch=x86-64-v4"))) void catdog_transpose_v4(const float *
     const size_t fullRows = rows / 16 * 16, fullCols = cols / 16 * 16;
     for (size_t r0 = 0; r0 < fullRows; r0 += 16)
         for (size_t c0 = 0; c0 < fullCols; c0 += 16) transpose16(src + r0 * cols + c0, cols, dst + c0 * rows + r0, rows);
-    // The edges: the columns right of the last full block, then the rows below it.
-    for (size_t r = 0; r < fullRows; r++)
-        for (size_t c = fullCols; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
-    for (size_t r = fullRows; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+    transpose_edges(src, rows, cols, dst, fullRows, fullCols);
 }
 #else
 void catdog_transpose_v4(const float *restrict src, size_t rows, size_t cols, float *restrict dst) {
