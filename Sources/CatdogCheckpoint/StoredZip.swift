@@ -1,6 +1,10 @@
+import CatdogSupport
+
 /// The entries of a zip file whose members are stored uncompressed, as `torch.save` writes
-/// them: read from the central directory, each checked to lie inside the file. Compressed,
-/// encrypted and zip64 members are refused with a clear error.
+/// them: read from the central directory, each checked to lie inside the file and to hold the
+/// bytes its CRC-32 says (a damaged download is refused, not imported as other weights; a CRC
+/// of 0, what a writer told not to compute one records, is not checked). Compressed, encrypted
+/// and zip64 members are refused with a clear error.
 struct StoredZip {
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -32,7 +36,7 @@ struct StoredZip {
         for _ in 0..<count {
             guard p <= bytes.count - 46, u32(p) == 0x0201_4B50 else { throw Failure(description: "damaged zip central directory") }
             let flags = u16(p + 8), method = u16(p + 10)
-            let compressed = u32(p + 20), size = u32(p + 24)
+            let crc = u32(p + 16), compressed = u32(p + 20), size = u32(p + 24)
             let nameLength = u16(p + 28), extraLength = u16(p + 30), commentLength = u16(p + 32)
             let local = u32(p + 42)
             guard p + 46 + nameLength <= bytes.count else { throw Failure(description: "damaged zip central directory") }
@@ -49,6 +53,9 @@ struct StoredZip {
             let start = local + 30 + u16(local + 26) + u16(local + 28)
             guard start <= bytes.count, size <= bytes.count - start else {
                 throw Failure(description: "zip entry \(name) reaches past the end of the file (truncated?)")
+            }
+            guard crc == 0 || Int(CRC32.ieee.checksum(bytes[start..<(start + size)])) == crc else {
+                throw Failure(description: "zip entry \(name) does not hold the bytes its CRC-32 says: the file is damaged; download it again")
             }
             entries[name] = start..<(start + size)
             names.append(name)

@@ -78,17 +78,7 @@ public final class TensorBoardWriter {
 
 /// CRC-32C (Castagnoli), the checksum of TFRecord and TensorBoard files.
 public enum CRC32C {
-    private static let table: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0x82F6_3B78 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
-    public static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-        return c ^ 0xFFFF_FFFF
-    }
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 { CRC32.castagnoli.checksum(bytes) }
 
     /// TFRecord's masked CRC: rotated right by 15 bits plus a constant.
     public static func masked(_ bytes: [UInt8]) -> UInt32 {

@@ -165,5 +165,18 @@ final class PyTorchReaderTests: XCTestCase {
         XCTAssertEqual(legacy.count, zipped.count)
         XCTAssertGreaterThan(legacy.count, 100)
         for (name, values) in legacy { XCTAssertEqual(values, zipped[name], name) }
+
+        // One bit of a stored tensor flipped (a damaged download): its entry's CRC-32 no longer
+        // matches, and the file is refused in one line rather than imported as other weights.
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: zip)))
+        let middle = bytes.count / 2
+        bytes[middle] ^= 1
+        let damaged = folder + "/damaged.pth"
+        try Data(bytes).write(to: URL(fileURLWithPath: damaged))
+        let refused = try CLI.run(["import", damaged, "--out", folder + "/damaged.safetensors.zst"])
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertTrue(refused.stderr.contains("does not hold the bytes its CRC-32 says: the file is damaged"), refused.stderr)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/damaged.safetensors.zst"))
     }
 }

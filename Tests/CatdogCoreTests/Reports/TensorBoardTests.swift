@@ -1,4 +1,5 @@
 import CatdogRun
+import CatdogSupport
 import Foundation
 import XCTest
 
@@ -10,9 +11,11 @@ final class TensorBoardTests: XCTestCase {
         .deletingLastPathComponent().deletingLastPathComponent()
 
     func testCRC32CMatchesTheStandardCheckValue() {
-        // The check value of CRC-32C (Castagnoli) over "123456789".
+        // The check values over "123456789" of CRC-32C (Castagnoli) and of zip's CRC-32 (IEEE).
         XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)
         XCTAssertEqual(CRC32C.checksum([]), 0)
+        XCTAssertEqual(CRC32.ieee.checksum(Array("123456789".utf8)), 0xCBF4_3926)
+        XCTAssertEqual(CRC32.ieee.checksum(Array("0123456789".utf8)[1...]), 0xCBF4_3926, "a slice that does not start at 0")
     }
 
     func testTrainWritesEventsThatTensorBoardReads() throws {
