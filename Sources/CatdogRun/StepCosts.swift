@@ -94,6 +94,23 @@ public struct RemainingSteps: Sendable {
         return sum * topStepSeconds + evaluationSeconds * Double(evaluations)
     }
 
+    /// Whether a run with `seconds` of its budget left trains another step, `step` being the
+    /// one just trained: when the step and the evaluations it brings fit (the run's last, and
+    /// when `step` ended its epoch, that epoch's if the validation schedule validates it). An
+    /// epoch is begun only if it can train at least as long as its evaluation takes: a run whose
+    /// budget ended just after an epoch's evaluation began another epoch for one step and
+    /// evaluated again.
+    public func trainsAnotherStep(seconds budget: Double, config: TrainingConfig, costs: StepCosts) -> Bool {
+        var steps = 1
+        if leftInEpoch == 0 {
+            let perStep = topStepSeconds * costs.relative(currentSize)
+            if perStep > 0, perStep.isFinite, evaluationSeconds.isFinite {
+                steps = min(stepsPerEpoch, max(1, Int(min((evaluationSeconds / perStep).rounded(.up), 1e9))))
+            }
+        }
+        return seconds(toTotal: step + steps, config: config, costs: costs) <= budget
+    }
+
     /// The most total steps, at most `step + planned`, whose remaining steps fit in `seconds`
     /// (`step` when none does). A longer run trains more of its steps at smaller sizes, so the
     /// cost of a total dips (by up to ~2%) where a longer run moves an epoch to a smaller size,

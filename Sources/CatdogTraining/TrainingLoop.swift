@@ -192,8 +192,7 @@ extension Trainer {
             let remaining = remainingSteps(plan, leftInEpoch: plan.steps - stepInEpoch - 1, run)
             let planned = remaining.leftInEpoch + max(config.epochs - epoch - 1, 0) * plan.steps
             totalEstimate = Double(remaining.affordableTotal(seconds: budget - elapsed, planned: planned, config: config, costs: stepCosts))
-            let nextStep = remaining.topStepSeconds * stepCosts.relative(trainingSize)
-            budgetSpent = elapsed + nextStep + remaining.evaluationSeconds > budget
+            budgetSpent = !remaining.trainsAnotherStep(seconds: budget - elapsed, config: config, costs: stepCosts)
         }
         let control = try StepControl.agree(result, budgetSpent: budgetSpent, totalEstimate: totalEstimate,
                                             signalled: stopSignal() != 0, communicator: comm)
@@ -330,7 +329,9 @@ extension Trainer {
             epochsWithoutImprovement += 1
         }
         if comm.rank == 0 { try report(metrics, improved: improved, validated: validating, inputWait: waited, late: late, run) }
-        if run.stoppedBy != .timeBudget {
+        // The budget can stop a run inside an epoch, which a resume with more time finishes; an
+        // epoch whose steps were all trained is done.
+        if run.stoppedBy != .timeBudget || stepInEpoch >= plan.steps {
             epoch += 1
             stepInEpoch = 0
             epochTotals = EpochTotals()

@@ -136,8 +136,8 @@ final class StepCostsTests: XCTestCase {
 
     /// A run of 1,800 s on a machine whose steps cost `truth`: the estimate made after its first
     /// step, from the measured costs, is within one epoch of the steps the run then trains when
-    /// it re-estimates after every step (as the loop does) and stops when the next step and an
-    /// evaluation no longer fit.
+    /// it re-estimates after every step (as the loop does) and stops when the next step and the
+    /// evaluations it brings no longer fit (`trainsAnotherStep`).
     func testTheFirstEstimateHoldsForTheWholeRun() {
         let budget = 1_800.0, perEpoch = 282, evaluation = 6.0
         let measured = StepCosts(top: 128, seconds: truth)
@@ -160,8 +160,8 @@ final class StepCostsTests: XCTestCase {
                                                currentSize: size, topStepSeconds: top, evaluationSeconds: evaluation)
                 total = remaining.affordableTotal(seconds: budget - elapsed, planned: 1_000 * perEpoch, config: growing, costs: costs)
                 if first == 0 { first = total }
+                if !remaining.trainsAnotherStep(seconds: budget - elapsed, config: growing, costs: costs) { break }
                 if inEpoch == perEpoch - 1 { elapsed += evaluation }
-                if elapsed + top * costs.relative(size) + evaluation > budget { break }
             }
             return (first, step, sizes)
         }
@@ -177,6 +177,57 @@ final class StepCostsTests: XCTestCase {
         let (guess, trainedByPixels, _) = run(StepCosts(top: 128))
         XCTAssertEqual(Double(guess), Double(trainedByPixels), accuracy: 0.2 * Double(trainedByPixels))
         XCTAssertGreaterThan(abs(Double(guess - trainedByPixels)), abs(Double(first - trained)))
+    }
+
+    /// A budget ends within itself, its last evaluation included, and never with an epoch
+    /// begun for fewer steps than its evaluation costs. Simulated over budgets half a second
+    /// apart (every alignment of the budget's end with an epoch's), each step re-deciding as
+    /// the loop does: a run whose budget ended just after an epoch's evaluation began another
+    /// epoch for one step and evaluated again, 6 s over a 600 s budget.
+    func testABudgetEndsWithinItselfAndBeginsNoEpochItCannotFill() {
+        var config = TrainingConfig()
+        config.imageSize = 64
+        config.trainSize = 64
+        let stepSeconds = 0.2, evaluation = 7.5, perEpoch = 100
+        let costs = StepCosts(top: 64, seconds: [64: stepSeconds])
+        let worth = Int((evaluation / stepSeconds).rounded(.up))  // 38 steps train as long as an evaluation takes
+        var partialEnds = 0
+        for budget in stride(from: 600.0, to: 660, by: 0.5) {
+            var elapsed = 0.0, step = 0, lastEpochSteps = 0
+            while true {
+                elapsed += stepSeconds
+                step += 1
+                lastEpochSteps = (step - 1) % perEpoch + 1
+                let remaining = RemainingSteps(step: step, leftInEpoch: perEpoch - lastEpochSteps, stepsPerEpoch: perEpoch,
+                                               currentSize: 64, topStepSeconds: stepSeconds, evaluationSeconds: evaluation)
+                if !remaining.trainsAnotherStep(seconds: budget - elapsed, config: config, costs: costs) { break }
+                if lastEpochSteps == perEpoch { elapsed += evaluation }
+            }
+            elapsed += evaluation  // the run's last
+            XCTAssertLessThanOrEqual(elapsed, budget + 1e-9, "budget \(budget)")
+            // What it leaves unused is less than an epoch begun could have filled.
+            XCTAssertGreaterThan(elapsed, budget - (Double(worth) * stepSeconds + 2 * evaluation), "budget \(budget)")
+            if lastEpochSteps < perEpoch {
+                partialEnds += 1
+                XCTAssertGreaterThanOrEqual(lastEpochSteps, worth, "budget \(budget): an epoch of \(lastEpochSteps) steps")
+            }
+        }
+        XCTAssertGreaterThan(partialEnds, 0, "no budget ended inside an epoch: the sweep tests nothing of that")
+        // The rule itself: after an epoch's last step the next needs both evaluations and the
+        // epoch's worth of steps; inside an epoch, one step and the last evaluation.
+        let ending = RemainingSteps(step: 200, leftInEpoch: 0, stepsPerEpoch: perEpoch, currentSize: 64,
+                                    topStepSeconds: stepSeconds, evaluationSeconds: evaluation)
+        let epochEnd = 2 * evaluation + Double(worth) * stepSeconds
+        XCTAssertTrue(ending.trainsAnotherStep(seconds: epochEnd + 1e-6, config: config, costs: costs))
+        XCTAssertFalse(ending.trainsAnotherStep(seconds: epochEnd - 1e-6, config: config, costs: costs))
+        var inside = ending
+        inside.leftInEpoch = 10
+        XCTAssertTrue(inside.trainsAnotherStep(seconds: evaluation + stepSeconds + 1e-6, config: config, costs: costs))
+        XCTAssertFalse(inside.trainsAnotherStep(seconds: evaluation + stepSeconds - 1e-6, config: config, costs: costs))
+        // Without a speed it trains on only while one step's price (nothing) and the evaluations fit.
+        var unknown = ending
+        unknown.topStepSeconds = 0
+        XCTAssertTrue(unknown.trainsAnotherStep(seconds: 2 * evaluation, config: config, costs: costs))
     }
 
     /// No budget left, or no speed, affords nothing; a budget larger than the planned epochs
