@@ -229,7 +229,8 @@ final class RecipeSizesTests: XCTestCase {
     /// A bare run with a 1 s budget on 16 images holds too few epochs of the larger sizes (~8 of
     /// the 30 at 132 images/s at 128 px on one rank of a Zen 4) and keeps 64 px
     /// scored at 80; a budget that holds about 120 of them by that run's own estimate (at least
-    /// 15 s) takes 64 → 128 scored at 144, and cutout, unless --augment names the augmentation.
+    /// 15 s) takes 64 → 128 scored at 144, and cutout, unless --augment names the augmentation
+    /// (once more at a longer budget if the machine slowed and that run's estimate is under 100).
     /// The budget follows the machine: a fixed 15 s held only ~29 with CATDOG_KERNELS=avx2 on a
     /// Zen 4 beside another test (56 images/s at 128 px), as it might on a slower machine. The
     /// checkpoint keeps what was chosen; a resume measures nothing again; naming a size
@@ -257,12 +258,24 @@ final class RecipeSizesTests: XCTestCase {
                                         short.stdout)
         XCTAssertFalse(short.stdout.contains("augment:"), short.stdout)
         XCTAssertNil(c.augmentation.cutout)
-        // A budget of about 120 epochs by the short run's estimate (at least 15 s).
-        let budget = max(15, (120 + max(shortEpochs, 1) - 1) / max(shortEpochs, 1))
-        guard budget <= 150 else {
-            throw XCTSkip("this machine is too slow for 100 epochs of the larger sizes within 150 s (a 1 s budget held ~\(shortEpochs))")
+        // A budget of about 120 epochs by the short run's estimate (at least 15 s). The machine's
+        // speed can move between the runs by more than that margin over the 100 cutout takes
+        // (one CI run measured ~100 beside a build): then once more, at the budget the long run's own
+        // estimate says holds ~120.
+        var budget = max(15, (120 + max(shortEpochs, 1) - 1) / max(shortEpochs, 1))
+        func held(_ result: CLIResult) -> Int? {
+            result.stdout.firstMatch(of: /the \d+ s budget holds ~(\d+) epochs/).flatMap { Int($0.1) }
         }
-        let (long, longFolder) = try run(budget)
+        var (long, longFolder) = (CLIResult(status: 0, stdout: "", stderr: ""), "")
+        for attempt in 1...2 {
+            guard budget <= 150 else {
+                throw XCTSkip("this machine is too slow for 100 epochs of the larger sizes within 150 s (a 1 s budget held ~\(shortEpochs))")
+            }
+            (long, longFolder) = try run(budget)
+            let epochs = try XCTUnwrap(held(long), long.stdout)
+            guard attempt == 1, Double(epochs) < Recipe.standard.longRun!.cutoutFromEpochs else { break }
+            budget = (budget * 120 + epochs - 1) / max(epochs, 1)
+        }
         XCTAssertTrue(long.stdout.contains("sizes: training from 64 px growing to 128, scored at 144:"), long.stdout)
         XCTAssertTrue(long.stdout.contains("augment: flip,color,crop,scale,cutout:0.5: ~"), long.stdout)
         XCTAssertTrue(long.stdout.contains("augment flip,color,crop,scale,cutout:0.5;"), long.stdout)
