@@ -432,6 +432,35 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(again.stdout.contains("is a finished run"), again.stdout)
     }
 
+    /// A budget that stops a run of --epochs at an epoch's end (one step an epoch, so every stop
+    /// is one) leaves that epoch done: a resume with more time goes on with the next epoch, and
+    /// the history holds each epoch once. The epoch used to stay open: the resume evaluated it
+    /// again, logged it twice, and wrote a checkpoint with more epochs of history than epochs,
+    /// which no later resume could read.
+    func testABudgetStoppedAtAnEpochsEndResumesWithTheNextEpoch() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                         "--epochs", "1000", "--batch-size", "36", "--validate-every", "1", "--patience", "0"]
+        let first = try CLI.run(arguments + ["--time-budget", "3"])
+        XCTAssertEqual(first.status, 0, first.output)
+        XCTAssertTrue(first.stdout.contains("; 1 steps per epoch;"), first.stdout)
+        let stopped = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
+        let n = stopped.history.count
+        XCTAssertGreaterThan(n, 1, first.stdout)
+        XCTAssertEqual(stopped.history.map(\.epoch), Array(1...n))
+        XCTAssertEqual(stopped.epoch, n, "the last epoch's one step was trained: it is done")
+        XCTAssertEqual(stopped.step, n)
+        let second = try CLI.run(arguments + ["--resume", "auto", "--time-budget", "6"])
+        XCTAssertEqual(second.status, 0, second.output)
+        XCTAssertFalse(second.stdout.contains("epoch \(n)/"), "epoch \(n) again: \(second.stdout)")
+        let resumed = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
+        let m = resumed.history.count
+        XCTAssertGreaterThan(m, n, second.stdout)
+        XCTAssertEqual(resumed.history.map(\.epoch), Array(1...m), second.stdout)
+        XCTAssertEqual(resumed.step, m)
+    }
+
     func testInspectShowsMetadataTensorsAndCompression() throws {
         let data = try sharedSubset(self, perClass: 20)
         let folder = try temporaryFolder(self)
