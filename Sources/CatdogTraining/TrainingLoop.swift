@@ -319,13 +319,19 @@ extension Trainer {
             train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
             val_acc: validation.accuracy, images_per_s: trained ? counts.images / max(trainSeconds, 1e-9) : .nan,
             elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: imageSide)
+        // An epoch the budget stopped inside is validated and logged (the run's last scores),
+        // and, resumed with more time, again when it ends: its whole line then replaces the
+        // part's, and only a whole epoch counts towards --patience. (Counted twice, a resumed
+        // run wrote checkpoints with more epochs of history, or without improvement, than epochs.)
+        let partial = run.stoppedBy == .timeBudget && stepInEpoch < plan.steps
+        if history.last?.epoch == metrics.epoch { history.removeLast() }
         history.append(metrics)
         let improved = validation.loss < bestValidationLoss
         if improved {
             bestValidationLoss = validation.loss
             epochsWithoutImprovement = 0
             rememberBest()
-        } else {
+        } else if !partial {
             epochsWithoutImprovement += 1
         }
         if comm.rank == 0 { try report(metrics, improved: improved, validated: validating, inputWait: waited, late: late, run) }

@@ -432,33 +432,46 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(again.stdout.contains("is a finished run"), again.stdout)
     }
 
-    /// A budget that stops a run of --epochs at an epoch's end (one step an epoch, so every stop
-    /// is one) leaves that epoch done: a resume with more time goes on with the next epoch, and
-    /// the history holds each epoch once. The epoch used to stay open: the resume evaluated it
-    /// again, logged it twice, and wrote a checkpoint with more epochs of history than epochs,
-    /// which no later resume could read.
-    func testABudgetStoppedAtAnEpochsEndResumesWithTheNextEpoch() throws {
+    /// A budget that stops a run of --epochs leaves the epoch it stopped in to a resume with
+    /// more time, and an epoch it finished done. At one step an epoch every stop is at an
+    /// epoch's end: the resume goes on with the next epoch. At nine, a stop inside an epoch
+    /// logs the part (the run's last scores), and the resume finishes the epoch, whose line
+    /// replaces the part's. Either way the history holds each epoch once, and the checkpoint
+    /// reads back. Both used to count an epoch twice: the resume evaluated it again, and wrote
+    /// checkpoints with more epochs of history, or without improvement, than epochs, which no
+    /// later resume could read.
+    func testABudgetStoppedRunResumesEachEpochOnce() throws {
         let data = try sharedSubset(self, perClass: 20)
-        let folder = try temporaryFolder(self)
-        let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
-                         "--epochs", "1000", "--batch-size", "36", "--validate-every", "1", "--patience", "0"]
-        let first = try CLI.run(arguments + ["--time-budget", "3"])
-        XCTAssertEqual(first.status, 0, first.output)
-        XCTAssertTrue(first.stdout.contains("; 1 steps per epoch;"), first.stdout)
-        let stopped = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
-        let n = stopped.history.count
-        XCTAssertGreaterThan(n, 1, first.stdout)
-        XCTAssertEqual(stopped.history.map(\.epoch), Array(1...n))
-        XCTAssertEqual(stopped.epoch, n, "the last epoch's one step was trained: it is done")
-        XCTAssertEqual(stopped.step, n)
-        let second = try CLI.run(arguments + ["--resume", "auto", "--time-budget", "6"])
-        XCTAssertEqual(second.status, 0, second.output)
-        XCTAssertFalse(second.stdout.contains("epoch \(n)/"), "epoch \(n) again: \(second.stdout)")
-        let resumed = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
-        let m = resumed.history.count
-        XCTAssertGreaterThan(m, n, second.stdout)
-        XCTAssertEqual(resumed.history.map(\.epoch), Array(1...m), second.stdout)
-        XCTAssertEqual(resumed.step, m)
+        for batch in [36, 4] {
+            let folder = try temporaryFolder(self)
+            let arguments = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                             "--epochs", "1000", "--batch-size", String(batch), "--validate-every", "1", "--patience", "0"]
+            let first = try CLI.run(arguments + ["--time-budget", "3"])
+            XCTAssertEqual(first.status, 0, first.output)
+            XCTAssertTrue(first.stdout.contains("; \(36 / batch) steps per epoch;"), first.stdout)
+            let stopped = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
+            let n = stopped.history.count
+            XCTAssertGreaterThan(n, 1, first.stdout)
+            XCTAssertEqual(stopped.history.map(\.epoch), Array(1...n), "batch \(batch)")
+            XCTAssertEqual(stopped.history.last?.step, stopped.step)
+            if batch == 36 {
+                XCTAssertEqual(stopped.epoch, n, "the last epoch's one step was trained: it is done")
+                XCTAssertEqual(stopped.step, n)
+            }
+            let inside = stopped.stepInEpoch > 0
+            XCTAssertEqual(stopped.epoch, inside ? n - 1 : n, "batch \(batch)")
+            let second = try CLI.run(arguments + ["--resume", "auto", "--time-budget", "6"])
+            XCTAssertEqual(second.status, 0, second.output)
+            // The epoch stopped inside is logged again when it ends; a finished one is not.
+            XCTAssertEqual(second.stdout.contains("epoch \(n)/1000: "), inside, "batch \(batch): \(second.stdout)")
+            let resumed = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
+            let m = resumed.history.count
+            XCTAssertGreaterThan(m, n, second.stdout)
+            XCTAssertEqual(resumed.history.map(\.epoch), Array(1...m), "batch \(batch): \(second.stdout)")
+            XCTAssertEqual(resumed.history.last?.step, resumed.step)
+            XCTAssertLessThanOrEqual(resumed.epochsWithoutImprovement, resumed.epoch)
+            if batch == 4 { print("batch 4: the first run stopped \(inside ? "inside" : "at the end of") epoch \(n)") }
+        }
     }
 
     func testInspectShowsMetadataTensorsAndCompression() throws {
