@@ -34,6 +34,10 @@ public final class Trainer {
     public var history: [EpochMetrics] = []
     public var bestValidationLoss = Double.infinity
     public var epochsWithoutImprovement = 0
+    /// Told what a resume would refuse in a checkpoint this trainer is writing (`CheckpointMetadata.problem`,
+    /// the check every read makes): a fault of this program, said when it happens rather than
+    /// at the resume. It may throw to stop the run (the tests do); the file is written otherwise.
+    public var onUnreadableCheckpoint: ((String) throws -> Void)?
     /// The input size the checkpoint's unfinished epoch trained at (progressive resizing).
     public var resumedEpochSize: Int?
     /// Seconds trained before this process started (from a checkpoint).

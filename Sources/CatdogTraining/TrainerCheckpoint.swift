@@ -31,6 +31,7 @@ extension Trainer {
             elapsedSeconds: elapsedBefore + Date().timeIntervalSince(processStart), finished: finished,
             parameterCount: network.parameterCount, created: ISO8601DateFormatter().string(from: Date()))
         if config.trainsAtOtherSizes, stepInEpoch > 0 { metadata.epochImageSize = trainingSize }
+        if let onUnreadableCheckpoint, let problem = metadata.problem { try onUnreadableCheckpoint(problem) }
         var extra: [SafeTensors.Tensor] = []
         // While the body runs, the network holds the average and the EMA buffers the live weights.
         if config.emaDecay != nil {

@@ -430,6 +430,7 @@ struct Train: ParsableCommand {
             if let costs { trainer.stepCosts = costs }
             if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
             trainer.watchdog = watchdog(comm)
+            trainer.onUnreadableCheckpoint = unreadableCheckpointHandler(warn: log.info)
             if lite != nil {
                 for node in trainer.network.nodes { (node.layer as? BatchNorm)?.frozen = true }
                 if let initial, checkpoint == nil {
@@ -585,6 +586,26 @@ struct Train: ParsableCommand {
             checkpointMilliseconds.append(Date().timeIntervalSince(started) * 1000)
         }
         return (summary, checkpointMilliseconds)
+    }
+
+    /// A checkpoint this run is writing that a resume would refuse is a fault of this program:
+    /// a warning, once (the run goes on; the checkpoints before it still resume), or with
+    /// CATDOG_CHECKPOINT_CHECK=strict (as the tests run) an error that stops the run.
+    func unreadableCheckpointHandler(strict: Bool = ProcessInfo.processInfo.environment["CATDOG_CHECKPOINT_CHECK"] == "strict",
+                                     warn: @escaping (String) -> Void) -> (String) throws -> Void {
+        var warned = false
+        return { problem in
+            let text = "the checkpoint being written would not resume (\(problem)): a fault of catdog-dist; please report it with this log"
+            if strict { throw UnreadableCheckpoint(text: text) }
+            guard !warned else { return }
+            warned = true
+            warn("warning: \(text); training goes on, and the checkpoints before it still resume (--resume FILE)")
+        }
+    }
+
+    struct UnreadableCheckpoint: Error, CustomStringConvertible {
+        var text: String
+        var description: String { text }
     }
 
     /// How the run ended, on every rank's log: a stop signal's checkpoint (then a resumable

@@ -3,6 +3,9 @@ import Foundation
 import CatdogDistributed
 import CatdogEngine
 import CatdogRun
+import CatdogTraining
+import CatdogData
+import CatdogCheckpoint
 @testable import catdog_dist
 import XCTest
 
@@ -241,6 +244,47 @@ final class CommandLineTests: XCTestCase {
         assertRefused(Import.self, ["x.pth", "--out", "y.zst", "--image-size", "8"], saying: "--image-size must be between 32 and 1024")
         assertRefused(Submit.self, ["--checkpoint", "ck.zst", "--test-dir", "t", "--clip", "0.5"], saying: "--clip must be in [0, 0.5)")
         assertRefused(Submit.self, ["--checkpoint", "ck.zst", "--test-dir", "t", "--out", "ck.zst"], saying: "would overwrite a checkpoint")
+    }
+
+    /// A checkpoint the trainer writes and a resume would refuse is told to the hook with the
+    /// problem the reader would name, before anything is written; `train`'s hook warns once and
+    /// goes on, or under CATDOG_CHECKPOINT_CHECK=strict (as the tests run `catdog-dist`) stops
+    /// the run with the same words.
+    func testACheckpointAResumeWouldRefuseIsSaidWhenWritten() throws {
+        let folder = try temporaryFolder(self)
+        let codec = JPEGCodec()
+        for i in 0..<8 {
+            try codec.encode(pattern(width: 16 + i, height: 16), width: 16 + i, height: 16)
+                .write(to: URL(fileURLWithPath: "\(folder)/\(i % 2 == 0 ? "cat" : "dog").\(i).jpg"))
+        }
+        var config = TrainingConfig()
+        config.model = "simple"
+        config.imageSize = 16
+        config.globalBatch = 4
+        config.validationFraction = 0.25
+        let data = try TrainingData(folder: folder, config: config, communicator: LocalCommunicator(), cache: .none)
+        let trainer = try Trainer(config: config, communicator: LocalCommunicator(), data: data)
+        var told: [String] = []
+        trainer.onUnreadableCheckpoint = { told.append($0) }
+        _ = try trainer.checkpointBytes(finished: false)
+        XCTAssertEqual(told, [], "a fresh trainer's checkpoint is readable")
+        trainer.epoch = 2
+        trainer.epochsWithoutImprovement = 3
+        let bytes = try trainer.checkpointBytes(finished: false)
+        XCTAssertEqual(told, ["epochs without improvement 3 is outside 0...2"])
+        XCTAssertThrowsError(try LoadedCheckpoint(decompressed: bytes, path: "x", compressedBytes: bytes.count)) {
+            XCTAssertTrue("\($0)".contains(told[0]), "the reader refuses it in the same words: \($0)")
+        }
+
+        var warnings: [String] = []
+        let lenient = Train().unreadableCheckpointHandler(strict: false) { warnings.append($0) }
+        XCTAssertNoThrow(try lenient("a problem"))
+        XCTAssertNoThrow(try lenient("another"))
+        XCTAssertEqual(warnings.count, 1, "once a run: \(warnings)")
+        XCTAssertTrue(warnings[0].hasPrefix("warning: the checkpoint being written would not resume (a problem)"), warnings[0])
+        let strict = Train().unreadableCheckpointHandler(strict: true) { warnings.append($0) }
+        XCTAssertThrowsError(try strict("a problem")) { XCTAssertTrue("\($0)".contains("would not resume (a problem)"), "\($0)") }
+        XCTAssertEqual(warnings.count, 1)
     }
 
     /// An error line stays bounded whatever a file or argument quotes in it: a message over

@@ -40,7 +40,9 @@ enum CLI {
     static func run(_ arguments: [String], ranks: Int? = nil, environment: [String: String] = [:],
                     timeout: TimeInterval = 300) throws -> CLIResult {
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw NotBuilt() }
-        return try runCommand(command(arguments, ranks: ranks), environment: environment, timeout: timeout)
+        // A checkpoint a resume would refuse stops the run that writes it (a warning for users).
+        let strict = ["CATDOG_CHECKPOINT_CHECK": "strict"].merging(environment) { _, given in given }
+        return try runCommand(command(arguments, ranks: ranks), environment: strict, timeout: timeout)
     }
 }
 
