@@ -252,16 +252,8 @@ final class CommandLineTests: XCTestCase {
     /// the run with the same words.
     func testACheckpointAResumeWouldRefuseIsSaidWhenWritten() throws {
         let folder = try temporaryFolder(self)
-        let codec = JPEGCodec()
-        for i in 0..<8 {
-            try codec.encode(pattern(width: 16 + i, height: 16), width: 16 + i, height: 16)
-                .write(to: URL(fileURLWithPath: "\(folder)/\(i % 2 == 0 ? "cat" : "dog").\(i).jpg"))
-        }
-        var config = TrainingConfig()
-        config.model = "simple"
-        config.imageSize = 16
-        config.globalBatch = 4
-        config.validationFraction = 0.25
+        try writeLabeledPatterns(8, side: 16, to: folder)
+        let config = tinyConfig(batch: 4)
         let data = try TrainingData(folder: folder, config: config, communicator: LocalCommunicator(), cache: .none)
         let trainer = try Trainer(config: config, communicator: LocalCommunicator(), data: data)
         var told: [String] = []

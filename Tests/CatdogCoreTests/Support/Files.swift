@@ -1,3 +1,5 @@
+import CatdogData
+import CatdogRun
 import Foundation
 import XCTest
 
@@ -26,4 +28,25 @@ func pattern(width: Int, height: Int) -> [UInt8] {
         }
     }
     return pixels
+}
+
+/// `count` generated JPEGs of `side` × `side` (the test pattern) in `folder`, named as Kaggle's
+/// are, cats and dogs alternating: the tiny training folder of the in-process tests, which
+/// train `simple` at 16 px on it (`tinyConfig`).
+func writeLabeledPatterns(_ count: Int, side: Int, to folder: String) throws {
+    let codec = JPEGCodec()
+    for i in 0..<count {
+        try codec.encode(pattern(width: side, height: side), width: side, height: side)
+            .write(to: URL(fileURLWithPath: "\(folder)/\(i % 2 == 0 ? "cat" : "dog").\(i).jpg"))
+    }
+}
+
+/// `simple` at 16 px, a quarter of the images for validation, global batch `batch`.
+func tinyConfig(batch: Int) -> TrainingConfig {
+    var config = TrainingConfig()
+    config.model = "simple"
+    config.imageSize = 16
+    config.globalBatch = batch
+    config.validationFraction = 0.25
+    return config
 }

@@ -68,18 +68,10 @@ final class StreamingInputTests: XCTestCase {
     /// left out of its batch and counted, once per epoch it comes up in; training goes on.
     func testAFileThatBreaksAfterTheCheckIsLeftOutAndCounted() throws {
         let folder = try temporaryFolder(self)
-        let codec = JPEGCodec()
-        for i in 0..<24 {
-            try codec.encode(pattern(width: 40, height: 40), width: 40, height: 40)
-                .write(to: URL(fileURLWithPath: "\(folder)/\(i % 2 == 0 ? "cat" : "dog").\(i).jpg"))
-        }
-        var config = TrainingConfig()
-        config.model = "simple"
-        config.imageSize = 16
-        config.globalBatch = 8
+        try writeLabeledPatterns(24, side: 40, to: folder)
+        var config = tinyConfig(batch: 8)
         config.epochs = 2
         config.patience = 0
-        config.validationFraction = 0.25
         let data = try TrainingData(folder: folder, config: config, communicator: LocalCommunicator(), cache: .none)
         XCTAssertNil(data.cache)
         XCTAssertEqual(data.trainSamples.count, 18)
