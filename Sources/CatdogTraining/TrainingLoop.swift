@@ -319,21 +319,7 @@ extension Trainer {
             train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
             val_acc: validation.accuracy, images_per_s: trained ? counts.images / max(trainSeconds, 1e-9) : .nan,
             elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: imageSide)
-        // An epoch the budget stopped inside is validated and logged (the run's last scores),
-        // and, resumed with more time, again when it ends: its whole line then replaces the
-        // part's, and only a whole epoch counts towards --patience. (Counted twice, a resumed
-        // run wrote checkpoints with more epochs of history, or without improvement, than epochs.)
-        let partial = run.stoppedBy == .timeBudget && stepInEpoch < plan.steps
-        if history.last?.epoch == metrics.epoch { history.removeLast() }
-        history.append(metrics)
-        let improved = validation.loss < bestValidationLoss
-        if improved {
-            bestValidationLoss = validation.loss
-            epochsWithoutImprovement = 0
-            rememberBest()
-        } else if !partial {
-            epochsWithoutImprovement += 1
-        }
+        let improved = recordEpoch(metrics, whole: run.stoppedBy != .timeBudget || stepInEpoch >= plan.steps)
         if comm.rank == 0 { try report(metrics, improved: improved, validated: validating, inputWait: waited, late: late, run) }
         // The budget can stop a run inside an epoch, which a resume with more time finishes; an
         // epoch whose steps were all trained is done.
@@ -344,13 +330,38 @@ extension Trainer {
         }
         try checkpointing(.epochEnd(improved: improved), run)
         if run.stoppedBy == .timeBudget { return false }
+        return try goesOn(validated: validating, run)
+    }
+
+    /// The epoch's metrics into the history, and whether its validation improved on the best
+    /// (then its weights are kept as the best). An epoch the budget stopped inside (not
+    /// `whole`) is validated and logged (the run's last scores), and, resumed with more time,
+    /// again when it ends: its whole line then replaces the part's, and only a whole epoch
+    /// counts towards --patience. (Counted twice, a resumed run wrote checkpoints with more
+    /// epochs of history, or without improvement, than epochs.)
+    func recordEpoch(_ metrics: EpochMetrics, whole: Bool) -> Bool {
+        if history.last?.epoch == metrics.epoch { history.removeLast() }
+        history.append(metrics)
+        guard metrics.val_loss < bestValidationLoss else {
+            if whole { epochsWithoutImprovement += 1 }
+            return false
+        }
+        bestValidationLoss = metrics.val_loss
+        epochsWithoutImprovement = 0
+        rememberBest()
+        return true
+    }
+
+    /// After an epoch's checkpoint: whether every rank goes on, or a stop signal (to any rank)
+    /// or early stopping ends the run here.
+    func goesOn(validated: Bool, _ run: FitRun) throws -> Bool {
         // A stop signal during the evaluation: the epoch's checkpoint is the one to resume from.
         var asked = [stopSignal() != 0 ? 1.0 : 0]
         try watchdog.watchIfAny("agreeing whether to stop after epoch \(epoch)", expected: run.slowestStep, listening: true) {
             try comm.allReduceSum(&asked)
         }
         if asked[0] > 0 { run.stoppedBy = .signal(stopSignal()); return false }
-        if validating, config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
+        if validated, config.patience > 0, epochsWithoutImprovement >= config.patience, epoch < config.epochs {
             run.stoppedBy = .earlyStopping
             if comm.rank == 0 {
                 run.log("early stopping: val_loss has not improved for \(config.patience) epochs; best \(String(format: "%.4f", bestValidationLoss))")
