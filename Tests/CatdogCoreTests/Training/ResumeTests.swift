@@ -474,6 +474,26 @@ final class ResumeTests: XCTestCase {
         }
     }
 
+    /// --patience N stops a run after N validated epochs without a lower val_loss (Keras's
+    /// EarlyStopping): at a learning rate too small to move the weights, long before its 20
+    /// epochs; the checkpoint says so, and its last N epochs did not improve on the best.
+    func testEarlyStoppingEndsARunThatStopsImproving() throws {
+        let data = try sharedSubset(self, perClass: 20)
+        let folder = try temporaryFolder(self)
+        let result = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32",
+                                  "--epochs", "20", "--batch-size", "8", "--patience", "2", "--lr", "1e-9"])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.stdout.contains("early stopping: val_loss has not improved for 2 epochs"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("stopped early in"), result.stdout)
+        let m = try LoadedCheckpoint(path: folder + "/last.safetensors.zst").metadata
+        XCTAssertLessThan(m.history.count, 20, result.stdout)
+        XCTAssertEqual(m.epoch, m.history.count)
+        XCTAssertEqual(m.epochsWithoutImprovement, 2)
+        let best = try XCTUnwrap(m.bestValidationLoss)
+        XCTAssertTrue(m.history.suffix(2).allSatisfy { $0.val_loss >= best }, "\(m.history.map(\.val_loss))")
+        XCTAssertEqual(m.history.dropLast(2).map(\.val_loss).min(), best)
+    }
+
     func testInspectShowsMetadataTensorsAndCompression() throws {
         let data = try sharedSubset(self, perClass: 20)
         let folder = try temporaryFolder(self)
