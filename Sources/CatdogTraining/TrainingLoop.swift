@@ -319,11 +319,12 @@ extension Trainer {
             train_acc: epochTotals.correct / max(epochTotals.count, 1), val_loss: validation.loss,
             val_acc: validation.accuracy, images_per_s: trained ? counts.images / max(trainSeconds, 1e-9) : .nan,
             elapsed_s: elapsed, lr: Double(schedule.rate(at: max(globalStep - 1, 0))), ranks: comm.size, train_size: imageSide)
-        let improved = recordEpoch(metrics, whole: run.stoppedBy != .timeBudget || stepInEpoch >= plan.steps)
-        if comm.rank == 0 { try report(metrics, improved: improved, validated: validating, inputWait: waited, late: late, run) }
         // The budget can stop a run inside an epoch, which a resume with more time finishes; an
         // epoch whose steps were all trained is done.
-        if run.stoppedBy != .timeBudget || stepInEpoch >= plan.steps {
+        let whole = run.stoppedBy != .timeBudget || stepInEpoch >= plan.steps
+        let improved = recordEpoch(metrics, whole: whole)
+        if comm.rank == 0 { try report(metrics, improved: improved, validated: validating, inputWait: waited, late: late, run) }
+        if whole {
             epoch += 1
             stepInEpoch = 0
             epochTotals = EpochTotals()
