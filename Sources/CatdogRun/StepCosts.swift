@@ -63,23 +63,32 @@ public struct RemainingSteps: Sendable {
     /// Seconds of a step at the largest training size, and of one evaluation.
     public var topStepSeconds: Double
     public var evaluationSeconds: Double
+    /// Seconds of one checkpoint (0: not priced): one at each epoch's end and one at the run's,
+    /// and with `checkpointEvery` > 0 one at each of its multiples of the global step.
+    public var checkpointSeconds: Double
+    public var checkpointEvery: Int
 
-    public init(step: Int, leftInEpoch: Int, stepsPerEpoch: Int, currentSize: Int, topStepSeconds: Double, evaluationSeconds: Double) {
+    public init(step: Int, leftInEpoch: Int, stepsPerEpoch: Int, currentSize: Int, topStepSeconds: Double, evaluationSeconds: Double,
+                checkpointSeconds: Double = 0, checkpointEvery: Int = 0) {
         self.step = step
         self.leftInEpoch = leftInEpoch
         self.stepsPerEpoch = max(stepsPerEpoch, 1)
         self.currentSize = currentSize
         self.topStepSeconds = topStepSeconds
         self.evaluationSeconds = evaluationSeconds
+        self.checkpointSeconds = checkpointSeconds.isFinite ? max(checkpointSeconds, 0) : 0
+        self.checkpointEvery = max(checkpointEvery, 0)
     }
 
     /// Seconds from `step` to `total` steps when the run has `total` steps: each later epoch at
     /// the size the schedule gives its first step for that total (never smaller than the
     /// current), and an evaluation at the end of the current epoch and of each later one begun
-    /// that the validation schedule validates (`TrainingConfig.validates`; the last always).
+    /// that the validation schedule validates (`TrainingConfig.validates`; the last always), and
+    /// the checkpoints: one at each of those epochs' ends, one at the run's end, and one at each
+    /// multiple of `checkpointEvery` from `step` on (counted at an epoch's end too: a little over).
     public func seconds(toTotal total: Int, config: TrainingConfig, costs: StepCosts) -> Double {
         var sum = Double(min(leftInEpoch, max(total - step, 0))) * costs.relative(currentSize)
-        var start = step + leftInEpoch, evaluations = 0
+        var start = step + leftInEpoch, evaluations = 0, epochEnds = 1
         func evaluated(endingAt end: Int) -> Bool {
             config.validates(epoch: (end + stepsPerEpoch - 1) / stepsPerEpoch, fraction: Double(end) / Double(max(total, 1)),
                              last: end >= total)
@@ -89,14 +98,18 @@ public struct RemainingSteps: Sendable {
             let size = max(currentSize, config.trainingSize(atFraction: Double(start) / Double(total)))
             sum += Double(min(stepsPerEpoch, total - start)) * costs.relative(size)
             start += stepsPerEpoch
+            epochEnds += 1
             if evaluated(endingAt: min(start, total)) { evaluations += 1 }
         }
-        return sum * topStepSeconds + evaluationSeconds * Double(evaluations)
+        var checkpoints = epochEnds + 1
+        // Multiples in [step, total): the loop writes step's own after deciding on the next.
+        if checkpointEvery > 0, total > step { checkpoints += (total - 1) / checkpointEvery - (max(step, 1) - 1) / checkpointEvery }
+        return sum * topStepSeconds + evaluationSeconds * Double(evaluations) + checkpointSeconds * Double(checkpoints)
     }
 
     /// Whether a run with `seconds` of its budget left trains another step, `step` being the
-    /// one just trained: when the step and the evaluations it brings fit (the run's last, and
-    /// when `step` ended its epoch, that epoch's if the validation schedule validates it). An
+    /// one just trained: when the step and the evaluations and checkpoints it brings fit (the
+    /// run's last, and when `step` ended its epoch, that epoch's; `seconds(toTotal:)`). An
     /// epoch is begun only if it can train at least as long as its evaluation takes: a run whose
     /// budget ended just after an epoch's evaluation began another epoch for one step and
     /// evaluated again.

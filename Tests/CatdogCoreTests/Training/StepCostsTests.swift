@@ -179,7 +179,7 @@ final class StepCostsTests: XCTestCase {
         XCTAssertGreaterThan(abs(Double(guess - trainedByPixels)), abs(Double(first - trained)))
     }
 
-    /// A budget ends within itself, its last evaluation included, and never with an epoch
+    /// A budget ends within itself, its last evaluation and checkpoints included, and never with an epoch
     /// begun for fewer steps than its evaluation costs. Simulated over budgets half a second
     /// apart (every alignment of the budget's end with an epoch's), each step re-deciding as
     /// the loop does: a run whose budget ended just after an epoch's evaluation began another
@@ -191,28 +191,36 @@ final class StepCostsTests: XCTestCase {
         let stepSeconds = 0.2, evaluation = 7.5, perEpoch = 100
         let costs = StepCosts(top: 64, seconds: [64: stepSeconds])
         let worth = Int((evaluation / stepSeconds).rounded(.up))  // 38 steps train as long as an evaluation takes
-        var partialEnds = 0
-        for budget in stride(from: 600.0, to: 660, by: 0.5) {
-            var elapsed = 0.0, step = 0, lastEpochSteps = 0
-            while true {
-                elapsed += stepSeconds
-                step += 1
-                lastEpochSteps = (step - 1) % perEpoch + 1
-                let remaining = RemainingSteps(step: step, leftInEpoch: perEpoch - lastEpochSteps, stepsPerEpoch: perEpoch,
-                                               currentSize: 64, topStepSeconds: stepSeconds, evaluationSeconds: evaluation)
-                if !remaining.trainsAnotherStep(seconds: budget - elapsed, config: config, costs: costs) { break }
-                if lastEpochSteps == perEpoch { elapsed += evaluation }
+        // Checkpoints unpriced, then priced: one at each epoch's end and the run's, and with
+        // --checkpoint-every one each 30 steps inside an epoch (as the loop writes them).
+        for (checkpoint, every) in [(0.0, 0), (1.3, 0), (1.3, 30)] {
+            var partialEnds = 0
+            // (Budgets off the 0.1 s grid the prices add up on: no ties decided by rounding.)
+            for budget in stride(from: 600.01, to: 660, by: 0.5) {
+                var elapsed = 0.0, step = 0, lastEpochSteps = 0
+                while true {
+                    elapsed += stepSeconds
+                    step += 1
+                    lastEpochSteps = (step - 1) % perEpoch + 1
+                    let remaining = RemainingSteps(step: step, leftInEpoch: perEpoch - lastEpochSteps, stepsPerEpoch: perEpoch,
+                                                   currentSize: 64, topStepSeconds: stepSeconds, evaluationSeconds: evaluation,
+                                                   checkpointSeconds: checkpoint, checkpointEvery: every)
+                    if !remaining.trainsAnotherStep(seconds: budget - elapsed, config: config, costs: costs) { break }
+                    if lastEpochSteps == perEpoch { elapsed += evaluation + checkpoint }
+                    if every > 0, step % every == 0, lastEpochSteps < perEpoch { elapsed += checkpoint }
+                }
+                elapsed += evaluation + 2 * checkpoint  // the run's last evaluation, its epoch's checkpoint and the run's
+                let label = "budget \(budget), checkpoints of \(checkpoint) s every \(every) steps"
+                XCTAssertLessThanOrEqual(elapsed, budget + 1e-9, label)
+                // What it leaves unused is less than an epoch begun could have filled.
+                XCTAssertGreaterThan(elapsed, budget - (Double(worth) * stepSeconds + 2 * evaluation + 4 * checkpoint), label)
+                if lastEpochSteps < perEpoch {
+                    partialEnds += 1
+                    XCTAssertGreaterThanOrEqual(lastEpochSteps, worth, "\(label): an epoch of \(lastEpochSteps) steps")
+                }
             }
-            elapsed += evaluation  // the run's last
-            XCTAssertLessThanOrEqual(elapsed, budget + 1e-9, "budget \(budget)")
-            // What it leaves unused is less than an epoch begun could have filled.
-            XCTAssertGreaterThan(elapsed, budget - (Double(worth) * stepSeconds + 2 * evaluation), "budget \(budget)")
-            if lastEpochSteps < perEpoch {
-                partialEnds += 1
-                XCTAssertGreaterThanOrEqual(lastEpochSteps, worth, "budget \(budget): an epoch of \(lastEpochSteps) steps")
-            }
+            XCTAssertGreaterThan(partialEnds, 0, "no budget ended inside an epoch: the sweep tests nothing of that")
         }
-        XCTAssertGreaterThan(partialEnds, 0, "no budget ended inside an epoch: the sweep tests nothing of that")
         // The rule itself: after an epoch's last step the next needs both evaluations and the
         // epoch's worth of steps; inside an epoch, one step and the last evaluation.
         let ending = RemainingSteps(step: 200, leftInEpoch: 0, stepsPerEpoch: perEpoch, currentSize: 64,
@@ -224,6 +232,10 @@ final class StepCostsTests: XCTestCase {
         inside.leftInEpoch = 10
         XCTAssertTrue(inside.trainsAnotherStep(seconds: evaluation + stepSeconds + 1e-6, config: config, costs: costs))
         XCTAssertFalse(inside.trainsAnotherStep(seconds: evaluation + stepSeconds - 1e-6, config: config, costs: costs))
+        // With checkpoints priced, inside an epoch: the epoch's and the run's.
+        inside.checkpointSeconds = 2
+        XCTAssertTrue(inside.trainsAnotherStep(seconds: evaluation + stepSeconds + 4 + 1e-6, config: config, costs: costs))
+        XCTAssertFalse(inside.trainsAnotherStep(seconds: evaluation + stepSeconds + 4 - 1e-6, config: config, costs: costs))
         // Without a speed it trains on only while one step's price (nothing) and the evaluations fit.
         var unknown = ending
         unknown.topStepSeconds = 0
