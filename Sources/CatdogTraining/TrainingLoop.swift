@@ -39,9 +39,6 @@ extension Trainer {
         /// What the watchdog expects: the slowest step so far (the first one gets time to warm
         /// up), and the slowest checkpoint and evaluation so far.
         var slowestStep = 0.0, slowestCheckpoint = 0.0, slowestEvaluation = 0.0
-        /// The seconds of the last evaluation, which a budget prices the next ones by (until one
-        /// is measured, `TrainingConfig.evaluationSeconds`'s estimate).
-        var lastEvaluation: Double?
         /// Loss and samples since the last TensorBoard batch event.
         var batchLoss = 0.0, batchCount = 0.0
         /// For a run that fills its budget, the epochs it is estimated to hold ("~57" in the log).
@@ -248,11 +245,13 @@ extension Trainer {
 
     /// The steps still to come from here, `leftInEpoch` of them in this epoch, priced by what the
     /// steps timed so far cost at the largest size (`run` has timed at least one), the evaluations
-    /// by the last one and the checkpoints by the slowest (both once measured).
+    /// and checkpoints by the slowest so far (once one is measured; before, evaluations by
+    /// `TrainingConfig.evaluationSeconds`'s estimate): a budget is a limit, and an evaluation's
+    /// time moves by a tenth between epochs.
     func remainingSteps(_ plan: EpochPlan, leftInEpoch: Int, _ run: FitRun) -> RemainingSteps {
         let perStep = run.stepSeconds / Double(max(run.timedSteps, 1))
         return RemainingSteps(step: globalStep, leftInEpoch: leftInEpoch, stepsPerEpoch: plan.steps, currentSize: trainingSize,
-                              topStepSeconds: perStep, evaluationSeconds: run.lastEvaluation ?? evaluationSeconds(perStep: perStep),
+                              topStepSeconds: perStep, evaluationSeconds: run.slowestEvaluation > 0 ? run.slowestEvaluation : evaluationSeconds(perStep: perStep),
                               checkpointSeconds: run.slowestCheckpoint, checkpointEvery: run.checkpointEvery)
     }
 
@@ -401,9 +400,7 @@ extension Trainer {
             try comm.allReduceSum(&late)
             return (validation, late[0])
         }
-        let seconds = Date().timeIntervalSince(evaluationStarted)
-        run.slowestEvaluation = max(run.slowestEvaluation, seconds)
-        if result != nil { run.lastEvaluation = seconds }
+        run.slowestEvaluation = max(run.slowestEvaluation, Date().timeIntervalSince(evaluationStarted))
         timeline?.record("evaluation", "evaluation", since: evaluationMark)
         return result
     }
