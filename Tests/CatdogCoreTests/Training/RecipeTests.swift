@@ -285,10 +285,19 @@ final class RecipeSizesTests: XCTestCase {
         c = try config(longFolder)
         XCTAssertEqual([c.imageSize, c.trainSize ?? 0, c.resizeFrom ?? 0], [144, 128, 64])
         XCTAssertEqual(c.augmentation.cutout, 0.5)
-        // A named augmentation is kept as named.
-        let (named, namedFolder) = try run(budget, ["--augment", "flip,color,crop,scale"])
-        XCTAssertTrue(named.stdout.contains("sizes: training from 64 px growing to 128"), named.stdout)
-        XCTAssertFalse(named.stdout.contains("augment:"), named.stdout)
+        // A named augmentation is kept as named. The choice is made before the first step, so
+        // this run is stopped (SIGTERM) once training has begun: its stop checkpoint holds it.
+        let namedFolder = try temporaryFolder(self)
+        let named = try BackgroundRun(CLI.binary, ["train", "--data", data, "--checkpoint-dir", namedFolder, "--batch-size", "8",
+                                                   "--time-budget", String(budget), "--augment", "flip,color,crop,scale"])
+        named.wait(upTo: 120) { named.stdout.value.contains("epoch 1: training at") }
+        named.process.terminate()
+        named.waitForExit(upTo: 60)
+        let namedLog = named.stdout.value
+        XCTAssertEqual(named.process.terminationStatus, 128 + SIGTERM, namedLog + named.stderr.value)
+        XCTAssertTrue(namedLog.contains("sizes: training from 64 px growing to 128"), namedLog)
+        XCTAssertFalse(namedLog.contains("augment:"), namedLog)
+        XCTAssertEqual(try config(namedFolder).resizeFrom, 64)
         XCTAssertNil(try config(namedFolder).augmentation.cutout)
         let resumed = try CLI.run(["train", "--data", data, "--checkpoint-dir", longFolder, "--resume", "auto"])
         XCTAssertEqual(resumed.status, 0, resumed.output)
