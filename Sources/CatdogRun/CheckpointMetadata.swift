@@ -360,29 +360,28 @@ extension CheckpointMetadata {
         guard epoch >= 0, stepInEpoch >= 0, step >= 0, optimizerIterations >= 0, epochsWithoutImprovement >= 0 else {
             return "a negative epoch, step or iteration count"
         }
-        let position: [String?] = [
-            L.check("epoch", epoch, 0...L.epochs.upperBound),
-            L.check("step", step, L.steps),
-            L.check("step in epoch", stepInEpoch, 0...max(0, step)),  // max: the array is built whole, step may be bad
-            L.check("optimizer iterations", optimizerIterations, L.steps),
-            L.check("epochs without improvement", epochsWithoutImprovement, 0...max(0, epoch)),
-            L.check("ranks", ranks, L.ranks),
-            L.check("parameter count", parameterCount, L.parameters),
-            L.check("schedule steps", schedule.totalSteps, L.steps),
-            L.check("warmup steps", schedule.warmupSteps, L.steps),
-            L.check("schedule rate", Double(schedule.baseRate), L.learningRate),
-            L.check("schedule minimum factor", Double(schedule.minimumFactor), 0...1),
-            L.check("schedule step factor", Double(schedule.stepFactor), 0...1),
-            L.check("schedule step interval", schedule.stepEvery, 1...L.steps.upperBound),
-            L.check("format version", formatVersion, 1...Self.currentVersion),
-            L.check("elapsed seconds", elapsedSeconds, L.seconds),
-            L.check("epoch loss sum", epochTotals.lossSum, 0...L.loss.upperBound * max(1, min(epochTotals.count, 1e15))),
-            L.check("epoch correct count", epochTotals.correct, 0...1e15),
-            L.check("epoch sample count", epochTotals.count, 0...1e15),
-            bestValidationLoss.flatMap { L.check("best validation loss", $0, L.loss) },
-            epochImageSize.flatMap { L.check("epoch image size", $0, 16...imageSize) },
-        ]
-        if let problem = position.lazy.compactMap({ $0 }).first { return problem }
+        if let problem = RunLimits.firstProblem(
+            { L.check("epoch", epoch, 0...L.epochs.upperBound) },
+            { L.check("step", step, L.steps) },
+            { L.check("step in epoch", stepInEpoch, 0...step) },
+            { L.check("optimizer iterations", optimizerIterations, L.steps) },
+            { L.check("epochs without improvement", epochsWithoutImprovement, 0...epoch) },
+            { L.check("ranks", ranks, L.ranks) },
+            { L.check("parameter count", parameterCount, L.parameters) },
+            { L.check("schedule steps", schedule.totalSteps, L.steps) },
+            { L.check("warmup steps", schedule.warmupSteps, L.steps) },
+            { L.check("schedule rate", Double(schedule.baseRate), L.learningRate) },
+            { L.check("schedule minimum factor", Double(schedule.minimumFactor), 0...1) },
+            { L.check("schedule step factor", Double(schedule.stepFactor), 0...1) },
+            { L.check("schedule step interval", schedule.stepEvery, 1...L.steps.upperBound) },
+            { L.check("format version", formatVersion, 1...Self.currentVersion) },
+            { L.check("elapsed seconds", elapsedSeconds, L.seconds) },
+            { L.check("epoch loss sum", epochTotals.lossSum, 0...L.loss.upperBound * max(1, min(epochTotals.count, 1e15))) },
+            { L.check("epoch correct count", epochTotals.correct, 0...1e15) },
+            { L.check("epoch sample count", epochTotals.count, 0...1e15) },
+            { bestValidationLoss.flatMap { L.check("best validation loss", $0, L.loss) } },
+            { epochImageSize.flatMap { L.check("epoch image size", $0, 16...imageSize) } }
+        ) { return problem }
         // Training at other sizes (progressive resizing, --train-size, a resumed epoch's size)
         // needs weights that do not depend on the size: global pooling.
         let otherSizes = Set([config.resizeFrom, config.trainSize, epochImageSize].compactMap { $0 }).subtracting([imageSize])

@@ -398,41 +398,49 @@ public enum RunLimits {
     public static func check(_ name: String, _ value: Double, _ range: ClosedRange<Double>) -> String? {
         value.isFinite && range.contains(value) ? nil : "\(name) \(value) is outside \(range.lowerBound)...\(range.upperBound)"
     }
+
+    /// The first problem `checks` find, each run only when those before it passed: a later
+    /// check may compute with a number an earlier one bounds (a divisor checked positive, a
+    /// range built from a count), as an array of results, all computed at once, could not
+    /// (`--ghost-batch 0` divided by zero in the check after the one that refused it).
+    public static func firstProblem(_ checks: (() -> String?)...) -> String? {
+        for check in checks { if let problem = check() { return problem } }
+        return nil
+    }
 }
 
 extension TrainingConfig {
     /// What is out of range in this configuration, or nil (see `RunLimits`).
     public var problem: String? {
         typealias L = RunLimits
-        let checks: [String?] = [
-            L.check("image size", imageSize, 16...CheckpointLimits.maxImageSize),
-            L.check("epochs", epochs, L.epochs),
-            L.check("batch size", globalBatch, L.globalBatch),
-            learningRate.flatMap { $0 > 0 ? L.check("learning rate", Double($0), L.learningRate) : "learning rate \($0) is not positive" },
-            L.check("momentum", Double(momentum), 0...0.999_999),
-            L.check("weight decay", Double(weightDecay), L.weightDecay),
-            L.check("warmup epochs", warmupEpochs, L.warmupEpochs),
-            L.check("validation fraction", validationFraction, 1e-9...0.999_999_999),
-            L.check("patience", patience, L.patience),
-            timeBudget.flatMap { L.check("time budget", $0, 1e-3...L.seconds.upperBound) },
-            L.check("bucket MiB", bucketMiB, 1e-6...L.bucketMiB.upperBound),
-            ema.flatMap { L.check("EMA decay", $0, 0...0.999_999_999) },
-            resizeFrom.flatMap { L.check("resize-from size", $0, 16...max(16, imageSize)) },  // max: the array is built whole
-            trainSize.flatMap { L.check("training size", $0, 16...max(16, imageSize)) },
-            L.check("checksum interval", checksumEvery, 1...L.steps.upperBound),
-            L.check("colour shift", Double(augmentation.colorShift), 0...255),
-            augmentation.cutout.flatMap { L.check("cutout size", Double($0), Double(Augmentation.cutoutRange.lowerBound)...Double(Augmentation.cutoutRange.upperBound)) },
-            powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) },
-            powerSGDBF16 == true && powerSGDRank == nil ? "PowerSGD's factors in bf16 without PowerSGD" : nil,
-            ghostBatch.flatMap { L.check("ghost batch", $0, 1...max(1, globalBatch)) },
-            ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" },
-            labelSmoothing.flatMap { L.check("label smoothing", $0, L.labelSmoothing) },
-            validateEvery.flatMap { L.check("validation interval", $0, 1...Self.budgetEpochCap) },
-            balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil },
-            hierarchicalAllReduce == true && partedAllReduce == true ? "the all-reduce is both hierarchical and parted" : nil,
-            allReduceTopology.takes(compression) ? nil : "the \(allReduceTopology) all-reduce sums exact fp32 gradients, not \(compression)",
-        ]
-        return checks.lazy.compactMap { $0 }.first
+        return RunLimits.firstProblem(
+            { L.check("image size", imageSize, 16...CheckpointLimits.maxImageSize) },
+            { L.check("epochs", epochs, L.epochs) },
+            { L.check("batch size", globalBatch, L.globalBatch) },
+            { learningRate.flatMap { $0 > 0 ? L.check("learning rate", Double($0), L.learningRate) : "learning rate \($0) is not positive" } },
+            { L.check("momentum", Double(momentum), 0...0.999_999) },
+            { L.check("weight decay", Double(weightDecay), L.weightDecay) },
+            { L.check("warmup epochs", warmupEpochs, L.warmupEpochs) },
+            { L.check("validation fraction", validationFraction, 1e-9...0.999_999_999) },
+            { L.check("patience", patience, L.patience) },
+            { timeBudget.flatMap { L.check("time budget", $0, 1e-3...L.seconds.upperBound) } },
+            { L.check("bucket MiB", bucketMiB, 1e-6...L.bucketMiB.upperBound) },
+            { ema.flatMap { L.check("EMA decay", $0, 0...0.999_999_999) } },
+            { resizeFrom.flatMap { L.check("resize-from size", $0, 16...imageSize) } },
+            { trainSize.flatMap { L.check("training size", $0, 16...imageSize) } },
+            { L.check("checksum interval", checksumEvery, 1...L.steps.upperBound) },
+            { L.check("colour shift", Double(augmentation.colorShift), 0...255) },
+            { augmentation.cutout.flatMap { L.check("cutout size", Double($0), Double(Augmentation.cutoutRange.lowerBound)...Double(Augmentation.cutoutRange.upperBound)) } },
+            { powerSGDRank.flatMap { L.check("PowerSGD rank", $0, 1...GradientCompression.maxPowerSGDRank) } },
+            { powerSGDBF16 == true && powerSGDRank == nil ? "PowerSGD's factors in bf16 without PowerSGD" : nil },
+            { ghostBatch.flatMap { L.check("ghost batch", $0, 1...globalBatch) } },
+            { ghostBatch.flatMap { globalBatch % $0 == 0 ? nil : "ghost batch \($0) does not divide the global batch \(globalBatch)" } },
+            { labelSmoothing.flatMap { L.check("label smoothing", $0, L.labelSmoothing) } },
+            { validateEvery.flatMap { L.check("validation interval", $0, 1...Self.budgetEpochCap) } },
+            { balance.flatMap { BatchSplit(parsing: $0) == nil ? "balance \($0.prefix(40)) is not even, auto or weights such as 2,1" : nil } },
+            { hierarchicalAllReduce == true && partedAllReduce == true ? "the all-reduce is both hierarchical and parted" : nil },
+            { allReduceTopology.takes(compression) ? nil : "the \(allReduceTopology) all-reduce sums exact fp32 gradients, not \(compression)" }
+        )
     }
 }
 
