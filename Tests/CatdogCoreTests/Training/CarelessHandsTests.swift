@@ -297,6 +297,15 @@ final class CarelessHandsTests: XCTestCase {
         }
         try rewriteMetadata(good, to: folder + "/probe.bin") { m in collect(m, []) }
         XCTAssertGreaterThan(paths.count, 40, "the metadata's numbers: \(paths)")
+        // The configuration's options this run left unset are not in the file: a crafted file
+        // may set them all the same (`--ghost-batch 0` once divided by zero in its own check).
+        let unset = Mirror(reflecting: original.metadata.config).children.compactMap { child -> String? in
+            guard let name = child.label else { return nil }
+            let value = Mirror(reflecting: child.value)
+            return value.displayStyle == .optional && value.children.isEmpty ? name : nil
+        }
+        XCTAssertTrue(unset.contains("ghostBatch") && unset.contains("powerSGDRank"), "the unset options: \(unset)")
+        let unsetPaths = unset.map { ["config", $0] }
         func set(_ value: Any, at path: ArraySlice<String>, in object: Any) -> Any {
             guard let key = path.first else { return value }
             if var dict = object as? [String: Any] {
@@ -313,19 +322,22 @@ final class CarelessHandsTests: XCTestCase {
         let crafted = folder + "/crafted.bin"
         let goodBytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: good))).withUnsafeBytes { try Zstd.decompress($0) }
         var accepted: [String] = []
-        for path in paths {
-            for edge in edges {
+        // Zero as well, which many fields take (so it may be accepted), and which a divisor must
+        // not: nothing may trap.
+        for path in paths + unsetPaths {
+            for edge in edges + [0] {
                 try rewriteMetadata(decompressed: goodBytes, to: crafted, level: 1) { m in m = set(edge, at: path[...], in: m) as! [String: Any] }
                 if let loaded = try? LoadedCheckpoint(path: crafted) {
                     // Accepted: only where the value is a legitimate one.
                     _ = try? loaded.makeNetwork()
-                    accepted.append(path.joined(separator: ".") + "=\(edge)")
+                    if (edge as? Int) != 0 { accepted.append(path.joined(separator: ".") + "=\(edge)") }
                 }
             }
         }
         // Any 64-bit seed is a seed; any finite learning rate computes (a huge one diverges and
         // training says so; `testDivergedLoss…`).
-        let harmless = ["seed=", "config.seed=", "schedule.baseRate=9223372036854775807", "history.0.lr=9223372036854775807"]
+        let harmless = ["seed=", "config.seed=", "schedule.baseRate=9223372036854775807", "config.learningRate=9223372036854775807",
+                        "history.0.lr=9223372036854775807"]
         let legitimate = accepted.filter { item in !harmless.contains { item.hasPrefix($0) } }
         XCTAssertEqual(legitimate, [], "out-of-range numbers that were accepted")
         XCTAssertEqual(original.metadata.problem, nil)
