@@ -139,6 +139,27 @@ public final class Trainer {
         config.emaDecay == nil ? 0 : (network.parameterCount + network.state.count) * MemoryLayout<Float>.size
     }
 
+    /// The input loader's two buffers (the step being trained and the next, being prepared) hold
+    /// a rank's whole share in floats, outside the activation budget that micro-batches keep:
+    /// `--batch-size 65536 --image-size 256` asked one rank for 51.5 GB and aborted in the
+    /// allocation. Refused, before anything is allocated, when they would take more than
+    /// `inputBufferShare` of the memory the kernel says is available.
+    public struct InputBuffersTooLarge: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static let inputBufferShare = 0.25
+
+    static func checkInputBuffers(samples: Int, shape: FeatureShape, globalBatch: Int,
+                                  available: Int? = MemoryStatus.availableBytes()) throws {
+        guard let available, available > 0 else { return }
+        let bytes = 2 * Double(max(samples, 1)) * Double(shape.count) * Double(MemoryLayout<Float>.size)
+        guard bytes > inputBufferShare * Double(available) else { return }
+        throw InputBuffersTooLarge(description: String(
+            format: "a rank's share of --batch-size %d holds up to %d images of %dx%d, whose two input buffers (decoded to floats) would take %.1f GiB, more than a quarter of the %.1f GiB this machine has available: use a smaller --batch-size or --image-size, or more ranks",
+            globalBatch, samples, shape.height, shape.width, bytes / 1_073_741_824, Double(available) / 1_073_741_824))
+    }
+
     /// Micro-batch size for a local batch: as few micro-batches as keep activations and their
     /// gradients within `budget`, of equal size (the last may be smaller by the remainder).
     public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
@@ -166,7 +187,8 @@ public final class Trainer {
         let balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
                                     group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
         let localBatch = config.globalBatch / comm.size
-        let largest = max(balancer.largestPossibleShare, localBatch, 1)
+        // A step holds at most every training image, however large the batch.
+        let largest = min(max(balancer.largestPossibleShare, localBatch, 1), max(data.trainSamples.count, 1))
         let group = balancer.group ?? 1
         let planned = Trainer.activationBudget(activationBudget, less: Trainer.movingAverageBytes(config, network))
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, largestShare: largest,
@@ -175,8 +197,9 @@ public final class Trainer {
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
                                               tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
-        let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: balancer.largestPossibleShare,
-                                 sampleFloats: network.inputShape.count)
+        let capacity = min(balancer.largestPossibleShare, largest)
+        try Trainer.checkInputBuffers(samples: capacity, shape: network.inputShape, globalBatch: config.globalBatch)
+        let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: capacity, sampleFloats: network.inputShape.count)
         try self.init(config: config, communicator: comm, network: network,
                       groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)], firstNode: 0,
                       source: ImageSource(data: data, loader: loader), preprocessing: data.preprocessing, convolution: convolution)

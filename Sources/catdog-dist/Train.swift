@@ -735,7 +735,7 @@ struct Train: ParsableCommand {
         if balancer.split != .even || balancer.group != nil {
             log.info("batch split \(balancer.split): shares \(balancer.shares.map(String.init).joined(separator: "/")) of \(config.globalBatch) to start with\(balancer.group.map { "; BatchNorm over groups of \($0) samples (ghost batch normalization)" } ?? "")\(balancer.split == .auto ? "; estimated from the ranks' speeds after \(Balancer.firstWindow + 1) steps, then every \(Balancer.window)" : "")")
         }
-        let localBatch = config.globalBatch / comm.size
+        let localBatch = min(config.globalBatch / comm.size, trainer.source.trainCount)  // a step holds at most every image
         let perStep = (localBatch + trainer.microBatch - 1) / trainer.microBatch
         if config.compression != .none {
             let reduction = trainer.stepper.reduction
