@@ -28,6 +28,32 @@ final class InputBufferTests: XCTestCase {
         XCTAssertNoThrow(try Trainer.checkInputBuffers(samples: 65_536, shape: shape, globalBatch: 65_536, available: nil))
     }
 
+    /// `bench` times one pass of a rank's whole batch: its activations beyond a quarter of the
+    /// available memory are refused in one line before anything is allocated (65,536 images
+    /// of `simple` at 32 px were killed by the kernel at 24 GB).
+    func testABenchPassBeyondAQuarterOfTheMemoryIsRefused() throws {
+        let network = try ModelZoo.build("simple", imageSize: 32)
+        let perSample = network.activationBytesPerSample
+        let available = 16 << 30
+        let fits = available / 4 / perSample
+        XCTAssertNoThrow(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: 2 * fits, batch: fits,
+                                                   available: available))
+        XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: 65_536, batch: 65_536,
+                                                       available: available)) { error in
+            let said = "\(error)"
+            XCTAssertTrue(said.contains("--batch-size 65536 times one pass of 65536 images a rank, whose activations (simple at 32x32)"), said)
+            XCTAssertTrue(said.contains("more than a quarter of the 16.0 GiB"), said)
+            XCTAssertFalse(said.contains("\n"), said)
+        }
+        XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: fits + 1, batch: fits + 1,
+                                                       available: available))
+        // vgg at 256 px: terabytes for 65,536 images, beyond any machine's quarter.
+        let command = ["bench", "--model", "vgg", "--image-size", "256", "--batch-size", "65536", "--steps", "1"]
+        let result = try CLI.run(command)
+        XCTAssertEqual(result.status, 1, "catdog-dist \(command.joined(separator: " ")): \(result.output.suffix(2000))")
+        XCTAssertTrue(result.stderr.contains("whose activations (vgg at 256x256) would take"), result.stderr)
+    }
+
     /// A batch larger than the training set trains each epoch in one step of every image, and
     /// its buffers and micro-batches are sized by those images, not by the batch: 65,536 on 36
     /// images took 2.6 GB before, and at 256 px asked for 51.5 GB and aborted.
