@@ -187,9 +187,11 @@ public final class Trainer {
         let balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
                                     group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
         let localBatch = config.globalBatch / comm.size
-        // A step holds at most every training image, however large the batch.
-        let largest = min(max(balancer.largestPossibleShare, localBatch, 1), max(data.trainSamples.count, 1))
         let group = balancer.group ?? 1
+        // A step holds at most every training image, however large the batch (and a micro-batch
+        // at least one group of ghost batch normalization).
+        let images = max(data.trainSamples.count, 1)
+        let largest = min(max(balancer.largestPossibleShare, localBatch, 1), max(images, group))
         let planned = Trainer.activationBudget(activationBudget, less: Trainer.movingAverageBytes(config, network))
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, largestShare: largest,
                                                              bytesPerSample: network.activationBytesPerSample,
@@ -197,7 +199,7 @@ public final class Trainer {
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
                                               tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
-        let capacity = min(balancer.largestPossibleShare, largest)
+        let capacity = min(balancer.largestPossibleShare, images)
         try Trainer.checkInputBuffers(samples: capacity, shape: network.inputShape, globalBatch: config.globalBatch)
         let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: capacity, sampleFloats: network.inputShape.count)
         try self.init(config: config, communicator: comm, network: network,

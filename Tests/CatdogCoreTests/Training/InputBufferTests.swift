@@ -67,5 +67,12 @@ final class InputBufferTests: XCTestCase {
         let images = try XCTUnwrap(result.stdout.firstMatch(of: /data: (\d+) training/).flatMap { Int($0.1) }, result.stdout)
         XCTAssertTrue(result.stdout.contains("micro-batches of \(images) within"), result.stdout)
         XCTAssertTrue(result.stdout.contains("1 steps per epoch"), result.stdout)
+        // With shares by speed, BatchNorm's groups (of 4,096 here) outnumber the images: a
+        // micro-batch still holds a whole group.
+        let balanced = ["train", "--data", data, "--checkpoint-dir", try temporaryFolder(self), "--model", "simple", "--image-size", "32",
+                        "--epochs", "1", "--batch-size", "65536", "--balance", "auto"]
+        let two = try CLI.run(balanced, ranks: 2)
+        XCTAssertEqual(two.status, 0, "mpirun -np 2 catdog-dist \(balanced.joined(separator: " ")) exited \(two.status):\n\(two.output.suffix(3000))")
+        XCTAssertTrue(two.stdout.contains("BatchNorm over groups of 4096 samples"), two.stdout)
     }
 }
