@@ -139,25 +139,42 @@ public final class Trainer {
         config.emaDecay == nil ? 0 : (network.parameterCount + network.state.count) * MemoryLayout<Float>.size
     }
 
-    /// The input loader's two buffers (the step being trained and the next, being prepared) hold
-    /// a rank's whole share in floats, outside the activation budget that micro-batches keep:
-    /// `--batch-size 65536 --image-size 256` asked one rank for 51.5 GB and aborted in the
-    /// allocation. Refused, before anything is allocated, when they would take more than
-    /// `inputBufferShare` of the memory the kernel says is available.
-    public struct InputBuffersTooLarge: Error, CustomStringConvertible {
+    /// What grows with the batch beyond the activation budget, refused before anything is
+    /// allocated when it would take more than `inputBufferShare` of this rank's part of the
+    /// memory the kernel says is available (MemAvailable over the machine's ranks):
+    /// - the input loader's two buffers (the step being trained, the next being prepared), a
+    ///   rank's whole share in floats: `--batch-size 65536 --image-size 256` asked one rank
+    ///   for 51.5 GB and aborted in the allocation;
+    /// - a micro-batch's activations, where it must hold a whole group of ghost batch
+    ///   normalization (4,096 samples at a batch of 65,536 with `--balance auto`) or
+    ///   `--micro-batch` names more than the budget holds.
+    public struct BatchMemoryTooLarge: Error, CustomStringConvertible {
         public let description: String
     }
 
     public static let inputBufferShare = 0.25
 
-    static func checkInputBuffers(samples: Int, shape: FeatureShape, globalBatch: Int,
-                                  available: Int? = MemoryStatus.availableBytes()) throws {
+    static func checkBatchMemory(samples: Int, shape: FeatureShape, globalBatch: Int, micro: Int = 1, activationBytesPerSample: Int = 0,
+                                 ranksOnMachine: Int = 1, available: Int? = MemoryStatus.availableBytes()) throws {
         guard let available, available > 0 else { return }
-        let bytes = 2 * Double(max(samples, 1)) * Double(shape.count) * Double(MemoryLayout<Float>.size)
-        guard bytes > inputBufferShare * Double(available) else { return }
-        throw InputBuffersTooLarge(description: String(
-            format: "a rank's share of --batch-size %d holds up to %d images of %dx%d, whose two input buffers (decoded to floats) would take %.1f GiB, more than a quarter of the %.1f GiB this machine has available: use a smaller --batch-size or --image-size, or more ranks",
-            globalBatch, samples, shape.height, shape.width, bytes / 1_073_741_824, Double(available) / 1_073_741_824))
+        let limit = inputBufferShare * Double(available) / Double(max(ranksOnMachine, 1))
+        let gib = Double(available) / 1_073_741_824
+        let share = ranksOnMachine > 1
+            ? String(format: "a quarter of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", gib / Double(ranksOnMachine),
+                     ranksOnMachine, gib)
+            : String(format: "a quarter of the %.1f GiB this machine has available", gib)
+        let inputs = 2 * Double(max(samples, 1)) * Double(shape.count) * Double(MemoryLayout<Float>.size)
+        if inputs > limit {
+            throw BatchMemoryTooLarge(description: String(
+                format: "a rank's share of --batch-size %d holds up to %d images of %dx%d, whose two input buffers (decoded to floats) would take %.1f GiB, more than %@: use a smaller --batch-size or --image-size, or more machines",
+                globalBatch, samples, shape.height, shape.width, inputs / 1_073_741_824, share))
+        }
+        let activations = Double(micro) * Double(activationBytesPerSample)
+        if activations > limit {
+            throw BatchMemoryTooLarge(description: String(
+                format: "micro-batches of %d samples (at least one group of ghost batch normalization, or --micro-batch) would take %.1f GiB of activations, more than %@: use a smaller --ghost-batch, --micro-batch or --batch-size",
+                micro, activations / 1_073_741_824, share))
+        }
     }
 
     /// Micro-batch size for a local batch: as few micro-batches as keep activations and their
@@ -196,11 +213,12 @@ public final class Trainer {
         let micro = min(max(microBatch ?? Trainer.microBatch(localBatch: localBatch, largestShare: largest,
                                                              bytesPerSample: network.activationBytesPerSample,
                                                              budget: planned), group), largest)
+        let capacity = min(balancer.largestPossibleShare, images)
+        try Trainer.checkBatchMemory(samples: capacity, shape: network.inputShape, globalBatch: config.globalBatch, micro: micro,
+                                     activationBytesPerSample: network.activationBytesPerSample, ranksOnMachine: comm.ranksOnMachine)
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
                                               tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })
-        let capacity = min(balancer.largestPossibleShare, images)
-        try Trainer.checkInputBuffers(samples: capacity, shape: network.inputShape, globalBatch: config.globalBatch)
         let loader = BatchLoader(data: data, config: config, rank: comm.rank, capacity: capacity, sampleFloats: network.inputShape.count)
         try self.init(config: config, communicator: comm, network: network,
                       groups: [.init(range: 0..<network.parameterCount, optimizer: optimizer)], firstNode: 0,

@@ -5,7 +5,8 @@ import XCTest
 
 /// The input loader's buffers hold a rank's whole share of the batch, outside the activations'
 /// budget: they are sized by what a step can hold (never more than the training images), and
-/// a batch whose buffers would not fit the machine is refused before anything is allocated.
+/// a batch whose buffers, or whose micro-batch's activations, would not fit the machine is
+/// refused before anything is allocated.
 final class InputBufferTests: XCTestCase {
     /// Two buffers of `samples` floats images: refused above a quarter of the available
     /// memory, in one line that says what to change; unknown memory refuses nothing.
@@ -14,18 +15,36 @@ final class InputBufferTests: XCTestCase {
         let bytesPerSample = 256 * 256 * 3 * 4
         let available = 22 << 30
         // Two buffers of 65,536 images at 256 px: 96 GiB.
-        XCTAssertThrowsError(try Trainer.checkInputBuffers(samples: 65_536, shape: shape, globalBatch: 65_536, available: available)) { error in
+        XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: 65_536, shape: shape, globalBatch: 65_536, available: available)) { error in
             let said = "\(error)"
             XCTAssertTrue(said.contains("--batch-size 65536 holds up to 65536 images of 256x256"), said)
             XCTAssertTrue(said.contains("96.0 GiB, more than a quarter of the 22.0 GiB"), said)
-            XCTAssertTrue(said.contains("use a smaller --batch-size or --image-size, or more ranks"), said)
+            XCTAssertTrue(said.contains("use a smaller --batch-size or --image-size, or more machines"), said)
             XCTAssertFalse(said.contains("\n"), said)
         }
         // At the edge: a quarter fits, a sample more does not.
         let fits = available / 4 / (2 * bytesPerSample)
-        XCTAssertNoThrow(try Trainer.checkInputBuffers(samples: fits, shape: shape, globalBatch: 65_536, available: available))
-        XCTAssertThrowsError(try Trainer.checkInputBuffers(samples: fits + 1, shape: shape, globalBatch: 65_536, available: available))
-        XCTAssertNoThrow(try Trainer.checkInputBuffers(samples: 65_536, shape: shape, globalBatch: 65_536, available: nil))
+        XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: fits, shape: shape, globalBatch: 65_536, available: available))
+        XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: fits + 1, shape: shape, globalBatch: 65_536, available: available))
+        XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: 65_536, shape: shape, globalBatch: 65_536, available: nil))
+        // The machine's ranks share its memory: 4 ranks, a quarter of the quarter each.
+        XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: fits / 4 + 1, shape: shape, globalBatch: 65_536, ranksOnMachine: 4,
+                                                          available: available)) { error in
+            XCTAssertTrue("\(error)".contains("a quarter of this rank's part (5.5 GiB, 1/4) of the 22.0 GiB this machine has available"), "\(error)")
+        }
+        XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: fits / 4, shape: shape, globalBatch: 65_536, ranksOnMachine: 4,
+                                                      available: available))
+        // A micro-batch's activations, as large as a group of ghost batch normalization makes it.
+        let perSample = 3 << 20
+        let most = available / 4 / perSample
+        XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: 1, shape: shape, globalBatch: 65_536, micro: most,
+                                                      activationBytesPerSample: perSample, available: available))
+        XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: 1, shape: shape, globalBatch: 65_536, micro: most + 1,
+                                                          activationBytesPerSample: perSample, available: available)) { error in
+            let said = "\(error)"
+            XCTAssertTrue(said.contains("micro-batches of \(most + 1) samples (at least one group of ghost batch normalization"), said)
+            XCTAssertTrue(said.contains("use a smaller --ghost-batch, --micro-batch or --batch-size"), said)
+        }
     }
 
     /// `bench` times one pass of a rank's whole batch: its activations beyond a quarter of the
@@ -74,5 +93,13 @@ final class InputBufferTests: XCTestCase {
         let two = try CLI.run(balanced, ranks: 2)
         XCTAssertEqual(two.status, 0, "mpirun -np 2 catdog-dist \(balanced.joined(separator: " ")) exited \(two.status):\n\(two.output.suffix(3000))")
         XCTAssertTrue(two.stdout.contains("BatchNorm over groups of 4096 samples"), two.stdout)
+        // A group that no machine's memory holds in one pass (resnet-pool at 1024 px): refused
+        // in one line before anything is allocated.
+        let group = ["train", "--data", data, "--checkpoint-dir", try temporaryFolder(self), "--image-size", "1024",
+                     "--epochs", "1", "--batch-size", "65536", "--ghost-batch", "65536"]
+        let refused = try CLI.run(group)
+        XCTAssertEqual(refused.status, 1, "catdog-dist \(group.joined(separator: " ")): \(refused.output.suffix(3000))")
+        XCTAssertTrue(refused.stderr.contains("micro-batches of 65536 samples (at least one group of ghost batch normalization"), refused.stderr)
+        XCTAssertFalse(refused.output.contains("runtime failure"), refused.output)
     }
 }
