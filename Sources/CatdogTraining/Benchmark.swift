@@ -130,19 +130,22 @@ public enum Benchmark {
     /// A benchmark times one pass of a rank's whole batch (training splits a large one into
     /// micro-batches), so its activations grow with the batch: `bench --batch-size 65536` was
     /// killed by the kernel at 24 GB. Refused, before anything is allocated, when they would
-    /// take more than `Trainer.inputBufferShare` of the memory the kernel says is available.
+    /// take more than `Trainer.inputBufferShare` of this rank's part of the memory the kernel
+    /// says is available (as `Trainer.checkBatchMemory`).
     public struct TooLarge: Error, CustomStringConvertible {
         public let description: String
     }
 
-    static func checkMemory(_ network: Network, model: String, imageSize: Int, globalBatch: Int, batch: Int,
+    static func checkMemory(_ network: Network, model: String, imageSize: Int, globalBatch: Int, batch: Int, ranksOnMachine: Int = 1,
                             available: Int? = MemoryStatus.availableBytes()) throws {
         guard let available, available > 0 else { return }
         let bytes = Double(batch) * Double(network.activationBytesPerSample)
-        guard bytes > Trainer.inputBufferShare * Double(available) else { return }
+        let ranks = max(ranksOnMachine, 1)
+        guard bytes > Trainer.inputBufferShare * Double(available) / Double(ranks) else { return }
+        let part = ranks > 1 ? String(format: " (%d ranks share it)", ranks) : ""
         throw TooLarge(description: String(
-            format: "--batch-size %d times one pass of %d images a rank, whose activations (%@ at %dx%d) would take %.1f GiB, more than a quarter of the %.1f GiB this machine has available: use a smaller --batch-size (train splits a large batch into micro-batches; bench times one pass)",
-            globalBatch, batch, model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824))
+            format: "--batch-size %d times one pass of %d images a rank, whose activations (%@ at %dx%d) would take %.1f GiB, more than a quarter of this rank's part of the %.1f GiB this machine has available%@: use a smaller --batch-size (train splits a large batch into micro-batches; bench times one pass)",
+            globalBatch, batch, model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824, part))
     }
 
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
@@ -154,7 +157,7 @@ public enum Benchmark {
         }
         let batch = globalBatch / comm.size
         let network = try ModelZoo.build(model, imageSize: imageSize, convolution: convolution)
-        try checkMemory(network, model: model, imageSize: imageSize, globalBatch: globalBatch, batch: batch)
+        try checkMemory(network, model: model, imageSize: imageSize, globalBatch: globalBatch, batch: batch, ranksOnMachine: comm.ranksOnMachine)
         network.reserve(maxBatch: batch)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: update.makeOptimizer(network), communicator: comm,

@@ -61,11 +61,18 @@ final class InputBufferTests: XCTestCase {
                                                        available: available)) { error in
             let said = "\(error)"
             XCTAssertTrue(said.contains("--batch-size 65536 times one pass of 65536 images a rank, whose activations (simple at 32x32)"), said)
-            XCTAssertTrue(said.contains("more than a quarter of the 16.0 GiB"), said)
+            XCTAssertTrue(said.contains("more than a quarter of this rank's part of the 16.0 GiB"), said)
             XCTAssertFalse(said.contains("\n"), said)
         }
         XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: fits + 1, batch: fits + 1,
                                                        available: available))
+        // Two ranks on the machine: half as much each.
+        XCTAssertNoThrow(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: fits, batch: fits / 2,
+                                                   ranksOnMachine: 2, available: available))
+        XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: fits + 2, batch: fits / 2 + 1,
+                                                       ranksOnMachine: 2, available: available)) { error in
+            XCTAssertTrue("\(error)".contains("this machine has available (2 ranks share it)"), "\(error)")
+        }
         // vgg at 256 px: terabytes for 65,536 images, beyond any machine's quarter.
         let command = ["bench", "--model", "vgg", "--image-size", "256", "--batch-size", "65536", "--steps", "1"]
         let result = try CLI.run(command)
