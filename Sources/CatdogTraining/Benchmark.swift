@@ -130,7 +130,7 @@ public enum Benchmark {
     /// A benchmark times one pass of a rank's whole batch (training splits a large one into
     /// micro-batches), so its activations grow with the batch: `bench --batch-size 65536` was
     /// killed by the kernel at 24 GB. Refused, before anything is allocated, when they would
-    /// take more than `Trainer.inputBufferShare` of this rank's part of the memory the kernel
+    /// take more than `Trainer.batchMemoryShare` of this rank's part of the memory the kernel
     /// says is available (as `Trainer.checkBatchMemory`).
     public struct TooLarge: Error, CustomStringConvertible {
         public let description: String
@@ -138,11 +138,10 @@ public enum Benchmark {
 
     static func checkMemory(_ network: Network, model: String, imageSize: Int, globalBatch: Int, batch: Int, ranksOnMachine: Int = 1,
                             available: Int? = MemoryStatus.availableBytes()) throws {
-        guard let available, available > 0 else { return }
+        guard let available, let limit = Trainer.batchMemoryLimit(available: available, ranksOnMachine: ranksOnMachine) else { return }
         let bytes = Double(batch) * Double(network.activationBytesPerSample)
-        let ranks = max(ranksOnMachine, 1)
-        guard bytes > Trainer.inputBufferShare * Double(available) / Double(ranks) else { return }
-        let part = ranks > 1 ? String(format: " (%d ranks share it)", ranks) : ""
+        guard bytes > limit else { return }
+        let part = ranksOnMachine > 1 ? String(format: " (%d ranks share it)", ranksOnMachine) : ""
         throw TooLarge(description: String(
             format: "--batch-size %d times one pass of %d images a rank, whose activations (%@ at %dx%d) would take %.1f GiB, more than a quarter of this rank's part of the %.1f GiB this machine has available%@: use a smaller --batch-size (train splits a large batch into micro-batches; bench times one pass)",
             globalBatch, batch, model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824, part))

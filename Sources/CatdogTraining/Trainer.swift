@@ -140,7 +140,7 @@ public final class Trainer {
     }
 
     /// What grows with the batch beyond the activation budget, refused before anything is
-    /// allocated when it would take more than `inputBufferShare` of this rank's part of the
+    /// allocated when it would take more than `batchMemoryShare` of this rank's part of the
     /// memory the kernel says is available (MemAvailable over the machine's ranks):
     /// - the input loader's two buffers (the step being trained, the next being prepared), a
     ///   rank's whole share in floats: `--batch-size 65536 --image-size 256` asked one rank
@@ -152,12 +152,19 @@ public final class Trainer {
         public let description: String
     }
 
-    public static let inputBufferShare = 0.25
+    public static let batchMemoryShare = 0.25
+
+    /// The bytes memory that grows with the batch may take on one rank: `batchMemoryShare` of
+    /// its part of `available` (nil, no limit, when that is unknown). `Benchmark` checks its
+    /// pass against the same.
+    static func batchMemoryLimit(available: Int?, ranksOnMachine: Int) -> Double? {
+        guard let available, available > 0 else { return nil }
+        return batchMemoryShare * Double(available) / Double(max(ranksOnMachine, 1))
+    }
 
     static func checkBatchMemory(samples: Int, shape: FeatureShape, globalBatch: Int, micro: Int = 1, activationBytesPerSample: Int = 0,
                                  ranksOnMachine: Int = 1, available: Int? = MemoryStatus.availableBytes()) throws {
-        guard let available, available > 0 else { return }
-        let limit = inputBufferShare * Double(available) / Double(max(ranksOnMachine, 1))
+        guard let available, let limit = batchMemoryLimit(available: available, ranksOnMachine: ranksOnMachine) else { return }
         let gib = Double(available) / 1_073_741_824
         let share = ranksOnMachine > 1
             ? String(format: "a quarter of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", gib / Double(ranksOnMachine),
