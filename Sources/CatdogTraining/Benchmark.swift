@@ -150,7 +150,7 @@ public enum Benchmark {
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
                            overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
                            convolution: ConvolutionOptions = .init(), update: BenchmarkUpdate = .standard,
-                           communicator comm: Communicator) throws -> BenchmarkResult {
+                           communicator comm: Communicator, progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> BenchmarkResult {
         guard globalBatch % comm.size == 0 else {
             throw EpochPlan.BatchSizeError(description: "the global batch size \(globalBatch) does not divide among \(comm.size) ranks")
         }
@@ -176,7 +176,10 @@ public enum Benchmark {
             average.updated()
             averageSeconds += Date().timeIntervalSince(averaging)
         }
-        for _ in 0..<warmupSteps { try trainingStep() }
+        for s in 0..<warmupSteps {
+            try trainingStep()
+            progress?(s + 1, warmupSteps + steps)
+        }
         try comm.barrier()
         step.resetTimers()
         averageSeconds = 0
@@ -186,7 +189,10 @@ public enum Benchmark {
         ConvolutionPhases.enabled = true
         defer { ConvolutionPhases.enabled = false }
         let start = Date()
-        for _ in 0..<steps { try trainingStep() }
+        for s in 0..<steps {
+            try trainingStep()
+            progress?(warmupSteps + s + 1, warmupSteps + steps)
+        }
         try comm.barrier()
         let seconds = Date().timeIntervalSince(start)
         network.profiling = false

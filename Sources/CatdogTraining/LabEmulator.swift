@@ -177,7 +177,7 @@ public enum LabEmulator {
 
     public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
                            bucketMiB: Double, compression: GradientCompression, allReduce: AllReduceTopology = .flat, overlap: Bool = true,
-                           communicator comm: Communicator) throws -> Result {
+                           communicator comm: Communicator, progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> Result {
         let network = try check(profile)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: BenchmarkUpdate.standard.makeOptimizer(network),
@@ -196,13 +196,19 @@ public enum LabEmulator {
         var exposed = 0.0, delay = 0.0
 
         // PowerSGD compresses from update 0 here (its warmup is not what is measured).
-        for s in 0..<warmupSteps { _ = try emulatedStep(step, schedule, charges, update: s, exposed: &exposed, delay: &delay) }
+        for s in 0..<warmupSteps {
+            _ = try emulatedStep(step, schedule, charges, update: s, exposed: &exposed, delay: &delay)
+            progress?(s + 1, warmupSteps + steps)
+        }
         exposed = 0
         delay = 0
         let cpuBefore = cpuSeconds()
         let wallStart = Date()
         var total = 0.0
-        for s in 0..<steps { total += try emulatedStep(step, schedule, charges, update: warmupSteps + s, exposed: &exposed, delay: &delay) }
+        for s in 0..<steps {
+            total += try emulatedStep(step, schedule, charges, update: warmupSteps + s, exposed: &exposed, delay: &delay)
+            progress?(warmupSteps + s + 1, warmupSteps + steps)
+        }
         // Each rank measured its own arithmetic: the mean over the ranks, as the delay it caused.
         let arithmetic = (costs.arithmetic ?? []).reduce(0) { $0 + $1.total }
         var figures = [total, exposed, (cpuSeconds() - cpuBefore) / Date().timeIntervalSince(wallStart), delay, arithmetic]

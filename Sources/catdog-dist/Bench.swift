@@ -18,6 +18,8 @@ struct Bench: ParsableCommand {
             share of the step. Example:
               mpirun -np 2 catdog-dist bench --model vgg --image-size 64 --batch-size 64 --steps 30 --json
             With --decode DIR, each rank instead decodes its 1/N of DIR's images and reports images/s.
+            A run longer than 10 s shows its progress (steps done, seconds a step, ETA) on stderr; \
+            stdout holds the result alone.
             """)
 
     @OptionGroup var shape: ModelOptions
@@ -106,7 +108,7 @@ struct Bench: ParsableCommand {
                                       compression: allReduce.givenCompression ?? .none,
                                       allReduce: allReduce.givenTopology ?? .flat,
                                       convolution: compute.convolutionOptions(columnFloats: columnFloats),
-                                      communicator: comm)
+                                      communicator: comm, progress: stepProgress(comm))
             guard comm.rank == 0 else { return }
             if json {
                 return try printJSON(r)
@@ -160,6 +162,22 @@ struct Bench: ParsableCommand {
         print("machine: \(line.text)")
     }
 
+    /// Rank 0's progress through the steps on stderr (stdout keeps the result alone, for
+    /// --json), from 10 s on: a short bench prints none.
+    func stepProgress(_ comm: Communicator) -> ((Int, Int) -> Void)? {
+        guard comm.rank == 0 else { return nil }
+        let line = ProgressLine(quietSeconds: 10)
+        let start = Date()
+        let warmup = warmupSteps
+        return { done, total in
+            let elapsed = Date().timeIntervalSince(start)
+            let perStep = elapsed / Double(max(done, 1))
+            line.update(String(format: "bench: step %d/%d%@  %.2f s a step  ETA %@", done, total, done <= warmup ? " (warm-up)" : "",
+                               perStep, formatDuration(perStep * Double(total - done))))
+            if done == total { line.clear() }
+        }
+    }
+
     func benchEmulated(profilePath: String, _ comm: Communicator) throws {
         let data: Data
         do { data = try readBoundedFile(profilePath, limit: 16 << 20) } catch {
@@ -175,7 +193,8 @@ struct Bench: ParsableCommand {
         }
         let r = try LabEmulator.run(profile: profile, coresPerMachine: machineCores, steps: steps, warmupSteps: warmupSteps,
                                     bucketMiB: allReduce.bucketMib, compression: allReduce.givenCompression ?? .none,
-                                    allReduce: allReduce.givenTopology ?? .flat, overlap: allReduce.overlap, communicator: comm)
+                                    allReduce: allReduce.givenTopology ?? .flat, overlap: allReduce.overlap, communicator: comm,
+                                    progress: stepProgress(comm))
         guard comm.rank == 0 else { return }
         if json {
             return try printJSON(r)

@@ -67,12 +67,19 @@ struct RankLog {
 }
 
 /// A live status line on a terminal (rewritten in place); on a pipe, a line every 15 s.
+/// Nothing in the first `quietSeconds`, so that a command that ends soon prints none.
 final class ProgressLine {
     private let isTerminal = isatty(STDERR_FILENO) == 1
     private var lastPrinted = Date.distantPast
     private var shown = false
+    private let quietUntil: Date
+
+    init(quietSeconds: Double = 0) {
+        quietUntil = Date(timeIntervalSinceNow: quietSeconds)
+    }
 
     func update(_ text: String) {
+        guard Date() >= quietUntil else { return }
         if isTerminal {
             FileHandle.standardError.write(Data("\r\u{1B}[2K\(text)".utf8))
             shown = true

@@ -514,10 +514,13 @@ final class LabEmulatorTests: XCTestCase {
     func testEmulatedStepTakesAtLeastTheProfiledComputeAndReportsTheBytes() throws {
         let p = try profile(model: "simple", imageSize: 32, batch: 4, layerMilliseconds: 1)
         let results = try ThreadCommunicator.run(ranks: 2) { comm in
-            try LabEmulator.run(profile: p, coresPerMachine: 4, steps: 3, warmupSteps: 1, bucketMiB: 1,
-                                compression: .powerSGD(rank: 2), communicator: comm)
+            var reported: [String] = []
+            let r = try LabEmulator.run(profile: p, coresPerMachine: 4, steps: 3, warmupSteps: 1, bucketMiB: 1,
+                                        compression: .powerSGD(rank: 2), communicator: comm) { reported.append("\($0)/\($1)") }
+            return (r, reported)
         }
-        let r = results[0]
+        XCTAssertEqual(results[0].1, ["1/4", "2/4", "3/4", "4/4"], "the emulator's progress counts each warm-up and timed step once")
+        let r = results[0].0
         XCTAssertEqual(r.machines, 2)
         XCTAssertEqual(r.global_batch, 2 * 4 * 4)
         XCTAssertGreaterThanOrEqual(r.compute_ms, p.step_ms * 0.99 - 1e-9, "compute is the profile's step")
