@@ -75,14 +75,77 @@ public enum MemoryStatus {
     public static func peakResidentBytes() -> Int? { field("VmHWM:", in: "/proc/self/status") }
     /// This process's resident set now (VmRSS), in bytes.
     public static func residentBytes() -> Int? { field("VmRSS:", in: "/proc/self/status") }
-    /// Memory the kernel says it can give without swapping (MemAvailable), in bytes.
-    public static func availableBytes() -> Int? { field("MemAvailable:", in: "/proc/meminfo") }
+    /// Memory this process can still take, in bytes: what the kernel says it can give without
+    /// swapping (MemAvailable), or less where this process's control group (a Slurm job's, a
+    /// container's) has a memory limit closer to what it uses (`cgroupHeadroom`).
+    public static func availableBytes() -> Int? {
+        let machine = field("MemAvailable:", in: "/proc/meminfo")
+        guard let limited = cgroupHeadroom(read: readSmallFile) else { return machine }
+        return min(machine ?? limited, limited)
+    }
+
+    /// The least room left under the memory limits of this process's control group and its
+    /// ancestors: cgroup v2 (`memory.max` less `memory.current`, under /sys/fs/cgroup or the
+    /// hybrid layout's /sys/fs/cgroup/unified) and v1 (`memory.limit_in_bytes` less
+    /// `memory.usage_in_bytes`, under /sys/fs/cgroup/memory). What is charged counts without
+    /// the inactive file cache, which the kernel reclaims before it kills (the data files a job
+    /// has read are charged to it). nil: no limit found. `read` returns a small file's text.
+    public static func cgroupHeadroom(read: (String) -> String?) -> Int? {
+        guard let table = read("/proc/self/cgroup") else { return nil }
+        struct Files { let root: String; let limit: String; let usage: String; let inactive: String }
+        var places: [(Files, String)] = []
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, fields[2].hasPrefix("/") else { continue }
+            let path = String(fields[2])
+            if fields[0] == "0", fields[1].isEmpty {
+                for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                    places.append((Files(root: root, limit: "memory.max", usage: "memory.current", inactive: "inactive_file"), path))
+                }
+            } else if fields[1].split(separator: ",").contains("memory") {
+                places.append((Files(root: "/sys/fs/cgroup/memory", limit: "memory.limit_in_bytes", usage: "memory.usage_in_bytes",
+                                     inactive: "total_inactive_file"), path))
+            }
+        }
+        func number(_ text: String?) -> Int? { text.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        var least: Int?
+        for (files, path) in places {
+            // The group itself, then each ancestor up to the hierarchy's root (no "..": the
+            // path is cut at its slashes).
+            var parts = path.split(separator: "/").map(String.init)
+            // A group outside this cgroup namespace's view ("/../.."): its files are not here.
+            if parts.contains("..") { continue }
+            while true {
+                let directory = ([files.root] + parts).joined(separator: "/")
+                // "max", or v1's unlimited (the largest page-aligned Int64): no limit here.
+                if let limit = number(read(directory + "/" + files.limit)), limit > 0, limit < 1 << 60,
+                   let usage = number(read(directory + "/" + files.usage)) {
+                    let stat = read(directory + "/memory.stat") ?? ""
+                    let inactive = stat.split(separator: "\n").lazy.compactMap { line -> Int? in
+                        let pair = line.split(separator: " ")
+                        return pair.count == 2 && pair[0] == files.inactive ? Int(pair[1]) : nil
+                    }.first ?? 0
+                    let headroom = max(0, limit - max(0, usage - max(0, inactive)))
+                    least = min(least ?? headroom, headroom)
+                }
+                if parts.isEmpty { break }
+                parts.removeLast()
+            }
+        }
+        return least
+    }
+
+    /// The first 64 KiB of a small /proc or /sys file, nil when it cannot be read.
+    private static func readSmallFile(_ path: String) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        guard let data = try? handle.read(upToCount: 1 << 16) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
 
     /// A "Name:   1234 kB" line of a small /proc file.
     private static func field(_ name: String, in path: String) -> Int? {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? handle.close() }
-        let text = String(decoding: (try? handle.read(upToCount: 1 << 16)) ?? Data(), as: UTF8.self)
+        guard let text = readSmallFile(path) else { return nil }
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
               let kB = Int(line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") else { return nil }
         return kB * 1024

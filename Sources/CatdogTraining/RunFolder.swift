@@ -123,11 +123,14 @@ public struct RunFolder {
 
 extension Trainer {
     /// The activation budget every rank agrees on: the machine with the least memory available
-    /// per rank sets it (collective).
-    public static func agreedActivationBudget(communicator comm: Communicator) throws -> Int {
-        var perRank = [-Double((MemoryStatus.availableBytes() ?? 0) / comm.ranksOnMachine)]
+    /// per rank sets it (collective). And this machine's available memory, read before the
+    /// collective, so before any rank allocates for the run: for `Trainer`'s memory checks,
+    /// which a rank that read it after another of its machine had built would make on less.
+    public static func agreedMemory(communicator comm: Communicator) throws -> (activationBudget: Int, available: Int?) {
+        let available = MemoryStatus.availableBytes()
+        var perRank = [-Double((available ?? 0) / comm.ranksOnMachine)]
         try comm.allReduceMax(&perRank)
-        return activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1)
+        return (activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1), available)
     }
 }
 

@@ -184,6 +184,51 @@ public final class Trainer {
         }
     }
 
+    /// A model too large for the machine: its weights, their gradients, the optimizer's state
+    /// and the moving average would take more than `stateMemoryShare` of this rank's part of
+    /// the available memory. `simple` at 1024 px has 537 million parameters (its dense layer
+    /// grows with the image): 12 GiB a rank with AdamW, which two ranks on a 24 GiB machine
+    /// cannot both hold; they were killed by the kernel's OOM killer.
+    public struct ModelMemoryTooLarge: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The weights and what is kept beside them take at most three quarters of a rank's part
+    /// (the rest: the batch's buffers and activations, each refused beyond `batchMemoryShare`
+    /// but sized far below it by default, and the libraries).
+    public static let stateMemoryShare = 0.75
+
+    /// Bytes a rank holds in buffers of the weights' size (the weights, their gradients, a
+    /// packed copy, the optimizer's moments, the moving average, PowerSGD's error feedback:
+    /// one buffer, or on rank 0 of a run of up to `RunLimits.checkpointedErrorFeedbackRanks`
+    /// ranks every rank's for its checkpoints, else two), and BatchNorm's statistics; what
+    /// `train` logs as "weights, gradients and optimizer state".
+    public static func stateBytes(_ config: TrainingConfig, parameters: Int, state: Int, ranks: Int, rank: Int) -> Double {
+        let errorFeedback = config.powerSGDRank == nil ? 0
+            : ranks <= RunLimits.checkpointedErrorFeedbackRanks ? (rank == 0 ? ranks : 1) : 2
+        let copies = 3 + config.optimizer.weightSizedBuffers + (config.emaDecay == nil ? 0 : 1) + errorFeedback
+        return Double(MemoryLayout<Float>.size) * (Double(copies) * Double(parameters) + Double(config.emaDecay == nil ? 1 : 2) * Double(state))
+    }
+
+    /// Refuses, before anything is allocated, a model whose `stateBytes` exceed
+    /// `stateMemoryShare` of this rank's part of `available` (nothing when that is unknown).
+    static func checkModelMemory(_ config: TrainingConfig, parameters: Int, state: Int, ranks: Int, rank: Int,
+                                 ranksOnMachine: Int, available: Int?) throws {
+        guard let available, available > 0 else { return }
+        let part = Double(available) / Double(max(ranksOnMachine, 1))
+        let bytes = stateBytes(config, parameters: parameters, state: state, ranks: ranks, rank: rank)
+        guard bytes > stateMemoryShare * part else { return }
+        let gib = Double(available) / 1_073_741_824
+        let of = ranksOnMachine > 1
+            ? String(format: "three quarters of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", part / 1_073_741_824, ranksOnMachine, gib)
+            : String(format: "three quarters of the %.1f GiB this machine has available", gib)
+        let fewer = ranksOnMachine > 1 ? ", or fewer ranks on this machine" : ""
+        throw ModelMemoryTooLarge(description: String(
+            format: "model %@ at %dx%d has %d parameters: its weights, gradients and %@ state%@ would take %.1f GiB on rank %d, more than %@: use a smaller --image-size or a model with global pooling (resnet-pool, resnet)%@",
+            config.model, config.imageSize, config.imageSize, parameters, config.optimizer.rawValue,
+            config.emaDecay == nil ? "" : " with the moving average", bytes / 1_073_741_824, rank, of, fewer))
+    }
+
     /// Micro-batch size for a local batch: as few micro-batches as keep activations and their
     /// gradients within `budget`, of equal size (the last may be smaller by the remainder).
     public static func microBatch(localBatch: Int, bytesPerSample: Int, budget: Int = defaultActivationBudget) -> Int {
@@ -205,8 +250,14 @@ public final class Trainer {
 
     /// Training from scratch on the images of `data`: the network built from `config` and
     /// initialised by rank 0, one optimizer over all of it.
+    /// `available`: the machine's available memory, read before any rank allocated for this
+    /// run (`agreedMemory`); nil: not known, nothing refused for memory.
     public convenience init(config: TrainingConfig, communicator comm: Communicator, data: TrainingData, microBatch: Int? = nil,
-                            activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init()) throws {
+                            activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init(),
+                            available: Int? = MemoryStatus.availableBytes()) throws {
+        let counts = try ModelZoo.builder(config.model, imageSize: config.imageSize).counts()
+        try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: comm.size, rank: comm.rank,
+                                     ranksOnMachine: comm.ranksOnMachine, available: available)
         let network = try ModelZoo.build(config.model, imageSize: config.imageSize, convolution: convolution)
         let balancer = try Balancer(split: config.batchSplit, globalBatch: config.globalBatch,
                                     group: config.normalizationGroup(ranks: comm.size), ranks: comm.size)
@@ -222,7 +273,8 @@ public final class Trainer {
                                                              budget: planned), group), largest)
         let capacity = min(balancer.largestPossibleShare, images)
         try Trainer.checkBatchMemory(samples: capacity, shape: network.inputShape, globalBatch: config.globalBatch, micro: micro,
-                                     activationBytesPerSample: network.activationBytesPerSample, ranksOnMachine: comm.ranksOnMachine)
+                                     activationBytesPerSample: network.activationBytesPerSample, ranksOnMachine: comm.ranksOnMachine,
+                                     available: available)
         network.reserve(maxBatch: micro)
         let optimizer = config.optimizer.make(count: network.parameterCount, momentum: config.momentum,
                                               tensors: network.parameterSlots.map { $0.offset..<($0.offset + $0.count) })

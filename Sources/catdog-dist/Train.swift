@@ -423,9 +423,9 @@ struct Train: ParsableCommand {
                 costs = measuredStepCosts(config, convolution: convolution, comm: comm, log: log).costs
             }
             let data = try loadData(config: config, preprocessing: preprocessing, comm: comm, log: log)
-            let budget = try Trainer.agreedActivationBudget(communicator: comm)
+            let (budget, available) = try Trainer.agreedMemory(communicator: comm)
             let trainer = try Trainer(config: config, communicator: comm, data: data, microBatch: microBatch, activationBudget: budget,
-                                      convolution: convolution)
+                                      convolution: convolution, available: available)
             trainer.stopSignal = faults.stopSignal(rank: comm.rank, trainer: trainer)
             if let costs { trainer.stepCosts = costs }
             if let timeline { trainer.timeline = try Timeline(path: timeline, steps: timelineSteps, communicator: comm) }
@@ -756,11 +756,9 @@ struct Train: ParsableCommand {
         if trainer.stepper.reduction is PartedReduction {
             log.info("gradients: exact fp32 sums parted by share (--allreduce parted): each rank adds up the part of every bucket that its share of the batch gives it, and sends that part's sum to the others")
         }
-        // PowerSGD's error feedback: one more gradient-sized buffer (for checkpoints rank 0 gathers
-        // every rank's, or in a larger run their sum, which every rank all-reduces from a copy).
-        let compressionBuffers = config.powerSGDRank == nil ? 0 : comm.size <= RunLimits.checkpointedErrorFeedbackRanks ? (comm.rank == 0 ? comm.size : 1) : 2
         let averageBytes = Trainer.movingAverageBytes(config, trainer.network)
-        let stateMiB = (trainer.network.parameterCount * 4 * (3 + trainer.optimizer.slots.count + (config.emaDecay == nil ? 0 : 1) + compressionBuffers)) >> 20
+        let stateMiB = Int(Trainer.stateBytes(config, parameters: trainer.network.parameterCount, state: trainer.network.state.count,
+                                              ranks: comm.size, rank: comm.rank)) >> 20
         log.info("memory per rank: activations \(trainer.activationBytes >> 20) MiB for micro-batches of \(trainer.microBatch)\(perStep > 1 ? " (\(perStep) per step, gradients summed)" : "") within a budget of \(Trainer.activationBudget(activationBudget, less: averageBytes) >> 20) MiB\(averageBytes > 0 ? " (\(activationBudget >> 20) MiB less the moving average's \(averageBytes >> 20))" : ""); weights, gradients and optimizer state \(stateMiB) MiB")
     }
 

@@ -104,6 +104,15 @@ public enum OptimizerKind: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// Buffers as large as the weights that `make` allocates (SGD's velocity even without
+    /// momentum), for a memory estimate before anything is built.
+    public var weightSizedBuffers: Int {
+        switch self {
+        case .sgd, .adagrad, .rmsprop: 1
+        case .adam, .adamw, .nadam, .lamb: 2
+        }
+    }
+
     /// Weight decay applied to the weights (w·(1 − lr·λ)) rather than as an L2 gradient term.
     public var decouplesWeightDecay: Bool { self == .adamw || self == .lamb }
 

@@ -1,0 +1,93 @@
+import CatdogEngine
+import CatdogRun
+import CatdogSupport
+@testable import CatdogTraining
+import XCTest
+
+/// A model whose weights and what is kept beside them do not fit a rank's part of the memory
+/// is refused before anything is allocated (`simple` at 512 px in a 3 GiB control group, or at
+/// 1024 px on two ranks of a 24 GiB machine, was killed by the OOM killer); and the memory a
+/// process may take is the least of MemAvailable and its control group's limits.
+final class ModelMemoryTests: XCTestCase {
+    /// The estimate counts what the optimizers allocate: each kind's buffers of the weights'
+    /// size, found in the optimizer object itself.
+    func testTheEstimateCountsEachOptimizersBuffers() {
+        let count = 1234
+        for kind in OptimizerKind.allCases {
+            let optimizer = kind.make(count: count)
+            let buffers = Mirror(reflecting: optimizer).children.compactMap { $0.value as? FloatBuffer }.filter { $0.count == count }
+            XCTAssertEqual(buffers.count, kind.weightSizedBuffers, "\(kind) allocates \(buffers.count) buffers of the weights' size")
+        }
+    }
+
+    func testAModelBeyondThreeQuartersOfARanksPartIsRefused() throws {
+        var config = TrainingConfig()
+        config.model = "simple"
+        config.imageSize = 1024
+        config.optimizer = .adamw
+        config.ema = 0.999
+        let counts = try ModelZoo.builder("simple", imageSize: 1024).counts()
+        XCTAssertGreaterThan(counts.parameters, 500_000_000, "simple's dense layer grows with the image")
+        let bytes = Trainer.stateBytes(config, parameters: counts.parameters, state: counts.state, ranks: 2, rank: 0)
+        XCTAssertGreaterThan(bytes, 12e9, "weights, gradients, a packed copy, AdamW's two moments and the moving average: 6 copies")
+        // At the edge: three quarters of the memory hold it, a byte less does not.
+        let edge = Int((bytes / Trainer.stateMemoryShare).rounded(.up))
+        func check(_ available: Int?, ranksOnMachine: Int = 1) throws {
+            try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: 2, rank: 0,
+                                         ranksOnMachine: ranksOnMachine, available: available)
+        }
+        XCTAssertNoThrow(try check(edge))
+        XCTAssertThrowsError(try check(edge - 4096)) { error in
+            let said = "\(error)"
+            XCTAssertTrue(said.contains("model simple at 1024x1024 has \(counts.parameters) parameters"), said)
+            XCTAssertTrue(said.contains("more than three quarters of the"), said)
+            XCTAssertTrue(said.contains("use a smaller --image-size or a model with global pooling"), said)
+            XCTAssertFalse(said.contains("\n"), said)
+        }
+        // Two ranks on the machine share it: each gets half.
+        XCTAssertThrowsError(try check(edge, ranksOnMachine: 2)) { error in
+            XCTAssertTrue("\(error)".contains("this rank's part"), "\(error)")
+            XCTAssertTrue("\(error)".contains("or fewer ranks on this machine"), "\(error)")
+        }
+        XCTAssertNoThrow(try check(2 * edge, ranksOnMachine: 2))
+        XCTAssertNoThrow(try check(nil), "unknown memory refuses nothing")
+        // The default model is far below any machine's memory.
+        let small = try ModelZoo.builder(ModelZoo.defaultModel, imageSize: 1024).counts()
+        XCTAssertNoThrow(try Trainer.checkModelMemory(TrainingConfig(), parameters: small.parameters, state: small.state, ranks: 2, rank: 0,
+                                                      ranksOnMachine: 2, available: 1 << 30))
+    }
+
+    /// cgroup files as a Slurm job (v2) or a container (v1) sees them.
+    func testTheControlGroupsLimitBoundsTheAvailableMemory() {
+        let gib = 1 << 30
+        func headroom(_ files: [String: String]) -> Int? { MemoryStatus.cgroupHeadroom { files[$0] } }
+        // v2: the job's limit, less what it uses beyond the inactive file cache.
+        let job = "/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7"
+        var v2 = ["/proc/self/cgroup": "0::/system.slice/slurmstepd.scope/job_7\n",
+                  job + "/memory.max": "\(4 * gib)\n", job + "/memory.current": "\(gib)\n",
+                  job + "/memory.stat": "anon 123\ninactive_file \(gib / 2)\nactive_file 9\n",
+                  "/sys/fs/cgroup/system.slice/memory.max": "max\n", "/sys/fs/cgroup/system.slice/memory.current": "\(20 * gib)\n"]
+        XCTAssertEqual(headroom(v2), 4 * gib - gib / 2)
+        // An ancestor with less room left decides.
+        v2["/sys/fs/cgroup/system.slice/slurmstepd.scope/memory.max"] = "\(3 * gib)"
+        v2["/sys/fs/cgroup/system.slice/slurmstepd.scope/memory.current"] = "\(2 * gib)"
+        XCTAssertEqual(headroom(v2), gib)
+        // Using more than the limit (reclaimable cache aside): no room, not a negative figure.
+        v2["/sys/fs/cgroup/system.slice/slurmstepd.scope/memory.current"] = "\(5 * gib)"
+        XCTAssertEqual(headroom(v2), 0)
+        // v1 in a hybrid layout, unlimited (this machine's kind): no limit.
+        let v1 = "/sys/fs/cgroup/memory/process_api/3b01"
+        var hybrid = ["/proc/self/cgroup": "9:name=systemd:/\n4:memory:/process_api/3b01\n0::/\n",
+                      v1 + "/memory.limit_in_bytes": "9223372036854771712\n", v1 + "/memory.usage_in_bytes": "\(14 * gib)\n",
+                      "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"]
+        XCTAssertNil(headroom(hybrid))
+        hybrid[v1 + "/memory.limit_in_bytes"] = "\(16 * gib)"
+        hybrid[v1 + "/memory.stat"] = "cache 5\ntotal_inactive_file \(gib)\n"
+        XCTAssertEqual(headroom(hybrid), 3 * gib)
+        // Nothing readable, a group outside the namespace's view, a malformed table: no limit.
+        XCTAssertNil(headroom([:]))
+        XCTAssertNil(headroom(["/proc/self/cgroup": "0::/../../job\n", "/sys/fs/cgroup/memory.max": "\(gib)", "/sys/fs/cgroup/memory.current": "0"]))
+        XCTAssertNil(headroom(["/proc/self/cgroup": "garbage\n::\n0:/x\n"]))
+        XCTAssertNil(headroom(["/proc/self/cgroup": "0::/a\n", "/sys/fs/cgroup/a/memory.max": "-5", "/sys/fs/cgroup/a/memory.current": "0"]))
+    }
+}
