@@ -108,15 +108,25 @@ extension Zstd {
 
         /// The next `count` bytes of content; fails if the frame ends first or is damaged.
         public func read(_ count: Int) throws -> [UInt8] {
+            var output: [UInt8] = []
+            try read(count, appendingTo: &output)
+            return output
+        }
+
+        /// Appends the next `count` bytes of content to `output`, decompressed in place (a
+        /// checkpoint's tensors are not held twice while they are joined to its header).
+        public func read(_ count: Int, appendingTo output: inout [UInt8]) throws {
             guard count >= 0, count <= contentSize - produced else {
                 throw Failure(description: "zstd frame is shorter than its contents claim")
             }
-            var output = [UInt8](repeating: 0, count: count)
+            let start = output.count
+            output.reserveCapacity(start + count)
+            output.append(contentsOf: repeatElement(0, count: count))
             var filled = 0
             while filled < count {
                 let (result, took, wrote) = output.withUnsafeMutableBytes { out in
                     input.withUnsafeBytes { src in
-                        var o = ZSTD_outBuffer(dst: out.baseAddress! + filled, size: count - filled, pos: 0)
+                        var o = ZSTD_outBuffer(dst: out.baseAddress! + start + filled, size: count - filled, pos: 0)
                         var i = ZSTD_inBuffer(src: src.baseAddress! + consumed, size: src.count - consumed, pos: 0)
                         let r = ZSTD_decompressStream(context, &o, &i)
                         return (r, i.pos, o.pos)
@@ -131,7 +141,6 @@ extension Zstd {
                 if took == 0, wrote == 0 { throw Failure(description: "zstd frame is truncated") }
             }
             produced += count
-            return output
         }
 
         /// Checks that the frame ends exactly here and its checksum matches.

@@ -140,6 +140,7 @@ public struct LoadedCheckpoint {
             guard file.size <= Zstd.compressBound(contentSize) else {
                 throw CheckpointError(path: path, problem: "is \(file.size) bytes, more than its \(contentSize) bytes of content can compress to; the file is damaged or crafted")
             }
+            try LoadedCheckpoint.checkMemory(holding: file.size + contentSize, path: path)
             try file.read(file.size, appendingTo: &compressed)
         } catch let error as CheckpointError {
             throw error
@@ -182,11 +183,23 @@ public struct LoadedCheckpoint {
         let bytes = try LoadedCheckpoint.readingErrors(path) {
             let reader = try Zstd.Reader(compressed)
             var bytes = try LoadedCheckpoint.header(reader, path: path).bytes
-            bytes += try reader.read(reader.contentSize - bytes.count)
+            try LoadedCheckpoint.checkMemory(holding: reader.contentSize, path: path)
+            try reader.read(reader.contentSize - bytes.count, appendingTo: &bytes)
             try reader.finish()
             return bytes
         }
         try self.init(decompressed: bytes, path: path, compressedBytes: compressed.count)
+    }
+
+    /// A checkpoint whose bytes (`bytes`: compressed and decompressed, or decompressed) are
+    /// more than the memory available now is refused before they are read: the largest
+    /// model's checkpoint (`simple` at 1024 px with its optimizer's moments, ~11 GB) would
+    /// otherwise be killed by the OOM killer on a smaller machine or under a job's limit.
+    static func checkMemory(holding bytes: Int, path: String, available: Int? = MemoryStatus.availableBytes()) throws {
+        guard let available, available > 0, bytes > available else { return }
+        throw CheckpointError(path: path, problem: String(
+            format: "needs %.1f GiB of memory to read (compressed and decompressed), more than the %.1f GiB available here: read it where more memory is free",
+            Double(bytes) / 1_073_741_824, Double(available) / 1_073_741_824))
     }
 
     /// The safetensors length and header from the start of `reader`'s frame, and the model the

@@ -1,13 +1,14 @@
 import CatdogEngine
-import CatdogRun
+@testable import CatdogRun
 import CatdogSupport
 @testable import CatdogTraining
 import XCTest
 
 /// A model whose weights and what is kept beside them do not fit a rank's part of the memory
 /// is refused before anything is allocated (`simple` at 512 px in a 3 GiB control group, or at
-/// 1024 px on two ranks of a 24 GiB machine, was killed by the OOM killer); and the memory a
-/// process may take is the least of MemAvailable and its control group's limits.
+/// 1024 px on two ranks of a 24 GiB machine, was killed by the OOM killer), so is a checkpoint
+/// larger than the memory; and the memory a process may take is the least of MemAvailable and
+/// its control group's limits.
 final class ModelMemoryTests: XCTestCase {
     /// The estimate counts what the optimizers allocate: each kind's buffers of the weights'
     /// size, found in the optimizer object itself.
@@ -55,6 +56,21 @@ final class ModelMemoryTests: XCTestCase {
         let small = try ModelZoo.builder(ModelZoo.defaultModel, imageSize: 1024).counts()
         XCTAssertNoThrow(try Trainer.checkModelMemory(TrainingConfig(), parameters: small.parameters, state: small.state, ranks: 2, rank: 0,
                                                       ranksOnMachine: 2, available: 1 << 30))
+    }
+
+    /// A checkpoint is refused before its bytes are read when they (compressed and
+    /// decompressed) exceed the memory available: a 579 MB checkpoint of `simple` at 256 px
+    /// was killed by the OOM killer in a 1 GiB control group.
+    func testACheckpointLargerThanTheAvailableMemoryIsRefusedBeforeItIsRead() {
+        let gib = 1 << 30
+        XCTAssertThrowsError(try LoadedCheckpoint.checkMemory(holding: 2 * gib + gib / 4, path: "runs/a/last.safetensors.zst", available: 2 * gib)) { error in
+            let said = "\(error)"
+            XCTAssertTrue(said.contains("runs/a/last.safetensors.zst"), said)
+            XCTAssertTrue(said.contains("needs 2.2 GiB of memory to read (compressed and decompressed), more than the 2.0 GiB available here"), said)
+            XCTAssertFalse(said.contains("\n"), said)
+        }
+        XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: 2 * gib))
+        XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: nil))
     }
 
     /// cgroup files as a Slurm job (v2) or a container (v1) sees them.
