@@ -147,6 +147,21 @@ public enum Benchmark {
             globalBatch, batch, model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824, part))
     }
 
+    /// The weights and what is kept beside them, refused before they are built as `train`
+    /// refuses them (`Trainer.checkModelMemory`).
+    static func checkModelMemory(model: String, imageSize: Int, update: BenchmarkUpdate, compression: GradientCompression,
+                                 communicator comm: Communicator) throws {
+        var config = TrainingConfig()
+        config.model = model
+        config.imageSize = imageSize
+        config.optimizer = update.optimizer
+        config.ema = update.ema
+        if case .powerSGD(let rank, _) = compression { config.powerSGDRank = rank }
+        let counts = try ModelZoo.builder(model, imageSize: imageSize).counts()
+        try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: comm.size, rank: comm.rank,
+                                     ranksOnMachine: comm.ranksOnMachine, available: MemoryStatus.availableBytes())
+    }
+
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
                            overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
                            convolution: ConvolutionOptions = .init(), update: BenchmarkUpdate = .standard,
@@ -155,6 +170,7 @@ public enum Benchmark {
             throw EpochPlan.BatchSizeError(description: "the global batch size \(globalBatch) does not divide among \(comm.size) ranks")
         }
         let batch = globalBatch / comm.size
+        try checkModelMemory(model: model, imageSize: imageSize, update: update, compression: compression, communicator: comm)
         let network = try ModelZoo.build(model, imageSize: imageSize, convolution: convolution)
         try checkMemory(network, model: model, imageSize: imageSize, globalBatch: globalBatch, batch: batch, ranksOnMachine: comm.ranksOnMachine)
         network.reserve(maxBatch: batch)

@@ -84,7 +84,7 @@ public enum LabEmulator {
 
     /// Refuses a profile that is not a one-rank `bench --json` result of `model` with sane
     /// numbers: the file is untrusted, and its times become sleeps and its sizes allocations.
-    static func check(_ profile: BenchmarkResult) throws -> Network {
+    static func check(_ profile: BenchmarkResult, compression: GradientCompression = .none, communicator comm: Communicator = LocalCommunicator()) throws -> Network {
         guard profile.ranks == 1 else {
             throw ProfileError(description: "the profile was measured on \(profile.ranks) ranks: measure it on one (bench --json without mpirun)")
         }
@@ -98,9 +98,12 @@ public enum LabEmulator {
         if let problem = problems.compactMap({ $0 }).first {
             throw ProfileError(description: "the profile's \(problem): make it again with `catdog-dist bench --json` on one rank")
         }
-        guard let network = try? ModelZoo.build(profile.model, imageSize: profile.image_size) else {
+        guard (try? ModelZoo.builder(profile.model, imageSize: profile.image_size).counts()) != nil else {
             throw ProfileError(description: "the profile's model \(profile.model.prefix(64)) at \(profile.image_size) px is not one catdog-dist builds (see `catdog-dist models`)")
         }
+        try Benchmark.checkModelMemory(model: profile.model, imageSize: profile.image_size, update: .standard, compression: compression,
+                                       communicator: comm)
+        let network = try ModelZoo.build(profile.model, imageSize: profile.image_size)
         guard profile.layers.count == network.nodes.count - 1,
               zip(profile.layers, network.nodes.dropFirst()).allSatisfy({ $0.name == $1.name }) else {
             throw ProfileError(description: "the profile's layers are not those of \(profile.model.prefix(64)) at \(profile.image_size) px")
@@ -178,7 +181,7 @@ public enum LabEmulator {
     public static func run(profile: BenchmarkResult, coresPerMachine cores: Int, steps: Int, warmupSteps: Int,
                            bucketMiB: Double, compression: GradientCompression, allReduce: AllReduceTopology = .flat, overlap: Bool = true,
                            communicator comm: Communicator, progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> Result {
-        let network = try check(profile)
+        let network = try check(profile, compression: compression, communicator: comm)
         network.initialize(seed: 1)
         let step = DataParallelStep(network: network, optimizer: BenchmarkUpdate.standard.makeOptimizer(network),
                                     communicator: comm, overlap: overlap, bucketBytes: Int(bucketMiB * 1_048_576),
