@@ -118,6 +118,14 @@ extension CheckpointMetadata {
     }
 }
 
+/// A checkpoint that may be sound but is larger than the memory available now: not a damaged
+/// file, so `--resume auto` stops on it rather than skipping to an older one.
+public struct CheckpointMemoryError: Error, CustomStringConvertible {
+    public var path: String
+    public var problem: String
+    public var description: String { "checkpoint \(path): \(problem)" }
+}
+
 /// A verified checkpoint in memory.
 public struct LoadedCheckpoint {
     public let path: String
@@ -128,7 +136,8 @@ public struct LoadedCheckpoint {
     /// Reads, decompresses (checking zstd's checksum) and validates `path`. Its start is read
     /// first: a file that is no zstd frame, names no model, or is larger than its model's
     /// checkpoint can compress to is refused before the rest is read.
-    public init(path: String) throws {
+    /// `available`: the memory that may hold it (`MemoryStatus.availableBytes`; tests pass less).
+    public init(path: String, available: () -> Int? = MemoryStatus.availableBytes) throws {
         let (file, start) = try LoadedCheckpoint.readStart(path)
         var compressed = start
         do {
@@ -140,14 +149,16 @@ public struct LoadedCheckpoint {
             guard file.size <= Zstd.compressBound(contentSize) else {
                 throw CheckpointError(path: path, problem: "is \(file.size) bytes, more than its \(contentSize) bytes of content can compress to; the file is damaged or crafted")
             }
-            try LoadedCheckpoint.checkMemory(holding: file.size + contentSize, path: path)
+            try LoadedCheckpoint.checkMemory(holding: file.size + contentSize, path: path, available: available())
             try file.read(file.size, appendingTo: &compressed)
         } catch let error as CheckpointError {
+            throw error
+        } catch let error as CheckpointMemoryError {
             throw error
         } catch {
             throw CheckpointError(path: path, problem: "\(error)")
         }
-        try self.init(compressed: compressed, path: path)
+        try self.init(compressed: compressed, path: path, available: available)
     }
 
     /// The model a checkpoint's header names, from the start of the file alone: the header is
@@ -179,11 +190,11 @@ public struct LoadedCheckpoint {
     /// model; then the tensor bytes, only if the frame declares no more of them than that model's
     /// checkpoint can hold (weights, BatchNorm state, optimizer moments, the best epoch's copy,
     /// an ImageNet classifier). A small file declaring gigabytes is refused before allocating them.
-    public init(compressed: [UInt8], path: String) throws {
+    public init(compressed: [UInt8], path: String, available: () -> Int? = MemoryStatus.availableBytes) throws {
         let bytes = try LoadedCheckpoint.readingErrors(path) {
             let reader = try Zstd.Reader(compressed)
             var bytes = try LoadedCheckpoint.header(reader, path: path).bytes
-            try LoadedCheckpoint.checkMemory(holding: reader.contentSize, path: path)
+            try LoadedCheckpoint.checkMemory(holding: reader.contentSize, path: path, available: available())
             try reader.read(reader.contentSize - bytes.count, appendingTo: &bytes)
             try reader.finish()
             return bytes
@@ -195,9 +206,9 @@ public struct LoadedCheckpoint {
     /// more than the memory available now is refused before they are read: the largest
     /// model's checkpoint (`simple` at 1024 px with its optimizer's moments, ~11 GB) would
     /// otherwise be killed by the OOM killer on a smaller machine or under a job's limit.
-    static func checkMemory(holding bytes: Int, path: String, available: Int? = MemoryStatus.availableBytes()) throws {
+    static func checkMemory(holding bytes: Int, path: String, available: Int?) throws {
         guard let available, available > 0, bytes > available else { return }
-        throw CheckpointError(path: path, problem: String(
+        throw CheckpointMemoryError(path: path, problem: String(
             format: "needs %.1f GiB of memory to read (compressed and decompressed), more than the %.1f GiB available here: read it where more memory is free",
             Double(bytes) / 1_073_741_824, Double(available) / 1_073_741_824))
     }
@@ -223,9 +234,12 @@ public struct LoadedCheckpoint {
         return (bytes, model)
     }
 
-    /// Runs `body`, saying of any error but a `CheckpointError` that the file is unreadable.
+    /// Runs `body`, saying of any error but a `CheckpointError` (or a `CheckpointMemoryError`)
+    /// that the file is unreadable.
     static func readingErrors<T>(_ path: String, _ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as CheckpointError {
+            throw error
+        } catch let error as CheckpointMemoryError {
             throw error
         } catch {
             throw CheckpointError(path: path, problem: "not a readable .safetensors.zst file (\(error)); it may be truncated or corrupt")
@@ -338,12 +352,16 @@ public struct LoadedCheckpoint {
 extension CheckpointStore {
 
     /// The newest checkpoint that verifies; each one that does not is reported through `skipped`.
-    public func newestValid(skipped: (CheckpointError) -> Void) -> LoadedCheckpoint? {
+    /// A checkpoint that cannot be read for want of memory is not skipped: the error is thrown
+    /// (an older checkpoint, or a fresh start, would lose the work the newest one holds).
+    public func newestValid(available: () -> Int? = MemoryStatus.availableBytes, skipped: (CheckpointError) -> Void) throws -> LoadedCheckpoint? {
         var candidates = numbered()
         if FileManager.default.fileExists(atPath: lastPath) { candidates.insert(lastPath, at: 0) }
         for candidate in candidates {
-            do { return try LoadedCheckpoint(path: candidate) } catch let error as CheckpointError {
+            do { return try LoadedCheckpoint(path: candidate, available: available) } catch let error as CheckpointError {
                 skipped(error)
+            } catch let error as CheckpointMemoryError {
+                throw error
             } catch {
                 skipped(CheckpointError(path: candidate, problem: "\(error)"))
             }

@@ -106,7 +106,7 @@ public struct RunFolder {
         var json = ""
         if comm.rank == 0 {
             if resume == "auto" {
-                found = store.newestValid { log("skipping \($0)") }
+                found = try store.newestValid { log("skipping \($0)") }
                 if found == nil { log("no checkpoint in \(path) yet: starting fresh") }
             } else {
                 found = try LoadedCheckpoint(path: resume)

@@ -341,9 +341,18 @@ final class ResumeTests: XCTestCase {
         for i in stride(from: damaged.count / 2, to: damaged.count / 2 + 64, by: 1) { damaged[i] ^= 0x5A }
         try damaged.write(to: URL(fileURLWithPath: numbered[1]))
         var skipped: [String] = []
-        let chosen = store.newestValid { skipped.append($0.path) }
+        let chosen = try store.newestValid { skipped.append($0.path) }
         XCTAssertEqual(skipped, [store.lastPath, numbered[0], numbered[1]])
         XCTAssertEqual(chosen?.path, numbered[2])
+        // A checkpoint that the memory available cannot hold is not known to be damaged: the
+        // search stops on the newest with the reason, where skipping would resume from an older
+        // one, or start afresh, and lose the work it holds.
+        var skippedForMemory: [String] = []
+        XCTAssertThrowsError(try store.newestValid(available: { 4096 }) { skippedForMemory.append($0.path) }) { error in
+            XCTAssertTrue(error is CheckpointMemoryError, "\(error)")
+            XCTAssertTrue("\(error)".contains("checkpoint \(store.lastPath): needs"), "\(error)")
+        }
+        XCTAssertEqual(skippedForMemory, [], "a checkpoint refused for memory is not skipped")
         let result = try CLI.run(trainArguments(data, folder, epochs: 2, extra: ["--resume", "auto"]))
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("skipping checkpoint \(store.lastPath)"), result.stdout)
