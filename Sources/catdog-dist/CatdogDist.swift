@@ -26,7 +26,39 @@ struct CatdogDist: ParsableCommand {
         case "0": HugePages.turnOff(because: "CATDOG_HUGE_PAGES=0")
         case let value?: exit(withError: BadHugePagesVariable(value: value))
         }
-        main(nil)
+        var command: ParsableCommand
+        do { command = try parseAsRoot(nil) } catch {
+            if let rank = launcherRank, rank != 0 { otherRankRefused(error, rank: rank) }
+            exit(withError: error)
+        }
+        // --help is parsed into ArgumentParser's own command that prints it: the first rank's.
+        if let rank = launcherRank, rank != 0, String(describing: type(of: command)) == "HelpCommand" { Glibc.exit(0) }
+        do { try command.run() } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// A mistyped option (or --help) under `mpirun -np 32` is said once, by the first rank,
+    /// not 32 times. A clean end (an error with status 0) ends the other ranks at once. A refusal waits 2 s
+    /// first: the same refusal on the first rank has ended the job by then (the launcher ends
+    /// every rank when one fails); one that only this rank's machine makes (a file it cannot
+    /// read) is then printed, naming the rank.
+    static func otherRankRefused(_ error: Error, rank: Int) -> Never {
+        let code = exitCode(for: error)
+        if code == .success { Glibc.exit(0) }
+        sleep(2)
+        FileHandle.standardError.write(Data("rank \(rank) on \(ProcessInfo.processInfo.hostName): \(fullMessage(for: error))\n".utf8))
+        Glibc.exit(code.rawValue)
+    }
+
+    /// This process's rank as the launcher (Open MPI, MPICH, PMIx, Slurm's srun) tells it in
+    /// the environment, before MPI starts; nil when started alone.
+    static var launcherRank: Int? {
+        let environment = ProcessInfo.processInfo.environment
+        for name in ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"] {
+            if let value = environment[name], let rank = Int(value) { return rank }
+        }
+        return nil
     }
 
     struct BadHugePagesVariable: Error, CustomStringConvertible {

@@ -298,4 +298,25 @@ final class CommandLineTests: XCTestCase {
         XCTAssertLessThan(lines[0].count, errorCharacters + 80, result.stderr)
         XCTAssertTrue(lines[0].hasSuffix("cannot read the file (missing or no permission)"), result.stderr)
     }
+
+    /// A mistyped option or --help under mpirun is said once, by the first rank; a refusal
+    /// that only another rank makes (a file its machine cannot read) is said by it, naming it.
+    func testUnderMpirunAMistakeIsSaidOnce() throws {
+        let wrong = ["train", "--data", "/nonexistent", "--checkpoint-dir", "/nonexistent", "--ghost-batch", "0"]
+        let three = try CLI.run(wrong, ranks: 3)
+        XCTAssertEqual(three.status, 64, three.output)
+        XCTAssertEqual(three.stderr.components(separatedBy: "ghost batch 0 is outside").count - 1, 1,
+                       "mpirun -np 3 catdog-dist \(wrong.joined(separator: " ")):\n\(three.stderr)")
+        let help = try CLI.run(["train", "--help"], ranks: 3)
+        XCTAssertEqual(help.status, 0, help.output)
+        XCTAssertEqual(help.stdout.components(separatedBy: "OVERVIEW:").count - 1, 1, help.stdout)
+        // Alone as rank 1 (the first rank is not there to say it): said, after a wait, with the rank.
+        let alone = try CLI.run(wrong, environment: ["OMPI_COMM_WORLD_RANK": "1"])
+        XCTAssertEqual(alone.status, 64, alone.output)
+        XCTAssertTrue(alone.stderr.hasPrefix("rank 1 on "), alone.stderr)
+        XCTAssertTrue(alone.stderr.contains("ghost batch 0 is outside"), alone.stderr)
+        let quiet = try CLI.run(["models", "--help"], environment: ["OMPI_COMM_WORLD_RANK": "2"])
+        XCTAssertEqual(quiet.status, 0, quiet.output)
+        XCTAssertEqual(quiet.output, "", "help is the first rank's to print")
+    }
 }
