@@ -198,15 +198,15 @@ public final class Trainer {
     /// but sized far below it by default, and the libraries).
     public static let stateMemoryShare = 0.75
 
-    /// Bytes a rank holds in buffers of the weights' size (the weights, their gradients, a
-    /// packed copy, the optimizer's moments, the moving average, PowerSGD's error feedback:
+    /// Bytes a rank holds in buffers of the weights' size (the weights, their gradients, on
+    /// rank 0 the best epoch's copy, the optimizer's moments, the moving average, PowerSGD's error feedback:
     /// one buffer, or on rank 0 of a run of up to `RunLimits.checkpointedErrorFeedbackRanks`
     /// ranks every rank's for its checkpoints, else two), and BatchNorm's statistics; what
     /// `train` logs as "weights, gradients and optimizer state".
     public static func stateBytes(_ config: TrainingConfig, parameters: Int, state: Int, ranks: Int, rank: Int) -> Double {
         let errorFeedback = config.powerSGDRank == nil ? 0
             : ranks <= RunLimits.checkpointedErrorFeedbackRanks ? (rank == 0 ? ranks : 1) : 2
-        let copies = 3 + config.optimizer.weightSizedBuffers + (config.emaDecay == nil ? 0 : 1) + errorFeedback
+        let copies = (rank == 0 ? 3 : 2) + config.optimizer.weightSizedBuffers + (config.emaDecay == nil ? 0 : 1) + errorFeedback
         return Double(MemoryLayout<Float>.size) * (Double(copies) * Double(parameters) + Double(config.emaDecay == nil ? 1 : 2) * Double(state))
     }
 
