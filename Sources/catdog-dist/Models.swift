@@ -22,12 +22,13 @@ struct Models: ParsableCommand {
         print("models at \(imageSize)x\(imageSize)x3:")
         print("  name                parameters   GFLOPs/image (forward)   description")
         for entry in ModelZoo.entries {
-            let network = try ModelZoo.build(entry.name, imageSize: imageSize)
-            let gflops = Double(network.forwardFLOPs) / 1e9
-            let params = network.parameterCount.formatted(.number.grouping(.automatic))
+            // Shapes only: nothing is allocated (simple at 1024 px would take 4 GB built).
+            let outline = try ModelZoo.builder(entry.name, imageSize: imageSize).outline()
+            let gflops = Double(outline.forwardFLOPs) / 1e9
+            let params = outline.parameters.formatted(.number.grouping(.automatic))
             print("  \(entry.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(params.leftPadded(11))   \(String(format: "%8.3f", gflops))                 \(entry.description)")
             if verbose {
-                for line in network.layerSummary { print("      \(line)") }
+                for line in outline.layers { print("      \(line)") }
             }
         }
         print("training costs about 3x the forward GFLOPs per image; `\(ModelZoo.defaultModel)` is the default.")

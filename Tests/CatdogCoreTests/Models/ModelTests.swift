@@ -35,6 +35,20 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try ModelZoo.builder("resnet", imageSize: 64).counts().parameters, 1_957_793)
     }
 
+    /// `catdog-dist models` lists each model from its shapes alone (`outline`), without
+    /// building it: the same parameters, forward FLOPs and layer lines as the built network.
+    func testAnOutlineIsWhatTheBuiltNetworkHas() throws {
+        for name in ModelZoo.names + ["efficientnet-lite0"] {
+            for size in [32, 72] {
+                let outline = try ModelZoo.builder(name, imageSize: size).outline()
+                let network = try ModelZoo.build(name, imageSize: size)
+                XCTAssertEqual(outline.parameters, network.parameterCount, "\(name) at \(size)")
+                XCTAssertEqual(outline.forwardFLOPs, network.forwardFLOPs, "\(name) at \(size)")
+                XCTAssertEqual(outline.layers, network.layerSummary, "\(name) at \(size)")
+            }
+        }
+    }
+
     /// resnet-pool enters each later stage by a 2×2 max pool and a stride-1 conv, so that every
     /// conv but the stem's can take Winograd; its stages have resnet's shapes at even sizes.
     func testPoolVariantShrinksByPoolingWithResnetsStageShapes() throws {
