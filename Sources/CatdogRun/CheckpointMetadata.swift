@@ -206,6 +206,16 @@ public struct LoadedCheckpoint {
     /// more than the memory available now is refused before they are read: the largest
     /// model's checkpoint (`simple` at 1024 px with its optimizer's moments, ~11 GB) would
     /// otherwise be killed by the OOM killer on a smaller machine or under a job's limit.
+    /// Refuses to build `model` (`floats` of weights, gradients and statistics) beyond the
+    /// memory `available`, after the checkpoint's bytes were read.
+    static func checkMemory(building model: String, imageSize: Int, floats: Int, path: String, available: Int?) throws {
+        let bytes = Double(floats) * Double(MemoryLayout<Float>.size)
+        guard let available, available > 0, bytes > Double(available) else { return }
+        throw CheckpointMemoryError(path: path, problem: String(
+            format: "%@ at %dx%d needs %.1f GiB for its weights and their gradients, more than the %.1f GiB available here once the checkpoint is read: use a machine with more free memory",
+            model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824))
+    }
+
     static func checkMemory(holding bytes: Int, path: String, available: Int?) throws {
         guard let available, available > 0, bytes > available else { return }
         throw CheckpointMemoryError(path: path, problem: String(
@@ -309,6 +319,11 @@ public struct LoadedCheckpoint {
     public func makeNetwork(imageSize: Int? = nil, convolution: ConvolutionOptions = .init()) throws -> Network {
         let network: Network
         let size = imageSize ?? metadata.imageSize
+        // A built network holds its weights and their gradients: refused beyond the memory left.
+        if let counts = try? ModelZoo.builder(metadata.model, imageSize: size).counts() {
+            try LoadedCheckpoint.checkMemory(building: metadata.model, imageSize: size, floats: 2 * counts.parameters + counts.state,
+                                             path: path, available: MemoryStatus.availableBytes())
+        }
         do { network = try ModelZoo.build(metadata.model, imageSize: size, convolution: convolution) } catch {
             throw CheckpointError(path: path, problem: "\(error)")
         }

@@ -71,6 +71,13 @@ final class ModelMemoryTests: XCTestCase {
         }
         XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: 2 * gib))
         XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: nil))
+        // Then its network, weights and gradients, in what is left.
+        XCTAssertThrowsError(try LoadedCheckpoint.checkMemory(building: "simple", imageSize: 1024, floats: 2 * 537_033_649, path: "a",
+                                                              available: 4 * gib)) { error in
+            XCTAssertTrue("\(error)".contains("simple at 1024x1024 needs 4.0 GiB for its weights and their gradients, more than the 4.0 GiB"), "\(error)")
+        }
+        XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(building: "simple", imageSize: 1024, floats: 2 * 537_033_649, path: "a",
+                                                          available: 5 * gib))
     }
 
     /// cgroup files as a Slurm job (v2) or a container (v1) sees them.
