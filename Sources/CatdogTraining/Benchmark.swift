@@ -162,6 +162,15 @@ public enum Benchmark {
                                      ranksOnMachine: comm.ranksOnMachine, available: MemoryStatus.availableBytes())
     }
 
+    /// A lone blocking all-reduce of every gradient (the mean of 5), for the scaling model.
+    static func loneAllReduceSeconds(_ network: Network, _ comm: Communicator) throws -> Double {
+        let repeats = 5
+        try comm.barrier()
+        let start = Date()
+        for _ in 0..<repeats { try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount) }
+        return Date().timeIntervalSince(start) / Double(repeats)
+    }
+
     public static func run(model: String, imageSize: Int, globalBatch: Int, steps: Int, warmupSteps: Int,
                            overlap: Bool, bucketMiB: Double, compression: GradientCompression = .none, allReduce: AllReduceTopology = .flat,
                            convolution: ConvolutionOptions = .init(), update: BenchmarkUpdate = .standard,
@@ -184,18 +193,19 @@ public enum Benchmark {
         let context = PassContext(training: true, seed: 1)
         let average = BenchmarkAverage(network, ema: update.ema)
         var averageSeconds = 0.0
-        /// One training step with the moving average (BatchNorm's, after it, timed with the optimizer).
+        var done = 0
+        /// One training step with the moving average (BatchNorm's, after it, timed with the
+        /// optimizer), then the progress through the warm-up and timed steps together.
         func trainingStep() throws {
             _ = try step.run(batch: batch, normalizer: globalBatch, context: context, learningRate: 1e-4, weightDecay: update.weightDecay,
                              average: average.average)
             let averaging = Date()
             average.updated()
             averageSeconds += Date().timeIntervalSince(averaging)
+            done += 1
+            progress?(done, warmupSteps + steps)
         }
-        for s in 0..<warmupSteps {
-            try trainingStep()
-            progress?(s + 1, warmupSteps + steps)
-        }
+        for _ in 0..<warmupSteps { try trainingStep() }
         try comm.barrier()
         step.resetTimers()
         averageSeconds = 0
@@ -205,20 +215,12 @@ public enum Benchmark {
         ConvolutionPhases.enabled = true
         defer { ConvolutionPhases.enabled = false }
         let start = Date()
-        for s in 0..<steps {
-            try trainingStep()
-            progress?(warmupSteps + s + 1, warmupSteps + steps)
-        }
+        for _ in 0..<steps { try trainingStep() }
         try comm.barrier()
         let seconds = Date().timeIntervalSince(start)
         network.profiling = false
         ConvolutionPhases.enabled = false
-        // A lone blocking all-reduce of every gradient, for the scaling model.
-        let repeats = 5
-        try comm.barrier()
-        let reduceStart = Date()
-        for _ in 0..<repeats { try comm.allReduceSum(network.gradients.pointer, count: network.parameterCount) }
-        let allReduceSeconds = Date().timeIntervalSince(reduceStart) / Double(repeats)
+        let allReduceSeconds = try loneAllReduceSeconds(network, comm)
         let layerSeconds = network.forwardSeconds.reduce(0, +) + network.backwardSeconds.reduce(0, +)
         var totals = [seconds, step.exposedCommSeconds, allReduceSeconds, step.optimizerSeconds + averageSeconds, layerSeconds] + ConvolutionPhases.seconds
             + ConvolutionPhases.passSeconds
