@@ -125,7 +125,8 @@ public enum MemoryStatus {
                         let pair = line.split(separator: " ")
                         return pair.count == 2 && pair[0] == files.inactive ? Int(pair[1]) : nil
                     }.first ?? 0
-                    let headroom = max(0, limit - max(0, usage - max(0, inactive)))
+                    // Each figure clamped to 0 first, so no subtraction can overflow.
+                    let headroom = max(0, limit - max(0, max(0, usage) - max(0, inactive)))
                     least = min(least ?? headroom, headroom)
                 }
                 if parts.isEmpty { break }

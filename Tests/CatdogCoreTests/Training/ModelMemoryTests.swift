@@ -112,5 +112,12 @@ final class ModelMemoryTests: XCTestCase {
         XCTAssertNil(headroom(["/proc/self/cgroup": "0::/../../job\n", "/sys/fs/cgroup/memory.max": "\(gib)", "/sys/fs/cgroup/memory.current": "0"]))
         XCTAssertNil(headroom(["/proc/self/cgroup": "garbage\n::\n0:/x\n"]))
         XCTAssertNil(headroom(["/proc/self/cgroup": "0::/a\n", "/sys/fs/cgroup/a/memory.max": "-5", "/sys/fs/cgroup/a/memory.current": "0"]))
+        // Figures at the edges of Int: no overflow.
+        XCTAssertEqual(headroom(["/proc/self/cgroup": "0::/a\n", "/sys/fs/cgroup/a/memory.max": "\(gib)",
+                                 "/sys/fs/cgroup/a/memory.current": "-5",
+                                 "/sys/fs/cgroup/a/memory.stat": "inactive_file 9223372036854775807\n"]), gib)
+        XCTAssertEqual(headroom(["/proc/self/cgroup": "0::/a\n", "/sys/fs/cgroup/a/memory.max": "\(gib)",
+                                 "/sys/fs/cgroup/a/memory.current": "9223372036854775807",
+                                 "/sys/fs/cgroup/a/memory.stat": "inactive_file -9223372036854775808\n"]), 0)
     }
 }
