@@ -162,14 +162,20 @@ public final class Trainer {
         return batchMemoryShare * Double(available) / Double(max(ranksOnMachine, 1))
     }
 
+    /// "a quarter of this rank's part (5.5 GiB, 1/4) of the 22.0 GiB this machine has
+    /// available", or without the part on a machine of one rank: what the memory refusals cite.
+    static func describeShare(_ fraction: String, of available: Int, ranksOnMachine: Int) -> String {
+        let gib = Double(available) / 1_073_741_824
+        return ranksOnMachine > 1
+            ? String(format: "%@ of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", fraction,
+                     gib / Double(ranksOnMachine), ranksOnMachine, gib)
+            : String(format: "%@ of the %.1f GiB this machine has available", fraction, gib)
+    }
+
     static func checkBatchMemory(samples: Int, shape: FeatureShape, globalBatch: Int, micro: Int = 1, activationBytesPerSample: Int = 0,
                                  ranksOnMachine: Int = 1, available: Int? = MemoryStatus.availableBytes()) throws {
         guard let available, let limit = batchMemoryLimit(available: available, ranksOnMachine: ranksOnMachine) else { return }
-        let gib = Double(available) / 1_073_741_824
-        let share = ranksOnMachine > 1
-            ? String(format: "a quarter of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", gib / Double(ranksOnMachine),
-                     ranksOnMachine, gib)
-            : String(format: "a quarter of the %.1f GiB this machine has available", gib)
+        let share = Trainer.describeShare("a quarter", of: available, ranksOnMachine: ranksOnMachine)
         let inputs = 2 * Double(max(samples, 1)) * Double(shape.count) * Double(MemoryLayout<Float>.size)
         if inputs > limit {
             throw BatchMemoryTooLarge(description: String(
@@ -218,10 +224,7 @@ public final class Trainer {
         let part = Double(available) / Double(max(ranksOnMachine, 1))
         let bytes = stateBytes(config, parameters: parameters, state: state, ranks: ranks, rank: rank)
         guard bytes > stateMemoryShare * part else { return }
-        let gib = Double(available) / 1_073_741_824
-        let of = ranksOnMachine > 1
-            ? String(format: "three quarters of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", part / 1_073_741_824, ranksOnMachine, gib)
-            : String(format: "three quarters of the %.1f GiB this machine has available", gib)
+        let of = Trainer.describeShare("three quarters", of: available, ranksOnMachine: ranksOnMachine)
         let fewer = ranksOnMachine > 1 ? ", or fewer ranks on this machine" : ""
         throw ModelMemoryTooLarge(description: String(
             format: "model %@ at %dx%d has %d parameters: its weights, gradients and %@ state%@ would take %.1f GiB on rank %d, more than %@: use a smaller --image-size or a model with global pooling (resnet-pool, resnet)%@",
