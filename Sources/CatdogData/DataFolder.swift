@@ -140,6 +140,26 @@ public enum DataFolder {
         return sorted.map { (id: $0.0, path: $0.1) }
     }
 
+    /// The JPEG files of `path` (by extension: .jpg, .jpeg, .jpe, .jfif, any case), sorted by
+    /// name; subfolders and hidden files are not looked into. Their names need no class or number.
+    public static func imageFiles(in path: String) throws -> [String] {
+        let fm = FileManager.default
+        let entries: [String]
+        do { entries = try fm.contentsOfDirectory(atPath: path) } catch {
+            throw DataFolderError(description: "cannot list folder '\(printable(path))': \(describe(error))")
+        }
+        let files = entries.sorted().compactMap { name -> String? in
+            guard !name.hasPrefix("."), imageExtensions.contains((name as NSString).pathExtension.lowercased()) else { return nil }
+            let full = (path as NSString).appendingPathComponent(name)
+            var isDirectory: ObjCBool = false
+            return fm.fileExists(atPath: full, isDirectory: &isDirectory) && !isDirectory.boolValue ? full : nil
+        }
+        guard !files.isEmpty else {
+            throw DataFolderError(description: "no JPEG images (.jpg, .jpeg) in folder '\(printable(path))'")
+        }
+        return files
+    }
+
     /// The first five of `names` in order (each escaped by `printable`: a line break in a name
     /// does not break the message), and "..." when there are more.
     static func someNames(_ names: [String]) -> String {

@@ -4,7 +4,9 @@ import Foundation
 /// What decoding a set of files found: how many were skipped and why, with the details.
 public struct DecodeReport: Sendable {
     public var attempted = 0
-    public var skipped: [(path: String, problem: ImageProblem, detail: String)] = []
+    /// Each skipped file: its index among the files decoded (a slot; the same path given twice
+    /// is two entries), its path and why.
+    public var skipped: [(index: Int, path: String, problem: ImageProblem, detail: String)] = []
 
     public init() {}
 
@@ -128,9 +130,9 @@ public final class ImageStore {
                 try decoder.decode(files[i], into: image(i))
                 valid[i] = 1
             } catch let error as ImageError {
-                report.skipped.append((files[i], error.problem, error.detail))
+                report.skipped.append((i, files[i], error.problem, error.detail))
             } catch {
-                report.skipped.append((files[i], .unreadable, "\(error)"))
+                report.skipped.append((i, files[i], .unreadable, "\(error)"))
             }
             done += 1
             progress?(done)

@@ -57,8 +57,7 @@ public final class Predictor {
             let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { _ in 0 })
             let report = store.decode(chunk.map { paths[$0] }, indices: 0..<chunk.count, fit: preprocessing.fit)
             for skip in report.skipped {
-                let i = chunk[chunk.firstIndex { paths[$0] == skip.path }!]
-                results[i] = .failure(ImageError(problem: skip.problem, detail: skip.detail))
+                results[chunk[skip.index]] = .failure(ImageError(problem: skip.problem, detail: skip.detail))
             }
             let good = (0..<chunk.count).filter { store.valid[$0] == 1 }
             var sums = [Double](repeating: 0, count: good.count)

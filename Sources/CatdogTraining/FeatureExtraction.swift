@@ -135,7 +135,7 @@ public enum FeatureExtraction {
         report.attempted = all.count
         for (i, code) in problems.enumerated() {
             guard let problem = ImageProblem(code: Int(code)) else { continue }
-            report.skipped.append((all[i].path, problem, ""))
+            report.skipped.append((i, all[i].path, problem, ""))
         }
         log(String(format: "features of %d images in %.1f s: %.1f images/s over %d ranks", all.count, seconds, rate[0], comm.size))
         return Extracted(files: all, trainCount: split.train.count, pooled: features, mirroredValidation: mirrored, width: width,
@@ -164,11 +164,7 @@ public enum FeatureExtraction {
         let width = outputs.width
         let store = ImageStore(count: chunk.count, storedSize: preprocessing.storedSize, labels: chunk.map { all[$0].label })
         let report = store.decode(chunk.map { all[$0].path }, indices: 0..<chunk.count, fit: preprocessing.fit)
-        for skip in report.skipped {
-            if let i = chunk.first(where: { all[$0].path == skip.path }) {
-                problems[i] = Double(skip.problem.code)
-            }
-        }
+        for skip in report.skipped { problems[chunk.lowerBound + skip.index] = Double(skip.problem.code) }
         var random = Random(seed: 0)
         for i in 0..<chunk.count {
             store.writeSample(i, to: network.input + i * network.inputShape.count, preprocessing: preprocessing,

@@ -132,7 +132,7 @@ public final class TrainingData {
         for (i, code) in problems.enumerated() {
             guard let problem = ImageProblem(code: Int(code)) else { continue }
             let detail = details[paths[i]]
-            report.skipped.append((paths[i], problem, detail ?? ""))
+            report.skipped.append((i, paths[i], problem, detail ?? ""))
             lines.append("\(printable(paths[i])): \(problem.rawValue)" + (detail.map { " (\(printable($0)))" } ?? ""))
         }
         return (report, lines)

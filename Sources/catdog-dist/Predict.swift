@@ -1,4 +1,5 @@
 import ArgumentParser
+import CatdogData
 import CatdogEngine
 import CatdogSupport
 import Foundation
@@ -7,15 +8,17 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Say how sure the model is that each image is a cat or a dog.",
         discussion: """
-            Any JPEG of any size. One line per image, in the 2017 study's words:
+            Any JPEG of any size, or a folder of them. One line per image, in the 2017 study's words:
               I am 99.12% sure this is a Dog
+            A folder stands for the JPEG files in it, by name (not those in its subfolders); \
+            answers are printed a batch at a time as they come.
             An unreadable image gets an error line; the others are still answered (exit status 1).
             """)
 
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var compute: ComputeOptions
 
-    @Argument(help: "JPEG images.")
+    @Argument(help: "JPEG images, or folders of them.")
     var images: [String]
 
     @OptionGroup var testTime: TestTimeOptions
@@ -35,10 +38,35 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         try compute.apply()  // first: the kernels it selects decide what auto can take
+        let paths: [String]
+        do { paths = try Predict.files(images) } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
         let predictor = try model.predictor(compute)
-        let results = predictor.dogProbabilities(images, tta: testTime.resolved)
         var failed = 0
-        for (path, result) in zip(images, results) {
+        // A batch at a time, so that a folder of thousands is answered as it goes.
+        for start in stride(from: 0, to: paths.count, by: predictor.batchSize) {
+            let batch = Array(paths[start..<min(start + predictor.batchSize, paths.count)])
+            failed += try report(zip(batch, predictor.dogProbabilities(batch, tta: testTime.resolved)), named: paths.count > 1)
+            fflush(nil)
+        }
+        if failed > 0 { throw ExitCode(1) }
+    }
+
+    /// The images `arguments` name: a file as given, a folder as its JPEG files by name.
+    static func files(_ arguments: [String]) throws -> [String] {
+        try arguments.flatMap { argument -> [String] in
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory), isDirectory.boolValue else { return [argument] }
+            return try DataFolder.imageFiles(in: argument)
+        }
+    }
+
+    /// Prints each answer (prefixed with its path when `named`), or its error; returns how many failed.
+    private func report(_ results: some Sequence<(String, Result<Double, ImageError>)>, named: Bool) throws -> Int {
+        var failed = 0
+        for (path, result) in results {
             switch result {
             case .success(let p):
                 if json {
@@ -47,13 +75,13 @@ struct Predict: ParsableCommand {
                     let name = String(decoding: try encoder.encode(path), as: UTF8.self)  // escaped as JSON requires
                     print(#"{"image": \#(name), "dog_probability": \#(p), "label": "\#(p >= 0.5 ? "dog" : "cat")"}"#)
                 } else {
-                    print(images.count > 1 ? "\(printable(path)): \(Predict.sentence(dogProbability: p))" : Predict.sentence(dogProbability: p))
+                    print(named ? "\(printable(path)): \(Predict.sentence(dogProbability: p))" : Predict.sentence(dogProbability: p))
                 }
             case .failure(let error):
                 failed += 1
                 printError("\(path): cannot read it: \(error)")
             }
         }
-        if failed > 0 { throw ExitCode(1) }
+        return failed
     }
 }

@@ -174,6 +174,40 @@ final class InferenceCommandTests: XCTestCase {
         XCTAssertFalse(result.stderr.contains("Fatal"), result.stderr)
     }
 
+    /// A folder stands for its JPEG files by name (not its subfolders, hidden files or other
+    /// files), answered a batch at a time with the same answers as file by file; a broken
+    /// file given twice is reported twice (it once crashed: its skips were matched by path).
+    func testPredictTakesAFolderAndTheSameBrokenFileTwice() throws {
+        let folder = try temporaryFolder(self)
+        let photos = folder + "/photos"
+        try FileManager.default.createDirectory(atPath: photos + "/inner", withIntermediateDirectories: true)
+        for (name, source) in [("b.jpg", "cat.2"), ("a.JPEG", "dog.2"), ("c.jpg", "dog.3"), (".hidden.jpg", "cat.4"), ("inner/d.jpg", "cat.5")] {
+            try FileManager.default.createSymbolicLink(atPath: "\(photos)/\(name)", withDestinationPath: "\(sharedData)/train/\(source).jpg")
+        }
+        try Data("notes".utf8).write(to: URL(fileURLWithPath: photos + "/notes.txt"))
+        let broken = folder + "/broken.jpg"
+        try Data("not a picture".utf8).write(to: URL(fileURLWithPath: broken))
+
+        let result = try CLI.run(["predict", "--checkpoint", Self.model, "--json", "--batch-size", "2", broken, photos, broken])
+        XCTAssertEqual(result.status, 1, result.output)
+        XCTAssertEqual(result.stderr.components(separatedBy: "\(broken): cannot read it: not a JPEG").count - 1, 2, result.stderr)
+        XCTAssertFalse(result.stderr.contains("Fatal"), result.stderr)
+        let answers = try result.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(answers.map { $0["image"] as? String }, ["a.JPEG", "b.jpg", "c.jpg"].map { "\(photos)/\($0)" }, result.stdout)
+        for answer in answers {
+            let path = answer["image"] as! String
+            let alone = try CLI.run(["predict", "--checkpoint", Self.model, "--json", path])
+            XCTAssertEqual(alone.status, 0, alone.output)
+            let p = try JSONSerialization.jsonObject(with: Data(alone.stdout.utf8)) as! [String: Any]
+            XCTAssertEqual(p["dog_probability"] as! Double, answer["dog_probability"] as! Double, accuracy: 1e-6, path)
+        }
+
+        try FileManager.default.createDirectory(atPath: folder + "/empty", withIntermediateDirectories: true)
+        let empty = try CLI.run(["predict", "--checkpoint", Self.model, folder + "/empty"])
+        XCTAssertEqual(empty.status, 1, empty.output)
+        XCTAssertEqual(empty.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "catdog-dist: no JPEG images (.jpg, .jpeg) in folder '\(folder)/empty'")
+    }
+
     func testSubmitWritesKaggleFormatSortedByIdScoringBrokenImagesHalf() throws {
         let folder = try temporaryFolder(self)
         for id in 1...11 {
