@@ -38,29 +38,37 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         try compute.apply()  // first: the kernels it selects decide what auto can take
-        let paths: [String]
-        do { paths = try Predict.files(images) } catch {
-            printError("\(error)")
-            throw ExitCode(1)
-        }
+        // A folder that cannot be listed, or holds no JPEG, is said like an unreadable image.
+        let (paths, folderErrors) = Predict.files(images)
+        folderErrors.forEach { printError("\($0)") }
+        var failed = folderErrors.count
+        guard !paths.isEmpty else { throw ExitCode(1) }
         let predictor = try model.predictor(compute)
-        var failed = 0
+        let named = paths.count > 1 || paths != images  // more than one image, or one from a folder: say which
         // A batch at a time, so that a folder of thousands is answered as it goes.
         for start in stride(from: 0, to: paths.count, by: predictor.batchSize) {
             let batch = Array(paths[start..<min(start + predictor.batchSize, paths.count)])
-            failed += try report(zip(batch, predictor.dogProbabilities(batch, tta: testTime.resolved)), named: paths.count > 1)
+            failed += try report(zip(batch, predictor.dogProbabilities(batch, tta: testTime.resolved)), named: named)
             fflush(nil)
         }
         if failed > 0 { throw ExitCode(1) }
     }
 
-    /// The images `arguments` name: a file as given, a folder as its JPEG files by name.
-    static func files(_ arguments: [String]) throws -> [String] {
-        try arguments.flatMap { argument -> [String] in
+    /// The images `arguments` name (a file as given, a folder as its JPEG files by name), and
+    /// why a folder gave none.
+    static func files(_ arguments: [String]) -> (paths: [String], errors: [DataFolderError]) {
+        var paths: [String] = [], errors: [DataFolderError] = []
+        for argument in arguments {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory), isDirectory.boolValue else { return [argument] }
-            return try DataFolder.imageFiles(in: argument)
+            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory), isDirectory.boolValue else {
+                paths.append(argument)
+                continue
+            }
+            do { paths += try DataFolder.imageFiles(in: argument) } catch let error as DataFolderError { errors.append(error) } catch {
+                errors.append(DataFolderError(description: "\(error)"))
+            }
         }
+        return (paths, errors)
     }
 
     /// Prints each answer (prefixed with its path when `named`), or its error; returns how many failed.

@@ -206,6 +206,11 @@ final class InferenceCommandTests: XCTestCase {
         let empty = try CLI.run(["predict", "--checkpoint", Self.model, folder + "/empty"])
         XCTAssertEqual(empty.status, 1, empty.output)
         XCTAssertEqual(empty.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "catdog-dist: no JPEG images (.jpg, .jpeg) in folder '\(folder)/empty'")
+        // Beside other images, an empty folder is one error line, as an unreadable image is.
+        let beside = try CLI.run(["predict", "--checkpoint", Self.model, folder + "/empty", photos + "/c.jpg"])
+        XCTAssertEqual(beside.status, 1, beside.output)
+        XCTAssertEqual(beside.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "catdog-dist: no JPEG images (.jpg, .jpeg) in folder '\(folder)/empty'")
+        XCTAssertEqual(beside.stdout.split(separator: "\n").filter { $0.hasPrefix("\(photos)/c.jpg: I am ") }.count, 1, beside.stdout)
     }
 
     func testSubmitWritesKaggleFormatSortedByIdScoringBrokenImagesHalf() throws {
