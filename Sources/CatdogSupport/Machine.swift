@@ -69,6 +69,32 @@ public struct MachineDescription: Codable, Sendable, Equatable {
     }
 }
 
+/// Memory a process can still take, and what set the figure: the machine's free memory, or
+/// the memory limit of its control group (a Slurm job's `--mem`, a container's limit), which
+/// a refusal names so that the user knows which to change.
+public struct AvailableMemory: Sendable, Equatable {
+    public var bytes: Int
+    /// The control group whose limit set `bytes` ("/slurm/uid_0/job_42"); nil: the machine's
+    /// MemAvailable did.
+    public var controlGroup: String?
+
+    public init(bytes: Int, controlGroup: String? = nil) {
+        self.bytes = bytes
+        self.controlGroup = controlGroup
+    }
+
+    /// What follows "the 3.9 GiB" in a refusal: "this machine has available", or "left under
+    /// the memory limit of control group /slurm/uid_0/job_42".
+    public var source: String {
+        controlGroup.map { "left under the memory limit of control group \($0)" } ?? "this machine has available"
+    }
+
+    /// The remedy a refusal adds where a control group's limit set the figure.
+    public var raiseLimit: String {
+        controlGroup == nil ? "" : ", or raise that limit (a Slurm job's --mem, a container's memory limit)"
+    }
+}
+
 /// Memory figures from /proc (Linux; nil elsewhere or when unreadable).
 public enum MemoryStatus {
     /// This process's peak resident set (VmHWM), in bytes.
@@ -78,10 +104,17 @@ public enum MemoryStatus {
     /// Memory this process can still take, in bytes: what the kernel says it can give without
     /// swapping (MemAvailable), or less where this process's control group (a Slurm job's, a
     /// container's) has a memory limit closer to what it uses (`cgroupHeadroom`).
-    public static func availableBytes() -> Int? {
-        let machine = field("MemAvailable:", in: "/proc/meminfo")
-        guard let limited = cgroupHeadroom(read: readSmallFile) else { return machine }
-        return min(machine ?? limited, limited)
+    public static func availableBytes() -> Int? { available()?.bytes }
+
+    /// `availableBytes`, and the control group whose limit set it, if one did.
+    public static func available() -> AvailableMemory? {
+        available(machine: field("MemAvailable:", in: "/proc/meminfo"), limited: cgroupHeadroom(read: readSmallFile))
+    }
+
+    /// The least of the machine's free memory and a control group's room (the machine's on a tie).
+    public static func available(machine: Int?, limited: (bytes: Int, group: String)?) -> AvailableMemory? {
+        guard let limited, limited.bytes < machine ?? Int.max else { return machine.map { AvailableMemory(bytes: $0) } }
+        return AvailableMemory(bytes: limited.bytes, controlGroup: limited.group)
     }
 
     /// The least room left under the memory limits of this process's control group and its
@@ -89,8 +122,9 @@ public enum MemoryStatus {
     /// hybrid layout's /sys/fs/cgroup/unified) and v1 (`memory.limit_in_bytes` less
     /// `memory.usage_in_bytes`, under /sys/fs/cgroup/memory). What is charged counts without
     /// the inactive file cache, which the kernel reclaims before it kills (the data files a job
-    /// has read are charged to it). nil: no limit found. `read` returns a small file's text.
-    public static func cgroupHeadroom(read: (String) -> String?) -> Int? {
+    /// has read are charged to it). nil: no limit found; else the room and the group whose
+    /// limit leaves it ("/slurm/uid_0/job_42"). `read` returns a small file's text.
+    public static func cgroupHeadroom(read: (String) -> String?) -> (bytes: Int, group: String)? {
         guard let table = read("/proc/self/cgroup") else { return nil }
         struct Files { let root: String; let limit: String; let usage: String; let inactive: String }
         var places: [(Files, String)] = []
@@ -108,7 +142,7 @@ public enum MemoryStatus {
             }
         }
         func number(_ text: String?) -> Int? { text.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
-        var least: Int?
+        var least: (bytes: Int, group: String)?
         for (files, path) in places {
             // The group itself, then each ancestor up to the hierarchy's root (no "..": the
             // path is cut at its slashes).
@@ -127,7 +161,7 @@ public enum MemoryStatus {
                     }.first ?? 0
                     // Each figure clamped to 0 first, so no subtraction can overflow.
                     let headroom = max(0, limit - max(0, max(0, usage) - max(0, inactive)))
-                    least = min(least ?? headroom, headroom)
+                    if headroom < least?.bytes ?? Int.max { least = (headroom, "/" + parts.joined(separator: "/")) }
                 }
                 if parts.isEmpty { break }
                 parts.removeLast()

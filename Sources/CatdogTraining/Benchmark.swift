@@ -137,14 +137,14 @@ public enum Benchmark {
     }
 
     static func checkMemory(_ network: Network, model: String, imageSize: Int, globalBatch: Int, batch: Int, ranksOnMachine: Int = 1,
-                            available: Int? = MemoryStatus.availableBytes()) throws {
-        guard let available, let limit = Trainer.batchMemoryLimit(available: available, ranksOnMachine: ranksOnMachine) else { return }
+                            available: AvailableMemory? = MemoryStatus.available()) throws {
+        guard let available, let limit = Trainer.batchMemoryLimit(available: available.bytes, ranksOnMachine: ranksOnMachine) else { return }
         let bytes = Double(batch) * Double(network.activationBytesPerSample)
         guard bytes > limit else { return }
-        let part = ranksOnMachine > 1 ? String(format: " (%d ranks share it)", ranksOnMachine) : ""
         throw TooLarge(description: String(
-            format: "--batch-size %d times one pass of %d images a rank, whose activations (%@ at %dx%d) would take %.1f GiB, more than a quarter of this rank's part of the %.1f GiB this machine has available%@: use a smaller --batch-size (train splits a large batch into micro-batches; bench times one pass)",
-            globalBatch, batch, model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824, part))
+            format: "--batch-size %d times one pass of %d images a rank, whose activations (%@ at %dx%d) would take %.1f GiB, more than %@: use a smaller --batch-size (train splits a large batch into micro-batches; bench times one pass)%@",
+            globalBatch, batch, model, imageSize, imageSize, bytes / 1_073_741_824,
+            Trainer.describeShare("a quarter", of: available, ranksOnMachine: ranksOnMachine), available.raiseLimit))
     }
 
     /// The weights and what is kept beside them, refused before they are built as `train`
@@ -159,7 +159,7 @@ public enum Benchmark {
         if case .powerSGD(let rank, _) = compression { config.powerSGDRank = rank }
         let counts = try ModelZoo.builder(model, imageSize: imageSize).counts()
         try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: comm.size, rank: comm.rank,
-                                     ranksOnMachine: comm.ranksOnMachine, available: MemoryStatus.availableBytes())
+                                     ranksOnMachine: comm.ranksOnMachine, available: MemoryStatus.available())
     }
 
     /// A lone blocking all-reduce of every gradient (the mean of 5), for the scaling model.

@@ -126,9 +126,9 @@ extension Trainer {
     /// per rank sets it (collective). And this machine's available memory, read before the
     /// collective, so before any rank allocates for the run: for `Trainer`'s memory checks,
     /// which a rank that read it after another of its machine had built would make on less.
-    public static func agreedMemory(communicator comm: Communicator) throws -> (activationBudget: Int, available: Int?) {
-        let available = MemoryStatus.availableBytes()
-        var perRank = [-Double((available ?? 0) / comm.ranksOnMachine)]
+    public static func agreedMemory(communicator comm: Communicator) throws -> (activationBudget: Int, available: AvailableMemory?) {
+        let available = MemoryStatus.available()
+        var perRank = [-Double((available?.bytes ?? 0) / comm.ranksOnMachine)]
         try comm.allReduceMax(&perRank)
         return (activationBudget(availableBytes: Int(-perRank[0]), ranksOnMachine: 1), available)
     }

@@ -163,30 +163,31 @@ public final class Trainer {
     }
 
     /// "a quarter of this rank's part (5.5 GiB, 1/4) of the 22.0 GiB this machine has
-    /// available", or without the part on a machine of one rank: what the memory refusals cite.
-    static func describeShare(_ fraction: String, of available: Int, ranksOnMachine: Int) -> String {
-        let gib = Double(available) / 1_073_741_824
+    /// available", or without the part on a machine of one rank, or "... left under the memory
+    /// limit of control group /slurm/job_42" where that set the figure: what the memory refusals cite.
+    static func describeShare(_ fraction: String, of available: AvailableMemory, ranksOnMachine: Int) -> String {
+        let gib = Double(available.bytes) / 1_073_741_824
         return ranksOnMachine > 1
-            ? String(format: "%@ of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB this machine has available", fraction,
-                     gib / Double(ranksOnMachine), ranksOnMachine, gib)
-            : String(format: "%@ of the %.1f GiB this machine has available", fraction, gib)
+            ? String(format: "%@ of this rank's part (%.1f GiB, 1/%d) of the %.1f GiB %@", fraction,
+                     gib / Double(ranksOnMachine), ranksOnMachine, gib, available.source)
+            : String(format: "%@ of the %.1f GiB %@", fraction, gib, available.source)
     }
 
     static func checkBatchMemory(samples: Int, shape: FeatureShape, globalBatch: Int, micro: Int = 1, activationBytesPerSample: Int = 0,
-                                 ranksOnMachine: Int = 1, available: Int? = MemoryStatus.availableBytes()) throws {
-        guard let available, let limit = batchMemoryLimit(available: available, ranksOnMachine: ranksOnMachine) else { return }
+                                 ranksOnMachine: Int = 1, available: AvailableMemory? = MemoryStatus.available()) throws {
+        guard let available, let limit = batchMemoryLimit(available: available.bytes, ranksOnMachine: ranksOnMachine) else { return }
         let share = Trainer.describeShare("a quarter", of: available, ranksOnMachine: ranksOnMachine)
         let inputs = 2 * Double(max(samples, 1)) * Double(shape.count) * Double(MemoryLayout<Float>.size)
         if inputs > limit {
             throw BatchMemoryTooLarge(description: String(
-                format: "a rank's share of --batch-size %d holds up to %d images of %dx%d, whose two input buffers (decoded to floats) would take %.1f GiB, more than %@: use a smaller --batch-size or --image-size, or more machines",
-                globalBatch, samples, shape.height, shape.width, inputs / 1_073_741_824, share))
+                format: "a rank's share of --batch-size %d holds up to %d images of %dx%d, whose two input buffers (decoded to floats) would take %.1f GiB, more than %@: use a smaller --batch-size or --image-size, or more machines%@",
+                globalBatch, samples, shape.height, shape.width, inputs / 1_073_741_824, share, available.raiseLimit))
         }
         let activations = Double(micro) * Double(activationBytesPerSample)
         if activations > limit {
             throw BatchMemoryTooLarge(description: String(
-                format: "micro-batches of %d samples (at least one group of ghost batch normalization, or --micro-batch) would take %.1f GiB of activations, more than %@: use a smaller --ghost-batch, --micro-batch or --batch-size",
-                micro, activations / 1_073_741_824, share))
+                format: "micro-batches of %d samples (at least one group of ghost batch normalization, or --micro-batch) would take %.1f GiB of activations, more than %@: use a smaller --ghost-batch, --micro-batch or --batch-size%@",
+                micro, activations / 1_073_741_824, share, available.raiseLimit))
         }
     }
 
@@ -219,13 +220,13 @@ public final class Trainer {
     /// Refuses, before anything is allocated, a model whose `stateBytes` exceed
     /// `stateMemoryShare` of this rank's part of `available` (nothing when that is unknown).
     static func checkModelMemory(_ config: TrainingConfig, parameters: Int, state: Int, ranks: Int, rank: Int,
-                                 ranksOnMachine: Int, available: Int?) throws {
-        guard let available, available > 0 else { return }
-        let part = Double(available) / Double(max(ranksOnMachine, 1))
+                                 ranksOnMachine: Int, available: AvailableMemory?) throws {
+        guard let available, available.bytes > 0 else { return }
+        let part = Double(available.bytes) / Double(max(ranksOnMachine, 1))
         let bytes = stateBytes(config, parameters: parameters, state: state, ranks: ranks, rank: rank)
         guard bytes > stateMemoryShare * part else { return }
         let of = Trainer.describeShare("three quarters", of: available, ranksOnMachine: ranksOnMachine)
-        let fewer = ranksOnMachine > 1 ? ", or fewer ranks on this machine" : ""
+        let fewer = (ranksOnMachine > 1 ? ", or fewer ranks on this machine" : "") + available.raiseLimit
         throw ModelMemoryTooLarge(description: String(
             format: "model %@ at %dx%d has %d parameters: its weights, gradients and %@ state%@ would take %.1f GiB on rank %d, more than %@: use a smaller --image-size or a model with global pooling (resnet-pool, resnet)%@",
             config.model, config.imageSize, config.imageSize, parameters, config.optimizer.rawValue,
@@ -253,11 +254,11 @@ public final class Trainer {
 
     /// Training from scratch on the images of `data`: the network built from `config` and
     /// initialised by rank 0, one optimizer over all of it.
-    /// `available`: the machine's available memory, read before any rank allocated for this
+    /// `available`: the memory available to this rank's machine (or job), read before any rank allocated for this
     /// run (`agreedMemory`); nil: not known, nothing refused for memory.
     public convenience init(config: TrainingConfig, communicator comm: Communicator, data: TrainingData, microBatch: Int? = nil,
                             activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init(),
-                            available: Int? = MemoryStatus.availableBytes()) throws {
+                            available: AvailableMemory? = MemoryStatus.available()) throws {
         let counts = try ModelZoo.builder(config.model, imageSize: config.imageSize).counts()
         try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: comm.size, rank: comm.rank,
                                      ranksOnMachine: comm.ranksOnMachine, available: available)

@@ -1,4 +1,5 @@
 import CatdogEngine
+import CatdogSupport
 @testable import CatdogTraining
 import Foundation
 import XCTest
@@ -13,7 +14,7 @@ final class InputBufferTests: XCTestCase {
     func testInputBuffersBeyondAQuarterOfTheMemoryAreRefused() throws {
         let shape = FeatureShape(height: 256, width: 256, channels: 3)
         let bytesPerSample = 256 * 256 * 3 * 4
-        let available = 22 << 30
+        let available = AvailableMemory(bytes: 22 << 30)
         // Two buffers of 65,536 images at 256 px: 96 GiB.
         XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: 65_536, shape: shape, globalBatch: 65_536, available: available)) { error in
             let said = "\(error)"
@@ -23,7 +24,7 @@ final class InputBufferTests: XCTestCase {
             XCTAssertFalse(said.contains("\n"), said)
         }
         // At the edge: a quarter fits, a sample more does not.
-        let fits = available / 4 / (2 * bytesPerSample)
+        let fits = available.bytes / 4 / (2 * bytesPerSample)
         XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: fits, shape: shape, globalBatch: 65_536, available: available))
         XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: fits + 1, shape: shape, globalBatch: 65_536, available: available))
         XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: 65_536, shape: shape, globalBatch: 65_536, available: nil))
@@ -36,7 +37,7 @@ final class InputBufferTests: XCTestCase {
                                                       available: available))
         // A micro-batch's activations, as large as a group of ghost batch normalization makes it.
         let perSample = 3 << 20
-        let most = available / 4 / perSample
+        let most = available.bytes / 4 / perSample
         XCTAssertNoThrow(try Trainer.checkBatchMemory(samples: 1, shape: shape, globalBatch: 65_536, micro: most,
                                                       activationBytesPerSample: perSample, available: available))
         XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: 1, shape: shape, globalBatch: 65_536, micro: most + 1,
@@ -53,15 +54,15 @@ final class InputBufferTests: XCTestCase {
     func testABenchPassBeyondAQuarterOfTheMemoryIsRefused() throws {
         let network = try ModelZoo.build("simple", imageSize: 32)
         let perSample = network.activationBytesPerSample
-        let available = 16 << 30
-        let fits = available / 4 / perSample
+        let available = AvailableMemory(bytes: 16 << 30)
+        let fits = available.bytes / 4 / perSample
         XCTAssertNoThrow(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: 2 * fits, batch: fits,
                                                    available: available))
         XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: 65_536, batch: 65_536,
                                                        available: available)) { error in
             let said = "\(error)"
             XCTAssertTrue(said.contains("--batch-size 65536 times one pass of 65536 images a rank, whose activations (simple at 32x32)"), said)
-            XCTAssertTrue(said.contains("more than a quarter of this rank's part of the 16.0 GiB"), said)
+            XCTAssertTrue(said.contains("more than a quarter of the 16.0 GiB this machine has available"), said)
             XCTAssertFalse(said.contains("\n"), said)
         }
         XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: fits + 1, batch: fits + 1,
@@ -71,7 +72,7 @@ final class InputBufferTests: XCTestCase {
                                                    ranksOnMachine: 2, available: available))
         XCTAssertThrowsError(try Benchmark.checkMemory(network, model: "simple", imageSize: 32, globalBatch: fits + 2, batch: fits / 2 + 1,
                                                        ranksOnMachine: 2, available: available)) { error in
-            XCTAssertTrue("\(error)".contains("this machine has available (2 ranks share it)"), "\(error)")
+            XCTAssertTrue("\(error)".contains("a quarter of this rank's part (8.0 GiB, 1/2) of the 16.0 GiB this machine has available"), "\(error)")
         }
         // vgg at 256 px: terabytes for 65,536 images, beyond any machine's quarter.
         let command = ["bench", "--model", "vgg", "--image-size", "256", "--batch-size", "65536", "--steps", "1"]

@@ -33,9 +33,9 @@ final class ModelMemoryTests: XCTestCase {
         XCTAssertGreaterThan(bytes, 12e9, "weights, gradients, the best epoch's, AdamW's two moments and the moving average: 6 copies")
         // At the edge: three quarters of the memory hold it, a byte less does not.
         let edge = Int((bytes / Trainer.stateMemoryShare).rounded(.up))
-        func check(_ available: Int?, ranksOnMachine: Int = 1) throws {
+        func check(_ available: Int?, ranksOnMachine: Int = 1, group: String? = nil) throws {
             try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: 2, rank: 0,
-                                         ranksOnMachine: ranksOnMachine, available: available)
+                                         ranksOnMachine: ranksOnMachine, available: available.map { AvailableMemory(bytes: $0, controlGroup: group) })
         }
         XCTAssertNoThrow(try check(edge))
         XCTAssertThrowsError(try check(edge - 4096)) { error in
@@ -55,7 +55,7 @@ final class ModelMemoryTests: XCTestCase {
         // The default model is far below any machine's memory.
         let small = try ModelZoo.builder(ModelZoo.defaultModel, imageSize: 1024).counts()
         XCTAssertNoThrow(try Trainer.checkModelMemory(TrainingConfig(), parameters: small.parameters, state: small.state, ranks: 2, rank: 0,
-                                                      ranksOnMachine: 2, available: 1 << 30))
+                                                      ranksOnMachine: 2, available: AvailableMemory(bytes: 1 << 30)))
     }
 
     /// A checkpoint is refused before its bytes are read when they (compressed and
@@ -83,7 +83,7 @@ final class ModelMemoryTests: XCTestCase {
     /// cgroup files as a Slurm job (v2) or a container (v1) sees them.
     func testTheControlGroupsLimitBoundsTheAvailableMemory() {
         let gib = 1 << 30
-        func headroom(_ files: [String: String]) -> Int? { MemoryStatus.cgroupHeadroom { files[$0] } }
+        func headroom(_ files: [String: String]) -> Int? { MemoryStatus.cgroupHeadroom { files[$0] }?.bytes }
         // v2: the job's limit, less what it uses beyond the inactive file cache.
         let job = "/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7"
         var v2 = ["/proc/self/cgroup": "0::/system.slice/slurmstepd.scope/job_7\n",
@@ -91,10 +91,12 @@ final class ModelMemoryTests: XCTestCase {
                   job + "/memory.stat": "anon 123\ninactive_file \(gib / 2)\nactive_file 9\n",
                   "/sys/fs/cgroup/system.slice/memory.max": "max\n", "/sys/fs/cgroup/system.slice/memory.current": "\(20 * gib)\n"]
         XCTAssertEqual(headroom(v2), 4 * gib - gib / 2)
-        // An ancestor with less room left decides.
+        XCTAssertEqual(MemoryStatus.cgroupHeadroom { v2[$0] }?.group, "/system.slice/slurmstepd.scope/job_7")
+        // An ancestor with less room left decides, and is the group named.
         v2["/sys/fs/cgroup/system.slice/slurmstepd.scope/memory.max"] = "\(3 * gib)"
         v2["/sys/fs/cgroup/system.slice/slurmstepd.scope/memory.current"] = "\(2 * gib)"
         XCTAssertEqual(headroom(v2), gib)
+        XCTAssertEqual(MemoryStatus.cgroupHeadroom { v2[$0] }?.group, "/system.slice/slurmstepd.scope")
         // Using more than the limit (reclaimable cache aside): no room, not a negative figure.
         v2["/sys/fs/cgroup/system.slice/slurmstepd.scope/memory.current"] = "\(5 * gib)"
         XCTAssertEqual(headroom(v2), 0)
@@ -119,5 +121,40 @@ final class ModelMemoryTests: XCTestCase {
         XCTAssertEqual(headroom(["/proc/self/cgroup": "0::/a\n", "/sys/fs/cgroup/a/memory.max": "\(gib)",
                                  "/sys/fs/cgroup/a/memory.current": "9223372036854775807",
                                  "/sys/fs/cgroup/a/memory.stat": "inactive_file -9223372036854775808\n"]), 0)
+    }
+
+    /// The figure a refusal cites says what set it: the machine's free memory, or a control
+    /// group's limit, which the refusal names with the remedy of raising it.
+    func testARefusalNamesTheControlGroupWhoseLimitSetTheFigure() throws {
+        let gib = 1 << 30
+        XCTAssertEqual(MemoryStatus.available(machine: 20 * gib, limited: (4 * gib, "/slurm/job_42")), AvailableMemory(bytes: 4 * gib, controlGroup: "/slurm/job_42"))
+        XCTAssertEqual(MemoryStatus.available(machine: 3 * gib, limited: (4 * gib, "/slurm/job_42")), AvailableMemory(bytes: 3 * gib))
+        XCTAssertEqual(MemoryStatus.available(machine: 4 * gib, limited: (4 * gib, "/slurm/job_42")), AvailableMemory(bytes: 4 * gib))
+        XCTAssertEqual(MemoryStatus.available(machine: nil, limited: (gib, "/a")), AvailableMemory(bytes: gib, controlGroup: "/a"))
+        XCTAssertEqual(MemoryStatus.available(machine: gib, limited: nil), AvailableMemory(bytes: gib))
+        XCTAssertNil(MemoryStatus.available(machine: nil, limited: nil))
+
+        var config = TrainingConfig()
+        config.model = "simple"
+        config.imageSize = 1024
+        let counts = try ModelZoo.builder("simple", imageSize: 1024).counts()
+        for (group, source, remedy) in [("/slurm/uid_0/job_42", "of the 4.0 GiB left under the memory limit of control group /slurm/uid_0/job_42",
+                                         ", or raise that limit (a Slurm job's --mem, a container's memory limit)"),
+                                        (nil, "of the 4.0 GiB this machine has available", nil)] {
+            let available = AvailableMemory(bytes: 4 * gib, controlGroup: group)
+            XCTAssertThrowsError(try Trainer.checkModelMemory(config, parameters: counts.parameters, state: counts.state, ranks: 1, rank: 0,
+                                                              ranksOnMachine: 1, available: available)) { error in
+                let said = "\(error)"
+                XCTAssertTrue(said.contains("more than three quarters \(source)"), said)
+                XCTAssertEqual(said.contains("raise that limit"), remedy != nil, said)
+                if let remedy { XCTAssertTrue(said.hasSuffix(remedy), said) }
+            }
+            XCTAssertThrowsError(try Trainer.checkBatchMemory(samples: 65_536, shape: FeatureShape(height: 256, width: 256, channels: 3),
+                                                              globalBatch: 65_536, ranksOnMachine: 2, available: available)) { error in
+                let said = "\(error)"
+                XCTAssertTrue(said.contains("a quarter of this rank's part (2.0 GiB, 1/2) \(source)"), said)
+                XCTAssertEqual(said.contains("raise that limit"), remedy != nil, said)
+            }
+        }
     }
 }
