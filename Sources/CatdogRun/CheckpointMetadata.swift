@@ -316,20 +316,24 @@ public struct LoadedCheckpoint {
     /// Builds the checkpoint's model with its weights and BatchNorm statistics.
     /// The checkpoint's model with its weights, at the size it was trained for or at
     /// `imageSize` (a model whose weights do not depend on the input size: global pooling).
-    public func makeNetwork(imageSize: Int? = nil, convolution: ConvolutionOptions = .init()) throws -> Network {
+    /// `available`: the memory the network may take (`MemoryStatus.availableBytes`; tests pass less).
+    public func makeNetwork(imageSize: Int? = nil, convolution: ConvolutionOptions = .init(),
+                            available: () -> Int? = MemoryStatus.availableBytes) throws -> Network {
         let network: Network
         let size = imageSize ?? metadata.imageSize
-        // A built network holds its weights and their gradients: refused beyond the memory left.
-        if let counts = try? ModelZoo.builder(metadata.model, imageSize: size).counts() {
+        // Both from the model's outline, before anything is allocated: weights that do not
+        // carry over to `size`, and a network (weights and gradients) beyond the memory left.
+        let counts = try? ModelZoo.builder(metadata.model, imageSize: size).counts()
+        if size != metadata.imageSize, let trained = try? ModelZoo.builder(metadata.model, imageSize: metadata.imageSize).counts(),
+           let counts, trained != counts {
+            throw CheckpointError(path: path, problem: "holds \(metadata.model), whose weights at \(size)x\(size) differ from those at \(metadata.imageSize)x\(metadata.imageSize) (a dense layer on the flattened map): score it at its own size")
+        }
+        if let counts {
             try LoadedCheckpoint.checkMemory(building: metadata.model, imageSize: size, floats: 2 * counts.parameters + counts.state,
-                                             path: path, available: MemoryStatus.availableBytes())
+                                             path: path, available: available())
         }
         do { network = try ModelZoo.build(metadata.model, imageSize: size, convolution: convolution) } catch {
             throw CheckpointError(path: path, problem: "\(error)")
-        }
-        if size != metadata.imageSize, let trained = try? ModelZoo.builder(metadata.model, imageSize: metadata.imageSize).counts(),
-           let resized = try? ModelZoo.builder(metadata.model, imageSize: size).counts(), trained != resized {
-            throw CheckpointError(path: path, problem: "holds \(metadata.model), whose weights at \(size)x\(size) differ from those at \(metadata.imageSize)x\(metadata.imageSize) (a dense layer on the flattened map): score it at its own size")
         }
         guard network.parameterCount == metadata.parameterCount else {
             throw CheckpointError(path: path, problem: "says \(metadata.parameterCount) parameters, but \(metadata.model) at \(size)px has \(network.parameterCount)")

@@ -259,6 +259,15 @@ final class InferenceCommandTests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("checkpoint \(Self.model): holds simple, whose weights at 48x48 differ"), result.stderr)
         XCTAssertTrue(result.stderr.contains("score it at its own size"), result.stderr)
         XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+        // Refused from the model's outline, before its network is built or memory counted:
+        // at 1024 px that network would hold 2 x 537 million floats (4.3 GB) first.
+        let checkpoint = try LoadedCheckpoint(path: Self.model)
+        XCTAssertThrowsError(try checkpoint.makeNetwork(imageSize: 1024, available: { 1 << 20 })) { error in
+            XCTAssertTrue(error is CheckpointError && "\(error)".contains("whose weights at 1024x1024 differ"), "\(error)")
+        }
+        XCTAssertThrowsError(try checkpoint.makeNetwork(available: { 1 << 20 })) { error in
+            XCTAssertTrue(error is CheckpointMemoryError && "\(error)".contains("for its weights and their gradients"), "\(error)")
+        }
     }
 
     func testPlotDrawsLossAndAccuracyCurves() throws {
