@@ -28,8 +28,18 @@ struct Export: ParsableCommand {
     @Option(help: "Where to write the ONNX model.")
     var out: String
 
-    @Option(parsing: .upToNextOption, help: "JPEG images to write as example input (OUT without .onnx, plus .example.npy).")
+    @Option(parsing: .upToNextOption, help: "JPEG images to write as example input (OUT without .onnx, plus .example.npy); at most \(Export.maxExamples).")
     var example: [String] = []
+
+    /// The most examples: they are decoded and written as one array (64 at 224 px take 38 MB),
+    /// and a few check a runtime as well as thousands.
+    static let maxExamples = 64
+
+    func validate() throws {
+        guard example.count <= Export.maxExamples else {
+            throw ValidationError("--example names \(example.count) images; at most \(Export.maxExamples) (a few check another runtime as well as many)")
+        }
+    }
 
     func run() throws {
         let loaded: LoadedCheckpoint
@@ -76,6 +86,10 @@ struct Export: ParsableCommand {
         guard !example.isEmpty else { return }
         let (pixels, read, failed) = predictor.pixels(example)
         for (path, error) in failed { printError("\(path): cannot read it: \(error)") }
+        guard !read.isEmpty else {
+            printError("no example could be read, so \(npy) was not written")
+            throw ExitCode(1)
+        }
         do { try writeOutputFile(NumPy.float32(pixels, shape: [read.count, p.imageSize, p.imageSize, 3]), to: npy, inputs: [checkpoint] + example) } catch {
             printError("\(error)")
             throw ExitCode(1)

@@ -91,5 +91,15 @@ final class ONNXExportTests: XCTestCase {
         XCTAssertTrue(export.stderr.contains("broken.jpg: cannot read it"), export.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/m.onnx"))
         XCTAssertTrue(export.stdout.contains("1 image(s) as the model's input"), export.stdout)
+        // None readable: no empty example file. More than the most examples: refused before anything is written.
+        let none = try CLI.run(["export", folder + "/run/best.safetensors.zst", "--out", folder + "/n.onnx", "--example", folder + "/broken.jpg"])
+        XCTAssertEqual(none.status, 1, none.output)
+        XCTAssertTrue(none.stderr.contains("no example could be read, so \(folder)/n.example.npy was not written"), none.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/n.example.npy"))
+        let many = try CLI.run(["export", folder + "/run/best.safetensors.zst", "--out", folder + "/k.onnx", "--example"]
+                               + Array(repeating: sharedData + "/originals/dog.1.jpg", count: 65))
+        XCTAssertEqual(many.status, 64, many.output)
+        XCTAssertTrue(many.stderr.contains("--example names 65 images; at most 64"), many.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/k.onnx"))
     }
 }
