@@ -32,7 +32,9 @@ struct CatdogDist: ParsableCommand {
             exit(withError: error)
         }
         // --help is parsed into ArgumentParser's own command that prints it: the first rank's.
-        if let rank = launcherRank, rank != 0, String(describing: type(of: command)) == "HelpCommand" { Glibc.exit(0) }
+        // So is a command that runs on one machine alone (predict, submit, export, models, ...):
+        // under mpirun the first rank runs it, not once a rank.
+        if let rank = launcherRank, rank != 0, !(command is Train || command is Evaluate || command is Bench) { Glibc.exit(0) }
         do { try command.run() } catch {
             exit(withError: error)
         }

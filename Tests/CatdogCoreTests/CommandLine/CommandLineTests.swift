@@ -318,5 +318,12 @@ final class CommandLineTests: XCTestCase {
         let quiet = try CLI.run(["models", "--help"], environment: ["OMPI_COMM_WORLD_RANK": "2"])
         XCTAssertEqual(quiet.status, 0, quiet.output)
         XCTAssertEqual(quiet.output, "", "help is the first rank's to print")
+        // A command of one machine runs on the first rank alone; train, evaluate and bench on every rank.
+        let models = try CLI.run(["models"], ranks: 3)
+        XCTAssertEqual(models.status, 0, models.output)
+        XCTAssertEqual(models.stdout.components(separatedBy: "models at 64x64x3:").count - 1, 1, models.stdout)
+        let second = try CLI.run(["models"], environment: ["OMPI_COMM_WORLD_RANK": "1"])
+        XCTAssertEqual(second.status, 0, second.output)
+        XCTAssertEqual(second.output, "", "models is the first rank's to run")
     }
 }
