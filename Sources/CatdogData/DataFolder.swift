@@ -142,6 +142,7 @@ public enum DataFolder {
 
     /// The JPEG files of `path` (by extension: .jpg, .jpeg, .jpe, .jfif, any case), sorted by
     /// name; subfolders and hidden files are not looked into. Their names need no class or number.
+    /// Anything else so named (a broken link, a pipe) is listed, for its reader to refuse by name.
     public static func imageFiles(in path: String) throws -> [String] {
         let fm = FileManager.default
         let entries: [String]
@@ -152,7 +153,8 @@ public enum DataFolder {
             guard !name.hasPrefix("."), imageExtensions.contains((name as NSString).pathExtension.lowercased()) else { return nil }
             let full = (path as NSString).appendingPathComponent(name)
             var isDirectory: ObjCBool = false
-            return fm.fileExists(atPath: full, isDirectory: &isDirectory) && !isDirectory.boolValue ? full : nil
+            _ = fm.fileExists(atPath: full, isDirectory: &isDirectory)
+            return isDirectory.boolValue ? nil : full
         }
         guard !files.isEmpty else {
             throw DataFolderError(description: "no JPEG images (.jpg, .jpeg) in folder '\(printable(path))'")

@@ -185,12 +185,17 @@ final class InferenceCommandTests: XCTestCase {
             try FileManager.default.createSymbolicLink(atPath: "\(photos)/\(name)", withDestinationPath: "\(sharedData)/train/\(source).jpg")
         }
         try Data("notes".utf8).write(to: URL(fileURLWithPath: photos + "/notes.txt"))
+        // Named as JPEGs, but a link to nothing and a pipe (which would block a plain read): each refused by name.
+        try FileManager.default.createSymbolicLink(atPath: photos + "/e.jpg", withDestinationPath: folder + "/nothing-here")
+        XCTAssertEqual(mkfifo(photos + "/f.jpg", 0o644), 0)
         let broken = folder + "/broken.jpg"
         try Data("not a picture".utf8).write(to: URL(fileURLWithPath: broken))
 
         let result = try CLI.run(["predict", "--checkpoint", Self.model, "--json", "--batch-size", "2", broken, photos, broken])
         XCTAssertEqual(result.status, 1, result.output)
         XCTAssertEqual(result.stderr.components(separatedBy: "\(broken): cannot read it: not a JPEG").count - 1, 2, result.stderr)
+        XCTAssertTrue(result.stderr.contains("\(photos)/e.jpg: cannot read it: unreadable"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("\(photos)/f.jpg: cannot read it: unreadable: not a regular file"), result.stderr)
         XCTAssertFalse(result.stderr.contains("Fatal"), result.stderr)
         let answers = try result.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(answers.map { $0["image"] as? String }, ["a.JPEG", "b.jpg", "c.jpg"].map { "\(photos)/\($0)" }, result.stdout)
