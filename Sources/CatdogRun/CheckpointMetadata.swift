@@ -313,9 +313,9 @@ public struct LoadedCheckpoint {
         self.compressedBytes = compressedBytes
     }
 
-    /// Builds the checkpoint's model with its weights and BatchNorm statistics.
-    /// The checkpoint's model with its weights, at the size it was trained for or at
-    /// `imageSize` (a model whose weights do not depend on the input size: global pooling).
+    /// The checkpoint's model with its weights and BatchNorm statistics, at the size it was
+    /// trained for or at `imageSize` (a model whose weights do not depend on the input size:
+    /// global pooling).
     /// `available`: the memory the network may take (`MemoryStatus.availableBytes`; tests pass less).
     public func makeNetwork(imageSize: Int? = nil, convolution: ConvolutionOptions = .init(),
                             available: () -> Int? = MemoryStatus.availableBytes) throws -> Network {

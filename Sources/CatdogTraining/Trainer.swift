@@ -254,8 +254,8 @@ public final class Trainer {
 
     /// Training from scratch on the images of `data`: the network built from `config` and
     /// initialised by rank 0, one optimizer over all of it.
-    /// `available`: the memory available to this rank's machine (or job), read before any rank allocated for this
-    /// run (`agreedMemory`); nil: not known, nothing refused for memory.
+    /// `available`: the memory available to this rank's machine (or job), read before any rank
+    /// allocated for this run (`agreedMemory`); nil: not known, nothing refused for memory.
     public convenience init(config: TrainingConfig, communicator comm: Communicator, data: TrainingData, microBatch: Int? = nil,
                             activationBudget: Int = Trainer.defaultActivationBudget, convolution: ConvolutionOptions = .init(),
                             available: AvailableMemory? = MemoryStatus.available()) throws {
