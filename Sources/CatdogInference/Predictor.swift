@@ -40,12 +40,14 @@ public final class Predictor {
 
     /// The probability that each image is a dog, or why it could not be read: the mean of its
     /// probabilities over the views `tta` names (the centred crop alone by default).
-    public func dogProbabilities(_ paths: [String], tta: TestTimeAugmentation = .none) -> [Result<Double, ImageError>] {
-        dogProbabilities(paths, views: tta.views(margin: preprocessing.cropMargin))
+    /// `progress` is told how many images are done after each batch.
+    public func dogProbabilities(_ paths: [String], tta: TestTimeAugmentation = .none,
+                                 progress: ((Int) -> Void)? = nil) -> [Result<Double, ImageError>] {
+        dogProbabilities(paths, views: tta.views(margin: preprocessing.cropMargin), progress: progress)
     }
 
     /// The mean of each image's probabilities over `views` (test-time augmentation).
-    public func dogProbabilities(_ paths: [String], views: [TestTimeView]) -> [Result<Double, ImageError>] {
+    public func dogProbabilities(_ paths: [String], views: [TestTimeView], progress: ((Int) -> Void)? = nil) -> [Result<Double, ImageError>] {
         precondition(!views.isEmpty)
         var results = [Result<Double, ImageError>?](repeating: nil, count: paths.count)
         // Buffers for the batches at hand, not for the largest batch that could be asked for.
@@ -70,6 +72,7 @@ public final class Predictor {
                 results[chunk[index]] = .success(sums[slot] / Double(views.count))
             }
             start += chunk.count
+            progress?(start)
         }
         return results.map { $0! }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CatdogData
 import CatdogDistributed
 import CatdogEngine
+import CatdogSupport
 import Foundation
 
 /// Open MPI's non-blocking all-reduce (libnbc, which carries the gradient buckets) takes a
@@ -91,5 +92,19 @@ final class ProgressLine {
 
     func clear() {
         if shown { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)); shown = false }
+    }
+}
+
+/// "evaluate: 3200/12500 images  85.2 a second  ETA 1:49" on stderr once `label`'s work has
+/// run 10 s (a short one prints none), cleared when the last image is done; stdout keeps the
+/// result alone.
+func imageProgress(_ label: String, total: Int) -> (Int) -> Void {
+    let line = ProgressLine(quietSeconds: 10)
+    let start = Date()
+    return { done in
+        let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
+        line.update(String(format: "%@: %d/%d images  %.1f a second  ETA %@", label, done, total, rate,
+                           formatDuration(Double(total - done) / max(rate, 1e-9))))
+        if done >= total { line.clear() }
     }
 }

@@ -51,7 +51,8 @@ struct Evaluate: ParsableCommand {
             }
             let block = comm.block(of: files.count)
             let mine = Array(files[block])
-            let results = predictor.dogProbabilities(mine.map(\.path), tta: testTime.resolved)
+            let progress = comm.rank == 0 ? imageProgress(comm.size > 1 ? "evaluate (rank 0's share)" : "evaluate", total: mine.count) : nil
+            let results = predictor.dogProbabilities(mine.map(\.path), tta: testTime.resolved, progress: progress)
             var pairs: [(Double, Int)] = []
             var unreadable = 0
             for (file, result) in zip(mine, results) {

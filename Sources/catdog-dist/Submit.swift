@@ -53,7 +53,8 @@ struct Submit: ParsableCommand {
             printError("\(error)")
             throw ExitCode(1)
         }
-        let results = predictor.dogProbabilities(numbered.map(\.path), tta: testTime.resolved)
+        let results = predictor.dogProbabilities(numbered.map(\.path), tta: testTime.resolved,
+                                                 progress: imageProgress("submit", total: numbered.count))
         var csv = "id,label\n"
         var unreadable = 0
         for (entry, result) in zip(numbered, results) {

@@ -218,6 +218,17 @@ final class InferenceCommandTests: XCTestCase {
         XCTAssertEqual(beside.stdout.split(separator: "\n").filter { $0.hasPrefix("\(photos)/c.jpg: I am ") }.count, 1, beside.stdout)
     }
 
+    /// What evaluate and submit show their progress from: the images done after each batch,
+    /// counting the unreadable ones, up to all of them.
+    func testScoringTellsItsProgressAfterEachBatch() throws {
+        let predictor = try Predictor(checkpoint: LoadedCheckpoint(path: Self.model), batchSize: 7)
+        let paths = try DataFolder.labeledFiles(in: Self.images).map(\.path).prefix(29) + ["/nonexistent.jpg"]
+        var told: [Int] = []
+        let results = predictor.dogProbabilities(Array(paths), progress: { told.append($0) })
+        XCTAssertEqual(told, [7, 14, 21, 28, 30])
+        XCTAssertEqual(results.filter { if case .failure = $0 { true } else { false } }.count, 1)
+    }
+
     func testSubmitWritesKaggleFormatSortedByIdScoringBrokenImagesHalf() throws {
         let folder = try temporaryFolder(self)
         for id in 1...11 {
