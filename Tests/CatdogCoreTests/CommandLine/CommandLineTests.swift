@@ -326,4 +326,29 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(second.status, 0, second.output)
         XCTAssertEqual(second.output, "", "models is the first rank's to run")
     }
+
+    /// The README's set-up scripts: --help says what each does without installing, building or
+    /// running anything; an argument a script does not take, or a data folder that is not one,
+    /// is refused in one line before anything is installed.
+    func testTheSetUpScriptsExplainThemselvesAndRefuseWhatTheyDoNotTake() throws {
+        let cluster = TensorBoardTests.repository.appendingPathComponent("cluster").path
+        for (script, first) in [("quickstart", "Installs what is missing, builds, and trains"),
+                                ("test", "Installs what is missing, builds, and runs the whole test suite"),
+                                ("setup-node", "Prepares one lab machine")] {
+            for flag in ["--help", "-h"] {
+                let help = try runCommand(["\(cluster)/\(script)", flag], timeout: 60)
+                XCTAssertEqual(help.status, 0, "cluster/\(script) \(flag): \(help.output)")
+                XCTAssertTrue(help.stdout.hasPrefix(first), "cluster/\(script) \(flag): \(help.output)")
+                XCTAssertFalse(help.output.contains("install-deps:") || help.output.contains("Build"), "cluster/\(script) \(flag) set up or built: \(help.output)")
+            }
+        }
+        for (command, said) in [(["test", "-x"], "cluster/test: takes no arguments, not '-x'"),
+                                (["setup-node", "now"], "setup-node: takes no arguments, not 'now'"),
+                                (["quickstart", "/nonexistent"], "quickstart: /nonexistent is not a folder")] {
+            let result = try runCommand(["\(cluster)/\(command[0])"] + command.dropFirst(), timeout: 60)
+            XCTAssertEqual(result.status, 2, "cluster/\(command.joined(separator: " ")): \(result.output)")
+            XCTAssertTrue(result.stderr.hasPrefix(said), "cluster/\(command.joined(separator: " ")): \(result.output)")
+            XCTAssertEqual(result.output.split(separator: "\n").count, 1, "cluster/\(command.joined(separator: " ")): \(result.output)")
+        }
+    }
 }
