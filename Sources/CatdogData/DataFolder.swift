@@ -89,8 +89,8 @@ public enum DataFolder {
         }
         guard !files.isEmpty else {
             throw DataFolderError(description: """
-                no labelled images in '\(path)': expected Kaggle names (cat.1.jpg, dog.2.jpg) or \
-                subfolders cats/ and dogs/
+                no labelled images in '\(printable(path))': expected Kaggle names (cat.1.jpg, dog.2.jpg) or \
+                subfolders cats/ and dogs/\(whereTheyAre(in: path, entries: entries))
                 """)
         }
         if !unlabeled.isEmpty {
@@ -100,6 +100,27 @@ public enum DataFolder {
                 """)
         }
         return files.sorted { $0.path < $1.path }
+    }
+
+    /// Where the images of a folder without any may be: a subfolder of Kaggle-named images
+    /// (the folder Kaggle's zip unpacked into, `dogs-vs-cats/` holding `train/`), or a zip still
+    /// packed; "" when neither. Looks into at most 16 subfolders.
+    static func whereTheyAre(in path: String, entries: [String]) -> String {
+        let fm = FileManager.default
+        var looked = 0
+        for entry in entries.sorted() where !entry.hasPrefix(".") && looked < 16 {
+            let full = (path as NSString).appendingPathComponent(entry)
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: full, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            looked += 1
+            if let inner = try? fm.contentsOfDirectory(atPath: full), inner.contains(where: { kaggleLabel($0) != nil }) {
+                return "; its subfolder \(printable(entry))/ holds Kaggle-named images: pass --data \(printable(full))"
+            }
+        }
+        if let zip = entries.sorted().first(where: { $0.lowercased().hasSuffix(".zip") }) {
+            return "; it holds \(printable(zip)): unzip it first (README, \"Getting the data\")"
+        }
+        return ""
     }
 
     /// The numbered images of a Kaggle test folder (`1.jpg`, `2.jpg`, …), sorted by number.

@@ -74,6 +74,18 @@ final class DataFolderTests: XCTestCase {
         try write(Data([1, 2]), "\(folder)/readme.txt")
         XCTAssertThrowsError(try DataFolder.labeledFiles(in: folder)) { XCTAssertTrue("\($0)".contains(folder), "\($0)") }
         XCTAssertThrowsError(try DataFolder.labeledFiles(in: folder + "/missing")) { XCTAssertTrue("\($0)".contains("does not exist")) }
+        // Kaggle's zip still packed, then unpacked one level down: the message says where to look.
+        try write(Data([1, 2]), "\(folder)/train.zip")
+        XCTAssertThrowsError(try DataFolder.labeledFiles(in: folder)) {
+            XCTAssertTrue("\($0)".hasSuffix("; it holds train.zip: unzip it first (README, \"Getting the data\")"), "\($0)")
+        }
+        try FileManager.default.createDirectory(atPath: folder + "/test1", withIntermediateDirectories: true)
+        try write(Data([1, 2]), "\(folder)/test1/1.jpg")
+        try FileManager.default.createDirectory(atPath: folder + "/train", withIntermediateDirectories: true)
+        try write(Data([1, 2]), "\(folder)/train/dog.7.jpg")
+        XCTAssertThrowsError(try DataFolder.labeledFiles(in: folder)) {
+            XCTAssertTrue("\($0)".hasSuffix("; its subfolder train/ holds Kaggle-named images: pass --data \(folder)/train"), "\($0)")
+        }
     }
 
     func testSplitIsStratifiedSeededAndDisjoint() {
