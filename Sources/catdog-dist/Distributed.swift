@@ -17,7 +17,10 @@ func chooseNonBlockingAllReduce() {
 }
 
 /// Runs `body` on this rank. Any error ends the whole job: the rank prints what went wrong
-/// and calls MPI_Abort, so the other ranks never wait forever in a collective.
+/// and calls MPI_Abort, so the other ranks never wait forever in a collective. A rank other
+/// than the first waits 2 s before it does: a refusal every rank makes (an option the resumed
+/// run does not keep) is then said once, by the first rank, whose abort has ended the job;
+/// one only this rank makes (a file its machine cannot read) is said after the wait.
 func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, machineRanks: Int? = nil,
                     _ body: (Communicator) throws -> Void) throws {
     chooseNonBlockingAllReduce()
@@ -41,6 +44,11 @@ func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, machineR
         comm.finalize()
         throw error
     } catch {
+        if comm.rank != 0 {
+            // Whole: Open MPI's signals cut a plain sleep short.
+            let until = Date(timeIntervalSinceNow: 2)
+            while Date() < until { usleep(50_000) }
+        }
         printError(comm.size > 1 ? "rank \(comm.rank) of \(comm.size) on \(comm.hostName): \(error)" : "\(error)")
         if comm.size > 1 { comm.abort(code: 1) }
         throw ExitCode(1)

@@ -327,6 +327,21 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(second.output, "", "models is the first rank's to run")
     }
 
+    /// A refusal every rank makes once MPI runs (resuming with an option the run keeps, here
+    /// another model) is said once, by the first rank, not once a rank.
+    func testUnderMpirunARefusalEveryRankMakesIsSaidOnce() throws {
+        let folder = try temporaryFolder(self)
+        let data = try sharedSubset(self, perClass: 10)
+        let first = try CLI.run(["train", "--data", data, "--checkpoint-dir", folder, "--model", "simple", "--image-size", "32", "--epochs", "1"])
+        XCTAssertEqual(first.status, 0, first.output)
+        let command = ["train", "--data", data, "--checkpoint-dir", folder, "--model", "resnet", "--image-size", "32", "--epochs", "1", "--resume", "auto"]
+        let three = try CLI.run(command, ranks: 3)
+        XCTAssertEqual(three.status, 1, three.output)
+        XCTAssertEqual(three.stderr.components(separatedBy: "--model resnet differs from the resumed run's simple").count - 1, 1,
+                       "mpirun -np 3 catdog-dist \(command.joined(separator: " ")):\n\(three.stderr)")
+        XCTAssertTrue(three.stderr.contains("catdog-dist: rank 0 of 3 on "), three.stderr)
+    }
+
     /// The README's set-up scripts: --help says what each does without installing, building or
     /// running anything; an argument a script does not take, or a data folder that is not one,
     /// is refused in one line before anything is installed.
