@@ -136,8 +136,8 @@ public struct LoadedCheckpoint {
     /// Reads, decompresses (checking zstd's checksum) and validates `path`. Its start is read
     /// first: a file that is no zstd frame, names no model, or is larger than its model's
     /// checkpoint can compress to is refused before the rest is read.
-    /// `available`: the memory that may hold it (`MemoryStatus.availableBytes`; tests pass less).
-    public init(path: String, available: () -> Int? = MemoryStatus.availableBytes) throws {
+    /// `available`: the memory that may hold it (`MemoryStatus.available`; tests pass less).
+    public init(path: String, available: () -> AvailableMemory? = MemoryStatus.available) throws {
         let (file, start) = try LoadedCheckpoint.readStart(path)
         var compressed = start
         do {
@@ -190,7 +190,7 @@ public struct LoadedCheckpoint {
     /// model; then the tensor bytes, only if the frame declares no more of them than that model's
     /// checkpoint can hold (weights, BatchNorm state, optimizer moments, the best epoch's copy,
     /// an ImageNet classifier). A small file declaring gigabytes is refused before allocating them.
-    public init(compressed: [UInt8], path: String, available: () -> Int? = MemoryStatus.availableBytes) throws {
+    public init(compressed: [UInt8], path: String, available: () -> AvailableMemory? = MemoryStatus.available) throws {
         let bytes = try LoadedCheckpoint.readingErrors(path) {
             let reader = try Zstd.Reader(compressed)
             var bytes = try LoadedCheckpoint.header(reader, path: path).bytes
@@ -208,19 +208,19 @@ public struct LoadedCheckpoint {
     /// otherwise be killed by the OOM killer on a smaller machine or under a job's limit.
     /// Refuses to build `model` (`floats` of weights, gradients and statistics) beyond the
     /// memory `available`, after the checkpoint's bytes were read.
-    static func checkMemory(building model: String, imageSize: Int, floats: Int, path: String, available: Int?) throws {
+    static func checkMemory(building model: String, imageSize: Int, floats: Int, path: String, available: AvailableMemory?) throws {
         let bytes = Double(floats) * Double(MemoryLayout<Float>.size)
-        guard let available, available > 0, bytes > Double(available) else { return }
+        guard let available, available.bytes > 0, bytes > Double(available.bytes) else { return }
         throw CheckpointMemoryError(path: path, problem: String(
-            format: "%@ at %dx%d needs %.1f GiB for its weights and their gradients, more than the %.1f GiB available here once the checkpoint is read: use a machine with more free memory",
-            model, imageSize, imageSize, bytes / 1_073_741_824, Double(available) / 1_073_741_824))
+            format: "%@ at %dx%d needs %.1f GiB for its weights and their gradients, more than the %.1f GiB %@ once the checkpoint is read: use a machine with more free memory%@",
+            model, imageSize, imageSize, bytes / 1_073_741_824, Double(available.bytes) / 1_073_741_824, available.source, available.raiseLimit))
     }
 
-    static func checkMemory(holding bytes: Int, path: String, available: Int?) throws {
-        guard let available, available > 0, bytes > available else { return }
+    static func checkMemory(holding bytes: Int, path: String, available: AvailableMemory?) throws {
+        guard let available, available.bytes > 0, bytes > available.bytes else { return }
         throw CheckpointMemoryError(path: path, problem: String(
-            format: "needs %.1f GiB of memory to read (compressed and decompressed), more than the %.1f GiB available here: read it where more memory is free",
-            Double(bytes) / 1_073_741_824, Double(available) / 1_073_741_824))
+            format: "needs %.1f GiB of memory to read (compressed and decompressed), more than the %.1f GiB %@: read it where more memory is free%@",
+            Double(bytes) / 1_073_741_824, Double(available.bytes) / 1_073_741_824, available.source, available.raiseLimit))
     }
 
     /// The safetensors length and header from the start of `reader`'s frame, and the model the
@@ -316,9 +316,9 @@ public struct LoadedCheckpoint {
     /// The checkpoint's model with its weights and BatchNorm statistics, at the size it was
     /// trained for or at `imageSize` (a model whose weights do not depend on the input size:
     /// global pooling).
-    /// `available`: the memory the network may take (`MemoryStatus.availableBytes`; tests pass less).
+    /// `available`: the memory the network may take (`MemoryStatus.available`; tests pass less).
     public func makeNetwork(imageSize: Int? = nil, convolution: ConvolutionOptions = .init(),
-                            available: () -> Int? = MemoryStatus.availableBytes) throws -> Network {
+                            available: () -> AvailableMemory? = MemoryStatus.available) throws -> Network {
         let network: Network
         let size = imageSize ?? metadata.imageSize
         // Both from the model's outline, before anything is allocated: weights that do not
@@ -373,7 +373,7 @@ extension CheckpointStore {
     /// The newest checkpoint that verifies; each one that does not is reported through `skipped`.
     /// A checkpoint that cannot be read for want of memory is not skipped: the error is thrown
     /// (an older checkpoint, or a fresh start, would lose the work the newest one holds).
-    public func newestValid(available: () -> Int? = MemoryStatus.availableBytes, skipped: (CheckpointError) -> Void) throws -> LoadedCheckpoint? {
+    public func newestValid(available: () -> AvailableMemory? = MemoryStatus.available, skipped: (CheckpointError) -> Void) throws -> LoadedCheckpoint? {
         var candidates = numbered()
         if FileManager.default.fileExists(atPath: lastPath) { candidates.insert(lastPath, at: 0) }
         for candidate in candidates {

@@ -3,6 +3,7 @@ import CatdogData
 import CatdogEngine
 import CatdogInference
 import CatdogRun
+import CatdogSupport
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -278,10 +279,10 @@ final class InferenceCommandTests: XCTestCase {
         // Refused from the model's outline, before its network is built or memory counted:
         // at 1024 px that network would hold 2 x 537 million floats (4.3 GB) first.
         let checkpoint = try LoadedCheckpoint(path: Self.model)
-        XCTAssertThrowsError(try checkpoint.makeNetwork(imageSize: 1024, available: { 1 << 20 })) { error in
+        XCTAssertThrowsError(try checkpoint.makeNetwork(imageSize: 1024, available: { AvailableMemory(bytes: 1 << 20) })) { error in
             XCTAssertTrue(error is CheckpointError && "\(error)".contains("whose weights at 1024x1024 differ"), "\(error)")
         }
-        XCTAssertThrowsError(try checkpoint.makeNetwork(available: { 1 << 20 })) { error in
+        XCTAssertThrowsError(try checkpoint.makeNetwork(available: { AvailableMemory(bytes: 1 << 20) })) { error in
             XCTAssertTrue(error is CheckpointMemoryError && "\(error)".contains("for its weights and their gradients"), "\(error)")
         }
     }

@@ -63,21 +63,22 @@ final class ModelMemoryTests: XCTestCase {
     /// was killed by the OOM killer in a 1 GiB control group.
     func testACheckpointLargerThanTheAvailableMemoryIsRefusedBeforeItIsRead() {
         let gib = 1 << 30
-        XCTAssertThrowsError(try LoadedCheckpoint.checkMemory(holding: 2 * gib + gib / 4, path: "runs/a/last.safetensors.zst", available: 2 * gib)) { error in
+        XCTAssertThrowsError(try LoadedCheckpoint.checkMemory(holding: 2 * gib + gib / 4, path: "runs/a/last.safetensors.zst", available: AvailableMemory(bytes: 2 * gib))) { error in
             let said = "\(error)"
             XCTAssertTrue(said.contains("runs/a/last.safetensors.zst"), said)
-            XCTAssertTrue(said.contains("needs 2.2 GiB of memory to read (compressed and decompressed), more than the 2.0 GiB available here"), said)
+            XCTAssertTrue(said.contains("needs 2.2 GiB of memory to read (compressed and decompressed), more than the 2.0 GiB this machine has available: read it where more memory is free"), said)
             XCTAssertFalse(said.contains("\n"), said)
         }
-        XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: 2 * gib))
+        XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: AvailableMemory(bytes: 2 * gib)))
         XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(holding: 2 * gib, path: "a", available: nil))
         // Then its network, weights and gradients, in what is left.
         XCTAssertThrowsError(try LoadedCheckpoint.checkMemory(building: "simple", imageSize: 1024, floats: 2 * 537_033_649, path: "a",
-                                                              available: 4 * gib)) { error in
-            XCTAssertTrue("\(error)".contains("simple at 1024x1024 needs 4.0 GiB for its weights and their gradients, more than the 4.0 GiB"), "\(error)")
+                                                              available: AvailableMemory(bytes: 4 * gib, controlGroup: "/slurm/job_9"))) { error in
+            XCTAssertTrue("\(error)".contains("simple at 1024x1024 needs 4.0 GiB for its weights and their gradients, more than the 4.0 GiB left under the memory limit of control group /slurm/job_9 once the checkpoint is read"), "\(error)")
+            XCTAssertTrue("\(error)".hasSuffix(", or raise that limit (a Slurm job's --mem, a container's memory limit)"), "\(error)")
         }
         XCTAssertNoThrow(try LoadedCheckpoint.checkMemory(building: "simple", imageSize: 1024, floats: 2 * 537_033_649, path: "a",
-                                                          available: 5 * gib))
+                                                          available: AvailableMemory(bytes: 5 * gib)))
     }
 
     /// cgroup files as a Slurm job (v2) or a container (v1) sees them.

@@ -348,7 +348,7 @@ final class ResumeTests: XCTestCase {
         // search stops on the newest with the reason, where skipping would resume from an older
         // one, or start afresh, and lose the work it holds.
         var skippedForMemory: [String] = []
-        XCTAssertThrowsError(try store.newestValid(available: { 4096 }) { skippedForMemory.append($0.path) }) { error in
+        XCTAssertThrowsError(try store.newestValid(available: { AvailableMemory(bytes: 4096) }) { skippedForMemory.append($0.path) }) { error in
             XCTAssertTrue(error is CheckpointMemoryError, "\(error)")
             XCTAssertTrue("\(error)".contains("checkpoint \(store.lastPath): needs"), "\(error)")
         }
