@@ -48,7 +48,7 @@ struct CatdogDist: ParsableCommand {
     static func otherRankRefused(_ error: Error, rank: Int) -> Never {
         let code = exitCode(for: error)
         if code == .success { Glibc.exit(0) }
-        sleep(2)
+        waitForTheFirstRank()
         FileHandle.standardError.write(Data("rank \(rank) on \(ProcessInfo.processInfo.hostName): \(fullMessage(for: error))\n".utf8))
         Glibc.exit(code.rawValue)
     }

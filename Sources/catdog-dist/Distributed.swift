@@ -44,16 +44,20 @@ func runDistributed(announce: Bool = true, faults: FaultOptions? = nil, machineR
         comm.finalize()
         throw error
     } catch {
-        if comm.rank != 0 {
-            // Whole: Open MPI's signals cut a plain sleep short.
-            let until = Date(timeIntervalSinceNow: 2)
-            while Date() < until { usleep(50_000) }
-        }
+        if comm.rank != 0 { waitForTheFirstRank() }
         printError(comm.size > 1 ? "rank \(comm.rank) of \(comm.size) on \(comm.hostName): \(error)" : "\(error)")
         if comm.size > 1 { comm.abort(code: 1) }
         throw ExitCode(1)
     }
     comm.finalize()
+}
+
+/// What a rank other than the first does before it prints a refusal and ends: waits 2 s, so
+/// that the same refusal on the first rank has ended the job (said once) while one only this
+/// rank makes is still said. The whole 2 s: Open MPI's signals cut a plain sleep short.
+func waitForTheFirstRank() {
+    let until = Date(timeIntervalSinceNow: 2)
+    while Date() < until { usleep(50_000) }
 }
 
 /// Training stopped by a signal after writing the checkpoint it resumes from. The exit status
